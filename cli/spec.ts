@@ -1,0 +1,44 @@
+/** How a command is described: the data behind argument parsing, `--help` and completion. */
+
+export interface FlagSpec {
+  /** Long name without dashes, e.g. `build-arg`. */
+  name: string;
+  short?: string;
+  type: "string" | "boolean";
+  /** A flag given several times collects every value. */
+  multiple?: boolean;
+  /** What the value looks like in help, e.g. `K=V`. */
+  value?: string;
+  description: string;
+  default?: string | boolean;
+}
+
+export interface CommandSpec {
+  /** One or two words: `build`, `debug parse`. */
+  name: string;
+  summary: string;
+  /** Positional arguments as shown in help, e.g. `CONTEXT`. */
+  operands: string;
+  flags: FlagSpec[];
+  /** Loaded only when the command runs, so `--help` stays fast. */
+  load: () => Promise<CommandModule>;
+}
+
+export interface ParsedCommandLine {
+  values: Record<string, string | boolean | string[] | undefined>;
+  positionals: string[];
+}
+
+export interface CommandContext {
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+  env: NodeJS.ProcessEnv;
+  cwd: string;
+  signal: AbortSignal;
+  /** Warnings go here, one line each, prefixed by the caller's renderer. */
+  warn: (message: string) => void;
+}
+
+export interface CommandModule {
+  run(args: ParsedCommandLine, ctx: CommandContext): Promise<number>;
+}
