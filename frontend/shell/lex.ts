@@ -148,7 +148,7 @@ class Expansion {
             words.addKept(ch);
           }
           const escaped = this.cursor.next();
-          if (escaped === undefined) break; // an escape at the very end escapes nothing and vanishes
+          if (escaped === undefined) break; // an escape at the very end escapes nothing
           text += escaped;
           words.addKept(escaped);
         }
