@@ -125,22 +125,20 @@ const VALID_STAGE_NAME = /^[a-z][a-z0-9_.-]*$/;
 function parseFrom(site: Site): FromInstruction {
   const { node, ctx } = site;
   const { args } = node;
-  const hasAs = args.length === 3 && args[1]!.toLowerCase() === "as";
-  if (hasAs) {
+  let stageName: string | undefined;
+  if (args.length === 3 && args[1]!.toLowerCase() === "as") {
     const [, as, name] = args as [string, string, string];
-    if (name !== name.toLowerCase())
+    if (name !== name.toLowerCase()) {
       ctx.warn(`StageNameCasing: Stage name '${name}' should be lowercase`, node.range);
+    }
     if (!casingMatches(node.keyword, as)) {
       ctx.warn(`FromAsCasing: '${as}' and '${node.keyword}' keywords' casing do not match`, node.range);
     }
-  }
-  let stageName: string | undefined;
-  if (hasAs) {
-    stageName = args[2]!.toLowerCase();
+    stageName = name.toLowerCase();
     if (!VALID_STAGE_NAME.test(stageName)) {
       throw site.error(
-        `invalid name for build stage: ${JSON.stringify(args[2])}, name can't start with a number or contain symbols`,
-        site.wordPosition(args[2]!),
+        `invalid name for build stage: ${JSON.stringify(name)}, name can't start with a number or contain symbols`,
+        site.wordPosition(name),
       );
     }
   } else if (args.length !== 1) {
