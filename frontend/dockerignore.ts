@@ -91,9 +91,9 @@ export interface ContextMatcher {
 }
 
 /**
- * A matcher for patterns as `parseDockerignore` returns them (or as given to `--build-context`
- * filters). Throws DockerignoreError for a pattern Docker rejects: a lone `!`, an unterminated
- * `[`, a misplaced `-` in `[...]`, a trailing `\`.
+ * A matcher for patterns as `parseDockerignore` returns them. Throws DockerignoreError for a
+ * pattern Docker rejects: a lone `!`, an unterminated `[`, a misplaced `-` in `[...]`, a trailing
+ * `\`, an escape Go's regular expressions do not know (`\y`).
  */
 export function createContextMatcher(patterns: readonly string[]): ContextMatcher {
   const compiled = compilePatterns(patterns);

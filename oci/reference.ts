@@ -23,7 +23,8 @@ export class InvalidReferenceError extends TbuildError {
   readonly reference: string;
 
   constructor(reference: string, reason: string) {
-    super("E_INVALID_REFERENCE", `invalid image reference ${JSON.stringify(reference)}: ${reason}`);
+    const shown = reference.length > 300 ? `${reference.slice(0, 300)}…` : reference;
+    super("E_INVALID_REFERENCE", `invalid image reference ${JSON.stringify(shown)}: ${reason}`);
     this.reference = reference;
   }
 }
@@ -62,7 +63,7 @@ const DIGEST_ALGORITHMS: Record<string, number> = { sha256: 64, sha384: 96, sha5
 export function parseReference(text: string): ImageReference {
   if (text === "") throw new InvalidReferenceError(text, "the reference is empty");
   if (text.length > MAX_REFERENCE_LENGTH) {
-    throw new InvalidReferenceError(`${text.slice(0, 64)}…`, `it is ${text.length} characters long`);
+    throw new InvalidReferenceError(text, `it is ${text.length} characters long`);
   }
   if (IDENTIFIER_RE.test(text)) {
     throw new InvalidReferenceError(

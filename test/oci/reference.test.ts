@@ -152,9 +152,11 @@ describe("invalid references say what is wrong", () => {
     expect((error as InvalidReferenceError).reference).toBe(input);
   });
 
-  it("rejects absurdly long text quickly", () => {
+  it("rejects absurdly long text quickly, quoting only its start", () => {
     const started = performance.now();
-    expect(() => parseReference(`${"a-".repeat(50_000)}/x`)).toThrow(InvalidReferenceError);
+    expect(() => parseReference(`${"a-".repeat(50_000)}/x`)).toThrow(
+      /^invalid image reference "(a-){150}…": it is 100002 characters long$/,
+    );
     expect(() => parseReference(`${"a".repeat(3000)}.${"b-".repeat(500)}!/x`)).toThrow(InvalidReferenceError);
     expect(performance.now() - started).toBeLessThan(1000);
   });
