@@ -10,6 +10,13 @@ const graphFlags: FlagSpec[] = [
 /** Every command tbuild knows, in the order `tbuild --help` lists them. */
 export const commands: CommandSpec[] = [
   {
+    name: "debug parse",
+    summary: "print a Dockerfile's syntax tree in BuildKit's dumper format",
+    operands: "FILE",
+    flags: [],
+    load: () => import("./commands/debug-parse.js"),
+  },
+  {
     name: "version",
     summary: "print the versions of tbuild and Node",
     operands: "",

@@ -24,6 +24,8 @@ export interface Heredoc {
   expand: boolean;
   /** `<<-EOF`: leading tabs were stripped from the body and the delimiter line. */
   chomp: boolean;
+  /** The file descriptor written before `<<` (`3<<EOF`), 0 when none was. */
+  fileDescriptor: number;
   range: SourceRange;
 }
 
