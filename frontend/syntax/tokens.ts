@@ -115,7 +115,16 @@ export const TextLine = createToken({
   line_breaks: true,
 });
 
-const lineKinds = (continued: TokenType) => [DirectiveLine, BlankLine, CommentLine, continued, TextLine];
+// A repeated `# escape=` with a backtick is still a directive (an error, reported by the AST
+// builder), so the backtick mode knows it too; entering the mode again changes nothing.
+const lineKinds = (continued: TokenType) => [
+  BacktickEscapeDirective,
+  DirectiveLine,
+  BlankLine,
+  CommentLine,
+  continued,
+  TextLine,
+];
 
 export const allTokenTypes: TokenType[] = [
   Line,
@@ -136,7 +145,7 @@ export function tokenizeLines(text: string): IToken[] {
   lexer ??= new Lexer(
     {
       modes: {
-        backslash: [BacktickEscapeDirective, ...lineKinds(BackslashContinuedLine)],
+        backslash: lineKinds(BackslashContinuedLine),
         backtick: lineKinds(BacktickContinuedLine),
       },
       defaultMode: "backslash",
