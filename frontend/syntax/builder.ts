@@ -15,7 +15,7 @@ import type {
   SourceRange,
 } from "./ast.js";
 import { goTrimSpace, leadingGoSpace } from "./go-text.js";
-import { dockerfileGrammar, instructionLines } from "./grammar.js";
+import { dockerfileGrammar, firstInstructionLine, instructionLines } from "./grammar.js";
 import {
   canContainHeredoc,
   type HeredocMarker,
@@ -40,6 +40,8 @@ export interface SourceText {
   /** The physical lines, without line endings. */
   lines: string[];
   escapeToken: EscapeToken;
+  /** Logical lines the parser already joined, by their first line. */
+  joined: Map<IToken, LogicalLine>;
 }
 
 interface DockerfileContext {
@@ -77,8 +79,14 @@ function endOf(token: IToken): Position {
   return { line: token.startLine!, column: lineContent(token.image).length + 1 };
 }
 
-function lastToken(tokens: readonly IToken[]): IToken {
-  return tokens.reduce((last, token) => (token.startOffset > last.startOffset ? token : last));
+/** The token that comes last in the file among the given groups. */
+function lastToken(...groups: (readonly IToken[] | undefined)[]): IToken {
+  let last: IToken | undefined;
+  for (const group of groups) {
+    for (const token of group ?? [])
+      if (last === undefined || token.startOffset > last.startOffset) last = token;
+  }
+  return last!;
 }
 
 /**
@@ -120,13 +128,15 @@ class AstBuilder extends BaseVisitor {
     const instructions: InstructionNode[] = [];
     let nextComment = 0;
     for (const node of ctx.instruction ?? []) {
-      const start = instructionLines((node.children as unknown as InstructionContext).logicalLine[0]!)[0]!
-        .startOffset;
+      const start = firstInstructionLine(
+        (node.children as unknown as InstructionContext).logicalLine[0]!,
+      ).startOffset;
       let above: string[] = [];
       for (; nextComment < comments.length && comments[nextComment]!.startOffset < start; nextComment++) {
         const text = commentText(comments[nextComment]!.image);
         // An empty `#` line separates a comment from the instruction below it; blank lines do not.
-        above = text === "" ? [] : [...above, text];
+        if (text === "") above = [];
+        else above.push(text);
       }
       instructions.push(this.visit(node, above) as InstructionNode);
     }
@@ -173,17 +183,19 @@ class AstBuilder extends BaseVisitor {
     const logical = this.visit(lineNode) as LogicalLine;
     const parsed = this.parse(logical, lines[0]!);
     const heredocs = this.heredocs(parsed, logical, ctx.heredoc ?? []);
-    const lastLines = (ctx.heredoc ?? []).flatMap((node) => {
+    const { CommentLine, BlankLine } = lineNode.children as LogicalLineContext;
+    const heredocLines = (ctx.heredoc ?? []).flatMap((node) => {
       const { body = [], terminator = [] } = node.children as HeredocContext;
       return [...body, ...terminator];
     });
-    const { CommentLine = [], BlankLine = [] } = lineNode.children as LogicalLineContext;
-    const end = endOf(lastToken([...lines, ...CommentLine, ...BlankLine, ...lastLines]));
+    const end = endOf(lastToken(lines, CommentLine, BlankLine, heredocLines));
     return this.instructionNode(parsed, logical, end, heredocs, comments);
   }
 
   logicalLine(ctx: LogicalLineContext): LogicalLine {
-    const logical = joinLogicalLine([...(ctx.ContinuedLine ?? []), ...(ctx.TextLine ?? [])]);
+    const lines =
+      ctx.ContinuedLine === undefined ? ctx.TextLine! : [...ctx.ContinuedLine, ...(ctx.TextLine ?? [])];
+    const logical = this.source.joined.get(lines[0]!) ?? joinLogicalLine(lines);
     if (ctx.BlankLine !== undefined) {
       const blank = ctx.BlankLine[0]!;
       this.warnings.push({

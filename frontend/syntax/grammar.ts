@@ -28,6 +28,12 @@ export interface HeredocDelimiter {
   chomp: boolean;
 }
 
+/** The first physical line of an instruction. */
+export function firstInstructionLine(logicalLine: CstNode): IToken {
+  const children = logicalLine.children as { ContinuedLine?: IToken[]; TextLine?: IToken[] };
+  return (children.ContinuedLine ?? children.TextLine)![0]!;
+}
+
 /** The lines that make up an instruction's text: its continued lines, then its last line. */
 export function instructionLines(logicalLine: CstNode): IToken[] {
   const children = logicalLine.children as { ContinuedLine?: IToken[]; TextLine?: IToken[] };

@@ -2,6 +2,7 @@
  * The Dockerfile parser: text → line tokens (Chevrotain lexer) → CST (Chevrotain parser) → AST
  * (a CST visitor), matching BuildKit's parser, whose dump format `dumpAst` prints.
  */
+import type { IToken } from "chevrotain";
 import { DockerfileError } from "../errors.js";
 import type { DockerfileAst } from "./ast.js";
 import { buildAst } from "./builder.js";
@@ -9,7 +10,7 @@ import { decodeUtf8, normalizeSurrogates, utf8Length } from "./go-text.js";
 import { dockerfileGrammar, type HeredocDelimiter } from "./grammar.js";
 import { canContainHeredoc, heredocMarkers } from "./heredoc.js";
 import { type EscapeToken, parseInstructionLine } from "./instruction.js";
-import { joinLogicalLine } from "./logical-line.js";
+import { joinLogicalLine, type LogicalLine } from "./logical-line.js";
 import { directiveOf, isDirectiveToken, lineContent, tokenizeLines } from "./tokens.js";
 
 export * from "./ast.js";
@@ -18,10 +19,16 @@ export { dumpAst } from "./dump.js";
 /** BuildKit reads lines with Go's bufio.Scanner, which refuses a line longer than this many bytes. */
 const MAX_LINE_BYTES = 65_535;
 
-/** The heredocs a logical line opens; any problem is left for the AST builder to report in order. */
-function heredocOracle(escapeToken: EscapeToken) {
-  return (lines: Parameters<typeof joinLogicalLine>[0]): HeredocDelimiter[] => {
-    const text = joinLogicalLine(lines).text;
+/**
+ * The heredocs a logical line opens; any problem is left for the AST builder to report in order.
+ * The lines it joins are kept in `joined` for the builder.
+ */
+function heredocOracle(escapeToken: EscapeToken, joined: Map<IToken, LogicalLine>) {
+  return (lines: IToken[]): HeredocDelimiter[] => {
+    if (!lines.some((line) => line.image.includes("<"))) return [];
+    const logical = joinLogicalLine(lines);
+    joined.set(lines[0]!, logical);
+    const text = logical.text;
     if (!text.includes("<<")) return [];
     try {
       if (!canContainHeredoc(parseInstructionLine(text, escapeToken))) return [];
@@ -63,7 +70,8 @@ export function parseDockerfile(source: string | Uint8Array, options: { file?: s
   }
 
   const grammar = dockerfileGrammar();
-  grammar.heredocsOpenedBy = heredocOracle(escapeToken);
+  const joined = new Map<IToken, LogicalLine>();
+  grammar.heredocsOpenedBy = heredocOracle(escapeToken, joined);
   grammar.input = tokens;
   const cst = grammar.dockerfile();
   const [problem] = grammar.errors;
@@ -75,5 +83,5 @@ export function parseDockerfile(source: string | Uint8Array, options: { file?: s
       lines,
     });
   }
-  return buildAst(cst, { file, lines, escapeToken });
+  return buildAst(cst, { file, lines, escapeToken, joined });
 }

@@ -151,7 +151,7 @@ export function tokenizeLines(text: string): IToken[] {
       defaultMode: "backslash",
     },
     {
-      positionTracking: "full",
+      positionTracking: "onlyStart",
       // Lines end at `\n` only: a lone `\r` is part of a line, as in BuildKit's line scanner.
       lineTerminatorsPattern: /\n/g,
       lineTerminatorCharacters: ["\n"],
