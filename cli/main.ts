@@ -4,22 +4,36 @@ import { findCommand } from "./commands.js";
 import { commandHelp, topLevelHelp } from "./help.js";
 import type { CommandContext, CommandSpec, ParsedCommandLine } from "./spec.js";
 
-function parseCommandLine(spec: CommandSpec, argv: string[]): ParsedCommandLine & { help: boolean; debug: boolean } {
+function parseCommandLine(
+  spec: CommandSpec,
+  argv: string[],
+): ParsedCommandLine & { help: boolean; debug: boolean } {
   const options: Record<string, { type: "string" | "boolean"; short?: string; multiple?: boolean }> = {
     help: { type: "boolean", short: "h" },
     debug: { type: "boolean" },
   };
   for (const f of spec.flags) {
-    options[f.name] = { type: f.type, ...(f.short ? { short: f.short } : {}), ...(f.multiple ? { multiple: true } : {}) };
+    options[f.name] = {
+      type: f.type,
+      ...(f.short ? { short: f.short } : {}),
+      ...(f.multiple ? { multiple: true } : {}),
+    };
   }
   let parsed: ReturnType<typeof parseArgs>;
   try {
     parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
   } catch (err) {
-    throw new UsageError(`${(err as Error).message.replace(/\. To specify a positional.*$/s, "")}\nRun 'tbuild ${spec.name} --help' for its flags.`);
+    throw new UsageError(
+      `${(err as Error).message.replace(/\. To specify a positional.*$/s, "")}\nRun 'tbuild ${spec.name} --help' for its flags.`,
+    );
   }
   const values = parsed.values as ParsedCommandLine["values"];
-  return { values, positionals: parsed.positionals, help: values.help === true, debug: values.debug === true };
+  return {
+    values,
+    positionals: parsed.positionals,
+    help: values.help === true,
+    debug: values.debug === true,
+  };
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -48,7 +62,9 @@ export async function main(argv: string[]): Promise<number> {
     if (words[0] === "--version") words[0] = "version";
     const found = findCommand(words);
     if (!found) {
-      throw new UsageError(`unknown command "${words.slice(0, 2).join(" ")}"\nRun 'tbuild --help' for the list of commands.`);
+      throw new UsageError(
+        `unknown command "${words.slice(0, 2).join(" ")}"\nRun 'tbuild --help' for the list of commands.`,
+      );
     }
     const commandLine = parseCommandLine(found.spec, words.slice(found.consumed));
     if (commandLine.help) {

@@ -1,2 +1,3 @@
 export * from "./platform.js";
 export * from "./reference.js";
+export * from "./spec.js";

@@ -11,7 +11,10 @@ export interface CliResult {
 }
 
 /** Runs `bin/tbuild` as a user would, from the built `dist/`. */
-export function tbuild(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string } = {}): CliResult {
+export function tbuild(
+  args: string[],
+  options: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string } = {},
+): CliResult {
   const result = spawnSync(tbuildBin, args, {
     cwd: options.cwd ?? projectRoot,
     env: { ...process.env, ...options.env },

@@ -1,0 +1,104 @@
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { TbuildError } from "../../errors/index.js";
+import { readDockerignore } from "../../frontend/dockerignore.js";
+import { lowerDockerfile } from "../../frontend/lower/index.js";
+import type { ImageResolver, ResolvedImage } from "../../frontend/resolver.js";
+import { parseDockerfile } from "../../frontend/syntax/index.js";
+import { hostPlatform, parsePlatform } from "../../oci/platform.js";
+import { formatReference, parseReference } from "../../oci/reference.js";
+import type { BuildGraph } from "../../solver/graph.js";
+import type { CommandContext, ParsedCommandLine } from "../spec.js";
+import { parseKeyValues } from "../values.js";
+
+/**
+ * Until tbuild has an image store, base images are not resolved: they appear by reference with
+ * the digest "unresolved" and an empty config (no inherited ENV, USER or ONBUILD), and a warning
+ * says so. Everything the Dockerfile itself says is lowered exactly.
+ */
+function unresolvedImages(seen: Set<string>): ImageResolver {
+  return {
+    async resolveImage(ref, platform): Promise<ResolvedImage> {
+      const normalized = formatReference(parseReference(ref));
+      seen.add(normalized);
+      return {
+        ref: normalized,
+        digest: "unresolved",
+        platform,
+        config: {
+          architecture: platform.architecture,
+          os: platform.os,
+          config: {},
+          rootfs: { type: "layers", diff_ids: [] },
+        },
+      };
+    },
+  };
+}
+
+export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise<number> {
+  const [contextArg, ...extra] = args.positionals;
+  if (contextArg === undefined || extra.length > 0) {
+    throw new TbuildError("E_USAGE", "tbuild debug graph takes exactly one CONTEXT directory", {
+      exitCode: 2,
+    });
+  }
+  const contextDir = path.resolve(ctx.cwd, contextArg);
+  const dockerfilePath = path.resolve(
+    ctx.cwd,
+    (args.values.file as string | undefined) ?? path.join(contextArg, "Dockerfile"),
+  );
+  let source: string;
+  try {
+    source = await readFile(dockerfilePath, "utf8");
+  } catch (err) {
+    throw new TbuildError(
+      "E_NO_DOCKERFILE",
+      `cannot read the Dockerfile ${dockerfilePath}: ${(err as NodeJS.ErrnoException).code ?? err}`,
+    );
+  }
+  const format = (args.values.format as string | undefined) ?? "json";
+  if (format !== "json" && format !== "dot")
+    throw new TbuildError("E_USAGE", `--format must be json or dot, not "${format}"`, { exitCode: 2 });
+
+  const platformText = args.values.platform as string | undefined;
+  const targetPlatform = platformText ? parsePlatform(platformText) : hostPlatform();
+  const ast = parseDockerfile(source, { file: path.relative(ctx.cwd, dockerfilePath) || dockerfilePath });
+  for (const w of ast.warnings) ctx.warn(`${ast.file}:${w.range.start.line}: ${w.message}`);
+  const unresolved = new Set<string>();
+  const target = args.values.target as string | undefined;
+  const lowered = await lowerDockerfile(ast, {
+    buildArgs: parseKeyValues((args.values["build-arg"] as string[] | undefined) ?? [], "--build-arg"),
+    ...(target !== undefined ? { target } : {}),
+    targetPlatform,
+    buildPlatform: hostPlatform(),
+    resolver: unresolvedImages(unresolved),
+    excludePatterns: await readDockerignore(contextDir, dockerfilePath),
+    signal: ctx.signal,
+    warn: (w) => ctx.warn(`${w.position ? `${w.file}:${w.position.line}: ` : ""}${w.message}`),
+  });
+  for (const ref of unresolved) {
+    ctx.warn(
+      `base image ${ref} was not resolved (tbuild has no image store yet): its config is not inherited`,
+    );
+  }
+  if (format === "dot") {
+    ctx.stdout.write(toDot(lowered.graph, lowered.root));
+  } else {
+    ctx.stdout.write(`${JSON.stringify(lowered, null, 2)}\n`);
+  }
+  return 0;
+}
+
+function toDot(graph: BuildGraph, root: string | undefined): string {
+  const short = (d: string) => d.slice(7, 19);
+  const lines = ["digraph build {", "  rankdir=LR;", '  node [shape=box, fontname="monospace"];'];
+  for (const [digest, vertex] of Object.entries(graph.vertices)) {
+    const label = `${graph.info[digest]?.name ?? vertex.op.kind}\\n${short(digest)}`;
+    const style = digest === root ? ", style=bold" : graph.info[digest]?.internal ? ", style=dashed" : "";
+    lines.push(`  "${short(digest)}" [label=${JSON.stringify(label).replace(/\\\\n/g, "\\n")}${style}];`);
+    for (const input of vertex.inputs) lines.push(`  "${short(input)}" -> "${short(digest)}";`);
+  }
+  lines.push("}");
+  return `${lines.join("\n")}\n`;
+}

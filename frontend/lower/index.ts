@@ -1,0 +1,393 @@
+/**
+ * Lowering: a parsed Dockerfile → a BuildGraph and the image config of the target stage, as
+ * BuildKit's dockerfile2llb does it. Nothing runs here; base images come from the injected
+ * resolver. Stages the target does not need are never resolved or dispatched.
+ */
+import { TbuildError } from "../../errors/index.js";
+import { InvalidPlatformError, type Platform, parsePlatform } from "../../oci/platform.js";
+import type { ImageConfig } from "../../oci/spec.js";
+import type { BuildGraph, VertexDigest } from "../../solver/graph.js";
+import { DockerfileError } from "../errors.js";
+import type {
+  ArgInstruction,
+  CopyInstruction,
+  FromInstruction,
+  Instruction,
+  RunInstruction,
+} from "../instructions/index.js";
+import { parseInstruction, parseMount } from "../instructions/index.js";
+import type { ImageResolver, ResolvedImage } from "../resolver.js";
+import { type EnvLookup, ShellExpansionError, ShellLex } from "../shell/index.js";
+import type { DockerfileAst, Position } from "../syntax/index.js";
+import { PLATFORM_ARG_NAMES, PROXY_ARGS, platformArgs } from "./args.js";
+import { GraphAssembler, type PendingVertex, pending } from "./pending.js";
+import { type DispatchContext, dispatchStage, type StageState } from "./stage.js";
+
+export interface LowerOptions {
+  /** `--build-arg K=V` values. */
+  buildArgs?: Record<string, string>;
+  /** `--target`: the stage to build; the last stage by default. */
+  target?: string;
+  targetPlatform: Platform;
+  buildPlatform: Platform;
+  resolver: ImageResolver;
+  /** `.dockerignore` patterns, carried on the build context's `local` op. */
+  excludePatterns?: string[];
+  /** `--label K=V`, added to the final image config. */
+  labels?: Record<string, string>;
+  signal?: AbortSignal;
+  /** Non-fatal findings: ARG used before declared, unused build args, MAINTAINER. */
+  warn?: (warning: LowerWarning) => void;
+}
+
+export interface LowerWarning {
+  message: string;
+  file: string;
+  position?: Position;
+}
+
+export interface LoweredStage {
+  index: number;
+  /** `AS name`, or `stage-N`. */
+  name: string;
+  /** The stage's filesystem; absent when it is empty (`FROM scratch` with nothing added). */
+  root?: VertexDigest;
+}
+
+export interface LoweredBuild {
+  graph: BuildGraph;
+  /** The target stage's filesystem; absent when it is empty. */
+  root?: VertexDigest;
+  /** The target's image config: inherited base config and history plus this build's changes. */
+  image: ImageConfig;
+  /** The base image the target stage started from, if any (its layers are the image's first ones). */
+  baseImage?: ResolvedImage;
+  target: LoweredStage;
+  /** Every stage the target needs, in the order they were lowered. */
+  stages: LoweredStage[];
+}
+
+/** One `FROM` and what follows it, before anything is dispatched. */
+export interface StageDef {
+  index: number;
+  from: FromInstruction;
+  /** Lower-cased `AS` name. */
+  name?: string;
+  /** The FROM image or stage name after expanding global ARGs. */
+  baseName: string;
+  /** An earlier stage this one is based on. */
+  baseStage?: StageDef;
+  platform?: Platform;
+  instructions: Instruction[];
+  /** Stages and images reached by `COPY --from` and `RUN --mount=from=`. */
+  deps: Map<StageDef, Instruction>;
+  imageDeps: Set<string>;
+}
+
+export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions): Promise<LoweredBuild> {
+  const file = ast.file;
+  const errorAt = (reason: string, position: Position) =>
+    new DockerfileError(reason, { file, position, lines: ast.lines });
+  const warn = (message: string, position?: Position) =>
+    options.warn?.({ message, file, ...(position ? { position } : {}) });
+  const buildArgs = new Map(Object.entries(options.buildArgs ?? {}));
+  const usedBuildArgs = new Set<string>();
+
+  const instructions = ast.instructions.map((node) =>
+    parseInstruction(node, { file, lines: ast.lines, warn: (message, range) => warn(message, range.start) }),
+  );
+  const lexer = new ShellLex({ escapeToken: ast.escapeToken });
+  const expand = (word: string, env: EnvLookup, at: Position) => {
+    try {
+      return lexer.processWordWithMatches(word, env);
+    } catch (err) {
+      if (err instanceof ShellExpansionError) throw errorAt(err.message, at);
+      throw err;
+    }
+  };
+
+  // Global scope: the automatic platform ARGs, then the ARGs before the first FROM.
+  const metaEnv = new Map<string, string>();
+  for (const [key, value] of platformArgs(options.buildPlatform, options.targetPlatform)) {
+    metaEnv.set(key, buildArgs.get(key) ?? value);
+    if (buildArgs.has(key)) usedBuildArgs.add(key);
+  }
+  const globalArgs: ArgInstruction[] = [];
+  const stages: StageDef[] = [];
+  for (const instruction of instructions) {
+    if (instruction.kind === "from") {
+      stages.push(defineStage(instruction, stages.length));
+      continue;
+    }
+    const current = stages.at(-1);
+    if (current) {
+      current.instructions.push(instruction);
+    } else if (instruction.kind === "arg") {
+      globalArgs.push(instruction);
+      for (const arg of instruction.args) {
+        const given = buildArgs.get(arg.key);
+        if (given !== undefined) usedBuildArgs.add(arg.key);
+        const value =
+          given ??
+          (arg.value === undefined ? undefined : expand(arg.value, metaEnv, instruction.range.start).result);
+        if (value !== undefined) metaEnv.set(arg.key, value);
+        else metaEnv.delete(arg.key);
+      }
+    } else {
+      throw errorAt(
+        `${instruction.node.keyword.toUpperCase()} cannot come before the first FROM: only ARG may be declared there`,
+        instruction.range.start,
+      );
+    }
+  }
+  if (stages.length === 0) {
+    throw errorAt("no FROM instruction: a Dockerfile needs at least one build stage", { line: 1, column: 1 });
+  }
+
+  function defineStage(from: FromInstruction, index: number): StageDef {
+    const at = from.range.start;
+    const base = expand(from.image, metaEnv, at);
+    warnUndeclared(base.unmatched, at, true);
+    if (base.result === "") throw errorAt(`base name (${from.image}) should not be blank`, at);
+    let platform: Platform | undefined;
+    if (from.platform !== undefined) {
+      const expanded = expand(from.platform, metaEnv, at);
+      warnUndeclared(expanded.unmatched, at, true);
+      if (expanded.result === "") throw errorAt(`empty platform value from expression ${from.platform}`, at);
+      try {
+        platform = parsePlatform(expanded.result);
+      } catch (err) {
+        if (err instanceof InvalidPlatformError) throw errorAt(err.message, at);
+        throw err;
+      }
+    }
+    const name = from.stageName?.toLowerCase();
+    if (name !== undefined && stages.some((s) => s.name === name)) {
+      throw errorAt(`duplicate stage name "${name}": each AS name must be unique`, at);
+    }
+    const baseStage = stages.find((s) => s.name !== undefined && s.name === base.result.toLowerCase());
+    return {
+      index,
+      from,
+      ...(name !== undefined ? { name } : {}),
+      baseName: base.result,
+      ...(baseStage ? { baseStage } : {}),
+      ...(platform ? { platform } : {}),
+      instructions: [],
+      deps: new Map(),
+      imageDeps: new Set(),
+    };
+  }
+
+  /** An unset variable that an ARG declares later is almost always a misplaced ARG. */
+  function warnUndeclared(names: Set<string>, at: Position, inFrom: boolean) {
+    for (const name of names) {
+      if (inFrom && !globalArgs.some((i) => i.args.some((a) => a.key === name))) {
+        warn(`FROM uses $${name}, but no ARG before the first FROM declares it`, at);
+        continue;
+      }
+      const later = instructions.find(
+        (i) => i.kind === "arg" && i.range.start.line > at.line && i.args.some((a) => a.key === name),
+      );
+      if (later) warn(`${name} is used before its ARG declaration on line ${later.range.start.line}`, at);
+    }
+  }
+
+  const findStage = (ref: string): StageDef | undefined => {
+    if (/^\d+$/.test(ref)) return stages[Number(ref)];
+    return stages.find((s) => s.name !== undefined && s.name === ref.toLowerCase());
+  };
+
+  // The target, and which stages and images it needs.
+  let target: StageDef;
+  if (options.target !== undefined) {
+    const found = stages.find((s) => s.name === options.target!.toLowerCase());
+    if (!found) {
+      const names = stages.flatMap((s) => (s.name ? [s.name] : []));
+      throw new TbuildError(
+        "E_UNKNOWN_TARGET",
+        `target stage "${options.target}" could not be found in ${file}${names.length ? ` (stages: ${names.join(", ")})` : ": it names no stage"}`,
+      );
+    }
+    target = found;
+  } else {
+    target = stages.at(-1)!;
+  }
+
+  for (const stage of stages) {
+    for (const instruction of stage.instructions) {
+      for (const ref of sourceRefs(instruction)) {
+        const at = instruction.range.start;
+        const name = expand(ref, metaEnv, at).result;
+        if (/^\d+$/.test(name) && findStage(name) === undefined) {
+          throw errorAt(
+            `invalid stage index ${name}: this Dockerfile has ${stages.length} stages (0 to ${stages.length - 1})`,
+            at,
+          );
+        }
+        const dep = findStage(name);
+        if (dep) stage.deps.set(dep, instruction);
+        else stage.imageDeps.add(name);
+      }
+    }
+  }
+  detectCycles(stages, errorAt);
+
+  const reachable = new Set<StageDef>();
+  const visit = (stage: StageDef) => {
+    if (reachable.has(stage)) return;
+    reachable.add(stage);
+    if (stage.baseStage) visit(stage.baseStage);
+    for (const dep of stage.deps.keys()) visit(dep);
+  };
+  visit(target);
+
+  // Resolve every image the reachable stages need, all at once.
+  const images = new Map<string, Promise<ResolvedImage>>();
+  const resolve = (ref: string, platform: Platform, at: Position) => {
+    const key = `${ref}\u0000${platform.os}/${platform.architecture}/${platform.variant ?? ""}`;
+    let found = images.get(key);
+    if (!found) {
+      found = options.resolver.resolveImage(ref, platform, options.signal).catch((err: unknown) => {
+        if (err instanceof TbuildError) throw errorAt(`${ref}: ${err.message}`, at);
+        throw err;
+      });
+      found.catch(() => {});
+      images.set(key, found);
+    }
+    return found;
+  };
+  for (const stage of reachable) {
+    const platform = stage.platform ?? options.targetPlatform;
+    if (!stage.baseStage && stage.baseName.toLowerCase() !== "scratch")
+      resolve(stage.baseName, platform, stage.from.range.start);
+    for (const ref of stage.imageDeps) resolve(ref, platform, stage.from.range.start);
+  }
+
+  const context = pending(
+    { kind: "local", name: "context", excludePatterns: options.excludePatterns ?? [], followPaths: [] },
+    [],
+    { name: "[internal] load build context", internal: true },
+  );
+  const contextPaths = new Set<string>();
+  const states = new Map<StageDef, StageState>();
+  const dispatchContext: DispatchContext = {
+    file,
+    lines: ast.lines,
+    lexer,
+    heredocLexer: new ShellLex({ escapeToken: ast.escapeToken, skipProcessQuotes: true }),
+    metaEnv,
+    buildArgs,
+    usedBuildArgs,
+    targetPlatform: options.targetPlatform,
+    singleStage: stages.length === 1,
+    context,
+    contextPaths,
+    expand,
+    errorAt,
+    warn,
+    warnUndeclared: (names, at) => warnUndeclared(names, at, false),
+    parseMount,
+    parseInstruction: (node) =>
+      parseInstruction(node, { file, lines: ast.lines, warn: (m, r) => warn(m, r.start) }),
+    stageOf: (ref) => {
+      const dep = findStage(ref);
+      return dep ? states.get(dep) : undefined;
+    },
+    image: (ref, platform, at) => resolve(ref, platform, at),
+  };
+
+  // Dispatch in dependency order: a stage's bases and sources before the stage.
+  const order: StageDef[] = [];
+  const placed = new Set<StageDef>();
+  const place = (stage: StageDef) => {
+    if (placed.has(stage)) return;
+    placed.add(stage);
+    if (stage.baseStage) place(stage.baseStage);
+    for (const dep of stage.deps.keys()) place(dep);
+    order.push(stage);
+  };
+  place(target);
+  for (const stage of order) {
+    states.set(
+      stage,
+      await dispatchStage(stage, stage.baseStage ? states.get(stage.baseStage) : undefined, dispatchContext),
+    );
+  }
+
+  for (const [key] of buildArgs) {
+    if (!usedBuildArgs.has(key) && !PROXY_ARGS.has(key) && !PLATFORM_ARG_NAMES.has(key)) {
+      warn(`build-arg ${key} was given but no ARG in ${file} declares it`);
+    }
+  }
+
+  // The context reads only what the build uses, unless something needs all of it.
+  const paths = [...contextPaths].sort();
+  if (context.op.kind === "local") context.op.followPaths = paths.includes("/") ? [] : paths;
+
+  const assembler = new GraphAssembler();
+  const lowered = (stage: StageDef): LoweredStage => {
+    const root = states.get(stage)!.root;
+    return { index: stage.index, name: stageName(stage), ...(root ? { root: assembler.digest(root) } : {}) };
+  };
+  const targetState = states.get(target)!;
+  if (options.labels && Object.keys(options.labels).length > 0) {
+    targetState.image.config.Labels = { ...targetState.image.config.Labels, ...options.labels };
+  }
+  const loweredStages = order.map(lowered);
+  const targetStage = loweredStages.find((s) => s.index === target.index)!;
+  return {
+    graph: assembler.graph,
+    ...(targetStage.root ? { root: targetStage.root } : {}),
+    image: targetState.image,
+    ...(targetState.baseImage ? { baseImage: targetState.baseImage } : {}),
+    target: targetStage,
+    stages: loweredStages,
+  };
+}
+
+export function stageName(stage: StageDef): string {
+  return stage.name ?? `stage-${stage.index}`;
+}
+
+/** The stage or image names an instruction reads from. */
+function sourceRefs(instruction: Instruction): string[] {
+  if (
+    (instruction.kind === "copy" || instruction.kind === "add") &&
+    (instruction as CopyInstruction).from !== undefined
+  ) {
+    return [(instruction as CopyInstruction).from!];
+  }
+  if (instruction.kind === "run") {
+    return (instruction as RunInstruction).mounts.flatMap((raw) => {
+      const from = /(?:^|,)from=([^,]+)/.exec(raw)?.[1];
+      return from === undefined ? [] : [from.replace(/^"(.*)"$/, "$1")];
+    });
+  }
+  return [];
+}
+
+function detectCycles(stages: StageDef[], errorAt: (reason: string, at: Position) => DockerfileError) {
+  const done = new Set<StageDef>();
+  const onPath = new Set<StageDef>();
+  const visit = (stage: StageDef): Instruction | undefined => {
+    if (done.has(stage)) return undefined;
+    onPath.add(stage);
+    const edges: [StageDef, Instruction][] = [...stage.deps];
+    if (stage.baseStage) edges.push([stage.baseStage, stage.from]);
+    for (const [dep, via] of edges) {
+      if (onPath.has(dep)) return via;
+      const found = visit(dep);
+      if (found) return found;
+    }
+    onPath.delete(stage);
+    done.add(stage);
+    return undefined;
+  };
+  for (const stage of stages) {
+    const via = visit(stage);
+    if (via) throw errorAt(`circular dependency detected on stage: ${stageName(stage)}`, via.range.start);
+  }
+}
+
+export type { PendingVertex };

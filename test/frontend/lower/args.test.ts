@@ -1,0 +1,117 @@
+import { describe, expect, it } from "vitest";
+import { asExec, lower } from "./lower.js";
+
+describe("ARG and ENV scoping", () => {
+  it("a global ARG is usable in FROM and takes --build-arg", async () => {
+    const dockerfile = "ARG BASE=busybox\nFROM ${BASE}\n";
+    expect((await lower(dockerfile)).asked).toEqual(["docker.io/library/busybox:latest"]);
+    expect((await lower(dockerfile, { buildArgs: { BASE: "debian:12" } })).asked).toEqual([
+      "docker.io/library/debian:12",
+    ]);
+  });
+
+  it("a global ARG is not visible inside a stage until redeclared without a value", async () => {
+    const build = await lower(`ARG V=global
+FROM busybox AS plain
+RUN echo "[$V]"
+ENV SEEN=\${V}
+FROM busybox
+ARG V
+ENV SEEN=\${V}
+COPY --from=plain /etc/passwd /p
+`);
+    expect(build.image.config.Env).toContain("SEEN=global");
+    const plain = build.ops("exec")[0]!;
+    expect(build.env(plain).V).toBeUndefined();
+  });
+
+  it("a stage ARG default expands with what is set before it, and --build-arg overrides it", async () => {
+    const dockerfile = `FROM busybox
+ENV BASE=/opt
+ARG DIR=\${BASE}/app
+WORKDIR \${DIR}
+`;
+    expect((await lower(dockerfile)).image.config.WorkingDir).toBe("/opt/app");
+    expect((await lower(dockerfile, { buildArgs: { DIR: "/srv" } })).image.config.WorkingDir).toBe("/srv");
+  });
+
+  it("ARG values reach RUN's environment but not the image config", async () => {
+    const build = await lower("FROM busybox\nARG VERSION=1.2\nRUN echo $VERSION\n");
+    expect(build.env(asExec(build.rootVertex().op)).VERSION).toBe("1.2");
+    expect(build.image.config.Env?.some((e) => e.startsWith("VERSION="))).toBe(false);
+  });
+
+  it("an ENV after an ARG of the same name wins", async () => {
+    const build = await lower("FROM busybox\nARG V=from-arg\nENV V=from-env\nRUN echo $V\nLABEL v=$V\n");
+    expect(build.env(asExec(build.rootVertex().op)).V).toBe("from-env");
+    expect(build.image.config.Labels?.v).toBe("from-env");
+  });
+
+  it("ENV values on one line expand with the values from before that line", async () => {
+    const build = await lower("FROM busybox\nENV abc=hello\nENV abc=bye def=$abc\nENV ghi=$abc\n");
+    expect(build.image.config.Env).toEqual(expect.arrayContaining(["abc=bye", "def=hello", "ghi=bye"]));
+  });
+
+  it("ARG declared in a stage stays in the stages built FROM it", async () => {
+    const build = await lower("FROM busybox AS base\nARG MODE=debug\nFROM base\nRUN echo $MODE\n");
+    expect(build.env(asExec(build.rootVertex().op)).MODE).toBe("debug");
+  });
+
+  it("platform ARGs are global: usable in FROM, and in a stage once declared", async () => {
+    const build = await lower(
+      `FROM --platform=$BUILDPLATFORM busybox AS tools
+ARG TARGETARCH
+ARG TARGETPLATFORM
+RUN echo $TARGETARCH
+FROM busybox
+RUN echo "[$TARGETARCH]"
+COPY --from=tools /bin/sh /sh
+`,
+      { targetPlatform: { os: "linux", architecture: "arm64" } },
+    );
+    const [tools, final] = build.ops("exec");
+    expect(build.env(tools!).TARGETARCH).toBe("arm64");
+    expect(build.env(tools!).TARGETPLATFORM).toBe("linux/arm64");
+    expect(tools!.platform.architecture).toBe("amd64");
+    expect(build.env(final!).TARGETARCH).toBeUndefined();
+    expect(final!.platform.architecture).toBe("arm64");
+  });
+
+  it("proxy build args reach RUN without an ARG but stay out of the history", async () => {
+    const build = await lower("FROM busybox\nRUN wget example.invalid\n", {
+      buildArgs: { HTTP_PROXY: "http://proxy:3128" },
+    });
+    expect(build.env(asExec(build.rootVertex().op)).HTTP_PROXY).toBe("http://proxy:3128");
+    expect(JSON.stringify(build.image.history)).not.toContain("proxy:3128");
+    expect(build.warnings).toEqual([]);
+  });
+
+  it("RUN's history line lists the stage's ARGs as BuildKit writes them", async () => {
+    const build = await lower("FROM busybox\nARG A=1\nARG B\nRUN echo hi\n", { buildArgs: { B: "2" } });
+    expect(build.image.history?.at(-1)?.created_by).toBe("RUN |2 A=1 B=2 /bin/sh -c echo hi # buildkit");
+  });
+
+  it("warns when a variable is used before its ARG declaration", async () => {
+    const build = await lower("FROM busybox\nENV X=$LATE\nARG LATE=1\n");
+    expect(build.warnings).toEqual([
+      expect.objectContaining({
+        message: "LATE is used before its ARG declaration on line 3",
+        position: expect.objectContaining({ line: 2 }),
+      }),
+    ]);
+  });
+
+  it("warns when FROM uses an ARG that was never declared globally", async () => {
+    const build = await lower("FROM busybox$SUFFIX\n");
+    expect(build.warnings.map((w) => w.message)).toEqual([
+      "FROM uses $SUFFIX, but no ARG before the first FROM declares it",
+    ]);
+  });
+
+  it("warns about build args no ARG consumes", async () => {
+    const build = await lower("FROM busybox\n", { buildArgs: { UNUSED: "1" } });
+    expect(build.warnings.map((w) => w.message)).toEqual([
+      "build-arg UNUSED was given but no ARG in Dockerfile declares it",
+    ]);
+  });
+});
