@@ -29,7 +29,22 @@ export function canContainHeredoc(instruction: ParsedInstruction): boolean {
   return HEREDOC_INSTRUCTIONS.has(target.name) && !target.json;
 }
 
-const HEREDOC_WORD = /^([0-9]*)<<(-?)([^<]*)$/;
+/**
+ * BuildKit's `^(\d*)<<(-?)\s*([^<]*)$`, matched by hand: a regular expression would backtrack
+ * quadratically over a long run of blanks.
+ */
+function matchHeredocWord(word: string): { digits: string; dash: string; rest: string } | undefined {
+  let i = 0;
+  while (i < word.length && word.charCodeAt(i) >= 0x30 && word.charCodeAt(i) <= 0x39) i++;
+  const digits = word.slice(0, i);
+  if (!word.startsWith("<<", i)) return undefined;
+  i += 2;
+  const dash = word.charCodeAt(i) === 0x2d ? "-" : "";
+  i += dash.length;
+  while (i < word.length && " \t\n\f\r".includes(word[i]!)) i++;
+  const rest = word.slice(i);
+  return rest.includes("<") ? undefined : { digits, dash, rest };
+}
 
 function quoteCount(word: string): number {
   let count = 0;
@@ -41,9 +56,9 @@ function quoteCount(word: string): number {
 }
 
 function markerFrom(word: string): HeredocMarker | undefined {
-  const match = HEREDOC_WORD.exec(word);
-  if (match === null) return undefined;
-  const [, digits, dash, rest] = match as unknown as [string, string, string, string];
+  const match = matchHeredocWord(word);
+  if (match === undefined) return undefined;
+  const { digits, dash, rest } = match;
   if (rest === "") return undefined;
   try {
     const words = splitShellWords(rest, { rawQuotes: false, rawEscapes: false });

@@ -26,6 +26,7 @@ const LEFT_BRACE = 0x7b;
 const RIGHT_BRACE = 0x7d;
 const COLON = 0x3a;
 const SLASH = 0x2f;
+const LESS_THAN = 0x3c;
 const SPECIAL_PARAMETERS = new Set([..."@*#?-$!0"].map((c) => c.charCodeAt(0)));
 
 function runeText(code: number): string {
@@ -119,6 +120,10 @@ class ShellWordScanner {
           const value = this.readDollar();
           text += value;
           words.addString(value);
+        } else if (code === LESS_THAN) {
+          const value = this.readPossibleHeredoc();
+          text += value;
+          words.addRawString(value);
         } else if (code === SINGLE_QUOTE || code === DOUBLE_QUOTE) {
           const quoted = code === SINGLE_QUOTE ? this.readSingleQuoted() : this.readDoubleQuoted();
           text += quoted;
@@ -193,6 +198,20 @@ class ShellWordScanner {
       }
       text += runeText(current);
     }
+  }
+
+  /**
+   * `<`, or `<<` with the blanks after it: they stay in the word, so that `<< EOF` is one word and
+   * names a heredoc as `<<EOF` does.
+   */
+  private readPossibleHeredoc(): string {
+    this.next();
+    if (this.peek() !== LESS_THAN) return "<";
+    this.next();
+    let text = "<<";
+    while (this.peek() === 0x20 || this.peek() === 0x09 || this.peek() === 0x0d)
+      text += runeText(this.next());
+    return text;
   }
 
   /** `$name` or `${...}`: with no variables set, BuildKit's parser keeps them as written. */

@@ -99,6 +99,41 @@ describe("heredocs", () => {
     expect(dump("FROM a\nCMD cat <<EOF\nRUN x\n")).toEqual(['(from "a")', '(cmd "cat <<EOF")', '(run "x")']);
   });
 
+  it("blanks may separate << from the delimiter, as in BuildKit's own tests", () => {
+    const names = (line: string, delimiter = "EOF") =>
+      heredocsOf(`FROM a\n${line}\n${delimiter}\n`)[1]!.map((h) => h.name);
+    expect(names("RUN <<  EOF")).toEqual(["EOF"]);
+    expect(names("RUN <<  EOF  > foo")).toEqual(["EOF"]);
+    expect(names("RUN << -EOF", "-EOF")).toEqual(["-EOF"]);
+    expect(names("RUN cat <<\tEOF")).toEqual(["EOF"]);
+  });
+
+  it("matches BuildKit's cases of quoting and escaping in the delimiter", () => {
+    const heredoc = (line: string, body: string) => {
+      const [first] = heredocsOf(`FROM a\n${line}\n${body}\n`)[1]!;
+      return [first!.name, first!.expand];
+    };
+    expect(heredoc("RUN <<eo'f'", "eof")).toEqual(["eof", false]);
+    expect(heredoc("RUN <<eo\\'f", "eo'f")).toEqual(["eo'f", true]);
+    expect(heredoc("RUN <<'e'o\\'f", "eo'f")).toEqual(["eo'f", false]);
+    expect(heredoc("RUN <<'one two'", "one two")).toEqual(["one two", false]);
+    expect(heredoc("RUN <<$EOF", "$EOF")).toEqual(["$EOF", true]);
+    expect(heredoc("COPY <<file.txt /dest", "file.txt")).toEqual(["file.txt", true]);
+  });
+
+  it("reads several bodies in the order of their markers, each to its own delimiter", () => {
+    expect(
+      heredocsOf("FROM a\nCOPY <<X <<Y /dest\nY\nX\nX\nY\n")[1]!.map((h) => [h.name, h.content]),
+    ).toEqual([
+      ["X", "Y\n"],
+      ["Y", "X\n"],
+    ]);
+  });
+
+  it("USER <<INVALID opens nothing: the next line is an instruction again", () => {
+    expect(rejection("FROM a\nUSER <<INVALID\nINVALID\n")).toBe("3:1 unknown instruction: INVALID");
+  });
+
   it("a word that is not a delimiter opens nothing", () => {
     expect(dump("FROM a\nRUN echo '<<EOF' <<\"\" a<<b\nCMD x\n")).toEqual([
       '(from "a")',
