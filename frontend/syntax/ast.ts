@@ -12,6 +12,7 @@ export interface Position {
 
 export interface SourceRange {
   start: Position;
+  /** Just after the last character (line endings excluded). */
   end: Position;
 }
 

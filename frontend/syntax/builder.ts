@@ -222,9 +222,6 @@ class AstBuilder extends BaseVisitor {
     } catch (err) {
       if (err instanceof InstructionSyntaxError)
         throw this.error(err.message, positionIn(logical, err.offset));
-      if (err instanceof RangeError) {
-        throw this.error("instruction is nested too deeply to parse", positionIn(logical, 0));
-      }
       throw err;
     }
     if (!isKnownInstruction(parsed.name)) {

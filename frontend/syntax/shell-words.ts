@@ -239,7 +239,6 @@ class ShellWordScanner {
     }
     if (modifier === SLASH && modifierText === "/") {
       if (this.peek() === SLASH) this.next();
-      // biome-ignore lint/suspicious/noTemplateCurlyInString: BuildKit's message quotes the ${} syntax.
       const pattern = this.readNested(SLASH, true, "syntax error: missing '/' in ${}");
       const replacement = this.readNested(RIGHT_BRACE, true, "syntax error: missing '}'");
       return `\${${name}/${pattern}/${replacement}}`;

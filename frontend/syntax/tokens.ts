@@ -177,11 +177,3 @@ export function directiveOf(token: IToken): DirectiveMatch {
 export function isContinuedLine(token: IToken): boolean {
   return tokenMatcher(token, ContinuedLine);
 }
-
-export function isBlankLine(token: IToken): boolean {
-  return tokenMatcher(token, BlankLine);
-}
-
-export function isCommentLine(token: IToken): boolean {
-  return tokenMatcher(token, CommentLine);
-}
