@@ -68,6 +68,13 @@ describe("instruction flags", () => {
     );
   });
 
+  it("a flag on a continuation line is located there", () => {
+    expect(errorOf("FROM alpine\nRUN --mount=type=cache,target=/a \\\n    --netwrk=none true")).toEqual({
+      reason: "unknown flag: --netwrk for RUN (did you mean --network?)",
+      at: "3:5",
+    });
+  });
+
   it("the same flag twice is located at each use", () => {
     const error = parseError("RUN --mount=type=bind,target=/a --mount=from=$X,target=/b true");
     expect(error.reason).toBe("'from' doesn't support variable expansion, define alias stage instead");

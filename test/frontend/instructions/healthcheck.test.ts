@@ -33,11 +33,10 @@ describe("HEALTHCHECK", () => {
     expect(parseLast("HEALTHCHECK none")).toMatchObject({ test: { type: "none" } });
   });
 
-  it("durations take Go's syntax: units ns, us, µs, ms, s, m, h, fractions, sums", () => {
+  it("durations take Go's syntax: units ns, us, ms, s, m, h, fractions, sums", () => {
     const interval = (value: string) => parseLast(`HEALTHCHECK --interval=${value} CMD true`);
     expect(interval("1h2m3s4ms")).toMatchObject({ interval: 3723 * SECOND + 4_000_000 });
     expect(interval("2500us")).toMatchObject({ interval: 2_500_000 });
-    expect(interval("2500µs")).toMatchObject({ interval: 2_500_000 });
     expect(interval("1000000ns")).toMatchObject({ interval: 1_000_000 });
     expect(interval(".5m")).toMatchObject({ interval: 30 * SECOND });
     expect(interval("+1s")).toMatchObject({ interval: SECOND });

@@ -68,7 +68,7 @@ describe("RUN, CMD, ENTRYPOINT", () => {
   });
 
   it("a mount value is checked for CSV syntax and a variable stage in from= before expansion", () => {
-    expect(errorOf('RUN --mount=type=bind,source=a"b true').reason).toBe(
+    expect(errorOf('RUN --mount=type=bind,source=a\\"b true').reason).toBe(
       'failed to parse --mount as CSV: bare " in non-quoted-field (column 19)',
     );
     expect(errorOf("RUN --mount=type=bind,from=$STAGE,target=/s true").reason).toBe(
