@@ -530,11 +530,12 @@ async function dispatchRun(st: StageState, ins: RunInstruction, ctx: DispatchCon
     args = withShell(st, ins.command.command);
   }
 
-  for (const raw of ins.mounts) {
-    const spec = ctx.parseMount(expandWord(st, ctx, raw, at), {
+  for (const [index, raw] of ins.mounts.entries()) {
+    const mountAt = ins.mountPositions[index] ?? at;
+    const spec = ctx.parseMount(expandWord(st, ctx, raw, mountAt), {
       file: ctx.file,
       lines: ctx.lines,
-      position: at,
+      position: mountAt,
     });
     const target = absolutePath(st, spec.target ?? "").replace(/(.)\/$/, "$1");
     switch (spec.type) {

@@ -40,6 +40,16 @@ RUN --mount=type=cache,target=/root/.cache,sharing=locked,id=pip \\
     expect(asExec(build.rootVertex().op).mounts.some((m) => m.target === "/var/cache/apt")).toBe(true);
   });
 
+  it("a bad --mount value after expansion is an error at that --mount", async () => {
+    const err = await lower(
+      "FROM busybox\nARG MODE=bogus\nRUN --network=none --mount=type=cache,target=/c,sharing=$MODE make\n",
+    ).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DockerfileError);
+    expect((err as DockerfileError).line).toBe(3);
+    expect((err as DockerfileError).column).toBe(20);
+    expect((err as DockerfileError).reason).toContain("bogus");
+  });
+
   it("runs a heredoc as the shell's script, or as a file when it has a shebang", async () => {
     const plain = await lower("FROM busybox\nRUN <<EOF\necho one\necho two\nEOF\n");
     expect(asExec(plain.rootVertex().op).args).toEqual(["/bin/sh", "-c", "echo one\necho two\n"]);
