@@ -5,9 +5,9 @@ import { parseInstruction } from "../../../frontend/instructions/index.js";
 import { parseDockerfile } from "../../../frontend/syntax/index.js";
 import { projectRoot } from "../../helpers/cli.js";
 
-// BuildKit's parser test files (see /work/shared/conformance/README.md): each instruction in them
+// BuildKit's parser test files (copied into test/fixtures/buildkit-parser, see its README): each instruction in them
 // parses, except those BuildKit's own instruction parser also rejects.
-const testfiles = `${projectRoot}../shared/conformance/buildkit-parser/testfiles`;
+const testfiles = `${projectRoot}test/fixtures/buildkit-parser/testfiles`;
 
 describe("BuildKit's parser test files", () => {
   it("every instruction parses, except the ones BuildKit rejects too", () => {
