@@ -6,8 +6,8 @@
  * blob, and several processes writing the same blob each rename an identical file: all succeed.
  */
 import { createHash, type Hash, randomBytes } from "node:crypto";
-import { createReadStream, createWriteStream } from "node:fs";
-import { mkdir, open, readdir, readFile, rename, stat, unlink } from "node:fs/promises";
+import { createReadStream, createWriteStream, unlinkSync } from "node:fs";
+import { appendFile, mkdir, open, readdir, readFile, rename, stat, unlink } from "node:fs/promises";
 import path from "node:path";
 import { Readable, Transform, type TransformCallback } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -142,15 +142,39 @@ class HashingCounter extends Transform {
   }
 }
 
+/**
+ * Lease files this process must remove when it exits. Process-wide by nature: one file per pid,
+ * however many ContentStore objects share it.
+ */
+const leaseFilesToRemove = new Set<string>();
+
+function removeLeaseFilesAtExit(): void {
+  for (const file of leaseFilesToRemove) {
+    try {
+      unlinkSync(file);
+    } catch {
+      // Already gone, or the store was removed: nothing to protect any more.
+    }
+  }
+}
+
 export class ContentStore {
   readonly root: string;
   private readonly blobsDir: string;
   readonly ingestDir: string;
+  /**
+   * `<root>/leases/<pid>`: the digests this process wrote or relies on, one per line. Another
+   * process's garbage collector keeps them while this process lives, so a pull running beside
+   * `tbuild rmi` never loses the blobs it has written but not yet named.
+   */
+  readonly leasesDir: string;
+  private readonly leased = new Set<string>();
 
   constructor(root: string) {
     this.root = root;
     this.blobsDir = path.join(root, "blobs");
     this.ingestDir = path.join(root, "ingest");
+    this.leasesDir = path.join(root, "leases");
   }
 
   blobPath(digest: string): string {
@@ -158,7 +182,10 @@ export class ContentStore {
     return path.join(this.blobsDir, algorithm, hex);
   }
 
+  /** A blob found here is also leased to this process (see `leasesDir`): a caller that skips writing it relies on it. */
   async has(digest: string): Promise<boolean> {
+    parseDigest(digest);
+    await this.lease(digest);
     return (await this.size(digest)) !== undefined;
   }
 
@@ -229,6 +256,8 @@ export class ContentStore {
       await pipeline(source as AsyncIterable<Uint8Array>, counter, file, signal ? { signal } : {});
       const written = { digest: `${algorithm}:${counter.hash.digest("hex")}`, size: counter.size };
       this.check(expected, written);
+      // Leased before it becomes visible, so no collector can see the blob without its lease.
+      await this.lease(written.digest);
       await this.commit(temp, written.digest);
       return written;
     } catch (err) {
@@ -243,7 +272,7 @@ export class ContentStore {
       expected.digest !== undefined ? parseDigest(expected.digest).algorithm : DEFAULT_ALGORITHM;
     const written = { digest: digestOf(data, algorithm), size: data.length };
     this.check(expected, written);
-    // Content-addressed: a blob already stored is these very bytes.
+    // Content-addressed: a blob already stored is these very bytes. has() leases it either way.
     if (await this.has(written.digest)) return written;
     await this.makeDirs(algorithm);
     const temp = this.tempPath();
@@ -321,6 +350,48 @@ export class ContentStore {
       }
     }
     return removed;
+  }
+
+  /**
+   * Records that this process relies on a blob until it exits. Appends are small and atomic; the
+   * collector reads every live process's file after listing blobs (see ImageStore.collectGarbage).
+   */
+  async lease(digest: string): Promise<void> {
+    if (this.leased.has(digest)) return;
+    const file = path.join(this.leasesDir, String(process.pid));
+    await mkdir(this.leasesDir, { recursive: true });
+    await appendFile(file, `${digest}\n`);
+    this.leased.add(digest);
+    if (leaseFilesToRemove.size === 0) process.once("exit", removeLeaseFilesAtExit);
+    leaseFilesToRemove.add(file);
+  }
+
+  /**
+   * The digests leased by other live processes. Lease files of processes that are gone are
+   * removed; this process's own lease is not counted, since it is the one collecting.
+   */
+  async liveLeases(): Promise<Set<string>> {
+    const digests = new Set<string>();
+    let names: string[];
+    try {
+      names = await readdir(this.leasesDir);
+    } catch (err) {
+      if (isNotFound(err)) return digests;
+      throw err;
+    }
+    for (const name of names) {
+      const pid = Number(name);
+      const file = path.join(this.leasesDir, name);
+      if (!Number.isInteger(pid) || pid <= 0) continue;
+      if (pid === process.pid) continue;
+      if (!processAlive(pid)) {
+        await unlink(file).catch(() => {});
+        continue;
+      }
+      const text = await readFile(file, "utf8").catch(() => "");
+      for (const line of text.split("\n")) if (line) digests.add(line);
+    }
+    return digests;
   }
 
   private check(expected: ExpectedBlob, written: WrittenBlob): void {
