@@ -63,7 +63,7 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
 
   const platformText = args.values.platform as string | undefined;
   const targetPlatform = platformText ? parsePlatform(platformText) : hostPlatform();
-  const ast = parseDockerfile(source, { file: path.relative(ctx.cwd, dockerfilePath) || dockerfilePath });
+  const ast = parseDockerfile(source, { file: displayPath(ctx.cwd, dockerfilePath) });
   for (const w of ast.warnings) ctx.warn(`${ast.file}:${w.range.start.line}: ${w.message}`);
   const unresolved = new Set<string>();
   const target = args.values.target as string | undefined;
@@ -101,4 +101,10 @@ function toDot(graph: BuildGraph, root: string | undefined): string {
   }
   lines.push("}");
   return `${lines.join("\n")}\n`;
+}
+
+/** How errors name the Dockerfile: relative to where the user is, unless it lies outside. */
+function displayPath(cwd: string, file: string): string {
+  const relative = path.relative(cwd, file);
+  return relative && !relative.startsWith("..") ? relative : file;
 }
