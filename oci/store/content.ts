@@ -247,10 +247,10 @@ export class ContentStore {
   ): Promise<WrittenBlob> {
     const algorithm =
       expected.digest !== undefined ? parseDigest(expected.digest).algorithm : DEFAULT_ALGORITHM;
-    await this.makeDirs(algorithm);
     const temp = this.tempPath();
     const counter = new HashingCounter(algorithm, expected);
     try {
+      await this.makeDirs(algorithm);
       // `flush` fsyncs before close, so the rename below never exposes a blob whose bytes a crash could lose.
       const file = createWriteStream(temp, { flags: "wx", flush: true, highWaterMark: WRITE_BUFFER_BYTES });
       await pipeline(source as AsyncIterable<Uint8Array>, counter, file, signal ? { signal } : {});
@@ -274,9 +274,9 @@ export class ContentStore {
     this.check(expected, written);
     // Content-addressed: a blob already stored is these very bytes. has() leases it either way.
     if (await this.has(written.digest)) return written;
-    await this.makeDirs(algorithm);
     const temp = this.tempPath();
     try {
+      await this.makeDirs(algorithm);
       const handle = await open(temp, "wx");
       try {
         await handle.writeFile(data);

@@ -1,0 +1,107 @@
+/**
+ * Layer blobs: a tar stream in, a stored blob out. The tar is hashed as it flows (the diff_id),
+ * compressed, and hashed again by the content store as it is written (the blob digest): one pass,
+ * never in memory, and nothing visible in the store unless all of it arrived.
+ */
+import { createHash, type Hash } from "node:crypto";
+import { Transform, type TransformCallback } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { createGunzip, createGzip, createZstdCompress, createZstdDecompress } from "node:zlib";
+import { TbuildError } from "../errors/index.js";
+import { type Descriptor, MediaType } from "./spec.js";
+import type { ContentStore } from "./store/content.js";
+
+export type LayerCompression = "gzip" | "zstd" | "uncompressed";
+
+export interface WrittenLayer {
+  /** The blob as stored: media type, digest and size of the compressed bytes. */
+  descriptor: Descriptor;
+  /** sha256 of the uncompressed tar, for the config's `rootfs.diff_ids`. */
+  diffId: string;
+}
+
+/** Passes bytes through unchanged while hashing and counting them. */
+export class DigestingStream extends Transform {
+  private readonly hash: Hash;
+  private readonly algorithm: string;
+  size = 0;
+
+  constructor(algorithm = "sha256") {
+    super();
+    this.algorithm = algorithm;
+    this.hash = createHash(algorithm);
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.size += chunk.length;
+    this.hash.update(chunk);
+    callback(null, chunk);
+  }
+
+  /** `sha256:<hex>`; only once the stream has ended. */
+  digest(): string {
+    return `${this.algorithm}:${this.hash.digest("hex")}`;
+  }
+}
+
+const MEDIA_TYPES: Record<LayerCompression, string> = {
+  gzip: MediaType.ociLayerGzip,
+  zstd: MediaType.ociLayerZstd,
+  uncompressed: MediaType.ociLayer,
+};
+
+function compressor(compression: LayerCompression): Transform | undefined {
+  if (compression === "gzip") return createGzip();
+  if (compression === "zstd") return createZstdCompress();
+  return undefined;
+}
+
+/** Stores a tar stream as a layer blob, compressed as asked; returns its descriptor and diff_id. */
+export async function writeLayer(
+  content: ContentStore,
+  tar: AsyncIterable<Uint8Array> | NodeJS.ReadableStream,
+  options: { compression: LayerCompression; signal?: AbortSignal },
+): Promise<WrittenLayer> {
+  const diff = new DigestingStream();
+  const compress = compressor(options.compression);
+  let storing: Promise<{ digest: string; size: number }> | undefined;
+  const store = (bytes: AsyncIterable<Uint8Array>) => {
+    storing = content.write(bytes, {}, options.signal);
+    return storing;
+  };
+  const signalOption = options.signal ? { signal: options.signal } : {};
+  try {
+    if (compress) await pipeline(tar as AsyncIterable<Uint8Array>, diff, compress, store, signalOption);
+    else await pipeline(tar as AsyncIterable<Uint8Array>, diff, store, signalOption);
+  } catch (err) {
+    // The store's own error (disk full, digest mismatch) says more than the stream's, and waiting
+    // for it means its temp file is gone before the caller hears of the failure.
+    const storeError = await storing?.then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    throw storeError ?? err;
+  }
+  const written = await storing!;
+  return {
+    descriptor: { mediaType: MEDIA_TYPES[options.compression], digest: written.digest, size: written.size },
+    diffId: diff.digest(),
+  };
+}
+
+/** What a layer blob is compressed with, from its media type. */
+export function layerCompression(mediaType: string): LayerCompression {
+  if (mediaType.endsWith("+gzip") || mediaType.endsWith(".tar.gzip")) return "gzip";
+  if (mediaType.endsWith("+zstd")) return "zstd";
+  if (mediaType.endsWith(".tar") || mediaType === "application/vnd.docker.image.rootfs.diff.tar") {
+    return "uncompressed";
+  }
+  throw new TbuildError("E_UNSUPPORTED_LAYER", `layers of media type ${mediaType} are not supported`);
+}
+
+/** A decompressor for a layer's blob (a pass-through for uncompressed ones). */
+export function decompressor(compression: LayerCompression): Transform {
+  if (compression === "gzip") return createGunzip();
+  if (compression === "zstd") return createZstdDecompress();
+  return new Transform({ transform: (chunk, _encoding, callback) => callback(null, chunk) });
+}

@@ -1,0 +1,97 @@
+/**
+ * Base images for tests, made from Debian packages rather than downloaded: a busybox root
+ * filesystem from `busybox-static` (`/bin/busybox` and a symlink per applet), imported with
+ * `tbuild import`. The root filesystem is built once per busybox binary and kept in the temp
+ * directory (its name carries the binary's digest), with fixed mtimes, so every import of it in
+ * every test gives the same image digest.
+ */
+
+import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
+import {
+  chmod,
+  copyFile,
+  lutimes,
+  mkdir,
+  mkdtemp,
+  readdir,
+  rename,
+  rm,
+  symlink,
+  writeFile,
+} from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { tbuild } from "./cli.js";
+
+const BUSYBOX = "/bin/busybox";
+/** 2000-01-01T00:00:00Z: every file's mtime, and the imported image's `created`. */
+export const FIXED_EPOCH = 946684800;
+/** Bumped when the tree built below changes, so an old cached tree is not reused. */
+const LAYOUT_VERSION = 1;
+
+let cached: Promise<string> | undefined;
+
+/** The directory of a busybox root filesystem (shared: never modify it). */
+export function busyboxRootfs(): Promise<string> {
+  cached ??= buildBusyboxRootfs();
+  return cached;
+}
+
+async function buildBusyboxRootfs(): Promise<string> {
+  if (!existsSync(BUSYBOX)) {
+    throw new Error(`${BUSYBOX} is missing: install Debian's busybox-static (the CI script does)`);
+  }
+  const digest = createHash("sha256").update(readFileSync(BUSYBOX)).digest("hex").slice(0, 16);
+  const target = path.join(tmpdir(), `tbuild-test-busybox-v${LAYOUT_VERSION}-${digest}`);
+  if (existsSync(path.join(target, "bin", "busybox"))) return target;
+
+  const work = await mkdtemp(path.join(tmpdir(), "tbuild-test-busybox-build-"));
+  const root = path.join(work, "rootfs");
+  for (const dir of ["bin", "etc", "root", "tmp"]) await mkdir(path.join(root, dir), { recursive: true });
+  await copyFile(BUSYBOX, path.join(root, "bin", "busybox"));
+  await chmod(path.join(root, "bin", "busybox"), 0o755);
+  const applets = execFileSync(BUSYBOX, ["--list"], { encoding: "utf8" }).split("\n").filter(Boolean);
+  for (const applet of applets) {
+    if (applet !== "busybox") await symlink("busybox", path.join(root, "bin", applet));
+  }
+  await writeFile(
+    path.join(root, "etc", "passwd"),
+    "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+  );
+  await writeFile(path.join(root, "etc", "group"), "root:x:0:\nnogroup:x:65534:\n");
+  await chmod(path.join(root, "tmp"), 0o1777);
+  await chmod(path.join(root, "root"), 0o700);
+  await setMtimes(root, FIXED_EPOCH);
+
+  // Another test worker may have finished first: its tree is the same, keep whichever is there.
+  await rename(root, target).catch(async (err: NodeJS.ErrnoException) => {
+    if (err.code !== "ENOTEMPTY" && err.code !== "EEXIST") throw err;
+  });
+  await rm(work, { recursive: true, force: true });
+  return target;
+}
+
+async function setMtimes(dir: string, seconds: number): Promise<void> {
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const full = path.join(dir, entry.name);
+    if (entry.isDirectory()) await setMtimes(full, seconds);
+    await lutimes(full, seconds, seconds);
+  }
+  await lutimes(dir, seconds, seconds);
+}
+
+/**
+ * Imports the busybox root filesystem into the store at `storeRoot` as `name`, with `CMD ["sh"]`
+ * and a fixed creation time (so the manifest digest is the same in every store).
+ */
+export async function importBusybox(storeRoot: string, name: string): Promise<void> {
+  const rootfs = await busyboxRootfs();
+  const result = tbuild(["import", rootfs, name, "--change", 'CMD ["sh"]'], {
+    env: { TBUILD_ROOT: storeRoot, SOURCE_DATE_EPOCH: String(FIXED_EPOCH) },
+  });
+  if (result.status !== 0) {
+    throw new Error(`tbuild import of busybox failed (${result.status}): ${result.stderr}`);
+  }
+}
