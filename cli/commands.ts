@@ -52,6 +52,52 @@ export const commands: CommandSpec[] = [
     load: () => import("./commands/debug-graph.js"),
   },
   {
+    name: "pull",
+    summary: "fetch an image from a registry into the local store",
+    operands: "REF",
+    flags: [
+      {
+        name: "platform",
+        type: "string",
+        value: "PLATFORM",
+        description: "platform to pick from a multi-platform image, e.g. linux/arm64",
+        default: "this machine's",
+      },
+    ],
+    load: () => import("./commands/pull.js"),
+  },
+  {
+    name: "push",
+    summary: "send an image from the local store to a registry",
+    operands: "REF",
+    flags: [],
+    load: () => import("./commands/push.js"),
+  },
+  {
+    name: "login",
+    summary: "check and save credentials for a registry (in docker's config.json)",
+    operands: "[REGISTRY]",
+    flags: [
+      { name: "username", short: "u", type: "string", value: "USER", description: "user name" },
+      {
+        name: "password",
+        short: "p",
+        type: "string",
+        value: "PASSWORD",
+        description: "password (visible to other users; prefer --password-stdin)",
+      },
+      { name: "password-stdin", type: "boolean", description: "read the password from standard input" },
+    ],
+    load: () => import("./commands/login.js"),
+  },
+  {
+    name: "logout",
+    summary: "forget the saved credentials for a registry",
+    operands: "[REGISTRY]",
+    flags: [],
+    load: () => import("./commands/logout.js"),
+  },
+  {
     name: "images",
     summary: "list the images in the local store",
     operands: "",

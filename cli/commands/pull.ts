@@ -1,0 +1,43 @@
+import { UsageError } from "../../errors/index.js";
+import { hostPlatform, parsePlatform } from "../../oci/platform.js";
+import { parseReference } from "../../oci/reference.js";
+import { pullImage } from "../../oci/registry/index.js";
+import { loadConfig } from "../config.js";
+import type { CommandContext, ParsedCommandLine } from "../spec.js";
+import { openCommandStore } from "../store.js";
+
+export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise<number> {
+  const [text, ...extra] = args.positionals;
+  if (text === undefined || extra.length > 0)
+    throw new UsageError("tbuild pull takes exactly one image reference");
+  const ref = parseReference(text);
+  const platformText = args.values.platform as string | undefined;
+  const platform = platformText ? parsePlatform(platformText) : hostPlatform();
+  const config = await loadConfig(ctx.env);
+  const store = await openCommandStore(ctx);
+  const result = await pullImage(store, ref, {
+    platform,
+    hosts: config.registries,
+    configPath: config.path,
+    env: ctx.env,
+    signal: ctx.signal,
+    warn: ctx.warn,
+  });
+  ctx.stderr.write(
+    `fetched ${result.fetched} blob${result.fetched === 1 ? "" : "s"} (${formatBytes(result.bytesFetched)}) from ${result.source}, ${result.present} already present\n`,
+  );
+  ctx.stdout.write(`Digest: ${result.descriptor.digest}\n${result.name}\n`);
+  return 0;
+}
+
+function formatBytes(bytes: number): string {
+  if (bytes < 1024) return `${bytes} B`;
+  const units = ["kB", "MB", "GB", "TB"];
+  let value = bytes / 1000;
+  let unit = 0;
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000;
+    unit++;
+  }
+  return `${value.toFixed(1)} ${units[unit]}`;
+}

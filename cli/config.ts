@@ -1,0 +1,98 @@
+/**
+ * tbuild's config.toml (`$TBUILD_CONFIG`, else `$XDG_CONFIG_HOME/tbuild/config.toml`, else
+ * `~/.config/tbuild/config.toml`), read with smol-toml into plain data. Only the tables tbuild knows
+ * are checked key by key; other top-level tables are kept as they are for the features that will
+ * read them (workers, GC policy). A missing file is an empty config; a bad one is an error naming
+ * the file and the key.
+ */
+import { readFile } from "node:fs/promises";
+import { homedir } from "node:os";
+import path from "node:path";
+import { parse, TomlError } from "smol-toml";
+import { TbuildError } from "../errors/index.js";
+import type { RegistryHostConfig, RegistryHostsConfig } from "../oci/registry/index.js";
+
+export interface TbuildConfig {
+  /** The file read (or that would have been read), for messages. */
+  path: string;
+  /** `[registry."host"]` tables, keyed by registry name. */
+  registries: RegistryHostsConfig;
+  /** Top-level tables this version does not interpret, kept for later readers. */
+  other: Record<string, unknown>;
+}
+
+export class ConfigError extends TbuildError {
+  constructor(file: string, message: string, options: { cause?: unknown } = {}) {
+    super("E_CONFIG", `${file}: ${message}`, options);
+  }
+}
+
+export function configPath(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.TBUILD_CONFIG) return path.resolve(env.TBUILD_CONFIG);
+  const configHome = env.XDG_CONFIG_HOME || path.join(env.HOME || homedir(), ".config");
+  return path.join(configHome, "tbuild", "config.toml");
+}
+
+export async function loadConfig(env: NodeJS.ProcessEnv = process.env): Promise<TbuildConfig> {
+  const file = configPath(env);
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    // Only an explicitly named file must exist; the default location is optional.
+    if (code === "ENOENT" && !env.TBUILD_CONFIG) return { path: file, registries: {}, other: {} };
+    throw new ConfigError(file, `cannot read the config file (${code ?? String(err)})`, { cause: err });
+  }
+  return parseConfig(text, file);
+}
+
+export function parseConfig(text: string, file: string): TbuildConfig {
+  let data: Record<string, unknown>;
+  try {
+    data = parse(text) as Record<string, unknown>;
+  } catch (err) {
+    const where = err instanceof TomlError ? ` at line ${err.line}, column ${err.column}` : "";
+    const first = ((err as Error).message ?? String(err)).split("\n")[0];
+    throw new ConfigError(file, `invalid TOML${where}: ${first}`, { cause: err });
+  }
+  const { registry, ...other } = data;
+  return { path: file, registries: readRegistries(registry, file), other };
+}
+
+const REGISTRY_KEYS = new Set(["mirrors", "http", "insecure", "ca"]);
+
+function readRegistries(value: unknown, file: string): RegistryHostsConfig {
+  if (value === undefined) return {};
+  if (!isTable(value)) throw new ConfigError(file, 'registry must be a table of [registry."host"] tables');
+  const registries: RegistryHostsConfig = {};
+  for (const [host, entry] of Object.entries(value)) {
+    const key = `registry."${host}"`;
+    if (!isTable(entry)) throw new ConfigError(file, `${key} must be a table`);
+    const config: RegistryHostConfig = {};
+    for (const [name, field] of Object.entries(entry)) {
+      const fieldKey = `${key}.${name}`;
+      if (!REGISTRY_KEYS.has(name)) {
+        throw new ConfigError(file, `unknown key ${fieldKey} (known: mirrors, http, insecure, ca)`);
+      }
+      if (name === "http" || name === "insecure") {
+        if (typeof field !== "boolean") throw new ConfigError(file, `${fieldKey} must be true or false`);
+        config[name] = field;
+      } else {
+        if (!Array.isArray(field) || !field.every((item) => typeof item === "string" && item !== "")) {
+          throw new ConfigError(file, `${fieldKey} must be an array of non-empty strings`);
+        }
+        const items = field as string[];
+        // CA paths are relative to the config file, so a config dir can be moved whole.
+        config[name as "mirrors" | "ca"] =
+          name === "ca" ? items.map((p) => path.resolve(path.dirname(file), p)) : [...items];
+      }
+    }
+    registries[host] = config;
+  }
+  return registries;
+}
+
+function isTable(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value) && !(value instanceof Date);
+}

@@ -1,0 +1,139 @@
+/**
+ * What can go wrong talking to a registry, as errors a user can act on: each names the registry
+ * (and repository, tag or digest where there is one) and says what to do next.
+ */
+import { TbuildError } from "../../errors/index.js";
+import type { DistributionErrors } from "../spec.js";
+
+/** Any registry failure; `registry` is the name as the user wrote it (`docker.io`, `127.0.0.1:5000`). */
+export class RegistryError extends TbuildError {
+  readonly registry: string;
+
+  constructor(code: string, registry: string, message: string, options: { cause?: unknown } = {}) {
+    super(code, message, options);
+    this.registry = registry;
+  }
+}
+
+/** The repository or the tag/digest does not exist there. */
+export class ImageNotFoundError extends RegistryError {
+  constructor(registry: string, repository: string, reference: string, what: "repository" | "manifest") {
+    const kind = reference.includes(":") ? "digest" : "tag";
+    const message =
+      what === "repository"
+        ? `repository "${repository}" not found on registry ${registry} (asked for ${kind} "${reference}")`
+        : `${kind} "${reference}" not found in repository "${repository}" on registry ${registry}`;
+    super("E_NOT_FOUND", registry, message);
+  }
+}
+
+/** A blob a manifest names is missing from the registry. */
+export class BlobNotFoundError extends RegistryError {
+  constructor(registry: string, repository: string, digest: string) {
+    super(
+      "E_BLOB_NOT_FOUND",
+      registry,
+      `blob ${digest} not found in repository "${repository}" on registry ${registry}`,
+    );
+  }
+}
+
+/** Credentials missing, wrong, or without the rights asked for. */
+export class UnauthorizedError extends RegistryError {
+  constructor(registry: string, detail: string) {
+    super(
+      "E_UNAUTHORIZED",
+      registry,
+      `unauthorized: registry ${registry} refused access${detail ? ` (${detail})` : ""}; run \`tbuild login ${registry}\` with an account that may do this`,
+    );
+  }
+}
+
+/** The TLS handshake failed: an unknown CA, a name mismatch, an expired certificate, a plain-HTTP server. */
+export class RegistryTlsError extends RegistryError {
+  constructor(
+    registry: string,
+    host: string,
+    reason: string,
+    configPath: string | undefined,
+    cause: unknown,
+  ) {
+    const where = configPath ? ` in ${configPath}` : " in tbuild's config.toml";
+    super(
+      "E_TLS",
+      registry,
+      `TLS connection to registry ${registry} (${host}) failed: ${reason}. If it uses a private certificate authority, ` +
+        `add it${where}: [registry."${registry}"] ca = ["/path/to/ca.pem"]; to skip verification for this ` +
+        `registry alone (unsafe) set insecure = true there; for a plain-HTTP registry set http = true`,
+      { cause },
+    );
+  }
+}
+
+/** Nothing listens where the registry should be. */
+export class ConnectionRefusedError extends RegistryError {
+  constructor(registry: string, hostPort: string, cause: unknown) {
+    super(
+      "E_CONNECTION_REFUSED",
+      registry,
+      `connection refused by ${hostPort} (registry ${registry}): is the registry running and the address right?`,
+      { cause },
+    );
+  }
+}
+
+/** The network failed in a way retries did not cure (resets, timeouts, unknown host). */
+export class RegistryNetworkError extends RegistryError {
+  constructor(registry: string, hostPort: string, reason: string, cause: unknown) {
+    super("E_NETWORK", registry, `cannot reach registry ${registry} at ${hostPort}: ${reason}`, { cause });
+  }
+}
+
+/** Any other answer the client cannot use: the status, and the registry's own error codes. */
+export class RegistryResponseError extends RegistryError {
+  readonly status: number;
+  readonly errors: DistributionErrors["errors"];
+
+  constructor(registry: string, what: string, status: number, body: DistributionErrors | undefined) {
+    const codes = (body?.errors ?? []).map((e) => `${e.code}${e.message ? `: ${e.message}` : ""}`).join("; ");
+    super(
+      "E_REGISTRY",
+      registry,
+      `registry ${registry} answered ${status} to ${what}${codes ? ` (${codes})` : ""}`,
+    );
+    this.status = status;
+    this.errors = body?.errors;
+  }
+}
+
+/** Bytes that do not hash to the digest they were asked for: never retried into success. */
+export class ManifestDigestMismatchError extends RegistryError {
+  constructor(registry: string, expected: string, actual: string) {
+    super(
+      "E_DIGEST_MISMATCH",
+      registry,
+      `digest mismatch: registry ${registry} sent a manifest with digest ${actual} when ${expected} was asked for; nothing was stored`,
+    );
+  }
+}
+
+/** A feature of the distribution protocol tbuild does not handle yet. */
+export class RegistryNotSupportedError extends RegistryError {
+  constructor(registry: string, what: string) {
+    super("E_NOT_SUPPORTED", registry, `${what} is not supported yet (registry ${registry})`);
+  }
+}
+
+/** The login command's own failure: the credentials were refused. */
+export class LoginFailedError extends RegistryError {
+  constructor(registry: string, detail: string) {
+    super("E_LOGIN_FAILED", registry, `login to ${registry} failed: ${detail}`);
+  }
+}
+
+/** Reading or writing docker's config.json, or running a credential helper, failed. */
+export class CredentialsError extends TbuildError {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super("E_CREDENTIALS", message, options);
+  }
+}
