@@ -4,6 +4,7 @@
  * Bodies are streams; nothing here holds a whole blob in memory.
  */
 import { createHash } from "node:crypto";
+import { TbuildError } from "../../errors/index.js";
 import type { DistributionErrors } from "../spec.js";
 import { MediaType } from "../spec.js";
 import { Authorizer, type CredentialsProvider } from "./auth.js";
@@ -447,7 +448,7 @@ export class RegistryClient {
   }
 
   private networkError(err: unknown): Error {
-    if (err instanceof Error && "registry" in err) return err;
+    if (err instanceof TbuildError) return err;
     if ((err as Error | undefined)?.name === "AbortError") return err as Error;
     const kind = classifyNetworkError(err);
     const reason = describeNetworkError(err);

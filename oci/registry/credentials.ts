@@ -33,6 +33,8 @@ interface DockerConfigFile {
   [key: string]: unknown;
 }
 
+const HELPER_TIMEOUT_MS = 60_000;
+
 /** The key docker uses for Docker Hub in config.json and with helpers. */
 const DOCKER_HUB_SERVER = "https://index.docker.io/v1/";
 
@@ -238,7 +240,9 @@ function runHelper(
 ): Promise<string | undefined> {
   const program = `docker-credential-${helper}`;
   return new Promise((resolve, reject) => {
-    const child = spawn(program, [action], { env, stdio: ["pipe", "pipe", "pipe"], timeout: 60_000 });
+    const child = spawn(program, [action], { env, stdio: ["pipe", "pipe", "pipe"] });
+    // A helper waiting on a locked keychain must not hang tbuild; unref'd so it never keeps tbuild alive.
+    const timer = setTimeout(() => child.kill("SIGKILL"), HELPER_TIMEOUT_MS).unref();
     let stdout = "";
     let stderr = "";
     child.stdout.setEncoding("utf8").on("data", (d: string) => {
@@ -248,6 +252,7 @@ function runHelper(
       stderr += d;
     });
     child.once("error", (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
       reject(
         new CredentialsError(
           err.code === "ENOENT"
@@ -258,6 +263,7 @@ function runHelper(
       );
     });
     child.once("close", (code) => {
+      clearTimeout(timer);
       if (code === 0) return resolve(stdout);
       const said = (stdout + stderr).trim();
       if (notFoundIsUndefined && /credentials not found/i.test(said)) return resolve(undefined);

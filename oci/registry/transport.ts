@@ -27,6 +27,7 @@ export interface HttpResponse {
   /** Must be consumed or destroyed by the caller so that the socket returns to the pool. */
   body: IncomingMessage;
   url: URL;
+  method: string;
 }
 
 /** How a socket-level failure should be treated. */
@@ -120,7 +121,13 @@ export class HttpTransport {
       req.once("response", (res) => {
         // The idle timeout keeps covering the body: a stalled stream fails instead of hanging.
         res.socket?.setTimeout(this.idleTimeoutMs);
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: res, url });
+        resolve({
+          status: res.statusCode ?? 0,
+          headers: res.headers,
+          body: res,
+          url,
+          method: request.method,
+        });
       });
       if (body === undefined) {
         req.end();
@@ -188,12 +195,16 @@ export async function readBody(res: HttpResponse, limit = 4 * 1024 * 1024): Prom
 }
 
 /**
- * Drops a response body we do not need: a small one is drained so the socket returns to the pool,
- * a large or unsized one is cut (cheaper than reading a whole blob to reuse a connection).
+ * Drops a response body we do not need. A small one (and an empty one: HEAD, 201, 202) is read to
+ * its end, which is what returns the socket to the pool, even when Node already holds it all; a
+ * large or unsized one is cut (cheaper than reading a whole blob to reuse a connection).
  */
 export function discard(res: HttpResponse): void {
-  if (res.body.complete) return;
   const length = Number(res.headers["content-length"] ?? Number.NaN);
-  if (Number.isFinite(length) && length <= 64 * 1024) res.body.resume();
-  else res.body.destroy();
+  const small = Number.isFinite(length) && length <= 64 * 1024;
+  if (res.method === "HEAD" || res.body.complete || small || res.status === 204 || res.status === 304) {
+    res.body.resume();
+  } else {
+    res.body.destroy();
+  }
 }

@@ -123,6 +123,8 @@ export function isolatedEnv(config = "", overrides: NodeJS.ProcessEnv = {}): Nod
   };
 }
 
+const TBUILD_TIMEOUT_MS = 45_000;
+
 /**
  * Runs `bin/tbuild` without blocking this process: needed whenever a server in this process (the
  * faulty proxy, the token server) must answer it.
@@ -145,8 +147,16 @@ export function tbuildAsync(
     child.stderr.setEncoding("utf8").on("data", (d: string) => {
       stderr += d;
     });
+    // A hung tbuild fails its test with what it printed, and is not left running.
+    const timer = setTimeout(() => {
+      stderr += `\n[killed after ${TBUILD_TIMEOUT_MS / 1000} s: ${args.join(" ")}]`;
+      child.kill("SIGKILL");
+    }, TBUILD_TIMEOUT_MS);
     child.once("error", reject);
-    child.once("close", (status) => resolve({ status, stdout, stderr }));
+    child.once("close", (status) => {
+      clearTimeout(timer);
+      resolve({ status, stdout, stderr });
+    });
     child.stdin.end(options.input ?? "");
   });
 }
