@@ -75,12 +75,22 @@ export class Authorizer {
     if (this.challenge !== undefined) return;
     this.pinging ??= (async () => {
       const res = await send(endpointUrl(this.endpoint, "/v2/"));
-      discard(res);
+      if (res.status === 401 || (res.status >= 200 && res.status < 300)) discard(res);
       if (res.status === 401) {
         this.challenge = pickChallenge(parseChallenges(res.headers["www-authenticate"])) ?? null;
       } else if (res.status >= 200 && res.status < 300) {
         this.challenge = null;
       } else {
+        const said = (await readBody(res, 4096)).toString("utf8");
+        // Go's TLS servers answer plain HTTP with this 400: the registry wants TLS.
+        if (res.status === 400 && /HTTP request to an HTTPS server/i.test(said)) {
+          throw new RegistryResponseError(
+            this.shownName,
+            `GET /v2/ in plain HTTP (it speaks TLS: remove http = true from [registry."${this.endpoint.configKey}"] in config.toml)`,
+            res.status,
+            undefined,
+          );
+        }
         throw new RegistryResponseError(
           this.shownName,
           "GET /v2/ (is it a registry?)",

@@ -98,9 +98,13 @@ export class RegistryClient {
 
   /** Checks the endpoint's credentials as `docker login` does; throws UnauthorizedError if refused. */
   async verifyCredentials(): Promise<void> {
-    await this.authorizer.verify((url, authorization) =>
-      this.sendOnce({ method: "GET", url, headers: authorization ? { authorization } : {} }),
-    );
+    try {
+      await this.authorizer.verify((url, authorization) =>
+        this.sendRetrying(url, authorization ? { authorization } : {}),
+      );
+    } catch (err) {
+      throw this.networkError(err);
+    }
   }
 
   /** GET a manifest or index by tag or digest, bytes kept as sent; a digest reference is verified. */
@@ -380,7 +384,7 @@ export class RegistryClient {
     for (let attempt = 0; ; attempt++) {
       let res: HttpResponse;
       try {
-        await this.authorizer.ping((url) => this.sendOnce({ method: "GET", url }));
+        await this.authorizer.ping((url) => this.sendRetrying(url));
         const authorization = await this.authorizer.authorization(scopes);
         res = await this.sendFollowingRedirects(spec, authorization);
       } catch (err) {
@@ -437,6 +441,22 @@ export class RegistryClient {
       if (!redirect || (spec.method !== "GET" && spec.method !== "HEAD") || hop >= MAX_REDIRECTS) return res;
       discard(res);
       url = new URL(redirect, url);
+    }
+  }
+
+  /** A GET without a body, retried on transient failures (the ping, the login check). */
+  private async sendRetrying(url: URL, headers: Record<string, string> = {}): Promise<HttpResponse> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const res = await this.sendOnce({ method: "GET", url, headers });
+        if (!isRetryableStatus(res.status) || attempt + 1 >= this.retry.attempts) return res;
+        const retryAfter = res.headers["retry-after"];
+        discard(res);
+        await wait(backoffDelay(this.retry, attempt, retryAfter), this.signal);
+      } catch (err) {
+        if (classifyNetworkError(err) !== "retryable" || attempt + 1 >= this.retry.attempts) throw err;
+        await wait(backoffDelay(this.retry, attempt), this.signal);
+      }
     }
   }
 

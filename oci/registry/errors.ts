@@ -59,10 +59,12 @@ export class RegistryTlsError extends RegistryError {
     cause: unknown,
   ) {
     const where = configPath ? ` in ${configPath}` : " in tbuild's config.toml";
+    // Node's own advice (--use-system-ca) is about Node, not about tbuild's settings.
+    const why = reason.replace(/;? *if the root CA is installed locally.*$/s, "").replace(/\.$/, "");
     super(
       "E_TLS",
       registry,
-      `TLS connection to registry ${registry} (${host}) failed: ${reason}. If it uses a private certificate authority, ` +
+      `TLS connection to registry ${registry}${host === registry ? "" : ` (${host})`} failed: ${why}. If it uses a private certificate authority, ` +
         `add it${where}: [registry."${registry}"] ca = ["/path/to/ca.pem"]; to skip verification for this ` +
         `registry alone (unsafe) set insecure = true there; for a plain-HTTP registry set http = true`,
       { cause },

@@ -207,10 +207,11 @@ async function fetchBlob(
     } catch (err) {
       if (err instanceof BlobRestartError && restart < MAX_BLOB_RESTARTS) continue;
       if (err instanceof DigestMismatchError) {
+        const got = err.actual ? `bytes with digest ${err.actual}` : `more than ${blob.size} bytes`;
         throw new RegistryError(
           "E_DIGEST_MISMATCH",
           client.name,
-          `${err.message} (blob ${blob.digest} of ${repository} from registry ${client.name})`,
+          `digest mismatch: registry ${client.name} sent ${got} for blob ${blob.digest} of repository "${repository}"; nothing was stored`,
           { cause: err },
         );
       }
