@@ -20,7 +20,7 @@ import {
 } from "../../oci/image.js";
 import { hostPlatform, type Platform, parsePlatform } from "../../oci/platform.js";
 import { isIndexMediaType } from "../../oci/spec.js";
-import { DiskFullError, type ImageRecord, normalizeImageName, type Store } from "../../oci/store/index.js";
+import { type ImageRecord, normalizeImageName, type Store } from "../../oci/store/index.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
 import { findLocalImages, openCommandStore } from "../store.js";
 
@@ -128,7 +128,13 @@ async function writeArchive(
   } catch (err) {
     await unlink(temp).catch(() => {});
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === "ENOSPC" || code === "EDQUOT") throw new DiskFullError(path.dirname(target), err);
+    if (code === "ENOSPC" || code === "EDQUOT") {
+      throw new TbuildError(
+        "E_DISK_FULL",
+        `no space left on the device of ${path.dirname(target)} to write ${output}: the partial archive was removed; free some space and run again`,
+        { cause: err },
+      );
+    }
     if (code === "ENOENT" || code === "EACCES" || code === "EROFS" || code === "ENOTDIR") {
       throw new TbuildError("E_CANNOT_WRITE", `cannot write ${output} (${code})`, { cause: err });
     }

@@ -359,8 +359,16 @@ export class ContentStore {
   async lease(digest: string): Promise<void> {
     if (this.leased.has(digest)) return;
     const file = path.join(this.leasesDir, String(process.pid));
-    await mkdir(this.leasesDir, { recursive: true });
-    await appendFile(file, `${digest}\n`);
+    try {
+      await mkdir(this.leasesDir, { recursive: true });
+      await appendFile(file, `${digest}\n`);
+    } catch (err) {
+      // A store this process cannot write (mounted read-only, another user's) is one no write of
+      // ours needs protecting in; reading it must still work.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "EROFS" || code === "EACCES" || code === "EPERM") return;
+      throw err;
+    }
     this.leased.add(digest);
     if (leaseFilesToRemove.size === 0) process.once("exit", removeLeaseFilesAtExit);
     leaseFilesToRemove.add(file);

@@ -279,6 +279,14 @@ export class ImageStore {
         },
       });
     } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== "ELOCKED") {
+        throw new TbuildError(
+          "E_STORE_UNWRITABLE",
+          `cannot change the image store ${this.root} (${code ?? (err as Error).message}); set TBUILD_ROOT to a store you can write`,
+          { cause: err },
+        );
+      }
       throw new TbuildError(
         "E_STORE_LOCKED",
         `the image store ${this.root} stays locked by another tbuild (${(err as Error).message}); wait for it to finish and run again`,

@@ -5,7 +5,7 @@
  */
 
 import { randomBytes } from "node:crypto";
-import { link, mkdir, readFile, unlink, writeFile } from "node:fs/promises";
+import { access, link, mkdir, readFile, unlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { TbuildError } from "../../errors/index.js";
@@ -76,6 +76,14 @@ export async function openStore(root: string): Promise<Store> {
  * EEXIST when another process got there first, so a late opener never clobbers a filled index.
  */
 async function createIfAbsent(file: string, text: string): Promise<void> {
+  // Checked first so that a store on a read-only mount still opens for reading.
+  if (
+    await access(file).then(
+      () => true,
+      () => false,
+    )
+  )
+    return;
   const temp = `${file}.${process.pid}-${randomBytes(6).toString("hex")}.tmp`;
   await writeFile(temp, text, { flag: "wx", flush: true });
   try {

@@ -1,10 +1,11 @@
+import { spawnSync } from "node:child_process";
 import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type ImageConfig, type Index, type Manifest, MediaType } from "../../oci/spec.js";
 import { openStore } from "../../oci/store/index.js";
-import { tbuild } from "../helpers/cli.js";
+import { tbuild, tbuildBin } from "../helpers/cli.js";
 import { busyboxRootfs, FIXED_EPOCH, importBusybox } from "../helpers/images.js";
 
 const temps: string[] = [];
@@ -124,6 +125,24 @@ describe("tbuild images, tag, inspect, rmi", () => {
     );
     expect(blobs()).toBe(0);
     expect(images(local)).toEqual([]);
+  });
+
+  it("reads a store it cannot write, and says so when asked to change it", () => {
+    // A read-only bind mount of the store, in a private mount namespace that ends with the shell.
+    const script = `
+      mount --bind -o ro "$TBUILD_ROOT" "$TBUILD_ROOT" || exit 99
+      "$TBUILD" images --format json | tr -d ' \\n'; echo
+      "$TBUILD" tag busybox elsewhere; echo "tag=$?"
+    `;
+    const result = spawnSync("unshare", ["-m", "sh", "-c", script], {
+      env: { ...process.env, TBUILD_ROOT: root, TBUILD: tbuildBin },
+      encoding: "utf8",
+    });
+    expect(result.stdout).toContain('"name":"docker.io/library/busybox:latest"');
+    expect(result.stdout).toContain("tag=1");
+    expect(result.stderr).toContain(
+      `cannot change the image store ${root} (EROFS); set TBUILD_ROOT to a store you can write`,
+    );
   });
 
   it("shows and saves a multi-platform index by platform", async () => {
