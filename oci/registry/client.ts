@@ -19,6 +19,7 @@ import {
   UnauthorizedError,
 } from "./errors.js";
 import { endpointUrl, type RegistryEndpoint } from "./hosts.js";
+import { releaseSpentBuffers } from "./memory.js";
 import { backoffDelay, defaultRetryPolicy, isRetryableStatus, type RetryPolicy, wait } from "./retry.js";
 import {
   classifyNetworkError,
@@ -209,6 +210,7 @@ export class RegistryClient {
         for await (const chunk of res.body as AsyncIterable<Buffer>) {
           offset += chunk.length;
           yield chunk;
+          releaseSpentBuffers(chunk.length);
         }
         return;
       } catch (err) {

@@ -4,13 +4,21 @@
  * timeout, and a classification of socket failures into what a caller retries and what it reports.
  */
 import { readFileSync } from "node:fs";
-import http, { type IncomingHttpHeaders, type IncomingMessage } from "node:http";
-import https from "node:https";
+import type * as HttpModule from "node:http";
+import type { IncomingHttpHeaders, IncomingMessage } from "node:http";
+import type * as HttpsModule from "node:https";
+import { createRequire } from "node:module";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { rootCertificates } from "node:tls";
 import { TbuildError } from "../../errors/index.js";
 import type { RegistryEndpoint } from "./hosts.js";
+
+// Loaded through require: an ESM import of node:http builds its facade, whose lazy getters
+// (fetch's WebSocket and friends) load all of undici, a fifth of tbuild's start-up.
+const require = createRequire(import.meta.url);
+const http = require("node:http") as typeof HttpModule;
+const https = require("node:https") as typeof HttpsModule;
 
 export interface HttpRequest {
   method: string;
@@ -88,8 +96,8 @@ export interface TransportOptions {
 }
 
 export class HttpTransport {
-  private readonly httpAgent: http.Agent;
-  private readonly httpsAgents = new Map<string, https.Agent>();
+  private readonly httpAgent: HttpModule.Agent;
+  private readonly httpsAgents = new Map<string, HttpsModule.Agent>();
   private readonly idleTimeoutMs: number;
   private readonly userAgent: string;
 
@@ -140,13 +148,13 @@ export class HttpTransport {
     });
   }
 
-  private httpsAgentFor(endpoint: RegistryEndpoint | undefined, host: string): https.Agent {
+  private httpsAgentFor(endpoint: RegistryEndpoint | undefined, host: string): HttpsModule.Agent {
     // Only the endpoint's own host gets its TLS settings; redirects elsewhere use the defaults.
     const own = endpoint !== undefined && endpoint.host === host;
     const key = own ? `${host}|${endpoint.insecure}|${endpoint.ca.join(",")}` : "default";
     let agent = this.httpsAgents.get(key);
     if (!agent) {
-      const options: https.AgentOptions = { keepAlive: true, maxSockets: 16 };
+      const options: HttpsModule.AgentOptions = { keepAlive: true, maxSockets: 16 };
       if (own && endpoint.ca.length > 0) options.ca = [...rootCertificates, ...endpoint.ca.map(readCa)];
       if (own && endpoint.insecure) options.rejectUnauthorized = false;
       agent = new https.Agent(options);
