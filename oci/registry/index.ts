@@ -41,7 +41,7 @@ export {
 } from "./hosts.js";
 export { verifyLogin } from "./login.js";
 export { type PullOptions, type PullResult, pullImage } from "./pull.js";
-export { ImageNotInStoreError, type PushOptions, type PushResult, pushImage } from "./push.js";
+export { type PushOptions, type PushResult, pushImage } from "./push.js";
 export { defaultRetryPolicy, type RetryPolicy } from "./retry.js";
 export { type RegistryOptions, RegistrySession } from "./session.js";
 export { HttpTransport } from "./transport.js";

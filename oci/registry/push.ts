@@ -9,7 +9,7 @@ import PQueue from "p-queue";
 import { TbuildError } from "../../errors/index.js";
 import { formatReference, type ImageReference, parseReference } from "../reference.js";
 import { type Descriptor, type Index, isIndexMediaType, type Manifest } from "../spec.js";
-import type { Store } from "../store/index.js";
+import { ImageNotFoundError, type Store } from "../store/index.js";
 import { BlobSources } from "./blob-sources.js";
 import type { RegistryClient } from "./client.js";
 import { RegistryNetworkError, RegistryNotSupportedError, RegistryResponseError } from "./errors.js";
@@ -39,12 +39,6 @@ const DEFAULT_MONOLITHIC_LIMIT = 64 * 1024 * 1024;
 const DEFAULT_CHUNK_SIZE = 32 * 1024 * 1024;
 const DEFAULT_CONCURRENCY = 4;
 
-export class ImageNotInStoreError extends TbuildError {
-  constructor(name: string) {
-    super("E_NOT_FOUND", `no image ${name} in the local store; pull, build, import or tag it first`);
-  }
-}
-
 type BlobOutcome = "uploaded" | "mounted" | "present";
 
 export async function pushImage(
@@ -55,7 +49,7 @@ export async function pushImage(
   const ref = typeof reference === "string" ? parseReference(reference) : reference;
   const name = formatReference(ref);
   const record = await store.images.get(name);
-  if (!record) throw new ImageNotInStoreError(name);
+  if (!record) throw new ImageNotFoundError(name);
   const endpoint = registryEndpoint(ref.domain, options.hosts);
   const session = new RegistrySession([endpoint], options);
   const client = session.clients[0]!;
