@@ -62,6 +62,21 @@ describe("tbuild push and tbuild pull against a real registry", () => {
     expect(again.stderr).toContain("4 already present");
   });
 
+  it("two pulls of one image into one store at once both succeed, with one copy of each blob", async () => {
+    const pushEnv = isolatedEnv();
+    const made = await makeImage(await storeOf(pushEnv), `${registry.host}/twice:1`, { layers: 4 });
+    expect((await tbuildAsync(["push", `${registry.host}/twice:1`], { env: pushEnv })).status).toBe(0);
+    const env = isolatedEnv();
+    const [a, b] = await Promise.all([
+      tbuildAsync(["pull", `${registry.host}/twice:1`], { env }),
+      tbuildAsync(["pull", `${registry.host}/twice:1`], { env }),
+    ]);
+    expect([a.status, b.status], a.stderr + b.stderr).toEqual([0, 0]);
+    const store = await storeOf(env);
+    expect((await store.images.list()).map((r) => r.descriptor.digest)).toEqual([made.descriptor.digest]);
+    for (const layer of made.manifest.layers) expect(await store.content.size(layer.digest)).toBe(layer.size);
+  });
+
   it("pulls by digest, and keeps a Docker schema2 manifest as it is", async () => {
     const pushEnv = isolatedEnv();
     const made = await makeImage(await storeOf(pushEnv), `${registry.host}/docker-style:v2`, {
