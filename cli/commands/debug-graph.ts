@@ -7,20 +7,29 @@ import type { ImageResolver, ResolvedImage } from "../../frontend/resolver.js";
 import { parseDockerfile } from "../../frontend/syntax/index.js";
 import { hostPlatform, parsePlatform } from "../../oci/platform.js";
 import { formatReference, parseReference } from "../../oci/reference.js";
+import type { Store } from "../../oci/store/index.js";
 import type { BuildGraph } from "../../solver/graph.js";
+import { ImageNotLocalError, storeImageResolver } from "../resolver.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
+import { openCommandStore } from "../store.js";
 import { parseKeyValues } from "../values.js";
 
 /**
- * Until tbuild has an image store, base images are not resolved: they appear by reference with
- * the digest "unresolved" and an empty config (no inherited ENV, USER or ONBUILD), and a warning
- * says so. Everything the Dockerfile itself says is lowered exactly.
+ * `debug graph` runs nothing and fetches nothing: base images come from the local store. One that
+ * is not there is shown by reference with the digest "unresolved" and an empty config (no
+ * inherited ENV, USER or ONBUILD), and a warning says how to resolve it.
  */
-function unresolvedImages(seen: Set<string>): ImageResolver {
+function localFirst(store: Store, unresolved: Set<string>): ImageResolver {
+  const local = storeImageResolver(store, { pull: "never" });
   return {
     async resolveImage(ref, platform): Promise<ResolvedImage> {
+      try {
+        return await local.resolveImage(ref, platform);
+      } catch (err) {
+        if (!(err instanceof ImageNotLocalError)) throw err;
+      }
       const normalized = formatReference(parseReference(ref));
-      seen.add(normalized);
+      unresolved.add(normalized);
       return {
         ref: normalized,
         digest: "unresolved",
@@ -72,14 +81,14 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
     ...(target !== undefined ? { target } : {}),
     targetPlatform,
     buildPlatform: hostPlatform(),
-    resolver: unresolvedImages(unresolved),
+    resolver: localFirst(await openCommandStore(ctx), unresolved),
     excludePatterns: await readDockerignore(contextDir, dockerfilePath),
     signal: ctx.signal,
     warn: (w) => ctx.warn(`${w.position ? `${w.file}:${w.position.line}: ` : ""}${w.message}`),
   });
   for (const ref of unresolved) {
     ctx.warn(
-      `base image ${ref} was not resolved (tbuild has no image store yet): its config is not inherited`,
+      `base image ${ref} is not in the local store, so its config is not inherited: 'tbuild pull ${ref}' resolves it`,
     );
   }
   if (format === "dot") {

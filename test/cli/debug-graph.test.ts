@@ -23,7 +23,7 @@ describe("tbuild debug graph", () => {
     expect(kinds).toEqual(expect.arrayContaining(["image", "local", "file", "exec"]));
     expect(build.image.config.Cmd).toEqual(["hello"]);
     expect(build.target.name).toBe("stage-2");
-    expect(stderr).toContain("was not resolved");
+    expect(stderr).toContain("is not in the local store");
   });
 
   it("takes -f, --build-arg, --target and .dockerignore", () => {
