@@ -1,32 +1,18 @@
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readdirSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readdirSync } from "node:fs";
 import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { type ImageConfig, type Index, type Manifest, MediaType } from "../../oci/spec.js";
 import { openStore } from "../../oci/store/index.js";
-import { tbuild, tbuildBin } from "../helpers/cli.js";
+import { tbuildBin, tbuildInStore, tbuildInStoreOk } from "../helpers/cli.js";
 import { busyboxRootfs, FIXED_EPOCH, importBusybox } from "../helpers/images.js";
+import { tempDirs } from "../helpers/temp.js";
 
-const temps: string[] = [];
-function tempDir(prefix: string): string {
-  const dir = mkdtempSync(path.join(tmpdir(), `tbuild-${prefix}-`));
-  temps.push(dir);
-  return dir;
-}
-afterAll(() => {
-  for (const dir of temps) rmSync(dir, { recursive: true, force: true });
-});
+const tempDir = tempDirs();
 
-function run(root: string, args: string[]) {
-  return tbuild(args, { env: { TBUILD_ROOT: root, SOURCE_DATE_EPOCH: String(FIXED_EPOCH) } });
-}
+const run = (root: string, args: string[]) => tbuildInStore(root, args, FIXED_EPOCH);
 
-function ok(root: string, args: string[]): string {
-  const result = run(root, args);
-  if (result.status !== 0) throw new Error(`tbuild ${args.join(" ")} failed: ${result.stderr}`);
-  return result.stdout;
-}
+const ok = (root: string, args: string[]) => tbuildInStoreOk(root, args, FIXED_EPOCH);
 
 interface Summary {
   name: string;
@@ -176,14 +162,12 @@ describe("tbuild images, tag, inspect, rmi", () => {
       /docker\.io\/library\/multi:latest has no image for linux\/s390x \(platforms: linux\/amd64, linux\/arm64(\/v8)?\); pick one with --platform/,
     );
 
-    const archive = path.join(local, "..", `${path.basename(local)}-multi.tar`);
-    temps.push(archive);
+    const archive = path.join(tempDir("multi-archives"), "multi.tar");
     ok(local, ["save", "multi", "-o", archive]);
     const other = tempDir("multi-load");
     ok(other, ["load", "-i", archive]);
     expect(images(other)[0]!.digest).toBe(summary.digest);
     const dockerArchive = `${archive}.docker`;
-    temps.push(dockerArchive);
     ok(local, ["save", "--format", "docker", "--platform", "linux/arm64", "multi", "-o", dockerArchive]);
     const fromDocker = tempDir("multi-docker");
     ok(fromDocker, ["load", "-i", dockerArchive]);

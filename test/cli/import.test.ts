@@ -1,32 +1,16 @@
 import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import {
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  symlinkSync,
-  writeFileSync,
-} from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { gzipSync } from "node:zlib";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import type { ImageConfig, Index, Manifest } from "../../oci/spec.js";
 import { tbuild, tbuildBin } from "../helpers/cli.js";
 import { busyboxRootfs, FIXED_EPOCH, importBusybox } from "../helpers/images.js";
 import { schemaErrors } from "../helpers/oci-schema.js";
+import { tempDirs } from "../helpers/temp.js";
 
-const temps: string[] = [];
-function tempDir(prefix: string): string {
-  const dir = mkdtempSync(path.join(tmpdir(), `tbuild-${prefix}-`));
-  temps.push(dir);
-  return dir;
-}
-afterAll(() => {
-  for (const dir of temps) rmSync(dir, { recursive: true, force: true });
-});
+const tempDir = tempDirs();
 
 function blob(root: string, digest: string): Buffer {
   return readFileSync(path.join(root, "blobs", digest.replace(":", "/")));

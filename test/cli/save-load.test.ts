@@ -1,32 +1,18 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import type { ImageConfig, Index, Manifest } from "../../oci/spec.js";
-import { tbuild, tbuildBin } from "../helpers/cli.js";
+import { tbuildBin, tbuildInStore, tbuildInStoreOk } from "../helpers/cli.js";
 import { FIXED_EPOCH, importBusybox } from "../helpers/images.js";
 import { schemaErrors } from "../helpers/oci-schema.js";
+import { tempDirs } from "../helpers/temp.js";
 
-const temps: string[] = [];
-function tempDir(prefix: string): string {
-  const dir = mkdtempSync(path.join(tmpdir(), `tbuild-${prefix}-`));
-  temps.push(dir);
-  return dir;
-}
-afterAll(() => {
-  for (const dir of temps) rmSync(dir, { recursive: true, force: true });
-});
+const tempDir = tempDirs();
 
-function run(root: string, args: string[]) {
-  return tbuild(args, { env: { TBUILD_ROOT: root, SOURCE_DATE_EPOCH: String(FIXED_EPOCH) } });
-}
+const run = (root: string, args: string[]) => tbuildInStore(root, args, FIXED_EPOCH);
 
-function ok(root: string, args: string[]): string {
-  const result = run(root, args);
-  if (result.status !== 0) throw new Error(`tbuild ${args.join(" ")} failed: ${result.stderr}`);
-  return result.stdout;
-}
+const ok = (root: string, args: string[]) => tbuildInStoreOk(root, args, FIXED_EPOCH);
 
 function inspect(
   root: string,

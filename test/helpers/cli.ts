@@ -23,3 +23,15 @@ export function tbuild(
   });
   return { status: result.status, stdout: result.stdout, stderr: result.stderr };
 }
+
+/** Runs tbuild against the store at `root`, with a fixed SOURCE_DATE_EPOCH so digests repeat. */
+export function tbuildInStore(root: string, args: string[], sourceDateEpoch: number): CliResult {
+  return tbuild(args, { env: { TBUILD_ROOT: root, SOURCE_DATE_EPOCH: String(sourceDateEpoch) } });
+}
+
+/** The same, failing the test with tbuild's own message unless it succeeds; gives stdout. */
+export function tbuildInStoreOk(root: string, args: string[], sourceDateEpoch: number): string {
+  const result = tbuildInStore(root, args, sourceDateEpoch);
+  if (result.status !== 0) throw new Error(`tbuild ${args.join(" ")} failed: ${result.stderr}`);
+  return result.stdout;
+}
