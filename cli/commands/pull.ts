@@ -4,7 +4,7 @@ import { parseReference } from "../../oci/reference.js";
 import { pullImage } from "../../oci/registry/index.js";
 import { loadConfig } from "../config.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
-import { openCommandStore } from "../store.js";
+import { formatSize, openCommandStore } from "../store.js";
 
 export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise<number> {
   const [text, ...extra] = args.positionals;
@@ -24,20 +24,8 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
     warn: ctx.warn,
   });
   ctx.stderr.write(
-    `fetched ${result.fetched} blob${result.fetched === 1 ? "" : "s"} (${formatBytes(result.bytesFetched)}) from ${result.source}, ${result.present} already present\n`,
+    `fetched ${result.fetched} blob${result.fetched === 1 ? "" : "s"} (${formatSize(result.bytesFetched)}) from ${result.source}, ${result.present} already present\n`,
   );
   ctx.stdout.write(`Digest: ${result.descriptor.digest}\n${result.name}\n`);
   return 0;
-}
-
-function formatBytes(bytes: number): string {
-  if (bytes < 1024) return `${bytes} B`;
-  const units = ["kB", "MB", "GB", "TB"];
-  let value = bytes / 1000;
-  let unit = 0;
-  while (value >= 1000 && unit < units.length - 1) {
-    value /= 1000;
-    unit++;
-  }
-  return `${value.toFixed(1)} ${units[unit]}`;
 }
