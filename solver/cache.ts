@@ -1,0 +1,120 @@
+/**
+ * The build cache index: cache key → the layers a step produced, plus what the key was made of
+ * (for `--explain`). One SQLite database in the store root (`node:sqlite`): each write is a
+ * transaction, so a build killed at any point leaves an index the next build can use; a result
+ * is recorded only after its layers are in the content store.
+ */
+import { mkdirSync } from "node:fs";
+import path from "node:path";
+import { DatabaseSync } from "node:sqlite";
+import type { FsResult } from "./worker.js";
+
+/** What a cache key is computed from. */
+export interface KeyMaterial {
+  /** The vertex's op, without its inputs. */
+  op: unknown;
+  /** The cache keys of its inputs, in order. */
+  inputs: string[];
+  /** The worker's content key (file checksums of a context selection, ...). */
+  content?: string;
+}
+
+export interface CacheRecord {
+  key: string;
+  result: FsResult;
+  material: KeyMaterial;
+  /** Display name of the step that made it (for --explain and `tbuild du`). */
+  name: string;
+  created: number;
+  lastUsed: number;
+}
+
+export class CacheIndex {
+  private readonly db: DatabaseSync;
+  readonly file: string;
+
+  constructor(file: string) {
+    this.file = file;
+    mkdirSync(path.dirname(file), { recursive: true });
+    this.db = new DatabaseSync(file, { timeout: 10_000 });
+    this.db.exec(`
+      PRAGMA journal_mode = WAL;
+      PRAGMA synchronous = NORMAL;
+      CREATE TABLE IF NOT EXISTS results (
+        key TEXT PRIMARY KEY,
+        result TEXT NOT NULL,
+        material TEXT NOT NULL,
+        name TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        last_used INTEGER NOT NULL
+      );
+      CREATE INDEX IF NOT EXISTS results_by_name ON results (name);
+    `);
+  }
+
+  get(key: string): CacheRecord | undefined {
+    const row = this.db.prepare("SELECT * FROM results WHERE key = ?").get(key) as Row | undefined;
+    if (!row) return undefined;
+    this.db.prepare("UPDATE results SET last_used = ? WHERE key = ?").run(Date.now(), key);
+    return fromRow(row);
+  }
+
+  put(key: string, result: FsResult, material: KeyMaterial, name: string): void {
+    const now = Date.now();
+    this.db
+      .prepare(
+        `INSERT INTO results (key, result, material, name, created, last_used) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT(key) DO UPDATE SET result = excluded.result, last_used = excluded.last_used`,
+      )
+      .run(key, JSON.stringify(result), JSON.stringify(material), name, now, now);
+  }
+
+  /** Earlier records of a step with this display name, newest first: the candidates `--explain` compares with. */
+  recordsNamed(name: string, limit = 20): CacheRecord[] {
+    const rows = this.db
+      .prepare("SELECT * FROM results WHERE name = ? ORDER BY last_used DESC LIMIT ?")
+      .all(name, limit) as unknown as Row[];
+    return rows.map(fromRow);
+  }
+
+  /** Every record, for garbage collection and `tbuild du`. */
+  all(): CacheRecord[] {
+    return (this.db.prepare("SELECT * FROM results").all() as unknown as Row[]).map(fromRow);
+  }
+
+  remove(keys: string[]): void {
+    const statement = this.db.prepare("DELETE FROM results WHERE key = ?");
+    this.db.exec("BEGIN");
+    try {
+      for (const key of keys) statement.run(key);
+      this.db.exec("COMMIT");
+    } catch (err) {
+      this.db.exec("ROLLBACK");
+      throw err;
+    }
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}
+
+interface Row {
+  key: string;
+  result: string;
+  material: string;
+  name: string;
+  created: number;
+  last_used: number;
+}
+
+function fromRow(row: Row): CacheRecord {
+  return {
+    key: row.key,
+    result: JSON.parse(row.result) as FsResult,
+    material: JSON.parse(row.material) as KeyMaterial,
+    name: row.name,
+    created: row.created,
+    lastUsed: row.last_used,
+  };
+}

@@ -1,0 +1,183 @@
+/**
+ * Running a BuildGraph: cache keys bottom-up, then each vertex either reused from the cache or
+ * run on the worker once its inputs are ready. Independent vertices run at the same time, up to
+ * `jobs`; a vertex several stages need runs once; the first failure cancels everything else.
+ */
+import PQueue from "p-queue";
+import { TbuildError } from "../errors/index.js";
+import type { CacheIndex, KeyMaterial } from "./cache.js";
+import { digestOf } from "./digest.js";
+import type { BuildGraph, VertexDigest, VertexInfo } from "./graph.js";
+import type { FsResult, Worker } from "./worker.js";
+
+export type SolveEvent =
+  | { type: "vertex.cached"; digest: VertexDigest; info: VertexInfo }
+  | { type: "vertex.started"; digest: VertexDigest; info: VertexInfo }
+  | { type: "vertex.completed"; digest: VertexDigest; info: VertexInfo; durationMs: number }
+  | { type: "vertex.failed"; digest: VertexDigest; info: VertexInfo; error: Error }
+  | { type: "vertex.canceled"; digest: VertexDigest; info: VertexInfo }
+  | { type: "log"; digest: VertexDigest; stream: 1 | 2; data: Uint8Array };
+
+export interface SolveOptions {
+  worker: Worker;
+  /** Absent: nothing is reused or recorded. */
+  cache?: CacheIndex;
+  /** Whether a layer blob is still in the content store: a cache record whose layers are gone is a miss. */
+  hasBlob?: (digest: string) => Promise<boolean>;
+  /** How many vertices run at once; the CPU count by default. */
+  jobs?: number;
+  signal?: AbortSignal;
+  onEvent?: (event: SolveEvent) => void;
+  /** Vertices that must run even when cached (`--no-cache`, `--no-cache-filter`); what uses them runs too. */
+  ignoreCache?: (digest: VertexDigest) => boolean;
+}
+
+export interface SolveResult {
+  result: FsResult;
+  /** Cache key of every vertex the build needed. */
+  keys: Map<VertexDigest, string>;
+  ran: VertexDigest[];
+  cached: VertexDigest[];
+}
+
+/** A step failed: names it (and where it is in the Dockerfile); the worker's error says why. */
+export class StepFailedError extends TbuildError {
+  readonly digest: VertexDigest;
+  readonly info: VertexInfo;
+
+  constructor(digest: VertexDigest, info: VertexInfo, cause: unknown) {
+    const reason = cause instanceof Error ? cause.message : String(cause);
+    const where = info.location ? ` (${info.location.file}:${info.location.startLine})` : "";
+    super("E_STEP_FAILED", `${info.name}${where}: ${reason}`, { cause });
+    this.digest = digest;
+    this.info = info;
+  }
+}
+
+export async function solve(
+  graph: BuildGraph,
+  root: VertexDigest,
+  options: SolveOptions,
+): Promise<SolveResult> {
+  const controller = new AbortController();
+  const onOuterAbort = () => controller.abort(options.signal?.reason);
+  options.signal?.addEventListener("abort", onOuterAbort, { once: true });
+  const queue = new PQueue({ concurrency: options.jobs ?? (await import("node:os")).availableParallelism() });
+  const emit = options.onEvent ?? (() => {});
+  const vertexOf = (digest: VertexDigest) => {
+    const vertex = graph.vertices[digest];
+    if (!vertex) throw new Error(`the build graph has no vertex ${digest}`);
+    return vertex;
+  };
+  const infoOf = (digest: VertexDigest): VertexInfo =>
+    graph.info[digest] ?? { name: vertexOf(digest).op.kind };
+
+  const keys = new Map<VertexDigest, Promise<{ key: string; material: KeyMaterial }>>();
+  const keyOf = (digest: VertexDigest) => {
+    let known = keys.get(digest);
+    if (!known) {
+      known = (async () => {
+        const vertex = vertexOf(digest);
+        const inputs = await Promise.all(vertex.inputs.map(async (input) => (await keyOf(input)).key));
+        const content = await options.worker.contentKey(vertex, controller.signal);
+        const material: KeyMaterial = {
+          op: vertex.op,
+          inputs,
+          ...(content !== undefined ? { content } : {}),
+        };
+        return { key: digestOf(material), material };
+      })();
+      keys.set(digest, known);
+    }
+    return known;
+  };
+
+  const forced = new Map<VertexDigest, boolean>();
+  const isForced = (digest: VertexDigest): boolean => {
+    let known = forced.get(digest);
+    if (known === undefined) {
+      known = options.ignoreCache?.(digest) === true || vertexOf(digest).inputs.some(isForced);
+      forced.set(digest, known);
+    }
+    return known;
+  };
+
+  const ran: VertexDigest[] = [];
+  const cached: VertexDigest[] = [];
+  let failure: StepFailedError | undefined;
+  const results = new Map<VertexDigest, Promise<FsResult>>();
+  const resultOf = (digest: VertexDigest): Promise<FsResult> => {
+    let known = results.get(digest);
+    if (!known) {
+      known = produce(digest);
+      // A result nobody awaits yet must not become an unhandled rejection; the first failure is reported once.
+      known.catch(() => {});
+      results.set(digest, known);
+    }
+    return known;
+  };
+
+  const produce = async (digest: VertexDigest): Promise<FsResult> => {
+    const vertex = vertexOf(digest);
+    const info = infoOf(digest);
+    const { key, material } = await keyOf(digest);
+    if (options.cache && !isForced(digest)) {
+      const hit = options.cache.get(key);
+      if (hit && (await layersPresent(hit.result, options.hasBlob))) {
+        cached.push(digest);
+        emit({ type: "vertex.cached", digest, info });
+        return hit.result;
+      }
+    }
+    const inputs = await Promise.all(vertex.inputs.map(resultOf));
+    return queue.add(
+      async ({ signal }) => {
+        const started = performance.now();
+        emit({ type: "vertex.started", digest, info });
+        try {
+          const result = await options.worker.run(vertex, inputs, {
+            digest,
+            signal: signal ?? controller.signal,
+            log: (stream, data) => emit({ type: "log", digest, stream, data }),
+          });
+          options.cache?.put(key, result, material, info.name);
+          ran.push(digest);
+          emit({ type: "vertex.completed", digest, info, durationMs: performance.now() - started });
+          return result;
+        } catch (err) {
+          if (controller.signal.aborted && failure) {
+            emit({ type: "vertex.canceled", digest, info });
+            throw failure;
+          }
+          const error = err instanceof Error ? err : new Error(String(err));
+          emit({ type: "vertex.failed", digest, info, error });
+          failure ??= new StepFailedError(digest, info, err);
+          controller.abort(failure);
+          throw failure;
+        }
+      },
+      { signal: controller.signal },
+    );
+  };
+
+  try {
+    const result = await resultOf(root);
+    const resolvedKeys = new Map<VertexDigest, string>();
+    for (const [digest, pendingKey] of keys) resolvedKeys.set(digest, (await pendingKey).key);
+    return { result, keys: resolvedKeys, ran, cached };
+  } catch (err) {
+    // Abort reasons from p-queue for tasks that never started are the failure itself or the outer abort.
+    if (failure) throw failure;
+    throw err;
+  } finally {
+    options.signal?.removeEventListener("abort", onOuterAbort);
+    if (!controller.signal.aborted) controller.abort();
+    queue.clear();
+  }
+}
+
+async function layersPresent(result: FsResult, hasBlob: SolveOptions["hasBlob"]): Promise<boolean> {
+  if (!hasBlob) return true;
+  for (const layer of result.layers) if (!(await hasBlob(layer.descriptor.digest))) return false;
+  return true;
+}

@@ -1,0 +1,38 @@
+/**
+ * What the solver needs from a worker, declared here so that the solver depends on no worker:
+ * `worker/` implements it locally, and remotely over SSH. A vertex's result is its filesystem as a
+ * stack of layers in the content store, so a cached result is reused without running or copying
+ * anything, and an exporter writes the layers as they are.
+ */
+import type { Descriptor } from "../oci/spec.js";
+import type { Vertex, VertexDigest } from "./graph.js";
+
+export interface LayerRef {
+  /** The (usually compressed) layer blob in the content store. */
+  descriptor: Descriptor;
+  /** sha256 of the uncompressed tar: what the image config's `rootfs.diff_ids` lists. */
+  diffId: string;
+}
+
+/** A filesystem: layers lowest first. No layers is the empty filesystem. */
+export interface FsResult {
+  layers: LayerRef[];
+}
+
+export interface VertexContext {
+  digest: VertexDigest;
+  signal: AbortSignal;
+  /** Output of the step as it comes: 1 stdout, 2 stderr. */
+  log(stream: 1 | 2, chunk: Uint8Array): void;
+}
+
+export interface Worker {
+  /**
+   * What a vertex's cache key needs beyond its definition and its inputs' keys: for a `local` op
+   * the checksum of the files it selects (paths, content, mode, ownership; never mtimes), for an
+   * `http` op the checksum it promises. `undefined` when the definition says it all.
+   */
+  contentKey(vertex: Vertex, signal: AbortSignal): Promise<string | undefined>;
+  /** Runs one vertex on its inputs' results. */
+  run(vertex: Vertex, inputs: FsResult[], ctx: VertexContext): Promise<FsResult>;
+}
