@@ -1,6 +1,4 @@
-import { readFile } from "node:fs/promises";
-import path from "node:path";
-import { TbuildError } from "../../errors/index.js";
+import { TbuildError, UsageError } from "../../errors/index.js";
 import { readDockerignore } from "../../frontend/dockerignore.js";
 import { lowerDockerfile } from "../../frontend/lower/index.js";
 import type { ImageResolver, ResolvedImage } from "../../frontend/resolver.js";
@@ -9,6 +7,7 @@ import { hostPlatform, parsePlatform } from "../../oci/platform.js";
 import { formatReference, parseReference } from "../../oci/reference.js";
 import type { Store } from "../../oci/store/index.js";
 import type { BuildGraph } from "../../solver/graph.js";
+import { readDockerfileInput } from "../dockerfile.js";
 import { ImageNotLocalError, storeImageResolver } from "../resolver.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
 import { openCommandStore } from "../store.js";
@@ -48,31 +47,20 @@ function localFirst(store: Store, unresolved: Set<string>): ImageResolver {
 export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise<number> {
   const [contextArg, ...extra] = args.positionals;
   if (contextArg === undefined || extra.length > 0) {
-    throw new TbuildError("E_USAGE", "tbuild debug graph takes exactly one CONTEXT directory", {
-      exitCode: 2,
-    });
+    throw new UsageError("tbuild debug graph takes exactly one CONTEXT directory");
   }
-  const contextDir = path.resolve(ctx.cwd, contextArg);
-  const dockerfilePath = path.resolve(
+  const { contextDir, dockerfilePath, displayName, source } = await readDockerfileInput(
     ctx.cwd,
-    (args.values.file as string | undefined) ?? path.join(contextArg, "Dockerfile"),
+    contextArg,
+    args.values.file as string | undefined,
   );
-  let source: string;
-  try {
-    source = await readFile(dockerfilePath, "utf8");
-  } catch (err) {
-    throw new TbuildError(
-      "E_NO_DOCKERFILE",
-      `cannot read the Dockerfile ${dockerfilePath}: ${(err as NodeJS.ErrnoException).code ?? err}`,
-    );
-  }
   const format = (args.values.format as string | undefined) ?? "json";
   if (format !== "json" && format !== "dot")
     throw new TbuildError("E_USAGE", `--format must be json or dot, not "${format}"`, { exitCode: 2 });
 
   const platformText = args.values.platform as string | undefined;
   const targetPlatform = platformText ? parsePlatform(platformText) : hostPlatform();
-  const ast = parseDockerfile(source, { file: displayPath(ctx.cwd, dockerfilePath) });
+  const ast = parseDockerfile(source, { file: displayName });
   for (const w of ast.warnings) ctx.warn(`${ast.file}:${w.range.start.line}: ${w.message}`);
   const unresolved = new Set<string>();
   const target = args.values.target as string | undefined;
@@ -110,10 +98,4 @@ function toDot(graph: BuildGraph, root: string | undefined): string {
   }
   lines.push("}");
   return `${lines.join("\n")}\n`;
-}
-
-/** How errors name the Dockerfile: relative to where the user is, unless it lies outside. */
-function displayPath(cwd: string, file: string): string {
-  const relative = path.relative(cwd, file);
-  return relative && !relative.startsWith("..") ? relative : file;
 }
