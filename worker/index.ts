@@ -3,6 +3,22 @@
  * user's subordinate ids), layers unpacked into snapshots, writable overlay mounts over them, and
  * diffs of those mounts back into layer tars.
  */
+
+export { copyChanges, type DiffOptions, overlayChanges, writeChanges } from "./diff.js";
+export {
+  chainIds,
+  isMountPoint,
+  isWhiteout,
+  type LowerEntry,
+  LowerView,
+  MountError,
+  type SnapshotMode,
+  Snapshotter,
+  type SnapshotterOptions,
+  type WritableMount,
+} from "./snapshot/index.js";
+export { InvalidTarError, readTarEntries, type TarReadEntry } from "./tar-reader.js";
+export { HostileLayerError, InvalidLayerError, type UnpackOptions, unpackLayer } from "./unpack.js";
 export {
   checkRootlessSetup,
   hasWorkerPrivileges,

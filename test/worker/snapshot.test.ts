@@ -1,0 +1,282 @@
+import { execFileSync } from "node:child_process";
+import { chown, lstat, mkdir, readdir, readFile, rm, unlink, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { Store } from "../../oci/store/index.js";
+import { type SnapshotMode, Snapshotter, type WritableMount } from "../../worker/snapshot/index.js";
+import {
+  dir,
+  exists,
+  file,
+  hardlinkTo,
+  LAYER_TIME,
+  layerTar,
+  listTar,
+  mountsUnder,
+  opaque,
+  storeImage,
+  symlinkTo,
+  tempStore,
+  whiteout,
+} from "./layers.js";
+
+let root: string;
+let store: Store;
+let cleanup: () => Promise<void>;
+const mounts: WritableMount[] = [];
+
+beforeEach(async () => {
+  ({ root, store, cleanup } = await tempStore());
+});
+afterEach(async () => {
+  for (const mount of mounts.splice(0)) await mount.release();
+  expect(await mountsUnder(root)).toEqual([]);
+  await cleanup();
+});
+
+async function track(mount: Promise<WritableMount>): Promise<WritableMount> {
+  const m = await mount;
+  mounts.push(m);
+  return m;
+}
+
+/** Three layers: a base, one deleting and replacing, one making /data opaque. */
+async function threeLayerImage(compression: "gzip" | "zstd" | "uncompressed" = "gzip") {
+  const base = await layerTar([
+    dir("etc"),
+    file("etc/passwd", "root:x:0:0::/root:/bin/sh\n"),
+    file("etc/motd", "base motd\n"),
+    file("etc/hosts", "127.0.0.1 localhost\n"),
+    file("etc/old", "to be deleted\n"),
+    dir("data"),
+    file("data/a", "a"),
+    dir("data/sub"),
+    file("data/sub/deep", "deep"),
+    dir("srv", { uid: 1234, gid: 1234 }),
+    file("srv/owned", "owned", { uid: 1234, gid: 1234, mode: 0o600 }),
+    file("bin-su", "su", { mode: 0o4755 }),
+    dir("tmp", { mode: 0o1777 }),
+    symlinkTo("motd-link", "etc/motd"),
+    hardlinkTo("etc/passwd-", "etc/passwd"),
+  ]);
+  const second = await layerTar([dir("etc"), whiteout("etc/old"), file("etc/motd", "second motd\n")]);
+  const third = await layerTar([dir("data"), opaque("data"), file("data/new", "new")]);
+  return storeImage(store, [base, second, third], compression);
+}
+
+describe("Snapshotter.prepareImage", () => {
+  it("unpacks each layer once, keyed by chain ID, and shares layers between images", async () => {
+    const unpacked: string[] = [];
+    const snapshotter = new Snapshotter(root, store.content, { onUnpack: (l) => unpacked.push(l.chainId) });
+    const shared = await layerTar([dir("etc"), file("etc/base", "base")]);
+    const one = await storeImage(store, [shared, await layerTar([file("one", "1")])]);
+    const two = await storeImage(store, [shared, await layerTar([file("two", "2")])], "zstd");
+
+    const dirsOne = await snapshotter.prepareImage(one);
+    const dirsTwo = await snapshotter.prepareImage(two);
+    expect(dirsOne[0]).toBe(dirsTwo[0]);
+    expect(dirsOne[1]).not.toBe(dirsTwo[1]);
+    expect(unpacked).toHaveLength(3);
+    expect(await snapshotter.prepareImage(one)).toEqual(dirsOne);
+    expect(unpacked).toHaveLength(3);
+    const names = await readdir(path.join(root, "snapshots", "layers"));
+    expect(names.filter((n) => !n.endsWith(".lock")).sort()).toEqual(
+      dirsOne
+        .concat(dirsTwo[1]!)
+        .map((d) => path.basename(d))
+        .sort(),
+    );
+  });
+
+  it("unpacks a layer once when several snapshotters prepare the same image at the same time", async () => {
+    const image = await threeLayerImage();
+    const unpacked: string[] = [];
+    const results = await Promise.all(
+      Array.from({ length: 4 }, () =>
+        new Snapshotter(root, store.content, { onUnpack: (l) => unpacked.push(l.chainId) }).prepareImage(
+          image,
+        ),
+      ),
+    );
+    for (const dirs of results) expect(dirs).toEqual(results[0]);
+    expect(unpacked.sort()).toEqual([...new Set(unpacked)].sort());
+    expect(unpacked).toHaveLength(3);
+    const names = await readdir(path.join(root, "snapshots", "layers"));
+    expect(names.filter((n) => n.startsWith(".tmp-") || n.endsWith(".lock"))).toEqual([]);
+  });
+
+  it("expresses an opaque directory as whiteouts of what is below it", async () => {
+    const dirs = await new Snapshotter(root, store.content).prepareImage(await threeLayerImage());
+    const top = dirs[2]!;
+    for (const hidden of ["a", "sub"]) {
+      const st = await lstat(path.join(top, "data", hidden));
+      expect(st.isCharacterDevice() && st.rdev === 0).toBe(true);
+    }
+    expect(await readFile(path.join(top, "data/new"), "utf8")).toBe("new");
+  });
+});
+
+for (const mode of ["overlay", "copy"] as SnapshotMode[]) {
+  describe(`a writable root filesystem (${mode})`, () => {
+    it("shows the layers merged: deletions and opaque directories applied, metadata kept", async () => {
+      const snapshotter = new Snapshotter(root, store.content, { mode });
+      const lowers = await snapshotter.prepareImage(await threeLayerImage("zstd"));
+      const mount = await track(snapshotter.mountWritable(lowers));
+      expect(mount.mode).toBe(mode);
+      const rootfs = mount.rootfs;
+      expect(await exists(path.join(rootfs, "etc/old"))).toBe(false);
+      expect(await readFile(path.join(rootfs, "etc/motd"), "utf8")).toBe("second motd\n");
+      expect((await readdir(path.join(rootfs, "data"))).sort()).toEqual(["new"]);
+      const owned = await lstat(path.join(rootfs, "srv/owned"));
+      expect([owned.uid, owned.gid, owned.mode & 0o7777]).toEqual([1234, 1234, 0o600]);
+      expect((await lstat(path.join(rootfs, "bin-su"))).mode & 0o7777).toBe(0o4755);
+      expect((await lstat(path.join(rootfs, "tmp"))).mode & 0o7777).toBe(0o1777);
+      expect((await lstat(path.join(rootfs, "bin-su"))).mtimeMs).toBe(LAYER_TIME.getTime());
+      expect(await readFile(path.join(rootfs, "motd-link"), "utf8")).toBe("second motd\n");
+      const passwd = await lstat(path.join(rootfs, "etc/passwd"));
+      expect((await lstat(path.join(rootfs, "etc/passwd-"))).ino).toBe(passwd.ino);
+      if (mode === "overlay") expect(await mountsUnder(root)).toEqual([rootfs]);
+      else expect(await mountsUnder(root)).toEqual([]);
+
+      await writeFile(path.join(rootfs, "etc/new"), "written");
+      await mount.release();
+      await mount.release(); // idempotent
+      expect(await mountsUnder(root)).toEqual([]);
+      expect(await readdir(path.join(root, "snapshots", "mounts"))).toEqual([]);
+      // The layers themselves are untouched by what the container wrote.
+      for (const layer of lowers) expect(await exists(path.join(layer, "etc/new"))).toBe(false);
+    });
+
+    it("diffs its changes into a layer: owner changes, whiteouts, opaque directories, clamped times", async () => {
+      const snapshotter = new Snapshotter(root, store.content, { mode });
+      const lowers = await snapshotter.prepareImage(await threeLayerImage());
+      const mount = await track(snapshotter.mountWritable(lowers));
+      const rootfs = mount.rootfs;
+      await chown(path.join(rootfs, "etc/hosts"), 1234, 1234);
+      await unlink(path.join(rootfs, "etc/motd"));
+      await rm(path.join(rootfs, "data"), { recursive: true });
+      await mkdir(path.join(rootfs, "data"));
+      await writeFile(path.join(rootfs, "data/fresh"), "fresh");
+      await mkdir(path.join(rootfs, "var/lib"), { recursive: true });
+      await writeFile(path.join(rootfs, "var/lib/state"), "state");
+      await chown(path.join(rootfs, "var/lib/state"), 1234, 1234);
+
+      const epoch = 1_500_000_000; // after LAYER_TIME, before now
+      const entries = await listTar(mount.diff({ sourceDateEpoch: epoch }));
+      const byPath = new Map(entries.map((e) => [e.path, e]));
+      expect(entries.map((e) => e.path)).toEqual([
+        "data/",
+        "data/.wh..wh..opq",
+        "data/fresh",
+        "etc/",
+        "etc/.wh.motd",
+        "etc/hosts",
+        "var/",
+        "var/lib/",
+        "var/lib/state",
+      ]);
+      expect(byPath.get("etc/hosts")).toMatchObject({
+        uid: 1234,
+        gid: 1234,
+        type: "File",
+        mode: 0o644,
+        mtime: LAYER_TIME.getTime() / 1000,
+        content: "127.0.0.1 localhost\n",
+      });
+      expect(byPath.get("var/lib/state")).toMatchObject({ uid: 1234, content: "state", mtime: epoch });
+      expect(byPath.get("data/fresh")?.mtime).toBe(epoch);
+      for (const e of entries) expect(e.mtime).toBeLessThanOrEqual(epoch);
+    });
+
+    it("diffs a deletion in a directory as a whiteout, not an opaque directory", async () => {
+      const snapshotter = new Snapshotter(root, store.content, { mode });
+      const lowers = await snapshotter.prepareImage(await threeLayerImage());
+      const mount = await track(snapshotter.mountWritable(lowers));
+      await unlink(path.join(mount.rootfs, "motd-link"));
+      await rm(path.join(mount.rootfs, "srv/owned"));
+      const entries = await listTar(mount.diff());
+      expect(entries.map((e) => e.path)).toEqual([".wh.motd-link", "srv/", "srv/.wh.owned"]);
+      expect(entries.find((e) => e.path === "srv/")).toMatchObject({ uid: 1234, gid: 1234 });
+    });
+
+    it("keeps a persistent one for reopening, and removes it on request", async () => {
+      const snapshotter = new Snapshotter(root, store.content, { mode });
+      const lowers = await snapshotter.prepareImage(await threeLayerImage());
+      const mount = await snapshotter.mountWritable(lowers, { id: "kept", persistent: true });
+      await writeFile(path.join(mount.rootfs, "etc/kept"), "kept");
+      await mount.release();
+      expect(await mountsUnder(root)).toEqual([]);
+      await expect(snapshotter.mountWritable(lowers, { id: "kept" })).rejects.toThrow(/exists already/);
+
+      const reopened = await track(snapshotter.openWritable("kept", lowers));
+      expect(await readFile(path.join(reopened.rootfs, "etc/kept"), "utf8")).toBe("kept");
+      await reopened.release();
+      // A released overlay is mounted again for its diff, and unmounted after.
+      expect((await listTar(reopened.diff())).map((e) => e.path)).toEqual(["etc/", "etc/kept"]);
+      expect(await mountsUnder(root)).toEqual([]);
+      await snapshotter.removeWritable("kept");
+      expect(await readdir(path.join(root, "snapshots", "mounts"))).toEqual([]);
+      await expect(snapshotter.openWritable("kept", lowers)).rejects.toThrow(
+        /no writable root filesystem named kept/,
+      );
+    });
+  });
+}
+
+describe("overlay and copy", () => {
+  it("give the same diff for the same changes", async () => {
+    const image = await threeLayerImage();
+    const diffs: Buffer[] = [];
+    for (const mode of ["overlay", "copy"] as SnapshotMode[]) {
+      const snapshotter = new Snapshotter(root, store.content, { mode });
+      const mount = await track(snapshotter.mountWritable(await snapshotter.prepareImage(image)));
+      const rootfs = mount.rootfs;
+      await chown(path.join(rootfs, "srv/owned"), 4321, 4321);
+      await unlink(path.join(rootfs, "etc/motd"));
+      await rm(path.join(rootfs, "data"), { recursive: true });
+      await mkdir(path.join(rootfs, "data/sub"), { recursive: true });
+      await writeFile(path.join(rootfs, "data/sub/n"), "n");
+      await writeFile(path.join(rootfs, "etc/hosts"), "changed\n");
+      await mkdir(path.join(rootfs, "new/dir"), { recursive: true, mode: 0o750 });
+      execFileSync("ln", ["-s", "../etc/passwd", path.join(rootfs, "new/link")]);
+      const chunks: Buffer[] = [];
+      for await (const chunk of mount.diff({ sourceDateEpoch: 1_500_000_000 }))
+        chunks.push(Buffer.from(chunk));
+      diffs.push(Buffer.concat(chunks));
+    }
+    const [overlayDiff, copyDiff] = diffs as [Buffer, Buffer];
+    expect((await listTar(copyDiff)).map((e) => e.path)).toEqual(
+      (await listTar(overlayDiff)).map((e) => e.path),
+    );
+    expect(copyDiff.equals(overlayDiff)).toBe(true);
+  });
+
+  it("gives no changes for an untouched root filesystem", async () => {
+    for (const mode of ["overlay", "copy"] as SnapshotMode[]) {
+      const snapshotter = new Snapshotter(root, store.content, { mode });
+      const mount = await track(
+        snapshotter.mountWritable(await snapshotter.prepareImage(await threeLayerImage())),
+      );
+      const chunks: Buffer[] = [];
+      for await (const chunk of mount.diff()) chunks.push(Buffer.from(chunk));
+      // An empty tar: the two zero blocks that end an archive, and nothing before them.
+      expect(Buffer.concat(chunks).equals(Buffer.alloc(1024))).toBe(true);
+    }
+  });
+});
+
+describe("what a killed process left", () => {
+  it("is unmounted and removed by the next mount", async () => {
+    const snapshotter = new Snapshotter(root, store.content);
+    const lowers = await snapshotter.prepareImage(await threeLayerImage());
+    const mount = await snapshotter.mountWritable(lowers, { id: "orphan" });
+    // Pretend its maker died: a pid that is not running.
+    const stateFile = path.join(root, "snapshots", "mounts", "orphan", "state.json");
+    const state = JSON.parse(await readFile(stateFile, "utf8"));
+    await writeFile(stateFile, JSON.stringify({ ...state, pid: 999999999 }));
+    expect(await mountsUnder(root)).toEqual([mount.rootfs]);
+    await track(snapshotter.mountWritable(lowers, { id: "next" }));
+    expect(await mountsUnder(root)).toEqual([path.join(root, "snapshots", "mounts", "next", "rootfs")]);
+    expect(await readdir(path.join(root, "snapshots", "mounts"))).toEqual(["next"]);
+  });
+});

@@ -1,0 +1,238 @@
+/**
+ * A writable root filesystem's changes as an OCI layer tar. Two ways to find the changes, one way
+ * to write them:
+ *
+ * - overlay: the upper directory holds every changed entry (copied up whole: tbuild mounts with
+ *   metacopy off), deletions as whiteouts (0:0 character devices). A directory that overlayfs made
+ *   opaque (removed and created again) is recognized without reading its xattr (Node cannot): it
+ *   hides entries of the layers below for which it holds no whiteout, which the merged view shows.
+ * - copy: the root filesystem is a full copy of the layers; an entry changed when its ctime
+ *   (which every write, chmod, chown, rename or link moves, and no one can set) is after the copy
+ *   was made; a directory was removed and created again when it was born after the copy.
+ *
+ * Both give the same tar for the same changes: entries sorted byte-wise, depth first, a changed
+ * entry's parent directories included, `.wh.NAME` for a deletion, `.wh..wh..opq` first in a
+ * directory that hides everything below it, numeric owners, permission bits with
+ * setuid/setgid/sticky, whole-second mtimes clamped to SOURCE_DATE_EPOCH when given, hard links as
+ * links. Extended attributes are not carried (Node cannot read them).
+ */
+import type { BigIntStats } from "node:fs";
+import { createReadStream } from "node:fs";
+import { lstat, readdir, readlink } from "node:fs/promises";
+import path from "node:path";
+import { TAR_END, type TarEntry, tarEntry } from "../oci/archive/tar.js";
+import { isWhiteout, LowerView } from "./snapshot/lower-view.js";
+
+const WHITEOUT_PREFIX = ".wh.";
+const OPAQUE_MARKER = ".wh..wh..opq";
+
+export interface DiffOptions {
+  /** Seconds since the epoch: no mtime in the tar is later (SOURCE_DATE_EPOCH). */
+  sourceDateEpoch?: number;
+  /** Hears of what a layer cannot hold (sockets). */
+  warn?(message: string): void;
+}
+
+/** A changed directory (or the root): what to write inside it. */
+interface DirChanges {
+  opaque: boolean;
+  /** Names deleted from the layers below. */
+  whiteouts: string[];
+  children: ChangedEntry[];
+}
+
+interface ChangedEntry {
+  name: string;
+  /** Where its metadata and content are read. */
+  source: string;
+  /** For a directory. */
+  inside?: DirChanges;
+}
+
+function byBytes(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a), Buffer.from(b));
+}
+
+function join(rel: string, name: string): string {
+  return rel === "" ? name : `${rel}/${name}`;
+}
+
+async function readdirSorted(dir: string): Promise<string[]> {
+  return (await readdir(dir)).sort(byBytes);
+}
+
+/** Changes from an overlay upper directory, with the merged view mounted at `merged`. */
+export async function overlayChanges(
+  upper: string,
+  merged: string,
+  lowers: readonly string[],
+): Promise<DirChanges> {
+  const view = new LowerView(lowers);
+  async function walk(rel: string, belowIsDir: boolean): Promise<DirChanges> {
+    const names = await readdirSorted(path.join(upper, rel));
+    const below = belowIsDir ? await view.list(rel) : new Map();
+    const stats = new Map<string, BigIntStats>();
+    const whiteouts = new Set<string>();
+    for (const name of names) {
+      const stat = await lstat(path.join(upper, rel, name), { bigint: true });
+      if (isWhiteout(stat)) whiteouts.add(name);
+      else stats.set(name, stat);
+    }
+    let opaque = false;
+    if (below.size > 0) {
+      const visible = new Set(await readdir(path.join(merged, rel)));
+      for (const name of below.keys()) {
+        if (!visible.has(name) && !whiteouts.has(name)) opaque = true;
+      }
+    }
+    const children: ChangedEntry[] = [];
+    for (const [name, stat] of stats) {
+      const source = path.join(upper, rel, name);
+      if (!stat.isDirectory()) {
+        children.push({ name, source });
+        continue;
+      }
+      const underneath = !opaque && below.get(name)?.stat.isDirectory() === true;
+      children.push({ name, source, inside: await walk(join(rel, name), underneath) });
+    }
+    return {
+      opaque,
+      whiteouts: opaque ? [] : [...whiteouts].filter((name) => below.has(name)),
+      children,
+    };
+  }
+  return walk("", true);
+}
+
+/**
+ * Changes of a copied root filesystem against the layers it was copied from; `since` is a ctime
+ * (nanoseconds) no entry had when the copy was made and every later change has exceeded.
+ */
+export async function copyChanges(
+  rootfs: string,
+  lowers: readonly string[],
+  since: bigint,
+): Promise<DirChanges> {
+  const view = new LowerView(lowers);
+  async function walk(rel: string, belowIsDir: boolean, recreated: boolean): Promise<DirChanges> {
+    const names = await readdirSorted(path.join(rootfs, rel));
+    const below = belowIsDir ? await view.list(rel) : new Map();
+    const present = new Set(names);
+    const hidden = [...below.keys()].filter((name) => !present.has(name)).sort(byBytes);
+    // As overlayfs does it: a directory created again hides what was below it; one that lost
+    // some entries keeps the others and whites out the lost ones.
+    const opaque = recreated && hidden.length > 0;
+    const children: ChangedEntry[] = [];
+    for (const name of names) {
+      const source = path.join(rootfs, rel, name);
+      const stat = await lstat(source, { bigint: true });
+      const lower = opaque ? undefined : below.get(name);
+      const changed = lower === undefined || stat.ctimeNs > since;
+      if (!stat.isDirectory()) {
+        if (changed) children.push({ name, source });
+        continue;
+      }
+      const underneath = lower?.stat.isDirectory() === true;
+      const born = stat.birthtimeNs > since;
+      const inside = await walk(join(rel, name), underneath, underneath && born);
+      if (
+        changed ||
+        !underneath ||
+        inside.opaque ||
+        inside.whiteouts.length > 0 ||
+        inside.children.length > 0
+      ) {
+        children.push({ name, source, inside });
+      }
+    }
+    return { opaque, whiteouts: opaque ? [] : hidden, children };
+  }
+  return walk("", true, false);
+}
+
+/** Linux's encoding of a device number (glibc's gnu_dev_major/minor). */
+function deviceNumbers(rdev: bigint): { devmaj: number; devmin: number } {
+  const major = ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn);
+  const minor = (rdev & 0xffn) | ((rdev >> 12n) & ~0xffn);
+  return { devmaj: Number(major), devmin: Number(minor) };
+}
+
+/** The tar stream of `changes`, whose root directory is `root` (its metadata dates the root's whiteouts). */
+export async function* writeChanges(
+  changes: DirChanges,
+  root: string,
+  options: DiffOptions = {},
+): AsyncGenerator<Buffer> {
+  const epoch = options.sourceDateEpoch;
+  const clamp = (time: Date): Date =>
+    epoch !== undefined && time.getTime() > epoch * 1000 ? new Date(epoch * 1000) : time;
+  const hardLinks = new Map<string, string>();
+
+  const marker = (name: string, dirStat: BigIntStats): TarEntry => ({
+    path: name,
+    type: "File",
+    mode: 0,
+    uid: 0,
+    gid: 0,
+    size: 0,
+    mtime: clamp(dirStat.mtime),
+  });
+
+  async function* visit(dir: DirChanges, dirSource: string, prefix: string): AsyncGenerator<Buffer> {
+    const dirStat = await lstat(dirSource, { bigint: true });
+    if (dir.opaque) yield* tarEntry(marker(`${prefix}${OPAQUE_MARKER}`, dirStat));
+    const items: Array<{ sortKey: string; whiteout?: string; entry?: ChangedEntry }> = [
+      ...dir.whiteouts.map((name) => ({ sortKey: `${WHITEOUT_PREFIX}${name}`, whiteout: name })),
+      ...dir.children.map((entry) => ({ sortKey: entry.name, entry })),
+    ].sort((a, b) => byBytes(a.sortKey, b.sortKey));
+    for (const item of items) {
+      if (item.whiteout !== undefined) {
+        yield* tarEntry(marker(`${prefix}${WHITEOUT_PREFIX}${item.whiteout}`, dirStat));
+        continue;
+      }
+      const entry = item.entry!;
+      const relative = `${prefix}${entry.name}`;
+      const stat = await lstat(entry.source, { bigint: true });
+      const base = {
+        mode: Number(stat.mode & 0o7777n),
+        uid: Number(stat.uid),
+        gid: Number(stat.gid),
+        size: 0,
+        mtime: clamp(stat.mtime),
+      };
+      if (stat.isDirectory()) {
+        yield* tarEntry({ ...base, path: `${relative}/`, type: "Directory" });
+        if (entry.inside) yield* visit(entry.inside, entry.source, `${relative}/`);
+      } else if (stat.isFile()) {
+        const key = `${stat.dev}:${stat.ino}`;
+        const first = stat.nlink > 1n ? hardLinks.get(key) : undefined;
+        if (first !== undefined) {
+          yield* tarEntry({ ...base, path: relative, type: "Link", linkpath: first });
+          continue;
+        }
+        if (stat.nlink > 1n) hardLinks.set(key, relative);
+        yield* tarEntry(
+          { ...base, path: relative, type: "File", size: Number(stat.size) },
+          createReadStream(entry.source, { highWaterMark: 1 << 20 }),
+        );
+      } else if (stat.isSymbolicLink()) {
+        yield* tarEntry({
+          ...base,
+          path: relative,
+          type: "SymbolicLink",
+          linkpath: await readlink(entry.source),
+        });
+      } else if (stat.isCharacterDevice() || stat.isBlockDevice()) {
+        const type = stat.isCharacterDevice() ? "CharacterDevice" : "BlockDevice";
+        yield* tarEntry({ ...base, path: relative, type, ...deviceNumbers(stat.rdev) });
+      } else if (stat.isFIFO()) {
+        yield* tarEntry({ ...base, path: relative, type: "FIFO" });
+      } else {
+        options.warn?.(`${relative}: a socket cannot be stored in a layer; left out`);
+      }
+    }
+  }
+
+  yield* visit(changes, root, "");
+  yield TAR_END;
+}

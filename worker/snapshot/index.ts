@@ -1,0 +1,450 @@
+/**
+ * Snapshots: an image's layers unpacked once each into `<store>/snapshots/layers/<chain ID>`, and
+ * writable root filesystems over them in `<store>/snapshots/mounts/<id>/`: a kernel overlay (also
+ * inside tbuild's user namespace), or, where overlayfs cannot be mounted, a copy. A writable mount
+ * diffs back into a layer tar.
+ *
+ * No daemon holds this state: each unpack takes a per-layer lock and renames a complete directory
+ * into place, so concurrent tbuild processes unpack a shared layer once; each mount records the
+ * process that made it, so that what a killed process left (its mount, its directories) is cleaned
+ * by the next one.
+ */
+import { randomBytes } from "node:crypto";
+import { lstat, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import lockfile from "proper-lockfile";
+import { TbuildError } from "../../errors/index.js";
+import type { Image } from "../../oci/image.js";
+import type { ContentStore } from "../../oci/store/content.js";
+import { digestOf } from "../../oci/store/content.js";
+import { copyChanges, type DiffOptions, overlayChanges, writeChanges } from "../diff.js";
+import { unpackLayer } from "../unpack.js";
+import { hasWorkerPrivileges, inUserNamespace } from "../userns.js";
+import { changeClockMark, copyLayers } from "./copy.js";
+import { isMountPoint, MountError, mountOverlay, type OverlayPaths, overlayFits, unmount } from "./mounts.js";
+
+export { isWhiteout, type LowerEntry, LowerView } from "./lower-view.js";
+export { isMountPoint, MountError } from "./mounts.js";
+
+/** A lock older than this is a killed holder's; holders refresh theirs four times as often. */
+const LOCK_STALE_MS = 20_000;
+
+export type SnapshotMode = "overlay" | "copy";
+
+export interface SnapshotterOptions {
+  /**
+   * "auto" (the default) mounts overlays and falls back to copies where overlayfs cannot be
+   * mounted; "overlay" never copies; "copy" never mounts.
+   */
+  mode?: "auto" | SnapshotMode;
+  warn?(message: string): void;
+  /** Hears of each layer actually unpacked (not of those found unpacked already). */
+  onUnpack?(layer: { chainId: string; diffId: string }): void;
+}
+
+export interface WritableMount {
+  id: string;
+  /** The root filesystem to run in. */
+  rootfs: string;
+  /** Where the changes are: the overlay's upper directory; for a copy, the copy itself (= rootfs). */
+  upper: string;
+  /** How it was made. */
+  mode: SnapshotMode;
+  /**
+   * The changes as an OCI layer tar: deterministic order and headers, whiteouts (`.wh.name`) for
+   * deletions, opaque dirs (`.wh..wh..opq`), ownership/modes kept, mtimes clamped to
+   * sourceDateEpoch when given. Streamed.
+   */
+  diff(options?: DiffOptions): AsyncIterable<Uint8Array>;
+  /** Unmounts; removes upper/work unless persistent. Idempotent; nothing of it left in /proc/mounts. */
+  release(): Promise<void>;
+}
+
+/** What `<mounts>/<id>/state.json` records. */
+interface MountState {
+  id: string;
+  mode: SnapshotMode;
+  persistent: boolean;
+  lowers: string[];
+  userxattr: boolean;
+  /** The process that has it mounted, with its start time (pids are reused); 0 when none. */
+  pid: number;
+  pidStart: string;
+  /** Copy mode: the ctime mark (nanoseconds, decimal) of diff.ts's copyChanges. */
+  since?: string;
+}
+
+/** The chain IDs of an image's layers (image-spec: ChainID(L0|L1) = sha256(ChainID(L0) + " " + DiffID(L1))). */
+export function chainIds(diffIds: readonly string[]): string[] {
+  const out: string[] = [];
+  for (const diffId of diffIds) {
+    const previous = out.at(-1);
+    out.push(previous === undefined ? diffId : digestOf(`${previous} ${diffId}`));
+  }
+  return out;
+}
+
+function hexOf(digest: string): string {
+  return digest.slice(digest.indexOf(":") + 1);
+}
+
+async function exists(file: string): Promise<boolean> {
+  try {
+    await lstat(file);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
+    throw err;
+  }
+}
+
+/** The start time of a process (field 22 of /proc/PID/stat), to tell it from a later one with its pid. */
+async function processStart(pid: number): Promise<string | undefined> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+  } catch {
+    return undefined;
+  }
+}
+
+async function processAlive(pid: number, start: string): Promise<boolean> {
+  if (pid <= 0) return false;
+  return (await processStart(pid)) === start;
+}
+
+function requirePrivileges(what: string): void {
+  if (!hasWorkerPrivileges()) {
+    throw new TbuildError(
+      "E_NO_WORKER_PRIVILEGES",
+      `cannot ${what}: this process is neither root nor in tbuild's user namespace (reexecInUserNamespace first)`,
+    );
+  }
+}
+
+export class Snapshotter {
+  readonly root: string;
+  private readonly layersDir: string;
+  private readonly mountsDir: string;
+  private readonly options: SnapshotterOptions;
+  /** Kept for the layer blobs' leases and future GC; blobs are opened through the Image. */
+  readonly content: ContentStore;
+
+  /** State under `<storeRoot>/snapshots/`. */
+  constructor(storeRoot: string, content: ContentStore, options: SnapshotterOptions = {}) {
+    this.root = path.join(path.resolve(storeRoot), "snapshots");
+    this.layersDir = path.join(this.root, "layers");
+    this.mountsDir = path.join(this.root, "mounts");
+    this.content = content;
+    this.options = options;
+  }
+
+  /** The directory a layer with this chain ID is unpacked into. */
+  layerDir(chainId: string): string {
+    return path.join(this.layersDir, hexOf(chainId));
+  }
+
+  /**
+   * Unpacks each layer of the image once (keyed by chain ID; layers shared between images are
+   * unpacked once), returns the layer directories lowest first. Safe with concurrent tbuild processes.
+   */
+  async prepareImage(image: Image, signal?: AbortSignal): Promise<string[]> {
+    const ids = chainIds(image.layers.map((layer) => layer.diffId));
+    const dirs: string[] = [];
+    for (const [i, layer] of image.layers.entries()) {
+      signal?.throwIfAborted();
+      const dir = this.layerDir(ids[i]!);
+      if (!(await exists(dir))) {
+        requirePrivileges("unpack image layers");
+        await this.unpackOnce(dir, dirs.slice(), ids[i]!, layer.diffId, () => layer.open(), signal);
+      }
+      dirs.push(dir);
+    }
+    return dirs;
+  }
+
+  private async unpackOnce(
+    dir: string,
+    lowers: string[],
+    chainId: string,
+    diffId: string,
+    open: () => NodeJS.ReadableStream,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    await mkdir(this.layersDir, { recursive: true, mode: 0o700 });
+    for (;;) {
+      if (await exists(dir)) return;
+      let release: () => Promise<void>;
+      let compromised: Error | undefined;
+      try {
+        release = await lockfile.lock(dir, {
+          realpath: false,
+          stale: LOCK_STALE_MS,
+          update: LOCK_STALE_MS / 4,
+          onCompromised: (err) => {
+            compromised = err;
+          },
+        });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "ELOCKED") throw err;
+        // Another process is unpacking it: wait for its directory (or its lock to go stale).
+        await sleep(100, undefined, signal ? { signal } : {});
+        continue;
+      }
+      try {
+        if (await exists(dir)) return;
+        // Temp directories of this layer left by killed processes: the lock says no one else is at it.
+        const prefix = `.tmp-${path.basename(dir)}-`;
+        for (const name of await readdir(this.layersDir)) {
+          if (name.startsWith(prefix))
+            await rm(path.join(this.layersDir, name), { recursive: true, force: true });
+        }
+        await unpackLayer(open(), dir, {
+          rootless: inUserNamespace(),
+          lowers,
+          diffId,
+          ...(signal ? { signal } : {}),
+          ...(this.options.warn ? { warn: this.options.warn } : {}),
+        });
+        if (compromised) {
+          throw new TbuildError(
+            "E_SNAPSHOT_LOCK",
+            `lost the lock on ${dir} while unpacking (${compromised.message}); run again`,
+          );
+        }
+        this.options.onUnpack?.({ chainId, diffId });
+        return;
+      } finally {
+        await release().catch(() => {});
+      }
+    }
+  }
+
+  /** A writable root filesystem over `lowers`: kernel overlayfs, or a copy where overlay is unavailable. */
+  async mountWritable(
+    lowers: string[],
+    options: { id?: string; persistent?: boolean } = {},
+  ): Promise<WritableMount> {
+    requirePrivileges("mount a root filesystem");
+    await this.cleanAbandoned();
+    const id = options.id ?? randomBytes(12).toString("hex");
+    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(id)) {
+      throw new TbuildError(
+        "E_MOUNT_ID",
+        `invalid writable mount id ${JSON.stringify(id)}: use letters, digits, '_', '.', '-'`,
+      );
+    }
+    const dir = path.join(this.mountsDir, id);
+    await mkdir(this.mountsDir, { recursive: true, mode: 0o700 });
+    try {
+      await mkdir(dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "EEXIST") {
+        throw new TbuildError("E_MOUNT_EXISTS", `a writable root filesystem named ${id} exists already`);
+      }
+      throw err;
+    }
+    const state: MountState = {
+      id,
+      mode: "overlay",
+      persistent: options.persistent === true,
+      lowers: [...lowers],
+      userxattr: inUserNamespace(),
+      pid: process.pid,
+      pidStart: (await processStart(process.pid)) ?? "",
+    };
+    try {
+      const wanted = this.options.mode ?? "auto";
+      if (wanted !== "copy" && lowers.length > 0) {
+        await this.writeState(state);
+        try {
+          await this.mountOverlayFor(state);
+          return this.handle(state);
+        } catch (err) {
+          if (wanted === "overlay" || !(err instanceof MountError)) throw err;
+          this.options.warn?.(`${err.message}; copying the image's files instead (slower, uses more disk)`);
+          await rm(path.join(dir, "upper"), { recursive: true, force: true });
+          await rm(path.join(dir, "work"), { recursive: true, force: true });
+        }
+      }
+      state.mode = "copy";
+      await this.writeState(state);
+      const rootfs = path.join(dir, "rootfs");
+      await mkdir(rootfs, { recursive: true });
+      await copyLayers(lowers, rootfs, {
+        rootless: inUserNamespace(),
+        ...(this.options.warn ? { warn: this.options.warn } : {}),
+      });
+      state.since = String(await changeClockMark(dir));
+      await this.writeState(state);
+      return this.handle(state);
+    } catch (err) {
+      await unmount(path.join(dir, "rootfs")).catch(() => {});
+      await rm(dir, { recursive: true, force: true }).catch(() => {});
+      throw err;
+    }
+  }
+
+  /** Reopens a persistent writable mount (a kept container's layer) by id. */
+  async openWritable(id: string, lowers: string[]): Promise<WritableMount> {
+    requirePrivileges("mount a root filesystem");
+    const state = await this.readState(id);
+    if (!state) throw new TbuildError("E_NO_SUCH_MOUNT", `no writable root filesystem named ${id}`);
+    if (state.pid !== process.pid && (await processAlive(state.pid, state.pidStart))) {
+      throw new TbuildError("E_MOUNT_BUSY", `the root filesystem ${id} is in use by process ${state.pid}`);
+    }
+    state.lowers = [...lowers];
+    state.pid = process.pid;
+    state.pidStart = (await processStart(process.pid)) ?? "";
+    await this.writeState(state);
+    if (state.mode === "overlay") await this.mountOverlayFor(state);
+    return this.handle(state);
+  }
+
+  async removeWritable(id: string): Promise<void> {
+    const state = await this.readState(id);
+    if (state && state.pid !== process.pid && (await processAlive(state.pid, state.pidStart))) {
+      throw new TbuildError("E_MOUNT_BUSY", `the root filesystem ${id} is in use by process ${state.pid}`);
+    }
+    const dir = path.join(this.mountsDir, id);
+    await unmount(path.join(dir, "rootfs"));
+    await rm(dir, { recursive: true, force: true });
+  }
+
+  /** The ids of the writable mounts kept (persistent ones, and any a killed process left). */
+  async listWritable(): Promise<string[]> {
+    try {
+      return (await readdir(this.mountsDir)).sort();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+      throw err;
+    }
+  }
+
+  private overlayPaths(state: MountState): OverlayPaths {
+    const relative = (p: string) => path.relative(this.root, p);
+    const dir = path.join("mounts", state.id);
+    return {
+      lowers: state.lowers.map(relative),
+      upper: path.join(dir, "upper"),
+      work: path.join(dir, "work"),
+      cwd: this.root,
+      userxattr: state.userxattr,
+    };
+  }
+
+  private async mountOverlayFor(state: MountState): Promise<void> {
+    const paths = this.overlayPaths(state);
+    if (!overlayFits(paths)) {
+      throw new MountError(
+        `an overlay of ${state.lowers.length} layers does not fit in the kernel's mount options`,
+      );
+    }
+    const dir = path.join(this.mountsDir, state.id);
+    for (const sub of ["upper", "work", "rootfs"]) await mkdir(path.join(dir, sub), { recursive: true });
+    const rootfs = path.join(dir, "rootfs");
+    if (await isMountPoint(rootfs)) return;
+    await mountOverlay(paths, rootfs);
+  }
+
+  private handle(state: MountState): WritableMount {
+    const dir = path.join(this.mountsDir, state.id);
+    const rootfs = path.join(dir, "rootfs");
+    const upper = state.mode === "overlay" ? path.join(dir, "upper") : rootfs;
+    let released = false;
+    const snapshotter = this;
+    return {
+      id: state.id,
+      rootfs,
+      upper,
+      mode: state.mode,
+      diff(options: DiffOptions = {}): AsyncIterable<Uint8Array> {
+        return (async function* () {
+          if (state.mode === "copy") {
+            const changes = await copyChanges(rootfs, state.lowers, BigInt(state.since ?? "0"));
+            yield* writeChanges(changes, rootfs, options);
+            return;
+          }
+          // The merged view tells opaque directories apart; a released mount is mounted again for it.
+          const remount = !(await isMountPoint(rootfs));
+          if (remount) {
+            if (!(await snapshotter.readState(state.id))) {
+              throw new TbuildError(
+                "E_NO_SUCH_MOUNT",
+                `the root filesystem ${state.id} was released and removed`,
+              );
+            }
+            await snapshotter.mountOverlayFor(state);
+          }
+          try {
+            const changes = await overlayChanges(upper, rootfs, state.lowers);
+            yield* writeChanges(changes, upper, options);
+          } finally {
+            if (remount) await unmount(rootfs);
+          }
+        })();
+      },
+      async release(): Promise<void> {
+        if (released) return;
+        await unmount(rootfs);
+        if (state.persistent) {
+          state.pid = 0;
+          state.pidStart = "";
+          await snapshotter.writeState(state);
+        } else {
+          await rm(dir, { recursive: true, force: true });
+        }
+        released = true;
+      },
+    };
+  }
+
+  private async writeState(state: MountState): Promise<void> {
+    const dir = path.join(this.mountsDir, state.id);
+    const temp = path.join(dir, `.state-${process.pid}`);
+    await writeFile(temp, `${JSON.stringify(state, null, 2)}\n`);
+    await rename(temp, path.join(dir, "state.json"));
+  }
+
+  private async readState(id: string): Promise<MountState | undefined> {
+    try {
+      return JSON.parse(await readFile(path.join(this.mountsDir, id, "state.json"), "utf8")) as MountState;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw err;
+    }
+  }
+
+  /**
+   * What killed processes left: their mounts are unmounted (as real root they outlive the process;
+   * in a user namespace they died with it) and their temporary root filesystems removed. Kept
+   * (persistent) ones stay, unmounted, for openWritable.
+   */
+  private async cleanAbandoned(): Promise<void> {
+    for (const id of await this.listWritable()) {
+      const dir = path.join(this.mountsDir, id);
+      const state = await this.readState(id).catch(() => undefined);
+      if (
+        state &&
+        (state.pid === 0 || state.pid === process.pid || (await processAlive(state.pid, state.pidStart)))
+      ) {
+        continue;
+      }
+      if (!state) {
+        // Made by a process killed before its first state write, or being made right now: only
+        // an old one is abandoned.
+        const age = Date.now() - (await lstat(dir)).mtimeMs;
+        if (age < 60_000) continue;
+      }
+      await unmount(path.join(dir, "rootfs")).catch(() => {});
+      if (state?.persistent) {
+        state.pid = 0;
+        state.pidStart = "";
+        await this.writeState(state);
+      } else {
+        await rm(dir, { recursive: true, force: true });
+      }
+    }
+  }
+}

@@ -1,0 +1,243 @@
+/**
+ * Reading a tar stream entry by entry, pulled rather than pushed: the unpacker awaits each
+ * entry's file system work before the next header is read, so entries are applied strictly in
+ * order and a slow disk slows the download instead of filling memory. Header blocks are decoded by
+ * the `tar` package's `Header`; PAX records (`x`, `g`) and GNU long names (`L`, `K`) are applied
+ * here, because they must reach the entry they describe and nothing else.
+ */
+import { Header } from "tar";
+import { TbuildError } from "../errors/index.js";
+
+const BLOCK = 512;
+
+/** A tar stream that is not one, or that ends in the middle of an entry. */
+export class InvalidTarError extends TbuildError {
+  constructor(reason: string) {
+    super("E_INVALID_LAYER", `the layer is not a valid tar archive: ${reason}`);
+  }
+}
+
+export type TarReadType =
+  | "File"
+  | "Link"
+  | "SymbolicLink"
+  | "CharacterDevice"
+  | "BlockDevice"
+  | "Directory"
+  | "FIFO";
+
+export interface TarReadEntry {
+  /** As written in the archive (PAX and GNU long names applied), not yet normalized. */
+  path: string;
+  type: TarReadType;
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  mtime: Date;
+  atime?: Date;
+  linkpath: string;
+  devmaj: number;
+  devmin: number;
+  /** PAX records naming extended attributes (`SCHILY.xattr.NAME`), by attribute name. */
+  xattrs: Map<string, string>;
+  /** The content (files only); entries left unread are skipped. */
+  body: AsyncIterable<Buffer>;
+}
+
+/** Pulls exact byte counts out of an async iterable of chunks. */
+class ByteReader {
+  private buffer: Buffer = Buffer.alloc(0);
+  private ended = false;
+  private readonly iterator: AsyncIterator<Uint8Array>;
+
+  constructor(source: AsyncIterable<Uint8Array>) {
+    this.iterator = source[Symbol.asyncIterator]();
+  }
+
+  private async fill(n: number): Promise<void> {
+    while (this.buffer.length < n && !this.ended) {
+      const next = await this.iterator.next();
+      if (next.done) {
+        this.ended = true;
+        break;
+      }
+      const chunk = Buffer.from(next.value.buffer, next.value.byteOffset, next.value.byteLength);
+      this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
+    }
+  }
+
+  /** Exactly `n` bytes, or fewer only at the end of the stream. */
+  async take(n: number): Promise<Buffer> {
+    await this.fill(n);
+    const out = this.buffer.subarray(0, n);
+    this.buffer = this.buffer.subarray(out.length);
+    return out;
+  }
+
+  /** `n` bytes as they arrive, without gathering them. */
+  async *chunks(n: number): AsyncGenerator<Buffer> {
+    let left = n;
+    while (left > 0) {
+      if (this.buffer.length === 0) await this.fill(1);
+      if (this.buffer.length === 0) throw new InvalidTarError("it ends in the middle of a file");
+      const chunk = this.buffer.subarray(0, Math.min(left, this.buffer.length));
+      this.buffer = this.buffer.subarray(chunk.length);
+      left -= chunk.length;
+      yield chunk;
+    }
+  }
+
+  async skip(n: number): Promise<void> {
+    for await (const _ of this.chunks(n)) {
+      // discarded
+    }
+  }
+
+  /** Reads whatever follows the end of the archive, so that a hash over the stream covers all of it. */
+  async drain(): Promise<void> {
+    this.buffer = Buffer.alloc(0);
+    while (!(await this.iterator.next()).done) {
+      // discarded
+    }
+  }
+}
+
+function padded(size: number): number {
+  return Math.ceil(size / BLOCK) * BLOCK;
+}
+
+/** PAX records: `<length> <key>=<value>\n`, the length counting the whole record. */
+function parsePax(data: Buffer, into: Record<string, string>): void {
+  let offset = 0;
+  while (offset < data.length) {
+    const space = data.indexOf(0x20, offset);
+    if (space < 0) break;
+    const length = Number.parseInt(data.subarray(offset, space).toString("ascii"), 10);
+    if (!Number.isSafeInteger(length) || length <= space - offset || offset + length > data.length) {
+      throw new InvalidTarError("a PAX header record has a wrong length");
+    }
+    const record = data.subarray(space + 1, offset + length - 1).toString("utf8");
+    const equals = record.indexOf("=");
+    if (equals > 0) into[record.slice(0, equals)] = record.slice(equals + 1);
+    offset += length;
+  }
+}
+
+function paxNumber(pax: Record<string, string>, key: string): number | undefined {
+  const value = pax[key];
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  return Number.isFinite(n) ? n : undefined;
+}
+
+function cString(data: Buffer): string {
+  const nul = data.indexOf(0);
+  return data.subarray(0, nul < 0 ? data.length : nul).toString("utf8");
+}
+
+const ENTRY_TYPES: Record<string, TarReadType> = {
+  File: "File",
+  OldFile: "File",
+  ContiguousFile: "File",
+  Link: "Link",
+  SymbolicLink: "SymbolicLink",
+  CharacterDevice: "CharacterDevice",
+  BlockDevice: "BlockDevice",
+  Directory: "Directory",
+  FIFO: "FIFO",
+};
+
+/**
+ * The entries of an uncompressed tar stream, in order. Each entry's body must be read (or left)
+ * before asking for the next entry. Bytes after the end-of-archive blocks are read and discarded.
+ */
+export async function* readTarEntries(
+  source: AsyncIterable<Uint8Array>,
+  onSkip?: (path: string, reason: string) => void,
+): AsyncGenerator<TarReadEntry> {
+  const reader = new ByteReader(source);
+  const globalPax: Record<string, string> = {};
+  let pax: Record<string, string> = {};
+  let longPath: string | undefined;
+  let longLink: string | undefined;
+  for (;;) {
+    const block = await reader.take(BLOCK);
+    if (block.length === 0) break; // no end-of-archive blocks: tolerated, as GNU tar does
+    if (block.length < BLOCK) throw new InvalidTarError("it ends in the middle of a header");
+    if (block.every((b) => b === 0)) {
+      await reader.drain();
+      break;
+    }
+    const header = new Header(block);
+    if (!header.cksumValid) throw new InvalidTarError("a header has a wrong checksum");
+    const size = header.size ?? 0;
+    const typeName = header.type;
+    if (typeName === "ExtendedHeader" || typeName === "GlobalExtendedHeader") {
+      const data = await reader.take(padded(size));
+      if (data.length < padded(size)) throw new InvalidTarError("it ends in a PAX header");
+      parsePax(data.subarray(0, size), typeName === "ExtendedHeader" ? pax : globalPax);
+      continue;
+    }
+    if (
+      typeName === "NextFileHasLongPath" ||
+      typeName === "OldGnuLongPath" ||
+      typeName === "NextFileHasLongLinkpath"
+    ) {
+      const data = await reader.take(padded(size));
+      if (data.length < padded(size)) throw new InvalidTarError("it ends in a GNU long name");
+      if (typeName === "NextFileHasLongLinkpath") longLink = cString(data.subarray(0, size));
+      else longPath = cString(data.subarray(0, size));
+      continue;
+    }
+    const fields = { ...globalPax, ...pax };
+    const path = fields.path ?? longPath ?? header.path ?? "";
+    const entrySize = paxNumber(fields, "size") ?? size;
+    pax = {};
+    longPath = undefined;
+    const linkpath = fields.linkpath ?? longLink ?? header.linkpath ?? "";
+    longLink = undefined;
+    const type = ENTRY_TYPES[typeName];
+    // Only regular files carry content that belongs to the file; anything else with a size (a
+    // GNU dump dir, a sparse file) is skipped whole.
+    const bodySize =
+      typeName === "Directory" || typeName === "Link" || typeName === "SymbolicLink" ? 0 : entrySize;
+    if (type === undefined) {
+      onSkip?.(path, `tar entries of type ${typeName} are not supported`);
+      await reader.skip(padded(bodySize));
+      continue;
+    }
+    const xattrs = new Map<string, string>();
+    for (const [key, value] of Object.entries(fields)) {
+      const match = /^(?:SCHILY|LIBARCHIVE)\.xattr\.(.+)$/.exec(key);
+      if (match) xattrs.set(match[1]!, value);
+    }
+    const mtimeSeconds = paxNumber(fields, "mtime");
+    const atimeSeconds = paxNumber(fields, "atime");
+    const fileSize = type === "File" ? bodySize : 0;
+    let consumed = 0;
+    const body = (async function* () {
+      for await (const chunk of reader.chunks(fileSize)) {
+        consumed += chunk.length;
+        yield chunk;
+      }
+    })();
+    yield {
+      path,
+      type,
+      mode: header.mode ?? 0,
+      uid: paxNumber(fields, "uid") ?? header.uid ?? 0,
+      gid: paxNumber(fields, "gid") ?? header.gid ?? 0,
+      size: fileSize,
+      mtime: mtimeSeconds !== undefined ? new Date(mtimeSeconds * 1000) : (header.mtime ?? new Date(0)),
+      ...(atimeSeconds !== undefined ? { atime: new Date(atimeSeconds * 1000) } : {}),
+      linkpath,
+      devmaj: header.devmaj ?? 0,
+      devmin: header.devmin ?? 0,
+      xattrs,
+      body,
+    };
+    await body.return(undefined);
+    await reader.skip(padded(bodySize) - consumed);
+  }
+}

@@ -1,0 +1,565 @@
+/**
+ * Unpacking a layer tar into a directory that overlayfs can stack: files, directories, links,
+ * ownership, permission bits (setuid, setgid, sticky), mtimes, FIFOs and devices (as real root);
+ * OCI whiteouts become overlayfs whiteouts (0:0 character devices, which the kernel lets even a user
+ * namespace create), and an opaque directory (`.wh..wh..opq`) becomes a whiteout for every entry of
+ * the layers below that it hides. Overlayfs would rather see an opaque xattr, but it must be
+ * `trusted.overlay.opaque` as real root and `user.overlay.opaque` (with `userxattr`) in a user
+ * namespace, and Node has no xattr calls; whiteouts work under both, with any mount options. This
+ * is why an unpacked layer depends on the layers below it, and is keyed by chain ID.
+ *
+ * A layer is untrusted input: an entry with `..`, an absolute path, a path through a symbolic link
+ * the layer itself planted, or a hard link out of the layer is refused with HostileLayerError, and
+ * nothing is ever written through a symbolic link (parents are checked with lstat, files opened
+ * with O_NOFOLLOW). The layer is unpacked into a private temp directory that is renamed into
+ * place only when complete: a failure or a kill leaves nothing half-visible.
+ */
+import { execFile } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { constants } from "node:fs";
+import {
+  chmod,
+  copyFile,
+  lchown,
+  link,
+  lstat,
+  lutimes,
+  mkdir,
+  open,
+  rename,
+  rm,
+  symlink,
+} from "node:fs/promises";
+import path from "node:path";
+import { Readable, Transform, type TransformCallback } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { promisify } from "node:util";
+import { createGunzip, createZstdDecompress } from "node:zlib";
+import { TbuildError } from "../errors/index.js";
+import { LowerView } from "./snapshot/lower-view.js";
+import { readTarEntries, type TarReadEntry } from "./tar-reader.js";
+
+const run = promisify(execFile);
+
+const WHITEOUT_PREFIX = ".wh.";
+const OPAQUE_MARKER = ".wh..wh..opq";
+
+/** A layer entry that would write outside the layer: the message names the entry and why. */
+export class HostileLayerError extends TbuildError {
+  readonly entry: string;
+
+  constructor(entry: string, reason: string) {
+    super(
+      "E_HOSTILE_LAYER",
+      `refused to unpack a layer: its entry ${JSON.stringify(entry)} ${reason}; nothing of the layer was unpacked`,
+    );
+    this.entry = entry;
+  }
+}
+
+/** A layer that is broken rather than hostile (a file where a directory must be, a missing link target). */
+export class InvalidLayerError extends TbuildError {
+  constructor(entry: string, reason: string) {
+    super("E_INVALID_LAYER", `cannot unpack a layer: its entry ${JSON.stringify(entry)} ${reason}`);
+  }
+}
+
+export interface UnpackOptions {
+  /** In a user namespace: device nodes cannot be created there, and are skipped with a warning. */
+  rootless: boolean;
+  signal?: AbortSignal;
+  warn?(message: string): void;
+  /**
+   * The unpacked layers below this one, lowest first: what an opaque directory hides, what
+   * metadata a directory the layer implies (without an entry of its own) inherits, and where a
+   * hard link to a file of a lower layer finds it.
+   */
+  lowers?: readonly string[];
+  /** The sha256 of the uncompressed tar (the layer's diff_id), checked before the layer becomes visible. */
+  diffId?: string;
+}
+
+interface DirTimes {
+  atime: Date;
+  mtime: Date;
+}
+
+/** Splits an entry's path into checked components; [] is the layer's root. */
+function entryComponents(raw: string): string[] {
+  if (raw.startsWith("/")) throw new HostileLayerError(raw, "has an absolute path");
+  if (raw.includes("\0")) throw new HostileLayerError(raw, "has a NUL byte in its path");
+  const parts = raw.split("/").filter((p) => p !== "" && p !== ".");
+  if (parts.includes(".."))
+    throw new HostileLayerError(raw, "has a '..' component, which would leave the layer");
+  return parts;
+}
+
+/** Chunks of a tar, whatever its compression: gzip and zstd are recognized by their magic bytes. */
+async function* decompressed(
+  source: AsyncIterable<Uint8Array> | NodeJS.ReadableStream,
+): AsyncGenerator<Buffer> {
+  const iterator = (source as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]();
+  let head = Buffer.alloc(0);
+  while (head.length < 4) {
+    const next = await iterator.next();
+    if (next.done) break;
+    head = Buffer.concat([head, Buffer.from(next.value)]);
+  }
+  async function* all(): AsyncGenerator<Buffer> {
+    if (head.length > 0) yield head;
+    for (;;) {
+      const next = await iterator.next();
+      if (next.done) return;
+      yield Buffer.from(next.value.buffer, next.value.byteOffset, next.value.byteLength);
+    }
+  }
+  const gzip = head[0] === 0x1f && head[1] === 0x8b;
+  const zstd = head[0] === 0x28 && head[1] === 0xb5 && head[2] === 0x2f && head[3] === 0xfd;
+  if (!gzip && !zstd) {
+    yield* all();
+    return;
+  }
+  const inflate = gzip ? createGunzip() : createZstdDecompress();
+  const piping = pipeline(Readable.from(all()), inflate);
+  // Its failure reaches the loop below through `inflate`, which the pipeline destroys.
+  piping.catch(() => {});
+  try {
+    for await (const chunk of inflate) yield chunk as Buffer;
+  } finally {
+    inflate.destroy();
+  }
+}
+
+/** Hashes what flows through, for the diff_id check. */
+class Sha256Stream extends Transform {
+  readonly hash = createHash("sha256");
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.hash.update(chunk);
+    callback(null, chunk);
+  }
+}
+
+async function lstatOrUndefined(file: string) {
+  try {
+    return await lstat(file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw err;
+  }
+}
+
+/** Creates overlayfs whiteouts. Node has no mknod(2); one shell creates many, with coreutils' mknod. */
+export async function makeWhiteouts(paths: string[]): Promise<void> {
+  const BATCH = 500;
+  for (let i = 0; i < paths.length; i += BATCH) {
+    await run("sh", [
+      "-ec",
+      'for p do mknod "$p" c 0 0; done',
+      "tbuild-whiteouts",
+      ...paths.slice(i, i + BATCH),
+    ]);
+  }
+}
+
+/** Creates a device node or FIFO (coreutils' mknod/mkfifo: Node has no mknod(2)). */
+export async function makeSpecialFile(
+  file: string,
+  type: "CharacterDevice" | "BlockDevice" | "FIFO",
+  devmaj = 0,
+  devmin = 0,
+): Promise<void> {
+  if (type === "FIFO") await run("mkfifo", ["--", file]);
+  else
+    await run("mknod", ["--", file, type === "CharacterDevice" ? "c" : "b", String(devmaj), String(devmin)]);
+}
+
+/** lchown, with a clear error when the id is not mapped in this user namespace. */
+export async function setOwner(file: string, uid: number, gid: number, name: string): Promise<void> {
+  try {
+    await lchown(file, uid, gid);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "EINVAL") {
+      throw new TbuildError(
+        "E_ID_NOT_MAPPED",
+        `${name} is owned by ${uid}:${gid}, which this user namespace does not map (it maps uids and gids 0-65535); give the user a larger subordinate range in /etc/subuid and /etc/subgid`,
+        { cause: err },
+      );
+    }
+    if (code === "EPERM") {
+      throw new TbuildError(
+        "E_NO_WORKER_PRIVILEGES",
+        `cannot give ${name} its owner ${uid}:${gid}: this process is neither root nor in tbuild's user namespace`,
+        { cause: err },
+      );
+    }
+    throw err;
+  }
+}
+
+class LayerUnpacker {
+  private readonly root: string;
+  private readonly options: UnpackOptions;
+  private readonly lowerView: LowerView;
+  /** Relative paths known to be real directories of this layer (never symlinks). */
+  private readonly knownDirs = new Set<string>([""]);
+  private readonly dirTimes = new Map<string, DirTimes>();
+  private readonly whiteouts = new Set<string>();
+  private readonly opaque = new Set<string>();
+  private rootHasEntry = false;
+  private xattrCount = 0;
+  private xattrExample = "";
+  private readonly skippedDevices: string[] = [];
+
+  constructor(root: string, options: UnpackOptions) {
+    this.root = root;
+    this.options = options;
+    this.lowerView = new LowerView(options.lowers ?? []);
+  }
+
+  private abs(rel: string): string {
+    return rel === "" ? this.root : path.join(this.root, rel);
+  }
+
+  /** Makes sure every parent of `rel` is a real directory of this layer, creating implied ones. */
+  private async ensureParents(parts: string[], raw: string): Promise<void> {
+    let rel = "";
+    for (const part of parts.slice(0, -1)) {
+      rel = rel === "" ? part : `${rel}/${part}`;
+      if (this.knownDirs.has(rel)) continue;
+      const stat = await lstatOrUndefined(this.abs(rel));
+      if (stat?.isSymbolicLink()) {
+        throw new HostileLayerError(
+          raw,
+          `goes through ${JSON.stringify(rel)}, a symbolic link the layer planted`,
+        );
+      }
+      if (stat && !stat.isDirectory()) {
+        throw new InvalidLayerError(
+          raw,
+          `needs ${JSON.stringify(rel)} to be a directory, but the layer made it a file`,
+        );
+      }
+      if (!stat) await this.makeImpliedDir(rel);
+      this.knownDirs.add(rel);
+    }
+  }
+
+  /**
+   * A directory the layer's entries need but do not list: it takes the metadata of the same
+   * directory below (overlayfs shows the topmost layer's), or root's 0755 when there is none.
+   */
+  private async makeImpliedDir(rel: string): Promise<void> {
+    const file = this.abs(rel);
+    await mkdir(file);
+    const whitedOut = this.whiteouts.delete(rel);
+    // Deleted, then written into: the directory is new, so what was below must stay hidden.
+    if (whitedOut) this.opaque.add(rel);
+    const below = whitedOut ? undefined : await this.lowerView.lookup(rel);
+    if (below?.stat.isDirectory()) {
+      await lchown(file, Number(below.stat.uid), Number(below.stat.gid));
+      await chmod(file, Number(below.stat.mode & 0o7777n));
+      this.dirTimes.set(rel, { atime: below.stat.atime, mtime: below.stat.mtime });
+    } else {
+      await chmod(file, 0o755);
+    }
+  }
+
+  /** Clears the way for a new entry at `rel`: whatever an earlier entry of this layer put there goes. */
+  private async clear(rel: string, keepDirectory: boolean): Promise<void> {
+    const file = this.abs(rel);
+    const stat = await lstatOrUndefined(file);
+    if (!stat) return;
+    if (keepDirectory && stat.isDirectory()) return;
+    await rm(file, { recursive: true, force: true });
+    for (const known of this.knownDirs) {
+      if (known === rel || known.startsWith(`${rel}/`)) this.knownDirs.delete(known);
+    }
+    for (const dir of this.dirTimes.keys()) {
+      if (dir === rel || dir.startsWith(`${rel}/`)) this.dirTimes.delete(dir);
+    }
+  }
+
+  private async applyMetadata(
+    rel: string,
+    entry: TarReadEntry,
+    kind: "dir" | "symlink" | "other",
+  ): Promise<void> {
+    const file = this.abs(rel);
+    await setOwner(file, entry.uid, entry.gid, entry.path);
+    // After chown, which clears setuid and setgid bits.
+    if (kind !== "symlink") await chmod(file, entry.mode & 0o7777);
+    const atime = entry.atime ?? entry.mtime;
+    if (kind === "dir") this.dirTimes.set(rel, { atime, mtime: entry.mtime });
+    else await lutimes(file, atime, entry.mtime);
+  }
+
+  async apply(entry: TarReadEntry): Promise<void> {
+    const parts = entryComponents(entry.path);
+    if (entry.xattrs.size > 0) {
+      this.xattrCount += entry.xattrs.size;
+      this.xattrExample ||= `${[...entry.xattrs.keys()][0]} on ${entry.path}`;
+    }
+    const base = parts.at(-1) ?? "";
+    if (base.startsWith(WHITEOUT_PREFIX)) return this.applyWhiteout(parts, entry);
+    const rel = parts.join("/");
+    if (rel === "") {
+      if (entry.type !== "Directory")
+        throw new InvalidLayerError(entry.path, "makes the layer's root a non-directory");
+      this.rootHasEntry = true;
+      await this.applyMetadata("", entry, "dir");
+      return;
+    }
+    await this.ensureParents(parts, entry.path);
+    if (this.whiteouts.delete(rel) && entry.type === "Directory") {
+      // Deleted and created again by the same layer: a new, empty directory.
+      this.opaque.add(rel);
+    }
+    const file = this.abs(rel);
+    switch (entry.type) {
+      case "Directory": {
+        await this.clear(rel, true);
+        if (!(await lstatOrUndefined(file))) await mkdir(file);
+        this.knownDirs.add(rel);
+        await this.applyMetadata(rel, entry, "dir");
+        return;
+      }
+      case "File": {
+        await this.clear(rel, false);
+        const handle = await open(
+          file,
+          constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+          0o600,
+        );
+        try {
+          for await (const chunk of entry.body) {
+            let offset = 0;
+            while (offset < chunk.length) {
+              const { bytesWritten } = await handle.write(chunk, offset);
+              offset += bytesWritten;
+            }
+          }
+        } finally {
+          await handle.close();
+        }
+        await this.applyMetadata(rel, entry, "other");
+        return;
+      }
+      case "SymbolicLink": {
+        await this.clear(rel, false);
+        await symlink(entry.linkpath, file);
+        await this.applyMetadata(rel, entry, "symlink");
+        return;
+      }
+      case "Link":
+        return this.applyHardLink(rel, entry);
+      case "CharacterDevice":
+      case "BlockDevice":
+        if (this.options.rootless) {
+          this.skippedDevices.push(entry.path);
+          return;
+        }
+        await this.clear(rel, false);
+        await makeSpecialFile(file, entry.type, entry.devmaj, entry.devmin);
+        await this.applyMetadata(rel, entry, "other");
+        return;
+      case "FIFO":
+        await this.clear(rel, false);
+        await makeSpecialFile(file, "FIFO");
+        await this.applyMetadata(rel, entry, "other");
+        return;
+    }
+  }
+
+  private async applyWhiteout(parts: string[], entry: TarReadEntry): Promise<void> {
+    const base = parts.at(-1)!;
+    const dirParts = parts.slice(0, -1);
+    const dir = dirParts.join("/");
+    await this.ensureParents(parts, entry.path);
+    if (base === OPAQUE_MARKER) {
+      this.opaque.add(dir);
+      return;
+    }
+    if (base.startsWith(`${WHITEOUT_PREFIX}${WHITEOUT_PREFIX}`)) {
+      this.options.warn?.(`skipped ${entry.path}: aufs metadata, which OCI layers do not use`);
+      return;
+    }
+    const name = base.slice(WHITEOUT_PREFIX.length);
+    if (name === "" || name === "." || name === "..") {
+      throw new HostileLayerError(entry.path, "is a whiteout of no file, or of a parent directory");
+    }
+    const rel = dir === "" ? name : `${dir}/${name}`;
+    await this.clear(rel, false);
+    this.whiteouts.add(rel);
+  }
+
+  private async applyHardLink(rel: string, entry: TarReadEntry): Promise<void> {
+    if (entry.linkpath.startsWith("/")) {
+      throw new HostileLayerError(
+        entry.path,
+        `is a hard link to ${JSON.stringify(entry.linkpath)}, outside the layer`,
+      );
+    }
+    let targetParts: string[];
+    try {
+      targetParts = entryComponents(entry.linkpath);
+    } catch {
+      throw new HostileLayerError(
+        entry.path,
+        `is a hard link to ${JSON.stringify(entry.linkpath)}, outside the layer`,
+      );
+    }
+    const targetRel = targetParts.join("/");
+    if (targetRel === "") throw new HostileLayerError(entry.path, "is a hard link to the layer's root");
+    // The target's parents must be real directories of this layer too: a link through a planted
+    // symbolic link would link a file from anywhere on the host into the layer.
+    let prefix = "";
+    let inLayer = true;
+    for (const part of targetParts.slice(0, -1)) {
+      prefix = prefix === "" ? part : `${prefix}/${part}`;
+      if (this.knownDirs.has(prefix)) continue;
+      const stat = await lstatOrUndefined(this.abs(prefix));
+      if (stat?.isSymbolicLink()) {
+        throw new HostileLayerError(
+          entry.path,
+          `is a hard link through ${JSON.stringify(prefix)}, a symbolic link the layer planted`,
+        );
+      }
+      if (!stat?.isDirectory()) {
+        inLayer = false;
+        break;
+      }
+    }
+    const target = this.abs(targetRel);
+    const targetStat = inLayer ? await lstatOrUndefined(target) : undefined;
+    if (targetStat?.isDirectory()) throw new InvalidLayerError(entry.path, "is a hard link to a directory");
+    await this.clear(rel, false);
+    const file = this.abs(rel);
+    if (targetStat) {
+      await link(target, file);
+      return;
+    }
+    // A link to a file of a layer below: layers cannot share inodes, so it becomes a copy.
+    const below = await this.lowerView.lookup(targetRel);
+    if (!below?.stat.isFile()) {
+      throw new InvalidLayerError(
+        entry.path,
+        `is a hard link to ${JSON.stringify(entry.linkpath)}, which does not exist`,
+      );
+    }
+    await copyFile(below.source, file, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE);
+    await lchown(file, Number(below.stat.uid), Number(below.stat.gid));
+    await chmod(file, Number(below.stat.mode & 0o7777n));
+    await lutimes(file, below.stat.atime, below.stat.mtime);
+  }
+
+  /** Whiteouts for everything below that an opaque directory hides, recursing into directories it keeps. */
+  private async hideBelow(rel: string, out: string[]): Promise<void> {
+    for (const [name, below] of await this.lowerView.list(rel)) {
+      const child = rel === "" ? name : `${rel}/${name}`;
+      const here = await lstatOrUndefined(this.abs(child));
+      if (!here) out.push(this.abs(child));
+      else if (here.isDirectory() && below.stat.isDirectory()) await this.hideBelow(child, out);
+    }
+  }
+
+  async finish(): Promise<void> {
+    const whiteoutPaths: string[] = [];
+    for (const rel of [...this.opaque].sort()) {
+      const here = await lstatOrUndefined(this.abs(rel));
+      if (here?.isDirectory() && !here.isSymbolicLink()) await this.hideBelow(rel, whiteoutPaths);
+    }
+    for (const rel of this.whiteouts) {
+      if (!(await lstatOrUndefined(this.abs(rel)))) whiteoutPaths.push(this.abs(rel));
+    }
+    const unique = [...new Set(whiteoutPaths)].sort();
+    await makeWhiteouts(unique);
+    if (!this.rootHasEntry) {
+      const below = await this.lowerView.lookup("");
+      if (below) {
+        await lchown(this.root, Number(below.stat.uid), Number(below.stat.gid));
+        await chmod(this.root, Number(below.stat.mode & 0o7777n));
+        this.dirTimes.set("", { atime: below.stat.atime, mtime: below.stat.mtime });
+      } else {
+        await chmod(this.root, 0o755);
+      }
+    }
+    // Deepest first: setting a directory's times must come after every change inside it.
+    const dirs = [...this.dirTimes.keys()].sort(
+      (a, b) => b.split("/").length - a.split("/").length || (a < b ? 1 : -1),
+    );
+    for (const rel of dirs) {
+      const times = this.dirTimes.get(rel)!;
+      await lutimes(this.abs(rel), times.atime, times.mtime);
+    }
+    if (this.skippedDevices.length > 0) {
+      this.options.warn?.(
+        `skipped ${this.skippedDevices.length} device node${this.skippedDevices.length === 1 ? "" : "s"} (${this.skippedDevices.slice(0, 3).join(", ")}${this.skippedDevices.length > 3 ? ", ..." : ""}): a user namespace cannot create devices`,
+      );
+    }
+    if (this.xattrCount > 0) {
+      this.options.warn?.(
+        `skipped ${this.xattrCount} extended attribute${this.xattrCount === 1 ? "" : "s"} (${this.xattrExample}): tbuild does not set extended attributes yet`,
+      );
+    }
+  }
+}
+
+/**
+ * Unpacks a layer tar (gzip, zstd or uncompressed) into `dir`, which must not exist: into a
+ * sibling temp directory first, renamed to `dir` when complete. Throws HostileLayerError, with
+ * nothing left behind, for an entry that would write outside the layer.
+ */
+export async function unpackLayer(
+  tar: AsyncIterable<Uint8Array> | NodeJS.ReadableStream,
+  dir: string,
+  options: UnpackOptions,
+): Promise<void> {
+  const target = path.resolve(dir);
+  if (await lstatOrUndefined(target)) {
+    throw new TbuildError("E_UNPACK_TARGET_EXISTS", `cannot unpack a layer into ${target}: it exists`);
+  }
+  const temp = path.join(
+    path.dirname(target),
+    `.tmp-${path.basename(target)}-${process.pid}-${randomBytes(6).toString("hex")}`,
+  );
+  await mkdir(temp, { mode: 0o700 });
+  try {
+    const unpacker = new LayerUnpacker(temp, options);
+    const hashing = options.diffId ? new Sha256Stream() : undefined;
+    let bytes: AsyncIterable<Uint8Array> = decompressed(tar);
+    if (hashing) {
+      const source = bytes;
+      const piping = pipeline(Readable.from(source), hashing);
+      piping.catch(() => {});
+      bytes = hashing;
+    }
+    const skipped = (entryPath: string, reason: string) => options.warn?.(`skipped ${entryPath}: ${reason}`);
+    for await (const entry of readTarEntries(bytes, skipped)) {
+      options.signal?.throwIfAborted();
+      await unpacker.apply(entry);
+    }
+    options.signal?.throwIfAborted();
+    if (hashing && options.diffId) {
+      const actual = `sha256:${hashing.hash.digest("hex")}`;
+      if (actual !== options.diffId) {
+        throw new TbuildError(
+          "E_DIGEST_MISMATCH",
+          `the layer's uncompressed content has digest ${actual}, not its diff_id ${options.diffId}; it was not unpacked`,
+        );
+      }
+    }
+    await unpacker.finish();
+    try {
+      await rename(temp, target);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      // Another process unpacked the same layer meanwhile: its copy is as good as ours.
+      if (code !== "ENOTEMPTY" && code !== "EEXIST") throw err;
+      await rm(temp, { recursive: true, force: true });
+    }
+  } catch (err) {
+    await rm(temp, { recursive: true, force: true }).catch(() => {});
+    throw err;
+  }
+}
