@@ -1,0 +1,77 @@
+/**
+ * Where exported bytes land: a file, written through a temp file beside it and renamed when
+ * complete (a failed or interrupted export never leaves a truncated archive under the asked name),
+ * or standard output (`-`), refused when it is a terminal.
+ */
+import { randomBytes } from "node:crypto";
+import { createWriteStream } from "node:fs";
+import { rename, unlink } from "node:fs/promises";
+import path from "node:path";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { TbuildError, UsageError } from "../errors/index.js";
+
+export interface DestinationOptions {
+  signal?: AbortSignal;
+  /** Where `-` writes; the process's standard output when absent. */
+  stdout?: NodeJS.WritableStream;
+}
+
+/** Writes a byte stream to `dest` (a file path, or `-`); `what` names it in messages (e.g. "type=oci"). */
+export async function writeBytesTo(
+  bytes: AsyncIterable<Uint8Array>,
+  dest: string,
+  what: string,
+  options: DestinationOptions,
+): Promise<void> {
+  const signalOption = options.signal ? { signal: options.signal } : {};
+  if (dest === "-") {
+    const stdout = options.stdout ?? process.stdout;
+    if ((stdout as { isTTY?: boolean }).isTTY) {
+      throw new UsageError(`${what} writes a tar archive: give dest=FILE, or redirect standard output`);
+    }
+    // `end: false`: the command's standard output outlives this export.
+    await pipeline(Readable.from(bytes, { objectMode: false }), stdout, { ...signalOption, end: false });
+    return;
+  }
+  const target = path.resolve(dest);
+  const temp = path.join(
+    path.dirname(target),
+    `.${path.basename(target)}.${process.pid}-${randomBytes(6).toString("hex")}.tmp`,
+  );
+  try {
+    await pipeline(
+      Readable.from(bytes, { objectMode: false }),
+      createWriteStream(temp, { flags: "wx", flush: true, highWaterMark: 1 << 20 }),
+      signalOption,
+    );
+    await rename(temp, target);
+  } catch (err) {
+    await unlink(temp).catch(() => {});
+    throw cannotWrite(err, dest, what);
+  }
+}
+
+/** A file system error while writing an export, as a message a user can act on; anything else unchanged. */
+export function cannotWrite(err: unknown, dest: string, what: string): unknown {
+  if (err instanceof TbuildError) return err;
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === "ENOSPC" || code === "EDQUOT") {
+    return new TbuildError(
+      "E_DISK_FULL",
+      `no space left on the device of ${dest} (${what}): the partial output was removed; free some space and run again`,
+      { cause: err },
+    );
+  }
+  if (
+    code === "ENOENT" ||
+    code === "EACCES" ||
+    code === "EPERM" ||
+    code === "EROFS" ||
+    code === "ENOTDIR" ||
+    code === "EISDIR"
+  ) {
+    return new TbuildError("E_CANNOT_WRITE", `cannot write ${dest} (${what}): ${code}`, { cause: err });
+  }
+  return err;
+}

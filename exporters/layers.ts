@@ -1,0 +1,139 @@
+/**
+ * Layers compressed as an export asks, by BuildKit's rules: an uncompressed layer is compressed;
+ * a layer already compressed keeps its blob unless `force-compression` asks for another
+ * algorithm. A conversion streams (blob → decompressor → diff_id hash → compressor → content
+ * store, hashed again as it is written), so no layer is ever held in memory, and is remembered
+ * (diff_id, algorithm, level → blob), so a layer already exported is not compressed again.
+ */
+import { mkdir, readFile } from "node:fs/promises";
+import { availableParallelism } from "node:os";
+import path from "node:path";
+import { pipeline } from "node:stream/promises";
+import { constants, createGzip, createZstdCompress } from "node:zlib";
+import PQueue from "p-queue";
+import { TbuildError } from "../errors/index.js";
+import { DigestingStream, decompressor, type LayerCompression, layerCompression } from "../oci/layer.js";
+import { type Descriptor, MediaType } from "../oci/spec.js";
+import { writeFileAtomic } from "../oci/store/images.js";
+import { parseDigest, type Store } from "../oci/store/index.js";
+import type { LayerRef } from "../solver/worker.js";
+import { layerMediaType } from "./media-types.js";
+
+export interface LayerCompressionRequest {
+  compression: LayerCompression;
+  /** zlib's level for gzip (0–9) or zstd's (1–22); the library's default when absent. */
+  level?: number;
+  /** Recompress layers compressed with another algorithm too. */
+  force?: boolean;
+  signal?: AbortSignal;
+}
+
+/** Where conversions are remembered, inside the store: `<root>/exporters/layers/<algorithm>-<level>/<alg>-<hex>`. */
+const CONVERSIONS_DIR = path.join("exporters", "layers");
+
+/** The layers as the request wants them, converting (or reusing earlier conversions of) those that must change. */
+export async function compressLayers(
+  store: Store,
+  layers: readonly LayerRef[],
+  request: LayerCompressionRequest,
+): Promise<LayerRef[]> {
+  // zlib runs on libuv's thread pool: a few layers at once use the cores without piling up buffers.
+  const queue = new PQueue({ concurrency: Math.max(1, Math.min(4, availableParallelism())) });
+  return Promise.all(
+    layers.map((layer) =>
+      queue.add(async () => (needsConversion(layer, request) ? convertLayer(store, layer, request) : layer)),
+    ),
+  );
+}
+
+function needsConversion(layer: LayerRef, request: LayerCompressionRequest): boolean {
+  // A foreign layer lives at its URLs; its bytes are not ours to rewrite.
+  if (layer.descriptor.mediaType === MediaType.dockerForeignLayerGzip) return false;
+  const current = layerCompression(layer.descriptor.mediaType);
+  if (current === request.compression) return false;
+  return current === "uncompressed" || request.force === true;
+}
+
+async function convertLayer(
+  store: Store,
+  layer: LayerRef,
+  request: LayerCompressionRequest,
+): Promise<LayerRef> {
+  const record = conversionRecordPath(store, layer.diffId, request);
+  const remembered = await rememberedConversion(store, record);
+  if (remembered !== undefined) return { descriptor: remembered, diffId: layer.diffId };
+
+  const content = store.content;
+  const diff = new DigestingStream();
+  const decompress = decompressor(layerCompression(layer.descriptor.mediaType));
+  const compress = compressor(request);
+  let storing: Promise<{ digest: string; size: number }> | undefined;
+  const write = (bytes: AsyncIterable<Uint8Array>) => {
+    storing = content.write(bytes, {}, request.signal);
+    return storing;
+  };
+  const signalOption = request.signal ? { signal: request.signal } : {};
+  const source = content.open(layer.descriptor.digest) as unknown as AsyncIterable<Uint8Array>;
+  try {
+    if (compress) await pipeline(source, decompress, diff, compress, write, signalOption);
+    else await pipeline(source, decompress, diff, write, signalOption);
+  } catch (err) {
+    // The store's own error (disk full) says more than the stream's.
+    const storeError = await storing?.then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    throw storeError ?? err;
+  }
+  const written = await storing!;
+  const diffId = diff.digest();
+  if (diffId !== layer.diffId) {
+    throw new TbuildError(
+      "E_DIGEST_MISMATCH",
+      `layer ${layer.descriptor.digest} uncompresses to ${diffId}, not to its diff_id ${layer.diffId}: the store is damaged; run the build again with --no-cache`,
+    );
+  }
+  const descriptor: Descriptor = {
+    mediaType: layerMediaType(request.compression, "oci"),
+    digest: written.digest,
+    size: written.size,
+  };
+  await writeFileAtomic(record, JSON.stringify(descriptor), content.ingestDir, path.dirname(record));
+  return { descriptor, diffId: layer.diffId };
+}
+
+function compressor(request: LayerCompressionRequest) {
+  const level = request.level;
+  if (request.compression === "gzip") return createGzip(level !== undefined ? { level } : {});
+  if (request.compression === "zstd") {
+    return createZstdCompress(
+      level !== undefined ? { params: { [constants.ZSTD_c_compressionLevel]: level } } : {},
+    );
+  }
+  return undefined;
+}
+
+function conversionRecordPath(store: Store, diffId: string, request: LayerCompressionRequest): string {
+  const { algorithm, hex } = parseDigest(diffId);
+  const variant = `${request.compression}-${request.level ?? "default"}`;
+  return path.join(store.root, CONVERSIONS_DIR, variant, `${algorithm}-${hex}`);
+}
+
+/**
+ * The blob an earlier export converted this layer to, if the store still holds it (a garbage
+ * collection may have removed it since: then it is converted again). `has` leases it.
+ */
+async function rememberedConversion(store: Store, record: string): Promise<Descriptor | undefined> {
+  let descriptor: Descriptor;
+  try {
+    descriptor = JSON.parse(await readFile(record, "utf8")) as Descriptor;
+  } catch {
+    // Absent, or unreadable (a disk error, a foreign file): converting again is always correct.
+    await mkdir(path.dirname(record), { recursive: true });
+    return undefined;
+  }
+  if (typeof descriptor?.digest !== "string" || typeof descriptor.size !== "number") return undefined;
+  if (!(await store.content.has(descriptor.digest))) return undefined;
+  if ((await store.content.size(descriptor.digest)) !== descriptor.size) return undefined;
+  return { mediaType: descriptor.mediaType, digest: descriptor.digest, size: descriptor.size };
+}

@@ -1,0 +1,128 @@
+/**
+ * `type=oci`: the image as an OCI image layout, in one tar (what `skopeo … oci-archive:` reads) or,
+ * with `tar=false`, as a directory (`oci:DIR`). Into an existing layout directory the image is
+ * added: blobs it already holds are kept, its index.json keeps its other entries, and an entry of
+ * the same name is replaced, as BuildKit's client does.
+ */
+import { randomBytes } from "node:crypto";
+import { createWriteStream } from "node:fs";
+import { mkdir, readFile, rename, stat, unlink, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { pipeline } from "node:stream/promises";
+import { TbuildError } from "../errors/index.js";
+import { archiveIndex, ociArchive } from "../oci/archive/oci-archive.js";
+import {
+  ANNOTATION_REF_NAME,
+  type Descriptor,
+  type ImageLayout,
+  type Index,
+  MediaType,
+} from "../oci/spec.js";
+import { parseDigest } from "../oci/store/index.js";
+import { cannotWrite, writeBytesTo } from "./destination.js";
+import type { ExportedImage, Exporter, ExportJob } from "./exporter.js";
+
+export const ociExporter: Exporter = async (job) => {
+  const image = await job.image({ mediaTypes: "oci", compressLayers: true });
+  const dest = job.request.dest ?? "-";
+  if (job.request.tar === false) {
+    try {
+      await writeLayoutDirectory(job, image, dest);
+    } catch (err) {
+      throw cannotWrite(err, dest, "type=oci,tar=false");
+    }
+  } else {
+    await writeBytesTo(
+      ociArchive([{ names: job.names, image: image.image }]),
+      dest,
+      "type=oci",
+      job.destinationOptions(),
+    );
+  }
+  return image;
+};
+
+async function writeLayoutDirectory(job: ExportJob, image: ExportedImage, dir: string): Promise<void> {
+  const root = path.resolve(dir);
+  await mkdir(root, { recursive: true });
+  const layoutFile = path.join(root, "oci-layout");
+  const existingLayout = await readFile(layoutFile, "utf8").catch(() => undefined);
+  if (existingLayout === undefined) {
+    const layout: ImageLayout = { imageLayoutVersion: "1.0.0" };
+    await writeFile(layoutFile, JSON.stringify(layout));
+  } else if ((JSON.parse(existingLayout) as Partial<ImageLayout>).imageLayoutVersion !== "1.0.0") {
+    throw new TbuildError(
+      "E_BAD_LAYOUT",
+      `${dir} holds an OCI layout of another version; tbuild writes 1.0.0`,
+    );
+  }
+  const blobs: Descriptor[] = [
+    ...image.layers.map((l) => l.descriptor),
+    image.configDescriptor,
+    image.descriptor,
+  ];
+  for (const blob of blobs) await copyBlob(job, blob, root);
+
+  const indexFile = path.join(root, "index.json");
+  const text = await readFile(indexFile, "utf8").catch(() => undefined);
+  let index: Index = { schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [] };
+  if (text !== undefined) {
+    try {
+      index = JSON.parse(text) as Index;
+    } catch {
+      throw new TbuildError(
+        "E_BAD_LAYOUT",
+        `${indexFile} is not JSON: remove it or export into another directory`,
+      );
+    }
+    if (!Array.isArray(index.manifests)) {
+      throw new TbuildError(
+        "E_BAD_LAYOUT",
+        `${indexFile} is not an OCI image index: remove it or export into another directory`,
+      );
+    }
+  }
+  const added = archiveIndex([{ names: job.names, image: image.image }]).manifests;
+  const names = new Set(job.names);
+  index.manifests = [
+    ...index.manifests.filter((m) => {
+      const name = m.annotations?.[ANNOTATION_REF_NAME];
+      // Same name: replaced. Unnamed and the same image: written again below.
+      return name !== undefined ? !names.has(name) : m.digest !== image.descriptor.digest;
+    }),
+    ...added,
+  ];
+  await writeAtomically(indexFile, JSON.stringify(index));
+}
+
+/** A blob from the store into the layout, unless the layout already has it whole. */
+async function copyBlob(job: ExportJob, blob: Descriptor, root: string): Promise<void> {
+  const { algorithm, hex } = parseDigest(blob.digest);
+  const target = path.join(root, "blobs", algorithm, hex);
+  const present = await stat(target).catch(() => undefined);
+  if (present?.isFile() && present.size === blob.size) return;
+  await mkdir(path.dirname(target), { recursive: true });
+  const temp = `${target}.${process.pid}-${randomBytes(6).toString("hex")}.tmp`;
+  try {
+    await pipeline(
+      job.store.content.open(blob.digest),
+      createWriteStream(temp, { flags: "wx", highWaterMark: 1 << 20 }),
+      job.options.signal ? { signal: job.options.signal } : {},
+    );
+    await rename(temp, target);
+  } catch (err) {
+    await unlink(temp).catch(() => {});
+    throw err;
+  }
+}
+
+async function writeAtomically(file: string, text: string): Promise<void> {
+  const temp = `${file}.${process.pid}-${randomBytes(6).toString("hex")}.tmp`;
+  try {
+    await writeFile(temp, text, { flag: "wx", flush: true });
+    await rename(temp, file);
+  } catch (err) {
+    await unlink(temp).catch(() => {});
+    throw err;
+  }
+}

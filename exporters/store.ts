@@ -1,0 +1,27 @@
+/**
+ * `type=image` (and `-t`, `--push`, `type=registry`): the image named in the local store under
+ * each name, then, with `push=true`, sent to each name's registry. The push sends the stored
+ * manifest byte for byte, so the pushed digest is the stored one.
+ */
+import { UsageError } from "../errors/index.js";
+import { pushImage } from "../oci/registry/push.js";
+import type { Exporter } from "./exporter.js";
+
+export const imageExporter: Exporter = async (job) => {
+  if (job.request.push === true && job.names.length === 0) {
+    throw new UsageError("push needs a name to push to: give -t NAME, or name=NAME in --output");
+  }
+  const image = await job.image({ mediaTypes: "oci", compressLayers: true });
+  for (const name of job.names) await job.store.images.put(name, image.descriptor);
+  if (job.request.push === true) {
+    const signal = job.options.signal;
+    for (const name of job.names) {
+      await pushImage(job.store, name, {
+        ...job.options.registry,
+        ...(signal ? { signal } : {}),
+        ...(job.options.warn ? { warn: job.options.warn } : {}),
+      });
+    }
+  }
+  return image;
+};
