@@ -1,0 +1,324 @@
+/**
+ * One process in a runc container, from start to a clean end. Each run has a directory of its own
+ * under the caller's state directory (the bundle, runc's `--root`, runc's log), so parallel runs
+ * never share runc state; whatever way the run ends, the container is gone, runc's state and the
+ * directory are removed, and mount points runc had to create in the root filesystem are removed
+ * again. The container's mounts live in its own mount namespace and vanish with its pid 1.
+ */
+import { execFile, type StdioOptions, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { chmod, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { constants as osConstants } from "node:os";
+import path from "node:path";
+import type { Writable } from "node:stream";
+import { SandboxError } from "./errors.js";
+import { findRunc, type HostFacts, hostsFile, probeHost, readHostResolvConf, resolvConfFor } from "./host.js";
+import { MountStubs, mkdirInRoot } from "./rootfs-path.js";
+import { buildRuntimeSpec, ETC_FILES, type SandboxSpec } from "./spec.js";
+import { resolveUser } from "./user.js";
+
+export interface SandboxRunOptions {
+  /** Parent directory for runc's --root and the bundle; everything tbuild creates in it is removed after the run. */
+  stateDir: string;
+  /** Default "ignore" (/dev/null). A stream is piped to the process and closed when it ends. */
+  stdin?: NodeJS.ReadableStream | "inherit" | "ignore";
+  /** Default "inherit". Output is streamed as it comes; a stream given here is never ended. */
+  stdout?: NodeJS.WritableStream | "inherit";
+  stderr?: NodeJS.WritableStream | "inherit";
+  /** Timeout or abort kills the container (SIGTERM, then SIGKILL after `killGraceMs`). */
+  timeoutMs?: number;
+  /** Aborting kills the container, removes its state, then rejects with the signal's reason. */
+  signal?: AbortSignal;
+  /** The container id (runc's); default a random one. Must be unique within `stateDir`. */
+  id?: string;
+  /** How long the process may take to exit after SIGTERM on timeout or abort. Default 1000 ms. */
+  killGraceMs?: number;
+  /** Called once runc is started, with a handle to signal the container (for `tbuild run`). */
+  onStart?: (container: SandboxProcess) => void;
+}
+
+/** A running container, as `onStart` sees it. */
+export interface SandboxProcess {
+  id: string;
+  /**
+   * Sends a signal to the container's pid 1 (through runc, which forwards what it receives, and
+   * with `runc kill` for SIGKILL and SIGSTOP). As for any pid 1, a signal it has no handler for is
+   * ignored, SIGKILL excepted.
+   */
+  kill(signal: NodeJS.Signals): void;
+}
+
+export interface SandboxResult {
+  /** The process's exit code; 128 + n when signal n killed it (as runc and Docker report it). */
+  exitCode: number;
+  /**
+   * The signal that ended the container when tbuild knows it: the one it sent on timeout (an exit
+   * code of 128 + n alone cannot tell `kill -9` from `exit 137`).
+   */
+  signal?: NodeJS.Signals;
+  timedOut: boolean;
+}
+
+const CONTAINER_ID = /^[\w+.-]+$/;
+/** After runc is told to SIGKILL the container, how long it may take to notice before it is killed itself. */
+const RUNC_EXIT_GRACE_MS = 2000;
+/** runc's own fatal message on stderr: the same words as in its log, so tbuild prints them once. */
+const RUNC_FATAL_PREFIX = /(^|\n)runc run failed: /;
+
+/** Runs one process in a fresh container over `spec.rootfs`. */
+export async function runInSandbox(spec: SandboxSpec, options: SandboxRunOptions): Promise<SandboxResult> {
+  options.signal?.throwIfAborted();
+  const runc = findRunc();
+  const facts = await probeHost();
+  const id = options.id ?? randomBytes(16).toString("hex");
+  if (!CONTAINER_ID.test(id)) {
+    throw new SandboxError(
+      "E_SANDBOX_SPEC",
+      `invalid container id "${id}": letters, digits, "_", "+", "-", "." only`,
+    );
+  }
+  const ids = await resolveUser(spec.rootfs, spec.user);
+  const hostname = spec.hostname ?? id.slice(0, 12);
+
+  await mkdir(options.stateDir, { recursive: true, mode: 0o700 });
+  const runDir = path.join(options.stateDir, id);
+  try {
+    await mkdir(runDir, { mode: 0o700 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    throw new SandboxError("E_SANDBOX_ID", `a container with id ${id} already exists in ${options.stateDir}`);
+  }
+  let stubs: MountStubs | undefined;
+  try {
+    const bundleDir = path.join(runDir, "bundle");
+    await mkdir(bundleDir);
+    // runc in a user namespace and the container's users must be able to reach the /etc files.
+    await chmod(runDir, 0o711);
+    await chmod(bundleDir, 0o711);
+    const host: HostFacts = { ...facts, bundleDir, containerId: id };
+    const files: Record<string, string> = {
+      "/etc/hosts": hostsFile(hostname, spec.extraHosts),
+      "/etc/resolv.conf": resolvConfFor(await readHostResolvConf(), spec.network),
+      "/etc/hostname": `${hostname}\n`,
+    };
+    for (const [destination, file] of Object.entries(ETC_FILES)) {
+      await writeFile(path.join(bundleDir, file), files[destination], { mode: 0o644 });
+    }
+    const config = buildRuntimeSpec({ ...spec, hostname }, ids, host);
+    await writeFile(path.join(bundleDir, "config.json"), JSON.stringify(config));
+    // Docker creates a missing working directory (BuildKit owns it to the step's user); created
+    // before the stubs are recorded, so that it stays.
+    await mkdirInRoot(spec.rootfs, spec.cwd, ids.uid, ids.gid);
+    stubs = await MountStubs.record(
+      spec.rootfs,
+      (config.mounts ?? []).map((m) => m.destination),
+    );
+    options.signal?.throwIfAborted();
+    return await superviseRunc(runc, id, runDir, bundleDir, facts.rootless, options);
+  } finally {
+    await stubs?.clean();
+    await rm(runDir, { recursive: true, force: true });
+  }
+}
+
+function signalNumber(signal: NodeJS.Signals): number {
+  return osConstants.signals[signal] ?? 0;
+}
+
+function runcCommand(runc: string, args: string[]): Promise<void> {
+  return new Promise((resolve) => {
+    execFile(runc, args, { env: runcEnv(), timeout: 10_000 }, () => resolve());
+  });
+}
+
+/**
+ * runc's environment: PATH only. runc reads NOTIFY_SOCKET and friends from its environment and
+ * would hand the host's systemd socket to the container.
+ */
+function runcEnv(): NodeJS.ProcessEnv {
+  return { PATH: process.env.PATH ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" };
+}
+
+/** Error-level messages runc wrote to its JSON log. */
+async function runcErrors(logFile: string): Promise<string[]> {
+  let text: string;
+  try {
+    text = await readFile(logFile, "utf8");
+  } catch {
+    return [];
+  }
+  const messages: string[] = [];
+  for (const line of text.split("\n")) {
+    if (!line.trim()) continue;
+    try {
+      const entry = JSON.parse(line) as { level?: string; msg?: string };
+      if ((entry.level === "error" || entry.level === "fatal") && entry.msg) messages.push(entry.msg);
+    } catch {
+      messages.push(line);
+    }
+  }
+  return messages;
+}
+
+/**
+ * Forwards runc's stderr (the container's stderr, without a terminal) as it comes, but holds back
+ * from runc's fatal message on: runc prints it there as well as in its log, and tbuild reports it
+ * as an error instead. Held text that turns out not to be runc's is forwarded at the end.
+ */
+class StderrForwarder {
+  private held: Buffer[] = [];
+  private readonly target: NodeJS.WritableStream;
+
+  constructor(target: NodeJS.WritableStream) {
+    this.target = target;
+  }
+
+  write(chunk: Buffer): void {
+    if (this.held.length > 0) {
+      this.held.push(chunk);
+      return;
+    }
+    const match = RUNC_FATAL_PREFIX.exec(chunk.toString("latin1"));
+    if (!match) {
+      this.target.write(chunk);
+      return;
+    }
+    const start = match.index + match[1].length;
+    if (start > 0) this.target.write(chunk.subarray(0, start));
+    this.held.push(chunk.subarray(start));
+  }
+
+  finish(runcFailed: boolean): void {
+    if (!runcFailed) for (const chunk of this.held) this.target.write(chunk);
+    this.held = [];
+  }
+}
+
+function superviseRunc(
+  runc: string,
+  id: string,
+  runDir: string,
+  bundleDir: string,
+  rootless: boolean,
+  options: SandboxRunOptions,
+): Promise<SandboxResult> {
+  const runcRoot = path.join(runDir, "runc");
+  const logFile = path.join(runDir, "runc.log");
+  const global = ["--root", runcRoot, "--log", logFile, "--log-format", "json"];
+  // In the user namespace runc can create no cgroups: told so, it skips them instead of failing.
+  if (rootless) global.push("--rootless", "true");
+
+  const stdin = options.stdin ?? "ignore";
+  const stdout = options.stdout ?? "inherit";
+  const stdio: StdioOptions = [
+    typeof stdin === "string" ? stdin : "pipe",
+    stdout === "inherit" ? "inherit" : "pipe",
+    "pipe",
+  ];
+  const stderr = new StderrForwarder(
+    options.stderr === undefined || options.stderr === "inherit" ? process.stderr : options.stderr,
+  );
+
+  return new Promise<SandboxResult>((resolve, reject) => {
+    const child = spawn(runc, [...global, "run", "--bundle", bundleDir, id], { stdio, env: runcEnv() });
+    let exited = false;
+    let stopSignal: NodeJS.Signals | undefined;
+    let timedOut = false;
+    let aborted = false;
+    const timers: NodeJS.Timeout[] = [];
+
+    if (typeof stdin !== "string" && child.stdin) {
+      // The process may exit without reading everything: a closed pipe is not an error.
+      child.stdin.on("error", () => {});
+      stdin.pipe(child.stdin);
+    }
+    if (typeof stdout !== "string") child.stdout?.pipe(stdout as Writable, { end: false });
+    child.stderr?.on("data", (chunk: Buffer) => stderr.write(chunk));
+
+    const stop = () => {
+      if (stopSignal || exited) return;
+      stopSignal = "SIGTERM";
+      child.kill("SIGTERM");
+      timers.push(
+        setTimeout(() => {
+          if (exited) return;
+          stopSignal = "SIGKILL";
+          // runc kills the container's pid 1, and the kernel every process of its pid namespace.
+          void runcCommand(runc, [...global, "kill", id, "KILL"]);
+          timers.push(
+            setTimeout(() => {
+              // runc did not exit (it was still creating the container): end it; the cleanup
+              // below deletes whatever it left.
+              if (!exited) child.kill("SIGKILL");
+            }, RUNC_EXIT_GRACE_MS),
+          );
+        }, options.killGraceMs ?? 1000),
+      );
+    };
+    const onAbort = () => {
+      aborted = true;
+      stop();
+    };
+    options.signal?.addEventListener("abort", onAbort, { once: true });
+    if (options.timeoutMs !== undefined) {
+      timers.push(
+        setTimeout(() => {
+          timedOut = true;
+          stop();
+        }, options.timeoutMs),
+      );
+    }
+
+    child.once("spawn", () => {
+      options.onStart?.({
+        id,
+        kill: (signal) => {
+          if (exited) return;
+          // SIGKILL and SIGSTOP cannot be caught, so runc cannot forward them: it passes them on.
+          if (signal === "SIGKILL" || signal === "SIGSTOP")
+            void runcCommand(runc, [...global, "kill", id, signal]);
+          else child.kill(signal);
+        },
+      });
+    });
+    child.once("error", (err) => {
+      exited = true;
+      reject(new SandboxError("E_SANDBOX_RUNC", `cannot start ${runc}: ${err.message}`, { cause: err }));
+    });
+    child.once("close", (code, signal) => {
+      exited = true;
+      for (const timer of timers) clearTimeout(timer);
+      options.signal?.removeEventListener("abort", onAbort);
+      if (typeof stdin !== "string" && child.stdin) stdin.unpipe(child.stdin);
+      void (async () => {
+        // runc removes its state when `run` ends normally; after a kill it may not have.
+        if (existsSync(path.join(runcRoot, id)))
+          await runcCommand(runc, [...global, "delete", "--force", id]);
+        const errors = await runcErrors(logFile);
+        const runcFailed = errors.length > 0 && code !== null;
+        stderr.finish(runcFailed && !stopSignal);
+        if (aborted) {
+          reject(options.signal?.reason ?? new DOMException("This operation was aborted", "AbortError"));
+          return;
+        }
+        const exitCode = code ?? 128 + signalNumber(signal as NodeJS.Signals);
+        if (runcFailed && !stopSignal) {
+          reject(runcFailure(errors[errors.length - 1], options));
+          return;
+        }
+        const known = stopSignal && exitCode === 128 + signalNumber(stopSignal) ? { signal: stopSignal } : {};
+        resolve({ exitCode, timedOut, ...known });
+      })().catch(reject);
+    });
+  });
+}
+
+function runcFailure(message: string, options: SandboxRunOptions): SandboxError {
+  const text = message.replace(/^runc run failed: /, "");
+  const hint =
+    /\/dev\/tty|not a tty|console/i.test(text) && options.stdout !== "inherit"
+      ? "\nA terminal needs tbuild's own stdin or stdout to be a terminal."
+      : "";
+  return new SandboxError("E_SANDBOX_RUNC", `runc failed: ${text}${hint}`);
+}
