@@ -1,9 +1,12 @@
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { chown, lstat, mkdir, readdir, readFile, rm, unlink, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { readImage } from "../../oci/image.js";
 import type { Store } from "../../oci/store/index.js";
 import { type SnapshotMode, Snapshotter, type WritableMount } from "../../worker/snapshot/index.js";
+import { importBusybox } from "../helpers/images.js";
 import {
   dir,
   exists,
@@ -19,6 +22,9 @@ import {
   tempStore,
   whiteout,
 } from "./layers.js";
+
+const node = fileURLToPath(new URL("../../node_modules/node/bin/node", import.meta.url));
+const prepareFixture = fileURLToPath(new URL("./fixtures/prepare-image.mjs", import.meta.url));
 
 let root: string;
 let store: Store;
@@ -223,6 +229,27 @@ for (const mode of ["overlay", "copy"] as SnapshotMode[]) {
   });
 }
 
+describe("an imported image", () => {
+  it("runs a program from its mounted root filesystem", async () => {
+    await importBusybox(root, "busybox:test");
+    const record = await store.images.get("busybox:test");
+    const image = await readImage(store.content, record!.descriptor);
+    for (const mode of ["overlay", "copy"] as SnapshotMode[]) {
+      const snapshotter = new Snapshotter(root, store.content, { mode });
+      const mount = await track(snapshotter.mountWritable(await snapshotter.prepareImage(image)));
+      const out = execFileSync(
+        "chroot",
+        [mount.rootfs, "/bin/sh", "-c", "echo hi > /tmp/hi && cat /tmp/hi && ls -ld /tmp"],
+        {
+          encoding: "utf8",
+        },
+      );
+      expect(out).toMatch(/^hi\ndrwxrwxrwt/);
+      expect((await listTar(mount.diff())).map((e) => e.path)).toEqual(["tmp/", "tmp/hi"]);
+    }
+  });
+});
+
 describe("overlay and copy", () => {
   it("give the same diff for the same changes", async () => {
     const image = await threeLayerImage();
@@ -266,6 +293,41 @@ describe("overlay and copy", () => {
 });
 
 describe("what a killed process left", () => {
+  it("is no half-unpacked layer: the next process unpacks it whole", async () => {
+    // Enough content that the unpack is still running when the temp directory appears.
+    const chunk = "x".repeat(64 * 1024);
+    const specs = Array.from({ length: 1500 }, (_, i) => file(`f${String(i).padStart(4, "0")}`, chunk));
+    const image = await storeImage(store, [await layerTar(specs)], "uncompressed");
+    const child = spawn(
+      node,
+      [prepareFixture, root, image.descriptor.digest, String(image.descriptor.size)],
+      {
+        stdio: "ignore",
+      },
+    );
+    const layers = path.join(root, "snapshots", "layers");
+    const exited = new Promise((resolve) => child.once("exit", resolve));
+    for (let started = false; !started; ) {
+      const names = await readdir(layers).catch(() => [] as string[]);
+      started = names.some((n) => n.startsWith(".tmp-"));
+      if (!started) await new Promise((r) => setTimeout(r, 2));
+    }
+    child.kill("SIGKILL");
+    await exited;
+    const left = await readdir(layers);
+    // Its temp directory and its lock remain, under names no reader takes for a layer.
+    expect(left.every((n) => n.startsWith(".tmp-") || n.endsWith(".lock"))).toBe(true);
+
+    const unpacked: string[] = [];
+    const snapshotter = new Snapshotter(root, store.content, { onUnpack: (l) => unpacked.push(l.chainId) });
+    const started = Date.now();
+    const [layer] = await snapshotter.prepareImage(image);
+    expect(Date.now() - started).toBeLessThan(20_000); // the dead holder's lock is taken over at once
+    expect(unpacked).toHaveLength(1);
+    expect(await readdir(layer!)).toHaveLength(1500);
+    expect(await readdir(layers)).toEqual([path.basename(layer!)]);
+  });
+
   it("is unmounted and removed by the next mount", async () => {
     const snapshotter = new Snapshotter(root, store.content);
     const lowers = await snapshotter.prepareImage(await threeLayerImage());

@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -91,6 +92,31 @@ describe("unpackLayer", () => {
     const link = await lstat(path.join(target, "usr/bin/su2"));
     expect(link.ino).toBe(su.ino);
     expect(link.nlink).toBe(2);
+  });
+
+  it("reads long names, from PAX headers (tbuild's encoder) and GNU long-name entries (GNU tar)", async () => {
+    const long = `${"d".repeat(120)}/${"f".repeat(130)}`;
+    const target = await unpack(
+      [dir("d".repeat(120)), file(long, "long"), symlinkTo("l", "t".repeat(200))],
+      "pax",
+    );
+    expect(await readFile(path.join(target, long), "utf8")).toBe("long");
+    expect(await readlink(path.join(target, "l"))).toBe("t".repeat(200));
+
+    const source = path.join(work, "gnu-source");
+    await mkdir(path.join(source, "g".repeat(120)), { recursive: true });
+    await writeFile(path.join(source, "g".repeat(120), "h".repeat(130)), "gnu");
+    execFileSync("ln", [
+      path.join(source, "g".repeat(120), "h".repeat(130)),
+      path.join(source, "i".repeat(150)),
+    ]);
+    const gnuTar = execFileSync("tar", ["--format=gnu", "--numeric-owner", "-C", source, "-cf", "-", "."]);
+    await rm(source, { recursive: true });
+    const gnu = path.join(work, "layers", "gnu");
+    await unpackLayer(chunksOf(gnuTar), gnu, { rootless: false });
+    const first = await lstat(path.join(gnu, "g".repeat(120), "h".repeat(130)));
+    expect((await lstat(path.join(gnu, "i".repeat(150)))).ino).toBe(first.ino);
+    expect(await readFile(path.join(gnu, "i".repeat(150)), "utf8")).toBe("gnu");
   });
 
   it("makes whiteouts overlayfs's 0:0 character devices", async () => {

@@ -13,7 +13,6 @@ import { randomBytes } from "node:crypto";
 import { lstat, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import lockfile from "proper-lockfile";
 import { TbuildError } from "../../errors/index.js";
 import type { Image } from "../../oci/image.js";
 import type { ContentStore } from "../../oci/store/content.js";
@@ -26,9 +25,6 @@ import { isMountPoint, MountError, mountOverlay, type OverlayPaths, overlayFits,
 
 export { isWhiteout, type LowerEntry, LowerView } from "./lower-view.js";
 export { isMountPoint, MountError } from "./mounts.js";
-
-/** A lock older than this is a killed holder's; holders refresh theirs four times as often. */
-const LOCK_STALE_MS = 20_000;
 
 export type SnapshotMode = "overlay" | "copy";
 
@@ -114,6 +110,41 @@ async function processAlive(pid: number, start: string): Promise<boolean> {
   return (await processStart(pid)) === start;
 }
 
+/**
+ * A per-layer lock: a file created exclusively, naming its holder. A holder that died (killed
+ * mid-unpack) is noticed at once and its lock taken over. Two waiters may both take over a dead
+ * holder's lock; that costs a duplicate unpack, never a wrong one: each unpacks into its own temp
+ * directory and the first rename wins.
+ */
+async function takeLock(lock: string): Promise<boolean> {
+  const owner = `${process.pid} ${(await processStart(process.pid)) ?? ""}`;
+  try {
+    await writeFile(lock, owner, { flag: "wx" });
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+  }
+  let text: string;
+  let age: number;
+  try {
+    text = await readFile(lock, "utf8");
+    age = Date.now() - (await lstat(lock)).mtimeMs;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return false; // released meanwhile: retry
+    throw err;
+  }
+  const [pid, start] = text.split(" ");
+  // An empty lock is one being written right now, unless it has been empty for long.
+  const alive = text === "" ? age < 10_000 : await processAlive(Number(pid), start ?? "");
+  if (!alive) await rm(lock, { force: true });
+  return false;
+}
+
+async function releaseLock(lock: string): Promise<void> {
+  const text = await readFile(lock, "utf8").catch(() => "");
+  if (text.split(" ")[0] === String(process.pid)) await rm(lock, { force: true });
+}
+
 function requirePrivileges(what: string): void {
   if (!hasWorkerPrivileges()) {
     throw new TbuildError(
@@ -173,33 +204,17 @@ export class Snapshotter {
     signal: AbortSignal | undefined,
   ): Promise<void> {
     await mkdir(this.layersDir, { recursive: true, mode: 0o700 });
+    const lock = `${dir}.lock`;
     for (;;) {
       if (await exists(dir)) return;
-      let release: () => Promise<void>;
-      let compromised: Error | undefined;
-      try {
-        release = await lockfile.lock(dir, {
-          realpath: false,
-          stale: LOCK_STALE_MS,
-          update: LOCK_STALE_MS / 4,
-          onCompromised: (err) => {
-            compromised = err;
-          },
-        });
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "ELOCKED") throw err;
-        // Another process is unpacking it: wait for its directory (or its lock to go stale).
-        await sleep(100, undefined, signal ? { signal } : {});
+      if (!(await takeLock(lock))) {
+        // Another live process is unpacking it: wait for its directory (or for it to die).
+        await sleep(50, undefined, signal ? { signal } : {});
         continue;
       }
       try {
         if (await exists(dir)) return;
-        // Temp directories of this layer left by killed processes: the lock says no one else is at it.
-        const prefix = `.tmp-${path.basename(dir)}-`;
-        for (const name of await readdir(this.layersDir)) {
-          if (name.startsWith(prefix))
-            await rm(path.join(this.layersDir, name), { recursive: true, force: true });
-        }
+        await this.removeAbandonedTemps(path.basename(dir));
         await unpackLayer(open(), dir, {
           rootless: inUserNamespace(),
           lowers,
@@ -207,17 +222,22 @@ export class Snapshotter {
           ...(signal ? { signal } : {}),
           ...(this.options.warn ? { warn: this.options.warn } : {}),
         });
-        if (compromised) {
-          throw new TbuildError(
-            "E_SNAPSHOT_LOCK",
-            `lost the lock on ${dir} while unpacking (${compromised.message}); run again`,
-          );
-        }
         this.options.onUnpack?.({ chainId, diffId });
         return;
       } finally {
-        await release().catch(() => {});
+        await releaseLock(lock);
       }
+    }
+  }
+
+  /** Temp directories of a layer whose unpacking process is gone (`.tmp-<name>-<pid>-<random>`). */
+  private async removeAbandonedTemps(name: string): Promise<void> {
+    const prefix = `.tmp-${name}-`;
+    for (const entry of await readdir(this.layersDir)) {
+      if (!entry.startsWith(prefix)) continue;
+      const pid = Number(entry.slice(prefix.length).split("-")[0]);
+      if (Number.isInteger(pid) && (await processStart(pid)) !== undefined) continue;
+      await rm(path.join(this.layersDir, entry), { recursive: true, force: true });
     }
   }
 
