@@ -1,0 +1,209 @@
+/**
+ * Which files of a local source (the build context) a build reads: the paths its COPY, ADD and
+ * RUN --mount=from=context select (`followPaths`, globs allowed), minus what `.dockerignore`
+ * excludes. Both the context's checksum and its layer come from this one walk, so the cache key
+ * covers exactly what the layer holds. Entries come in tar order: names sorted byte-wise, depth
+ * first, a directory before its contents.
+ */
+import type { BigIntStats } from "node:fs";
+import { createReadStream } from "node:fs";
+import { lstat, readdir, readlink } from "node:fs/promises";
+import path from "node:path";
+import { TbuildError } from "../../errors/index.js";
+import { createContextMatcher } from "../../frontend/dockerignore.js";
+import { TAR_END, type TarEntry, tarEntry } from "../../oci/archive/tar.js";
+import { hasGlob, PathSelector, pathComponents } from "./glob.js";
+
+export interface ContextEntry {
+  /** Relative to the source root, `/`-separated, no trailing slash. */
+  rel: string;
+  abs: string;
+  stat: BigIntStats;
+  /** Symbolic links only. */
+  linkTarget?: string;
+}
+
+export interface ContextSelection {
+  followPaths: readonly string[];
+  excludePatterns: readonly string[];
+}
+
+/** A local source directory that cannot be read. */
+export class LocalSourceError extends TbuildError {
+  constructor(message: string, cause?: unknown) {
+    super("E_LOCAL_SOURCE", message, cause === undefined ? {} : { cause });
+  }
+}
+
+export function byBytes(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a), Buffer.from(b));
+}
+
+const MAX_SYMLINKS = 40;
+
+/** Every entry of `root` the selection keeps, in tar order. */
+export async function selectContext(
+  root: string,
+  selection: ContextSelection,
+  signal?: AbortSignal,
+): Promise<ContextEntry[]> {
+  const rootStat = await lstat(root, { bigint: true }).catch((err: unknown) => {
+    throw unreadable(root, err);
+  });
+  if (!rootStat.isDirectory()) throw new LocalSourceError(`${root} is not a directory`);
+  const selector = new PathSelector(await withSymlinkTargets(root, selection.followPaths));
+  const matcher = createContextMatcher(selection.excludePatterns);
+  const out: ContextEntry[] = [];
+  // Directories that are only on the way to selected entries (or excluded, with exceptions
+  // possibly inside): they enter the result only once something below them does.
+  const pendingParents: ContextEntry[] = [];
+  const emit = (entry: ContextEntry) => {
+    out.push(...pendingParents);
+    pendingParents.length = 0;
+    out.push(entry);
+  };
+
+  const visit = async (abs: string, rel: string, components: string[], allSelected: boolean) => {
+    signal?.throwIfAborted();
+    let names: string[];
+    try {
+      names = (await readdir(abs)).sort(byBytes);
+    } catch (err) {
+      throw unreadable(abs, err);
+    }
+    const children = await Promise.all(
+      names.map(async (name) => {
+        const childComponents = [...components, name];
+        const kind = allSelected ? "selected" : selector.classify(childComponents);
+        if (kind === "none") return undefined;
+        const childAbs = path.join(abs, name);
+        const stat = await lstat(childAbs, { bigint: true }).catch((err: unknown) => {
+          throw unreadable(childAbs, err);
+        });
+        return { name, childAbs, childComponents, kind, stat };
+      }),
+    );
+    for (const child of children) {
+      if (child === undefined) continue;
+      const childRel = rel === "" ? child.name : `${rel}/${child.name}`;
+      const excluded = matcher.excludes(childRel);
+      const entry: ContextEntry = { rel: childRel, abs: child.childAbs, stat: child.stat };
+      if (child.stat.isDirectory()) {
+        if (excluded && matcher.skipsDirectory(childRel)) continue;
+        const selected = child.kind === "selected";
+        if (selected && !excluded) {
+          emit(entry);
+          await visit(child.childAbs, childRel, child.childComponents, true);
+        } else {
+          pendingParents.push(entry);
+          await visit(child.childAbs, childRel, child.childComponents, selected);
+          if (pendingParents.at(-1) === entry) pendingParents.pop();
+        }
+        continue;
+      }
+      if (child.kind !== "selected" || excluded) continue;
+      if (child.stat.isSymbolicLink()) {
+        entry.linkTarget = await readlink(child.childAbs).catch((err: unknown) => {
+          throw unreadable(child.childAbs, err);
+        });
+      }
+      emit(entry);
+    }
+  };
+  await visit(root, "", [], selector.all);
+  return out;
+}
+
+/**
+ * The follow paths plus, for each plain (glob-free) one that passes through a symbolic link
+ * inside the source, the link itself and where it leads, resolved inside the source: a COPY of
+ * `/current` where `current -> releases/v2` needs both.
+ */
+async function withSymlinkTargets(root: string, followPaths: readonly string[]): Promise<string[]> {
+  const out = new Set(followPaths);
+  for (const followPath of followPaths) {
+    if (hasGlob(followPath)) continue;
+    let pending = pathComponents(followPath);
+    let resolved: string[] = [];
+    for (let hops = 0; pending.length > 0 && hops <= MAX_SYMLINKS; ) {
+      const component = pending.shift()!;
+      const candidate = [...resolved, component];
+      let target: string | undefined;
+      try {
+        const st = await lstat(path.join(root, ...candidate));
+        if (st.isSymbolicLink()) target = await readlink(path.join(root, ...candidate));
+      } catch {
+        break; // Missing: the copy names it in its own error.
+      }
+      if (target === undefined) {
+        resolved = candidate;
+        continue;
+      }
+      hops++;
+      out.add(`/${candidate.join("/")}`);
+      // `..` in the target cannot climb out of the source: pathComponents stops at its root.
+      const leadsTo = target.startsWith("/") ? target : `${resolved.join("/")}/${target}`;
+      pending = [...pathComponents(leadsTo), ...pending];
+      resolved = [];
+      out.add(`/${pending.join("/")}`);
+    }
+  }
+  return [...out];
+}
+
+function unreadable(file: string, err: unknown): LocalSourceError {
+  const code = (err as NodeJS.ErrnoException)?.code ?? String(err);
+  const hint =
+    code === "EACCES" || code === "EPERM" ? ": make it readable, or exclude it in .dockerignore" : "";
+  return new LocalSourceError(`cannot read ${file} in the build context (${code})${hint}`, err);
+}
+
+export interface TreeTarOptions {
+  /** Every entry's mtime (a git checkout's commit time); else each file's own. */
+  mtime?: Date;
+  /**
+   * Permission bits as git knows them (0755 for directories, symlinks as 0777, files 0755 or
+   * 0644 by their execute bit), so that a checkout's layer does not depend on the umask.
+   */
+  gitModes?: boolean;
+  /** Hears of entries a source layer does not carry (sockets, devices). */
+  warn(rel: string, what: string): void;
+}
+
+/**
+ * Selected entries as a source layer's tar: owned by 0:0 (as BuildKit's local, http and git
+ * sources are), permission bits kept, mtimes kept (BuildKit keeps a context's), hard links
+ * between selected files as links.
+ */
+export async function* treeTar(entries: ContextEntry[], options: TreeTarOptions): AsyncGenerator<Buffer> {
+  const hardLinks = new Map<string, string>();
+  for (const entry of entries) {
+    const st = entry.stat;
+    let mode = Number(st.mode & 0o7777n);
+    if (options.gitModes) {
+      mode = st.isDirectory() ? 0o755 : st.isSymbolicLink() ? 0o777 : mode & 0o111 ? 0o755 : 0o644;
+    }
+    const base = { mode, uid: 0, gid: 0, size: 0, mtime: options.mtime ?? new Date(Number(st.mtimeMs)) };
+    if (st.isDirectory()) {
+      yield* tarEntry({ ...base, path: `${entry.rel}/`, type: "Directory" });
+    } else if (st.isFile()) {
+      const key = `${st.dev}:${st.ino}`;
+      const first = st.nlink > 1n ? hardLinks.get(key) : undefined;
+      if (first !== undefined) {
+        yield* tarEntry({ ...base, path: entry.rel, type: "Link", linkpath: first });
+        continue;
+      }
+      if (st.nlink > 1n) hardLinks.set(key, entry.rel);
+      const header: TarEntry = { ...base, path: entry.rel, type: "File", size: Number(st.size) };
+      yield* tarEntry(header, createReadStream(entry.abs, { highWaterMark: 1 << 20 }));
+    } else if (st.isSymbolicLink()) {
+      yield* tarEntry({ ...base, path: entry.rel, type: "SymbolicLink", linkpath: entry.linkTarget ?? "" });
+    } else if (st.isFIFO()) {
+      yield* tarEntry({ ...base, path: entry.rel, type: "FIFO" });
+    } else {
+      // Sockets and devices are never part of a source (fsutil leaves them out of a context too).
+      options.warn(entry.rel, st.isSocket() ? "a socket" : "a device");
+    }
+  }
+  yield TAR_END;
+}

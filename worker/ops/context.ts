@@ -1,0 +1,40 @@
+/**
+ * What every op implementation gets: the store, the snapshotter, the build's sources and secrets,
+ * and the cancellation signal. Each op takes its inputs' results (filesystems as layer stacks) and
+ * returns its own: the inputs' layers plus the layer it added, or a new stack.
+ */
+import type { RegistryOptions } from "../../oci/registry/index.js";
+import type { Store } from "../../oci/store/index.js";
+import type { FsResult } from "../../solver/worker.js";
+import type { Snapshotter } from "../snapshot/index.js";
+
+export interface SecretSource {
+  /** Read from this file... */
+  file?: string;
+  /** ...or from this environment variable of the tbuild process. */
+  env?: string;
+}
+
+export interface OpContext {
+  store: Store;
+  snapshotter: Snapshotter;
+  signal: AbortSignal;
+  log(stream: 1 | 2, chunk: Uint8Array): void;
+  warn(message: string): void;
+  /** Local sources by name: `context` is the build context directory; others come from `--build-context NAME=DIR`. */
+  localSources: Record<string, string>;
+  /** `--secret id=ID,src=PATH|env=VAR`, by id. */
+  secrets: Record<string, SecretSource>;
+  /** `--ssh ID=SOCKET|KEY`, by id (`default` for `--ssh default`). */
+  ssh: Record<string, string>;
+  /** How new layers are compressed. */
+  compression: "gzip" | "zstd" | "uncompressed";
+  /** SOURCE_DATE_EPOCH: new layers' timestamps are clamped to it. */
+  sourceDateEpoch?: number;
+  /** How base images missing from the store are pulled: config.toml's registries, credentials. */
+  registry?: Omit<RegistryOptions, "signal" | "warn">;
+  /** Scratch space for sandbox state, bundles and downloads; removed by the caller after the build. */
+  stateDir: string;
+}
+
+export type OpResult = Promise<FsResult>;

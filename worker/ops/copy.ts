@@ -1,0 +1,302 @@
+/**
+ * The copy action (COPY and ADD), with BuildKit's semantics (its file backend over fsutil's
+ * `copy`): `src` may be a glob; each match is copied to `dest`, into it when `dest` ends in `/` or
+ * is an existing directory; a directory's contents (not the directory) when `copyDirContentsOnly`;
+ * `--parents` include patterns and `--exclude` patterns apply below each source; owners, permission
+ * bits and mtimes are kept unless `--chown`/`--chmod` say otherwise; hard links between copied
+ * files stay hard links. Nothing is ever written through a symlink of the destination.
+ */
+
+import type { Stats } from "node:fs";
+import { constants } from "node:fs";
+import {
+  chmod,
+  copyFile,
+  lchown,
+  link,
+  lstat,
+  lutimes,
+  mkdir,
+  readdir,
+  readlink,
+  rm,
+  stat,
+  symlink,
+} from "node:fs/promises";
+import path from "node:path";
+import { TbuildError } from "../../errors/index.js";
+import { type ContextMatcher, createContextMatcher } from "../../frontend/dockerignore.js";
+import type { FileAction } from "../../solver/graph.js";
+import { makeSpecialFile } from "../unpack.js";
+import { byBytes } from "./context-walk.js";
+import { extractArchive, isTarArchive } from "./extract.js";
+import { hasGlob, pathComponents } from "./glob.js";
+import type { ModeChange } from "./mode.js";
+import type { Owner } from "./owner.js";
+import { globInRoot, rootPath } from "./root-path.js";
+
+export type CopyAction = Extract<FileAction, { action: "copy" }>;
+
+/** A copy that cannot be done as asked: a missing source, a file onto a directory. */
+export class CopyError extends TbuildError {
+  constructor(message: string, cause?: unknown) {
+    super("E_COPY", message, cause === undefined ? {} : { cause });
+  }
+}
+
+export interface CopyOptions {
+  /** The source filesystem's root (read only). */
+  srcRoot: string;
+  /** The destination filesystem's root. */
+  destRoot: string;
+  /** `--chown`, resolved in the destination. */
+  owner?: Owner;
+  /** `--chmod`. */
+  mode?: ModeChange;
+  /** In a user namespace device nodes cannot be made: they are left out with a warning. */
+  rootless: boolean;
+  signal?: AbortSignal;
+  warn(message: string): void;
+}
+
+/** Creates the missing directories of `hostPath` (already resolved in its root), 0755, owned by `owner` or 0:0. */
+export async function mkdirAll(hostPath: string, mode: number, owner: Owner | undefined): Promise<void> {
+  const created = await mkdir(hostPath, { recursive: true, mode: 0o700 }).catch(
+    (err: NodeJS.ErrnoException) => {
+      if (err.code === "EEXIST" || err.code === "ENOTDIR") {
+        throw new CopyError(`cannot create directory ${hostPath}: a file is in the way`, err);
+      }
+      throw err;
+    },
+  );
+  if (created === undefined) return;
+  // Only the directories made here change: what existed keeps its owner and mode.
+  for (let dir = hostPath; dir.length >= created.length; dir = path.dirname(dir)) {
+    await lchown(dir, owner?.uid ?? 0, owner?.gid ?? 0);
+    await chmod(dir, mode);
+  }
+}
+
+export async function copy(action: CopyAction, options: CopyOptions): Promise<void> {
+  const { srcRoot, destRoot } = options;
+  const dest = action.dest;
+  if (!action.createDestPath) {
+    const parent = path.posix.dirname(path.posix.join("/", dest));
+    const parentPath = await rootPath(destRoot, parent);
+    if (!(await stat(parentPath).catch(() => undefined))?.isDirectory()) {
+      throw new CopyError(`cannot copy to ${dest}: ${parent} does not exist in the destination`);
+    }
+  }
+  const matches = await resolveSources(action, srcRoot);
+  if (matches.length === 0) {
+    if (action.allowEmptyWildcard && action.allowWildcard && hasGlob(action.src)) return;
+    throw new CopyError(`${action.src}: not found (no file or directory of the source matches it)`);
+  }
+
+  // As fsutil: a destination ending in `/` is made a directory first, otherwise its parent.
+  const destClean = path.posix.join("/", dest);
+  const destIsDir = dest.endsWith("/") || dest.endsWith("/.") || destClean === "/";
+  await mkdirAll(
+    await rootPath(destRoot, destIsDir ? destClean : path.posix.dirname(destClean)),
+    0o755,
+    options.owner,
+  );
+  const destPath = await rootPath(destRoot, destClean);
+  const copier = new Copier(options, action);
+
+  for (const match of matches) {
+    options.signal?.throwIfAborted();
+    const followed = await rootPath(srcRoot, match, { followFinal: action.followSymlinks });
+    const srcStat = await lstat(followed).catch((err: unknown) => {
+      throw new CopyError(`${match}: not found in the source`, err);
+    });
+    if (action.attemptUnpack && srcStat.isFile() && (await isTarArchive(followed))) {
+      await mkdirAll(destPath, 0o755, options.owner);
+      await extractArchive(followed, destPath, options);
+      continue;
+    }
+    const destStat = await stat(destPath).catch(() => undefined);
+    let target = destPath;
+    if (
+      (!action.copyDirContentsOnly && srcStat.isDirectory() && destStat) ||
+      (!srcStat.isDirectory() && destStat?.isDirectory())
+    ) {
+      target = path.join(destPath, path.posix.basename(match));
+    }
+    const parent =
+      action.copyDirContentsOnly && srcStat.isDirectory() && !destStat ? target : path.dirname(target);
+    await mkdirAll(parent, 0o755, options.owner);
+    await copier.copy(followed, "", target, false);
+  }
+}
+
+/**
+ * The source paths a copy's `src` names: itself when it has no glob (or globs are off), else every
+ * match (see globInRoot), with `--exclude` applied to the matches too, relative to the glob's fixed
+ * prefix, so that `COPY --exclude=*.txt hom* /dir/` leaves out `home.txt`.
+ */
+async function resolveSources(action: CopyAction, srcRoot: string): Promise<string[]> {
+  if (!action.allowWildcard || !hasGlob(action.src)) {
+    const clean = `/${pathComponents(action.src).join("/")}`;
+    const exists = await lstat(await rootPath(srcRoot, clean, { followFinal: action.followSymlinks })).then(
+      () => true,
+      () => false,
+    );
+    return exists ? [clean] : [];
+  }
+  const exclude =
+    action.excludePatterns.length > 0 ? createContextMatcher(action.excludePatterns) : undefined;
+  const matches = await globInRoot(srcRoot, action.src, action.followSymlinks);
+  return matches.filter((m) => !exclude?.excludes(m.belowBase)).map((m) => m.path);
+}
+
+interface PendingDir {
+  src: string;
+  target: string;
+  stat: Stats;
+  copied: boolean;
+}
+
+/** One copy action's recursive copier: its hard-link memory and its include/exclude matchers. */
+class Copier {
+  private readonly options: CopyOptions;
+  private readonly include: ContextMatcher | undefined;
+  private readonly exclude: ContextMatcher | undefined;
+  /** `dev:ino` of a copied file with several links → where it was copied to. */
+  private readonly inodes = new Map<string, string>();
+  /** Directories on the way to the entry being copied that are not created yet (include patterns). */
+  private readonly parents: PendingDir[] = [];
+
+  constructor(options: CopyOptions, action: CopyAction) {
+    this.options = options;
+    this.include =
+      action.includePatterns.length > 0 ? createContextMatcher(action.includePatterns) : undefined;
+    this.exclude =
+      action.excludePatterns.length > 0 ? createContextMatcher(action.excludePatterns) : undefined;
+  }
+
+  /** `rel`: the path below the copied source ("" for the source itself, which patterns never filter). */
+  async copy(src: string, rel: string, target: string, overwriteMetadata: boolean): Promise<void> {
+    this.options.signal?.throwIfAborted();
+    const st = await lstat(src);
+    // A 0:0 character device is an overlay whiteout left in an unpacked layer read directly: it
+    // stands for a deletion, never for a file to copy.
+    if (st.isCharacterDevice() && st.rdev === 0) return;
+    let include = true;
+    if (rel !== "") {
+      if (this.include && !this.include.excludes(rel)) include = false;
+      if (this.exclude?.excludes(rel)) {
+        include = false;
+        if (st.isDirectory() && this.exclude.skipsDirectory(rel)) return;
+      }
+    }
+    if (include) await this.createParents(overwriteMetadata);
+
+    if (st.isDirectory()) {
+      let created = false;
+      if (include) created = await this.directoryOnly(target, st, overwriteMetadata);
+      const pending: PendingDir = { src, target, stat: st, copied: include };
+      this.parents.push(pending);
+      try {
+        for (const name of (await readdir(src)).sort(byBytes)) {
+          await this.copy(
+            path.join(src, name),
+            rel === "" ? name : `${rel}/${name}`,
+            path.join(target, name),
+            true,
+          );
+        }
+      } finally {
+        this.parents.pop();
+      }
+      if (!include) return;
+      // The copy's own top directory keeps the destination's metadata when it existed already.
+      if (overwriteMetadata || created) await this.copyMetadata(st, target);
+      else await lutimes(target, st.atime, st.mtime);
+      return;
+    }
+    if (!include) return;
+    await this.emptyFileTarget(target);
+    if (st.isFile()) {
+      const key = `${st.dev}:${st.ino}`;
+      const linkedTo = st.nlink > 1 ? this.inodes.get(key) : undefined;
+      if (linkedTo !== undefined) {
+        await link(linkedTo, target);
+        return; // a hard link shares its inode's metadata, already set
+      }
+      if (st.nlink > 1) this.inodes.set(key, target);
+      await copyFile(src, target, constants.COPYFILE_FICLONE);
+    } else if (st.isSymbolicLink()) {
+      await symlink(await readlink(src), target);
+    } else if (st.isFIFO() || st.isCharacterDevice() || st.isBlockDevice()) {
+      if (this.options.rootless && !st.isFIFO()) {
+        this.options.warn(`${rel || path.basename(src)}: device files cannot be created rootless; left out`);
+        return;
+      }
+      const type = st.isFIFO() ? "FIFO" : st.isCharacterDevice() ? "CharacterDevice" : "BlockDevice";
+      await makeSpecialFile(
+        target,
+        type,
+        Math.floor(st.rdev / 256) & 0xfff,
+        (st.rdev & 0xff) | ((st.rdev >> 12) & ~0xff),
+      );
+    } else {
+      this.options.warn(`${rel || path.basename(src)} is a socket: left out of the copy`);
+      return;
+    }
+    await this.copyMetadata(st, target);
+  }
+
+  private async createParents(overwriteMetadata: boolean): Promise<void> {
+    for (const parent of this.parents) {
+      if (parent.copied) continue;
+      if (await this.directoryOnly(parent.target, parent.stat, overwriteMetadata)) {
+        await this.copyMetadata(parent.stat, parent.target);
+      }
+      parent.copied = true;
+    }
+  }
+
+  /** Makes `target` a directory; whether it was created. An existing non-directory is an error. */
+  private async directoryOnly(target: string, st: Stats, overwriteMetadata: boolean): Promise<boolean> {
+    const existing = await lstat(target).catch(() => undefined);
+    if (!existing) {
+      await mkdir(target, { mode: 0o700 });
+      return true;
+    }
+    if (!existing.isDirectory()) {
+      throw new CopyError(
+        `cannot copy a directory to ${this.inside(target)}: it exists and is not a directory`,
+      );
+    }
+    if (overwriteMetadata) await chmod(target, this.modeOf(st));
+    return false;
+  }
+
+  private async emptyFileTarget(target: string): Promise<void> {
+    const existing = await lstat(target).catch(() => undefined);
+    if (!existing) return;
+    if (existing.isDirectory()) {
+      throw new CopyError(`cannot replace the directory ${this.inside(target)} with a file`);
+    }
+    await rm(target);
+  }
+
+  private modeOf(st: Stats): number {
+    const own = st.mode & 0o7777;
+    return this.options.mode ? this.options.mode(own, st.isDirectory()) & 0o7777 : own;
+  }
+
+  /** Owner, then mode (a chown clears setuid bits), then times: as fsutil's copyFileInfo. */
+  private async copyMetadata(st: Stats, target: string): Promise<void> {
+    const owner = this.options.owner ?? { uid: st.uid, gid: st.gid };
+    await lchown(target, owner.uid, owner.gid);
+    if (!st.isSymbolicLink()) await chmod(target, this.modeOf(st));
+    await lutimes(target, st.atime, st.mtime);
+  }
+
+  private inside(hostPath: string): string {
+    const rel = path.relative(this.options.destRoot, hostPath);
+    return `/${rel}`;
+  }
+}

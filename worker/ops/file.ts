@@ -1,0 +1,221 @@
+/**
+ * `file`: COPY, ADD, WORKDIR and heredoc files. The actions apply in order to a writable mount of
+ * the base filesystem (or an empty one); each copy reads its source input through a read-only
+ * view; the mount's changes become one new layer on top of the base's layers.
+ */
+import { chmod, lchown, lstat, lutimes, mkdir, open, rm } from "node:fs/promises";
+import path from "node:path";
+import { writeLayer } from "../../oci/layer.js";
+import type { FileAction, FileOp } from "../../solver/graph.js";
+import type { FsResult, LayerRef } from "../../solver/worker.js";
+import type { WritableMount } from "../snapshot/index.js";
+import { inUserNamespace } from "../userns.js";
+import type { OpContext } from "./context.js";
+import { CopyError, copy } from "./copy.js";
+import { pathComponents } from "./glob.js";
+import { prepareLayers } from "./layers.js";
+import { parseChmod } from "./mode.js";
+import { type Owner, resolveOwner } from "./owner.js";
+import { globInRoot, rootPath } from "./root-path.js";
+
+export async function runFile(op: FileOp, inputs: FsResult[], ctx: OpContext): Promise<FsResult> {
+  const baseLayers = op.base !== undefined ? inputFs(inputs, op.base).layers : [];
+  const mount = await ctx.snapshotter.mountWritable(await prepareLayers(ctx, baseLayers));
+  const views = new SourceViews(ctx, inputs);
+  try {
+    for (const action of op.actions) {
+      ctx.signal.throwIfAborted();
+      await applyAction(action, mount.rootfs, views, ctx);
+    }
+    const layer = await writeLayer(
+      ctx.store.content,
+      mount.diff({
+        ...(ctx.sourceDateEpoch !== undefined ? { sourceDateEpoch: ctx.sourceDateEpoch } : {}),
+        warn: ctx.warn,
+      }),
+      { compression: ctx.compression, signal: ctx.signal },
+    );
+    const added: LayerRef = { descriptor: layer.descriptor, diffId: layer.diffId };
+    return { layers: [...baseLayers, added] };
+  } finally {
+    await views.release();
+    await mount.release();
+  }
+}
+
+function inputFs(inputs: FsResult[], index: number): FsResult {
+  const fs = inputs[index];
+  if (!fs) throw new Error(`the file op names input ${index}, but it has ${inputs.length} inputs`);
+  return fs;
+}
+
+/**
+ * Read-only views of the source inputs, made on first use. A one-layer filesystem (the context, a
+ * heredoc file, a download) is read straight from its unpacked layer directory; a stack of layers
+ * through a writable mount that nothing writes to, released when the op ends.
+ */
+class SourceViews {
+  private readonly ctx: OpContext;
+  private readonly inputs: FsResult[];
+  private readonly views = new Map<number, Promise<string>>();
+  private readonly mounts: Promise<WritableMount>[] = [];
+
+  constructor(ctx: OpContext, inputs: FsResult[]) {
+    this.ctx = ctx;
+    this.inputs = inputs;
+  }
+
+  root(index: number): Promise<string> {
+    let view = this.views.get(index);
+    if (!view) {
+      view = this.make(index);
+      this.views.set(index, view);
+    }
+    return view;
+  }
+
+  private async make(index: number): Promise<string> {
+    const layers = inputFs(this.inputs, index).layers;
+    const dirs = await prepareLayers(this.ctx, layers);
+    if (dirs.length === 1) return dirs[0]!;
+    const mount = this.ctx.snapshotter.mountWritable(dirs);
+    this.mounts.push(mount);
+    return (await mount).rootfs;
+  }
+
+  async release(): Promise<void> {
+    const results = await Promise.allSettled(this.mounts);
+    for (const result of results) {
+      if (result.status === "fulfilled") await result.value.release();
+    }
+  }
+}
+
+async function applyAction(
+  action: FileAction,
+  root: string,
+  views: SourceViews,
+  ctx: OpContext,
+): Promise<void> {
+  const owner = "chown" in action && action.chown ? await resolveOwner(root, action.chown) : undefined;
+  switch (action.action) {
+    case "copy": {
+      const srcRoot = await views.root(action.input);
+      await copy(action, {
+        srcRoot,
+        destRoot: root,
+        ...(owner ? { owner } : {}),
+        ...(action.chmod !== undefined ? { mode: parseChmod(action.chmod) } : {}),
+        rootless: inUserNamespace(),
+        signal: ctx.signal,
+        warn: ctx.warn,
+      });
+      return;
+    }
+    case "mkfile":
+      await makeFile(root, action, owner, timestamp(ctx));
+      return;
+    case "mkdir":
+      await makeDirectory(root, action, owner, timestamp(ctx));
+      return;
+    case "rm":
+      await remove(root, action);
+      return;
+  }
+}
+
+/** Files and directories a file op creates get this mtime: now, or SOURCE_DATE_EPOCH. */
+function timestamp(ctx: OpContext): Date {
+  return ctx.sourceDateEpoch !== undefined ? new Date(ctx.sourceDateEpoch * 1000) : new Date();
+}
+
+async function makeFile(
+  root: string,
+  action: Extract<FileAction, { action: "mkfile" }>,
+  owner: Owner | undefined,
+  time: Date,
+): Promise<void> {
+  const target = await rootPath(root, action.path);
+  const existing = await lstat(target).catch(() => undefined);
+  if (existing?.isDirectory())
+    throw new CopyError(`cannot create the file ${action.path}: it is a directory`);
+  if (existing) await rm(target);
+  let handle: Awaited<ReturnType<typeof open>>;
+  try {
+    handle = await open(target, "wx", 0o600);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "ENOTDIR") {
+      throw new CopyError(`cannot create the file ${action.path}: its directory does not exist`, err);
+    }
+    throw err;
+  }
+  try {
+    await handle.writeFile(action.data);
+  } finally {
+    await handle.close();
+  }
+  await lchown(target, owner?.uid ?? 0, owner?.gid ?? 0);
+  await chmod(target, action.mode & 0o7777);
+  await lutimes(target, time, time);
+}
+
+async function makeDirectory(
+  root: string,
+  action: Extract<FileAction, { action: "mkdir" }>,
+  owner: Owner | undefined,
+  time: Date,
+): Promise<void> {
+  const target = await rootPath(root, action.path);
+  const existing = await lstat(target).catch(() => undefined);
+  if (existing?.isDirectory()) return;
+  if (existing) throw new CopyError(`cannot create the directory ${action.path}: a file is in the way`);
+  if (action.makeParents) {
+    const created = await mkdir(target, { recursive: true, mode: 0o700 }).catch(
+      (err: NodeJS.ErrnoException) => {
+        if (err.code === "ENOTDIR" || err.code === "EEXIST") {
+          throw new CopyError(`cannot create the directory ${action.path}: a file is in the way`, err);
+        }
+        throw err;
+      },
+    );
+    // Every directory made here gets the mode, owner and time, as BuildKit's MkdirAll gives them.
+    if (created !== undefined) {
+      for (let dir = target; dir.length >= created.length; dir = path.dirname(dir)) {
+        await lchown(dir, owner?.uid ?? 0, owner?.gid ?? 0);
+        await chmod(dir, action.mode & 0o7777);
+        await lutimes(dir, time, time);
+      }
+    }
+    return;
+  }
+  try {
+    await mkdir(target, { mode: 0o700 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") {
+      throw new CopyError(`cannot create the directory ${action.path}: its parent does not exist`, err);
+    }
+    throw err;
+  }
+  await lchown(target, owner?.uid ?? 0, owner?.gid ?? 0);
+  await chmod(target, action.mode & 0o7777);
+  await lutimes(target, time, time);
+}
+
+async function remove(root: string, action: Extract<FileAction, { action: "rm" }>): Promise<void> {
+  const components = pathComponents(action.path);
+  if (components.length === 0) throw new CopyError("cannot remove / from a filesystem");
+  const matches = action.allowWildcard
+    ? await globInRoot(root, action.path, false)
+    : [{ path: `/${components.join("/")}` }];
+  const targets: string[] = [];
+  for (const match of matches) {
+    const target = await rootPath(root, match.path, { followFinal: false });
+    if (await lstat(target).catch(() => undefined)) targets.push(target);
+  }
+  if (targets.length === 0) {
+    if (action.allowNotFound) return;
+    throw new CopyError(`cannot remove ${action.path}: it does not exist`);
+  }
+  for (const target of targets) await rm(target, { recursive: true, force: true });
+}

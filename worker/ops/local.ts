@@ -1,0 +1,225 @@
+/**
+ * `local`: the build context (or a `--build-context NAME=DIR`), as the build reads it.
+ *
+ * Its cache key is a checksum of the selected files' paths, types, permission bits, contents and
+ * link targets, never their mtimes, so a fresh clone of the same sources hits the cache. Owners
+ * are not part of it because they are not part of the result either: Docker's and BuildKit's
+ * clients send the context with every owner reset to 0:0 (filesync's `resetUIDAndGID`), and so
+ * does this layer. Per-file content hashes are remembered under the store by (dev, ino, size,
+ * mtime, ctime), so an unchanged file is not read again on the next build.
+ *
+ * Its result is one layer holding the selected files, mtimes kept as BuildKit keeps them.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { mkdir, readFile, realpath, rename, rm, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { TbuildError } from "../../errors/index.js";
+import { writeLayer } from "../../oci/layer.js";
+import type { LocalOp } from "../../solver/graph.js";
+import type { FsResult } from "../../solver/worker.js";
+import type { OpContext } from "./context.js";
+import {
+  type ContextEntry,
+  type ContextSelection,
+  LocalSourceError,
+  selectContext,
+  treeTar,
+} from "./context-walk.js";
+
+/** Changing how the checksum is computed changes this, so old keys never match new ones. */
+const CHECKSUM_VERSION = "tbuild-context-v1";
+const CACHE_VERSION = 1;
+/** Files read whole below this size; larger ones are streamed into the hash. */
+const READ_WHOLE_BYTES = 1 << 20;
+const HASH_CONCURRENCY = 16;
+/**
+ * A file changed twice within one timestamp tick keeps its mtime and ctime; a hash is only
+ * remembered for a file whose times are this much older than the walk, so that such a change
+ * after the walk cannot hide behind a remembered hash (git's "racy clean" rule).
+ */
+const RACY_MARGIN_NS = 2_000_000_000n;
+
+/** The directory a local op reads. */
+export function localSourceDir(op: LocalOp, ctx: Pick<OpContext, "localSources">): string {
+  const dir = ctx.localSources[op.name];
+  if (dir === undefined) {
+    const known = Object.keys(ctx.localSources);
+    throw new TbuildError(
+      "E_LOCAL_SOURCE",
+      `the build needs the local source "${op.name}", which this build was not given: pass --build-context ${op.name}=DIR` +
+        (known.length > 0 ? ` (given: ${known.join(", ")})` : ""),
+    );
+  }
+  return dir;
+}
+
+export async function localContentKey(op: LocalOp, ctx: OpContext): Promise<string> {
+  const root = localSourceDir(op, ctx);
+  return contextChecksum(root, op, {
+    cacheDir: path.join(ctx.store.root, "context-hashes"),
+    signal: ctx.signal,
+  });
+}
+
+export async function runLocal(op: LocalOp, _inputs: FsResult[], ctx: OpContext): Promise<FsResult> {
+  const root = localSourceDir(op, ctx);
+  const entries = await selectContext(root, op, ctx.signal);
+  // A source layer is only ever read by the copies that use it, never exported, so it is left
+  // uncompressed: compressing it would cost time on every context change and save nothing.
+  const tar = treeTar(entries, {
+    warn: (rel, what) => ctx.warn(`${rel} in the build context is ${what}: left out`),
+  });
+  const layer = await writeLayer(ctx.store.content, Readable.from(tar), {
+    compression: "uncompressed",
+    signal: ctx.signal,
+  });
+  return { layers: [{ descriptor: layer.descriptor, diffId: layer.diffId }] };
+}
+
+interface CachedHash {
+  dev: string;
+  ino: string;
+  size: string;
+  mtime: string;
+  ctime: string;
+  sha256: string;
+}
+
+interface HashCacheFile {
+  version: number;
+  files: Record<string, CachedHash>;
+}
+
+/**
+ * `sha256:<hex>` over every selected entry: path, type, permission bits, and the content's sha256
+ * (files), the target (symbolic links). `cacheDir` keeps per-file hashes between builds.
+ */
+export async function contextChecksum(
+  root: string,
+  selection: ContextSelection,
+  options: { cacheDir?: string; signal?: AbortSignal } = {},
+): Promise<string> {
+  const walkStartNs = BigInt(Date.now()) * 1_000_000n;
+  const entries = await selectContext(root, selection, options.signal);
+  const cacheFile = options.cacheDir ? await hashCacheFile(options.cacheDir, root, selection) : undefined;
+  const cached = cacheFile ? await readHashCache(cacheFile) : {};
+  const fresh: Record<string, CachedHash> = {};
+  let changed = false;
+
+  const hashes = new Map<string, string>();
+  const toHash: ContextEntry[] = [];
+  for (const entry of entries) {
+    if (!entry.stat.isFile()) continue;
+    const known = cached[entry.rel];
+    const now = statKey(entry);
+    if (known && sameStat(known, now)) {
+      hashes.set(entry.rel, known.sha256);
+      fresh[entry.rel] = known;
+    } else {
+      toHash.push(entry);
+    }
+  }
+  let next = 0;
+  const hashWorker = async () => {
+    while (next < toHash.length) {
+      const entry = toHash[next++]!;
+      options.signal?.throwIfAborted();
+      const sha256 = await hashFile(entry);
+      hashes.set(entry.rel, sha256);
+      const st = entry.stat;
+      if (st.mtimeNs < walkStartNs - RACY_MARGIN_NS && st.ctimeNs < walkStartNs - RACY_MARGIN_NS) {
+        fresh[entry.rel] = { ...statKey(entry), sha256 };
+        changed = true;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(HASH_CONCURRENCY, toHash.length) }, hashWorker));
+
+  const hash = createHash("sha256");
+  hash.update(`${CHECKSUM_VERSION}\n`);
+  for (const entry of entries) {
+    const st = entry.stat;
+    const mode = (st.mode & 0o7777n).toString(8);
+    let record: string;
+    if (st.isDirectory()) record = `dir ${mode}`;
+    else if (st.isFile()) record = `file ${mode} ${hashes.get(entry.rel)}`;
+    else if (st.isSymbolicLink()) record = `symlink ${mode} ${JSON.stringify(entry.linkTarget ?? "")}`;
+    else if (st.isFIFO()) record = `fifo ${mode}`;
+    else continue; // Left out of the layer too.
+    hash.update(`${JSON.stringify(entry.rel)} ${record}\n`);
+  }
+  if (cacheFile && (changed || Object.keys(fresh).length !== Object.keys(cached).length)) {
+    await writeHashCache(cacheFile, { version: CACHE_VERSION, files: fresh });
+  }
+  return `sha256:${hash.digest("hex")}`;
+}
+
+function statKey(entry: ContextEntry): Omit<CachedHash, "sha256"> {
+  const st = entry.stat;
+  return {
+    dev: st.dev.toString(),
+    ino: st.ino.toString(),
+    size: st.size.toString(),
+    mtime: st.mtimeNs.toString(),
+    ctime: st.ctimeNs.toString(),
+  };
+}
+
+function sameStat(a: Omit<CachedHash, "sha256">, b: Omit<CachedHash, "sha256">): boolean {
+  return (
+    a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtime === b.mtime && a.ctime === b.ctime
+  );
+}
+
+async function hashFile(entry: ContextEntry): Promise<string> {
+  const hash = createHash("sha256");
+  try {
+    if (entry.stat.size < BigInt(READ_WHOLE_BYTES)) {
+      hash.update(await readFile(entry.abs));
+    } else {
+      await pipeline(createReadStream(entry.abs, { highWaterMark: 1 << 20 }), hash);
+    }
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? String(err);
+    throw new LocalSourceError(`cannot read ${entry.abs} in the build context (${code})`, err);
+  }
+  return hash.digest("hex");
+}
+
+/** One cache file per source directory and selection, so two Dockerfiles on one context do not evict each other. */
+async function hashCacheFile(cacheDir: string, root: string, selection: ContextSelection): Promise<string> {
+  const real = await realpath(root).catch(() => path.resolve(root));
+  const name = createHash("sha256")
+    .update(JSON.stringify([real, selection.followPaths, selection.excludePatterns]))
+    .digest("hex")
+    .slice(0, 32);
+  return path.join(cacheDir, `${name}.json`);
+}
+
+async function readHashCache(file: string): Promise<Record<string, CachedHash>> {
+  try {
+    const parsed = JSON.parse(await readFile(file, "utf8")) as Partial<HashCacheFile>;
+    if (parsed.version !== CACHE_VERSION || typeof parsed.files !== "object" || parsed.files === null)
+      return {};
+    return parsed.files;
+  } catch {
+    // Missing or unreadable (a crash mid-write cannot leave it half written, but a user can):
+    // every file is simply hashed again.
+    return {};
+  }
+}
+
+async function writeHashCache(file: string, data: HashCacheFile): Promise<void> {
+  const temp = `${file}.${process.pid}-${randomBytes(4).toString("hex")}.tmp`;
+  try {
+    await mkdir(path.dirname(file), { recursive: true });
+    await writeFile(temp, JSON.stringify(data));
+    await rename(temp, file);
+  } catch {
+    // The cache only saves reading files again; a store on a read-only mount still builds.
+    await rm(temp, { force: true }).catch(() => {});
+  }
+}
