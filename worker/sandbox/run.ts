@@ -19,7 +19,10 @@ import { buildRuntimeSpec, ETC_FILES, type SandboxSpec } from "./spec.js";
 import { resolveUser } from "./user.js";
 
 export interface SandboxRunOptions {
-  /** Parent directory for runc's --root and the bundle; everything tbuild creates in it is removed after the run. */
+  /**
+   * Parent directory for the run's own directory `<stateDir>/<id>`: the bundle (`bundle/`), runc's
+   * `--root` (`runc/`) and runc's log. That directory is removed after the run; `stateDir` stays.
+   */
   stateDir: string;
   /** Default "ignore" (/dev/null). A stream is piped to the process and closed when it ends. */
   stdin?: NodeJS.ReadableStream | "inherit" | "ignore";
@@ -174,19 +177,21 @@ class StderrForwarder {
     this.target = target;
   }
 
-  write(chunk: Buffer): void {
+  /** False when the target is full: the caller waits for its "drain". */
+  write(chunk: Buffer): boolean {
     if (this.held.length > 0) {
       this.held.push(chunk);
-      return;
+      return true;
     }
     const match = RUNC_FATAL_PREFIX.exec(chunk.toString("latin1"));
-    if (!match) {
-      this.target.write(chunk);
-      return;
-    }
+    if (!match) return this.target.write(chunk);
     const start = match.index + match[1].length;
-    if (start > 0) this.target.write(chunk.subarray(0, start));
     this.held.push(chunk.subarray(start));
+    return start > 0 ? this.target.write(chunk.subarray(0, start)) : true;
+  }
+
+  onDrain(resume: () => void): void {
+    this.target.once("drain", resume);
   }
 
   finish(runcFailed: boolean): void {
@@ -234,7 +239,13 @@ function superviseRunc(
       stdin.pipe(child.stdin);
     }
     if (typeof stdout !== "string") child.stdout?.pipe(stdout as Writable, { end: false });
-    child.stderr?.on("data", (chunk: Buffer) => stderr.write(chunk));
+    child.stderr?.on("data", (chunk: Buffer) => {
+      // A slow reader slows the process down, as a pipe would, rather than filling memory.
+      if (!stderr.write(chunk)) {
+        child.stderr?.pause();
+        stderr.onDrain(() => child.stderr?.resume());
+      }
+    });
 
     const stop = () => {
       if (stopSignal || exited) return;
@@ -283,6 +294,8 @@ function superviseRunc(
       });
     });
     child.once("error", (err) => {
+      // Only a runc that never started ends the run here; otherwise "close" follows.
+      if (child.pid !== undefined) return;
       exited = true;
       reject(new SandboxError("E_SANDBOX_RUNC", `cannot start ${runc}: ${err.message}`, { cause: err }));
     });
