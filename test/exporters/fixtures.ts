@@ -160,3 +160,8 @@ export function run(cmd: string, args: string[], options: { input?: Buffer } = {
     ...(options.input ? { input: options.input } : {}),
   });
 }
+
+/** `cmd args…` fed `input`, which must succeed; its standard output as bytes. */
+export function runBytes(cmd: string, args: string[], input: Buffer): Buffer {
+  return execFileSync(cmd, args, { input, maxBuffer: 1 << 30, stdio: ["pipe", "pipe", "pipe"] });
+}
