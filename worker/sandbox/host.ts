@@ -81,24 +81,31 @@ export interface HostFacts {
   containerId: string;
 }
 
-/** The facts of this machine (everything in HostFacts but the run's own bundle and id). */
+/**
+ * The facts of this machine (everything in HostFacts but the run's own bundle and id). A user
+ * outside any user namespace gets the rootless shape too: what tbuild would run once re-executed.
+ */
 export async function probeHost(): Promise<Omit<HostFacts, "bundleDir" | "containerId">> {
-  if (process.getuid?.() !== 0) {
-    throw new SandboxError(
-      "E_SANDBOX_PRIVILEGES",
-      "the sandbox needs root, or uid 0 in tbuild's user namespace (worker/userns reexecInUserNamespace), to start runc",
-    );
-  }
   return {
     arch: process.arch,
     kernelRelease: release(),
-    rootless: inUserNamespace(),
+    rootless: process.getuid?.() !== 0 || inUserNamespace(),
     hardLimits: parseHardLimits(await readFile("/proc/self/limits", "utf8")),
   };
 }
 
 /** Where Debian installs runc, and sbin directories a user's PATH often lacks. */
 const SBIN_DIRS = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
+
+/** Throws unless this process can start runc: real root, or uid 0 of tbuild's user namespace. */
+export function checkSandboxPrivileges(): void {
+  if (process.getuid?.() !== 0) {
+    throw new SandboxError(
+      "E_SANDBOX_PRIVILEGES",
+      "the sandbox needs root, or uid 0 in tbuild's user namespace (worker/userns reexecInUserNamespace), to start runc",
+    );
+  }
+}
 
 /** runc on PATH or in `extraDirs`; SandboxError saying how to install it when absent. */
 export function findRunc(

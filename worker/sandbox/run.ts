@@ -13,7 +13,15 @@ import { constants as osConstants } from "node:os";
 import path from "node:path";
 import type { Writable } from "node:stream";
 import { SandboxError } from "./errors.js";
-import { findRunc, type HostFacts, hostsFile, probeHost, readHostResolvConf, resolvConfFor } from "./host.js";
+import {
+  checkSandboxPrivileges,
+  findRunc,
+  type HostFacts,
+  hostsFile,
+  probeHost,
+  readHostResolvConf,
+  resolvConfFor,
+} from "./host.js";
 import { MountStubs, mkdirInRoot } from "./rootfs-path.js";
 import { buildRuntimeSpec, ETC_FILES, type SandboxSpec } from "./spec.js";
 import { resolveUser } from "./user.js";
@@ -73,6 +81,7 @@ const RUNC_FATAL_PREFIX = /(^|\n)runc run failed: /;
 export async function runInSandbox(spec: SandboxSpec, options: SandboxRunOptions): Promise<SandboxResult> {
   options.signal?.throwIfAborted();
   const runc = findRunc();
+  checkSandboxPrivileges();
   const facts = await probeHost();
   const id = options.id ?? randomBytes(16).toString("hex");
   if (!CONTAINER_ID.test(id)) {

@@ -14,12 +14,14 @@ import type * as UsernsModule from "../../../worker/userns.js";
 import type { DriverJob, DriverOutcome } from "./harness.js";
 
 const dist = new URL("../../../dist/worker/", import.meta.url);
-const userns = (await import(new URL("userns.js", dist).href)) as typeof UsernsModule;
-const code = await userns.reexecInUserNamespace(process.argv.slice(2), process.env);
-if (code !== undefined) process.exit(code);
+const job = JSON.parse(readFileSync(process.argv[2], "utf8")) as DriverJob;
+if (!job.outsideUserNamespace) {
+  const userns = (await import(new URL("userns.js", dist).href)) as typeof UsernsModule;
+  const code = await userns.reexecInUserNamespace(process.argv.slice(2), process.env);
+  if (code !== undefined) process.exit(code);
+}
 
 const sandbox = (await import(new URL("sandbox/index.js", dist).href)) as typeof SandboxModule;
-const job = JSON.parse(readFileSync(process.argv[2], "utf8")) as DriverJob;
 const mountinfo = () => readFileSync("/proc/self/mountinfo", "utf8").split("\n").filter(Boolean);
 
 const outcome: DriverOutcome = { mountsBefore: mountinfo(), mountsAfter: [], stateLeft: [] };

@@ -36,6 +36,8 @@ export interface DriverJob {
   killAfterMs?: number;
   stdinText?: string;
   stdinInherit?: boolean;
+  /** Rootless: stay the plain unprivileged user, without tbuild's user namespace. */
+  outsideUserNamespace?: boolean;
 }
 
 /** What driver.ts writes. */

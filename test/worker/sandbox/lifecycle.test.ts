@@ -173,6 +173,20 @@ describe.each(MODES)("a sandboxed process, %s", (mode) => {
   });
 });
 
+describe("without privileges", () => {
+  it("a plain user outside tbuild's user namespace is told what the sandbox needs", async () => {
+    const harness = await SandboxHarness.create("rootless");
+    try {
+      const outcome = await harness.run({ spec: { args: ["true"] }, outsideUserNamespace: true });
+      expect(outcome.error).toMatchObject({ name: "SandboxError", code: "E_SANDBOX_PRIVILEGES" });
+      expect(outcome.error?.message).toMatch(/user namespace/);
+      expect(outcome.stateLeft).toEqual([]);
+    } finally {
+      await harness.cleanup();
+    }
+  });
+});
+
 describe("cancellation before the start", () => {
   it("rejects at once with the signal's reason and creates nothing", async () => {
     const harness = await SandboxHarness.create("root");
