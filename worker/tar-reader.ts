@@ -94,12 +94,19 @@ class ByteReader {
     }
   }
 
+  /** Stops reading early: the source (a file, a download) is closed rather than left open. */
+  async close(): Promise<void> {
+    if (!this.ended) await this.iterator.return?.();
+    this.ended = true;
+  }
+
   /** Reads whatever follows the end of the archive, so that a hash over the stream covers all of it. */
   async drain(): Promise<void> {
     this.buffer = Buffer.alloc(0);
     while (!(await this.iterator.next()).done) {
       // discarded
     }
+    this.ended = true;
   }
 }
 
@@ -161,83 +168,87 @@ export async function* readTarEntries(
   let pax: Record<string, string> = {};
   let longPath: string | undefined;
   let longLink: string | undefined;
-  for (;;) {
-    const block = await reader.take(BLOCK);
-    if (block.length === 0) break; // no end-of-archive blocks: tolerated, as GNU tar does
-    if (block.length < BLOCK) throw new InvalidTarError("it ends in the middle of a header");
-    if (block.every((b) => b === 0)) {
-      await reader.drain();
-      break;
-    }
-    const header = new Header(block);
-    if (!header.cksumValid) throw new InvalidTarError("a header has a wrong checksum");
-    const size = header.size ?? 0;
-    const typeName = header.type;
-    if (typeName === "ExtendedHeader" || typeName === "GlobalExtendedHeader") {
-      const data = await reader.take(padded(size));
-      if (data.length < padded(size)) throw new InvalidTarError("it ends in a PAX header");
-      parsePax(data.subarray(0, size), typeName === "ExtendedHeader" ? pax : globalPax);
-      continue;
-    }
-    if (
-      typeName === "NextFileHasLongPath" ||
-      typeName === "OldGnuLongPath" ||
-      typeName === "NextFileHasLongLinkpath"
-    ) {
-      const data = await reader.take(padded(size));
-      if (data.length < padded(size)) throw new InvalidTarError("it ends in a GNU long name");
-      if (typeName === "NextFileHasLongLinkpath") longLink = cString(data.subarray(0, size));
-      else longPath = cString(data.subarray(0, size));
-      continue;
-    }
-    const fields = { ...globalPax, ...pax };
-    const path = fields.path ?? longPath ?? header.path ?? "";
-    const entrySize = paxNumber(fields, "size") ?? size;
-    pax = {};
-    longPath = undefined;
-    const linkpath = fields.linkpath ?? longLink ?? header.linkpath ?? "";
-    longLink = undefined;
-    const type = ENTRY_TYPES[typeName];
-    // Only regular files carry content that belongs to the file; anything else with a size (a
-    // GNU dump dir, a sparse file) is skipped whole.
-    const bodySize =
-      typeName === "Directory" || typeName === "Link" || typeName === "SymbolicLink" ? 0 : entrySize;
-    if (type === undefined) {
-      onSkip?.(path, `tar entries of type ${typeName} are not supported`);
-      await reader.skip(padded(bodySize));
-      continue;
-    }
-    const xattrs = new Map<string, string>();
-    for (const [key, value] of Object.entries(fields)) {
-      const match = /^(?:SCHILY|LIBARCHIVE)\.xattr\.(.+)$/.exec(key);
-      if (match) xattrs.set(match[1]!, value);
-    }
-    const mtimeSeconds = paxNumber(fields, "mtime");
-    const atimeSeconds = paxNumber(fields, "atime");
-    const fileSize = type === "File" ? bodySize : 0;
-    let consumed = 0;
-    const body = (async function* () {
-      for await (const chunk of reader.chunks(fileSize)) {
-        consumed += chunk.length;
-        yield chunk;
+  try {
+    for (;;) {
+      const block = await reader.take(BLOCK);
+      if (block.length === 0) break; // no end-of-archive blocks: tolerated, as GNU tar does
+      if (block.length < BLOCK) throw new InvalidTarError("it ends in the middle of a header");
+      if (block.every((b) => b === 0)) {
+        await reader.drain();
+        break;
       }
-    })();
-    yield {
-      path,
-      type,
-      mode: header.mode ?? 0,
-      uid: paxNumber(fields, "uid") ?? header.uid ?? 0,
-      gid: paxNumber(fields, "gid") ?? header.gid ?? 0,
-      size: fileSize,
-      mtime: mtimeSeconds !== undefined ? new Date(mtimeSeconds * 1000) : (header.mtime ?? new Date(0)),
-      ...(atimeSeconds !== undefined ? { atime: new Date(atimeSeconds * 1000) } : {}),
-      linkpath,
-      devmaj: header.devmaj ?? 0,
-      devmin: header.devmin ?? 0,
-      xattrs,
-      body,
-    };
-    await body.return(undefined);
-    await reader.skip(padded(bodySize) - consumed);
+      const header = new Header(block);
+      if (!header.cksumValid) throw new InvalidTarError("a header has a wrong checksum");
+      const size = header.size ?? 0;
+      const typeName = header.type;
+      if (typeName === "ExtendedHeader" || typeName === "GlobalExtendedHeader") {
+        const data = await reader.take(padded(size));
+        if (data.length < padded(size)) throw new InvalidTarError("it ends in a PAX header");
+        parsePax(data.subarray(0, size), typeName === "ExtendedHeader" ? pax : globalPax);
+        continue;
+      }
+      if (
+        typeName === "NextFileHasLongPath" ||
+        typeName === "OldGnuLongPath" ||
+        typeName === "NextFileHasLongLinkpath"
+      ) {
+        const data = await reader.take(padded(size));
+        if (data.length < padded(size)) throw new InvalidTarError("it ends in a GNU long name");
+        if (typeName === "NextFileHasLongLinkpath") longLink = cString(data.subarray(0, size));
+        else longPath = cString(data.subarray(0, size));
+        continue;
+      }
+      const fields = { ...globalPax, ...pax };
+      const path = fields.path ?? longPath ?? header.path ?? "";
+      const entrySize = paxNumber(fields, "size") ?? size;
+      pax = {};
+      longPath = undefined;
+      const linkpath = fields.linkpath ?? longLink ?? header.linkpath ?? "";
+      longLink = undefined;
+      const type = ENTRY_TYPES[typeName];
+      // Only regular files carry content that belongs to the file; anything else with a size (a
+      // GNU dump dir, a sparse file) is skipped whole.
+      const bodySize =
+        typeName === "Directory" || typeName === "Link" || typeName === "SymbolicLink" ? 0 : entrySize;
+      if (type === undefined) {
+        onSkip?.(path, `tar entries of type ${typeName} are not supported`);
+        await reader.skip(padded(bodySize));
+        continue;
+      }
+      const xattrs = new Map<string, string>();
+      for (const [key, value] of Object.entries(fields)) {
+        const match = /^(?:SCHILY|LIBARCHIVE)\.xattr\.(.+)$/.exec(key);
+        if (match) xattrs.set(match[1]!, value);
+      }
+      const mtimeSeconds = paxNumber(fields, "mtime");
+      const atimeSeconds = paxNumber(fields, "atime");
+      const fileSize = type === "File" ? bodySize : 0;
+      let consumed = 0;
+      const body = (async function* () {
+        for await (const chunk of reader.chunks(fileSize)) {
+          consumed += chunk.length;
+          yield chunk;
+        }
+      })();
+      yield {
+        path,
+        type,
+        mode: header.mode ?? 0,
+        uid: paxNumber(fields, "uid") ?? header.uid ?? 0,
+        gid: paxNumber(fields, "gid") ?? header.gid ?? 0,
+        size: fileSize,
+        mtime: mtimeSeconds !== undefined ? new Date(mtimeSeconds * 1000) : (header.mtime ?? new Date(0)),
+        ...(atimeSeconds !== undefined ? { atime: new Date(atimeSeconds * 1000) } : {}),
+        linkpath,
+        devmaj: header.devmaj ?? 0,
+        devmin: header.devmin ?? 0,
+        xattrs,
+        body,
+      };
+      await body.return(undefined);
+      await reader.skip(padded(bodySize) - consumed);
+    }
+  } finally {
+    await reader.close();
   }
 }

@@ -559,6 +559,8 @@ export async function unpackLayer(
       await rm(temp, { recursive: true, force: true });
     }
   } catch (err) {
+    // A layer refused early is not read to its end: its source (a blob file, a download) is closed.
+    (tar as { destroy?: () => void }).destroy?.();
     await rm(temp, { recursive: true, force: true }).catch(() => {});
     throw err;
   }

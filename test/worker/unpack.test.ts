@@ -1,4 +1,5 @@
 import { execFileSync } from "node:child_process";
+import { createReadStream } from "node:fs";
 import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -254,6 +255,19 @@ describe("a hostile layer", () => {
       expect(await readdir(path.join(work, "layers"))).toEqual([]);
     });
   }
+
+  it("is not read further once refused: its source is closed", async () => {
+    const tarFile = path.join(work, "hostile.tar");
+    const filler = Array.from({ length: 50 }, (_, i) => file(`filler${i}`, "x".repeat(100_000)));
+    await writeFile(tarFile, await layerTar([file("../escape", "x"), ...filler]));
+    const source = createReadStream(tarFile, { highWaterMark: 4096 });
+    await expect(
+      unpackLayer(source, path.join(work, "layers", "h"), { rootless: false }),
+    ).rejects.toBeInstanceOf(HostileLayerError);
+    expect(source.destroyed).toBe(true);
+    await rm(tarFile);
+    await canaryUntouched();
+  });
 
   it("may still hold symlinks pointing anywhere: they are data, never followed while unpacking", async () => {
     const target = await unpack([symlinkTo("etc-link", "/etc"), symlinkTo("up", "../../..")]);
