@@ -19,6 +19,7 @@ import {
   findRunc,
   type HostFacts,
   parseHardLimits,
+  probeHost,
   SandboxError,
   type SandboxSpec,
 } from "../../../worker/sandbox/index.js";
@@ -71,7 +72,7 @@ const destinations = (config: RuntimeSpec) => (config.mounts ?? []).map((m) => m
 const namespaces = (config: RuntimeSpec) => (config.linux?.namespaces ?? []).map((n) => n.type).sort();
 
 describe("the runtime config", () => {
-  it("is valid against the runtime-spec schema, as root and rootless, in every shape", () => {
+  it("is valid against the runtime-spec schema, as root and rootless, in every shape", async () => {
     const shapes: SandboxSpec[] = [
       spec(),
       spec({ network: "none", terminal: true, readonlyRootfs: true, hostname: "box" }),
@@ -87,7 +88,8 @@ describe("the runtime config", () => {
       noSupplementary,
       { uid: 1000, gid: 1000, additionalGids: [2000, 2001], home: "/home/app" },
     ];
-    for (const host of [root, rootless]) {
+    const thisMachine: HostFacts = { ...(await probeHost()), bundleDir: "/state/x/bundle", containerId: "x" };
+    for (const host of [root, rootless, thisMachine]) {
       for (const shape of shapes) {
         for (const ids of users) expect(schemaErrors(buildRuntimeSpec(shape, ids, host))).toEqual([]);
       }
