@@ -1,0 +1,295 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { availableParallelism } from "node:os";
+import path from "node:path";
+import { TbuildError, UsageError } from "../../errors/index.js";
+import { readDockerignore } from "../../frontend/dockerignore.js";
+import { lowerDockerfile } from "../../frontend/lower/index.js";
+import { parseDockerfile } from "../../frontend/syntax/index.js";
+import { hostPlatform, parsePlatform } from "../../oci/platform.js";
+import type { Store } from "../../oci/store/index.js";
+import { CacheIndex } from "../../solver/cache.js";
+import type { BuildGraph } from "../../solver/graph.js";
+import { type SolveEvent, solve } from "../../solver/solve.js";
+import { LocalWorker } from "../../worker/local.js";
+import type { SecretSource } from "../../worker/ops/context.js";
+import { Snapshotter } from "../../worker/snapshot/index.js";
+import { reexecInUserNamespace } from "../../worker/userns.js";
+import { loadConfig } from "../config.js";
+import { readDockerfileInput } from "../dockerfile.js";
+import { PlainProgress } from "../progress/plain.js";
+import { storeImageResolver } from "../resolver.js";
+import type { CommandContext, ParsedCommandLine } from "../spec.js";
+import { openCommandStore } from "../store.js";
+import { parseKeyValues } from "../values.js";
+
+type Values = ParsedCommandLine["values"];
+const list = (values: Values, name: string) => (values[name] as string[] | undefined) ?? [];
+const text = (values: Values, name: string) => values[name] as string | undefined;
+
+/** Flags a user of `docker buildx build` may pass that tbuild cannot honour yet: refused, never ignored. */
+const NOT_YET = ["cache-from", "cache-to", "build-context", "explain", "worker"] as const;
+
+export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise<number> {
+  const { values } = args;
+  for (const flag of NOT_YET) {
+    const value = values[flag];
+    if (value !== undefined && value !== false && !(Array.isArray(value) && value.length === 0)) {
+      throw new TbuildError("E_NOT_SUPPORTED", `--${flag} is not supported yet`);
+    }
+  }
+  const [contextArg, ...extra] = args.positionals;
+  if (contextArg === undefined || extra.length > 0)
+    throw new UsageError("tbuild build takes exactly one CONTEXT (a directory)");
+  const progressMode = progressModeOf(
+    text(values, "progress") ?? ctx.env.TBUILD_PROGRESS,
+    values.quiet === true,
+    ctx,
+  );
+
+  // Unprivileged: the whole build runs again inside a user namespace over the user's subuids.
+  const reexec = await reexecInUserNamespace(process.argv.slice(2), ctx.env);
+  if (reexec !== undefined) return reexec;
+
+  const { contextDir, dockerfilePath, displayName, source } = await readDockerfileInput(
+    ctx.cwd,
+    contextArg,
+    text(values, "file"),
+  );
+  const targetPlatform = text(values, "platform") ? parsePlatform(text(values, "platform")!) : hostPlatform();
+  const config = await loadConfig(ctx.env);
+  const store = await openCommandStore(ctx);
+  const progress = new PlainProgress(progressMode === "plain" ? ctx.stderr : nullStream);
+  const events: (e: SolveEvent) => void =
+    progressMode === "rawjson"
+      ? (e) => ctx.stderr.write(`${JSON.stringify(rawEvent(e))}\n`)
+      : progress.handle;
+
+  const ast = parseDockerfile(source, { file: displayName });
+  for (const w of ast.warnings) ctx.warn(`${ast.file}:${w.range.start.line}: ${w.message}`);
+  const target = text(values, "target");
+  const lowered = await progress.internal(`[internal] load metadata and resolve base images`, async () =>
+    lowerDockerfile(ast, {
+      buildArgs: parseKeyValues(list(values, "build-arg"), "--build-arg", ctx.env),
+      ...(target !== undefined ? { target } : {}),
+      targetPlatform,
+      buildPlatform: hostPlatform(),
+      resolver: storeImageResolver(store, {
+        pull: values.pull === true ? "always" : "missing",
+        hosts: config.registries,
+        configPath: config.path,
+        env: ctx.env,
+        warn: ctx.warn,
+      }),
+      excludePatterns: await readDockerignore(contextDir, dockerfilePath),
+      labels: parseKeyValues(list(values, "label"), "--label", {}),
+      signal: ctx.signal,
+      warn: (w) => ctx.warn(`${w.position ? `${w.file}:${w.position.line}: ` : ""}${w.message}`),
+    }),
+  );
+
+  const secrets = parseSecrets(list(values, "secret"), ctx.env);
+  checkRequiredSecrets(lowered.graph, secrets);
+  const stateDir = await mkdtemp(path.join(store.root, "tmp-build-"));
+  const cache = new CacheIndex(path.join(store.root, "cache", "index.db"));
+  try {
+    const worker = new LocalWorker({
+      store,
+      snapshotter: new Snapshotter(store.root, store.content),
+      warn: ctx.warn,
+      localSources: { context: contextDir },
+      secrets,
+      ssh: parseSsh(list(values, "ssh"), ctx.env),
+      compression: "gzip",
+      ...(ctx.env.SOURCE_DATE_EPOCH ? { sourceDateEpoch: Number(ctx.env.SOURCE_DATE_EPOCH) } : {}),
+      stateDir,
+    });
+    const noCacheStages = new Set(list(values, "no-cache-filter").map((s) => s.toLowerCase()));
+    const stageOf = vertexStages(lowered.graph, lowered.stages);
+    const started = performance.now();
+    const solved = lowered.root
+      ? await solve(lowered.graph, lowered.root, {
+          worker,
+          cache,
+          hasBlob: (digest) => store.content.has(digest),
+          jobs:
+            values.jobs !== undefined ? positiveInt(text(values, "jobs")!, "--jobs") : availableParallelism(),
+          signal: ctx.signal,
+          onEvent: events,
+          ignoreCache: (digest) =>
+            values["no-cache"] === true || noCacheStages.has(stageOf.get(digest) ?? ""),
+        })
+      : { result: { layers: [] }, ran: [], cached: [] };
+    const exported = await exportBuild(store, lowered.image, solved.result, values, ctx, {
+      hosts: config.registries,
+      configPath: config.path,
+      env: ctx.env,
+      warn: ctx.warn,
+    });
+    if (progressMode === "quiet") ctx.stdout.write(`${exported.digest}\n`);
+    else {
+      const seconds = ((performance.now() - started) / 1000).toFixed(1);
+      ctx.stderr.write(
+        `built in ${seconds}s: ${solved.ran.length} step(s) ran, ${solved.cached.length} cached; image ${exported.digest}` +
+          (exported.names.length ? ` named ${exported.names.join(", ")}` : "") +
+          "\n",
+      );
+    }
+    return 0;
+  } finally {
+    cache.close();
+    await rm(stateDir, { recursive: true, force: true });
+  }
+}
+
+async function exportBuild(
+  store: Store,
+  image: Parameters<typeof import("../../exporters/index.js")["assembleImage"]>[1]["config"],
+  result: import("../../solver/worker.js").FsResult,
+  values: Values,
+  ctx: CommandContext,
+  registry: import("../../oci/registry/push.js").PushOptions,
+) {
+  const exporters = await import("../../exporters/index.js");
+  const sourceDateEpoch = ctx.env.SOURCE_DATE_EPOCH ? Number(ctx.env.SOURCE_DATE_EPOCH) : undefined;
+  const assembled = await exporters.assembleImage(
+    store.content,
+    { result, config: image },
+    sourceDateEpoch !== undefined ? { sourceDateEpoch } : {},
+  );
+  const names = list(values, "tag");
+  const requests = list(values, "output").map((spec) => exporters.parseOutputSpec(spec));
+  if (names.length > 0 || requests.length === 0) {
+    requests.unshift({ type: "image", names, push: values.push === true });
+  }
+  let outcome: { digest: string; configDigest: string; names: string[] } = {
+    digest: assembled.manifestDescriptor.digest,
+    configDigest: assembled.configDescriptor.digest,
+    names: [],
+  };
+  if (names.length === 0 && list(values, "output").length === 0) {
+    ctx.warn("no output given (-t NAME or -o): the result stays in the build cache only");
+  }
+  for (const request of requests) {
+    if (request.type === "image" && (request.names ?? []).length === 0) continue;
+    outcome = await exporters.exportImage(store, assembled, result, request, {
+      signal: ctx.signal,
+      warn: ctx.warn,
+    });
+  }
+  const iidfile = text(values, "iidfile");
+  if (iidfile) await exporters.writeIidFile(path.resolve(ctx.cwd, iidfile), outcome);
+  const metadataFile = text(values, "metadata-file");
+  if (metadataFile) await exporters.writeMetadataFile(path.resolve(ctx.cwd, metadataFile), outcome);
+  return outcome;
+}
+
+const nullStream = { write: () => true } as unknown as NodeJS.WritableStream;
+
+function progressModeOf(
+  mode: string | undefined,
+  quiet: boolean,
+  ctx: CommandContext,
+): "plain" | "rawjson" | "quiet" {
+  if (quiet) return "quiet";
+  switch (mode ?? "auto") {
+    case "auto":
+    case "plain":
+      return "plain";
+    case "rawjson":
+      return "rawjson";
+    case "quiet":
+      return "quiet";
+    case "tty":
+      throw new TbuildError("E_NOT_SUPPORTED", "--progress=tty is not supported yet: use --progress=plain");
+    default:
+      throw new UsageError(`--progress must be auto, tty, plain, rawjson or quiet, not "${mode}"`);
+  }
+}
+
+function rawEvent(event: SolveEvent) {
+  if (event.type === "log") {
+    return {
+      type: "log",
+      vertex: event.digest,
+      stream: event.stream,
+      data: Buffer.from(event.data).toString("base64"),
+    };
+  }
+  return {
+    type: event.type,
+    vertex: event.digest,
+    name: event.info.name,
+    ...("durationMs" in event ? { durationMs: Math.round(event.durationMs) } : {}),
+    ...("error" in event ? { error: event.error.message } : {}),
+  };
+}
+
+function positiveInt(value: string, flag: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1)
+    throw new UsageError(`${flag} takes a whole number of at least 1, not "${value}"`);
+  return n;
+}
+
+/** `--secret id=ID[,src=PATH|source=PATH|env=VAR]`; `id=ID` alone reads the environment variable ID, as buildx does. */
+function parseSecrets(specs: string[], env: NodeJS.ProcessEnv): Record<string, SecretSource> {
+  const secrets: Record<string, SecretSource> = {};
+  for (const spec of specs) {
+    const fields = Object.fromEntries(
+      spec.split(",").map((f) => {
+        const eq = f.indexOf("=");
+        return eq < 0 ? [f, ""] : [f.slice(0, eq), f.slice(eq + 1)];
+      }),
+    ) as Record<string, string>;
+    const id = fields.id;
+    if (!id) throw new UsageError(`--secret "${spec}" has no id=`);
+    const file = fields.src ?? fields.source;
+    if (file !== undefined) secrets[id] = { file: path.resolve(file) };
+    else if (fields.env !== undefined) secrets[id] = { env: fields.env };
+    else if (env[id] !== undefined) secrets[id] = { env: id };
+    else throw new UsageError(`--secret id=${id} names no src= file or env= variable, and $${id} is not set`);
+  }
+  return secrets;
+}
+
+/** `--ssh default` forwards $SSH_AUTH_SOCK; `--ssh ID=SOCKET` a given agent socket. */
+function parseSsh(specs: string[], env: NodeJS.ProcessEnv): Record<string, string> {
+  const agents: Record<string, string> = {};
+  for (const spec of specs) {
+    const [id, socket] = spec.includes("=") ? (spec.split("=", 2) as [string, string]) : [spec, undefined];
+    const resolved = socket ?? env.SSH_AUTH_SOCK;
+    if (!resolved) throw new UsageError(`--ssh ${spec}: no agent socket given and SSH_AUTH_SOCK is not set`);
+    agents[id] = path.resolve(resolved);
+  }
+  return agents;
+}
+
+/** A required secret the build was not given is an error before anything runs. */
+function checkRequiredSecrets(graph: BuildGraph, secrets: Record<string, SecretSource>) {
+  for (const [digest, vertex] of Object.entries(graph.vertices)) {
+    if (vertex.op.kind !== "exec") continue;
+    for (const mount of vertex.op.mounts) {
+      if (mount.secret?.required && secrets[mount.secret.id] === undefined) {
+        const where = graph.info[digest]?.location;
+        throw new TbuildError(
+          "E_MISSING_SECRET",
+          `${where ? `${where.file}:${where.startLine}: ` : ""}RUN needs secret "${mount.secret.id}" (required=true), which this build was not given: pass --secret id=${mount.secret.id},src=PATH`,
+        );
+      }
+    }
+  }
+}
+
+/** Which stage each vertex belongs to, for `--no-cache-filter`: the stage whose root reaches it first. */
+function vertexStages(graph: BuildGraph, stages: { name: string; root?: string }[]): Map<string, string> {
+  const owner = new Map<string, string>();
+  for (const stage of stages) {
+    const visit = (digest: string) => {
+      if (owner.has(digest)) return;
+      owner.set(digest, stage.name);
+      for (const input of graph.vertices[digest]?.inputs ?? []) visit(input);
+    };
+    if (stage.root) visit(stage.root);
+  }
+  return owner;
+}

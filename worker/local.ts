@@ -1,0 +1,26 @@
+/**
+ * The worker on this machine: the solver's `Worker`, running each op in this process (and its
+ * sandboxes). The remote worker speaks the same interface over SSH.
+ */
+import type { Vertex } from "../solver/graph.js";
+import type { FsResult, VertexContext, Worker } from "../solver/worker.js";
+import type { OpContext } from "./ops/context.js";
+import { opContentKey, runOp } from "./ops/index.js";
+
+export type LocalWorkerOptions = Omit<OpContext, "signal" | "log">;
+
+export class LocalWorker implements Worker {
+  private readonly options: LocalWorkerOptions;
+
+  constructor(options: LocalWorkerOptions) {
+    this.options = options;
+  }
+
+  contentKey(vertex: Vertex, signal: AbortSignal): Promise<string | undefined> {
+    return opContentKey(vertex, { ...this.options, signal, log: () => {} });
+  }
+
+  run(vertex: Vertex, inputs: FsResult[], ctx: VertexContext): Promise<FsResult> {
+    return runOp(vertex, inputs, { ...this.options, signal: ctx.signal, log: ctx.log });
+  }
+}

@@ -1,0 +1,253 @@
+/**
+ * RUN: the step's process in the sandbox, on a writable overlay of its root input, with its
+ * mounts (other inputs bound in, cache directories that outlive builds, tmpfs, secrets, the ssh
+ * agent); what it changed in the root becomes one new layer.
+ */
+import { randomBytes } from "node:crypto";
+import { chmod, chown, cp, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { Writable } from "node:stream";
+import lockfile from "proper-lockfile";
+import { TbuildError } from "../../errors/index.js";
+import { writeLayer } from "../../oci/layer.js";
+import { digestOf } from "../../solver/digest.js";
+import type { ExecMount, ExecOp } from "../../solver/graph.js";
+import type { FsResult } from "../../solver/worker.js";
+import { runInSandbox, type SandboxMount } from "../sandbox/index.js";
+import type { WritableMount } from "../snapshot/index.js";
+import type { OpContext } from "./context.js";
+import { prepareLayers } from "./layers.js";
+
+/** A RUN whose process exited non-zero: the command, its exit code and its last output lines. */
+export class RunFailedError extends TbuildError {
+  override readonly exitCode: number;
+  readonly lastOutput: string[];
+
+  constructor(args: string[], exitCode: number, lastOutput: string[]) {
+    const command =
+      args.length >= 3 && args[1] === "-c" ? args.slice(0, 2).concat(args.slice(2).join(" ")) : args;
+    super(
+      "E_RUN_FAILED",
+      `process "${command.join(" ")}" did not complete successfully: exit code: ${exitCode}` +
+        (lastOutput.length > 0 ? `\n${lastOutput.map((l) => `  ${l}`).join("\n")}` : ""),
+    );
+    this.exitCode = exitCode;
+    this.lastOutput = lastOutput;
+  }
+}
+
+export class MissingSecretError extends TbuildError {
+  constructor(kind: "secret" | "ssh", id: string) {
+    const flag =
+      kind === "secret"
+        ? `--secret id=${id},src=PATH`
+        : `--ssh ${id === "default" ? "default" : `${id}=SOCKET`}`;
+    super(
+      "E_MISSING_SECRET",
+      `RUN --mount=type=${kind} needs ${kind} "${id}", which this build was not given: pass ${flag}`,
+    );
+  }
+}
+
+const OUTPUT_LINES_KEPT = 20;
+
+export async function runExec(op: ExecOp, inputs: FsResult[], ctx: OpContext): Promise<FsResult> {
+  if (op.security === "insecure") {
+    throw new TbuildError(
+      "E_NOT_SUPPORTED",
+      "RUN --security=insecure is not supported yet: tbuild runs every step sandboxed",
+    );
+  }
+  const rootMount = op.mounts[0]!;
+  const rootLayers = rootMount.input !== undefined ? inputs[rootMount.input]!.layers : [];
+  const cleanups: (() => Promise<void>)[] = [];
+  const env = [...op.env];
+  const mounts: SandboxMount[] = [];
+  const root = await ctx.snapshotter.mountWritable(await prepareLayers(ctx, rootLayers));
+  cleanups.push(() => root.release());
+  try {
+    for (const mount of op.mounts.slice(1)) {
+      const added = await prepareMount(mount, inputs, ctx, env, cleanups);
+      if (added) mounts.push(added);
+    }
+    const tail: string[] = [];
+    const partial = { 1: "", 2: "" };
+    const stream = (fd: 1 | 2) =>
+      new Writable({
+        write(chunk: Buffer, _encoding, done) {
+          ctx.log(fd, chunk);
+          const lines = (partial[fd] + chunk.toString("utf8")).split("\n");
+          partial[fd] = lines.pop()!;
+          tail.push(...lines);
+          if (tail.length > OUTPUT_LINES_KEPT) tail.splice(0, tail.length - OUTPUT_LINES_KEPT);
+          done();
+        },
+      });
+    const result = await runInSandbox(
+      {
+        rootfs: root.rootfs,
+        args: op.args,
+        env,
+        cwd: op.cwd,
+        user: op.user,
+        network: op.network === "none" ? "none" : "host",
+        mounts,
+      },
+      {
+        stateDir: path.join(ctx.stateDir, "sandbox"),
+        stdin: "ignore",
+        stdout: stream(1),
+        stderr: stream(2),
+        signal: ctx.signal,
+      },
+    );
+    if (result.exitCode !== 0) {
+      for (const rest of [partial[1], partial[2]]) if (rest) tail.push(rest);
+      throw new RunFailedError(op.args, result.exitCode, tail.slice(-OUTPUT_LINES_KEPT));
+    }
+    return { layers: [...rootLayers, await commitLayer(root, ctx)] };
+  } finally {
+    for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
+  }
+}
+
+async function commitLayer(mount: WritableMount, ctx: OpContext) {
+  const diff = mount.diff(ctx.sourceDateEpoch !== undefined ? { sourceDateEpoch: ctx.sourceDateEpoch } : {});
+  const written = await writeLayer(ctx.store.content, diff, {
+    compression: ctx.compression,
+    signal: ctx.signal,
+  });
+  return { descriptor: written.descriptor, diffId: written.diffId };
+}
+
+async function prepareMount(
+  mount: ExecMount,
+  inputs: FsResult[],
+  ctx: OpContext,
+  env: string[],
+  cleanups: (() => Promise<void>)[],
+): Promise<SandboxMount | undefined> {
+  switch (mount.type) {
+    case "bind": {
+      const layers = mount.input !== undefined ? inputs[mount.input]!.layers : [];
+      // Writes to a bind mount are discarded: it is an overlay released after the step.
+      const view = await ctx.snapshotter.mountWritable(await prepareLayers(ctx, layers));
+      cleanups.push(() => view.release());
+      return {
+        destination: mount.target,
+        source: path.join(view.rootfs, mount.selector ?? "/"),
+        type: "bind",
+        readonly: mount.readonly,
+      };
+    }
+    case "tmpfs":
+      return {
+        destination: mount.target,
+        type: "tmpfs",
+        options: mount.tmpfs?.size !== undefined ? [`size=${mount.tmpfs.size}`] : [],
+      };
+    case "cache":
+      return cacheMount(mount, inputs, ctx, cleanups);
+    case "secret":
+      return secretMount(mount, ctx, env, cleanups);
+    case "ssh": {
+      const socket = ctx.ssh[mount.ssh!.id];
+      if (socket === undefined) {
+        if (mount.ssh!.required) throw new MissingSecretError("ssh", mount.ssh!.id);
+        return undefined;
+      }
+      env.push(`SSH_AUTH_SOCK=${mount.target}`);
+      return { destination: mount.target, source: socket, type: "bind", readonly: false };
+    }
+  }
+}
+
+/**
+ * A cache mount is a directory of the store that outlives builds (and `--no-cache`), named by its
+ * id. `locked` waits for other users; `private` uses a throwaway copy when another build holds it.
+ */
+async function cacheMount(
+  mount: ExecMount,
+  inputs: FsResult[],
+  ctx: OpContext,
+  cleanups: (() => Promise<void>)[],
+): Promise<SandboxMount> {
+  const cache = mount.cache!;
+  const dir = path.join(ctx.store.root, "cache-mounts", digestOf({ id: cache.id }).slice(7, 39));
+  let data = path.join(dir, "data");
+  const fresh = !(await stat(data).catch(() => undefined));
+  if (fresh) {
+    const building = `${data}.${randomBytes(4).toString("hex")}`;
+    await mkdir(building, { recursive: true });
+    if (mount.input !== undefined) {
+      const seed = await ctx.snapshotter.mountWritable(await prepareLayers(ctx, inputs[mount.input]!.layers));
+      try {
+        await cp(path.join(seed.rootfs, mount.selector ?? "/"), building, {
+          recursive: true,
+          preserveTimestamps: true,
+          verbatimSymlinks: true,
+        });
+      } finally {
+        await seed.release();
+      }
+    }
+    await chown(building, mount.uid ?? 0, mount.gid ?? 0);
+    await chmod(building, mount.mode ?? 0o755);
+    await rename(building, data).catch(async (err: NodeJS.ErrnoException) => {
+      // Another build made it first: theirs is as good as ours.
+      if (err.code !== "ENOTEMPTY" && err.code !== "EEXIST") throw err;
+      await rm(building, { recursive: true, force: true });
+    });
+  }
+  if (cache.sharing !== "shared") {
+    const lock = await lockfile
+      .lock(dir, {
+        realpath: false,
+        retries: cache.sharing === "locked" ? { retries: 600, minTimeout: 100, maxTimeout: 1000 } : 0,
+      })
+      .catch(async (err: unknown) => {
+        if (cache.sharing === "private") return undefined;
+        throw err;
+      });
+    if (lock) {
+      cleanups.push(lock);
+    } else {
+      // Held by another build: this one gets its own copy, thrown away afterwards.
+      const copy = path.join(ctx.stateDir, "cache-copies", randomBytes(8).toString("hex"));
+      await mkdir(path.dirname(copy), { recursive: true });
+      await cp(data, copy, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true });
+      cleanups.push(() => rm(copy, { recursive: true, force: true }));
+      data = copy;
+    }
+  }
+  return { destination: mount.target, source: data, type: "bind", readonly: mount.readonly };
+}
+
+/** A secret is a file in the step's state directory (never in a layer, the cache or the log), or an env variable. */
+async function secretMount(
+  mount: ExecMount,
+  ctx: OpContext,
+  env: string[],
+  cleanups: (() => Promise<void>)[],
+): Promise<SandboxMount | undefined> {
+  const secret = mount.secret!;
+  const source = ctx.secrets[secret.id];
+  if (source === undefined) {
+    if (secret.required) throw new MissingSecretError("secret", secret.id);
+    return undefined;
+  }
+  const value =
+    source.file !== undefined
+      ? await readFile(source.file)
+      : Buffer.from(process.env[source.env ?? ""] ?? "");
+  if (secret.env !== undefined) {
+    env.push(`${secret.env}=${value.toString("utf8")}`);
+    if (mount.target === "") return undefined;
+  }
+  const file = path.join(ctx.stateDir, "secrets", randomBytes(12).toString("hex"));
+  await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+  await writeFile(file, value, { mode: mount.mode ?? 0o400 });
+  await chown(file, mount.uid ?? 0, mount.gid ?? 0);
+  cleanups.push(() => rm(file, { force: true }));
+  return { destination: mount.target, source: file, type: "bind", readonly: true };
+}
