@@ -21,7 +21,8 @@ function parseCommandLine(
   }
   let parsed: ReturnType<typeof parseArgs>;
   try {
-    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+    const args = spec.flagsEndAtFirstOperand ? endFlagsAtFirstOperand(argv, options) : argv;
+    parsed = parseArgs({ args, options, allowPositionals: true, strict: true });
   } catch (err) {
     throw new UsageError(
       `${(err as Error).message.replace(/\. To specify a positional.*$/s, "")}\nRun 'tbuild ${spec.name} --help' for its flags.`,
@@ -34,6 +35,39 @@ function parseCommandLine(
     help: values.help === true,
     debug: values.debug === true,
   };
+}
+
+/**
+ * `argv` with `--` inserted before the first operand, so that parseArgs takes every later word as
+ * an operand. A flag that takes a value consumes the next word unless its value is attached
+ * (`--name=x`, `-nx`); unknown flags are left for parseArgs to report.
+ */
+function endFlagsAtFirstOperand(
+  argv: string[],
+  options: Record<string, { type: "string" | "boolean"; short?: string }>,
+): string[] {
+  const shortTypes = new Map(
+    Object.values(options)
+      .filter((o) => o.short)
+      .map((o) => [o.short!, o.type]),
+  );
+  for (let i = 0; i < argv.length; i++) {
+    const word = argv[i]!;
+    if (word === "--") return argv;
+    if (word.startsWith("--")) {
+      if (!word.includes("=") && options[word.slice(2)]?.type === "string") i++;
+    } else if (word.startsWith("-") && word.length > 1) {
+      for (let c = 1; c < word.length; c++) {
+        if (shortTypes.get(word[c]!) === "string") {
+          if (c === word.length - 1) i++;
+          break;
+        }
+      }
+    } else {
+      return [...argv.slice(0, i), "--", ...argv.slice(i)];
+    }
+  }
+  return argv;
 }
 
 export async function main(argv: string[]): Promise<number> {

@@ -20,6 +20,11 @@ export interface CommandSpec {
   /** Positional arguments as shown in help, e.g. `CONTEXT`. */
   operands: string;
   flags: FlagSpec[];
+  /**
+   * Flags end at the first operand: the words after it are operands even when they look like
+   * flags, as in `tbuild run IMAGE sh -c 'exit 7'` (docker's rule for `run`).
+   */
+  flagsEndAtFirstOperand?: boolean;
   /** Loaded only when the command runs, so `--help` stays fast. */
   load: () => Promise<CommandModule>;
 }

@@ -1,0 +1,197 @@
+import { randomBytes } from "node:crypto";
+import { closeSync, openSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { TbuildError, UsageError } from "../../errors/index.js";
+import { type Image, readImageForPlatform } from "../../oci/image.js";
+import { hostPlatform, parsePlatform } from "../../oci/platform.js";
+import { defaultStoreRoot, ImageNotFoundError, openStore, type Store } from "../../oci/store/index.js";
+import { containerConfig, parseEnvFile, parseEnvFlags } from "../../runtime/config.js";
+import { type MountRequest, parseVolumeFlag } from "../../runtime/mounts.js";
+import { inUserNamespace, reexecInUserNamespace } from "../../worker/userns.js";
+import type { CommandContext, ParsedCommandLine } from "../spec.js";
+import { findLocalImage } from "../store.js";
+
+/** Signals `docker run` passes on to the container's process (its sig-proxy), as tbuild does. */
+const FORWARDED_SIGNALS: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"];
+
+export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise<number> {
+  const [imageText, ...commandArgs] = args.positionals;
+  if (imageText === undefined) throw new UsageError("tbuild run needs an IMAGE (and optionally a command)");
+  const values = args.values;
+  const network = (values.network as string | undefined) ?? "host";
+  if (network !== "host" && network !== "none" && network !== "default") {
+    throw new UsageError(`--network must be host or none, not "${network}" (bridges are not supported)`);
+  }
+  const platform = values.platform ? parsePlatform(values.platform as string) : hostPlatform();
+  const anonymousName = () => randomBytes(32).toString("hex");
+  const mounts: MountRequest[] = ((values.volume as string[] | undefined) ?? []).map((v) =>
+    parseVolumeFlag(v, ctx.cwd, anonymousName),
+  );
+  const env: string[] = [];
+  for (const file of (values["env-file"] as string[] | undefined) ?? []) {
+    env.push(...parseEnvFile(await readEnvFile(path.resolve(ctx.cwd, file), file), file, ctx.env));
+  }
+  env.push(...parseEnvFlags((values.env as string[] | undefined) ?? [], ctx.env));
+  const tty = values.tty === true;
+  const interactive = values.interactive === true;
+  if (tty && interactive && !process.stdin.isTTY) {
+    throw new UsageError("the input device is not a TTY: drop -t, or run tbuild from a terminal");
+  }
+  if (tty && !hasControllingTerminal()) {
+    throw new TbuildError(
+      "E_NOT_SUPPORTED",
+      "-t without a terminal is not supported yet (runc in the foreground needs tbuild's own terminal): run tbuild in a terminal, or drop -t",
+    );
+  }
+
+  // Everything below touches snapshots: an unprivileged user re-runs this command as root of a
+  // user namespace over its subordinate ids (and the re-run does all of it, the pull included).
+  const code = await reexecInUserNamespace(process.argv.slice(2), ctx.env);
+  if (code !== undefined) return code;
+
+  const store = await openStore(defaultStoreRoot(ctx.env));
+  const { image, name: imageName } = await resolveImage(store, imageText, platform, ctx);
+  const config = containerConfig(image.config.config ?? {}, {
+    ...(values.entrypoint !== undefined ? { entrypoint: values.entrypoint as string } : {}),
+    args: commandArgs,
+    env,
+    ...(values.workdir !== undefined ? { workingDir: values.workdir as string } : {}),
+    ...(values.user !== undefined ? { user: values.user as string } : {}),
+    anonymousVolumes: mounts.filter((m) => m.kind === "volume" && m.anonymous).map((m) => m.destination),
+  });
+
+  const { Container } = await import("../../runtime/container.js");
+  const container = await Container.create(store, {
+    image,
+    imageName,
+    config,
+    mounts,
+    network: network === "none" ? "none" : "host",
+    tty,
+    interactive,
+    remove: values.rm === true,
+    ...(values.name !== undefined ? { name: values.name as string } : {}),
+    warn: ctx.warn,
+  });
+
+  // Once the process runs, a signal to tbuild is the container's (docker's sig-proxy): the CLI's own
+  // handlers, which cancel the command, are set aside until it ends.
+  const saved = FORWARDED_SIGNALS.map((signal) => [signal, process.listeners(signal)] as const);
+  const forward = (signal: NodeJS.Signals) => {
+    container.kill(signal);
+  };
+  let forwarding = false;
+  const startForwarding = () => {
+    forwarding = true;
+    for (const [signal, listeners] of saved) {
+      for (const listener of listeners) process.off(signal, listener);
+      process.on(signal, forward);
+    }
+  };
+  const abort = new AbortController();
+  const stopWatching = watchParent(abort);
+  try {
+    const exit = await container.run({
+      stdin: interactive ? "inherit" : "ignore",
+      stdout: "inherit",
+      stderr: "inherit",
+      signal: AbortSignal.any([ctx.signal, abort.signal]),
+      onStart: startForwarding,
+    });
+    return exit.exitCode;
+  } catch (err) {
+    // Interrupted before the process started (while unpacking, say): the user's own doing.
+    if (ctx.signal.aborted && !(err instanceof TbuildError)) {
+      throw new TbuildError("E_INTERRUPTED", `${(ctx.signal.reason as Error)?.message ?? "interrupted"}`, {
+        exitCode: 130,
+      });
+    }
+    throw err;
+  } finally {
+    stopWatching();
+    if (forwarding) {
+      for (const [signal, listeners] of saved) {
+        process.off(signal, forward);
+        for (const listener of listeners) process.on(signal, listener as (signal: NodeJS.Signals) => void);
+      }
+    }
+  }
+}
+
+/**
+ * In tbuild's user namespace this process was started by the tbuild the user ran, which passes
+ * signals on but cannot clean up if it is killed outright: when it is gone (this process has a new
+ * parent), the container is stopped here, and the namespace's mounts vanish as this process exits.
+ */
+function watchParent(abort: AbortController): () => void {
+  if (!inUserNamespace()) return () => {};
+  const parent = process.ppid;
+  const timer = setInterval(() => {
+    if (process.ppid !== parent)
+      abort.abort(new TbuildError("E_INTERRUPTED", "tbuild was killed; the container was stopped"));
+  }, 250);
+  timer.unref();
+  return () => clearInterval(timer);
+}
+
+/** Whether this process has a controlling terminal, which runc's foreground console mode uses. */
+function hasControllingTerminal(): boolean {
+  try {
+    closeSync(openSync("/dev/tty", "r"));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function readEnvFile(file: string, shown: string): Promise<string> {
+  try {
+    return await readFile(file, "utf8");
+  } catch (err) {
+    throw new UsageError(
+      `--env-file ${shown}: cannot read it (${(err as NodeJS.ErrnoException).code ?? err})`,
+    );
+  }
+}
+
+/**
+ * The image `text` names, for `platform`: from the local store first (a name or an image ID), else
+ * pulled from its registry as `tbuild pull` would (the registry client is loaded only then).
+ */
+async function resolveImage(
+  store: Store,
+  text: string,
+  platform: ReturnType<typeof hostPlatform>,
+  ctx: CommandContext,
+): Promise<{ image: Image; name: string }> {
+  try {
+    const record = await findLocalImage(store, text);
+    const image = await readImageForPlatform(store.content, record.descriptor, platform, record.name);
+    return { image, name: text };
+  } catch (err) {
+    if (!(err instanceof ImageNotFoundError)) throw err;
+  }
+  const [{ pullImage }, { loadConfig }, { parseReference }] = await Promise.all([
+    import("../../oci/registry/index.js"),
+    import("../config.js"),
+    import("../../oci/reference.js"),
+  ]);
+  const config = await loadConfig(ctx.env);
+  ctx.stderr.write(`Unable to find image '${text}' locally; pulling it\n`);
+  const pulled = await pullImage(store, parseReference(text), {
+    platform,
+    hosts: config.registries,
+    configPath: config.path,
+    env: ctx.env,
+    signal: ctx.signal,
+    warn: ctx.warn,
+  });
+  const image = await readImageForPlatform(
+    store.content,
+    pulled.index ?? pulled.descriptor,
+    platform,
+    pulled.name,
+  );
+  return { image, name: text };
+}

@@ -1,0 +1,146 @@
+/**
+ * `docker commit`: a container's writable layer, diffed into a layer tar, stacked on the layers of
+ * the image it ran, with the container's config (the image's plus the run flags, plus `--change`
+ * instructions) and a history entry naming the command. The image keeps its manifest's media type
+ * family (OCI or Docker schema 2), so the new manifest reads like the old one.
+ */
+import { type Image, readImage } from "../oci/image.js";
+import { writeLayer } from "../oci/layer.js";
+import {
+  type ContainerConfig,
+  type Descriptor,
+  type ImageConfig,
+  type Manifest,
+  MediaType,
+} from "../oci/spec.js";
+import type { Store } from "../oci/store/index.js";
+import { Snapshotter } from "../worker/snapshot/index.js";
+import { mergeEnv } from "./config.js";
+import type { ContainerRecord } from "./containers.js";
+
+/** The diff_id of a tar with no entries (two zero blocks): docker's "empty layer". */
+export const EMPTY_LAYER_DIFF_ID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
+
+export interface CommitOptions {
+  /** What `--change` instructions set, applied over the container's config (see applyConfigChanges). */
+  changes?: ContainerConfig;
+  comment?: string;
+  author?: string;
+  /** RFC 3339: the image's and the history entry's `created`. */
+  created: string;
+  /** Clamp the layer's timestamps to SOURCE_DATE_EPOCH. */
+  sourceDateEpoch?: number;
+  signal?: AbortSignal;
+}
+
+export interface CommittedImage {
+  descriptor: Descriptor;
+  manifest: Manifest;
+  config: ImageConfig;
+  /** False when the container changed nothing: no layer was added (history says `empty_layer`). */
+  addedLayer: boolean;
+}
+
+/** Makes the image; the caller names it in the image store. */
+export async function commitContainer(
+  store: Store,
+  record: ContainerRecord,
+  options: CommitOptions,
+): Promise<CommittedImage> {
+  const base = await readImage(store.content, record.image.descriptor);
+  const snapshotter = new Snapshotter(store.root, store.content);
+  const lowers = await snapshotter.prepareImage(base, options.signal);
+  const writable = await snapshotter.openWritable(record.id, lowers);
+  let layer: Awaited<ReturnType<typeof writeLayer>>;
+  try {
+    layer = await writeLayer(
+      store.content,
+      writable.diff(
+        options.sourceDateEpoch !== undefined ? { sourceDateEpoch: options.sourceDateEpoch } : {},
+      ),
+      { compression: "gzip", ...(options.signal ? { signal: options.signal } : {}) },
+    );
+  } finally {
+    await writable.release();
+  }
+  const addedLayer = layer.diffId !== EMPTY_LAYER_DIFF_ID;
+  const config = committedConfig(base, record, options, addedLayer ? layer.diffId : undefined);
+  const docker =
+    base.manifest.mediaType === MediaType.dockerManifest ||
+    base.descriptor.mediaType === MediaType.dockerManifest;
+  const layerDescriptor: Descriptor = {
+    ...layer.descriptor,
+    ...(docker ? { mediaType: MediaType.dockerLayerGzip } : {}),
+  };
+  const configBlob = await store.content.writeBytes(Buffer.from(JSON.stringify(config)));
+  const manifest: Manifest = {
+    schemaVersion: 2,
+    mediaType: docker ? MediaType.dockerManifest : MediaType.ociManifest,
+    config: { mediaType: base.manifest.config.mediaType, ...configBlob },
+    layers: [...base.manifest.layers, ...(addedLayer ? [layerDescriptor] : [])],
+  };
+  const manifestBlob = await store.content.writeBytes(Buffer.from(JSON.stringify(manifest)));
+  return {
+    descriptor: { mediaType: manifest.mediaType!, ...manifestBlob },
+    manifest,
+    config,
+    addedLayer,
+  };
+}
+
+function committedConfig(
+  base: Image,
+  record: ContainerRecord,
+  options: CommitOptions,
+  diffId: string | undefined,
+): ImageConfig {
+  const container = applyConfigChanges(record.config, options.changes ?? {});
+  const history = {
+    created: options.created,
+    // Docker names the step by the container's Cmd, joined with spaces.
+    created_by: (record.config.Cmd ?? []).join(" "),
+    ...(options.author !== undefined ? { author: options.author } : {}),
+    ...(options.comment !== undefined ? { comment: options.comment } : {}),
+    ...(diffId === undefined ? { empty_layer: true } : {}),
+  };
+  const { author: _author, ...rest } = base.config;
+  return {
+    ...rest,
+    created: options.created,
+    ...(options.author !== undefined ? { author: options.author } : {}),
+    config: container,
+    rootfs: { type: "layers", diff_ids: [...base.config.rootfs.diff_ids, ...(diffId ? [diffId] : [])] },
+    history: [...(base.config.history ?? []), history],
+  };
+}
+
+/**
+ * `changes` over `config` as docker's commit applies `--change`: ENV entries replace those of the
+ * same name, LABEL, EXPOSE and VOLUME add to what is there, ONBUILD appends, and the rest
+ * (CMD, ENTRYPOINT, USER, WORKDIR, STOPSIGNAL) replace; an ENTRYPOINT without a CMD clears Cmd.
+ */
+export function applyConfigChanges(config: ContainerConfig, changes: ContainerConfig): ContainerConfig {
+  const result: ContainerConfig = structuredClone(config);
+  for (const key of Object.keys(changes) as (keyof ContainerConfig)[]) {
+    switch (key) {
+      case "Env":
+        result.Env = mergeEnv(result.Env ?? [], changes.Env ?? []);
+        break;
+      case "Labels":
+        result.Labels = { ...result.Labels, ...changes.Labels };
+        break;
+      case "ExposedPorts":
+        result.ExposedPorts = { ...result.ExposedPorts, ...changes.ExposedPorts };
+        break;
+      case "Volumes":
+        result.Volumes = { ...result.Volumes, ...changes.Volumes };
+        break;
+      case "OnBuild":
+        result.OnBuild = [...(result.OnBuild ?? []), ...(changes.OnBuild ?? [])];
+        break;
+      default:
+        (result as Record<string, unknown>)[key] = structuredClone(changes[key]);
+    }
+  }
+  return result;
+}

@@ -1,0 +1,304 @@
+/**
+ * A container: an image's layers (the worker's unpacked snapshots, shared with builds) under a
+ * writable overlay, volumes and bind mounts, and one process in the worker's sandbox (runc). The
+ * container is recorded in the store while it runs and, unless `remove`, after it exits, with its
+ * writable layer kept for `commit`.
+ *
+ * The caller must have worker privileges (root, or root of tbuild's user namespace).
+ */
+import { mkdir, rm, stat } from "node:fs/promises";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { TbuildError } from "../errors/index.js";
+import type { Image } from "../oci/image.js";
+import type { ContainerConfig } from "../oci/spec.js";
+import type { Store } from "../oci/store/index.js";
+import { findRunc, runInSandbox, type SandboxMount, type SandboxProcess } from "../worker/sandbox/index.js";
+import { Snapshotter, type WritableMount } from "../worker/snapshot/index.js";
+import { inUserNamespace } from "../worker/userns.js";
+import { processArgs } from "./config.js";
+import {
+  type ContainerRecord,
+  ContainerStore,
+  currentState,
+  newContainerId,
+  processStartTime,
+} from "./containers.js";
+import { Guard } from "./guard.js";
+import type { MountRequest } from "./mounts.js";
+import { seedVolume, VolumeStore } from "./volumes.js";
+
+export interface ContainerOptions {
+  image: Image;
+  /** The image as the user named it (shown by `ps`). */
+  imageName: string;
+  /** The container's config: the image's with the run flags applied (runtime/config.ts). */
+  config: ContainerConfig;
+  mounts: MountRequest[];
+  network: "host" | "none";
+  tty: boolean;
+  interactive: boolean;
+  /** `--rm`: forget the container, its writable layer and its anonymous volumes when it exits. */
+  remove: boolean;
+  name?: string;
+  warn?: (message: string) => void;
+}
+
+export interface ContainerIO {
+  stdin: NodeJS.ReadableStream | "inherit" | "ignore";
+  stdout: NodeJS.WritableStream | "inherit";
+  stderr: NodeJS.WritableStream | "inherit";
+  /** Aborting stops the container (SIGTERM, then SIGKILL a second later) and cleans up. */
+  signal?: AbortSignal;
+  /** Called once the container's process is starting: from then on `kill` reaches it. */
+  onStart?: () => void;
+}
+
+export interface ContainerExit {
+  /** The process's exit code, or 128 + the signal number when a signal ended it (as docker reports). */
+  exitCode: number;
+  signal?: NodeJS.Signals;
+}
+
+export class Container {
+  readonly store: Store;
+  readonly record: ContainerRecord;
+  private readonly options: ContainerOptions;
+  private readonly containers: ContainerStore;
+  private process?: SandboxProcess;
+  private started = false;
+
+  private constructor(
+    store: Store,
+    containers: ContainerStore,
+    record: ContainerRecord,
+    options: ContainerOptions,
+  ) {
+    this.store = store;
+    this.containers = containers;
+    this.record = record;
+    this.options = options;
+  }
+
+  get id(): string {
+    return this.record.id;
+  }
+
+  /** Records a new container (its process is checked to exist in the config first). */
+  static async create(store: Store, options: ContainerOptions): Promise<Container> {
+    const [argv0, ...args] = processArgs(options.config, options.imageName);
+    const containers = new ContainerStore(store.root);
+    const record = await containers.create(
+      {
+        id: newContainerId(),
+        created: new Date().toISOString(),
+        image: { name: options.imageName, descriptor: options.image.descriptor },
+        config: options.config,
+        path: argv0!,
+        args,
+        mounts: options.mounts,
+        network: options.network,
+        tty: options.tty,
+        interactive: options.interactive,
+        state: { status: "created" },
+      },
+      options.name,
+    );
+    return new Container(store, containers, record, options);
+  }
+
+  /** Runs the container's process to its end; resolves to its exit. A container runs once. */
+  async run(io: ContainerIO): Promise<ContainerExit> {
+    if (this.started)
+      throw new TbuildError("E_CONTAINER_STARTED", `container ${this.record.name} has already run`);
+    this.started = true;
+    const { record, options, store } = this;
+    const snapshotter = new Snapshotter(store.root, store.content);
+    const volumes = new VolumeStore(store.root);
+    const stateDir = path.join(this.containers.containerDir(record.id), "sandbox");
+    const sandboxId = record.id.slice(0, 32);
+    let writable: WritableMount | undefined;
+    let guard: Guard | undefined;
+    let exit: ContainerExit | undefined;
+    try {
+      const lowers = await snapshotter.prepareImage(options.image, io.signal);
+      writable = await snapshotter.mountWritable(lowers, { id: record.id, persistent: !options.remove });
+      // Should tbuild die without cleaning up (SIGKILL), the guard kills the container and unmounts.
+      const runc = findRunc();
+      guard = Guard.start({
+        runc,
+        // runInSandbox keeps runc's state in <stateDir>/<id>/runc.
+        runcRoot: path.join(stateDir, sandboxId, "runc"),
+        sandboxId,
+        rootless: inUserNamespace(),
+        rootfs: writable.rootfs,
+        remove: [
+          stateDir,
+          ...(options.remove ? [path.dirname(writable.rootfs), this.containers.containerDir(record.id)] : []),
+        ],
+      });
+      const mounts = await this.prepareMounts(writable.rootfs, volumes, io.signal);
+      const pidStartTime = processStartTime(process.pid);
+      record.state = {
+        status: "running",
+        pid: process.pid,
+        ...(pidStartTime !== undefined ? { pidStartTime } : {}),
+        startedAt: new Date().toISOString(),
+      };
+      await this.containers.write(record);
+      const result = await runInSandbox(
+        {
+          rootfs: writable.rootfs,
+          args: [record.path, ...record.args],
+          env: record.config.Env ?? [],
+          cwd: record.config.WorkingDir || "/",
+          user: record.config.User ?? "",
+          hostname: record.id.slice(0, 12),
+          network: options.network,
+          mounts,
+          terminal: options.tty,
+        },
+        {
+          stateDir,
+          id: sandboxId,
+          stdin: io.stdin,
+          stdout: io.stdout,
+          stderr: io.stderr,
+          ...(io.signal ? { signal: io.signal } : {}),
+          onStart: (process) => {
+            this.process = process;
+            io.onStart?.();
+          },
+        },
+      );
+      exit = { exitCode: result.exitCode, ...(result.signal ? { signal: result.signal } : {}) };
+      return exit;
+    } finally {
+      this.process = undefined;
+      await writable?.release();
+      await rm(stateDir, { recursive: true, force: true });
+      if (options.remove) {
+        await this.removeAnonymousVolumes(volumes);
+        await this.containers.remove(record);
+      } else {
+        record.state = {
+          status: "exited",
+          ...(record.state.startedAt ? { startedAt: record.state.startedAt } : {}),
+          finishedAt: new Date().toISOString(),
+          ...(exit ? { exitCode: exit.exitCode } : {}),
+        };
+        await this.containers.write(record);
+      }
+      guard?.stop();
+    }
+  }
+
+  /**
+   * Sends a signal to the container's process (runc passes it on). Before `onStart` and after the
+   * end there is no process: returns false.
+   */
+  kill(signal: NodeJS.Signals): boolean {
+    if (this.process === undefined) return false;
+    this.process.kill(signal);
+    return true;
+  }
+
+  /** Volumes made (and seeded from the image when empty), bind sources checked: the sandbox's mounts. */
+  private async prepareMounts(
+    rootfs: string,
+    volumes: VolumeStore,
+    signal?: AbortSignal,
+  ): Promise<SandboxMount[]> {
+    const mounts: SandboxMount[] = [];
+    for (const mount of this.options.mounts) {
+      let source: string;
+      if (mount.kind === "bind") {
+        source = mount.source;
+        // Docker makes a missing host directory for -v; so does tbuild.
+        const info = await stat(source).catch(() => undefined);
+        if (info === undefined) await mkdir(source, { recursive: true });
+      } else {
+        const volume = await volumes.open(mount.name);
+        if (volume.empty && !mount.noCopy)
+          await seedVolume(rootfs, mount.destination, volume.dataDir, signal);
+        source = volume.dataDir;
+      }
+      mounts.push({
+        destination: mount.destination,
+        source,
+        type: "bind",
+        ...(mount.readonly ? { readonly: true } : {}),
+      });
+    }
+    return mounts;
+  }
+
+  private async removeAnonymousVolumes(volumes: VolumeStore): Promise<void> {
+    for (const mount of this.options.mounts) {
+      if (mount.kind === "volume" && mount.anonymous) await volumes.remove(mount.name);
+    }
+  }
+}
+
+/** A running container cannot be removed without `force`. */
+export class ContainerRunningError extends TbuildError {
+  constructor(name: string) {
+    super(
+      "E_CONTAINER_RUNNING",
+      `container ${name} is running: stop it first (end its process), or remove it anyway with 'tbuild rm -f ${name}'`,
+    );
+  }
+}
+
+/** How long `rm -f` waits for a killed container's guard to have stopped it and unmounted. */
+const FORCED_STOP_TIMEOUT_MS = 15_000;
+
+/**
+ * Removes a kept container: its writable layer, its anonymous volumes, its record. A running one
+ * is refused unless `force`, which kills the tbuild process running it; that process's guard then
+ * kills the container and unmounts (the guard, in the container's own namespaces, is the one
+ * process sure to be allowed to).
+ */
+export async function removeContainer(
+  store: Store,
+  record: ContainerRecord,
+  options: { force: boolean },
+): Promise<void> {
+  const containers = new ContainerStore(store.root);
+  const state = currentState(record);
+  if (state.status === "running") {
+    if (!options.force) throw new ContainerRunningError(record.name);
+    await stopForcibly(record, containers);
+  }
+  const snapshotter = new Snapshotter(store.root, store.content);
+  await snapshotter.removeWritable(record.id);
+  const volumes = new VolumeStore(store.root);
+  for (const mount of record.mounts) {
+    if (mount.kind === "volume" && mount.anonymous) await volumes.remove(mount.name);
+  }
+  await containers.remove(record);
+}
+
+async function stopForcibly(record: ContainerRecord, containers: ContainerStore): Promise<void> {
+  const pid = record.state.pid!;
+  try {
+    process.kill(pid, "SIGKILL");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ESRCH") throw err;
+  }
+  const stateDir = path.join(containers.containerDir(record.id), "sandbox");
+  const deadline = Date.now() + FORCED_STOP_TIMEOUT_MS;
+  while (processStartTime(pid) === record.state.pidStartTime || (await exists(stateDir))) {
+    if (Date.now() > deadline) {
+      throw new TbuildError(
+        "E_CONTAINER_STOP",
+        `container ${record.name} did not stop within ${FORCED_STOP_TIMEOUT_MS / 1000} s of killing tbuild process ${pid}; run 'tbuild rm -f ${record.name}' again`,
+      );
+    }
+    await sleep(50);
+  }
+}
+
+async function exists(file: string): Promise<boolean> {
+  return (await stat(file).catch(() => undefined)) !== undefined;
+}

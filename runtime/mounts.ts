@@ -1,0 +1,76 @@
+/**
+ * `-v` as docker reads it on Linux: `SRC:DST[:OPTIONS]`, where SRC is a host path (absolute, or
+ * relative starting with `.`) for a bind mount or a name for a volume kept in the store, and `DST`
+ * alone is an anonymous volume.
+ */
+import path from "node:path";
+import { TbuildError, UsageError } from "../errors/index.js";
+
+export type MountRequest =
+  | { kind: "bind"; source: string; destination: string; readonly: boolean }
+  | {
+      kind: "volume";
+      /** A random name for an anonymous volume, which the container owns. */
+      name: string;
+      destination: string;
+      readonly: boolean;
+      anonymous: boolean;
+      /** `nocopy`: an empty volume is not seeded from the image. */
+      noCopy: boolean;
+    };
+
+/** Docker's rule for volume names. */
+const VOLUME_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]+$/;
+const MODES = new Set(["ro", "rw", "nocopy"]);
+
+/** Parses one `-v` value; `cwd` resolves relative host paths; `anonymousName` names `-v /dst`. */
+export function parseVolumeFlag(text: string, cwd: string, anonymousName: () => string): MountRequest {
+  const parts = text.split(":");
+  let source: string | undefined;
+  let destination: string;
+  let options: string[] = [];
+  if (parts.length === 1) {
+    destination = parts[0]!;
+  } else if (
+    parts.length === 2 &&
+    parts[1]!.split(",").every((o) => MODES.has(o)) &&
+    parts[0]!.startsWith("/")
+  ) {
+    destination = parts[0]!;
+    options = parts[1]!.split(",");
+  } else if (parts.length === 2 || parts.length === 3) {
+    source = parts[0]!;
+    destination = parts[1]!;
+    options = parts.length === 3 ? parts[2]!.split(",") : [];
+  } else {
+    throw new UsageError(`-v ${text}: expected SRC:DST[:OPTIONS], NAME:DST[:OPTIONS] or DST`);
+  }
+  if (!destination.startsWith("/")) {
+    throw new UsageError(`-v ${text}: the container path ${JSON.stringify(destination)} must be absolute`);
+  }
+  destination = path.posix.normalize(destination);
+  if (destination === "/") throw new UsageError(`-v ${text}: cannot mount over the container's root`);
+  for (const option of options) {
+    if (!MODES.has(option)) {
+      throw new TbuildError(
+        "E_NOT_SUPPORTED",
+        `-v ${text}: the mount option ${JSON.stringify(option)} is not supported yet (supported: ro, rw, nocopy)`,
+      );
+    }
+  }
+  const readonly = options.includes("ro") && !options.includes("rw");
+  const noCopy = options.includes("nocopy");
+  if (source === undefined) {
+    return { kind: "volume", name: anonymousName(), destination, readonly, anonymous: true, noCopy };
+  }
+  if (source.startsWith("/") || source.startsWith(".")) {
+    if (noCopy) throw new UsageError(`-v ${text}: nocopy applies to volumes, not to host paths`);
+    return { kind: "bind", source: path.resolve(cwd, source), destination, readonly };
+  }
+  if (!VOLUME_NAME.test(source)) {
+    throw new UsageError(
+      `-v ${text}: ${JSON.stringify(source)} is neither a host path (absolute, or starting with ".") nor a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]+)`,
+    );
+  }
+  return { kind: "volume", name: source, destination, readonly, anonymous: false, noCopy };
+}
