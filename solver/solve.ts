@@ -117,6 +117,17 @@ export async function solve(
     return known;
   };
 
+  // A cached result stands for every step below it too: none of them runs, and progress says so
+  // for each, inputs first, as BuildKit's does.
+  const reported = new Set<VertexDigest>();
+  const markCached = (digest: VertexDigest) => {
+    if (reported.has(digest)) return;
+    reported.add(digest);
+    for (const input of vertexOf(digest).inputs) if (!results.has(input)) markCached(input);
+    cached.push(digest);
+    emit({ type: "vertex.cached", digest, info: infoOf(digest) });
+  };
+
   const produce = async (digest: VertexDigest): Promise<FsResult> => {
     const vertex = vertexOf(digest);
     const info = infoOf(digest);
@@ -124,8 +135,7 @@ export async function solve(
     if (options.cache && !isForced(digest)) {
       const hit = options.cache.get(key);
       if (hit && (await layersPresent(hit.result, options.hasBlob))) {
-        cached.push(digest);
-        emit({ type: "vertex.cached", digest, info });
+        markCached(digest);
         return hit.result;
       }
     }

@@ -43,7 +43,6 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   const progressMode = progressModeOf(
     text(values, "progress") ?? ctx.env.TBUILD_PROGRESS,
     values.quiet === true,
-    ctx,
   );
 
   // Unprivileged: the whole build runs again inside a user namespace over the user's subuids.
@@ -128,8 +127,10 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
     if (progressMode === "quiet") ctx.stdout.write(`${exported.digest}\n`);
     else {
       const seconds = ((performance.now() - started) / 1000).toFixed(1);
+      // Steps are what the Dockerfile says; reading the context and the like are not counted.
+      const steps = (digests: string[]) => digests.filter((d) => !lowered.graph.info[d]?.internal).length;
       ctx.stderr.write(
-        `built in ${seconds}s: ${solved.ran.length} step(s) ran, ${solved.cached.length} cached; image ${exported.digest}` +
+        `built in ${seconds}s: ${steps(solved.ran)} step(s) ran, ${steps(solved.cached)} cached; image ${exported.digest}` +
           (exported.names.length ? ` named ${exported.names.join(", ")}` : "") +
           "\n",
       );
@@ -174,6 +175,8 @@ async function exportBuild(
     outcome = await exporters.exportImage(store, assembled, result, request, {
       signal: ctx.signal,
       warn: ctx.warn,
+      registry,
+      stdout: ctx.stdout,
     });
   }
   const iidfile = text(values, "iidfile");
@@ -185,11 +188,7 @@ async function exportBuild(
 
 const nullStream = { write: () => true } as unknown as NodeJS.WritableStream;
 
-function progressModeOf(
-  mode: string | undefined,
-  quiet: boolean,
-  ctx: CommandContext,
-): "plain" | "rawjson" | "quiet" {
+function progressModeOf(mode: string | undefined, quiet: boolean): "plain" | "rawjson" | "quiet" {
   if (quiet) return "quiet";
   switch (mode ?? "auto") {
     case "auto":

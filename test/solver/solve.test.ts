@@ -111,7 +111,7 @@ describe("solve", () => {
     expect(serial.maxRunning).toBe(1);
   });
 
-  it("an unchanged rebuild runs nothing and reuses the final result directly", async () => {
+  it("an unchanged rebuild runs nothing, reuses the final result directly and reports every step cached", async () => {
     const { content, cache, hasBlob } = fixture();
     const { graph, step } = graphBuilder();
     const root = step("two", step("one"));
@@ -126,7 +126,8 @@ describe("solve", () => {
     });
     expect(again.runs).toEqual([]);
     expect(second.result).toEqual(first.result);
-    expect(events.map((e) => e.type)).toEqual(["vertex.cached"]);
+    expect(events.map((e) => e.type)).toEqual(["vertex.cached", "vertex.cached"]);
+    expect(events.map((e) => (e.type === "vertex.cached" ? e.info.name : ""))).toEqual(["one", "two"]);
   });
 
   it("a changed input re-runs only the steps that depend on it", async () => {

@@ -1,0 +1,222 @@
+import { execFileSync, spawnSync } from "node:child_process";
+import { chmodSync, cpSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { beforeAll, describe, expect, it } from "vitest";
+import { projectRoot, tbuild } from "../helpers/cli.js";
+import { FIXED_EPOCH, importBusybox } from "../helpers/images.js";
+import { startRegistry } from "../helpers/registry.js";
+import { tempDirs } from "../helpers/temp.js";
+
+const tempDir = tempDirs();
+
+/** A store holding the busybox base image, shared by this file's builds (each build names its own image). */
+let storeRoot: string;
+beforeAll(async () => {
+  storeRoot = tempDir("build-store");
+  await importBusybox(storeRoot, "busybox");
+});
+
+function context(files: Record<string, string>): string {
+  const dir = tempDir("build-ctx");
+  for (const [name, text] of Object.entries(files)) {
+    mkdirSync(path.dirname(path.join(dir, name)), { recursive: true });
+    writeFileSync(path.join(dir, name), text);
+  }
+  return dir;
+}
+
+function build(args: string[], env: NodeJS.ProcessEnv = {}) {
+  return tbuild(["build", "--progress=plain", ...args], { env: { TBUILD_ROOT: storeRoot, ...env } });
+}
+
+function runImage(image: string, ...command: string[]) {
+  return tbuild(["run", "--rm", image, ...command], { env: { TBUILD_ROOT: storeRoot } });
+}
+
+describe("tbuild build", () => {
+  it("builds examples/hello into an image that runs", () => {
+    const built = build(["-t", "hello:test", path.join(projectRoot, "examples/hello")]);
+    expect(built.status, built.stderr).toBe(0);
+    const ran = runImage("hello:test");
+    expect(ran.stdout).toBe("hello from tbuild\n");
+  });
+
+  it("an unchanged rebuild runs nothing and prints one #N CACHED per step", () => {
+    const dir = context({ Dockerfile: "FROM busybox\nRUN echo one > /one\nRUN echo two > /two\n" });
+    expect(build(["-t", "cached:1", dir]).status).toBe(0);
+    const again = build(["-t", "cached:1", dir]);
+    expect(again.status, again.stderr).toBe(0);
+    expect(again.stderr.match(/^#\d+ CACHED$/gm)).toHaveLength(3);
+    expect(again.stderr).toContain("0 step(s) ran");
+  });
+
+  it("a changed file re-runs only the steps that depend on it; an mtime-only change keeps the cache", () => {
+    const dir = context({
+      Dockerfile: "FROM busybox\nRUN echo tools > /tools\nCOPY app.txt /app.txt\nRUN cat /app.txt > /copy\n",
+      "app.txt": "v1\n",
+    });
+    expect(build(["-t", "changed:1", dir]).status).toBe(0);
+    execFileSync("touch", ["-d", "2001-01-01", path.join(dir, "app.txt")]);
+    expect(build(["-t", "changed:1", dir]).stderr).toContain("0 step(s) ran");
+    writeFileSync(path.join(dir, "app.txt"), "v2\n");
+    const rebuilt = build(["-t", "changed:1", dir]);
+    expect(rebuilt.stderr).toContain("2 step(s) ran");
+    expect(rebuilt.stderr).toMatch(/\[2\/4\] RUN echo tools > \/tools\n#\d+ CACHED/);
+    expect(runImage("changed:1", "cat", "/copy").stdout).toBe("v2\n");
+  });
+
+  it("a fresh copy of the same sources hits the cache", () => {
+    const dir = context({
+      Dockerfile: "FROM busybox\nCOPY . /src\nRUN ls /src > /listing\n",
+      "a.txt": "a\n",
+    });
+    expect(build(["-t", "fresh:1", dir]).status).toBe(0);
+    const copy = tempDir("build-clone");
+    cpSync(dir, copy, { recursive: true, preserveTimestamps: false });
+    expect(build(["-t", "fresh:1", copy]).stderr).toContain("0 step(s) ran");
+  });
+
+  it("a failing RUN exits 1 naming the step, its line, the exit code and its last output", () => {
+    const dir = context({ Dockerfile: "FROM busybox\n\nRUN echo about to fail && exit 3\n" });
+    const failed = build(["-t", "fails:1", dir]);
+    expect(failed.status).toBe(1);
+    expect(failed.stderr).toContain("Dockerfile:3");
+    expect(failed.stderr).toContain("exit code: 3");
+    expect(failed.stderr).toContain("about to fail");
+    expect(failed.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it("a COPY source that does not exist names the path and the line", () => {
+    const dir = context({ Dockerfile: "FROM busybox\nCOPY missing.txt /x\n" });
+    const failed = build(["-t", "missing:1", dir]);
+    expect(failed.status).toBe(1);
+    expect(failed.stderr).toContain("missing.txt");
+    expect(failed.stderr).toContain("Dockerfile:2");
+  });
+
+  it("a required secret that was not given is an error before anything runs", () => {
+    const dir = context({
+      Dockerfile:
+        "FROM busybox\nRUN touch /ran\nRUN --mount=type=secret,id=token,required=true cat /run/secrets/token\n",
+    });
+    const failed = build(["-t", "nosecret:1", dir]);
+    expect(failed.status).toBe(1);
+    expect(failed.stderr).toContain('secret "token"');
+    expect(failed.stderr).toContain("--secret id=token");
+    expect(failed.stderr).not.toContain("RUN touch /ran\n#");
+  });
+
+  it("a secret reaches RUN but never a layer", () => {
+    const secret = path.join(tempDir("secret"), "token");
+    writeFileSync(secret, "s3cr3t-value");
+    const dir = context({
+      Dockerfile: "FROM busybox\nRUN --mount=type=secret,id=token wc -c < /run/secrets/token > /length\n",
+    });
+    const built = build([
+      "-t",
+      "secret:1",
+      "--secret",
+      `id=token,src=${secret}`,
+      "-o",
+      `type=tar,dest=${path.join(dir, "fs.tar")}`,
+      dir,
+    ]);
+    expect(built.status, built.stderr).toBe(0);
+    expect(runImage("secret:1", "cat", "/length").stdout.trim()).toBe("12");
+    const layers = execFileSync(
+      "sh",
+      ["-c", `cat ${storeRoot}/blobs/sha256/* | gzip -dcf 2>/dev/null | strings`],
+      {
+        encoding: "utf8",
+        maxBuffer: 256 * 1024 * 1024,
+      },
+    );
+    expect(layers).not.toContain("s3cr3t-value");
+    expect(readFileSync(path.join(dir, "fs.tar")).includes("s3cr3t-value")).toBe(false);
+  });
+
+  it("a cache mount keeps its contents across builds, even with --no-cache", () => {
+    const dir = context({
+      Dockerfile:
+        "FROM busybox\nRUN --mount=type=cache,target=/cache echo x >> /cache/log && wc -l < /cache/log > /count\n",
+    });
+    expect(build(["-t", "cachemount:1", dir]).status).toBe(0);
+    const again = build(["-t", "cachemount:1", "--no-cache", dir]);
+    expect(again.status, again.stderr).toBe(0);
+    expect(runImage("cachemount:1", "cat", "/count").stdout.trim()).toBe("2");
+  });
+
+  it("SOURCE_DATE_EPOCH makes the same inputs give the same manifest digest in two empty stores", async () => {
+    const dir = context({ Dockerfile: "FROM busybox\nRUN echo same > /same\nCOPY f /f\n", f: "content\n" });
+    const digests: string[] = [];
+    for (const store of [tempDir("repro-a"), tempDir("repro-b")]) {
+      await importBusybox(store, "busybox");
+      const iid = path.join(store, "iid");
+      const built = tbuild(["build", "-t", "repro:1", "--iidfile", iid, dir], {
+        env: { TBUILD_ROOT: store, SOURCE_DATE_EPOCH: String(FIXED_EPOCH) },
+      });
+      expect(built.status, built.stderr).toBe(0);
+      digests.push(readFileSync(iid, "utf8").trim());
+    }
+    expect(digests[0]).toMatch(/^sha256:/);
+    expect(digests[1]).toBe(digests[0]);
+  });
+
+  it("builds the same image as an unprivileged user, rootless", async () => {
+    const dir = context({
+      Dockerfile: "FROM busybox\nRUN echo rootless > /r && chown 1234:1234 /r\nCOPY f /f\n",
+      f: "x\n",
+    });
+    chmodSync(dir, 0o755);
+    const rootStore = tempDir("rootless-a");
+    const userStore = tempDir("rootless-b");
+    // The same base image in both stores (imported by root: a fixed epoch gives the same digest).
+    await importBusybox(rootStore, "busybox");
+    await importBusybox(userStore, "busybox");
+    execFileSync("chown", ["-R", "tbuild-test", userStore]);
+    const digests: string[] = [];
+    for (const [store, asUser] of [
+      [rootStore, false],
+      [userStore, true],
+    ] as const) {
+      const command = [
+        "env",
+        `TBUILD_ROOT=${store}`,
+        `SOURCE_DATE_EPOCH=${FIXED_EPOCH}`,
+        path.join(projectRoot, "bin/tbuild"),
+        "build",
+        "-q",
+        "-t",
+        "same:1",
+        dir,
+      ];
+      const result = asUser
+        ? spawnSync("runuser", ["-u", "tbuild-test", "--", ...command], { encoding: "utf8" })
+        : spawnSync(command[0]!, command.slice(1), { encoding: "utf8" });
+      expect(result.status, result.stderr).toBe(0);
+      digests.push(result.stdout.trim());
+    }
+    expect(digests[1]).toBe(digests[0]);
+  });
+
+  it("--push sends the image to its registry, and -o type=oci writes an archive skopeo reads", async () => {
+    const registry = await startRegistry();
+    try {
+      const dir = context({ Dockerfile: "FROM busybox\nRUN echo pushed > /p\n" });
+      const archive = path.join(dir, "out.tar");
+      const ref = `${registry.host}/app/pushed:1`;
+      const built = build(["-t", ref, "--push", "-o", `type=oci,dest=${archive}`, dir]);
+      expect(built.status, built.stderr).toBe(0);
+      const remote = JSON.parse(
+        execFileSync("skopeo", ["inspect", "--tls-verify=false", `docker://${ref}`], { encoding: "utf8" }),
+      );
+      expect(remote.Layers).toHaveLength(2);
+      const local = JSON.parse(
+        execFileSync("skopeo", ["inspect", `oci-archive:${archive}`], { encoding: "utf8" }),
+      );
+      expect(local.Layers).toEqual(remote.Layers);
+    } finally {
+      await registry.stop();
+    }
+  });
+});
