@@ -37,6 +37,16 @@ import { globInRoot, rootPath } from "./root-path.js";
 
 export type CopyAction = Extract<FileAction, { action: "copy" }>;
 
+const FILES_AT_ONCE = 16;
+
+/** Linux's encoding of a device number (glibc's gnu_dev_major/minor). */
+function deviceNumbers(rdev: number): { major: number; minor: number } {
+  const dev = BigInt(rdev);
+  const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
+  const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
+  return { major: Number(major), minor: Number(minor) };
+}
+
 /** A copy that cannot be done as asked: a missing source, a file onto a directory. */
 export class CopyError extends TbuildError {
   constructor(message: string, cause?: unknown) {
@@ -162,8 +172,8 @@ class Copier {
   private readonly options: CopyOptions;
   private readonly include: ContextMatcher | undefined;
   private readonly exclude: ContextMatcher | undefined;
-  /** `dev:ino` of a copied file with several links → where it was copied to. */
-  private readonly inodes = new Map<string, string>();
+  /** `dev:ino` of a copied file with several links → where it was copied to, once it is. */
+  private readonly inodes = new Map<string, Promise<string>>();
   /** Directories on the way to the entry being copied that are not created yet (include patterns). */
   private readonly parents: PendingDir[] = [];
 
@@ -175,76 +185,140 @@ class Copier {
       action.excludePatterns.length > 0 ? createContextMatcher(action.excludePatterns) : undefined;
   }
 
-  /** `rel`: the path below the copied source ("" for the source itself, which patterns never filter). */
-  async copy(src: string, rel: string, target: string, overwriteMetadata: boolean): Promise<void> {
+  /**
+   * `rel`: the path below the copied source ("" for the source itself, which patterns never
+   * filter). `known`: its lstat, when the caller has it.
+   */
+  async copy(
+    src: string,
+    rel: string,
+    target: string,
+    overwriteMetadata: boolean,
+    known?: Stats,
+  ): Promise<void> {
     this.options.signal?.throwIfAborted();
-    const st = await lstat(src);
+    const st = known ?? (await lstat(src));
     // A 0:0 character device is an overlay whiteout left in an unpacked layer read directly: it
     // stands for a deletion, never for a file to copy.
     if (st.isCharacterDevice() && st.rdev === 0) return;
-    let include = true;
-    if (rel !== "") {
-      if (this.include && !this.include.excludes(rel)) include = false;
-      if (this.exclude?.excludes(rel)) {
-        include = false;
-        if (st.isDirectory() && this.exclude.skipsDirectory(rel)) return;
-      }
-    }
-    if (include) await this.createParents(overwriteMetadata);
-
-    if (st.isDirectory()) {
-      let created = false;
-      if (include) created = await this.directoryOnly(target, st, overwriteMetadata);
-      const pending: PendingDir = { src, target, stat: st, copied: include };
-      this.parents.push(pending);
-      try {
-        for (const name of (await readdir(src)).sort(byBytes)) {
-          await this.copy(
-            path.join(src, name),
-            rel === "" ? name : `${rel}/${name}`,
-            path.join(target, name),
-            true,
-          );
-        }
-      } finally {
-        this.parents.pop();
-      }
-      if (!include) return;
-      // The copy's own top directory keeps the destination's metadata when it existed already.
-      if (overwriteMetadata || created) await this.copyMetadata(st, target);
-      else await lutimes(target, st.atime, st.mtime);
+    const include = this.included(rel, st);
+    if (include === "skip") return;
+    if (!st.isDirectory()) {
+      if (include) await this.copyEntry(src, rel, target, st);
       return;
     }
-    if (!include) return;
-    await this.emptyFileTarget(target);
-    if (st.isFile()) {
-      const key = `${st.dev}:${st.ino}`;
-      const linkedTo = st.nlink > 1 ? this.inodes.get(key) : undefined;
-      if (linkedTo !== undefined) {
-        await link(linkedTo, target);
-        return; // a hard link shares its inode's metadata, already set
+    if (include) await this.createParents(overwriteMetadata);
+    let created = false;
+    if (include) created = await this.directoryOnly(target, st, overwriteMetadata);
+    this.parents.push({ src, target, stat: st, copied: include });
+    try {
+      const names = (await readdir(src)).sort(byBytes);
+      const children = await Promise.all(
+        names.map(async (name) => {
+          const childSrc = path.join(src, name);
+          return {
+            src: childSrc,
+            rel: rel === "" ? name : `${rel}/${name}`,
+            target: path.join(target, name),
+            stat: await lstat(childSrc),
+          };
+        }),
+      );
+      // The files of a directory are copied a few at a time (each is several system calls, and
+      // the thread pool runs them side by side); directories one by one, depth first, so that
+      // the directories an include pattern needs are made in order.
+      const files = children.filter((c) => !c.stat.isDirectory());
+      if (files.some((c) => this.included(c.rel, c.stat) === true)) await this.createParents(true);
+      let next = 0;
+      const worker = async () => {
+        while (next < files.length) {
+          const c = files[next++]!;
+          await this.copy(c.src, c.rel, c.target, true, c.stat);
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(FILES_AT_ONCE, files.length) }, worker));
+      for (const c of children) {
+        if (c.stat.isDirectory()) await this.copy(c.src, c.rel, c.target, true, c.stat);
       }
-      if (st.nlink > 1) this.inodes.set(key, target);
-      await copyFile(src, target, constants.COPYFILE_FICLONE);
+    } finally {
+      this.parents.pop();
+    }
+    if (!include) return;
+    // The copy's own top directory keeps the destination's metadata when it existed already.
+    if (overwriteMetadata || created) await this.copyMetadata(st, target);
+    else await lutimes(target, st.atime, st.mtime);
+  }
+
+  /** Whether the include and exclude patterns keep `rel`; "skip" for a directory nothing inside can be kept of. */
+  private included(rel: string, st: Stats): boolean | "skip" {
+    if (rel === "") return true;
+    let include = true;
+    if (this.include && !this.include.excludes(rel)) include = false;
+    if (this.exclude?.excludes(rel)) {
+      if (st.isDirectory() && this.exclude.skipsDirectory(rel)) return "skip";
+      include = false;
+    }
+    return include;
+  }
+
+  /** Copies a file, symlink, FIFO or device (never a directory) to `target`. */
+  private async copyEntry(src: string, rel: string, target: string, st: Stats): Promise<void> {
+    // Registered before any await, so that a second link to the inode copied at the same time
+    // waits for the first copy instead of copying the content again.
+    let linkedTo: Promise<string> | undefined;
+    let copied: ((target: string) => void) | undefined;
+    if (st.isFile() && st.nlink > 1) {
+      const key = `${st.dev}:${st.ino}`;
+      linkedTo = this.inodes.get(key);
+      if (linkedTo === undefined) {
+        const first = Promise.withResolvers<string>();
+        // A failed first copy fails the whole copy: nothing waits on it then.
+        first.promise.catch(() => {});
+        this.inodes.set(key, first.promise);
+        copied = first.resolve;
+      }
+    }
+    await this.createParents(true);
+    if (linkedTo !== undefined) {
+      const first = await linkedTo;
+      await this.replacing(target, () => link(first, target));
+      return; // a hard link shares its inode's metadata, already set
+    }
+    if (st.isFile()) {
+      // Exclusive: a file is never written through whatever is at the target (a symlink above all).
+      await this.replacing(target, () =>
+        copyFile(src, target, constants.COPYFILE_FICLONE | constants.COPYFILE_EXCL),
+      );
     } else if (st.isSymbolicLink()) {
-      await symlink(await readlink(src), target);
+      const linkTarget = await readlink(src);
+      await this.replacing(target, () => symlink(linkTarget, target));
     } else if (st.isFIFO() || st.isCharacterDevice() || st.isBlockDevice()) {
+      await this.emptyFileTarget(target);
       if (this.options.rootless && !st.isFIFO()) {
         this.options.warn(`${rel || path.basename(src)}: device files cannot be created rootless; left out`);
         return;
       }
       const type = st.isFIFO() ? "FIFO" : st.isCharacterDevice() ? "CharacterDevice" : "BlockDevice";
-      await makeSpecialFile(
-        target,
-        type,
-        Math.floor(st.rdev / 256) & 0xfff,
-        (st.rdev & 0xff) | ((st.rdev >> 12) & ~0xff),
-      );
+      const { major, minor } = deviceNumbers(st.rdev);
+      await makeSpecialFile(target, type, major, minor);
     } else {
       this.options.warn(`${rel || path.basename(src)} is a socket: left out of the copy`);
       return;
     }
-    await this.copyMetadata(st, target);
+    // copyFile gave the new file the source's mode already; only a chown can take bits off it.
+    await this.copyMetadata(st, target, st.isFile());
+    copied?.(target);
+  }
+
+  /** Creates `target` with `create`; whatever non-directory is there already is replaced. */
+  private async replacing(target: string, create: () => Promise<void>): Promise<void> {
+    try {
+      await create();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      await this.emptyFileTarget(target);
+      await create();
+    }
   }
 
   private async createParents(overwriteMetadata: boolean): Promise<void> {
@@ -288,10 +362,11 @@ class Copier {
   }
 
   /** Owner, then mode (a chown clears setuid bits), then times: as fsutil's copyFileInfo. */
-  private async copyMetadata(st: Stats, target: string): Promise<void> {
+  private async copyMetadata(st: Stats, target: string, hasSourceMode = false): Promise<void> {
     const owner = this.options.owner ?? { uid: st.uid, gid: st.gid };
     await lchown(target, owner.uid, owner.gid);
-    if (!st.isSymbolicLink()) await chmod(target, this.modeOf(st));
+    const needsChmod = !hasSourceMode || this.options.mode !== undefined || (st.mode & 0o6000) !== 0;
+    if (!st.isSymbolicLink() && needsChmod) await chmod(target, this.modeOf(st));
     await lutimes(target, st.atime, st.mtime);
   }
 

@@ -77,11 +77,14 @@ beforeAll(async () => {
   await mkdir(path.join(baseDir, "existing"));
   await writeFile(path.join(baseDir, "existing", "kept.txt"), "kept\n");
   await symlink("/", path.join(baseDir, "escape"));
+  await symlink("/etc/passwd", path.join(baseDir, "existing", "passwd-link"));
   base = await fsOfDirectory(fixture.ctx, baseDir, "base");
 
   contextDir = tempDir("context");
   await mkdir(path.join(contextDir, "src", "lib"), { recursive: true });
   await writeFile(path.join(contextDir, "a.txt"), "a\n");
+  await mkdir(path.join(contextDir, "tree"));
+  await writeFile(path.join(contextDir, "tree", "passwd-link"), "plain\n");
   await writeFile(path.join(contextDir, "b.txt"), "b\n");
   await writeFile(path.join(contextDir, "home.txt"), "home\n");
   await writeFile(path.join(contextDir, "homework.md"), "homework\n");
@@ -246,6 +249,26 @@ describe("COPY semantics", () => {
     expect(await lstat("/tmp/a.txt").catch(() => undefined)).toBeUndefined();
   });
 
+  it("replaces an existing file, and follows a destination symlink inside the filesystem, as BuildKit does", async () => {
+    const hostPasswd = await readFile("/etc/passwd", "utf8");
+    const fs = await onBase(
+      copyAction("/a.txt", "/existing/kept.txt"),
+      copyAction("/b.txt", "/existing/passwd-link"),
+    );
+    expect(await readIn(fs, "existing/kept.txt")).toBe("a\n");
+    // The link (to /etc/passwd) led to the image's /etc/passwd, never the host's.
+    expect((await statIn(fs, "existing/passwd-link")).isSymbolicLink()).toBe(true);
+    expect(await readIn(fs, "etc/passwd")).toBe("b\n");
+    expect(await readFile("/etc/passwd", "utf8")).toBe(hostPasswd);
+  });
+
+  it("replaces a symlink met inside a copied directory rather than writing through it", async () => {
+    const fs = await onBase(copyAction("/tree", "/existing"));
+    expect((await statIn(fs, "existing/passwd-link")).isFile()).toBe(true);
+    expect(await readIn(fs, "existing/passwd-link")).toBe("plain\n");
+    expect(await readIn(fs, "etc/passwd")).toContain("app:x:1000");
+  });
+
   it("refuses to replace a directory with a file", async () => {
     await expect(onBase(copyAction("/a.txt", "/existing/kept.txt/"))).rejects.toThrow(
       /a file is in the way|not a directory/,
@@ -320,7 +343,7 @@ describe("mkfile, mkdir, rm", () => {
       allowNotFound: false,
       allowWildcard: false,
     });
-    expect(await listIn(fs, "existing")).toEqual([]);
+    expect(await listIn(fs, "existing")).toEqual(["./passwd-link"]);
     expect([...(await addedEntries(fixture.ctx, fs)).keys()]).toContain("existing/.wh.kept.txt");
     await expect(
       onBase({ action: "rm", path: "/nope", allowNotFound: false, allowWildcard: false }),
