@@ -51,7 +51,7 @@ export function containerConfig(image: ContainerConfig, request: RunRequest): Co
     if (!path.posix.isAbsolute(request.workingDir)) {
       throw new UsageError(`-w ${request.workingDir}: the working directory must be an absolute path`);
     }
-    config.WorkingDir = path.posix.normalize(request.workingDir);
+    config.WorkingDir = path.posix.resolve(request.workingDir);
   }
   if (request.user !== undefined) config.User = request.user;
   for (const volume of request.anonymousVolumes ?? []) {
