@@ -38,8 +38,11 @@ export async function runFile(op: FileOp, inputs: FsResult[], ctx: OpContext): P
     const added: LayerRef = { descriptor: layer.descriptor, diffId: layer.diffId };
     return { layers: [...baseLayers, added] };
   } finally {
-    await views.release();
-    await mount.release();
+    try {
+      await views.release();
+    } finally {
+      await mount.release();
+    }
   }
 }
 
@@ -83,11 +86,14 @@ class SourceViews {
     return (await mount).rootfs;
   }
 
+  /** Releases every view's mount, even when one release fails (the first failure is thrown after). */
   async release(): Promise<void> {
-    const results = await Promise.allSettled(this.mounts);
-    for (const result of results) {
-      if (result.status === "fulfilled") await result.value.release();
-    }
+    const made = await Promise.allSettled(this.mounts);
+    const released = await Promise.allSettled(
+      made.map((m) => (m.status === "fulfilled" ? m.value.release() : undefined)),
+    );
+    const failed = released.find((r) => r.status === "rejected");
+    if (failed) throw failed.reason;
   }
 }
 

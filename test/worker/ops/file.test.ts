@@ -276,6 +276,36 @@ describe("COPY semantics", () => {
   });
 });
 
+describe("COPY --from a stage", () => {
+  it("reads a source of several layers through one view of them, owners kept", async () => {
+    const stage = await onBase(copyAction("/a.txt", "/out/a.txt", { chown: { user: "app" } }), {
+      action: "rm",
+      path: "/existing/kept.txt",
+      allowNotFound: false,
+      allowWildcard: false,
+    });
+    expect(stage.layers.length).toBe(2);
+    const op: FileOp = {
+      kind: "file",
+      base: 0,
+      actions: [
+        copyAction("/out/a.txt", "/from-stage/", { input: 1 }),
+        copyAction("/existing/*", "/from-stage/", { input: 1 }),
+      ],
+      platform,
+    };
+    const fs = await runFile(op, [base, stage], fixture.ctx);
+    const entries = await addedEntries(fixture.ctx, fs);
+    expect(entries.get("from-stage/a.txt")).toMatchObject({ uid: 1000, gid: 1001, content: "a\n" });
+    // The stage deleted kept.txt: its view has only the link left.
+    expect([...entries.keys()].filter((p) => p.startsWith("from-stage/"))).toEqual([
+      "from-stage/",
+      "from-stage/a.txt",
+      "from-stage/passwd-link",
+    ]);
+  });
+});
+
 describe("ADD of local archives", () => {
   it("extracts a tar.gz into the destination, owners and modes from the archive", async () => {
     const fs = await onBase(copyAction("/pkg.tar.gz", "/opt/", { attemptUnpack: true }));
