@@ -203,6 +203,11 @@ class LayerUnpacker {
   private readonly lowerView: LowerView;
   /** Relative paths known to be real directories of this layer (never symlinks). */
   private readonly knownDirs = new Set<string>([""]);
+  /**
+   * Every path this unpack has created: the temp directory started empty, so any other path is
+   * known to be free without asking the file system (a failed lstat per entry is costly).
+   */
+  private readonly present = new Set<string>();
   private readonly dirTimes = new Map<string, DirTimes>();
   private readonly whiteouts = new Set<string>();
   private readonly opaque = new Set<string>();
@@ -227,7 +232,7 @@ class LayerUnpacker {
     for (const part of parts.slice(0, -1)) {
       rel = rel === "" ? part : `${rel}/${part}`;
       if (this.knownDirs.has(rel)) continue;
-      const stat = await lstatOrUndefined(this.abs(rel));
+      const stat = this.present.has(rel) ? await lstatOrUndefined(this.abs(rel)) : undefined;
       if (stat?.isSymbolicLink()) {
         throw new HostileLayerError(
           raw,
@@ -252,6 +257,7 @@ class LayerUnpacker {
   private async makeImpliedDir(rel: string): Promise<void> {
     const file = this.abs(rel);
     await mkdir(file);
+    this.present.add(rel);
     const whitedOut = this.whiteouts.delete(rel);
     // Deleted, then written into: the directory is new, so what was below must stay hidden.
     if (whitedOut) this.opaque.add(rel);
@@ -267,11 +273,17 @@ class LayerUnpacker {
 
   /** Clears the way for a new entry at `rel`: whatever an earlier entry of this layer put there goes. */
   private async clear(rel: string, keepDirectory: boolean): Promise<void> {
+    if (!this.present.has(rel)) return;
     const file = this.abs(rel);
     const stat = await lstatOrUndefined(file);
     if (!stat) return;
     if (keepDirectory && stat.isDirectory()) return;
     await rm(file, { recursive: true, force: true });
+    this.present.delete(rel);
+    if (!stat.isDirectory()) return;
+    for (const created of this.present) {
+      if (created.startsWith(`${rel}/`)) this.present.delete(created);
+    }
     for (const known of this.knownDirs) {
       if (known === rel || known.startsWith(`${rel}/`)) this.knownDirs.delete(known);
     }
@@ -286,6 +298,7 @@ class LayerUnpacker {
     kind: "dir" | "symlink" | "other",
   ): Promise<void> {
     const file = this.abs(rel);
+    this.present.add(rel);
     await setOwner(file, entry.uid, entry.gid, entry.path);
     // After chown, which clears setuid and setgid bits.
     if (kind !== "symlink") await chmod(file, entry.mode & 0o7777);
@@ -319,7 +332,7 @@ class LayerUnpacker {
     switch (entry.type) {
       case "Directory": {
         await this.clear(rel, true);
-        if (!(await lstatOrUndefined(file))) await mkdir(file);
+        if (!this.present.has(rel)) await mkdir(file);
         this.knownDirs.add(rel);
         await this.applyMetadata(rel, entry, "dir");
         return;
@@ -437,6 +450,7 @@ class LayerUnpacker {
     const file = this.abs(rel);
     if (targetStat) {
       await link(target, file);
+      this.present.add(rel);
       return;
     }
     // A link to a file of a layer below: layers cannot share inodes, so it becomes a copy.
@@ -448,6 +462,7 @@ class LayerUnpacker {
       );
     }
     await copyFile(below.source, file, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE);
+    this.present.add(rel);
     await lchown(file, Number(below.stat.uid), Number(below.stat.gid));
     await chmod(file, Number(below.stat.mode & 0o7777n));
     await lutimes(file, below.stat.atime, below.stat.mtime);
@@ -457,7 +472,7 @@ class LayerUnpacker {
   private async hideBelow(rel: string, out: string[]): Promise<void> {
     for (const [name, below] of await this.lowerView.list(rel)) {
       const child = rel === "" ? name : `${rel}/${name}`;
-      const here = await lstatOrUndefined(this.abs(child));
+      const here = this.present.has(child) ? await lstatOrUndefined(this.abs(child)) : undefined;
       if (!here) out.push(this.abs(child));
       else if (here.isDirectory() && below.stat.isDirectory()) await this.hideBelow(child, out);
     }
@@ -470,7 +485,7 @@ class LayerUnpacker {
       if (here?.isDirectory() && !here.isSymbolicLink()) await this.hideBelow(rel, whiteoutPaths);
     }
     for (const rel of this.whiteouts) {
-      if (!(await lstatOrUndefined(this.abs(rel)))) whiteoutPaths.push(this.abs(rel));
+      if (!this.present.has(rel)) whiteoutPaths.push(this.abs(rel));
     }
     const unique = [...new Set(whiteoutPaths)].sort();
     await makeWhiteouts(unique);

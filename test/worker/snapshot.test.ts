@@ -111,6 +111,46 @@ describe("Snapshotter.prepareImage", () => {
     expect(names.filter((n) => n.startsWith(".tmp-") || n.endsWith(".lock"))).toEqual([]);
   });
 
+  it("gives a directory a layer implies the metadata of the same directory below", async () => {
+    const base = await layerTar([dir("srv", { uid: 1234, gid: 1234, mode: 0o750 }), file("srv/a", "a")]);
+    // No "srv/" entry: overlayfs would show this layer's srv, so it must look like the one below.
+    const top = await layerTar([file("srv/b", "b")]);
+    const snapshotter = new Snapshotter(root, store.content);
+    const mount = await track(
+      snapshotter.mountWritable(await snapshotter.prepareImage(await storeImage(store, [base, top]))),
+    );
+    const srv = await lstat(path.join(mount.rootfs, "srv"));
+    expect([srv.uid, srv.gid, srv.mode & 0o7777, srv.mtimeMs]).toEqual([
+      1234,
+      1234,
+      0o750,
+      LAYER_TIME.getTime(),
+    ]);
+    expect((await readdir(path.join(mount.rootfs, "srv"))).sort()).toEqual(["a", "b"]);
+  });
+
+  it("applies entries of one layer in order: later ones replace earlier ones, a deleted directory made again is empty", async () => {
+    const base = await layerTar([dir("keep"), file("keep/old", "old"), dir("x"), file("y", "y")]);
+    const top = await layerTar([
+      file("x", "x is a file now"),
+      dir("y"),
+      file("y/inside", "in"),
+      dir("z"),
+      file("z", "z replaced a directory"),
+      whiteout("keep"),
+      dir("keep"),
+      file("keep/new", "new"),
+    ]);
+    const snapshotter = new Snapshotter(root, store.content);
+    const mount = await track(
+      snapshotter.mountWritable(await snapshotter.prepareImage(await storeImage(store, [base, top]))),
+    );
+    expect(await readFile(path.join(mount.rootfs, "x"), "utf8")).toBe("x is a file now");
+    expect(await readFile(path.join(mount.rootfs, "y/inside"), "utf8")).toBe("in");
+    expect(await readFile(path.join(mount.rootfs, "z"), "utf8")).toBe("z replaced a directory");
+    expect(await readdir(path.join(mount.rootfs, "keep"))).toEqual(["new"]);
+  });
+
   it("expresses an opaque directory as whiteouts of what is below it", async () => {
     const dirs = await new Snapshotter(root, store.content).prepareImage(await threeLayerImage());
     const top = dirs[2]!;
