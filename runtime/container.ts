@@ -13,7 +13,13 @@ import { TbuildError } from "../errors/index.js";
 import type { Image } from "../oci/image.js";
 import type { ContainerConfig } from "../oci/spec.js";
 import type { Store } from "../oci/store/index.js";
-import { findRunc, runInSandbox, type SandboxMount, type SandboxProcess } from "../worker/sandbox/index.js";
+import {
+  findRunc,
+  runInSandbox,
+  SandboxError,
+  type SandboxMount,
+  type SandboxProcess,
+} from "../worker/sandbox/index.js";
 import { Snapshotter, type WritableMount } from "../worker/snapshot/index.js";
 import { inUserNamespace } from "../worker/userns.js";
 import { processArgs } from "./config.js";
@@ -173,6 +179,10 @@ export class Container {
       );
       exit = { exitCode: result.exitCode, ...(result.signal ? { signal: result.signal } : {}) };
       return exit;
+    } catch (err) {
+      const failure = startFailure(err);
+      if (failure) exit = { exitCode: failure.exitCode };
+      throw failure ?? err;
     } finally {
       this.process = undefined;
       await writable?.release();
@@ -238,6 +248,26 @@ export class Container {
       if (mount.kind === "volume" && mount.anonymous) await volumes.remove(mount.name);
     }
   }
+}
+
+/**
+ * The process could not be started: docker's exit codes, so scripts tell it from the process's own
+ * failure: 127 when the command is not found, 126 when it cannot be run.
+ */
+export class ContainerStartError extends TbuildError {
+  constructor(message: string, exitCode: number, cause: unknown) {
+    super("E_CONTAINER_START", message, { exitCode, cause });
+  }
+}
+
+function startFailure(err: unknown): ContainerStartError | undefined {
+  if (!(err instanceof SandboxError) || err.code !== "E_SANDBOX_RUNC") return undefined;
+  if (/exec: .*(executable file not found|no such file or directory)/i.test(err.message)) {
+    return new ContainerStartError(err.message, 127, err);
+  }
+  if (/exec: .*(permission denied|exec format error)/i.test(err.message))
+    return new ContainerStartError(err.message, 126, err);
+  return undefined;
 }
 
 /** A running container cannot be removed without `force`. */

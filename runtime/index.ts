@@ -21,6 +21,7 @@ export {
   type ContainerIO,
   type ContainerOptions,
   ContainerRunningError,
+  ContainerStartError,
   removeContainer,
 } from "./container.js";
 export {

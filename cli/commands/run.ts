@@ -3,14 +3,13 @@ import { closeSync, openSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { TbuildError, UsageError } from "../../errors/index.js";
-import { type Image, readImageForPlatform } from "../../oci/image.js";
-import { hostPlatform, parsePlatform } from "../../oci/platform.js";
-import { defaultStoreRoot, ImageNotFoundError, openStore, type Store } from "../../oci/store/index.js";
+import type { Image } from "../../oci/image.js";
+import { hostPlatform, type Platform, parsePlatform } from "../../oci/platform.js";
+import type { Store } from "../../oci/store/index.js";
 import { containerConfig, parseEnvFile, parseEnvFlags } from "../../runtime/config.js";
 import { type MountRequest, parseVolumeFlag } from "../../runtime/mounts.js";
 import { inUserNamespace, reexecInUserNamespace } from "../../worker/userns.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
-import { findLocalImage } from "../store.js";
 
 /** Signals `docker run` passes on to the container's process (its sig-proxy), as tbuild does. */
 const FORWARDED_SIGNALS: NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"];
@@ -50,6 +49,11 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   const code = await reexecInUserNamespace(process.argv.slice(2), ctx.env);
   if (code !== undefined) return code;
 
+  // Loaded only now: the unprivileged tbuild that re-executes itself above never needs them.
+  const [{ defaultStoreRoot, openStore }, { Container }] = await Promise.all([
+    import("../../oci/store/index.js"),
+    import("../../runtime/container.js"),
+  ]);
   const store = await openStore(defaultStoreRoot(ctx.env));
   const { image, name: imageName } = await resolveImage(store, imageText, platform, ctx);
   const config = containerConfig(image.config.config ?? {}, {
@@ -61,7 +65,6 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
     anonymousVolumes: mounts.filter((m) => m.kind === "volume" && m.anonymous).map((m) => m.destination),
   });
 
-  const { Container } = await import("../../runtime/container.js");
   const container = await Container.create(store, {
     image,
     imageName,
@@ -162,9 +165,14 @@ async function readEnvFile(file: string, shown: string): Promise<string> {
 async function resolveImage(
   store: Store,
   text: string,
-  platform: ReturnType<typeof hostPlatform>,
+  platform: Platform,
   ctx: CommandContext,
 ): Promise<{ image: Image; name: string }> {
+  const [{ readImageForPlatform }, { ImageNotFoundError }, { findLocalImage }] = await Promise.all([
+    import("../../oci/image.js"),
+    import("../../oci/store/index.js"),
+    import("../store.js"),
+  ]);
   try {
     const record = await findLocalImage(store, text);
     const image = await readImageForPlatform(store.content, record.descriptor, platform, record.name);

@@ -42,6 +42,31 @@ describe.each(modes())("tbuild run as $name", (mode) => {
     expect(env.run(["run", "--rm", "busybox", "true"]).status).toBe(0);
   });
 
+  it("exits 127 for a command not found and 126 for one that cannot run, as docker does", () => {
+    const missing = env.run(["run", "--rm", "busybox", "no-such-command"]);
+    expect(missing.status).toBe(127);
+    expect(missing.stderr).toMatch(/"no-such-command": executable file not found/);
+    expect(env.run(["run", "--rm", "busybox", "/etc/passwd"]).status).toBe(126);
+  });
+
+  it("shares the host's network by default, and gives only loopback with --network none", () => {
+    const interfaces = (network: string[]) =>
+      env
+        .ok(["run", "--rm", ...network, "busybox", "sh", "-c", "tail -n +3 /proc/net/dev | cut -d: -f1"])
+        .split("\n")
+        .map((name) => name.trim())
+        .filter(Boolean)
+        .sort();
+    expect(interfaces(["--network", "none"])).toEqual(["lo"]);
+    const host = readFileSync("/proc/net/dev", "utf8")
+      .split("\n")
+      .slice(2)
+      .map((line) => line.split(":")[0]!.trim())
+      .filter(Boolean)
+      .sort();
+    expect(interfaces([])).toEqual(host);
+  });
+
   it("combines ENTRYPOINT, CMD and the run flags as docker run does", () => {
     expect(env.ok(["run", "--rm", "-i", "busybox"], { input: "echo from-cmd-sh\n" })).toBe("from-cmd-sh\n");
     expect(env.ok(["run", "--rm", "--entrypoint", "echo", "busybox", "a", "b"])).toBe("a b\n");
@@ -267,6 +292,7 @@ describe.each(modes())("tbuild run as $name", (mode) => {
     const run = env.spawn(["run", "--name", `forced-${mode.name}`, "busybox", "sleep", marker]);
     const running = () => hostProcesses().some((args) => args === `sleep ${marker}`);
     expect(await eventually(running), JSON.stringify(run.output())).toBe(true);
+    expect(env.ok(["ps"])).toMatch(new RegExp(`"sleep ${marker}".*Up .*forced-${mode.name}`));
     const refused = env.run(["rm", `forced-${mode.name}`]);
     expect(refused.status).toBe(1);
     expect(refused.stderr).toMatch(/is running/);

@@ -1,0 +1,126 @@
+/**
+ * How fast `tbuild run --rm IMAGE true` starts and ends a container, beside `podman run --rm IMAGE
+ * true`, on the same busybox image (made from Debian's busybox-static, imported with `tbuild
+ * import`, and given to podman through `tbuild save --format docker | podman load`). Both warm:
+ * the image is unpacked by each once before timing. Runs alternate, RUNS of each, and the medians
+ * and their ratio are printed. Target: tbuild no slower than podman (ratio ≤ 1).
+ *
+ * podman runs as this machine needs it (runc, cgroupfs, ulimits within the hard limits), on the
+ * host's network as tbuild's default is, in a throwaway --root with the overlay driver.
+ *
+ *   node_modules/.bin/node benchmarks/container-run.ts   (after `npm run build`; as root)
+ */
+import { execFileSync, spawnSync } from "node:child_process";
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const RUNS = 15;
+const WARMUP = 3;
+const IMAGE = "docker.io/library/busybox:latest";
+
+const tbuild = fileURLToPath(new URL("../bin/tbuild", import.meta.url));
+const work = mkdtempSync(join(tmpdir(), "tbuild-bench-run-"));
+const store = join(work, "store");
+const podmanRoot = join(work, "podman");
+const podman = [
+  "--root",
+  join(podmanRoot, "root"),
+  "--runroot",
+  join(podmanRoot, "run"),
+  "--storage-driver",
+  "overlay",
+  "--runtime",
+  "runc",
+  "--cgroup-manager",
+  "cgroupfs",
+  "--events-backend",
+  "none",
+];
+const podmanRun = [
+  ...podman,
+  "run",
+  "--rm",
+  "--network",
+  "host",
+  "--ulimit",
+  "nofile=1024:1024",
+  "--ulimit",
+  "nproc=1024:1024",
+  IMAGE,
+  "true",
+];
+
+function makeBusyboxRootfs(dir: string): void {
+  for (const sub of ["bin", "etc", "root", "tmp"]) mkdirSync(join(dir, sub), { recursive: true });
+  copyFileSync("/bin/busybox", join(dir, "bin", "busybox"));
+  chmodSync(join(dir, "bin", "busybox"), 0o755);
+  const applets = execFileSync("/bin/busybox", ["--list"], { encoding: "utf8" }).split("\n").filter(Boolean);
+  for (const applet of applets) if (applet !== "busybox") symlinkSync("busybox", join(dir, "bin", applet));
+  writeFileSync(join(dir, "etc", "passwd"), "root:x:0:0:root:/root:/bin/sh\n");
+  writeFileSync(join(dir, "etc", "group"), "root:x:0:\n");
+}
+
+function check(result: ReturnType<typeof spawnSync>, what: string): void {
+  if (result.status !== 0) {
+    throw new Error(
+      `${what} failed (${result.status ?? result.signal}): ${String(result.stderr).slice(-2000)}`,
+    );
+  }
+}
+
+function timed(command: string, args: string[], env: NodeJS.ProcessEnv): number {
+  const start = process.hrtime.bigint();
+  const result = spawnSync(command, args, { env, stdio: ["ignore", "ignore", "pipe"] });
+  const ms = Number(process.hrtime.bigint() - start) / 1e6;
+  check(result, `${command} ${args.join(" ")}`);
+  return ms;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+try {
+  if (process.getuid?.() !== 0)
+    throw new Error("run this benchmark as root (podman's rootful mode is the peer)");
+  const rootfs = join(work, "rootfs");
+  makeBusyboxRootfs(rootfs);
+  const tbuildEnv = { ...process.env, TBUILD_ROOT: store };
+  check(spawnSync(tbuild, ["import", rootfs, "busybox"], { env: tbuildEnv }), "tbuild import");
+  const archive = join(work, "busybox-docker.tar");
+  check(
+    spawnSync(tbuild, ["save", "--format", "docker", "-o", archive, "busybox"], { env: tbuildEnv }),
+    "tbuild save",
+  );
+  check(spawnSync("podman", [...podman, "load", "-i", archive]), "podman load");
+
+  const tbuildArgs = ["run", "--rm", IMAGE, "true"];
+  for (let i = 0; i < WARMUP; i++) {
+    timed(tbuild, tbuildArgs, tbuildEnv);
+    timed("podman", podmanRun, process.env);
+  }
+  const times = { tbuild: [] as number[], podman: [] as number[] };
+  for (let i = 0; i < RUNS; i++) {
+    times.tbuild.push(timed(tbuild, tbuildArgs, tbuildEnv));
+    times.podman.push(timed("podman", podmanRun, process.env));
+  }
+  const t = median(times.tbuild);
+  const p = median(times.podman);
+  console.log(`runs: ${RUNS} each, alternating, after ${WARMUP} warm-up runs each`);
+  console.log(
+    `tbuild run --rm ${IMAGE} true   median ${t.toFixed(0)} ms (min ${Math.min(...times.tbuild).toFixed(0)}, max ${Math.max(...times.tbuild).toFixed(0)})`,
+  );
+  console.log(
+    `podman run --rm ${IMAGE} true   median ${p.toFixed(0)} ms (min ${Math.min(...times.podman).toFixed(0)}, max ${Math.max(...times.podman).toFixed(0)})`,
+  );
+  console.log(`ratio tbuild/podman: ${(t / p).toFixed(2)} (target ≤ 1.00: ${t <= p ? "met" : "NOT met"})`);
+  process.exitCode = t <= p ? 0 : 1;
+} finally {
+  // podman's overlay storage holds mounts of its own until it is told to let go.
+  spawnSync("podman", [...podman, "system", "reset", "--force"], { stdio: "ignore" });
+  rmSync(work, { recursive: true, force: true });
+}
