@@ -7,7 +7,7 @@
  */
 import type { BigIntStats } from "node:fs";
 import { createReadStream } from "node:fs";
-import { lstat, readdir, readFile, readlink } from "node:fs/promises";
+import { lstat, readdir, readFile, readlink, stat } from "node:fs/promises";
 import path from "node:path";
 import { TbuildError } from "../../errors/index.js";
 import { createContextMatcher } from "../../frontend/dockerignore.js";
@@ -49,7 +49,8 @@ export async function selectContext(
   selection: ContextSelection,
   signal?: AbortSignal,
 ): Promise<ContextEntry[]> {
-  const rootStat = await lstat(root, { bigint: true }).catch((err: unknown) => {
+  // The source itself may be a symlink to a directory (a context given as a link): followed.
+  const rootStat = await stat(root, { bigint: true }).catch((err: unknown) => {
     throw unreadable(root, err);
   });
   if (!rootStat.isDirectory()) throw new LocalSourceError(`${root} is not a directory`);

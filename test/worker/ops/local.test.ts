@@ -134,6 +134,13 @@ describe("the context's cache key", () => {
     expect(await keyOf(copy)).toBe(before);
   });
 
+  it("reads a context given as a symlink to a directory as that directory", async () => {
+    const dir = await makeContext();
+    const link = path.join(tempDir("link"), "context");
+    await symlink(dir, link);
+    expect(await keyOf(link)).toBe(await keyOf(dir));
+  });
+
   it("hashes a 2,000-file context quickly, and faster again when files are unchanged", async () => {
     const dir = tempDir("big");
     for (let d = 0; d < 40; d++) {
