@@ -69,6 +69,11 @@ function decompressed(file: string, compression: Compression, signal?: AbortSign
   });
   pipeline(input, child.stdin).catch(() => {});
   child.stdout.pipe(out);
+  // A reader that stops early (the archive check reads one block) must not leave the
+  // decompressor blocked on a full pipe.
+  out.once("close", () => {
+    if (child.exitCode === null) child.kill();
+  });
   return out;
 }
 

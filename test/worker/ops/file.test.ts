@@ -12,7 +12,7 @@ import type { FsResult } from "../../../solver/worker.js";
 import { runFile } from "../../../worker/ops/file.js";
 import { runMerge } from "../../../worker/ops/merge.js";
 import { tempDirs } from "../../helpers/temp.js";
-import { mountsUnder } from "../layers.js";
+import { file, layerTar, mountsUnder, symlinkTo } from "../layers.js";
 import { addedEntries, fsOfDirectory, type OpsFixture, opsFixture, withMounted } from "./helpers.js";
 
 const tempDir = tempDirs();
@@ -317,6 +317,29 @@ describe("ADD of local archives", () => {
   it("extracts a tar.xz, recognized by content", async () => {
     const fs = await onBase(copyAction("/pkg.tar.xz", "/opt", { attemptUnpack: true }));
     expect(await readIn(fs, "opt/pkg/bin/tool")).toBe("#!/bin/sh\necho tool\n");
+  });
+
+  it("keeps an archive's entries inside the destination: links resolve there, .. that climbs out is refused", async () => {
+    const dir = tempDir("hostile");
+    await writeFile(
+      path.join(dir, "links.tar"),
+      await layerTar([symlinkTo("conf", "/etc"), file("conf/planted", "planted\n")]),
+    );
+    await writeFile(path.join(dir, "climb.tar"), await layerTar([file("../../climbed", "x\n")]));
+    const hostile = await fsOfDirectory(fixture.ctx, dir, "hostile");
+    const op = (src: string): FileOp => ({
+      kind: "file",
+      base: 0,
+      actions: [copyAction(src, "/unpacked/", { attemptUnpack: true })],
+      platform,
+    });
+    const fs = await runFile(op("/links.tar"), [base, hostile], fixture.ctx);
+    // The link to /etc led to the destination's own etc (as under Docker's chroot for ADD), not the host's.
+    expect(await readIn(fs, "unpacked/etc/planted")).toBe("planted\n");
+    expect(await lstat("/etc/planted").catch(() => undefined)).toBeUndefined();
+    await expect(runFile(op("/climb.tar"), [base, hostile], fixture.ctx)).rejects.toThrow(
+      /climb.tar: its entry "..\/..\/climbed" points outside the destination/,
+    );
   });
 
   it("copies a file that only looks like an archive by name, and any archive when unpacking is off", async () => {
