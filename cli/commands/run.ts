@@ -82,6 +82,9 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   // handlers, which cancel the command, are set aside until it ends.
   const saved = FORWARDED_SIGNALS.map((signal) => [signal, process.listeners(signal)] as const);
   const forward = (signal: NodeJS.Signals) => {
+    // A terminal's Ctrl-C and Ctrl-\ reach runc too, which shares tbuild's process group and passes
+    // them on itself: passing them on again would deliver them twice.
+    if (process.stdin.isTTY && (signal === "SIGINT" || signal === "SIGQUIT")) return;
     container.kill(signal);
   };
   let forwarding = false;
