@@ -4,6 +4,8 @@
  * instructions) and a history entry naming the command. The image keeps its manifest's media type
  * family (OCI or Docker schema 2), so the new manifest reads like the old one.
  */
+
+import { TbuildError } from "../errors/index.js";
 import { type Image, readImage } from "../oci/image.js";
 import { writeLayer } from "../oci/layer.js";
 import {
@@ -13,7 +15,7 @@ import {
   type Manifest,
   MediaType,
 } from "../oci/spec.js";
-import type { Store } from "../oci/store/index.js";
+import { BlobNotFoundError, type Store } from "../oci/store/index.js";
 import { Snapshotter } from "../worker/snapshot/index.js";
 import { mergeEnv } from "./config.js";
 import type { ContainerRecord } from "./containers.js";
@@ -47,7 +49,14 @@ export async function commitContainer(
   record: ContainerRecord,
   options: CommitOptions,
 ): Promise<CommittedImage> {
-  const base = await readImage(store.content, record.image.descriptor);
+  const base = await readImage(store.content, record.image.descriptor).catch((err: unknown) => {
+    if (!(err instanceof BlobNotFoundError)) throw err;
+    throw new TbuildError(
+      "E_CONTAINER_IMAGE_GONE",
+      `the image container ${record.name} was made from (${record.image.name}, ${record.image.descriptor.digest}) is no longer in the store (removed with 'tbuild rmi'?): pull or import it again, then commit`,
+      { cause: err },
+    );
+  });
   const snapshotter = new Snapshotter(store.root, store.content);
   const lowers = await snapshotter.prepareImage(base, options.signal);
   const writable = await snapshotter.openWritable(record.id, lowers);

@@ -126,6 +126,7 @@ export class Container {
     let writable: WritableMount | undefined;
     let guard: Guard | undefined;
     let exit: ContainerExit | undefined;
+    let processStarted = false;
     try {
       const lowers = await snapshotter.prepareImage(options.image, io.signal);
       writable = await snapshotter.mountWritable(lowers, { id: record.id, persistent: !options.remove });
@@ -173,6 +174,7 @@ export class Container {
           ...(io.signal ? { signal: io.signal } : {}),
           onStart: (process) => {
             this.process = process;
+            processStarted = true;
             io.onStart?.();
           },
         },
@@ -181,7 +183,11 @@ export class Container {
       return exit;
     } catch (err) {
       const failure = startFailure(err);
-      if (failure) exit = { exitCode: failure.exitCode };
+      if (failure) {
+        exit = { exitCode: failure.exitCode };
+        // runc started, the process did not.
+        processStarted = false;
+      }
       throw failure ?? err;
     } finally {
       this.process = undefined;
@@ -191,12 +197,15 @@ export class Container {
         await this.removeAnonymousVolumes(volumes);
         await this.containers.remove(record);
       } else {
-        record.state = {
-          status: "exited",
-          ...(record.state.startedAt ? { startedAt: record.state.startedAt } : {}),
-          finishedAt: new Date().toISOString(),
-          ...(exit ? { exitCode: exit.exitCode } : {}),
-        };
+        // A process that never started leaves the container "created", as docker shows it.
+        record.state = processStarted
+          ? {
+              status: "exited",
+              ...(record.state.startedAt ? { startedAt: record.state.startedAt } : {}),
+              finishedAt: new Date().toISOString(),
+              ...(exit ? { exitCode: exit.exitCode } : {}),
+            }
+          : { status: "created", ...(exit ? { exitCode: exit.exitCode } : {}) };
         await this.containers.write(record);
       }
       guard?.stop();

@@ -47,6 +47,10 @@ describe.each(modes())("tbuild run as $name", (mode) => {
     expect(missing.status).toBe(127);
     expect(missing.stderr).toMatch(/"no-such-command": executable file not found/);
     expect(env.run(["run", "--rm", "busybox", "/etc/passwd"]).status).toBe(126);
+    // A kept container whose process never started is "created", as docker shows it.
+    expect(env.run(["run", "--name", `never-${mode.name}`, "busybox", "no-such-command"]).status).toBe(127);
+    expect(env.ok(["ps", "-a"])).toMatch(new RegExp(`Created +never-${mode.name}`));
+    env.ok(["rm", `never-${mode.name}`]);
   });
 
   it("shares the host's network by default, and gives only loopback with --network none", () => {
