@@ -133,7 +133,7 @@ export const commands: CommandSpec[] = [
       {
         name: "explain",
         type: "boolean",
-        description: "say why each step missed the cache (not supported yet)",
+        description: "say why each step missed the cache: which file, build arg, base image or instruction changed",
       },
       {
         name: "worker",

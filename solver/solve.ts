@@ -36,6 +36,8 @@ export interface SolveResult {
   result: FsResult;
   /** Cache key of every vertex the build needed. */
   keys: Map<VertexDigest, string>;
+  /** What each of those keys was made of, for `--explain`. */
+  materials: Map<VertexDigest, KeyMaterial>;
   ran: VertexDigest[];
   cached: VertexDigest[];
 }
@@ -173,8 +175,13 @@ export async function solve(
   try {
     const result = await resultOf(root);
     const resolvedKeys = new Map<VertexDigest, string>();
-    for (const [digest, pendingKey] of keys) resolvedKeys.set(digest, (await pendingKey).key);
-    return { result, keys: resolvedKeys, ran, cached };
+    const materials = new Map<VertexDigest, KeyMaterial>();
+    for (const [digest, pendingKey] of keys) {
+      const known = await pendingKey;
+      resolvedKeys.set(digest, known.key);
+      materials.set(digest, known.material);
+    }
+    return { result, keys: resolvedKeys, materials, ran, cached };
   } catch (err) {
     // Abort reasons from p-queue for tasks that never started are the failure itself or the outer abort.
     if (failure) throw failure;

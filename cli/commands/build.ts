@@ -27,7 +27,7 @@ const list = (values: Values, name: string) => (values[name] as string[] | undef
 const text = (values: Values, name: string) => values[name] as string | undefined;
 
 /** Flags a user of `docker buildx build` may pass that tbuild cannot honour yet: refused, never ignored. */
-const NOT_YET = ["cache-from", "cache-to", "build-context", "explain", "worker"] as const;
+const NOT_YET = ["cache-from", "cache-to", "build-context", "worker"] as const;
 
 export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise<number> {
   const { values } = args;
@@ -66,9 +66,10 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   const ast = parseDockerfile(source, { file: displayName });
   for (const w of ast.warnings) ctx.warn(`${ast.file}:${w.range.start.line}: ${w.message}`);
   const target = text(values, "target");
+  const buildArgs = parseKeyValues(list(values, "build-arg"), "--build-arg", ctx.env);
   const lowered = await progress.internal(`[internal] load metadata and resolve base images`, async () =>
     lowerDockerfile(ast, {
-      buildArgs: parseKeyValues(list(values, "build-arg"), "--build-arg", ctx.env),
+      buildArgs,
       ...(target !== undefined ? { target } : {}),
       targetPlatform,
       buildPlatform: hostPlatform(),
@@ -105,6 +106,7 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
     const noCacheStages = new Set(list(values, "no-cache-filter").map((s) => s.toLowerCase()));
     const stageOf = vertexStages(lowered.graph, lowered.stages);
     const started = performance.now();
+    const buildStarted = Date.now();
     const solved = lowered.root
       ? await solve(lowered.graph, lowered.root, {
           worker,
@@ -117,7 +119,7 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
           ignoreCache: (digest) =>
             values["no-cache"] === true || noCacheStages.has(stageOf.get(digest) ?? ""),
         })
-      : { result: { layers: [] }, ran: [], cached: [] };
+      : { result: { layers: [] }, ran: [], cached: [], keys: new Map(), materials: new Map() };
     const exported = await exportBuild(store, lowered.image, solved.result, values, ctx, {
       hosts: config.registries,
       configPath: config.path,
@@ -134,6 +136,17 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
           (exported.names.length ? ` named ${exported.names.join(", ")}` : "") +
           "\n",
       );
+    }
+    if (values.explain === true) {
+      const { printExplanations } = await import("../explain.js");
+      await printExplanations(ctx.stderr, progressMode === "rawjson" ? "rawjson" : "text", {
+        graph: lowered.graph,
+        solved,
+        cache,
+        storeRoot: store.root,
+        buildArgs: Object.keys(buildArgs),
+        buildStarted,
+      });
     }
     return 0;
   } finally {

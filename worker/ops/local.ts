@@ -12,7 +12,7 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdir, readFile, realpath, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, realpath, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -60,8 +60,34 @@ export async function localContentKey(op: LocalOp, ctx: OpContext): Promise<stri
   const root = localSourceDir(op, ctx);
   return contextChecksum(root, op, {
     cacheDir: path.join(ctx.store.root, "context-hashes"),
+    manifestDir: contextManifestDir(ctx.store.root),
     signal: ctx.signal,
   });
+}
+
+/**
+ * Where each checksum's per-path manifest is kept: one file named by the checksum itself, so the
+ * cache record's `content` is all `--explain` needs to find which paths changed between two keys.
+ */
+export function contextManifestDir(storeRoot: string): string {
+  return path.join(storeRoot, "context-manifests");
+}
+
+/** A context manifest: each selected path → what the checksum recorded for it (type, mode, content hash). */
+export type ContextManifest = Record<string, string>;
+
+/** The manifest a checksum was computed from, if this store recorded it. */
+export async function readContextManifest(
+  storeRoot: string,
+  checksum: string,
+): Promise<ContextManifest | undefined> {
+  const hex = /^sha256:([0-9a-f]{64})$/.exec(checksum)?.[1];
+  if (hex === undefined) return undefined;
+  try {
+    return JSON.parse(await readFile(path.join(contextManifestDir(storeRoot), `${hex}.json`), "utf8"));
+  } catch {
+    return undefined;
+  }
 }
 
 export async function runLocal(op: LocalOp, _inputs: FsResult[], ctx: OpContext): Promise<FsResult> {
@@ -100,7 +126,7 @@ interface HashCacheFile {
 export async function contextChecksum(
   root: string,
   selection: ContextSelection,
-  options: { cacheDir?: string; signal?: AbortSignal } = {},
+  options: { cacheDir?: string; manifestDir?: string; signal?: AbortSignal } = {},
 ): Promise<string> {
   const walkStartNs = BigInt(Date.now()) * 1_000_000n;
   const entries = await selectContext(root, selection, options.signal);
@@ -140,6 +166,7 @@ export async function contextChecksum(
 
   const hash = createHash("sha256");
   hash.update(`${CHECKSUM_VERSION}\n`);
+  const manifest: ContextManifest = {};
   for (const entry of entries) {
     const st = entry.stat;
     const mode = (st.mode & 0o7777n).toString(8);
@@ -150,11 +177,24 @@ export async function contextChecksum(
     else if (st.isFIFO()) record = `fifo ${mode}`;
     else continue; // Left out of the layer too.
     hash.update(`${JSON.stringify(entry.rel)} ${record}\n`);
+    manifest[entry.rel] = record;
   }
   if (cacheFile && (changed || Object.keys(fresh).length !== Object.keys(cached).length)) {
     await writeHashCache(cacheFile, { version: CACHE_VERSION, files: fresh });
   }
-  return `sha256:${hash.digest("hex")}`;
+  const hex = hash.digest("hex");
+  if (options.manifestDir) await writeManifestOnce(path.join(options.manifestDir, `${hex}.json`), manifest);
+  return `sha256:${hex}`;
+}
+
+/** Named by its checksum, a manifest never changes: one already written is left as it is. */
+async function writeManifestOnce(file: string, manifest: ContextManifest): Promise<void> {
+  if (await stat(file).then(
+    () => true,
+    () => false,
+  ))
+    return;
+  await writeAtomically(file, JSON.stringify(manifest));
 }
 
 function statKey(entry: ContextEntry): Omit<CachedHash, "sha256"> {
@@ -213,13 +253,18 @@ async function readHashCache(file: string): Promise<Record<string, CachedHash>> 
 }
 
 async function writeHashCache(file: string, data: HashCacheFile): Promise<void> {
+  await writeAtomically(file, JSON.stringify(data));
+}
+
+async function writeAtomically(file: string, text: string): Promise<void> {
   const temp = `${file}.${process.pid}-${randomBytes(4).toString("hex")}.tmp`;
   try {
     await mkdir(path.dirname(file), { recursive: true });
-    await writeFile(temp, JSON.stringify(data));
+    await writeFile(temp, text);
     await rename(temp, file);
   } catch {
-    // The cache only saves reading files again; a store on a read-only mount still builds.
+    // The hash cache only saves reading files again, a manifest only serves --explain: a store
+    // on a read-only mount still builds.
     await rm(temp, { force: true }).catch(() => {});
   }
 }
