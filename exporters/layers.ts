@@ -5,14 +5,16 @@
  * store, hashed again as it is written), so no layer is ever held in memory, and is remembered
  * (diff_id, algorithm, level → blob), so a layer already exported is not compressed again.
  */
+import { createHash, type Hash } from "node:crypto";
 import { mkdir, readFile } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import path from "node:path";
+import { Transform, type TransformCallback } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { constants, createGzip, createZstdCompress } from "node:zlib";
 import PQueue from "p-queue";
 import { TbuildError } from "../errors/index.js";
-import { DigestingStream, decompressor, type LayerCompression, layerCompression } from "../oci/layer.js";
+import { decompressor, type LayerCompression, layerCompression } from "../oci/layer.js";
 import { type Descriptor, MediaType } from "../oci/spec.js";
 import { writeFileAtomic } from "../oci/store/images.js";
 import { parseDigest, type Store } from "../oci/store/index.js";
@@ -64,19 +66,31 @@ async function convertLayer(
   if (remembered !== undefined) return { descriptor: remembered, diffId: layer.diffId };
 
   const content = store.content;
-  const diff = new DigestingStream();
-  const decompress = decompressor(layerCompression(layer.descriptor.mediaType));
-  const compress = compressor(request);
+  const sourceCompression = layerCompression(layer.descriptor.mediaType);
+  // An uncompressed blob is its own diff: its digest, checked when it was stored, is the diff_id.
+  const check =
+    sourceCompression === "uncompressed" && layer.descriptor.digest === layer.diffId
+      ? undefined
+      : new HashingStage(parseDigest(layer.diffId).algorithm);
+  const stages: Transform[] = [
+    ...(sourceCompression === "uncompressed" ? [] : [decompressor(sourceCompression)]),
+    ...(check ? [check] : []),
+    ...(compressor(request) ?? []),
+  ];
   let storing: Promise<{ digest: string; size: number }> | undefined;
   const write = (bytes: AsyncIterable<Uint8Array>) => {
     storing = content.write(bytes, {}, request.signal);
     return storing;
   };
-  const signalOption = request.signal ? { signal: request.signal } : {};
   const source = content.open(layer.descriptor.digest) as unknown as AsyncIterable<Uint8Array>;
   try {
-    if (compress) await pipeline(source, decompress, diff, compress, write, signalOption);
-    else await pipeline(source, decompress, diff, write, signalOption);
+    // pipeline's typings list fixed arities; the stages vary with the source and the target.
+    await (pipeline as (...streams: unknown[]) => Promise<void>)(
+      source,
+      ...stages,
+      write,
+      request.signal ? { signal: request.signal } : {},
+    );
   } catch (err) {
     // The store's own error (disk full) says more than the stream's.
     const storeError = await storing?.then(
@@ -86,7 +100,7 @@ async function convertLayer(
     throw storeError ?? err;
   }
   const written = await storing!;
-  const diffId = diff.digest();
+  const diffId = check?.digest() ?? layer.diffId;
   if (diffId !== layer.diffId) {
     throw new TbuildError(
       "E_DIGEST_MISMATCH",
@@ -98,19 +112,53 @@ async function convertLayer(
     digest: written.digest,
     size: written.size,
   };
+  await mkdir(path.dirname(record), { recursive: true });
   await writeFileAtomic(record, JSON.stringify(descriptor), content.ingestDir, path.dirname(record));
   return { descriptor, diffId: layer.diffId };
 }
 
-function compressor(request: LayerCompressionRequest) {
+/**
+ * How much each stage of a conversion may hold: enough that hashing (on the main thread) and
+ * compressing (on the thread pool) overlap instead of waiting on each other; a few MB per stage.
+ */
+const STAGE_BUFFER_BYTES = 4 << 20;
+
+function compressor(request: LayerCompressionRequest): Transform[] | undefined {
   const level = request.level;
-  if (request.compression === "gzip") return createGzip(level !== undefined ? { level } : {});
+  const options = { highWaterMark: STAGE_BUFFER_BYTES, chunkSize: 64 * 1024 };
+  if (request.compression === "gzip")
+    return [createGzip(level !== undefined ? { ...options, level } : options)];
   if (request.compression === "zstd") {
-    return createZstdCompress(
-      level !== undefined ? { params: { [constants.ZSTD_c_compressionLevel]: level } } : {},
-    );
+    return [
+      createZstdCompress(
+        level !== undefined
+          ? { ...options, params: { [constants.ZSTD_c_compressionLevel]: level } }
+          : options,
+      ),
+    ];
   }
   return undefined;
+}
+
+/** The digest of what flows through, passed on unchanged. */
+class HashingStage extends Transform {
+  private readonly algorithm: string;
+  private readonly hash: Hash;
+
+  constructor(algorithm: string) {
+    super({ highWaterMark: STAGE_BUFFER_BYTES });
+    this.algorithm = algorithm;
+    this.hash = createHash(algorithm);
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.hash.update(chunk);
+    callback(null, chunk);
+  }
+
+  digest(): string {
+    return `${this.algorithm}:${this.hash.digest("hex")}`;
+  }
 }
 
 function conversionRecordPath(store: Store, diffId: string, request: LayerCompressionRequest): string {
@@ -127,13 +175,12 @@ async function rememberedConversion(store: Store, record: string): Promise<Descr
   let descriptor: Descriptor;
   try {
     descriptor = JSON.parse(await readFile(record, "utf8")) as Descriptor;
+    if (typeof descriptor?.digest !== "string" || typeof descriptor.size !== "number") return undefined;
+    if (!(await store.content.has(descriptor.digest))) return undefined;
   } catch {
-    // Absent, or unreadable (a disk error, a foreign file): converting again is always correct.
-    await mkdir(path.dirname(record), { recursive: true });
+    // Absent, or unreadable (a foreign file, a damaged digest): converting again is always correct.
     return undefined;
   }
-  if (typeof descriptor?.digest !== "string" || typeof descriptor.size !== "number") return undefined;
-  if (!(await store.content.has(descriptor.digest))) return undefined;
   if ((await store.content.size(descriptor.digest)) !== descriptor.size) return undefined;
   return { mediaType: descriptor.mediaType, digest: descriptor.digest, size: descriptor.size };
 }

@@ -24,12 +24,16 @@ import {
 } from "node:fs/promises";
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
+import { UsageError } from "../errors/index.js";
 import { cannotWrite } from "./destination.js";
 import type { Exporter } from "./exporter.js";
 import { type FsEntry, flattenLayers } from "./filesystem.js";
 
 export const localExporter: Exporter = async (job) => {
-  const dest = job.request.dest!;
+  const dest = job.request.dest;
+  if (dest === undefined || dest === "-") {
+    throw new UsageError("type=local writes a directory: give dest=DIRECTORY");
+  }
   const entries = flattenLayers(job.store.content, job.result.layers, job.flattenOptions());
   try {
     await writeFilesystem(entries, dest, {

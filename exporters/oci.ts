@@ -9,7 +9,7 @@ import { createWriteStream } from "node:fs";
 import { mkdir, readFile, rename, stat, unlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
-import { TbuildError } from "../errors/index.js";
+import { TbuildError, UsageError } from "../errors/index.js";
 import { archiveIndex, ociArchive } from "../oci/archive/oci-archive.js";
 import {
   ANNOTATION_REF_NAME,
@@ -26,6 +26,7 @@ export const ociExporter: Exporter = async (job) => {
   const image = await job.image({ mediaTypes: "oci", compressLayers: true });
   const dest = job.request.dest ?? "-";
   if (job.request.tar === false) {
+    if (dest === "-") throw new UsageError("type=oci,tar=false writes a directory: give dest=DIRECTORY");
     try {
       await writeLayoutDirectory(job, image, dest);
     } catch (err) {

@@ -8,7 +8,7 @@ import path from "node:path";
 import { beforeAll, describe, expect, it, vi } from "vitest";
 import { assembleImage, exportImage } from "../../exporters/index.js";
 import type { ImageConfig, Manifest } from "../../oci/spec.js";
-import type { FsResult } from "../../solver/worker.js";
+import type { FsResult, LayerRef } from "../../solver/worker.js";
 import { schemaErrors } from "../helpers/oci-schema.js";
 import { tempDirs } from "../helpers/temp.js";
 import { busyboxStore, EPOCH, type Fixture, HELLO, helloBuild, run, runBytes } from "./fixtures.js";
@@ -188,5 +188,32 @@ describe("SOURCE_DATE_EPOCH", () => {
     const b = await exportIn("b");
     expect(a.outcome).toEqual(b.outcome);
     expect(a.bytes.equals(b.bytes)).toBe(true);
+  });
+});
+
+describe("a damaged layer", () => {
+  it("is refused when it does not uncompress to its diff_id, naming both", async () => {
+    const fixture = await busyboxStore(tempDir("damaged-store"));
+    const build = await helloBuild(fixture, "gzip");
+    const [base, hello, removal] = build.result.layers as [LayerRef, LayerRef, LayerRef];
+    // The hello layer's blob under the removal layer's diff_id: what a damaged store would give.
+    const wrong: FsResult = {
+      layers: [base, { descriptor: hello.descriptor, diffId: removal.diffId }, removal],
+    };
+    const config = { ...build.config, rootfs: { type: "layers" as const, diff_ids: [] } };
+    const image = await assembleImage(
+      fixture.store.content,
+      { result: wrong, config },
+      { sourceDateEpoch: EPOCH },
+    );
+    await expect(
+      exportImage(fixture.store, image, wrong, {
+        type: "image",
+        compression: "zstd",
+        forceCompression: true,
+      }),
+    ).rejects.toThrow(
+      `layer ${hello.descriptor.digest} uncompresses to ${hello.diffId}, not to its diff_id ${removal.diffId}`,
+    );
   });
 });
