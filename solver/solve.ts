@@ -28,6 +28,12 @@ export interface SolveOptions {
   jobs?: number;
   signal?: AbortSignal;
   onEvent?: (event: SolveEvent) => void;
+  /**
+   * Imported build cache (`--cache-from`), read-only, asked after the local cache misses. `get`
+   * answers with a result whose layers are already in the content store (fetched on demand: the
+   * solver asks only when the step's result is needed); the hit is then recorded locally.
+   */
+  remoteCache?: { get(key: string, signal: AbortSignal): Promise<FsResult | undefined> };
   /** Vertices that must run even when cached (`--no-cache`, `--no-cache-filter`); what uses them runs too. */
   ignoreCache?: (digest: VertexDigest) => boolean;
 }
@@ -40,6 +46,8 @@ export interface SolveResult {
   materials: Map<VertexDigest, KeyMaterial>;
   ran: VertexDigest[];
   cached: VertexDigest[];
+  /** The result of every vertex that was produced (run, or taken from a cache); not those below a cache hit. */
+  results: Map<VertexDigest, FsResult>;
 }
 
 /** A step failed: names it (and where it is in the Dockerfile); the worker's error says why. */
@@ -140,6 +148,13 @@ export async function solve(
         markCached(digest);
         return hit.result;
       }
+      const imported = await options.remoteCache?.get(key, controller.signal);
+      if (imported) {
+        // Recorded only now that its layers are stored, like any result.
+        options.cache.put(key, imported, material, info.name);
+        markCached(digest);
+        return imported;
+      }
     }
     const inputs = await Promise.all(vertex.inputs.map(resultOf));
     return queue.add(
@@ -181,7 +196,15 @@ export async function solve(
       resolvedKeys.set(digest, known.key);
       materials.set(digest, known.material);
     }
-    return { result, keys: resolvedKeys, materials, ran, cached };
+    const produced = new Map<VertexDigest, FsResult>();
+    for (const [digest, pending] of results) {
+      const value = await pending.then(
+        (r) => r,
+        () => undefined,
+      );
+      if (value) produced.set(digest, value);
+    }
+    return { result, keys: resolvedKeys, materials, ran, cached, results: produced };
   } catch (err) {
     // Abort reasons from p-queue for tasks that never started are the failure itself or the outer abort.
     if (failure) throw failure;

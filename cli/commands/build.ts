@@ -7,7 +7,15 @@ import { lowerDockerfile } from "../../frontend/lower/index.js";
 import { parseDockerfile } from "../../frontend/syntax/index.js";
 import { hostPlatform, parsePlatform } from "../../oci/platform.js";
 import type { Store } from "../../oci/store/index.js";
+import {
+  collectBuildCache,
+  importBuildCache,
+  parseCacheExportSpec,
+  parseCacheImportSpec,
+  writeBuildCache,
+} from "../../solver/build-cache.js";
 import { CacheIndex } from "../../solver/cache.js";
+import { INLINE_CACHE_FIELD } from "../../solver/cache-description.js";
 import type { BuildGraph } from "../../solver/graph.js";
 import { type SolveEvent, solve } from "../../solver/solve.js";
 import { LocalWorker } from "../../worker/local.js";
@@ -27,7 +35,7 @@ const list = (values: Values, name: string) => (values[name] as string[] | undef
 const text = (values: Values, name: string) => values[name] as string | undefined;
 
 /** Flags a user of `docker buildx build` may pass that tbuild cannot honour yet: refused, never ignored. */
-const NOT_YET = ["cache-from", "cache-to", "build-context", "worker"] as const;
+const NOT_YET = ["build-context", "worker"] as const;
 
 export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise<number> {
   const { values } = args;
@@ -87,6 +95,15 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
     }),
   );
 
+  const registryOptions = { hosts: config.registries, configPath: config.path, env: ctx.env, warn: ctx.warn };
+  const cacheTo = text(values, "cache-to")
+    ? parseCacheExportSpec(text(values, "cache-to")!, ctx.cwd)
+    : undefined;
+  const imported = await importBuildCache(
+    list(values, "cache-from").map((spec) => parseCacheImportSpec(spec, ctx.cwd)),
+    store.content,
+    { ...registryOptions, platform: targetPlatform },
+  );
   const secrets = parseSecrets(list(values, "secret"), ctx.env);
   checkRequiredSecrets(lowered.graph, secrets);
   const stateDir = await mkdtemp(path.join(store.root, "tmp-build-"));
@@ -112,6 +129,7 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
           worker,
           cache,
           hasBlob: (digest) => store.content.has(digest),
+          ...(imported ? { remoteCache: imported } : {}),
           jobs:
             values.jobs !== undefined ? positiveInt(text(values, "jobs")!, "--jobs") : availableParallelism(),
           signal: ctx.signal,
@@ -119,13 +137,29 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
           ignoreCache: (digest) =>
             values["no-cache"] === true || noCacheStages.has(stageOf.get(digest) ?? ""),
         })
-      : { result: { layers: [] }, ran: [], cached: [], keys: new Map(), materials: new Map() };
-    const exported = await exportBuild(store, lowered.image, solved.result, values, ctx, {
+      : {
+          result: { layers: [] },
+          ran: [],
+          cached: [],
+          keys: new Map(),
+          materials: new Map(),
+          results: new Map(),
+        };
+    const cacheOf = (mode: "min" | "max") => collectBuildCache(solved, cache, imported, store.content, mode);
+    // Inline cache rides in the image config, so it is collected before the image is assembled.
+    const image =
+      cacheTo?.type === "inline"
+        ? { ...lowered.image, [INLINE_CACHE_FIELD]: await cacheOf("min") }
+        : lowered.image;
+    const exported = await exportBuild(store, image, solved.result, values, ctx, {
       hosts: config.registries,
       configPath: config.path,
       env: ctx.env,
       warn: ctx.warn,
     });
+    if (cacheTo !== undefined && cacheTo.type !== "inline") {
+      await writeBuildCache(cacheTo, await cacheOf(cacheTo.mode), store.content, registryOptions);
+    }
     if (progressMode === "quiet") ctx.stdout.write(`${exported.digest}\n`);
     else {
       const seconds = ((performance.now() - started) / 1000).toFixed(1);
