@@ -128,7 +128,7 @@ export const commands: CommandSpec[] = [
         type: "string",
         multiple: true,
         value: "NAME=SRC",
-        description: "replace a stage or image by name (not supported yet)",
+        description: "replace a stage or image by name: NAME=DIR, NAME=docker-image://REF, NAME=oci-layout://DIR[:TAG]",
       },
       {
         name: "explain",

@@ -22,6 +22,7 @@ import { LocalWorker } from "../../worker/local.js";
 import type { SecretSource } from "../../worker/ops/context.js";
 import { Snapshotter } from "../../worker/snapshot/index.js";
 import { reexecInUserNamespace } from "../../worker/userns.js";
+import { parseBuildContexts } from "../build-context.js";
 import { loadConfig } from "../config.js";
 import { readDockerfileInput } from "../dockerfile.js";
 import { PlainProgress } from "../progress/plain.js";
@@ -35,7 +36,7 @@ const list = (values: Values, name: string) => (values[name] as string[] | undef
 const text = (values: Values, name: string) => values[name] as string | undefined;
 
 /** Flags a user of `docker buildx build` may pass that tbuild cannot honour yet: refused, never ignored. */
-const NOT_YET = ["build-context", "worker"] as const;
+const NOT_YET = ["worker"] as const;
 
 export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise<number> {
   const { values } = args;
@@ -75,9 +76,16 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   for (const w of ast.warnings) ctx.warn(`${ast.file}:${w.range.start.line}: ${w.message}`);
   const target = text(values, "target");
   const buildArgs = parseKeyValues(list(values, "build-arg"), "--build-arg", ctx.env);
+  const buildContexts = await parseBuildContexts(list(values, "build-context"), {
+    cwd: ctx.cwd,
+    store,
+    platform: targetPlatform,
+    signal: ctx.signal,
+  });
   const lowered = await progress.internal(`[internal] load metadata and resolve base images`, async () =>
     lowerDockerfile(ast, {
       buildArgs,
+      namedContexts: buildContexts.namedContexts,
       ...(target !== undefined ? { target } : {}),
       targetPlatform,
       buildPlatform: hostPlatform(),
@@ -113,7 +121,7 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
       store,
       snapshotter: new Snapshotter(store.root, store.content),
       warn: ctx.warn,
-      localSources: { context: contextDir },
+      localSources: { ...buildContexts.localSources, context: contextDir },
       secrets,
       ssh: parseSsh(list(values, "ssh"), ctx.env),
       compression: "gzip",

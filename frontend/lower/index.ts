@@ -36,9 +36,23 @@ export interface LowerOptions {
   /** `--label K=V`, added to the final image config. */
   labels?: Record<string, string>;
   signal?: AbortSignal;
+  /**
+   * `--build-context NAME=...`: `FROM NAME`, `COPY --from=NAME` and `RUN --mount=from=NAME` read
+   * this instead of the stage or image of that name, as buildx does.
+   */
+  namedContexts?: Record<string, NamedContext>;
   /** Non-fatal findings: ARG used before declared, unused build args, MAINTAINER. */
   warn?: (warning: LowerWarning) => void;
 }
+
+/** What a `--build-context` name stands for. */
+export type NamedContext =
+  /** A directory: a `local` op of this name, read from the worker's `localSources[name]`. */
+  | { type: "local"; name: string }
+  /** An image reference, resolved through the resolver (`docker-image://REF`). */
+  | { type: "image"; ref: string }
+  /** An image already in the store (`oci-layout://DIR`, imported by the caller). */
+  | { type: "resolved"; image: ResolvedImage };
 
 export interface LowerWarning {
   message: string;
@@ -91,6 +105,8 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
   const warn = (message: string, position?: Position) =>
     options.warn?.({ message, file, ...(position ? { position } : {}) });
   const buildArgs = new Map(Object.entries(options.buildArgs ?? {}));
+  const namedContexts = new Map(Object.entries(options.namedContexts ?? {}));
+  const namedContext = (ref: string) => namedContexts.get(ref) ?? namedContexts.get(ref.toLowerCase());
   const usedBuildArgs = new Set<string>();
 
   const instructions = ast.instructions.map((node) =>
@@ -165,7 +181,10 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
     if (name !== undefined && stages.some((s) => s.name === name)) {
       throw errorAt(`duplicate stage name "${name}": each AS name must be unique`, at);
     }
-    const baseStage = stages.find((s) => s.name !== undefined && s.name === base.result.toLowerCase());
+    // A named context overrides a stage of the same name.
+    const baseStage = namedContext(base.result)
+      ? undefined
+      : stages.find((s) => s.name !== undefined && s.name === base.result.toLowerCase());
     return {
       index,
       from,
@@ -194,6 +213,7 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
   }
 
   const findStage = (ref: string): StageDef | undefined => {
+    if (namedContext(ref)) return undefined;
     if (/^\d+$/.test(ref)) return stages[Number(ref)];
     return stages.find((s) => s.name !== undefined && s.name === ref.toLowerCase());
   };
@@ -248,7 +268,16 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
     const key = `${ref}\u0000${platform.os}/${platform.architecture}/${platform.variant ?? ""}`;
     let found = images.get(key);
     if (!found) {
-      found = options.resolver.resolveImage(ref, platform, options.signal).catch((err: unknown) => {
+      const named = namedContext(ref);
+      const resolving =
+        named?.type === "resolved"
+          ? Promise.resolve(named.image)
+          : options.resolver.resolveImage(
+              named?.type === "image" ? named.ref : ref,
+              platform,
+              options.signal,
+            );
+      found = resolving.catch((err: unknown) => {
         if (err instanceof TbuildError) throw errorAt(`${ref}: ${err.message}`, at);
         throw err;
       });
@@ -259,9 +288,10 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
   };
   for (const stage of reachable) {
     const platform = stage.platform ?? options.targetPlatform;
-    if (!stage.baseStage && stage.baseName.toLowerCase() !== "scratch")
+    const isImage = (ref: string) => ref.toLowerCase() !== "scratch" && namedContext(ref)?.type !== "local";
+    if (!stage.baseStage && isImage(stage.baseName))
       resolve(stage.baseName, platform, stage.from.range.start);
-    for (const ref of stage.imageDeps) resolve(ref, platform, stage.from.range.start);
+    for (const ref of stage.imageDeps) if (isImage(ref)) resolve(ref, platform, stage.from.range.start);
   }
 
   const context = pending(
@@ -270,6 +300,7 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
     { name: "[internal] load build context", internal: true },
   );
   const contextPaths = new Set<string>();
+  const namedLocals = new Map<string, PendingVertex>();
   const states = new Map<StageDef, StageState>();
   const dispatchContext: DispatchContext = {
     file,
@@ -295,6 +326,19 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
       return dep ? states.get(dep) : undefined;
     },
     image: (ref, platform, at) => resolve(ref, platform, at),
+    namedLocal: (ref) => {
+      const named = namedContext(ref);
+      if (named?.type !== "local") return undefined;
+      let vertex = namedLocals.get(named.name);
+      if (!vertex) {
+        vertex = pending({ kind: "local", name: named.name, excludePatterns: [], followPaths: [] }, [], {
+          name: `[internal] load build context ${named.name}`,
+          internal: true,
+        });
+        namedLocals.set(named.name, vertex);
+      }
+      return vertex;
+    },
   };
 
   // Dispatch in dependency order: a stage's bases and sources before the stage.

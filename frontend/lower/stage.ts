@@ -65,6 +65,8 @@ export interface DispatchContext {
   /** The dispatched state of a stage named or numbered `ref`, if it is one. */
   stageOf(ref: string): StageState | undefined;
   image(ref: string, platform: Platform, at: Position): Promise<ResolvedImage>;
+  /** The `local` vertex of a `--build-context NAME=DIR` called `ref`, if it is one. */
+  namedLocal(ref: string): PendingVertex | undefined;
 }
 
 export async function dispatchStage(
@@ -73,8 +75,9 @@ export async function dispatchStage(
   ctx: DispatchContext,
 ): Promise<StageState> {
   const at = def.from.range.start;
+  const namedLocal = base ? undefined : ctx.namedLocal(def.baseName);
   const steps =
-    (base || def.baseName.toLowerCase() === "scratch" ? 0 : 1) +
+    (base || namedLocal || def.baseName.toLowerCase() === "scratch" ? 0 : 1) +
     def.instructions.filter((i) => ["add", "copy", "run", "workdir"].includes(i.kind)).length;
   let st: StageState;
   if (base) {
@@ -88,10 +91,12 @@ export async function dispatchStage(
       step: 0,
       steps,
     };
-  } else if (def.baseName.toLowerCase() === "scratch") {
+  } else if (namedLocal || def.baseName.toLowerCase() === "scratch") {
+    // `FROM NAME` of a directory context: its files are the stage's root, with scratch's config.
     const platform = def.platform ?? ctx.targetPlatform;
     st = {
       def,
+      ...(namedLocal ? { root: namedLocal } : {}),
       image: emptyImage(platform),
       env: new Map([["PATH", DEFAULT_PATH]]),
       declaredArgs: [],
@@ -462,6 +467,8 @@ async function sourceFor(
 ): Promise<{ vertex?: PendingVertex; fromContext: boolean }> {
   if (from === undefined) return { vertex: ctx.context, fromContext: true };
   const name = ctx.expand(from, ctx.metaEnv, at).result;
+  const namedLocal = ctx.namedLocal(name);
+  if (namedLocal) return { vertex: namedLocal, fromContext: false };
   const stage = ctx.stageOf(name);
   if (stage) return { ...(stage.root ? { vertex: stage.root } : {}), fromContext: false };
   if (name.toLowerCase() === "scratch") return { fromContext: false };

@@ -1,0 +1,111 @@
+/**
+ * `tbuild build --build-context NAME=SRC`, as buildx takes it: SRC is a directory, an image
+ * (`docker-image://REF`), or an image in an OCI layout directory (`oci-layout://DIR[:TAG]`),
+ * which is read into the content store here so the build uses it like any stored image.
+ */
+import { stat } from "node:fs/promises";
+import path from "node:path";
+import { TbuildError, UsageError } from "../errors/index.js";
+import type { NamedContext } from "../frontend/lower/index.js";
+import { loadArchive } from "../oci/archive/index.js";
+import { packDirectory } from "../oci/archive/rootfs.js";
+import { readImageForPlatform } from "../oci/image.js";
+import { formatPlatform, type Platform } from "../oci/platform.js";
+import type { Store } from "../oci/store/index.js";
+
+export interface BuildContexts {
+  namedContexts: Record<string, NamedContext>;
+  /** Directories by local source name, for the worker (beside `context`). */
+  localSources: Record<string, string>;
+}
+
+export async function parseBuildContexts(
+  specs: string[],
+  options: { cwd: string; store: Store; platform: Platform; signal?: AbortSignal },
+): Promise<BuildContexts> {
+  const contexts: BuildContexts = { namedContexts: {}, localSources: {} };
+  for (const spec of specs) {
+    const eq = spec.indexOf("=");
+    if (eq <= 0 || eq === spec.length - 1)
+      throw new UsageError(
+        `--build-context "${spec}" must be NAME=DIR, NAME=docker-image://REF or NAME=oci-layout://DIR`,
+      );
+    const name = spec.slice(0, eq);
+    const source = spec.slice(eq + 1);
+    // The build's own context is the local source `context`: a named one may not shadow it.
+    if (name === "context")
+      throw new UsageError(`--build-context cannot be named "context": choose another name`);
+    if (name in contexts.namedContexts) throw new UsageError(`--build-context ${name} is given twice`);
+    if (source.startsWith("docker-image://")) {
+      contexts.namedContexts[name] = { type: "image", ref: source.slice("docker-image://".length) };
+    } else if (source.startsWith("oci-layout://")) {
+      contexts.namedContexts[name] = {
+        type: "resolved",
+        image: await importLayout(name, source.slice("oci-layout://".length), options),
+      };
+    } else if (/^[a-z][a-z0-9+.-]*:\/\//i.test(source)) {
+      throw new TbuildError(
+        "E_NOT_SUPPORTED",
+        `--build-context ${name}=${source}: this kind of source is not supported yet (use a directory, docker-image:// or oci-layout://)`,
+      );
+    } else {
+      const dir = path.resolve(options.cwd, source);
+      const info = await stat(dir).catch(() => undefined);
+      if (!info?.isDirectory())
+        throw new UsageError(`--build-context ${name}=${source}: ${dir} is not a directory`);
+      contexts.namedContexts[name] = { type: "local", name };
+      contexts.localSources[name] = dir;
+    }
+  }
+  return contexts;
+}
+
+/** `DIR[:TAG]`: the image tagged TAG in the layout (`org.opencontainers.image.ref.name`), or its only image. */
+async function importLayout(
+  name: string,
+  source: string,
+  options: { cwd: string; store: Store; platform: Platform; signal?: AbortSignal },
+) {
+  const colon = source.lastIndexOf(":");
+  const hasTag = colon > 0 && !source.slice(colon + 1).includes("/");
+  const dir = path.resolve(options.cwd, hasTag ? source.slice(0, colon) : source);
+  const tag = hasTag ? source.slice(colon + 1) : undefined;
+  const info = await stat(dir).catch(() => undefined);
+  if (!info?.isDirectory())
+    throw new UsageError(`--build-context ${name}=oci-layout://${source}: ${dir} is not a directory`);
+  const what = `the OCI layout ${dir}`;
+  const loaded = await loadArchive(packDirectory(dir), options.store.content, {
+    what,
+    ...(options.signal ? { signal: options.signal } : {}),
+  });
+  const matches =
+    tag === undefined
+      ? loaded.images
+      : loaded.images.filter((image) => image.names.some((n) => n === tag || n.endsWith(`:${tag}`)));
+  if (matches.length !== 1) {
+    const names = loaded.images.flatMap((image) => image.names);
+    throw new TbuildError(
+      "E_BUILD_CONTEXT",
+      `--build-context ${name}: ${what} holds ${matches.length === 0 ? "no" : "more than one"} image${tag ? ` tagged ${tag}` : ""}` +
+        (names.length ? ` (it has: ${names.join(", ")}); name one with oci-layout://DIR:TAG` : ""),
+    );
+  }
+  const chosen = matches[0]!;
+  const image = await readImageForPlatform(
+    options.store.content,
+    chosen.descriptor,
+    options.platform,
+    `${what} for ${formatPlatform(options.platform)}`,
+  );
+  const config = image.config;
+  return {
+    ref: chosen.names[0] ?? name,
+    digest: image.descriptor.digest,
+    platform: {
+      os: config.os,
+      architecture: config.architecture,
+      ...(config.variant ? { variant: config.variant } : {}),
+    },
+    config,
+  };
+}
