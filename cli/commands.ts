@@ -115,13 +115,13 @@ export const commands: CommandSpec[] = [
         type: "string",
         multiple: true,
         value: "SPEC",
-        description: "import build cache (not supported yet)",
+        description: "import build cache: type=registry,ref=R | type=local,src=DIR | an image REF with inline cache",
       },
       {
         name: "cache-to",
         type: "string",
         value: "SPEC",
-        description: "export build cache (not supported yet)",
+        description: "export build cache: type=registry,ref=R|type=local,dest=DIR[,mode=min|max] | type=inline",
       },
       {
         name: "build-context",
@@ -451,6 +451,36 @@ export const commands: CommandSpec[] = [
       { name: "author", short: "a", type: "string", value: "NAME", description: "the image's author" },
     ],
     load: () => import("./commands/commit.js"),
+  },
+  {
+    name: "du",
+    summary: "show the space images, the build cache, cache mounts, snapshots and containers use",
+    operands: "",
+    flags: [{ name: "format", type: "string", value: "table|json", description: "output format", default: "table" }],
+    load: () => import("./commands/du.js"),
+  },
+  {
+    name: "prune",
+    summary: "remove build cache no image needs, least recently used first",
+    operands: "",
+    flags: [
+      { name: "all", short: "a", type: "boolean", description: "also remove cache mounts and unpacked snapshots" },
+      {
+        name: "keep-storage",
+        type: "string",
+        value: "SIZE",
+        description: "stop once the build cache is at most SIZE (e.g. 10GB)",
+      },
+      {
+        name: "filter",
+        type: "string",
+        multiple: true,
+        value: "until=DURATION",
+        description: "only records unused for longer than DURATION (e.g. 24h)",
+      },
+      { name: "force", short: "f", type: "boolean", description: "do not ask (tbuild never asks)" },
+    ],
+    load: () => import("./commands/prune.js"),
   },
   {
     name: "version",

@@ -1,0 +1,73 @@
+import { readdir, rm } from "node:fs/promises";
+import path from "node:path";
+import { UsageError } from "../../errors/index.js";
+import { CacheIndex } from "../../solver/cache.js";
+import { parseDuration, parseSize, pruneBuildCache } from "../../solver/gc.js";
+import { reexecInUserNamespace } from "../../worker/userns.js";
+import type { CommandContext, ParsedCommandLine } from "../spec.js";
+import { formatSize, openCommandStore } from "../store.js";
+import { directorySize } from "./du.js";
+
+export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise<number> {
+  const { values } = args;
+  const keep = values["keep-storage"] as string | undefined;
+  const keepStorage = keep !== undefined ? parseSize(keep) : undefined;
+  if (keep !== undefined && keepStorage === undefined) {
+    throw new UsageError(`--keep-storage takes a size such as 10GB or 512MB, not "${keep}"`);
+  }
+  let olderThan: number | undefined;
+  for (const filter of (values.filter as string[] | undefined) ?? []) {
+    const [name, value] = filter.split("=", 2);
+    const duration = name === "until" && value !== undefined ? parseDuration(value) : undefined;
+    if (duration === undefined)
+      throw new UsageError(`--filter takes until=DURATION (e.g. until=24h), not "${filter}"`);
+    olderThan = duration;
+  }
+  if (args.positionals.length > 0) throw new UsageError("tbuild prune takes no operands");
+
+  // Cache mounts and snapshots hold subuid-owned files only the user namespace may remove.
+  const reexec = await reexecInUserNamespace(process.argv.slice(2), ctx.env);
+  if (reexec !== undefined) return reexec;
+  const store = await openCommandStore(ctx);
+  const cache = new CacheIndex(path.join(store.root, "cache", "index.db"));
+  try {
+    const freed = await pruneBuildCache(store, cache, {
+      ...(keepStorage !== undefined ? { keepStorage } : {}),
+      ...(olderThan !== undefined ? { olderThan } : {}),
+    });
+    let bytes = freed.bytes;
+    if (values.all === true) bytes += await pruneUnpacked(store.root, store, ctx.warn);
+    ctx.stdout.write(
+      `removed ${freed.records} build cache record(s); total reclaimed space: ${formatSize(bytes)}\n`,
+    );
+    return 0;
+  } finally {
+    cache.close();
+  }
+}
+
+/**
+ * `--all`: cache mounts and unpacked snapshots, which builds recreate when needed. Skipped while
+ * another tbuild process is alive (it may be running on them) or a container exists (its root
+ * filesystem lies over the unpacked layers).
+ */
+async function pruneUnpacked(
+  root: string,
+  store: { content: { liveLeases(): Promise<Set<string>> } },
+  warn: (message: string) => void,
+): Promise<number> {
+  if ((await store.content.liveLeases()).size > 0) {
+    warn("another tbuild process is running: cache mounts and snapshots are kept");
+    return 0;
+  }
+  const containers = await readdir(path.join(root, "containers")).catch(() => [] as string[]);
+  const dirs = [path.join(root, "cache-mounts")];
+  if (containers.length === 0) dirs.push(path.join(root, "snapshots", "layers"));
+  else warn("containers exist (tbuild ps -a): unpacked snapshots are kept");
+  let bytes = 0;
+  for (const dir of dirs) {
+    bytes += await directorySize(dir);
+    await rm(dir, { recursive: true, force: true });
+  }
+  return bytes;
+}

@@ -1,0 +1,72 @@
+import { mkdirSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { describe, expect, it } from "vitest";
+import { tbuild } from "../helpers/cli.js";
+import { importBusybox } from "../helpers/images.js";
+import { tempDirs } from "../helpers/temp.js";
+
+const tempDir = tempDirs();
+
+function context(dockerfile: string): string {
+  const dir = tempDir("prune-ctx");
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(path.join(dir, "Dockerfile"), dockerfile);
+  return dir;
+}
+
+function du(store: string): Record<string, number> {
+  const shown = tbuild(["du", "--format", "json"], { env: { TBUILD_ROOT: store } });
+  expect(shown.status, shown.stderr).toBe(0);
+  return JSON.parse(shown.stdout);
+}
+
+describe("tbuild du and tbuild prune", () => {
+  it("du's numbers add up; prune frees the build cache and the next build still works", async () => {
+    const store = tempDir("prune-store");
+    await importBusybox(store, "busybox");
+    const dir = context(
+      "FROM busybox AS big\nRUN head -c 300000 /dev/urandom > /blob\nFROM busybox\nCOPY --from=big /blob /blob\nRUN echo done > /d\n",
+    );
+    const env = { TBUILD_ROOT: store };
+    expect(tbuild(["build", "-t", "app:1", dir], { env }).status).toBe(0);
+    const before = du(store);
+    const parts = ["images", "build-cache", "unreferenced", "cache-mounts", "snapshots", "containers"];
+    expect(parts.reduce((sum, name) => sum + before[name]!, 0)).toBe(before.total);
+    // The intermediate stage's 300 kB layer is in no image: build cache only.
+    expect(before["build-cache"]).toBeGreaterThan(300_000);
+    expect(before.records).toBeGreaterThan(0);
+
+    // Records used within the last hour are kept by until=1h.
+    const kept = tbuild(["prune", "-f", "--filter", "until=1h"], { env });
+    expect(kept.stdout).toContain("removed 0 build cache record(s)");
+
+    const pruned = tbuild(["prune", "-f", "--all"], { env });
+    expect(pruned.status, pruned.stderr).toBe(0);
+    const after = du(store);
+    expect(after["build-cache"]).toBe(0);
+    expect(after.records).toBe(0);
+    expect(after.images).toBe(before.images);
+    expect(after.total).toBeLessThan(before.total - 300_000);
+
+    const rebuilt = tbuild(["build", "--progress=plain", "-t", "app:1", dir], { env });
+    expect(rebuilt.status, rebuilt.stderr).toBe(0);
+    expect(tbuild(["run", "--rm", "app:1", "cat", "/d"], { env }).stdout).toBe("done\n");
+  });
+
+  it("--keep-storage removes least recently used records only down to the size asked", async () => {
+    const store = tempDir("prune-keep");
+    await importBusybox(store, "busybox");
+    const env = { TBUILD_ROOT: store };
+    for (const n of [1, 2, 3]) {
+      const built = tbuild(["build", context(`FROM busybox\nRUN head -c 200000 /dev/urandom > /r${n}\n`)], {
+        env,
+      });
+      expect(built.status, built.stderr).toBe(0);
+    }
+    expect(du(store)["build-cache"]).toBeGreaterThan(600_000);
+    expect(tbuild(["prune", "-f", "--keep-storage", "450kB"], { env }).status).toBe(0);
+    const left = du(store)["build-cache"]!;
+    expect(left).toBeLessThanOrEqual(450_000);
+    expect(left).toBeGreaterThan(200_000);
+  });
+});
