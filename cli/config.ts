@@ -11,6 +11,7 @@ import path from "node:path";
 import { parse, TomlError } from "smol-toml";
 import { TbuildError } from "../errors/index.js";
 import type { RegistryHostConfig, RegistryHostsConfig } from "../oci/registry/index.js";
+import { type GcPolicy, parseDuration, parseSize } from "../solver/gc.js";
 
 export interface TbuildConfig {
   /** The file read (or that would have been read), for messages. */
@@ -91,6 +92,34 @@ function readRegistries(value: unknown, file: string): RegistryHostsConfig {
     registries[host] = config;
   }
   return registries;
+}
+
+/**
+ * `[gc]`: `keep-storage = "10GB"` (the build cache's own bytes) and `keep-duration = "168h"`
+ * (records unused longer go), enforced at the end of each build. Undefined when the table is absent.
+ */
+export function readGcPolicy(config: TbuildConfig): GcPolicy | undefined {
+  const table = config.other.gc;
+  if (table === undefined) return undefined;
+  if (!isTable(table)) throw new ConfigError(config.path, "gc must be a table");
+  const policy: GcPolicy = {};
+  for (const [name, value] of Object.entries(table)) {
+    if (name === "keep-storage") {
+      const bytes =
+        typeof value === "number" ? value : typeof value === "string" ? parseSize(value) : undefined;
+      if (bytes === undefined)
+        throw new ConfigError(config.path, 'gc.keep-storage must be a size such as "10GB"');
+      policy.keepStorage = bytes;
+    } else if (name === "keep-duration") {
+      const ms = typeof value === "string" ? parseDuration(value) : undefined;
+      if (ms === undefined)
+        throw new ConfigError(config.path, 'gc.keep-duration must be a duration such as "168h"');
+      policy.keepDuration = ms;
+    } else {
+      throw new ConfigError(config.path, `unknown key gc.${name} (known: keep-storage, keep-duration)`);
+    }
+  }
+  return policy;
 }
 
 function isTable(value: unknown): value is Record<string, unknown> {

@@ -123,3 +123,33 @@ export function parseDuration(text: string): number | undefined {
   const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[match[2] as "ms"];
   return Number(match[1]) * unit;
 }
+
+/** config.toml's `[gc]`: limits a build enforces when it ends. */
+export interface GcPolicy {
+  /** `keep-storage`: the build cache's own bytes. */
+  keepStorage?: number;
+  /** `keep-duration`: records unused for longer than this (ms) go. */
+  keepDuration?: number;
+}
+
+/** Prunes only when the policy is exceeded: a record too old, or the build cache too large. */
+export async function applyGcPolicy(
+  store: Store,
+  cache: CacheIndex,
+  policy: GcPolicy,
+  now = Date.now(),
+): Promise<{ records: number; bytes: number } | undefined> {
+  const stale =
+    policy.keepDuration !== undefined && cache.all().some((r) => now - r.lastUsed > policy.keepDuration!);
+  const over =
+    policy.keepStorage !== undefined && (await storeUsage(store, cache)).buildCache > policy.keepStorage;
+  if (!stale && !over) return undefined;
+  const freed = { records: 0, bytes: 0 };
+  const add = (r: { records: number; bytes: number }) => {
+    freed.records += r.records;
+    freed.bytes += r.bytes;
+  };
+  if (stale) add(await pruneBuildCache(store, cache, { olderThan: policy.keepDuration! }, now));
+  if (over) add(await pruneBuildCache(store, cache, { keepStorage: policy.keepStorage! }, now));
+  return freed;
+}

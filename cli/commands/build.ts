@@ -16,6 +16,7 @@ import {
 } from "../../solver/build-cache.js";
 import { CacheIndex } from "../../solver/cache.js";
 import { INLINE_CACHE_FIELD } from "../../solver/cache-description.js";
+import { applyGcPolicy } from "../../solver/gc.js";
 import type { BuildGraph } from "../../solver/graph.js";
 import { type SolveEvent, solve } from "../../solver/solve.js";
 import { LocalWorker } from "../../worker/local.js";
@@ -23,7 +24,7 @@ import type { SecretSource } from "../../worker/ops/context.js";
 import { Snapshotter } from "../../worker/snapshot/index.js";
 import { reexecInUserNamespace } from "../../worker/userns.js";
 import { parseBuildContexts } from "../build-context.js";
-import { loadConfig } from "../config.js";
+import { loadConfig, readGcPolicy } from "../config.js";
 import { readDockerfileInput } from "../dockerfile.js";
 import { PlainProgress } from "../progress/plain.js";
 import { storeImageResolver } from "../resolver.js";
@@ -168,6 +169,9 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
     if (cacheTo !== undefined && cacheTo.type !== "inline") {
       await writeBuildCache(cacheTo, await cacheOf(cacheTo.mode), store.content, registryOptions);
     }
+    // config.toml's [gc] limits, enforced once the image is named (so its blobs are never candidates).
+    const gcPolicy = readGcPolicy(config);
+    if (gcPolicy) await applyGcPolicy(store, cache, gcPolicy);
     if (progressMode === "quiet") ctx.stdout.write(`${exported.digest}\n`);
     else {
       const seconds = ((performance.now() - started) / 1000).toFixed(1);
