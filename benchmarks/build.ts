@@ -1,0 +1,291 @@
+/**
+ * `tbuild build` beside Debian's buildah 1.28 (`buildah bud --isolation chroot --layers`), on the
+ * same Dockerfiles and the same busybox base image (Debian's busybox-static, imported with
+ * `tbuild import`) served by a loopback `docker-registry`, which both pull from. Runs alternate,
+ * RUNS of each per case; medians and ratios are printed against the targets of issue 5:
+ *
+ *   (a) cold build (empty stores) of a Dockerfile with two independent ~3 s stages: ≤ 0.6× buildah
+ *   (b) fully cached rebuild of a ~2,000-file project: ≤ 0.25×
+ *   (c) rebuild after one source file of that project changed: ≤ 0.5×
+ *
+ * buildah uses a throwaway --root/--runroot with the overlay driver (vfs when overlay does not
+ * mount), as root; tbuild a throwaway TBUILD_ROOT.
+ *
+ *   node_modules/.bin/node benchmarks/build.ts   (after `npm run build`; as root)
+ */
+import { execFileSync, spawn, spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import {
+  chmodSync,
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const RUNS = Number(process.env.RUNS ?? 3);
+const PROJECT_FILES = 2000;
+
+const tbuild = fileURLToPath(new URL("../bin/tbuild", import.meta.url));
+const work = mkdtempSync(join(tmpdir(), "tbuild-bench-build-"));
+
+function makeBusyboxRootfs(dir: string): void {
+  for (const sub of ["bin", "etc", "root", "tmp"]) mkdirSync(join(dir, sub), { recursive: true });
+  copyFileSync("/bin/busybox", join(dir, "bin", "busybox"));
+  chmodSync(join(dir, "bin", "busybox"), 0o755);
+  const applets = execFileSync("/bin/busybox", ["--list"], { encoding: "utf8" }).split("\n").filter(Boolean);
+  for (const applet of applets) if (applet !== "busybox") symlinkSync("busybox", join(dir, "bin", applet));
+  writeFileSync(join(dir, "etc", "passwd"), "root:x:0:0:root:/root:/bin/sh\n");
+  writeFileSync(join(dir, "etc", "group"), "root:x:0:\n");
+}
+
+function check(result: ReturnType<typeof spawnSync>, what: string): void {
+  if (result.status !== 0) {
+    throw new Error(
+      `${what} failed (${result.status ?? result.signal}): ${String(result.stderr).slice(-2000)}`,
+    );
+  }
+}
+
+function timed(command: string, args: string[], env: NodeJS.ProcessEnv = process.env): number {
+  const start = process.hrtime.bigint();
+  const result = spawnSync(command, args, { env, stdio: ["ignore", "ignore", "pipe"] });
+  const ms = Number(process.hrtime.bigint() - start) / 1e6;
+  check(result, `${command} ${args.join(" ")}`);
+  return ms;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.listen(0, "127.0.0.1", () => {
+      const port = (server.address() as { port: number }).port;
+      server.close(() => resolve(port));
+    });
+    server.on("error", reject);
+  });
+}
+
+async function startRegistry(dir: string) {
+  const port = await freePort();
+  mkdirSync(dir, { recursive: true });
+  const config = join(dir, "config.yml");
+  writeFileSync(
+    config,
+    `version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${join(dir, "data")}\nhttp:\n  addr: 127.0.0.1:${port}\n  secret: ${randomBytes(16).toString("hex")}\n`,
+  );
+  const child = spawn("docker-registry", ["serve", config], { stdio: "ignore" });
+  for (let i = 0; i < 100; i++) {
+    const ok = await fetch(`http://127.0.0.1:${port}/v2/`).then(
+      (r) => r.ok,
+      () => false,
+    );
+    if (ok) return { port, stop: () => child.kill() };
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  child.kill();
+  throw new Error("docker-registry did not start");
+}
+
+/** Each tool in its own throwaway storage; `fresh()` empties it (for cold builds). */
+class Buildah {
+  private n = 0;
+  private root = "";
+  private readonly dir: string;
+  private readonly driver: string;
+  constructor(dir: string, driver: string) {
+    this.dir = dir;
+    this.driver = driver;
+    this.fresh();
+  }
+  fresh(): void {
+    this.cleanup();
+    this.root = join(this.dir, `s${this.n++}`);
+  }
+  private global(): string[] {
+    return [
+      "--root",
+      join(this.root, "root"),
+      "--runroot",
+      join(this.root, "run"),
+      "--storage-driver",
+      this.driver,
+    ];
+  }
+  build(context: string, tag: string): number {
+    return timed("buildah", [
+      ...this.global(),
+      "bud",
+      "--isolation",
+      "chroot",
+      "--layers",
+      "--tls-verify=false",
+      "-t",
+      tag,
+      context,
+    ]);
+  }
+  cleanup(): void {
+    if (!this.root) return;
+    // overlay leaves its merged mounts behind; they go before the directory does.
+    const mounts = readFileSync("/proc/self/mounts", "utf8")
+      .split("\n")
+      .map((line) => line.split(" ")[1] ?? "")
+      .filter((mount) => mount.startsWith(this.root))
+      .sort((a, b) => b.length - a.length);
+    for (const mount of mounts) spawnSync("umount", ["-l", mount]);
+    rmSync(this.root, { recursive: true, force: true });
+  }
+}
+
+class Tbuild {
+  private n = 0;
+  private root = "";
+  private readonly dir: string;
+  constructor(dir: string) {
+    this.dir = dir;
+    this.fresh();
+  }
+  fresh(): void {
+    if (this.root) rmSync(this.root, { recursive: true, force: true });
+    this.root = join(this.dir, `s${this.n++}`);
+  }
+  build(context: string, tag: string): number {
+    return timed(tbuild, ["build", "--progress=plain", "-t", tag, context], {
+      ...process.env,
+      TBUILD_ROOT: this.root,
+    });
+  }
+}
+
+function overlayWorks(dir: string): boolean {
+  const probe = new Buildah(join(dir, "probe"), "overlay");
+  const context = join(dir, "probe-ctx");
+  mkdirSync(context, { recursive: true });
+  writeFileSync(join(context, "Dockerfile"), "FROM scratch\nCOPY Dockerfile /\n");
+  try {
+    probe.build(context, "probe");
+    return true;
+  } catch {
+    return false;
+  } finally {
+    probe.cleanup();
+  }
+}
+
+function report(name: string, target: number, t: number[], b: number[]): boolean {
+  const tm = median(t);
+  const bm = median(b);
+  const ratio = tm / bm;
+  const fmt = (xs: number[]) => xs.map((x) => x.toFixed(0)).join(", ");
+  console.log(`${name}`);
+  console.log(`  tbuild  median ${tm.toFixed(0)} ms  (runs: ${fmt(t)})`);
+  console.log(`  buildah median ${bm.toFixed(0)} ms  (runs: ${fmt(b)})`);
+  console.log(`  ratio ${ratio.toFixed(2)}× (target ≤ ${target}×: ${ratio <= target ? "met" : "NOT met"})`);
+  return ratio <= target;
+}
+
+const registryDir = join(work, "registry");
+let registry: { port: number; stop: () => void } | undefined;
+const buildahs: Buildah[] = [];
+try {
+  if (process.getuid?.() !== 0)
+    throw new Error("run this benchmark as root (buildah's rootful chroot isolation is the peer)");
+  const driver = overlayWorks(work) ? "overlay" : "vfs";
+  registry = await startRegistry(registryDir);
+  const base = `127.0.0.1:${registry.port}/bench/busybox:latest`;
+  const seedStore = join(work, "seed");
+  const rootfs = join(work, "rootfs");
+  makeBusyboxRootfs(rootfs);
+  const seedEnv = { ...process.env, TBUILD_ROOT: seedStore };
+  check(
+    spawnSync(tbuild, ["import", rootfs, base, "--change", 'CMD ["sh"]'], { env: seedEnv }),
+    "tbuild import",
+  );
+  check(spawnSync(tbuild, ["push", base], { env: seedEnv }), "tbuild push");
+  console.log(
+    `buildah ${execFileSync("buildah", ["--version"], { encoding: "utf8" }).trim()}, storage driver ${driver}`,
+  );
+  console.log(`base image ${base}; ${RUNS} alternating runs per case\n`);
+
+  // (a) cold: two independent ~3 s stages, every run from empty stores (the base is pulled too).
+  const cold = join(work, "cold");
+  mkdirSync(cold);
+  writeFileSync(
+    join(cold, "Dockerfile"),
+    `FROM ${base} AS one\nRUN sleep 3 && echo one > /one\n\nFROM ${base} AS two\nRUN sleep 3 && echo two > /two\n\nFROM one\nCOPY --from=two /two /two\n`,
+  );
+  const coldT: number[] = [];
+  const coldB: number[] = [];
+  const t = new Tbuild(join(work, "tbuild"));
+  const b = new Buildah(join(work, "buildah"), driver);
+  buildahs.push(b);
+  for (let i = 0; i < RUNS; i++) {
+    t.fresh();
+    b.fresh();
+    coldT.push(t.build(cold, "bench/cold:latest"));
+    coldB.push(b.build(cold, "bench/cold:latest"));
+  }
+
+  // (b) and (c): a project of PROJECT_FILES source files, copied whole and then read by a RUN.
+  const project = join(work, "project");
+  for (let i = 0; i < PROJECT_FILES; i++) {
+    const dir = join(project, "src", `module${Math.floor(i / 50)}`);
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(
+      join(dir, `file${i % 50}.c`),
+      `/* file ${i} */\nint f${i}(void) { return ${i}; }\n${"//".repeat(200)}\n`,
+    );
+  }
+  writeFileSync(
+    join(project, "Dockerfile"),
+    `FROM ${base}\nWORKDIR /app\nCOPY . .\nRUN find /app -type f | wc -l > /count && cat /app/src/module0/file0.c > /first\n`,
+  );
+  t.fresh();
+  b.fresh();
+  t.build(project, "bench/project:latest");
+  b.build(project, "bench/project:latest");
+  const cachedT: number[] = [];
+  const cachedB: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    cachedT.push(t.build(project, "bench/project:latest"));
+    cachedB.push(b.build(project, "bench/project:latest"));
+  }
+  const changedT: number[] = [];
+  const changedB: number[] = [];
+  const edited = join(project, "src", "module0", "file0.c");
+  for (let i = 0; i < RUNS; i++) {
+    writeFileSync(edited, `/* edit ${i} */\nint f0(void) { return ${i}; }\n`);
+    changedT.push(t.build(project, "bench/project:latest"));
+    changedB.push(b.build(project, "bench/project:latest"));
+  }
+
+  const met = [
+    report("(a) cold build, two independent 3 s stages", 0.6, coldT, coldB),
+    report(`(b) fully cached rebuild, ${PROJECT_FILES}-file project`, 0.25, cachedT, cachedB),
+    report(
+      `(c) rebuild after one source file changed, ${PROJECT_FILES}-file project`,
+      0.5,
+      changedT,
+      changedB,
+    ),
+  ];
+  process.exitCode = met.every(Boolean) ? 0 : 1;
+} finally {
+  registry?.stop();
+  for (const b of buildahs) b.cleanup();
+  rmSync(work, { recursive: true, force: true });
+}
