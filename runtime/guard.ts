@@ -71,7 +71,8 @@ export class Guard {
         options.rootless ? "1" : "0",
         ...options.remove,
       ],
-      { stdio: ["pipe", "ignore", "ignore"], detached: true },
+      // At / so that it pins no directory the user may want to unmount meanwhile.
+      { stdio: ["pipe", "ignore", "ignore"], detached: true, cwd: "/" },
     );
     // Neither the guard nor its pipe may keep tbuild's own event loop alive.
     child.unref();

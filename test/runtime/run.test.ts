@@ -258,18 +258,24 @@ describe.each(modes())("tbuild run as $name", (mode) => {
   });
 
   it("leaves no mount and no process behind when tbuild is killed with SIGKILL", async () => {
-    const marker = `${4000 + Math.floor(Math.random() * 1000)}`;
-    const run = env.spawn(["run", "--name", `killed-${mode.name}`, "busybox", "sleep", marker]);
-    const running = () => hostProcesses().some((args) => args === `sleep ${marker}`);
-    expect(await eventually(running), JSON.stringify(run.output())).toBe(true);
-    process.kill(await run.tbuildPid(), "SIGKILL");
-    await run.exited;
-    expect(await eventually(() => !running())).toBe(true);
+    const marker = 4000 + Math.floor(Math.random() * 1000);
+    const kept = env.spawn(["run", "--name", `killed-${mode.name}`, "busybox", "sleep", `${marker}`]);
+    const removed = env.spawn(["run", "--rm", "busybox", "sleep", `${marker + 1}`]);
+    const running = (n: number) => hostProcesses().some((args) => args === `sleep ${n}`);
+    expect(await eventually(() => running(marker)), JSON.stringify(kept.output())).toBe(true);
+    expect(await eventually(() => running(marker + 1)), JSON.stringify(removed.output())).toBe(true);
+    process.kill(await kept.tbuildPid(), "SIGKILL");
+    process.kill(await removed.tbuildPid(), "SIGKILL");
+    await Promise.all([kept.exited, removed.exited]);
+    expect(await eventually(() => !running(marker) && !running(marker + 1))).toBe(true);
     expect(await eventually(() => env.mountsInStore().length === 0)).toBe(true);
-    // The kept container is shown as exited (its code unknown), and removable.
-    const listed = env.ok(["ps", "-a"]);
-    expect(listed).toMatch(new RegExp(`Exited \\(unknown\\).*killed-${mode.name}`));
+    // The kept container is shown as exited (its code unknown), and removable; the --rm one is gone.
+    const containers = () => readdirSync(path.join(env.store, "containers")).filter((n) => n !== "names");
+    expect(await eventually(() => containers().length === 1)).toBe(true);
+    expect(env.ok(["ps", "-a"])).toMatch(new RegExp(`Exited \\(unknown\\).*killed-${mode.name}`));
     env.ok(["rm", `killed-${mode.name}`]);
+    expect(containers()).toEqual([]);
+    expect(readdirSync(path.join(env.store, "snapshots", "mounts"))).toEqual([]);
   });
 
   it("leaves no mount and no process behind when tbuild is stopped with SIGTERM", async () => {
