@@ -128,6 +128,7 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
       compression: "gzip",
       ...(ctx.env.SOURCE_DATE_EPOCH ? { sourceDateEpoch: Number(ctx.env.SOURCE_DATE_EPOCH) } : {}),
       stateDir,
+      registry: { hosts: config.registries, configPath: config.path, env: ctx.env },
     });
     const noCacheStages = new Set(list(values, "no-cache-filter").map((s) => s.toLowerCase()));
     const stageOf = vertexStages(lowered.graph, lowered.stages);
