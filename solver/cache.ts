@@ -52,6 +52,19 @@ export class CacheIndex {
     `);
   }
 
+  /** The build cache of the store at `storeRoot`. */
+  static forStore(storeRoot: string): CacheIndex {
+    return new CacheIndex(path.join(storeRoot, "cache", "index.db"));
+  }
+
+  /** Every blob some record's result needs: garbage collection of images must keep them. */
+  blobs(): Set<string> {
+    const blobs = new Set<string>();
+    for (const record of this.all())
+      for (const layer of record.result.layers) blobs.add(layer.descriptor.digest);
+    return blobs;
+  }
+
   get(key: string): CacheRecord | undefined {
     const row = this.db.prepare("SELECT * FROM results WHERE key = ?").get(key) as Row | undefined;
     if (!row) return undefined;

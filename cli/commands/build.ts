@@ -116,7 +116,7 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   const secrets = parseSecrets(list(values, "secret"), ctx.env);
   checkRequiredSecrets(lowered.graph, secrets);
   const stateDir = await mkdtemp(path.join(store.root, "tmp-build-"));
-  const cache = new CacheIndex(path.join(store.root, "cache", "index.db"));
+  const cache = CacheIndex.forStore(store.root);
   try {
     const worker = new LocalWorker({
       store,

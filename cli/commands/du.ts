@@ -33,7 +33,7 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   const reexec = await reexecInUserNamespace(process.argv.slice(2), ctx.env);
   if (reexec !== undefined) return reexec;
   const store = await openCommandStore(ctx);
-  const cache = new CacheIndex(path.join(store.root, "cache", "index.db"));
+  const cache = CacheIndex.forStore(store.root);
   try {
     const usage = await storeUsage(store, cache);
     const rows: [string, number, string][] = [

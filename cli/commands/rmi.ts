@@ -1,5 +1,6 @@
 import { TbuildError, UsageError } from "../../errors/index.js";
 import { normalizeImageName } from "../../oci/store/index.js";
+import { CacheIndex } from "../../solver/cache.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
 import { findLocalImages, formatSize, openCommandStore } from "../store.js";
 
@@ -27,7 +28,11 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
     if (await store.images.remove(name)) ctx.stdout.write(`Untagged: ${name}\n`);
   }
   if (args.values["no-prune"] !== true) {
-    const freed = await store.images.collectGarbage();
+    // The build cache keeps its layers: removing an image does not empty the cache (prune does).
+    const cache = CacheIndex.forStore(store.root);
+    const freed = await store.images
+      .collectGarbage({ keep: () => cache.blobs() })
+      .finally(() => cache.close());
     if (freed.removed > 0) {
       ctx.stdout.write(
         `Deleted: ${freed.removed} blob${freed.removed === 1 ? "" : "s"}, ${formatSize(freed.bytes)} freed\n`,

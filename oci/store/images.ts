@@ -161,11 +161,15 @@ export class ImageStore {
    * writer still needs already has its lease on disk when the leases are read. The index lock is
    * held throughout, so no name can be added half-way through the mark.
    */
-  async collectGarbage(): Promise<{ removed: number; bytes: number }> {
+  async collectGarbage(
+    options: { keep?: () => Iterable<string> } = {},
+  ): Promise<{ removed: number; bytes: number }> {
     return this.withLock(async () => {
       const stored: { digest: string; size: number }[] = [];
       for await (const blob of this.content.list()) stored.push(blob);
       const live = await this.content.liveLeases();
+      // Blobs others rely on (the build cache's layers), read after the listing like the leases.
+      for (const digest of options.keep?.() ?? []) live.add(digest);
       const index = await this.readIndex();
       for (const entry of index.manifests) await this.mark(entry, live);
       let removed = 0;

@@ -50,6 +50,17 @@ describe("tbuild build", () => {
     expect(again.stderr).toContain("0 step(s) ran");
   });
 
+  it("removing the image keeps the build cache: the rebuild runs nothing", () => {
+    const dir = context({ Dockerfile: "FROM busybox\nRUN echo kept > /kept\n" });
+    expect(build(["-t", "removed:1", dir]).status).toBe(0);
+    const rmi = tbuild(["rmi", "removed:1"], { env: { TBUILD_ROOT: storeRoot } });
+    expect(rmi.status, rmi.stderr).toBe(0);
+    const again = build(["-t", "removed:1", dir]);
+    expect(again.status, again.stderr).toBe(0);
+    expect(again.stderr).toContain("0 step(s) ran");
+    expect(runImage("removed:1", "cat", "/kept").stdout).toBe("kept\n");
+  });
+
   it("a changed file re-runs only the steps that depend on it; an mtime-only change keeps the cache", () => {
     const dir = context({
       Dockerfile: "FROM busybox\nRUN echo tools > /tools\nCOPY app.txt /app.txt\nRUN cat /app.txt > /copy\n",
