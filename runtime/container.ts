@@ -119,7 +119,11 @@ export class Container {
       throw new TbuildError("E_CONTAINER_STARTED", `container ${this.record.name} has already run`);
     this.started = true;
     const { record, options, store } = this;
-    const snapshotter = new Snapshotter(store.root, store.content);
+    const snapshotter = new Snapshotter(
+      store.root,
+      store.content,
+      options.warn ? { warn: options.warn } : {},
+    );
     const volumes = new VolumeStore(store.root);
     const stateDir = path.join(this.containers.containerDir(record.id), "sandbox");
     const sandboxId = record.id.slice(0, 32);

@@ -175,6 +175,20 @@ describe.each(modes())("tbuild run as $name", (mode) => {
     expect(existsSync(path.join(env.store, "volumes", "etc-copy", "_data", "group"))).toBe(true);
   });
 
+  it("removes anonymous volumes with the container that made them", () => {
+    const dir = path.join(env.store, "volumes");
+    const volumes = () => (existsSync(dir) ? readdirSync(dir) : []).filter((n) => /^[a-f0-9]{64}$/.test(n));
+    const before = volumes();
+    expect(
+      env.ok(["run", "--rm", "-v", "/scratch", "busybox", "sh", "-c", "touch /scratch/x; ls /scratch"]),
+    ).toBe("x\n");
+    expect(volumes()).toEqual(before);
+    env.ok(["run", "--name", `anon-${mode.name}`, "-v", "/scratch", "busybox", "touch", "/scratch/x"]);
+    expect(volumes().length).toBe(before.length + 1);
+    env.ok(["rm", `anon-${mode.name}`]);
+    expect(volumes()).toEqual(before);
+  });
+
   it("passes SIGTERM and SIGUSR1 on to the process; its trap decides the exit code", async () => {
     const run = env.spawn([
       "run",
