@@ -28,7 +28,8 @@ import { fileURLToPath } from "node:url";
 type Exporters = typeof import("../exporters/index.js");
 type Oci = typeof import("../oci/index.js");
 
-const RUNS = 3;
+/** BENCH_RUNS=1 for a quick look; medians want at least 3. */
+const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const RSS_TARGET_MB = 250;
 const TOTAL_BYTES = 1 << 30;
 const CACHE = "/var/tmp/tbuild-bench";

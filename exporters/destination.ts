@@ -10,6 +10,20 @@ import path from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { TbuildError, UsageError } from "../errors/index.js";
+import { releaseSpentBuffers } from "../oci/registry/memory.js";
+
+/**
+ * The same bytes, each chunk counted as spent once passed on: V8 would otherwise let some 64 MB
+ * of streamed chunks pile up before collecting them (see oci/registry/memory.ts).
+ */
+export async function* releasingSpent<T extends Uint8Array>(
+  bytes: AsyncIterable<T> | Iterable<T>,
+): AsyncGenerator<T> {
+  for await (const chunk of bytes) {
+    yield chunk;
+    releaseSpentBuffers(chunk.length);
+  }
+}
 
 export interface DestinationOptions {
   signal?: AbortSignal;
@@ -31,7 +45,10 @@ export async function writeBytesTo(
       throw new UsageError(`${what} writes a tar archive: give dest=FILE, or redirect standard output`);
     }
     // `end: false`: the command's standard output outlives this export.
-    await pipeline(Readable.from(bytes, { objectMode: false }), stdout, { ...signalOption, end: false });
+    await pipeline(Readable.from(releasingSpent(bytes), { objectMode: false }), stdout, {
+      ...signalOption,
+      end: false,
+    });
     return;
   }
   const target = path.resolve(dest);
@@ -41,7 +58,7 @@ export async function writeBytesTo(
   );
   try {
     await pipeline(
-      Readable.from(bytes, { objectMode: false }),
+      Readable.from(releasingSpent(bytes), { objectMode: false }),
       createWriteStream(temp, { flags: "wx", flush: true, highWaterMark: 1 << 20 }),
       signalOption,
     );

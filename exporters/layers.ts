@@ -19,6 +19,7 @@ import { type Descriptor, MediaType } from "../oci/spec.js";
 import { writeFileAtomic } from "../oci/store/images.js";
 import { parseDigest, type Store } from "../oci/store/index.js";
 import type { LayerRef } from "../solver/worker.js";
+import { releasingSpent } from "./destination.js";
 import { layerMediaType } from "./media-types.js";
 
 export interface LayerCompressionRequest {
@@ -79,10 +80,12 @@ async function convertLayer(
   ];
   let storing: Promise<{ digest: string; size: number }> | undefined;
   const write = (bytes: AsyncIterable<Uint8Array>) => {
-    storing = content.write(bytes, {}, request.signal);
+    storing = content.write(releasingSpent(bytes), {}, request.signal);
     return storing;
   };
-  const source = content.open(layer.descriptor.digest) as unknown as AsyncIterable<Uint8Array>;
+  const source = releasingSpent(
+    content.open(layer.descriptor.digest) as unknown as AsyncIterable<Uint8Array>,
+  );
   try {
     // pipeline's typings list fixed arities; the stages vary with the source and the target.
     await (pipeline as (...streams: unknown[]) => Promise<void>)(

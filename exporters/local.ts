@@ -25,7 +25,7 @@ import {
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import { UsageError } from "../errors/index.js";
-import { cannotWrite } from "./destination.js";
+import { cannotWrite, releasingSpent } from "./destination.js";
 import type { Exporter } from "./exporter.js";
 import { type FsEntry, flattenLayers } from "./filesystem.js";
 
@@ -88,7 +88,7 @@ export async function writeFilesystem(
       case "File":
         await removeExisting(target);
         await pipeline(
-          entry.body ?? [],
+          releasingSpent(entry.body ?? []),
           createWriteStream(target, { flags: "wx", mode: 0o600, highWaterMark: 1 << 20 }),
           {
             ...(options.signal ? { signal: options.signal } : {}),

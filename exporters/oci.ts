@@ -19,7 +19,7 @@ import {
   MediaType,
 } from "../oci/spec.js";
 import { parseDigest } from "../oci/store/index.js";
-import { cannotWrite, writeBytesTo } from "./destination.js";
+import { cannotWrite, releasingSpent, writeBytesTo } from "./destination.js";
 import type { ExportedImage, Exporter, ExportJob } from "./exporter.js";
 
 export const ociExporter: Exporter = async (job) => {
@@ -106,7 +106,7 @@ async function copyBlob(job: ExportJob, blob: Descriptor, root: string): Promise
   const temp = `${target}.${process.pid}-${randomBytes(6).toString("hex")}.tmp`;
   try {
     await pipeline(
-      job.store.content.open(blob.digest),
+      releasingSpent(job.store.content.open(blob.digest) as unknown as AsyncIterable<Uint8Array>),
       createWriteStream(temp, { flags: "wx", highWaterMark: 1 << 20 }),
       job.options.signal ? { signal: job.options.signal } : {},
     );

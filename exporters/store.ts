@@ -17,9 +17,9 @@ export const imageExporter: Exporter = async (job) => {
     const signal = job.options.signal;
     for (const name of job.names) {
       await pushImage(job.store, name, {
+        ...(job.options.warn ? { warn: job.options.warn } : {}),
         ...job.options.registry,
         ...(signal ? { signal } : {}),
-        ...(job.options.warn ? { warn: job.options.warn } : {}),
       });
     }
   }
