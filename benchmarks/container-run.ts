@@ -19,6 +19,7 @@ import { fileURLToPath } from "node:url";
 const RUNS = 15;
 const WARMUP = 3;
 const IMAGE = "docker.io/library/busybox:latest";
+const ROOTLESS_USER = "tbuild-test";
 
 const tbuild = fileURLToPath(new URL("../bin/tbuild", import.meta.url));
 const work = mkdtempSync(join(tmpdir(), "tbuild-bench-run-"));
@@ -78,6 +79,32 @@ function timed(command: string, args: string[], env: NodeJS.ProcessEnv): number 
   return ms;
 }
 
+/**
+ * tbuild as the unprivileged test user (when it exists), in a store of its own: what a rootless
+ * user pays on top (a second Node start, in the user namespace). Undefined without that user.
+ */
+function rootlessTimes(archive: string): number[] | undefined {
+  if (spawnSync("id", [ROOTLESS_USER]).status !== 0) return undefined;
+  const dir = join(work, "rootless");
+  mkdirSync(dir);
+  spawnSync("chown", [ROOTLESS_USER, dir]);
+  chmodSync(work, 0o755);
+  chmodSync(archive, 0o644);
+  const asUser = (args: string[]) => [
+    "-u",
+    ROOTLESS_USER,
+    "--",
+    "env",
+    `TBUILD_ROOT=${join(dir, "store")}`,
+    tbuild,
+    ...args,
+  ];
+  check(spawnSync("runuser", asUser(["load", "-i", archive])), "rootless tbuild load");
+  const args = asUser(["run", "--rm", IMAGE, "true"]);
+  for (let i = 0; i < WARMUP; i++) timed("runuser", args, process.env);
+  return Array.from({ length: RUNS }, () => timed("runuser", args, process.env));
+}
+
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = Math.floor(sorted.length / 2);
@@ -108,6 +135,7 @@ try {
     times.tbuild.push(timed(tbuild, tbuildArgs, tbuildEnv));
     times.podman.push(timed("podman", podmanRun, process.env));
   }
+  const rootless = rootlessTimes(archive);
   const t = median(times.tbuild);
   const p = median(times.podman);
   console.log(`runs: ${RUNS} each, alternating, after ${WARMUP} warm-up runs each`);
@@ -117,6 +145,11 @@ try {
   console.log(
     `podman run --rm ${IMAGE} true   median ${p.toFixed(0)} ms (min ${Math.min(...times.podman).toFixed(0)}, max ${Math.max(...times.podman).toFixed(0)})`,
   );
+  if (rootless) {
+    console.log(
+      `rootless: tbuild run --rm as ${ROOTLESS_USER}   median ${median(rootless).toFixed(0)} ms (its own user namespace; for information, podman is not run rootless here)`,
+    );
+  }
   console.log(`ratio tbuild/podman: ${(t / p).toFixed(2)} (target ≤ 1.00: ${t <= p ? "met" : "NOT met"})`);
   process.exitCode = t <= p ? 0 : 1;
 } finally {

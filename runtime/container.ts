@@ -9,17 +9,11 @@
 import { mkdir, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { TbuildError } from "../errors/index.js";
+import { isTbuildError, TbuildError } from "../errors/index.js";
 import type { Image } from "../oci/image.js";
 import type { ContainerConfig } from "../oci/spec.js";
 import type { Store } from "../oci/store/index.js";
-import {
-  findRunc,
-  runInSandbox,
-  SandboxError,
-  type SandboxMount,
-  type SandboxProcess,
-} from "../worker/sandbox/index.js";
+import type { SandboxMount, SandboxProcess } from "../worker/sandbox/index.js";
 import { Snapshotter, type WritableMount } from "../worker/snapshot/index.js";
 import { inUserNamespace } from "../worker/userns.js";
 import { processArgs } from "./config.js";
@@ -118,6 +112,10 @@ export class Container {
     if (this.started)
       throw new TbuildError("E_CONTAINER_STARTED", `container ${this.record.name} has already run`);
     this.started = true;
+    // Loaded while the image's layers are checked and mounted (mount runs as a process of its own),
+    // rather than before: `tbuild run` starts sooner.
+    const sandboxModule = import("../worker/sandbox/index.js");
+    sandboxModule.catch(() => {});
     const { record, options, store } = this;
     const snapshotter = new Snapshotter(
       store.root,
@@ -135,6 +133,7 @@ export class Container {
       const lowers = await snapshotter.prepareImage(options.image, io.signal);
       writable = await snapshotter.mountWritable(lowers, { id: record.id, persistent: !options.remove });
       // Should tbuild die without cleaning up (SIGKILL), the guard kills the container and unmounts.
+      const { findRunc, runInSandbox } = await sandboxModule;
       const runc = findRunc();
       guard = Guard.start({
         runc,
@@ -274,7 +273,8 @@ export class ContainerStartError extends TbuildError {
 }
 
 function startFailure(err: unknown): ContainerStartError | undefined {
-  if (!(err instanceof SandboxError) || err.code !== "E_SANDBOX_RUNC") return undefined;
+  // The sandbox's SandboxError for a runc that failed (the module is loaded lazily, so by its code).
+  if (!isTbuildError(err) || err.code !== "E_SANDBOX_RUNC") return undefined;
   if (/exec: .*(executable file not found|no such file or directory)/i.test(err.message)) {
     return new ContainerStartError(err.message, 127, err);
   }

@@ -50,10 +50,10 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   if (code !== undefined) return code;
 
   // Loaded only now: the unprivileged tbuild that re-executes itself above never needs them.
-  const [{ defaultStoreRoot, openStore }, { Container }] = await Promise.all([
-    import("../../oci/store/index.js"),
-    import("../../runtime/container.js"),
-  ]);
+  // The runtime loads while the store and the image are read.
+  const runtime = import("../../runtime/container.js");
+  runtime.catch(() => {});
+  const { defaultStoreRoot, openStore } = await import("../../oci/store/index.js");
   const store = await openStore(defaultStoreRoot(ctx.env));
   const { image, name: imageName } = await resolveImage(store, imageText, platform, ctx);
   const config = containerConfig(image.config.config ?? {}, {
@@ -65,6 +65,7 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
     anonymousVolumes: mounts.filter((m) => m.kind === "volume" && m.anonymous).map((m) => m.destination),
   });
 
+  const { Container } = await runtime;
   const container = await Container.create(store, {
     image,
     imageName,
