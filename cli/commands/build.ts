@@ -114,7 +114,8 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
     { ...registryOptions, platform: targetPlatform },
   );
   const secrets = parseSecrets(list(values, "secret"), ctx.env);
-  checkRequiredSecrets(lowered.graph, secrets);
+  const sshAgents = parseSsh(list(values, "ssh"), ctx.env);
+  checkRequiredSecrets(lowered.graph, secrets, sshAgents);
   const stateDir = await mkdtemp(path.join(store.root, "tmp-build-"));
   const cache = CacheIndex.forStore(store.root);
   try {
@@ -124,7 +125,7 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
       warn: ctx.warn,
       localSources: { ...buildContexts.localSources, context: contextDir },
       secrets,
-      ssh: parseSsh(list(values, "ssh"), ctx.env),
+      ssh: sshAgents,
       compression: "gzip",
       ...(ctx.env.SOURCE_DATE_EPOCH ? { sourceDateEpoch: Number(ctx.env.SOURCE_DATE_EPOCH) } : {}),
       stateDir,
@@ -324,15 +325,27 @@ function parseSsh(specs: string[], env: NodeJS.ProcessEnv): Record<string, strin
 }
 
 /** A required secret the build was not given is an error before anything runs. */
-function checkRequiredSecrets(graph: BuildGraph, secrets: Record<string, SecretSource>) {
+function checkRequiredSecrets(
+  graph: BuildGraph,
+  secrets: Record<string, SecretSource>,
+  ssh: Record<string, string>,
+) {
   for (const [digest, vertex] of Object.entries(graph.vertices)) {
     if (vertex.op.kind !== "exec") continue;
+    const where = graph.info[digest]?.location;
+    const at = where ? `${where.file}:${where.startLine}: ` : "";
     for (const mount of vertex.op.mounts) {
       if (mount.secret?.required && secrets[mount.secret.id] === undefined) {
-        const where = graph.info[digest]?.location;
         throw new TbuildError(
           "E_MISSING_SECRET",
-          `${where ? `${where.file}:${where.startLine}: ` : ""}RUN needs secret "${mount.secret.id}" (required=true), which this build was not given: pass --secret id=${mount.secret.id},src=PATH`,
+          `${at}RUN needs secret "${mount.secret.id}" (required=true), which this build was not given: pass --secret id=${mount.secret.id},src=PATH`,
+        );
+      }
+      if (mount.ssh?.required && ssh[mount.ssh.id] === undefined) {
+        const flag = mount.ssh.id === "default" ? "--ssh default" : `--ssh ${mount.ssh.id}=SOCKET`;
+        throw new TbuildError(
+          "E_MISSING_SECRET",
+          `${at}RUN needs the ssh agent "${mount.ssh.id}" (required=true), which this build was not given: pass ${flag}`,
         );
       }
     }

@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { chmodSync, cpSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { projectRoot, tbuild } from "../helpers/cli.js";
@@ -228,6 +228,62 @@ describe("tbuild build", () => {
       expect(local.Layers).toEqual(remote.Layers);
     } finally {
       await registry.stop();
+    }
+  });
+
+  it("RUN bind mounts read stages and the context, and their writes are discarded", () => {
+    const dir = context({
+      Dockerfile: [
+        "FROM busybox AS deps",
+        "RUN mkdir /data && echo from-stage > /data/x",
+        "FROM busybox",
+        "RUN --mount=type=bind,from=deps,source=/data,target=/mnt cat /mnt/x > /from-stage",
+        "RUN --mount=type=bind,target=/ctx,rw cat /ctx/input.txt > /from-context && touch /ctx/written",
+        "",
+      ].join("\n"),
+      "input.txt": "from-context\n",
+    });
+    const out = path.join(tempDir("bind-out"), "fs");
+    const built = build(["-o", `type=local,dest=${out}`, dir]);
+    expect(built.status, built.stderr).toBe(0);
+    expect(readFileSync(path.join(out, "from-stage"), "utf8")).toBe("from-stage\n");
+    expect(readFileSync(path.join(out, "from-context"), "utf8")).toBe("from-context\n");
+    expect(existsSync(path.join(dir, "written"))).toBe(false);
+    expect(existsSync(path.join(out, "ctx"))).toBe(false);
+  });
+
+  it("a RUN tmpfs mount is a tmpfs that leaves nothing in the layer", () => {
+    const dir = context({
+      Dockerfile:
+        "FROM busybox\nRUN --mount=type=tmpfs,target=/scratch grep ' /scratch tmpfs ' /proc/mounts > /seen && echo x > /scratch/f\n",
+    });
+    const out = path.join(tempDir("tmpfs-out"), "fs");
+    const built = build(["-o", `type=local,dest=${out}`, dir]);
+    expect(built.status, built.stderr).toBe(0);
+    expect(readFileSync(path.join(out, "seen"), "utf8")).toContain("tmpfs");
+    expect(existsSync(path.join(out, "scratch", "f"))).toBe(false);
+  });
+
+  it("a RUN ssh mount forwards the agent given with --ssh", () => {
+    const agentDir = tempDir("ssh-agent");
+    const socket = path.join(agentDir, "agent.sock");
+    const agent = spawnSync("ssh-agent", ["-a", socket], { encoding: "utf8" });
+    expect(agent.status, agent.stderr).toBe(0);
+    const pid = /SSH_AGENT_PID=(\d+)/.exec(agent.stdout)?.[1];
+    try {
+      const dir = context({
+        Dockerfile:
+          'FROM busybox\nRUN --mount=type=ssh,required=true test -S "$SSH_AUTH_SOCK" && echo agent-seen > /ssh\n',
+      });
+      const out = path.join(tempDir("ssh-out"), "fs");
+      const built = build(["--ssh", `default=${socket}`, "-o", `type=local,dest=${out}`, dir]);
+      expect(built.status, built.stderr).toBe(0);
+      expect(readFileSync(path.join(out, "ssh"), "utf8")).toBe("agent-seen\n");
+      const without = build(["-o", `type=local,dest=${out}-2`, dir]);
+      expect(without.status).toBe(1);
+      expect(without.stderr).toContain("--ssh");
+    } finally {
+      if (pid) process.kill(Number(pid));
     }
   });
 });
