@@ -5,7 +5,7 @@
  * its user, with the busybox test image loaded.
  */
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
-import { chownSync, readFileSync } from "node:fs";
+import { chownSync, readdirSync, readFileSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -155,10 +155,7 @@ export class ModeEnv {
 
 function childrenOf(pid: number): number[] {
   try {
-    const tasks = execFileSync("ls", [`/proc/${pid}/task`], { encoding: "utf8" })
-      .split("\n")
-      .filter(Boolean);
-    return tasks.flatMap((task) =>
+    return readdirSync(`/proc/${pid}/task`).flatMap((task) =>
       readFileSync(`/proc/${pid}/task/${task}/children`, "utf8").split(" ").filter(Boolean).map(Number),
     );
   } catch {
