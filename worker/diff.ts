@@ -17,7 +17,7 @@
  * links. Extended attributes are not carried (Node cannot read them).
  */
 import type { BigIntStats } from "node:fs";
-import { createReadStream } from "node:fs";
+import { createReadStream, lstatSync, readFileSync } from "node:fs";
 import { lstat, readdir, readlink } from "node:fs/promises";
 import path from "node:path";
 import { TAR_END, type TarEntry, tarEntry } from "../oci/archive/tar.js";
@@ -25,6 +25,12 @@ import { isWhiteout, LowerView } from "./snapshot/lower-view.js";
 
 const WHITEOUT_PREFIX = ".wh.";
 const OPAQUE_MARKER = ".wh..wh..opq";
+/**
+ * Files up to this size are read whole, synchronously: a diff is mostly small files, for which a
+ * stream (its buffer sized for large files) and a thread-pool round trip per call cost far more
+ * than the read itself.
+ */
+const READ_WHOLE_BYTES = 256 * 1024;
 
 export interface DiffOptions {
   /** Seconds since the epoch: no mtime in the tar is later (SOURCE_DATE_EPOCH). */
@@ -45,6 +51,8 @@ interface ChangedEntry {
   name: string;
   /** Where its metadata and content are read. */
   source: string;
+  /** Its lstat, taken while the changes were found (nothing writes to a mount being diffed). */
+  stat: BigIntStats;
   /** For a directory. */
   inside?: DirChanges;
 }
@@ -74,7 +82,7 @@ export async function overlayChanges(
     const stats = new Map<string, BigIntStats>();
     const whiteouts = new Set<string>();
     for (const name of names) {
-      const stat = await lstat(path.join(upper, rel, name), { bigint: true });
+      const stat = lstatSync(path.join(upper, rel, name), { bigint: true });
       if (isWhiteout(stat)) whiteouts.add(name);
       else stats.set(name, stat);
     }
@@ -89,11 +97,11 @@ export async function overlayChanges(
     for (const [name, stat] of stats) {
       const source = path.join(upper, rel, name);
       if (!stat.isDirectory()) {
-        children.push({ name, source });
+        children.push({ name, source, stat });
         continue;
       }
       const underneath = !opaque && below.get(name)?.stat.isDirectory() === true;
-      children.push({ name, source, inside: await walk(join(rel, name), underneath) });
+      children.push({ name, source, stat, inside: await walk(join(rel, name), underneath) });
     }
     return {
       opaque,
@@ -125,11 +133,11 @@ export async function copyChanges(
     const children: ChangedEntry[] = [];
     for (const name of names) {
       const source = path.join(rootfs, rel, name);
-      const stat = await lstat(source, { bigint: true });
+      const stat = lstatSync(source, { bigint: true });
       const lower = opaque ? undefined : below.get(name);
       const changed = lower === undefined || stat.ctimeNs > since;
       if (!stat.isDirectory()) {
-        if (changed) children.push({ name, source });
+        if (changed) children.push({ name, source, stat });
         continue;
       }
       const underneath = lower?.stat.isDirectory() === true;
@@ -142,7 +150,7 @@ export async function copyChanges(
         inside.whiteouts.length > 0 ||
         inside.children.length > 0
       ) {
-        children.push({ name, source, inside });
+        children.push({ name, source, stat, inside });
       }
     }
     return { opaque, whiteouts: opaque ? [] : hidden, children };
@@ -192,7 +200,7 @@ export async function* writeChanges(
       }
       const entry = item.entry!;
       const relative = `${prefix}${entry.name}`;
-      const stat = await lstat(entry.source, { bigint: true });
+      const stat = entry.stat;
       const base = {
         mode: Number(stat.mode & 0o7777n),
         uid: Number(stat.uid),
@@ -211,9 +219,12 @@ export async function* writeChanges(
           continue;
         }
         if (stat.nlink > 1n) hardLinks.set(key, relative);
+        const size = Number(stat.size);
         yield* tarEntry(
-          { ...base, path: relative, type: "File", size: Number(stat.size) },
-          createReadStream(entry.source, { highWaterMark: 1 << 20 }),
+          { ...base, path: relative, type: "File", size },
+          size <= READ_WHOLE_BYTES
+            ? readFileSync(entry.source)
+            : createReadStream(entry.source, { highWaterMark: 1 << 20 }),
         );
       } else if (stat.isSymbolicLink()) {
         yield* tarEntry({

@@ -16,20 +16,22 @@
  */
 import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { constants } from "node:fs";
 import {
-  chmod,
-  copyFile,
-  lchown,
-  link,
-  lstat,
-  lutimes,
-  mkdir,
-  open,
-  rename,
-  rm,
-  symlink,
-} from "node:fs/promises";
+  chmodSync,
+  closeSync,
+  constants,
+  fchmodSync,
+  fchownSync,
+  futimesSync,
+  lchownSync,
+  lstatSync,
+  lutimesSync,
+  mkdirSync,
+  openSync,
+  symlinkSync,
+  writeSync,
+} from "node:fs";
+import { chmod, copyFile, lchown, link, lutimes, mkdir, rename, rm } from "node:fs/promises";
 import path from "node:path";
 import { Readable, Transform, type TransformCallback } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -141,7 +143,7 @@ class Sha256Stream extends Transform {
 
 async function lstatOrUndefined(file: string) {
   try {
-    return await lstat(file);
+    return lstatSync(file);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw err;
@@ -178,23 +180,37 @@ export async function setOwner(file: string, uid: number, gid: number, name: str
   try {
     await lchown(file, uid, gid);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === "EINVAL") {
-      throw new TbuildError(
-        "E_ID_NOT_MAPPED",
-        `${name} is owned by ${uid}:${gid}, which this user namespace does not map (it maps uids and gids 0-65535); give the user a larger subordinate range in /etc/subuid and /etc/subgid`,
-        { cause: err },
-      );
-    }
-    if (code === "EPERM") {
-      throw new TbuildError(
-        "E_NO_WORKER_PRIVILEGES",
-        `cannot give ${name} its owner ${uid}:${gid}: this process is neither root nor in tbuild's user namespace`,
-        { cause: err },
-      );
-    }
-    throw err;
+    throw ownerError(err, uid, gid, name);
   }
+}
+
+/** setOwner for the unpacker's hot path: a file descriptor (fchown) or a path (lchown), synchronously. */
+function setOwnerSync(target: number | string, uid: number, gid: number, name: string): void {
+  try {
+    if (typeof target === "number") fchownSync(target, uid, gid);
+    else lchownSync(target, uid, gid);
+  } catch (err) {
+    throw ownerError(err, uid, gid, name);
+  }
+}
+
+function ownerError(err: unknown, uid: number, gid: number, name: string): unknown {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === "EINVAL") {
+    return new TbuildError(
+      "E_ID_NOT_MAPPED",
+      `${name} is owned by ${uid}:${gid}, which this user namespace does not map (it maps uids and gids 0-65535); give the user a larger subordinate range in /etc/subuid and /etc/subgid`,
+      { cause: err },
+    );
+  }
+  if (code === "EPERM") {
+    return new TbuildError(
+      "E_NO_WORKER_PRIVILEGES",
+      `cannot give ${name} its owner ${uid}:${gid}: this process is neither root nor in tbuild's user namespace`,
+      { cause: err },
+    );
+  }
+  return err;
 }
 
 class LayerUnpacker {
@@ -256,7 +272,7 @@ class LayerUnpacker {
    */
   private async makeImpliedDir(rel: string): Promise<void> {
     const file = this.abs(rel);
-    await mkdir(file);
+    mkdirSync(file);
     this.present.add(rel);
     const whitedOut = this.whiteouts.delete(rel);
     // Deleted, then written into: the directory is new, so what was below must stay hidden.
@@ -292,19 +308,44 @@ class LayerUnpacker {
     }
   }
 
-  private async applyMetadata(
-    rel: string,
-    entry: TarReadEntry,
-    kind: "dir" | "symlink" | "other",
-  ): Promise<void> {
+  /**
+   * Owner, mode and times of a new entry. Synchronous, as are the calls that create entries: a
+   * layer is mostly small files, and a round trip through libuv's thread pool per call costs
+   * several times the call itself (unpacking 2,000 small files took over a second that way).
+   */
+  private applyMetadata(rel: string, entry: TarReadEntry, kind: "dir" | "symlink" | "other"): void {
     const file = this.abs(rel);
     this.present.add(rel);
-    await setOwner(file, entry.uid, entry.gid, entry.path);
+    setOwnerSync(file, entry.uid, entry.gid, entry.path);
     // After chown, which clears setuid and setgid bits.
-    if (kind !== "symlink") await chmod(file, entry.mode & 0o7777);
+    if (kind !== "symlink") chmodSync(file, entry.mode & 0o7777);
     const atime = entry.atime ?? entry.mtime;
     if (kind === "dir") this.dirTimes.set(rel, { atime, mtime: entry.mtime });
-    else await lutimes(file, atime, entry.mtime);
+    else lutimesSync(file, atime, entry.mtime);
+  }
+
+  /** A regular file: created exclusively (never through a symlink), written and given its metadata through one descriptor. */
+  private async writeFile(rel: string, entry: TarReadEntry): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const chunk of entry.body) chunks.push(chunk);
+    const fd = openSync(
+      this.abs(rel),
+      constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+      0o600,
+    );
+    this.present.add(rel);
+    try {
+      for (const chunk of chunks) {
+        let offset = 0;
+        while (offset < chunk.length) offset += writeSync(fd, chunk, offset);
+      }
+      setOwnerSync(fd, entry.uid, entry.gid, entry.path);
+      // After chown, which clears setuid and setgid bits.
+      fchmodSync(fd, entry.mode & 0o7777);
+      futimesSync(fd, entry.atime ?? entry.mtime, entry.mtime);
+    } finally {
+      closeSync(fd);
+    }
   }
 
   async apply(entry: TarReadEntry): Promise<void> {
@@ -332,36 +373,20 @@ class LayerUnpacker {
     switch (entry.type) {
       case "Directory": {
         await this.clear(rel, true);
-        if (!this.present.has(rel)) await mkdir(file);
+        if (!this.present.has(rel)) mkdirSync(file);
         this.knownDirs.add(rel);
-        await this.applyMetadata(rel, entry, "dir");
+        this.applyMetadata(rel, entry, "dir");
         return;
       }
       case "File": {
         await this.clear(rel, false);
-        const handle = await open(
-          file,
-          constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
-          0o600,
-        );
-        try {
-          for await (const chunk of entry.body) {
-            let offset = 0;
-            while (offset < chunk.length) {
-              const { bytesWritten } = await handle.write(chunk, offset);
-              offset += bytesWritten;
-            }
-          }
-        } finally {
-          await handle.close();
-        }
-        await this.applyMetadata(rel, entry, "other");
+        await this.writeFile(rel, entry);
         return;
       }
       case "SymbolicLink": {
         await this.clear(rel, false);
-        await symlink(entry.linkpath, file);
-        await this.applyMetadata(rel, entry, "symlink");
+        symlinkSync(entry.linkpath, file);
+        this.applyMetadata(rel, entry, "symlink");
         return;
       }
       case "Link":
@@ -374,12 +399,12 @@ class LayerUnpacker {
         }
         await this.clear(rel, false);
         await makeSpecialFile(file, entry.type, entry.devmaj, entry.devmin);
-        await this.applyMetadata(rel, entry, "other");
+        this.applyMetadata(rel, entry, "other");
         return;
       case "FIFO":
         await this.clear(rel, false);
         await makeSpecialFile(file, "FIFO");
-        await this.applyMetadata(rel, entry, "other");
+        this.applyMetadata(rel, entry, "other");
         return;
     }
   }
@@ -505,7 +530,7 @@ class LayerUnpacker {
     );
     for (const rel of dirs) {
       const times = this.dirTimes.get(rel)!;
-      await lutimes(this.abs(rel), times.atime, times.mtime);
+      lutimesSync(this.abs(rel), times.atime, times.mtime);
     }
     if (this.skippedDevices.length > 0) {
       this.options.warn?.(

@@ -42,12 +42,14 @@ describe("a build killed at any moment", () => {
         stdio: "ignore",
         detached: true,
       });
+      // Listened for from the start: a build that ends before its kill moment has exited already.
+      const exited = new Promise((resolve) => child.once("exit", resolve));
       await new Promise((resolve) => setTimeout(resolve, delay));
       // The whole group: a rootless build runs again inside a user namespace as a child.
       try {
         process.kill(-child.pid!, "SIGKILL");
       } catch {}
-      await new Promise((resolve) => child.once("exit", resolve));
+      await exited;
       expect(recordsPointAtStoredBlobs(store)).toBe(true);
     }
     const next = tbuild(["build", "-t", "killed:1", dir], { env: { TBUILD_ROOT: store } });
