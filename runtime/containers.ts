@@ -1,9 +1,10 @@
 /**
  * Kept containers, in the store: `<storeRoot>/containers/<ID>/container.json` holds what `tbuild ps`,
  * `rm` and `commit` need (name, image, config, command, state), replaced atomically by rename so a
- * reader never sees half of it; `<storeRoot>/containers/names/<NAME>` is a symlink to the ID,
+ * reader never sees half of it; `<storeRoot>/container-names/<NAME>` is a symlink to the ID,
  * created with symlink(2), which fails if the name is taken: two `run --name` at once cannot both
- * get it. The writable layer itself is the worker's snapshot of the same ID.
+ * get it. `containers/` holds container directories only, so that other readers (du, prune) can
+ * count containers by listing it. The writable layer itself is the worker's snapshot of the same ID.
  */
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -76,7 +77,7 @@ export class ContainerStore {
 
   constructor(storeRoot: string) {
     this.dir = path.join(storeRoot, "containers");
-    this.namesDir = path.join(this.dir, "names");
+    this.namesDir = path.join(storeRoot, "container-names");
   }
 
   containerDir(id: string): string {
@@ -89,7 +90,7 @@ export class ContainerStore {
       throw new UsageError(`--name ${name}: a container name is [a-zA-Z0-9][a-zA-Z0-9_.-]+`);
     }
     await mkdir(this.namesDir, { recursive: true });
-    await mkdir(this.containerDir(record.id));
+    await mkdir(this.containerDir(record.id), { recursive: true });
     let chosen = name ?? randomName();
     for (let attempt = 0; ; attempt++) {
       try {
