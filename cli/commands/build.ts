@@ -219,7 +219,12 @@ async function exportBuild(
     sourceDateEpoch !== undefined ? { sourceDateEpoch } : {},
   );
   const names = list(values, "tag");
-  const requests = list(values, "output").map((spec) => exporters.parseOutputSpec(spec));
+  // As buildx does, the -t names also name the image inside oci and docker archives.
+  const requests = list(values, "output").map((spec) => {
+    const request = exporters.parseOutputSpec(spec);
+    const named = (request.type === "oci" || request.type === "docker") && !request.names?.length;
+    return named && names.length > 0 ? { ...request, names } : request;
+  });
   if (names.length > 0 || requests.length === 0) {
     requests.unshift({ type: "image", names, push: values.push === true });
   }
