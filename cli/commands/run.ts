@@ -178,7 +178,9 @@ async function resolveImage(
     import("../store.js"),
   ]);
   try {
-    const record = await findLocalImage(store, text);
+    // A name is found with one read of the store's index; IDs and the rest go the long way.
+    const record =
+      (await store.images.get(text).catch(() => undefined)) ?? (await findLocalImage(store, text));
     const image = await readImageForPlatform(store.content, record.descriptor, platform, record.name);
     return { image, name: text };
   } catch (err) {
