@@ -17,10 +17,8 @@ import { TbuildError } from "../../errors/index.js";
 import type { Image } from "../../oci/image.js";
 import type { ContentStore } from "../../oci/store/content.js";
 import { digestOf } from "../../oci/store/content.js";
-import { copyChanges, type DiffOptions, overlayChanges, writeChanges } from "../diff.js";
-import { unpackLayer } from "../unpack.js";
+import type { DiffOptions } from "../diff.js";
 import { hasWorkerPrivileges, inUserNamespace } from "../userns.js";
-import { changeClockMark, copyLayers } from "./copy.js";
 import { isMountPoint, MountError, mountOverlay, type OverlayPaths, overlayFits, unmount } from "./mounts.js";
 
 export { isWhiteout, type LowerEntry, LowerView } from "./lower-view.js";
@@ -215,6 +213,8 @@ export class Snapshotter {
       try {
         if (await exists(dir)) return;
         await this.removeAbandonedTemps(path.basename(dir));
+        // Loaded when needed: `tbuild run` of an unpacked image never unpacks, diffs or copies.
+        const { unpackLayer } = await import("../unpack.js");
         await unpackLayer(open(), dir, {
           rootless: inUserNamespace(),
           lowers,
@@ -292,6 +292,7 @@ export class Snapshotter {
       await this.writeState(state);
       const rootfs = path.join(dir, "rootfs");
       await mkdir(rootfs, { recursive: true });
+      const { changeClockMark, copyLayers } = await import("./copy.js");
       await copyLayers(lowers, rootfs, {
         rootless: inUserNamespace(),
         ...(this.options.warn ? { warn: this.options.warn } : {}),
@@ -382,6 +383,7 @@ export class Snapshotter {
       diff(options: DiffOptions = {}): AsyncIterable<Uint8Array> {
         return (async function* () {
           if (state.mode === "copy") {
+            const { copyChanges, writeChanges } = await import("../diff.js");
             const changes = await copyChanges(rootfs, state.lowers, BigInt(state.since ?? "0"));
             yield* writeChanges(changes, rootfs, options);
             return;
@@ -398,6 +400,7 @@ export class Snapshotter {
             await snapshotter.mountOverlayFor(state);
           }
           try {
+            const { overlayChanges, writeChanges } = await import("../diff.js");
             const changes = await overlayChanges(upper, rootfs, state.lowers);
             yield* writeChanges(changes, upper, options);
           } finally {
