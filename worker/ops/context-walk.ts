@@ -6,8 +6,8 @@
  * first, a directory before its contents.
  */
 import type { BigIntStats } from "node:fs";
-import { createReadStream } from "node:fs";
-import { lstat, readdir, readFile, readlink, stat } from "node:fs/promises";
+import { createReadStream, lstatSync, readFileSync } from "node:fs";
+import { lstat, readdir, readlink, stat } from "node:fs/promises";
 import path from "node:path";
 import { TbuildError } from "../../errors/index.js";
 import { createContextMatcher } from "../../frontend/dockerignore.js";
@@ -41,7 +41,6 @@ export function byBytes(a: string, b: string): number {
 
 const MAX_SYMLINKS = 40;
 const SMALL_FILE_BYTES = 1n << 20n;
-const READ_AHEAD = 16;
 
 /** Every entry of `root` the selection keeps, in tar order. */
 export async function selectContext(
@@ -80,9 +79,13 @@ export async function selectContext(
         const kind = allSelected ? "selected" : selector.classify(childComponents);
         if (kind === "none") return undefined;
         const childAbs = path.join(abs, name);
-        const stat = await lstat(childAbs, { bigint: true }).catch((err: unknown) => {
+        // Synchronous: one lstat is cheaper than its round trip through the thread pool.
+        let stat: BigIntStats;
+        try {
+          stat = lstatSync(childAbs, { bigint: true });
+        } catch (err) {
           throw unreadable(childAbs, err);
-        });
+        }
         return { name, childAbs, childComponents, kind, stat };
       }),
     );
@@ -180,21 +183,9 @@ export interface TreeTarOptions {
  */
 export async function* treeTar(entries: ContextEntry[], options: TreeTarOptions): AsyncGenerator<Buffer> {
   const hardLinks = new Map<string, string>();
-  // Small files are read a few ahead of the one being written: one read at a time leaves the
-  // thread pool idle, and a stream per file would allocate its whole buffer up front.
-  const small = entries.map((e) => e.stat.isFile() && e.stat.size <= SMALL_FILE_BYTES);
-  const reads = new Map<number, Promise<Buffer>>();
-  let readUpTo = 0;
-  const readAhead = (from: number) => {
-    for (; readUpTo < entries.length && readUpTo < from + READ_AHEAD; readUpTo++) {
-      if (!small[readUpTo]) continue;
-      const read = readFile(entries[readUpTo]!.abs);
-      read.catch(() => {}); // awaited when its entry is written; a generator stopped early never awaits it
-      reads.set(readUpTo, read);
-    }
-  };
-  for (const [index, entry] of entries.entries()) {
-    readAhead(index);
+  // Small files are read whole and synchronously: a stream per file would allocate its whole
+  // buffer up front, and a thread-pool round trip per read costs more than the read.
+  for (const entry of entries) {
     const st = entry.stat;
     let mode = Number(st.mode & 0o7777n);
     if (options.gitModes) {
@@ -212,9 +203,10 @@ export async function* treeTar(entries: ContextEntry[], options: TreeTarOptions)
       }
       if (st.nlink > 1n) hardLinks.set(key, entry.rel);
       const header: TarEntry = { ...base, path: entry.rel, type: "File", size: Number(st.size) };
-      const read = reads.get(index);
-      reads.delete(index);
-      const content = read ? await read : createReadStream(entry.abs, { highWaterMark: 1 << 20 });
+      const content =
+        st.size <= SMALL_FILE_BYTES
+          ? readFileSync(entry.abs)
+          : createReadStream(entry.abs, { highWaterMark: 1 << 20 });
       yield* tarEntry(header, content);
     } else if (st.isSymbolicLink()) {
       yield* tarEntry({ ...base, path: entry.rel, type: "SymbolicLink", linkpath: entry.linkTarget ?? "" });

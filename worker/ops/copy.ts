@@ -8,10 +8,9 @@
  */
 
 import type { Stats } from "node:fs";
-import { constants } from "node:fs";
+import { chmodSync, constants, copyFileSync, lchownSync, lstatSync, lutimesSync } from "node:fs";
 import {
   chmod,
-  copyFile,
   lchown,
   link,
   lstat,
@@ -220,7 +219,7 @@ class Copier {
             src: childSrc,
             rel: rel === "" ? name : `${rel}/${name}`,
             target: path.join(target, name),
-            stat: await lstat(childSrc),
+            stat: lstatSync(childSrc),
           };
         }),
       );
@@ -286,8 +285,9 @@ class Copier {
     }
     if (st.isFile()) {
       // Exclusive: a file is never written through whatever is at the target (a symlink above all).
-      await this.replacing(target, () =>
-        copyFile(src, target, constants.COPYFILE_FICLONE | constants.COPYFILE_EXCL),
+      // Synchronous, as is copyMetadata: per small file, a thread-pool round trip costs more than the call.
+      await this.replacing(target, async () =>
+        copyFileSync(src, target, constants.COPYFILE_FICLONE | constants.COPYFILE_EXCL),
       );
     } else if (st.isSymbolicLink()) {
       const linkTarget = await readlink(src);
@@ -364,10 +364,10 @@ class Copier {
   /** Owner, then mode (a chown clears setuid bits), then times: as fsutil's copyFileInfo. */
   private async copyMetadata(st: Stats, target: string, hasSourceMode = false): Promise<void> {
     const owner = this.options.owner ?? { uid: st.uid, gid: st.gid };
-    await lchown(target, owner.uid, owner.gid);
+    lchownSync(target, owner.uid, owner.gid);
     const needsChmod = !hasSourceMode || this.options.mode !== undefined || (st.mode & 0o6000) !== 0;
-    if (!st.isSymbolicLink() && needsChmod) await chmod(target, this.modeOf(st));
-    await lutimes(target, st.atime, st.mtime);
+    if (!st.isSymbolicLink() && needsChmod) chmodSync(target, this.modeOf(st));
+    lutimesSync(target, st.atime, st.mtime);
   }
 
   private inside(hostPath: string): string {
