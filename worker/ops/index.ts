@@ -3,40 +3,37 @@
  * context), `exec` (RUN), `file` (COPY, ADD, WORKDIR, heredoc files), `merge` (COPY --link),
  * `http` and `git` (ADD of URLs). Each takes its inputs' filesystems and returns its own, as a
  * stack of layers in the content store.
+ *
+ * Each op's module is loaded when an op of its kind first runs: a fully cached build runs none,
+ * and loading them all (the sandbox, the unpacker, the registry client) was most of its start-up.
  */
 import type { Vertex } from "../../solver/graph.js";
 import type { FsResult } from "../../solver/worker.js";
 import type { OpContext } from "./context.js";
-import { runExec } from "./exec.js";
-import { runFile } from "./file.js";
-import { gitContentKey, runGit } from "./git.js";
-import { httpContentKey, runHttp } from "./http.js";
-import { runImage } from "./image.js";
-import { localContentKey, runLocal } from "./local.js";
-import { runMerge } from "./merge.js";
+import { localContentKey } from "./local.js";
 
 export type { OpContext, SecretSource } from "./context.js";
 export { prepareLayers } from "./layers.js";
 export { contextChecksum } from "./local.js";
 
 /** Runs one vertex on its inputs' results. */
-export function runOp(vertex: Vertex, inputs: FsResult[], ctx: OpContext): Promise<FsResult> {
+export async function runOp(vertex: Vertex, inputs: FsResult[], ctx: OpContext): Promise<FsResult> {
   const op = vertex.op;
   switch (op.kind) {
     case "image":
-      return runImage(op, inputs, ctx);
+      return (await import("./image.js")).runImage(op, inputs, ctx);
     case "local":
-      return runLocal(op, inputs, ctx);
+      return (await import("./local.js")).runLocal(op, inputs, ctx);
     case "exec":
-      return runExec(op, inputs, ctx);
+      return (await import("./exec.js")).runExec(op, inputs, ctx);
     case "file":
-      return runFile(op, inputs, ctx);
+      return (await import("./file.js")).runFile(op, inputs, ctx);
     case "merge":
-      return runMerge(op, inputs);
+      return (await import("./merge.js")).runMerge(op, inputs);
     case "http":
-      return runHttp(op, inputs, ctx);
+      return (await import("./http.js")).runHttp(op, inputs, ctx);
     case "git":
-      return runGit(op, inputs, ctx);
+      return (await import("./git.js")).runGit(op, inputs, ctx);
   }
 }
 
@@ -51,9 +48,9 @@ export async function opContentKey(vertex: Vertex, ctx: OpContext): Promise<stri
     case "local":
       return localContentKey(op, ctx);
     case "http":
-      return httpContentKey(op, ctx);
+      return (await import("./http.js")).httpContentKey(op, ctx);
     case "git":
-      return gitContentKey(op, ctx);
+      return (await import("./git.js")).gitContentKey(op, ctx);
     default:
       return undefined;
   }
