@@ -17,10 +17,10 @@
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import { TbuildError } from "../errors/index.js";
+import { readTarEntries, type TarReadEntry } from "../oci/archive/tar-reader.js";
 import { decompressor, layerCompression } from "../oci/layer.js";
 import type { ContentStore } from "../oci/store/content.js";
 import type { LayerRef } from "../solver/worker.js";
-import { readTarEntries, type TarReadEntry } from "./tar-reader.js";
 
 export type FsEntryType =
   | "File"
@@ -207,9 +207,10 @@ function openLayerTar(content: ContentStore, layer: LayerRef, index: number, opt
   pipeline(source, decompress, options.signal ? { signal: options.signal } : {}).catch(() => {});
   const what = `layer ${index + 1} (${layer.descriptor.digest})`;
   return {
-    entries: readTarEntries(decompress, what, (entryPath, reason) =>
-      options.warn?.(`${what}: ${entryPath} is left out: ${reason}`),
-    ),
+    entries: readTarEntries(decompress, {
+      what,
+      onSkip: (entryPath, reason) => options.warn?.(`${what}: ${entryPath} is left out: ${reason}`),
+    }),
     close: () => {
       decompress.destroy();
       (source as unknown as { destroy?(): void }).destroy?.();

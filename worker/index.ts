@@ -4,6 +4,7 @@
  * diffs of those mounts back into layer tars.
  */
 
+export { InvalidTarError, readTarEntries, type TarReadEntry } from "../oci/archive/tar-reader.js";
 export { copyChanges, type DiffOptions, overlayChanges, writeChanges } from "./diff.js";
 export {
   chainIds,
@@ -17,7 +18,6 @@ export {
   type SnapshotterOptions,
   type WritableMount,
 } from "./snapshot/index.js";
-export { InvalidTarError, readTarEntries, type TarReadEntry } from "./tar-reader.js";
 export { HostileLayerError, InvalidLayerError, type UnpackOptions, unpackLayer } from "./unpack.js";
 export {
   checkRootlessSetup,

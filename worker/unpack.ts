@@ -38,8 +38,8 @@ import { pipeline } from "node:stream/promises";
 import { promisify } from "node:util";
 import { createGunzip, createZstdDecompress } from "node:zlib";
 import { TbuildError } from "../errors/index.js";
+import { readTarEntries, type TarReadEntry } from "../oci/archive/tar-reader.js";
 import { LowerView } from "./snapshot/lower-view.js";
-import { readTarEntries, type TarReadEntry } from "./tar-reader.js";
 
 const run = promisify(execFile);
 
@@ -575,7 +575,7 @@ export async function unpackLayer(
       bytes = hashing;
     }
     const skipped = (entryPath: string, reason: string) => options.warn?.(`skipped ${entryPath}: ${reason}`);
-    for await (const entry of readTarEntries(bytes, skipped)) {
+    for await (const entry of readTarEntries(bytes, { onSkip: skipped })) {
       options.signal?.throwIfAborted();
       await unpacker.apply(entry);
     }

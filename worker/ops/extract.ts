@@ -14,7 +14,7 @@ import { pipeline } from "node:stream/promises";
 import { createGunzip, createZstdDecompress } from "node:zlib";
 import { Header } from "tar";
 import { TbuildError } from "../../errors/index.js";
-import { readTarEntries } from "../tar-reader.js";
+import { readTarEntries } from "../../oci/archive/tar-reader.js";
 import { makeSpecialFile } from "../unpack.js";
 import { pathComponents } from "./glob.js";
 import { rootPath } from "./root-path.js";
@@ -128,7 +128,9 @@ export async function extractArchive(
   // Directory times are set last: extracting into a directory changes its mtime.
   const directoryTimes: { target: string; mtime: Date; atime: Date }[] = [];
   try {
-    for await (const entry of readTarEntries(tar, (p, reason) => options.warn(`${name}: ${p}: ${reason}`))) {
+    for await (const entry of readTarEntries(tar, {
+      onSkip: (p, reason) => options.warn(`${name}: ${p}: ${reason}`),
+    })) {
       options.signal?.throwIfAborted();
       const components = safeComponents(entry.path, name);
       if (components.length === 0) continue; // the archive's root: dest itself

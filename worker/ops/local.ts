@@ -189,10 +189,12 @@ export async function contextChecksum(
 
 /** Named by its checksum, a manifest never changes: one already written is left as it is. */
 async function writeManifestOnce(file: string, manifest: ContextManifest): Promise<void> {
-  if (await stat(file).then(
-    () => true,
-    () => false,
-  ))
+  if (
+    await stat(file).then(
+      () => true,
+      () => false,
+    )
+  )
     return;
   await writeAtomically(file, JSON.stringify(manifest));
 }

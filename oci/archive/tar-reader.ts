@@ -6,14 +6,14 @@
  * here, because they must reach the entry they describe and nothing else.
  */
 import { Header } from "tar";
-import { TbuildError } from "../errors/index.js";
+import { TbuildError } from "../../errors/index.js";
 
 const BLOCK = 512;
 
 /** A tar stream that is not one, or that ends in the middle of an entry. */
 export class InvalidTarError extends TbuildError {
-  constructor(reason: string) {
-    super("E_INVALID_LAYER", `the layer is not a valid tar archive: ${reason}`);
+  constructor(what: string, reason: string) {
+    super("E_INVALID_LAYER", `${what} is not a valid tar archive: ${reason}`);
   }
 }
 
@@ -39,8 +39,8 @@ export interface TarReadEntry {
   linkpath: string;
   devmaj: number;
   devmin: number;
-  /** PAX records naming extended attributes (`SCHILY.xattr.NAME`), by attribute name. */
-  xattrs: Map<string, string>;
+  /** Extended attributes from PAX `SCHILY.xattr.NAME` records: raw bytes (a capability set is binary). */
+  xattrs: Map<string, Buffer>;
   /** The content (files only); entries left unread are skipped. */
   body: AsyncIterable<Buffer>;
 }
@@ -50,9 +50,11 @@ class ByteReader {
   private buffer: Buffer = Buffer.alloc(0);
   private ended = false;
   private readonly iterator: AsyncIterator<Uint8Array>;
+  private readonly what: string;
 
-  constructor(source: AsyncIterable<Uint8Array>) {
+  constructor(source: AsyncIterable<Uint8Array>, what: string) {
     this.iterator = source[Symbol.asyncIterator]();
+    this.what = what;
   }
 
   private async fill(n: number): Promise<void> {
@@ -80,7 +82,7 @@ class ByteReader {
     let left = n;
     while (left > 0) {
       if (this.buffer.length === 0) await this.fill(1);
-      if (this.buffer.length === 0) throw new InvalidTarError("it ends in the middle of a file");
+      if (this.buffer.length === 0) throw new InvalidTarError(this.what, "it ends in the middle of a file");
       const chunk = this.buffer.subarray(0, Math.min(left, this.buffer.length));
       this.buffer = this.buffer.subarray(chunk.length);
       left -= chunk.length;
@@ -114,25 +116,33 @@ function padded(size: number): number {
   return Math.ceil(size / BLOCK) * BLOCK;
 }
 
-/** PAX records: `<length> <key>=<value>\n`, the length counting the whole record. */
-function parsePax(data: Buffer, into: Record<string, string>): void {
+/**
+ * PAX records: `<length> <key>=<value>\n`, the length counting the whole record. Values stay bytes:
+ * an extended attribute's value is binary, the rest is UTF-8.
+ */
+function parsePax(data: Buffer, into: Record<string, Buffer>, what: string): void {
   let offset = 0;
   while (offset < data.length) {
     const space = data.indexOf(0x20, offset);
     if (space < 0) break;
     const length = Number.parseInt(data.subarray(offset, space).toString("ascii"), 10);
     if (!Number.isSafeInteger(length) || length <= space - offset || offset + length > data.length) {
-      throw new InvalidTarError("a PAX header record has a wrong length");
+      throw new InvalidTarError(what, "a PAX header record has a wrong length");
     }
-    const record = data.subarray(space + 1, offset + length - 1).toString("utf8");
-    const equals = record.indexOf("=");
-    if (equals > 0) into[record.slice(0, equals)] = record.slice(equals + 1);
+    const record = data.subarray(space + 1, offset + length - 1);
+    const equals = record.indexOf(0x3d);
+    if (equals > 0)
+      into[record.subarray(0, equals).toString("utf8")] = Buffer.from(record.subarray(equals + 1));
     offset += length;
   }
 }
 
-function paxNumber(pax: Record<string, string>, key: string): number | undefined {
-  const value = pax[key];
+function paxText(pax: Record<string, Buffer>, key: string): string | undefined {
+  return pax[key]?.toString("utf8");
+}
+
+function paxNumber(pax: Record<string, Buffer>, key: string): number | undefined {
+  const value = paxText(pax, key);
   if (value === undefined) return undefined;
   const n = Number(value);
   return Number.isFinite(n) ? n : undefined;
@@ -158,33 +168,37 @@ const ENTRY_TYPES: Record<string, TarReadType> = {
 /**
  * The entries of an uncompressed tar stream, in order. Each entry's body must be read (or left)
  * before asking for the next entry. Bytes after the end-of-archive blocks are read and discarded.
+ * `what` names the stream in errors; entries of kinds a file system cannot hold (GNU dump dirs,
+ * sparse files, volume labels) go to `onSkip`.
  */
 export async function* readTarEntries(
   source: AsyncIterable<Uint8Array>,
-  onSkip?: (path: string, reason: string) => void,
+  options: { what?: string; onSkip?: (path: string, reason: string) => void } = {},
 ): AsyncGenerator<TarReadEntry> {
-  const reader = new ByteReader(source);
-  const globalPax: Record<string, string> = {};
-  let pax: Record<string, string> = {};
+  const what = options.what ?? "the layer";
+  const onSkip = options.onSkip;
+  const reader = new ByteReader(source, what);
+  const globalPax: Record<string, Buffer> = {};
+  let pax: Record<string, Buffer> = {};
   let longPath: string | undefined;
   let longLink: string | undefined;
   try {
     for (;;) {
       const block = await reader.take(BLOCK);
       if (block.length === 0) break; // no end-of-archive blocks: tolerated, as GNU tar does
-      if (block.length < BLOCK) throw new InvalidTarError("it ends in the middle of a header");
+      if (block.length < BLOCK) throw new InvalidTarError(what, "it ends in the middle of a header");
       if (block.every((b) => b === 0)) {
         await reader.drain();
         break;
       }
       const header = new Header(block);
-      if (!header.cksumValid) throw new InvalidTarError("a header has a wrong checksum");
+      if (!header.cksumValid) throw new InvalidTarError(what, "a header has a wrong checksum");
       const size = header.size ?? 0;
       const typeName = header.type;
       if (typeName === "ExtendedHeader" || typeName === "GlobalExtendedHeader") {
         const data = await reader.take(padded(size));
-        if (data.length < padded(size)) throw new InvalidTarError("it ends in a PAX header");
-        parsePax(data.subarray(0, size), typeName === "ExtendedHeader" ? pax : globalPax);
+        if (data.length < padded(size)) throw new InvalidTarError(what, "it ends in a PAX header");
+        parsePax(data.subarray(0, size), typeName === "ExtendedHeader" ? pax : globalPax, what);
         continue;
       }
       if (
@@ -193,17 +207,17 @@ export async function* readTarEntries(
         typeName === "NextFileHasLongLinkpath"
       ) {
         const data = await reader.take(padded(size));
-        if (data.length < padded(size)) throw new InvalidTarError("it ends in a GNU long name");
+        if (data.length < padded(size)) throw new InvalidTarError(what, "it ends in a GNU long name");
         if (typeName === "NextFileHasLongLinkpath") longLink = cString(data.subarray(0, size));
         else longPath = cString(data.subarray(0, size));
         continue;
       }
       const fields = { ...globalPax, ...pax };
-      const path = fields.path ?? longPath ?? header.path ?? "";
+      const path = paxText(fields, "path") ?? longPath ?? header.path ?? "";
       const entrySize = paxNumber(fields, "size") ?? size;
       pax = {};
       longPath = undefined;
-      const linkpath = fields.linkpath ?? longLink ?? header.linkpath ?? "";
+      const linkpath = paxText(fields, "linkpath") ?? longLink ?? header.linkpath ?? "";
       longLink = undefined;
       const type = ENTRY_TYPES[typeName];
       // Only regular files carry content that belongs to the file; anything else with a size (a
@@ -215,7 +229,7 @@ export async function* readTarEntries(
         await reader.skip(padded(bodySize));
         continue;
       }
-      const xattrs = new Map<string, string>();
+      const xattrs = new Map<string, Buffer>();
       for (const [key, value] of Object.entries(fields)) {
         const match = /^(?:SCHILY|LIBARCHIVE)\.xattr\.(.+)$/.exec(key);
         if (match) xattrs.set(match[1]!, value);
