@@ -9,7 +9,7 @@
  */
 import { type Challenge, parseChallenges } from "./challenge.js";
 import type { Credentials } from "./credentials.js";
-import { RegistryResponseError, UnauthorizedError } from "./errors.js";
+import { type RefusedLogin, RegistryResponseError, UnauthorizedError } from "./errors.js";
 import { endpointUrl, isLoopbackHost, type RegistryEndpoint } from "./hosts.js";
 import { discard, type HttpResponse, type HttpTransport, readBody } from "./transport.js";
 
@@ -140,6 +140,16 @@ export class Authorizer {
     return { retry: !hadAuth || more !== scopes || challenge?.scheme === "bearer", scopes: more, detail };
   }
 
+  /** After a final 401: was no login saved, or (Basic) was the saved one refused? */
+  async refusedLogin(): Promise<RefusedLogin | undefined> {
+    const credentials = await this.loadCredentials();
+    if (!credentials?.username && !credentials?.identityToken) return { saved: false };
+    // A Bearer registry's 401 after the token server accepted the login means missing rights.
+    return this.challenge?.scheme === "basic"
+      ? { saved: true, username: credentials.username ?? "" }
+      : undefined;
+  }
+
   /**
    * Checks credentials the way `docker login` does: a token for the service with no scope, or
    * `/v2/` with Basic; throws UnauthorizedError when refused.
@@ -190,7 +200,12 @@ export class Authorizer {
       const why = credentials
         ? "the token server refused the credentials"
         : "no credentials, and anonymous access is refused";
-      throw new UnauthorizedError(this.shownName, why);
+      const login = credentials?.username
+        ? { saved: true as const, username: credentials.username }
+        : credentials
+          ? undefined
+          : { saved: false as const };
+      throw new UnauthorizedError(this.shownName, why, login);
     }
     if (res.status !== 200) {
       throw new RegistryResponseError(

@@ -406,7 +406,11 @@ export class RegistryClient {
           attempt--;
           continue;
         }
-        throw new UnauthorizedError(this.name, next.detail || `${spec.what} needs credentials`);
+        throw new UnauthorizedError(
+          this.name,
+          next.detail || `${spec.what} needs credentials`,
+          await this.authorizer.refusedLogin(),
+        );
       }
       if (res.status === 403) {
         const body = await readErrors(res);
@@ -474,7 +478,15 @@ export class RegistryClient {
     if ((err as Error | undefined)?.name === "AbortError") return err as Error;
     const kind = classifyNetworkError(err);
     const reason = describeNetworkError(err);
-    if (kind === "refused") return new ConnectionRefusedError(this.name, this.endpoint.host, err);
+    if (kind === "refused") {
+      return new ConnectionRefusedError(
+        this.name,
+        this.endpoint.host,
+        err,
+        this.endpoint.configKey,
+        this.configPath,
+      );
+    }
     if (kind === "tls") {
       return new RegistryTlsError(this.endpoint.configKey, this.endpoint.host, reason, this.configPath, err);
     }

@@ -38,16 +38,39 @@ export class BlobNotFoundError extends RegistryError {
   }
 }
 
+/**
+ * What a refusal says about the saved login: none was sent, or the one sent was refused (a wrong
+ * password); undefined when it cannot tell (an account without the rights asked for).
+ */
+export type RefusedLogin = { saved: false } | { saved: true; username: string };
+
 /** Credentials missing, wrong, or without the rights asked for. */
 export class UnauthorizedError extends RegistryError {
-  constructor(registry: string, detail: string) {
+  constructor(registry: string, detail: string, login?: RefusedLogin) {
+    const login_ = `\`tbuild login ${registry}\``;
+    const advice =
+      login === undefined
+        ? `; run ${login_} with an account that may do this`
+        : login.saved
+          ? `: the saved login${login.username ? ` of user ${login.username}` : ""} was refused; run ${login_} again with the right password`
+          : `: no login is saved for it; run ${login_}`;
     super(
       "E_UNAUTHORIZED",
       registry,
-      `unauthorized: registry ${registry} refused access${detail ? ` (${detail})` : ""}; run \`tbuild login ${registry}\` with an account that may do this`,
+      `unauthorized: registry ${registry} refused access${detail ? ` (${detail})` : ""}${advice}`,
     );
   }
 }
+
+/** Node's codes for a certificate chain that ends in no CA tbuild trusts. */
+const UNTRUSTED_CERTIFICATE_CODES = new Set([
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "CERT_UNTRUSTED",
+]);
 
 /** The TLS handshake failed: an unknown CA, a name mismatch, an expired certificate, a plain-HTTP server. */
 export class RegistryTlsError extends RegistryError {
@@ -60,7 +83,9 @@ export class RegistryTlsError extends RegistryError {
   ) {
     const where = configPath ? ` in ${configPath}` : " in tbuild's config.toml";
     // Node's own advice (--use-system-ca) is about Node, not about tbuild's settings.
-    const why = reason.replace(/;? *if the root CA is installed locally.*$/s, "").replace(/\.$/, "");
+    const said = reason.replace(/;? *if the root CA is installed locally.*$/s, "").replace(/\.$/, "");
+    const code = (cause as NodeJS.ErrnoException | undefined)?.code ?? "";
+    const why = UNTRUSTED_CERTIFICATE_CODES.has(code) ? `its certificate is not trusted (${said})` : said;
     super(
       "E_TLS",
       registry,
@@ -74,11 +99,12 @@ export class RegistryTlsError extends RegistryError {
 
 /** Nothing listens where the registry should be. */
 export class ConnectionRefusedError extends RegistryError {
-  constructor(registry: string, hostPort: string, cause: unknown) {
+  constructor(registry: string, hostPort: string, cause: unknown, configKey = registry, configPath?: string) {
     super(
       "E_CONNECTION_REFUSED",
       registry,
-      `connection refused by ${hostPort} (registry ${registry}): is the registry running and the address right?`,
+      `connection refused by ${hostPort} (registry ${registry}): is the registry running and the address right? ` +
+        `Check the name, and [registry."${configKey}"] (mirrors, http) in ${configPath ?? "tbuild's config.toml"}`,
       { cause },
     );
   }
