@@ -98,7 +98,7 @@ export const commands: CommandSpec[] = [
       {
         name: "progress",
         type: "string",
-        value: "auto|plain|rawjson|quiet",
+        value: "auto|tty|plain|rawjson|quiet",
         description: "progress output",
         default: "auto ($TBUILD_PROGRESS)",
       },
