@@ -111,6 +111,10 @@ export async function dispatchStage(
     const resolved = await ctx.image(def.baseName, def.platform ?? ctx.targetPlatform, at);
     const image = structuredClone(resolved.config);
     image.config ??= {};
+    // As BuildKit does: an image without PATH (e.g. one imported from a rootfs) gets the default.
+    if (!(image.config.Env ?? []).some((e) => e === "PATH" || e.startsWith("PATH="))) {
+      image.config.Env = [...(image.config.Env ?? []), `PATH=${DEFAULT_PATH}`];
+    }
     st = {
       def,
       image,

@@ -26,6 +26,15 @@ describe("the image config of the target", () => {
     expect(build.image.config.Cmd).toEqual(["/app"]);
   });
 
+  it("a base image without PATH gets the default one after its own Env, as BuildKit does", async () => {
+    const build = await lower("FROM imported\nENV A=1\n", { images: { imported: { Env: ["LANG=C"] } } });
+    expect(build.image.config.Env).toEqual([
+      "LANG=C",
+      "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+      "A=1",
+    ]);
+  });
+
   it("ENTRYPOINT resets an inherited CMD but keeps one set in the same stage", async () => {
     expect((await lower('FROM busybox\nENTRYPOINT ["/bin/app"]\n')).image.config.Cmd).toBeNull();
     const both = await lower('FROM busybox\nCMD ["--help"]\nENTRYPOINT ["/bin/app"]\n');
