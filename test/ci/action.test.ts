@@ -1,0 +1,224 @@
+import { execFileSync, spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { mkdirSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { formatPlatform, hostPlatform } from "../../oci/platform.js";
+import { projectRoot, tbuild } from "../helpers/cli.js";
+import { importBusybox } from "../helpers/images.js";
+import { type RunningRegistry, startRegistry } from "../helpers/registry.js";
+import { tempDirs } from "../helpers/temp.js";
+import { type ActionFile, parseCommandFile, readYaml, runCompositeAction } from "./runners.js";
+
+const tempDir = tempDirs();
+const actionFile = path.join(projectRoot, "action.yml");
+const sha256 = (text: string) => createHash("sha256").update(text).digest("hex");
+
+/** docker/build-push-action v6's names, for the inputs tbuild's action takes. */
+const INPUTS = [
+  "context",
+  "file",
+  "tags",
+  "push",
+  "build-args",
+  "target",
+  "platforms",
+  "labels",
+  "outputs",
+  "cache-from",
+  "cache-to",
+  "secrets",
+  "no-cache",
+];
+const OUTPUTS = ["imageid", "digest", "metadata"];
+
+let registry: RunningRegistry;
+let env: NodeJS.ProcessEnv;
+let workspace: string;
+
+beforeAll(async () => {
+  registry = await startRegistry();
+  const dir = tempDir("action");
+  writeFileSync(path.join(dir, "config.toml"), "");
+  mkdirSync(path.join(dir, "docker"));
+  env = {
+    ...process.env,
+    TBUILD_ROOT: path.join(dir, "store"),
+    TBUILD_CONFIG: path.join(dir, "config.toml"),
+    DOCKER_CONFIG: path.join(dir, "docker"),
+    TBUILD_SKIP_INSTALL: "true",
+  };
+  await importBusybox(env.TBUILD_ROOT!, "busybox");
+  workspace = path.join(dir, "workspace");
+  mkdirSync(path.join(workspace, "app"), { recursive: true });
+  writeFileSync(
+    path.join(workspace, "app", "build.Dockerfile"),
+    [
+      "FROM busybox",
+      "ARG GREETING",
+      'RUN echo "$GREETING" > /greeting',
+      // The secrets' checksums, not the secrets, go into the image.
+      "RUN --mount=type=secret,id=token --mount=type=secret,id=multi \\",
+      "    sha256sum /run/secrets/token /run/secrets/multi | cut -d' ' -f1 > /secret-sums",
+      "",
+    ].join("\n"),
+  );
+});
+
+afterAll(async () => {
+  await registry?.stop();
+});
+
+function inStore(args: string[]) {
+  const result = tbuild(args, { env, cwd: workspace });
+  if (result.status !== 0) throw new Error(`tbuild ${args.join(" ")} failed: ${result.stderr}`);
+  return result.stdout;
+}
+
+describe("action.yml", () => {
+  const action = readYaml<ActionFile>(actionFile);
+
+  it("declares build-push-action's inputs and outputs that tbuild supports, and no others", () => {
+    expect(Object.keys(action.inputs).sort()).toEqual([...INPUTS].sort());
+    expect(Object.keys(action.outputs).sort()).toEqual([...OUTPUTS].sort());
+    expect(action.inputs.context!.default).toBe(".");
+    expect(action.inputs.push!.default).toBe("false");
+    expect(action.inputs["no-cache"]!.default).toBe("false");
+    expect(action.runs.using).toBe("composite");
+  });
+
+  it("hands every input to its build step as INPUT_<NAME>", () => {
+    const build = action.runs.steps.find((step) => step.id === "build")!;
+    const expected = Object.fromEntries(
+      INPUTS.map((name) => [`INPUT_${name.toUpperCase().replaceAll("-", "_")}`, `\${{ inputs.${name} }}`]),
+    );
+    expect(build.env).toEqual(expected);
+  });
+
+  it("runs steps that are valid bash, and scripts that are too", () => {
+    for (const step of action.runs.steps) {
+      expect(step.shell).toBe("bash");
+      const check = spawnSync("bash", ["-n", "-c", step.run], { encoding: "utf8" });
+      expect(check.stderr).toBe("");
+      expect(check.status).toBe(0);
+    }
+    for (const script of ["ci/github/install.sh", "ci/github/build.sh"]) {
+      const check = spawnSync("bash", ["-n", path.join(projectRoot, script)], { encoding: "utf8" });
+      expect(check.stderr).toBe("");
+      expect(check.status).toBe(0);
+    }
+  });
+});
+
+describe("the action, run as a GitHub runner runs a composite action", () => {
+  it("builds with build args, labels and secrets, pushes every tag, and gives imageid, digest and metadata", () => {
+    const repository = `${registry.host}/app`;
+    const platform = formatPlatform(hostPlatform());
+    const token = "s3cret-token-value";
+    const multi = "first line of a secret\nsecond line of it";
+    const run = runCompositeAction(projectRoot, {
+      cwd: workspace,
+      env,
+      with: {
+        context: "app",
+        file: "app/build.Dockerfile",
+        tags: `${repository}:ci,${repository}:second`,
+        push: "true",
+        platforms: platform,
+        "build-args": "GREETING=hello, from the action",
+        labels: "org.opencontainers.image.title=tbuild action test\ncom.example.ci=github",
+        secrets: `token=${token}\n"multi=${multi}"\n`,
+      },
+    });
+    expect(run.log).toContain("tbuild: install skipped (TBUILD_SKIP_INSTALL=true)");
+    expect(run.status, run.log).toBe(0);
+
+    // The outputs, in GITHUB_OUTPUT's format.
+    const file = run.outputFiles.build!;
+    expect(file).toMatch(/^imageid=sha256:[0-9a-f]{64}$/m);
+    expect(file).toMatch(/^digest=sha256:[0-9a-f]{64}$/m);
+    expect(file).toMatch(/^metadata<<(ghadelimiter_[0-9a-f]+)\n\{\n[\s\S]*\n\}\n\1$/m);
+    expect(parseCommandFile(file)).toEqual(run.outputs);
+    const { imageid, digest, metadata } = run.outputs;
+    expect(JSON.parse(metadata!)["containerimage.digest"]).toBe(digest);
+
+    // The registry serves that digest under both tags; the store names it as the image ID.
+    for (const tag of ["ci", "second"]) {
+      const inspected = JSON.parse(
+        execFileSync("skopeo", ["inspect", "--tls-verify=false", `docker://${repository}:${tag}`], {
+          encoding: "utf8",
+        }),
+      );
+      expect(inspected.Digest).toBe(digest);
+    }
+    const stored = JSON.parse(inStore(["inspect", `${repository}:ci`]));
+    expect(stored.descriptor.digest).toBe(imageid);
+    expect(`${stored.config.os}/${stored.config.architecture}`).toBe(
+      platform.split("/").slice(0, 2).join("/"),
+    );
+    expect(stored.config.config.Labels).toMatchObject({
+      "org.opencontainers.image.title": "tbuild action test",
+      "com.example.ci": "github",
+    });
+
+    // The build argument (with its comma) and both secrets reached the RUN steps.
+    const contents = inStore(["run", "--rm", `${repository}:ci`, "cat", "/greeting", "/secret-sums"]);
+    expect(contents).toBe(`hello, from the action\n${sha256(token)}\n${sha256(multi)}\n`);
+
+    // Secret values show in the log only where they are masked.
+    const lines = run.log.split("\n");
+    expect(lines.filter((line) => line.includes(token))).toEqual([`::add-mask::${token}`]);
+    expect(lines).toContain(`::add-mask::${multi.replace("\n", "%0A")}`);
+    expect(lines.filter((line) => line.includes("second line of it"))).toEqual([
+      `::add-mask::${multi.replace("\n", "%0A")}`,
+    ]);
+  });
+
+  it("without push, builds into the store only, and gives outputs still", () => {
+    const repository = `${registry.host}/local-only`;
+    const run = runCompositeAction(projectRoot, {
+      cwd: workspace,
+      env,
+      with: {
+        context: "app",
+        file: "app/build.Dockerfile",
+        tags: `${repository}:ci`,
+        "build-args": "GREETING=kept here",
+        secrets: "token=t\nmulti=m",
+        "no-cache": "true",
+      },
+    });
+    expect(run.status, run.log).toBe(0);
+    expect(run.outputs.digest).toMatch(/^sha256:[0-9a-f]{64}$/);
+    expect(inStore(["run", "--rm", `${repository}:ci`, "cat", "/greeting"])).toBe("kept here\n");
+    const inspect = spawnSync("skopeo", ["inspect", "--tls-verify=false", `docker://${repository}:ci`], {
+      encoding: "utf8",
+    });
+    expect(inspect.status).not.toBe(0);
+    expect(inspect.stderr).toMatch(/manifest unknown|name unknown/i);
+  });
+
+  it("refuses what tbuild cannot do yet, and malformed inputs, before building", () => {
+    const cases: Array<[Record<string, string>, string]> = [
+      [
+        { platforms: "linux/amd64,linux/arm64" },
+        "tbuild builds one platform at a time; not supported yet: several platforms",
+      ],
+      [{ "cache-to": "type=local,dest=a\ntype=local,dest=b" }, "not supported yet: several cache-to entries"],
+      [{ push: "yes" }, 'input push is "yes": give true or false'],
+      [{ secrets: "token-without-a-value" }, "secrets: entry 1 is not id=value"],
+    ];
+    for (const [inputs, message] of cases) {
+      const run = runCompositeAction(projectRoot, {
+        cwd: workspace,
+        env,
+        with: { context: "app", ...inputs },
+      });
+      expect(run.status).toBe(1);
+      expect(run.log).toMatch(/^::error title=tbuild::/m);
+      expect(run.log).toContain(message);
+      expect(run.log).not.toContain("+ tbuild build");
+      expect(run.log).not.toContain("token-without-a-value");
+    }
+  });
+});
