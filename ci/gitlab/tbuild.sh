@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The script of tbuild's GitLab CI template (tbuild.gitlab-ci.yml): log in to the project's
+# registry, build $TBUILD_IMAGE (default $CI_REGISTRY_IMAGE:$CI_COMMIT_SHORT_SHA), test it by
+# running it with `tbuild run --rm` (its own command, or $TBUILD_TEST_COMMAND), and push it when
+# TBUILD_PUSH is true (the template's rules set it on the default branch). Writes tbuild.env
+# (TBUILD_IMAGE, TBUILD_DIGEST) for the job's dotenv report.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
+PATH=$root/bin:$PATH
+# The Node 24 that tbuild runs on (bin/tbuild finds it the same way), for reading JSON.
+node=$root/node_modules/node/bin/node
+[[ -x $node ]] || node=node
+
+fail() {
+  printf 'tbuild: %s\n' "$1" >&2
+  exit 1
+}
+# Prints a command as a shell would read it, then runs it.
+run() {
+  printf '$'
+  printf ' %q' "$@"
+  printf '\n'
+  "$@"
+}
+
+image=${TBUILD_IMAGE:-}
+if [[ -z $image ]]; then
+  [[ -n ${CI_REGISTRY_IMAGE:-} ]] || fail "CI_REGISTRY_IMAGE is empty: enable the project's container registry, or set TBUILD_IMAGE"
+  [[ -n ${CI_COMMIT_SHORT_SHA:-} ]] || fail "CI_COMMIT_SHORT_SHA is empty: set TBUILD_IMAGE"
+  image=$CI_REGISTRY_IMAGE:$CI_COMMIT_SHORT_SHA
+fi
+case ${TBUILD_PUSH:-false} in
+  true) push=true ;;
+  false | "") push=false ;;
+  *) fail "TBUILD_PUSH is \"$TBUILD_PUSH\": give true or false" ;;
+esac
+
+# Base images may come from the project's registry too, so the login comes first, on every branch.
+if [[ -n ${CI_REGISTRY:-} && -n ${CI_REGISTRY_USER:-} ]]; then
+  printf '%s' "${CI_REGISTRY_PASSWORD:-}" | run tbuild login -u "$CI_REGISTRY_USER" --password-stdin "$CI_REGISTRY"
+fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+args=(build --progress=plain --metadata-file "$work/metadata.json" -t "$image")
+if [[ -n ${TBUILD_DOCKERFILE:-} ]]; then args+=(-f "$TBUILD_DOCKERFILE"); fi
+# Further flags of `tbuild build`, as shell words (quotes keep a word whole).
+if [[ -n ${TBUILD_BUILD_FLAGS:-} ]]; then
+  eval "extra=($TBUILD_BUILD_FLAGS)"
+  args+=("${extra[@]}")
+fi
+args+=("${TBUILD_CONTEXT:-.}")
+run tbuild "${args[@]}"
+
+# The test: the image's own command, or TBUILD_TEST_COMMAND's words (quotes keep a word whole).
+test_command=()
+if [[ -n ${TBUILD_TEST_COMMAND:-} ]]; then eval "test_command=($TBUILD_TEST_COMMAND)"; fi
+run tbuild run --rm "$image" "${test_command[@]}"
+
+if [[ $push == true ]]; then
+  run tbuild push "$image"
+else
+  echo "tbuild: $image is not pushed (TBUILD_PUSH is not true: the template pushes from the default branch only)"
+fi
+
+digest=$("$node" -e \
+  'process.stdout.write(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"))["containerimage.digest"])' \
+  "$work/metadata.json")
+printf 'TBUILD_IMAGE=%s\nTBUILD_DIGEST=%s\n' "$image" "$digest" >tbuild.env
+echo "tbuild: $image is $digest"

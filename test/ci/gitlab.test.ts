@@ -1,0 +1,159 @@
+import { spawnSync } from "node:child_process";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { projectRoot } from "../helpers/cli.js";
+import { importBusybox } from "../helpers/images.js";
+import { type RunningRegistry, startRegistry } from "../helpers/registry.js";
+import { tempDirs } from "../helpers/temp.js";
+import { type GitLabJob, readYaml, runGitLabJob } from "./runners.js";
+
+const tempDir = tempDirs();
+const template = path.join(projectRoot, "ci", "gitlab", "tbuild.gitlab-ci.yml");
+const USER = "gitlab-ci-token";
+const PASSWORD = "job-token-value";
+
+let registry: RunningRegistry;
+let env: NodeJS.ProcessEnv;
+let dir: string;
+
+beforeAll(async () => {
+  registry = await startRegistry({ htpasswd: { [USER]: PASSWORD } });
+  dir = tempDir("gitlab");
+  writeFileSync(path.join(dir, "config.toml"), "");
+  env = {
+    ...process.env,
+    TBUILD_ROOT: path.join(dir, "store"),
+    TBUILD_CONFIG: path.join(dir, "config.toml"),
+  };
+  await importBusybox(env.TBUILD_ROOT!, "busybox");
+});
+
+afterAll(async () => {
+  await registry?.stop();
+});
+
+/** A clone of a project with a Dockerfile whose image prints its greeting. */
+function project(name: string): string {
+  const projectDir = path.join(dir, name);
+  mkdirSync(projectDir);
+  writeFileSync(
+    path.join(projectDir, "Dockerfile"),
+    'FROM busybox\nARG GREETING\nRUN echo "$GREETING" > /greeting\nCMD ["cat", "/greeting"]\n',
+  );
+  return projectDir;
+}
+
+/** The template's `tbuild` job on `branch`, as a pipeline of a project that includes it. */
+function pipeline(branch: string, sha: string, testCommand?: string) {
+  const projectDir = project(`${branch}-${sha}`);
+  const dockerConfig = path.join(projectDir, "..", `docker-${branch}-${sha}`);
+  mkdirSync(dockerConfig);
+  const run = runGitLabJob(template, "tbuild", {
+    // The user's .gitlab-ci.yml: `include:` the template, then set the job's variables.
+    overrides: {
+      tbuild: {
+        variables: {
+          TBUILD_BUILD_FLAGS: '--build-arg "GREETING=hello from $CI_COMMIT_BRANCH"',
+          ...(testCommand !== undefined ? { TBUILD_TEST_COMMAND: testCommand } : {}),
+        },
+      },
+    },
+    predefined: {
+      CI_REGISTRY: registry.host,
+      CI_REGISTRY_USER: USER,
+      CI_REGISTRY_PASSWORD: PASSWORD,
+      CI_REGISTRY_IMAGE: `${registry.host}/group/project`,
+      CI_COMMIT_SHORT_SHA: sha,
+      CI_COMMIT_BRANCH: branch,
+      CI_DEFAULT_BRANCH: "main",
+    },
+    // An image with tbuild in TBUILD_HOME: the template's install finds it there.
+    project: { TBUILD_HOME: projectRoot },
+    env: { ...env, DOCKER_CONFIG: dockerConfig },
+    projectDir,
+  });
+  return { ...run, projectDir, dockerConfig };
+}
+
+/** skopeo's view of the project's registry, with the job's credentials. */
+function inspectInRegistry(reference: string) {
+  const result = spawnSync(
+    "skopeo",
+    ["inspect", "--tls-verify=false", "--creds", `${USER}:${PASSWORD}`, `docker://${reference}`],
+    { encoding: "utf8" },
+  );
+  return {
+    status: result.status,
+    stderr: result.stderr,
+    digest: result.status === 0 ? JSON.parse(result.stdout).Digest : undefined,
+  };
+}
+
+function dotenv(file: string): Record<string, string> {
+  return Object.fromEntries(
+    readFileSync(file, "utf8")
+      .split("\n")
+      .filter(Boolean)
+      .map((line) => [line.slice(0, line.indexOf("=")), line.slice(line.indexOf("=") + 1)]),
+  );
+}
+
+describe("the GitLab CI template", () => {
+  it("is YAML with a job that extends a hidden .tbuild job, and valid shell", () => {
+    const config = readYaml<Record<string, GitLabJob>>(template);
+    expect(config.tbuild!.extends).toBe(".tbuild");
+    expect(config.tbuild!.rules![0]).toEqual({
+      if: "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH",
+      variables: { TBUILD_PUSH: "true" },
+    });
+    expect(config[".tbuild"]!.artifacts).toEqual({ reports: { dotenv: "tbuild.env" } });
+    // GitLab runs the script in bash, or in sh when the image has no bash: it must suit both.
+    const script = [...config[".tbuild"]!.before_script!, ...config[".tbuild"]!.script!].join("\n");
+    for (const shell of ["bash", "sh"]) {
+      const check = spawnSync(shell, ["-n", "-c", script], { encoding: "utf8" });
+      expect(check.stderr).toBe("");
+      expect(check.status).toBe(0);
+    }
+    const check = spawnSync("bash", ["-n", path.join(projectRoot, "ci/gitlab/tbuild.sh")], {
+      encoding: "utf8",
+    });
+    expect(check.status).toBe(0);
+  });
+
+  it("on another branch: builds, runs the image's own command as the test, and pushes nothing", () => {
+    const job = pipeline("feature-x", "f00d001");
+    expect(job.ran).toBe(true);
+    expect(job.variables.TBUILD_PUSH).toBe("false");
+    expect(job.status, job.log).toBe(0);
+    expect(job.log).toContain("\nhello from feature-x\n");
+    expect(job.log).toContain("is not pushed");
+    const image = `${registry.host}/group/project:f00d001`;
+    expect(dotenv(path.join(job.projectDir, "tbuild.env"))).toMatchObject({ TBUILD_IMAGE: image });
+    const inspected = inspectInRegistry(image);
+    expect(inspected.status).not.toBe(0);
+    expect(inspected.stderr).toMatch(/manifest unknown|name unknown/i);
+  });
+
+  it("on the default branch: logs in with the job's credentials, tests with TBUILD_TEST_COMMAND, pushes", () => {
+    const job = pipeline("main", "cafe002", `sh -c 'echo "test saw: $(cat /greeting)"'`);
+    expect(job.variables.TBUILD_PUSH).toBe("true");
+    expect(job.status, job.log).toBe(0);
+    expect(job.log).toContain("\ntest saw: hello from main\n");
+    const auths = JSON.parse(readFileSync(path.join(job.dockerConfig, "config.json"), "utf8")).auths;
+    expect(Object.keys(auths)).toContain(registry.host);
+    const image = `${registry.host}/group/project:cafe002`;
+    const report = dotenv(path.join(job.projectDir, "tbuild.env"));
+    expect(report.TBUILD_IMAGE).toBe(image);
+    expect(inspectInRegistry(image).digest).toBe(report.TBUILD_DIGEST);
+  });
+
+  it("on the default branch, an image that fails its test is not pushed", () => {
+    const job = pipeline("main", "bad0003", "sh -c 'echo the test failed >&2; exit 3'");
+    expect(job.status).not.toBe(0);
+    expect(job.log).toContain("the test failed");
+    const inspected = inspectInRegistry(`${registry.host}/group/project:bad0003`);
+    expect(inspected.status).not.toBe(0);
+    expect(inspected.stderr).toMatch(/manifest unknown|name unknown/i);
+  });
+});
