@@ -73,7 +73,8 @@ export class DiskFullError extends TbuildError {
   constructor(root: string, cause: unknown) {
     super(
       "E_DISK_FULL",
-      `no space left on the device of the store ${root}: nothing half-written was kept; free some space (tbuild rmi, or move TBUILD_ROOT) and run again`,
+      `no space left on the device of the store ${root}: nothing half-written was kept. The store is out of space: ` +
+        "free some with `tbuild prune` (build cache) or `tbuild rmi` (images), or set TBUILD_ROOT to a larger disk, and run again",
       { cause },
     );
   }
