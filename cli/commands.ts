@@ -56,6 +56,7 @@ export const commands: CommandSpec[] = [
         value: "SPEC",
         description:
           "export: type=oci|docker|tar|local|image,dest=PATH,name=REF,push=true,compression=gzip|zstd|uncompressed",
+        default: "the local store, under the -t names",
       },
       { name: "push", type: "boolean", description: "push the -t names to their registries" },
       { name: "pull", type: "boolean", description: "always ask the registry for base images" },
@@ -98,9 +99,9 @@ export const commands: CommandSpec[] = [
       {
         name: "progress",
         type: "string",
-        value: "auto|tty|plain|rawjson|quiet",
-        description: "progress output",
-        default: "auto ($TBUILD_PROGRESS)",
+        values: ["auto", "tty", "plain", "rawjson", "quiet"],
+        description: "how progress is shown (auto: tty on a terminal, else plain)",
+        default: "$TBUILD_PROGRESS, else auto",
       },
       { name: "quiet", short: "q", type: "boolean", description: "print only the image digest" },
       {
@@ -115,25 +116,29 @@ export const commands: CommandSpec[] = [
         type: "string",
         multiple: true,
         value: "SPEC",
-        description: "import build cache: type=registry,ref=R | type=local,src=DIR | an image REF with inline cache",
+        description:
+          "import build cache: type=registry,ref=R | type=local,src=DIR | an image REF with inline cache",
       },
       {
         name: "cache-to",
         type: "string",
         value: "SPEC",
-        description: "export build cache: type=registry,ref=R|type=local,dest=DIR[,mode=min|max] | type=inline",
+        description:
+          "export build cache: type=registry,ref=R|type=local,dest=DIR[,mode=min|max] | type=inline",
       },
       {
         name: "build-context",
         type: "string",
         multiple: true,
         value: "NAME=SRC",
-        description: "replace a stage or image by name: NAME=DIR, NAME=docker-image://REF, NAME=oci-layout://DIR[:TAG]",
+        description:
+          "replace a stage or image by name: NAME=DIR, NAME=docker-image://REF, NAME=oci-layout://DIR[:TAG]",
       },
       {
         name: "explain",
         type: "boolean",
-        description: "say why each step missed the cache: which file, build arg, base image or instruction changed",
+        description:
+          "say why each step missed the cache: which file, build arg, base image or instruction changed",
       },
       {
         name: "worker",
@@ -157,7 +162,13 @@ export const commands: CommandSpec[] = [
     operands: "CONTEXT",
     flags: [
       ...graphFlags,
-      { name: "format", type: "string", value: "json|dot", description: "output format", default: "json" },
+      {
+        name: "format",
+        type: "string",
+        values: ["json", "dot"],
+        description: "output format",
+        default: "json",
+      },
     ],
     load: () => import("./commands/debug-graph.js"),
   },
@@ -187,6 +198,7 @@ export const commands: CommandSpec[] = [
     name: "login",
     summary: "check and save credentials for a registry (in docker's config.json)",
     operands: "[REGISTRY]",
+    details: ["REGISTRY is docker.io when absent. Logins are shared with docker, podman and skopeo."],
     flags: [
       { name: "username", short: "u", type: "string", value: "USER", description: "user name" },
       {
@@ -212,7 +224,13 @@ export const commands: CommandSpec[] = [
     summary: "list the images in the local store",
     operands: "",
     flags: [
-      { name: "format", type: "string", value: "table|json", description: "output format", default: "table" },
+      {
+        name: "format",
+        type: "string",
+        values: ["table", "json"],
+        description: "output format",
+        default: "table",
+      },
     ],
     load: () => import("./commands/images.js"),
   },
@@ -266,7 +284,13 @@ export const commands: CommandSpec[] = [
         description: "archive to write",
         default: "standard output",
       },
-      { name: "format", type: "string", value: "oci|docker", description: "archive format", default: "oci" },
+      {
+        name: "format",
+        type: "string",
+        values: ["oci", "docker"],
+        description: "archive format",
+        default: "oci",
+      },
       {
         name: "platform",
         type: "string",
@@ -378,6 +402,7 @@ export const commands: CommandSpec[] = [
         type: "string",
         value: "DIR",
         description: "working directory in the container",
+        default: "the image's WORKDIR",
       },
       {
         name: "user",
@@ -385,6 +410,7 @@ export const commands: CommandSpec[] = [
         type: "string",
         value: "USER[:GROUP]",
         description: "user (name or id) to run as",
+        default: "the image's USER",
       },
       {
         name: "entrypoint",
@@ -395,8 +421,8 @@ export const commands: CommandSpec[] = [
       {
         name: "network",
         type: "string",
-        value: "host|none",
-        description: "network namespace",
+        values: ["host", "none"],
+        description: "network: the host's, or none (loopback only)",
         default: "host",
       },
       {
@@ -422,7 +448,13 @@ export const commands: CommandSpec[] = [
     operands: "",
     flags: [
       { name: "all", short: "a", type: "boolean", description: "list stopped containers too" },
-      { name: "format", type: "string", value: "table|json", description: "output format", default: "table" },
+      {
+        name: "format",
+        type: "string",
+        values: ["table", "json"],
+        description: "output format",
+        default: "table",
+      },
     ],
     load: () => import("./commands/ps.js"),
   },
@@ -456,7 +488,15 @@ export const commands: CommandSpec[] = [
     name: "du",
     summary: "show the space images, the build cache, cache mounts, snapshots and containers use",
     operands: "",
-    flags: [{ name: "format", type: "string", value: "table|json", description: "output format", default: "table" }],
+    flags: [
+      {
+        name: "format",
+        type: "string",
+        values: ["table", "json"],
+        description: "output format",
+        default: "table",
+      },
+    ],
     load: () => import("./commands/du.js"),
   },
   {
@@ -464,7 +504,12 @@ export const commands: CommandSpec[] = [
     summary: "remove build cache no image needs, least recently used first",
     operands: "",
     flags: [
-      { name: "all", short: "a", type: "boolean", description: "also remove cache mounts and unpacked snapshots" },
+      {
+        name: "all",
+        short: "a",
+        type: "boolean",
+        description: "also remove cache mounts and unpacked snapshots",
+      },
       {
         name: "keep-storage",
         type: "string",
@@ -483,8 +528,22 @@ export const commands: CommandSpec[] = [
     load: () => import("./commands/prune.js"),
   },
   {
+    name: "completion",
+    summary: "print a shell completion script for bash, zsh or fish",
+    operands: "SHELL",
+    operandValues: ["bash", "zsh", "fish"],
+    details: [
+      "Load it in every new shell:\n" +
+        "  bash:  source <(tbuild completion bash)   # in ~/.bashrc\n" +
+        '  zsh:   tbuild completion zsh > "${fpath[1]}/_tbuild"\n' +
+        "  fish:  tbuild completion fish > ~/.config/fish/completions/tbuild.fish",
+    ],
+    flags: [],
+    load: () => import("./commands/completion.js"),
+  },
+  {
     name: "version",
-    summary: "print the versions of tbuild and Node",
+    summary: "print the versions of tbuild (and the git commit it was built from), Node and runc",
     operands: "",
     flags: [],
     load: () => import("./commands/version.js"),

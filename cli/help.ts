@@ -1,5 +1,11 @@
 import { commands } from "./commands.js";
-import type { CommandSpec } from "./spec.js";
+import type { CommandSpec, FlagSpec } from "./spec.js";
+
+/** Flags every command takes, handled by main before the command runs. */
+export const globalFlags: readonly FlagSpec[] = [
+  { name: "debug", type: "boolean", description: "show the stack trace of an internal error" },
+  { name: "help", short: "h", type: "boolean", description: "show help" },
+];
 
 export function topLevelHelp(): string {
   const width = Math.max(...commands.map((c) => c.name.length));
@@ -12,30 +18,41 @@ export function topLevelHelp(): string {
     ...commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
     "",
     "Global flags:",
-    "  --debug    show stack traces of internal errors",
-    "  -h, --help show help",
+    ...flagRows(globalFlags),
     "",
     "Run 'tbuild COMMAND --help' for a command's flags.",
+    "Settings: config.toml and environment variables (TBUILD_ROOT, TBUILD_CONFIG, ...), see docs/config.md.",
   ];
   return `${lines.join("\n")}\n`;
 }
 
-export function commandHelp(spec: CommandSpec): string {
-  const rows = spec.flags.map((f) => {
-    const names = `${f.short ? `-${f.short}, ` : "    "}--${f.name}${f.value ? ` ${f.value}` : ""}`;
-    const extra = f.default !== undefined && f.default !== false ? ` (default: ${f.default})` : "";
+/** What a flag's value looks like: `FILE`, or its values as `a|b|c`. */
+export function flagValue(flag: FlagSpec): string | undefined {
+  return flag.value ?? flag.values?.join("|");
+}
+
+function flagRows(flags: readonly FlagSpec[]): string[] {
+  const rows = flags.map((f) => {
+    const value = flagValue(f);
+    const names = `${f.short ? `-${f.short}, ` : "    "}--${f.name}${value ? ` ${value}` : ""}`;
     const repeat = f.multiple ? " (repeatable)" : "";
-    return [names, `${f.description}${repeat}${extra}`];
+    const fallback = f.default !== undefined ? ` (default: ${f.default})` : "";
+    return [names, `${f.description}${repeat}${fallback}`] as const;
   });
-  rows.push(["    --debug", "show stack traces of internal errors"], ["-h, --help", "show this help"]);
-  const width = Math.max(...rows.map((r) => r[0]!.length));
+  const width = Math.max(...rows.map((r) => r[0].length));
+  return rows.map(([names, text]) => `  ${names.padEnd(width)}  ${text}`);
+}
+
+export function commandHelp(spec: CommandSpec): string {
   const lines = [
     `Usage: tbuild ${spec.name}${spec.flags.length ? " [FLAGS]" : ""}${spec.operands ? ` ${spec.operands}` : ""}`,
     "",
     `${spec.summary[0]!.toUpperCase()}${spec.summary.slice(1)}.`,
+    ...(spec.operandValues ? ["", `${spec.operands} is one of: ${spec.operandValues.join(", ")}.`] : []),
+    ...(spec.details ?? []).flatMap((paragraph) => ["", paragraph]),
     "",
     "Flags:",
-    ...rows.map(([names, text]) => `  ${names!.padEnd(width)}  ${text}`),
+    ...flagRows([...spec.flags, ...globalFlags]),
   ];
   return `${lines.join("\n")}\n`;
 }

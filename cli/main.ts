@@ -1,8 +1,9 @@
 import { enableCompileCache } from "node:module";
 import { parseArgs } from "node:util";
-import { isTbuildError, UsageError } from "../errors/index.js";
+import { UsageError } from "../errors/index.js";
 import { findCommand } from "./commands.js";
-import { commandHelp, topLevelHelp } from "./help.js";
+import { commandHelp, globalFlags, topLevelHelp } from "./help.js";
+import { exitCodeOfSignal, InterruptedError, reportError } from "./report-error.js";
 import type { CommandContext, CommandSpec, ParsedCommandLine } from "./spec.js";
 
 // Commands load their modules after this line; Node keeps their compiled code between runs (in
@@ -13,11 +14,8 @@ function parseCommandLine(
   spec: CommandSpec,
   argv: string[],
 ): ParsedCommandLine & { help: boolean; debug: boolean } {
-  const options: Record<string, { type: "string" | "boolean"; short?: string; multiple?: boolean }> = {
-    help: { type: "boolean", short: "h" },
-    debug: { type: "boolean" },
-  };
-  for (const f of spec.flags) {
+  const options: Record<string, { type: "string" | "boolean"; short?: string; multiple?: boolean }> = {};
+  for (const f of [...globalFlags, ...spec.flags]) {
     options[f.name] = {
       type: f.type,
       ...(f.short ? { short: f.short } : {}),
@@ -76,7 +74,6 @@ function endFlagsAtFirstOperand(
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const debug = argv.includes("--debug");
   const controller = new AbortController();
   const ctx: CommandContext = {
     stdout: process.stdout,
@@ -87,25 +84,31 @@ export async function main(argv: string[]): Promise<number> {
     warn: (message) => process.stderr.write(`WARNING: ${message}\n`),
   };
   const onSignal = (sig: NodeJS.Signals) => {
-    if (controller.signal.aborted) process.exit(130);
-    controller.abort(new Error(`interrupted by ${sig}`));
+    if (controller.signal.aborted) process.exit(exitCodeOfSignal(sig));
+    controller.abort(new InterruptedError(sig));
   };
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
+  // Global flags before the command; after it, the command's own parsing takes them, so that an
+  // operand spelled `--debug` (`tbuild run IMAGE tool --debug`) reaches the container.
+  let debug = false;
+  let words = argv;
+  while (words[0] === "--debug") {
+    debug = true;
+    words = words.slice(1);
+  }
   try {
-    const words = argv.filter((a) => a !== "--debug");
     if (words.length === 0 || words[0] === "--help" || words[0] === "-h" || words[0] === "help") {
-      process.stdout.write(topLevelHelp());
+      const named = words[0] === "help" && words.length > 1 ? findCommand(words.slice(1)) : undefined;
+      if (words[0] === "help" && words.length > 1 && !named) throw unknownCommand(words.slice(1));
+      process.stdout.write(named ? commandHelp(named.spec) : topLevelHelp());
       return words.length === 0 ? 2 : 0;
     }
-    if (words[0] === "--version") words[0] = "version";
+    if (words[0] === "--version") words = ["version", ...words.slice(1)];
     const found = findCommand(words);
-    if (!found) {
-      throw new UsageError(
-        `unknown command "${words.slice(0, 2).join(" ")}"\nRun 'tbuild --help' for the list of commands.`,
-      );
-    }
+    if (!found) throw unknownCommand(words);
     const commandLine = parseCommandLine(found.spec, words.slice(found.consumed));
+    debug ||= commandLine.debug;
     if (commandLine.help) {
       process.stdout.write(commandHelp(found.spec));
       return 0;
@@ -113,16 +116,14 @@ export async function main(argv: string[]): Promise<number> {
     const module = await found.spec.load();
     return await module.run(commandLine, ctx);
   } catch (err) {
-    if (isTbuildError(err)) {
-      process.stderr.write(`ERROR: ${err.message}\n`);
-      if (debug && err.stack) process.stderr.write(`${err.stack}\n`);
-      return err.exitCode;
-    }
-    process.stderr.write(`ERROR: internal error: ${(err as Error)?.message ?? String(err)}\n`);
-    if (debug) process.stderr.write(`${(err as Error)?.stack ?? ""}\n`);
-    else process.stderr.write("Run again with --debug for the stack trace, and please report it.\n");
-    return 1;
+    return await reportError(err, { debug, signal: controller.signal, env: ctx.env, stderr: ctx.stderr });
   }
+}
+
+function unknownCommand(words: string[]): UsageError {
+  return new UsageError(
+    `unknown command "${words.slice(0, 2).join(" ")}"\nRun 'tbuild --help' for the list of commands.`,
+  );
 }
 
 main(process.argv.slice(2)).then(

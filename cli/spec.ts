@@ -7,10 +7,13 @@ export interface FlagSpec {
   type: "string" | "boolean";
   /** A flag given several times collects every value. */
   multiple?: boolean;
-  /** What the value looks like in help, e.g. `K=V`. */
+  /** What the value looks like in help, e.g. `K=V`; `values` joined by `|` when absent. */
   value?: string;
+  /** The whole set of values the flag accepts, offered by shell completion. */
+  values?: readonly string[];
   description: string;
-  default?: string | boolean;
+  /** Shown in help as `(default: ...)`: a value, or what happens when the flag is absent. */
+  default?: string;
 }
 
 export interface CommandSpec {
@@ -19,6 +22,10 @@ export interface CommandSpec {
   summary: string;
   /** Positional arguments as shown in help, e.g. `CONTEXT`. */
   operands: string;
+  /** The whole set of words the operand may be, offered by shell completion (else file names). */
+  operandValues?: readonly string[];
+  /** Paragraphs of help after the summary: examples, where things go. */
+  details?: readonly string[];
   flags: FlagSpec[];
   /**
    * Flags end at the first operand: the words after it are operands even when they look like
