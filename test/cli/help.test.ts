@@ -12,7 +12,7 @@ describe("tbuild --help", () => {
     const { status, stdout } = tbuild(["--help"]);
     expect(status).toBe(0);
     for (const command of commands) {
-      expect(stdout).toMatch(new RegExp(`\\n  ${command.name} +${escape(command.summary)}\\n`));
+      expect(stdout).toMatch(new RegExp(`\\n  ${command.name} +${escapeRegExp(command.summary)}\\n`));
     }
   });
 
@@ -32,7 +32,8 @@ describe("tbuild --help", () => {
         expect(line, `${command.name} --${flag.name}`).toBeDefined();
         expect(line).toContain(flag.description);
         if ("short" in flag && flag.short) expect(line).toContain(`-${flag.short}, --${flag.name}`);
-        if ("values" in flag && flag.values) expect(line).toContain(`--${flag.name} ${flag.values.join("|")}`);
+        if ("values" in flag && flag.values)
+          expect(line).toContain(`--${flag.name} ${flag.values.join("|")}`);
         if ("default" in flag && flag.default !== undefined) {
           expect(line).toContain(`(default: ${flag.default})`);
         } else {
@@ -79,6 +80,6 @@ describe("tbuild version", () => {
   });
 });
 
-function escape(text: string): string {
+function escapeRegExp(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
