@@ -52,6 +52,11 @@ export class PrivatePodman {
     return runOk("podman", [...this.globalArgs, "load", "--input", archive]);
   }
 
+  /** `podman pull` from a plain-HTTP registry. */
+  pull(ref: string): void {
+    runOk("podman", [...this.globalArgs, "pull", "--quiet", "--tls-verify=false", ref]);
+  }
+
   run(image: string, ...command: string[]): RunResult {
     return run("podman", [
       ...this.globalArgs,
