@@ -18,15 +18,15 @@ import { CacheIndex } from "../../solver/cache.js";
 import { INLINE_CACHE_FIELD } from "../../solver/cache-description.js";
 import { applyGcPolicy } from "../../solver/gc.js";
 import type { BuildGraph } from "../../solver/graph.js";
-import { type SolveEvent, solve } from "../../solver/solve.js";
+import { StepFailedError, solve } from "../../solver/solve.js";
 import { LocalWorker } from "../../worker/local.js";
 import type { SecretSource } from "../../worker/ops/context.js";
 import { Snapshotter } from "../../worker/snapshot/index.js";
 import { reexecInUserNamespace } from "../../worker/userns.js";
 import { parseBuildContexts } from "../build-context.js";
 import { loadConfig, readGcPolicy } from "../config.js";
-import { readDockerfileInput } from "../dockerfile.js";
-import { PlainProgress } from "../progress/plain.js";
+import { type DockerfileInput, readDockerfileInput } from "../dockerfile.js";
+import { describeStepFailure, openProgress, type ProgressSink, progressModeOf } from "../progress/index.js";
 import { storeImageResolver } from "../resolver.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
 import { openCommandStore } from "../store.js";
@@ -39,7 +39,7 @@ const text = (values: Values, name: string) => values[name] as string | undefine
 /** Flags a user of `docker buildx build` may pass that tbuild cannot honour yet: refused, never ignored. */
 const NOT_YET = ["worker"] as const;
 
-export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise<number> {
+export async function run(args: ParsedCommandLine, commandCtx: CommandContext): Promise<number> {
   const { values } = args;
   for (const flag of NOT_YET) {
     const value = values[flag];
@@ -51,27 +51,52 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   if (contextArg === undefined || extra.length > 0)
     throw new UsageError("tbuild build takes exactly one CONTEXT (a directory)");
   const progressMode = progressModeOf(
-    text(values, "progress") ?? ctx.env.TBUILD_PROGRESS,
+    text(values, "progress") ?? commandCtx.env.TBUILD_PROGRESS,
     values.quiet === true,
+    commandCtx.stderr,
+    commandCtx.env,
   );
 
   // Unprivileged: the whole build runs again inside a user namespace over the user's subuids.
-  const reexec = await reexecInUserNamespace(process.argv.slice(2), ctx.env);
+  const reexec = await reexecInUserNamespace(process.argv.slice(2), commandCtx.env);
   if (reexec !== undefined) return reexec;
 
-  const { contextDir, dockerfilePath, displayName, source } = await readDockerfileInput(
-    ctx.cwd,
-    contextArg,
-    text(values, "file"),
-  );
+  const dockerfile = await readDockerfileInput(commandCtx.cwd, contextArg, text(values, "file"));
+  const progress = openProgress(progressMode, commandCtx);
+  // Warnings go through the progress, so that they never tear the live view.
+  const ctx: CommandContext = { ...commandCtx, warn: (message) => progress.warn(message) };
+  try {
+    return await build(args, ctx, dockerfile, progress);
+  } catch (err) {
+    return reportBuildError(err, progress, dockerfile);
+  }
+}
+
+/**
+ * A failed step is reported as BuildKit reports it (its last output, the Dockerfile excerpt), then
+ * the reason on the `ERROR:` line; other errors end the progress and go up as they are.
+ */
+function reportBuildError(err: unknown, progress: ProgressSink, dockerfile: DockerfileInput): number {
+  const failure =
+    err instanceof StepFailedError
+      ? describeStepFailure(err, progress.lastOutput(err.digest), dockerfile)
+      : undefined;
+  progress.finish({ ok: false, error: err, ...(failure ? { failure } : {}) });
+  if (progress.reportsErrors && err instanceof TbuildError) return err.exitCode;
+  if (failure) throw new TbuildError("E_STEP_FAILED", failure.reason, { cause: err });
+  throw err;
+}
+
+async function build(
+  args: ParsedCommandLine,
+  ctx: CommandContext,
+  { contextDir, dockerfilePath, displayName, source }: DockerfileInput,
+  progress: ProgressSink,
+): Promise<number> {
+  const { values } = args;
   const targetPlatform = text(values, "platform") ? parsePlatform(text(values, "platform")!) : hostPlatform();
   const config = await loadConfig(ctx.env);
   const store = await openCommandStore(ctx);
-  const progress = new PlainProgress(progressMode === "plain" ? ctx.stderr : nullStream);
-  const events: (e: SolveEvent) => void =
-    progressMode === "rawjson"
-      ? (e) => ctx.stderr.write(`${JSON.stringify(rawEvent(e))}\n`)
-      : progress.handle;
 
   const ast = parseDockerfile(source, { file: displayName });
   for (const w of ast.warnings) ctx.warn(`${ast.file}:${w.range.start.line}: ${w.message}`);
@@ -133,8 +158,8 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
     });
     const noCacheStages = new Set(list(values, "no-cache-filter").map((s) => s.toLowerCase()));
     const stageOf = vertexStages(lowered.graph, lowered.stages);
-    const started = performance.now();
     const buildStarted = Date.now();
+    if (lowered.root) progress.plan(reachable(lowered.graph, lowered.root).size);
     const solved = lowered.root
       ? await solve(lowered.graph, lowered.root, {
           worker,
@@ -144,7 +169,7 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
           jobs:
             values.jobs !== undefined ? positiveInt(text(values, "jobs")!, "--jobs") : availableParallelism(),
           signal: ctx.signal,
-          onEvent: events,
+          onEvent: (event) => progress.handle(event),
           ignoreCache: (digest) =>
             values["no-cache"] === true || noCacheStages.has(stageOf.get(digest) ?? ""),
         })
@@ -162,32 +187,38 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
       cacheTo?.type === "inline"
         ? { ...lowered.image, [INLINE_CACHE_FIELD]: await cacheOf("min") }
         : lowered.image;
-    const exported = await exportBuild(store, image, solved.result, values, ctx, {
-      hosts: config.registries,
-      configPath: config.path,
-      env: ctx.env,
-      warn: ctx.warn,
-    });
+    const exported = await progress.internal("exporting to image", () =>
+      exportBuild(store, image, solved.result, values, ctx, {
+        hosts: config.registries,
+        configPath: config.path,
+        env: ctx.env,
+        warn: ctx.warn,
+      }),
+    );
     if (cacheTo !== undefined && cacheTo.type !== "inline") {
-      await writeBuildCache(cacheTo, await cacheOf(cacheTo.mode), store.content, registryOptions);
+      await progress.internal("exporting cache", async () =>
+        writeBuildCache(cacheTo, await cacheOf(cacheTo.mode), store.content, registryOptions),
+      );
     }
     // config.toml's [gc] limits, enforced once the image is named (so its blobs are never candidates).
     const gcPolicy = readGcPolicy(config);
     if (gcPolicy) await applyGcPolicy(store, cache, gcPolicy);
-    if (progressMode === "quiet") ctx.stdout.write(`${exported.digest}\n`);
-    else {
-      const seconds = ((performance.now() - started) / 1000).toFixed(1);
-      // Steps are what the Dockerfile says; reading the context and the like are not counted.
-      const steps = (digests: string[]) => digests.filter((d) => !lowered.graph.info[d]?.internal).length;
-      ctx.stderr.write(
-        `built in ${seconds}s: ${steps(solved.ran)} step(s) ran, ${steps(solved.cached)} cached; image ${exported.digest}` +
-          (exported.names.length ? ` named ${exported.names.join(", ")}` : "") +
-          "\n",
-      );
-    }
+    // Steps are what the Dockerfile says; reading the context and the like are not counted.
+    const steps = (digests: string[]) => digests.filter((d) => !lowered.graph.info[d]?.internal).length;
+    progress.finish({
+      ok: true,
+      summary: {
+        digest: exported.digest,
+        configDigest: exported.configDigest,
+        size: exported.size,
+        names: exported.names,
+        ran: steps(solved.ran),
+        cached: steps(solved.cached),
+      },
+    });
     if (values.explain === true) {
       const { printExplanations } = await import("../explain.js");
-      await printExplanations(ctx.stderr, progressMode === "rawjson" ? "rawjson" : "text", {
+      await printExplanations(ctx.stderr, progress.reportsErrors ? "rawjson" : "text", {
         graph: lowered.graph,
         solved,
         cache,
@@ -228,6 +259,10 @@ async function exportBuild(
   if (names.length > 0 || requests.length === 0) {
     requests.unshift({ type: "image", names, push: values.push === true });
   }
+  const size =
+    assembled.manifestDescriptor.size +
+    assembled.configDescriptor.size +
+    assembled.manifest.layers.reduce((sum, layer) => sum + layer.size, 0);
   let outcome: { digest: string; configDigest: string; names: string[] } = {
     digest: assembled.manifestDescriptor.digest,
     configDigest: assembled.configDescriptor.digest,
@@ -249,44 +284,7 @@ async function exportBuild(
   if (iidfile) await exporters.writeIidFile(path.resolve(ctx.cwd, iidfile), outcome);
   const metadataFile = text(values, "metadata-file");
   if (metadataFile) await exporters.writeMetadataFile(path.resolve(ctx.cwd, metadataFile), outcome);
-  return outcome;
-}
-
-const nullStream = { write: () => true } as unknown as NodeJS.WritableStream;
-
-function progressModeOf(mode: string | undefined, quiet: boolean): "plain" | "rawjson" | "quiet" {
-  if (quiet) return "quiet";
-  switch (mode ?? "auto") {
-    case "auto":
-    case "plain":
-      return "plain";
-    case "rawjson":
-      return "rawjson";
-    case "quiet":
-      return "quiet";
-    case "tty":
-      throw new TbuildError("E_NOT_SUPPORTED", "--progress=tty is not supported yet: use --progress=plain");
-    default:
-      throw new UsageError(`--progress must be auto, tty, plain, rawjson or quiet, not "${mode}"`);
-  }
-}
-
-function rawEvent(event: SolveEvent) {
-  if (event.type === "log") {
-    return {
-      type: "log",
-      vertex: event.digest,
-      stream: event.stream,
-      data: Buffer.from(event.data).toString("base64"),
-    };
-  }
-  return {
-    type: event.type,
-    vertex: event.digest,
-    name: event.info.name,
-    ...("durationMs" in event ? { durationMs: Math.round(event.durationMs) } : {}),
-    ...("error" in event ? { error: event.error.message } : {}),
-  };
+  return { ...outcome, size };
 }
 
 function positiveInt(value: string, flag: string): number {
@@ -355,6 +353,18 @@ function checkRequiredSecrets(
       }
     }
   }
+}
+
+/** The vertices `root` needs: the steps a build reports on. */
+function reachable(graph: BuildGraph, root: string): Set<string> {
+  const seen = new Set<string>();
+  const visit = (digest: string) => {
+    if (seen.has(digest)) return;
+    seen.add(digest);
+    for (const input of graph.vertices[digest]?.inputs ?? []) visit(input);
+  };
+  visit(root);
+  return seen;
 }
 
 /** Which stage each vertex belongs to, for `--no-cache-filter`: the stage whose root reaches it first. */

@@ -1,16 +1,23 @@
 /**
  * BuildKit's plain progress shape, so log parsers written for `docker buildx build --progress=plain`
  * keep working: `#N [stage i/n] INSTRUCTION`, output lines as `#N 0.123 text`, `#N CACHED`,
- * `#N DONE 1.2s`, `#N ERROR: message`.
+ * `#N DONE 1.2s`, `#N ERROR: message`; after a failed step, the step's last output and where it is
+ * in the Dockerfile.
  */
 import type { SolveEvent } from "../../solver/solve.js";
+import { FAILURE_OUTPUT_LINES, formatStepFailure } from "./failure.js";
+import { type BuildOutcome, internalStepId, type ProgressSink } from "./sink.js";
+import { formatOutputLine, StepOutput } from "./step-output.js";
+import { summaryLine } from "./summary.js";
 
-export class PlainProgress {
+export class PlainProgress implements ProgressSink {
+  readonly reportsErrors = false;
   private readonly numbers = new Map<string, number>();
-  private readonly started = new Map<string, number>();
-  /** A partial output line per vertex and stream, until its newline arrives. */
-  private readonly partial = new Map<string, string>();
+  private readonly cached = new Set<string>();
+  private readonly output = new StepOutput(FAILURE_OUTPUT_LINES);
+  private readonly begun = performance.now();
   private next = 1;
+  private finished = false;
 
   private readonly out: NodeJS.WritableStream;
 
@@ -18,10 +25,10 @@ export class PlainProgress {
     this.out = out;
   }
 
-  /** A step of tbuild's own (reading the Dockerfile, resolving images) shown like a vertex. */
+  plan(): void {}
+
   async internal<T>(name: string, work: () => Promise<T>): Promise<T> {
-    const id = `internal:${name}`;
-    const n = this.number(id);
+    const n = this.number(internalStepId(name));
     this.write(`#${n} ${name}\n`);
     const start = performance.now();
     try {
@@ -34,33 +41,51 @@ export class PlainProgress {
     }
   }
 
-  handle = (event: SolveEvent): void => {
+  handle(event: SolveEvent): void {
     const n = this.number(event.digest);
     switch (event.type) {
       case "vertex.cached":
+        // One CACHED line per step, however many times the solver says so.
+        if (this.cached.has(event.digest)) return;
+        this.cached.add(event.digest);
         this.write(`#${n} ${event.info.name}\n#${n} CACHED\n\n`);
         return;
       case "vertex.started":
-        this.started.set(event.digest, performance.now());
+        this.output.start(event.digest);
         this.write(`#${n} ${event.info.name}\n`);
         return;
       case "log":
-        this.log(n, event.digest, event.stream, Buffer.from(event.data).toString("utf8"));
+        this.lines(n, this.output.append(event.digest, event.stream, event.data));
         return;
       case "vertex.completed":
-        this.flush(n, event.digest);
+        this.lines(n, this.output.end(event.digest));
         this.write(`#${n} DONE ${seconds(event.durationMs)}\n\n`);
         return;
       case "vertex.failed":
-        this.flush(n, event.digest);
+        this.lines(n, this.output.end(event.digest));
         this.write(`#${n} ERROR: ${event.error.message.split("\n")[0]}\n\n`);
         return;
       case "vertex.canceled":
-        this.flush(n, event.digest);
+        this.lines(n, this.output.end(event.digest));
         this.write(`#${n} CANCELED\n\n`);
         return;
     }
-  };
+  }
+
+  warn(message: string): void {
+    this.write(`WARNING: ${message}\n`);
+  }
+
+  lastOutput(vertex: string): string[] {
+    return this.output.last(vertex).map(formatOutputLine);
+  }
+
+  finish(outcome: BuildOutcome): void {
+    if (this.finished) return;
+    this.finished = true;
+    if (outcome.ok) this.write(summaryLine(outcome.summary, performance.now() - this.begun));
+    else if (outcome.failure) this.write(formatStepFailure(outcome.failure));
+  }
 
   private number(id: string): number {
     let n = this.numbers.get(id);
@@ -71,19 +96,8 @@ export class PlainProgress {
     return n;
   }
 
-  private log(n: number, digest: string, stream: 1 | 2, text: string) {
-    const key = `${digest}:${stream}`;
-    const lines = ((this.partial.get(key) ?? "") + text).split("\n");
-    this.partial.set(key, lines.pop()!);
-    const elapsed = ((performance.now() - (this.started.get(digest) ?? performance.now())) / 1000).toFixed(3);
-    for (const line of lines) this.write(`#${n} ${elapsed} ${line}\n`);
-  }
-
-  private flush(n: number, digest: string) {
-    for (const stream of [1, 2] as const) {
-      const rest = this.partial.get(`${digest}:${stream}`);
-      if (rest) this.log(n, digest, stream, "\n");
-    }
+  private lines(n: number, lines: ReturnType<StepOutput["append"]>) {
+    for (const line of lines) this.write(`#${n} ${formatOutputLine(line)}\n`);
   }
 
   private write(text: string) {
