@@ -64,11 +64,9 @@ export class TtyProgress implements ProgressSink {
   constructor(out: TerminalStream, options: { color: boolean }) {
     this.out = out;
     this.color = options.color;
-    this.out.write(HIDE_CURSOR);
     this.timer = setInterval(() => this.render(), FRAME_INTERVAL_MS);
     this.timer.unref();
     this.out.on("resize", this.onResize);
-    process.on("exit", this.restoreCursor);
   }
 
   plan(vertices: number): void {
@@ -137,12 +135,10 @@ export class TtyProgress implements ProgressSink {
     this.finished = true;
     clearInterval(this.timer);
     this.out.off("resize", this.onResize);
-    process.off("exit", this.restoreCursor);
     const now = performance.now();
     // Steps still running when the build ended (an interrupt, another step's failure) were stopped.
     for (const step of this.steps) if (step.state === "running") this.end(step, "canceled", undefined, now);
     this.draw(this.frame(outcome), true);
-    this.out.write(SHOW_CURSOR);
     if (outcome.ok) this.out.write(summaryLine(outcome.summary, now - this.begun));
     else if (outcome.failure) this.out.write(formatStepFailure(outcome.failure));
   }
@@ -238,16 +234,19 @@ export class TtyProgress implements ProgressSink {
     if (!this.finished) this.draw(this.frame(), false);
   }
 
-  /** Draws `rows` over the frame on screen, unless nothing changed; erases what the old frame left below. */
+  /**
+   * Draws `rows` over the frame on screen, unless nothing changed; erases what the old frame left
+   * below. The cursor is hidden during the one write, never left hidden whatever ends the process.
+   */
   private draw(rows: Row[], always: boolean) {
     const lines = rows.map((row) =>
       this.color && row.style ? `${STYLE[row.style]}${row.text}${RESET}` : row.text,
     );
     const text = lines.join("\n");
     if (!always && text === this.drawn.text) return;
-    let out = this.cursorToFrameStart();
+    let out = HIDE_CURSOR + this.cursorToFrameStart();
     for (const line of lines) out += `${ESC}2K${line}\n`;
-    out += `${ESC}J`;
+    out += `${ESC}J${SHOW_CURSOR}`;
     this.out.write(out);
     this.drawn = { text, widths: rows.map((row) => columnsOf(row.text)), rows: rows.length };
   }
@@ -263,9 +262,5 @@ export class TtyProgress implements ProgressSink {
     const rows = this.drawn.widths.reduce((n, w) => n + Math.max(1, Math.ceil(w / columns)), 0);
     this.drawn = { text: "", widths: this.drawn.widths, rows: Math.min(rows, this.out.rows ?? rows) };
     this.render();
-  };
-
-  private readonly restoreCursor = () => {
-    this.out.write(SHOW_CURSOR);
   };
 }
