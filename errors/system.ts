@@ -89,7 +89,7 @@ export function explainSystemError(err: unknown, context: SystemErrorContext): T
       if (file === undefined) {
         // A write to an open file names no path; tbuild writes mostly into its store.
         return make(
-          `no space left on device (${code} in ${syscall ?? "a write"}), most likely in the store at ${store}: ${FREE_STORE_SPACE}`,
+          `the store at ${store} is most likely ${full} (${code}: no space left on device, in ${syscall ?? "a write"}): ${FREE_STORE_SPACE}`,
         );
       }
       if (isInside(file, store))
@@ -101,8 +101,8 @@ export function explainSystemError(err: unknown, context: SystemErrorContext): T
       const what = code === "EACCES" ? "permission denied" : "operation not permitted";
       if (file !== undefined && isInside(file, store)) {
         return make(
-          `${what}: cannot ${syscall ?? "use"} ${file} in the store at ${store}. The store must belong to the user running tbuild: ` +
-            `give it back (sudo chown -R "$(id -un)": ${store}) or set TBUILD_ROOT to a directory you own`,
+          `${what}: cannot ${syscall ?? "use"} ${file} in the store at ${store}. The store must be writable by the user running tbuild, ` +
+            "and each user needs a store of their own: set TBUILD_ROOT to a directory you own (or run as the store's owner)",
         );
       }
       return make(`${what}: cannot ${syscall ?? "use"} ${file ?? "a file"} (${code})`);
