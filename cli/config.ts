@@ -61,7 +61,14 @@ export function parseConfig(text: string, file: string): TbuildConfig {
   return { path: file, registries: readRegistries(registry, file), other };
 }
 
-const REGISTRY_KEYS = new Set(["mirrors", "http", "insecure", "ca"]);
+/** The keys of a `[registry."host"]` table. */
+export const REGISTRY_KEYS = ["mirrors", "http", "insecure", "ca"] as const;
+/** The keys of `[gc]`. */
+export const GC_KEYS = ["keep-storage", "keep-duration"] as const;
+/** The keys of `[build]`: defaults of `tbuild build` flags. */
+export const BUILD_KEYS = ["jobs"] as const;
+/** Every table config.toml may have, with its keys (docs/config.md describes each). */
+export const CONFIG_TABLES = { registry: REGISTRY_KEYS, gc: GC_KEYS, build: BUILD_KEYS } as const;
 
 function readRegistries(value: unknown, file: string): RegistryHostsConfig {
   if (value === undefined) return {};
@@ -73,8 +80,8 @@ function readRegistries(value: unknown, file: string): RegistryHostsConfig {
     const config: RegistryHostConfig = {};
     for (const [name, field] of Object.entries(entry)) {
       const fieldKey = `${key}.${name}`;
-      if (!REGISTRY_KEYS.has(name)) {
-        throw new ConfigError(file, `unknown key ${fieldKey} (known: mirrors, http, insecure, ca)`);
+      if (!(REGISTRY_KEYS as readonly string[]).includes(name)) {
+        throw new ConfigError(file, `unknown key ${fieldKey} (known: ${REGISTRY_KEYS.join(", ")})`);
       }
       if (name === "http" || name === "insecure") {
         if (typeof field !== "boolean") throw new ConfigError(file, `${fieldKey} must be true or false`);
@@ -116,10 +123,28 @@ export function readGcPolicy(config: TbuildConfig): GcPolicy | undefined {
         throw new ConfigError(config.path, 'gc.keep-duration must be a duration such as "168h"');
       policy.keepDuration = ms;
     } else {
-      throw new ConfigError(config.path, `unknown key gc.${name} (known: keep-storage, keep-duration)`);
+      throw new ConfigError(config.path, `unknown key gc.${name} (known: ${GC_KEYS.join(", ")})`);
     }
   }
   return policy;
+}
+
+/** `[build]`: `jobs = N`, the default of `tbuild build --jobs`. */
+export function readBuildDefaults(config: TbuildConfig): { jobs?: number } {
+  const table = config.other.build;
+  if (table === undefined) return {};
+  if (!isTable(table)) throw new ConfigError(config.path, "build must be a table");
+  const defaults: { jobs?: number } = {};
+  for (const [name, value] of Object.entries(table)) {
+    if (name !== "jobs") {
+      throw new ConfigError(config.path, `unknown key build.${name} (known: ${BUILD_KEYS.join(", ")})`);
+    }
+    if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 1) {
+      throw new ConfigError(config.path, "build.jobs must be a whole number of at least 1");
+    }
+    defaults.jobs = value;
+  }
+  return defaults;
 }
 
 function isTable(value: unknown): value is Record<string, unknown> {
