@@ -13,7 +13,13 @@ import { isTbuildError, TbuildError } from "../errors/index.js";
 import type { Image } from "../oci/image.js";
 import type { ContainerConfig } from "../oci/spec.js";
 import type { Store } from "../oci/store/index.js";
-import type { SandboxMount, SandboxProcess } from "../worker/sandbox/index.js";
+import type {
+  SandboxMount,
+  SandboxProcess,
+  SandboxResult,
+  SandboxRunOptions,
+  SandboxSpec,
+} from "../worker/sandbox/index.js";
 import { Snapshotter, type WritableMount } from "../worker/snapshot/index.js";
 import { inUserNamespace } from "../worker/userns.js";
 import { processArgs } from "./config.js";
@@ -131,7 +137,14 @@ export class Container {
     let processStarted = false;
     try {
       const lowers = await snapshotter.prepareImage(options.image, io.signal);
-      writable = await snapshotter.mountWritable(lowers, { id: record.id, persistent: !options.remove });
+      // runc mounts the overlay itself, in the container's mount namespace (no mount or umount
+      // process, nothing left mounted on the host), unless a volume may need seeding from the
+      // image, which reads the mounted root filesystem.
+      writable = await snapshotter.mountWritable(lowers, {
+        id: record.id,
+        persistent: !options.remove,
+        deferMount: !options.mounts.some((m) => m.kind === "volume"),
+      });
       // Should tbuild die without cleaning up (SIGKILL), the guard kills the container and unmounts.
       const { findRunc, runInSandbox } = await sandboxModule;
       const runc = findRunc();
@@ -156,32 +169,42 @@ export class Container {
         startedAt: new Date().toISOString(),
       };
       await this.containers.write(record);
-      const result = await runInSandbox(
-        {
-          rootfs: writable.rootfs,
-          args: [record.path, ...record.args],
-          env: record.config.Env ?? [],
-          cwd: record.config.WorkingDir || "/",
-          user: record.config.User ?? "",
-          hostname: record.id.slice(0, 12),
-          network: options.network,
-          mounts,
-          terminal: options.tty,
+      const spec: SandboxSpec = {
+        rootfs: writable.rootfs,
+        args: [record.path, ...record.args],
+        env: record.config.Env ?? [],
+        cwd: record.config.WorkingDir || "/",
+        user: record.config.User ?? "",
+        // As docker run makes a missing working directory.
+        workdirOwner: "root",
+        hostname: record.id.slice(0, 12),
+        network: options.network,
+        mounts,
+        terminal: options.tty,
+      };
+      const runOptions: SandboxRunOptions = {
+        stateDir,
+        id: sandboxId,
+        stdin: io.stdin,
+        stdout: io.stdout,
+        stderr: io.stderr,
+        ...(io.signal ? { signal: io.signal } : {}),
+        onStart: (process) => {
+          this.process = process;
+          if (!processStarted) io.onStart?.();
+          processStarted = true;
         },
-        {
-          stateDir,
-          id: sandboxId,
-          stdin: io.stdin,
-          stdout: io.stdout,
-          stderr: io.stderr,
-          ...(io.signal ? { signal: io.signal } : {}),
-          onStart: (process) => {
-            this.process = process;
-            processStarted = true;
-            io.onStart?.();
-          },
-        },
-      );
+      };
+      let result: SandboxResult;
+      try {
+        const overlay = writable.deferredOverlay;
+        result = await runInSandbox(overlay ? { ...spec, rootOverlay: overlay } : spec, runOptions);
+      } catch (err) {
+        // runc could not mount the root overlay (and started nothing): mounted here, or copied.
+        if (!isTbuildError(err) || err.code !== "E_SANDBOX_ROOT_MOUNT") throw err;
+        await writable.mountOnHost();
+        result = await runInSandbox(spec, runOptions);
+      }
       exit = { exitCode: result.exitCode, ...(result.signal ? { signal: result.signal } : {}) };
       return exit;
     } catch (err) {

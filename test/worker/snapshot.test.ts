@@ -269,6 +269,63 @@ for (const mode of ["overlay", "copy"] as SnapshotMode[]) {
   });
 }
 
+describe("a deferred writable root filesystem", () => {
+  it("is left for the runtime to mount: nothing mounted, its overlay's options name the layers", async () => {
+    const snapshotter = new Snapshotter(root, store.content);
+    const lowers = await snapshotter.prepareImage(await threeLayerImage());
+    const mount = await track(snapshotter.mountWritable(lowers, { deferMount: true, persistent: true }));
+    const overlay = mount.deferredOverlay;
+    expect(overlay?.layers).toEqual([...lowers, mount.upper]);
+    expect(await mountsUnder(root)).toEqual([]);
+    expect(await readdir(mount.rootfs)).toEqual([]);
+    // Mounted as runc mounts it, in a mount namespace of its own that ends with the command.
+    const script = 'mount -t overlay overlay -o "$1" "$2" && cat "$2/etc/motd" && echo made > "$2/etc/new"';
+    const out = execFileSync(
+      "unshare",
+      [
+        "--mount",
+        "--propagation=private",
+        "sh",
+        "-c",
+        script,
+        "sh",
+        overlay!.options.join(","),
+        mount.rootfs,
+      ],
+      { encoding: "utf8" },
+    );
+    expect(out).toBe("second motd\n");
+    expect(await mountsUnder(root)).toEqual([]);
+    // What the process wrote is the mount's diff, as if tbuild had mounted it.
+    expect((await listTar(mount.diff())).map((e) => e.path)).toEqual(["etc/", "etc/new"]);
+    expect(await mountsUnder(root)).toEqual([]);
+  });
+
+  it("is mounted on the host after all by mountOnHost", async () => {
+    const snapshotter = new Snapshotter(root, store.content);
+    const mount = await track(
+      snapshotter.mountWritable(await snapshotter.prepareImage(await threeLayerImage()), {
+        deferMount: true,
+      }),
+    );
+    await mount.mountOnHost();
+    expect(mount.deferredOverlay).toBeUndefined();
+    expect(await mountsUnder(root)).toEqual([mount.rootfs]);
+    expect(await readFile(path.join(mount.rootfs, "etc/motd"), "utf8")).toBe("second motd\n");
+  });
+
+  it("is not deferred by a copying snapshotter", async () => {
+    const snapshotter = new Snapshotter(root, store.content, { mode: "copy" });
+    const mount = await track(
+      snapshotter.mountWritable(await snapshotter.prepareImage(await threeLayerImage()), {
+        deferMount: true,
+      }),
+    );
+    expect(mount.deferredOverlay).toBeUndefined();
+    expect(await readFile(path.join(mount.rootfs, "etc/motd"), "utf8")).toBe("second motd\n");
+  });
+});
+
 describe("an imported image", () => {
   it("runs a program from its mounted root filesystem", async () => {
     await importBusybox(root, "busybox:test");

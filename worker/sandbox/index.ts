@@ -18,6 +18,7 @@ export {
   DOCKER_MASKED_PATHS,
   DOCKER_READONLY_PATHS,
   type SandboxMount,
+  type SandboxRootOverlay,
   type SandboxSpec,
 } from "./spec.js";
 export { type ResolvedUser, resolveUser } from "./user.js";

@@ -3,9 +3,13 @@
  * `/etc/passwd` may be a symlink to `/etc/shadow`, and its `/etc` a symlink to `/`. Every path is
  * therefore resolved component by component, with symlinks followed as the container would follow
  * them (absolute targets and `..` stay inside the root), never by the host's own resolution.
+ *
+ * A root filesystem is a directory, or, before runc mounts it, the stack of directories an
+ * overlay will merge (a `RootTree` reads either).
  */
-import { chown, lstat, mkdir, readdir, readlink, rm, stat, utimes } from "node:fs/promises";
+import { chown, lstat, mkdir, readdir, readlink, rm, utimes } from "node:fs/promises";
 import path from "node:path";
+import { LowerView } from "../snapshot/lower-view.js";
 import { SandboxError } from "./errors.js";
 
 /** Linux's own limit on symlinks followed while resolving one path. */
@@ -16,11 +20,73 @@ function isMissing(err: unknown): boolean {
   return code === "ENOENT" || code === "ENOTDIR";
 }
 
+/** What the lookups before a run need of the entries of a root filesystem. */
+interface TreeEntry {
+  isSymbolicLink(): boolean;
+  isDirectory(): boolean;
+  atime: Date;
+  mtime: Date;
+}
+
 /**
- * The host path of `inside` (a path as the container sees it) under `root`. Components that do
- * not exist are appended as they are, so the result also names where a missing path would be.
+ * A root filesystem as the host sees it before the run: paths are relative to the root, `/`
+ * separated, "" for the root itself.
  */
-export async function resolveInRoot(root: string, inside: string): Promise<string> {
+export interface RootTree {
+  /** The entry at `rel`, undefined when there is none. */
+  lstat(rel: string): Promise<TreeEntry | undefined>;
+  readlink(rel: string): Promise<string>;
+  /** The host path that holds the entry at `rel` (to read it), undefined when there is none. */
+  hostPath(rel: string): Promise<string | undefined>;
+  /** The host directory the run's changes land in, under the same relative paths. */
+  changes: string;
+}
+
+/** A root filesystem that is a directory (mounted, or plain). */
+export function directoryTree(root: string): RootTree {
+  const at = (rel: string) => (rel === "" ? root : path.join(root, rel));
+  return {
+    async lstat(rel) {
+      try {
+        return await lstat(at(rel));
+      } catch (err) {
+        if (isMissing(err)) return undefined;
+        throw err;
+      }
+    },
+    readlink: (rel) => readlink(at(rel)),
+    hostPath: async (rel) => at(rel),
+    changes: root,
+  };
+}
+
+/**
+ * The root filesystem an overlay of `layers` (lowest first, the upper directory last) will show
+ * once mounted, read from the layers themselves; changes land in `upper`.
+ */
+export function layeredTree(layers: readonly string[], upper: string): RootTree {
+  const view = new LowerView(layers);
+  return {
+    lstat: async (rel) => (await view.lookup(rel))?.stat,
+    async readlink(rel) {
+      const entry = await view.lookup(rel);
+      if (!entry) throw Object.assign(new Error(`no such file: ${rel}`), { code: "ENOENT" });
+      return readlink(entry.source);
+    },
+    hostPath: async (rel) => (await view.lookup(rel))?.source,
+    changes: upper,
+  };
+}
+
+function treeOf(root: string | RootTree): RootTree {
+  return typeof root === "string" ? directoryTree(root) : root;
+}
+
+/**
+ * Where `inside` (a path as the container sees it) is in `tree`, relative to its root. Components
+ * that do not exist are appended as they are, so the result also names where a missing path would be.
+ */
+export async function resolveInTree(tree: RootTree, inside: string): Promise<string> {
   const pending = inside.split("/").filter((c) => c !== "" && c !== ".");
   const resolved: string[] = [];
   let followed = 0;
@@ -30,14 +96,8 @@ export async function resolveInRoot(root: string, inside: string): Promise<strin
       resolved.pop();
       continue;
     }
-    const candidate = path.join(root, ...resolved, component);
-    let isLink = false;
-    try {
-      isLink = (await lstat(candidate)).isSymbolicLink();
-    } catch (err) {
-      if (!isMissing(err)) throw err;
-    }
-    if (!isLink) {
+    const candidate = [...resolved, component].join("/");
+    if (!(await tree.lstat(candidate))?.isSymbolicLink()) {
       resolved.push(component);
       continue;
     }
@@ -47,11 +107,19 @@ export async function resolveInRoot(root: string, inside: string): Promise<strin
         `too many levels of symbolic links resolving ${inside} in the image`,
       );
     }
-    const target = await readlink(candidate);
+    const target = await tree.readlink(candidate);
     if (target.startsWith("/")) resolved.length = 0;
     pending.unshift(...target.split("/").filter((c) => c !== "" && c !== "."));
   }
-  return path.join(root, ...resolved);
+  return resolved.join("/");
+}
+
+/**
+ * The host path of `inside` (a path as the container sees it) under `root`. Components that do
+ * not exist are appended as they are, so the result also names where a missing path would be.
+ */
+export async function resolveInRoot(root: string, inside: string): Promise<string> {
+  return path.join(root, await resolveInTree(directoryTree(root), inside));
 }
 
 async function exists(hostPath: string): Promise<boolean> {
@@ -81,21 +149,29 @@ interface MountStub {
 export class MountStubs {
   private readonly stubs: MountStub[] = [];
 
-  static async record(root: string, destinations: readonly string[]): Promise<MountStubs> {
+  /** `root`: the directory itself, or a tree whose changes land elsewhere (an overlay's upper). */
+  static async record(root: string | RootTree, destinations: readonly string[]): Promise<MountStubs> {
+    const tree = treeOf(root);
     const result = new MountStubs();
     const seen = new Set<string>();
     for (const destination of destinations) {
-      let current = await resolveInRoot(root, destination);
+      let current = await resolveInTree(tree, destination);
       let highestMissing: string | undefined;
-      while (current !== root && current.startsWith(root + path.sep) && !(await exists(current))) {
+      while (current !== "" && !(await tree.lstat(current))) {
         highestMissing = current;
-        current = path.dirname(current);
+        current = path.posix.dirname(current);
+        if (current === ".") current = "";
       }
-      if (!highestMissing || seen.has(highestMissing)) continue;
+      if (highestMissing === undefined || seen.has(highestMissing)) continue;
       seen.add(highestMissing);
-      const parent = path.dirname(highestMissing);
-      const times = await stat(parent);
-      result.stubs.push({ path: highestMissing, parent, atime: times.atime, mtime: times.mtime });
+      const times = await tree.lstat(current);
+      if (!times) continue;
+      result.stubs.push({
+        path: path.join(tree.changes, highestMissing),
+        parent: current === "" ? tree.changes : path.join(tree.changes, current),
+        atime: times.atime,
+        mtime: times.mtime,
+      });
     }
     return result;
   }

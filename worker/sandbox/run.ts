@@ -22,7 +22,7 @@ import {
   readHostResolvConf,
   resolvConfFor,
 } from "./host.js";
-import { MountStubs, mkdirInRoot } from "./rootfs-path.js";
+import { directoryTree, layeredTree, MountStubs, mkdirInRoot } from "./rootfs-path.js";
 import { buildRuntimeSpec, ETC_FILES, type SandboxSpec } from "./spec.js";
 import { resolveUser } from "./user.js";
 
@@ -90,7 +90,11 @@ export async function runInSandbox(spec: SandboxSpec, options: SandboxRunOptions
       `invalid container id "${id}": letters, digits, "_", "+", "-", "." only`,
     );
   }
-  const ids = await resolveUser(spec.rootfs, spec.user);
+  // A root overlay runc mounts is read, until then, from the layers it merges.
+  const tree = spec.rootOverlay
+    ? layeredTree(spec.rootOverlay.layers, spec.rootOverlay.upper)
+    : directoryTree(spec.rootfs);
+  const ids = await resolveUser(tree, spec.user);
   const hostname = spec.hostname ?? id.slice(0, 12);
 
   await mkdir(options.stateDir, { recursive: true, mode: 0o700 });
@@ -120,14 +124,25 @@ export async function runInSandbox(spec: SandboxSpec, options: SandboxRunOptions
     const config = buildRuntimeSpec({ ...spec, hostname }, ids, host);
     await writeFile(path.join(bundleDir, "config.json"), JSON.stringify(config));
     // Docker creates a missing working directory (BuildKit owns it to the step's user); created
-    // before the stubs are recorded, so that it stays.
-    await mkdirInRoot(spec.rootfs, spec.cwd, ids.uid, ids.gid);
+    // before the stubs are recorded, so that it stays. Under a root overlay runc creates it.
+    if (!spec.rootOverlay) {
+      const owner = spec.workdirOwner === "root" ? { uid: 0, gid: 0 } : ids;
+      await mkdirInRoot(spec.rootfs, spec.cwd, owner.uid, owner.gid);
+    }
     stubs = await MountStubs.record(
-      spec.rootfs,
-      (config.mounts ?? []).map((m) => m.destination),
+      tree,
+      (config.mounts ?? []).map((m) => m.destination).filter((destination) => destination !== "/"),
     );
     options.signal?.throwIfAborted();
-    return await superviseRunc(runc, id, runDir, bundleDir, facts.rootless, options);
+    return await superviseRunc(
+      runc,
+      id,
+      runDir,
+      bundleDir,
+      facts.rootless,
+      spec.rootOverlay !== undefined,
+      options,
+    );
   } finally {
     await stubs?.clean();
     await rm(runDir, { recursive: true, force: true });
@@ -215,6 +230,7 @@ function superviseRunc(
   runDir: string,
   bundleDir: string,
   rootless: boolean,
+  rootOverlay: boolean,
   options: SandboxRunOptions,
 ): Promise<SandboxResult> {
   const runcRoot = path.join(runDir, "runc");
@@ -326,7 +342,7 @@ function superviseRunc(
         }
         const exitCode = code ?? 128 + signalNumber(signal as NodeJS.Signals);
         if (runcFailed && !stopSignal) {
-          reject(runcFailure(errors[errors.length - 1], options));
+          reject(runcFailure(errors[errors.length - 1], rootOverlay, options));
           return;
         }
         const known = stopSignal && exitCode === 128 + signalNumber(stopSignal) ? { signal: stopSignal } : {};
@@ -336,8 +352,11 @@ function superviseRunc(
   });
 }
 
-function runcFailure(message: string, options: SandboxRunOptions): SandboxError {
+function runcFailure(message: string, rootOverlay: boolean, options: SandboxRunOptions): SandboxError {
   const text = message.replace(/^runc run failed: /, "");
+  // The process never started: the caller may mount the root itself and run again.
+  if (rootOverlay && /mounting "overlay" to rootfs at "\/"/.test(text))
+    return new SandboxError("E_SANDBOX_ROOT_MOUNT", `runc cannot mount the root overlay: ${text}`);
   const hint =
     /\/dev\/tty|not a tty|console/i.test(text) && options.stdout !== "inherit"
       ? "\nA terminal needs tbuild's own stdin or stdout to be a terminal."

@@ -19,14 +19,40 @@ export interface SandboxMount {
   options?: string[];
 }
 
+/**
+ * An overlay runc mounts as the container's root, in the container's own mount namespace: no
+ * mount or unmount process on the host, and nothing left mounted there however the run ends.
+ */
+export interface SandboxRootOverlay {
+  /** Its mount options (`lowerdir=…`, `upperdir=…`, `workdir=…`, …), with absolute paths. */
+  options: string[];
+  /**
+   * The directories it merges, lowest first, its upper directory last: read before the run (for
+   * /etc/passwd and mount points), as the mounted overlay would show them.
+   */
+  layers: string[];
+  /** Its upper directory, where the run's changes land. */
+  upper: string;
+}
+
 export interface SandboxSpec {
-  /** A prepared root filesystem directory (already mounted by the caller). */
+  /**
+   * A prepared root filesystem directory (already mounted by the caller); with `rootOverlay`, an
+   * empty directory that runc mounts the overlay over.
+   */
   rootfs: string;
+  rootOverlay?: SandboxRootOverlay;
   args: string[];
   env: string[];
   cwd: string;
   /** As in USER / -u: "name", "uid", "name:group", "uid:gid"; "" = root. */
   user: string;
+  /**
+   * Who owns a working directory the image lacks, made for the run: the user (default; BuildKit
+   * does so for a RUN step), or root (as `docker run -w` does). With `rootOverlay` it is always
+   * root: runc makes it, once the overlay is mounted.
+   */
+  workdirOwner?: "user" | "root";
   /** Default: the first 12 characters of the container id, as Docker does. */
   hostname?: string;
   /**
@@ -134,6 +160,14 @@ function validate(spec: SandboxSpec): void {
       throw specError(`invalid environment entry "${entry}"`);
   }
   for (const [name, address] of Object.entries(spec.extraHosts ?? {})) checkExtraHost(name, address);
+  if (spec.rootOverlay && spec.workdirOwner !== "root") {
+    throw specError(
+      "with a root overlay runc makes a missing working directory, as root's: set workdirOwner root",
+    );
+  }
+  for (const dir of [...(spec.rootOverlay?.layers ?? []), spec.rootOverlay?.upper ?? "/"]) {
+    if (!path.isAbsolute(dir)) throw specError(`a root overlay's directory must be absolute, got "${dir}"`);
+  }
   for (const mount of spec.mounts ?? []) {
     checkContainerPath("a mount destination", mount.destination);
     if (path.posix.normalize(mount.destination) === "/")
@@ -299,7 +333,15 @@ export function buildRuntimeSpec(spec: SandboxSpec, ids: ResolvedUser, host: Hos
     },
     root: { path: spec.rootfs, readonly: spec.readonlyRootfs ?? false },
     hostname,
-    mounts: [...systemMounts(spec, host), ...etcMounts, ...userMounts],
+    mounts: [
+      // Mounted first, over the root directory: runc then mounts the rest into it and pivots to it.
+      ...(spec.rootOverlay
+        ? [{ destination: "/", type: "overlay", source: "overlay", options: [...spec.rootOverlay.options] }]
+        : []),
+      ...systemMounts(spec, host),
+      ...etcMounts,
+      ...userMounts,
+    ],
     linux: {
       namespaces,
       // As root, runc puts the container in cgroups of its own (cgroupfs; v1 here) with Docker's

@@ -11,7 +11,7 @@
  */
 import { readFile } from "node:fs/promises";
 import { SandboxError } from "./errors.js";
-import { resolveInRoot } from "./rootfs-path.js";
+import { directoryTree, type RootTree, resolveInTree } from "./rootfs-path.js";
 
 export interface ResolvedUser {
   uid: number;
@@ -73,9 +73,10 @@ export function parseGroup(text: string): GroupEntry[] {
 }
 
 /** The file's text, or undefined when the image has no such file. */
-async function readImageFile(rootfs: string, inside: string): Promise<string | undefined> {
+async function readImageFile(tree: RootTree, inside: string): Promise<string | undefined> {
   try {
-    return await readFile(await resolveInRoot(rootfs, inside), "utf8");
+    const file = await tree.hostPath(await resolveInTree(tree, inside));
+    return file === undefined ? undefined : await readFile(file, "utf8");
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === "ENOENT" || code === "ENOTDIR" || code === "EISDIR") return undefined;
@@ -83,8 +84,12 @@ async function readImageFile(rootfs: string, inside: string): Promise<string | u
   }
 }
 
-/** USER resolved in the image's /etc/passwd and /etc/group, as Docker does. */
-export async function resolveUser(rootfs: string, user: string): Promise<ResolvedUser> {
+/**
+ * USER resolved in the image's /etc/passwd and /etc/group, as Docker does. `rootfs`: a directory,
+ * or the layers an overlay will merge (rootfs-path.ts's RootTree).
+ */
+export async function resolveUser(rootfs: string | RootTree, user: string): Promise<ResolvedUser> {
+  const tree = typeof rootfs === "string" ? directoryTree(rootfs) : rootfs;
   const parts = user.split(":");
   if (parts.length > 2 || (parts.length === 2 && (parts[0] === "" || parts[1] === ""))) {
     throw new SandboxError(
@@ -93,7 +98,7 @@ export async function resolveUser(rootfs: string, user: string): Promise<Resolve
     );
   }
   const [userArg, groupArg = ""] = parts;
-  const passwd = await readImageFile(rootfs, "/etc/passwd");
+  const passwd = await readImageFile(tree, "/etc/passwd");
   const uidArg = parseId(userArg);
 
   const wanted = (entry: PasswdEntry) =>
@@ -113,7 +118,7 @@ export async function resolveUser(rootfs: string, user: string): Promise<Resolve
   };
 
   if (groupArg === "" && !found) return result;
-  const groupText = await readImageFile(rootfs, "/etc/group");
+  const groupText = await readImageFile(tree, "/etc/group");
   const groups = groupText === undefined ? [] : parseGroup(groupText);
   if (groupArg !== "") {
     const gidArg = parseId(groupArg);

@@ -19,7 +19,15 @@ import type { ContentStore } from "../../oci/store/content.js";
 import { digestOf } from "../../oci/store/content.js";
 import type { DiffOptions } from "../diff.js";
 import { hasWorkerPrivileges, inUserNamespace } from "../userns.js";
-import { isMountPoint, MountError, mountOverlay, type OverlayPaths, overlayFits, unmount } from "./mounts.js";
+import {
+  isMountPoint,
+  MountError,
+  mountOverlay,
+  type OverlayPaths,
+  overlayFits,
+  overlayOptions,
+  unmount,
+} from "./mounts.js";
 
 export { isWhiteout, type LowerEntry, LowerView } from "./lower-view.js";
 export { isMountPoint, MountError } from "./mounts.js";
@@ -37,14 +45,36 @@ export interface SnapshotterOptions {
   onUnpack?(layer: { chainId: string; diffId: string }): void;
 }
 
+/**
+ * An overlay left for the container's runtime to mount (runc mounts it as the container's root,
+ * in the container's own mount namespace, where it vanishes with the container).
+ */
+export interface DeferredOverlay {
+  /** Its mount options, paths absolute. */
+  options: string[];
+  /** The directories it merges, lowest first, the upper directory last. */
+  layers: string[];
+  upper: string;
+}
+
 export interface WritableMount {
   id: string;
-  /** The root filesystem to run in. */
+  /** The root filesystem to run in; while `deferredOverlay` is set, an empty directory. */
   rootfs: string;
   /** Where the changes are: the overlay's upper directory; for a copy, the copy itself (= rootfs). */
   upper: string;
   /** How it was made. */
   mode: SnapshotMode;
+  /**
+   * Set when the mount was deferred (mountWritable's `deferMount`): nothing is mounted on the
+   * host, and whoever runs the container mounts this overlay over `rootfs` itself.
+   */
+  readonly deferredOverlay?: DeferredOverlay;
+  /**
+   * Mounts a deferred overlay at `rootfs` after all (where overlayfs cannot be mounted here, makes
+   * a copy instead, as mountWritable does); nothing to do otherwise.
+   */
+  mountOnHost(): Promise<void>;
   /**
    * The changes as an OCI layer tar: deterministic order and headers, whiteouts (`.wh.name`) for
    * deletions, opaque dirs (`.wh..wh..opq`), ownership/modes kept, mtimes clamped to
@@ -241,10 +271,15 @@ export class Snapshotter {
     }
   }
 
-  /** A writable root filesystem over `lowers`: kernel overlayfs, or a copy where overlay is unavailable. */
+  /**
+   * A writable root filesystem over `lowers`: kernel overlayfs, or a copy where overlay is
+   * unavailable. With `deferMount`, an overlay is not mounted on the host when its options fit in
+   * one mount call with absolute paths: the handle's `deferredOverlay` says what to mount, and
+   * `mountOnHost` mounts it (or copies) should the runtime fail to.
+   */
   async mountWritable(
     lowers: string[],
-    options: { id?: string; persistent?: boolean } = {},
+    options: { id?: string; persistent?: boolean; deferMount?: boolean } = {},
   ): Promise<WritableMount> {
     requirePrivileges("mount a root filesystem");
     await this.cleanAbandoned();
@@ -276,35 +311,69 @@ export class Snapshotter {
     };
     try {
       const wanted = this.options.mode ?? "auto";
-      if (wanted !== "copy" && lowers.length > 0) {
-        await this.writeState(state);
-        try {
-          await this.mountOverlayFor(state);
-          return this.handle(state);
-        } catch (err) {
-          if (wanted === "overlay" || !(err instanceof MountError)) throw err;
-          this.options.warn?.(`${err.message}; copying the image's files instead (slower, uses more disk)`);
-          await rm(path.join(dir, "upper"), { recursive: true, force: true });
-          await rm(path.join(dir, "work"), { recursive: true, force: true });
+      if (wanted !== "copy" && lowers.length > 0 && options.deferMount) {
+        const overlay = this.deferredOverlayOf(state);
+        if (overlay) {
+          await this.writeState(state);
+          for (const sub of ["upper", "work", "rootfs"]) await mkdir(path.join(dir, sub));
+          return this.handle(state, overlay);
         }
       }
-      state.mode = "copy";
-      await this.writeState(state);
-      const rootfs = path.join(dir, "rootfs");
-      await mkdir(rootfs, { recursive: true });
-      const { changeClockMark, copyLayers } = await import("./copy.js");
-      await copyLayers(lowers, rootfs, {
-        rootless: inUserNamespace(),
-        ...(this.options.warn ? { warn: this.options.warn } : {}),
-      });
-      state.since = String(await changeClockMark(dir));
-      await this.writeState(state);
+      await this.materialize(state);
       return this.handle(state);
     } catch (err) {
       await unmount(path.join(dir, "rootfs")).catch(() => {});
       await rm(dir, { recursive: true, force: true }).catch(() => {});
       throw err;
     }
+  }
+
+  /** Mounts the overlay of `state` at its rootfs, or, where overlayfs cannot be mounted, copies. */
+  private async materialize(state: MountState): Promise<void> {
+    const dir = path.join(this.mountsDir, state.id);
+    const wanted = this.options.mode ?? "auto";
+    if (wanted !== "copy" && state.lowers.length > 0) {
+      state.mode = "overlay";
+      await this.writeState(state);
+      try {
+        await this.mountOverlayFor(state);
+        return;
+      } catch (err) {
+        if (wanted === "overlay" || !(err instanceof MountError)) throw err;
+        this.options.warn?.(`${err.message}; copying the image's files instead (slower, uses more disk)`);
+        await rm(path.join(dir, "upper"), { recursive: true, force: true });
+        await rm(path.join(dir, "work"), { recursive: true, force: true });
+      }
+    }
+    state.mode = "copy";
+    await this.writeState(state);
+    const rootfs = path.join(dir, "rootfs");
+    await mkdir(rootfs, { recursive: true });
+    const { changeClockMark, copyLayers } = await import("./copy.js");
+    await copyLayers(state.lowers, rootfs, {
+      rootless: inUserNamespace(),
+      ...(this.options.warn ? { warn: this.options.warn } : {}),
+    });
+    state.since = String(await changeClockMark(dir));
+    await this.writeState(state);
+  }
+
+  /** The overlay of `state` for the runtime to mount, with absolute paths; undefined when too long. */
+  private deferredOverlayOf(state: MountState): DeferredOverlay | undefined {
+    const dir = path.join(this.mountsDir, state.id);
+    const paths: OverlayPaths = {
+      lowers: state.lowers,
+      upper: path.join(dir, "upper"),
+      work: path.join(dir, "work"),
+      cwd: "/",
+      userxattr: state.userxattr,
+    };
+    if (!overlayFits(paths)) return undefined;
+    return {
+      options: overlayOptions(paths).split(","),
+      layers: [...state.lowers, paths.upper],
+      upper: paths.upper,
+    };
   }
 
   /** Reopens a persistent writable mount (a kept container's layer) by id. */
@@ -369,17 +438,29 @@ export class Snapshotter {
     await mountOverlay(paths, rootfs);
   }
 
-  private handle(state: MountState): WritableMount {
+  private handle(state: MountState, deferred?: DeferredOverlay): WritableMount {
     const dir = path.join(this.mountsDir, state.id);
     const rootfs = path.join(dir, "rootfs");
-    const upper = state.mode === "overlay" ? path.join(dir, "upper") : rootfs;
     let released = false;
+    let deferredOverlay = deferred;
     const snapshotter = this;
     return {
       id: state.id,
       rootfs,
-      upper,
-      mode: state.mode,
+      get upper() {
+        return state.mode === "overlay" ? path.join(dir, "upper") : rootfs;
+      },
+      get mode() {
+        return state.mode;
+      },
+      get deferredOverlay() {
+        return deferredOverlay;
+      },
+      async mountOnHost(): Promise<void> {
+        if (!deferredOverlay) return;
+        await snapshotter.materialize(state);
+        deferredOverlay = undefined;
+      },
       diff(options: DiffOptions = {}): AsyncIterable<Uint8Array> {
         return (async function* () {
           if (state.mode === "copy") {
@@ -401,6 +482,7 @@ export class Snapshotter {
           }
           try {
             const { overlayChanges, writeChanges } = await import("../diff.js");
+            const upper = path.join(dir, "upper");
             const changes = await overlayChanges(upper, rootfs, state.lowers);
             yield* writeChanges(changes, upper, options);
           } finally {

@@ -157,6 +157,18 @@ describe.each(MODES)("a sandboxed process, %s", (mode) => {
     expect(existsSync(path.join(harness.rootfs, "work/dir"))).toBe(true);
   });
 
+  it("creates a missing working directory owned by root when asked, as docker run does", async () => {
+    const outcome = await harness.run({
+      spec: {
+        args: ["sh", "-c", "pwd; stat -c %u:%g ."],
+        cwd: "/work/rooted",
+        user: "app",
+        workdirOwner: "root",
+      },
+    });
+    expect(outcome.stdout).toBe("/work/rooted\n0:0\n");
+  });
+
   it("gives the process a terminal when asked", async () => {
     const outcome = await harness.run({
       spec: {
