@@ -21,7 +21,7 @@ export function topLevelHelp(): string {
     ...flagRows(globalFlags),
     "",
     "Run 'tbuild COMMAND --help' for a command's flags.",
-    "Settings: config.toml and environment variables (TBUILD_ROOT, TBUILD_CONFIG, ...), see docs/config.md.",
+    "Settings: config.toml and environment variables (TBUILD_ROOT, TBUILD_CONFIG, ...): docs/config.md in the sources.",
   ];
   return `${lines.join("\n")}\n`;
 }
