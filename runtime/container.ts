@@ -177,6 +177,7 @@ export class Container {
         user: record.config.User ?? "",
         // As docker run makes a missing working directory.
         workdirOwner: "root",
+        changesDiscarded: options.remove,
         hostname: record.id.slice(0, 12),
         network: options.network,
         mounts,
@@ -217,12 +218,13 @@ export class Container {
       throw failure ?? err;
     } finally {
       this.process = undefined;
-      await writable?.release();
-      await rm(stateDir, { recursive: true, force: true });
+      // Independent of each other, so done at once; the guard stays until all are done.
+      const cleanups: Promise<unknown>[] = [writable?.release() ?? Promise.resolve()];
       if (options.remove) {
-        await this.removeAnonymousVolumes(volumes);
-        await this.containers.remove(record);
+        // The container's directory goes, its sandbox state with it.
+        cleanups.push(this.removeAnonymousVolumes(volumes), this.containers.remove(record));
       } else {
+        cleanups.push(rm(stateDir, { recursive: true, force: true }));
         // A process that never started leaves the container "created", as docker shows it.
         record.state = processStarted
           ? {
@@ -232,7 +234,10 @@ export class Container {
               ...(exit ? { exitCode: exit.exitCode } : {}),
             }
           : { status: "created", ...(exit ? { exitCode: exit.exitCode } : {}) };
-        await this.containers.write(record);
+        cleanups.push(this.containers.write(record));
+      }
+      for (const outcome of await Promise.allSettled(cleanups)) {
+        if (outcome.status === "rejected") throw outcome.reason;
       }
       guard?.stop();
     }

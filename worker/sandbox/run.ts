@@ -7,8 +7,8 @@
  */
 import { execFile, type StdioOptions, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
-import { chmod, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { readFile, rm } from "node:fs/promises";
 import { constants as osConstants } from "node:os";
 import path from "node:path";
 import type { Writable } from "node:stream";
@@ -82,7 +82,6 @@ export async function runInSandbox(spec: SandboxSpec, options: SandboxRunOptions
   options.signal?.throwIfAborted();
   const runc = findRunc();
   checkSandboxPrivileges();
-  const facts = await probeHost();
   const id = options.id ?? randomBytes(16).toString("hex");
   if (!CONTAINER_ID.test(id)) {
     throw new SandboxError(
@@ -94,13 +93,18 @@ export async function runInSandbox(spec: SandboxSpec, options: SandboxRunOptions
   const tree = spec.rootOverlay
     ? layeredTree(spec.rootOverlay.layers, spec.rootOverlay.upper)
     : directoryTree(spec.rootfs);
-  const ids = await resolveUser(tree, spec.user);
+  const [facts, ids, hostResolvConf] = await Promise.all([
+    probeHost(),
+    resolveUser(tree, spec.user),
+    readHostResolvConf(),
+  ]);
   const hostname = spec.hostname ?? id.slice(0, 12);
 
-  await mkdir(options.stateDir, { recursive: true, mode: 0o700 });
+  // A handful of small calls on every run: synchronous ones spare a thread-pool round trip each.
+  mkdirSync(options.stateDir, { recursive: true, mode: 0o700 });
   const runDir = path.join(options.stateDir, id);
   try {
-    await mkdir(runDir, { mode: 0o700 });
+    mkdirSync(runDir, { mode: 0o700 });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
     throw new SandboxError("E_SANDBOX_ID", `a container with id ${id} already exists in ${options.stateDir}`);
@@ -108,31 +112,33 @@ export async function runInSandbox(spec: SandboxSpec, options: SandboxRunOptions
   let stubs: MountStubs | undefined;
   try {
     const bundleDir = path.join(runDir, "bundle");
-    await mkdir(bundleDir);
+    mkdirSync(bundleDir);
     // runc in a user namespace and the container's users must be able to reach the /etc files.
-    await chmod(runDir, 0o711);
-    await chmod(bundleDir, 0o711);
+    chmodSync(runDir, 0o711);
+    chmodSync(bundleDir, 0o711);
     const host: HostFacts = { ...facts, bundleDir, containerId: id };
     const files: Record<string, string> = {
       "/etc/hosts": hostsFile(hostname, spec.extraHosts),
-      "/etc/resolv.conf": resolvConfFor(await readHostResolvConf(), spec.network),
+      "/etc/resolv.conf": resolvConfFor(hostResolvConf, spec.network),
       "/etc/hostname": `${hostname}\n`,
     };
     for (const [destination, file] of Object.entries(ETC_FILES)) {
-      await writeFile(path.join(bundleDir, file), files[destination], { mode: 0o644 });
+      writeFileSync(path.join(bundleDir, file), files[destination], { mode: 0o644 });
     }
     const config = buildRuntimeSpec({ ...spec, hostname }, ids, host);
-    await writeFile(path.join(bundleDir, "config.json"), JSON.stringify(config));
+    writeFileSync(path.join(bundleDir, "config.json"), JSON.stringify(config));
     // Docker creates a missing working directory (BuildKit owns it to the step's user); created
     // before the stubs are recorded, so that it stays. Under a root overlay runc creates it.
     if (!spec.rootOverlay) {
       const owner = spec.workdirOwner === "root" ? { uid: 0, gid: 0 } : ids;
       await mkdirInRoot(spec.rootfs, spec.cwd, owner.uid, owner.gid);
     }
-    stubs = await MountStubs.record(
-      tree,
-      (config.mounts ?? []).map((m) => m.destination).filter((destination) => destination !== "/"),
-    );
+    if (!spec.changesDiscarded) {
+      stubs = await MountStubs.record(
+        tree,
+        (config.mounts ?? []).map((m) => m.destination).filter((destination) => destination !== "/"),
+      );
+    }
     options.signal?.throwIfAborted();
     return await superviseRunc(
       runc,

@@ -64,6 +64,11 @@ export interface SandboxSpec {
   /** Give the process a pty (runc in the foreground handles the console itself). */
   terminal?: boolean;
   readonlyRootfs?: boolean;
+  /**
+   * The root filesystem's changes are thrown away after the run (`tbuild run --rm`): the mount
+   * points runc makes in it for the image's lack of them are left there, not cleaned up.
+   */
+  changesDiscarded?: boolean;
   /** `--add-host`: host name → address, appended to /etc/hosts. */
   extraHosts?: Record<string, string>;
 }
