@@ -70,9 +70,10 @@ export async function writeLayer(
     return storing;
   };
   const signalOption = options.signal ? { signal: options.signal } : {};
+  const chunks = inLargeChunks(tar as AsyncIterable<Uint8Array>);
   try {
-    if (compress) await pipeline(tar as AsyncIterable<Uint8Array>, diff, compress, store, signalOption);
-    else await pipeline(tar as AsyncIterable<Uint8Array>, diff, store, signalOption);
+    if (compress) await pipeline(chunks, diff, compress, store, signalOption);
+    else await pipeline(chunks, diff, store, signalOption);
   } catch (err) {
     // The store's own error (disk full, digest mismatch) says more than the stream's, and waiting
     // for it means its temp file is gone before the caller hears of the failure.
@@ -87,6 +88,32 @@ export async function writeLayer(
     descriptor: { mediaType: MEDIA_TYPES[options.compression], digest: written.digest, size: written.size },
     diffId: diff.digest(),
   };
+}
+
+/** Tar writers yield a header, the content and its padding per entry: joined here into chunks of this size. */
+const CHUNK_BYTES = 256 * 1024;
+
+/**
+ * The stream joined into larger chunks: every chunk a compressor is given is a round trip to
+ * zlib's thread pool, which for a layer of many small files cost more than the compression.
+ */
+async function* inLargeChunks(source: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  let pending: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of source) {
+    if (chunk.length >= CHUNK_BYTES && size === 0) {
+      yield chunk;
+      continue;
+    }
+    pending.push(chunk);
+    size += chunk.length;
+    if (size >= CHUNK_BYTES) {
+      yield Buffer.concat(pending, size);
+      pending = [];
+      size = 0;
+    }
+  }
+  if (size > 0) yield Buffer.concat(pending, size);
 }
 
 /** What a layer blob is compressed with, from its media type. */

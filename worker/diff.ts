@@ -158,6 +158,11 @@ export async function copyChanges(
   return walk("", true, false);
 }
 
+/** Whether overlayfs made any directory of these changes opaque. */
+export function hasOpaqueDirectory(changes: DirChanges): boolean {
+  return changes.opaque || changes.children.some((child) => child.inside && hasOpaqueDirectory(child.inside));
+}
+
 /** Linux's encoding of a device number (glibc's gnu_dev_major/minor). */
 function deviceNumbers(rdev: bigint): { devmaj: number; devmin: number } {
   const major = ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn);

@@ -16,7 +16,7 @@ import type { FsResult } from "../../solver/worker.js";
 import { runInSandbox, type SandboxMount } from "../sandbox/index.js";
 import type { WritableMount } from "../snapshot/index.js";
 import type { OpContext } from "./context.js";
-import { prepareLayers } from "./layers.js";
+import { keepUnpacked, prepareLayers } from "./layers.js";
 
 /** A RUN whose process exited non-zero: the command, its exit code and its last output lines. */
 export class RunFailedError extends TbuildError {
@@ -105,7 +105,9 @@ export async function runExec(op: ExecOp, inputs: FsResult[], ctx: OpContext): P
       for (const rest of [partial[1], partial[2]]) if (rest) tail.push(rest);
       throw new RunFailedError(op.args, result.exitCode, tail.slice(-OUTPUT_LINES_KEPT));
     }
-    return { layers: [...rootLayers, await commitLayer(root, ctx)] };
+    const layers = [...rootLayers, await commitLayer(root, ctx)];
+    await keepUnpacked(root, layers);
+    return { layers };
   } finally {
     for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
   }

@@ -13,7 +13,7 @@ import { inUserNamespace } from "../userns.js";
 import type { OpContext } from "./context.js";
 import { CopyError, copy } from "./copy.js";
 import { pathComponents } from "./glob.js";
-import { prepareLayers } from "./layers.js";
+import { keepUnpacked, prepareLayers } from "./layers.js";
 import { parseChmod } from "./mode.js";
 import { type Owner, resolveOwner } from "./owner.js";
 import { globInRoot, rootPath } from "./root-path.js";
@@ -36,7 +36,9 @@ export async function runFile(op: FileOp, inputs: FsResult[], ctx: OpContext): P
       { compression: ctx.compression, signal: ctx.signal },
     );
     const added: LayerRef = { descriptor: layer.descriptor, diffId: layer.diffId };
-    return { layers: [...baseLayers, added] };
+    const layers = [...baseLayers, added];
+    await keepUnpacked(mount, layers);
+    return { layers };
   } finally {
     try {
       await views.release();

@@ -8,6 +8,7 @@ import type { Image, Layer } from "../../oci/image.js";
 import { type ImageConfig, type Manifest, MediaType } from "../../oci/spec.js";
 import { digestOf } from "../../oci/store/content.js";
 import type { LayerRef } from "../../solver/worker.js";
+import { chainIds, type WritableMount } from "../snapshot/index.js";
 import type { OpContext } from "./context.js";
 
 /** The unpacked directories of `layers`, lowest first (none for the empty filesystem). */
@@ -49,4 +50,14 @@ function imageOfLayers(ctx: Pick<OpContext, "store">, layers: readonly LayerRef[
     config,
     layers: imageLayers,
   };
+}
+
+/**
+ * After `mount`'s changes became the top layer of `layers`: its upper directory is kept as that
+ * layer unpacked, so the step that builds on this result mounts it at once instead of unpacking
+ * the layer it was just diffed into.
+ */
+export async function keepUnpacked(mount: WritableMount, layers: readonly LayerRef[]): Promise<void> {
+  const chainId = chainIds(layers.map((l) => l.diffId)).at(-1);
+  if (chainId !== undefined) await mount.keepAsLayer(chainId);
 }

@@ -81,6 +81,16 @@ export interface WritableMount {
    * sourceDateEpoch when given. Streamed.
    */
   diff(options?: DiffOptions): AsyncIterable<Uint8Array>;
+  /**
+   * After a complete diff: unmounts and keeps the upper directory as the unpacked layer of the
+   * stack `chainId` (the lowers plus the diffed layer), so a later step mounts it instead of
+   * unpacking the layer's tar again. Only an overlay whose diff wrote every entry of its upper
+   * and had no opaque directory (which the upper marks with an xattr the unpacked form does not
+   * use) is kept; otherwise, and when that layer is unpacked already, nothing happens. False when
+   * not kept. Mtimes stay as they are (the tar's are clamped to SOURCE_DATE_EPOCH), as BuildKit's
+   * snapshots keep theirs. The mount is then only good for `release`.
+   */
+  keepAsLayer(chainId: string): Promise<boolean>;
   /** Unmounts; removes upper/work unless persistent. Idempotent; nothing of it left in /proc/mounts. */
   release(): Promise<void>;
 }
@@ -443,6 +453,8 @@ export class Snapshotter {
     const rootfs = path.join(dir, "rootfs");
     let released = false;
     let deferredOverlay = deferred;
+    /** Set by a complete overlay diff whose upper the layer tar holds exactly. */
+    let upperIsLayer = false;
     const snapshotter = this;
     return {
       id: state.id,
@@ -481,14 +493,37 @@ export class Snapshotter {
             await snapshotter.mountOverlayFor(state);
           }
           try {
-            const { overlayChanges, writeChanges } = await import("../diff.js");
+            const { hasOpaqueDirectory, overlayChanges, writeChanges } = await import("../diff.js");
             const upper = path.join(dir, "upper");
+            upperIsLayer = false;
             const changes = await overlayChanges(upper, rootfs, state.lowers);
-            yield* writeChanges(changes, upper, options);
+            let leftOut = false;
+            const warn = (message: string) => {
+              leftOut = true;
+              options.warn?.(message);
+            };
+            yield* writeChanges(changes, upper, { ...options, warn });
+            upperIsLayer = !leftOut && !hasOpaqueDirectory(changes);
           } finally {
             if (remount) await unmount(rootfs);
           }
         })();
+      },
+      async keepAsLayer(chainId: string): Promise<boolean> {
+        if (released || state.persistent || !upperIsLayer) return false;
+        await unmount(rootfs);
+        const target = snapshotter.layerDir(chainId);
+        if (await exists(target)) return false;
+        await mkdir(snapshotter.layersDir, { recursive: true, mode: 0o700 });
+        try {
+          await rename(path.join(dir, "upper"), target);
+          return true;
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          // Another process kept or unpacked the same layer meanwhile: its copy is as good.
+          if (code === "ENOTEMPTY" || code === "EEXIST") return false;
+          throw err;
+        }
       },
       async release(): Promise<void> {
         if (released) return;
