@@ -174,6 +174,35 @@ export interface TreeTarOptions {
   gitModes?: boolean;
   /** Hears of entries a source layer does not carry (sockets, devices). */
   warn(rel: string, what: string): void;
+  /** Is given every entry as it goes into the tar, with the very bytes the tar gets. */
+  sink?: TreeSink;
+}
+
+/**
+ * What a tree's tar is made of, entry by entry, in tar order (a directory before its contents):
+ * for whoever builds the same tree on disk while the tar is written, from the same bytes.
+ */
+export interface TreeSink {
+  directory(rel: string, mode: number, mtime: Date): void;
+  /** A small file, whole. */
+  file(rel: string, mode: number, mtime: Date, content: Buffer): void;
+  /** A large file, chunk by chunk as the tar gets them. */
+  largeFile(rel: string, mode: number, mtime: Date): { write(chunk: Buffer): void; end(): void };
+  symlink(rel: string, target: string, mtime: Date): void;
+  /** An entry the sink is not given as one of the above (a hard link, a FIFO). */
+  other(rel: string): void;
+}
+
+/** A large file's chunks, each also handed to `writer` as it is read. */
+async function* tapped(
+  chunks: AsyncIterable<Buffer>,
+  writer: { write(chunk: Buffer): void; end(): void },
+): AsyncGenerator<Buffer> {
+  for await (const chunk of chunks) {
+    writer.write(chunk);
+    yield chunk;
+  }
+  writer.end();
 }
 
 /**
@@ -191,26 +220,36 @@ export async function* treeTar(entries: ContextEntry[], options: TreeTarOptions)
     if (options.gitModes) {
       mode = st.isDirectory() ? 0o755 : st.isSymbolicLink() ? 0o777 : mode & 0o111 ? 0o755 : 0o644;
     }
-    const base = { mode, uid: 0, gid: 0, size: 0, mtime: options.mtime ?? new Date(Number(st.mtimeMs)) };
+    // The tar keeps whole seconds (see tarEntry): so does the sink.
+    const mtime = new Date(Math.floor((options.mtime?.getTime() ?? Number(st.mtimeMs)) / 1000) * 1000);
+    const base = { mode, uid: 0, gid: 0, size: 0, mtime };
+    const sink = options.sink;
     if (st.isDirectory()) {
+      sink?.directory(entry.rel, mode, mtime);
       yield* tarEntry({ ...base, path: `${entry.rel}/`, type: "Directory" });
     } else if (st.isFile()) {
       const key = `${st.dev}:${st.ino}`;
       const first = st.nlink > 1n ? hardLinks.get(key) : undefined;
       if (first !== undefined) {
+        sink?.other(entry.rel);
         yield* tarEntry({ ...base, path: entry.rel, type: "Link", linkpath: first });
         continue;
       }
       if (st.nlink > 1n) hardLinks.set(key, entry.rel);
       const header: TarEntry = { ...base, path: entry.rel, type: "File", size: Number(st.size) };
-      const content =
-        st.size <= SMALL_FILE_BYTES
-          ? readFileSync(entry.abs)
-          : createReadStream(entry.abs, { highWaterMark: 1 << 20 });
-      yield* tarEntry(header, content);
+      if (st.size <= SMALL_FILE_BYTES) {
+        const content = readFileSync(entry.abs);
+        sink?.file(entry.rel, mode, mtime, content);
+        yield* tarEntry(header, content);
+      } else {
+        const stream = createReadStream(entry.abs, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>;
+        yield* tarEntry(header, sink ? tapped(stream, sink.largeFile(entry.rel, mode, mtime)) : stream);
+      }
     } else if (st.isSymbolicLink()) {
+      sink?.symlink(entry.rel, entry.linkTarget ?? "", mtime);
       yield* tarEntry({ ...base, path: entry.rel, type: "SymbolicLink", linkpath: entry.linkTarget ?? "" });
     } else if (st.isFIFO()) {
+      sink?.other(entry.rel);
       yield* tarEntry({ ...base, path: entry.rel, type: "FIFO" });
     } else {
       // Sockets and devices are never part of a source (fsutil leaves them out of a context too).

@@ -8,7 +8,15 @@
  */
 
 import type { Stats } from "node:fs";
-import { chmodSync, constants, copyFileSync, lchownSync, lstatSync, lutimesSync } from "node:fs";
+import {
+  chmodSync,
+  constants,
+  copyFileSync,
+  lchownSync,
+  lstatSync,
+  lutimesSync,
+  writeFileSync,
+} from "node:fs";
 import {
   chmod,
   lchown,
@@ -64,6 +72,16 @@ export interface CopyOptions {
   mode?: ModeChange;
   /** In a user namespace device nodes cannot be made: they are left out with a warning. */
   rootless: boolean;
+  /** Regular files an earlier run of the op holds already, linked after the copy (see file-reuse.ts). */
+  reuse?: {
+    matches(source: string, target: string, st: Stats, owner: Owner, mode: number): boolean;
+    placed(target: string): void;
+  };
+  /**
+   * The source holds no hard links of its own (a source snapshot, whose files may share inodes
+   * with older snapshots of it): every file is copied as a file of its own.
+   */
+  singleLinkSource?: boolean;
   signal?: AbortSignal;
   warn(message: string): void;
 }
@@ -262,11 +280,22 @@ class Copier {
 
   /** Copies a file, symlink, FIFO or device (never a directory) to `target`. */
   private async copyEntry(src: string, rel: string, target: string, st: Stats): Promise<void> {
+    const single = st.nlink === 1 || this.options.singleLinkSource === true;
+    if (st.isFile() && single && this.options.reuse) {
+      const reuse = this.options.reuse;
+      const owner = this.options.owner ?? { uid: st.uid, gid: st.gid };
+      await this.createParents(true);
+      if (reuse.matches(src, target, st, owner, this.modeOf(st))) {
+        await this.replacing(target, async () => writeFileSync(target, "", { flag: "wx", mode: 0o600 }));
+        reuse.placed(target);
+        return;
+      }
+    }
     // Registered before any await, so that a second link to the inode copied at the same time
     // waits for the first copy instead of copying the content again.
     let linkedTo: Promise<string> | undefined;
     let copied: ((target: string) => void) | undefined;
-    if (st.isFile() && st.nlink > 1) {
+    if (st.isFile() && !single) {
       const key = `${st.dev}:${st.ino}`;
       linkedTo = this.inodes.get(key);
       if (linkedTo === undefined) {

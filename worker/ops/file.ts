@@ -12,20 +12,27 @@ import type { WritableMount } from "../snapshot/index.js";
 import { inUserNamespace } from "../userns.js";
 import type { OpContext } from "./context.js";
 import { CopyError, copy } from "./copy.js";
+import { FileReuse } from "./file-reuse.js";
 import { pathComponents } from "./glob.js";
 import { keepUnpacked, prepareLayers } from "./layers.js";
 import { parseChmod } from "./mode.js";
 import { type Owner, resolveOwner } from "./owner.js";
 import { globInRoot, rootPath } from "./root-path.js";
+import { isSourceSnapshot } from "./source-snapshot.js";
 
 export async function runFile(op: FileOp, inputs: FsResult[], ctx: OpContext): Promise<FsResult> {
   const baseLayers = op.base !== undefined ? inputFs(inputs, op.base).layers : [];
   const mount = await ctx.snapshotter.mountWritable(await prepareLayers(ctx, baseLayers));
   const views = new SourceViews(ctx, inputs);
   try {
+    const reuse = await FileReuse.forOp(ctx.snapshotter, op, mount);
     for (const action of op.actions) {
       ctx.signal.throwIfAborted();
-      await applyAction(action, mount.rootfs, views, ctx);
+      await applyAction(action, mount.rootfs, views, ctx, reuse);
+    }
+    if (reuse?.pending) {
+      await mount.unmount();
+      reuse.linkInto();
     }
     const layer = await writeLayer(
       ctx.store.content,
@@ -37,7 +44,8 @@ export async function runFile(op: FileOp, inputs: FsResult[], ctx: OpContext): P
     );
     const added: LayerRef = { descriptor: layer.descriptor, diffId: layer.diffId };
     const layers = [...baseLayers, added];
-    await keepUnpacked(mount, layers);
+    const kept = await keepUnpacked(mount, layers);
+    if (kept !== undefined) await reuse?.remember(kept);
     return { layers };
   } finally {
     try {
@@ -68,6 +76,12 @@ class SourceViews {
   constructor(ctx: OpContext, inputs: FsResult[]) {
     this.ctx = ctx;
     this.inputs = inputs;
+  }
+
+  /** Whether input `index` is read straight from a source snapshot (see source-snapshot.ts). */
+  async isSourceSnapshot(index: number): Promise<boolean> {
+    const layers = inputFs(this.inputs, index).layers;
+    return layers.length === 1 && isSourceSnapshot(this.ctx.snapshotter, layers[0]!.diffId);
   }
 
   root(index: number): Promise<string> {
@@ -104,6 +118,7 @@ async function applyAction(
   root: string,
   views: SourceViews,
   ctx: OpContext,
+  reuse: FileReuse | undefined,
 ): Promise<void> {
   const owner = "chown" in action && action.chown ? await resolveOwner(root, action.chown) : undefined;
   switch (action.action) {
@@ -117,6 +132,8 @@ async function applyAction(
         rootless: inUserNamespace(),
         signal: ctx.signal,
         warn: ctx.warn,
+        ...(reuse ? { reuse } : {}),
+        singleLinkSource: await views.isSourceSnapshot(action.input),
       });
       return;
     }

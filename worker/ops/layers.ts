@@ -55,9 +55,13 @@ function imageOfLayers(ctx: Pick<OpContext, "store">, layers: readonly LayerRef[
 /**
  * After `mount`'s changes became the top layer of `layers`: its upper directory is kept as that
  * layer unpacked, so the step that builds on this result mounts it at once instead of unpacking
- * the layer it was just diffed into.
+ * the layer it was just diffed into. The chain ID it was kept as, if it was.
  */
-export async function keepUnpacked(mount: WritableMount, layers: readonly LayerRef[]): Promise<void> {
+export async function keepUnpacked(
+  mount: WritableMount,
+  layers: readonly LayerRef[],
+): Promise<string | undefined> {
   const chainId = chainIds(layers.map((l) => l.diffId)).at(-1);
-  if (chainId !== undefined) await mount.keepAsLayer(chainId);
+  if (chainId !== undefined && (await mount.keepAsLayer(chainId))) return chainId;
+  return undefined;
 }

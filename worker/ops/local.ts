@@ -28,6 +28,7 @@ import {
   selectContext,
   treeTar,
 } from "./context-walk.js";
+import { SourceSnapshot } from "./source-snapshot.js";
 
 /** Changing how the checksum is computed changes this, so old keys never match new ones. */
 const CHECKSUM_VERSION = "tbuild-context-v1";
@@ -93,16 +94,24 @@ export async function readContextManifest(
 export async function runLocal(op: LocalOp, _inputs: FsResult[], ctx: OpContext): Promise<FsResult> {
   const root = localSourceDir(op, ctx);
   const entries = await selectContext(root, op, ctx.signal);
-  // A source layer is only ever read by the copies that use it, never exported, so it is left
-  // uncompressed: compressing it would cost time on every context change and save nothing.
-  const tar = treeTar(entries, {
-    warn: (rel, what) => ctx.warn(`${rel} in the build context is ${what}: left out`),
-  });
-  const layer = await writeLayer(ctx.store.content, Readable.from(tar), {
-    compression: "uncompressed",
-    signal: ctx.signal,
-  });
-  return { layers: [{ descriptor: layer.descriptor, diffId: layer.diffId }] };
+  // Unpacked as it is written, for the copies that read it (see source-snapshot.ts).
+  const snapshot = await SourceSnapshot.start(ctx.snapshotter, await sourceKey(root, op));
+  try {
+    // A source layer is only ever read by the copies that use it, never exported, so it is left
+    // uncompressed: compressing it would cost time on every context change and save nothing.
+    const tar = treeTar(entries, {
+      warn: (rel, what) => ctx.warn(`${rel} in the build context is ${what}: left out`),
+      sink: snapshot,
+    });
+    const layer = await writeLayer(ctx.store.content, Readable.from(tar), {
+      compression: "uncompressed",
+      signal: ctx.signal,
+    });
+    await snapshot.finish(ctx.snapshotter, layer.diffId);
+    return { layers: [{ descriptor: layer.descriptor, diffId: layer.diffId }] };
+  } finally {
+    await snapshot.discard();
+  }
 }
 
 interface CachedHash {
@@ -233,12 +242,16 @@ async function hashFile(entry: ContextEntry): Promise<string> {
 
 /** One cache file per source directory and selection, so two Dockerfiles on one context do not evict each other. */
 async function hashCacheFile(cacheDir: string, root: string, selection: ContextSelection): Promise<string> {
+  return path.join(cacheDir, `${await sourceKey(root, selection)}.json`);
+}
+
+/** A name for a source directory read with a selection: the same on every build of it. */
+async function sourceKey(root: string, selection: ContextSelection): Promise<string> {
   const real = await realpath(root).catch(() => path.resolve(root));
-  const name = createHash("sha256")
+  return createHash("sha256")
     .update(JSON.stringify([real, selection.followPaths, selection.excludePatterns]))
     .digest("hex")
     .slice(0, 32);
-  return path.join(cacheDir, `${name}.json`);
 }
 
 async function readHashCache(file: string): Promise<Record<string, CachedHash>> {

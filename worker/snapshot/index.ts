@@ -91,6 +91,11 @@ export interface WritableMount {
    * snapshots keep theirs. The mount is then only good for `release`.
    */
   keepAsLayer(chainId: string): Promise<boolean>;
+  /**
+   * Unmounts an overlay and keeps its directories, so its upper directory can be changed directly
+   * (diff mounts it again); nothing to do for a copy.
+   */
+  unmount(): Promise<void>;
   /** Unmounts; removes upper/work unless persistent. Idempotent; nothing of it left in /proc/mounts. */
   release(): Promise<void>;
 }
@@ -508,6 +513,9 @@ export class Snapshotter {
             if (remount) await unmount(rootfs);
           }
         })();
+      },
+      async unmount(): Promise<void> {
+        if (state.mode === "overlay") await unmount(rootfs);
       },
       async keepAsLayer(chainId: string): Promise<boolean> {
         if (released || state.persistent || !upperIsLayer) return false;

@@ -254,8 +254,19 @@ export function mountsOf(harness: SandboxHarness, outcome: Outcome): string[] {
   if (harness.mode === "rootless") {
     const before = new Set(outcome.mountsBefore);
     const after = new Set(outcome.mountsAfter);
-    left.push(...outcome.mountsAfter.filter((line) => !before.has(line)).map((line) => `added: ${line}`));
-    left.push(...outcome.mountsBefore.filter((line) => !after.has(line)).map((line) => `removed: ${line}`));
+    // Other test files mount and unmount in their own temp directories meanwhile (vitest runs
+    // files side by side), and the namespace sees those changes too: they are not this run's.
+    const ours = (line: string) => line.includes(harness.workDir) || !line.includes(`${tmpdir()}/`);
+    left.push(
+      ...outcome.mountsAfter
+        .filter((line) => !before.has(line) && ours(line))
+        .map((line) => `added: ${line}`),
+    );
+    left.push(
+      ...outcome.mountsBefore
+        .filter((line) => !after.has(line) && ours(line))
+        .map((line) => `removed: ${line}`),
+    );
   }
   return left;
 }

@@ -1,0 +1,116 @@
+/**
+ * Rebuilds after a change reuse what earlier builds unpacked and copied (source snapshots, kept
+ * upper directories, files linked from a step's previous result). None of that may show: a
+ * rebuild gives the image a fresh store gives for the same sources, no two paths of a root
+ * filesystem share an inode, and a later step changing a reused file changes nothing earlier.
+ */
+import { mkdirSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { beforeAll, describe, expect, it } from "vitest";
+import { tbuild } from "../helpers/cli.js";
+import { FIXED_EPOCH, importBusybox } from "../helpers/images.js";
+import { tempDirs } from "../helpers/temp.js";
+
+const tempDir = tempDirs();
+
+let storeRoot: string;
+beforeAll(async () => {
+  storeRoot = tempDir("incremental-store");
+  await importBusybox(storeRoot, "busybox");
+});
+
+function writeTree(dir: string, files: Record<string, string>): void {
+  for (const [name, text] of Object.entries(files)) {
+    mkdirSync(path.dirname(path.join(dir, name)), { recursive: true });
+    writeFileSync(path.join(dir, name), text);
+  }
+}
+
+/** A project of many files in a few directories, as the rebuild case of the benchmarks has. */
+function project(): Record<string, string> {
+  const files: Record<string, string> = {};
+  for (let i = 0; i < 120; i++) files[`src/m${i % 6}/f${i}.txt`] = `file ${i}\n`;
+  return files;
+}
+
+function build(root: string, dir: string, tag: string) {
+  const result = tbuild(["build", "--progress=plain", "-t", tag, dir], {
+    env: { TBUILD_ROOT: root, SOURCE_DATE_EPOCH: String(FIXED_EPOCH) },
+  });
+  expect(result.status, result.stderr).toBe(0);
+  return result;
+}
+
+/** The manifest digest of a tagged image, as `tbuild inspect` shows it. */
+function digest(root: string, tag: string): string {
+  const inspected = tbuild(["inspect", tag], { env: { TBUILD_ROOT: root } });
+  expect(inspected.status, inspected.stderr).toBe(0);
+  return (JSON.parse(inspected.stdout) as { descriptor: { digest: string } }).descriptor.digest;
+}
+
+function run(root: string, tag: string, script: string): string {
+  const result = tbuild(["run", "--rm", tag, "sh", "-c", script], { env: { TBUILD_ROOT: root } });
+  expect(result.status, result.stderr).toBe(0);
+  return result.stdout;
+}
+
+describe("rebuilds after a change", () => {
+  it("give the image a fresh store gives for the same sources", async () => {
+    const dir = path.join(tempDir("incremental-ctx"), "ctx");
+    writeTree(dir, {
+      ...project(),
+      Dockerfile:
+        "FROM busybox\nWORKDIR /app\nCOPY . .\nRUN find /app -type f | sort | xargs cat | md5sum > /sum\n",
+    });
+    build(storeRoot, dir, "inc:1");
+    for (const edit of ["one\n", "two\n", "three\n"]) {
+      writeFileSync(path.join(dir, "src/m0/f0.txt"), edit);
+      const rebuilt = build(storeRoot, dir, "inc:1");
+      expect(rebuilt.stderr).toContain("2 step(s) ran");
+
+      const fresh = tempDir("incremental-fresh");
+      await importBusybox(fresh, "busybox");
+      build(fresh, dir, "inc:1");
+      expect(digest(storeRoot, "inc:1")).toBe(digest(fresh, "inc:1"));
+      expect(run(storeRoot, "inc:1", "cat /app/src/m0/f0.txt")).toBe(edit);
+    }
+  });
+
+  it("never give two paths of one filesystem one inode", () => {
+    const dir = path.join(tempDir("incremental-ctx"), "ctx");
+    writeTree(dir, {
+      "same.txt": "the same bytes\n",
+      "other.txt": "v1\n",
+      Dockerfile: "FROM busybox\nCOPY same.txt /x\nCOPY same.txt /y\nCOPY other.txt /z\n",
+    });
+    build(storeRoot, dir, "inodes:1");
+    writeFileSync(path.join(dir, "other.txt"), "v2\n");
+    build(storeRoot, dir, "inodes:1");
+    writeFileSync(path.join(dir, "other.txt"), "v3\n");
+    build(storeRoot, dir, "inodes:1");
+    const [x, y] = run(storeRoot, "inodes:1", "stat -c %i /x /y").trim().split("\n");
+    expect(x).not.toBe(y);
+    // A program that changes one sees the other unchanged.
+    expect(run(storeRoot, "inodes:1", "echo changed >> /x; cat /y")).toBe("the same bytes\n");
+  });
+
+  it("let a later step change a reused file without changing the step it came from", () => {
+    const dir = path.join(tempDir("incremental-ctx"), "ctx");
+    writeTree(dir, {
+      "keep.txt": "original\n",
+      "edit.txt": "v1\n",
+      Dockerfile:
+        "FROM busybox\nCOPY . /app\nRUN echo appended >> /app/keep.txt && chmod 600 /app/keep.txt\n",
+    });
+    build(storeRoot, dir, "later:1");
+    writeFileSync(path.join(dir, "edit.txt"), "v2\n");
+    build(storeRoot, dir, "later:1");
+    expect(run(storeRoot, "later:1", "cat /app/keep.txt; stat -c %a /app/keep.txt")).toBe(
+      "original\nappended\n600\n",
+    );
+    writeFileSync(path.join(dir, "edit.txt"), "v3\n");
+    build(storeRoot, dir, "later:1");
+    // Appended once: the COPY's file (linked from its previous result) was not written through.
+    expect(run(storeRoot, "later:1", "cat /app/keep.txt")).toBe("original\nappended\n");
+  });
+});

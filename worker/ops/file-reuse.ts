@@ -1,0 +1,161 @@
+/**
+ * A file op run again (COPY after one file of the context changed) writes mostly what it wrote the
+ * last time. Writing a small file's data is the dearest part of a copy, so a regular file that
+ * the op's previous result holds at the same path with the same bytes, owner, mode and mtime is
+ * hard-linked from that result instead, once the overlay is unmounted (a link cannot cross into
+ * an overlay mount): the copy makes an empty placeholder in its place, for the directories'
+ * sake, and `linkInto` swaps each placeholder for the link.
+ *
+ * Kept layers are never written to once in place (overlayfs copies a file up before changing
+ * it), so sharing an inode with an earlier result is safe; and a file is only ever linked to the
+ * same path it had, so no two paths of one root filesystem share an inode.
+ */
+import { randomBytes } from "node:crypto";
+import type { Stats } from "node:fs";
+import {
+  chmodSync,
+  copyFileSync,
+  lchownSync,
+  linkSync,
+  lstatSync,
+  lutimesSync,
+  readFileSync,
+  renameSync,
+  utimesSync,
+} from "node:fs";
+import { mkdir, readFile, rename, stat, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { digestOf } from "../../solver/digest.js";
+import type { FileOp } from "../../solver/graph.js";
+import type { Snapshotter } from "../snapshot/index.js";
+
+/** Files above this size are copied: comparing them would cost what copying does. */
+const COMPARE_BYTES = 1 << 20;
+
+interface Deferred {
+  /** Relative to the root filesystem (and so to the upper directory). */
+  rel: string;
+  /** The earlier result's file, to link. */
+  previous: string;
+  /** The copy's source, should the link fail. */
+  source: string;
+  owner: { uid: number; gid: number };
+  mode: number;
+  mtime: Date;
+  atime: Date;
+  /** The placeholder's inode in the upper directory: a later action that replaced it wins. */
+  placeholder?: number;
+}
+
+export class FileReuse {
+  private readonly record: string;
+  private readonly previous: string | undefined;
+  private readonly rootfs: string;
+  private readonly upper: string;
+  private readonly deferred = new Map<string, Deferred>();
+
+  private constructor(record: string, previous: string | undefined, rootfs: string, upper: string) {
+    this.record = record;
+    this.previous = previous;
+    this.rootfs = rootfs;
+    this.upper = upper;
+  }
+
+  /** For a run of `op` on the writable mount (`rootfs`, `upper`): its previous result, if still unpacked. */
+  static async forOp(
+    snapshotter: Snapshotter,
+    op: FileOp,
+    mount: { rootfs: string; upper: string; mode: string },
+  ): Promise<FileReuse | undefined> {
+    if (mount.mode !== "overlay") return undefined;
+    const record = path.join(snapshotter.root, "results", `${digestOf(op).slice(7)}.json`);
+    let previous: string | undefined;
+    try {
+      const { layer } = JSON.parse(await readFile(record, "utf8")) as { layer: string };
+      const dir = snapshotter.layerDir(layer);
+      if ((await stat(dir)).isDirectory()) previous = dir;
+    } catch {
+      // Never run here, or its result was pruned: everything is copied.
+    }
+    return new FileReuse(record, previous, mount.rootfs, mount.upper);
+  }
+
+  /**
+   * Whether the file `source` (lstat `st`), copied to `target` with `owner` and `mode`, is a file of
+   * the previous result: then the caller makes an empty placeholder at `target` and calls `placed`.
+   */
+  matches(
+    source: string,
+    target: string,
+    st: Stats,
+    owner: { uid: number; gid: number },
+    mode: number,
+  ): boolean {
+    if (this.previous === undefined || st.size > COMPARE_BYTES) return false;
+    const rel = path.relative(this.rootfs, target);
+    if (rel.startsWith("..") || path.isAbsolute(rel)) return false;
+    const previous = path.join(this.previous, rel);
+    const before = lstatSync(previous, { throwIfNoEntry: false });
+    if (
+      !before?.isFile() ||
+      before.size !== st.size ||
+      (before.mode & 0o7777) !== mode ||
+      before.uid !== owner.uid ||
+      before.gid !== owner.gid ||
+      Math.trunc(before.mtimeMs) !== Math.trunc(st.mtimeMs) ||
+      !readFileSync(previous).equals(readFileSync(source))
+    ) {
+      return false;
+    }
+    this.deferred.set(rel, { rel, previous, source, owner, mode, mtime: st.mtime, atime: st.atime });
+    return true;
+  }
+
+  /** The placeholder for `target` exists: its inode is noted (read from the upper directory). */
+  placed(target: string): void {
+    const rel = path.relative(this.rootfs, target);
+    const entry = this.deferred.get(rel);
+    if (entry) entry.placeholder = lstatSync(path.join(this.upper, rel)).ino;
+  }
+
+  get pending(): boolean {
+    return this.deferred.size > 0;
+  }
+
+  /**
+   * With the overlay unmounted: each placeholder still in place becomes a link to the previous
+   * result's file (or, should linking fail, a copy of the source).
+   */
+  linkInto(): void {
+    // Linking and renaming move their directory's times, which the copy set already: kept.
+    const directoryTimes = new Map<string, Stats>();
+    const tag = randomBytes(6).toString("hex");
+    for (const entry of this.deferred.values()) {
+      const file = path.join(this.upper, entry.rel);
+      const now = lstatSync(file, { throwIfNoEntry: false });
+      if (!now?.isFile() || now.ino !== entry.placeholder || now.size !== 0) continue;
+      const dir = path.dirname(file);
+      if (!directoryTimes.has(dir)) directoryTimes.set(dir, lstatSync(dir));
+      const temp = path.join(dir, `.tbuild-link-${tag}`);
+      try {
+        linkSync(entry.previous, temp);
+      } catch {
+        // Too many links, or pruned meanwhile: a copy, with the metadata the copy would give.
+        copyFileSync(entry.source, temp);
+        lchownSync(temp, entry.owner.uid, entry.owner.gid);
+        chmodSync(temp, entry.mode);
+        lutimesSync(temp, entry.atime, entry.mtime);
+      }
+      renameSync(temp, file);
+    }
+    for (const [dir, times] of directoryTimes) utimesSync(dir, times.atime, times.mtime);
+  }
+
+  /** The op's result, kept unpacked as `chainId`, is what its next run links from. */
+  async remember(chainId: string): Promise<void> {
+    await mkdir(path.dirname(this.record), { recursive: true });
+    const temp = `${this.record}.${process.pid}.tmp`;
+    await writeFile(temp, JSON.stringify({ layer: chainId }));
+    await rename(temp, this.record);
+  }
+}

@@ -1,0 +1,228 @@
+/**
+ * A source layer (the build context, a `--build-context` directory) unpacked as its tar is
+ * written, from the same bytes, so that the copies reading it find it unpacked. Writing a small
+ * file's data is by far the dearest part of unpacking, so a file that the previous snapshot of
+ * the same source holds with the same bytes and metadata is hard-linked from it instead: after one
+ * file of a large context changed, one file is written.
+ *
+ * Snapshot files are never written to once in place (overlayfs copies a file up before changing
+ * it, copies read their sources), so sharing an inode with an older snapshot is safe. Inodes are
+ * shared only between the snapshots of one source, path for path, never between two paths of one
+ * tree. Anything the tar holds that this cannot reproduce exactly (a hard link, a FIFO) abandons
+ * the snapshot: the layer is then unpacked from its tar when a copy needs it, as any layer is.
+ */
+import { randomBytes } from "node:crypto";
+import {
+  chmodSync,
+  closeSync,
+  lchownSync,
+  linkSync,
+  lstatSync,
+  lutimesSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  symlinkSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
+import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import path from "node:path";
+import type { Snapshotter } from "../snapshot/index.js";
+import type { TreeSink } from "./context-walk.js";
+
+interface PendingDirectory {
+  dir: string;
+  mode: number;
+  mtime: Date;
+}
+
+function sourceLayerMarker(snapshotter: Snapshotter, diffId: string): string {
+  return path.join(snapshotter.root, "sources", "layers", path.basename(snapshotter.layerDir(diffId)));
+}
+
+/**
+ * Whether the unpacked layer `diffId` is a source snapshot: its files' extra links are to older
+ * snapshots of the source, never hard links of its own.
+ */
+export async function isSourceSnapshot(snapshotter: Snapshotter, diffId: string): Promise<boolean> {
+  return stat(sourceLayerMarker(snapshotter, diffId)).then(
+    () => true,
+    () => false,
+  );
+}
+
+export class SourceSnapshot implements TreeSink {
+  private readonly temp: string;
+  /** The previous snapshot of this source, if it is still unpacked. */
+  private readonly previous: string | undefined;
+  private readonly record: string;
+  private readonly directories: PendingDirectory[] = [];
+  private abandoned = false;
+  private failure: unknown;
+
+  private constructor(temp: string, previous: string | undefined, record: string) {
+    this.temp = temp;
+    this.previous = previous;
+    this.record = record;
+  }
+
+  /**
+   * Starts the snapshot of the source named `sourceKey` (the same directory read with the same
+   * selection) in a temp directory beside the snapshotter's layers.
+   */
+  static async start(snapshotter: Snapshotter, sourceKey: string): Promise<SourceSnapshot> {
+    const layers = path.dirname(snapshotter.layerDir("sha256:0"));
+    await mkdir(layers, { recursive: true, mode: 0o700 });
+    const record = path.join(snapshotter.root, "sources", `${sourceKey}.json`);
+    let previous: string | undefined;
+    try {
+      const { layer } = JSON.parse(await readFile(record, "utf8")) as { layer: string };
+      const dir = snapshotter.layerDir(layer);
+      if ((await stat(dir)).isDirectory()) previous = dir;
+    } catch {
+      // None yet, or pruned since: every file is written.
+    }
+    const temp = path.join(layers, `.tmp-source-${process.pid}-${randomBytes(6).toString("hex")}`);
+    await mkdir(temp, { mode: 0o700 });
+    return new SourceSnapshot(temp, previous, record);
+  }
+
+  directory(rel: string, mode: number, mtime: Date): void {
+    this.attempt(() => {
+      const dir = path.join(this.temp, rel);
+      mkdirSync(dir, { mode: 0o700 });
+      // Its own metadata last, once its entries are made (making them moves its mtime).
+      this.directories.push({ dir, mode, mtime });
+    });
+  }
+
+  file(rel: string, mode: number, mtime: Date, content: Buffer): void {
+    this.attempt(() => {
+      const file = path.join(this.temp, rel);
+      if (this.linkPrevious(rel, file, mode, mtime, content)) return;
+      writeFileSync(file, content, { flag: "wx", mode: 0o600 });
+      this.finishFile(file, mode, mtime);
+    });
+  }
+
+  largeFile(rel: string, mode: number, mtime: Date): { write(chunk: Buffer): void; end(): void } {
+    const file = path.join(this.temp, rel);
+    let fd: number | undefined;
+    this.attempt(() => {
+      fd = openSync(file, "wx", 0o600);
+    });
+    return {
+      write: (chunk) => this.attempt(() => fd !== undefined && writeSync(fd, chunk)),
+      end: () =>
+        this.attempt(() => {
+          if (fd === undefined) return;
+          closeSync(fd);
+          fd = undefined;
+          this.finishFile(file, mode, mtime);
+        }),
+    };
+  }
+
+  symlink(rel: string, target: string, mtime: Date): void {
+    this.attempt(() => {
+      const file = path.join(this.temp, rel);
+      symlinkSync(target, file);
+      lchownSync(file, 0, 0);
+      lutimesSync(file, mtime, mtime);
+    });
+  }
+
+  other(): void {
+    this.abandoned = true;
+  }
+
+  /**
+   * Once the tar is written: the snapshot becomes the unpacked layer `diffId` (a source layer is a
+   * stack of one, whose chain ID is its diff ID) and the one the next snapshot of this source
+   * links from. False when it was abandoned; nothing of it is left then.
+   */
+  async finish(snapshotter: Snapshotter, diffId: string): Promise<boolean> {
+    if (this.abandoned) {
+      await this.discard();
+      return false;
+    }
+    try {
+      for (const { dir, mode, mtime } of this.directories.reverse()) {
+        lchownSync(dir, 0, 0);
+        chmodSync(dir, mode);
+        lutimesSync(dir, mtime, mtime);
+      }
+      const target = snapshotter.layerDir(diffId);
+      try {
+        await rename(this.temp, target);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        // Unpacked already (an earlier build, or another process meanwhile): that one is as good.
+        if (code !== "ENOTEMPTY" && code !== "EEXIST") throw err;
+        await this.discard();
+      }
+      await mkdir(path.join(path.dirname(this.record), "layers"), { recursive: true });
+      await writeFile(sourceLayerMarker(snapshotter, diffId), "");
+      const temp = `${this.record}.${process.pid}.tmp`;
+      await writeFile(temp, JSON.stringify({ layer: diffId }));
+      await rename(temp, this.record);
+      return true;
+    } catch (err) {
+      await this.discard();
+      throw err;
+    }
+  }
+
+  /** Removes the temp directory (a failed build's, or an abandoned snapshot's). */
+  async discard(): Promise<void> {
+    await rm(this.temp, { recursive: true, force: true });
+  }
+
+  /** Why the snapshot was abandoned, if a file system call failed (the tar itself is unaffected). */
+  get error(): unknown {
+    return this.failure;
+  }
+
+  /** Links the previous snapshot's file when it is this file: same bytes, mode and mtime (owners are always 0:0). */
+  private linkPrevious(rel: string, file: string, mode: number, mtime: Date, content: Buffer): boolean {
+    if (this.previous === undefined) return false;
+    const before = path.join(this.previous, rel);
+    const st = lstatSync(before, { throwIfNoEntry: false });
+    if (
+      !st?.isFile() ||
+      st.size !== content.length ||
+      (st.mode & 0o7777) !== mode ||
+      st.mtimeMs !== mtime.getTime() ||
+      st.uid !== 0 ||
+      st.gid !== 0 ||
+      !readFileSync(before).equals(content)
+    ) {
+      return false;
+    }
+    try {
+      linkSync(before, file);
+      return true;
+    } catch {
+      return false; // Too many links, another file system: written instead.
+    }
+  }
+
+  /** Owner, then mode (a chown clears setuid/setgid bits), then times. */
+  private finishFile(file: string, mode: number, mtime: Date): void {
+    lchownSync(file, 0, 0);
+    chmodSync(file, mode);
+    lutimesSync(file, mtime, mtime);
+  }
+
+  /** A failing call abandons the snapshot, never the tar being written beside it. */
+  private attempt(work: () => unknown): void {
+    if (this.abandoned) return;
+    try {
+      work();
+    } catch (err) {
+      this.abandoned = true;
+      this.failure = err;
+    }
+  }
+}
