@@ -112,6 +112,10 @@ export async function solve(
     return known;
   };
 
+  // Every worker run started: p-queue rejects an aborted task's promise at once, so solve waits
+  // for these itself before it settles, and no step is still cleaning up when the caller goes on.
+  const inFlight = new Set<Promise<void>>();
+  const noop = () => {};
   const ran: VertexDigest[] = [];
   const cached: VertexDigest[] = [];
   let failure: StepFailedError | undefined;
@@ -162,11 +166,13 @@ export async function solve(
         const started = performance.now();
         emit({ type: "vertex.started", digest, info });
         try {
-          const result = await options.worker.run(vertex, inputs, {
+          const running = options.worker.run(vertex, inputs, {
             digest,
             signal: signal ?? controller.signal,
             log: (stream, data) => emit({ type: "log", digest, stream, data }),
           });
+          inFlight.add(running.then(noop, noop));
+          const result = await running;
           options.cache?.put(key, result, material, info.name);
           ran.push(digest);
           emit({ type: "vertex.completed", digest, info, durationMs: performance.now() - started });
@@ -213,6 +219,7 @@ export async function solve(
     options.signal?.removeEventListener("abort", onOuterAbort);
     if (!controller.signal.aborted) controller.abort();
     queue.clear();
+    await Promise.all(inFlight);
   }
 }
 
