@@ -30,6 +30,14 @@ const graphFlags: FlagSpec[] = [
     description: "target platform, e.g. linux/amd64",
     default: "this machine's",
   },
+  {
+    name: "network",
+    type: "string",
+    values: ["default", "none", "host"],
+    description:
+      "network of each RUN without its own --network: default and host share the host's, none is loopback only",
+    default: "default",
+  },
 ];
 
 /** Every command tbuild knows, in the order `tbuild --help` lists them. */
@@ -109,7 +117,7 @@ export const commands: CommandSpec[] = [
         type: "string",
         value: "N",
         description: "steps run at once",
-        default: "the CPU count",
+        default: "the CPU count, or [build] jobs in config.toml",
       },
       {
         name: "cache-from",

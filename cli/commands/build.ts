@@ -2,6 +2,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import path from "node:path";
 import { TbuildError, UsageError } from "../../errors/index.js";
+import type { ExportType } from "../../exporters/index.js";
 import { readDockerignore } from "../../frontend/dockerignore.js";
 import { lowerDockerfile } from "../../frontend/lower/index.js";
 import { parseDockerfile } from "../../frontend/syntax/index.js";
@@ -24,8 +25,9 @@ import type { SecretSource } from "../../worker/ops/context.js";
 import { Snapshotter } from "../../worker/snapshot/index.js";
 import { reexecInUserNamespace } from "../../worker/userns.js";
 import { parseBuildContexts } from "../build-context.js";
-import { loadConfig, readGcPolicy } from "../config.js";
+import { loadConfig, readBuildDefaults, readGcPolicy } from "../config.js";
 import { type DockerfileInput, readDockerfileInput } from "../dockerfile.js";
+import { parseBuildNetwork } from "../network.js";
 import { describeStepFailure, openProgress, type ProgressSink, progressModeOf } from "../progress/index.js";
 import { storeImageResolver } from "../resolver.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
@@ -96,6 +98,11 @@ async function build(
   const { values } = args;
   const targetPlatform = text(values, "platform") ? parsePlatform(text(values, "platform")!) : hostPlatform();
   const config = await loadConfig(ctx.env);
+  const jobs =
+    values.jobs !== undefined
+      ? positiveInt(text(values, "jobs")!, "--jobs")
+      : (readBuildDefaults(config).jobs ?? availableParallelism());
+  const network = parseBuildNetwork(text(values, "network"));
   const store = await openCommandStore(ctx);
 
   const ast = parseDockerfile(source, { file: displayName });
@@ -124,6 +131,7 @@ async function build(
       }),
       excludePatterns: await readDockerignore(contextDir, dockerfilePath),
       labels: parseKeyValues(list(values, "label"), "--label", {}),
+      network,
       signal: ctx.signal,
       warn: (w) => ctx.warn(`${w.position ? `${w.file}:${w.position.line}: ` : ""}${w.message}`),
     }),
@@ -166,8 +174,7 @@ async function build(
           cache,
           hasBlob: (digest) => store.content.has(digest),
           ...(imported ? { remoteCache: imported } : {}),
-          jobs:
-            values.jobs !== undefined ? positiveInt(text(values, "jobs")!, "--jobs") : availableParallelism(),
+          jobs,
           signal: ctx.signal,
           onEvent: (event) => progress.handle(event),
           ignoreCache: (digest) =>
@@ -271,14 +278,23 @@ async function exportBuild(
   if (names.length === 0 && list(values, "output").length === 0) {
     ctx.warn("no output given (-t NAME or -o): the result stays in the build cache only");
   }
+  // Outputs may differ in digest (an archive's Docker media types, another compression): the one
+  // reported is the stored or pushed image's, as buildx reports the pushed digest; else the last
+  // archive's; a filesystem output (local, tar) has no manifest of its own.
+  let reportedRank = -1;
   for (const request of requests) {
     if (request.type === "image" && (request.names ?? []).length === 0) continue;
-    outcome = await exporters.exportImage(store, assembled, result, request, {
+    const exported = await exporters.exportImage(store, assembled, result, request, {
       signal: ctx.signal,
       warn: ctx.warn,
       registry,
       stdout: ctx.stdout,
     });
+    const rank = REPORTED_OUTPUT_RANK[request.type];
+    if (rank >= reportedRank) {
+      outcome = exported;
+      reportedRank = rank;
+    }
   }
   const iidfile = text(values, "iidfile");
   if (iidfile) await exporters.writeIidFile(path.resolve(ctx.cwd, iidfile), outcome);
@@ -286,6 +302,15 @@ async function exportBuild(
   if (metadataFile) await exporters.writeMetadataFile(path.resolve(ctx.cwd, metadataFile), outcome);
   return { ...outcome, size };
 }
+
+/** Which output's digest the build reports when there are several: the highest rank, the last of equals. */
+const REPORTED_OUTPUT_RANK: Record<ExportType, number> = {
+  image: 2,
+  oci: 1,
+  docker: 1,
+  tar: 0,
+  local: 0,
+};
 
 function positiveInt(value: string, flag: string): number {
   const n = Number(value);

@@ -8,6 +8,7 @@ import { formatReference, parseReference } from "../../oci/reference.js";
 import type { Store } from "../../oci/store/index.js";
 import type { BuildGraph } from "../../solver/graph.js";
 import { readDockerfileInput } from "../dockerfile.js";
+import { parseBuildNetwork } from "../network.js";
 import { ImageNotLocalError, storeImageResolver } from "../resolver.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
 import { openCommandStore } from "../store.js";
@@ -71,6 +72,7 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
     buildPlatform: hostPlatform(),
     resolver: localFirst(await openCommandStore(ctx), unresolved),
     excludePatterns: await readDockerignore(contextDir, dockerfilePath),
+    network: parseBuildNetwork(args.values.network as string | undefined),
     signal: ctx.signal,
     warn: (w) => ctx.warn(`${w.position ? `${w.file}:${w.position.line}: ` : ""}${w.message}`),
   });

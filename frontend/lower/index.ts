@@ -6,7 +6,7 @@
 import { TbuildError } from "../../errors/index.js";
 import { InvalidPlatformError, type Platform, parsePlatform } from "../../oci/platform.js";
 import type { ImageConfig } from "../../oci/spec.js";
-import type { BuildGraph, VertexDigest } from "../../solver/graph.js";
+import type { BuildGraph, ExecOp, VertexDigest } from "../../solver/graph.js";
 import { DockerfileError } from "../errors.js";
 import type {
   ArgInstruction,
@@ -35,6 +35,11 @@ export interface LowerOptions {
   excludePatterns?: string[];
   /** `--label K=V`, added to the final image config. */
   labels?: Record<string, string>;
+  /**
+   * `--network`: the network of every RUN that says no other (no flag, or `--network=default`),
+   * as in BuildKit, where the build's mode is the default state a RUN's own flag overrides.
+   */
+  network?: ExecOp["network"];
   signal?: AbortSignal;
   /**
    * `--build-context NAME=...`: `FROM NAME`, `COPY --from=NAME` and `RUN --mount=from=NAME` read
@@ -311,6 +316,7 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
     buildArgs,
     usedBuildArgs,
     targetPlatform: options.targetPlatform,
+    network: options.network ?? "default",
     singleStage: stages.length === 1,
     context,
     contextPaths,

@@ -5,7 +5,7 @@
 import path from "node:path/posix";
 import type { Platform } from "../../oci/platform.js";
 import type { ImageConfig } from "../../oci/spec.js";
-import type { Chown, ExecMount, FileAction } from "../../solver/graph.js";
+import type { Chown, ExecMount, ExecOp, FileAction } from "../../solver/graph.js";
 import type { DockerfileError } from "../errors.js";
 import type {
   CommandLine,
@@ -53,6 +53,8 @@ export interface DispatchContext {
   buildArgs: Map<string, string>;
   usedBuildArgs: Set<string>;
   targetPlatform: Platform;
+  /** The build's network: what a RUN without its own `--network` (or with `default`) gets. */
+  network: ExecOp["network"];
   singleStage: boolean;
   context: PendingVertex;
   contextPaths: Set<string>;
@@ -623,7 +625,7 @@ async function dispatchRun(st: StageState, ins: RunInstruction, ctx: DispatchCon
       env: execEnv(st, ctx),
       cwd: st.workdir,
       user: st.user,
-      network: ins.network ?? "default",
+      network: ins.network === undefined || ins.network === "default" ? ctx.network : ins.network,
       security: ins.security ?? "sandbox",
       mounts,
       platform: st.platform,

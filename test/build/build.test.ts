@@ -1,5 +1,6 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { projectRoot, tbuild } from "../helpers/cli.js";
@@ -284,6 +285,121 @@ describe("tbuild build", () => {
       expect(without.stderr).toContain("--ssh");
     } finally {
       if (pid) process.kill(Number(pid));
+    }
+  });
+
+  it("[build] jobs in config.toml limits the steps run at once, and --jobs overrides it", () => {
+    const dir = context({
+      Dockerfile: [
+        "FROM busybox AS left",
+        "RUN sleep 1 && echo left > /left",
+        "FROM busybox AS right",
+        "RUN sleep 1 && echo right > /right",
+        "FROM busybox",
+        "COPY --from=left /left /left",
+        "COPY --from=right /right /right",
+        "",
+      ].join("\n"),
+    });
+    const configDir = tempDir("jobs-config");
+    const config = (jobs: number) => {
+      const file = path.join(configDir, `jobs-${jobs}.toml`);
+      writeFileSync(file, `[build]\njobs = ${jobs}\n`);
+      return file;
+    };
+    /** Whether the two RUNs ran at the same time: one started before the other completed. */
+    const overlapped = (args: string[], configFile: string) => {
+      const built = tbuild(["build", "--no-cache", "--progress=rawjson", ...args, dir], {
+        env: { TBUILD_ROOT: storeRoot, TBUILD_CONFIG: configFile },
+      });
+      expect(built.status, built.stderr).toBe(0);
+      const events = built.stderr
+        .trim()
+        .split("\n")
+        .map((line) => JSON.parse(line) as { type: string; name?: string });
+      const at = (type: string, name: string) =>
+        events.findIndex((e) => e.type === type && e.name?.includes(`RUN sleep 1 && echo ${name}`));
+      const runs = ["left", "right"].map((name) => ({
+        started: at("vertex.started", name),
+        completed: at("vertex.completed", name),
+      }));
+      for (const run of runs) expect(run.started).toBeGreaterThanOrEqual(0);
+      const [first, second] = runs.sort((a, b) => a.started - b.started);
+      return second!.started < first!.completed;
+    };
+    expect(overlapped([], config(1))).toBe(false);
+    expect(overlapped([], config(2))).toBe(true);
+    expect(overlapped(["--jobs", "2"], config(1))).toBe(true);
+  });
+
+  it("--network=none leaves RUN steps only loopback; a RUN --network=host still has the host's", () => {
+    const dir = context({
+      Dockerfile:
+        "FROM busybox\nRUN ls /sys/class/net > /build-default\nRUN --network=host ls /sys/class/net > /run-host\n",
+    });
+    const hostInterfaces = readdirSync("/sys/class/net").sort();
+    expect(hostInterfaces.length).toBeGreaterThan(1);
+    const interfaces = (out: string, file: string) =>
+      readFileSync(path.join(out, file), "utf8").trim().split("\n").sort();
+
+    const none = path.join(tempDir("network-none"), "fs");
+    const isolated = build(["--network=none", "-o", `type=local,dest=${none}`, dir]);
+    expect(isolated.status, isolated.stderr).toBe(0);
+    expect(interfaces(none, "build-default")).toEqual(["lo"]);
+    expect(interfaces(none, "run-host")).toEqual(hostInterfaces);
+
+    const shared = path.join(tempDir("network-default"), "fs");
+    const byDefault = build(["-o", `type=local,dest=${shared}`, dir]);
+    expect(byDefault.status, byDefault.stderr).toBe(0);
+    expect(interfaces(shared, "build-default")).toEqual(hostInterfaces);
+  });
+
+  it("with --push and an archive output, --iidfile, --metadata-file and the summary give the pushed digest", async () => {
+    const registry = await startRegistry();
+    try {
+      const dir = context({ Dockerfile: "FROM busybox\nRUN echo several > /s\n" });
+      const out = tempDir("several-out");
+      const ref = `${registry.host}/app/several:1`;
+      const files = { iid: path.join(out, "iid"), metadata: path.join(out, "metadata.json") };
+      const built = build([
+        "-t",
+        ref,
+        "--push",
+        "-o",
+        `type=docker,dest=${path.join(out, "image.tar")}`,
+        "--iidfile",
+        files.iid,
+        "--metadata-file",
+        files.metadata,
+        dir,
+      ]);
+      expect(built.status, built.stderr).toBe(0);
+      const raw = execFileSync("skopeo", ["inspect", "--tls-verify=false", "--raw", `docker://${ref}`]);
+      const pushed = `sha256:${createHash("sha256").update(raw).digest("hex")}`;
+      expect(JSON.parse(readFileSync(files.metadata, "utf8"))["containerimage.digest"]).toBe(pushed);
+      expect(readFileSync(files.iid, "utf8")).toBe(pushed);
+      expect(/image (sha256:[0-9a-f]{64})/.exec(built.stderr)?.[1]).toBe(pushed);
+      // The docker archive was written too, with its own manifest (Docker media types).
+      expect(execFileSync("tar", ["tf", path.join(out, "image.tar")], { encoding: "utf8" })).toContain(
+        "manifest.json",
+      );
+
+      // With archives alone, the archive's manifest is the one reported.
+      const archive = path.join(out, "zstd.tar");
+      const archived = build([
+        "-o",
+        `type=oci,dest=${archive},compression=zstd`,
+        "--iidfile",
+        files.iid,
+        dir,
+      ]);
+      expect(archived.status, archived.stderr).toBe(0);
+      const inArchive = execFileSync("skopeo", ["inspect", "--raw", `oci-archive:${archive}`]);
+      const archivedDigest = `sha256:${createHash("sha256").update(inArchive).digest("hex")}`;
+      expect(archivedDigest).not.toBe(pushed);
+      expect(readFileSync(files.iid, "utf8")).toBe(archivedDigest);
+    } finally {
+      await registry.stop();
     }
   });
 });

@@ -82,4 +82,30 @@ describe("tbuild debug graph", () => {
     expect(stderr).toContain('target stage "c" could not be found');
     expect(stderr).toContain("stages: a, b");
   });
+
+  it("--network sets the network of each RUN without its own --network; a RUN's flag still wins", () => {
+    const dir = context({
+      Dockerfile:
+        "FROM busybox\nRUN echo plain\nRUN --network=default echo default\nRUN --network=host echo host\n",
+    });
+    const networks = (args: string[]) => {
+      const { status, stdout, stderr } = tbuild(["debug", "graph", ...args, dir]);
+      expect(status, stderr).toBe(0);
+      const build = JSON.parse(stdout) as LoweredBuild;
+      return Object.fromEntries(
+        Object.values(build.graph.vertices).flatMap((v) =>
+          v.op.kind === "exec" ? [[v.op.args.at(-1), v.op.network]] : [],
+        ),
+      );
+    };
+    expect(networks(["--network", "none"])).toEqual({
+      "echo plain": "none",
+      "echo default": "none",
+      "echo host": "host",
+    });
+    expect(networks([])).toEqual({ "echo plain": "default", "echo default": "default", "echo host": "host" });
+    const wrong = tbuild(["debug", "graph", "--network", "bridge", dir]);
+    expect(wrong.status).toBe(2);
+    expect(wrong.stderr).toContain('--network must be default, none or host, not "bridge"');
+  });
 });
