@@ -7,8 +7,8 @@
  * count containers by listing it. The writable layer itself is the worker's snapshot of the same ID.
  */
 import { randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
-import { mkdir, readdir, readFile, readlink, rename, rm, symlink, unlink, writeFile } from "node:fs/promises";
+import { mkdirSync, readFileSync, renameSync, symlinkSync, writeFileSync } from "node:fs";
+import { readdir, readFile, readlink, rm, unlink } from "node:fs/promises";
 import path from "node:path";
 import { TbuildError, UsageError } from "../errors/index.js";
 import type { ContainerConfig, Descriptor } from "../oci/spec.js";
@@ -89,12 +89,13 @@ export class ContainerStore {
     if (name !== undefined && !CONTAINER_NAME.test(name)) {
       throw new UsageError(`--name ${name}: a container name is [a-zA-Z0-9][a-zA-Z0-9_.-]+`);
     }
-    await mkdir(this.namesDir, { recursive: true });
-    await mkdir(this.containerDir(record.id), { recursive: true });
+    // Synchronous: a few small calls on every `tbuild run`, each spared a thread-pool round trip.
+    mkdirSync(this.namesDir, { recursive: true });
+    mkdirSync(this.containerDir(record.id), { recursive: true });
     let chosen = name ?? randomName();
     for (let attempt = 0; ; attempt++) {
       try {
-        await symlink(record.id, path.join(this.namesDir, chosen));
+        symlinkSync(record.id, path.join(this.namesDir, chosen));
         break;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
@@ -118,8 +119,8 @@ export class ContainerStore {
   async write(record: ContainerRecord): Promise<void> {
     const file = path.join(this.containerDir(record.id), "container.json");
     const temp = `${file}.${process.pid}-${randomBytes(4).toString("hex")}.tmp`;
-    await writeFile(temp, `${JSON.stringify(record, null, 2)}\n`);
-    await rename(temp, file);
+    writeFileSync(temp, `${JSON.stringify(record, null, 2)}\n`);
+    renameSync(temp, file);
   }
 
   async read(id: string): Promise<ContainerRecord | undefined> {

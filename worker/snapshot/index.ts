@@ -10,6 +10,7 @@
  * by the next one.
  */
 import { randomBytes } from "node:crypto";
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { lstat, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -146,6 +147,21 @@ async function processStart(pid: number): Promise<string | undefined> {
   } catch {
     return undefined;
   }
+}
+
+let ownStartTime: string | undefined;
+
+/** This process's own start time, read once (synchronously: it is on every `tbuild run`'s path). */
+function ownStart(): string {
+  if (ownStartTime === undefined) {
+    try {
+      const stat = readFileSync(`/proc/${process.pid}/stat`, "utf8");
+      ownStartTime = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19] ?? "";
+    } catch {
+      ownStartTime = "";
+    }
+  }
+  return ownStartTime;
 }
 
 async function processAlive(pid: number, start: string): Promise<boolean> {
@@ -306,9 +322,11 @@ export class Snapshotter {
       );
     }
     const dir = path.join(this.mountsDir, id);
-    await mkdir(this.mountsDir, { recursive: true, mode: 0o700 });
+    // Synchronous calls here and in writeState: small ones on every `tbuild run`, each spared a
+    // thread-pool round trip.
+    mkdirSync(this.mountsDir, { recursive: true, mode: 0o700 });
     try {
-      await mkdir(dir);
+      mkdirSync(dir);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "EEXIST") {
         throw new TbuildError("E_MOUNT_EXISTS", `a writable root filesystem named ${id} exists already`);
@@ -322,7 +340,7 @@ export class Snapshotter {
       lowers: [...lowers],
       userxattr: inUserNamespace(),
       pid: process.pid,
-      pidStart: (await processStart(process.pid)) ?? "",
+      pidStart: ownStart(),
     };
     try {
       const wanted = this.options.mode ?? "auto";
@@ -330,7 +348,7 @@ export class Snapshotter {
         const overlay = this.deferredOverlayOf(state);
         if (overlay) {
           await this.writeState(state);
-          for (const sub of ["upper", "work", "rootfs"]) await mkdir(path.join(dir, sub));
+          for (const sub of ["upper", "work", "rootfs"]) mkdirSync(path.join(dir, sub));
           return this.handle(state, overlay);
         }
       }
@@ -551,8 +569,8 @@ export class Snapshotter {
   private async writeState(state: MountState): Promise<void> {
     const dir = path.join(this.mountsDir, state.id);
     const temp = path.join(dir, `.state-${process.pid}`);
-    await writeFile(temp, `${JSON.stringify(state, null, 2)}\n`);
-    await rename(temp, path.join(dir, "state.json"));
+    writeFileSync(temp, `${JSON.stringify(state, null, 2)}\n`);
+    renameSync(temp, path.join(dir, "state.json"));
   }
 
   private async readState(id: string): Promise<MountState | undefined> {
@@ -570,29 +588,32 @@ export class Snapshotter {
    * (persistent) ones stay, unmounted, for openWritable.
    */
   private async cleanAbandoned(): Promise<void> {
-    for (const id of await this.listWritable()) {
-      const dir = path.join(this.mountsDir, id);
-      const state = await this.readState(id).catch(() => undefined);
-      if (
-        state &&
-        (state.pid === 0 || state.pid === process.pid || (await processAlive(state.pid, state.pidStart)))
-      ) {
-        continue;
-      }
-      if (!state) {
-        // Made by a process killed before its first state write, or being made right now: only
-        // an old one is abandoned.
-        const age = Date.now() - (await lstat(dir)).mtimeMs;
-        if (age < 60_000) continue;
-      }
-      await unmount(path.join(dir, "rootfs")).catch(() => {});
-      if (state?.persistent) {
-        state.pid = 0;
-        state.pidStart = "";
-        await this.writeState(state);
-      } else {
-        await rm(dir, { recursive: true, force: true });
-      }
+    // Each kept container's mount is looked at: all at once.
+    await Promise.all((await this.listWritable()).map((id) => this.cleanIfAbandoned(id)));
+  }
+
+  private async cleanIfAbandoned(id: string): Promise<void> {
+    const dir = path.join(this.mountsDir, id);
+    const state = await this.readState(id).catch(() => undefined);
+    if (
+      state &&
+      (state.pid === 0 || state.pid === process.pid || (await processAlive(state.pid, state.pidStart)))
+    ) {
+      return;
+    }
+    if (!state) {
+      // Made by a process killed before its first state write, or being made right now: only
+      // an old one is abandoned.
+      const age = Date.now() - (await lstat(dir)).mtimeMs;
+      if (age < 60_000) return;
+    }
+    await unmount(path.join(dir, "rootfs")).catch(() => {});
+    if (state?.persistent) {
+      state.pid = 0;
+      state.pidStart = "";
+      await this.writeState(state);
+    } else {
+      await rm(dir, { recursive: true, force: true });
     }
   }
 }
