@@ -83,12 +83,15 @@ export async function main(argv: string[]): Promise<number> {
     signal: controller.signal,
     warn: (message) => process.stderr.write(`WARNING: ${message}\n`),
   };
+  // The first signal aborts the command, which cleans up and exits 130/143; a second one exits at
+  // once. The listeners stay for the whole run: with `once`, signal-exit (proper-lockfile's) would
+  // find itself the last listener after the first signal and re-raise it, killing tbuild mid-cleanup.
   const onSignal = (sig: NodeJS.Signals) => {
     if (controller.signal.aborted) process.exit(exitCodeOfSignal(sig));
     controller.abort(new InterruptedError(sig));
   };
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
   // Global flags before the command; after it, the command's own parsing takes them, so that an
   // operand spelled `--debug` (`tbuild run IMAGE tool --debug`) reaches the container.
   let debug = false;
