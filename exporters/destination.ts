@@ -10,11 +10,11 @@ import path from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { TbuildError, UsageError } from "../errors/index.js";
-import { releaseSpentBuffers } from "../oci/registry/memory.js";
+import { releaseSpentBuffers } from "../oci/memory.js";
 
 /**
  * The same bytes, each chunk counted as spent once passed on: V8 would otherwise let some 64 MB
- * of streamed chunks pile up before collecting them (see oci/registry/memory.ts).
+ * of streamed chunks pile up before collecting them (see oci/memory.ts).
  */
 export async function* releasingSpent<T extends Uint8Array>(
   bytes: AsyncIterable<T> | Iterable<T>,

@@ -19,7 +19,7 @@ import {
   UnauthorizedError,
 } from "./errors.js";
 import { endpointUrl, type RegistryEndpoint } from "./hosts.js";
-import { releaseSpentBuffers } from "./memory.js";
+import { releaseSpentBuffers } from "../memory.js";
 import { backoffDelay, defaultRetryPolicy, isRetryableStatus, type RetryPolicy, wait } from "./retry.js";
 import {
   classifyNetworkError,
