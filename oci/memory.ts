@@ -1,8 +1,8 @@
 /**
  * Keeps a stream's memory flat (a pull, an export). Each read is a fresh Buffer whose bytes V8
  * counts as external memory, and V8 collects them only after some 64 MB have piled up: a pull or
- * an export streaming a layer would hold up to 64 MB of spent chunks. A minor (young generation) collection every few MB frees them
- * for about a millisecond each. `gc` is reached through `--expose-gc` set at run time, since
+ * an export streaming a layer would hold up to 64 MB of spent chunks. A minor (young generation)
+ * collection every few MB frees them for about a millisecond each. `gc` is reached through `--expose-gc` set at run time, since
  * tbuild's launcher passes Node no flags; where that is refused, nothing happens.
  */
 import { setFlagsFromString } from "node:v8";
