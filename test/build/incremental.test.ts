@@ -113,4 +113,19 @@ describe("rebuilds after a change", () => {
     // Appended once: the COPY's file (linked from its previous result) was not written through.
     expect(run(storeRoot, "later:1", "cat /app/keep.txt")).toBe("original\nappended\n");
   });
+
+  it("replace a file of the base image with the copied one, as the first build did", () => {
+    const dir = path.join(tempDir("incremental-ctx"), "ctx");
+    writeTree(dir, {
+      "x.txt": "from the context\n",
+      "other.txt": "v1\n",
+      Dockerfile: "FROM busybox AS base\nRUN echo from the base > /x.txt\n\nFROM base\nCOPY . /\n",
+    });
+    build(storeRoot, dir, "over:1");
+    for (const edit of ["v2\n", "v3\n"]) {
+      writeFileSync(path.join(dir, "other.txt"), edit);
+      build(storeRoot, dir, "over:1");
+      expect(run(storeRoot, "over:1", "cat /x.txt /other.txt")).toBe(`from the context\n${edit}`);
+    }
+  });
 });

@@ -8,15 +8,7 @@
  */
 
 import type { Stats } from "node:fs";
-import {
-  chmodSync,
-  constants,
-  copyFileSync,
-  lchownSync,
-  lstatSync,
-  lutimesSync,
-  writeFileSync,
-} from "node:fs";
+import { chmodSync, constants, copyFileSync, lchownSync, lstatSync, lutimesSync } from "node:fs";
 import {
   chmod,
   lchown,
@@ -73,10 +65,7 @@ export interface CopyOptions {
   /** In a user namespace device nodes cannot be made: they are left out with a warning. */
   rootless: boolean;
   /** Regular files an earlier run of the op holds already, linked after the copy (see file-reuse.ts). */
-  reuse?: {
-    matches(source: string, target: string, st: Stats, owner: Owner, mode: number): boolean;
-    placed(target: string): void;
-  };
+  reuse?: { matches(source: string, target: string, st: Stats, owner: Owner, mode: number): boolean };
   /**
    * The source holds no hard links of its own (a source snapshot, whose files may share inodes
    * with older snapshots of it): every file is copied as a file of its own.
@@ -282,12 +271,11 @@ class Copier {
   private async copyEntry(src: string, rel: string, target: string, st: Stats): Promise<void> {
     const single = st.nlink === 1 || this.options.singleLinkSource === true;
     if (st.isFile() && single && this.options.reuse) {
-      const reuse = this.options.reuse;
       const owner = this.options.owner ?? { uid: st.uid, gid: st.gid };
       await this.createParents(true);
-      if (reuse.matches(src, target, st, owner, this.modeOf(st))) {
-        await this.replacing(target, async () => writeFileSync(target, "", { flag: "wx", mode: 0o600 }));
-        reuse.placed(target);
+      if (this.options.reuse.matches(src, target, st, owner, this.modeOf(st))) {
+        // Linked in once the mount is gone: whatever is at the target now goes, as a copy replaces it.
+        await this.emptyFileTarget(target);
         return;
       }
     }

@@ -3,8 +3,9 @@
  * last time. Writing a small file's data is the dearest part of a copy, so a regular file that
  * the op's previous result holds at the same path with the same bytes, owner, mode and mtime is
  * hard-linked from that result instead, once the overlay is unmounted (a link cannot cross into
- * an overlay mount): the copy makes an empty placeholder in its place, for the directories'
- * sake, and `linkInto` swaps each placeholder for the link.
+ * an overlay mount): the copy makes the file's directories and removes whatever was at its path,
+ * and `linkInto` links it into the upper directory. Only an op of a single copy (one COPY
+ * source) does this: no later action of the op can look for a file that is not there yet.
  *
  * Kept layers are never written to once in place (overlayfs copies a file up before changing
  * it), so sharing an inode with an earlier result is safe; and a file is only ever linked to the
@@ -14,6 +15,7 @@ import { randomBytes } from "node:crypto";
 import type { Stats } from "node:fs";
 import {
   chmodSync,
+  constants,
   copyFileSync,
   lchownSync,
   linkSync,
@@ -27,7 +29,7 @@ import { mkdir, readFile, rename, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { digestOf } from "../../solver/digest.js";
 import type { FileOp } from "../../solver/graph.js";
-import type { Snapshotter } from "../snapshot/index.js";
+import { isWhiteout, type Snapshotter } from "../snapshot/index.js";
 
 /** Files above this size are copied: comparing them would cost what copying does. */
 const COMPARE_BYTES = 1 << 20;
@@ -43,8 +45,6 @@ interface Deferred {
   mode: number;
   mtime: Date;
   atime: Date;
-  /** The placeholder's inode in the upper directory: a later action that replaced it wins. */
-  placeholder?: number;
 }
 
 export class FileReuse {
@@ -67,7 +67,9 @@ export class FileReuse {
     op: FileOp,
     mount: { rootfs: string; upper: string; mode: string },
   ): Promise<FileReuse | undefined> {
-    if (mount.mode !== "overlay") return undefined;
+    if (mount.mode !== "overlay" || op.actions.length !== 1 || op.actions[0]!.action !== "copy") {
+      return undefined;
+    }
     const record = path.join(snapshotter.root, "results", `${digestOf(op).slice(7)}.json`);
     let previous: string | undefined;
     try {
@@ -82,7 +84,7 @@ export class FileReuse {
 
   /**
    * Whether the file `source` (lstat `st`), copied to `target` with `owner` and `mode`, is a file of
-   * the previous result: then the caller makes an empty placeholder at `target` and calls `placed`.
+   * the previous result: then it is linked in later, and the caller leaves nothing at `target`.
    */
   matches(
     source: string,
@@ -111,42 +113,37 @@ export class FileReuse {
     return true;
   }
 
-  /** The placeholder for `target` exists: its inode is noted (read from the upper directory). */
-  placed(target: string): void {
-    const rel = path.relative(this.rootfs, target);
-    const entry = this.deferred.get(rel);
-    if (entry) entry.placeholder = lstatSync(path.join(this.upper, rel)).ino;
-  }
-
   get pending(): boolean {
     return this.deferred.size > 0;
   }
 
   /**
-   * With the overlay unmounted: each placeholder still in place becomes a link to the previous
-   * result's file (or, should linking fail, a copy of the source).
+   * With the overlay unmounted: each file is linked from the previous result (or, should linking
+   * fail, copied from the source) into the upper directory, over the whiteout that removing a
+   * file of the layers below left there.
    */
   linkInto(): void {
-    // Linking and renaming move their directory's times, which the copy set already: kept.
+    // Linking moves its directory's times, which the copy set already: they are put back.
     const directoryTimes = new Map<string, Stats>();
     const tag = randomBytes(6).toString("hex");
     for (const entry of this.deferred.values()) {
       const file = path.join(this.upper, entry.rel);
-      const now = lstatSync(file, { throwIfNoEntry: false });
-      if (!now?.isFile() || now.ino !== entry.placeholder || now.size !== 0) continue;
       const dir = path.dirname(file);
+      const there = lstatSync(file, { throwIfNoEntry: false });
+      // Written after it was matched (a later source of the copy with the same name): that one wins.
+      if (there !== undefined && !isWhiteout(there)) continue;
       if (!directoryTimes.has(dir)) directoryTimes.set(dir, lstatSync(dir));
-      const temp = path.join(dir, `.tbuild-link-${tag}`);
+      const temp = there === undefined ? file : path.join(dir, `.tbuild-link-${tag}`);
       try {
         linkSync(entry.previous, temp);
       } catch {
         // Too many links, or pruned meanwhile: a copy, with the metadata the copy would give.
-        copyFileSync(entry.source, temp);
+        copyFileSync(entry.source, temp, constants.COPYFILE_EXCL);
         lchownSync(temp, entry.owner.uid, entry.owner.gid);
         chmodSync(temp, entry.mode);
         lutimesSync(temp, entry.atime, entry.mtime);
       }
-      renameSync(temp, file);
+      if (temp !== file) renameSync(temp, file);
     }
     for (const [dir, times] of directoryTimes) utimesSync(dir, times.atime, times.mtime);
   }
