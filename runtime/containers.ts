@@ -7,7 +7,7 @@
  * count containers by listing it. The writable layer itself is the worker's snapshot of the same ID.
  */
 import { randomBytes } from "node:crypto";
-import { mkdirSync, readFileSync, renameSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { readdir, readFile, readlink, rm, unlink } from "node:fs/promises";
 import path from "node:path";
 import { TbuildError, UsageError } from "../errors/index.js";
@@ -179,7 +179,8 @@ export class ContainerStore {
     const link = path.join(this.namesDir, record.name);
     if ((await readlink(link).catch(() => undefined)) === record.id) await unlink(link).catch(() => {});
     await unlink(path.join(this.containerDir(record.id), "container.json")).catch(() => {});
-    await rm(this.containerDir(record.id), { recursive: true, force: true });
+    // The record and the run's sandbox state, a few small files: at once.
+    rmSync(this.containerDir(record.id), { recursive: true, force: true });
   }
 }
 

@@ -7,8 +7,8 @@
  */
 import { execFile, type StdioOptions, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
-import { readFile, rm } from "node:fs/promises";
+import { chmodSync, existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { constants as osConstants } from "node:os";
 import path from "node:path";
 import type { Writable } from "node:stream";
@@ -151,7 +151,8 @@ export async function runInSandbox(spec: SandboxSpec, options: SandboxRunOptions
     );
   } finally {
     await stubs?.clean();
-    await rm(runDir, { recursive: true, force: true });
+    // A few small files and directories: at once, without a round trip per entry.
+    rmSync(runDir, { recursive: true, force: true });
   }
 }
 
