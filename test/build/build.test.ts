@@ -388,7 +388,7 @@ describe("tbuild build", () => {
       const archive = path.join(out, "zstd.tar");
       const archived = build([
         "-o",
-        `type=oci,dest=${archive},compression=zstd`,
+        `type=oci,dest=${archive},compression=zstd,force-compression=true`,
         "--iidfile",
         files.iid,
         dir,
