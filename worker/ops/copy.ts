@@ -182,6 +182,9 @@ class Copier {
   private readonly inodes = new Map<string, Promise<string>>();
   /** Directories on the way to the entry being copied that are not created yet (include patterns). */
   private readonly parents: PendingDir[] = [];
+  /** Directories this copy created, and the targets it has written into them (see copyEntry). */
+  private readonly madeDirs = new Set<string>();
+  private readonly madeTargets = new Set<string>();
 
   constructor(options: CopyOptions, action: CopyAction) {
     this.options = options;
@@ -274,11 +277,16 @@ class Copier {
       const owner = this.options.owner ?? { uid: st.uid, gid: st.gid };
       await this.createParents(true);
       if (this.options.reuse.matches(src, target, st, owner, this.modeOf(st))) {
-        // Linked in once the mount is gone: whatever is at the target now goes, as a copy replaces it.
-        await this.emptyFileTarget(target);
+        // Linked in once the mount is gone: whatever is at the target now goes, as a copy replaces
+        // it. In a directory this copy made, only what it wrote there itself can be.
+        if (!this.madeDirs.has(path.dirname(target)) || this.madeTargets.has(target)) {
+          await this.emptyFileTarget(target);
+        }
+        this.madeTargets.add(target);
         return;
       }
     }
+    this.madeTargets.add(target);
     // Registered before any await, so that a second link to the inode copied at the same time
     // waits for the first copy instead of copying the content again.
     let linkedTo: Promise<string> | undefined;
@@ -353,6 +361,7 @@ class Copier {
     const existing = await lstat(target).catch(() => undefined);
     if (!existing) {
       await mkdir(target, { mode: 0o700 });
+      this.madeDirs.add(target);
       return true;
     }
     if (!existing.isDirectory()) {

@@ -47,16 +47,41 @@ interface Deferred {
   atime: Date;
 }
 
+/** What `<snapshots>/results/<op>.json` records of an op's latest kept result. */
+interface ResultRecord {
+  /** Its chain ID: the unpacked layer it is. */
+  layer: string;
+  /** Each file's source, by path: see sourceIdentity. */
+  sources?: Record<string, string>;
+}
+
+/**
+ * Which file a copy read, for files of unpacked layers (which never change in place): its inode
+ * and birth time (an inode number is reused only by a file born later), size and mtime. Empty
+ * where the file system keeps no birth time.
+ */
+function sourceIdentity(st: Stats): string {
+  return st.birthtimeMs > 0 ? `${st.dev}:${st.ino}:${st.birthtimeMs}:${st.size}:${st.mtimeMs}` : "";
+}
+
 export class FileReuse {
   private readonly record: string;
   private readonly previous: string | undefined;
+  private readonly previousSources: Record<string, string>;
+  private readonly sources: Record<string, string> = {};
   private readonly rootfs: string;
   private readonly upper: string;
   private readonly deferred = new Map<string, Deferred>();
 
-  private constructor(record: string, previous: string | undefined, rootfs: string, upper: string) {
+  private constructor(
+    record: string,
+    previous: { dir: string; sources: Record<string, string> } | undefined,
+    rootfs: string,
+    upper: string,
+  ) {
     this.record = record;
-    this.previous = previous;
+    this.previous = previous?.dir;
+    this.previousSources = previous?.sources ?? {};
     this.rootfs = rootfs;
     this.upper = upper;
   }
@@ -71,11 +96,11 @@ export class FileReuse {
       return undefined;
     }
     const record = path.join(snapshotter.root, "results", `${digestOf(op).slice(7)}.json`);
-    let previous: string | undefined;
+    let previous: { dir: string; sources: Record<string, string> } | undefined;
     try {
-      const { layer } = JSON.parse(await readFile(record, "utf8")) as { layer: string };
+      const { layer, sources } = JSON.parse(await readFile(record, "utf8")) as ResultRecord;
       const dir = snapshotter.layerDir(layer);
-      if ((await stat(dir)).isDirectory()) previous = dir;
+      if ((await stat(dir)).isDirectory()) previous = { dir, sources: sources ?? {} };
     } catch {
       // Never run here, or its result was pruned: everything is copied.
     }
@@ -93,10 +118,14 @@ export class FileReuse {
     owner: { uid: number; gid: number },
     mode: number,
   ): boolean {
-    if (this.previous === undefined || st.size > COMPARE_BYTES) return false;
     const rel = path.relative(this.rootfs, target);
     if (rel.startsWith("..") || path.isAbsolute(rel)) return false;
+    const identity = sourceIdentity(st);
+    this.sources[rel] = identity;
+    if (this.previous === undefined || st.size > COMPARE_BYTES) return false;
     const previous = path.join(this.previous, rel);
+    // Copied from the very same source file last time: the same bytes, without reading them.
+    const sameSource = identity !== "" && this.previousSources[rel] === identity;
     const before = lstatSync(previous, { throwIfNoEntry: false });
     if (
       !before?.isFile() ||
@@ -105,7 +134,7 @@ export class FileReuse {
       before.uid !== owner.uid ||
       before.gid !== owner.gid ||
       Math.trunc(before.mtimeMs) !== Math.trunc(st.mtimeMs) ||
-      !readFileSync(previous).equals(readFileSync(source))
+      (!sameSource && !readFileSync(previous).equals(readFileSync(source)))
     ) {
       return false;
     }
@@ -152,7 +181,7 @@ export class FileReuse {
   async remember(chainId: string): Promise<void> {
     await mkdir(path.dirname(this.record), { recursive: true });
     const temp = `${this.record}.${process.pid}.tmp`;
-    await writeFile(temp, JSON.stringify({ layer: chainId }));
+    await writeFile(temp, JSON.stringify({ layer: chainId, sources: this.sources } satisfies ResultRecord));
     await rename(temp, this.record);
   }
 }

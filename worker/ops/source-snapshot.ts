@@ -11,7 +11,7 @@
  * tree. Anything the tar holds that this cannot reproduce exactly (a hard link, a FIFO) abandons
  * the snapshot: the layer is then unpacked from its tar when a copy needs it, as any layer is.
  */
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import {
   chmodSync,
   closeSync,
@@ -21,7 +21,6 @@ import {
   lutimesSync,
   mkdirSync,
   openSync,
-  readFileSync,
   symlinkSync,
   writeFileSync,
   writeSync,
@@ -52,18 +51,34 @@ export async function isSourceSnapshot(snapshotter: Snapshotter, diffId: string)
   );
 }
 
+/** What `<snapshots>/sources/<source>.json` records of a source's latest snapshot. */
+interface SourceRecord {
+  /** Its diff ID: the unpacked layer it is. */
+  layer: string;
+  /** The sha256 (hex) of each small file's bytes, by path. */
+  files?: Record<string, string>;
+}
+
 export class SourceSnapshot implements TreeSink {
   private readonly temp: string;
-  /** The previous snapshot of this source, if it is still unpacked. */
+  /** The previous snapshot of this source, if it is still unpacked, and its files' sha256 by path. */
   private readonly previous: string | undefined;
+  private readonly previousFiles: Record<string, string>;
+  /** This snapshot's files' sha256 by path (small files only), for the next one. */
+  private readonly files: Record<string, string> = {};
   private readonly record: string;
   private readonly directories: PendingDirectory[] = [];
   private abandoned = false;
   private failure: unknown;
 
-  private constructor(temp: string, previous: string | undefined, record: string) {
+  private constructor(
+    temp: string,
+    previous: { dir: string; files: Record<string, string> } | undefined,
+    record: string,
+  ) {
     this.temp = temp;
-    this.previous = previous;
+    this.previous = previous?.dir;
+    this.previousFiles = previous?.files ?? {};
     this.record = record;
   }
 
@@ -75,11 +90,11 @@ export class SourceSnapshot implements TreeSink {
     const layers = path.dirname(snapshotter.layerDir("sha256:0"));
     await mkdir(layers, { recursive: true, mode: 0o700 });
     const record = path.join(snapshotter.root, "sources", `${sourceKey}.json`);
-    let previous: string | undefined;
+    let previous: { dir: string; files: Record<string, string> } | undefined;
     try {
-      const { layer } = JSON.parse(await readFile(record, "utf8")) as { layer: string };
+      const { layer, files } = JSON.parse(await readFile(record, "utf8")) as SourceRecord;
       const dir = snapshotter.layerDir(layer);
-      if ((await stat(dir)).isDirectory()) previous = dir;
+      if ((await stat(dir)).isDirectory()) previous = { dir, files: files ?? {} };
     } catch {
       // None yet, or pruned since: every file is written.
     }
@@ -100,7 +115,9 @@ export class SourceSnapshot implements TreeSink {
   file(rel: string, mode: number, mtime: Date, content: Buffer): void {
     this.attempt(() => {
       const file = path.join(this.temp, rel);
-      if (this.linkPrevious(rel, file, mode, mtime, content)) return;
+      const sha256 = createHash("sha256").update(content).digest("hex");
+      this.files[rel] = sha256;
+      if (this.linkPrevious(rel, file, mode, mtime, content.length, sha256)) return;
       writeFileSync(file, content, { flag: "wx", mode: 0o600 });
       this.finishFile(file, mode, mtime);
     });
@@ -165,7 +182,7 @@ export class SourceSnapshot implements TreeSink {
       await mkdir(path.join(path.dirname(this.record), "layers"), { recursive: true });
       await writeFile(sourceLayerMarker(snapshotter, diffId), "");
       const temp = `${this.record}.${process.pid}.tmp`;
-      await writeFile(temp, JSON.stringify({ layer: diffId }));
+      await writeFile(temp, JSON.stringify({ layer: diffId, files: this.files } satisfies SourceRecord));
       await rename(temp, this.record);
       return true;
     } catch (err) {
@@ -184,19 +201,28 @@ export class SourceSnapshot implements TreeSink {
     return this.failure;
   }
 
-  /** Links the previous snapshot's file when it is this file: same bytes, mode and mtime (owners are always 0:0). */
-  private linkPrevious(rel: string, file: string, mode: number, mtime: Date, content: Buffer): boolean {
-    if (this.previous === undefined) return false;
+  /**
+   * Links the previous snapshot's file when it is this file: the same sha256 (as the previous
+   * snapshot recorded it), size, mode and mtime (owners are always 0:0).
+   */
+  private linkPrevious(
+    rel: string,
+    file: string,
+    mode: number,
+    mtime: Date,
+    size: number,
+    sha256: string,
+  ): boolean {
+    if (this.previous === undefined || this.previousFiles[rel] !== sha256) return false;
     const before = path.join(this.previous, rel);
     const st = lstatSync(before, { throwIfNoEntry: false });
     if (
       !st?.isFile() ||
-      st.size !== content.length ||
+      st.size !== size ||
       (st.mode & 0o7777) !== mode ||
       st.mtimeMs !== mtime.getTime() ||
       st.uid !== 0 ||
-      st.gid !== 0 ||
-      !readFileSync(before).equals(content)
+      st.gid !== 0
     ) {
       return false;
     }
