@@ -172,15 +172,15 @@ async function resolveImage(
   platform: Platform,
   ctx: CommandContext,
 ): Promise<{ image: Image; name: string }> {
-  const [{ readImageForPlatform }, { ImageNotFoundError }, { findLocalImage }] = await Promise.all([
+  const [{ readImageForPlatform }, { ImageNotFoundError }] = await Promise.all([
     import("../../oci/image.js"),
     import("../../oci/store/index.js"),
-    import("../store.js"),
   ]);
   try {
     // A name is found with one read of the store's index; IDs and the rest go the long way.
     const record =
-      (await store.images.get(text).catch(() => undefined)) ?? (await findLocalImage(store, text));
+      (await store.images.get(text).catch(() => undefined)) ??
+      (await (await import("../store.js")).findLocalImage(store, text));
     const image = await readImageForPlatform(store.content, record.descriptor, platform, record.name);
     return { image, name: text };
   } catch (err) {
