@@ -218,8 +218,9 @@ export class Container {
       throw failure ?? err;
     } finally {
       this.process = undefined;
-      // Independent of each other, so done at once; the guard stays until all are done.
-      const cleanups: Promise<unknown>[] = [writable?.release() ?? Promise.resolve()];
+      // Independent of each other, so done at once; the guard stays until all are done. The
+      // writable layer goes with one blocking call: `tbuild run` has nothing else to do meanwhile.
+      const cleanups: Promise<unknown>[] = [writable?.release({ blocking: true }) ?? Promise.resolve()];
       if (options.remove) {
         // The container's directory goes, its sandbox state with it.
         cleanups.push(this.removeAnonymousVolumes(volumes), this.containers.remove(record));
@@ -236,9 +237,7 @@ export class Container {
           : { status: "created", ...(exit ? { exitCode: exit.exitCode } : {}) };
         cleanups.push(this.containers.write(record));
       }
-      for (const outcome of await Promise.allSettled(cleanups)) {
-        if (outcome.status === "rejected") throw outcome.reason;
-      }
+      await allSettledOrFirstError(cleanups);
       guard?.stop();
     }
   }
@@ -288,6 +287,12 @@ export class Container {
       if (mount.kind === "volume" && mount.anonymous) await volumes.remove(mount.name);
     }
   }
+}
+
+/** Waits for every one of `promises`, then rejects with the first rejection, if any. */
+async function allSettledOrFirstError(promises: Promise<unknown>[]): Promise<void> {
+  const failed = (await Promise.allSettled(promises)).find((outcome) => outcome.status === "rejected");
+  if (failed) throw failed.reason;
 }
 
 /**

@@ -10,7 +10,7 @@
  * by the next one.
  */
 import { randomBytes } from "node:crypto";
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { lstat, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -98,7 +98,12 @@ export interface WritableMount {
    */
   unmount(): Promise<void>;
   /** Unmounts; removes upper/work unless persistent. Idempotent; nothing of it left in /proc/mounts. */
-  release(): Promise<void>;
+  /**
+   * `blocking`: removes the files with one synchronous call, which is quicker but holds this
+   * process's event loop for as long as it takes: for a process with nothing else to do meanwhile
+   * (the end of `tbuild run`).
+   */
+  release(options?: { blocking?: boolean }): Promise<void>;
 }
 
 /** What `<mounts>/<id>/state.json` records. */
@@ -551,13 +556,15 @@ export class Snapshotter {
           throw err;
         }
       },
-      async release(): Promise<void> {
+      async release(options: { blocking?: boolean } = {}): Promise<void> {
         if (released) return;
         await unmount(rootfs);
         if (state.persistent) {
           state.pid = 0;
           state.pidStart = "";
           await snapshotter.writeState(state);
+        } else if (options.blocking) {
+          rmSync(dir, { recursive: true, force: true });
         } else {
           await rm(dir, { recursive: true, force: true });
         }
