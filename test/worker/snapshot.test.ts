@@ -5,7 +5,12 @@ import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { readImage } from "../../oci/image.js";
 import type { Store } from "../../oci/store/index.js";
-import { type SnapshotMode, Snapshotter, type WritableMount } from "../../worker/snapshot/index.js";
+import {
+  LowerView,
+  type SnapshotMode,
+  Snapshotter,
+  type WritableMount,
+} from "../../worker/snapshot/index.js";
 import { importBusybox } from "../helpers/images.js";
 import {
   dir,
@@ -268,6 +273,33 @@ for (const mode of ["overlay", "copy"] as SnapshotMode[]) {
     });
   });
 }
+
+describe("LowerView", () => {
+  it("looks paths up synchronously as overlayfs shows them: whiteouts hide, the top file wins", async () => {
+    const snapshotter = new Snapshotter(root, store.content);
+    const lowers = await snapshotter.prepareImage(await threeLayerImage());
+    const paths = [
+      "",
+      "etc",
+      "etc/old",
+      "etc/motd",
+      "etc/passwd",
+      "data",
+      "data/a",
+      "data/new",
+      "srv/owned",
+      "nope/x",
+    ];
+    const view = new LowerView(lowers);
+    const shown = (entry: { source: string } | undefined) =>
+      entry === undefined ? "absent" : path.relative(root, entry.source);
+    const synchronous = paths.map((p) => shown(view.lookupSync(p)));
+    expect(synchronous).toEqual(await Promise.all(paths.map(async (p) => shown(await view.lookup(p)))));
+    expect(synchronous[2]).toBe("absent");
+    expect(synchronous[3]).toBe(path.relative(root, path.join(lowers[1]!, "etc/motd")));
+    expect(synchronous[6]).toBe("absent");
+  });
+});
 
 describe("a deferred writable root filesystem", () => {
   it("is left for the runtime to mount: nothing mounted, its overlay's options name the layers", async () => {

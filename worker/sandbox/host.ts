@@ -4,8 +4,7 @@
  * and the hard resource limits a container must stay under. Also the files a container gets from
  * the host: `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname`.
  */
-import { accessSync, constants } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { accessSync, constants, readFileSync } from "node:fs";
 import { release } from "node:os";
 import path from "node:path";
 import { inUserNamespace } from "../userns.js";
@@ -90,7 +89,8 @@ export async function probeHost(): Promise<Omit<HostFacts, "bundleDir" | "contai
     arch: process.arch,
     kernelRelease: release(),
     rootless: process.getuid?.() !== 0 || inUserNamespace(),
-    hardLimits: parseHardLimits(await readFile("/proc/self/limits", "utf8")),
+    // /proc and /etc files, read on every run: synchronously, sparing thread-pool round trips.
+    hardLimits: parseHardLimits(readFileSync("/proc/self/limits", "utf8")),
   };
 }
 
@@ -160,7 +160,7 @@ export function resolvConfFor(hostText: string, network: "host" | "none"): strin
 
 export async function readHostResolvConf(): Promise<string> {
   try {
-    return await readFile("/etc/resolv.conf", "utf8");
+    return readFileSync("/etc/resolv.conf", "utf8");
   } catch {
     return "";
   }

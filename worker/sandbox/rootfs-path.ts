@@ -7,7 +7,8 @@
  * A root filesystem is a directory, or, before runc mounts it, the stack of directories an
  * overlay will merge (a `RootTree` reads either).
  */
-import { chown, lstat, mkdir, readdir, readlink, rm, utimes } from "node:fs/promises";
+import { lstatSync, readlinkSync } from "node:fs";
+import { chown, lstat, mkdir, readdir, rm, utimes } from "node:fs/promises";
 import path from "node:path";
 import { LowerView } from "../snapshot/lower-view.js";
 import { SandboxError } from "./errors.js";
@@ -30,14 +31,15 @@ interface TreeEntry {
 
 /**
  * A root filesystem as the host sees it before the run: paths are relative to the root, `/`
- * separated, "" for the root itself.
+ * separated, "" for the root itself. Its calls are synchronous: a path takes a few lstat calls,
+ * each quicker than a thread-pool round trip.
  */
 export interface RootTree {
   /** The entry at `rel`, undefined when there is none. */
-  lstat(rel: string): Promise<TreeEntry | undefined>;
-  readlink(rel: string): Promise<string>;
+  lstat(rel: string): TreeEntry | undefined;
+  readlink(rel: string): string;
   /** The host path that holds the entry at `rel` (to read it), undefined when there is none. */
-  hostPath(rel: string): Promise<string | undefined>;
+  hostPath(rel: string): string | undefined;
   /** The host directory the run's changes land in, under the same relative paths. */
   changes: string;
 }
@@ -46,16 +48,16 @@ export interface RootTree {
 export function directoryTree(root: string): RootTree {
   const at = (rel: string) => (rel === "" ? root : path.join(root, rel));
   return {
-    async lstat(rel) {
+    lstat(rel) {
       try {
-        return await lstat(at(rel));
+        return lstatSync(at(rel));
       } catch (err) {
         if (isMissing(err)) return undefined;
         throw err;
       }
     },
-    readlink: (rel) => readlink(at(rel)),
-    hostPath: async (rel) => at(rel),
+    readlink: (rel) => readlinkSync(at(rel)),
+    hostPath: (rel) => at(rel),
     changes: root,
   };
 }
@@ -66,14 +68,15 @@ export function directoryTree(root: string): RootTree {
  */
 export function layeredTree(layers: readonly string[], upper: string): RootTree {
   const view = new LowerView(layers);
+  const entry = (rel: string) => view.lookupSync(rel);
   return {
-    lstat: async (rel) => (await view.lookup(rel))?.stat,
-    async readlink(rel) {
-      const entry = await view.lookup(rel);
-      if (!entry) throw Object.assign(new Error(`no such file: ${rel}`), { code: "ENOENT" });
-      return readlink(entry.source);
+    lstat: (rel) => entry(rel)?.stat,
+    readlink(rel) {
+      const found = entry(rel);
+      if (!found) throw Object.assign(new Error(`no such file: ${rel}`), { code: "ENOENT" });
+      return readlinkSync(found.source);
     },
-    hostPath: async (rel) => (await view.lookup(rel))?.source,
+    hostPath: (rel) => entry(rel)?.source,
     changes: upper,
   };
 }
@@ -86,7 +89,7 @@ function treeOf(root: string | RootTree): RootTree {
  * Where `inside` (a path as the container sees it) is in `tree`, relative to its root. Components
  * that do not exist are appended as they are, so the result also names where a missing path would be.
  */
-export async function resolveInTree(tree: RootTree, inside: string): Promise<string> {
+export function resolveInTree(tree: RootTree, inside: string): string {
   const pending = inside.split("/").filter((c) => c !== "" && c !== ".");
   const resolved: string[] = [];
   let followed = 0;
@@ -97,7 +100,7 @@ export async function resolveInTree(tree: RootTree, inside: string): Promise<str
       continue;
     }
     const candidate = [...resolved, component].join("/");
-    if (!(await tree.lstat(candidate))?.isSymbolicLink()) {
+    if (!tree.lstat(candidate)?.isSymbolicLink()) {
       resolved.push(component);
       continue;
     }
@@ -107,7 +110,7 @@ export async function resolveInTree(tree: RootTree, inside: string): Promise<str
         `too many levels of symbolic links resolving ${inside} in the image`,
       );
     }
-    const target = await tree.readlink(candidate);
+    const target = tree.readlink(candidate);
     if (target.startsWith("/")) resolved.length = 0;
     pending.unshift(...target.split("/").filter((c) => c !== "" && c !== "."));
   }
@@ -119,7 +122,7 @@ export async function resolveInTree(tree: RootTree, inside: string): Promise<str
  * not exist are appended as they are, so the result also names where a missing path would be.
  */
 export async function resolveInRoot(root: string, inside: string): Promise<string> {
-  return path.join(root, await resolveInTree(directoryTree(root), inside));
+  return path.join(root, resolveInTree(directoryTree(root), inside));
 }
 
 async function exists(hostPath: string): Promise<boolean> {
@@ -155,16 +158,16 @@ export class MountStubs {
     const result = new MountStubs();
     const seen = new Set<string>();
     for (const destination of destinations) {
-      let current = await resolveInTree(tree, destination);
+      let current = resolveInTree(tree, destination);
       let highestMissing: string | undefined;
-      while (current !== "" && !(await tree.lstat(current))) {
+      while (current !== "" && !tree.lstat(current)) {
         highestMissing = current;
         current = path.posix.dirname(current);
         if (current === ".") current = "";
       }
       if (highestMissing === undefined || seen.has(highestMissing)) continue;
       seen.add(highestMissing);
-      const times = await tree.lstat(current);
+      const times = tree.lstat(current);
       if (!times) continue;
       result.stubs.push({
         path: path.join(tree.changes, highestMissing),

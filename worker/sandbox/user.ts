@@ -9,7 +9,7 @@
  *   then there are no supplementary groups; without one, the supplementary groups are those of
  *   `/etc/group` that list the user's name as a member.
  */
-import { readFile } from "node:fs/promises";
+import { readFileSync } from "node:fs";
 import { SandboxError } from "./errors.js";
 import { directoryTree, type RootTree, resolveInTree } from "./rootfs-path.js";
 
@@ -75,8 +75,8 @@ export function parseGroup(text: string): GroupEntry[] {
 /** The file's text, or undefined when the image has no such file. */
 async function readImageFile(tree: RootTree, inside: string): Promise<string | undefined> {
   try {
-    const file = await tree.hostPath(await resolveInTree(tree, inside));
-    return file === undefined ? undefined : await readFile(file, "utf8");
+    const file = tree.hostPath(resolveInTree(tree, inside));
+    return file === undefined ? undefined : readFileSync(file, "utf8");
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === "ENOENT" || code === "ENOTDIR" || code === "EISDIR") return undefined;

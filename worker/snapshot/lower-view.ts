@@ -9,7 +9,7 @@
  * The unpacker asks it what an opaque directory hides and what metadata an implied parent
  * directory inherits; the copying snapshotter copies it; the differ compares against it.
  */
-import type { BigIntStats } from "node:fs";
+import { type BigIntStats, lstatSync } from "node:fs";
 import { lstat, readdir } from "node:fs/promises";
 import path from "node:path";
 
@@ -29,6 +29,16 @@ export function isWhiteout(stat: { isCharacterDevice(): boolean; rdev: number | 
 async function lstatOrUndefined(file: string): Promise<BigIntStats | undefined> {
   try {
     return await lstat(file, { bigint: true });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "ENOTDIR") return undefined;
+    throw err;
+  }
+}
+
+function lstatSyncOrUndefined(file: string): BigIntStats | undefined {
+  try {
+    return lstatSync(file, { bigint: true });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === "ENOENT" || code === "ENOTDIR") return undefined;
@@ -85,6 +95,40 @@ export class LowerView {
       dirLayers.push(layer);
     }
     return top ? { ...top, layers: dirLayers } : undefined;
+  }
+
+  private readonly syncCache = new Map<string, LowerEntry | null>();
+
+  /**
+   * `lookup` with synchronous calls, for the few lookups on every `tbuild run`'s path (the image's
+   * /etc/passwd): the same merge as `resolve`, step for step.
+   */
+  lookupSync(rel: string): LowerEntry | undefined {
+    const cached = this.syncCache.get(rel);
+    if (cached !== undefined) return cached ?? undefined;
+    let candidates: string[] = [];
+    if (rel === "") {
+      candidates = this.layers;
+    } else {
+      const parent = this.lookupSync(path.posix.dirname(rel) === "." ? "" : path.posix.dirname(rel));
+      if (parent?.stat.isDirectory()) candidates = parent.layers;
+    }
+    let found: LowerEntry | undefined;
+    const dirLayers: string[] = [];
+    for (const layer of candidates) {
+      const source = rel === "" ? layer : path.join(layer, rel);
+      const stat = lstatSyncOrUndefined(source);
+      if (!stat) continue;
+      if (isWhiteout(stat) || !stat.isDirectory()) {
+        // A whiteout or a file below a directory ends the merge; on top, it is the answer.
+        if (!found && !isWhiteout(stat)) found = { source, stat, layers: [] };
+        break;
+      }
+      found ??= { source, stat, layers: dirLayers };
+      dirLayers.push(layer);
+    }
+    this.syncCache.set(rel, found ?? null);
+    return found;
   }
 
   /** The visible entries of the directory at `rel`, by name; empty when it is not a directory. */
