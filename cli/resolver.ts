@@ -9,7 +9,6 @@ import { readImageForPlatform } from "../oci/image.js";
 import { formatPlatform, type Platform } from "../oci/platform.js";
 import { formatReference, parseReference } from "../oci/reference.js";
 import type { RegistryHostsConfig } from "../oci/registry/hosts.js";
-import { pullImage } from "../oci/registry/index.js";
 import type { Store } from "../oci/store/index.js";
 
 export interface StoreResolverOptions {
@@ -39,6 +38,8 @@ export function storeImageResolver(store: Store, options: StoreResolverOptions):
         if (record) return fromStore(store, name, record.descriptor, platform);
         if (options.pull === "never") throw new ImageNotLocalError(name);
       }
+      // The registry client is loaded only when an image is pulled.
+      const { pullImage } = await import("../oci/registry/index.js");
       const pulled = await pullImage(store, ref, {
         platform,
         ...(options.hosts ? { hosts: options.hosts } : {}),

@@ -20,7 +20,7 @@ import type { BigIntStats } from "node:fs";
 import { createReadStream, lstatSync, readFileSync } from "node:fs";
 import { lstat, readdir, readlink } from "node:fs/promises";
 import path from "node:path";
-import { TAR_END, type TarEntry, tarEntry } from "../oci/archive/tar.js";
+import { TAR_END, TarChunker, type TarEntry, tarEntry } from "../oci/archive/tar.js";
 import { isWhiteout, LowerView } from "./snapshot/lower-view.js";
 
 const WHITEOUT_PREFIX = ".wh.";
@@ -37,6 +37,11 @@ export interface DiffOptions {
   sourceDateEpoch?: number;
   /** Hears of what a layer cannot hold (sockets). */
   warn?(message: string): void;
+  /**
+   * No directory of the mount was removed and made again (a single copy's changes), so none is
+   * opaque: the diff needs no merged view, and an unmounted overlay is not mounted for it.
+   */
+  noOpaqueDirectories?: boolean;
 }
 
 /** A changed directory (or the root): what to write inside it. */
@@ -69,10 +74,13 @@ async function readdirSorted(dir: string): Promise<string[]> {
   return (await readdir(dir)).sort(byBytes);
 }
 
-/** Changes from an overlay upper directory, with the merged view mounted at `merged`. */
+/**
+ * Changes from an overlay upper directory, with the merged view mounted at `merged` (undefined
+ * when no directory can be opaque).
+ */
 export async function overlayChanges(
   upper: string,
-  merged: string,
+  merged: string | undefined,
   lowers: readonly string[],
 ): Promise<DirChanges> {
   const view = new LowerView(lowers);
@@ -87,7 +95,7 @@ export async function overlayChanges(
       else stats.set(name, stat);
     }
     let opaque = false;
-    if (below.size > 0) {
+    if (below.size > 0 && merged !== undefined) {
       const visible = new Set(await readdir(path.join(merged, rel)));
       for (const name of below.keys()) {
         if (!visible.has(name) && !whiteouts.has(name)) opaque = true;
@@ -180,6 +188,7 @@ export async function* writeChanges(
   const clamp = (time: Date): Date =>
     epoch !== undefined && time.getTime() > epoch * 1000 ? new Date(epoch * 1000) : time;
   const hardLinks = new Map<string, string>();
+  const chunker = new TarChunker();
 
   const marker = (name: string, dirStat: BigIntStats): TarEntry => ({
     path: name,
@@ -193,14 +202,18 @@ export async function* writeChanges(
 
   async function* visit(dir: DirChanges, dirSource: string, prefix: string): AsyncGenerator<Buffer> {
     const dirStat = await lstat(dirSource, { bigint: true });
-    if (dir.opaque) yield* tarEntry(marker(`${prefix}${OPAQUE_MARKER}`, dirStat));
+    if (dir.opaque) {
+      const chunk = chunker.add(marker(`${prefix}${OPAQUE_MARKER}`, dirStat));
+      if (chunk) yield chunk;
+    }
     const items: Array<{ sortKey: string; whiteout?: string; entry?: ChangedEntry }> = [
       ...dir.whiteouts.map((name) => ({ sortKey: `${WHITEOUT_PREFIX}${name}`, whiteout: name })),
       ...dir.children.map((entry) => ({ sortKey: entry.name, entry })),
     ].sort((a, b) => byBytes(a.sortKey, b.sortKey));
     for (const item of items) {
       if (item.whiteout !== undefined) {
-        yield* tarEntry(marker(`${prefix}${WHITEOUT_PREFIX}${item.whiteout}`, dirStat));
+        const chunk = chunker.add(marker(`${prefix}${WHITEOUT_PREFIX}${item.whiteout}`, dirStat));
+        if (chunk) yield chunk;
         continue;
       }
       const entry = item.entry!;
@@ -214,35 +227,43 @@ export async function* writeChanges(
         mtime: clamp(stat.mtime),
       };
       if (stat.isDirectory()) {
-        yield* tarEntry({ ...base, path: `${relative}/`, type: "Directory" });
+        const chunk = chunker.add({ ...base, path: `${relative}/`, type: "Directory" });
+        if (chunk) yield chunk;
         if (entry.inside) yield* visit(entry.inside, entry.source, `${relative}/`);
       } else if (stat.isFile()) {
         const key = `${stat.dev}:${stat.ino}`;
         const first = stat.nlink > 1n ? hardLinks.get(key) : undefined;
         if (first !== undefined) {
-          yield* tarEntry({ ...base, path: relative, type: "Link", linkpath: first });
+          const chunk = chunker.add({ ...base, path: relative, type: "Link", linkpath: first });
+          if (chunk) yield chunk;
           continue;
         }
         if (stat.nlink > 1n) hardLinks.set(key, relative);
         const size = Number(stat.size);
-        yield* tarEntry(
-          { ...base, path: relative, type: "File", size },
-          size <= READ_WHOLE_BYTES
-            ? readFileSync(entry.source)
-            : createReadStream(entry.source, { highWaterMark: 1 << 20 }),
-        );
+        const header: TarEntry = { ...base, path: relative, type: "File", size };
+        if (size <= READ_WHOLE_BYTES) {
+          const chunk = chunker.add(header, readFileSync(entry.source));
+          if (chunk) yield chunk;
+        } else {
+          const gathered = chunker.flush();
+          if (gathered) yield gathered;
+          yield* tarEntry(header, createReadStream(entry.source, { highWaterMark: 1 << 20 }));
+        }
       } else if (stat.isSymbolicLink()) {
-        yield* tarEntry({
+        const chunk = chunker.add({
           ...base,
           path: relative,
           type: "SymbolicLink",
           linkpath: await readlink(entry.source),
         });
+        if (chunk) yield chunk;
       } else if (stat.isCharacterDevice() || stat.isBlockDevice()) {
         const type = stat.isCharacterDevice() ? "CharacterDevice" : "BlockDevice";
-        yield* tarEntry({ ...base, path: relative, type, ...deviceNumbers(stat.rdev) });
+        const chunk = chunker.add({ ...base, path: relative, type, ...deviceNumbers(stat.rdev) });
+        if (chunk) yield chunk;
       } else if (stat.isFIFO()) {
-        yield* tarEntry({ ...base, path: relative, type: "FIFO" });
+        const chunk = chunker.add({ ...base, path: relative, type: "FIFO" });
+        if (chunk) yield chunk;
       } else {
         options.warn?.(`${relative}: a socket cannot be stored in a layer; left out`);
       }
@@ -250,5 +271,7 @@ export async function* writeChanges(
   }
 
   yield* visit(changes, root, "");
+  const rest = chunker.flush();
+  if (rest) yield rest;
   yield TAR_END;
 }

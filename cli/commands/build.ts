@@ -8,13 +8,6 @@ import { lowerDockerfile } from "../../frontend/lower/index.js";
 import { parseDockerfile } from "../../frontend/syntax/index.js";
 import { hostPlatform, parsePlatform } from "../../oci/platform.js";
 import type { Store } from "../../oci/store/index.js";
-import {
-  collectBuildCache,
-  importBuildCache,
-  parseCacheExportSpec,
-  parseCacheImportSpec,
-  writeBuildCache,
-} from "../../solver/build-cache.js";
 import { CacheIndex } from "../../solver/cache.js";
 import { INLINE_CACHE_FIELD } from "../../solver/cache-description.js";
 import { applyGcPolicy } from "../../solver/gc.js";
@@ -138,11 +131,16 @@ async function build(
   );
 
   const registryOptions = { hosts: config.registries, configPath: config.path, env: ctx.env, warn: ctx.warn };
+  // Loaded only for builds that import or export cache (it brings the registry client).
+  const buildCache =
+    text(values, "cache-to") || list(values, "cache-from").length > 0
+      ? await import("../../solver/build-cache.js")
+      : undefined;
   const cacheTo = text(values, "cache-to")
-    ? parseCacheExportSpec(text(values, "cache-to")!, ctx.cwd)
+    ? buildCache!.parseCacheExportSpec(text(values, "cache-to")!, ctx.cwd)
     : undefined;
-  const imported = await importBuildCache(
-    list(values, "cache-from").map((spec) => parseCacheImportSpec(spec, ctx.cwd)),
+  const imported = await buildCache?.importBuildCache(
+    list(values, "cache-from").map((spec) => buildCache.parseCacheImportSpec(spec, ctx.cwd)),
     store.content,
     { ...registryOptions, platform: targetPlatform },
   );
@@ -188,7 +186,8 @@ async function build(
           materials: new Map(),
           results: new Map(),
         };
-    const cacheOf = (mode: "min" | "max") => collectBuildCache(solved, cache, imported, store.content, mode);
+    const cacheOf = (mode: "min" | "max") =>
+      buildCache!.collectBuildCache(solved, cache, imported, store.content, mode);
     // Inline cache rides in the image config, so it is collected before the image is assembled.
     const image =
       cacheTo?.type === "inline"
@@ -204,7 +203,7 @@ async function build(
     );
     if (cacheTo !== undefined && cacheTo.type !== "inline") {
       await progress.internal("exporting cache", async () =>
-        writeBuildCache(cacheTo, await cacheOf(cacheTo.mode), store.content, registryOptions),
+        buildCache!.writeBuildCache(cacheTo, await cacheOf(cacheTo.mode), store.content, registryOptions),
       );
     }
     // config.toml's [gc] limits, enforced once the image is named (so its blobs are never candidates).

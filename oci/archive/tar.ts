@@ -92,11 +92,21 @@ function isPlainAscii(text: string, maxLength: number): boolean {
   return true;
 }
 
-/** `value` as the `tar` package writes a number field: zero-padded octal, a space, a NUL. */
+/**
+ * `value` as the `tar` package writes a number field: zero-padded octal, a space and a NUL; or,
+ * when the digits fill all but the last byte, the digits and a NUL.
+ */
 function writeOctal(block: Buffer, offset: number, size: number, value: number): void {
-  const digits = value.toString(8);
-  const text = digits.length === size - 1 ? digits : `${"0".repeat(size - digits.length - 2)}${digits} `;
-  block.write(`${text}\0`, offset, size, "ascii");
+  let digits = 1;
+  for (let v = value; v >= 8; v = Math.floor(v / 8)) digits++;
+  const width = digits === size - 1 ? size - 1 : size - 2;
+  let v = value;
+  for (let i = offset + width - 1; i >= offset; i--) {
+    block[i] = 0x30 + (v % 8);
+    v = Math.floor(v / 8);
+  }
+  if (width === size - 2) block[offset + size - 2] = 0x20;
+  block[offset + size - 1] = 0;
 }
 
 /**
@@ -175,6 +185,46 @@ export async function* tarEntry(
     throw new TarSizeError(entry.path, entry.size, written);
   }
   yield tarPadding(entry.size);
+}
+
+/** Bytes gathered before a chunk is handed on. */
+const CHUNK_BYTES = 256 * 1024;
+
+/**
+ * Entries gathered into large chunks: a tar of many small entries then goes on as a few chunks
+ * instead of three per entry, each of which would be a round trip through every async generator
+ * and stream after it.
+ */
+export class TarChunker {
+  private parts: Buffer[] = [];
+  private size = 0;
+
+  /** Adds an entry with its whole content (files); gives a chunk to pass on once enough gathered. */
+  add(entry: TarEntry, content?: Uint8Array): Buffer | undefined {
+    this.push(encodeTarHeader(entry));
+    if (entry.type === "File") {
+      const length = content?.length ?? 0;
+      if (length !== entry.size) throw new TarSizeError(entry.path, entry.size, length);
+      if (content) this.push(Buffer.from(content.buffer, content.byteOffset, content.length));
+      this.push(tarPadding(entry.size));
+    }
+    return this.size >= CHUNK_BYTES ? this.flush() : undefined;
+  }
+
+  /** All that gathered (before an entry whose content is streamed, and at the end), if anything. */
+  flush(): Buffer | undefined {
+    if (this.size === 0) return undefined;
+    const chunk = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.size);
+    this.parts = [];
+    this.size = 0;
+    return chunk;
+  }
+
+  private push(bytes: Buffer): void {
+    if (bytes.length === 0) return;
+    this.parts.push(bytes);
+    this.size += bytes.length;
+  }
 }
 
 /** Content that did not have the size its header announced (a file changed while it was read). */

@@ -5,6 +5,7 @@
  */
 import { createHash } from "node:crypto";
 import { TbuildError } from "../../errors/index.js";
+import { releaseSpentBuffers } from "../memory.js";
 import type { DistributionErrors } from "../spec.js";
 import { MediaType } from "../spec.js";
 import { Authorizer, type CredentialsProvider } from "./auth.js";
@@ -19,7 +20,6 @@ import {
   UnauthorizedError,
 } from "./errors.js";
 import { endpointUrl, type RegistryEndpoint } from "./hosts.js";
-import { releaseSpentBuffers } from "../memory.js";
 import { backoffDelay, defaultRetryPolicy, isRetryableStatus, type RetryPolicy, wait } from "./retry.js";
 import {
   classifyNetworkError,

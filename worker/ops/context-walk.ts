@@ -11,7 +11,7 @@ import { lstat, readdir, readlink, stat } from "node:fs/promises";
 import path from "node:path";
 import { TbuildError } from "../../errors/index.js";
 import { createContextMatcher } from "../../frontend/dockerignore.js";
-import { TAR_END, type TarEntry, tarEntry } from "../../oci/archive/tar.js";
+import { TAR_END, TarChunker, type TarEntry, tarEntry } from "../../oci/archive/tar.js";
 import { hasGlob, PathSelector, pathComponents } from "./glob.js";
 
 export interface ContextEntry {
@@ -212,6 +212,7 @@ async function* tapped(
  */
 export async function* treeTar(entries: ContextEntry[], options: TreeTarOptions): AsyncGenerator<Buffer> {
   const hardLinks = new Map<string, string>();
+  const chunker = new TarChunker();
   // Small files are read whole and synchronously: a stream per file would allocate its whole
   // buffer up front, and a thread-pool round trip per read costs more than the read.
   for (const entry of entries) {
@@ -226,13 +227,15 @@ export async function* treeTar(entries: ContextEntry[], options: TreeTarOptions)
     const sink = options.sink;
     if (st.isDirectory()) {
       sink?.directory(entry.rel, mode, mtime);
-      yield* tarEntry({ ...base, path: `${entry.rel}/`, type: "Directory" });
+      const chunk = chunker.add({ ...base, path: `${entry.rel}/`, type: "Directory" });
+      if (chunk) yield chunk;
     } else if (st.isFile()) {
       const key = `${st.dev}:${st.ino}`;
       const first = st.nlink > 1n ? hardLinks.get(key) : undefined;
       if (first !== undefined) {
         sink?.other(entry.rel);
-        yield* tarEntry({ ...base, path: entry.rel, type: "Link", linkpath: first });
+        const chunk = chunker.add({ ...base, path: entry.rel, type: "Link", linkpath: first });
+        if (chunk) yield chunk;
         continue;
       }
       if (st.nlink > 1n) hardLinks.set(key, entry.rel);
@@ -240,21 +243,33 @@ export async function* treeTar(entries: ContextEntry[], options: TreeTarOptions)
       if (st.size <= SMALL_FILE_BYTES) {
         const content = readFileSync(entry.abs);
         sink?.file(entry.rel, mode, mtime, content);
-        yield* tarEntry(header, content);
+        const chunk = chunker.add(header, content);
+        if (chunk) yield chunk;
       } else {
+        const gathered = chunker.flush();
+        if (gathered) yield gathered;
         const stream = createReadStream(entry.abs, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>;
         yield* tarEntry(header, sink ? tapped(stream, sink.largeFile(entry.rel, mode, mtime)) : stream);
       }
     } else if (st.isSymbolicLink()) {
       sink?.symlink(entry.rel, entry.linkTarget ?? "", mtime);
-      yield* tarEntry({ ...base, path: entry.rel, type: "SymbolicLink", linkpath: entry.linkTarget ?? "" });
+      const chunk = chunker.add({
+        ...base,
+        path: entry.rel,
+        type: "SymbolicLink",
+        linkpath: entry.linkTarget ?? "",
+      });
+      if (chunk) yield chunk;
     } else if (st.isFIFO()) {
       sink?.other(entry.rel);
-      yield* tarEntry({ ...base, path: entry.rel, type: "FIFO" });
+      const chunk = chunker.add({ ...base, path: entry.rel, type: "FIFO" });
+      if (chunk) yield chunk;
     } else {
       // Sockets and devices are never part of a source (fsutil leaves them out of a context too).
       options.warn(entry.rel, st.isSocket() ? "a socket" : "a device");
     }
   }
+  const rest = chunker.flush();
+  if (rest) yield rest;
   yield TAR_END;
 }

@@ -39,6 +39,8 @@ export async function runFile(op: FileOp, inputs: FsResult[], ctx: OpContext): P
       mount.diff({
         ...(ctx.sourceDateEpoch !== undefined ? { sourceDateEpoch: ctx.sourceDateEpoch } : {}),
         warn: ctx.warn,
+        // A single copy removes no directory: its unmounted overlay need not be mounted again.
+        noOpaqueDirectories: reuse?.pending === true,
       }),
       { compression: ctx.compression, signal: ctx.signal },
     );

@@ -510,7 +510,7 @@ export class Snapshotter {
             return;
           }
           // The merged view tells opaque directories apart; a released mount is mounted again for it.
-          const remount = !(await isMountPoint(rootfs));
+          const remount = !options.noOpaqueDirectories && !(await isMountPoint(rootfs));
           if (remount) {
             if (!(await snapshotter.readState(state.id))) {
               throw new TbuildError(
@@ -524,7 +524,8 @@ export class Snapshotter {
             const { hasOpaqueDirectory, overlayChanges, writeChanges } = await import("../diff.js");
             const upper = path.join(dir, "upper");
             upperIsLayer = false;
-            const changes = await overlayChanges(upper, rootfs, state.lowers);
+            const merged = options.noOpaqueDirectories ? undefined : rootfs;
+            const changes = await overlayChanges(upper, merged, state.lowers);
             let leftOut = false;
             const warn = (message: string) => {
               leftOut = true;
