@@ -11,7 +11,8 @@
  * thing: which lines after an instruction are heredoc bodies depends on the instruction's words
  * (`RUN <<EOF`), so the parser asks `heredocsOpenedBy` once per instruction and gates on the answer.
  */
-import { type CstNode, CstParser, EOF, type IToken } from "chevrotain";
+import type { CstNode, IToken } from "chevrotain";
+import { CstParser, EOF } from "./chevrotain.js";
 import { isHeredocTerminator } from "./heredoc.js";
 import {
   allTokenTypes,

@@ -8,15 +8,14 @@
  * The escape directive changes which lines continue, so the lexer has two modes: backslash (the
  * default) and backtick, entered by `# escape=` followed by a backtick.
  */
-import {
-  type CustomPatternMatcherFunc,
-  type CustomPatternMatcherReturn,
-  createToken,
-  type IToken,
-  Lexer,
-  type TokenType,
-  tokenMatcher,
+import type {
+  CustomPatternMatcherFunc,
+  CustomPatternMatcherReturn,
+  IToken,
+  Lexer as LexerType,
+  TokenType,
 } from "chevrotain";
+import { createToken, Lexer, tokenMatcher } from "./chevrotain.js";
 import { type DirectiveMatch, readDirective } from "./directives.js";
 
 /** Go's `unicode.IsSpace`, without the newline that ends a line. */
@@ -138,7 +137,7 @@ export const allTokenTypes: TokenType[] = [
   TextLine,
 ];
 
-let lexer: Lexer | undefined;
+let lexer: LexerType | undefined;
 
 /** Splits a Dockerfile into line tokens. Every character belongs to exactly one token. */
 export function tokenizeLines(text: string): IToken[] {
