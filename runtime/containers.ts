@@ -7,8 +7,17 @@
  * count containers by listing it. The writable layer itself is the worker's snapshot of the same ID.
  */
 import { randomBytes } from "node:crypto";
-import { mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
-import { readdir, readFile, readlink, rm, unlink } from "node:fs/promises";
+import {
+  mkdirSync,
+  readFileSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  unlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { readdir, readFile, readlink, rm } from "node:fs/promises";
 import path from "node:path";
 import { TbuildError, UsageError } from "../errors/index.js";
 import type { ContainerConfig, Descriptor } from "../oci/spec.js";
@@ -177,8 +186,9 @@ export class ContainerStore {
   /** Forgets a container: its name, then its directory (the record first, so readers skip it). */
   async remove(record: ContainerRecord): Promise<void> {
     const link = path.join(this.namesDir, record.name);
-    if ((await readlink(link).catch(() => undefined)) === record.id) await unlink(link).catch(() => {});
-    await unlink(path.join(this.containerDir(record.id), "container.json")).catch(() => {});
+    // Synchronous: a few small calls at the end of every `tbuild run --rm`.
+    if (readlinkOrUndefined(link) === record.id) unlinkIfPresent(link);
+    unlinkIfPresent(path.join(this.containerDir(record.id), "container.json"));
     // The record and the run's sandbox state, a few small files: at once.
     rmSync(this.containerDir(record.id), { recursive: true, force: true });
   }
@@ -229,6 +239,22 @@ const SURNAMES = [
   "wirth",
   "wozniak",
 ];
+
+function readlinkOrUndefined(link: string): string | undefined {
+  try {
+    return readlinkSync(link);
+  } catch {
+    return undefined;
+  }
+}
+
+function unlinkIfPresent(file: string): void {
+  try {
+    unlinkSync(file);
+  } catch {
+    // gone already
+  }
+}
 
 function randomName(): string {
   const [a, b] = randomBytes(2);

@@ -10,7 +10,7 @@
  * by the next one.
  */
 import { randomBytes } from "node:crypto";
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { lstat, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -145,6 +145,16 @@ async function exists(file: string): Promise<boolean> {
 }
 
 /** The start time of a process (field 22 of /proc/PID/stat), to tell it from a later one with its pid. */
+function existsNow(file: string): boolean {
+  try {
+    lstatSync(file);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
+    throw err;
+  }
+}
+
 async function processStart(pid: number): Promise<string | undefined> {
   try {
     const stat = await readFile(`/proc/${pid}/stat`, "utf8");
@@ -250,7 +260,8 @@ export class Snapshotter {
     for (const [i, layer] of image.layers.entries()) {
       signal?.throwIfAborted();
       const dir = this.layerDir(ids[i]!);
-      if (!(await exists(dir))) {
+      // Synchronous: one lstat per layer on every `tbuild run`.
+      if (!existsNow(dir)) {
         requirePrivileges("unpack image layers");
         await this.unpackOnce(dir, dirs.slice(), ids[i]!, layer.diffId, () => layer.open(), signal);
       }
@@ -443,7 +454,8 @@ export class Snapshotter {
   /** The ids of the writable mounts kept (persistent ones, and any a killed process left). */
   async listWritable(): Promise<string[]> {
     try {
-      return (await readdir(this.mountsDir)).sort();
+      // Synchronous: read before every writable mount, usually (nearly) empty.
+      return readdirSync(this.mountsDir).sort();
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
       throw err;
