@@ -3,7 +3,8 @@
  * true`, on the same busybox image (made from Debian's busybox-static, imported with `tbuild
  * import`, and given to podman through `tbuild save --format docker | podman load`). Both warm:
  * the image is unpacked by each once before timing. Runs alternate, RUNS of each, and the medians
- * and their ratio are printed. Target: tbuild no slower than podman (ratio ≤ 1).
+ * and their ratio are printed. Target: tbuild no slower than podman (ratio ≤ 1), with a margin
+ * (≤ 0.9) so that it holds on other machines too.
  *
  * podman runs as this machine needs it (runc, cgroupfs, ulimits within the hard limits), on the
  * host's network as tbuild's default is, in a throwaway --root with the overlay driver.
@@ -150,7 +151,11 @@ try {
       `rootless: tbuild run --rm as ${ROOTLESS_USER}   median ${median(rootless).toFixed(0)} ms (its own user namespace; for information, podman is not run rootless here)`,
     );
   }
-  console.log(`ratio tbuild/podman: ${(t / p).toFixed(2)} (target ≤ 1.00: ${t <= p ? "met" : "NOT met"})`);
+  // No slower than podman is the goal; 0.90 leaves room for a machine where tbuild's share costs more.
+  const ratio = t / p;
+  console.log(
+    `ratio tbuild/podman: ${ratio.toFixed(2)} (target ≤ 1.00: ${ratio <= 1 ? "met" : "NOT met"}; with margin, ≤ 0.90: ${ratio <= 0.9 ? "met" : "NOT met"})`,
+  );
   process.exitCode = t <= p ? 0 : 1;
 } finally {
   // podman's overlay storage holds mounts of its own until it is told to let go.
