@@ -65,7 +65,10 @@ export interface CopyOptions {
   /** In a user namespace device nodes cannot be made: they are left out with a warning. */
   rootless: boolean;
   /** Regular files an earlier run of the op holds already, linked after the copy (see file-reuse.ts). */
-  reuse?: { matches(source: string, target: string, st: Stats, owner: Owner, mode: number): boolean };
+  reuse?: {
+    matches(source: string, target: string, st: Stats, owner: Owner, mode: number): boolean;
+    wrote(target: string): void;
+  };
   /**
    * The source holds no hard links of its own (a source snapshot, whose files may share inodes
    * with older snapshots of it): every file is copied as a file of its own.
@@ -287,6 +290,7 @@ class Copier {
       }
     }
     this.madeTargets.add(target);
+    if (!(st.isFile() && single)) this.options.reuse?.wrote(target);
     // Registered before any await, so that a second link to the inode copied at the same time
     // waits for the first copy instead of copying the content again.
     let linkedTo: Promise<string> | undefined;

@@ -51,7 +51,7 @@ interface Deferred {
 interface ResultRecord {
   /** Its chain ID: the unpacked layer it is. */
   layer: string;
-  /** Each file's source, by path: see sourceIdentity. */
+  /** Each file's source and the mode and owner it was given, by path: see sourceIdentity. */
   sources?: Record<string, string>;
 }
 
@@ -121,22 +121,24 @@ export class FileReuse {
     const rel = path.relative(this.rootfs, target);
     if (rel.startsWith("..") || path.isAbsolute(rel)) return false;
     const identity = sourceIdentity(st);
-    this.sources[rel] = identity;
+    const made = identity === "" ? "" : `${identity}|${mode}|${owner.uid}:${owner.gid}`;
+    this.sources[rel] = made;
     if (this.previous === undefined || st.size > COMPARE_BYTES) return false;
     const previous = path.join(this.previous, rel);
-    // Copied from the very same source file last time: the same bytes, without reading them.
-    const sameSource = identity !== "" && this.previousSources[rel] === identity;
-    const before = lstatSync(previous, { throwIfNoEntry: false });
-    if (
-      !before?.isFile() ||
-      before.size !== st.size ||
-      (before.mode & 0o7777) !== mode ||
-      before.uid !== owner.uid ||
-      before.gid !== owner.gid ||
-      Math.trunc(before.mtimeMs) !== Math.trunc(st.mtimeMs) ||
-      (!sameSource && !readFileSync(previous).equals(readFileSync(source)))
-    ) {
-      return false;
+    // Made last time from the very same source file, with this mode and owner: the same file.
+    if (made === "" || this.previousSources[rel] !== made) {
+      const before = lstatSync(previous, { throwIfNoEntry: false });
+      if (
+        !before?.isFile() ||
+        before.size !== st.size ||
+        (before.mode & 0o7777) !== mode ||
+        before.uid !== owner.uid ||
+        before.gid !== owner.gid ||
+        Math.trunc(before.mtimeMs) !== Math.trunc(st.mtimeMs) ||
+        !readFileSync(previous).equals(readFileSync(source))
+      ) {
+        return false;
+      }
     }
     this.deferred.set(rel, { rel, previous, source, owner, mode, mtime: st.mtime, atime: st.atime });
     return true;
@@ -144,6 +146,13 @@ export class FileReuse {
 
   get pending(): boolean {
     return this.deferred.size > 0;
+  }
+
+  /** `target` was written by the copy itself (not by way of `matches`): what is recorded of it is void. */
+  wrote(target: string): void {
+    const rel = path.relative(this.rootfs, target);
+    this.sources[rel] = "";
+    this.deferred.delete(rel);
   }
 
   /**
@@ -158,23 +167,40 @@ export class FileReuse {
     for (const entry of this.deferred.values()) {
       const file = path.join(this.upper, entry.rel);
       const dir = path.dirname(file);
-      const there = lstatSync(file, { throwIfNoEntry: false });
-      // Written after it was matched (a later source of the copy with the same name): that one wins.
-      if (there !== undefined && !isWhiteout(there)) continue;
       if (!directoryTimes.has(dir)) directoryTimes.set(dir, lstatSync(dir));
-      const temp = there === undefined ? file : path.join(dir, `.tbuild-link-${tag}`);
-      try {
-        linkSync(entry.previous, temp);
-      } catch {
-        // Too many links, or pruned meanwhile: a copy, with the metadata the copy would give.
-        copyFileSync(entry.source, temp, constants.COPYFILE_EXCL);
-        lchownSync(temp, entry.owner.uid, entry.owner.gid);
-        chmodSync(temp, entry.mode);
-        lutimesSync(temp, entry.atime, entry.mtime);
-      }
-      if (temp !== file) renameSync(temp, file);
+      if (this.link(entry, file)) continue;
+      // Something is there: the whiteout of a file of the layers below, replaced; or a file written
+      // after this one was matched (a later source of the copy with the same name), which wins.
+      if (!isWhiteout(lstatSync(file))) continue;
+      const temp = path.join(dir, `.tbuild-link-${tag}`);
+      if (!this.link(entry, temp)) throw new Error(`cannot link ${temp}: it exists`);
+      renameSync(temp, file);
     }
     for (const [dir, times] of directoryTimes) utimesSync(dir, times.atime, times.mtime);
+  }
+
+  /**
+   * Links the previous result's file at `file` (or, should that fail, copies the source there, with
+   * the metadata the copy would give); false when something is at `file` already.
+   */
+  private link(entry: Deferred, file: string): boolean {
+    try {
+      linkSync(entry.previous, file);
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "EEXIST") return false;
+    }
+    // Too many links, or pruned meanwhile.
+    try {
+      copyFileSync(entry.source, file, constants.COPYFILE_EXCL);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "EEXIST") return false;
+      throw err;
+    }
+    lchownSync(file, entry.owner.uid, entry.owner.gid);
+    chmodSync(file, entry.mode);
+    lutimesSync(file, entry.atime, entry.mtime);
+    return true;
   }
 
   /** The op's result, kept unpacked as `chainId`, is what its next run links from. */

@@ -17,7 +17,6 @@ import {
   closeSync,
   lchownSync,
   linkSync,
-  lstatSync,
   lutimesSync,
   mkdirSync,
   openSync,
@@ -55,16 +54,16 @@ export async function isSourceSnapshot(snapshotter: Snapshotter, diffId: string)
 interface SourceRecord {
   /** Its diff ID: the unpacked layer it is. */
   layer: string;
-  /** The sha256 (hex) of each small file's bytes, by path. */
+  /** Each small file's sha256 (hex), mode (octal) and mtime (ms), by path. */
   files?: Record<string, string>;
 }
 
 export class SourceSnapshot implements TreeSink {
   private readonly temp: string;
-  /** The previous snapshot of this source, if it is still unpacked, and its files' sha256 by path. */
+  /** The previous snapshot of this source, if it is still unpacked, and what its files are. */
   private readonly previous: string | undefined;
   private readonly previousFiles: Record<string, string>;
-  /** This snapshot's files' sha256 by path (small files only), for the next one. */
+  /** What this snapshot's small files are, by path (see SourceRecord), for the next one. */
   private readonly files: Record<string, string> = {};
   private readonly record: string;
   private readonly directories: PendingDirectory[] = [];
@@ -116,8 +115,9 @@ export class SourceSnapshot implements TreeSink {
     this.attempt(() => {
       const file = path.join(this.temp, rel);
       const sha256 = createHash("sha256").update(content).digest("hex");
-      this.files[rel] = sha256;
-      if (this.linkPrevious(rel, file, mode, mtime, content.length, sha256)) return;
+      const made = `${sha256} ${mode.toString(8)} ${mtime.getTime()}`;
+      this.files[rel] = made;
+      if (this.previousFiles[rel] === made && this.linkPrevious(rel, file)) return;
       writeFileSync(file, content, { flag: "wx", mode: 0o600 });
       this.finishFile(file, mode, mtime);
     });
@@ -202,30 +202,12 @@ export class SourceSnapshot implements TreeSink {
   }
 
   /**
-   * Links the previous snapshot's file when it is this file: the same sha256 (as the previous
-   * snapshot recorded it), size, mode and mtime (owners are always 0:0).
+   * Links the previous snapshot's file, which its record says is this file: the same sha256, mode
+   * and mtime (owners are always 0:0).
    */
-  private linkPrevious(
-    rel: string,
-    file: string,
-    mode: number,
-    mtime: Date,
-    size: number,
-    sha256: string,
-  ): boolean {
-    if (this.previous === undefined || this.previousFiles[rel] !== sha256) return false;
+  private linkPrevious(rel: string, file: string): boolean {
+    if (this.previous === undefined) return false;
     const before = path.join(this.previous, rel);
-    const st = lstatSync(before, { throwIfNoEntry: false });
-    if (
-      !st?.isFile() ||
-      st.size !== size ||
-      (st.mode & 0o7777) !== mode ||
-      st.mtimeMs !== mtime.getTime() ||
-      st.uid !== 0 ||
-      st.gid !== 0
-    ) {
-      return false;
-    }
     try {
       linkSync(before, file);
       return true;
