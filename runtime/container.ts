@@ -118,8 +118,7 @@ export class Container {
     if (this.started)
       throw new TbuildError("E_CONTAINER_STARTED", `container ${this.record.name} has already run`);
     this.started = true;
-    // Loaded while the image's layers are checked and mounted (mount runs as a process of its own),
-    // rather than before: `tbuild run` starts sooner.
+    // Loaded only when a container runs: `tbuild rm`, which loads this module too, never needs it.
     const sandboxModule = import("../worker/sandbox/index.js");
     sandboxModule.catch(() => {});
     const { record, options, store } = this;

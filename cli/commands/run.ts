@@ -49,12 +49,14 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   const code = await reexecInUserNamespace(process.argv.slice(2), ctx.env);
   if (code !== undefined) return code;
 
-  // Loaded only now: the unprivileged tbuild that re-executes itself above never needs them.
-  // The runtime loads while the store and the image are read.
+  // Loaded only now: the unprivileged tbuild that re-executes itself above never needs them. The
+  // store's first file call is made before the runtime's modules are compiled, and runs meanwhile.
+  const { defaultStoreRoot, openStore } = await import("../../oci/store/index.js");
+  const opening = openStore(defaultStoreRoot(ctx.env));
+  opening.catch(() => {});
   const runtime = import("../../runtime/container.js");
   runtime.catch(() => {});
-  const { defaultStoreRoot, openStore } = await import("../../oci/store/index.js");
-  const store = await openStore(defaultStoreRoot(ctx.env));
+  const store = await opening;
   const { image, name: imageName } = await resolveImage(store, imageText, platform, ctx);
   const config = containerConfig(image.config.config ?? {}, {
     ...(values.entrypoint !== undefined ? { entrypoint: values.entrypoint as string } : {}),
