@@ -22,6 +22,7 @@ import type { DockerfileAst, Position } from "../syntax/index.js";
 import { PLATFORM_ARG_NAMES, PROXY_ARGS, platformArgs } from "./args.js";
 import { GraphAssembler, type PendingVertex, pending } from "./pending.js";
 import { type DispatchContext, dispatchStage, type StageState } from "./stage.js";
+import { syntaxDirectiveWarning } from "./syntax-directive.js";
 
 export interface LowerOptions {
   /** `--build-arg K=V` values. */
@@ -46,7 +47,7 @@ export interface LowerOptions {
    * this instead of the stage or image of that name, as buildx does.
    */
   namedContexts?: Record<string, NamedContext>;
-  /** Non-fatal findings: ARG used before declared, unused build args, MAINTAINER. */
+  /** Non-fatal findings: ARG used before declared, unused build args, MAINTAINER, `# syntax=` of another frontend. */
   warn?: (warning: LowerWarning) => void;
 }
 
@@ -113,6 +114,9 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
   const namedContexts = new Map(Object.entries(options.namedContexts ?? {}));
   const namedContext = (ref: string) => namedContexts.get(ref) ?? namedContexts.get(ref.toLowerCase());
   const usedBuildArgs = new Set<string>();
+
+  const syntaxWarning = syntaxDirectiveWarning(ast.directives);
+  if (syntaxWarning !== undefined) warn(syntaxWarning.message, syntaxWarning.at);
 
   const instructions = ast.instructions.map((node) =>
     parseInstruction(node, { file, lines: ast.lines, warn: (message, range) => warn(message, range.start) }),
