@@ -6,7 +6,7 @@ import type { ExportType } from "../../exporters/index.js";
 import { readDockerignore } from "../../frontend/dockerignore.js";
 import { lowerDockerfile } from "../../frontend/lower/index.js";
 import { parseDockerfile } from "../../frontend/syntax/index.js";
-import { hostPlatform, parsePlatform } from "../../oci/platform.js";
+import { hostPlatform } from "../../oci/platform.js";
 import type { Store } from "../../oci/store/index.js";
 import { CacheIndex } from "../../solver/cache.js";
 import { INLINE_CACHE_FIELD } from "../../solver/cache-description.js";
@@ -25,7 +25,7 @@ import { describeStepFailure, openProgress, type ProgressSink, progressModeOf } 
 import { storeImageResolver } from "../resolver.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
 import { openCommandStore } from "../store.js";
-import { parseKeyValues } from "../values.js";
+import { parseBuildPlatform, parseKeyValues } from "../values.js";
 
 type Values = ParsedCommandLine["values"];
 const list = (values: Values, name: string) => (values[name] as string[] | undefined) ?? [];
@@ -89,7 +89,7 @@ async function build(
   progress: ProgressSink,
 ): Promise<number> {
   const { values } = args;
-  const targetPlatform = text(values, "platform") ? parsePlatform(text(values, "platform")!) : hostPlatform();
+  const targetPlatform = parseBuildPlatform(text(values, "platform"));
   const config = await loadConfig(ctx.env);
   const jobs =
     values.jobs !== undefined

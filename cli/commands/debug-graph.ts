@@ -3,7 +3,7 @@ import { readDockerignore } from "../../frontend/dockerignore.js";
 import { lowerDockerfile } from "../../frontend/lower/index.js";
 import type { ImageResolver, ResolvedImage } from "../../frontend/resolver.js";
 import { parseDockerfile } from "../../frontend/syntax/index.js";
-import { hostPlatform, parsePlatform } from "../../oci/platform.js";
+import { hostPlatform } from "../../oci/platform.js";
 import { formatReference, parseReference } from "../../oci/reference.js";
 import type { Store } from "../../oci/store/index.js";
 import type { BuildGraph } from "../../solver/graph.js";
@@ -12,7 +12,7 @@ import { parseBuildNetwork } from "../network.js";
 import { ImageNotLocalError, storeImageResolver } from "../resolver.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
 import { openCommandStore } from "../store.js";
-import { parseKeyValues } from "../values.js";
+import { parseBuildPlatform, parseKeyValues } from "../values.js";
 
 /**
  * `debug graph` runs nothing and fetches nothing: base images come from the local store. One that
@@ -59,8 +59,7 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   if (format !== "json" && format !== "dot")
     throw new TbuildError("E_USAGE", `--format must be json or dot, not "${format}"`, { exitCode: 2 });
 
-  const platformText = args.values.platform as string | undefined;
-  const targetPlatform = platformText ? parsePlatform(platformText) : hostPlatform();
+  const targetPlatform = parseBuildPlatform(args.values.platform as string | undefined);
   const ast = parseDockerfile(source, { file: displayName });
   for (const w of ast.warnings) ctx.warn(`${ast.file}:${w.range.start.line}: ${w.message}`);
   const unresolved = new Set<string>();
