@@ -147,18 +147,25 @@ export class Container {
       // Should tbuild die without cleaning up (SIGKILL), the guard kills the container and unmounts.
       const { findRunc, runInSandbox } = await sandboxModule;
       const runc = findRunc();
-      guard = Guard.start({
-        runc,
-        // runInSandbox keeps runc's state in <stateDir>/<id>/runc.
-        runcRoot: path.join(stateDir, sandboxId, "runc"),
-        sandboxId,
-        rootless: inUserNamespace(),
-        rootfs: writable.rootfs,
-        remove: [
-          stateDir,
-          ...(options.remove ? [path.dirname(writable.rootfs), this.containers.containerDir(record.id)] : []),
-        ],
-      });
+      const rootfs = writable.rootfs;
+      const startGuard = () => {
+        guard ??= Guard.start({
+          runc,
+          // runInSandbox keeps runc's state in <stateDir>/<id>/runc.
+          runcRoot: path.join(stateDir, sandboxId, "runc"),
+          sandboxId,
+          rootless: inUserNamespace(),
+          rootfs,
+          remove: [
+            stateDir,
+            ...(options.remove ? [path.dirname(rootfs), this.containers.containerDir(record.id)] : []),
+          ],
+        });
+      };
+      // A root filesystem mounted here is guarded from now on. One runc mounts has nothing on the
+      // host to unmount: its guard starts once runc has, while runc sets the container up, rather
+      // than before it, on the way to the process.
+      if (!writable.deferredOverlay) startGuard();
       const mounts = await this.prepareMounts(writable.rootfs, volumes, io.signal);
       const pidStartTime = processStartTime(process.pid);
       record.state = {
@@ -191,6 +198,7 @@ export class Container {
         ...(io.signal ? { signal: io.signal } : {}),
         onStart: (process) => {
           this.process = process;
+          startGuard();
           if (!processStarted) io.onStart?.();
           processStarted = true;
         },
