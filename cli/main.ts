@@ -92,6 +92,22 @@ export async function main(argv: string[]): Promise<number> {
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
+  // A reader that stops early (`tbuild images | head -1`) closes the pipe, and the next write
+  // fails with EPIPE. No one reads what follows: the command is cancelled as by a signal (so it
+  // stops its containers and removes its temporary state), says nothing more, and tbuild ends with
+  // status 0, as git and docker end there quietly, with no stack trace.
+  let outputClosed = false;
+  const onOutputError = (err: NodeJS.ErrnoException) => {
+    if (outputClosed) return;
+    if (err.code !== "EPIPE") throw err;
+    outputClosed = true;
+    controller.abort(new Error("the reader of tbuild's output has gone"));
+  };
+  process.stdout.on("error", onOutputError);
+  process.stderr.on("error", onOutputError);
+  process.on("exit", () => {
+    if (outputClosed) process.exitCode = 0;
+  });
   // Global flags before the command; after it, the command's own parsing takes them, so that an
   // operand spelled `--debug` (`tbuild run IMAGE tool --debug`) reaches the container.
   let debug = false;
@@ -119,6 +135,7 @@ export async function main(argv: string[]): Promise<number> {
     const module = await found.spec.load();
     return await module.run(commandLine, ctx);
   } catch (err) {
+    if (outputClosed) return 0;
     return await reportError(err, { debug, signal: controller.signal, env: ctx.env, stderr: ctx.stderr });
   }
 }
