@@ -4,7 +4,6 @@
  * manifest byte for byte, so the pushed digest is the stored one.
  */
 import { UsageError } from "../errors/index.js";
-import { pushImage } from "../oci/registry/push.js";
 import type { Exporter } from "./exporter.js";
 
 export const imageExporter: Exporter = async (job) => {
@@ -16,6 +15,8 @@ export const imageExporter: Exporter = async (job) => {
   if (job.request.push === true) {
     const signal = job.options.signal;
     for (const name of job.names) {
+      // The registry client is loaded only for a push.
+      const { pushImage } = await import("../oci/registry/push.js");
       await pushImage(job.store, name, {
         ...(job.options.warn ? { warn: job.options.warn } : {}),
         ...job.options.registry,

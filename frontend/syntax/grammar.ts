@@ -47,8 +47,12 @@ export class DockerfileGrammar extends CstParser {
   /** The delimiters of the current instruction's heredocs not yet read. */
   private pending: HeredocDelimiter[] = [];
 
-  constructor() {
-    super(allTokenTypes, { recoveryEnabled: false, maxLookahead: 1 });
+  /**
+   * Chevrotain's checks of the grammar itself cost about 10 ms on every build: they run in the
+   * tests (`validate`), where a grammar error would show, not on every parse.
+   */
+  constructor(options: { validate?: boolean } = {}) {
+    super(allTokenTypes, { recoveryEnabled: false, maxLookahead: 1, skipValidations: !options.validate });
     this.performSelfAnalysis();
   }
 

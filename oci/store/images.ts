@@ -11,7 +11,6 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, open, readFile, rename, unlink } from "node:fs/promises";
 import path from "node:path";
-import lockfile from "proper-lockfile";
 import { TbuildError } from "../../errors/index.js";
 import { formatReference, type ImageReference, parseReference, repositoryName } from "../reference.js";
 import {
@@ -273,6 +272,8 @@ export class ImageStore {
     let compromised: Error | undefined;
     let release: () => Promise<void>;
     try {
+      // Loaded when index.json is changed, not by every command that reads it.
+      const { default: lockfile } = await import("proper-lockfile");
       release = await lockfile.lock(this.indexPath, {
         realpath: false,
         stale: LOCK_STALE_MS,
