@@ -19,6 +19,9 @@ export interface KeyMaterial {
   content?: string;
 }
 
+/** How stale a record's last-used time may be before a hit refreshes it. */
+const LAST_USED_GRANULARITY_MS = 60_000;
+
 export interface CacheRecord {
   key: string;
   result: FsResult;
@@ -65,10 +68,23 @@ export class CacheIndex {
     return blobs;
   }
 
+  /** When the result under `key` was made (ms since the epoch), without counting it as used. */
+  createdAt(key: string): number | undefined {
+    const row = this.db.prepare("SELECT created FROM results WHERE key = ?").get(key) as
+      | { created: number }
+      | undefined;
+    return row?.created;
+  }
+
   get(key: string): CacheRecord | undefined {
     const row = this.db.prepare("SELECT * FROM results WHERE key = ?").get(key) as Row | undefined;
     if (!row) return undefined;
-    this.db.prepare("UPDATE results SET last_used = ? WHERE key = ?").run(Date.now(), key);
+    // Refreshed at most once a minute (GC counts hours): a rebuild right after a build writes
+    // nothing, and so does not make closing the database write it to disk again.
+    const now = Date.now();
+    if (row.last_used < now - LAST_USED_GRANULARITY_MS) {
+      this.db.prepare("UPDATE results SET last_used = ? WHERE key = ?").run(now, key);
+    }
     return fromRow(row);
   }
 

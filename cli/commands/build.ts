@@ -194,7 +194,7 @@ async function build(
         ? { ...lowered.image, [INLINE_CACHE_FIELD]: await cacheOf("min") }
         : lowered.image;
     const exported = await progress.internal("exporting to image", () =>
-      exportBuild(store, image, solved.result, values, ctx, {
+      exportBuild(store, image, solved.result, values, ctx, builtAt(solved, cache), {
         hosts: config.registries,
         configPath: config.path,
         env: ctx.env,
@@ -246,6 +246,7 @@ async function exportBuild(
   result: import("../../solver/worker.js").FsResult,
   values: Values,
   ctx: CommandContext,
+  now: Date,
   registry: import("../../oci/registry/push.js").PushOptions,
 ) {
   const exporters = await import("../../exporters/index.js");
@@ -253,7 +254,7 @@ async function exportBuild(
   const assembled = await exporters.assembleImage(
     store.content,
     { result, config: image },
-    sourceDateEpoch !== undefined ? { sourceDateEpoch } : {},
+    sourceDateEpoch !== undefined ? { sourceDateEpoch } : { now },
   );
   const names = list(values, "tag");
   // As buildx does, the -t names also name the image inside oci and docker archives.
@@ -403,4 +404,24 @@ function vertexStages(graph: BuildGraph, stages: { name: string; root?: string }
     if (stage.root) visit(stage.root);
   }
   return owner;
+}
+
+/**
+ * When the image was made: now, unless no step ran, when it is when the newest of the cached
+ * results was made, so that a rebuild that changed nothing gives the very same image (its
+ * config's `created` unchanged), as Docker's builder does.
+ */
+function builtAt(
+  solved: { ran: string[]; cached: string[]; keys: Map<string, string> },
+  cache: CacheIndex,
+): Date {
+  if (solved.ran.length > 0 || solved.cached.length === 0) return new Date();
+  let newest = 0;
+  for (const digest of solved.cached) {
+    const key = solved.keys.get(digest);
+    const created = key !== undefined ? cache.createdAt(key) : undefined;
+    if (created === undefined) return new Date();
+    newest = Math.max(newest, created);
+  }
+  return new Date(newest);
 }

@@ -126,6 +126,18 @@ export class ImageStore {
         `cannot name ${descriptor.digest} ${normalized}: its media type ${descriptor.mediaType} is not an image manifest or index`,
       );
     }
+    // Named so already (a rebuild that changed nothing): nothing to write.
+    const current = (await this.readIndex()).manifests.find(
+      (m) => m.annotations?.[ANNOTATION_REF_NAME] === normalized,
+    );
+    if (
+      current?.digest === descriptor.digest &&
+      current.mediaType === descriptor.mediaType &&
+      current.size === descriptor.size &&
+      descriptor.annotations === undefined
+    ) {
+      return;
+    }
     await this.withLock(async () => {
       await this.checkComplete(normalized, descriptor);
       const index = await this.readIndex();

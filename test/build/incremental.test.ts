@@ -128,4 +128,24 @@ describe("rebuilds after a change", () => {
       expect(run(storeRoot, "over:1", "cat /x.txt /other.txt")).toBe(`from the context\n${edit}`);
     }
   });
+
+  it("that changed nothing give the very same image, without SOURCE_DATE_EPOCH too", () => {
+    const dir = path.join(tempDir("incremental-ctx"), "ctx");
+    writeTree(dir, {
+      "a.txt": "a\n",
+      Dockerfile: "FROM busybox\nCOPY a.txt /a.txt\nRUN cat /a.txt > /b.txt\n",
+    });
+    const quietBuild = () => {
+      const result = tbuild(["build", "-q", "-t", "same:1", dir], { env: { TBUILD_ROOT: storeRoot } });
+      expect(result.status, result.stderr).toBe(0);
+      return result.stdout.trim();
+    };
+    const first = quietBuild();
+    // A second later: a `created` of "now" would differ (it has whole seconds).
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1100);
+    expect(quietBuild()).toBe(first);
+    expect(digest(storeRoot, "same:1")).toBe(first);
+    writeFileSync(path.join(dir, "a.txt"), "changed\n");
+    expect(quietBuild()).not.toBe(first);
+  });
 });

@@ -623,9 +623,9 @@ export class Snapshotter {
     }
     if (!state) {
       // Made by a process killed before its first state write, or being made right now: only
-      // an old one is abandoned.
-      const age = Date.now() - (await lstat(dir)).mtimeMs;
-      if (age < 60_000) return;
+      // an old one is abandoned. (Gone meanwhile: released by another step of this build.)
+      const made = await lstat(dir).catch(() => undefined);
+      if (!made || Date.now() - made.mtimeMs < 60_000) return;
     }
     await unmount(path.join(dir, "rootfs")).catch(() => {});
     if (state?.persistent) {
