@@ -210,7 +210,10 @@ async function* tapped(
  * sources are), permission bits kept, mtimes kept (BuildKit keeps a context's), hard links
  * between selected files as links.
  */
-export async function* treeTar(entries: ContextEntry[], options: TreeTarOptions): AsyncGenerator<Buffer> {
+export async function* treeTar(
+  entries: readonly ContextEntry[],
+  options: TreeTarOptions,
+): AsyncGenerator<Buffer> {
   const hardLinks = new Map<string, string>();
   const chunker = new TarChunker();
   // Small files are read whole and synchronously: a stream per file would allocate its whole

@@ -7,6 +7,7 @@ import type { RegistryOptions } from "../../oci/registry/index.js";
 import type { Store } from "../../oci/store/index.js";
 import type { FsResult } from "../../solver/worker.js";
 import type { Snapshotter } from "../snapshot/index.js";
+import type { ContextEntry } from "./context-walk.js";
 
 export interface SecretSource {
   /** Read from this file... */
@@ -35,6 +36,11 @@ export interface OpContext {
   registry?: Omit<RegistryOptions, "signal" | "warn">;
   /** Scratch space for sandbox state, bundles and downloads; removed by the caller after the build. */
   stateDir: string;
+  /**
+   * A local op's selected entries, as its cache key read them, for its run moments later in the
+   * same build (one walk of the context instead of two).
+   */
+  contextSelections?: WeakMap<object, readonly ContextEntry[]>;
 }
 
 export type OpResult = Promise<FsResult>;

@@ -63,6 +63,7 @@ export async function localContentKey(op: LocalOp, ctx: OpContext): Promise<stri
     cacheDir: path.join(ctx.store.root, "context-hashes"),
     manifestDir: contextManifestDir(ctx.store.root),
     signal: ctx.signal,
+    ...(ctx.contextSelections ? { selected: (entries) => ctx.contextSelections!.set(op, entries) } : {}),
   });
 }
 
@@ -93,7 +94,8 @@ export async function readContextManifest(
 
 export async function runLocal(op: LocalOp, _inputs: FsResult[], ctx: OpContext): Promise<FsResult> {
   const root = localSourceDir(op, ctx);
-  const entries = await selectContext(root, op, ctx.signal);
+  const entries = ctx.contextSelections?.get(op) ?? (await selectContext(root, op, ctx.signal));
+  ctx.contextSelections?.delete(op);
   // Unpacked as it is written, for the copies that read it (see source-snapshot.ts).
   const snapshot = await SourceSnapshot.start(ctx.snapshotter, await sourceKey(root, op));
   try {
@@ -135,10 +137,17 @@ interface HashCacheFile {
 export async function contextChecksum(
   root: string,
   selection: ContextSelection,
-  options: { cacheDir?: string; manifestDir?: string; signal?: AbortSignal } = {},
+  options: {
+    cacheDir?: string;
+    manifestDir?: string;
+    signal?: AbortSignal;
+    /** Hears of the entries the checksum was made of. */
+    selected?: (entries: readonly ContextEntry[]) => void;
+  } = {},
 ): Promise<string> {
   const walkStartNs = BigInt(Date.now()) * 1_000_000n;
   const entries = await selectContext(root, selection, options.signal);
+  options.selected?.(entries);
   const cacheFile = options.cacheDir ? await hashCacheFile(options.cacheDir, root, selection) : undefined;
   const cached = cacheFile ? await readHashCache(cacheFile) : {};
   const fresh: Record<string, CachedHash> = {};
