@@ -9,7 +9,7 @@
  *   (c) rebuild after one source file of that project changed: ≤ 0.5×
  *
  * buildah uses a throwaway --root/--runroot with the overlay driver (vfs when overlay does not
- * mount), as root; tbuild a throwaway TBUILD_ROOT.
+ * mount), as root; tbuild a throwaway TBUILD_ROOT. Each run starts on a synced disk.
  *
  *   node_modules/.bin/node benchmarks/build.ts   (after `npm run build`; as root)
  */
@@ -54,7 +54,12 @@ function check(result: ReturnType<typeof spawnSync>, what: string): void {
   }
 }
 
+/**
+ * A run, timed. The disk is synced first (untimed): runs alternate, and on ext4 a tool's first
+ * fsync would otherwise wait for the data the other tool's run left to write back.
+ */
 function timed(command: string, args: string[], env: NodeJS.ProcessEnv = process.env): number {
+  spawnSync("sync");
   const start = process.hrtime.bigint();
   const result = spawnSync(command, args, { env, stdio: ["ignore", "ignore", "pipe"] });
   const ms = Number(process.hrtime.bigint() - start) / 1e6;
