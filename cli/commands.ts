@@ -41,6 +41,15 @@ const graphFlags: FlagSpec[] = [
 ];
 
 /** Every command tbuild knows, in the order `tbuild --help` lists them. */
+/** `--format table|json`, of the commands that list things. */
+const TABLE_OR_JSON: FlagSpec = {
+  name: "format",
+  type: "string",
+  values: ["table", "json"],
+  description: "output format",
+  default: "table",
+};
+
 export const commands: CommandSpec[] = [
   {
     name: "build",
@@ -231,15 +240,7 @@ export const commands: CommandSpec[] = [
     name: "images",
     summary: "list the images in the local store",
     operands: "",
-    flags: [
-      {
-        name: "format",
-        type: "string",
-        values: ["table", "json"],
-        description: "output format",
-        default: "table",
-      },
-    ],
+    flags: [TABLE_OR_JSON],
     load: () => import("./commands/images.js"),
   },
   {
@@ -496,15 +497,7 @@ export const commands: CommandSpec[] = [
     name: "du",
     summary: "show the space images, the build cache, cache mounts, snapshots and containers use",
     operands: "",
-    flags: [
-      {
-        name: "format",
-        type: "string",
-        values: ["table", "json"],
-        description: "output format",
-        default: "table",
-      },
-    ],
+    flags: [TABLE_OR_JSON],
     load: () => import("./commands/du.js"),
   },
   {

@@ -25,14 +25,19 @@ export interface SystemError extends Error {
   hostname?: string;
 }
 
-/** Certificate failures Node reports as codes of their own (from OpenSSL's verify results). */
-const CERTIFICATE_CODES = new Set([
+/** Node's codes for a certificate chain that ends in no CA tbuild trusts. */
+export const UNTRUSTED_CERTIFICATE_CODES: ReadonlySet<string> = new Set([
   "DEPTH_ZERO_SELF_SIGNED_CERT",
   "SELF_SIGNED_CERT_IN_CHAIN",
   "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
   "UNABLE_TO_GET_ISSUER_CERT",
   "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
   "CERT_UNTRUSTED",
+]);
+
+/** Certificate failures Node reports as codes of their own (from OpenSSL's verify results). */
+const CERTIFICATE_CODES = new Set([
+  ...UNTRUSTED_CERTIFICATE_CODES,
   "CERT_HAS_EXPIRED",
   "CERT_NOT_YET_VALID",
   "ERR_TLS_CERT_ALTNAME_INVALID",

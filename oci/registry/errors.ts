@@ -3,6 +3,7 @@
  * (and repository, tag or digest where there is one) and says what to do next.
  */
 import { TbuildError } from "../../errors/index.js";
+import { UNTRUSTED_CERTIFICATE_CODES } from "../../errors/system.js";
 import type { DistributionErrors } from "../spec.js";
 
 /** Any registry failure; `registry` is the name as the user wrote it (`docker.io`, `127.0.0.1:5000`). */
@@ -61,16 +62,6 @@ export class UnauthorizedError extends RegistryError {
     );
   }
 }
-
-/** Node's codes for a certificate chain that ends in no CA tbuild trusts. */
-const UNTRUSTED_CERTIFICATE_CODES = new Set([
-  "DEPTH_ZERO_SELF_SIGNED_CERT",
-  "SELF_SIGNED_CERT_IN_CHAIN",
-  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
-  "UNABLE_TO_GET_ISSUER_CERT",
-  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
-  "CERT_UNTRUSTED",
-]);
 
 /** The TLS handshake failed: an unknown CA, a name mismatch, an expired certificate, a plain-HTTP server. */
 export class RegistryTlsError extends RegistryError {
