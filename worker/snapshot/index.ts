@@ -10,7 +10,7 @@
  * by the next one.
  */
 import { randomBytes } from "node:crypto";
-import { lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { lstatSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { lstat, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -19,6 +19,7 @@ import type { Image } from "../../oci/image.js";
 import type { ContentStore } from "../../oci/store/content.js";
 import { digestOf } from "../../oci/store/content.js";
 import type { DiffOptions } from "../diff.js";
+import { ownStart, processAlive, processStart } from "../process-liveness.js";
 import { hasWorkerPrivileges, inUserNamespace } from "../userns.js";
 import {
   isMountPoint,
@@ -144,7 +145,6 @@ async function exists(file: string): Promise<boolean> {
   }
 }
 
-/** The start time of a process (field 22 of /proc/PID/stat), to tell it from a later one with its pid. */
 function existsNow(file: string): boolean {
   try {
     lstatSync(file);
@@ -153,35 +153,6 @@ function existsNow(file: string): boolean {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
     throw err;
   }
-}
-
-async function processStart(pid: number): Promise<string | undefined> {
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
-  } catch {
-    return undefined;
-  }
-}
-
-let ownStartTime: string | undefined;
-
-/** This process's own start time, read once (synchronously: it is on every `tbuild run`'s path). */
-function ownStart(): string {
-  if (ownStartTime === undefined) {
-    try {
-      const stat = readFileSync(`/proc/${process.pid}/stat`, "utf8");
-      ownStartTime = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19] ?? "";
-    } catch {
-      ownStartTime = "";
-    }
-  }
-  return ownStartTime;
-}
-
-async function processAlive(pid: number, start: string): Promise<boolean> {
-  if (pid <= 0) return false;
-  return (await processStart(pid)) === start;
 }
 
 /**
