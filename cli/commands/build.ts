@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { rm } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import path from "node:path";
 import { TbuildError, UsageError } from "../../errors/index.js";
@@ -7,16 +7,21 @@ import { readDockerignore } from "../../frontend/dockerignore.js";
 import { lowerDockerfile } from "../../frontend/lower/index.js";
 import { parseDockerfile } from "../../frontend/syntax/index.js";
 import { hostPlatform } from "../../oci/platform.js";
-import type { Store } from "../../oci/store/index.js";
+import { defaultStoreRoot, type Store } from "../../oci/store/index.js";
 import { CacheIndex } from "../../solver/cache.js";
 import { INLINE_CACHE_FIELD } from "../../solver/cache-description.js";
 import { applyGcPolicy } from "../../solver/gc.js";
 import type { BuildGraph } from "../../solver/graph.js";
 import { StepFailedError, solve } from "../../solver/solve.js";
+import {
+  makeBuildStateDir,
+  removeAbandonedBuildStates,
+  stopAbandonedContainers,
+} from "../../worker/build-state.js";
 import { LocalWorker } from "../../worker/local.js";
 import type { SecretSource } from "../../worker/ops/context.js";
 import { Snapshotter } from "../../worker/snapshot/index.js";
-import { reexecInUserNamespace } from "../../worker/userns.js";
+import { hasWorkerPrivileges, reexecInUserNamespace } from "../../worker/userns.js";
 import { parseBuildContexts } from "../build-context.js";
 import { loadConfig, readBuildDefaults, readGcPolicy } from "../config.js";
 import { type DockerfileInput, readDockerfileInput } from "../dockerfile.js";
@@ -53,6 +58,7 @@ export async function run(args: ParsedCommandLine, commandCtx: CommandContext): 
   );
 
   // Unprivileged: the whole build runs again inside a user namespace over the user's subuids.
+  if (!hasWorkerPrivileges()) await stopAbandonedContainers(defaultStoreRoot(commandCtx.env));
   const reexec = await reexecInUserNamespace(process.argv.slice(2), commandCtx.env);
   if (reexec !== undefined) return reexec;
 
@@ -97,6 +103,8 @@ async function build(
       : (readBuildDefaults(config).jobs ?? availableParallelism());
   const network = parseBuildNetwork(text(values, "network"));
   const store = await openCommandStore(ctx);
+  // What builds killed with SIGKILL left: their state directories and the containers in them.
+  await removeAbandonedBuildStates(store.root, { warn: ctx.warn });
 
   const ast = parseDockerfile(source, { file: displayName });
   for (const w of ast.warnings) ctx.warn(`${ast.file}:${w.range.start.line}: ${w.message}`);
@@ -147,7 +155,7 @@ async function build(
   const secrets = parseSecrets(list(values, "secret"), ctx.env);
   const sshAgents = parseSsh(list(values, "ssh"), ctx.env);
   checkRequiredSecrets(lowered.graph, secrets, sshAgents);
-  const stateDir = await mkdtemp(path.join(store.root, "tmp-build-"));
+  const stateDir = await makeBuildStateDir(store.root);
   const cache = CacheIndex.forStore(store.root);
   try {
     const worker = new LocalWorker({

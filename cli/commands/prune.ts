@@ -1,9 +1,11 @@
 import { readdir, rm } from "node:fs/promises";
 import path from "node:path";
 import { UsageError } from "../../errors/index.js";
+import { defaultStoreRoot } from "../../oci/store/index.js";
 import { CacheIndex } from "../../solver/cache.js";
 import { parseDuration, parseSize, pruneBuildCache } from "../../solver/gc.js";
-import { reexecInUserNamespace } from "../../worker/userns.js";
+import { removeAbandonedBuildStates, stopAbandonedContainers } from "../../worker/build-state.js";
+import { hasWorkerPrivileges, reexecInUserNamespace } from "../../worker/userns.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
 import { formatSize, openCommandStore } from "../store.js";
 import { directorySize } from "./du.js";
@@ -26,16 +28,25 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   if (args.positionals.length > 0) throw new UsageError("tbuild prune takes no operands");
 
   // Cache mounts and snapshots hold subuid-owned files only the user namespace may remove.
+  if (!hasWorkerPrivileges()) await stopAbandonedContainers(defaultStoreRoot(ctx.env));
   const reexec = await reexecInUserNamespace(process.argv.slice(2), ctx.env);
   if (reexec !== undefined) return reexec;
   const store = await openCommandStore(ctx);
+  // What builds killed with SIGKILL left: their state directories and the containers in them.
+  let abandonedBytes = 0;
+  await removeAbandonedBuildStates(store.root, {
+    warn: ctx.warn,
+    beforeRemove: async (dir) => {
+      abandonedBytes += await directorySize(dir);
+    },
+  });
   const cache = CacheIndex.forStore(store.root);
   try {
     const freed = await pruneBuildCache(store, cache, {
       ...(keepStorage !== undefined ? { keepStorage } : {}),
       ...(olderThan !== undefined ? { olderThan } : {}),
     });
-    let bytes = freed.bytes;
+    let bytes = freed.bytes + abandonedBytes;
     if (values.all === true) bytes += await pruneUnpacked(store.root, store, ctx.warn);
     ctx.stdout.write(
       `removed ${freed.records} build cache record(s); total reclaimed space: ${formatSize(bytes)}\n`,

@@ -7,6 +7,7 @@
  * shaped as runc needs it there: no cgroups, and the host's /sys bound read-only when the host's
  * network is shared.
  */
+export { removeAbandonedRuns } from "./abandoned.js";
 export { SandboxError } from "./errors.js";
 export { findRunc, type HostFacts, parseHardLimits, probeHost, type RlimitName } from "./host.js";
 export { runInSandbox, type SandboxProcess, type SandboxResult, type SandboxRunOptions } from "./run.js";

@@ -170,7 +170,7 @@ function runcCommand(runc: string, args: string[]): Promise<void> {
  * runc's environment: PATH only. runc reads NOTIFY_SOCKET and friends from its environment and
  * would hand the host's systemd socket to the container.
  */
-function runcEnv(): NodeJS.ProcessEnv {
+export function runcEnv(): NodeJS.ProcessEnv {
   return { PATH: process.env.PATH ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" };
 }
 

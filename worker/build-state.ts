@@ -1,0 +1,117 @@
+/**
+ * A build's state directory, `<store>/tmp-build-XXXXXX`: its RUN steps' runc state and bundles,
+ * secrets, copies of cache mounts, HTTP records. The build removes it when it ends; a build killed
+ * with SIGKILL (or a machine that stopped) cannot, so each directory names its owner (pid and
+ * start time), and the next build or prune removes those whose owner is gone, with the
+ * containers runc still knows there.
+ */
+import { lstat, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { ownStart, processAlive } from "./process-liveness.js";
+
+const PREFIX = "tmp-build-";
+const OWNER_FILE = "owner";
+/** Where the worker's RUN steps keep their runs (worker/ops/exec.ts): runInSandbox's stateDir. */
+const SANDBOX_DIR = "sandbox";
+/**
+ * A directory without an owner file was made by a build killed before it wrote one, or is being
+ * made right now: only an older one is abandoned.
+ */
+const UNOWNED_GRACE_MS = 60_000;
+
+/** A new state directory for this build, owned by this process. */
+export async function makeBuildStateDir(storeRoot: string): Promise<string> {
+  const dir = await mkdtemp(path.join(storeRoot, PREFIX));
+  await writeFile(path.join(dir, OWNER_FILE), `${process.pid} ${ownStart()}\n`);
+  return dir;
+}
+
+async function isAbandoned(dir: string): Promise<boolean> {
+  let owner: string;
+  try {
+    owner = await readFile(path.join(dir, OWNER_FILE), "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    const made = await lstat(dir).catch(() => undefined);
+    return made !== undefined && Date.now() - made.mtimeMs >= UNOWNED_GRACE_MS;
+  }
+  const [pid, start] = owner.trim().split(" ");
+  return !(await processAlive(Number(pid), start ?? ""));
+}
+
+/** The state directories in the store whose build is gone; none (one readdir) most of the time. */
+async function abandonedBuildStates(storeRoot: string): Promise<string[]> {
+  let names: string[];
+  try {
+    names = (await readdir(storeRoot)).filter((name) => name.startsWith(PREFIX));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+    throw err;
+  }
+  const dirs = names.map((name) => path.join(storeRoot, name));
+  const abandoned = await Promise.all(dirs.map((dir) => isAbandoned(dir).catch(() => false)));
+  return dirs.filter((_, i) => abandoned[i]);
+}
+
+async function removeAbandonedRunsIn(dir: string): Promise<void> {
+  const { removeAbandonedRuns } = await import("./sandbox/index.js");
+  await removeAbandonedRuns(path.join(dir, SANDBOX_DIR));
+}
+
+export interface AbandonedCleanupOptions {
+  /** Told once, at most, what could not be cleaned. */
+  warn: (message: string) => void;
+  /** Called before an abandoned directory is removed (`tbuild prune` counts its size). */
+  beforeRemove?: (dir: string) => Promise<void>;
+}
+
+/**
+ * Removes the state directories of builds that are gone, first deleting every container runc
+ * still knows in them. Never fails: what cannot be cleaned stays for a later try, and `warn` says
+ * so once. One readdir of the store when there is nothing to clean.
+ */
+export async function removeAbandonedBuildStates(
+  storeRoot: string,
+  options: AbandonedCleanupOptions,
+): Promise<void> {
+  const failures: unknown[] = [];
+  try {
+    await Promise.all(
+      (await abandonedBuildStates(storeRoot)).map(async (dir) => {
+        try {
+          await removeAbandonedRunsIn(dir);
+          await options.beforeRemove?.(dir);
+          await rm(dir, { recursive: true, force: true });
+        } catch (err) {
+          failures.push(err);
+        }
+      }),
+    );
+  } catch (err) {
+    failures.push(err);
+  }
+  if (failures.length > 0) {
+    const first = failures[0];
+    const reason = first instanceof Error ? first.message : String(first);
+    const who = failures.length === 1 ? "a killed build" : `${failures.length} killed builds`;
+    options.warn(`cannot clean up what ${who} left in ${storeRoot}: ${reason}`);
+  }
+}
+
+/**
+ * Rootless, before the re-exec: deletes the containers of builds that are gone, leaving their
+ * directories to removeAbandonedBuildStates inside the new user namespace. A killed build's
+ * container still runs in that build's own namespace, where the new namespace's root may signal
+ * only processes of its own uid (runc then deletes the state and leaves a step running as another
+ * user alive); the user outside owns every such namespace and may signal all of their processes.
+ * Silent: what is left is found again, and reported, inside the namespace.
+ */
+export async function stopAbandonedContainers(storeRoot: string): Promise<void> {
+  try {
+    await Promise.allSettled(
+      (await abandonedBuildStates(storeRoot)).map((dir) => removeAbandonedRunsIn(dir)),
+    );
+  } catch {
+    // reported by removeAbandonedBuildStates
+  }
+}
