@@ -73,8 +73,10 @@ async function pruneUnpacked(
   }
   const containers = await readdir(path.join(root, "containers")).catch(() => [] as string[]);
   const dirs = [path.join(root, "cache-mounts")];
-  if (containers.length === 0) dirs.push(path.join(root, "snapshots", "layers"));
-  else warn("containers exist (tbuild ps -a): unpacked snapshots are kept");
+  // With the unpacked layers go the records of what rebuilds may link from them.
+  if (containers.length === 0) {
+    for (const dir of ["layers", "results", "sources"]) dirs.push(path.join(root, "snapshots", dir));
+  } else warn("containers exist (tbuild ps -a): unpacked snapshots are kept");
   let bytes = 0;
   for (const dir of dirs) {
     bytes += await directorySize(dir);
