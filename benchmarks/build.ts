@@ -15,44 +15,18 @@
  */
 import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import {
-  chmodSync,
-  copyFileSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  symlinkSync,
-  writeFileSync,
-} from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { check, makeBusyboxRootfs } from "./lib/busybox.ts";
 
 const RUNS = Number(process.env.RUNS ?? 3);
 const PROJECT_FILES = 2000;
 
 const tbuild = fileURLToPath(new URL("../bin/tbuild", import.meta.url));
 const work = mkdtempSync(join(tmpdir(), "tbuild-bench-build-"));
-
-function makeBusyboxRootfs(dir: string): void {
-  for (const sub of ["bin", "etc", "root", "tmp"]) mkdirSync(join(dir, sub), { recursive: true });
-  copyFileSync("/bin/busybox", join(dir, "bin", "busybox"));
-  chmodSync(join(dir, "bin", "busybox"), 0o755);
-  const applets = execFileSync("/bin/busybox", ["--list"], { encoding: "utf8" }).split("\n").filter(Boolean);
-  for (const applet of applets) if (applet !== "busybox") symlinkSync("busybox", join(dir, "bin", applet));
-  writeFileSync(join(dir, "etc", "passwd"), "root:x:0:0:root:/root:/bin/sh\n");
-  writeFileSync(join(dir, "etc", "group"), "root:x:0:\n");
-}
-
-function check(result: ReturnType<typeof spawnSync>, what: string): void {
-  if (result.status !== 0) {
-    throw new Error(
-      `${what} failed (${result.status ?? result.signal}): ${String(result.stderr).slice(-2000)}`,
-    );
-  }
-}
 
 /**
  * A run, timed. The disk is synced first (untimed): runs alternate, and on ext4 a tool's first

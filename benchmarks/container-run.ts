@@ -11,11 +11,12 @@
  *
  *   node_modules/.bin/node benchmarks/container-run.ts   (after `npm run build`; as root)
  */
-import { execFileSync, spawnSync } from "node:child_process";
-import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { chmodSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { check, makeBusyboxRootfs } from "./lib/busybox.ts";
 
 const RUNS = 15;
 const WARMUP = 3;
@@ -53,24 +54,6 @@ const podmanRun = [
   IMAGE,
   "true",
 ];
-
-function makeBusyboxRootfs(dir: string): void {
-  for (const sub of ["bin", "etc", "root", "tmp"]) mkdirSync(join(dir, sub), { recursive: true });
-  copyFileSync("/bin/busybox", join(dir, "bin", "busybox"));
-  chmodSync(join(dir, "bin", "busybox"), 0o755);
-  const applets = execFileSync("/bin/busybox", ["--list"], { encoding: "utf8" }).split("\n").filter(Boolean);
-  for (const applet of applets) if (applet !== "busybox") symlinkSync("busybox", join(dir, "bin", applet));
-  writeFileSync(join(dir, "etc", "passwd"), "root:x:0:0:root:/root:/bin/sh\n");
-  writeFileSync(join(dir, "etc", "group"), "root:x:0:\n");
-}
-
-function check(result: ReturnType<typeof spawnSync>, what: string): void {
-  if (result.status !== 0) {
-    throw new Error(
-      `${what} failed (${result.status ?? result.signal}): ${String(result.stderr).slice(-2000)}`,
-    );
-  }
-}
 
 function timed(command: string, args: string[], env: NodeJS.ProcessEnv): number {
   const start = process.hrtime.bigint();
