@@ -86,7 +86,7 @@ export class SourceSnapshot implements TreeSink {
    * selection) in a temp directory beside the snapshotter's layers.
    */
   static async start(snapshotter: Snapshotter, sourceKey: string): Promise<SourceSnapshot> {
-    const layers = path.dirname(snapshotter.layerDir("sha256:0"));
+    const layers = snapshotter.layersDir;
     await mkdir(layers, { recursive: true, mode: 0o700 });
     const record = path.join(snapshotter.root, "sources", `${sourceKey}.json`);
     let previous: { dir: string; files: Record<string, string> } | undefined;

@@ -201,7 +201,8 @@ function requirePrivileges(what: string): void {
 
 export class Snapshotter {
   readonly root: string;
-  private readonly layersDir: string;
+  /** Where unpacked layers live, each in a directory named by its chain ID. */
+  readonly layersDir: string;
   private readonly mountsDir: string;
   private readonly options: SnapshotterOptions;
   /** Kept for the layer blobs' leases and future GC; blobs are opened through the Image. */
