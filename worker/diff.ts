@@ -20,7 +20,9 @@ import type { BigIntStats } from "node:fs";
 import { createReadStream, lstatSync, readFileSync } from "node:fs";
 import { lstat, readdir, readlink } from "node:fs/promises";
 import path from "node:path";
+import { byBytes } from "../oci/archive/byte-order.js";
 import { TAR_END, TarChunker, type TarEntry, tarEntry } from "../oci/archive/tar.js";
+import { childPath } from "./child-path.js";
 import { isWhiteout, LowerView } from "./snapshot/lower-view.js";
 
 const WHITEOUT_PREFIX = ".wh.";
@@ -42,6 +44,11 @@ export interface DiffOptions {
    * opaque: the diff needs no merged view, and an unmounted overlay is not mounted for it.
    */
   noOpaqueDirectories?: boolean;
+  /**
+   * A regular file's content known without reading it (path as in the tar): what it was linked or
+   * copied from holds these bytes. Used only when the length is the file's size.
+   */
+  contentOf?(path: string): Buffer | undefined;
 }
 
 /** A changed directory (or the root): what to write inside it. */
@@ -60,10 +67,6 @@ interface ChangedEntry {
   stat: BigIntStats;
   /** For a directory. */
   inside?: DirChanges;
-}
-
-function byBytes(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a), Buffer.from(b));
 }
 
 function join(rel: string, name: string): string {
@@ -85,12 +88,12 @@ export async function overlayChanges(
 ): Promise<DirChanges> {
   const view = new LowerView(lowers);
   async function walk(rel: string, belowIsDir: boolean): Promise<DirChanges> {
-    const names = await readdirSorted(path.join(upper, rel));
+    const names = await readdirSorted(childPath(upper, rel));
     const below = belowIsDir ? await view.list(rel) : new Map();
     const stats = new Map<string, BigIntStats>();
     const whiteouts = new Set<string>();
     for (const name of names) {
-      const stat = lstatSync(path.join(upper, rel, name), { bigint: true });
+      const stat = lstatSync(childPath(upper, join(rel, name)), { bigint: true });
       if (isWhiteout(stat)) whiteouts.add(name);
       else stats.set(name, stat);
     }
@@ -103,7 +106,7 @@ export async function overlayChanges(
     }
     const children: ChangedEntry[] = [];
     for (const [name, stat] of stats) {
-      const source = path.join(upper, rel, name);
+      const source = childPath(upper, join(rel, name));
       if (!stat.isDirectory()) {
         children.push({ name, source, stat });
         continue;
@@ -131,7 +134,7 @@ export async function copyChanges(
 ): Promise<DirChanges> {
   const view = new LowerView(lowers);
   async function walk(rel: string, belowIsDir: boolean, recreated: boolean): Promise<DirChanges> {
-    const names = await readdirSorted(path.join(rootfs, rel));
+    const names = await readdirSorted(childPath(rootfs, rel));
     const below = belowIsDir ? await view.list(rel) : new Map();
     const present = new Set(names);
     const hidden = [...below.keys()].filter((name) => !present.has(name)).sort(byBytes);
@@ -140,7 +143,7 @@ export async function copyChanges(
     const opaque = recreated && hidden.length > 0;
     const children: ChangedEntry[] = [];
     for (const name of names) {
-      const source = path.join(rootfs, rel, name);
+      const source = childPath(rootfs, join(rel, name));
       const stat = lstatSync(source, { bigint: true });
       const lower = opaque ? undefined : below.get(name);
       const changed = lower === undefined || stat.ctimeNs > since;
@@ -242,7 +245,9 @@ export async function* writeChanges(
         const size = Number(stat.size);
         const header: TarEntry = { ...base, path: relative, type: "File", size };
         if (size <= READ_WHOLE_BYTES) {
-          const chunk = chunker.add(header, readFileSync(entry.source));
+          const known = options.contentOf?.(relative);
+          const content = known?.length === size ? known : readFileSync(entry.source);
+          const chunk = chunker.add(header, content);
           if (chunk) yield chunk;
         } else {
           const gathered = chunker.flush();

@@ -13,7 +13,7 @@ export class LocalWorker implements Worker {
   private readonly options: LocalWorkerOptions;
 
   constructor(options: LocalWorkerOptions) {
-    this.options = { contextSelections: new WeakMap(), ...options };
+    this.options = { contextSelections: new WeakMap(), sourceContents: new Map(), ...options };
   }
 
   contentKey(vertex: Vertex, signal: AbortSignal): Promise<string | undefined> {

@@ -22,6 +22,7 @@ import {
   MediaType,
 } from "../spec.js";
 import type { ContentStore } from "../store/content.js";
+import { byBytes } from "./byte-order.js";
 import { TAR_END, type TarEntry, tarEntry } from "./tar.js";
 
 /** Reading the root filesystem failed in a way the user can fix. */
@@ -29,10 +30,6 @@ export class RootfsError extends TbuildError {
   constructor(message: string, cause?: unknown) {
     super("E_ROOTFS", message, cause === undefined ? {} : { cause });
   }
-}
-
-function byBytes(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a), Buffer.from(b));
 }
 
 /** Linux's encoding of a device number (glibc's gnu_dev_major/minor). */

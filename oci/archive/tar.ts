@@ -198,6 +198,10 @@ const CHUNK_BYTES = 256 * 1024;
 export class TarChunker {
   private parts: Buffer[] = [];
   private size = 0;
+  /** Bytes of the tar before what is gathered now. */
+  private before = 0;
+  /** Where the content of the last file added starts in the tar. */
+  contentOffset = 0;
 
   /** Adds an entry with its whole content (files); gives a chunk to pass on once enough gathered. */
   add(entry: TarEntry, content?: Uint8Array): Buffer | undefined {
@@ -205,10 +209,16 @@ export class TarChunker {
     if (entry.type === "File") {
       const length = content?.length ?? 0;
       if (length !== entry.size) throw new TarSizeError(entry.path, entry.size, length);
+      this.contentOffset = this.before + this.size;
       if (content) this.push(Buffer.from(content.buffer, content.byteOffset, content.length));
       this.push(tarPadding(entry.size));
     }
     return this.size >= CHUNK_BYTES ? this.flush() : undefined;
+  }
+
+  /** Counts bytes the tar got past the chunker (an entry streamed after a flush). */
+  passed(bytes: number): void {
+    this.before += bytes;
   }
 
   /** All that gathered (before an entry whose content is streamed, and at the end), if anything. */
@@ -216,6 +226,7 @@ export class TarChunker {
     if (this.size === 0) return undefined;
     const chunk = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.size);
     this.parts = [];
+    this.before += this.size;
     this.size = 0;
     return chunk;
   }

@@ -213,7 +213,7 @@ export class ContentStore {
     return Readable.from(chunks(), { objectMode: false });
   }
 
-  /** The whole blob in memory: for manifests and configs, never for layers. */
+  /** The whole blob in memory: for manifests, configs and layers known to be small. */
   async readBytes(digest: string): Promise<Buffer> {
     try {
       return await readFile(this.blobPath(digest));

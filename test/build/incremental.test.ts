@@ -4,7 +4,7 @@
  * rebuild gives the image a fresh store gives for the same sources, no two paths of a root
  * filesystem share an inode, and a later step changing a reused file changes nothing earlier.
  */
-import { mkdirSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, utimesSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { tbuild } from "../helpers/cli.js";
@@ -74,6 +74,39 @@ describe("rebuilds after a change", () => {
       expect(digest(storeRoot, "inc:1")).toBe(digest(fresh, "inc:1"));
       expect(run(storeRoot, "inc:1", "cat /app/src/m0/f0.txt")).toBe(edit);
     }
+  });
+
+  it("take nothing from the previous build that a mode, an mtime or a same-size edit changed", async () => {
+    // Unchanged files come from the previous context tar and the previous COPY's files: a file
+    // whose mode or mtime alone changed, or whose bytes changed at the same size, must not.
+    const dir = path.join(tempDir("incremental-ctx"), "ctx");
+    writeTree(dir, {
+      ...project(),
+      "big.bin": "x".repeat(3 << 20),
+      Dockerfile:
+        "FROM busybox\nCOPY . /app\nRUN cd /app && find . -type f | sort | xargs stat -c '%n %a %Y %s' > /meta && find . -type f | sort | xargs md5sum > /sums\n",
+    });
+    build(storeRoot, dir, "same-size:1");
+    const rounds: Array<() => void> = [
+      () => chmodSync(path.join(dir, "src/m1/f1.txt"), 0o755),
+      () =>
+        utimesSync(path.join(dir, "src/m2/f2.txt"), new Date(1_500_000_000_000), new Date(1_500_000_000_000)),
+      () => writeFileSync(path.join(dir, "src/m3/f3.txt"), "FILE 3\n"),
+      () => writeFileSync(path.join(dir, "big.bin"), "y".repeat(3 << 20)),
+    ];
+    for (const change of rounds) {
+      change();
+      // Another file changes too, so that the context's checksum differs on every round.
+      writeFileSync(path.join(dir, "src/m0/f0.txt"), `round ${rounds.indexOf(change)}\n`);
+      build(storeRoot, dir, "same-size:1");
+      const fresh = tempDir("incremental-fresh");
+      await importBusybox(fresh, "busybox");
+      build(fresh, dir, "same-size:1");
+      expect(digest(storeRoot, "same-size:1")).toBe(digest(fresh, "same-size:1"));
+    }
+    expect(run(storeRoot, "same-size:1", "cat /app/src/m3/f3.txt; stat -c %a /app/src/m1/f1.txt")).toBe(
+      "FILE 3\n755\n",
+    );
   });
 
   it("never give two paths of one filesystem one inode", () => {

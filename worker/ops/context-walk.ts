@@ -11,7 +11,9 @@ import { lstat, readdir, readlink, stat } from "node:fs/promises";
 import path from "node:path";
 import { TbuildError } from "../../errors/index.js";
 import { createContextMatcher } from "../../frontend/dockerignore.js";
+import { byBytes } from "../../oci/archive/byte-order.js";
 import { TAR_END, TarChunker, type TarEntry, tarEntry } from "../../oci/archive/tar.js";
+import { childPath } from "../child-path.js";
 import { hasGlob, PathSelector, pathComponents } from "./glob.js";
 
 export interface ContextEntry {
@@ -33,10 +35,6 @@ export class LocalSourceError extends TbuildError {
   constructor(message: string, cause?: unknown) {
     super("E_LOCAL_SOURCE", message, cause === undefined ? {} : { cause });
   }
-}
-
-export function byBytes(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a), Buffer.from(b));
 }
 
 const MAX_SYMLINKS = 40;
@@ -78,7 +76,7 @@ export async function selectContext(
         const childComponents = [...components, name];
         const kind = allSelected ? "selected" : selector.classify(childComponents);
         if (kind === "none") return undefined;
-        const childAbs = path.join(abs, name);
+        const childAbs = childPath(abs, name);
         // Synchronous: one lstat is cheaper than its round trip through the thread pool.
         let stat: BigIntStats;
         try {
@@ -176,6 +174,16 @@ export interface TreeTarOptions {
   warn(rel: string, what: string): void;
   /** Is given every entry as it goes into the tar, with the very bytes the tar gets. */
   sink?: TreeSink;
+  /**
+   * A small file's content known without reading the file (an earlier tar of the same source),
+   * with its sha256 (hex); undefined to read it.
+   */
+  known?(
+    rel: string,
+    mode: number,
+    mtime: Date,
+    size: number,
+  ): { content: Buffer; sha256: string } | undefined;
 }
 
 /**
@@ -184,8 +192,11 @@ export interface TreeTarOptions {
  */
 export interface TreeSink {
   directory(rel: string, mode: number, mtime: Date): void;
-  /** A small file, whole. */
-  file(rel: string, mode: number, mtime: Date, content: Buffer): void;
+  /**
+   * A small file, whole; `offset` is where its content starts in the tar, `sha256` (hex) the
+   * content's hash when known.
+   */
+  file(rel: string, mode: number, mtime: Date, content: Buffer, offset: number, sha256?: string): void;
   /** A large file, chunk by chunk as the tar gets them. */
   largeFile(rel: string, mode: number, mtime: Date): { write(chunk: Buffer): void; end(): void };
   symlink(rel: string, target: string, mtime: Date): void;
@@ -244,15 +255,23 @@ export async function* treeTar(
       if (st.nlink > 1n) hardLinks.set(key, entry.rel);
       const header: TarEntry = { ...base, path: entry.rel, type: "File", size: Number(st.size) };
       if (st.size <= SMALL_FILE_BYTES) {
-        const content = readFileSync(entry.abs);
-        sink?.file(entry.rel, mode, mtime, content);
+        const known = options.known?.(entry.rel, mode, mtime, header.size);
+        const content = known?.content ?? readFileSync(entry.abs);
         const chunk = chunker.add(header, content);
+        sink?.file(entry.rel, mode, mtime, content, chunker.contentOffset, known?.sha256);
         if (chunk) yield chunk;
       } else {
         const gathered = chunker.flush();
         if (gathered) yield gathered;
         const stream = createReadStream(entry.abs, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>;
-        yield* tarEntry(header, sink ? tapped(stream, sink.largeFile(entry.rel, mode, mtime)) : stream);
+        const bytes = tarEntry(
+          header,
+          sink ? tapped(stream, sink.largeFile(entry.rel, mode, mtime)) : stream,
+        );
+        for await (const chunk of bytes) {
+          chunker.passed(chunk.length);
+          yield chunk;
+        }
       }
     } else if (st.isSymbolicLink()) {
       sink?.symlink(entry.rel, entry.linkTarget ?? "", mtime);

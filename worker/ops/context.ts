@@ -40,7 +40,15 @@ export interface OpContext {
    * A local op's selected entries, as its cache key read them, for its run moments later in the
    * same build (one walk of the context instead of two).
    */
-  contextSelections?: WeakMap<object, readonly ContextEntry[]>;
+  contextSelections?: WeakMap<
+    object,
+    { entries: readonly ContextEntry[]; hashes: ReadonlyMap<string, string> }
+  >;
+  /**
+   * Small files' content of the source snapshots this build made, by snapshot directory and path:
+   * what a copy's layer takes instead of reading the files again (see source-snapshot.ts).
+   */
+  sourceContents?: Map<string, ReadonlyMap<string, Buffer>>;
 }
 
 export type OpResult = Promise<FsResult>;

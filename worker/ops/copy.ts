@@ -25,9 +25,10 @@ import {
 import path from "node:path";
 import { TbuildError } from "../../errors/index.js";
 import { type ContextMatcher, createContextMatcher } from "../../frontend/dockerignore.js";
+import { byBytes } from "../../oci/archive/byte-order.js";
 import type { FileAction } from "../../solver/graph.js";
+import { childPath } from "../child-path.js";
 import { makeSpecialFile } from "../unpack.js";
-import { byBytes } from "./context-walk.js";
 import { extractArchive, isTarArchive } from "./extract.js";
 import { hasGlob, pathComponents } from "./glob.js";
 import type { ModeChange } from "./mode.js";
@@ -227,11 +228,11 @@ class Copier {
       const names = (await readdir(src)).sort(byBytes);
       const children = await Promise.all(
         names.map(async (name) => {
-          const childSrc = path.join(src, name);
+          const childSrc = childPath(src, name);
           return {
             src: childSrc,
             rel: rel === "" ? name : `${rel}/${name}`,
-            target: path.join(target, name),
+            target: childPath(target, name),
             stat: lstatSync(childSrc),
           };
         }),

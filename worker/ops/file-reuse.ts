@@ -29,6 +29,7 @@ import { mkdir, readFile, rename, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { digestOf } from "../../solver/digest.js";
 import type { FileOp } from "../../solver/graph.js";
+import { childPath, pathBelow } from "../child-path.js";
 import { isWhiteout, type Snapshotter } from "../snapshot/index.js";
 
 /** Files above this size are copied: comparing them would cost what copying does. */
@@ -118,13 +119,13 @@ export class FileReuse {
     owner: { uid: number; gid: number },
     mode: number,
   ): boolean {
-    const rel = path.relative(this.rootfs, target);
-    if (rel.startsWith("..") || path.isAbsolute(rel)) return false;
+    const rel = pathBelow(this.rootfs, target);
+    if (rel === undefined) return false;
     const identity = sourceIdentity(st);
     const made = identity === "" ? "" : `${identity}|${mode}|${owner.uid}:${owner.gid}`;
     this.sources[rel] = made;
     if (this.previous === undefined || st.size > COMPARE_BYTES) return false;
-    const previous = path.join(this.previous, rel);
+    const previous = childPath(this.previous, rel);
     // Made last time from the very same source file, with this mode and owner: the same file.
     if (made === "" || this.previousSources[rel] !== made) {
       const before = lstatSync(previous, { throwIfNoEntry: false });
@@ -144,13 +145,34 @@ export class FileReuse {
     return true;
   }
 
+  /**
+   * The content of the file at `rel` (relative to the root), when the file was linked from the
+   * previous result and its source's content is in `sources` (source-snapshot.ts): the same bytes,
+   * as the link was made for the source's very file.
+   */
+  contentOf(rel: string, sources: ReadonlyMap<string, ReadonlyMap<string, Buffer>>): Buffer | undefined {
+    const entry = this.deferred.get(rel);
+    if (entry === undefined) return undefined;
+    for (const [dir, contents] of sources) {
+      if (
+        entry.source.length > dir.length &&
+        entry.source.startsWith(dir) &&
+        entry.source[dir.length] === "/"
+      ) {
+        return contents.get(entry.source.slice(dir.length + 1));
+      }
+    }
+    return undefined;
+  }
+
   get pending(): boolean {
     return this.deferred.size > 0;
   }
 
   /** `target` was written by the copy itself (not by way of `matches`): what is recorded of it is void. */
   wrote(target: string): void {
-    const rel = path.relative(this.rootfs, target);
+    const rel = pathBelow(this.rootfs, target);
+    if (rel === undefined) return;
     this.sources[rel] = "";
     this.deferred.delete(rel);
   }
@@ -165,7 +187,7 @@ export class FileReuse {
     const directoryTimes = new Map<string, Stats>();
     const tag = randomBytes(6).toString("hex");
     for (const entry of this.deferred.values()) {
-      const file = path.join(this.upper, entry.rel);
+      const file = childPath(this.upper, entry.rel);
       const dir = path.dirname(file);
       if (!directoryTimes.has(dir)) directoryTimes.set(dir, lstatSync(dir));
       if (this.link(entry, file)) continue;

@@ -3,6 +3,7 @@
  * the base filesystem (or an empty one); each copy reads its source input through a read-only
  * view; the mount's changes become one new layer on top of the base's layers.
  */
+
 import { chmod, lchown, lstat, lutimes, mkdir, open, rm } from "node:fs/promises";
 import path from "node:path";
 import { writeLayer } from "../../oci/layer.js";
@@ -41,6 +42,9 @@ export async function runFile(op: FileOp, inputs: FsResult[], ctx: OpContext): P
         warn: ctx.warn,
         // A single copy removes no directory: its unmounted overlay need not be mounted again.
         noOpaqueDirectories: reuse?.pending === true,
+        ...(reuse?.pending && ctx.sourceContents
+          ? { contentOf: (rel: string) => reuse.contentOf(rel, ctx.sourceContents!) }
+          : {}),
       }),
       { compression: ctx.compression, signal: ctx.signal },
     );

@@ -10,6 +10,7 @@
  *
  * Its result is one layer holding the selected files, mtimes kept as BuildKit keeps them.
  */
+
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdir, readFile, realpath, rename, rm, stat, writeFile } from "node:fs/promises";
@@ -63,7 +64,9 @@ export async function localContentKey(op: LocalOp, ctx: OpContext): Promise<stri
     cacheDir: path.join(ctx.store.root, "context-hashes"),
     manifestDir: contextManifestDir(ctx.store.root),
     signal: ctx.signal,
-    ...(ctx.contextSelections ? { selected: (entries) => ctx.contextSelections!.set(op, entries) } : {}),
+    ...(ctx.contextSelections
+      ? { selected: (entries, hashes) => ctx.contextSelections!.set(op, { entries, hashes }) }
+      : {}),
   });
 }
 
@@ -94,22 +97,32 @@ export async function readContextManifest(
 
 export async function runLocal(op: LocalOp, _inputs: FsResult[], ctx: OpContext): Promise<FsResult> {
   const root = localSourceDir(op, ctx);
-  const entries = ctx.contextSelections?.get(op) ?? (await selectContext(root, op, ctx.signal));
+  const selected = ctx.contextSelections?.get(op);
   ctx.contextSelections?.delete(op);
+  const entries = selected?.entries ?? (await selectContext(root, op, ctx.signal));
   // Unpacked as it is written, for the copies that read it (see source-snapshot.ts).
-  const snapshot = await SourceSnapshot.start(ctx.snapshotter, await sourceKey(root, op));
+  const snapshot = await SourceSnapshot.start(ctx.snapshotter, await sourceKey(root, op), ctx.store.content);
   try {
     // A source layer is only ever read by the copies that use it, never exported, so it is left
     // uncompressed: compressing it would cost time on every context change and save nothing.
     const tar = treeTar(entries, {
       warn: (rel, what) => ctx.warn(`${rel} in the build context is ${what}: left out`),
       sink: snapshot,
+      // A file the checksum found unchanged is taken from the previous tar, not read again: the
+      // bytes whose sha256 the checksum has.
+      known: (rel, mode, mtime, size) => {
+        const sha256 = selected?.hashes.get(rel);
+        const content = sha256 === undefined ? undefined : snapshot.known(rel, sha256, mode, mtime, size);
+        return content === undefined ? undefined : { content, sha256: sha256! };
+      },
     });
     const layer = await writeLayer(ctx.store.content, Readable.from(tar), {
       compression: "uncompressed",
       signal: ctx.signal,
     });
-    await snapshot.finish(ctx.snapshotter, layer.diffId);
+    if (await snapshot.finish(ctx.snapshotter, layer.diffId)) {
+      ctx.sourceContents?.set(ctx.snapshotter.layerDir(layer.diffId), snapshot.contents);
+    }
     return { layers: [{ descriptor: layer.descriptor, diffId: layer.diffId }] };
   } finally {
     await snapshot.discard();
@@ -141,13 +154,12 @@ export async function contextChecksum(
     cacheDir?: string;
     manifestDir?: string;
     signal?: AbortSignal;
-    /** Hears of the entries the checksum was made of. */
-    selected?: (entries: readonly ContextEntry[]) => void;
+    /** Hears of the entries the checksum was made of, and of its files' sha256 (hex) by path. */
+    selected?: (entries: readonly ContextEntry[], hashes: ReadonlyMap<string, string>) => void;
   } = {},
 ): Promise<string> {
   const walkStartNs = BigInt(Date.now()) * 1_000_000n;
   const entries = await selectContext(root, selection, options.signal);
-  options.selected?.(entries);
   const cacheFile = options.cacheDir ? await hashCacheFile(options.cacheDir, root, selection) : undefined;
   const cached = cacheFile ? await readHashCache(cacheFile) : {};
   const fresh: Record<string, CachedHash> = {};
@@ -181,6 +193,7 @@ export async function contextChecksum(
     }
   };
   await Promise.all(Array.from({ length: Math.min(HASH_CONCURRENCY, toHash.length) }, hashWorker));
+  options.selected?.(entries, hashes);
 
   const hash = createHash("sha256");
   hash.update(`${CHECKSUM_VERSION}\n`);

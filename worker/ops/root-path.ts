@@ -8,6 +8,7 @@
 import { lstat, readdir, readlink } from "node:fs/promises";
 import path from "node:path";
 import { TbuildError } from "../../errors/index.js";
+import { byBytes } from "../../oci/archive/byte-order.js";
 import { compileComponentGlob, hasGlob, pathComponents } from "./glob.js";
 
 /** Linux's own limit on symlinks followed while resolving one path. */
@@ -61,10 +62,6 @@ export async function rootPath(root: string, inside: string, options: { followFi
 export function cleanInside(p: string): string {
   const joined = path.posix.join("/", p);
   return joined.length > 1 && joined.endsWith("/") ? joined.slice(0, -1) : joined;
-}
-
-function byBytes(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a), Buffer.from(b));
 }
 
 export interface GlobMatch {

@@ -26,6 +26,8 @@ import {
 } from "node:fs";
 import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
+import type { ContentStore } from "../../oci/store/content.js";
+import { childPath } from "../child-path.js";
 import type { Snapshotter } from "../snapshot/index.js";
 import type { TreeSink } from "./context-walk.js";
 
@@ -52,17 +54,30 @@ export async function isSourceSnapshot(snapshotter: Snapshotter, diffId: string)
 
 /** What `<snapshots>/sources/<source>.json` records of a source's latest snapshot. */
 interface SourceRecord {
-  /** Its diff ID: the unpacked layer it is. */
+  /** Its diff ID: the unpacked layer it is, and the digest of its (uncompressed) tar. */
   layer: string;
-  /** Each small file's sha256 (hex), mode (octal) and mtime (ms), by path. */
+  /**
+   * Each small file's sha256 (hex), mode (octal), mtime (ms) and where its content starts in the
+   * tar, space-separated, by path.
+   */
   files?: Record<string, string>;
 }
+
+/** A previous tar larger than this is not read into memory: its files are read again instead. */
+const PREVIOUS_TAR_BYTES = 64 << 20;
+/** What the next copies may read from memory instead of from the snapshot's files. */
+const KEPT_CONTENT_BYTES = 64 << 20;
 
 export class SourceSnapshot implements TreeSink {
   private readonly temp: string;
   /** The previous snapshot of this source, if it is still unpacked, and what its files are. */
   private readonly previous: string | undefined;
   private readonly previousFiles: Record<string, string>;
+  /** The previous snapshot's tar, when the store still has it and it is small enough. */
+  private readonly previousTar: Buffer | undefined;
+  /** Small files' content by path, for the copies that read this snapshot in this build. */
+  readonly contents = new Map<string, Buffer>();
+  private keptBytes = 0;
   /** What this snapshot's small files are, by path (see SourceRecord), for the next one. */
   private readonly files: Record<string, string> = {};
   private readonly record: string;
@@ -72,12 +87,13 @@ export class SourceSnapshot implements TreeSink {
 
   private constructor(
     temp: string,
-    previous: { dir: string; files: Record<string, string> } | undefined,
+    previous: { dir: string; files: Record<string, string>; tar: Buffer | undefined } | undefined,
     record: string,
   ) {
     this.temp = temp;
     this.previous = previous?.dir;
     this.previousFiles = previous?.files ?? {};
+    this.previousTar = previous?.tar;
     this.record = record;
   }
 
@@ -85,15 +101,21 @@ export class SourceSnapshot implements TreeSink {
    * Starts the snapshot of the source named `sourceKey` (the same directory read with the same
    * selection) in a temp directory beside the snapshotter's layers.
    */
-  static async start(snapshotter: Snapshotter, sourceKey: string): Promise<SourceSnapshot> {
+  static async start(
+    snapshotter: Snapshotter,
+    sourceKey: string,
+    content: ContentStore,
+  ): Promise<SourceSnapshot> {
     const layers = snapshotter.layersDir;
     await mkdir(layers, { recursive: true, mode: 0o700 });
     const record = path.join(snapshotter.root, "sources", `${sourceKey}.json`);
-    let previous: { dir: string; files: Record<string, string> } | undefined;
+    let previous: { dir: string; files: Record<string, string>; tar: Buffer | undefined } | undefined;
     try {
       const { layer, files } = JSON.parse(await readFile(record, "utf8")) as SourceRecord;
       const dir = snapshotter.layerDir(layer);
-      if ((await stat(dir)).isDirectory()) previous = { dir, files: files ?? {} };
+      if ((await stat(dir)).isDirectory()) {
+        previous = { dir, files: files ?? {}, tar: await readSmallBlob(content, layer) };
+      }
     } catch {
       // None yet, or pruned since: every file is written.
     }
@@ -104,27 +126,52 @@ export class SourceSnapshot implements TreeSink {
 
   directory(rel: string, mode: number, mtime: Date): void {
     this.attempt(() => {
-      const dir = path.join(this.temp, rel);
+      const dir = childPath(this.temp, rel);
       mkdirSync(dir, { mode: 0o700 });
       // Its own metadata last, once its entries are made (making them moves its mtime).
       this.directories.push({ dir, mode, mtime });
     });
   }
 
-  file(rel: string, mode: number, mtime: Date, content: Buffer): void {
+  /**
+   * The content of the small file `rel` as the previous snapshot's tar holds it, if that file had
+   * this sha256 (hex), mode, mtime and size: what a new tar of the source can take instead of
+   * reading the file.
+   */
+  known(rel: string, sha256: string, mode: number, mtime: Date, size: number): Buffer | undefined {
+    const before = this.previousFiles[rel];
+    if (this.previousTar === undefined || before === undefined) return undefined;
+    const identity = made(sha256, mode, mtime);
+    if (!before.startsWith(identity) || before[identity.length] !== " ") return undefined;
+    const offset = Number(before.slice(identity.length + 1));
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset + size > this.previousTar.length)
+      return undefined;
+    return this.previousTar.subarray(offset, offset + size);
+  }
+
+  file(rel: string, mode: number, mtime: Date, content: Buffer, offset: number, sha256?: string): void {
+    if (this.keptBytes + content.length <= KEPT_CONTENT_BYTES) {
+      this.contents.set(rel, content);
+      this.keptBytes += content.length;
+    }
     this.attempt(() => {
-      const file = path.join(this.temp, rel);
-      const sha256 = createHash("sha256").update(content).digest("hex");
-      const made = `${sha256} ${mode.toString(8)} ${mtime.getTime()}`;
-      this.files[rel] = made;
-      if (this.previousFiles[rel] === made && this.linkPrevious(rel, file)) return;
+      const file = childPath(this.temp, rel);
+      const identity = made(sha256 ?? createHash("sha256").update(content).digest("hex"), mode, mtime);
+      this.files[rel] = `${identity} ${offset}`;
+      const before = this.previousFiles[rel];
+      // An older record has no offset after the identity.
+      const same =
+        before !== undefined &&
+        before.startsWith(identity) &&
+        (before.length === identity.length || before[identity.length] === " ");
+      if (same && this.linkPrevious(rel, file)) return;
       writeFileSync(file, content, { flag: "wx", mode: 0o600 });
       this.finishFile(file, mode, mtime);
     });
   }
 
   largeFile(rel: string, mode: number, mtime: Date): { write(chunk: Buffer): void; end(): void } {
-    const file = path.join(this.temp, rel);
+    const file = childPath(this.temp, rel);
     let fd: number | undefined;
     this.attempt(() => {
       fd = openSync(file, "wx", 0o600);
@@ -143,7 +190,7 @@ export class SourceSnapshot implements TreeSink {
 
   symlink(rel: string, target: string, mtime: Date): void {
     this.attempt(() => {
-      const file = path.join(this.temp, rel);
+      const file = childPath(this.temp, rel);
       symlinkSync(target, file);
       lchownSync(file, 0, 0);
       lutimesSync(file, mtime, mtime);
@@ -207,7 +254,7 @@ export class SourceSnapshot implements TreeSink {
    */
   private linkPrevious(rel: string, file: string): boolean {
     if (this.previous === undefined) return false;
-    const before = path.join(this.previous, rel);
+    const before = childPath(this.previous, rel);
     try {
       linkSync(before, file);
       return true;
@@ -232,5 +279,21 @@ export class SourceSnapshot implements TreeSink {
       this.abandoned = true;
       this.failure = err;
     }
+  }
+}
+
+/** A file's identity in a source record: sha256 (hex), mode (octal) and mtime (ms). */
+function made(sha256: string, mode: number, mtime: Date): string {
+  return `${sha256} ${mode.toString(8)} ${mtime.getTime()}`;
+}
+
+/** The whole blob, if the store has it and it is no larger than PREVIOUS_TAR_BYTES. */
+async function readSmallBlob(content: ContentStore, digest: string): Promise<Buffer | undefined> {
+  try {
+    const size = await content.size(digest);
+    if (size === undefined || size > PREVIOUS_TAR_BYTES) return undefined;
+    return await content.readBytes(digest);
+  } catch {
+    return undefined; // Pruned meanwhile: the files are read instead.
   }
 }

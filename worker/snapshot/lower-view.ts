@@ -12,6 +12,7 @@
 import { type BigIntStats, lstatSync } from "node:fs";
 import { lstat, readdir } from "node:fs/promises";
 import path from "node:path";
+import { childPath } from "../child-path.js";
 
 export interface LowerEntry {
   /** Its absolute path in the topmost layer that holds it. */
@@ -83,7 +84,7 @@ export class LowerView {
     let top: { source: string; stat: BigIntStats } | undefined;
     const dirLayers: string[] = [];
     for (const layer of candidates) {
-      const source = rel === "" ? layer : path.join(layer, rel);
+      const source = childPath(layer, rel);
       const stat = await lstatOrUndefined(source);
       if (!stat) continue;
       if (isWhiteout(stat) || !stat.isDirectory()) {
@@ -116,7 +117,7 @@ export class LowerView {
     let found: LowerEntry | undefined;
     const dirLayers: string[] = [];
     for (const layer of candidates) {
-      const source = rel === "" ? layer : path.join(layer, rel);
+      const source = childPath(layer, rel);
       const stat = lstatSyncOrUndefined(source);
       if (!stat) continue;
       if (isWhiteout(stat) || !stat.isDirectory()) {
@@ -138,7 +139,7 @@ export class LowerView {
     if (!dir?.stat.isDirectory()) return out;
     const seen = new Set<string>();
     for (const layer of dir.layers) {
-      const names = await readdir(rel === "" ? layer : path.join(layer, rel)).catch(() => [] as string[]);
+      const names = await readdir(childPath(layer, rel)).catch(() => [] as string[]);
       for (const name of names) {
         if (seen.has(name)) continue;
         seen.add(name);
