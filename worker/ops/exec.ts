@@ -3,7 +3,6 @@
  * mounts (other inputs bound in, cache directories that outlive builds, tmpfs, secrets, the ssh
  * agent); what it changed in the root becomes one new layer.
  */
-
 import { randomBytes } from "node:crypto";
 import { chmod, chown, cp, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";

@@ -141,11 +141,8 @@ export class SourceSnapshot implements TreeSink {
   known(rel: string, sha256: string, mode: number, mtime: Date, size: number): Buffer | undefined {
     const before = this.previousFiles[rel];
     if (this.previousTar === undefined || before === undefined) return undefined;
-    const identity = made(sha256, mode, mtime);
-    if (!before.startsWith(identity) || before[identity.length] !== " ") return undefined;
-    const offset = Number(before.slice(identity.length + 1));
-    if (!Number.isSafeInteger(offset) || offset < 0 || offset + size > this.previousTar.length)
-      return undefined;
+    const offset = recordOffset(before, made(sha256, mode, mtime));
+    if (offset === undefined || offset + size > this.previousTar.length) return undefined;
     return this.previousTar.subarray(offset, offset + size);
   }
 
@@ -158,12 +155,10 @@ export class SourceSnapshot implements TreeSink {
       const file = childPath(this.temp, rel);
       const identity = made(sha256 ?? createHash("sha256").update(content).digest("hex"), mode, mtime);
       this.files[rel] = `${identity} ${offset}`;
-      const before = this.previousFiles[rel];
       // An older record has no offset after the identity.
+      const before = this.previousFiles[rel];
       const same =
-        before !== undefined &&
-        before.startsWith(identity) &&
-        (before.length === identity.length || before[identity.length] === " ");
+        before === identity || (before !== undefined && recordOffset(before, identity) !== undefined);
       if (same && this.linkPrevious(rel, file)) return;
       writeFileSync(file, content, { flag: "wx", mode: 0o600 });
       this.finishFile(file, mode, mtime);
@@ -296,4 +291,11 @@ async function readSmallBlob(content: ContentStore, digest: string): Promise<Buf
   } catch {
     return undefined; // Pruned meanwhile: the files are read instead.
   }
+}
+
+/** The tar offset a record's file entry gives after `identity`, if the entry has that identity. */
+function recordOffset(entry: string, identity: string): number | undefined {
+  if (!entry.startsWith(identity) || entry[identity.length] !== " ") return undefined;
+  const offset = Number(entry.slice(identity.length + 1));
+  return Number.isSafeInteger(offset) && offset >= 0 ? offset : undefined;
 }
