@@ -17,9 +17,8 @@
  * links. Extended attributes are not carried (Node cannot read them).
  */
 import type { BigIntStats } from "node:fs";
-import { createReadStream, lstatSync, readFileSync } from "node:fs";
-import { lstat, readdir, readlink } from "node:fs/promises";
-import path from "node:path";
+import { createReadStream, lstatSync, readdirSync, readFileSync } from "node:fs";
+import { readlink } from "node:fs/promises";
 import { byBytes } from "../oci/archive/byte-order.js";
 import { TAR_END, TarChunker, type TarEntry, tarEntry } from "../oci/archive/tar.js";
 import { childPath } from "./child-path.js";
@@ -73,8 +72,8 @@ function join(rel: string, name: string): string {
   return rel === "" ? name : `${rel}/${name}`;
 }
 
-async function readdirSorted(dir: string): Promise<string[]> {
-  return (await readdir(dir)).sort(byBytes);
+function readdirSorted(dir: string): string[] {
+  return readdirSync(dir).sort(byBytes);
 }
 
 /**
@@ -88,31 +87,35 @@ export async function overlayChanges(
 ): Promise<DirChanges> {
   const view = new LowerView(lowers);
   async function walk(rel: string, belowIsDir: boolean): Promise<DirChanges> {
-    const names = await readdirSorted(childPath(upper, rel));
-    const below = belowIsDir ? await view.list(rel) : new Map();
+    const dir = childPath(upper, rel);
+    const names = readdirSorted(dir);
     const stats = new Map<string, BigIntStats>();
     const whiteouts = new Set<string>();
     for (const name of names) {
-      const stat = lstatSync(childPath(upper, join(rel, name)), { bigint: true });
+      const stat = lstatSync(childPath(dir, name), { bigint: true });
       if (isWhiteout(stat)) whiteouts.add(name);
       else stats.set(name, stat);
     }
+    // What the layers below hold here matters only to whiteouts and opaque directories: a
+    // directory of new and changed entries alone (most of them) is never compared.
+    const below =
+      belowIsDir && (whiteouts.size > 0 || merged !== undefined) ? await view.list(rel) : new Map();
     let opaque = false;
     if (below.size > 0 && merged !== undefined) {
-      const visible = new Set(await readdir(path.join(merged, rel)));
+      const visible = new Set(readdirSync(childPath(merged, rel)));
       for (const name of below.keys()) {
         if (!visible.has(name) && !whiteouts.has(name)) opaque = true;
       }
     }
     const children: ChangedEntry[] = [];
     for (const [name, stat] of stats) {
-      const source = childPath(upper, join(rel, name));
+      const source = childPath(dir, name);
       if (!stat.isDirectory()) {
         children.push({ name, source, stat });
         continue;
       }
-      const underneath = !opaque && below.get(name)?.stat.isDirectory() === true;
-      children.push({ name, source, stat, inside: await walk(join(rel, name), underneath) });
+      // The view resolves the path again when it is listed: a non-directory below lists nothing.
+      children.push({ name, source, stat, inside: await walk(join(rel, name), !opaque) });
     }
     return {
       opaque,
@@ -134,7 +137,7 @@ export async function copyChanges(
 ): Promise<DirChanges> {
   const view = new LowerView(lowers);
   async function walk(rel: string, belowIsDir: boolean, recreated: boolean): Promise<DirChanges> {
-    const names = await readdirSorted(childPath(rootfs, rel));
+    const names = readdirSorted(childPath(rootfs, rel));
     const below = belowIsDir ? await view.list(rel) : new Map();
     const present = new Set(names);
     const hidden = [...below.keys()].filter((name) => !present.has(name)).sort(byBytes);
@@ -204,7 +207,7 @@ export async function* writeChanges(
   });
 
   async function* visit(dir: DirChanges, dirSource: string, prefix: string): AsyncGenerator<Buffer> {
-    const dirStat = await lstat(dirSource, { bigint: true });
+    const dirStat = lstatSync(dirSource, { bigint: true });
     if (dir.opaque) {
       const chunk = chunker.add(marker(`${prefix}${OPAQUE_MARKER}`, dirStat));
       if (chunk) yield chunk;

@@ -8,20 +8,21 @@
  */
 
 import type { Stats } from "node:fs";
-import { chmodSync, constants, copyFileSync, lchownSync, lstatSync, lutimesSync } from "node:fs";
 import {
-  chmod,
-  lchown,
-  link,
-  lstat,
-  lutimes,
-  mkdir,
-  readdir,
-  readlink,
-  rm,
-  stat,
-  symlink,
-} from "node:fs/promises";
+  chmodSync,
+  constants,
+  copyFileSync,
+  lchownSync,
+  linkSync,
+  lstatSync,
+  lutimesSync,
+  mkdirSync,
+  readdirSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+} from "node:fs";
+import { chmod, lchown, lstat, mkdir, stat } from "node:fs/promises";
 import path from "node:path";
 import { TbuildError } from "../../errors/index.js";
 import { type ContextMatcher, createContextMatcher } from "../../frontend/dockerignore.js";
@@ -36,8 +37,6 @@ import type { Owner } from "./owner.js";
 import { globInRoot, rootPath } from "./root-path.js";
 
 export type CopyAction = Extract<FileAction, { action: "copy" }>;
-
-const FILES_AT_ONCE = 16;
 
 /** Linux's encoding of a device number (glibc's gnu_dev_major/minor). */
 function deviceNumbers(rdev: number): { major: number; minor: number } {
@@ -220,14 +219,16 @@ class Copier {
       if (include) await this.copyEntry(src, rel, target, st);
       return;
     }
-    if (include) await this.createParents(overwriteMetadata);
+    if (include) this.createParents(overwriteMetadata);
     let created = false;
-    if (include) created = await this.directoryOnly(target, st, overwriteMetadata);
+    if (include) created = this.directoryOnly(target, st, overwriteMetadata);
     this.parents.push({ src, target, stat: st, copied: include });
     try {
-      const names = (await readdir(src)).sort(byBytes);
-      const children = await Promise.all(
-        names.map(async (name) => {
+      // Synchronous calls throughout: a copy is mostly small files and directories, for which a
+      // thread-pool round trip per call costs far more than the call itself.
+      const children = readdirSync(src)
+        .sort(byBytes)
+        .map((name) => {
           const childSrc = childPath(src, name);
           return {
             src: childSrc,
@@ -235,21 +236,12 @@ class Copier {
             target: childPath(target, name),
             stat: lstatSync(childSrc),
           };
-        }),
-      );
-      // The files of a directory are copied a few at a time (each is several system calls, and
-      // the thread pool runs them side by side); directories one by one, depth first, so that
-      // the directories an include pattern needs are made in order.
+        });
+      // A directory's files first, then its directories, depth first, so that the directories
+      // an include pattern needs are made in order.
       const files = children.filter((c) => !c.stat.isDirectory());
-      if (files.some((c) => this.included(c.rel, c.stat) === true)) await this.createParents(true);
-      let next = 0;
-      const worker = async () => {
-        while (next < files.length) {
-          const c = files[next++]!;
-          await this.copy(c.src, c.rel, c.target, true, c.stat);
-        }
-      };
-      await Promise.all(Array.from({ length: Math.min(FILES_AT_ONCE, files.length) }, worker));
+      if (files.some((c) => this.included(c.rel, c.stat) === true)) this.createParents(true);
+      for (const c of files) await this.copy(c.src, c.rel, c.target, true, c.stat);
       for (const c of children) {
         if (c.stat.isDirectory()) await this.copy(c.src, c.rel, c.target, true, c.stat);
       }
@@ -258,8 +250,8 @@ class Copier {
     }
     if (!include) return;
     // The copy's own top directory keeps the destination's metadata when it existed already.
-    if (overwriteMetadata || created) await this.copyMetadata(st, target);
-    else await lutimes(target, st.atime, st.mtime);
+    if (overwriteMetadata || created) this.copyMetadata(st, target);
+    else lutimesSync(target, st.atime, st.mtime);
   }
 
   /** Whether the include and exclude patterns keep `rel`; "skip" for a directory nothing inside can be kept of. */
@@ -279,12 +271,12 @@ class Copier {
     const single = st.nlink === 1 || this.options.singleLinkSource === true;
     if (st.isFile() && single && this.options.reuse) {
       const owner = this.options.owner ?? { uid: st.uid, gid: st.gid };
-      await this.createParents(true);
+      this.createParents(true);
       if (this.options.reuse.matches(src, target, st, owner, this.modeOf(st))) {
         // Linked in once the mount is gone: whatever is at the target now goes, as a copy replaces
         // it. In a directory this copy made, only what it wrote there itself can be.
         if (!this.madeDirs.has(path.dirname(target)) || this.madeTargets.has(target)) {
-          await this.emptyFileTarget(target);
+          this.emptyFileTarget(target);
         }
         this.madeTargets.add(target);
         return;
@@ -307,23 +299,22 @@ class Copier {
         copied = first.resolve;
       }
     }
-    await this.createParents(true);
+    this.createParents(true);
     if (linkedTo !== undefined) {
       const first = await linkedTo;
-      await this.replacing(target, () => link(first, target));
+      this.replacing(target, () => linkSync(first, target));
       return; // a hard link shares its inode's metadata, already set
     }
     if (st.isFile()) {
       // Exclusive: a file is never written through whatever is at the target (a symlink above all).
-      // Synchronous, as is copyMetadata: per small file, a thread-pool round trip costs more than the call.
-      await this.replacing(target, async () =>
+      this.replacing(target, () =>
         copyFileSync(src, target, constants.COPYFILE_FICLONE | constants.COPYFILE_EXCL),
       );
     } else if (st.isSymbolicLink()) {
-      const linkTarget = await readlink(src);
-      await this.replacing(target, () => symlink(linkTarget, target));
+      const linkTarget = readlinkSync(src);
+      this.replacing(target, () => symlinkSync(linkTarget, target));
     } else if (st.isFIFO() || st.isCharacterDevice() || st.isBlockDevice()) {
-      await this.emptyFileTarget(target);
+      this.emptyFileTarget(target);
       if (this.options.rootless && !st.isFIFO()) {
         this.options.warn(`${rel || path.basename(src)}: device files cannot be created rootless; left out`);
         return;
@@ -336,36 +327,36 @@ class Copier {
       return;
     }
     // copyFile gave the new file the source's mode already; only a chown can take bits off it.
-    await this.copyMetadata(st, target, st.isFile());
+    this.copyMetadata(st, target, st.isFile());
     copied?.(target);
   }
 
   /** Creates `target` with `create`; whatever non-directory is there already is replaced. */
-  private async replacing(target: string, create: () => Promise<void>): Promise<void> {
+  private replacing(target: string, create: () => void): void {
     try {
-      await create();
+      create();
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-      await this.emptyFileTarget(target);
-      await create();
+      this.emptyFileTarget(target);
+      create();
     }
   }
 
-  private async createParents(overwriteMetadata: boolean): Promise<void> {
+  private createParents(overwriteMetadata: boolean): void {
     for (const parent of this.parents) {
       if (parent.copied) continue;
-      if (await this.directoryOnly(parent.target, parent.stat, overwriteMetadata)) {
-        await this.copyMetadata(parent.stat, parent.target);
+      if (this.directoryOnly(parent.target, parent.stat, overwriteMetadata)) {
+        this.copyMetadata(parent.stat, parent.target);
       }
       parent.copied = true;
     }
   }
 
   /** Makes `target` a directory; whether it was created. An existing non-directory is an error. */
-  private async directoryOnly(target: string, st: Stats, overwriteMetadata: boolean): Promise<boolean> {
-    const existing = await lstat(target).catch(() => undefined);
+  private directoryOnly(target: string, st: Stats, overwriteMetadata: boolean): boolean {
+    const existing = lstatSync(target, { throwIfNoEntry: false });
     if (!existing) {
-      await mkdir(target, { mode: 0o700 });
+      mkdirSync(target, { mode: 0o700 });
       this.madeDirs.add(target);
       return true;
     }
@@ -374,17 +365,17 @@ class Copier {
         `cannot copy a directory to ${this.inside(target)}: it exists and is not a directory`,
       );
     }
-    if (overwriteMetadata) await chmod(target, this.modeOf(st));
+    if (overwriteMetadata) chmodSync(target, this.modeOf(st));
     return false;
   }
 
-  private async emptyFileTarget(target: string): Promise<void> {
-    const existing = await lstat(target).catch(() => undefined);
+  private emptyFileTarget(target: string): void {
+    const existing = lstatSync(target, { throwIfNoEntry: false });
     if (!existing) return;
     if (existing.isDirectory()) {
       throw new CopyError(`cannot replace the directory ${this.inside(target)} with a file`);
     }
-    await rm(target);
+    rmSync(target);
   }
 
   private modeOf(st: Stats): number {
@@ -393,7 +384,7 @@ class Copier {
   }
 
   /** Owner, then mode (a chown clears setuid bits), then times: as fsutil's copyFileInfo. */
-  private async copyMetadata(st: Stats, target: string, hasSourceMode = false): Promise<void> {
+  private copyMetadata(st: Stats, target: string, hasSourceMode = false): void {
     const owner = this.options.owner ?? { uid: st.uid, gid: st.gid };
     lchownSync(target, owner.uid, owner.gid);
     const needsChmod = !hasSourceMode || this.options.mode !== undefined || (st.mode & 0o6000) !== 0;
