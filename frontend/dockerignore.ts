@@ -135,6 +135,7 @@ export function createContextMatcher(patterns: readonly string[]): ContextMatche
   };
 
   const excludes = (relPath: string): boolean => {
+    if (compiled.length === 0) return false;
     const path = normalizeRelPath(relPath);
     // The context root itself is never excluded ("don't let them exclude everything").
     if (path === "" || compiled.length === 0) return false;

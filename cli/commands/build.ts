@@ -5,7 +5,7 @@ import { TbuildError, UsageError } from "../../errors/index.js";
 import type { ExportType } from "../../exporters/index.js";
 import { readDockerignore } from "../../frontend/dockerignore.js";
 import { lowerDockerfile } from "../../frontend/lower/index.js";
-import { parseDockerfile } from "../../frontend/syntax/index.js";
+import { parseDockerfileCached } from "../../frontend/syntax/parse-cache.js";
 import { hostPlatform } from "../../oci/platform.js";
 import { defaultStoreRoot, type Store } from "../../oci/store/index.js";
 import { CacheIndex } from "../../solver/cache.js";
@@ -106,7 +106,10 @@ async function build(
   // What builds killed with SIGKILL left: their state directories and the containers in them.
   await removeAbandonedBuildStates(store.root, { warn: ctx.warn });
 
-  const ast = parseDockerfile(source, { file: displayName });
+  const ast = await parseDockerfileCached(source, {
+    file: displayName,
+    cacheDir: path.join(store.root, "dockerfiles"),
+  });
   for (const w of ast.warnings) ctx.warn(`${ast.file}:${w.range.start.line}: ${w.message}`);
   const target = text(values, "target");
   const buildArgs = parseKeyValues(list(values, "build-arg"), "--build-arg", ctx.env);

@@ -17,7 +17,7 @@ import type {
 } from "../instructions/index.js";
 import type { ResolvedImage } from "../resolver.js";
 import type { EnvLookup, ExpandResult, ShellLex } from "../shell/index.js";
-import { type Heredoc, type InstructionNode, type Position, parseDockerfile } from "../syntax/index.js";
+import type { Heredoc, InstructionNode, Position } from "../syntax/index.js";
 import { PROXY_ARGS } from "./args.js";
 import type { StageDef } from "./index.js";
 import { type PendingVertex, pending } from "./pending.js";
@@ -145,6 +145,8 @@ export async function dispatchStage(
     st.image.config.OnBuild = null;
     for (const trigger of triggers) {
       let instruction: Instruction;
+      // The parser (chevrotain and its grammar) loads only for the images that need it.
+      const { parseDockerfile } = await import("../syntax/index.js");
       try {
         const ast = parseDockerfile(trigger, { file: `ONBUILD trigger of ${def.baseName}` });
         if (ast.instructions.length !== 1) throw new Error("an ONBUILD trigger must be a single instruction");

@@ -73,7 +73,8 @@ export async function selectContext(
       throw unreadable(abs, err);
     }
     const children = names.map((name) => {
-      const childComponents = [...components, name];
+      // Below a selected directory everything is selected: no path to classify.
+      const childComponents = allSelected ? components : [...components, name];
       const kind = allSelected ? "selected" : selector.classify(childComponents);
       if (kind === "none") return undefined;
       const childAbs = childPath(abs, name);

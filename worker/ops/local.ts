@@ -33,7 +33,7 @@ import { SourceSnapshot } from "./source-snapshot.js";
 
 /** Changing how the checksum is computed changes this, so old keys never match new ones. */
 const CHECKSUM_VERSION = "tbuild-context-v1";
-const CACHE_VERSION = 1;
+const CACHE_VERSION = 2;
 /** Files read whole below this size; larger ones are streamed into the hash. */
 const READ_WHOLE_BYTES = 1 << 20;
 const HASH_CONCURRENCY = 16;
@@ -129,18 +129,10 @@ export async function runLocal(op: LocalOp, _inputs: FsResult[], ctx: OpContext)
   }
 }
 
-interface CachedHash {
-  dev: string;
-  ino: string;
-  size: string;
-  mtime: string;
-  ctime: string;
-  sha256: string;
-}
-
 interface HashCacheFile {
   version: number;
-  files: Record<string, CachedHash>;
+  /** By path: `<dev>:<ino>:<size>:<mtime ns>:<ctime ns> <sha256 hex>`. */
+  files: Record<string, string>;
 }
 
 /**
@@ -162,32 +154,40 @@ export async function contextChecksum(
   const entries = await selectContext(root, selection, options.signal);
   const cacheFile = options.cacheDir ? await hashCacheFile(options.cacheDir, root, selection) : undefined;
   const cached = cacheFile ? await readHashCache(cacheFile) : {};
-  const fresh: Record<string, CachedHash> = {};
+  const fresh: Record<string, string> = {};
   let changed = false;
 
   const hashes = new Map<string, string>();
-  const toHash: ContextEntry[] = [];
+  const toHash: { entry: ContextEntry; key: string }[] = [];
+  const selectedFiles = new Set<string>();
   for (const entry of entries) {
     if (!entry.stat.isFile()) continue;
+    selectedFiles.add(entry.rel);
+    const key = statKey(entry);
     const known = cached[entry.rel];
-    const now = statKey(entry);
-    if (known && sameStat(known, now)) {
-      hashes.set(entry.rel, known.sha256);
+    // `<stat key> <sha256>`: the key has no spaces of its own at the end, the hash none at all.
+    if (
+      known !== undefined &&
+      known.length === key.length + 65 &&
+      known.startsWith(key) &&
+      known[key.length] === " "
+    ) {
+      hashes.set(entry.rel, known.slice(key.length + 1));
       fresh[entry.rel] = known;
     } else {
-      toHash.push(entry);
+      toHash.push({ entry, key });
     }
   }
   let next = 0;
   const hashWorker = async () => {
     while (next < toHash.length) {
-      const entry = toHash[next++]!;
+      const { entry, key } = toHash[next++]!;
       options.signal?.throwIfAborted();
       const sha256 = await hashFile(entry);
       hashes.set(entry.rel, sha256);
       const st = entry.stat;
       if (st.mtimeNs < walkStartNs - RACY_MARGIN_NS && st.ctimeNs < walkStartNs - RACY_MARGIN_NS) {
-        fresh[entry.rel] = { ...statKey(entry), sha256 };
+        fresh[entry.rel] = `${key} ${sha256}`;
         changed = true;
       }
     }
@@ -195,8 +195,8 @@ export async function contextChecksum(
   await Promise.all(Array.from({ length: Math.min(HASH_CONCURRENCY, toHash.length) }, hashWorker));
   options.selected?.(entries, hashes);
 
-  const hash = createHash("sha256");
-  hash.update(`${CHECKSUM_VERSION}\n`);
+  // One line per entry, hashed at once: one update per entry costs more than the hashing.
+  const lines: string[] = [`${CHECKSUM_VERSION}\n`];
   const manifest: ContextManifest = {};
   for (const entry of entries) {
     const st = entry.stat;
@@ -207,10 +207,13 @@ export async function contextChecksum(
     else if (st.isSymbolicLink()) record = `symlink ${mode} ${JSON.stringify(entry.linkTarget ?? "")}`;
     else if (st.isFIFO()) record = `fifo ${mode}`;
     else continue; // Left out of the layer too.
-    hash.update(`${JSON.stringify(entry.rel)} ${record}\n`);
+    lines.push(`${JSON.stringify(entry.rel)} ${record}\n`);
     manifest[entry.rel] = record;
   }
-  if (cacheFile && (changed || Object.keys(fresh).length !== Object.keys(cached).length)) {
+  const hash = createHash("sha256").update(lines.join(""));
+  // Rewritten when it learned a hash, or holds a file no longer selected. A file changed just
+  // now is not remembered (see RACY_MARGIN_NS), and its stale entry harms nothing meanwhile.
+  if (cacheFile && (changed || Object.keys(cached).some((rel) => !selectedFiles.has(rel)))) {
     await writeHashCache(cacheFile, { version: CACHE_VERSION, files: fresh });
   }
   const hex = hash.digest("hex");
@@ -230,21 +233,10 @@ async function writeManifestOnce(file: string, manifest: ContextManifest): Promi
   await writeAtomically(file, JSON.stringify(manifest));
 }
 
-function statKey(entry: ContextEntry): Omit<CachedHash, "sha256"> {
+/** What a remembered hash is valid for: the file's device, inode, size, mtime and ctime. */
+function statKey(entry: ContextEntry): string {
   const st = entry.stat;
-  return {
-    dev: st.dev.toString(),
-    ino: st.ino.toString(),
-    size: st.size.toString(),
-    mtime: st.mtimeNs.toString(),
-    ctime: st.ctimeNs.toString(),
-  };
-}
-
-function sameStat(a: Omit<CachedHash, "sha256">, b: Omit<CachedHash, "sha256">): boolean {
-  return (
-    a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtime === b.mtime && a.ctime === b.ctime
-  );
+  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
 }
 
 async function hashFile(entry: ContextEntry): Promise<string> {
@@ -276,7 +268,7 @@ async function sourceKey(root: string, selection: ContextSelection): Promise<str
     .slice(0, 32);
 }
 
-async function readHashCache(file: string): Promise<Record<string, CachedHash>> {
+async function readHashCache(file: string): Promise<Record<string, string>> {
   try {
     const parsed = JSON.parse(await readFile(file, "utf8")) as Partial<HashCacheFile>;
     if (parsed.version !== CACHE_VERSION || typeof parsed.files !== "object" || parsed.files === null)
