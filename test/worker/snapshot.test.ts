@@ -1,4 +1,5 @@
 import { execFileSync, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { chown, lstat, mkdir, readdir, readFile, rm, unlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -273,6 +274,33 @@ for (const mode of ["overlay", "copy"] as SnapshotMode[]) {
     });
   });
 }
+
+describe("a build step's overlay", () => {
+  it("syncs nothing of a build step's root, yet mounts it again for a diff; a kept container's it syncs", async () => {
+    const snapshotter = new Snapshotter(root, store.content, { mode: "overlay" });
+    const lowers = await snapshotter.prepareImage(await threeLayerImage());
+    // `volatile`, shown as such or (newer kernels) as `fsync=volatile`.
+    const volatile = (rootfs: string) =>
+      readFileSync("/proc/self/mounts", "utf8")
+        .split("\n")
+        .find((line) => line.split(" ")[1] === rootfs)
+        ?.split(" ")[3]
+        ?.split(",")
+        .some((option) => option === "volatile" || option === "fsync=volatile");
+    const step = await track(snapshotter.mountWritable(lowers));
+    expect(volatile(step.rootfs)).toBe(true);
+    await writeFile(path.join(step.rootfs, "etc/new"), "new");
+    await step.unmount();
+    // Mounted again over the same work directory, which a volatile mount marks.
+    expect((await listTar(step.diff())).map((e) => e.path)).toEqual(["etc/", "etc/new"]);
+    await step.release();
+
+    const kept = await track(snapshotter.mountWritable(lowers, { id: "synced", persistent: true }));
+    expect(volatile(kept.rootfs)).toBe(false);
+    await kept.release();
+    await snapshotter.removeWritable("synced");
+  });
+});
 
 describe("LowerView", () => {
   it("looks paths up synchronously as overlayfs shows them: whiteouts hide, the top file wins", async () => {

@@ -443,6 +443,8 @@ export class Snapshotter {
       work: path.join(dir, "work"),
       cwd: this.root,
       userxattr: state.userxattr,
+      // A build step's root: its result is a synced blob. A kept container's is the user's data.
+      volatile: !state.persistent,
     };
   }
 

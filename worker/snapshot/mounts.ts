@@ -4,7 +4,8 @@
  * left in /proc/mounts), and whether a path is a mount point in this mount namespace.
  */
 import { execFile } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
+import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 import { TbuildError } from "../../errors/index.js";
@@ -33,6 +34,12 @@ export interface OverlayPaths {
    * redirected: the differ reads the upper directory alone.
    */
   userxattr: boolean;
+  /**
+   * Nothing is synced to the upper directory's file system: not on unmount (which would otherwise
+   * sync that whole file system), not on a process's fsync. For a build step's root, whose result
+   * is kept as a layer blob the content store syncs; never for a container's.
+   */
+  volatile?: boolean;
 }
 
 export function overlayOptions(paths: OverlayPaths): string {
@@ -44,7 +51,7 @@ export function overlayOptions(paths: OverlayPaths): string {
   const flavour = paths.userxattr
     ? "userxattr,index=off,metacopy=off"
     : "index=off,redirect_dir=off,metacopy=off";
-  return `lowerdir=${lowerdir},upperdir=${paths.upper},workdir=${paths.work},${flavour}`;
+  return `lowerdir=${lowerdir},upperdir=${paths.upper},workdir=${paths.work},${flavour}${paths.volatile ? ",volatile" : ""}`;
 }
 
 /** Whether the options of an overlay over these layers fit in what the kernel accepts. */
@@ -52,10 +59,30 @@ export function overlayFits(paths: OverlayPaths): boolean {
   return overlayOptions(paths).length <= MAX_MOUNT_OPTIONS;
 }
 
+/** Whether this kernel's overlayfs takes `volatile` (5.10 and later); unknown until tried. */
+let volatileWorks: boolean | undefined;
+
 export async function mountOverlay(paths: OverlayPaths, target: string): Promise<void> {
-  const options = overlayOptions(paths);
+  if (paths.volatile && volatileWorks !== false) {
+    // A volatile overlay leaves incompat/volatile in its work directory and refuses to mount over
+    // it again, since the upper directory may have lost writes to a crash. The same upper is only
+    // mounted again by this process, after an unmount (a diff's remount): nothing was lost then.
+    rmSync(path.resolve(paths.cwd, paths.work, "work", "incompat"), { recursive: true, force: true });
+    try {
+      await mountWith(overlayOptions(paths), paths.cwd, target);
+      volatileWorks = true;
+      return;
+    } catch (err) {
+      if (volatileWorks === true) throw err;
+      volatileWorks = false; // An older kernel: mounted without it from now on.
+    }
+  }
+  await mountWith(overlayOptions({ ...paths, volatile: false }), paths.cwd, target);
+}
+
+async function mountWith(options: string, cwd: string, target: string): Promise<void> {
   try {
-    await run("mount", ["-t", "overlay", "overlay", "-o", options, target], { cwd: paths.cwd });
+    await run("mount", ["-t", "overlay", "overlay", "-o", options, target], { cwd });
   } catch (err) {
     const stderr = String((err as { stderr?: string }).stderr ?? (err as Error).message).trim();
     throw new MountError(`cannot mount an overlay at ${target}: ${stderr}`, err);
