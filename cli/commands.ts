@@ -502,14 +502,14 @@ export const commands: CommandSpec[] = [
   },
   {
     name: "prune",
-    summary: "remove build cache no image needs, least recently used first",
+    summary: "remove build cache no image needs, least recently used first, with the unpacked layers only it needed",
     operands: "",
     flags: [
       {
         name: "all",
         short: "a",
         type: "boolean",
-        description: "also remove cache mounts and unpacked snapshots",
+        description: "also remove cache mounts and every unpacked snapshot",
       },
       {
         name: "keep-storage",

@@ -13,6 +13,28 @@ import {
   openStore,
   type Store,
 } from "../oci/store/index.js";
+import type { CacheIndex } from "../solver/cache.js";
+import { liveLayerStacks } from "../solver/gc.js";
+import { Snapshotter } from "../worker/snapshot/index.js";
+
+/**
+ * Removes the unpacked layers no image, cache record or kept container needs any more (a step's
+ * kept result, a context's snapshot, once their records are pruned); the bytes `measure` finds
+ * they hold. Nothing goes
+ * while another tbuild process is alive: it may be mounting or reading any of them.
+ */
+export async function pruneUnneededLayers(
+  store: Store,
+  cache: CacheIndex,
+  measure?: (dirs: readonly string[]) => Promise<number>,
+): Promise<number> {
+  if ((await store.content.liveLeases()).size > 0) return 0;
+  const snapshotter = new Snapshotter(store.root, store.content);
+  const unneeded = await snapshotter.unneededLayers(await liveLayerStacks(store, cache));
+  const bytes = (await measure?.(unneeded)) ?? 0;
+  await snapshotter.removeLayers(unneeded);
+  return bytes;
+}
 
 /** Opens (creating on first use) the store this command's environment names. */
 export function openCommandStore(ctx: { env: NodeJS.ProcessEnv }): Promise<Store> {

@@ -42,6 +42,28 @@ export async function imageBlobs(store: Store): Promise<Set<string>> {
   return live;
 }
 
+/**
+ * The layer stacks (diff IDs, lowest first) of every image the index reaches and of every cache
+ * record's result: what an unpacked layer must belong to, to be kept.
+ */
+export async function liveLayerStacks(store: Store, cache: CacheIndex): Promise<string[][]> {
+  const stacks = cache.all().map((record) => record.result.layers.map((layer) => layer.diffId));
+  const seen = new Set<string>();
+  const visit = async (descriptor: Descriptor): Promise<void> => {
+    if (seen.has(descriptor.digest)) return;
+    seen.add(descriptor.digest);
+    if (!/manifest|index/.test(descriptor.mediaType ?? "")) return;
+    if ((await store.content.size(descriptor.digest)) === undefined) return;
+    const document = await store.content.readJson<Partial<Manifest & Index>>(descriptor.digest);
+    for (const child of document.manifests ?? []) await visit(child);
+    if (!document.config || (await store.content.size(document.config.digest)) === undefined) return;
+    const config = await store.content.readJson<{ rootfs?: { diff_ids?: string[] } }>(document.config.digest);
+    stacks.push(config.rootfs?.diff_ids ?? []);
+  };
+  for (const entry of (await store.images.readIndex()).manifests) await visit(entry);
+  return stacks;
+}
+
 function recordBlobs(records: CacheRecord[]): Map<string, number> {
   const counts = new Map<string, number>();
   for (const record of records) {

@@ -29,7 +29,7 @@ import { parseBuildNetwork } from "../network.js";
 import { describeStepFailure, openProgress, type ProgressSink, progressModeOf } from "../progress/index.js";
 import { storeImageResolver } from "../resolver.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
-import { openCommandStore } from "../store.js";
+import { openCommandStore, pruneUnneededLayers } from "../store.js";
 import { parseBuildPlatform, parseKeyValues } from "../values.js";
 
 type Values = ParsedCommandLine["values"];
@@ -219,7 +219,7 @@ async function build(
     }
     // config.toml's [gc] limits, enforced once the image is named (so its blobs are never candidates).
     const gcPolicy = readGcPolicy(config);
-    if (gcPolicy) await applyGcPolicy(store, cache, gcPolicy);
+    if (gcPolicy && (await applyGcPolicy(store, cache, gcPolicy))) await pruneUnneededLayers(store, cache);
     // Steps are what the Dockerfile says; reading the context and the like are not counted.
     const steps = (digests: string[]) => digests.filter((d) => !lowered.graph.info[d]?.internal).length;
     progress.finish({

@@ -1,4 +1,4 @@
-import { readdir, rm } from "node:fs/promises";
+import { lstat, readdir, rm } from "node:fs/promises";
 import path from "node:path";
 import { UsageError } from "../../errors/index.js";
 import { defaultStoreRoot } from "../../oci/store/index.js";
@@ -7,7 +7,7 @@ import { parseDuration, parseSize, pruneBuildCache } from "../../solver/gc.js";
 import { removeAbandonedBuildStates, stopAbandonedContainers } from "../../worker/build-state.js";
 import { hasWorkerPrivileges, reexecInUserNamespace } from "../../worker/userns.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
-import { formatSize, openCommandStore } from "../store.js";
+import { formatSize, openCommandStore, pruneUnneededLayers } from "../store.js";
 import { directorySize } from "./du.js";
 
 export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise<number> {
@@ -48,6 +48,7 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
     });
     let bytes = freed.bytes + abandonedBytes;
     if (values.all === true) bytes += await pruneUnpacked(store.root, store, ctx.warn);
+    else bytes += await pruneUnneededLayers(store, cache, freedBy);
     ctx.stdout.write(
       `removed ${freed.records} build cache record(s); total reclaimed space: ${formatSize(bytes)}\n`,
     );
@@ -55,6 +56,33 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   } finally {
     cache.close();
   }
+}
+
+/**
+ * What removing these directories frees: the files all of whose links are inside them (unpacked
+ * layers share unchanged files by hard links, with each other and with layers that stay).
+ */
+async function freedBy(dirs: readonly string[]): Promise<number> {
+  const files = new Map<string, { size: number; links: number; found: number }>();
+  const walk = async (dir: string): Promise<void> => {
+    for (const name of await readdir(dir).catch(() => [] as string[])) {
+      const file = path.join(dir, name);
+      const info = await lstat(file).catch(() => undefined);
+      if (!info) continue;
+      if (info.isDirectory()) {
+        await walk(file);
+        continue;
+      }
+      const key = `${info.dev}:${info.ino}`;
+      const known = files.get(key) ?? { size: info.size, links: info.nlink, found: 0 };
+      known.found++;
+      files.set(key, known);
+    }
+  };
+  for (const dir of dirs) await walk(dir);
+  let bytes = 0;
+  for (const file of files.values()) if (file.found >= file.links) bytes += file.size;
+  return bytes;
 }
 
 /**

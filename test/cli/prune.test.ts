@@ -53,6 +53,38 @@ describe("tbuild du and tbuild prune", () => {
     expect(tbuild(["run", "--rm", "app:1", "cat", "/d"], { env }).stdout).toBe("done\n");
   });
 
+  it("frees the unpacked layers only pruned records needed, and keeps what images use", async () => {
+    const store = tempDir("prune-unpacked");
+    await importBusybox(store, "busybox");
+    const env = { TBUILD_ROOT: store };
+    const dir = context("FROM busybox\nCOPY data /data\nRUN head -c 400000 /dev/urandom > /random\n");
+    const build = (data: string, tag: string) => {
+      writeFileSync(path.join(dir, "data"), data);
+      const result = tbuild(["build", "--progress=plain", "-t", tag, dir], { env });
+      expect(result.status, result.stderr).toBe(0);
+    };
+    build("one\n", "first:1");
+    build("two\n", "app:1");
+    build("three\n", "app:1");
+    const before = du(store);
+
+    // No limit: every record goes, and with them the layers only they needed: the second
+    // build's step results (400 kB of random bytes) and every context snapshot.
+    const pruned = tbuild(["prune", "-f"], { env });
+    expect(pruned.status, pruned.stderr).toBe(0);
+    expect(/total reclaimed space: (.*)$/m.exec(pruned.stdout)?.[1]).toMatch(/kB|MB/);
+    const after = du(store);
+    expect(after.snapshots).toBeLessThan(before.snapshots - 400_000);
+    expect(after.images).toBe(before.images);
+
+    const random = (tag: string) => tbuild(["run", "--rm", tag, "md5sum", "/random"], { env }).stdout;
+    expect(random("first:1")).toMatch(/^[0-9a-f]{32} /);
+    expect(tbuild(["run", "--rm", "app:1", "cat", "/data"], { env }).stdout).toBe("three\n");
+    // A rebuild after a change finds the layers its records of reuse name gone, and copes.
+    build("four\n", "app:1");
+    expect(tbuild(["run", "--rm", "app:1", "cat", "/data"], { env }).stdout).toBe("four\n");
+  });
+
   it("--keep-storage removes least recently used records only down to the size asked", async () => {
     const store = tempDir("prune-keep");
     await importBusybox(store, "busybox");

@@ -223,6 +223,38 @@ export class Snapshotter {
   }
 
   /**
+   * The unpacked layers nothing needs: in none of the layer stacks given (diff IDs, lowest first:
+   * the images' and the cache records' results) and under no writable mount left (a kept
+   * container's). What a step kept or a context was unpacked into outlives its cache record
+   * otherwise. The caller removes them, with `removeLayers`, while no other process can be
+   * mounting them.
+   */
+  async unneededLayers(stacks: Iterable<readonly string[]>): Promise<string[]> {
+    const needed = new Set<string>();
+    for (const stack of stacks) for (const id of chainIds(stack)) needed.add(hexOf(id));
+    for (const id of await this.listWritable()) {
+      const state = await this.readState(id).catch(() => undefined);
+      for (const lower of state?.lowers ?? []) needed.add(path.basename(lower));
+    }
+    const names = await readdir(this.layersDir).catch(() => [] as string[]);
+    // Temp directories and locks (a name with a dot) belong to unpacks under way.
+    return names
+      .filter((name) => !name.includes(".") && !needed.has(name))
+      .map((name) => path.join(this.layersDir, name));
+  }
+
+  /**
+   * Removes unpacked layers, with what records of them rebuilds would link from (see
+   * source-snapshot.ts and file-reuse.ts): those only name a layer, and find it gone.
+   */
+  async removeLayers(dirs: readonly string[]): Promise<void> {
+    for (const dir of dirs) {
+      await rm(path.join(this.root, "sources", "layers", path.basename(dir)), { force: true });
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  /**
    * Unpacks each layer of the image once (keyed by chain ID; layers shared between images are
    * unpacked once), returns the layer directories lowest first. Safe with concurrent tbuild processes.
    */
