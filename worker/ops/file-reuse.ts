@@ -44,8 +44,9 @@ interface Deferred {
   source: string;
   owner: { uid: number; gid: number };
   mode: number;
-  mtime: Date;
-  atime: Date;
+  /** Milliseconds: made into dates only should the link fail. */
+  mtimeMs: number;
+  atimeMs: number;
 }
 
 /** What `<snapshots>/results/<op>.json` records of an op's latest kept result. */
@@ -73,6 +74,7 @@ export class FileReuse {
   private readonly rootfs: string;
   private readonly upper: string;
   private readonly deferred = new Map<string, Deferred>();
+  private lastSource: [string, ReadonlyMap<string, Buffer>] | undefined;
 
   private constructor(
     record: string,
@@ -141,7 +143,7 @@ export class FileReuse {
         return false;
       }
     }
-    this.deferred.set(rel, { rel, previous, source, owner, mode, mtime: st.mtime, atime: st.atime });
+    this.deferred.set(rel, { rel, previous, source, owner, mode, mtimeMs: st.mtimeMs, atimeMs: st.atimeMs });
     return true;
   }
 
@@ -153,14 +155,17 @@ export class FileReuse {
   contentOf(rel: string, sources: ReadonlyMap<string, ReadonlyMap<string, Buffer>>): Buffer | undefined {
     const entry = this.deferred.get(rel);
     if (entry === undefined) return undefined;
-    for (const [dir, contents] of sources) {
-      if (
-        entry.source.length > dir.length &&
-        entry.source.startsWith(dir) &&
-        entry.source[dir.length] === "/"
-      ) {
-        return contents.get(entry.source.slice(dir.length + 1));
-      }
+    // A copy's files mostly come from one source: the last one found is tried first.
+    const last = this.lastSource;
+    if (last !== undefined) {
+      const below = pathBelow(last[0], entry.source);
+      if (below !== undefined) return last[1].get(below);
+    }
+    for (const source of sources) {
+      const below = pathBelow(source[0], entry.source);
+      if (below === undefined) continue;
+      this.lastSource = source;
+      return source[1].get(below);
     }
     return undefined;
   }
@@ -221,7 +226,7 @@ export class FileReuse {
     }
     lchownSync(file, entry.owner.uid, entry.owner.gid);
     chmodSync(file, entry.mode);
-    lutimesSync(file, entry.atime, entry.mtime);
+    lutimesSync(file, new Date(entry.atimeMs), new Date(entry.mtimeMs));
     return true;
   }
 
