@@ -3,7 +3,6 @@
  * the base filesystem (or an empty one); each copy reads its source input through a read-only
  * view; the mount's changes become one new layer on top of the base's layers.
  */
-
 import { chmod, lchown, lstat, lutimes, mkdir, open, rm } from "node:fs/promises";
 import path from "node:path";
 import { writeLayer } from "../../oci/layer.js";

@@ -10,7 +10,6 @@
  *
  * Its result is one layer holding the selected files, mtimes kept as BuildKit keeps them.
  */
-
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdir, readFile, realpath, rename, rm, stat, writeFile } from "node:fs/promises";
