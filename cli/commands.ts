@@ -502,7 +502,8 @@ export const commands: CommandSpec[] = [
   },
   {
     name: "prune",
-    summary: "remove build cache no image needs, least recently used first, with the unpacked layers only it needed",
+    summary:
+      "remove build cache no image needs, least recently used first, with the unpacked layers only it needed",
     operands: "",
     flags: [
       {

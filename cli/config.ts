@@ -58,6 +58,19 @@ export function parseConfig(text: string, file: string): TbuildConfig {
     throw new ConfigError(file, `invalid TOML${where}: ${first}`, { cause: err });
   }
   const { registry, ...other } = data;
+  // A misspelt table would otherwise be ignored without a word, its settings never applied.
+  for (const name of Object.keys(data)) {
+    if (Object.hasOwn(CONFIG_TABLES, name)) continue;
+    const known = Object.keys(CONFIG_TABLES)
+      .map((table) => `[${table}]`)
+      .join(", ");
+    throw new ConfigError(
+      file,
+      isTable(data[name])
+        ? `unknown table [${name}] (known: ${known})`
+        : `unknown key ${name} (known tables: ${known})`,
+    );
+  }
   return { path: file, registries: readRegistries(registry, file), other };
 }
 

@@ -69,6 +69,15 @@ describe("docs/config.md", () => {
     expect(readBuildDefaults(config)).toEqual({ jobs: 4 });
   });
 
+  it("rejects an unknown table or top-level key, naming it and the known tables", () => {
+    expect(() => parseConfig('[registy."docker.io"]\nmirrors = ["m:5000"]\n', "/x/config.toml")).toThrow(
+      "/x/config.toml: unknown table [registy] (known: [registry], [gc], [build])",
+    );
+    expect(() => parseConfig("jobs = 2\n", "/x/config.toml")).toThrow(
+      "/x/config.toml: unknown key jobs (known tables: [registry], [gc], [build])",
+    );
+  });
+
   it("rejects an unknown key of [build], naming it and the known ones", () => {
     const config = parseConfig("[build]\njobz = 2\n", "/x/config.toml");
     expect(() => readBuildDefaults(config)).toThrow("/x/config.toml: unknown key build.jobz (known: jobs)");

@@ -121,14 +121,14 @@ describe("mirrors", () => {
 describe("config.toml", () => {
   it("reads registries into plain data, CA paths relative to the file, other tables kept", () => {
     const config = parseConfig(
-      `[registry."docker.io"]\nmirrors = ["mirror.example:5000"]\n[registry."mirror.example:5000"]\nhttp = true\nca = ["certs/ca.pem"]\ninsecure = false\n[worker]\njobs = 4\n`,
+      `[registry."docker.io"]\nmirrors = ["mirror.example:5000"]\n[registry."mirror.example:5000"]\nhttp = true\nca = ["certs/ca.pem"]\ninsecure = false\n[build]\njobs = 4\n`,
       "/etc/tbuild/config.toml",
     );
     expect(config.registries).toEqual({
       "docker.io": { mirrors: ["mirror.example:5000"] },
       "mirror.example:5000": { http: true, ca: ["/etc/tbuild/certs/ca.pem"], insecure: false },
     });
-    expect(config.other).toEqual({ worker: { jobs: 4 } });
+    expect(config.other).toEqual({ build: { jobs: 4 } });
   });
 
   it("names the file and the key that is wrong", () => {
