@@ -40,7 +40,6 @@ const graphFlags: FlagSpec[] = [
   },
 ];
 
-/** Every command tbuild knows, in the order `tbuild --help` lists them. */
 /** `--format table|json`, of the commands that list things. */
 const TABLE_OR_JSON: FlagSpec = {
   name: "format",
@@ -50,6 +49,7 @@ const TABLE_OR_JSON: FlagSpec = {
   default: "table",
 };
 
+/** Every command tbuild knows, in the order `tbuild --help` lists them. */
 export const commands: CommandSpec[] = [
   {
     name: "build",

@@ -15,13 +15,14 @@ import {
 } from "../oci/store/index.js";
 import type { CacheIndex } from "../solver/cache.js";
 import { liveLayerStacks } from "../solver/gc.js";
+import { forgetSourceSnapshots } from "../worker/ops/source-snapshot.js";
 import { Snapshotter } from "../worker/snapshot/index.js";
 
 /**
  * Removes the unpacked layers no image, cache record or kept container needs any more (a step's
  * kept result, a context's snapshot, once their records are pruned); the bytes `measure` finds
- * they hold. Nothing goes
- * while another tbuild process is alive: it may be mounting or reading any of them.
+ * they hold. Nothing goes while another tbuild process is alive: it may be mounting or reading
+ * any of them.
  */
 export async function pruneUnneededLayers(
   store: Store,
@@ -32,6 +33,7 @@ export async function pruneUnneededLayers(
   const snapshotter = new Snapshotter(store.root, store.content);
   const unneeded = await snapshotter.unneededLayers(await liveLayerStacks(store, cache));
   const bytes = (await measure?.(unneeded)) ?? 0;
+  await forgetSourceSnapshots(snapshotter, unneeded);
   await snapshotter.removeLayers(unneeded);
   return bytes;
 }

@@ -138,7 +138,7 @@ export function createContextMatcher(patterns: readonly string[]): ContextMatche
     if (compiled.length === 0) return false;
     const path = normalizeRelPath(relPath);
     // The context root itself is never excluded ("don't let them exclude everything").
-    if (path === "" || compiled.length === 0) return false;
+    if (path === "") return false;
     return evaluate(path, false).excluded;
   };
 

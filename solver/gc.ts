@@ -25,20 +25,35 @@ export interface StoreUsage {
   unreferenced: number;
 }
 
+/**
+ * Every descriptor the image index reaches, each once, with its document when it is a manifest
+ * or an index the store holds (whose children are visited too).
+ */
+async function walkImages(
+  store: Store,
+  visit: (descriptor: Descriptor, document?: Partial<Manifest & Index>) => Promise<void> | void,
+): Promise<void> {
+  const seen = new Set<string>();
+  const walk = async (descriptor: Descriptor): Promise<void> => {
+    if (seen.has(descriptor.digest)) return;
+    seen.add(descriptor.digest);
+    if (!/manifest|index/.test(descriptor.mediaType ?? "")) return visit(descriptor);
+    if ((await store.content.size(descriptor.digest)) === undefined) return visit(descriptor);
+    const document = await store.content.readJson<Partial<Manifest & Index>>(descriptor.digest);
+    await visit(descriptor, document);
+    for (const child of document.manifests ?? []) await walk(child);
+  };
+  for (const entry of (await store.images.readIndex()).manifests) await walk(entry);
+}
+
 /** The blobs the image index reaches: index and manifest documents, configs, layers. */
 export async function imageBlobs(store: Store): Promise<Set<string>> {
   const live = new Set<string>();
-  const visit = async (descriptor: Descriptor): Promise<void> => {
-    if (live.has(descriptor.digest)) return;
+  await walkImages(store, (descriptor, document) => {
     live.add(descriptor.digest);
-    if ((await store.content.size(descriptor.digest)) === undefined) return;
-    if (!/manifest|index/.test(descriptor.mediaType ?? "")) return;
-    const document = await store.content.readJson<Partial<Manifest & Index>>(descriptor.digest);
-    for (const child of document.manifests ?? []) await visit(child);
-    if (document.config) live.add(document.config.digest);
-    for (const layer of document.layers ?? []) live.add(layer.digest);
-  };
-  for (const entry of (await store.images.readIndex()).manifests) await visit(entry);
+    if (document?.config) live.add(document.config.digest);
+    for (const layer of document?.layers ?? []) live.add(layer.digest);
+  });
   return live;
 }
 
@@ -48,19 +63,12 @@ export async function imageBlobs(store: Store): Promise<Set<string>> {
  */
 export async function liveLayerStacks(store: Store, cache: CacheIndex): Promise<string[][]> {
   const stacks = cache.all().map((record) => record.result.layers.map((layer) => layer.diffId));
-  const seen = new Set<string>();
-  const visit = async (descriptor: Descriptor): Promise<void> => {
-    if (seen.has(descriptor.digest)) return;
-    seen.add(descriptor.digest);
-    if (!/manifest|index/.test(descriptor.mediaType ?? "")) return;
-    if ((await store.content.size(descriptor.digest)) === undefined) return;
-    const document = await store.content.readJson<Partial<Manifest & Index>>(descriptor.digest);
-    for (const child of document.manifests ?? []) await visit(child);
-    if (!document.config || (await store.content.size(document.config.digest)) === undefined) return;
-    const config = await store.content.readJson<{ rootfs?: { diff_ids?: string[] } }>(document.config.digest);
-    stacks.push(config.rootfs?.diff_ids ?? []);
-  };
-  for (const entry of (await store.images.readIndex()).manifests) await visit(entry);
+  await walkImages(store, async (_descriptor, document) => {
+    const config = document?.config;
+    if (!config || (await store.content.size(config.digest)) === undefined) return;
+    const image = await store.content.readJson<{ rootfs?: { diff_ids?: string[] } }>(config.digest);
+    stacks.push(image.rootfs?.diff_ids ?? []);
+  });
   return stacks;
 }
 

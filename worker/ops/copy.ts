@@ -181,8 +181,8 @@ class Copier {
   private readonly options: CopyOptions;
   private readonly include: ContextMatcher | undefined;
   private readonly exclude: ContextMatcher | undefined;
-  /** `dev:ino` of a copied file with several links → where it was copied to, once it is. */
-  private readonly inodes = new Map<string, Promise<string>>();
+  /** `dev:ino` of a copied file with several links → where it was copied to. */
+  private readonly inodes = new Map<string, string>();
   /** Directories on the way to the entry being copied that are not created yet (include patterns). */
   private readonly parents: PendingDir[] = [];
   /** Directories this copy created, and the targets it has written into them (see copyEntry). */
@@ -284,24 +284,11 @@ class Copier {
     }
     this.madeTargets.add(target);
     if (!(st.isFile() && single)) this.options.reuse?.wrote(target);
-    // Registered before any await, so that a second link to the inode copied at the same time
-    // waits for the first copy instead of copying the content again.
-    let linkedTo: Promise<string> | undefined;
-    let copied: ((target: string) => void) | undefined;
-    if (st.isFile() && !single) {
-      const key = `${st.dev}:${st.ino}`;
-      linkedTo = this.inodes.get(key);
-      if (linkedTo === undefined) {
-        const first = Promise.withResolvers<string>();
-        // A failed first copy fails the whole copy: nothing waits on it then.
-        first.promise.catch(() => {});
-        this.inodes.set(key, first.promise);
-        copied = first.resolve;
-      }
-    }
+    // Entries are copied one at a time: a later link to an inode finds the first one's copy.
+    const inode = st.isFile() && !single ? `${st.dev}:${st.ino}` : undefined;
+    const first = inode !== undefined ? this.inodes.get(inode) : undefined;
     this.createParents(true);
-    if (linkedTo !== undefined) {
-      const first = await linkedTo;
+    if (first !== undefined) {
       this.replacing(target, () => linkSync(first, target));
       return; // a hard link shares its inode's metadata, already set
     }
@@ -328,7 +315,7 @@ class Copier {
     }
     // copyFile gave the new file the source's mode already; only a chown can take bits off it.
     this.copyMetadata(st, target, st.isFile());
-    copied?.(target);
+    if (inode !== undefined) this.inodes.set(inode, target);
   }
 
   /** Creates `target` with `create`; whatever non-directory is there already is replaced. */

@@ -37,8 +37,17 @@ interface PendingDirectory {
   mtime: Date;
 }
 
-function sourceLayerMarker(snapshotter: Snapshotter, diffId: string): string {
-  return path.join(snapshotter.root, "sources", "layers", path.basename(snapshotter.layerDir(diffId)));
+/** The marker of the source snapshot unpacked in `layerDir`. */
+function sourceLayerMarker(snapshotter: Snapshotter, layerDir: string): string {
+  return path.join(snapshotter.root, "sources", "layers", path.basename(layerDir));
+}
+
+/** Before unpacked layers are removed: those that were source snapshots stop being marked so. */
+export async function forgetSourceSnapshots(
+  snapshotter: Snapshotter,
+  layerDirs: readonly string[],
+): Promise<void> {
+  for (const dir of layerDirs) await rm(sourceLayerMarker(snapshotter, dir), { force: true });
 }
 
 /**
@@ -46,7 +55,7 @@ function sourceLayerMarker(snapshotter: Snapshotter, diffId: string): string {
  * snapshots of the source, never hard links of its own.
  */
 export async function isSourceSnapshot(snapshotter: Snapshotter, diffId: string): Promise<boolean> {
-  return stat(sourceLayerMarker(snapshotter, diffId)).then(
+  return stat(sourceLayerMarker(snapshotter, snapshotter.layerDir(diffId))).then(
     () => true,
     () => false,
   );
@@ -222,7 +231,7 @@ export class SourceSnapshot implements TreeSink {
         await this.discard();
       }
       await mkdir(path.join(path.dirname(this.record), "layers"), { recursive: true });
-      await writeFile(sourceLayerMarker(snapshotter, diffId), "");
+      await writeFile(sourceLayerMarker(snapshotter, snapshotter.layerDir(diffId)), "");
       const temp = `${this.record}.${process.pid}.tmp`;
       await writeFile(temp, JSON.stringify({ layer: diffId, files: this.files } satisfies SourceRecord));
       await rename(temp, this.record);

@@ -244,14 +244,11 @@ export class Snapshotter {
   }
 
   /**
-   * Removes unpacked layers, with what records of them rebuilds would link from (see
-   * source-snapshot.ts and file-reuse.ts): those only name a layer, and find it gone.
+   * Removes unpacked layers. The records rebuilds link from (source-snapshot.ts, file-reuse.ts)
+   * only name a layer, and find it gone.
    */
   async removeLayers(dirs: readonly string[]): Promise<void> {
-    for (const dir of dirs) {
-      await rm(path.join(this.root, "sources", "layers", path.basename(dir)), { force: true });
-      await rm(dir, { recursive: true, force: true });
-    }
+    for (const dir of dirs) await rm(dir, { recursive: true, force: true });
   }
 
   /**
