@@ -5,9 +5,10 @@
  * and modes kept, so `-v data:/etc/app` starts from the image's `/etc/app`.
  */
 import { spawn } from "node:child_process";
-import { lstat, mkdir, readdir, readlink, rm } from "node:fs/promises";
+import { lstat, mkdir, readdir, rm } from "node:fs/promises";
 import path from "node:path";
 import { TbuildError } from "../errors/index.js";
+import { rootPath } from "../worker/root-path.js";
 
 export class VolumeStore {
   readonly dir: string;
@@ -42,7 +43,7 @@ export async function seedVolume(
   dataDir: string,
   signal?: AbortSignal,
 ): Promise<void> {
-  const source = await resolveInRoot(rootfs, containerPath);
+  const source = rootPath(rootfs, containerPath);
   const info = await lstat(source).catch(() => undefined);
   if (!info?.isDirectory()) return;
   // cp -a keeps owners, modes, times, links and xattrs, which Node's fs.cp does not all keep.
@@ -67,31 +68,4 @@ export async function seedVolume(
         );
     });
   });
-}
-
-/**
- * `containerPath` inside `root` with every symlink resolved as the container would resolve it,
- * never leaving `root`: an image whose `/data` links to `/etc` gives `<root>/etc`, not the host's.
- */
-export async function resolveInRoot(root: string, containerPath: string): Promise<string> {
-  const pending = containerPath.split("/").filter((p) => p !== "" && p !== ".");
-  const resolved: string[] = [];
-  let links = 0;
-  while (pending.length > 0) {
-    const part = pending.shift()!;
-    if (part === "..") {
-      resolved.pop();
-      continue;
-    }
-    const candidate = path.join(root, ...resolved, part);
-    const target = await readlink(candidate).catch(() => undefined);
-    if (target === undefined) {
-      resolved.push(part);
-      continue;
-    }
-    if (++links > 40) throw new TbuildError("E_SYMLINK_LOOP", `too many symlinks resolving ${containerPath}`);
-    if (target.startsWith("/")) resolved.length = 0;
-    pending.unshift(...target.split("/").filter((p) => p !== "" && p !== "."));
-  }
-  return path.join(root, ...resolved);
 }

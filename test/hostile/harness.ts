@@ -49,7 +49,12 @@ export class Canary {
     // Rootless, tbuild runs as the test user: the canary is that user's own, which an escape could reach.
     if (mode === "rootless") {
       const { uid, gid } = userIds(ROOTLESS_USER);
-      for (const p of [this.dir, path.join(this.dir, "sub"), path.join(this.dir, "secret"), path.join(this.dir, "sub", "file")]) {
+      for (const p of [
+        this.dir,
+        path.join(this.dir, "sub"),
+        path.join(this.dir, "secret"),
+        path.join(this.dir, "sub", "file"),
+      ]) {
         chownSync(p, uid, gid);
       }
     }
@@ -84,7 +89,9 @@ export class Canary {
   expectUntouched(...outputs: (string | Buffer)[]): void {
     expect(this.state(), "the canary outside the build changed").toBe(this.before);
     for (const output of outputs) {
-      expect(output.toString().includes(this.secret), "the canary's secret leaked into an output").toBe(false);
+      expect(output.toString().includes(this.secret), "the canary's secret leaked into an output").toBe(
+        false,
+      );
     }
   }
 }
@@ -203,7 +210,9 @@ export function hostileWorld(): HostileWorld {
     },
     expectStoreUsable(mode, store) {
       expect(mountsUnder(store), "something of the store is still mounted").toEqual([]);
-      const ctx = world.context({ Dockerfile: "FROM busybox\nRUN echo still-usable > /usable\nCMD [\"cat\", \"/usable\"]\n" });
+      const ctx = world.context({
+        Dockerfile: 'FROM busybox\nRUN echo still-usable > /usable\nCMD ["cat", "/usable"]\n',
+      });
       const built = world.tbuild(mode, store, ["build", "-q", "-t", "usable:check", ctx]);
       expect(built.status, `a plain build in the store failed afterwards: ${built.stderr}`).toBe(0);
       const images = world.tbuild(mode, store, ["images"]);

@@ -29,12 +29,12 @@ import { type ContextMatcher, createContextMatcher } from "../../frontend/docker
 import { byBytes } from "../../oci/archive/byte-order.js";
 import type { FileAction } from "../../solver/graph.js";
 import { childPath } from "../child-path.js";
+import { rootPath } from "../root-path.js";
 import { makeSpecialFile } from "../unpack.js";
 import { extractArchive, isTarArchive } from "./extract.js";
-import { hasGlob, pathComponents } from "./glob.js";
+import { globInRoot, hasGlob, pathComponents } from "./glob.js";
 import type { ModeChange } from "./mode.js";
 import type { Owner } from "./owner.js";
-import { globInRoot, rootPath } from "./root-path.js";
 
 export type CopyAction = Extract<FileAction, { action: "copy" }>;
 
@@ -101,7 +101,7 @@ export async function copy(action: CopyAction, options: CopyOptions): Promise<vo
   const dest = action.dest;
   if (!action.createDestPath) {
     const parent = path.posix.dirname(path.posix.join("/", dest));
-    const parentPath = await rootPath(destRoot, parent);
+    const parentPath = rootPath(destRoot, parent);
     if (!(await stat(parentPath).catch(() => undefined))?.isDirectory()) {
       throw new CopyError(`cannot copy to ${dest}: ${parent} does not exist in the destination`);
     }
@@ -116,16 +116,16 @@ export async function copy(action: CopyAction, options: CopyOptions): Promise<vo
   const destClean = path.posix.join("/", dest);
   const destIsDir = dest.endsWith("/") || dest.endsWith("/.") || destClean === "/";
   await mkdirAll(
-    await rootPath(destRoot, destIsDir ? destClean : path.posix.dirname(destClean)),
+    rootPath(destRoot, destIsDir ? destClean : path.posix.dirname(destClean)),
     0o755,
     options.owner,
   );
-  const destPath = await rootPath(destRoot, destClean);
+  const destPath = rootPath(destRoot, destClean);
   const copier = new Copier(options, action);
 
   for (const match of matches) {
     options.signal?.throwIfAborted();
-    const followed = await rootPath(srcRoot, match, { followFinal: action.followSymlinks });
+    const followed = rootPath(srcRoot, match, { followFinal: action.followSymlinks });
     const srcStat = await lstat(followed).catch((err: unknown) => {
       throw new CopyError(`${match}: not found in the source`, err);
     });
@@ -157,7 +157,7 @@ export async function copy(action: CopyAction, options: CopyOptions): Promise<vo
 async function resolveSources(action: CopyAction, srcRoot: string): Promise<string[]> {
   if (!action.allowWildcard || !hasGlob(action.src)) {
     const clean = `/${pathComponents(action.src).join("/")}`;
-    const exists = await lstat(await rootPath(srcRoot, clean, { followFinal: action.followSymlinks })).then(
+    const exists = await lstat(rootPath(srcRoot, clean, { followFinal: action.followSymlinks })).then(
       () => true,
       () => false,
     );

@@ -4,6 +4,7 @@
  * agent); what it changed in the root becomes one new layer.
  */
 import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
 import { chmod, chown, cp, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { Writable } from "node:stream";
@@ -13,6 +14,7 @@ import { writeLayer } from "../../oci/layer.js";
 import { digestOf } from "../../solver/digest.js";
 import type { ExecMount, ExecOp } from "../../solver/graph.js";
 import type { FsResult } from "../../solver/worker.js";
+import { rootPath } from "../root-path.js";
 import { runInSandbox, type SandboxMount } from "../sandbox/index.js";
 import type { WritableMount } from "../snapshot/index.js";
 import type { OpContext } from "./context.js";
@@ -122,6 +124,24 @@ async function commitLayer(mount: WritableMount, ctx: OpContext) {
   return { descriptor: written.descriptor, diffId: written.diffId };
 }
 
+/**
+ * Where a mount's `source=` is on the host: resolved inside the filesystem it comes from (a stage,
+ * an image, the context), as the container would resolve it, so that a symlink planted there
+ * means what it means inside that filesystem and never a host path. runc then gets a path with no
+ * symlink left in it. A source that does not exist is an error naming the mount.
+ */
+function mountSource(rootfs: string, mount: ExecMount): string {
+  const selector = mount.selector ?? "/";
+  const source = rootPath(rootfs, selector);
+  if (!existsSync(source)) {
+    throw new TbuildError(
+      "E_MOUNT_SOURCE",
+      `RUN --mount=type=${mount.type},target=${mount.target}: source ${selector} does not exist in the mounted stage, image or context`,
+    );
+  }
+  return source;
+}
+
 async function prepareMount(
   mount: ExecMount,
   inputs: FsResult[],
@@ -137,7 +157,7 @@ async function prepareMount(
       cleanups.push(() => view.release());
       return {
         destination: mount.target,
-        source: path.join(view.rootfs, mount.selector ?? "/"),
+        source: mountSource(view.rootfs, mount),
         type: "bind",
         readonly: mount.readonly,
       };
@@ -184,7 +204,7 @@ async function cacheMount(
     if (mount.input !== undefined) {
       const seed = await ctx.snapshotter.mountWritable(await prepareLayers(ctx, inputs[mount.input]!.layers));
       try {
-        await cp(path.join(seed.rootfs, mount.selector ?? "/"), building, {
+        await cp(mountSource(seed.rootfs, mount), building, {
           recursive: true,
           preserveTimestamps: true,
           verbatimSymlinks: true,

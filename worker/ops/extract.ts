@@ -15,9 +15,9 @@ import { createGunzip, createZstdDecompress } from "node:zlib";
 import { Header } from "tar";
 import { TbuildError } from "../../errors/index.js";
 import { readTarEntries } from "../../oci/archive/tar-reader.js";
+import { rootPath } from "../root-path.js";
 import { makeSpecialFile } from "../unpack.js";
 import { pathComponents } from "./glob.js";
-import { rootPath } from "./root-path.js";
 
 type Compression = "gzip" | "zstd" | "xz" | "bzip2" | "none";
 
@@ -134,7 +134,7 @@ export async function extractArchive(
       options.signal?.throwIfAborted();
       const components = safeComponents(entry.path, name);
       if (components.length === 0) continue; // the archive's root: dest itself
-      const parent = await rootPath(dest, components.slice(0, -1).join("/"));
+      const parent = rootPath(dest, components.slice(0, -1).join("/"));
       await mkdir(parent, { recursive: true, mode: 0o755 });
       const target = path.join(parent, components.at(-1)!);
       const existing = await lstat(target).catch(() => undefined);
@@ -163,7 +163,7 @@ export async function extractArchive(
           break;
         case "Link": {
           const linked = safeComponents(entry.linkpath, name);
-          const source = await rootPath(dest, linked.join("/"), { followFinal: false });
+          const source = rootPath(dest, linked.join("/"), { followFinal: false });
           await link(source, target).catch((err: unknown) => {
             throw new ArchiveError(
               `${name}: hard link ${entry.path} -> ${entry.linkpath}: ${(err as Error).message}`,

@@ -8,16 +8,16 @@ import path from "node:path";
 import { writeLayer } from "../../oci/layer.js";
 import type { FileAction, FileOp } from "../../solver/graph.js";
 import type { FsResult, LayerRef } from "../../solver/worker.js";
+import { rootPath } from "../root-path.js";
 import type { WritableMount } from "../snapshot/index.js";
 import { inUserNamespace } from "../userns.js";
 import type { OpContext } from "./context.js";
 import { CopyError, copy } from "./copy.js";
 import { FileReuse } from "./file-reuse.js";
-import { pathComponents } from "./glob.js";
+import { globInRoot, pathComponents } from "./glob.js";
 import { keepUnpacked, prepareLayers } from "./layers.js";
 import { parseChmod } from "./mode.js";
 import { type Owner, resolveOwner } from "./owner.js";
-import { globInRoot, rootPath } from "./root-path.js";
 import { isSourceSnapshot } from "./source-snapshot.js";
 
 export async function runFile(op: FileOp, inputs: FsResult[], ctx: OpContext): Promise<FsResult> {
@@ -165,7 +165,7 @@ async function makeFile(
   owner: Owner | undefined,
   time: Date,
 ): Promise<void> {
-  const target = await rootPath(root, action.path);
+  const target = rootPath(root, action.path);
   const existing = await lstat(target).catch(() => undefined);
   if (existing?.isDirectory())
     throw new CopyError(`cannot create the file ${action.path}: it is a directory`);
@@ -196,7 +196,7 @@ async function makeDirectory(
   owner: Owner | undefined,
   time: Date,
 ): Promise<void> {
-  const target = await rootPath(root, action.path);
+  const target = rootPath(root, action.path);
   const existing = await lstat(target).catch(() => undefined);
   if (existing?.isDirectory()) return;
   if (existing) throw new CopyError(`cannot create the directory ${action.path}: a file is in the way`);
@@ -240,7 +240,7 @@ async function remove(root: string, action: Extract<FileAction, { action: "rm" }
     : [{ path: `/${components.join("/")}` }];
   const targets: string[] = [];
   for (const match of matches) {
-    const target = await rootPath(root, match.path, { followFinal: false });
+    const target = rootPath(root, match.path, { followFinal: false });
     if (await lstat(target).catch(() => undefined)) targets.push(target);
   }
   if (targets.length === 0) {

@@ -16,9 +16,9 @@ import { TbuildError } from "../../errors/index.js";
 import { writeLayer } from "../../oci/layer.js";
 import type { GitOp } from "../../solver/graph.js";
 import type { FsResult } from "../../solver/worker.js";
+import { rootPath } from "../root-path.js";
 import type { OpContext } from "./context.js";
 import { selectContext, treeTar } from "./context-walk.js";
-import { rootPath } from "./root-path.js";
 
 const run = promisify(execFile);
 
@@ -119,7 +119,7 @@ export async function runGit(op: GitOp, _inputs: FsResult[], ctx: OpContext): Pr
     }
     let root = checkout;
     if (op.subdir !== undefined && op.subdir !== "" && op.subdir !== "/") {
-      root = await rootPath(checkout, op.subdir);
+      root = rootPath(checkout, op.subdir);
       if (!(await stat(root).catch(() => undefined))?.isDirectory()) {
         throw new GitSourceError(
           `${describe(op)}: the repository has no directory ${op.subdir} at ${commit}`,

@@ -3,7 +3,11 @@
  * `filepath.Match`, one path component at a time (`*` and `?` never cross a `/`; `[a-z]`, `[^x]`
  * classes; `\` escapes the next character). A pattern that is not well formed is an error, as in Go.
  */
+import { lstat, readdir } from "node:fs/promises";
+import path from "node:path";
 import { TbuildError } from "../../errors/index.js";
+import { byBytes } from "../../oci/archive/byte-order.js";
+import { rootPath } from "../root-path.js";
 
 export class InvalidGlobError extends TbuildError {
   constructor(pattern: string, reason: string) {
@@ -134,4 +138,47 @@ export class PathSelector {
     }
     return partial ? "partial" : "none";
   }
+}
+
+export interface GlobMatch {
+  /** Absolute inside the root: `/src/a.go`. */
+  path: string;
+  /** Below the pattern's fixed prefix (`src/*.go` → `a.go`), what `--exclude` patterns are matched against. */
+  belowBase: string;
+}
+
+/**
+ * What a glob names inside `root`, as fsutil's ResolveWildcards: the fixed prefix is resolved
+ * (its final symlink followed only when `followBase`), then each glob component is matched in
+ * turn (`*` never crosses a `/`), a matched directory is not searched further, and matches come
+ * in lexical order. A pattern without glob characters is returned as it is.
+ */
+export async function globInRoot(root: string, pattern: string, followBase: boolean): Promise<GlobMatch[]> {
+  const components = pathComponents(pattern);
+  const firstGlob = components.findIndex(hasGlob);
+  if (firstGlob < 0) return [{ path: `/${components.join("/")}`, belowBase: "" }];
+  const base = components.slice(0, firstGlob);
+  const globs = components.slice(firstGlob).map(compileComponentGlob);
+  const baseHost = rootPath(root, base.join("/"), { followFinal: followBase });
+  const out: GlobMatch[] = [];
+  const walk = async (host: string, rel: string[], depth: number) => {
+    let names: string[];
+    try {
+      names = (await readdir(host)).sort(byBytes);
+    } catch {
+      return; // not a directory, or gone: nothing matches below it
+    }
+    for (const name of names) {
+      if (!globs[depth]!(name)) continue;
+      const childRel = [...rel, name];
+      if (depth === globs.length - 1) {
+        out.push({ path: `/${[...base, ...childRel].join("/")}`, belowBase: childRel.join("/") });
+      } else {
+        const child = path.join(host, name);
+        if ((await lstat(child)).isDirectory()) await walk(child, childRel, depth + 1);
+      }
+    }
+  };
+  await walk(baseHost, [], 0);
+  return out;
 }

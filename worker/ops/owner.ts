@@ -6,7 +6,7 @@
 import { readFile } from "node:fs/promises";
 import { TbuildError } from "../../errors/index.js";
 import type { Chown } from "../../solver/graph.js";
-import { rootPath } from "./root-path.js";
+import { rootPath } from "../root-path.js";
 
 export interface Owner {
   uid: number;
@@ -51,7 +51,7 @@ export async function resolveOwner(root: string, chown: Chown): Promise<Owner> {
 async function lookup(root: string, file: string, kind: "user" | "group", name: string): Promise<string[]> {
   let text: string;
   try {
-    text = await readFile(await rootPath(root, file), "utf8");
+    text = await readFile(rootPath(root, file), "utf8");
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === "ENOENT" || code === "ENOTDIR" || code === "EISDIR") {

@@ -7,14 +7,11 @@
  * A root filesystem is a directory, or, before runc mounts it, the stack of directories an
  * overlay will merge (a `RootTree` reads either).
  */
-import { lstatSync, readlinkSync } from "node:fs";
+import { readlinkSync } from "node:fs";
 import { chown, lstat, mkdir, readdir, rm, utimes } from "node:fs/promises";
 import path from "node:path";
+import { directoryTree, type PathTree, resolveInTree, rootPath } from "../root-path.js";
 import { LowerView } from "../snapshot/lower-view.js";
-import { SandboxError } from "./errors.js";
-
-/** Linux's own limit on symlinks followed while resolving one path. */
-const MAX_SYMLINKS = 40;
 
 function isMissing(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException).code;
@@ -34,32 +31,13 @@ interface TreeEntry {
  * separated, "" for the root itself. Its calls are synchronous: a path takes a few lstat calls,
  * each quicker than a thread-pool round trip.
  */
-export interface RootTree {
+export interface RootTree extends PathTree {
   /** The entry at `rel`, undefined when there is none. */
   lstat(rel: string): TreeEntry | undefined;
-  readlink(rel: string): string;
   /** The host path that holds the entry at `rel` (to read it), undefined when there is none. */
   hostPath(rel: string): string | undefined;
   /** The host directory the run's changes land in, under the same relative paths. */
   changes: string;
-}
-
-/** A root filesystem that is a directory (mounted, or plain). */
-export function directoryTree(root: string): RootTree {
-  const at = (rel: string) => (rel === "" ? root : path.join(root, rel));
-  return {
-    lstat(rel) {
-      try {
-        return lstatSync(at(rel));
-      } catch (err) {
-        if (isMissing(err)) return undefined;
-        throw err;
-      }
-    },
-    readlink: (rel) => readlinkSync(at(rel)),
-    hostPath: (rel) => at(rel),
-    changes: root,
-  };
 }
 
 /**
@@ -83,46 +61,6 @@ export function layeredTree(layers: readonly string[], upper: string): RootTree 
 
 function treeOf(root: string | RootTree): RootTree {
   return typeof root === "string" ? directoryTree(root) : root;
-}
-
-/**
- * Where `inside` (a path as the container sees it) is in `tree`, relative to its root. Components
- * that do not exist are appended as they are, so the result also names where a missing path would be.
- */
-export function resolveInTree(tree: RootTree, inside: string): string {
-  const pending = inside.split("/").filter((c) => c !== "" && c !== ".");
-  const resolved: string[] = [];
-  let followed = 0;
-  while (pending.length > 0) {
-    const component = pending.shift() as string;
-    if (component === "..") {
-      resolved.pop();
-      continue;
-    }
-    const candidate = [...resolved, component].join("/");
-    if (!tree.lstat(candidate)?.isSymbolicLink()) {
-      resolved.push(component);
-      continue;
-    }
-    if (++followed > MAX_SYMLINKS) {
-      throw new SandboxError(
-        "E_SANDBOX_PATH",
-        `too many levels of symbolic links resolving ${inside} in the image`,
-      );
-    }
-    const target = tree.readlink(candidate);
-    if (target.startsWith("/")) resolved.length = 0;
-    pending.unshift(...target.split("/").filter((c) => c !== "" && c !== "."));
-  }
-  return resolved.join("/");
-}
-
-/**
- * The host path of `inside` (a path as the container sees it) under `root`. Components that do
- * not exist are appended as they are, so the result also names where a missing path would be.
- */
-export async function resolveInRoot(root: string, inside: string): Promise<string> {
-  return path.join(root, resolveInTree(directoryTree(root), inside));
 }
 
 async function exists(hostPath: string): Promise<boolean> {
@@ -211,7 +149,7 @@ async function isEmptyStub(hostPath: string): Promise<boolean> {
 
 /** Creates a directory inside the root (for a working directory the image lacks), as `uid:gid`. */
 export async function mkdirInRoot(root: string, inside: string, uid: number, gid: number): Promise<void> {
-  const target = await resolveInRoot(root, inside);
+  const target = rootPath(root, inside);
   if (await exists(target)) return;
   const created = await mkdir(target, { recursive: true, mode: 0o755 });
   // Only the directories made here change owner, as BuildKit's MkdirAllAndChown.

@@ -12,6 +12,7 @@ import { readFile } from "node:fs/promises";
 import { constants as osConstants } from "node:os";
 import path from "node:path";
 import type { Writable } from "node:stream";
+import { directoryTree } from "../root-path.js";
 import { SandboxError } from "./errors.js";
 import {
   checkSandboxPrivileges,
@@ -22,7 +23,7 @@ import {
   readHostResolvConf,
   resolvConfFor,
 } from "./host.js";
-import { directoryTree, layeredTree, MountStubs, mkdirInRoot } from "./rootfs-path.js";
+import { layeredTree, MountStubs, mkdirInRoot } from "./rootfs-path.js";
 import { buildRuntimeSpec, ETC_FILES, type SandboxSpec } from "./spec.js";
 import { resolveUser } from "./user.js";
 

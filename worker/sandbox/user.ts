@@ -10,8 +10,9 @@
  *   `/etc/group` that list the user's name as a member.
  */
 import { readFileSync } from "node:fs";
+import { directoryTree, resolveInTree } from "../root-path.js";
 import { SandboxError } from "./errors.js";
-import { directoryTree, type RootTree, resolveInTree } from "./rootfs-path.js";
+import type { RootTree } from "./rootfs-path.js";
 
 export interface ResolvedUser {
   uid: number;
