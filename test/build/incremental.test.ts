@@ -76,6 +76,45 @@ describe("rebuilds after a change", () => {
     }
   });
 
+  it("copy into directories that only lower layers hold, as the tutorials' dependency-first shape does", async () => {
+    // WORKDIR makes /app in a layer below the COPY; /etc is the base image's. A rebuild that kept
+    // an unchanged file of such a COPY used to fail with "upper/app: no such file or directory",
+    // and every later build of the context with it.
+    const dir = path.join(tempDir("incremental-ctx"), "ctx");
+    writeTree(dir, {
+      Dockerfile: [
+        "FROM busybox",
+        "WORKDIR /app",
+        "COPY deps.txt ./",
+        "RUN echo installed > /app/deps-stamp",
+        "COPY src/ ./src/",
+        "COPY a.txt /etc/",
+        "COPY . /src/",
+        "RUN find /app /etc/a.txt /src -type f | sort | xargs cat | md5sum > /sum",
+        "",
+      ].join("\n"),
+      "deps.txt": "deps 1\n",
+      "src/main.txt": "main 1\n",
+      "src/util.txt": "util 1\n",
+      "a.txt": "a 1\n",
+      "b.txt": "b 1\n",
+    });
+    build(storeRoot, dir, "deps-first:1");
+    for (const [file, text] of [
+      ["src/main.txt", "main 2\n"],
+      ["b.txt", "b 2\n"],
+      ["a.txt", "a 2\n"],
+      ["deps.txt", "deps 2\n"],
+    ] as const) {
+      writeFileSync(path.join(dir, file), text);
+      build(storeRoot, dir, "deps-first:1");
+      const fresh = tempDir("incremental-fresh");
+      await importBusybox(fresh, "busybox");
+      build(fresh, dir, "deps-first:1");
+      expect(digest(storeRoot, "deps-first:1"), `after editing ${file}`).toBe(digest(fresh, "deps-first:1"));
+    }
+  });
+
   it("take nothing from the previous build that a mode, an mtime or a same-size edit changed", async () => {
     // Unchanged files come from the previous context tar and the previous COPY's files: a file
     // whose mode or mtime alone changed, or whose bytes changed at the same size, must not.

@@ -21,6 +21,7 @@ import {
   readlinkSync,
   rmSync,
   symlinkSync,
+  writeFileSync,
 } from "node:fs";
 import { chmod, lchown, lstat, mkdir, stat } from "node:fs/promises";
 import path from "node:path";
@@ -185,9 +186,6 @@ class Copier {
   private readonly inodes = new Map<string, string>();
   /** Directories on the way to the entry being copied that are not created yet (include patterns). */
   private readonly parents: PendingDir[] = [];
-  /** Directories this copy created, and the targets it has written into them (see copyEntry). */
-  private readonly madeDirs = new Set<string>();
-  private readonly madeTargets = new Set<string>();
 
   constructor(options: CopyOptions, action: CopyAction) {
     this.options = options;
@@ -273,16 +271,13 @@ class Copier {
       const owner = this.options.owner ?? { uid: st.uid, gid: st.gid };
       this.createParents(true);
       if (this.options.reuse.matches(src, target, st, owner, this.modeOf(st))) {
-        // Linked in once the mount is gone: whatever is at the target now goes, as a copy replaces
-        // it. In a directory this copy made, only what it wrote there itself can be.
-        if (!this.madeDirs.has(path.dirname(target)) || this.madeTargets.has(target)) {
-          this.emptyFileTarget(target);
-        }
-        this.madeTargets.add(target);
+        // Linked in once the mount is gone. Until then an empty file stands in for it, made as the
+        // copy would make the file: whatever is at the target goes, and the directories above are
+        // copied up into the layer with the times that writing into them gives.
+        this.replacing(target, () => writeFileSync(target, "", { flag: "wx" }));
         return;
       }
     }
-    this.madeTargets.add(target);
     if (!(st.isFile() && single)) this.options.reuse?.wrote(target);
     // Entries are copied one at a time: a later link to an inode finds the first one's copy.
     const inode = st.isFile() && !single ? `${st.dev}:${st.ino}` : undefined;
@@ -344,7 +339,6 @@ class Copier {
     const existing = lstatSync(target, { throwIfNoEntry: false });
     if (!existing) {
       mkdirSync(target, { mode: 0o700 });
-      this.madeDirs.add(target);
       return true;
     }
     if (!existing.isDirectory()) {

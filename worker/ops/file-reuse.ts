@@ -30,7 +30,7 @@ import path from "node:path";
 import { digestOf } from "../../solver/digest.js";
 import type { FileOp } from "../../solver/graph.js";
 import { childPath, pathBelow } from "../child-path.js";
-import { isWhiteout, type Snapshotter } from "../snapshot/index.js";
+import type { Snapshotter } from "../snapshot/index.js";
 
 /** Files above this size are copied: comparing them would cost what copying does. */
 const COMPARE_BYTES = 1 << 20;
@@ -89,24 +89,30 @@ export class FileReuse {
     this.upper = upper;
   }
 
-  /** For a run of `op` on the writable mount (`rootfs`, `upper`): its previous result, if still unpacked. */
+  /**
+   * For a run of `op` on the writable mount (`rootfs`, `upper`): its previous result, if still
+   * unpacked; with `previous: false`, none (every file is copied), and this run's result replaces
+   * the record.
+   */
   static async forOp(
     snapshotter: Snapshotter,
     op: FileOp,
     mount: { rootfs: string; upper: string; mode: string },
+    options: { previous: boolean },
   ): Promise<FileReuse | undefined> {
     if (mount.mode !== "overlay" || op.actions.length !== 1 || op.actions[0]!.action !== "copy") {
       return undefined;
     }
     const record = path.join(snapshotter.root, "results", `${digestOf(op).slice(7)}.json`);
     let previous: { dir: string; sources: Record<string, string> } | undefined;
-    try {
-      const { layer, sources } = JSON.parse(await readFile(record, "utf8")) as ResultRecord;
-      const dir = snapshotter.layerDir(layer);
-      if ((await stat(dir)).isDirectory()) previous = { dir, sources: sources ?? {} };
-    } catch {
-      // Never run here, or its result was pruned: everything is copied.
-    }
+    if (options.previous)
+      try {
+        const { layer, sources } = JSON.parse(await readFile(record, "utf8")) as ResultRecord;
+        const dir = snapshotter.layerDir(layer);
+        if ((await stat(dir)).isDirectory()) previous = { dir, sources: sources ?? {} };
+      } catch {
+        // Never run here, or its result was pruned: everything is copied.
+      }
     return new FileReuse(record, previous, mount.rootfs, mount.upper);
   }
 
@@ -123,6 +129,8 @@ export class FileReuse {
   ): boolean {
     const rel = pathBelow(this.rootfs, target);
     if (rel === undefined) return false;
+    // A later source copied to the same path (a glob's matches) replaces what an earlier one deferred.
+    this.deferred.delete(rel);
     const identity = sourceIdentity(st);
     const made = identity === "" ? "" : `${identity}|${mode}|${owner.uid}:${owner.gid}`;
     this.sources[rel] = made;
@@ -184,8 +192,9 @@ export class FileReuse {
 
   /**
    * With the overlay unmounted: each file is linked from the previous result (or, should linking
-   * fail, copied from the source) into the upper directory, over the whiteout that removing a
-   * file of the layers below left there.
+   * fail, copied from the source) into the upper directory, over the empty file the copy left in
+   * its place (see copy.ts), which is the only thing that can be there: a later write to the same
+   * path took the entry out of `deferred`.
    */
   linkInto(): void {
     // Linking moves its directory's times, which the copy set already: they are put back.
@@ -195,10 +204,6 @@ export class FileReuse {
       const file = childPath(this.upper, entry.rel);
       const dir = path.dirname(file);
       if (!directoryTimes.has(dir)) directoryTimes.set(dir, lstatSync(dir));
-      if (this.link(entry, file)) continue;
-      // Something is there: the whiteout of a file of the layers below, replaced; or a file written
-      // after this one was matched (a later source of the copy with the same name), which wins.
-      if (!isWhiteout(lstatSync(file))) continue;
       const temp = path.join(dir, `.tbuild-link-${tag}`);
       if (!this.link(entry, temp)) throw new Error(`cannot link ${temp}: it exists`);
       renameSync(temp, file);

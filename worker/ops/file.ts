@@ -21,18 +21,40 @@ import { type Owner, resolveOwner } from "./owner.js";
 import { isSourceSnapshot } from "./source-snapshot.js";
 
 export async function runFile(op: FileOp, inputs: FsResult[], ctx: OpContext): Promise<FsResult> {
+  try {
+    return await applyFileOp(op, inputs, ctx, "reuse");
+  } catch (err) {
+    if (!(err instanceof ReuseFailed)) throw err;
+    // The plain way, which also replaces the record of what the next run may reuse.
+    return applyFileOp(op, inputs, ctx, "copy");
+  }
+}
+
+/** Reusing the op's previous result failed (it was removed meanwhile, or is not what was recorded). */
+class ReuseFailed extends Error {}
+
+async function applyFileOp(
+  op: FileOp,
+  inputs: FsResult[],
+  ctx: OpContext,
+  files: "reuse" | "copy",
+): Promise<FsResult> {
   const baseLayers = op.base !== undefined ? inputFs(inputs, op.base).layers : [];
   const mount = await ctx.snapshotter.mountWritable(await prepareLayers(ctx, baseLayers));
   const views = new SourceViews(ctx, inputs);
   try {
-    const reuse = await FileReuse.forOp(ctx.snapshotter, op, mount);
+    const reuse = await FileReuse.forOp(ctx.snapshotter, op, mount, { previous: files === "reuse" });
     for (const action of op.actions) {
       ctx.signal.throwIfAborted();
       await applyAction(action, mount.rootfs, views, ctx, reuse);
     }
     if (reuse?.pending) {
       await mount.unmount();
-      reuse.linkInto();
+      try {
+        reuse.linkInto();
+      } catch (err) {
+        throw new ReuseFailed(`cannot reuse the previous result: ${(err as Error).message}`, { cause: err });
+      }
     }
     const layer = await writeLayer(
       ctx.store.content,
