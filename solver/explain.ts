@@ -85,6 +85,12 @@ export async function explainMisses(options: ExplainOptions): Promise<Explanatio
     for (const [i, inputKey] of now.inputs.entries()) {
       if (inputKey === was.inputs[i]) continue;
       const input = vertex.inputs[i]!;
+      const inputOp = graph.vertices[input]?.op;
+      if (inputOp?.kind === "local") {
+        // The key took the checksum of what this step selects of the source: name those files.
+        reasons.push(...(await contentChanges(inputOp, inputKey, was.inputs[i], options.contentManifest)));
+        continue;
+      }
       const inputInfo = graph.info[input];
       const label = inputInfo?.internal ? "" : `${inputInfo?.name ?? "an input step"} changed: `;
       const earlier = was.inputs[i] !== undefined ? recordOf(was.inputs[i]!) : undefined;

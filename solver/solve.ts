@@ -88,7 +88,15 @@ export async function solve(
     if (!known) {
       known = (async () => {
         const vertex = vertexOf(digest);
-        const inputs = await Promise.all(vertex.inputs.map(async (input) => (await keyOf(input)).key));
+        // What the vertex reads of a local source stands for that input: its selection's checksum.
+        const selected = await options.worker.selectionKeys?.(
+          vertex,
+          vertex.inputs.map(vertexOf),
+          controller.signal,
+        );
+        const inputs = await Promise.all(
+          vertex.inputs.map(async (input, i) => selected?.[i] ?? (await keyOf(input)).key),
+        );
         const content = await options.worker.contentKey(vertex, controller.signal);
         const material: KeyMaterial = {
           op: vertex.op,

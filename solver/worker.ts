@@ -33,6 +33,16 @@ export interface Worker {
    * `http` op the checksum it promises. `undefined` when the definition says it all.
    */
   contentKey(vertex: Vertex, signal: AbortSignal): Promise<string | undefined>;
+  /**
+   * For each input of `vertex` (given as `inputs`) of which the vertex reads only some paths (a
+   * COPY from the context, a RUN bind mount of it): the checksum of exactly those paths, which its
+   * cache key takes instead of that input's key. Undefined for the other inputs.
+   */
+  selectionKeys?(
+    vertex: Vertex,
+    inputs: readonly Vertex[],
+    signal: AbortSignal,
+  ): Promise<(string | undefined)[]>;
   /** Runs one vertex on its inputs' results. */
   run(vertex: Vertex, inputs: FsResult[], ctx: VertexContext): Promise<FsResult>;
 }

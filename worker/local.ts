@@ -13,11 +13,21 @@ export class LocalWorker implements Worker {
   private readonly options: LocalWorkerOptions;
 
   constructor(options: LocalWorkerOptions) {
-    this.options = { contextSelections: new WeakMap(), sourceContents: new Map(), ...options };
+    this.options = {
+      contextSelections: new WeakMap(),
+      localSelections: new Map(),
+      sourceContents: new Map(),
+      ...options,
+    };
   }
 
   contentKey(vertex: Vertex, signal: AbortSignal): Promise<string | undefined> {
     return opContentKey(vertex, { ...this.options, signal, log: () => {} });
+  }
+
+  async selectionKeys(vertex: Vertex, inputs: readonly Vertex[], signal: AbortSignal) {
+    const { selectionKeys } = await import("./ops/selection.js");
+    return selectionKeys(vertex, inputs, { ...this.options, signal, log: () => {} });
   }
 
   run(vertex: Vertex, inputs: FsResult[], ctx: VertexContext): Promise<FsResult> {

@@ -430,7 +430,9 @@ function builtAt(
   let newest = 0;
   for (const digest of solved.cached) {
     const key = solved.keys.get(digest);
-    const created = key !== undefined ? cache.createdAt(key) : undefined;
+    // No key: a source only read through the selections of the steps that use it (see solve.ts).
+    if (key === undefined) continue;
+    const created = cache.createdAt(key);
     if (created === undefined) return new Date();
     newest = Math.max(newest, created);
   }

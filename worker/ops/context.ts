@@ -44,6 +44,11 @@ export interface OpContext {
     object,
     { entries: readonly ContextEntry[]; hashes: ReadonlyMap<string, string> }
   >;
+  /** Walks and checksums of local sources made in this build, by source and selection (see local.ts). */
+  localSelections?: Map<
+    string,
+    Promise<{ checksum: string; entries: readonly ContextEntry[]; hashes: ReadonlyMap<string, string> }>
+  >;
   /**
    * Small files' content of the source snapshots this build made, by snapshot directory and path:
    * what a copy's layer takes instead of reading the files again (see source-snapshot.ts).

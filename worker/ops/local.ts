@@ -58,15 +58,47 @@ export function localSourceDir(op: LocalOp, ctx: Pick<OpContext, "localSources">
 }
 
 export async function localContentKey(op: LocalOp, ctx: OpContext): Promise<string> {
+  const { checksum, entries, hashes } = await localSelection(op, ctx);
+  ctx.contextSelections?.set(op, { entries, hashes });
+  return checksum;
+}
+
+/** The checksum of what `op` selects of its source (see contextChecksum). */
+export async function localChecksum(op: LocalOp, ctx: OpContext): Promise<string> {
+  return (await localSelection(op, ctx)).checksum;
+}
+
+interface LocalSelection {
+  checksum: string;
+  entries: readonly ContextEntry[];
+  hashes: ReadonlyMap<string, string>;
+}
+
+/**
+ * The walk and checksum of one selection of a local source, made once per build: the local op's
+ * key and a step's key over the same paths (`COPY . .`) share it, and the op's run reads it.
+ */
+function localSelection(op: LocalOp, ctx: OpContext): Promise<LocalSelection> {
   const root = localSourceDir(op, ctx);
-  return contextChecksum(root, op, {
-    cacheDir: path.join(ctx.store.root, "context-hashes"),
-    manifestDir: contextManifestDir(ctx.store.root),
-    signal: ctx.signal,
-    ...(ctx.contextSelections
-      ? { selected: (entries, hashes) => ctx.contextSelections!.set(op, { entries, hashes }) }
-      : {}),
-  });
+  const memo = JSON.stringify([root, op.followPaths, op.excludePatterns]);
+  let made = ctx.localSelections?.get(memo);
+  if (!made) {
+    let entries: readonly ContextEntry[] = [];
+    let hashes: ReadonlyMap<string, string> = new Map();
+    made = contextChecksum(root, op, {
+      cacheDir: path.join(ctx.store.root, "context-hashes"),
+      manifestDir: contextManifestDir(ctx.store.root),
+      signal: ctx.signal,
+      selected: (e, h) => {
+        entries = e;
+        hashes = h;
+      },
+    }).then((checksum) => ({ checksum, entries, hashes }));
+    ctx.localSelections?.set(memo, made);
+    // A failed walk is not remembered: it is reported by the step that needed it.
+    made.catch(() => ctx.localSelections?.delete(memo));
+  }
+  return made;
 }
 
 /**
