@@ -1,7 +1,13 @@
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 
-export const projectRoot = fileURLToPath(new URL("../../", import.meta.url));
+/**
+ * The checkout the tests run tbuild from: this one, or where the global setup made it reachable
+ * by the rootless test user (helpers/stage-checkout.ts).
+ */
+export const projectRoot = process.env.TBUILD_TEST_ROOT
+  ? `${process.env.TBUILD_TEST_ROOT}/`
+  : fileURLToPath(new URL("../../", import.meta.url));
 export const tbuildBin = `${projectRoot}bin/tbuild`;
 
 export interface CliResult {

@@ -2,7 +2,6 @@ import { execFileSync, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { chown, lstat, mkdir, readdir, readFile, rm, unlink, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { readImage } from "../../oci/image.js";
 import type { Store } from "../../oci/store/index.js";
@@ -12,6 +11,7 @@ import {
   Snapshotter,
   type WritableMount,
 } from "../../worker/snapshot/index.js";
+import { projectRoot } from "../helpers/cli.js";
 import { importBusybox } from "../helpers/images.js";
 import {
   dir,
@@ -29,8 +29,8 @@ import {
   whiteout,
 } from "./layers.js";
 
-const node = fileURLToPath(new URL("../../node_modules/node/bin/node", import.meta.url));
-const prepareFixture = fileURLToPath(new URL("./fixtures/prepare-image.mjs", import.meta.url));
+const node = path.join(projectRoot, "node_modules/node/bin/node");
+const prepareFixture = path.join(projectRoot, "test/worker/fixtures/prepare-image.mjs");
 
 let root: string;
 let store: Store;

@@ -9,14 +9,13 @@ import { existsSync } from "node:fs";
 import { chmod, chown, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir, userInfo } from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { contextChecksum } from "../../../worker/ops/local.js";
+import { projectRoot } from "../../helpers/cli.js";
 
 const USER = "tbuild-test";
-const projectRoot = fileURLToPath(new URL("../../../", import.meta.url));
 const node = path.join(projectRoot, "node_modules/node/bin/node");
-const probe = fileURLToPath(new URL("./fixtures/rootless-ops.mjs", import.meta.url));
+const probe = path.join(projectRoot, "test/worker/ops/fixtures/rootless-ops.mjs");
 
 let work: string;
 
