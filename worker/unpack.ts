@@ -324,10 +324,12 @@ class LayerUnpacker {
     else lutimesSync(file, atime, entry.mtime);
   }
 
-  /** A regular file: created exclusively (never through a symlink), written and given its metadata through one descriptor. */
+  /**
+   * A regular file: created exclusively (never through a symlink), written as its content arrives
+   * (a file may be far larger than memory: a layer of 2 MB can hold 2 GiB of zeros), and given its
+   * metadata through one descriptor.
+   */
   private async writeFile(rel: string, entry: TarReadEntry): Promise<void> {
-    const chunks: Buffer[] = [];
-    for await (const chunk of entry.body) chunks.push(chunk);
     const fd = openSync(
       this.abs(rel),
       constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
@@ -335,7 +337,7 @@ class LayerUnpacker {
     );
     this.present.add(rel);
     try {
-      for (const chunk of chunks) {
+      for await (const chunk of entry.body) {
         let offset = 0;
         while (offset < chunk.length) offset += writeSync(fd, chunk, offset);
       }
