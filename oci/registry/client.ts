@@ -144,12 +144,13 @@ export class RegistryClient {
     if (reference.includes(":")) {
       digest = reference;
       if (reference.startsWith("sha256:") && computed !== reference) {
-        throw new ManifestDigestMismatchError(this.name, reference, computed);
+        throw new ManifestDigestMismatchError(this.name, reference, computed, repository);
       }
       if (!reference.startsWith("sha256:")) {
         const algorithm = reference.slice(0, reference.indexOf(":"));
         const actual = `${algorithm}:${createHash(algorithm).update(bytes).digest("hex")}`;
-        if (actual !== reference) throw new ManifestDigestMismatchError(this.name, reference, actual);
+        if (actual !== reference)
+          throw new ManifestDigestMismatchError(this.name, reference, actual, repository);
       }
     }
     const contentType = String(res.headers["content-type"] ?? "")

@@ -127,11 +127,11 @@ export class RegistryResponseError extends RegistryError {
 
 /** Bytes that do not hash to the digest they were asked for: never retried into success. */
 export class ManifestDigestMismatchError extends RegistryError {
-  constructor(registry: string, expected: string, actual: string) {
+  constructor(registry: string, expected: string, actual: string, repository: string) {
     super(
       "E_DIGEST_MISMATCH",
       registry,
-      `digest mismatch: registry ${registry} sent a manifest with digest ${actual} when ${expected} was asked for; nothing was stored`,
+      `digest mismatch: registry ${registry} sent a manifest with digest ${actual} when ${expected} of repository "${repository}" was asked for; nothing was stored`,
     );
   }
 }
