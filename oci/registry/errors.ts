@@ -101,6 +101,26 @@ export class ConnectionRefusedError extends RegistryError {
   }
 }
 
+/** A request outlasted the registry's total deadline: the message names the setting that sets it. */
+export class RegistryTimeoutError extends RegistryError {
+  constructor(
+    registry: string,
+    what: string,
+    limit: string,
+    configKey: string,
+    configPath: string | undefined,
+    cause: unknown,
+  ) {
+    super(
+      "E_REGISTRY_TIMEOUT",
+      registry,
+      `registry ${registry} is too slow: ${what} did not finish within ${limit}. If it is only slow, ` +
+        `raise the deadline in ${configPath ?? "tbuild's config.toml"}: [registry."${configKey}"] timeout = "1h"`,
+      { cause },
+    );
+  }
+}
+
 /** The network failed in a way retries did not cure (resets, timeouts, unknown host). */
 export class RegistryNetworkError extends RegistryError {
   constructor(registry: string, hostPort: string, reason: string, cause: unknown) {
