@@ -74,15 +74,25 @@ export class RegistryTlsError extends RegistryError {
   ) {
     const where = configPath ? ` in ${configPath}` : " in tbuild's config.toml";
     // Node's own advice (--use-system-ca) is about Node, not about tbuild's settings.
-    const said = reason.replace(/;? *if the root CA is installed locally.*$/s, "").replace(/\.$/, "");
+    const said = reason
+      .split("\n")[0]!
+      .replace(/;? *if the root CA is installed locally.*$/s, "")
+      .trim()
+      .replace(/\.$/, "");
     const code = (cause as NodeJS.ErrnoException | undefined)?.code ?? "";
+    const shown = `registry ${registry}${host === registry ? "" : ` (${host})`}`;
     const why = UNTRUSTED_CERTIFICATE_CODES.has(code) ? `its certificate is not trusted (${said})` : said;
+    // OpenSSL's words for a handshake answered with something that is not TLS, such as "HTTP/1.1 400".
+    const plain = /wrong version number|packet length too long|http request/i.test(said);
     super(
       "E_TLS",
       registry,
-      `TLS connection to registry ${registry}${host === registry ? "" : ` (${host})`} failed: ${why}. If it uses a private certificate authority, ` +
-        `add it${where}: [registry."${registry}"] ca = ["/path/to/ca.pem"]; to skip verification for this ` +
-        `registry alone (unsafe) set insecure = true there; for a plain-HTTP registry set http = true`,
+      plain
+        ? `${shown} answered the TLS handshake in plain HTTP: it speaks plain HTTP, not HTTPS. If that is ` +
+            `expected, set${where}: [registry."${registry}"] http = true`
+        : `TLS connection to ${shown} failed: ${why}. If it uses a private certificate authority, ` +
+            `add it${where}: [registry."${registry}"] ca = ["/path/to/ca.pem"]; to skip verification for this ` +
+            `registry alone (unsafe) set insecure = true there; for a plain-HTTP registry set http = true`,
       { cause },
     );
   }
