@@ -75,7 +75,7 @@ export function parseConfig(text: string, file: string): TbuildConfig {
 }
 
 /** The keys of a `[registry."host"]` table. */
-export const REGISTRY_KEYS = ["mirrors", "http", "insecure", "ca"] as const;
+export const REGISTRY_KEYS = ["mirrors", "http", "insecure", "ca", "timeout"] as const;
 /** The keys of `[gc]`. */
 export const GC_KEYS = ["keep-storage", "keep-duration"] as const;
 /** The keys of `[build]`: defaults of `tbuild build` flags. */
@@ -99,6 +99,12 @@ function readRegistries(value: unknown, file: string): RegistryHostsConfig {
       if (name === "http" || name === "insecure") {
         if (typeof field !== "boolean") throw new ConfigError(file, `${fieldKey} must be true or false`);
         config[name] = field;
+      } else if (name === "timeout") {
+        const ms = typeof field === "string" ? parseDuration(field) : undefined;
+        if (ms === undefined || ms <= 0) {
+          throw new ConfigError(file, `${fieldKey} must be a duration such as "30s", "10m" or "1h"`);
+        }
+        config.timeout = ms;
       } else {
         if (!Array.isArray(field) || !field.every((item) => typeof item === "string" && item !== "")) {
           throw new ConfigError(file, `${fieldKey} must be an array of non-empty strings`);

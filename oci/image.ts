@@ -58,10 +58,17 @@ export interface ImageIndex {
   children(): Promise<(Image | ImageIndex)[]>;
 }
 
-/** A manifest, config or index that does not parse as one. */
+/**
+ * A manifest, config or index that is not one. `what` names the image (`image sha256:…`); `reason`
+ * says what is wrong with it, for callers that name the image their own way (a pull names the
+ * reference and the registry).
+ */
 export class InvalidImageError extends TbuildError {
-  constructor(digest: string, reason: string) {
-    super("E_INVALID_IMAGE", `image ${digest} is not a valid image: ${reason}`);
+  readonly reason: string;
+
+  constructor(what: string, reason: string) {
+    super("E_INVALID_IMAGE", `${what} is not a valid image: ${reason}`);
+    this.reason = reason;
   }
 }
 
@@ -76,36 +83,130 @@ export class PlatformNotFoundError extends TbuildError {
   }
 }
 
-function parseJson<T>(bytes: Buffer, digest: string, what: string): T {
+/** Configs are small JSON; a bigger one is not read into memory. */
+export const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
+
+/**
+ * The checks below are the shape an image's JSON documents must have before anything trusts a
+ * field of them: whatever sent them (a registry, an archive, the store itself) may be hostile or
+ * broken, and a `null` manifest must be an error naming the image, not a TypeError.
+ */
+function jsonObject(bytes: Buffer, what: string, kind: string): Record<string, unknown> {
+  if (bytes.length === 0) throw new InvalidImageError(what, `its ${kind} is empty`);
+  let value: unknown;
   try {
-    return JSON.parse(bytes.toString("utf8")) as T;
+    value = JSON.parse(bytes.toString("utf8"));
   } catch (err) {
-    throw new InvalidImageError(digest, `its ${what} is not JSON (${(err as Error).message})`);
+    throw new InvalidImageError(what, `its ${kind} is not JSON (${(err as Error).message})`);
   }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    const shown = value === null ? "null" : Array.isArray(value) ? "an array" : `a ${typeof value}`;
+    throw new InvalidImageError(what, `its ${kind} is ${shown}, not a JSON object`);
+  }
+  return value as Record<string, unknown>;
+}
+
+const DIGEST = /^(?:sha256:[a-f0-9]{64}|sha384:[a-f0-9]{96}|sha512:[a-f0-9]{128})$/;
+
+/** What is wrong with a descriptor, if anything (`where`: "its config", "its layer 2"). */
+function descriptorProblem(value: unknown, where: string): string | undefined {
+  if (typeof value !== "object" || value === null || Array.isArray(value))
+    return `${where} is not a descriptor`;
+  const d = value as Record<string, unknown>;
+  if (typeof d.mediaType !== "string") return `${where} has no mediaType`;
+  if (typeof d.digest !== "string" || !DIGEST.test(d.digest)) {
+    return `${where} has an invalid digest ${JSON.stringify(d.digest)}`;
+  }
+  if (typeof d.size !== "number" || !Number.isSafeInteger(d.size) || d.size < 0) {
+    return `${where} has an invalid size ${JSON.stringify(d.size)}`;
+  }
+  return undefined;
+}
+
+/** A manifest's bytes, checked: schema 2, a config descriptor, a list of layer descriptors. */
+export function parseManifest(bytes: Buffer, what: string): Manifest {
+  const manifest = jsonObject(bytes, what, "manifest");
+  if (manifest.schemaVersion !== 2) {
+    throw new InvalidImageError(
+      what,
+      `its manifest has schemaVersion ${JSON.stringify(manifest.schemaVersion)}, not 2`,
+    );
+  }
+  if (manifest.config === undefined) throw new InvalidImageError(what, "its manifest has no config");
+  if (!Array.isArray(manifest.layers)) throw new InvalidImageError(what, "its manifest has no layers list");
+  const problem =
+    descriptorProblem(manifest.config, "its manifest's config") ??
+    manifest.layers
+      .map((layer, i) => descriptorProblem(layer, `its manifest's layer ${i + 1}`))
+      .find(Boolean);
+  if (problem) throw new InvalidImageError(what, problem);
+  return manifest as unknown as Manifest;
+}
+
+/** An index's bytes, checked: a list of descriptors. */
+export function parseIndex(bytes: Buffer, what: string): Index {
+  const index = jsonObject(bytes, what, "index");
+  if (!Array.isArray(index.manifests)) throw new InvalidImageError(what, "its index has no manifests list");
+  const problem = index.manifests
+    .map((entry, i) => descriptorProblem(entry, `its index's entry ${i + 1}`))
+    .find(Boolean);
+  if (problem) throw new InvalidImageError(what, problem);
+  return index as unknown as Index;
+}
+
+/** A config's bytes, checked: platform strings, a diff_id per layer, and the fields a container reads. */
+export function parseImageConfig(bytes: Buffer, what: string, layerCount: number): ImageConfig {
+  const config = jsonObject(bytes, what, "config");
+  for (const key of ["os", "architecture"] as const) {
+    if (typeof config[key] !== "string") throw new InvalidImageError(what, `its config has no ${key}`);
+  }
+  const rootfs = config.rootfs as { diff_ids?: unknown } | null | undefined;
+  const diffIds = typeof rootfs === "object" && rootfs !== null ? rootfs.diff_ids : undefined;
+  if (!Array.isArray(diffIds)) throw new InvalidImageError(what, "its config has no rootfs.diff_ids list");
+  const badDiffId = diffIds.find((id) => typeof id !== "string" || !DIGEST.test(id));
+  if (badDiffId !== undefined) {
+    throw new InvalidImageError(what, `its config has an invalid diff_id ${JSON.stringify(badDiffId)}`);
+  }
+  if (diffIds.length !== layerCount) {
+    throw new InvalidImageError(
+      what,
+      `its manifest lists ${layerCount} layers but its config ${diffIds.length} diff_ids`,
+    );
+  }
+  const container = config.config;
+  if (container !== undefined && container !== null) {
+    if (typeof container !== "object" || Array.isArray(container)) {
+      throw new InvalidImageError(what, "its config's config is not an object");
+    }
+    for (const key of ["Env", "Cmd", "Entrypoint"]) {
+      const value = (container as Record<string, unknown>)[key];
+      if (value === undefined || value === null) continue;
+      if (!Array.isArray(value) || !value.every((item) => typeof item === "string")) {
+        throw new InvalidImageError(what, `its config's ${key} is not a list of strings`);
+      }
+    }
+  }
+  // A config without `config` (allowed by the spec) reads as an empty one.
+  return { ...config, config: (container ?? {}) as ImageConfig["config"] } as unknown as ImageConfig;
 }
 
 /** The image a manifest descriptor names, read from `source`. */
 export async function readImage(source: BlobSource, descriptor: Descriptor): Promise<Image> {
+  const what = `image ${descriptor.digest}`;
   if (!isManifestMediaType(descriptor.mediaType)) {
-    throw new InvalidImageError(
-      descriptor.digest,
-      `media type ${descriptor.mediaType} is not an image manifest`,
-    );
+    throw new InvalidImageError(what, `media type ${descriptor.mediaType} is not an image manifest`);
   }
   const rawManifest = await source.readBytes(descriptor.digest);
-  const manifest = parseJson<Manifest>(rawManifest, descriptor.digest, "manifest");
-  if (manifest.config === undefined || !Array.isArray(manifest.layers)) {
-    throw new InvalidImageError(descriptor.digest, "its manifest has no config or no layers list");
-  }
-  const rawConfig = await source.readBytes(manifest.config.digest);
-  const config = parseJson<ImageConfig>(rawConfig, descriptor.digest, "config");
-  const diffIds = config.rootfs?.diff_ids ?? [];
-  if (diffIds.length !== manifest.layers.length) {
+  const manifest = parseManifest(rawManifest, what);
+  if (manifest.config.size > MAX_CONFIG_BYTES) {
     throw new InvalidImageError(
-      descriptor.digest,
-      `its manifest lists ${manifest.layers.length} layers but its config ${diffIds.length} diff_ids`,
+      what,
+      `its config is ${manifest.config.size} bytes, more than a config can be`,
     );
   }
+  const rawConfig = await source.readBytes(manifest.config.digest);
+  const config = parseImageConfig(rawConfig, what, manifest.layers.length);
+  const diffIds = config.rootfs.diff_ids;
   const layers = manifest.layers.map(
     (layer, i): Layer => ({
       descriptor: layer,
@@ -118,16 +219,12 @@ export async function readImage(source: BlobSource, descriptor: Descriptor): Pro
 
 /** The index (or manifest list) a descriptor names, read from `source`. */
 export async function readImageIndex(source: BlobSource, descriptor: Descriptor): Promise<ImageIndex> {
+  const what = `image ${descriptor.digest}`;
   if (!isIndexMediaType(descriptor.mediaType)) {
-    throw new InvalidImageError(
-      descriptor.digest,
-      `media type ${descriptor.mediaType} is not an image index`,
-    );
+    throw new InvalidImageError(what, `media type ${descriptor.mediaType} is not an image index`);
   }
   const rawIndex = await source.readBytes(descriptor.digest);
-  const index = parseJson<Index>(rawIndex, descriptor.digest, "index");
-  if (!Array.isArray(index.manifests))
-    throw new InvalidImageError(descriptor.digest, "its index has no manifests");
+  const index = parseIndex(rawIndex, what);
   const imageChildren = index.manifests.filter(
     (m) => isManifestMediaType(m.mediaType) || isIndexMediaType(m.mediaType),
   );

@@ -4,10 +4,11 @@
  * never in memory, and nothing visible in the store unless all of it arrived.
  */
 import { createHash, type Hash } from "node:crypto";
-import { Transform, type TransformCallback } from "node:stream";
+import { Readable, Transform, type TransformCallback } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip, createGzip, createZstdCompress, createZstdDecompress } from "node:zlib";
 import { TbuildError } from "../errors/index.js";
+import { InvalidTarError, readTarEntries } from "./archive/tar-reader.js";
 import { type Descriptor, MediaType } from "./spec.js";
 import type { ContentStore } from "./store/content.js";
 
@@ -131,4 +132,104 @@ export function decompressor(compression: LayerCompression): Transform {
   if (compression === "gzip") return createGunzip();
   if (compression === "zstd") return createZstdDecompress();
   return new Transform({ transform: (chunk, _encoding, callback) => callback(null, chunk) });
+}
+
+/** A layer blob whose bytes are not what its descriptor and config say: `what` names it, `reason` says how. */
+export class LayerContentError extends TbuildError {
+  readonly reason: string;
+
+  constructor(what: string, reason: string) {
+    super("E_INVALID_LAYER", `${what} ${reason}`);
+    this.reason = reason;
+  }
+}
+
+const MAGIC: Record<Exclude<LayerCompression, "uncompressed">, number[]> = {
+  gzip: [0x1f, 0x8b],
+  zstd: [0x28, 0xb5, 0x2f, 0xfd],
+};
+
+/** The blob's chunks, refused at once when its first bytes are not the magic of its compression. */
+async function* withMagic(
+  blob: AsyncIterable<Uint8Array>,
+  compression: LayerCompression,
+  mediaType: string,
+  what: string,
+): AsyncGenerator<Uint8Array> {
+  if (compression === "uncompressed") {
+    yield* blob;
+    return;
+  }
+  const magic = MAGIC[compression];
+  let head = Buffer.alloc(0);
+  let checked = false;
+  for await (const chunk of blob) {
+    if (!checked) {
+      head = Buffer.concat([head, chunk]);
+      if (head.length < magic.length) continue;
+      if (!magic.every((byte, i) => head[i] === byte)) {
+        throw new LayerContentError(what, `is typed ${mediaType} but is not ${compression} data`);
+      }
+      checked = true;
+      yield head;
+      continue;
+    }
+    yield chunk;
+  }
+  if (!checked) throw new LayerContentError(what, `is typed ${mediaType} but is not ${compression} data`);
+}
+
+/**
+ * Reads a layer blob through and checks what unpacking it will rely on: it is compressed as its
+ * media type says, the compressed stream is whole, the tar inside is one (headers, sizes), and the
+ * tar's sha256 is the config's diff_id. Streaming: a blob of any size costs a few chunks of memory.
+ * Done where a layer arrives (a pull, a load), so that an image whose layer cannot unpack is never
+ * named; the unpacker checks each entry's path again, which is where a hostile path is refused.
+ */
+export async function verifyLayer(
+  blob: AsyncIterable<Uint8Array>,
+  layer: { mediaType: string; diffId: string },
+  what: string,
+): Promise<void> {
+  let compression: LayerCompression;
+  try {
+    compression = layerCompression(layer.mediaType);
+  } catch {
+    throw new LayerContentError(
+      what,
+      `has media type ${layer.mediaType}, which is not a layer tbuild can unpack`,
+    );
+  }
+  const diff = new DigestingStream();
+  const piping = pipeline(
+    Readable.from(withMagic(blob, compression, layer.mediaType, what)),
+    decompressor(compression),
+    diff,
+  );
+  piping.catch(() => {});
+  try {
+    for await (const _entry of readTarEntries(diff, { what })) {
+      // Bodies are skipped unread; only the structure and the hash matter here.
+    }
+    await piping;
+  } catch (err) {
+    diff.destroy();
+    if (err instanceof LayerContentError) throw err;
+    if (err instanceof InvalidTarError)
+      throw new LayerContentError(what, `is not a valid tar archive: ${err.reason}`);
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "Z_BUF_ERROR")
+      throw new LayerContentError(what, `ends in the middle of its ${compression} stream`);
+    if (
+      typeof code === "string" &&
+      (code.startsWith("Z_") || code.startsWith("ERR_ZSTD") || code.startsWith("ZSTD"))
+    ) {
+      throw new LayerContentError(what, `is not valid ${compression} data (${(err as Error).message})`);
+    }
+    throw err;
+  }
+  const actual = diff.digest();
+  if (actual !== layer.diffId) {
+    throw new LayerContentError(what, `uncompresses to ${actual}, not to its diff_id ${layer.diffId}`);
+  }
 }

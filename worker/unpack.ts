@@ -46,23 +46,37 @@ const run = promisify(execFile);
 const WHITEOUT_PREFIX = ".wh.";
 const OPAQUE_MARKER = ".wh..wh..opq";
 
+/** An entry's path as shown in a message: a path of thousands of characters is cut. */
+function shownEntry(entry: string): string {
+  return entry.length <= 200
+    ? JSON.stringify(entry)
+    : `${JSON.stringify(entry.slice(0, 100))}… (${entry.length} characters)`;
+}
+
 /** A layer entry that would write outside the layer: the message names the entry and why. */
 export class HostileLayerError extends TbuildError {
   readonly entry: string;
+  readonly reason: string;
 
-  constructor(entry: string, reason: string) {
+  constructor(entry: string, reason: string, layer = "a layer") {
     super(
       "E_HOSTILE_LAYER",
-      `refused to unpack a layer: its entry ${JSON.stringify(entry)} ${reason}; nothing of the layer was unpacked`,
+      `refused to unpack ${layer}: its entry ${shownEntry(entry)} ${reason}; nothing of the layer was unpacked`,
     );
     this.entry = entry;
+    this.reason = reason;
   }
 }
 
 /** A layer that is broken rather than hostile (a file where a directory must be, a missing link target). */
 export class InvalidLayerError extends TbuildError {
-  constructor(entry: string, reason: string) {
-    super("E_INVALID_LAYER", `cannot unpack a layer: its entry ${JSON.stringify(entry)} ${reason}`);
+  readonly entry: string;
+  readonly reason: string;
+
+  constructor(entry: string, reason: string, layer = "a layer") {
+    super("E_INVALID_LAYER", `cannot unpack ${layer}: its entry ${shownEntry(entry)} ${reason}`);
+    this.entry = entry;
+    this.reason = reason;
   }
 }
 
@@ -79,6 +93,8 @@ export interface UnpackOptions {
   lowers?: readonly string[];
   /** The sha256 of the uncompressed tar (the layer's diff_id), checked before the layer becomes visible. */
   diffId?: string;
+  /** Names the layer in errors: `layer sha256:…`. */
+  what?: string;
 }
 
 interface DirTimes {
@@ -324,10 +340,12 @@ class LayerUnpacker {
     else lutimesSync(file, atime, entry.mtime);
   }
 
-  /** A regular file: created exclusively (never through a symlink), written and given its metadata through one descriptor. */
+  /**
+   * A regular file: created exclusively (never through a symlink), written as its content arrives
+   * (a file may be far larger than memory: a layer of 2 MB can hold 2 GiB of zeros), and given its
+   * metadata through one descriptor.
+   */
   private async writeFile(rel: string, entry: TarReadEntry): Promise<void> {
-    const chunks: Buffer[] = [];
-    for await (const chunk of entry.body) chunks.push(chunk);
     const fd = openSync(
       this.abs(rel),
       constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
@@ -335,7 +353,7 @@ class LayerUnpacker {
     );
     this.present.add(rel);
     try {
-      for (const chunk of chunks) {
+      for await (const chunk of entry.body) {
         let offset = 0;
         while (offset < chunk.length) offset += writeSync(fd, chunk, offset);
       }
@@ -575,9 +593,20 @@ export async function unpackLayer(
       bytes = hashing;
     }
     const skipped = (entryPath: string, reason: string) => options.warn?.(`skipped ${entryPath}: ${reason}`);
-    for await (const entry of readTarEntries(bytes, { onSkip: skipped })) {
+    for await (const entry of readTarEntries(bytes, {
+      onSkip: skipped,
+      ...(options.what ? { what: options.what } : {}),
+    })) {
       options.signal?.throwIfAborted();
-      await unpacker.apply(entry);
+      try {
+        await unpacker.apply(entry);
+      } catch (err) {
+        // A path beyond PATH_MAX, or a name beyond NAME_MAX: the layer is broken, not tbuild.
+        if ((err as NodeJS.ErrnoException).code === "ENAMETOOLONG") {
+          throw new InvalidLayerError(entry.path, "is too long for the file system (ENAMETOOLONG)");
+        }
+        throw err;
+      }
     }
     options.signal?.throwIfAborted();
     if (hashing && options.diffId) {
@@ -585,7 +614,7 @@ export async function unpackLayer(
       if (actual !== options.diffId) {
         throw new TbuildError(
           "E_DIGEST_MISMATCH",
-          `the layer's uncompressed content has digest ${actual}, not its diff_id ${options.diffId}; it was not unpacked`,
+          `${options.what ?? "the layer"}'s uncompressed content has digest ${actual}, not its diff_id ${options.diffId}; it was not unpacked`,
         );
       }
     }
@@ -602,6 +631,10 @@ export async function unpackLayer(
     // A layer refused early is not read to its end: its source (a blob file, a download) is closed.
     (tar as { destroy?: () => void }).destroy?.();
     await rm(temp, { recursive: true, force: true }).catch(() => {});
+    if (options.what && err instanceof HostileLayerError)
+      throw new HostileLayerError(err.entry, err.reason, options.what);
+    if (options.what && err instanceof InvalidLayerError)
+      throw new InvalidLayerError(err.entry, err.reason, options.what);
     throw err;
   }
 }

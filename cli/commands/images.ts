@@ -1,4 +1,4 @@
-import { UsageError } from "../../errors/index.js";
+import { isTbuildError, UsageError } from "../../errors/index.js";
 import { type Image, type ImageIndex, readImageOrIndex } from "../../oci/image.js";
 import { familiarReference, parseReference } from "../../oci/reference.js";
 import type { Store } from "../../oci/store/index.js";
@@ -29,9 +29,21 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   const store = await openCommandStore(ctx);
   const summaries: ImageSummary[] = [];
   for (const record of await store.images.list()) {
-    const ref = parseReference(record.name);
-    const item = await readImageOrIndex(store.content, record.descriptor);
-    const facts = await describe(store, item);
+    let ref: ReturnType<typeof parseReference>;
+    let facts: Awaited<ReturnType<typeof describe>>;
+    try {
+      ref = parseReference(record.name);
+      facts = await describe(store, await readImageOrIndex(store.content, record.descriptor));
+    } catch (err) {
+      // One bad entry (a damaged blob, a name written by something else) must not hide the rest.
+      const reason = isTbuildError(err)
+        ? err.message
+        : `${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`;
+      ctx.warn(
+        `${record.name} is not listed: it cannot be read (${reason}); 'tbuild rmi ${record.name}' removes it`,
+      );
+      continue;
+    }
     summaries.push({
       name: record.name,
       repository: familiarReference({ domain: ref.domain, path: ref.path }),

@@ -10,7 +10,8 @@ import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import { Parser, type ReadEntry } from "tar";
 import { TbuildError } from "../../errors/index.js";
-import { DigestingStream, decompressor } from "../layer.js";
+import { type Image, type ImageIndex, InvalidImageError, readImageOrIndex } from "../image.js";
+import { DigestingStream, decompressor, LayerContentError, verifyLayer } from "../layer.js";
 import { formatReference, parseReference } from "../reference.js";
 import {
   ANNOTATION_REF_NAME,
@@ -214,7 +215,59 @@ async function ociImages(
     if (name !== undefined && !image.names.includes(name)) image.names.push(name);
     byDigest.set(entry.digest, image);
   }
+  for (const image of byDigest.values()) {
+    await checkImage(
+      content,
+      image.descriptor,
+      `${what}: image ${image.names[0] ?? image.descriptor.digest}`,
+    );
+  }
   return [...byDigest.values()];
+}
+
+/**
+ * An archive's image is checked as a pull checks a registry's: its manifest and config parse, and
+ * each layer is what its media type and diff_id say, so that no image is named that cannot unpack.
+ */
+async function checkImage(content: ContentStore, descriptor: Descriptor, what: string): Promise<void> {
+  try {
+    const item = await readImageOrIndex(content, descriptor);
+    const images = item.kind === "image" ? [item] : await imagesOf(item);
+    for (const image of images) {
+      for (const layer of image.layers) {
+        if (layer.descriptor.mediaType === MediaType.dockerForeignLayerGzip) continue;
+        if (!(await content.has(layer.descriptor.digest))) {
+          throw new ArchiveError(
+            `${what} needs layer ${layer.descriptor.digest}, which the archive does not contain`,
+          );
+        }
+        await verifyLayer(
+          content.open(layer.descriptor.digest) as AsyncIterable<Uint8Array>,
+          { mediaType: layer.descriptor.mediaType, diffId: layer.diffId },
+          `layer ${layer.descriptor.digest}`,
+        );
+      }
+    }
+  } catch (err) {
+    if (err instanceof InvalidImageError)
+      throw new ArchiveError(`${what} is not valid: ${err.reason}; nothing was loaded`, err);
+    if (err instanceof LayerContentError)
+      throw new ArchiveError(`${what}: ${err.message}; nothing was loaded`, err);
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") {
+      throw new ArchiveError(`${what} needs a blob the archive does not contain; nothing was loaded`, err);
+    }
+    throw err;
+  }
+}
+
+/** The images of an index that the store holds, through nested indexes. */
+async function imagesOf(index: ImageIndex): Promise<Image[]> {
+  const images: Image[] = [];
+  for (const child of await index.children()) {
+    if (child.kind === "image") images.push(child);
+    else images.push(...(await imagesOf(child)));
+  }
+  return images;
 }
 
 function resolveLink(contents: ArchiveContents, name: string): string {

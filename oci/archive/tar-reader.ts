@@ -12,10 +12,19 @@ const BLOCK = 512;
 
 /** A tar stream that is not one, or that ends in the middle of an entry. */
 export class InvalidTarError extends TbuildError {
+  readonly reason: string;
+
   constructor(what: string, reason: string) {
     super("E_INVALID_LAYER", `${what} is not a valid tar archive: ${reason}`);
+    this.reason = reason;
   }
 }
+
+/**
+ * PAX records and GNU long names are read whole: a header claiming more than this is refused
+ * rather than buffered (GNU tar and the `tar` package draw the line at about the same size).
+ */
+const MAX_META_BYTES = 1024 * 1024;
 
 export type TarReadType =
   | "File"
@@ -191,10 +200,28 @@ export async function* readTarEntries(
         await reader.drain();
         break;
       }
-      const header = new Header(block);
+      let header: Header;
+      try {
+        header = new Header(block);
+      } catch (err) {
+        // The `tar` package throws on numeric fields it cannot decode ("invalid base256 encoding").
+        throw new InvalidTarError(what, `a header is malformed (${(err as Error).message})`);
+      }
       if (!header.cksumValid) throw new InvalidTarError(what, "a header has a wrong checksum");
       const size = header.size ?? 0;
       const typeName = header.type;
+      const isMeta =
+        typeName === "ExtendedHeader" ||
+        typeName === "GlobalExtendedHeader" ||
+        typeName === "NextFileHasLongPath" ||
+        typeName === "OldGnuLongPath" ||
+        typeName === "NextFileHasLongLinkpath";
+      if (isMeta && size > MAX_META_BYTES) {
+        throw new InvalidTarError(
+          what,
+          `a ${typeName} header claims ${size} bytes (at most ${MAX_META_BYTES})`,
+        );
+      }
       if (typeName === "ExtendedHeader" || typeName === "GlobalExtendedHeader") {
         const data = await reader.take(padded(size));
         if (data.length < padded(size)) throw new InvalidTarError(what, "it ends in a PAX header");
@@ -215,6 +242,9 @@ export async function* readTarEntries(
       const fields = { ...globalPax, ...pax };
       const path = paxText(fields, "path") ?? longPath ?? header.path ?? "";
       const entrySize = paxNumber(fields, "size") ?? size;
+      if (!Number.isSafeInteger(entrySize) || entrySize < 0) {
+        throw new InvalidTarError(what, `the entry ${JSON.stringify(path)} has an invalid size ${entrySize}`);
+      }
       pax = {};
       longPath = undefined;
       const linkpath = paxText(fields, "linkpath") ?? longLink ?? header.linkpath ?? "";

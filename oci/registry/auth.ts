@@ -82,11 +82,14 @@ export class Authorizer {
         this.challenge = null;
       } else {
         const said = (await readBody(res, 4096)).toString("utf8");
-        // Go's TLS servers answer plain HTTP with this 400: the registry wants TLS.
-        if (res.status === 400 && /HTTP request to an HTTPS server/i.test(said)) {
+        // Go's TLS servers (docker-registry) and nginx answer plain HTTP with a 400 that says so.
+        if (
+          res.status === 400 &&
+          /HTTP request to an HTTPS server|plain HTTP request was sent to HTTPS/i.test(said)
+        ) {
           throw new RegistryResponseError(
             this.shownName,
-            `GET /v2/ in plain HTTP (it speaks TLS: remove http = true from [registry."${this.endpoint.configKey}"] in config.toml)`,
+            `GET /v2/ in plain HTTP (it speaks TLS: set [registry."${this.endpoint.configKey}"] http = false in config.toml, or remove http = true there)`,
             res.status,
             undefined,
           );

@@ -16,6 +16,7 @@ import {
   ManifestDigestMismatchError,
   RegistryNetworkError,
   RegistryResponseError,
+  RegistryTimeoutError,
   RegistryTlsError,
   UnauthorizedError,
 } from "./errors.js";
@@ -25,9 +26,11 @@ import {
   classifyNetworkError,
   describeNetworkError,
   discard,
+  formatDuration,
   type HttpRequest,
   type HttpResponse,
   type HttpTransport,
+  RequestDeadlineError,
   readBody,
 } from "./transport.js";
 
@@ -130,7 +133,9 @@ export class RegistryClient {
         undefined,
       );
     }
-    const bytes = await readBody(res, MAX_MANIFEST_BYTES + 1);
+    const bytes = await readBody(res, MAX_MANIFEST_BYTES + 1).catch((err: unknown) => {
+      throw this.networkError(err);
+    });
     if (bytes.length > MAX_MANIFEST_BYTES) {
       throw new RegistryResponseError(
         this.name,
@@ -144,12 +149,13 @@ export class RegistryClient {
     if (reference.includes(":")) {
       digest = reference;
       if (reference.startsWith("sha256:") && computed !== reference) {
-        throw new ManifestDigestMismatchError(this.name, reference, computed);
+        throw new ManifestDigestMismatchError(this.name, reference, computed, repository);
       }
       if (!reference.startsWith("sha256:")) {
         const algorithm = reference.slice(0, reference.indexOf(":"));
         const actual = `${algorithm}:${createHash(algorithm).update(bytes).digest("hex")}`;
-        if (actual !== reference) throw new ManifestDigestMismatchError(this.name, reference, actual);
+        if (actual !== reference)
+          throw new ManifestDigestMismatchError(this.name, reference, actual, repository);
       }
     }
     const contentType = String(res.headers["content-type"] ?? "")
@@ -474,6 +480,16 @@ export class RegistryClient {
   }
 
   private networkError(err: unknown): Error {
+    if (err instanceof RequestDeadlineError) {
+      return new RegistryTimeoutError(
+        this.name,
+        err.what,
+        formatDuration(err.timeoutMs),
+        this.endpoint.configKey,
+        this.configPath,
+        err,
+      );
+    }
     if (err instanceof TbuildError) return err;
     if ((err as Error | undefined)?.name === "AbortError") return err as Error;
     const kind = classifyNetworkError(err);

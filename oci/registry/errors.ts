@@ -74,15 +74,25 @@ export class RegistryTlsError extends RegistryError {
   ) {
     const where = configPath ? ` in ${configPath}` : " in tbuild's config.toml";
     // Node's own advice (--use-system-ca) is about Node, not about tbuild's settings.
-    const said = reason.replace(/;? *if the root CA is installed locally.*$/s, "").replace(/\.$/, "");
+    const said = reason
+      .split("\n")[0]!
+      .replace(/;? *if the root CA is installed locally.*$/s, "")
+      .trim()
+      .replace(/\.$/, "");
     const code = (cause as NodeJS.ErrnoException | undefined)?.code ?? "";
+    const shown = `registry ${registry}${host === registry ? "" : ` (${host})`}`;
     const why = UNTRUSTED_CERTIFICATE_CODES.has(code) ? `its certificate is not trusted (${said})` : said;
+    // OpenSSL's words for a handshake answered with something that is not TLS, such as "HTTP/1.1 400".
+    const plain = /wrong version number|packet length too long|http request/i.test(said);
     super(
       "E_TLS",
       registry,
-      `TLS connection to registry ${registry}${host === registry ? "" : ` (${host})`} failed: ${why}. If it uses a private certificate authority, ` +
-        `add it${where}: [registry."${registry}"] ca = ["/path/to/ca.pem"]; to skip verification for this ` +
-        `registry alone (unsafe) set insecure = true there; for a plain-HTTP registry set http = true`,
+      plain
+        ? `${shown} answered the TLS handshake in plain HTTP: it speaks plain HTTP, not HTTPS. If that is ` +
+            `expected, set${where}: [registry."${registry}"] http = true`
+        : `TLS connection to ${shown} failed: ${why}. If it uses a private certificate authority, ` +
+            `add it${where}: [registry."${registry}"] ca = ["/path/to/ca.pem"]; to skip verification for this ` +
+            `registry alone (unsafe) set insecure = true there; for a plain-HTTP registry set http = true`,
       { cause },
     );
   }
@@ -96,6 +106,26 @@ export class ConnectionRefusedError extends RegistryError {
       registry,
       `connection refused by ${hostPort} (registry ${registry}): is the registry running and the address right? ` +
         `Check the name, and [registry."${configKey}"] (mirrors, http) in ${configPath ?? "tbuild's config.toml"}`,
+      { cause },
+    );
+  }
+}
+
+/** A request outlasted the registry's total deadline: the message names the setting that sets it. */
+export class RegistryTimeoutError extends RegistryError {
+  constructor(
+    registry: string,
+    what: string,
+    limit: string,
+    configKey: string,
+    configPath: string | undefined,
+    cause: unknown,
+  ) {
+    super(
+      "E_REGISTRY_TIMEOUT",
+      registry,
+      `registry ${registry} is too slow: ${what} did not finish within ${limit}. If it is only slow, ` +
+        `raise the deadline in ${configPath ?? "tbuild's config.toml"}: [registry."${configKey}"] timeout = "1h"`,
       { cause },
     );
   }
@@ -127,11 +157,11 @@ export class RegistryResponseError extends RegistryError {
 
 /** Bytes that do not hash to the digest they were asked for: never retried into success. */
 export class ManifestDigestMismatchError extends RegistryError {
-  constructor(registry: string, expected: string, actual: string) {
+  constructor(registry: string, expected: string, actual: string, repository: string) {
     super(
       "E_DIGEST_MISMATCH",
       registry,
-      `digest mismatch: registry ${registry} sent a manifest with digest ${actual} when ${expected} was asked for; nothing was stored`,
+      `digest mismatch: registry ${registry} sent a manifest with digest ${actual} when ${expected} of repository "${repository}" was asked for; nothing was stored`,
     );
   }
 }

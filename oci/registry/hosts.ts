@@ -14,7 +14,15 @@ export interface RegistryHostConfig {
   insecure?: boolean;
   /** Extra certificate authorities (PEM files) trusted for this host, beside the system's. */
   ca?: string[];
+  /** Milliseconds one request may take, from sending it to the last byte of its answer. */
+  timeout?: number;
 }
+
+/**
+ * A request's total deadline when config.toml sets none: long enough for a layer of 10 GB at
+ * 6 MB/s, short enough that a registry trickling a byte a second fails a CI job rather than hangs it.
+ */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30 * 60 * 1000;
 
 /** config.toml's registries, keyed by the name the user writes (`docker.io`, `localhost:5000`). */
 export type RegistryHostsConfig = Record<string, RegistryHostConfig>;
@@ -34,6 +42,8 @@ export interface RegistryEndpoint {
   mirror: boolean;
   /** The config.toml key whose settings apply (for messages). */
   configKey: string;
+  /** The total deadline of one request (ms): `timeout` of that key, else the default. */
+  timeoutMs: number;
 }
 
 export const DOCKER_HUB = "docker.io";
@@ -73,6 +83,7 @@ function endpointFor(
     ca: config.ca ?? [],
     mirror,
     configKey,
+    timeoutMs: config.timeout ?? DEFAULT_REQUEST_TIMEOUT_MS,
   };
 }
 

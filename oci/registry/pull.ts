@@ -4,18 +4,20 @@
  * bounded), store the manifest bytes exactly as served, and only then name the image. A failure
  * anywhere leaves no name behind, and no blob that did not verify.
  */
+import { once } from "node:events";
+import { PassThrough } from "node:stream";
 import PQueue from "p-queue";
+import {
+  InvalidImageError,
+  MAX_CONFIG_BYTES,
+  parseImageConfig,
+  parseIndex,
+  parseManifest,
+} from "../image.js";
+import { LayerContentError, verifyLayer } from "../layer.js";
 import { formatPlatform, type Platform, selectPlatform } from "../platform.js";
 import { formatReference, type ImageReference, parseReference } from "../reference.js";
-import {
-  type Descriptor,
-  type ImageConfig,
-  type Index,
-  isIndexMediaType,
-  isManifestMediaType,
-  type Manifest,
-  MediaType,
-} from "../spec.js";
+import { type Descriptor, isIndexMediaType, isManifestMediaType, MediaType } from "../spec.js";
 import { DigestMismatchError } from "../store/content.js";
 import type { Store } from "../store/index.js";
 import { BlobSources } from "./blob-sources.js";
@@ -74,14 +76,42 @@ export async function pullImage(
     let manifest = top.value;
     let indexDescriptor: Descriptor | undefined;
     let platform: Platform | undefined;
-    const kind = manifestKind(manifest, clients[chosen]!.name);
+    // Every answer is checked before anything trusts it: a bad one is an error naming the image.
+    const invalid = (reason: string, cause?: unknown) =>
+      new RegistryError(
+        "E_INVALID_IMAGE",
+        clients[chosen]!.name,
+        `cannot pull ${name}: registry ${clients[chosen]!.name} sent ${reason}; nothing was stored`,
+        cause === undefined ? {} : { cause },
+      );
+    const checked = <T>(parse: () => T): T => {
+      try {
+        return parse();
+      } catch (err) {
+        if (err instanceof InvalidImageError) throw invalid(`an invalid image: ${err.reason}`, err);
+        throw err;
+      }
+    };
+    const kind = manifestKind(manifest, clients[chosen]!.name, name);
     if (kind === "index") {
-      const index = JSON.parse(manifest.bytes.toString("utf8")) as Index;
-      const entry = selectPlatform(options.platform, index.manifests ?? [], (d) =>
-        isManifestMediaType(d.mediaType) || d.mediaType === undefined ? d.platform : undefined,
+      const index = checked(() => parseIndex(manifest.bytes, name));
+      const isImage = (d: Descriptor) => isManifestMediaType(d.mediaType) || d.mediaType === undefined;
+      const entry = selectPlatform(options.platform, index.manifests, (d) =>
+        isImage(d) ? d.platform : undefined,
       );
       if (!entry) {
-        const offered = (index.manifests ?? [])
+        // An index of indexes: a platform it offers, but only one level further down.
+        const nested = selectPlatform(options.platform, index.manifests, (d) =>
+          isIndexMediaType(d.mediaType) ? d.platform : undefined,
+        );
+        if (nested) {
+          throw new RegistryNotSupportedError(
+            clients[chosen]!.name,
+            `${name}: its index lists another index (${nested.digest}) for platform ${formatPlatform(options.platform)}; an index inside an index`,
+          );
+        }
+        const offered = index.manifests
+          .filter(isImage)
           .map((d) => (d.platform ? formatPlatform(d.platform) : undefined))
           .filter((p) => p !== undefined);
         throw new RegistryError(
@@ -104,32 +134,65 @@ export async function pullImage(
       );
       chosen = child.index;
       manifest = child.value;
-      if (manifestKind(manifest, clients[chosen]!.name) !== "manifest") {
-        throw new RegistryNotSupportedError(clients[chosen]!.name, "an index inside an index");
+      if (manifestKind(manifest, clients[chosen]!.name, name) !== "manifest") {
+        throw new RegistryNotSupportedError(
+          clients[chosen]!.name,
+          `${name}: its index's entry ${entry.digest} for ${formatPlatform(options.platform)} is another index; an index inside an index`,
+        );
       }
     }
 
-    const parsed = JSON.parse(manifest.bytes.toString("utf8")) as Manifest;
-    const blobs = uniqueBlobs([parsed.config, ...(parsed.layers ?? [])]);
+    const parsed = checked(() => parseManifest(manifest.bytes, name));
+    if (parsed.config.size > MAX_CONFIG_BYTES) {
+      throw invalid(`a manifest whose config is ${parsed.config.size} bytes, more than a config can be`);
+    }
     const queue = new PQueue({ concurrency: options.concurrency ?? DEFAULT_CONCURRENCY });
     let fetched = 0;
     let present = 0;
     let bytesFetched = 0;
-    const tasks = blobs.map((blob) =>
-      queue.add(async () => {
-        if (await store.content.has(blob.digest)) {
-          present++;
-          return;
-        }
-        await firstThatWorks(
-          clients,
-          chosen,
-          (client) => fetchBlob(store, client, ref.path, blob, controller.signal),
-          options.warn,
-        );
-        fetched++;
-        bytesFetched += blob.size;
-      }),
+    const fetch = async (blob: Descriptor, check?: (bytes: AsyncIterable<Uint8Array>) => Promise<void>) => {
+      if (await store.content.has(blob.digest)) {
+        present++;
+        return;
+      }
+      await firstThatWorks(
+        clients,
+        chosen,
+        (client) => fetchBlob(store, client, ref.path, blob, controller.signal, check),
+        options.warn,
+      );
+      fetched++;
+      bytesFetched += blob.size;
+    };
+    // The config first: its diff_ids are what each layer is checked against as it arrives.
+    await fetch(parsed.config);
+    const rawConfig = await store.content.readBytes(parsed.config.digest);
+    const config = checked(() => parseImageConfig(rawConfig, name, parsed.layers.length));
+    const diffIds = new Map<string, string>();
+    for (const [i, layer] of parsed.layers.entries()) {
+      const known = diffIds.get(layer.digest);
+      if (known !== undefined && known !== config.rootfs.diff_ids[i]) {
+        throw invalid(`an invalid image: its layer ${layer.digest} is listed twice with different diff_ids`);
+      }
+      diffIds.set(layer.digest, config.rootfs.diff_ids[i]!);
+    }
+    const layers = uniqueBlobs(parsed.layers);
+    const tasks = layers.map((layer) =>
+      queue.add(() =>
+        fetch(layer, async (bytes) => {
+          try {
+            await verifyLayer(
+              bytes,
+              { mediaType: layer.mediaType, diffId: diffIds.get(layer.digest)! },
+              `layer ${layer.digest}`,
+            );
+          } catch (err) {
+            if (err instanceof LayerContentError)
+              throw invalid(`layer ${layer.digest}, which ${err.reason}`, err);
+            throw err;
+          }
+        }),
+      ),
     );
     try {
       await Promise.all(tasks);
@@ -141,7 +204,6 @@ export async function pullImage(
     }
 
     if (platform === undefined) {
-      const config = await store.content.readJson<ImageConfig>(parsed.config.digest);
       platform = {
         os: config.os,
         architecture: config.architecture,
@@ -171,7 +233,7 @@ export async function pullImage(
     await new BlobSources(store.root).record(
       registry,
       ref.path,
-      blobs.map((b) => b.digest),
+      [parsed.config, ...layers].map((b) => b.digest),
     );
     return {
       name,
@@ -195,15 +257,13 @@ async function fetchBlob(
   repository: string,
   blob: Descriptor,
   signal: AbortSignal,
+  check?: (bytes: AsyncIterable<Uint8Array>) => Promise<void>,
 ): Promise<void> {
   for (let restart = 0; ; restart++) {
+    const chunks = client.blobChunks(repository, blob.digest);
+    const checking = check ? checkedAsItFlows(chunks, check) : undefined;
     try {
-      await store.content.write(
-        client.blobChunks(repository, blob.digest),
-        { digest: blob.digest, size: blob.size },
-        signal,
-      );
-      return;
+      await store.content.write(checking?.chunks ?? chunks, { digest: blob.digest, size: blob.size }, signal);
     } catch (err) {
       if (err instanceof BlobRestartError && restart < MAX_BLOB_RESTARTS) continue;
       if (err instanceof DigestMismatchError) {
@@ -224,7 +284,48 @@ async function fetchBlob(
       }
       throw err;
     }
+    // The bytes are the ones the manifest names, yet they may not be the layer its config says.
+    await checking?.checked;
+    return;
   }
+}
+
+/**
+ * `source` passed on unchanged, while `check` reads the same bytes beside it (at the pace of the
+ * slower of the two: nothing piles up). A failed check fails the stream, so the content store
+ * drops the blob it was writing.
+ */
+function checkedAsItFlows(
+  source: AsyncIterable<Uint8Array>,
+  check: (bytes: AsyncIterable<Uint8Array>) => Promise<void>,
+): { chunks: AsyncGenerator<Uint8Array>; checked: Promise<void> } {
+  const bridge = new PassThrough({ highWaterMark: 1024 * 1024 });
+  bridge.on("error", () => {});
+  const checked = check(bridge);
+  // Once the check is over (failed, most likely), the blob still arrives whole: a digest
+  // mismatch, found at its end, is the truer error, and only a blob that matched its digest is
+  // reported as a bad layer.
+  let checking = true;
+  const over = checked.then(
+    () => {
+      checking = false;
+    },
+    () => {
+      checking = false;
+    },
+  );
+  async function* chunks(): AsyncGenerator<Uint8Array> {
+    try {
+      for await (const chunk of source) {
+        if (checking && !bridge.write(chunk)) await Promise.race([once(bridge, "drain"), over]);
+        yield chunk;
+      }
+      if (checking) bridge.end();
+    } finally {
+      if (!bridge.writableEnded) bridge.destroy();
+    }
+  }
+  return { chunks: chunks(), checked };
 }
 
 function uniqueBlobs(descriptors: Descriptor[]): Descriptor[] {
@@ -237,19 +338,16 @@ function uniqueBlobs(descriptors: Descriptor[]): Descriptor[] {
 }
 
 /** Whether the bytes are an index or an image manifest, by media type and, failing that, by shape. */
-function manifestKind(manifest: FetchedManifest, registry: string): "index" | "manifest" {
+function manifestKind(manifest: FetchedManifest, registry: string, name: string): "index" | "manifest" {
   if (isIndexMediaType(manifest.mediaType)) return "index";
   if (isManifestMediaType(manifest.mediaType)) return "manifest";
   let parsed: { schemaVersion?: number; manifests?: unknown; config?: unknown; layers?: unknown };
   try {
     parsed = JSON.parse(manifest.bytes.toString("utf8")) as typeof parsed;
   } catch {
-    throw new RegistryError(
-      "E_BAD_MANIFEST",
-      registry,
-      `registry ${registry} sent a manifest that is not JSON`,
-    );
+    return "manifest"; // whose own check says what is wrong with it
   }
+  if (typeof parsed !== "object" || parsed === null) return "manifest";
   if (parsed.schemaVersion === 1) {
     throw new RegistryNotSupportedError(registry, "Docker image manifest schema 1 (a deprecated format)");
   }
@@ -261,5 +359,8 @@ function manifestKind(manifest: FetchedManifest, registry: string): "index" | "m
     manifest.mediaType = MediaType.ociManifest;
     return "manifest";
   }
-  throw new RegistryNotSupportedError(registry, `manifest media type ${JSON.stringify(manifest.mediaType)}`);
+  throw new RegistryNotSupportedError(
+    registry,
+    `${name}: manifest media type ${JSON.stringify(manifest.mediaType)}`,
+  );
 }

@@ -12,7 +12,7 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { rootCertificates } from "node:tls";
 import { TbuildError } from "../../errors/index.js";
-import type { RegistryEndpoint } from "./hosts.js";
+import { DEFAULT_REQUEST_TIMEOUT_MS, type RegistryEndpoint } from "./hosts.js";
 
 // Loaded through require: an ESM import of node:http builds its facade, whose lazy getters
 // (fetch's WebSocket and friends) load all of undici, a fifth of tbuild's start-up.
@@ -46,6 +46,30 @@ export class IdleTimeoutError extends Error {
   readonly code = "ETIMEDOUT";
 }
 
+/**
+ * A request (its answer's body included) outlasted its endpoint's total deadline: a registry that
+ * trickles never goes idle, so only this ends it. Not retried: a retry would trickle as slowly.
+ */
+export class RequestDeadlineError extends Error {
+  readonly code = "E_REQUEST_DEADLINE";
+  readonly timeoutMs: number;
+  readonly what: string;
+
+  constructor(what: string, timeoutMs: number) {
+    super(`${what} did not finish within ${formatDuration(timeoutMs)}`);
+    this.what = what;
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+/** `90s`, `30m`, `1.5h`: as config.toml's durations are written. */
+export function formatDuration(ms: number): string {
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
+  if (ms % 1000 === 0) return `${ms / 1000}s`;
+  return `${ms}ms`;
+}
+
 const RETRYABLE_CODES = new Set([
   "ECONNRESET",
   "EPIPE",
@@ -74,6 +98,7 @@ const TLS_CODES = new Set([
 ]);
 
 export function classifyNetworkError(err: unknown): NetworkFailure {
+  if (err instanceof RequestDeadlineError) return "fatal";
   const code = (err as NodeJS.ErrnoException | undefined)?.code ?? "";
   if (code === "ECONNREFUSED") return "refused";
   if (TLS_CODES.has(code) || code.startsWith("ERR_SSL_") || code.startsWith("ERR_TLS_")) return "tls";
@@ -125,8 +150,23 @@ export class HttpTransport {
       req.setTimeout(this.idleTimeoutMs, () => {
         req.destroy(new IdleTimeoutError(`no answer from ${url.host} for ${this.idleTimeoutMs / 1000} s`));
       });
-      req.once("error", reject);
+      // The total deadline covers the answer's body too, however slowly it is read.
+      let response: IncomingMessage | undefined;
+      const deadlineMs = endpoint?.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+      const deadline = setTimeout(() => {
+        const err = new RequestDeadlineError(`${request.method} ${url.pathname}`, deadlineMs);
+        req.destroy(err);
+        response?.destroy(err);
+      }, deadlineMs);
+      deadline.unref();
+      const finished = () => clearTimeout(deadline);
+      req.once("error", (err) => {
+        finished();
+        reject(err);
+      });
       req.once("response", (res) => {
+        response = res;
+        res.once("close", finished);
         // The idle timeout keeps covering the body: a stalled stream fails instead of hanging.
         res.socket?.setTimeout(this.idleTimeoutMs);
         resolve({

@@ -204,18 +204,26 @@ export class ImageStore {
     if (!isIndexMediaType(descriptor.mediaType) && !isManifestMediaType(descriptor.mediaType)) return;
     const document = await this.readDocument(descriptor);
     if (document === undefined) return;
-    if ("manifests" in document && Array.isArray(document.manifests)) {
-      for (const child of document.manifests) await this.mark(child, live);
+    if (Array.isArray(document.manifests)) {
+      for (const child of document.manifests) {
+        if (typeof child?.digest === "string") await this.mark(child, live);
+      }
     }
-    if ("config" in document && document.config !== undefined) live.add(document.config.digest);
-    if ("layers" in document && Array.isArray(document.layers)) {
-      for (const layer of document.layers) live.add(layer.digest);
+    if (typeof document.config?.digest === "string") live.add(document.config.digest);
+    if (Array.isArray(document.layers)) {
+      for (const layer of document.layers) if (typeof layer?.digest === "string") live.add(layer.digest);
     }
   }
 
+  /** A manifest or index, or undefined when it is missing or not a JSON object (a damaged entry reaches nothing more). */
   private async readDocument(descriptor: Descriptor): Promise<Partial<Manifest & Index> | undefined> {
-    if ((await this.content.size(descriptor.digest)) === undefined) return undefined;
-    return this.content.readJson<Partial<Manifest & Index>>(descriptor.digest);
+    try {
+      if ((await this.content.size(descriptor.digest)) === undefined) return undefined;
+      const document = await this.content.readJson<Partial<Manifest & Index> | null>(descriptor.digest);
+      return typeof document === "object" && document !== null ? document : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   private async checkComplete(name: string, descriptor: Descriptor, depth = 0): Promise<void> {

@@ -15,7 +15,7 @@ import { lstat, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { TbuildError } from "../../errors/index.js";
-import type { Image } from "../../oci/image.js";
+import type { Image, Layer } from "../../oci/image.js";
 import type { ContentStore } from "../../oci/store/content.js";
 import { digestOf } from "../../oci/store/content.js";
 import type { DiffOptions } from "../diff.js";
@@ -264,7 +264,7 @@ export class Snapshotter {
       // Synchronous: one lstat per layer on every `tbuild run`.
       if (!existsNow(dir)) {
         requirePrivileges("unpack image layers");
-        await this.unpackOnce(dir, dirs.slice(), ids[i]!, layer.diffId, () => layer.open(), signal);
+        await this.unpackOnce(dir, dirs.slice(), ids[i]!, layer, signal);
       }
       dirs.push(dir);
     }
@@ -275,10 +275,10 @@ export class Snapshotter {
     dir: string,
     lowers: string[],
     chainId: string,
-    diffId: string,
-    open: () => NodeJS.ReadableStream,
+    layer: Layer,
     signal: AbortSignal | undefined,
   ): Promise<void> {
+    const { diffId } = layer;
     await mkdir(this.layersDir, { recursive: true, mode: 0o700 });
     const lock = `${dir}.lock`;
     for (;;) {
@@ -293,10 +293,11 @@ export class Snapshotter {
         await this.removeAbandonedTemps(path.basename(dir));
         // Loaded when needed: `tbuild run` of an unpacked image never unpacks, diffs or copies.
         const { unpackLayer } = await import("../unpack.js");
-        await unpackLayer(open(), dir, {
+        await unpackLayer(layer.open(), dir, {
           rootless: inUserNamespace(),
           lowers,
           diffId,
+          what: `layer ${layer.descriptor.digest}`,
           ...(signal ? { signal } : {}),
           ...(this.options.warn ? { warn: this.options.warn } : {}),
         });

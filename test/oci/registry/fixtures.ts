@@ -4,11 +4,12 @@
  * and optionally an index over several platforms.
  */
 import { spawn, spawnSync } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { gzipSync } from "node:zlib";
+import { Header } from "tar";
 import type { Platform } from "../../../oci/platform.js";
 import {
   type Descriptor,
@@ -44,18 +45,23 @@ export async function makeManifest(store: Store, shape: ImageShape = {}): Promis
   const platform = shape.platform ?? { os: "linux", architecture: "amd64" };
   const docker = shape.format === "docker";
   const layers: Descriptor[] = [...(shape.baseLayers ?? [])];
+  // Base layers are the caller's; their diff_ids do not matter to a registry, nor to a pull that has them.
+  const diffIds = layers.map(() => `sha256:${randomBytes(32).toString("hex")}`);
   for (let i = 0; i < (shape.layers ?? 2); i++) {
-    // Real gzip: skopeo would compress anything else it is told is tar+gzip, changing digests.
-    const data = gzipSync(randomBytes(shape.layerBytes ?? 64 * 1024), { level: 1 });
+    // A real tar in real gzip: skopeo would compress anything else it is told is tar+gzip, and a
+    // pull checks that a layer uncompresses to its diff_id.
+    const tar = randomFileTar(shape.layerBytes ?? 64 * 1024);
+    const data = gzipSync(tar, { level: 1 });
     const { digest, size } = await store.content.writeBytes(data);
     layers.push({ mediaType: docker ? MediaType.dockerLayerGzip : MediaType.ociLayerGzip, digest, size });
+    diffIds.push(`sha256:${createHash("sha256").update(tar).digest("hex")}`);
   }
   const config: ImageConfig = {
     architecture: platform.architecture,
     os: platform.os,
     ...(platform.variant ? { variant: platform.variant } : {}),
     config: { Cmd: ["sh"] },
-    rootfs: { type: "layers", diff_ids: layers.map(() => `sha256:${randomBytes(32).toString("hex")}`) },
+    rootfs: { type: "layers", diff_ids: diffIds },
   };
   const configBytes = Buffer.from(JSON.stringify(config));
   const configWritten = await store.content.writeBytes(configBytes);
@@ -69,6 +75,18 @@ export async function makeManifest(store: Store, shape: ImageShape = {}): Promis
   const bytes = Buffer.from(JSON.stringify(manifest, null, 3));
   const written = await store.content.writeBytes(bytes);
   return { descriptor: { mediaType: manifest.mediaType!, ...written }, manifest, bytes };
+}
+
+/** A tar of one file of `bytes` random bytes. */
+function randomFileTar(bytes: number): Buffer {
+  const header = Buffer.alloc(512);
+  new Header({ path: "data", type: "File", size: bytes, mode: 0o644, mtime: new Date(0) }).encode(header);
+  return Buffer.concat([
+    header,
+    randomBytes(bytes),
+    Buffer.alloc((512 - (bytes % 512)) % 512),
+    Buffer.alloc(1024),
+  ]);
 }
 
 /** A named single-platform image. */

@@ -51,7 +51,7 @@ describe("TLS registries", () => {
     const pull = await tbuildAsync(["pull", name], { env });
     expect(pull.status).toBe(1);
     expect(pull.stderr).toContain(`registry ${registry.host} answered 400`);
-    expect(pull.stderr).toContain(`it speaks TLS: remove http = true from [registry."${registry.host}"]`);
+    expect(pull.stderr).toContain(`it speaks TLS: set [registry."${registry.host}"] http = false`);
   });
 });
 
@@ -133,7 +133,7 @@ describe("config.toml", () => {
 
   it("names the file and the key that is wrong", () => {
     expect(() => parseConfig(`[registry."a:5000"]\nhttps = true\n`, "/c.toml")).toThrow(
-      '/c.toml: unknown key registry."a:5000".https (known: mirrors, http, insecure, ca)',
+      '/c.toml: unknown key registry."a:5000".https (known: mirrors, http, insecure, ca, timeout)',
     );
     expect(() => parseConfig(`[registry."a:5000"]\nmirrors = "b:5000"\n`, "/c.toml")).toThrow(
       '/c.toml: registry."a:5000".mirrors must be an array of non-empty strings',
