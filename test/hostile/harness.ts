@@ -226,3 +226,13 @@ export function hostileWorld(): HostileWorld {
   };
   return world;
 }
+
+/** The command line `tbuild()` runs, for running it another way (on a terminal, say). */
+export function tbuildCommandLine(
+  mode: Mode,
+  store: string,
+  args: string[],
+  options: TbuildOptions = {},
+): string[] {
+  return commandLine(mode, store, args, options);
+}

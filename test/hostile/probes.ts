@@ -94,9 +94,31 @@ print((-e "$canary/secret") ? "canary reachable\\n" : "canary unreachable\\n");
 `;
 
 /**
+ * Asks the ssh agent at $SSH_AUTH_SOCK for its identities (SSH2_AGENTC_REQUEST_IDENTITIES, with
+ * perl's builtin socket calls) and prints `keys N`, then each public key blob in hex and its comment.
+ */
+const AGENT_PL = `socket(my $s, 1, 1, 0) or die "socket: $!\n";
+connect($s, pack("S Z108", 1, $ENV{SSH_AUTH_SOCK})) or die "connect $ENV{SSH_AUTH_SOCK}: $!\n";
+syswrite($s, pack("N C", 1, 11)) == 5 or die "write: $!\n";
+my $buf = "";
+sub want { my $n = shift; while (length($buf) < $n) { sysread($s, $buf, 65536, length($buf)) or die "read: $!\n" } }
+want(4);
+want(4 + unpack("N", $buf));
+my ($type, $count) = unpack("x4 C N", $buf);
+die "the agent answered $type\n" unless $type == 12;
+print "keys $count\n";
+my $at = 9;
+for (1 .. $count) {
+  my $blob = unpack("N/a", substr($buf, $at)); $at += 4 + length($blob);
+  my $comment = unpack("N/a", substr($buf, $at)); $at += 4 + length($comment);
+  print unpack("H*", $blob), " $comment\n";
+}
+`;
+
+/**
  * Copies the host's perl, the libraries it loads (at the paths its loader looks for them) and the
  * probe scripts into `dir`, laid out as an image's root: `COPY dir/ /` gives a busybox image
- * `/usr/bin/perl`, `/probe/syscall.pl` and `/probe/breakout.pl`.
+ * `/usr/bin/perl`, `/probe/syscall.pl`, `/probe/breakout.pl` and `/probe/agent.pl`.
  */
 export function addProbeKit(dir: string): void {
   const libraries = execFileSync("ldd", ["/usr/bin/perl"], { encoding: "utf8" })
@@ -111,6 +133,7 @@ export function addProbeKit(dir: string): void {
   mkdirSync(path.join(dir, "probe"), { recursive: true });
   writeFileSync(path.join(dir, "probe", "syscall.pl"), SYSCALL_PL);
   writeFileSync(path.join(dir, "probe", "breakout.pl"), BREAKOUT_PL);
+  writeFileSync(path.join(dir, "probe", "agent.pl"), AGENT_PL);
   execFileSync("chmod", ["-R", "a+rX", dir]);
 }
 
@@ -160,13 +183,15 @@ export function parseProbeResults(text: string): Record<string, ProbeResult> {
  * alignments it can start at inside a longer base64 text (the characters that depend on the secret
  * alone).
  */
-export function secretForms(secret: string): string[] {
+export function secretForms(secret: string | Buffer): Buffer[] {
   const bytes = Buffer.from(secret);
-  const forms = [secret, bytes.toString("hex")];
+  const forms = [bytes, Buffer.from(bytes.toString("hex"))];
   for (let shift = 0; shift < 3; shift++) {
     const encoded = Buffer.concat([Buffer.alloc(shift), bytes]).toString("base64");
     // Character i holds bits 6i to 6i+6: those within the secret's bytes depend on it alone.
-    forms.push(encoded.slice(Math.ceil((shift * 4) / 3), Math.floor(((shift + bytes.length) * 4) / 3)));
+    forms.push(
+      Buffer.from(encoded.slice(Math.ceil((shift * 4) / 3), Math.floor(((shift + bytes.length) * 4) / 3))),
+    );
   }
   return forms;
 }
@@ -213,8 +238,7 @@ function searchData(data: Buffer, where: string, forms: Buffer[], found: string[
  * Every place under `roots` (files and directories, walked without following links) that holds
  * one of `forms`: a file, or a file inside an archive or compressed stream a file holds.
  */
-export function placesHolding(roots: string[], forms: string[]): string[] {
-  const needles = forms.map((form) => Buffer.from(form));
+export function placesHolding(roots: string[], forms: Buffer[]): string[] {
   const found: string[] = [];
   const walk = (file: string) => {
     const info = lstatSync(file, { throwIfNoEntry: false });
@@ -222,9 +246,9 @@ export function placesHolding(roots: string[], forms: string[]): string[] {
     if (info.isDirectory()) {
       for (const name of readdirSync(file)) walk(path.join(file, name));
     } else if (info.isFile()) {
-      searchData(readFileSync(file), file, needles, found, 0);
+      searchData(readFileSync(file), file, forms, found, 0);
     } else if (info.isSymbolicLink()) {
-      searchData(Buffer.from(readlinkSync(file)), `${file} (its target)`, needles, found, 5);
+      searchData(Buffer.from(readlinkSync(file)), `${file} (its target)`, forms, found, 5);
     }
   };
   for (const root of roots) walk(root);
