@@ -160,6 +160,24 @@ const LINKED_TARGETS = [
   },
 ] as const;
 
+/** The killed build's step sleeps this long: its processes are found by it. */
+const NAP = "86423";
+
+/** Pids of processes whose command line contains `text`. */
+function processesWith(text: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/cmdline`, "utf8").replaceAll("\0", " ").includes(text))
+        pids.push(Number(entry));
+    } catch {
+      // ended meanwhile
+    }
+  }
+  return pids;
+}
+
 const world = hostileWorld();
 let registry: RunningRegistry;
 beforeAll(async () => {
@@ -167,6 +185,8 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await registry?.stop();
+  // A failed kill case leaves no sleeping step behind.
+  for (const pid of processesWith(`sleep ${NAP}`)) process.kill(pid, "SIGKILL");
 });
 
 describe.each(MODES)("secrets never land anywhere persistent, %s", (mode: Mode) => {
@@ -392,6 +412,51 @@ describe.each(MODES)("secrets never land anywhere persistent, %s", (mode: Mode) 
       });
     },
   );
+
+  it("after a build killed while its step holds a secret, the next build leaves the secret in no file of the store", async () => {
+    const value = `secret-killed-${randomBytes(16).toString("hex")}`;
+    const secretFile = path.join(world.dir("killed", mode), "k");
+    writeFileSync(secretFile, value, { mode: 0o600 });
+    chownToMode(mode, secretFile);
+    const ctx = world.context({
+      Dockerfile: `FROM busybox\nRUN --mount=type=secret,id=k sh -c 'echo the step holds the secret; exec sleep ${NAP}'\n`,
+    });
+    const [file, ...args] = tbuildCommandLine(mode, store, [
+      "build",
+      "--no-cache",
+      "--progress=plain",
+      "--secret",
+      `id=k,src=${secretFile}`,
+      ctx,
+    ]);
+    // Its own process group, killed at once as `kill -9 -PGID` would: tbuild, the rootless re-exec, runc.
+    const build = spawn(file!, args, { detached: true, stdio: ["ignore", "pipe", "pipe"] });
+    const exited = new Promise((resolve) => build.once("exit", resolve));
+    await new Promise<void>((resolve, reject) => {
+      let said = "";
+      const listen = (chunk: Buffer) => {
+        said += chunk.toString();
+        outputs.push(chunk.toString());
+        if (/^#\d+ [\d.]+ the step holds the secret$/m.test(said)) resolve();
+      };
+      build.stdout!.on("data", listen);
+      build.stderr!.on("data", listen);
+      build.once("exit", (code) =>
+        reject(new Error(`the build ended (${code}) before its step ran: ${said}`)),
+      );
+    });
+    process.kill(-build.pid!, "SIGKILL");
+    await exited;
+
+    const next = world.tbuild(mode, store, [
+      "build",
+      "-q",
+      world.context({ Dockerfile: "FROM busybox\nRUN true\n" }),
+    ]);
+    expect(next.status, next.stderr).toBe(0);
+    expect(placesHolding([store], secretForms(value))).toEqual([]);
+    expect(processesWith(`sleep ${NAP}`)).toEqual([]);
+  });
 
   it("leaves the canary untouched, and its secret in no output", () => {
     canary.expectUntouched(...outputs);
