@@ -25,6 +25,8 @@ export type Mode = "root" | "rootless";
 export const MODES: Mode[] = ["root", "rootless"];
 /** The unprivileged user with subordinate ids that `.ci/install` creates. */
 export const ROOTLESS_USER = "tbuild-test";
+/** How long one tbuild command of a case may take before the case fails as hung. */
+const HANG_GUARD_MS = 300_000;
 
 export interface TbuildOptions {
   /** Added to the fixed environment (TBUILD_ROOT, TBUILD_CONFIG=/dev/null, SOURCE_DATE_EPOCH, PATH, HOME). */
@@ -196,9 +198,17 @@ export function hostileWorld(): HostileWorld {
         input: options.input ?? "",
         maxBuffer: 256 * 1024 * 1024,
         ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
-        ...(options.timeoutMs !== undefined ? { timeout: options.timeoutMs, killSignal: "SIGKILL" } : {}),
+        // A guard against a hang, which would otherwise hold the whole run: a case asks for less.
+        timeout: options.timeoutMs ?? HANG_GUARD_MS,
+        killSignal: "SIGKILL",
       });
-      if (result.error && (result.error as NodeJS.ErrnoException).code !== "ETIMEDOUT") throw result.error;
+      const timedOut = (result.error as NodeJS.ErrnoException | undefined)?.code === "ETIMEDOUT";
+      if (result.error && !timedOut) throw result.error;
+      if (timedOut && options.timeoutMs === undefined) {
+        throw new Error(
+          `tbuild ${args.join(" ")} (${mode}) did not end within ${HANG_GUARD_MS / 1000} s; its output so far:\n${(result.stderr ?? "").slice(-4000)}`,
+        );
+      }
       return { status: result.status, stdout: result.stdout ?? "", stderr: result.stderr ?? "" };
     },
     spawnTbuild(mode, store, args, options = {}) {
