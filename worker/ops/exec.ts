@@ -24,16 +24,41 @@ export class RunFailedError extends TbuildError {
   readonly lastOutput: string[];
 
   constructor(args: string[], exitCode: number, lastOutput: string[]) {
-    const command =
-      args.length >= 3 && args[1] === "-c" ? args.slice(0, 2).concat(args.slice(2).join(" ")) : args;
     super(
       "E_RUN_FAILED",
-      `process "${command.join(" ")}" did not complete successfully: exit code: ${exitCode}` +
+      `process "${shownCommand(args).join(" ")}" did not complete successfully: exit code: ${exitCode}` +
         (lastOutput.length > 0 ? `\n${lastOutput.map((l) => `  ${l}`).join("\n")}` : ""),
     );
     this.exitCode = exitCode;
     this.lastOutput = lastOutput;
   }
+}
+
+/** A RUN still running when `--step-timeout` ran out: its container was killed. */
+export class StepTimeoutError extends TbuildError {
+  constructor(args: string[], timeoutMs: number) {
+    super(
+      "E_STEP_TIMEOUT",
+      `process "${shownCommand(args).join(" ")}" did not finish within --step-timeout ${formatDuration(timeoutMs)}: it was killed (give a longer --step-timeout if the step needs more time)`,
+    );
+  }
+}
+
+/** `sh -c` and its script as one word, as BuildKit shows a RUN's process. */
+function shownCommand(args: string[]): string[] {
+  return args.length >= 3 && args[1] === "-c" ? args.slice(0, 2).concat(args.slice(2).join(" ")) : args;
+}
+
+/** `30s`, `5m`, `1500ms`: a duration as a user would have written it. */
+function formatDuration(ms: number): string {
+  for (const [unit, size] of [
+    ["h", 3_600_000],
+    ["m", 60_000],
+    ["s", 1000],
+  ] as const) {
+    if (ms >= size && ms % size === 0) return `${ms / size}${unit}`;
+  }
+  return `${ms}ms`;
 }
 
 export class MissingSecretError extends TbuildError {
@@ -99,8 +124,10 @@ export async function runExec(op: ExecOp, inputs: FsResult[], ctx: OpContext): P
         stdout: stream(1),
         stderr: stream(2),
         signal: ctx.signal,
+        ...(ctx.stepTimeoutMs !== undefined ? { timeoutMs: ctx.stepTimeoutMs } : {}),
       },
     );
+    if (result.timedOut) throw new StepTimeoutError(op.args, ctx.stepTimeoutMs!);
     if (result.exitCode !== 0) {
       for (const rest of [partial[1], partial[2]]) if (rest) tail.push(rest);
       throw new RunFailedError(op.args, result.exitCode, tail.slice(-OUTPUT_LINES_KEPT));
