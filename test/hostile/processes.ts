@@ -37,6 +37,11 @@ export function isAlive(process: ProcessId): boolean {
   return fields !== undefined && fields[19] === process.start && fields[0] !== "Z" && fields[0] !== "X";
 }
 
+/** The process's state letter (R, S, D, T stopped, t traced, Z), or undefined when it is gone. */
+export function stateOf(pid: number): string | undefined {
+  return statFields(pid)?.[0];
+}
+
 export function childrenOf(pid: number): number[] {
   try {
     return readdirSync(`/proc/${pid}/task`).flatMap((task) =>
