@@ -106,8 +106,11 @@ async function build(
   const network = parseBuildNetwork(text(values, "network"));
   const stepTimeoutMs = parseStepTimeout(text(values, "step-timeout"));
   const store = await openCommandStore(ctx);
-  // What builds killed with SIGKILL left: their state directories and the containers in them.
+  // What builds killed with SIGKILL left: their state directories and the containers in them,
+  // then the root filesystems those containers ran on (still mounted, as real root).
   await removeAbandonedBuildStates(store.root, { warn: ctx.warn });
+  const snapshotter = new Snapshotter(store.root, store.content);
+  await snapshotter.cleanAbandoned();
 
   const ast = await parseDockerfileCached(source, {
     file: displayName,
@@ -166,7 +169,7 @@ async function build(
   try {
     const worker = new LocalWorker({
       store,
-      snapshotter: new Snapshotter(store.root, store.content),
+      snapshotter,
       warn: ctx.warn,
       localSources: { ...buildContexts.localSources, context: contextDir },
       secrets,
