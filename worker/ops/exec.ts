@@ -4,11 +4,12 @@
  * agent); what it changed in the root becomes one new layer.
  */
 import { randomBytes } from "node:crypto";
-import { chmod, chown, cp, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, chown, cp, mkdir, readFile, rename, rm, stat, statfs, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { Writable } from "node:stream";
 import lockfile from "proper-lockfile";
 import { TbuildError } from "../../errors/index.js";
+import { FREE_STORE_SPACE } from "../../errors/system.js";
 import { writeLayer } from "../../oci/layer.js";
 import { digestOf } from "../../solver/digest.js";
 import type { ExecMount, ExecOp } from "../../solver/graph.js";
@@ -18,15 +19,21 @@ import type { WritableMount } from "../snapshot/index.js";
 import type { OpContext } from "./context.js";
 import { keepUnpacked, prepareLayers } from "./layers.js";
 
-/** A RUN whose process exited non-zero: the command, its exit code and its last output lines. */
+/**
+ * A RUN whose process exited non-zero: the command, its exit code and its last output lines; and,
+ * when the store's disk was full as it failed (its writes go there), that this is why.
+ */
 export class RunFailedError extends TbuildError {
   override readonly exitCode: number;
   readonly lastOutput: string[];
 
-  constructor(args: string[], exitCode: number, lastOutput: string[]) {
+  constructor(args: string[], exitCode: number, lastOutput: string[], fullStore?: string) {
     super(
       "E_RUN_FAILED",
       `process "${shownCommand(args).join(" ")}" did not complete successfully: exit code: ${exitCode}` +
+        (fullStore
+          ? `: no space left on device: the store at ${fullStore}, where the step writes, is full: ${FREE_STORE_SPACE}`
+          : "") +
         (lastOutput.length > 0 ? `\n${lastOutput.map((l) => `  ${l}`).join("\n")}` : ""),
     );
     this.exitCode = exitCode;
@@ -130,13 +137,28 @@ export async function runExec(op: ExecOp, inputs: FsResult[], ctx: OpContext): P
     if (result.timedOut) throw new StepTimeoutError(op.args, ctx.stepTimeoutMs!);
     if (result.exitCode !== 0) {
       for (const rest of [partial[1], partial[2]]) if (rest) tail.push(rest);
-      throw new RunFailedError(op.args, result.exitCode, tail.slice(-OUTPUT_LINES_KEPT));
+      // Looked at before the step's files are removed: they are what filled it.
+      const full = (await storeIsFull(root.rootfs)) ? ctx.store.root : undefined;
+      throw new RunFailedError(op.args, result.exitCode, tail.slice(-OUTPUT_LINES_KEPT), full);
     }
     const layers = [...rootLayers, await commitLayer(root, ctx)];
     await keepUnpacked(root, layers);
     return { layers };
   } finally {
     for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
+  }
+}
+
+/** Less than this left for unprivileged writes, the store's disk is full for a step. */
+const FULL_BELOW_BYTES = 1024 * 1024;
+
+/** Whether the file system of `dir` (in the store) has (next to) no space left. */
+async function storeIsFull(dir: string): Promise<boolean> {
+  try {
+    const stats = await statfs(dir);
+    return stats.bavail * stats.bsize < FULL_BELOW_BYTES;
+  } catch {
+    return false;
   }
 }
 
