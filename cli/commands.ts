@@ -129,6 +129,13 @@ export const commands: CommandSpec[] = [
         default: "the CPU count, or [build] jobs in config.toml",
       },
       {
+        name: "step-timeout",
+        type: "string",
+        value: "DURATION",
+        description: "kill a RUN step still running after DURATION (30s, 5m, 1h) and fail the build",
+        default: "no limit",
+      },
+      {
         name: "cache-from",
         type: "string",
         multiple: true,

@@ -1,6 +1,7 @@
 import { enableCompileCache } from "node:module";
 import { parseArgs } from "node:util";
 import { UsageError } from "../errors/index.js";
+import { watchOuterProcess } from "../worker/userns.js";
 import { findCommand } from "./commands.js";
 import { commandHelp, globalFlags, topLevelHelp } from "./help.js";
 import { exitCodeOfSignal, InterruptedError, reportError } from "./report-error.js";
@@ -83,6 +84,9 @@ export async function main(argv: string[]): Promise<number> {
     signal: controller.signal,
     warn: (message) => process.stderr.write(`WARNING: ${message}\n`),
   };
+  const cancel = (reason: InterruptedError) => {
+    if (!controller.signal.aborted) controller.abort(reason);
+  };
   // The first signal aborts the command, which cleans up and exits 130/143; a second one exits at
   // once. The listeners stay for the whole run: with `once`, signal-exit (proper-lockfile's) would
   // find itself the last listener after the first signal and re-raise it, killing tbuild mid-cleanup.
@@ -92,6 +96,16 @@ export async function main(argv: string[]): Promise<number> {
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
+  // A hangup (the terminal closed; rootless, the parent-death signal of the tbuild re-run in the
+  // user namespace, which the kernel sends again for each thread of the dying parent) cancels the
+  // same way, however often it comes.
+  process.on("SIGHUP", () => cancel(new InterruptedError("SIGHUP")));
+  // Rootless, this may be that re-run tbuild: when the tbuild the user ran is killed outright, this
+  // one cancels as on Ctrl-C (stops its containers, removes its state, names no image) rather than
+  // going on unseen. The lifeline tells it even when the signal was never set up or came first.
+  watchOuterProcess(process.env, () =>
+    cancel(new InterruptedError("SIGHUP", "the tbuild that started this one was killed")),
+  );
   // A reader that stops early (`tbuild images | head -1`) closes the pipe, and the next write
   // fails with EPIPE. No one reads what follows: the command is cancelled as by a signal (so it
   // stops its containers and removes its temporary state), says nothing more, and tbuild ends with

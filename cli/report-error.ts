@@ -5,6 +5,7 @@
  * untrusted certificate) is explained the same way. Anything else is an internal error: its stack
  * is shown with --debug, and without it the user is asked to report it.
  */
+import { constants as osConstants } from "node:os";
 import { inspect } from "node:util";
 import { isTbuildError, type TbuildError } from "../errors/index.js";
 import { explainSystemError, isSystemError, type SystemErrorContext } from "../errors/system.js";
@@ -13,15 +14,15 @@ import { explainSystemError, isSystemError, type SystemErrorContext } from "../e
 export class InterruptedError extends Error {
   readonly signal: NodeJS.Signals;
 
-  constructor(signal: NodeJS.Signals) {
-    super(`interrupted by ${signal}`);
+  constructor(signal: NodeJS.Signals, why?: string) {
+    super(why ? `interrupted: ${why}` : `interrupted by ${signal}`);
     this.signal = signal;
   }
 }
 
 /** 128 + the signal's number, as shells report a process a signal ended. */
 export function exitCodeOfSignal(signal: NodeJS.Signals): number {
-  return 128 + (signal === "SIGINT" ? 2 : signal === "SIGTERM" ? 15 : 1);
+  return 128 + (osConstants.signals[signal] ?? 1);
 }
 
 export interface ReportOptions {

@@ -74,7 +74,8 @@ function isInside(file: string, dir: string): boolean {
   return relative === "" || (!relative.startsWith("..") && !path.isAbsolute(relative));
 }
 
-const FREE_STORE_SPACE =
+/** What to do when the store's disk is full. */
+export const FREE_STORE_SPACE =
   "free some with `tbuild prune` (build cache) or `tbuild rmi` (images), or set TBUILD_ROOT to a larger disk, and run again";
 
 /**

@@ -11,6 +11,8 @@ export const imageExporter: Exporter = async (job) => {
     throw new UsageError("push needs a name to push to: give -t NAME, or name=NAME in --output");
   }
   const image = await job.image({ mediaTypes: "oci", compressLayers: true });
+  // A cancelled build (Ctrl-C, or a rootless tbuild whose outer process was killed) names nothing.
+  job.options.signal?.throwIfAborted();
   for (const name of job.names) await job.store.images.put(name, image.descriptor);
   if (job.request.push === true) {
     const signal = job.options.signal;

@@ -9,12 +9,26 @@
  */
 import { spawn, spawnSync } from "node:child_process";
 import { accessSync, constants, readFileSync } from "node:fs";
+import { Socket } from "node:net";
 import { constants as osConstants, userInfo } from "node:os";
 import path from "node:path";
 import { TbuildError } from "../errors/index.js";
 
 /** Set in the re-executed process, so that a namespace that turns out too small never re-executes again. */
 const REEXEC_MARKER = "TBUILD_USERNS";
+/**
+ * Names, in the re-executed process, the descriptor of its lifeline: a pipe whose other end only
+ * the tbuild outside holds, so that it reads end-of-file once that process is gone, however it went.
+ */
+const LIFELINE_FD_VARIABLE = "TBUILD_USERNS_LIFELINE_FD";
+/** The lifeline's descriptor in the re-executed process: the first after stdio. */
+const LIFELINE_FD = 3;
+/**
+ * What the re-executed process gets when the tbuild outside dies (setpriv --pdeathsig). The kernel
+ * sends it once for each thread of the dying parent, so it must be one the child takes any number
+ * of times as one request to cancel: a hangup (cli/main.ts).
+ */
+const PARENT_DEATH_SIGNAL = "SIGHUP";
 /** Images use ids up to 65534 (`nobody`); uid 0 is the user itself, so 65535 more ids are needed. */
 const NEEDED_SUBORDINATE_IDS = 65535;
 
@@ -248,6 +262,12 @@ const FORWARDED_SIGNALS: NodeJS.Signals[] = [
  * exit code (128 + the signal number when a signal killed it). Mounts made inside vanish with the
  * namespace when the child exits, whatever way it ends.
  *
+ * The child must not outlive this process: killed outright (SIGKILL, the OOM killer), this process
+ * cannot pass anything on, and the child would finish the build (and tag it) unseen. So the child
+ * gets a parent-death signal (`setpriv --pdeathsig`, set after `unshare` has exec'd, so it is tied
+ * to this process) and a lifeline pipe (watchOuterProcess), which also covers a death before the
+ * signal was set. Either way it cancels as on Ctrl-C.
+ *
  * Resolves undefined, doing nothing, when this process already has worker privileges (root, or
  * inside the namespace already). Checks the pieces first and throws RootlessSetupError.
  */
@@ -265,6 +285,8 @@ export async function reexecInUserNamespace(
     );
   }
   const { unshare } = checkRootlessSetup(env);
+  // util-linux's, as unshare is; without it the lifeline alone ends the child.
+  const setpriv = findExecutable("setpriv", env);
   const script = process.argv[1];
   const child = spawn(
     unshare,
@@ -275,13 +297,20 @@ export async function reexecInUserNamespace(
       "--mount",
       "--propagation=private",
       "--",
+      ...(setpriv ? [setpriv, `--pdeathsig=${PARENT_DEATH_SIGNAL}`, "--"] : []),
       process.execPath,
       ...process.execArgv,
       ...(script ? [script] : []),
       ...argv,
     ],
-    { stdio: "inherit", env: { ...env, [REEXEC_MARKER]: "1" } },
+    {
+      stdio: ["inherit", "inherit", "inherit", "pipe"],
+      env: { ...env, [REEXEC_MARKER]: "1", [LIFELINE_FD_VARIABLE]: String(LIFELINE_FD) },
+    },
   );
+  const lifeline = child.stdio[LIFELINE_FD] as Socket | null;
+  // Nothing is ever sent: the pipe only has to stay open while this process lives.
+  lifeline?.on("error", () => {});
   const forward = (signal: NodeJS.Signals) => {
     child.kill(signal);
   };
@@ -303,7 +332,40 @@ export async function reexecInUserNamespace(
       });
     });
   } finally {
+    // A process the child left running may hold the other end: this one is not waited for.
+    lifeline?.destroy();
     for (const signal of signals) process.off(signal, forward);
     if (process.stdin.isTTY) process.off("SIGINT", ignoreTerminalInterrupt);
   }
+}
+
+/**
+ * In the process reexecInUserNamespace started: calls `onGone` once the tbuild outside is gone,
+ * when its end of the lifeline closes. Does nothing in any other process. The parent-death signal
+ * (PARENT_DEATH_SIGNAL) may come before or after: the caller treats the two as one event.
+ */
+export function watchOuterProcess(env: NodeJS.ProcessEnv, onGone: () => void): void {
+  const fd = Number(env[LIFELINE_FD_VARIABLE]);
+  if (env[REEXEC_MARKER] !== "1" || fd !== LIFELINE_FD) return;
+  // Not for the processes this one starts (a nested tbuild would take the descriptor for its own).
+  delete env[LIFELINE_FD_VARIABLE];
+  let lifeline: Socket;
+  try {
+    lifeline = new Socket({ fd, readable: true, writable: false });
+  } catch {
+    return;
+  }
+  let gone = false;
+  const end = () => {
+    if (gone) return;
+    gone = true;
+    lifeline.destroy();
+    onGone();
+  };
+  lifeline.on("end", end);
+  lifeline.on("close", end);
+  lifeline.on("error", end);
+  // Read (nothing ever comes) so that end-of-file is seen; the pipe alone keeps no command running.
+  lifeline.resume();
+  lifeline.unref();
 }

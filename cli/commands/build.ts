@@ -10,7 +10,7 @@ import { hostPlatform } from "../../oci/platform.js";
 import { defaultStoreRoot, type Store } from "../../oci/store/index.js";
 import { CacheIndex } from "../../solver/cache.js";
 import { INLINE_CACHE_FIELD } from "../../solver/cache-description.js";
-import { applyGcPolicy } from "../../solver/gc.js";
+import { applyGcPolicy, parseDuration } from "../../solver/gc.js";
 import type { BuildGraph } from "../../solver/graph.js";
 import { StepFailedError, solve } from "../../solver/solve.js";
 import {
@@ -50,6 +50,8 @@ export async function run(args: ParsedCommandLine, commandCtx: CommandContext): 
   const [contextArg, ...extra] = args.positionals;
   if (contextArg === undefined || extra.length > 0)
     throw new UsageError("tbuild build takes exactly one CONTEXT (a directory)");
+  // Checked before anything runs (and before a rootless re-exec); build() reads it again.
+  parseStepTimeout(text(values, "step-timeout"));
   const progressMode = progressModeOf(
     text(values, "progress") ?? commandCtx.env.TBUILD_PROGRESS,
     values.quiet === true,
@@ -102,9 +104,13 @@ async function build(
       ? positiveInt(text(values, "jobs")!, "--jobs")
       : (readBuildDefaults(config).jobs ?? availableParallelism());
   const network = parseBuildNetwork(text(values, "network"));
+  const stepTimeoutMs = parseStepTimeout(text(values, "step-timeout"));
   const store = await openCommandStore(ctx);
-  // What builds killed with SIGKILL left: their state directories and the containers in them.
+  // What builds killed with SIGKILL left: their state directories and the containers in them,
+  // then the root filesystems those containers ran on (still mounted, as real root).
   await removeAbandonedBuildStates(store.root, { warn: ctx.warn });
+  const snapshotter = new Snapshotter(store.root, store.content);
+  await snapshotter.cleanAbandoned();
 
   const ast = await parseDockerfileCached(source, {
     file: displayName,
@@ -163,7 +169,7 @@ async function build(
   try {
     const worker = new LocalWorker({
       store,
-      snapshotter: new Snapshotter(store.root, store.content),
+      snapshotter,
       warn: ctx.warn,
       localSources: { ...buildContexts.localSources, context: contextDir },
       secrets,
@@ -171,6 +177,7 @@ async function build(
       compression: "gzip",
       ...(ctx.env.SOURCE_DATE_EPOCH ? { sourceDateEpoch: Number(ctx.env.SOURCE_DATE_EPOCH) } : {}),
       stateDir,
+      ...(stepTimeoutMs !== undefined ? { stepTimeoutMs } : {}),
       registry: { hosts: config.registries, configPath: config.path, env: ctx.env },
     });
     const noCacheStages = new Set(list(values, "no-cache-filter").map((s) => s.toLowerCase()));
@@ -322,6 +329,16 @@ const REPORTED_OUTPUT_RANK: Record<ExportType, number> = {
   tar: 0,
   local: 0,
 };
+
+/** `--step-timeout 30s|5m|1h`: off when absent. */
+function parseStepTimeout(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const ms = parseDuration(value);
+  if (ms === undefined || ms < 1) {
+    throw new UsageError(`--step-timeout takes a duration such as 30s, 5m or 1h, not "${value}"`);
+  }
+  return ms;
+}
 
 function positiveInt(value: string, flag: string): number {
   const n = Number(value);

@@ -5,6 +5,7 @@ import { defaultStoreRoot } from "../../oci/store/index.js";
 import { CacheIndex } from "../../solver/cache.js";
 import { parseDuration, parseSize, pruneBuildCache } from "../../solver/gc.js";
 import { removeAbandonedBuildStates, stopAbandonedContainers } from "../../worker/build-state.js";
+import { Snapshotter } from "../../worker/snapshot/index.js";
 import { hasWorkerPrivileges, reexecInUserNamespace } from "../../worker/userns.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
 import { formatSize, openCommandStore, pruneUnneededLayers } from "../store.js";
@@ -40,6 +41,8 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
       abandonedBytes += await directorySize(dir);
     },
   });
+  // Then the root filesystems their containers ran on (still mounted, as real root).
+  await new Snapshotter(store.root, store.content).cleanAbandoned();
   const cache = CacheIndex.forStore(store.root);
   try {
     const freed = await pruneBuildCache(store, cache, {

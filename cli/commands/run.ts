@@ -8,7 +8,7 @@ import { hostPlatform, type Platform, parsePlatform } from "../../oci/platform.j
 import type { Store } from "../../oci/store/index.js";
 import { containerConfig, parseEnvFile, parseEnvFlags } from "../../runtime/config.js";
 import { type MountRequest, parseVolumeFlag } from "../../runtime/mounts.js";
-import { inUserNamespace, reexecInUserNamespace } from "../../worker/userns.js";
+import { reexecInUserNamespace } from "../../worker/userns.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
 
 /** Signals `docker run` passes on to the container's process (its sig-proxy), as tbuild does. */
@@ -98,14 +98,13 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
       process.on(signal, forward);
     }
   };
-  const abort = new AbortController();
-  const stopWatching = watchParent(abort);
   try {
     const exit = await container.run({
       stdin: interactive ? "inherit" : "ignore",
       stdout: "inherit",
       stderr: "inherit",
-      signal: AbortSignal.any([ctx.signal, abort.signal]),
+      // Aborted on Ctrl-C, and, rootless, when the tbuild outside the user namespace is killed (main.ts).
+      signal: ctx.signal,
       onStart: startForwarding,
     });
     return exit.exitCode;
@@ -118,7 +117,6 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
     }
     throw err;
   } finally {
-    stopWatching();
     if (forwarding) {
       for (const [signal, listeners] of saved) {
         process.off(signal, forward);
@@ -126,22 +124,6 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
       }
     }
   }
-}
-
-/**
- * In tbuild's user namespace this process was started by the tbuild the user ran, which passes
- * signals on but cannot clean up if it is killed outright: when it is gone (this process has a new
- * parent), the container is stopped here, and the namespace's mounts vanish as this process exits.
- */
-function watchParent(abort: AbortController): () => void {
-  if (!inUserNamespace()) return () => {};
-  const parent = process.ppid;
-  const timer = setInterval(() => {
-    if (process.ppid !== parent)
-      abort.abort(new TbuildError("E_INTERRUPTED", "tbuild was killed; the container was stopped"));
-  }, 250);
-  timer.unref();
-  return () => clearInterval(timer);
 }
 
 /** Whether this process has a controlling terminal, which runc's foreground console mode uses. */

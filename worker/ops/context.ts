@@ -34,6 +34,8 @@ export interface OpContext {
   sourceDateEpoch?: number;
   /** How base images missing from the store are pulled: config.toml's registries, credentials. */
   registry?: Omit<RegistryOptions, "signal" | "warn">;
+  /** `--step-timeout`: a RUN step's process still running after this many milliseconds is killed. */
+  stepTimeoutMs?: number;
   /** Scratch space for sandbox state, bundles and downloads; removed by the caller after the build. */
   stateDir: string;
   /**

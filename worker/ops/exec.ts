@@ -5,11 +5,12 @@
  */
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { chmod, chown, cp, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, chown, cp, mkdir, readFile, rename, rm, stat, statfs, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { Writable } from "node:stream";
 import lockfile from "proper-lockfile";
 import { TbuildError } from "../../errors/index.js";
+import { FREE_STORE_SPACE } from "../../errors/system.js";
 import { writeLayer } from "../../oci/layer.js";
 import { digestOf } from "../../solver/digest.js";
 import type { ExecMount, ExecOp } from "../../solver/graph.js";
@@ -20,22 +21,53 @@ import type { WritableMount } from "../snapshot/index.js";
 import type { OpContext } from "./context.js";
 import { keepUnpacked, prepareLayers } from "./layers.js";
 
-/** A RUN whose process exited non-zero: the command, its exit code and its last output lines. */
+/**
+ * A RUN whose process exited non-zero: the command, its exit code and its last output lines; and,
+ * when the store's disk was full as it failed (its writes go there), that this is why.
+ */
 export class RunFailedError extends TbuildError {
   override readonly exitCode: number;
   readonly lastOutput: string[];
 
-  constructor(args: string[], exitCode: number, lastOutput: string[]) {
-    const command =
-      args.length >= 3 && args[1] === "-c" ? args.slice(0, 2).concat(args.slice(2).join(" ")) : args;
+  constructor(args: string[], exitCode: number, lastOutput: string[], fullStore?: string) {
     super(
       "E_RUN_FAILED",
-      `process "${command.join(" ")}" did not complete successfully: exit code: ${exitCode}` +
+      `process "${shownCommand(args).join(" ")}" did not complete successfully: exit code: ${exitCode}` +
+        (fullStore
+          ? `: no space left on device: the store at ${fullStore}, where the step writes, is full: ${FREE_STORE_SPACE}`
+          : "") +
         (lastOutput.length > 0 ? `\n${lastOutput.map((l) => `  ${l}`).join("\n")}` : ""),
     );
     this.exitCode = exitCode;
     this.lastOutput = lastOutput;
   }
+}
+
+/** A RUN still running when `--step-timeout` ran out: its container was killed. */
+export class StepTimeoutError extends TbuildError {
+  constructor(args: string[], timeoutMs: number) {
+    super(
+      "E_STEP_TIMEOUT",
+      `process "${shownCommand(args).join(" ")}" did not finish within --step-timeout ${formatDuration(timeoutMs)}: it was killed (give a longer --step-timeout if the step needs more time)`,
+    );
+  }
+}
+
+/** `sh -c` and its script as one word, as BuildKit shows a RUN's process. */
+function shownCommand(args: string[]): string[] {
+  return args.length >= 3 && args[1] === "-c" ? args.slice(0, 2).concat(args.slice(2).join(" ")) : args;
+}
+
+/** `30s`, `5m`, `1500ms`: a duration as a user would have written it. */
+function formatDuration(ms: number): string {
+  for (const [unit, size] of [
+    ["h", 3_600_000],
+    ["m", 60_000],
+    ["s", 1000],
+  ] as const) {
+    if (ms >= size && ms % size === 0) return `${ms / size}${unit}`;
+  }
+  return `${ms}ms`;
 }
 
 export class MissingSecretError extends TbuildError {
@@ -101,17 +133,34 @@ export async function runExec(op: ExecOp, inputs: FsResult[], ctx: OpContext): P
         stdout: stream(1),
         stderr: stream(2),
         signal: ctx.signal,
+        ...(ctx.stepTimeoutMs !== undefined ? { timeoutMs: ctx.stepTimeoutMs } : {}),
       },
     );
+    if (result.timedOut) throw new StepTimeoutError(op.args, ctx.stepTimeoutMs!);
     if (result.exitCode !== 0) {
       for (const rest of [partial[1], partial[2]]) if (rest) tail.push(rest);
-      throw new RunFailedError(op.args, result.exitCode, tail.slice(-OUTPUT_LINES_KEPT));
+      // Looked at before the step's files are removed: they are what filled it.
+      const full = (await storeIsFull(root.rootfs)) ? ctx.store.root : undefined;
+      throw new RunFailedError(op.args, result.exitCode, tail.slice(-OUTPUT_LINES_KEPT), full);
     }
     const layers = [...rootLayers, await commitLayer(root, ctx)];
     await keepUnpacked(root, layers);
     return { layers };
   } finally {
     for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
+  }
+}
+
+/** Less than this left for unprivileged writes, the store's disk is full for a step. */
+const FULL_BELOW_BYTES = 1024 * 1024;
+
+/** Whether the file system of `dir` (in the store) has (next to) no space left. */
+async function storeIsFull(dir: string): Promise<boolean> {
+  try {
+    const stats = await statfs(dir);
+    return stats.bavail * stats.bsize < FULL_BELOW_BYTES;
+  } catch {
+    return false;
   }
 }
 

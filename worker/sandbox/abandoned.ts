@@ -6,11 +6,12 @@
  * state directory knows when its runs are abandoned (worker/build-state: its process is gone).
  */
 import { execFile } from "node:child_process";
-import { readdir, readFile, rm } from "node:fs/promises";
+import { readdir, rm } from "node:fs/promises";
 import path from "node:path";
 import { processAlive } from "../process-liveness.js";
 import { SandboxError } from "./errors.js";
 import { findRunc, probeHost } from "./host.js";
+import { containerInit, killContainerProcesses } from "./kill.js";
 import { runcEnv } from "./run.js";
 
 /** runc's own wait for a killed container is about a second; this only bounds a stuck runc. */
@@ -26,25 +27,10 @@ async function entriesOf(dir: string): Promise<string[]> {
   }
 }
 
-/** The container's first process as runc recorded it, to check that the delete ended it. */
-async function initProcess(
-  runcRoot: string,
-  id: string,
-): Promise<{ pid: number; start: string } | undefined> {
-  try {
-    const state = JSON.parse(await readFile(path.join(runcRoot, id, "state.json"), "utf8")) as {
-      init_process_pid?: number;
-      init_process_start?: number | string;
-    };
-    if (!state.init_process_pid) return undefined;
-    return { pid: state.init_process_pid, start: String(state.init_process_start ?? "") };
-  } catch {
-    return undefined;
-  }
-}
-
 async function deleteContainer(runc: string, runcRoot: string, global: string[], id: string): Promise<void> {
-  const init = await initProcess(runcRoot, id);
+  const init = await containerInit(runcRoot, id);
+  // `runc delete --force` kills the first process only, which a stopped tracer can keep from dying.
+  await killContainerProcesses(runcRoot, id);
   await runcDelete(runc, global, id);
   // runc takes a process it may not signal for one that is gone, and deletes its state all the same.
   if (init && (await processAlive(init.pid, init.start))) {

@@ -23,6 +23,7 @@ import {
   readHostResolvConf,
   resolvConfFor,
 } from "./host.js";
+import { killContainerProcesses } from "./kill.js";
 import { layeredTree, MountStubs, mkdirInRoot } from "./rootfs-path.js";
 import { buildRuntimeSpec, ETC_FILES, type SandboxSpec } from "./spec.js";
 import { resolveUser } from "./user.js";
@@ -288,8 +289,10 @@ function superviseRunc(
         setTimeout(() => {
           if (exited) return;
           stopSignal = "SIGKILL";
-          // runc kills the container's pid 1, and the kernel every process of its pid namespace.
+          // runc kills the container's pid 1, and the kernel every process of its pid namespace;
+          // unless pid 1 cannot die (held in a ptrace stop): then its processes are killed one by one.
           void runcCommand(runc, [...global, "kill", id, "KILL"]);
+          void killContainerProcesses(runcRoot, id).catch(() => {});
           timers.push(
             setTimeout(() => {
               // runc did not exit (it was still creating the container): end it; the cleanup
@@ -338,9 +341,12 @@ function superviseRunc(
       options.signal?.removeEventListener("abort", onAbort);
       if (typeof stdin !== "string" && child.stdin) stdin.unpipe(child.stdin);
       void (async () => {
-        // runc removes its state when `run` ends normally; after a kill it may not have.
-        if (existsSync(path.join(runcRoot, id)))
+        // runc removes its state when `run` ends normally; after a kill it may not have, and the
+        // container may outlive it (runc was killed while its pid 1 could not die).
+        if (existsSync(path.join(runcRoot, id))) {
+          await killContainerProcesses(runcRoot, id).catch(() => 0);
           await runcCommand(runc, [...global, "delete", "--force", id]);
+        }
         const errors = await runcErrors(logFile);
         const runcFailed = errors.length > 0 && code !== null;
         stderr.finish(runcFailed && !stopSignal);

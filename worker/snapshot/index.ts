@@ -609,9 +609,10 @@ export class Snapshotter {
   /**
    * What killed processes left: their mounts are unmounted (as real root they outlive the process;
    * in a user namespace they died with it) and their temporary root filesystems removed. Kept
-   * (persistent) ones stay, unmounted, for openWritable.
+   * (persistent) ones stay, unmounted, for openWritable. Done before every new writable mount, and
+   * by commands that clean up after killed builds (a build whose steps are all cached mounts nothing).
    */
-  private async cleanAbandoned(): Promise<void> {
+  async cleanAbandoned(): Promise<void> {
     // Each kept container's mount is looked at: all at once.
     await Promise.all((await this.listWritable()).map((id) => this.cleanIfAbandoned(id)));
   }
