@@ -119,6 +119,11 @@ describe("COPY and ADD", () => {
     );
   });
 
+  it("takes --chmod=0 as mode 0000, as BuildKit does (octal 0 to 7777)", async () => {
+    const build = await lower("FROM busybox\nCOPY --chmod=0 foo /foobis\n");
+    expect(asFile(build.rootVertex().op).actions[0]).toMatchObject({ action: "copy", chmod: "0" });
+  });
+
   it("needs a directory destination for several sources", async () => {
     const err = await lower("FROM busybox\nCOPY a b /dest\n").catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DockerfileError);
