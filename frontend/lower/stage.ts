@@ -769,7 +769,8 @@ async function dispatchCopy(st: StageState, ins: CopyInstruction, ctx: DispatchC
         internal: true,
       });
       copy(addInput(http), `/${filename}`, {
-        attemptUnpack: false,
+        // A download is kept as it is, unless ADD --unpack=true asks for it to be extracted.
+        attemptUnpack: ins.unpack === true,
         allowWildcard: false,
         allowEmptyWildcard: false,
       });
