@@ -664,7 +664,8 @@ async function dispatchCopy(st: StageState, ins: CopyInstruction, ctx: DispatchC
   const chmod = ins.chmod !== undefined ? expandWord(st, ctx, ins.chmod, at) : undefined;
   if (
     chmod !== undefined &&
-    !/^[0-7]{3,4}$/.test(chmod) &&
+    // Octal as BuildKit reads it: 0 to 7777, so `--chmod=0` gives mode 0000.
+    !/^[0-7]{1,4}$/.test(chmod) &&
     !/^([ugoa]*[-+=][rwxXst]*)(,[ugoa]*[-+=][rwxXst]*)*$/.test(chmod)
   ) {
     throw ctx.errorAt(
@@ -768,7 +769,8 @@ async function dispatchCopy(st: StageState, ins: CopyInstruction, ctx: DispatchC
         internal: true,
       });
       copy(addInput(http), `/${filename}`, {
-        attemptUnpack: false,
+        // A download is kept as it is, unless ADD --unpack=true asks for it to be extracted.
+        attemptUnpack: ins.unpack === true,
         allowWildcard: false,
         allowEmptyWildcard: false,
       });

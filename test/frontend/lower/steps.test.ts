@@ -119,6 +119,18 @@ describe("COPY and ADD", () => {
     );
   });
 
+  it("takes --chmod=0 as mode 0000, as BuildKit does (octal 0 to 7777)", async () => {
+    const build = await lower("FROM busybox\nCOPY --chmod=0 foo /foobis\n");
+    expect(asFile(build.rootVertex().op).actions[0]).toMatchObject({ action: "copy", chmod: "0" });
+  });
+
+  it("extracts a downloaded archive only with ADD --unpack=true", async () => {
+    for (const [flag, unpack] of [["", false], ["--unpack=true ", true]] as const) {
+      const build = await lower(`FROM busybox\nADD ${flag}https://example.com/t.tar.gz /dest/\n`);
+      expect(asFile(build.rootVertex().op).actions[0]).toMatchObject({ action: "copy", attemptUnpack: unpack });
+    }
+  });
+
   it("needs a directory destination for several sources", async () => {
     const err = await lower("FROM busybox\nCOPY a b /dest\n").catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DockerfileError);
