@@ -125,9 +125,15 @@ describe("COPY and ADD", () => {
   });
 
   it("extracts a downloaded archive only with ADD --unpack=true", async () => {
-    for (const [flag, unpack] of [["", false], ["--unpack=true ", true]] as const) {
+    for (const [flag, unpack] of [
+      ["", false],
+      ["--unpack=true ", true],
+    ] as const) {
       const build = await lower(`FROM busybox\nADD ${flag}https://example.com/t.tar.gz /dest/\n`);
-      expect(asFile(build.rootVertex().op).actions[0]).toMatchObject({ action: "copy", attemptUnpack: unpack });
+      expect(asFile(build.rootVertex().op).actions[0]).toMatchObject({
+        action: "copy",
+        attemptUnpack: unpack,
+      });
     }
   });
 
