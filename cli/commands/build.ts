@@ -30,7 +30,7 @@ import { describeStepFailure, openProgress, type ProgressSink, progressModeOf } 
 import { storeImageResolver } from "../resolver.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
 import { openCommandStore, pruneUnneededLayers } from "../store.js";
-import { parseBuildPlatform, parseKeyValues } from "../values.js";
+import { parseBuildPlatform, parseImageTag, parseKeyValues } from "../values.js";
 
 type Values = ParsedCommandLine["values"];
 const list = (values: Values, name: string) => (values[name] as string[] | undefined) ?? [];
@@ -50,6 +50,7 @@ export async function run(args: ParsedCommandLine, commandCtx: CommandContext): 
   const [contextArg, ...extra] = args.positionals;
   if (contextArg === undefined || extra.length > 0)
     throw new UsageError("tbuild build takes exactly one CONTEXT (a directory)");
+  for (const tag of list(values, "tag")) parseImageTag(tag, "-t");
   const progressMode = progressModeOf(
     text(values, "progress") ?? commandCtx.env.TBUILD_PROGRESS,
     values.quiet === true,
