@@ -103,6 +103,15 @@ async function build(
       ? positiveInt(text(values, "jobs")!, "--jobs")
       : (readBuildDefaults(config).jobs ?? availableParallelism());
   const network = parseBuildNetwork(text(values, "network"));
+  // Loaded only for builds that import or export cache (it brings the registry client).
+  const buildCache =
+    text(values, "cache-to") || list(values, "cache-from").length > 0
+      ? await import("../../solver/build-cache.js")
+      : undefined;
+  const cacheTo = text(values, "cache-to")
+    ? buildCache!.parseCacheExportSpec(text(values, "cache-to")!, ctx.cwd)
+    : undefined;
+  const cacheFrom = list(values, "cache-from").map((spec) => buildCache!.parseCacheImportSpec(spec, ctx.cwd));
   const store = await openCommandStore(ctx);
   // What builds killed with SIGKILL left: their state directories and the containers in them.
   await removeAbandonedBuildStates(store.root, { warn: ctx.warn });
@@ -143,19 +152,10 @@ async function build(
   );
 
   const registryOptions = { hosts: config.registries, configPath: config.path, env: ctx.env, warn: ctx.warn };
-  // Loaded only for builds that import or export cache (it brings the registry client).
-  const buildCache =
-    text(values, "cache-to") || list(values, "cache-from").length > 0
-      ? await import("../../solver/build-cache.js")
-      : undefined;
-  const cacheTo = text(values, "cache-to")
-    ? buildCache!.parseCacheExportSpec(text(values, "cache-to")!, ctx.cwd)
-    : undefined;
-  const imported = await buildCache?.importBuildCache(
-    list(values, "cache-from").map((spec) => buildCache.parseCacheImportSpec(spec, ctx.cwd)),
-    store.content,
-    { ...registryOptions, platform: targetPlatform },
-  );
+  const imported = await buildCache?.importBuildCache(cacheFrom, store.content, {
+    ...registryOptions,
+    platform: targetPlatform,
+  });
   const secrets = parseSecrets(list(values, "secret"), ctx.env);
   const sshAgents = parseSsh(list(values, "ssh"), ctx.env);
   checkRequiredSecrets(lowered.graph, secrets, sshAgents);
@@ -214,9 +214,15 @@ async function build(
       }),
     );
     if (cacheTo !== undefined && cacheTo.type !== "inline") {
-      await progress.internal("exporting cache", async () =>
-        buildCache!.writeBuildCache(cacheTo, await cacheOf(cacheTo.mode), store.content, registryOptions),
-      );
+      await progress
+        .internal("exporting cache", async () =>
+          buildCache!.writeBuildCache(cacheTo, await cacheOf(cacheTo.mode), store.content, registryOptions),
+        )
+        .catch((err: unknown) => {
+          // ignore-error=true: the image is made; a cache that could not be written is a warning.
+          if (cacheTo.ignoreError !== true || ctx.signal.aborted) throw err;
+          ctx.warn(`the cache was not exported (ignore-error=true): ${(err as Error).message}`);
+        });
     }
     // config.toml's [gc] limits, enforced once the image is named (so its blobs are never candidates).
     const gcPolicy = readGcPolicy(config);
