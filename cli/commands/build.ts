@@ -1,4 +1,5 @@
-import { rm } from "node:fs/promises";
+import { constants } from "node:fs";
+import { access, rm, stat } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import path from "node:path";
 import { TbuildError, UsageError } from "../../errors/index.js";
@@ -103,6 +104,9 @@ async function build(
       ? positiveInt(text(values, "jobs")!, "--jobs")
       : (readBuildDefaults(config).jobs ?? availableParallelism());
   const network = parseBuildNetwork(text(values, "network"));
+  // Checked before anything is resolved or run: a bad --secret is the user's to fix at once.
+  const secrets = await parseSecrets(list(values, "secret"), ctx);
+  const sshAgents = parseSsh(list(values, "ssh"), ctx.env);
   // Loaded only for builds that import or export cache (it brings the registry client).
   const buildCache =
     text(values, "cache-to") || list(values, "cache-from").length > 0
@@ -156,8 +160,6 @@ async function build(
     ...registryOptions,
     platform: targetPlatform,
   });
-  const secrets = parseSecrets(list(values, "secret"), ctx.env);
-  const sshAgents = parseSsh(list(values, "ssh"), ctx.env);
   checkRequiredSecrets(lowered.graph, secrets, sshAgents);
   const stateDir = await makeBuildStateDir(store.root);
   const cache = CacheIndex.forStore(store.root);
@@ -337,8 +339,16 @@ function positiveInt(value: string, flag: string): number {
   return n;
 }
 
-/** `--secret id=ID[,src=PATH|source=PATH|env=VAR]`; `id=ID` alone reads the environment variable ID, as buildx does. */
-function parseSecrets(specs: string[], env: NodeJS.ProcessEnv): Record<string, SecretSource> {
+/**
+ * `--secret id=ID[,src=PATH|source=PATH|env=VAR]`; `id=ID` alone reads the environment variable ID,
+ * as buildx does. A source that cannot give a secret (no such file, a directory, an unset variable)
+ * is an error naming the secret before any step runs; buildx would fail only in the step that
+ * mounts it (a directory), or mount an empty secret (an unset variable).
+ */
+async function parseSecrets(
+  specs: string[],
+  { env, cwd }: { env: NodeJS.ProcessEnv; cwd: string },
+): Promise<Record<string, SecretSource>> {
   const secrets: Record<string, SecretSource> = {};
   for (const spec of specs) {
     const fields = Object.fromEntries(
@@ -350,12 +360,40 @@ function parseSecrets(specs: string[], env: NodeJS.ProcessEnv): Record<string, S
     const id = fields.id;
     if (!id) throw new UsageError(`--secret "${spec}" has no id=`);
     const file = fields.src ?? fields.source;
-    if (file !== undefined) secrets[id] = { file: path.resolve(file) };
-    else if (fields.env !== undefined) secrets[id] = { env: fields.env };
-    else if (env[id] !== undefined) secrets[id] = { env: id };
+    if (file !== undefined) {
+      secrets[id] = { file: await checkSecretFile(id, path.resolve(cwd, file), file) };
+    } else if (fields.env !== undefined) {
+      if (env[fields.env] === undefined) {
+        throw new TbuildError(
+          "E_SECRET_SOURCE",
+          `--secret id=${id}: the environment variable ${fields.env} is not set: set it (${fields.env}= for an empty secret), or give src=FILE`,
+        );
+      }
+      secrets[id] = { env: fields.env };
+    } else if (env[id] !== undefined) secrets[id] = { env: id };
     else throw new UsageError(`--secret id=${id} names no src= file or env= variable, and $${id} is not set`);
   }
   return secrets;
+}
+
+/** The secret's file, if it is one tbuild can read; else an error naming the secret and the file. */
+async function checkSecretFile(id: string, file: string, shown: string): Promise<string> {
+  const problem = (what: string) =>
+    new TbuildError("E_SECRET_SOURCE", `--secret id=${id}: src=${shown} ${what}`);
+  let info: Awaited<ReturnType<typeof stat>>;
+  try {
+    info = await stat(file);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw code === "ENOENT" ? problem("does not exist") : problem(`cannot be read (${code})`);
+  }
+  if (info.isDirectory()) throw problem("is a directory: a secret is one file");
+  try {
+    await access(file, constants.R_OK);
+  } catch (err) {
+    throw problem(`cannot be read (${(err as NodeJS.ErrnoException).code})`);
+  }
+  return file;
 }
 
 /** `--ssh default` forwards $SSH_AUTH_SOCK; `--ssh ID=SOCKET` a given agent socket. */
