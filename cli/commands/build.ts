@@ -4,6 +4,7 @@ import { availableParallelism } from "node:os";
 import path from "node:path";
 import { TbuildError, UsageError } from "../../errors/index.js";
 import type { ExportType } from "../../exporters/index.js";
+import { type ExportRequest, parseOutputSpec } from "../../exporters/request.js";
 import { readDockerignore } from "../../frontend/dockerignore.js";
 import { lowerDockerfile } from "../../frontend/lower/index.js";
 import { parseDockerfileCached } from "../../frontend/syntax/parse-cache.js";
@@ -116,6 +117,7 @@ async function build(
     ? buildCache!.parseCacheExportSpec(text(values, "cache-to")!, ctx.cwd)
     : undefined;
   const cacheFrom = list(values, "cache-from").map((spec) => buildCache!.parseCacheImportSpec(spec, ctx.cwd));
+  const outputs = list(values, "output").map((spec) => parseOutputSpec(spec));
   const store = await openCommandStore(ctx);
   // What builds killed with SIGKILL left: their state directories and the containers in them.
   await removeAbandonedBuildStates(store.root, { warn: ctx.warn });
@@ -208,7 +210,7 @@ async function build(
         ? { ...lowered.image, [INLINE_CACHE_FIELD]: await cacheOf("min") }
         : lowered.image;
     const exported = await progress.internal("exporting to image", () =>
-      exportBuild(store, image, solved.result, values, ctx, builtAt(solved, cache), {
+      exportBuild(store, image, solved.result, values, outputs, ctx, builtAt(solved, cache), {
         hosts: config.registries,
         configPath: config.path,
         env: ctx.env,
@@ -265,6 +267,7 @@ async function exportBuild(
   image: Parameters<typeof import("../../exporters/index.js")["assembleImage"]>[1]["config"],
   result: import("../../solver/worker.js").FsResult,
   values: Values,
+  outputs: ExportRequest[],
   ctx: CommandContext,
   now: Date,
   registry: import("../../oci/registry/push.js").PushOptions,
@@ -278,8 +281,7 @@ async function exportBuild(
   );
   const names = list(values, "tag");
   // As buildx does, the -t names also name the image inside oci and docker archives.
-  const requests = list(values, "output").map((spec) => {
-    const request = exporters.parseOutputSpec(spec);
+  const requests = outputs.map((request) => {
     const named = (request.type === "oci" || request.type === "docker") && !request.names?.length;
     return named && names.length > 0 ? { ...request, names } : request;
   });
@@ -295,7 +297,7 @@ async function exportBuild(
     configDigest: assembled.configDescriptor.digest,
     names: [],
   };
-  if (names.length === 0 && list(values, "output").length === 0) {
+  if (names.length === 0 && outputs.length === 0) {
     ctx.warn("no output given (-t NAME or -o): the result stays in the build cache only");
   }
   // Outputs may differ in digest (an archive's Docker media types, another compression): the one
