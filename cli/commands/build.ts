@@ -31,7 +31,7 @@ import { parseBuildNetwork } from "../network.js";
 import { describeStepFailure, openProgress, type ProgressSink, progressModeOf } from "../progress/index.js";
 import { storeImageResolver } from "../resolver.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
-import { openCommandStore, pruneUnneededLayers } from "../store.js";
+import { containerImages, openCommandStore, pruneUnneededLayers } from "../store.js";
 import { parseBuildPlatform, parseImageTag, parseKeyValues } from "../values.js";
 
 type Values = ParsedCommandLine["values"];
@@ -230,7 +230,11 @@ async function build(
     }
     // config.toml's [gc] limits, enforced once the image is named (so its blobs are never candidates).
     const gcPolicy = readGcPolicy(config);
-    if (gcPolicy && (await applyGcPolicy(store, cache, gcPolicy))) await pruneUnneededLayers(store, cache);
+    if (gcPolicy) {
+      const keepImages = (await containerImages(store.root)).map((c) => c.image);
+      if (await applyGcPolicy(store, cache, { ...gcPolicy, keepImages }))
+        await pruneUnneededLayers(store, cache);
+    }
     // Steps are what the Dockerfile says; reading the context and the like are not counted.
     const steps = (digests: string[]) => digests.filter((d) => !lowered.graph.info[d]?.internal).length;
     progress.finish({
