@@ -12,6 +12,7 @@ import { readFile } from "node:fs/promises";
 import { constants as osConstants } from "node:os";
 import path from "node:path";
 import type { Writable } from "node:stream";
+import { inUserNamespace, readGidMap, readUidMap } from "../userns.js";
 import { SandboxError } from "./errors.js";
 import {
   checkSandboxPrivileges,
@@ -24,7 +25,7 @@ import {
 } from "./host.js";
 import { directoryTree, layeredTree, MountStubs, mkdirInRoot } from "./rootfs-path.js";
 import { buildRuntimeSpec, ETC_FILES, type SandboxSpec } from "./spec.js";
-import { resolveUser } from "./user.js";
+import { checkUserMapped, resolveUser } from "./user.js";
 
 export interface SandboxRunOptions {
   /**
@@ -98,6 +99,7 @@ export async function runInSandbox(spec: SandboxSpec, options: SandboxRunOptions
     resolveUser(tree, spec.user),
     readHostResolvConf(),
   ]);
+  if (inUserNamespace()) checkUserMapped(ids, spec.user, { uid: readUidMap(), gid: readGidMap() });
   const hostname = spec.hostname ?? id.slice(0, 12);
 
   // A handful of small calls on every run: synchronous ones spare a thread-pool round trip each.
