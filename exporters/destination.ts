@@ -32,6 +32,8 @@ export interface DestinationOptions {
   signal?: AbortSignal;
   /** Where `-` writes; the process's standard output when absent. */
   stdout?: NodeJS.WritableStream;
+  /** How the user names a file instead, for messages: `dest=FILE` when absent. */
+  fileOption?: string;
 }
 
 /** Writes a byte stream to `dest` (a file path, or `-`); `what` names it in messages (e.g. "type=oci"). */
@@ -45,7 +47,9 @@ export async function writeBytesTo(
   if (dest === "-") {
     const stdout = options.stdout ?? process.stdout;
     if ((stdout as { isTTY?: boolean }).isTTY) {
-      throw new UsageError(`${what} writes a tar archive: give dest=FILE, or redirect standard output`);
+      throw new UsageError(
+        `${what} writes a tar archive: give ${options.fileOption ?? "dest=FILE"}, or redirect standard output`,
+      );
     }
     // `end: false`: the command's standard output outlives this export.
     await pipeline(Readable.from(releasingSpent(bytes), { objectMode: false }), stdout, {
@@ -56,7 +60,7 @@ export async function writeBytesTo(
   }
   const existing = await stat(dest).catch(() => undefined);
   if (existing !== undefined && !existing.isFile()) {
-    await writeInPlace(bytes, dest, what, existing, signalOption);
+    await writeInPlace(bytes, dest, what, existing, { ...signalOption, fileOption: options.fileOption });
     return;
   }
   // A symlink to a file is followed: the file is replaced, the link stays.
@@ -87,7 +91,7 @@ async function writeInPlace(
   dest: string,
   what: string,
   existing: { isDirectory(): boolean; isSocket(): boolean },
-  signalOption: { signal?: AbortSignal },
+  { fileOption = "dest=FILE", ...signalOption }: { signal?: AbortSignal; fileOption?: string | undefined },
 ): Promise<void> {
   if (existing.isDirectory()) {
     throw new TbuildError(
@@ -109,7 +113,7 @@ async function writeInPlace(
   }
   try {
     if (isatty(handle.fd)) {
-      throw new UsageError(`${what} writes a tar archive, and ${dest} is a terminal: give dest=FILE`);
+      throw new UsageError(`${what} writes a tar archive, and ${dest} is a terminal: give ${fileOption}`);
     }
     await pipeline(
       Readable.from(releasingSpent(bytes), { objectMode: false }),

@@ -53,6 +53,32 @@ describe.each(MODES)("export destinations (%s)", (mode) => {
     canary.expectUntouched();
   });
 
+  it("tbuild save -o a device or a FIFO writes in place too", async () => {
+    const dir = world.dir("save", mode);
+    const device = path.join(dir, "null");
+    execFileSync("mknod", ["-m", "666", device, "c", "1", "3"]);
+    const saved = world.tbuild(mode, store, ["save", "-o", device, "busybox"]);
+    expect(saved.status, saved.stderr).toBe(0);
+    expect(lstatSync(device).isCharacterDevice(), "save replaced the device").toBe(true);
+    const fifo = fifoFor(mode, "save.fifo");
+    const received = path.join(path.dirname(fifo), "received.tar");
+    const reader = spawn("sh", ["-c", 'cat "$0" > "$1"', fifo, received], { stdio: "ignore" });
+    const readerDone = once(reader, "exit");
+    try {
+      const result = world.tbuild(mode, store, ["save", "-o", fifo, "busybox"]);
+      expect(result.status, result.stderr).toBe(0);
+      expect(lstatSync(fifo).isFIFO(), "save replaced the FIFO").toBe(true);
+      expect((await readerDone)[0]).toBe(0);
+    } finally {
+      reader.kill("SIGKILL");
+    }
+    const inspected = JSON.parse(
+      execFileSync("skopeo", ["inspect", `oci-archive:${received}`], { encoding: "utf8" }),
+    );
+    expect(inspected.Layers).toHaveLength(1);
+    expect(readdirSync(dir)).toEqual(["null"]);
+  });
+
   it("a FIFO as dest= stays a FIFO, and its reader gets an OCI archive skopeo reads", async () => {
     const fifo = fifoFor(mode, "image.fifo");
     const received = path.join(path.dirname(fifo), "received.tar");
