@@ -7,6 +7,7 @@
  */
 import { constants as osConstants } from "node:os";
 import { inspect } from "node:util";
+import { capMessage } from "../errors/excerpt.js";
 import { isTbuildError, type TbuildError } from "../errors/index.js";
 import { explainSystemError, isSystemError, type SystemErrorContext } from "../errors/system.js";
 
@@ -80,7 +81,7 @@ export async function reportError(err: unknown, options: ReportOptions): Promise
     ? explainSystemError(systemError, options.context ?? (await systemErrorContext(options.env)))
     : undefined;
   if (isTbuildError(err) || explained) {
-    write(`ERROR: ${userMessage(err, systemError, explained)}\n`);
+    write(`ERROR: ${capMessage(userMessage(err, systemError, explained))}\n`);
     // A user error that carries a bug (a step that failed on a TypeError) is still a bug.
     const bug = chain.find(isProgrammingError);
     if (bug !== undefined) {
@@ -92,7 +93,7 @@ export async function reportError(err: unknown, options: ReportOptions): Promise
     }
     return isTbuildError(err) ? err.exitCode : 1;
   }
-  write(`ERROR: internal error: ${(err as Error)?.message ?? String(err)}\n`);
+  write(`ERROR: internal error: ${capMessage((err as Error)?.message ?? String(err))}\n`);
   if (options.debug) write(`${inspect(err)}\n`);
   else write("Run again with --debug for the stack trace, and please report it.\n");
   return 1;

@@ -5,6 +5,7 @@
  */
 import { TbuildError } from "../errors/index.js";
 import { InvalidReferenceError, parseReference, repositoryName } from "../oci/reference.js";
+import type { Descriptor } from "../oci/spec.js";
 import {
   defaultStoreRoot,
   ImageNotFoundError,
@@ -13,6 +14,7 @@ import {
   openStore,
   type Store,
 } from "../oci/store/index.js";
+import type { ContainerRecord } from "../runtime/containers.js";
 import type { CacheIndex } from "../solver/cache.js";
 import { liveLayerStacks } from "../solver/gc.js";
 import { forgetSourceSnapshots } from "../worker/ops/source-snapshot.js";
@@ -36,6 +38,21 @@ export async function pruneUnneededLayers(
   await forgetSourceSnapshots(snapshotter, unneeded);
   await snapshotter.removeLayers(unneeded);
   return bytes;
+}
+
+/**
+ * The images kept containers were made from, by manifest: every collection keeps them whole,
+ * named or not, so that `tbuild commit` can still save a container whose image was untagged
+ * (`rmi -f`) or whose name now points at a newer build, as Docker keeps a container's image.
+ */
+export async function containerImages(
+  storeRoot: string,
+): Promise<{ container: ContainerRecord; image: Descriptor }[]> {
+  const { ContainerStore } = await import("../runtime/containers.js");
+  return (await new ContainerStore(storeRoot).list()).map((container) => ({
+    container,
+    image: container.image.descriptor,
+  }));
 }
 
 /** Opens (creating on first use) the store this command's environment names. */

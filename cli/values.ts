@@ -1,5 +1,21 @@
 import { TbuildError, UsageError } from "../errors/index.js";
 import { hostPlatform, type Platform, parsePlatform } from "../oci/platform.js";
+import { formatReference, parseReference } from "../oci/reference.js";
+
+/**
+ * A name to give an image (`-t`, `tbuild tag`, `commit`, `import`), normalized. A digest names
+ * content and cannot be given to an image: `a:b@sha256:…` is refused, as `docker tag` refuses it,
+ * rather than stored under a name whose digest says something else.
+ */
+export function parseImageTag(text: string, where: string): string {
+  const ref = parseReference(text);
+  if (ref.digest !== undefined) {
+    throw new UsageError(
+      `${where} ${text}: a digest is not a tag (refusing to name an image with a digest reference); give NAME[:TAG] without "@${ref.digest}"`,
+    );
+  }
+  return formatReference(ref);
+}
 
 /** `K=V` flag values into a record; `K` alone takes the value of the environment variable K, as docker does. */
 export function parseKeyValues(

@@ -5,6 +5,7 @@
  */
 import { TbuildError, UsageError } from "../errors/index.js";
 import type { LayerCompression } from "../oci/layer.js";
+import { parseReference } from "../oci/reference.js";
 
 export type ExportType = "image" | "oci" | "docker" | "tar" | "local";
 
@@ -132,6 +133,14 @@ function applyAttribute(request: ExportRequest, key: string, value: string, text
         .map((n) => n.trim())
         .filter((n) => n !== "");
       if (names.length === 0) throw new UsageError(`--output "${text}": name= is empty`);
+      for (const name of names) {
+        const { digest } = parseReference(name);
+        if (digest !== undefined) {
+          throw new UsageError(
+            `--output "${text}": name=${name}: a digest is not a tag; give NAME[:TAG] without "@${digest}"`,
+          );
+        }
+      }
       request.names = names;
       return;
     }

@@ -1,3 +1,4 @@
+import { excerptAround } from "../errors/excerpt.js";
 import { TbuildError } from "../errors/index.js";
 import type { Position } from "./syntax/ast.js";
 
@@ -30,7 +31,8 @@ function formatDockerfileError(
   const source = where.lines?.[line - 1];
   if (source === undefined) return head;
   const gutter = String(line).length;
-  const shown = source.replace(/\t/g, " ");
-  const caret = `${" ".repeat(Math.max(0, column - 1))}^`;
-  return `${head}\n ${String(line)} | ${shown}\n ${" ".repeat(gutter)} | ${caret}`;
+  // A long line (a 10 MB one is the parser's to refuse) shows the part around the column.
+  const shown = excerptAround(source.replace(/\t/g, " "), column);
+  const caret = `${" ".repeat(Math.max(0, shown.column - 1))}^`;
+  return `${head}\n ${String(line)} | ${shown.text}\n ${" ".repeat(gutter)} | ${caret}`;
 }

@@ -21,18 +21,84 @@ import type { VertexDigest } from "./graph.js";
 import type { FsResult } from "./worker.js";
 
 export type CacheExportSpec =
-  | { type: "registry"; ref: string; mode: CacheMode }
-  | { type: "local"; dest: string; mode: CacheMode }
+  | { type: "registry"; ref: string; mode: CacheMode; ignoreError?: boolean }
+  | { type: "local"; dest: string; mode: CacheMode; tag?: string; ignoreError?: boolean }
   | { type: "inline" };
 
-export type CacheImportSpec = { type: "registry"; ref: string } | { type: "local"; src: string };
+export type CacheImportSpec =
+  | { type: "registry"; ref: string }
+  | { type: "local"; src: string; tag?: string; digest?: string };
 
-function fieldsOf(spec: string, flag: string): Record<string, string> {
+/**
+ * What tbuild does with an attribute buildx documents for a cache backend: acts on it (`used`),
+ * accepts it knowing it changes nothing here (`no effect`), or does what some of its values ask
+ * and nothing else (`only`: other values are refused as not supported yet). Anything else is a
+ * usage error listing these.
+ */
+type AttributeRule = "used" | "no effect" | { only: string[] };
+
+const TRUE = ["1", "t", "T", "true", "TRUE", "True"];
+const FALSE = ["0", "f", "F", "false", "FALSE", "False"];
+
+const EXPORT_ATTRIBUTES: Record<string, AttributeRule> = {
+  mode: "used",
+  "ignore-error": "used",
+  // tbuild's cache is always an OCI image manifest with OCI media types: buildx's defaults.
+  "oci-mediatypes": { only: TRUE },
+  "image-manifest": { only: TRUE },
+  // Layers are exported as the build compressed them (gzip, at its level), as BuildKit exports
+  // already compressed layers unless told to force a recompression.
+  compression: { only: ["gzip"] },
+  "compression-level": "no effect",
+  "force-compression": { only: FALSE },
+};
+
+const CACHE_TO: Record<string, Record<string, AttributeRule>> = {
+  registry: { ref: "used", ...EXPORT_ATTRIBUTES },
+  local: { dest: "used", tag: "used", ...EXPORT_ATTRIBUTES },
+  inline: { mode: "used" },
+};
+
+const CACHE_FROM: Record<string, Record<string, AttributeRule>> = {
+  registry: { ref: "used" },
+  local: { src: "used", tag: "used", digest: "used" },
+};
+
+/** The spec's `key=value` fields (keys lowercased, as buildx reads them), each checked against the type's attributes. */
+function fieldsOf(
+  spec: string,
+  flag: "--cache-to" | "--cache-from",
+  types: Record<string, Record<string, AttributeRule>>,
+): Record<string, string> {
   const fields: Record<string, string> = {};
   for (const part of spec.split(",")) {
     const eq = part.indexOf("=");
     if (eq < 0) throw new UsageError(`${flag} "${spec}": "${part}" is not KEY=VALUE`);
-    fields[part.slice(0, eq).trim()] = part.slice(eq + 1).trim();
+    const key = part.slice(0, eq).trim().toLowerCase();
+    if (key in fields) throw new UsageError(`${flag} "${spec}": ${key} is given twice`);
+    fields[key] = part.slice(eq + 1).trim();
+  }
+  const type = fields.type;
+  const attributes = type !== undefined ? types[type] : undefined;
+  if (attributes === undefined) {
+    const known = Object.keys(types).join(", ");
+    throw new TbuildError(
+      "E_NOT_SUPPORTED",
+      `${flag} "${spec}": type must be ${known} (others are not supported yet)`,
+    );
+  }
+  for (const [key, value] of Object.entries(fields)) {
+    if (key === "type") continue;
+    const rule = attributes[key];
+    if (rule === undefined) {
+      const known = Object.keys(attributes).map((a) => `${a}=`);
+      throw new UsageError(
+        `${flag} "${spec}": type=${type} takes no ${key}= (${known.length > 0 ? `it takes ${known.join(", ")}` : "it takes no attributes"})`,
+      );
+    }
+    if (typeof rule === "object" && !rule.only.includes(value)) {
+      throw new TbuildError("E_NOT_SUPPORTED", `${flag} ${key}=${value} is not supported yet`);
+    }
   }
   return fields;
 }
@@ -43,48 +109,62 @@ function modeOf(fields: Record<string, string>, spec: string): CacheMode {
   return mode;
 }
 
-/** `type=registry,ref=R[,mode=min|max]`, `type=local,dest=DIR[,mode=…]`, `type=inline`. */
+/** Go's strconv.ParseBool, as buildx reads `ignore-error`. */
+function booleanOf(fields: Record<string, string>, key: string, spec: string): boolean | undefined {
+  const value = fields[key];
+  if (value === undefined) return undefined;
+  if (TRUE.includes(value)) return true;
+  if (FALSE.includes(value)) return false;
+  throw new UsageError(`--cache-to "${spec}": ${key} must be true or false, not "${value}"`);
+}
+
+/**
+ * `type=registry,ref=R[,mode=min|max]`, `type=local,dest=DIR[,mode=…][,tag=T]`, `type=inline`,
+ * with buildx's other attributes as `CACHE_TO` says; `ignore-error=true` makes a failed export a
+ * warning.
+ */
 export function parseCacheExportSpec(spec: string, cwd: string): CacheExportSpec {
-  const fields = fieldsOf(spec, "--cache-to");
+  const fields = fieldsOf(spec, "--cache-to", CACHE_TO);
+  const ignoreError = booleanOf(fields, "ignore-error", spec);
+  const options = ignoreError !== undefined ? { ignoreError } : {};
   switch (fields.type) {
     case "registry":
       if (!fields.ref) throw new UsageError(`--cache-to "${spec}": type=registry needs ref=`);
-      return { type: "registry", ref: fields.ref, mode: modeOf(fields, spec) };
+      return { type: "registry", ref: fields.ref, mode: modeOf(fields, spec), ...options };
     case "local":
       if (!fields.dest) throw new UsageError(`--cache-to "${spec}": type=local needs dest=`);
-      return { type: "local", dest: path.resolve(cwd, fields.dest), mode: modeOf(fields, spec) };
-    case "inline":
+      return {
+        type: "local",
+        dest: path.resolve(cwd, fields.dest),
+        mode: modeOf(fields, spec),
+        ...(fields.tag ? { tag: fields.tag } : {}),
+        ...options,
+      };
+    default:
       if (fields.mode === "max") {
         throw new UsageError(
           `--cache-to "${spec}": inline cache holds only the image's own layers (mode=min)`,
         );
       }
       return { type: "inline" };
-    default:
-      throw new TbuildError(
-        "E_NOT_SUPPORTED",
-        `--cache-to "${spec}": type must be registry, local or inline (others are not supported yet)`,
-      );
   }
 }
 
-/** `type=registry,ref=R`, `type=local,src=DIR`, or a bare image reference (registry, cache or inline). */
+/** `type=registry,ref=R`, `type=local,src=DIR[,tag=T|digest=D]`, or a bare image reference (registry, cache or inline). */
 export function parseCacheImportSpec(spec: string, cwd: string): CacheImportSpec {
   if (!spec.includes("=")) return { type: "registry", ref: spec };
-  const fields = fieldsOf(spec, "--cache-from");
-  switch (fields.type) {
-    case "registry":
-      if (!fields.ref) throw new UsageError(`--cache-from "${spec}": type=registry needs ref=`);
-      return { type: "registry", ref: fields.ref };
-    case "local":
-      if (!fields.src) throw new UsageError(`--cache-from "${spec}": type=local needs src=`);
-      return { type: "local", src: path.resolve(cwd, fields.src) };
-    default:
-      throw new TbuildError(
-        "E_NOT_SUPPORTED",
-        `--cache-from "${spec}": type must be registry or local (others are not supported yet)`,
-      );
+  const fields = fieldsOf(spec, "--cache-from", CACHE_FROM);
+  if (fields.type === "registry") {
+    if (!fields.ref) throw new UsageError(`--cache-from "${spec}": type=registry needs ref=`);
+    return { type: "registry", ref: fields.ref };
   }
+  if (!fields.src) throw new UsageError(`--cache-from "${spec}": type=local needs src=`);
+  return {
+    type: "local",
+    src: path.resolve(cwd, fields.src),
+    ...(fields.tag ? { tag: fields.tag } : {}),
+    ...(fields.digest ? { digest: fields.digest } : {}),
+  };
 }
 
 /** Reads every `--cache-from`'s description (never a layer); undefined when none was given. */
@@ -98,7 +178,7 @@ export async function importBuildCache(
   for (const spec of specs) {
     const source =
       spec.type === "local"
-        ? await loadCacheFromDir(spec.src)
+        ? await loadCacheFromDir(spec.src, spec)
         : await loadCacheFromRegistry(spec.ref, registry);
     if (source) sources.push(source);
   }
@@ -161,5 +241,5 @@ export async function writeBuildCache(
   registry: RegistryOptions,
 ): Promise<void> {
   if (spec.type === "registry") await exportCacheToRegistry(content, description, spec.ref, registry);
-  else await exportCacheToDir(content, description, spec.dest);
+  else await exportCacheToDir(content, description, spec.dest, spec.tag);
 }

@@ -141,8 +141,14 @@ export async function exportCacheToDir(
   return descriptor;
 }
 
-/** Reads the cache an OCI layout directory holds (every manifest index.json names). */
-export async function loadCacheFromDir(dir: string): Promise<CacheSource> {
+/**
+ * Reads the cache an OCI layout directory holds: every manifest index.json names, or only the one
+ * `tag` (its ref name) or `digest` selects, as `--cache-from type=local,tag=…|digest=…` asks.
+ */
+export async function loadCacheFromDir(
+  dir: string,
+  select: { tag?: string; digest?: string } = {},
+): Promise<CacheSource> {
   const blobFile = (digest: string) => path.join(dir, "blobs", ...digest.split(":"));
   let index: Index;
   try {
@@ -155,7 +161,19 @@ export async function loadCacheFromDir(dir: string): Promise<CacheSource> {
     );
   }
   const records: ExportedRecord[] = [];
-  for (const entry of index.manifests ?? []) {
+  const selected = (index.manifests ?? []).filter(
+    (entry) =>
+      (select.tag === undefined || entry.annotations?.[ANNOTATION_REF_NAME] === select.tag) &&
+      (select.digest === undefined || entry.digest === select.digest),
+  );
+  if (selected.length === 0 && (select.tag !== undefined || select.digest !== undefined)) {
+    const wanted = select.tag !== undefined ? `tag ${select.tag}` : `digest ${select.digest}`;
+    throw new TbuildError(
+      "E_CACHE_IMPORT",
+      `--cache-from type=local,src=${dir}: the layout there has no cache of ${wanted}`,
+    );
+  }
+  for (const entry of selected) {
     const manifest = JSON.parse(await readFile(blobFile(entry.digest), "utf8")) as Manifest;
     const config = JSON.parse(await readFile(blobFile(manifest.config.digest), "utf8")) as unknown;
     records.push(...descriptionIn(manifest, config).records);

@@ -9,6 +9,8 @@ import type { Store } from "../oci/store/index.js";
 import type { CacheIndex, CacheRecord } from "./cache.js";
 
 export interface PrunePolicy {
+  /** Images outside the index to keep whole: those kept containers were made from. */
+  keepImages?: readonly Descriptor[];
   /** Keep removing the least recently used records until the cache's own bytes are at most this. */
   keepStorage?: number;
   /** Only records unused for longer than this (ms) may go. */
@@ -32,6 +34,7 @@ export interface StoreUsage {
 async function walkImages(
   store: Store,
   visit: (descriptor: Descriptor, document?: Partial<Manifest & Index>) => Promise<void> | void,
+  keepImages: readonly Descriptor[] = [],
 ): Promise<void> {
   const seen = new Set<string>();
   const walk = async (descriptor: Descriptor): Promise<void> => {
@@ -43,17 +46,21 @@ async function walkImages(
     await visit(descriptor, document);
     for (const child of document.manifests ?? []) await walk(child);
   };
-  for (const entry of (await store.images.readIndex()).manifests) await walk(entry);
+  for (const entry of [...(await store.images.readIndex()).manifests, ...keepImages]) await walk(entry);
 }
 
-/** The blobs the image index reaches: index and manifest documents, configs, layers. */
-export async function imageBlobs(store: Store): Promise<Set<string>> {
+/** The blobs the image index (and `keepImages`) reaches: index and manifest documents, configs, layers. */
+export async function imageBlobs(store: Store, keepImages: readonly Descriptor[] = []): Promise<Set<string>> {
   const live = new Set<string>();
-  await walkImages(store, (descriptor, document) => {
-    live.add(descriptor.digest);
-    if (document?.config) live.add(document.config.digest);
-    for (const layer of document?.layers ?? []) live.add(layer.digest);
-  });
+  await walkImages(
+    store,
+    (descriptor, document) => {
+      live.add(descriptor.digest);
+      if (document?.config) live.add(document.config.digest);
+      for (const layer of document?.layers ?? []) live.add(layer.digest);
+    },
+    keepImages,
+  );
   return live;
 }
 
@@ -82,8 +89,12 @@ function recordBlobs(records: CacheRecord[]): Map<string, number> {
   return counts;
 }
 
-export async function storeUsage(store: Store, cache: CacheIndex): Promise<StoreUsage> {
-  const images = await imageBlobs(store);
+export async function storeUsage(
+  store: Store,
+  cache: CacheIndex,
+  keepImages: readonly Descriptor[] = [],
+): Promise<StoreUsage> {
+  const images = await imageBlobs(store, keepImages);
   const records = cache.all();
   const cached = recordBlobs(records);
   const usage: StoreUsage = { images: 0, buildCache: 0, records: records.length, unreferenced: 0 };
@@ -111,7 +122,7 @@ export async function pruneBuildCache(
     const stored = new Map<string, number>();
     for await (const blob of store.content.list()) stored.set(blob.digest, blob.size);
     const leased = await store.content.liveLeases();
-    const images = await imageBlobs(store);
+    const images = await imageBlobs(store, policy.keepImages);
     const records = cache.all().sort((a, b) => a.lastUsed - b.lastUsed);
     const counts = recordBlobs(records);
     let cacheBytes = 0;
@@ -166,20 +177,23 @@ export interface GcPolicy {
 export async function applyGcPolicy(
   store: Store,
   cache: CacheIndex,
-  policy: GcPolicy,
+  policy: GcPolicy & Pick<PrunePolicy, "keepImages">,
   now = Date.now(),
 ): Promise<{ records: number; bytes: number } | undefined> {
+  const { keepImages } = policy;
   const stale =
     policy.keepDuration !== undefined && cache.all().some((r) => now - r.lastUsed > policy.keepDuration!);
   const over =
-    policy.keepStorage !== undefined && (await storeUsage(store, cache)).buildCache > policy.keepStorage;
+    policy.keepStorage !== undefined &&
+    (await storeUsage(store, cache, keepImages)).buildCache > policy.keepStorage;
   if (!stale && !over) return undefined;
   const freed = { records: 0, bytes: 0 };
   const add = (r: { records: number; bytes: number }) => {
     freed.records += r.records;
     freed.bytes += r.bytes;
   };
-  if (stale) add(await pruneBuildCache(store, cache, { olderThan: policy.keepDuration! }, now));
-  if (over) add(await pruneBuildCache(store, cache, { keepStorage: policy.keepStorage! }, now));
+  const keep = keepImages !== undefined ? { keepImages } : {};
+  if (stale) add(await pruneBuildCache(store, cache, { olderThan: policy.keepDuration!, ...keep }, now));
+  if (over) add(await pruneBuildCache(store, cache, { keepStorage: policy.keepStorage!, ...keep }, now));
   return freed;
 }

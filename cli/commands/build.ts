@@ -1,8 +1,10 @@
-import { rm } from "node:fs/promises";
+import { constants } from "node:fs";
+import { access, rm, stat } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import path from "node:path";
 import { TbuildError, UsageError } from "../../errors/index.js";
 import type { ExportType } from "../../exporters/index.js";
+import { type ExportRequest, parseOutputSpec } from "../../exporters/request.js";
 import { readDockerignore } from "../../frontend/dockerignore.js";
 import { lowerDockerfile } from "../../frontend/lower/index.js";
 import { parseDockerfileCached } from "../../frontend/syntax/parse-cache.js";
@@ -29,8 +31,8 @@ import { parseBuildNetwork } from "../network.js";
 import { describeStepFailure, openProgress, type ProgressSink, progressModeOf } from "../progress/index.js";
 import { storeImageResolver } from "../resolver.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
-import { openCommandStore, pruneUnneededLayers } from "../store.js";
-import { parseBuildPlatform, parseKeyValues } from "../values.js";
+import { containerImages, openCommandStore, pruneUnneededLayers } from "../store.js";
+import { parseBuildPlatform, parseImageTag, parseKeyValues } from "../values.js";
 
 type Values = ParsedCommandLine["values"];
 const list = (values: Values, name: string) => (values[name] as string[] | undefined) ?? [];
@@ -52,6 +54,7 @@ export async function run(args: ParsedCommandLine, commandCtx: CommandContext): 
     throw new UsageError("tbuild build takes exactly one CONTEXT (a directory)");
   // Checked before anything runs (and before a rootless re-exec); build() reads it again.
   parseStepTimeout(text(values, "step-timeout"));
+  for (const tag of list(values, "tag")) parseImageTag(tag, "-t");
   const progressMode = progressModeOf(
     text(values, "progress") ?? commandCtx.env.TBUILD_PROGRESS,
     values.quiet === true,
@@ -105,6 +108,19 @@ async function build(
       : (readBuildDefaults(config).jobs ?? availableParallelism());
   const network = parseBuildNetwork(text(values, "network"));
   const stepTimeoutMs = parseStepTimeout(text(values, "step-timeout"));
+  // Checked before anything is resolved or run: a bad --secret is the user's to fix at once.
+  const secrets = await parseSecrets(list(values, "secret"), ctx);
+  const sshAgents = parseSsh(list(values, "ssh"), ctx.env);
+  // Loaded only for builds that import or export cache (it brings the registry client).
+  const buildCache =
+    text(values, "cache-to") || list(values, "cache-from").length > 0
+      ? await import("../../solver/build-cache.js")
+      : undefined;
+  const cacheTo = text(values, "cache-to")
+    ? buildCache!.parseCacheExportSpec(text(values, "cache-to")!, ctx.cwd)
+    : undefined;
+  const cacheFrom = list(values, "cache-from").map((spec) => buildCache!.parseCacheImportSpec(spec, ctx.cwd));
+  const outputs = list(values, "output").map((spec) => parseOutputSpec(spec));
   const store = await openCommandStore(ctx);
   // What builds killed with SIGKILL left: their state directories and the containers in them,
   // then the root filesystems those containers ran on (still mounted, as real root).
@@ -148,21 +164,10 @@ async function build(
   );
 
   const registryOptions = { hosts: config.registries, configPath: config.path, env: ctx.env, warn: ctx.warn };
-  // Loaded only for builds that import or export cache (it brings the registry client).
-  const buildCache =
-    text(values, "cache-to") || list(values, "cache-from").length > 0
-      ? await import("../../solver/build-cache.js")
-      : undefined;
-  const cacheTo = text(values, "cache-to")
-    ? buildCache!.parseCacheExportSpec(text(values, "cache-to")!, ctx.cwd)
-    : undefined;
-  const imported = await buildCache?.importBuildCache(
-    list(values, "cache-from").map((spec) => buildCache.parseCacheImportSpec(spec, ctx.cwd)),
-    store.content,
-    { ...registryOptions, platform: targetPlatform },
-  );
-  const secrets = parseSecrets(list(values, "secret"), ctx.env);
-  const sshAgents = parseSsh(list(values, "ssh"), ctx.env);
+  const imported = await buildCache?.importBuildCache(cacheFrom, store.content, {
+    ...registryOptions,
+    platform: targetPlatform,
+  });
   checkRequiredSecrets(lowered.graph, secrets, sshAgents);
   const stateDir = await makeBuildStateDir(store.root);
   const cache = CacheIndex.forStore(store.root);
@@ -212,7 +217,7 @@ async function build(
         ? { ...lowered.image, [INLINE_CACHE_FIELD]: await cacheOf("min") }
         : lowered.image;
     const exported = await progress.internal("exporting to image", () =>
-      exportBuild(store, image, solved.result, values, ctx, builtAt(solved, cache), {
+      exportBuild(store, image, solved.result, values, outputs, ctx, builtAt(solved, cache), {
         hosts: config.registries,
         configPath: config.path,
         env: ctx.env,
@@ -220,13 +225,23 @@ async function build(
       }),
     );
     if (cacheTo !== undefined && cacheTo.type !== "inline") {
-      await progress.internal("exporting cache", async () =>
-        buildCache!.writeBuildCache(cacheTo, await cacheOf(cacheTo.mode), store.content, registryOptions),
-      );
+      await progress
+        .internal("exporting cache", async () =>
+          buildCache!.writeBuildCache(cacheTo, await cacheOf(cacheTo.mode), store.content, registryOptions),
+        )
+        .catch((err: unknown) => {
+          // ignore-error=true: the image is made; a cache that could not be written is a warning.
+          if (cacheTo.ignoreError !== true || ctx.signal.aborted) throw err;
+          ctx.warn(`the cache was not exported (ignore-error=true): ${(err as Error).message}`);
+        });
     }
     // config.toml's [gc] limits, enforced once the image is named (so its blobs are never candidates).
     const gcPolicy = readGcPolicy(config);
-    if (gcPolicy && (await applyGcPolicy(store, cache, gcPolicy))) await pruneUnneededLayers(store, cache);
+    if (gcPolicy) {
+      const keepImages = (await containerImages(store.root)).map((c) => c.image);
+      if (await applyGcPolicy(store, cache, { ...gcPolicy, keepImages }))
+        await pruneUnneededLayers(store, cache);
+    }
     // Steps are what the Dockerfile says; reading the context and the like are not counted.
     const steps = (digests: string[]) => digests.filter((d) => !lowered.graph.info[d]?.internal).length;
     progress.finish({
@@ -263,6 +278,7 @@ async function exportBuild(
   image: Parameters<typeof import("../../exporters/index.js")["assembleImage"]>[1]["config"],
   result: import("../../solver/worker.js").FsResult,
   values: Values,
+  outputs: ExportRequest[],
   ctx: CommandContext,
   now: Date,
   registry: import("../../oci/registry/push.js").PushOptions,
@@ -276,8 +292,7 @@ async function exportBuild(
   );
   const names = list(values, "tag");
   // As buildx does, the -t names also name the image inside oci and docker archives.
-  const requests = list(values, "output").map((spec) => {
-    const request = exporters.parseOutputSpec(spec);
+  const requests = outputs.map((request) => {
     const named = (request.type === "oci" || request.type === "docker") && !request.names?.length;
     return named && names.length > 0 ? { ...request, names } : request;
   });
@@ -293,7 +308,7 @@ async function exportBuild(
     configDigest: assembled.configDescriptor.digest,
     names: [],
   };
-  if (names.length === 0 && list(values, "output").length === 0) {
+  if (names.length === 0 && outputs.length === 0) {
     ctx.warn("no output given (-t NAME or -o): the result stays in the build cache only");
   }
   // Outputs may differ in digest (an archive's Docker media types, another compression): the one
@@ -347,8 +362,16 @@ function positiveInt(value: string, flag: string): number {
   return n;
 }
 
-/** `--secret id=ID[,src=PATH|source=PATH|env=VAR]`; `id=ID` alone reads the environment variable ID, as buildx does. */
-function parseSecrets(specs: string[], env: NodeJS.ProcessEnv): Record<string, SecretSource> {
+/**
+ * `--secret id=ID[,src=PATH|source=PATH|env=VAR]`; `id=ID` alone reads the environment variable ID,
+ * as buildx does. A source that cannot give a secret (no such file, a directory, an unset variable)
+ * is an error naming the secret before any step runs; buildx would fail only in the step that
+ * mounts it (a directory), or mount an empty secret (an unset variable).
+ */
+async function parseSecrets(
+  specs: string[],
+  { env, cwd }: { env: NodeJS.ProcessEnv; cwd: string },
+): Promise<Record<string, SecretSource>> {
   const secrets: Record<string, SecretSource> = {};
   for (const spec of specs) {
     const fields = Object.fromEntries(
@@ -360,12 +383,40 @@ function parseSecrets(specs: string[], env: NodeJS.ProcessEnv): Record<string, S
     const id = fields.id;
     if (!id) throw new UsageError(`--secret "${spec}" has no id=`);
     const file = fields.src ?? fields.source;
-    if (file !== undefined) secrets[id] = { file: path.resolve(file) };
-    else if (fields.env !== undefined) secrets[id] = { env: fields.env };
-    else if (env[id] !== undefined) secrets[id] = { env: id };
+    if (file !== undefined) {
+      secrets[id] = { file: await checkSecretFile(id, path.resolve(cwd, file), file) };
+    } else if (fields.env !== undefined) {
+      if (env[fields.env] === undefined) {
+        throw new TbuildError(
+          "E_SECRET_SOURCE",
+          `--secret id=${id}: the environment variable ${fields.env} is not set: set it (${fields.env}= for an empty secret), or give src=FILE`,
+        );
+      }
+      secrets[id] = { env: fields.env };
+    } else if (env[id] !== undefined) secrets[id] = { env: id };
     else throw new UsageError(`--secret id=${id} names no src= file or env= variable, and $${id} is not set`);
   }
   return secrets;
+}
+
+/** The secret's file, if it is one tbuild can read; else an error naming the secret and the file. */
+async function checkSecretFile(id: string, file: string, shown: string): Promise<string> {
+  const problem = (what: string) =>
+    new TbuildError("E_SECRET_SOURCE", `--secret id=${id}: src=${shown} ${what}`);
+  let info: Awaited<ReturnType<typeof stat>>;
+  try {
+    info = await stat(file);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw code === "ENOENT" ? problem("does not exist") : problem(`cannot be read (${code})`);
+  }
+  if (info.isDirectory()) throw problem("is a directory: a secret is one file");
+  try {
+    await access(file, constants.R_OK);
+  } catch (err) {
+    throw problem(`cannot be read (${(err as NodeJS.ErrnoException).code})`);
+  }
+  return file;
 }
 
 /** `--ssh default` forwards $SSH_AUTH_SOCK; `--ssh ID=SOCKET` a given agent socket. */

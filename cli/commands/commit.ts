@@ -1,8 +1,9 @@
 import { TbuildError, UsageError } from "../../errors/index.js";
-import { defaultStoreRoot, normalizeImageName, openStore } from "../../oci/store/index.js";
+import { defaultStoreRoot, openStore } from "../../oci/store/index.js";
 import { ContainerStore, currentState } from "../../runtime/containers.js";
 import { reexecInUserNamespace } from "../../worker/userns.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
+import { parseImageTag } from "../values.js";
 import { applyChanges } from "./import.js";
 
 export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise<number> {
@@ -10,7 +11,7 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   if (containerText === undefined || imageText === undefined || extra.length > 0) {
     throw new UsageError("tbuild commit takes a CONTAINER (name or ID) and an IMAGE name");
   }
-  const name = normalizeImageName(imageText);
+  const name = parseImageTag(imageText, "tbuild commit");
   // Checked before the re-exec, so mistakes are reported without entering a namespace.
   const changes = applyChanges((args.values.change as string[] | undefined) ?? []);
   const epoch = sourceDateEpoch(ctx.env);

@@ -4,7 +4,7 @@ import { CacheIndex } from "../../solver/cache.js";
 import { storeUsage } from "../../solver/gc.js";
 import { reexecInUserNamespace } from "../../worker/userns.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
-import { formatSize, openCommandStore } from "../store.js";
+import { containerImages, formatSize, openCommandStore } from "../store.js";
 
 /** Bytes under a directory (files counted once per inode); 0 when it does not exist. */
 export async function directorySize(dir: string, seen = new Set<string>()): Promise<number> {
@@ -35,7 +35,11 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   const store = await openCommandStore(ctx);
   const cache = CacheIndex.forStore(store.root);
   try {
-    const usage = await storeUsage(store, cache);
+    const usage = await storeUsage(
+      store,
+      cache,
+      (await containerImages(store.root)).map((c) => c.image),
+    );
     const rows: [string, number, string][] = [
       ["images", usage.images, "layers and configs of named images"],
       ["build cache", usage.buildCache, `${usage.records} record(s)`],

@@ -9,9 +9,9 @@ import { parseDockerfile } from "../../frontend/syntax/index.js";
 import { importRootfs, type RootfsSource } from "../../oci/archive/index.js";
 import { hostPlatform, parsePlatform } from "../../oci/platform.js";
 import type { ContainerConfig } from "../../oci/spec.js";
-import { normalizeImageName } from "../../oci/store/index.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
 import { openCommandStore } from "../store.js";
+import { parseImageTag } from "../values.js";
 
 /** The instructions `docker import --change` accepts (docker's `validCommitCommands`). */
 const CHANGE_INSTRUCTIONS = new Set([
@@ -34,7 +34,7 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
       "tbuild import takes a root filesystem (FILE, DIR or - for standard input) and a REF",
     );
   }
-  const name = normalizeImageName(refArg);
+  const name = parseImageTag(refArg, "tbuild import");
   const platformText = args.values.platform as string | undefined;
   const platform = platformText ? parsePlatform(platformText) : hostPlatform();
   const config = applyChanges((args.values.change as string[] | undefined) ?? []);

@@ -8,7 +8,7 @@ import { removeAbandonedBuildStates, stopAbandonedContainers } from "../../worke
 import { Snapshotter } from "../../worker/snapshot/index.js";
 import { hasWorkerPrivileges, reexecInUserNamespace } from "../../worker/userns.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
-import { formatSize, openCommandStore, pruneUnneededLayers } from "../store.js";
+import { containerImages, formatSize, openCommandStore, pruneUnneededLayers } from "../store.js";
 import { directorySize } from "./du.js";
 
 export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise<number> {
@@ -46,6 +46,7 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   const cache = CacheIndex.forStore(store.root);
   try {
     const freed = await pruneBuildCache(store, cache, {
+      keepImages: (await containerImages(store.root)).map((c) => c.image),
       ...(keepStorage !== undefined ? { keepStorage } : {}),
       ...(olderThan !== undefined ? { olderThan } : {}),
     });

@@ -1,10 +1,5 @@
-import { randomBytes } from "node:crypto";
-import { createWriteStream } from "node:fs";
-import { rename, unlink } from "node:fs/promises";
 import path from "node:path";
-import { Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
-import { TbuildError, UsageError } from "../../errors/index.js";
+import { UsageError } from "../../errors/index.js";
 import {
   type ArchiveImage,
   type DockerArchiveImage,
@@ -73,7 +68,15 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
             ),
           ),
         );
-  await writeArchive(Readable.from(archive, { objectMode: false }), output, ctx);
+  // Where exports land (exporters/destination.ts): a file replaced only when complete, standard
+  // output, or a device or pipe written in place (`-o /dev/stdout`).
+  const { writeBytesTo } = await import("../../exporters/destination.js");
+  const dest = output === undefined || output === "-" ? "-" : path.resolve(ctx.cwd, output);
+  await writeBytesTo(archive, dest, "tbuild save", {
+    signal: ctx.signal,
+    stdout: ctx.stdout,
+    fileOption: "-o FILE",
+  });
   return 0;
 }
 
@@ -102,42 +105,4 @@ async function ociItem(
 async function platformImage(store: Store, record: ImageRecord, platform: Platform): Promise<Image> {
   if (!isIndexMediaType(record.descriptor.mediaType)) return readImage(store.content, record.descriptor);
   return readImageForPlatform(store.content, record.descriptor, platform, record.name);
-}
-
-/**
- * Writes to standard output, or to FILE through a temp file beside it renamed at the end: a failed
- * or interrupted save never leaves a truncated archive under the name asked for.
- */
-async function writeArchive(
-  archive: Readable,
-  output: string | undefined,
-  ctx: CommandContext,
-): Promise<void> {
-  if (output === undefined || output === "-") {
-    await pipeline(archive, ctx.stdout, { signal: ctx.signal });
-    return;
-  }
-  const target = path.resolve(ctx.cwd, output);
-  const temp = path.join(
-    path.dirname(target),
-    `.${path.basename(target)}.${process.pid}-${randomBytes(6).toString("hex")}.tmp`,
-  );
-  try {
-    await pipeline(archive, createWriteStream(temp, { flags: "wx", flush: true }), { signal: ctx.signal });
-    await rename(temp, target);
-  } catch (err) {
-    await unlink(temp).catch(() => {});
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === "ENOSPC" || code === "EDQUOT") {
-      throw new TbuildError(
-        "E_DISK_FULL",
-        `no space left on the device of ${path.dirname(target)} to write ${output}: the partial archive was removed; free some space and run again`,
-        { cause: err },
-      );
-    }
-    if (code === "ENOENT" || code === "EACCES" || code === "EROFS" || code === "ENOTDIR") {
-      throw new TbuildError("E_CANNOT_WRITE", `cannot write ${output} (${code})`, { cause: err });
-    }
-    throw err;
-  }
 }

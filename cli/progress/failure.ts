@@ -3,6 +3,7 @@
  * last output lines between `------` rules, then the Dockerfile lines around the instruction with
  * `>>>` on each of its lines; the command's own `ERROR:` line (the reason) comes last.
  */
+import { capLine } from "../../errors/excerpt.js";
 import { isTbuildError } from "../../errors/index.js";
 import type { StepFailedError } from "../../solver/solve.js";
 
@@ -49,7 +50,7 @@ export function describeStepFailure(
   return {
     vertex: err.digest,
     name: err.info.name,
-    reason: run ? message.split("\n")[0]! : message,
+    reason: run ? capLine(message.split("\n")[0]!) : message,
     ...(run ? { exitCode: run.exitCode } : {}),
     ...(location ? { location } : {}),
     lastOutput: output.slice(-FAILURE_OUTPUT_LINES),
@@ -62,7 +63,13 @@ export function describeStepFailure(
 
 /** The block printed after the progress: the step, its output, the Dockerfile excerpt (ends with a newline). */
 export function formatStepFailure(failure: StepFailure): string {
-  const lines = ["------", ` > ${failure.name}:`, ...failure.lastOutput, "------", ...failure.excerpt];
+  const lines = [
+    "------",
+    ` > ${capLine(failure.name)}:`,
+    ...failure.lastOutput,
+    "------",
+    ...failure.excerpt,
+  ];
   return `${lines.join("\n")}\n`;
 }
 
@@ -98,7 +105,7 @@ export function dockerfileExcerpt(
   const excerpt = [`${location.file}:${first}`, rule];
   for (let n = start; n <= end; n++) {
     const marker = n >= first && n <= last ? ">>>" : "   ";
-    excerpt.push(` ${String(n).padStart(3)} | ${marker} ${lines[n - 1]!.replace(/\r$/, "")}`);
+    excerpt.push(` ${String(n).padStart(3)} | ${marker} ${capLine(lines[n - 1]!.replace(/\r$/, ""))}`);
   }
   excerpt.push(rule);
   return excerpt;

@@ -4,6 +4,7 @@
  * `#N DONE 1.2s`, `#N ERROR: message`; after a failed step, the step's last output and where it is
  * in the Dockerfile.
  */
+import { capLine } from "../../errors/excerpt.js";
 import type { SolveEvent } from "../../solver/solve.js";
 import { FAILURE_OUTPUT_LINES, formatStepFailure } from "./failure.js";
 import { type BuildOutcome, internalStepId, type ProgressSink } from "./sink.js";
@@ -36,7 +37,7 @@ export class PlainProgress implements ProgressSink {
       this.write(`#${n} DONE ${seconds(performance.now() - start)}\n\n`);
       return result;
     } catch (err) {
-      this.write(`#${n} ERROR: ${(err as Error).message.split("\n")[0]}\n\n`);
+      this.write(`#${n} ERROR: ${capLine((err as Error).message.split("\n")[0]!)}\n\n`);
       throw err;
     }
   }
@@ -63,7 +64,7 @@ export class PlainProgress implements ProgressSink {
         return;
       case "vertex.failed":
         this.lines(n, this.output.end(event.digest));
-        this.write(`#${n} ERROR: ${event.error.message.split("\n")[0]}\n\n`);
+        this.write(`#${n} ERROR: ${capLine(event.error.message.split("\n")[0]!)}\n\n`);
         return;
       case "vertex.canceled":
         this.lines(n, this.output.end(event.digest));

@@ -3,6 +3,7 @@
  * the build: the plan, every vertex's start, completion, cache hit, failure or cancellation, its
  * output (base64, as it came), warnings, and at the end the image's digests or what failed.
  */
+import { capMessage } from "../../errors/excerpt.js";
 import { isTbuildError } from "../../errors/index.js";
 import type { SolveEvent } from "../../solver/solve.js";
 import { FAILURE_OUTPUT_LINES } from "./failure.js";
@@ -39,7 +40,13 @@ export class RawJsonProgress implements ProgressSink {
       });
       return result;
     } catch (err) {
-      this.emit({ type: "vertex.failed", vertex, name, internal: true, error: (err as Error).message });
+      this.emit({
+        type: "vertex.failed",
+        vertex,
+        name,
+        internal: true,
+        error: capMessage((err as Error).message),
+      });
       throw err;
     }
   }
@@ -63,7 +70,7 @@ export class RawJsonProgress implements ProgressSink {
       name: event.info.name,
       ...(event.info.internal ? { internal: true } : {}),
       ...("durationMs" in event ? { durationMs: Math.round(event.durationMs) } : {}),
-      ...("error" in event ? { error: event.error.message } : {}),
+      ...("error" in event ? { error: capMessage(event.error.message) } : {}),
     });
   }
 
@@ -88,7 +95,7 @@ export class RawJsonProgress implements ProgressSink {
       type: "build.failed",
       durationMs,
       ...(isTbuildError(error) ? { code: error.code } : {}),
-      error: failure ? failure.reason : error instanceof Error ? error.message : String(error),
+      error: capMessage(failure ? failure.reason : error instanceof Error ? error.message : String(error)),
       ...(failure
         ? {
             vertex: failure.vertex,

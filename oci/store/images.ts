@@ -165,7 +165,8 @@ export class ImageStore {
 
   /**
    * Mark and sweep: deletes the blobs no entry of index.json reaches (through indexes, manifests,
-   * configs and layers) and no other live tbuild process has leased. Returns what was freed.
+   * configs and layers), no image of `keepImages` reaches (the unnamed images kept containers were
+   * made from) and no other live tbuild process has leased. Returns what was freed.
    *
    * The order matters for safety beside concurrent writers: blobs are listed first, leases read
    * second. A writer leases a blob before renaming it into place, so any blob in the listing that a
@@ -173,7 +174,7 @@ export class ImageStore {
    * held throughout, so no name can be added half-way through the mark.
    */
   async collectGarbage(
-    options: { keep?: () => Iterable<string> } = {},
+    options: { keep?: () => Iterable<string>; keepImages?: readonly Descriptor[] } = {},
   ): Promise<{ removed: number; bytes: number }> {
     return this.withLock(async () => {
       const stored: { digest: string; size: number }[] = [];
@@ -182,7 +183,7 @@ export class ImageStore {
       // Blobs others rely on (the build cache's layers), read after the listing like the leases.
       for (const digest of options.keep?.() ?? []) live.add(digest);
       const index = await this.readIndex();
-      for (const entry of index.manifests) await this.mark(entry, live);
+      for (const entry of [...index.manifests, ...(options.keepImages ?? [])]) await this.mark(entry, live);
       let removed = 0;
       let bytes = 0;
       for (const blob of stored) {

@@ -100,6 +100,49 @@ describe("build cache export and import", () => {
     expect(second.digest).toBe(first.digest);
   });
 
+  it("type=local,tag=: one layout holds caches under two tags, and --cache-from tag= reads only its own", async () => {
+    const cacheDir = tempDir("cache-tags");
+    const one = context({ Dockerfile: "FROM busybox\nRUN echo one > /one\n" });
+    const two = context({ Dockerfile: "FROM busybox\nRUN echo two > /two\n" });
+    expect(build(await freshStore(), ["--cache-to", `type=local,dest=${cacheDir},tag=one`, one]).status).toBe(
+      0,
+    );
+    expect(build(await freshStore(), ["--cache-to", `type=local,dest=${cacheDir},tag=two`, two]).status).toBe(
+      0,
+    );
+    const fromOne = build(await freshStore(), ["--cache-from", `type=local,src=${cacheDir},tag=one`, one]);
+    expect(fromOne.stderr).toContain("0 step(s) ran");
+    const wrongTag = build(await freshStore(), ["--cache-from", `type=local,src=${cacheDir},tag=one`, two]);
+    expect(wrongTag.stderr).toContain("1 step(s) ran");
+    const missing = build(await freshStore(), ["--cache-from", `type=local,src=${cacheDir},tag=three`, one]);
+    expect(missing.status).toBe(1);
+    expect(missing.stderr).toContain("has no cache of tag three");
+  });
+
+  it("ignore-error=true: a cache that cannot be written is a warning, and the image is made", async () => {
+    const dir = context({ Dockerfile: "FROM busybox\nRUN echo one > /one\n" });
+    const file = path.join(tempDir("cache-blocked"), "a-file");
+    writeFileSync(file, "not a directory\n");
+    const ignored = build(await freshStore(), [
+      "-t",
+      "app:1",
+      "--cache-to",
+      `type=local,dest=${file}/cache,ignore-error=true`,
+      dir,
+    ]);
+    expect(ignored.status, ignored.stderr).toBe(0);
+    expect(ignored.stderr).toMatch(/WARNING: the cache was not exported \(ignore-error=true\): .*ENOTDIR/);
+    expect(ignored.digest).toBeDefined();
+    const failed = build(await freshStore(), [
+      "-t",
+      "app:1",
+      "--cache-to",
+      `type=local,dest=${file}/cache`,
+      dir,
+    ]);
+    expect(failed.status).toBe(1);
+  });
+
   it("inline cache: an image pushed with --cache-to type=inline is cache for --cache-from REF", async () => {
     const dir = context({ Dockerfile: DOCKERFILE, "app.txt": "v1\n" });
     const ref = `${registry.host}/cache/inline:1`;

@@ -161,4 +161,23 @@ describe("reportError", () => {
     expect(code).toBe(130);
     expect(text).toBe("ERROR: interrupted by SIGINT\n");
   });
+
+  it("shows a huge line of a message (a registry's 10 MB answer) as an excerpt, counting the rest", async () => {
+    const body = "x".repeat(10_000_000);
+    const { text } = await report(
+      new TbuildError("E_REGISTRY", `registry r.example answered: ${body}\nsecond line`),
+    );
+    expect(text.length).toBeLessThan(1000);
+    expect(text).toMatch(/^ERROR: registry r\.example answered: x+… \(\d+ more bytes\)\nsecond line\n$/);
+    const shown = /answered: (x+)…/.exec(text)![1]!.length;
+    expect(text).toContain(`(${10_000_000 - shown} more bytes)`);
+  });
+
+  it("shows at most a screenful of lines of a message, counting the others", async () => {
+    const lines = Array.from({ length: 5000 }, (_, i) => `line ${i}`);
+    const { text } = await report(new TbuildError("E_X", lines.join("\n")));
+    expect(text.split("\n").length).toBeLessThan(60);
+    expect(text).toMatch(/^ERROR: line 0\n/);
+    expect(text).toMatch(/… \(\d+ more lines\)\n$/);
+  });
 });

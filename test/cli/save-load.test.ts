@@ -231,7 +231,7 @@ describe("tbuild save and load", () => {
       [
         ["save", "busybox", "-o", path.join(work, "no/such/dir/x.tar")],
         1,
-        /cannot write .*x\.tar \(ENOENT\)/,
+        /cannot write .*x\.tar \(tbuild save\): ENOENT/,
       ],
       [["load", "-i", path.join(work, "missing.tar")], 1, /cannot read .*missing\.tar \(ENOENT\)/],
       [["load", "-i", notTar], 1, /not\.tar is not a valid tar archive/],

@@ -59,6 +59,9 @@ describe("parseOutputSpec reads -o as buildx does", () => {
     ["type=oci,dest=-,tar=false", /tar=false writes a directory/],
     ["type=oci,dest=a,dest=b", /dest is given twice/],
     ['type=image,"name=a', /a quote is not closed/],
+    [`type=image,name=a:1@sha256:${"0".repeat(64)}`, /name=a:1@sha256:0+: a digest is not a tag/],
+    ["type=oci,dest=x,bogus=1", /type=oci takes no bogus= \(it takes dest=, name=, tar=/],
+    ["type=tar,dest=x,mounts=true", /type=tar takes no mounts= \(it takes dest=\)/],
   ])("refuses %j with a usage error", (spec, message) => {
     let error: unknown;
     try {

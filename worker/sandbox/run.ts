@@ -13,6 +13,7 @@ import { constants as osConstants } from "node:os";
 import path from "node:path";
 import type { Writable } from "node:stream";
 import { directoryTree } from "../root-path.js";
+import { inUserNamespace, readGidMap, readUidMap } from "../userns.js";
 import { SandboxError } from "./errors.js";
 import {
   checkSandboxPrivileges,
@@ -26,7 +27,7 @@ import {
 import { killContainerProcesses } from "./kill.js";
 import { layeredTree, MountStubs, mkdirInRoot } from "./rootfs-path.js";
 import { buildRuntimeSpec, ETC_FILES, type SandboxSpec } from "./spec.js";
-import { resolveUser } from "./user.js";
+import { checkUserMapped, resolveUser } from "./user.js";
 
 export interface SandboxRunOptions {
   /**
@@ -100,6 +101,7 @@ export async function runInSandbox(spec: SandboxSpec, options: SandboxRunOptions
     resolveUser(tree, spec.user),
     readHostResolvConf(),
   ]);
+  if (inUserNamespace()) checkUserMapped(ids, spec.user, { uid: readUidMap(), gid: readGidMap() });
   const hostname = spec.hostname ?? id.slice(0, 12);
 
   // A handful of small calls on every run: synchronous ones spare a thread-pool round trip each.

@@ -11,6 +11,7 @@
  */
 import { readFileSync } from "node:fs";
 import { directoryTree, resolveInTree } from "../root-path.js";
+import type { IdMapping } from "../userns.js";
 import { SandboxError } from "./errors.js";
 import type { RootTree } from "./rootfs-path.js";
 
@@ -142,4 +143,42 @@ export async function resolveUser(rootfs: string | RootTree, user: string): Prom
     }
   }
   return result;
+}
+
+/**
+ * A rootless sandbox can switch only to ids its user namespace maps (0 to 65535 with the usual
+ * 65536-id range in /etc/subuid), and runc's own words for another id ("unable to setup user:
+ * invalid argument") say nothing of why. Throws a SandboxError naming the id, the mapped range and
+ * how to widen it; does nothing outside a user namespace, where every id is mapped.
+ */
+export function checkUserMapped(
+  ids: ResolvedUser,
+  user: string,
+  maps: { uid: readonly IdMapping[]; gid: readonly IdMapping[] },
+): void {
+  const unmapped = (id: number, map: readonly IdMapping[]) =>
+    !map.some((m) => id >= m.inside && id < m.inside + m.count);
+  const check = (kind: "uid" | "gid", id: number, map: readonly IdMapping[]) => {
+    if (!unmapped(id, map)) return;
+    const file = kind === "uid" ? "/etc/subuid" : "/etc/subgid";
+    throw new SandboxError(
+      "E_SANDBOX_USER",
+      `user "${user}": ${kind} ${id} is outside the ${kind}s this rootless user namespace maps (${describeMapped(map)}: your own ${kind}, then the first range of your user in ${file}); use an id in that range, or widen that range in /etc/subuid and /etc/subgid to at least ${id} ids`,
+    );
+  };
+  check("uid", ids.uid, maps.uid);
+  check("gid", ids.gid, maps.gid);
+  for (const gid of ids.additionalGids) check("gid", gid, maps.gid);
+}
+
+/** `0-65535`, or `0-9, 20-29` for a map with holes. */
+function describeMapped(map: readonly IdMapping[]): string {
+  const ranges = [...map].sort((a, b) => a.inside - b.inside);
+  const merged: [number, number][] = [];
+  for (const { inside, count } of ranges) {
+    const last = merged.at(-1);
+    if (last && inside <= last[1] + 1) last[1] = Math.max(last[1], inside + count - 1);
+    else merged.push([inside, inside + count - 1]);
+  }
+  return merged.map(([from, to]) => (from === to ? `${from}` : `${from}-${to}`)).join(", ") || "none";
 }

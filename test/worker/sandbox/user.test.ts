@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { resolveUser, SandboxError } from "../../../worker/sandbox/index.js";
+import { checkUserMapped } from "../../../worker/sandbox/user.js";
 
 const images: string[] = [];
 
@@ -129,5 +130,51 @@ describe("resolveUser", () => {
     const climbing = image({});
     symlinkSync("../../../../../../etc/group", path.join(climbing, "etc/group"));
     await expect(resolveUser(climbing, "0:root")).rejects.toThrow(/too many levels of symbolic links/);
+  });
+});
+
+describe("ids a rootless user namespace maps", () => {
+  // tbuild's namespace: the user as 0, then a 65535-id subordinate range.
+  const maps = {
+    uid: [
+      { inside: 0, outside: 1001, count: 1 },
+      { inside: 1, outside: 100000, count: 65535 },
+    ],
+    gid: [
+      { inside: 0, outside: 1001, count: 1 },
+      { inside: 1, outside: 100000, count: 65535 },
+    ],
+  };
+
+  it("an id in the range passes", () => {
+    expect(() =>
+      checkUserMapped({ uid: 65535, gid: 0, additionalGids: [65534] }, "65535", maps),
+    ).not.toThrow();
+  });
+
+  it.each([
+    [
+      { uid: 70000, gid: 0, additionalGids: [] },
+      "70000",
+      'user "70000": uid 70000 is outside the uids this rootless user namespace maps (0-65535: your own uid, then the first range of your user in /etc/subuid)',
+    ],
+    [
+      { uid: 0, gid: 65536, additionalGids: [] },
+      "0:65536",
+      'user "0:65536": gid 65536 is outside the gids this rootless user namespace maps (0-65535: your own gid, then the first range of your user in /etc/subgid)',
+    ],
+    [{ uid: 1000, gid: 1000, additionalGids: [90000] }, "app", 'user "app": gid 90000 is outside'],
+  ])("an id outside it is an error saying so and how to widen it (%j)", (ids, user, message) => {
+    let error: unknown;
+    try {
+      checkUserMapped(ids, user, maps);
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(SandboxError);
+    expect((error as Error).message).toContain(message);
+    expect((error as Error).message).toMatch(
+      /widen that range in \/etc\/subuid and \/etc\/subgid to at least \d+ ids$/,
+    );
   });
 });

@@ -1,0 +1,84 @@
+/**
+ * `--cache-to` and `--cache-from` specs are read as buildx reads them, and an attribute tbuild
+ * would not act on is never accepted silently: unknown ones are usage errors listing the type's
+ * attributes, and values tbuild cannot honour are "not supported yet".
+ */
+import { describe, expect, it } from "vitest";
+import { type TbuildError, UsageError } from "../../errors/index.js";
+import { parseCacheExportSpec, parseCacheImportSpec } from "../../solver/build-cache.js";
+
+function errorOf(parse: () => unknown): TbuildError {
+  try {
+    parse();
+  } catch (err) {
+    return err as TbuildError;
+  }
+  throw new Error("no error");
+}
+
+describe("--cache-to", () => {
+  it.each([
+    ["type=registry,ref=r.example/c:1,mode=max", { type: "registry", ref: "r.example/c:1", mode: "max" }],
+    ["type=local,dest=cache,tag=v1", { type: "local", dest: "/w/cache", mode: "min", tag: "v1" }],
+    [
+      "type=registry,ref=r/c,ignore-error=true,oci-mediatypes=true,image-manifest=true,compression=gzip,compression-level=9,force-compression=false",
+      { type: "registry", ref: "r/c", mode: "min", ignoreError: true },
+    ],
+    ["Type=inline,MODE=min", { type: "inline" }],
+  ])("%s", (spec, expected) => {
+    expect(parseCacheExportSpec(spec, "/w")).toEqual(expected);
+  });
+
+  it.each([
+    [
+      "type=local,dest=d,mounts=true",
+      "type=local takes no mounts= (it takes dest=, tag=, mode=, ignore-error=",
+    ],
+    ["type=registry,ref=r,bogus=1", "type=registry takes no bogus= (it takes ref=, mode=,"],
+    ["type=inline,src=x", "type=inline takes no src= (it takes mode=)"],
+    ["type=registry,ref=r,ref=s", "ref is given twice"],
+    ["type=registry,ref=r,ignore-error=maybe", 'ignore-error must be true or false, not "maybe"'],
+  ])("refuses %s with a usage error", (spec, message) => {
+    const error = errorOf(() => parseCacheExportSpec(spec, "/w"));
+    expect(error).toBeInstanceOf(UsageError);
+    expect(error.exitCode).toBe(2);
+    expect(error.message).toContain(message);
+  });
+
+  it.each([
+    ["type=local,dest=d,compression=zstd", "--cache-to compression=zstd is not supported yet"],
+    ["type=local,dest=d,oci-mediatypes=false", "--cache-to oci-mediatypes=false is not supported yet"],
+    ["type=local,dest=d,force-compression=true", "--cache-to force-compression=true is not supported yet"],
+    [
+      "type=gha",
+      '--cache-to "type=gha": type must be registry, local, inline (others are not supported yet)',
+    ],
+  ])("refuses %s as not supported yet", (spec, message) => {
+    const error = errorOf(() => parseCacheExportSpec(spec, "/w"));
+    expect(error).not.toBeInstanceOf(UsageError);
+    expect(error.code).toBe("E_NOT_SUPPORTED");
+    expect(error.message).toBe(message);
+  });
+});
+
+describe("--cache-from", () => {
+  it.each([
+    ["r.example/app:1", { type: "registry", ref: "r.example/app:1" }],
+    ["type=local,src=c,tag=v1", { type: "local", src: "/w/c", tag: "v1" }],
+    [
+      `type=local,src=c,digest=sha256:${"a".repeat(64)}`,
+      { type: "local", src: "/w/c", digest: `sha256:${"a".repeat(64)}` },
+    ],
+  ])("%s", (spec, expected) => {
+    expect(parseCacheImportSpec(spec, "/w")).toEqual(expected);
+  });
+
+  it.each([
+    ["type=local,src=c,bogus=1", "type=local takes no bogus= (it takes src=, tag=, digest=)"],
+    ["type=registry,ref=r,mode=max", "type=registry takes no mode= (it takes ref=)"],
+  ])("refuses %s with a usage error", (spec, message) => {
+    const error = errorOf(() => parseCacheImportSpec(spec, "/w"));
+    expect(error).toBeInstanceOf(UsageError);
+    expect(error.message).toContain(message);
+  });
+});
