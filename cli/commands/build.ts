@@ -135,6 +135,8 @@ async function build(
   for (const w of ast.warnings) ctx.warn(`${ast.file}:${w.range.start.line}: ${w.message}`);
   const target = text(values, "target");
   const buildArgs = parseKeyValues(list(values, "build-arg"), "--build-arg", ctx.env);
+  // As BuildKit: --build-arg SOURCE_DATE_EPOCH=N counts as the environment variable does.
+  const sourceDateEpoch = parseSourceDateEpoch(buildArgs.SOURCE_DATE_EPOCH ?? ctx.env.SOURCE_DATE_EPOCH);
   const buildContexts = await parseBuildContexts(list(values, "build-context"), {
     cwd: ctx.cwd,
     store,
@@ -180,7 +182,7 @@ async function build(
       secrets,
       ssh: sshAgents,
       compression: "gzip",
-      ...(ctx.env.SOURCE_DATE_EPOCH ? { sourceDateEpoch: Number(ctx.env.SOURCE_DATE_EPOCH) } : {}),
+      ...(sourceDateEpoch !== undefined ? { sourceDateEpoch } : {}),
       stateDir,
       ...(stepTimeoutMs !== undefined ? { stepTimeoutMs } : {}),
       registry: { hosts: config.registries, configPath: config.path, env: ctx.env },
@@ -217,12 +219,21 @@ async function build(
         ? { ...lowered.image, [INLINE_CACHE_FIELD]: await cacheOf("min") }
         : lowered.image;
     const exported = await progress.internal("exporting to image", () =>
-      exportBuild(store, image, solved.result, values, outputs, ctx, builtAt(solved, cache), {
-        hosts: config.registries,
-        configPath: config.path,
-        env: ctx.env,
-        warn: ctx.warn,
-      }),
+      exportBuild(
+        store,
+        image,
+        solved.result,
+        values,
+        outputs,
+        ctx,
+        sourceDateEpoch !== undefined ? { sourceDateEpoch } : { now: builtAt(solved, cache) },
+        {
+          hosts: config.registries,
+          configPath: config.path,
+          env: ctx.env,
+          warn: ctx.warn,
+        },
+      ),
     );
     if (cacheTo !== undefined && cacheTo.type !== "inline") {
       await progress
@@ -280,16 +291,12 @@ async function exportBuild(
   values: Values,
   outputs: ExportRequest[],
   ctx: CommandContext,
-  now: Date,
+  /** The image's time: SOURCE_DATE_EPOCH's, or when it was built. */
+  when: { sourceDateEpoch: number } | { now: Date },
   registry: import("../../oci/registry/push.js").PushOptions,
 ) {
   const exporters = await import("../../exporters/index.js");
-  const sourceDateEpoch = ctx.env.SOURCE_DATE_EPOCH ? Number(ctx.env.SOURCE_DATE_EPOCH) : undefined;
-  const assembled = await exporters.assembleImage(
-    store.content,
-    { result, config: image },
-    sourceDateEpoch !== undefined ? { sourceDateEpoch } : { now },
-  );
+  const assembled = await exporters.assembleImage(store.content, { result, config: image }, when);
   const names = list(values, "tag");
   // As buildx does, the -t names also name the image inside oci and docker archives.
   const requests = outputs.map((request) => {
@@ -505,4 +512,15 @@ function builtAt(
     newest = Math.max(newest, created);
   }
   return new Date(newest);
+}
+
+/** SOURCE_DATE_EPOCH's seconds; a value that is not a whole number of seconds is the user's to fix. */
+function parseSourceDateEpoch(value: string | undefined): number | undefined {
+  if (value === undefined || value === "") return undefined;
+  if (!/^\d+$/.test(value)) {
+    throw new UsageError(
+      `SOURCE_DATE_EPOCH must be a whole number of seconds since 1970, not ${JSON.stringify(value)}`,
+    );
+  }
+  return Number(value);
 }
