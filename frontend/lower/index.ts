@@ -122,11 +122,13 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
     parseInstruction(node, { file, lines: ast.lines, warn: (message, range) => warn(message, range.start) }),
   );
   const lexer = new ShellLex({ escapeToken: ast.escapeToken });
-  const expand = (word: string, env: EnvLookup, at: Position) => {
+  const expand = (word: string, env: EnvLookup, at: Position, using = lexer) => {
     try {
-      return lexer.processWordWithMatches(word, env);
+      return using.processWordWithMatches(word, env);
     } catch (err) {
-      if (err instanceof ShellExpansionError) throw errorAt(err.message, at);
+      if (err instanceof ShellExpansionError) {
+        throw errorAt(err.message, err.offset === undefined ? at : positionInWord(ast, word, err.offset, at));
+      }
       throw err;
     }
   };
@@ -398,6 +400,33 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
     target: targetStage,
     stages: loweredStages,
   };
+}
+
+/**
+ * Where in the Dockerfile the character `offset` code points into `word` is, when the word is
+ * written as it is in the instruction that starts at or covers `at`, from `at` on; else `at`.
+ */
+function positionInWord(ast: DockerfileAst, word: string, offset: number, at: Position): Position {
+  const covers = (node: DockerfileAst["instructions"][number]) =>
+    (node.range.start.line < at.line ||
+      (node.range.start.line === at.line && node.range.start.column <= at.column)) &&
+    node.range.end.line >= at.line;
+  const node = ast.instructions.find(covers);
+  if (!node || word === "") return at;
+  // The instruction's text from `at` on, its lines joined as they are written (a heredoc's body
+  // is its lines; a word continued with the escape token is not found, and `at` stands).
+  const lines = ast.lines.slice(at.line - 1, node.range.end.line);
+  const text = lines.join("\n");
+  const found = text.indexOf(word, at.column - 1);
+  if (found < 0) return at;
+  const target = found + Array.from(word).slice(0, offset).join("").length;
+  let index = 0;
+  let lineStart = 0;
+  while (index < lines.length - 1 && target > lineStart + lines[index]!.length) {
+    lineStart += lines[index]!.length + 1;
+    index++;
+  }
+  return { line: at.line + index, column: target - lineStart + 1 };
 }
 
 export function stageName(stage: StageDef): string {

@@ -58,7 +58,8 @@ export interface DispatchContext {
   singleStage: boolean;
   context: PendingVertex;
   contextPaths: Set<string>;
-  expand(word: string, env: EnvLookup, at: Position): ExpandResult;
+  /** Expands with `lexer` (`lexer` above by default); an error names the place in the Dockerfile. */
+  expand(word: string, env: EnvLookup, at: Position, lexer?: ShellLex): ExpandResult;
   errorAt(reason: string, at: Position): DockerfileError;
   warn(message: string, at?: Position): void;
   warnUndeclared(names: Set<string>, at: Position): void;
@@ -829,11 +830,7 @@ async function dispatchCopy(st: StageState, ins: CopyInstruction, ctx: DispatchC
 
 /** A heredoc file's body is expanded, but its quotes belong to the file: they are not processed. */
 function expandHeredoc(ctx: DispatchContext, body: string, env: EnvLookup, at: Position): string {
-  try {
-    return ctx.heredocLexer.processWord(body, env);
-  } catch (err) {
-    throw ctx.errorAt((err as Error).message, at);
-  }
+  return ctx.expand(body, env, at, ctx.heredocLexer).result;
 }
 
 function urlFilename(url: string): string {

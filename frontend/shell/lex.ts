@@ -8,6 +8,13 @@ import { InvalidPatternError, removePrefix, removeSuffix, replaceAll, replaceFir
  * It is not a shell: there is no command substitution, arithmetic, globbing of files or `~`.
  */
 
+/**
+ * How deep `${...}` may nest in the word of another `${...}`. BuildKit's lexer recurses without a
+ * limit (a Go stack grows to a gigabyte); this one recurses too, a few frames per level, so a word
+ * nested thousands deep would exhaust Node's stack. Real Dockerfiles nest two or three deep.
+ */
+export const MAX_EXPANSION_DEPTH = 100;
+
 /** The variables in scope, by exact (case-sensitive) name, as on Linux. */
 export type EnvLookup = ReadonlyMap<string, string>;
 
@@ -100,6 +107,8 @@ class Expansion {
   private readonly cursor: Cursor;
   /** Whether escapes are kept; `${v#p}` and `${v/p/r}` keep them in their patterns. */
   private rawEscapes: boolean;
+  /** How many `${` are open around the cursor. */
+  private depth = 0;
 
   constructor(source: string, env: EnvLookup, options: Required<ShellLexOptions>) {
     this.source = source;
@@ -217,10 +226,22 @@ class Expansion {
 
   /** `$name`, `$1`, `$@`, or `${...}`; a `$` that starts none of them is literal. */
   private dollar(): string {
+    const start = this.cursor.offset;
     this.cursor.next();
     if (this.cursor.peek() === "{") {
+      if (this.depth >= MAX_EXPANSION_DEPTH) {
+        throw this.error(
+          `variable expansion nested deeper than ${MAX_EXPANSION_DEPTH} levels (\${...} inside \${...}): split it over several ARG or ENV instructions`,
+          start,
+        );
+      }
       this.cursor.next();
-      return this.braced();
+      this.depth++;
+      try {
+        return this.braced();
+      } finally {
+        this.depth--;
+      }
     }
     const name = this.variableName();
     if (name === "") return "$";
@@ -396,8 +417,9 @@ class Expansion {
     );
   }
 
-  private error(message: string): ShellExpansionError {
-    return new ShellExpansionError(message, this.source);
+  /** `offset`: where in the word the problem is, in code points, when it is one place. */
+  private error(message: string, offset?: number): ShellExpansionError {
+    return new ShellExpansionError(message, this.source, offset);
   }
 }
 

@@ -2,6 +2,7 @@
 import { describe, expect, it } from "vitest";
 import { TbuildError } from "../../../errors/index.js";
 import { ShellExpansionError, ShellLex, type ShellLexOptions } from "../../../frontend/shell/index.js";
+import { MAX_EXPANSION_DEPTH } from "../../../frontend/shell/lex.js";
 
 const env = (vars: Record<string, string> = {}) => new Map(Object.entries(vars));
 const word = (text: string, vars: Record<string, string> = {}, options?: ShellLexOptions) =>
@@ -321,5 +322,38 @@ describe("errors a user can read", () => {
     ["${x:?must be set}", "x: must be set"],
   ])("%s → %s", (text, message) => {
     expect(failure(text).message).toBe(message);
+  });
+});
+
+describe("nesting", () => {
+  const nested = (depth: number, open = "${A:-", close = "}") =>
+    `${open.repeat(depth)}x${close.repeat(depth)}`;
+
+  it(`expands \${...} nested ${MAX_EXPANSION_DEPTH} deep`, () => {
+    expect(word(nested(MAX_EXPANSION_DEPTH))).toBe("x");
+    expect(word(nested(MAX_EXPANSION_DEPTH, '"${A:-', '}"'))).toBe("x");
+  });
+
+  it.each([
+    ["${A:-", "}"],
+    ['"${A:-', '}"'],
+    ["${A/", "/}"],
+  ])(
+    "refuses %s nested one level deeper, naming the limit and where the deepest ${ starts",
+    (open, close) => {
+      const err = failure(nested(MAX_EXPANSION_DEPTH + 1, open, close));
+      expect(err.message).toMatch(`variable expansion nested deeper than ${MAX_EXPANSION_DEPTH} levels`);
+      expect(err.offset).toBe(open.length * MAX_EXPANSION_DEPTH + open.indexOf("$"));
+    },
+  );
+
+  it("refuses a word nested thousands deep with the same error, not a stack overflow", () => {
+    const err = failure(nested(20_000));
+    expect(err.message).toMatch("nested deeper than");
+    expect(err.offset).toBe(5 * MAX_EXPANSION_DEPTH);
+  });
+
+  it("counts depth, not how many ${...} a word holds", () => {
+    expect(word("${A:-x}".repeat(5_000))).toBe("x".repeat(5_000));
   });
 });

@@ -1,0 +1,40 @@
+// biome-ignore-all lint/suspicious/noTemplateCurlyInString: Dockerfiles are written with ${...} on purpose
+/**
+ * Long and deep Dockerfiles: what a generator (or an attacker) writes, far beyond what a person
+ * does. They lower, or fail with an error that names the place; never with a stack overflow.
+ */
+import { describe, expect, it } from "vitest";
+import { DockerfileError } from "../../../frontend/errors.js";
+import { MAX_EXPANSION_DEPTH } from "../../../frontend/shell/lex.js";
+import { lower } from "./lower.js";
+
+async function failure(dockerfile: string): Promise<DockerfileError> {
+  const err = await lower(dockerfile).catch((e: unknown) => e);
+  if (err instanceof DockerfileError) return err;
+  throw new Error(`expected a DockerfileError, got ${String(err)}`);
+}
+
+describe("deep nesting", () => {
+  const nested = (depth: number) => `${"${A:-".repeat(depth)}x${"}".repeat(depth)}`;
+
+  it(`expands \${...} nested ${MAX_EXPANSION_DEPTH} deep`, async () => {
+    const build = await lower(`FROM busybox\nENV B=${nested(MAX_EXPANSION_DEPTH)}\n`);
+    expect(build.image.config.Env).toContain("B=x");
+  });
+
+  it("refuses deeper nesting at the line and column of the ${ one level too deep", async () => {
+    const err = await failure(`FROM busybox\nENV B=${nested(2_000)}\n`);
+    expect(err.reason).toMatch(`variable expansion nested deeper than ${MAX_EXPANSION_DEPTH} levels`);
+    expect([err.line, err.column]).toEqual([2, "ENV B=".length + 5 * MAX_EXPANSION_DEPTH + 1]);
+  });
+
+  it("finds the place in a RUN --mount value and in a COPY heredoc's body", async () => {
+    const mount = await failure(`FROM busybox\nRUN --mount=type=cache,target=${nested(500)} true\n`);
+    expect([mount.line, mount.column]).toEqual([
+      2,
+      "RUN --mount=type=cache,target=".length + 5 * MAX_EXPANSION_DEPTH + 1,
+    ]);
+    const heredoc = await failure(`FROM busybox\nCOPY <<EOF /f\nfirst line\n  ${nested(500)}\nEOF\n`);
+    expect([heredoc.line, heredoc.column]).toEqual([4, 3 + 5 * MAX_EXPANSION_DEPTH]);
+  });
+});
