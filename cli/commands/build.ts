@@ -13,6 +13,7 @@ import { INLINE_CACHE_FIELD } from "../../solver/cache-description.js";
 import { applyGcPolicy } from "../../solver/gc.js";
 import type { BuildGraph } from "../../solver/graph.js";
 import { StepFailedError, solve } from "../../solver/solve.js";
+import { inputsFirst } from "../../solver/walk.js";
 import {
   makeBuildStateDir,
   removeAbandonedBuildStates,
@@ -391,28 +392,20 @@ function checkRequiredSecrets(
   }
 }
 
+const inputsIn = (graph: BuildGraph) => (digest: string) => graph.vertices[digest]?.inputs ?? [];
+
 /** The vertices `root` needs: the steps a build reports on. */
 function reachable(graph: BuildGraph, root: string): Set<string> {
-  const seen = new Set<string>();
-  const visit = (digest: string) => {
-    if (seen.has(digest)) return;
-    seen.add(digest);
-    for (const input of graph.vertices[digest]?.inputs ?? []) visit(input);
-  };
-  visit(root);
-  return seen;
+  return new Set(inputsFirst([root], inputsIn(graph)));
 }
 
 /** Which stage each vertex belongs to, for `--no-cache-filter`: the stage whose root reaches it first. */
 function vertexStages(graph: BuildGraph, stages: { name: string; root?: string }[]): Map<string, string> {
   const owner = new Map<string, string>();
+  const seen = new Set<string>();
   for (const stage of stages) {
-    const visit = (digest: string) => {
-      if (owner.has(digest)) return;
-      owner.set(digest, stage.name);
-      for (const input of graph.vertices[digest]?.inputs ?? []) visit(input);
-    };
-    if (stage.root) visit(stage.root);
+    if (!stage.root) continue;
+    for (const digest of inputsFirst([stage.root], inputsIn(graph), seen)) owner.set(digest, stage.name);
   }
   return owner;
 }

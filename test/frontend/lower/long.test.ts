@@ -14,6 +14,18 @@ async function failure(dockerfile: string): Promise<DockerfileError> {
   throw new Error(`expected a DockerfileError, got ${String(err)}`);
 }
 
+describe("a long Dockerfile", () => {
+  it("lowers 10,000 RUN steps into a chain of 10,000 vertices on the base image", async () => {
+    const lines = ["FROM busybox"];
+    for (let i = 0; i < 10_000; i++) lines.push(`RUN echo ${i} > /step`);
+    const build = await lower(`${lines.join("\n")}\n`);
+    expect(build.ops("exec")).toHaveLength(10_000);
+    expect(build.rootVertex().op).toMatchObject({ args: ["/bin/sh", "-c", "echo 9999 > /step"] });
+    const runs = (build.image.history ?? []).filter((h) => h.created_by?.startsWith("RUN "));
+    expect(runs).toHaveLength(10_000);
+  });
+});
+
 describe("deep nesting", () => {
   const nested = (depth: number) => `${"${A:-".repeat(depth)}x${"}".repeat(depth)}`;
 
