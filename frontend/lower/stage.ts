@@ -185,12 +185,32 @@ function envFromList(list: string[]): Map<string, string> {
   return env;
 }
 
+/**
+ * Where each name first appears in an image config's Env list, by list: ENV replaces a variable
+ * in place, and a Dockerfile of 100,000 ENV lines must not scan the list for each of them.
+ */
+const envListIndex = new WeakMap<string[], Map<string, number>>();
+
 function setConfigEnv(image: ImageConfig, key: string, value: string) {
   image.config.Env ??= [];
   const list = image.config.Env;
-  const i = list.findIndex((e) => e === key || e.startsWith(`${key}=`));
-  if (i >= 0) list[i] = `${key}=${value}`;
-  else list.push(`${key}=${value}`);
+  let index = envListIndex.get(list);
+  if (!index) {
+    index = new Map();
+    for (const [i, entry] of list.entries()) {
+      const eq = entry.indexOf("=");
+      const name = eq < 0 ? entry : entry.slice(0, eq);
+      if (!index.has(name)) index.set(name, i);
+    }
+    envListIndex.set(list, index);
+  }
+  const i = index.get(key);
+  if (i !== undefined) {
+    list[i] = `${key}=${value}`;
+  } else {
+    index.set(key, list.length);
+    list.push(`${key}=${value}`);
+  }
 }
 
 function commit(st: StageState, createdBy: string, withLayer: boolean, fromGraph = false) {

@@ -24,6 +24,18 @@ describe("a long Dockerfile", () => {
     const runs = (build.image.history ?? []).filter((h) => h.created_by?.startsWith("RUN "));
     expect(runs).toHaveLength(10_000);
   });
+
+  it("lowers 100,000 ENV lines: each variable in the image's config, a reassigned one where it was first set", async () => {
+    const lines = ["FROM busybox", "ENV FIRST=1"];
+    for (let i = 0; i < 100_000; i++) lines.push(`ENV V${i}=${i}`);
+    lines.push("ENV FIRST=again", "RUN env");
+    const build = await lower(`${lines.join("\n")}\n`);
+    const env = build.image.config.Env ?? [];
+    expect(env).toHaveLength(100_002); // the base image's PATH, FIRST, V0..V99999
+    expect(env[1]).toBe("FIRST=again");
+    expect(env.at(-1)).toBe("V99999=99999");
+    expect(build.env(build.ops("exec")[0]!)).toMatchObject({ FIRST: "again", V54321: "54321" });
+  });
 });
 
 describe("deep nesting", () => {

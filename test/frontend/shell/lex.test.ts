@@ -1,4 +1,5 @@
 // biome-ignore-all lint/suspicious/noTemplateCurlyInString: shell words are written with ${...} on purpose
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { TbuildError } from "../../../errors/index.js";
 import { ShellExpansionError, ShellLex, type ShellLexOptions } from "../../../frontend/shell/index.js";
@@ -355,5 +356,60 @@ describe("nesting", () => {
 
   it("counts depth, not how many ${...} a word holds", () => {
     expect(word("${A:-x}".repeat(5_000))).toBe("x".repeat(5_000));
+  });
+});
+
+describe("the literal-word shortcut", () => {
+  const literal = [
+    "a",
+    "Z",
+    "_",
+    "1",
+    ".",
+    "/",
+    "=",
+    "-",
+    ":",
+    " ",
+    "\t",
+    "\n",
+    "\u00a0",
+    "\u2003",
+    "é",
+    "😀",
+    "\ud800",
+  ];
+  const special = ["$", "{", "}", "'", '"', "\\", "`", "<", "\uFEFF", "#", "%"];
+  const wordOf = (chars: string[]) =>
+    fc.array(fc.constantFrom(...chars), { maxLength: 12 }).map((a) => a.join(""));
+
+  it("gives what reading the word a character at a time gives, for any word and options", () => {
+    const outcome = (read: () => unknown) => {
+      try {
+        return read();
+      } catch (err) {
+        return `error: ${(err as Error).message}`;
+      }
+    };
+    fc.assert(
+      fc.property(
+        fc.oneof(wordOf(literal), wordOf([...literal, ...special])),
+        fc.record({
+          escapeToken: fc.constantFrom("\\" as const, "`" as const),
+          rawQuotes: fc.boolean(),
+          rawEscapes: fc.boolean(),
+          skipUnsetEnv: fc.boolean(),
+          skipProcessQuotes: fc.boolean(),
+        }),
+        (text, options) => {
+          const lex = new ShellLex(options);
+          const vars = env({ A: "x y" });
+          expect(outcome(() => lex.processWordWithMatches(text, vars))).toEqual(
+            outcome(() => lex.expandInFull(text, vars)),
+          );
+        },
+      ),
+      { numRuns: 2_000 },
+    );
   });
 });
