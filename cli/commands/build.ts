@@ -9,7 +9,7 @@ import { parseDockerfileCached } from "../../frontend/syntax/parse-cache.js";
 import { hostPlatform } from "../../oci/platform.js";
 import { defaultStoreRoot, type Store } from "../../oci/store/index.js";
 import { CacheIndex } from "../../solver/cache.js";
-import { INLINE_CACHE_FIELD } from "../../solver/cache-description.js";
+import { encodeCacheDescription, INLINE_CACHE_FIELD } from "../../solver/cache-description.js";
 import { applyGcPolicy } from "../../solver/gc.js";
 import type { BuildGraph } from "../../solver/graph.js";
 import { StepFailedError, solve } from "../../solver/solve.js";
@@ -203,7 +203,7 @@ async function build(
     // Inline cache rides in the image config, so it is collected before the image is assembled.
     const image =
       cacheTo?.type === "inline"
-        ? { ...lowered.image, [INLINE_CACHE_FIELD]: await cacheOf("min") }
+        ? { ...lowered.image, [INLINE_CACHE_FIELD]: encodeCacheDescription(await cacheOf("min")) }
         : lowered.image;
     const exported = await progress.internal("exporting to image", () =>
       exportBuild(store, image, solved.result, values, ctx, builtAt(solved, cache), {

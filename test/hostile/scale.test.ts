@@ -118,6 +118,25 @@ describe.each(MODES)("deep and long Dockerfiles (%s)", (mode) => {
     });
     expect(again.status, again.stderr.slice(-2000)).toBe(0);
     expect(again.stdout).toBe(built.stdout);
+    // Its cache exported, and imported by another store: nothing runs there.
+    const exported = `${world.dir("cache", mode)}/out`;
+    const exporting = world.tbuild(mode, store, [
+      "build",
+      "-q",
+      "--cache-to",
+      `type=local,dest=${exported}`,
+      context,
+    ]);
+    expect(exporting.status, exporting.stderr.slice(-2000)).toBe(0);
+    const importing = world.tbuild(mode, world.store(mode), [
+      "build",
+      "--progress=plain",
+      "--cache-from",
+      `type=local,src=${exported}`,
+      context,
+    ]);
+    expect(importing.status, importing.stderr.slice(-2000)).toBe(0);
+    expect(importing.stderr).toMatch(/: 0 step\(s\) ran/);
     canary.expectUntouched(built.stdout, built.stderr, inspected.stdout);
     world.expectStoreUsable(mode, store);
   }, 600_000);
