@@ -38,6 +38,20 @@ describe("a long Dockerfile", () => {
   });
 });
 
+describe("a long chain of stages", () => {
+  it("lowers 12,000 stages, each FROM the one before, and finds a cycle among them", async () => {
+    const lines = ["FROM busybox AS s0"];
+    for (let i = 1; i < 12_000; i++) lines.push(`FROM s${i - 1} AS s${i}`);
+    const build = await lower(`${lines.join("\n")}\nRUN true\n`);
+    expect(build.stages).toHaveLength(12_000);
+    expect(build.target.name).toBe("s11999");
+    lines[0] = "FROM busybox AS s0\nCOPY --from=s11999 /f /f";
+    const cycle = await failure(`${lines.join("\n")}\n`);
+    // Where the path closes: s1's FROM s0, on line 3.
+    expect([cycle.reason, cycle.line]).toEqual(["circular dependency detected on stage: s0", 3]);
+  });
+});
+
 describe("deep nesting", () => {
   const nested = (depth: number) => `${"${A:-".repeat(depth)}x${"}".repeat(depth)}`;
 
