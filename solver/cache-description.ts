@@ -4,6 +4,10 @@
  * description of cache records (key → the layer chain, plus the step name and the key's
  * material), and whose layers are the layer blobs themselves. Inline cache carries the same
  * description in the image config under INLINE_CACHE_FIELD, as BuildKit's `moby.buildkit.cache.v0`.
+ *
+ * As written, a record names the top of a stack of layers, each stack a layer on the stack below
+ * it (as BuildKit's cache config chains its layers by parent): the records of a build 3,000 steps
+ * deep, each holding every layer below it, listed whole would not fit in a JavaScript string.
  */
 import type { KeyMaterial } from "./cache.js";
 import type { VertexDigest } from "./graph.js";
@@ -65,19 +69,90 @@ export function describedLayers(description: CacheDescription): LayerRef[] {
   return [...byDigest.values()];
 }
 
-/** Reads a description from untrusted JSON: records without a key or a layer list are dropped. */
+/** A description as written: stacks of layers, and records naming theirs by position. */
+interface WrittenDescription {
+  stacks: { below?: number; layer: LayerRef }[];
+  records: (Omit<ExportedRecord, "layers"> & { stack?: number })[];
+}
+
+/** The description as it is written (JSON): each layer of each stack once. */
+export function encodeCacheDescription(description: CacheDescription): WrittenDescription {
+  const stacks: WrittenDescription["stacks"] = [];
+  // Stack position by the layer on top and the position below it ("" for none).
+  const positions = new Map<LayerRef, Map<number | "", number>>();
+  const records = description.records.map(({ layers, ...record }) => {
+    let below: number | undefined;
+    for (const layer of layers) {
+      let byBelow = positions.get(layer);
+      if (!byBelow) {
+        byBelow = new Map();
+        positions.set(layer, byBelow);
+      }
+      let position = byBelow.get(below ?? "");
+      if (position === undefined) {
+        position = stacks.length;
+        stacks.push({ ...(below !== undefined ? { below } : {}), layer });
+        byBelow.set(below ?? "", position);
+      }
+      below = position;
+    }
+    return { ...record, ...(below !== undefined ? { stack: below } : {}) };
+  });
+  return { stacks, records };
+}
+
+/** How many layers the records of one description may list in all: a bound on reading a hostile one. */
+const MAX_DESCRIBED_LAYERS = 20_000_000;
+
+const isLayer = (l: unknown): l is LayerRef =>
+  typeof (l as LayerRef)?.diffId === "string" && typeof (l as LayerRef)?.descriptor?.digest === "string";
+
+/**
+ * Reads a description from untrusted JSON, as written by encodeCacheDescription or with each
+ * record's layers listed (as before): records without a key, a name or valid layers are dropped.
+ */
 export function parseCacheDescription(value: unknown): CacheDescription {
   const records = (value as { records?: unknown })?.records;
   if (!Array.isArray(records)) return { records: [] };
-  return {
-    records: records.filter(
-      (r): r is ExportedRecord =>
-        typeof r?.key === "string" &&
-        typeof r?.name === "string" &&
-        Array.isArray(r?.layers) &&
-        r.layers.every(
-          (l: LayerRef) => typeof l?.diffId === "string" && typeof l?.descriptor?.digest === "string",
-        ),
-    ),
+  const stacks = (value as { stacks?: unknown }).stacks;
+  // Each stack is valid only on a valid stack before it: no stack is its own ancestor.
+  const depth: number[] = [];
+  if (Array.isArray(stacks)) {
+    for (const [i, stack] of stacks.entries()) {
+      const below = (stack as { below?: unknown })?.below;
+      const under =
+        below === undefined
+          ? 0
+          : Number.isInteger(below) && (below as number) >= 0 && (below as number) < i
+            ? depth[below as number]!
+            : -1;
+      depth.push(under >= 0 && isLayer((stack as { layer?: unknown })?.layer) ? under + 1 : -1);
+    }
+  }
+  const layersOf = (top: unknown): LayerRef[] | undefined => {
+    if (top === undefined) return [];
+    if (!Number.isInteger(top) || !((depth[top as number] ?? -1) >= 0)) return undefined;
+    const layers: LayerRef[] = [];
+    for (let at: number | undefined = top as number; at !== undefined; ) {
+      const stack: WrittenDescription["stacks"][number] = (stacks as WrittenDescription["stacks"])[at]!;
+      layers.push(stack.layer);
+      at = stack.below;
+    }
+    return layers.reverse();
   };
+  let listed = 0;
+  const parsed: ExportedRecord[] = [];
+  for (const r of records) {
+    if (typeof r?.key !== "string" || typeof r?.name !== "string") continue;
+    const layers = Array.isArray(r.layers)
+      ? r.layers.every(isLayer)
+        ? r.layers
+        : undefined
+      : layersOf(r.stack);
+    if (!layers) continue;
+    listed += layers.length;
+    if (listed > MAX_DESCRIBED_LAYERS) break;
+    parsed.push({ key: r.key, name: r.name, material: r.material, layers });
+  }
+  return { records: parsed };
 }

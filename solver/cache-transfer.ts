@@ -27,6 +27,7 @@ import {
   type CacheDescription,
   describedLayers,
   type ExportedRecord,
+  encodeCacheDescription,
   INLINE_CACHE_FIELD,
   parseCacheDescription,
 } from "./cache-description.js";
@@ -42,7 +43,7 @@ export interface CacheSource {
 
 /** The cache manifest for a description: its config blob's bytes and the manifest itself. */
 function cacheManifest(description: CacheDescription): { config: Buffer; manifest: Manifest } {
-  const config = Buffer.from(JSON.stringify(description));
+  const config = Buffer.from(JSON.stringify(encodeCacheDescription(description)));
   const manifest: Manifest = {
     schemaVersion: 2,
     mediaType: MediaType.ociManifest,

@@ -3,11 +3,16 @@
  * (for `--explain`). One SQLite database in the store root (`node:sqlite`): each write is a
  * transaction, so a build killed at any point leaves an index the next build can use; a result
  * is recorded only after its layers are in the content store.
+ *
+ * A result's layers are kept as a stack: each layer once, on top of the stack below it, so that
+ * the records of a 3,000-step build, each holding every layer below it, take one row per layer
+ * and not a list of 3,000 layers each (1.4 GB).
  */
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import { DatabaseSync } from "node:sqlite";
-import type { FsResult } from "./worker.js";
+import { sha256Digest } from "./digest.js";
+import type { FsResult, LayerRef } from "./worker.js";
 
 /** What a cache key is computed from. */
 export interface KeyMaterial {
@@ -52,6 +57,11 @@ export class CacheIndex {
         last_used INTEGER NOT NULL
       );
       CREATE INDEX IF NOT EXISTS results_by_name ON results (name);
+      CREATE TABLE IF NOT EXISTS layer_stacks (
+        id TEXT PRIMARY KEY,
+        below TEXT,
+        layer TEXT NOT NULL
+      );
     `);
   }
 
@@ -85,17 +95,26 @@ export class CacheIndex {
     if (row.last_used < now - LAST_USED_GRANULARITY_MS) {
       this.db.prepare("UPDATE results SET last_used = ? WHERE key = ?").run(now, key);
     }
-    return fromRow(row);
+    return this.fromRow(row, (id) => this.readStack(id));
   }
 
   put(key: string, result: FsResult, material: KeyMaterial, name: string): void {
     const now = Date.now();
-    this.db
-      .prepare(
-        `INSERT INTO results (key, result, material, name, created, last_used) VALUES (?, ?, ?, ?, ?, ?)
-         ON CONFLICT(key) DO UPDATE SET result = excluded.result, last_used = excluded.last_used`,
-      )
-      .run(key, JSON.stringify(result), JSON.stringify(material), name, now, now);
+    // Immediate: the stack rows it finds must still be there when it commits.
+    this.db.exec("BEGIN IMMEDIATE");
+    try {
+      const stack = this.writeStack(result.layers);
+      this.db
+        .prepare(
+          `INSERT INTO results (key, result, material, name, created, last_used) VALUES (?, ?, ?, ?, ?, ?)
+           ON CONFLICT(key) DO UPDATE SET result = excluded.result, last_used = excluded.last_used`,
+        )
+        .run(key, JSON.stringify({ stack }), JSON.stringify(material), name, now, now);
+      this.db.exec("COMMIT");
+    } catch (err) {
+      this.db.exec("ROLLBACK");
+      throw err;
+    }
   }
 
   /** Earlier records of a step with this display name, newest first: the candidates `--explain` compares with. */
@@ -103,24 +122,133 @@ export class CacheIndex {
     const rows = this.db
       .prepare("SELECT * FROM results WHERE name = ? ORDER BY last_used DESC LIMIT ?")
       .all(name, limit) as unknown as Row[];
-    return rows.map(fromRow);
+    return rows.map((row) => this.fromRow(row, (id) => this.readStack(id)));
   }
 
   /** Every record, for garbage collection and `tbuild du`. */
   all(): CacheRecord[] {
-    return (this.db.prepare("SELECT * FROM results").all() as unknown as Row[]).map(fromRow);
+    const stacks = this.allStacks();
+    return (this.db.prepare("SELECT * FROM results").all() as unknown as Row[]).map((row) =>
+      this.fromRow(row, stacks),
+    );
   }
 
+  /** Removes the records, and the layers of stacks no record left holds. */
   remove(keys: string[]): void {
     const statement = this.db.prepare("DELETE FROM results WHERE key = ?");
-    this.db.exec("BEGIN");
+    this.db.exec("BEGIN IMMEDIATE");
     try {
       for (const key of keys) statement.run(key);
+      this.removeUnheldStacks();
       this.db.exec("COMMIT");
     } catch (err) {
       this.db.exec("ROLLBACK");
       throw err;
     }
+  }
+
+  /**
+   * Which stack row is the top of which layers, by the layer object and the stack below it: a
+   * build puts each step's result, whose layers are those of its input plus one, and so finds all
+   * but the new layer here instead of hashing them again.
+   */
+  private readonly knownStacks = new WeakMap<LayerRef, Map<string, string>>();
+
+  /**
+   * Stores the stack of `layers` (the rows it lacks), in put's transaction; its id, or null for
+   * no layers.
+   */
+  private writeStack(layers: readonly LayerRef[]): string | null {
+    // The longest part of it this index stored before...
+    let start = 0;
+    let below: string | null = null;
+    for (; start < layers.length; start++) {
+      const id: string | undefined = this.knownStacks.get(layers[start]!)?.get(below ?? "");
+      if (id === undefined) break;
+      below = id;
+    }
+    // ...unless another process's garbage collection removed it since. Collection keeps a row
+    // only with every row below it, so the top one tells.
+    if (below !== null && !this.db.prepare("SELECT 1 FROM layer_stacks WHERE id = ?").get(below)) {
+      start = 0;
+      below = null;
+    }
+    const insert = this.db.prepare("INSERT OR IGNORE INTO layer_stacks (id, below, layer) VALUES (?, ?, ?)");
+    for (const layer of layers.slice(start)) {
+      const json = JSON.stringify({ descriptor: layer.descriptor, diffId: layer.diffId });
+      const id: string = sha256Digest(`${below ?? ""}\n${json}`);
+      insert.run(id, below, json);
+      let known = this.knownStacks.get(layer);
+      if (!known) {
+        known = new Map();
+        this.knownStacks.set(layer, known);
+      }
+      known.set(below ?? "", id);
+      below = id;
+    }
+    return below;
+  }
+
+  /** The layers of the stack `id`, lowest first, in one query. */
+  private readStack(id: string): LayerRef[] {
+    const rows = this.db
+      .prepare(
+        `WITH RECURSIVE stack (id, below, layer, depth) AS (
+           SELECT id, below, layer, 0 FROM layer_stacks WHERE id = ?
+           UNION ALL
+           SELECT s.id, s.below, s.layer, stack.depth + 1 FROM layer_stacks s JOIN stack ON s.id = stack.below)
+         SELECT layer FROM stack ORDER BY depth DESC`,
+      )
+      .all(id) as { layer: string }[];
+    return rows.map((row) => JSON.parse(row.layer) as LayerRef);
+  }
+
+  /** Every stack, for reading every record: each layer row is read and parsed once. */
+  private allStacks(): (id: string) => LayerRef[] {
+    const rows = new Map<string, { below: string | null; layer: LayerRef }>();
+    for (const row of this.db.prepare("SELECT id, below, layer FROM layer_stacks").all() as {
+      id: string;
+      below: string | null;
+      layer: string;
+    }[]) {
+      rows.set(row.id, { below: row.below, layer: JSON.parse(row.layer) as LayerRef });
+    }
+    return (id) => {
+      const layers: LayerRef[] = [];
+      for (let at: string | null = id; at !== null; ) {
+        const row = rows.get(at);
+        if (!row) break;
+        layers.push(row.layer);
+        at = row.below;
+      }
+      return layers.reverse();
+    };
+  }
+
+  private removeUnheldStacks(): void {
+    this.db.exec(`
+      DELETE FROM layer_stacks WHERE id NOT IN (
+        WITH RECURSIVE held (id) AS (
+          SELECT json_extract(result, '$.stack') FROM results WHERE json_extract(result, '$.stack') IS NOT NULL
+          UNION
+          SELECT s.below FROM layer_stacks s JOIN held ON s.id = held.id WHERE s.below IS NOT NULL)
+        SELECT id FROM held)
+    `);
+  }
+
+  private fromRow(row: Row, stackOf: (id: string) => LayerRef[]): CacheRecord {
+    const stored = JSON.parse(row.result) as { stack?: string | null } | FsResult;
+    // Records written before stacks hold their layers themselves.
+    const result: FsResult =
+      "layers" in stored ? stored : { layers: stored.stack ? stackOf(stored.stack) : [] };
+    return {
+      key: row.key,
+      result,
+      material: JSON.parse(row.material) as KeyMaterial,
+      name: row.name,
+      created: row.created,
+      lastUsed: row.last_used,
+    };
   }
 
   close(): void {
@@ -135,15 +263,4 @@ interface Row {
   name: string;
   created: number;
   last_used: number;
-}
-
-function fromRow(row: Row): CacheRecord {
-  return {
-    key: row.key,
-    result: JSON.parse(row.result) as FsResult,
-    material: JSON.parse(row.material) as KeyMaterial,
-    name: row.name,
-    created: row.created,
-    lastUsed: row.last_used,
-  };
 }

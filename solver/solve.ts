@@ -8,6 +8,7 @@ import { TbuildError } from "../errors/index.js";
 import type { CacheIndex, KeyMaterial } from "./cache.js";
 import { digestOf } from "./digest.js";
 import type { BuildGraph, VertexDigest, VertexInfo } from "./graph.js";
+import { inputsFirst } from "./walk.js";
 import type { FsResult, Worker } from "./worker.js";
 
 export type SolveEvent =
@@ -69,11 +70,6 @@ export async function solve(
   root: VertexDigest,
   options: SolveOptions,
 ): Promise<SolveResult> {
-  const controller = new AbortController();
-  const onOuterAbort = () => controller.abort(options.signal?.reason);
-  options.signal?.addEventListener("abort", onOuterAbort, { once: true });
-  const queue = new PQueue({ concurrency: options.jobs ?? (await import("node:os")).availableParallelism() });
-  const emit = options.onEvent ?? (() => {});
   const vertexOf = (digest: VertexDigest) => {
     const vertex = graph.vertices[digest];
     if (!vertex) throw new Error(`the build graph has no vertex ${digest}`);
@@ -81,44 +77,53 @@ export async function solve(
   };
   const infoOf = (digest: VertexDigest): VertexInfo =>
     graph.info[digest] ?? { name: vertexOf(digest).op.kind };
+  // Every vertex the root needs, inputs first: keys and forced runs are worked out in this order,
+  // so that each vertex finds its inputs' already there (a recursion would overflow the stack on
+  // a Dockerfile thousands of steps long).
+  const needed = inputsFirst([root], (digest) => vertexOf(digest).inputs);
+
+  const controller = new AbortController();
+  const onOuterAbort = () => controller.abort(options.signal?.reason);
+  options.signal?.addEventListener("abort", onOuterAbort, { once: true });
+  const queue = new PQueue({ concurrency: options.jobs ?? (await import("node:os")).availableParallelism() });
+  const emit = options.onEvent ?? (() => {});
 
   const keys = new Map<VertexDigest, Promise<{ key: string; material: KeyMaterial }>>();
-  const keyOf = (digest: VertexDigest) => {
-    let known = keys.get(digest);
-    if (!known) {
-      known = (async () => {
-        const vertex = vertexOf(digest);
-        // What the vertex reads of a local source stands for that input: its selection's checksum.
-        const selected = await options.worker.selectionKeys?.(
-          vertex,
-          vertex.inputs.map(vertexOf),
-          controller.signal,
-        );
-        const inputs = await Promise.all(
-          vertex.inputs.map(async (input, i) => selected?.[i] ?? (await keyOf(input)).key),
-        );
-        const content = await options.worker.contentKey(vertex, controller.signal);
-        const material: KeyMaterial = {
-          op: vertex.op,
-          inputs,
-          ...(content !== undefined ? { content } : {}),
-        };
-        return { key: digestOf(material), material };
-      })();
-      keys.set(digest, known);
-    }
-    return known;
-  };
+  const keyOf = (digest: VertexDigest) => keys.get(digest)!;
+  for (const digest of needed) {
+    const vertex = vertexOf(digest);
+    const known = (async () => {
+      // What the vertex reads of a local source stands for that input: its selection's checksum.
+      const selected = await options.worker.selectionKeys?.(
+        vertex,
+        vertex.inputs.map(vertexOf),
+        controller.signal,
+      );
+      const inputs = await Promise.all(
+        vertex.inputs.map(async (input, i) => selected?.[i] ?? (await keyOf(input)).key),
+      );
+      const content = await options.worker.contentKey(vertex, controller.signal);
+      const material: KeyMaterial = {
+        op: vertex.op,
+        inputs,
+        ...(content !== undefined ? { content } : {}),
+      };
+      return { key: digestOf(material), material };
+    })();
+    // A failed key fails the vertices that need it; it must not also be an unhandled rejection.
+    known.catch(() => {});
+    keys.set(digest, known);
+  }
 
   const forced = new Map<VertexDigest, boolean>();
-  const isForced = (digest: VertexDigest): boolean => {
-    let known = forced.get(digest);
-    if (known === undefined) {
-      known = options.ignoreCache?.(digest) === true || vertexOf(digest).inputs.some(isForced);
-      forced.set(digest, known);
-    }
-    return known;
-  };
+  for (const digest of needed) {
+    const vertex = vertexOf(digest);
+    forced.set(
+      digest,
+      options.ignoreCache?.(digest) === true || vertex.inputs.some((input) => forced.get(input)),
+    );
+  }
+  const isForced = (digest: VertexDigest): boolean => forced.get(digest) === true;
 
   // Every worker run started: p-queue rejects an aborted task's promise at once, so solve waits
   // for these itself before it settles, and no step is still cleaning up when the caller goes on.
@@ -143,11 +148,11 @@ export async function solve(
   // for each, inputs first, as BuildKit's does.
   const reported = new Set<VertexDigest>();
   const markCached = (digest: VertexDigest) => {
-    if (reported.has(digest)) return;
-    reported.add(digest);
-    for (const input of vertexOf(digest).inputs) if (!results.has(input)) markCached(input);
-    cached.push(digest);
-    emit({ type: "vertex.cached", digest, info: infoOf(digest) });
+    const below = (d: VertexDigest) => vertexOf(d).inputs.filter((input) => !results.has(input));
+    for (const step of inputsFirst([digest], below, reported)) {
+      cached.push(step);
+      emit({ type: "vertex.cached", digest: step, info: infoOf(step) });
+    }
   };
 
   const produce = async (digest: VertexDigest): Promise<FsResult> => {

@@ -97,11 +97,12 @@ export async function overlayChanges(
       else stats.set(name, stat);
     }
     // What the layers below hold here matters only to whiteouts and opaque directories: a
-    // directory of new and changed entries alone (most of them) is never compared.
-    const below =
-      belowIsDir && (whiteouts.size > 0 || merged !== undefined) ? await view.list(rel) : new Map();
+    // directory of new and changed entries alone (most of them) is never compared. The root is
+    // never opaque (no process can remove it): it is listed for its whiteouts only.
+    const mayBeOpaque = merged !== undefined && rel !== "";
+    const below = belowIsDir && (whiteouts.size > 0 || mayBeOpaque) ? await view.list(rel) : new Map();
     let opaque = false;
-    if (below.size > 0 && merged !== undefined) {
+    if (below.size > 0 && mayBeOpaque) {
       const visible = new Set(readdirSync(childPath(merged, rel)));
       for (const name of below.keys()) {
         if (!visible.has(name) && !whiteouts.has(name)) opaque = true;

@@ -11,10 +11,11 @@ import { parseDockerfileCached } from "../../frontend/syntax/parse-cache.js";
 import { hostPlatform } from "../../oci/platform.js";
 import { defaultStoreRoot, type Store } from "../../oci/store/index.js";
 import { CacheIndex } from "../../solver/cache.js";
-import { INLINE_CACHE_FIELD } from "../../solver/cache-description.js";
+import { encodeCacheDescription, INLINE_CACHE_FIELD } from "../../solver/cache-description.js";
 import { applyGcPolicy, parseDuration } from "../../solver/gc.js";
 import type { BuildGraph } from "../../solver/graph.js";
 import { StepFailedError, solve } from "../../solver/solve.js";
+import { inputsFirst } from "../../solver/walk.js";
 import {
   makeBuildStateDir,
   removeAbandonedBuildStates,
@@ -216,7 +217,7 @@ async function build(
     // Inline cache rides in the image config, so it is collected before the image is assembled.
     const image =
       cacheTo?.type === "inline"
-        ? { ...lowered.image, [INLINE_CACHE_FIELD]: await cacheOf("min") }
+        ? { ...lowered.image, [INLINE_CACHE_FIELD]: encodeCacheDescription(await cacheOf("min")) }
         : lowered.image;
     const exported = await progress.internal("exporting to image", () =>
       exportBuild(
@@ -466,28 +467,20 @@ function checkRequiredSecrets(
   }
 }
 
+const inputsIn = (graph: BuildGraph) => (digest: string) => graph.vertices[digest]?.inputs ?? [];
+
 /** The vertices `root` needs: the steps a build reports on. */
 function reachable(graph: BuildGraph, root: string): Set<string> {
-  const seen = new Set<string>();
-  const visit = (digest: string) => {
-    if (seen.has(digest)) return;
-    seen.add(digest);
-    for (const input of graph.vertices[digest]?.inputs ?? []) visit(input);
-  };
-  visit(root);
-  return seen;
+  return new Set(inputsFirst([root], inputsIn(graph)));
 }
 
 /** Which stage each vertex belongs to, for `--no-cache-filter`: the stage whose root reaches it first. */
 function vertexStages(graph: BuildGraph, stages: { name: string; root?: string }[]): Map<string, string> {
   const owner = new Map<string, string>();
+  const seen = new Set<string>();
   for (const stage of stages) {
-    const visit = (digest: string) => {
-      if (owner.has(digest)) return;
-      owner.set(digest, stage.name);
-      for (const input of graph.vertices[digest]?.inputs ?? []) visit(input);
-    };
-    if (stage.root) visit(stage.root);
+    if (!stage.root) continue;
+    for (const digest of inputsFirst([stage.root], inputsIn(graph), seen)) owner.set(digest, stage.name);
   }
   return owner;
 }

@@ -7,6 +7,7 @@ import { TbuildError } from "../../errors/index.js";
 import { InvalidPlatformError, type Platform, parsePlatform } from "../../oci/platform.js";
 import type { ImageConfig } from "../../oci/spec.js";
 import type { BuildGraph, ExecOp, VertexDigest } from "../../solver/graph.js";
+import { inputsFirst } from "../../solver/walk.js";
 import { DockerfileError } from "../errors.js";
 import type {
   ArgInstruction,
@@ -122,11 +123,13 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
     parseInstruction(node, { file, lines: ast.lines, warn: (message, range) => warn(message, range.start) }),
   );
   const lexer = new ShellLex({ escapeToken: ast.escapeToken });
-  const expand = (word: string, env: EnvLookup, at: Position) => {
+  const expand = (word: string, env: EnvLookup, at: Position, using = lexer) => {
     try {
-      return lexer.processWordWithMatches(word, env);
+      return using.processWordWithMatches(word, env);
     } catch (err) {
-      if (err instanceof ShellExpansionError) throw errorAt(err.message, at);
+      if (err instanceof ShellExpansionError) {
+        throw errorAt(err.message, err.offset === undefined ? at : positionInWord(ast, word, err.offset, at));
+      }
       throw err;
     }
   };
@@ -262,14 +265,10 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
   }
   detectCycles(stages, errorAt);
 
-  const reachable = new Set<StageDef>();
-  const visit = (stage: StageDef) => {
-    if (reachable.has(stage)) return;
-    reachable.add(stage);
-    if (stage.baseStage) visit(stage.baseStage);
-    for (const dep of stage.deps.keys()) visit(dep);
-  };
-  visit(target);
+  // A stage's base and sources, which it needs dispatched before it (without recursion: a
+  // generated Dockerfile may chain thousands of stages).
+  const needs = (stage: StageDef) => [...(stage.baseStage ? [stage.baseStage] : []), ...stage.deps.keys()];
+  const reachable = new Set(inputsFirst([target], needs));
 
   // Resolve every image the reachable stages need, all at once.
   const images = new Map<string, Promise<ResolvedImage>>();
@@ -352,16 +351,7 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
   };
 
   // Dispatch in dependency order: a stage's bases and sources before the stage.
-  const order: StageDef[] = [];
-  const placed = new Set<StageDef>();
-  const place = (stage: StageDef) => {
-    if (placed.has(stage)) return;
-    placed.add(stage);
-    if (stage.baseStage) place(stage.baseStage);
-    for (const dep of stage.deps.keys()) place(dep);
-    order.push(stage);
-  };
-  place(target);
+  const order = inputsFirst([target], needs);
   for (const stage of order) {
     states.set(
       stage,
@@ -400,6 +390,33 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
   };
 }
 
+/**
+ * Where in the Dockerfile the character `offset` code points into `word` is, when the word is
+ * written as it is in the instruction that starts at or covers `at`, from `at` on; else `at`.
+ */
+function positionInWord(ast: DockerfileAst, word: string, offset: number, at: Position): Position {
+  const covers = (node: DockerfileAst["instructions"][number]) =>
+    (node.range.start.line < at.line ||
+      (node.range.start.line === at.line && node.range.start.column <= at.column)) &&
+    node.range.end.line >= at.line;
+  const node = ast.instructions.find(covers);
+  if (!node || word === "") return at;
+  // The instruction's text from `at` on, its lines joined as they are written (a heredoc's body
+  // is its lines; a word continued with the escape token is not found, and `at` stands).
+  const lines = ast.lines.slice(at.line - 1, node.range.end.line);
+  const text = lines.join("\n");
+  const found = text.indexOf(word, at.column - 1);
+  if (found < 0) return at;
+  const target = found + Array.from(word).slice(0, offset).join("").length;
+  let index = 0;
+  let lineStart = 0;
+  while (index < lines.length - 1 && target > lineStart + lines[index]!.length) {
+    lineStart += lines[index]!.length + 1;
+    index++;
+  }
+  return { line: at.line + index, column: target - lineStart + 1 };
+}
+
 export function stageName(stage: StageDef): string {
   return stage.name ?? `stage-${stage.index}`;
 }
@@ -421,26 +438,36 @@ function sourceRefs(instruction: Instruction): string[] {
   return [];
 }
 
+/** A depth-first walk from each stage along its sources and base, with the path walked kept in a list. */
 function detectCycles(stages: StageDef[], errorAt: (reason: string, at: Position) => DockerfileError) {
-  const done = new Set<StageDef>();
-  const onPath = new Set<StageDef>();
-  const visit = (stage: StageDef): Instruction | undefined => {
-    if (done.has(stage)) return undefined;
-    onPath.add(stage);
-    const edges: [StageDef, Instruction][] = [...stage.deps];
-    if (stage.baseStage) edges.push([stage.baseStage, stage.from]);
-    for (const [dep, via] of edges) {
-      if (onPath.has(dep)) return via;
-      const found = visit(dep);
-      if (found) return found;
-    }
-    onPath.delete(stage);
-    done.add(stage);
-    return undefined;
+  const edges = (stage: StageDef): Iterator<[StageDef, Instruction]> => {
+    const all: [StageDef, Instruction][] = [...stage.deps];
+    if (stage.baseStage) all.push([stage.baseStage, stage.from]);
+    return all[Symbol.iterator]();
   };
-  for (const stage of stages) {
-    const via = visit(stage);
-    if (via) throw errorAt(`circular dependency detected on stage: ${stageName(stage)}`, via.range.start);
+  const done = new Set<StageDef>();
+  for (const start of stages) {
+    if (done.has(start)) continue;
+    const onPath = new Set<StageDef>([start]);
+    const path = [{ stage: start, edges: edges(start) }];
+    while (path.length > 0) {
+      const top = path[path.length - 1]!;
+      const next = top.edges.next();
+      if (next.done) {
+        path.pop();
+        onPath.delete(top.stage);
+        done.add(top.stage);
+        continue;
+      }
+      const [dep, via] = next.value;
+      if (onPath.has(dep)) {
+        throw errorAt(`circular dependency detected on stage: ${stageName(start)}`, via.range.start);
+      }
+      if (!done.has(dep)) {
+        onPath.add(dep);
+        path.push({ stage: dep, edges: edges(dep) });
+      }
+    }
   }
 }
 

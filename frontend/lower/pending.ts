@@ -5,6 +5,7 @@
  */
 import { digestOf } from "../../solver/digest.js";
 import type { BuildGraph, Op, VertexDigest, VertexInfo } from "../../solver/graph.js";
+import { inputsFirst } from "../../solver/walk.js";
 
 export interface PendingVertex {
   op: Op;
@@ -16,21 +17,25 @@ export function pending(op: Op, inputs: PendingVertex[], info: VertexInfo): Pend
   return { op, inputs, info };
 }
 
-/** Computes digests bottom-up; identical ops with identical inputs collapse into one vertex. */
+/**
+ * Computes digests bottom-up (inputs first, without recursion: a long Dockerfile is a deep chain);
+ * identical ops with identical inputs collapse into one vertex.
+ */
 export class GraphAssembler {
   readonly graph: BuildGraph = { vertices: {}, info: {} };
   private readonly digests = new Map<PendingVertex, VertexDigest>();
+  private readonly visited = new Set<PendingVertex>();
 
   digest(vertex: PendingVertex): VertexDigest {
-    const known = this.digests.get(vertex);
-    if (known) return known;
-    const inputs = vertex.inputs.map((input) => this.digest(input));
-    const digest = digestOf({ op: vertex.op, inputs });
-    this.digests.set(vertex, digest);
-    if (!(digest in this.graph.vertices)) {
-      this.graph.vertices[digest] = { op: vertex.op, inputs };
-      this.graph.info[digest] = vertex.info;
+    for (const next of inputsFirst([vertex], (v) => v.inputs, this.visited)) {
+      const inputs = next.inputs.map((input) => this.digests.get(input)!);
+      const digest = digestOf({ op: next.op, inputs });
+      this.digests.set(next, digest);
+      if (!(digest in this.graph.vertices)) {
+        this.graph.vertices[digest] = { op: next.op, inputs };
+        this.graph.info[digest] = next.info;
+      }
     }
-    return digest;
+    return this.digests.get(vertex)!;
   }
 }

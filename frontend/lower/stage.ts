@@ -58,7 +58,8 @@ export interface DispatchContext {
   singleStage: boolean;
   context: PendingVertex;
   contextPaths: Set<string>;
-  expand(word: string, env: EnvLookup, at: Position): ExpandResult;
+  /** Expands with `lexer` (`lexer` above by default); an error names the place in the Dockerfile. */
+  expand(word: string, env: EnvLookup, at: Position, lexer?: ShellLex): ExpandResult;
   errorAt(reason: string, at: Position): DockerfileError;
   warn(message: string, at?: Position): void;
   warnUndeclared(names: Set<string>, at: Position): void;
@@ -184,12 +185,32 @@ function envFromList(list: string[]): Map<string, string> {
   return env;
 }
 
+/**
+ * Where each name first appears in an image config's Env list, by list: ENV replaces a variable
+ * in place, and a Dockerfile of 100,000 ENV lines must not scan the list for each of them.
+ */
+const envListIndex = new WeakMap<string[], Map<string, number>>();
+
 function setConfigEnv(image: ImageConfig, key: string, value: string) {
   image.config.Env ??= [];
   const list = image.config.Env;
-  const i = list.findIndex((e) => e === key || e.startsWith(`${key}=`));
-  if (i >= 0) list[i] = `${key}=${value}`;
-  else list.push(`${key}=${value}`);
+  let index = envListIndex.get(list);
+  if (!index) {
+    index = new Map();
+    for (const [i, entry] of list.entries()) {
+      const eq = entry.indexOf("=");
+      const name = eq < 0 ? entry : entry.slice(0, eq);
+      if (!index.has(name)) index.set(name, i);
+    }
+    envListIndex.set(list, index);
+  }
+  const i = index.get(key);
+  if (i !== undefined) {
+    list[i] = `${key}=${value}`;
+  } else {
+    index.set(key, list.length);
+    list.push(`${key}=${value}`);
+  }
 }
 
 function commit(st: StageState, createdBy: string, withLayer: boolean, fromGraph = false) {
@@ -831,11 +852,7 @@ async function dispatchCopy(st: StageState, ins: CopyInstruction, ctx: DispatchC
 
 /** A heredoc file's body is expanded, but its quotes belong to the file: they are not processed. */
 function expandHeredoc(ctx: DispatchContext, body: string, env: EnvLookup, at: Position): string {
-  try {
-    return ctx.heredocLexer.processWord(body, env);
-  } catch (err) {
-    throw ctx.errorAt((err as Error).message, at);
-  }
+  return ctx.expand(body, env, at, ctx.heredocLexer).result;
 }
 
 function urlFilename(url: string): string {

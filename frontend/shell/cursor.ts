@@ -25,6 +25,11 @@ export class Cursor {
     return ch;
   }
 
+  /** How many characters (code points) have been consumed. */
+  get offset(): number {
+    return this.position;
+  }
+
   get atEnd(): boolean {
     return this.position >= this.chars.length;
   }

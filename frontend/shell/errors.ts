@@ -8,9 +8,12 @@ import { TbuildError } from "../../errors/index.js";
 export class ShellExpansionError extends TbuildError {
   /** The whole word being expanded, as written. */
   readonly word: string;
+  /** Where in `word` the problem is (code points from its start), when it is one place. */
+  readonly offset: number | undefined;
 
-  constructor(message: string, word: string) {
+  constructor(message: string, word: string, offset?: number) {
     super("E_SHELL_EXPANSION", message);
     this.word = word;
+    this.offset = offset;
   }
 }

@@ -1,8 +1,8 @@
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { DatabaseSync } from "node:sqlite";
 import { describe, expect, it } from "vitest";
+import { CacheIndex } from "../../solver/cache.js";
 import { tbuild, tbuildBin } from "../helpers/cli.js";
 import { importBusybox } from "../helpers/images.js";
 import { tempDirs } from "../helpers/temp.js";
@@ -13,16 +13,17 @@ const tempDir = tempDirs();
 function recordsPointAtStoredBlobs(store: string): boolean {
   const file = path.join(store, "cache", "index.db");
   if (!existsSync(file)) return true;
-  const db = new DatabaseSync(file, { readOnly: true });
+  const cache = new CacheIndex(file);
   try {
-    const rows = db.prepare("SELECT result FROM results").all() as { result: string }[];
-    return rows.every((row) =>
-      (JSON.parse(row.result).layers as { descriptor: { digest: string } }[]).every((l) =>
-        existsSync(path.join(store, "blobs", ...l.descriptor.digest.split(":"))),
-      ),
-    );
+    return cache
+      .all()
+      .every((record) =>
+        record.result.layers.every((l) =>
+          existsSync(path.join(store, "blobs", ...l.descriptor.digest.split(":"))),
+        ),
+      );
   } finally {
-    db.close();
+    cache.close();
   }
 }
 

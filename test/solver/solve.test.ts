@@ -203,4 +203,35 @@ describe("solve", () => {
     expect(w.aborted).toEqual(["slow-sibling"]);
     expect(w.runs).not.toContain("never");
   });
+
+  it("solves a chain of 10,000 steps, then finds all of it cached, forced runs included", async () => {
+    const { cache } = fixture();
+    const { graph, step } = graphBuilder();
+    let root = step("step 0");
+    for (let i = 1; i < 10_000; i++) root = step(`step ${i}`, root);
+    const ran: string[] = [];
+    // Each step's result is empty: the chain, not the layers, is under test.
+    const worker: Worker = {
+      contentKey: async () => undefined,
+      run: async (vertex) => {
+        ran.push((vertex.op as ExecOp).args[2]!);
+        return { layers: [] };
+      },
+    };
+    const first = await solve(graph, root, { worker, cache, jobs: 2 });
+    expect(first.ran).toHaveLength(10_000);
+    expect(ran[0]).toBe("step 0");
+    expect(ran.at(-1)).toBe("step 9999");
+
+    const cached: SolveEvent[] = [];
+    const again = await solve(graph, root, { worker, cache, onEvent: (e) => cached.push(e) });
+    expect(again.ran).toEqual([]);
+    expect(cached.filter((e) => e.type === "vertex.cached")).toHaveLength(10_000);
+    expect(again.keys.get(root)).toBe(first.keys.get(root));
+
+    ran.length = 0;
+    const bottom = Object.keys(graph.vertices)[0]!;
+    await solve(graph, root, { worker, cache, ignoreCache: (d) => d === bottom });
+    expect(ran).toHaveLength(10_000);
+  });
 });

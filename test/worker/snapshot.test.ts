@@ -302,6 +302,95 @@ describe("a build step's overlay", () => {
   });
 });
 
+describe("a stack of many layers", () => {
+  /**
+   * 120 layers: a base, then one file per layer; every 10th layer deletes the file of the layer
+   * before it, every 7th rewrites the base's file, layer 50 makes /data opaque, layer 90 changes
+   * /srv's owner. What the merged root filesystem must then hold is worked out beside it.
+   */
+  async function deepImage() {
+    const tars = [
+      await layerTar([dir("data"), file("data/base", "base"), dir("srv"), file("motd", "motd 0")]),
+    ];
+    const expected = new Map<string, string>([
+      ["data/base", "base"],
+      ["motd", "motd 0"],
+    ]);
+    for (let i = 1; i < 120; i++) {
+      const specs = [file(`f${i}`, `file ${i}`)];
+      expected.set(`f${i}`, `file ${i}`);
+      if (i % 10 === 0) {
+        specs.push(whiteout(`f${i - 1}`));
+        expected.delete(`f${i - 1}`);
+      }
+      if (i % 7 === 0) {
+        specs.push(file("motd", `motd ${i}`));
+        expected.set("motd", `motd ${i}`);
+      }
+      if (i === 50) {
+        specs.push(dir("data"), opaque("data"), file("data/fresh", "fresh"));
+        expected.delete("data/base");
+        expected.set("data/fresh", "fresh");
+      }
+      if (i === 90) specs.push(dir("srv", { uid: 1234, gid: 1234, mode: 0o750 }));
+      tars.push(await layerTar(specs));
+    }
+    return { image: await storeImage(store, tars), expected };
+  }
+
+  async function contents(rootfs: string): Promise<Map<string, string>> {
+    const found = new Map<string, string>();
+    for (const name of await readdir(rootfs)) {
+      if (name === "data") {
+        for (const inner of await readdir(path.join(rootfs, "data"))) {
+          found.set(`data/${inner}`, await readFile(path.join(rootfs, "data", inner), "utf8"));
+        }
+      } else if (name !== "srv") {
+        found.set(name, await readFile(path.join(rootfs, name), "utf8"));
+      }
+    }
+    return found;
+  }
+
+  it("mounts as an overlay of a short stack, showing every layer's changes", async () => {
+    const { image, expected } = await deepImage();
+    const warnings: string[] = [];
+    const snapshotter = new Snapshotter(root, store.content, { warn: (m) => warnings.push(m) });
+    const lowers = await snapshotter.prepareImage(image);
+    const mount = await track(snapshotter.mountWritable(lowers));
+    expect(mount.mode, warnings.join("; ")).toBe("overlay");
+    expect(await contents(mount.rootfs)).toEqual(expected);
+    const srv = await lstat(path.join(mount.rootfs, "srv"));
+    expect([srv.uid, srv.gid, srv.mode & 0o7777]).toEqual([1234, 1234, 0o750]);
+    // The same again: what was flattened once is found, not made again.
+    expect(await snapshotter.prepareImage(image)).toEqual(lowers);
+  });
+
+  it("never lets a write to the root filesystem reach the layers it is made of", async () => {
+    const { image } = await deepImage();
+    const snapshotter = new Snapshotter(root, store.content);
+    const lowers = await snapshotter.prepareImage(image);
+    const mount = await track(snapshotter.mountWritable(lowers));
+    await writeFile(path.join(mount.rootfs, "f1"), "overwritten");
+    await chown(path.join(mount.rootfs, "f3"), 4321, 4321);
+    await mount.release();
+    const again = await track(snapshotter.mountWritable(await snapshotter.prepareImage(image)));
+    expect(await readFile(path.join(again.rootfs, "f1"), "utf8")).toBe("file 1");
+    expect((await lstat(path.join(again.rootfs, "f3"))).uid).toBe(0);
+  });
+
+  it("leaves its flattened layers to be pruned with the image's", async () => {
+    const { image } = await deepImage();
+    const snapshotter = new Snapshotter(root, store.content);
+    await snapshotter.prepareImage(image);
+    expect(await snapshotter.unneededLayers([image.config.rootfs.diff_ids])).toEqual([]);
+    const unneeded = await snapshotter.unneededLayers([]);
+    expect(unneeded.filter((d) => d.startsWith(`${snapshotter.flatDir}/`)).length).toBeGreaterThan(0);
+    await snapshotter.removeLayers(unneeded);
+    expect(await readdir(snapshotter.flatDir)).toEqual([]);
+  });
+});
+
 describe("LowerView", () => {
   it("looks paths up synchronously as overlayfs shows them: whiteouts hide, the top file wins", async () => {
     const snapshotter = new Snapshotter(root, store.content);

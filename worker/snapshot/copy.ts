@@ -3,7 +3,8 @@
  * copied into a plain directory (reflinks where the file system has them), with owners, permission
  * bits, mtimes, symbolic links, hard links (within a layer), FIFOs and devices (as real root). The
  * differ later finds the changes by ctime, so the copy ends by recording a ctime that no copied
- * entry exceeds and every later change will.
+ * entry exceeds and every later change will. The bottom of a deep stack of layers is flattened the
+ * same way, into a directory whose files are links to the layers' (which are never written to).
  */
 import { constants } from "node:fs";
 import {
@@ -26,9 +27,18 @@ import { LowerView } from "./lower-view.js";
 
 export interface CopyOptions {
   rootless: boolean;
+  /**
+   * Regular files are hard links to the layers' own (a copy where a link cannot be made): for a
+   * flattened stack, which like the layers it is made of is never written to; never for a root
+   * filesystem a step writes to.
+   */
+  linkFiles?: boolean;
   warn?(message: string): void;
   signal?: AbortSignal;
 }
+
+/** Why a hard link could not be made where a copy can: too many links, another file system, not allowed. */
+const LINK_REFUSALS = new Set(["EMLINK", "EXDEV", "EPERM"]);
 
 /** Copies the merged view of `lowers` (lowest first) into the existing directory `dest`. */
 export async function copyLayers(
@@ -56,6 +66,15 @@ export async function copyLayers(
         await chmod(to, mode);
         await lutimes(to, stat.atime, stat.mtime);
         continue;
+      }
+      if (stat.isFile() && options.linkFiles) {
+        try {
+          // The very file: its owner, mode and times are the layer's, and must not be set again.
+          await link(entry.source, to);
+          continue;
+        } catch (err) {
+          if (!LINK_REFUSALS.has((err as NodeJS.ErrnoException).code ?? "")) throw err;
+        }
       }
       if (stat.isFile()) {
         const key = `${stat.dev}:${stat.ino}`;

@@ -199,10 +199,26 @@ function requirePrivileges(what: string): void {
   }
 }
 
+/**
+ * How many layer directories a stack may have before its bottom is flattened, and how many layers
+ * each flattened directory then stands for. The kernel stacks at most 500 overlay layers, in at
+ * most a page of mount options (about 55 of ours); every lookup of a path a step's process makes
+ * searches the layers in turn, and so does the differ. A stack kept short keeps a step's cost the
+ * same at the 600th layer as at the 6th: `[flattened 0..n*32) + the rest]` is at most 33 layers,
+ * and a build adds a flattened directory every 32 layers, each made from the one before.
+ */
+const MAX_STACK = 40;
+const FLATTEN_EVERY = 32;
+
 export class Snapshotter {
   readonly root: string;
   /** Where unpacked layers live, each in a directory named by its chain ID. */
   readonly layersDir: string;
+  /**
+   * Where flattened stacks live: the merged view of a stack's layers in one directory (files
+   * hard-linked to the layers'), named by the stack's chain ID.
+   */
+  readonly flatDir: string;
   private readonly mountsDir: string;
   private readonly options: SnapshotterOptions;
   /** Kept for the layer blobs' leases and future GC; blobs are opened through the Image. */
@@ -212,6 +228,7 @@ export class Snapshotter {
   constructor(storeRoot: string, content: ContentStore, options: SnapshotterOptions = {}) {
     this.root = path.join(path.resolve(storeRoot), "snapshots");
     this.layersDir = path.join(this.root, "layers");
+    this.flatDir = path.join(this.root, "flat");
     this.mountsDir = path.join(this.root, "mounts");
     this.content = content;
     this.options = options;
@@ -236,11 +253,14 @@ export class Snapshotter {
       const state = await this.readState(id).catch(() => undefined);
       for (const lower of state?.lowers ?? []) needed.add(path.basename(lower));
     }
-    const names = await readdir(this.layersDir).catch(() => [] as string[]);
-    // Temp directories and locks (a name with a dot) belong to unpacks under way.
-    return names
-      .filter((name) => !name.includes(".") && !needed.has(name))
-      .map((name) => path.join(this.layersDir, name));
+    const unneeded: string[] = [];
+    for (const dir of [this.layersDir, this.flatDir]) {
+      const names = await readdir(dir).catch(() => [] as string[]);
+      // Temp directories and locks (a name with a dot) belong to unpacks under way.
+      for (const name of names)
+        if (!name.includes(".") && !needed.has(name)) unneeded.push(path.join(dir, name));
+    }
+    return unneeded;
   }
 
   /**
@@ -253,7 +273,9 @@ export class Snapshotter {
 
   /**
    * Unpacks each layer of the image once (keyed by chain ID; layers shared between images are
-   * unpacked once), returns the layer directories lowest first. Safe with concurrent tbuild processes.
+   * unpacked once), returns the directories to stack, lowest first: the layers' own, the bottom
+   * ones flattened into one when there are more than MAX_STACK. Safe with concurrent tbuild
+   * processes.
    */
   async prepareImage(image: Image, signal?: AbortSignal): Promise<string[]> {
     const ids = chainIds(image.layers.map((layer) => layer.diffId));
@@ -264,44 +286,98 @@ export class Snapshotter {
       // Synchronous: one lstat per layer on every `tbuild run`.
       if (!existsNow(dir)) {
         requirePrivileges("unpack image layers");
-        await this.unpackOnce(dir, dirs.slice(), ids[i]!, layer, signal);
+        // What the layer is unpacked onto, as short a stack as what it will be mounted on.
+        const lowers = await this.shortenStack(dirs, ids, signal);
+        await this.makeOnce(this.layersDir, dir, signal, async () => {
+          // Loaded when needed: `tbuild run` of an unpacked image never unpacks, diffs or copies.
+          const { unpackLayer } = await import("../unpack.js");
+          await unpackLayer(layer.open(), dir, {
+            rootless: inUserNamespace(),
+            lowers,
+            diffId: layer.diffId,
+            what: `layer ${layer.descriptor.digest}`,
+            ...(signal ? { signal } : {}),
+            ...(this.options.warn ? { warn: this.options.warn } : {}),
+          });
+          this.options.onUnpack?.({ chainId: ids[i]!, diffId: layer.diffId });
+        });
       }
       dirs.push(dir);
     }
-    return dirs;
+    return this.shortenStack(dirs, ids, signal);
   }
 
-  private async unpackOnce(
-    dir: string,
-    lowers: string[],
-    chainId: string,
-    layer: Layer,
+  /**
+   * `dirs` (the layers of the stack `ids`) as at most MAX_STACK directories: the bottom
+   * `n * FLATTEN_EVERY` layers as one flattened directory, made once per stack from the flattened
+   * directory below it (or from the layers themselves).
+   */
+  private async shortenStack(
+    dirs: readonly string[],
+    ids: readonly string[],
     signal: AbortSignal | undefined,
+  ): Promise<string[]> {
+    if (dirs.length <= MAX_STACK) return [...dirs];
+    const flattened = dirs.length - (dirs.length % FLATTEN_EVERY);
+    const flatOf = (count: number) => path.join(this.flatDir, hexOf(ids[count - 1]!));
+    let count = flattened;
+    while (count > 0 && !existsNow(flatOf(count))) count -= FLATTEN_EVERY;
+    let bottom = count > 0 ? [flatOf(count)] : [];
+    for (count += FLATTEN_EVERY; count <= flattened; count += FLATTEN_EVERY) {
+      const dir = flatOf(count);
+      const lowers = [...bottom, ...dirs.slice(count - FLATTEN_EVERY, count)];
+      requirePrivileges("flatten image layers");
+      await this.makeOnce(this.flatDir, dir, signal, () => this.flatten(lowers, dir, signal));
+      bottom = [dir];
+    }
+    return [...bottom, ...dirs.slice(flattened)];
+  }
+
+  /** The merged view of `lowers` as the new directory `dir`, made aside and renamed into place. */
+  private async flatten(lowers: string[], dir: string, signal: AbortSignal | undefined): Promise<void> {
+    const temp = path.join(
+      path.dirname(dir),
+      `.tmp-${path.basename(dir)}-${process.pid}-${randomBytes(6).toString("hex")}`,
+    );
+    await mkdir(temp, { mode: 0o700 });
+    try {
+      const { copyLayers } = await import("./copy.js");
+      await copyLayers(lowers, temp, {
+        rootless: inUserNamespace(),
+        linkFiles: true,
+        ...(signal ? { signal } : {}),
+        ...(this.options.warn ? { warn: this.options.warn } : {}),
+      });
+      await rename(temp, dir);
+    } catch (err) {
+      await rm(temp, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  /**
+   * Makes the directory `dir` (in `parent`) with `make` unless it exists, once across processes:
+   * under a lock file beside it, whose holder, if it died, is noticed and replaced.
+   */
+  private async makeOnce(
+    parent: string,
+    dir: string,
+    signal: AbortSignal | undefined,
+    make: () => Promise<void>,
   ): Promise<void> {
-    const { diffId } = layer;
-    await mkdir(this.layersDir, { recursive: true, mode: 0o700 });
+    await mkdir(parent, { recursive: true, mode: 0o700 });
     const lock = `${dir}.lock`;
     for (;;) {
       if (await exists(dir)) return;
       if (!(await takeLock(lock))) {
-        // Another live process is unpacking it: wait for its directory (or for it to die).
+        // Another live process is making it: wait for its directory (or for it to die).
         await sleep(50, undefined, signal ? { signal } : {});
         continue;
       }
       try {
         if (await exists(dir)) return;
-        await this.removeAbandonedTemps(path.basename(dir));
-        // Loaded when needed: `tbuild run` of an unpacked image never unpacks, diffs or copies.
-        const { unpackLayer } = await import("../unpack.js");
-        await unpackLayer(layer.open(), dir, {
-          rootless: inUserNamespace(),
-          lowers,
-          diffId,
-          what: `layer ${layer.descriptor.digest}`,
-          ...(signal ? { signal } : {}),
-          ...(this.options.warn ? { warn: this.options.warn } : {}),
-        });
-        this.options.onUnpack?.({ chainId, diffId });
+        await this.removeAbandonedTemps(parent, path.basename(dir));
+        await make();
         return;
       } finally {
         await releaseLock(lock);
@@ -309,14 +385,14 @@ export class Snapshotter {
     }
   }
 
-  /** Temp directories of a layer whose unpacking process is gone (`.tmp-<name>-<pid>-<random>`). */
-  private async removeAbandonedTemps(name: string): Promise<void> {
+  /** Temp directories of a layer whose making process is gone (`.tmp-<name>-<pid>-<random>`). */
+  private async removeAbandonedTemps(parent: string, name: string): Promise<void> {
     const prefix = `.tmp-${name}-`;
-    for (const entry of await readdir(this.layersDir)) {
+    for (const entry of await readdir(parent)) {
       if (!entry.startsWith(prefix)) continue;
       const pid = Number(entry.slice(prefix.length).split("-")[0]);
       if (Number.isInteger(pid) && (await processStart(pid)) !== undefined) continue;
-      await rm(path.join(this.layersDir, entry), { recursive: true, force: true });
+      await rm(path.join(parent, entry), { recursive: true, force: true });
     }
   }
 

@@ -1,7 +1,9 @@
 // biome-ignore-all lint/suspicious/noTemplateCurlyInString: shell words are written with ${...} on purpose
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { TbuildError } from "../../../errors/index.js";
 import { ShellExpansionError, ShellLex, type ShellLexOptions } from "../../../frontend/shell/index.js";
+import { MAX_EXPANSION_DEPTH } from "../../../frontend/shell/lex.js";
 
 const env = (vars: Record<string, string> = {}) => new Map(Object.entries(vars));
 const word = (text: string, vars: Record<string, string> = {}, options?: ShellLexOptions) =>
@@ -321,5 +323,93 @@ describe("errors a user can read", () => {
     ["${x:?must be set}", "x: must be set"],
   ])("%s → %s", (text, message) => {
     expect(failure(text).message).toBe(message);
+  });
+});
+
+describe("nesting", () => {
+  const nested = (depth: number, open = "${A:-", close = "}") =>
+    `${open.repeat(depth)}x${close.repeat(depth)}`;
+
+  it(`expands \${...} nested ${MAX_EXPANSION_DEPTH} deep`, () => {
+    expect(word(nested(MAX_EXPANSION_DEPTH))).toBe("x");
+    expect(word(nested(MAX_EXPANSION_DEPTH, '"${A:-', '}"'))).toBe("x");
+  });
+
+  it.each([
+    ["${A:-", "}"],
+    ['"${A:-', '}"'],
+    ["${A/", "/}"],
+  ])(
+    "refuses %s nested one level deeper, naming the limit and where the deepest ${ starts",
+    (open, close) => {
+      const err = failure(nested(MAX_EXPANSION_DEPTH + 1, open, close));
+      expect(err.message).toMatch(`variable expansion nested deeper than ${MAX_EXPANSION_DEPTH} levels`);
+      expect(err.offset).toBe(open.length * MAX_EXPANSION_DEPTH + open.indexOf("$"));
+    },
+  );
+
+  it("refuses a word nested thousands deep with the same error, not a stack overflow", () => {
+    const err = failure(nested(20_000));
+    expect(err.message).toMatch("nested deeper than");
+    expect(err.offset).toBe(5 * MAX_EXPANSION_DEPTH);
+  });
+
+  it("counts depth, not how many ${...} a word holds", () => {
+    expect(word("${A:-x}".repeat(5_000))).toBe("x".repeat(5_000));
+  });
+});
+
+describe("the literal-word shortcut", () => {
+  const literal = [
+    "a",
+    "Z",
+    "_",
+    "1",
+    ".",
+    "/",
+    "=",
+    "-",
+    ":",
+    " ",
+    "\t",
+    "\n",
+    "\u00a0",
+    "\u2003",
+    "é",
+    "😀",
+    "\ud800",
+  ];
+  const special = ["$", "{", "}", "'", '"', "\\", "`", "<", "\uFEFF", "#", "%"];
+  const wordOf = (chars: string[]) =>
+    fc.array(fc.constantFrom(...chars), { maxLength: 12 }).map((a) => a.join(""));
+
+  it("gives what reading the word a character at a time gives, for any word and options", () => {
+    const outcome = (read: () => unknown) => {
+      try {
+        return read();
+      } catch (err) {
+        return `error: ${(err as Error).message}`;
+      }
+    };
+    fc.assert(
+      fc.property(
+        fc.oneof(wordOf(literal), wordOf([...literal, ...special])),
+        fc.record({
+          escapeToken: fc.constantFrom("\\" as const, "`" as const),
+          rawQuotes: fc.boolean(),
+          rawEscapes: fc.boolean(),
+          skipUnsetEnv: fc.boolean(),
+          skipProcessQuotes: fc.boolean(),
+        }),
+        (text, options) => {
+          const lex = new ShellLex(options);
+          const vars = env({ A: "x y" });
+          expect(outcome(() => lex.processWordWithMatches(text, vars))).toEqual(
+            outcome(() => lex.expandInFull(text, vars)),
+          );
+        },
+      ),
+      { numRuns: 2_000 },
+    );
   });
 });

@@ -1,0 +1,85 @@
+/**
+ * A cache description as written (`--cache-to`, inline cache) names each record's layers as the
+ * top of a stack: deep builds' descriptions stay small, and what a registry sends is checked.
+ */
+import { describe, expect, it } from "vitest";
+import { MediaType } from "../../oci/spec.js";
+import {
+  type CacheDescription,
+  encodeCacheDescription,
+  parseCacheDescription,
+} from "../../solver/cache-description.js";
+import type { LayerRef } from "../../solver/worker.js";
+
+const layer = (i: number): LayerRef => {
+  const hex = i.toString(16).padStart(64, "0");
+  return {
+    descriptor: { mediaType: MediaType.ociLayerGzip, digest: `sha256:${hex}`, size: i },
+    diffId: `sha256:${hex}`,
+  };
+};
+const record = (key: string, layers: LayerRef[]) => ({
+  key,
+  name: key,
+  material: { op: key, inputs: [] },
+  layers,
+});
+
+/** As JSON, the way it travels. */
+const travel = (value: unknown) => JSON.parse(JSON.stringify(value)) as unknown;
+
+describe("a written cache description", () => {
+  it("holds the records of a 3,000-step chain in about a megabyte, and reads back the same", () => {
+    const records = [];
+    let layers: LayerRef[] = [];
+    for (let i = 0; i < 3_000; i++) {
+      layers = [...layers, layer(i)];
+      records.push(record(`key-${i}`, layers));
+    }
+    records.push(record("empty", []), record("branch", [layer(0), layer(7)]));
+    const description: CacheDescription = { records };
+    const written = JSON.stringify(encodeCacheDescription(description));
+    // Listed whole, the layers of these records would take ~1 GB: more than a string can hold.
+    expect(written.length).toBeLessThan(2_000_000);
+    const parsed = new Map(parseCacheDescription(JSON.parse(written)).records.map((r) => [r.key, r]));
+    expect(parsed.size).toBe(records.length);
+    for (const original of records) {
+      const read = parsed.get(original.key)!;
+      expect([read.name, read.material, read.layers.length]).toEqual([
+        original.name,
+        original.material,
+        original.layers.length,
+      ]);
+    }
+    for (const key of ["key-0", "key-1234", "key-2999", "empty", "branch"]) {
+      expect(parsed.get(key)!.layers).toEqual(travel(records.find((r) => r.key === key)!.layers));
+    }
+  });
+
+  it("still reads a description whose records list their layers", () => {
+    const description = { records: [record("a", [layer(1), layer(2)]), record("b", [])] };
+    expect(parseCacheDescription(travel(description))).toEqual(travel(description));
+  });
+
+  it("drops records whose stack is not one: out of range, or on a stack not below it", () => {
+    const stacks = [
+      { layer: layer(0) },
+      { below: 0, layer: layer(1) },
+      { below: 3, layer: layer(2) },
+      { below: 2, layer: layer(3) },
+      { below: -1, layer: layer(4) },
+      { below: 1, layer: { digest: "x" } },
+    ];
+    const records = [0, 1, 2, 3, 4, 5, 6, "1"].map((stack, i) => ({
+      key: `k${i}`,
+      name: "n",
+      material: {},
+      stack,
+    }));
+    const parsed = parseCacheDescription({ stacks, records });
+    expect(parsed.records.map((r) => [r.key, r.layers.length])).toEqual([
+      ["k0", 1],
+      ["k1", 2],
+    ]);
+  });
+});
