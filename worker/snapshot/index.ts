@@ -15,7 +15,7 @@ import { lstat, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { TbuildError } from "../../errors/index.js";
-import type { Image, Layer } from "../../oci/image.js";
+import type { Image } from "../../oci/image.js";
 import type { ContentStore } from "../../oci/store/content.js";
 import { digestOf } from "../../oci/store/content.js";
 import type { DiffOptions } from "../diff.js";
