@@ -23,7 +23,7 @@ import type { SecretSource } from "../../worker/ops/context.js";
 import { Snapshotter } from "../../worker/snapshot/index.js";
 import { hasWorkerPrivileges, reexecInUserNamespace } from "../../worker/userns.js";
 import { parseBuildContexts } from "../build-context.js";
-import { loadConfig, readBuildDefaults, readGcPolicy } from "../config.js";
+import { loadConfig, readBuildDefaults, readGcPolicy, readWorkerSettings } from "../config.js";
 import { type DockerfileInput, readDockerfileInput } from "../dockerfile.js";
 import { parseBuildNetwork } from "../network.js";
 import { describeStepFailure, openProgress, type ProgressSink, progressModeOf } from "../progress/index.js";
@@ -102,6 +102,7 @@ async function build(
       ? positiveInt(text(values, "jobs")!, "--jobs")
       : (readBuildDefaults(config).jobs ?? availableParallelism());
   const network = parseBuildNetwork(text(values, "network"));
+  const { snapshotter: snapshotMode } = readWorkerSettings(config);
   const store = await openCommandStore(ctx);
   // What builds killed with SIGKILL left: their state directories and the containers in them.
   await removeAbandonedBuildStates(store.root, { warn: ctx.warn });
@@ -163,7 +164,7 @@ async function build(
   try {
     const worker = new LocalWorker({
       store,
-      snapshotter: new Snapshotter(store.root, store.content),
+      snapshotter: new Snapshotter(store.root, store.content, snapshotMode ? { mode: snapshotMode } : {}),
       warn: ctx.warn,
       localSources: { ...buildContexts.localSources, context: contextDir },
       secrets,
