@@ -15,7 +15,6 @@ import {
 } from "../oci/store/index.js";
 import type { CacheIndex } from "../solver/cache.js";
 import { liveLayerStacks } from "../solver/gc.js";
-import { forgetSourceSnapshots } from "../worker/ops/source-snapshot.js";
 import { Snapshotter } from "../worker/snapshot/index.js";
 
 /**
@@ -33,7 +32,6 @@ export async function pruneUnneededLayers(
   const snapshotter = new Snapshotter(store.root, store.content);
   const unneeded = await snapshotter.unneededLayers(await liveLayerStacks(store, cache));
   const bytes = (await measure?.(unneeded)) ?? 0;
-  await forgetSourceSnapshots(snapshotter, unneeded);
   await snapshotter.removeLayers(unneeded);
   return bytes;
 }

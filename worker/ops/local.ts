@@ -151,9 +151,7 @@ export async function runLocal(op: LocalOp, _inputs: FsResult[], ctx: OpContext)
       compression: "uncompressed",
       signal: ctx.signal,
     });
-    if (await snapshot.finish(ctx.snapshotter, layer.diffId)) {
-      ctx.sourceContents?.set(ctx.snapshotter.layerDir(layer.diffId), snapshot.contents);
-    }
+    await snapshot.finish(ctx.snapshotter, layer.diffId);
     return { layers: [{ descriptor: layer.descriptor, diffId: layer.diffId }] };
   } finally {
     await snapshot.discard();
