@@ -5,7 +5,7 @@
  * minimal case, printed with its seed and written as JSON (into DIFFERENTIAL_FOUND_DIR when set);
  * the cases kept in test/fixtures/differential/ are replayed first.
  *
- * In `npm test` it runs a few cases (DIFFERENTIAL_RUNS, default 3); `npm run fuzz:build --
+ * In `npm test` it runs a few cases (DIFFERENTIAL_RUNS, default 6); `npm run fuzz:build --
  * --minutes N --seed S` runs it for N minutes (scripts/fuzz-build.ts).
  */
 import { chmodSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -15,7 +15,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { projectRoot, tbuildBin } from "../../helpers/cli.js";
 import { importBusybox } from "../../helpers/images.js";
 import { tempDirs } from "../../helpers/temp.js";
-import { type RunnerSetup, runScenario } from "./run.js";
+import { type RunnerSetup, runScenario, stats } from "./run.js";
 import { type Scenario, scenarioArb } from "./scenario.js";
 
 const tempDir = tempDirs();
@@ -23,7 +23,7 @@ let setup: RunnerSetup;
 
 const fixturesDir = path.join(projectRoot, "test/fixtures/differential");
 const minutes = Number(process.env.DIFFERENTIAL_MINUTES ?? 0);
-const runs = Number(process.env.DIFFERENTIAL_RUNS ?? 3);
+const runs = Number(process.env.DIFFERENTIAL_RUNS ?? 6);
 const seed =
   process.env.DIFFERENTIAL_SEED !== undefined ? Number(process.env.DIFFERENTIAL_SEED) : Date.now() % 2 ** 31;
 const verbose = process.env.DIFFERENTIAL_VERBOSE === "1";
@@ -88,11 +88,13 @@ describe("a rebuild equals a fresh build, and runs exactly the steps whose conte
         };
         writeFileSync(file, `${JSON.stringify(fixture, null, 2)}\n`);
         console.log(`differential: seed ${caseSeed} fails; its smallest case is in ${file}`);
-        expect.fail(fc.defaultReportMessage(details));
+        expect.fail(`${fc.defaultReportMessage(details)}\n\n${String(details.errorInstance)}`);
       }
       const elapsed = ((Date.now() - started) / 60_000).toFixed(1);
       console.log(
-        `differential: ${cases} case(s) clean in ${elapsed} minutes, seeds ${seed}..${seed + cases - 1}`,
+        `differential: ${cases} case(s) clean in ${elapsed} minutes, seeds ${seed}..${seed + cases - 1}; ` +
+          `${stats.rounds} builds (${stats.failedBuilds} failed alike in both stores), ` +
+          `${stats.stepsRun} steps run and ${stats.stepsCached} cached in the warm store`,
       );
     },
     minutes > 0 ? minutes * 60_000 + SHRINK_MS + 300_000 : 900_000,

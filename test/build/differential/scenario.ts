@@ -146,6 +146,12 @@ export const IGNORE_SETS: string[][] = [
 
 /** COPY/ADD sources from the context: files, directories, globs, links, the whole context. */
 const CONTEXT_SOURCES = [
+  // The whole context and whole directories, most often: then most edits reach a step.
+  ".",
+  ".",
+  ".",
+  "src",
+  "src",
   "a.txt",
   "b.txt",
   "src",
@@ -184,6 +190,10 @@ function coreContext(): Tree {
     docs: { kind: "dir", mode: 0o755 },
     "docs/readme.md": { kind: "file", content: "readme\n", mode: 0o644, mtime: MTIMES[2] },
     "data.tar": { kind: "file", content: "@tar:1", mode: 0o644, mtime: MTIMES[1] },
+    hard: { kind: "hardlink", of: "a.txt" },
+    "link-rel": { kind: "symlink", target: "a.txt", mtime: MTIMES[1] },
+    "link-abs": { kind: "symlink", target: "/src/main.txt", mtime: MTIMES[1] },
+    "link-dangling": { kind: "symlink", target: "missing", mtime: MTIMES[2] },
   };
 }
 
@@ -277,7 +287,9 @@ const copyArb: fc.Arbitrary<Instruction> = fc
     { requiredKeys: ["kind", "parents", "sources", "parentsSource", "stageSource", "dest", "link"] },
   )
   .map((c): Instruction => {
-    const sources = c.from ? [c.stageSource] : c.parents ? [c.parentsSource] : c.sources;
+    // ADD takes no --from.
+    const from = c.kind === "copy" ? c.from : undefined;
+    const sources = from ? [c.stageSource] : c.parents ? [c.parentsSource] : c.sources;
     // Several sources need a directory destination; --parents is kept to COPY from the context.
     const dest = sources.length > 1 && !c.dest.endsWith("/") ? "/dst/" : c.dest;
     return {
@@ -287,9 +299,9 @@ const copyArb: fc.Arbitrary<Instruction> = fc
       ...(c.chown !== undefined ? { chown: c.chown } : {}),
       ...(c.chmod !== undefined ? { chmod: c.chmod } : {}),
       ...(c.link ? { link: true } : {}),
-      ...(c.parents && !c.from && c.kind === "copy" ? { parents: true } : {}),
+      ...(c.parents && !from && c.kind === "copy" ? { parents: true } : {}),
       ...(c.exclude !== undefined ? { exclude: c.exclude } : {}),
-      ...(c.from ? { from: c.from } : {}),
+      ...(from ? { from } : {}),
     };
   });
 
@@ -390,14 +402,14 @@ const editArb: fc.Arbitrary<Edit> = fc.oneof(
     arbitrary: fc.record({ edit: fc.constant("dir-to-file" as const), pick: fc.nat(), content: contentArb }),
   },
   {
-    weight: 1,
+    weight: 2,
     arbitrary: fc.record({
       edit: fc.constant("retarget" as const),
       pick: fc.nat(),
       target: fc.constantFrom(...LINK_TARGETS),
     }),
   },
-  { weight: 1, arbitrary: fc.record({ edit: fc.constant("unlink" as const), pick: fc.nat() }) },
+  { weight: 2, arbitrary: fc.record({ edit: fc.constant("unlink" as const), pick: fc.nat() }) },
   {
     weight: 1,
     arbitrary: fc.record({
@@ -610,7 +622,9 @@ export function planDockerfile(dockerfile: Dockerfile): PlannedStage[] {
         case "copy":
         case "add": {
           let from: { stage: number } | { image: "busybox" } | undefined;
-          if (ins.from && "stage" in ins.from) {
+          if (ins.kind === "add") {
+            from = undefined;
+          } else if (ins.from && "stage" in ins.from) {
             const ref = stageRef(ins.from.stage, i);
             from = ref !== undefined && nonEmpty(ref) ? { stage: ref } : undefined;
           } else {
