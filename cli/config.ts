@@ -80,8 +80,15 @@ export const REGISTRY_KEYS = ["mirrors", "http", "insecure", "ca", "timeout"] as
 export const GC_KEYS = ["keep-storage", "keep-duration"] as const;
 /** The keys of `[build]`: defaults of `tbuild build` flags. */
 export const BUILD_KEYS = ["jobs"] as const;
+/** The keys of `[worker]`: how the local worker runs a build's steps. */
+export const WORKER_KEYS = ["snapshotter"] as const;
 /** Every table config.toml may have, with its keys (docs/config.md describes each). */
-export const CONFIG_TABLES = { registry: REGISTRY_KEYS, gc: GC_KEYS, build: BUILD_KEYS } as const;
+export const CONFIG_TABLES = {
+  registry: REGISTRY_KEYS,
+  gc: GC_KEYS,
+  build: BUILD_KEYS,
+  worker: WORKER_KEYS,
+} as const;
 
 function readRegistries(value: unknown, file: string): RegistryHostsConfig {
   if (value === undefined) return {};
@@ -164,6 +171,31 @@ export function readBuildDefaults(config: TbuildConfig): { jobs?: number } {
     defaults.jobs = value;
   }
   return defaults;
+}
+
+/** How a step's writable root filesystem is made: see SnapshotterOptions.mode. */
+export type SnapshotterChoice = "auto" | "overlay" | "copy";
+const SNAPSHOTTERS: readonly SnapshotterChoice[] = ["auto", "overlay", "copy"];
+
+/**
+ * `[worker]`: `snapshotter = "auto" | "overlay" | "copy"`, how build steps get their root
+ * filesystem ("copy" is the fallback "auto" takes where overlayfs cannot be mounted).
+ */
+export function readWorkerSettings(config: TbuildConfig): { snapshotter?: SnapshotterChoice } {
+  const table = config.other.worker;
+  if (table === undefined) return {};
+  if (!isTable(table)) throw new ConfigError(config.path, "worker must be a table");
+  const settings: { snapshotter?: SnapshotterChoice } = {};
+  for (const [name, value] of Object.entries(table)) {
+    if (name !== "snapshotter") {
+      throw new ConfigError(config.path, `unknown key worker.${name} (known: ${WORKER_KEYS.join(", ")})`);
+    }
+    if (typeof value !== "string" || !(SNAPSHOTTERS as readonly string[]).includes(value)) {
+      throw new ConfigError(config.path, `worker.snapshotter must be one of "${SNAPSHOTTERS.join('", "')}"`);
+    }
+    settings.snapshotter = value as SnapshotterChoice;
+  }
+  return settings;
 }
 
 function isTable(value: unknown): value is Record<string, unknown> {

@@ -17,7 +17,6 @@ import {
 import type { ContainerRecord } from "../runtime/containers.js";
 import type { CacheIndex } from "../solver/cache.js";
 import { liveLayerStacks } from "../solver/gc.js";
-import { forgetSourceSnapshots } from "../worker/ops/source-snapshot.js";
 import { Snapshotter } from "../worker/snapshot/index.js";
 
 /**
@@ -35,7 +34,6 @@ export async function pruneUnneededLayers(
   const snapshotter = new Snapshotter(store.root, store.content);
   const unneeded = await snapshotter.unneededLayers(await liveLayerStacks(store, cache));
   const bytes = (await measure?.(unneeded)) ?? 0;
-  await forgetSourceSnapshots(snapshotter, unneeded);
   await snapshotter.removeLayers(unneeded);
   return bytes;
 }

@@ -38,16 +38,6 @@ export interface DiffOptions {
   sourceDateEpoch?: number;
   /** Hears of what a layer cannot hold (sockets). */
   warn?(message: string): void;
-  /**
-   * No directory of the mount was removed and made again (a single copy's changes), so none is
-   * opaque: the diff needs no merged view, and an unmounted overlay is not mounted for it.
-   */
-  noOpaqueDirectories?: boolean;
-  /**
-   * A regular file's content known without reading it (path as in the tar): what it was linked or
-   * copied from holds these bytes. Used only when the length is the file's size.
-   */
-  contentOf?(path: string): Buffer | undefined;
 }
 
 /** A changed directory (or the root): what to write inside it. */
@@ -249,9 +239,7 @@ export async function* writeChanges(
         const size = Number(stat.size);
         const header: TarEntry = { ...base, path: relative, type: "File", size };
         if (size <= READ_WHOLE_BYTES) {
-          const known = options.contentOf?.(relative);
-          const content = known?.length === size ? known : readFileSync(entry.source);
-          const chunk = chunker.add(header, content);
+          const chunk = chunker.add(header, readFileSync(entry.source));
           if (chunk) yield chunk;
         } else {
           const gathered = chunker.flush();

@@ -16,7 +16,6 @@ export class LocalWorker implements Worker {
     this.options = {
       contextSelections: new WeakMap(),
       localSelections: new Map(),
-      sourceContents: new Map(),
       ...options,
     };
   }

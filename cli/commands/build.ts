@@ -26,7 +26,7 @@ import type { SecretSource } from "../../worker/ops/context.js";
 import { Snapshotter } from "../../worker/snapshot/index.js";
 import { hasWorkerPrivileges, reexecInUserNamespace } from "../../worker/userns.js";
 import { parseBuildContexts } from "../build-context.js";
-import { loadConfig, readBuildDefaults, readGcPolicy } from "../config.js";
+import { loadConfig, readBuildDefaults, readGcPolicy, readWorkerSettings } from "../config.js";
 import { type DockerfileInput, readDockerfileInput } from "../dockerfile.js";
 import { parseBuildNetwork } from "../network.js";
 import { describeStepFailure, openProgress, type ProgressSink, progressModeOf } from "../progress/index.js";
@@ -122,11 +122,12 @@ async function build(
     : undefined;
   const cacheFrom = list(values, "cache-from").map((spec) => buildCache!.parseCacheImportSpec(spec, ctx.cwd));
   const outputs = list(values, "output").map((spec) => parseOutputSpec(spec));
+  const { snapshotter: snapshotMode } = readWorkerSettings(config);
   const store = await openCommandStore(ctx);
   // What builds killed with SIGKILL left: their state directories and the containers in them,
   // then the root filesystems those containers ran on (still mounted, as real root).
   await removeAbandonedBuildStates(store.root, { warn: ctx.warn });
-  const snapshotter = new Snapshotter(store.root, store.content);
+  const snapshotter = new Snapshotter(store.root, store.content, snapshotMode ? { mode: snapshotMode } : {});
   await snapshotter.cleanAbandoned();
 
   const ast = await parseDockerfileCached(source, {

@@ -105,7 +105,8 @@ async function pruneUnpacked(
   }
   const containers = await readdir(path.join(root, "containers")).catch(() => [] as string[]);
   const dirs = [path.join(root, "cache-mounts")];
-  // With the unpacked layers go the records of what rebuilds may link from them.
+  // With the unpacked layers go the records of what rebuilds may link from them ("results" holds
+  // those of earlier versions, which linked a step's unchanged files from its previous result).
   if (containers.length === 0) {
     for (const dir of ["layers", "results", "sources"]) dirs.push(path.join(root, "snapshots", dir));
   } else warn("containers exist (tbuild ps -a): unpacked snapshots are kept");

@@ -1,6 +1,6 @@
 /**
  * Rebuilds after a change reuse what earlier builds unpacked and copied (source snapshots, kept
- * upper directories, files linked from a step's previous result). None of that may show: a
+ * upper directories). None of that may show: a
  * rebuild gives the image a fresh store gives for the same sources, no two paths of a root
  * filesystem share an inode, and a later step changing a reused file changes nothing earlier.
  */

@@ -5,7 +5,13 @@
 import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { CONFIG_TABLES, parseConfig, readBuildDefaults, readGcPolicy } from "../../cli/config.js";
+import {
+  CONFIG_TABLES,
+  parseConfig,
+  readBuildDefaults,
+  readGcPolicy,
+  readWorkerSettings,
+} from "../../cli/config.js";
 import { projectRoot } from "../helpers/cli.js";
 
 const docs = readFileSync(path.join(projectRoot, "docs/config.md"), "utf8");
@@ -67,14 +73,15 @@ describe("docs/config.md", () => {
     expect(config.registries["registry.corp.example"]?.ca).toEqual(["/etc/tbuild/certs/corp-root-ca.pem"]);
     expect(readGcPolicy(config)).toEqual({ keepStorage: 10e9, keepDuration: 168 * 3600 * 1000 });
     expect(readBuildDefaults(config)).toEqual({ jobs: 4 });
+    expect(readWorkerSettings(config)).toEqual({ snapshotter: "auto" });
   });
 
   it("rejects an unknown table or top-level key, naming it and the known tables", () => {
     expect(() => parseConfig('[registy."docker.io"]\nmirrors = ["m:5000"]\n', "/x/config.toml")).toThrow(
-      "/x/config.toml: unknown table [registy] (known: [registry], [gc], [build])",
+      "/x/config.toml: unknown table [registy] (known: [registry], [gc], [build], [worker])",
     );
     expect(() => parseConfig("jobs = 2\n", "/x/config.toml")).toThrow(
-      "/x/config.toml: unknown key jobs (known tables: [registry], [gc], [build])",
+      "/x/config.toml: unknown key jobs (known tables: [registry], [gc], [build], [worker])",
     );
   });
 
@@ -84,5 +91,17 @@ describe("docs/config.md", () => {
     expect(() => readBuildDefaults(parseConfig("[build]\njobs = 0\n", "/x/config.toml"))).toThrow(
       "build.jobs must be a whole number of at least 1",
     );
+  });
+
+  it("rejects an unknown key or snapshotter of [worker], naming the known ones", () => {
+    expect(() =>
+      readWorkerSettings(parseConfig('[worker]\nsnapshoter = "copy"\n', "/x/config.toml")),
+    ).toThrow("/x/config.toml: unknown key worker.snapshoter (known: snapshotter)");
+    expect(() =>
+      readWorkerSettings(parseConfig('[worker]\nsnapshotter = "vfs"\n', "/x/config.toml")),
+    ).toThrow('/x/config.toml: worker.snapshotter must be one of "auto", "overlay", "copy"');
+    expect(readWorkerSettings(parseConfig('[worker]\nsnapshotter = "copy"\n', "/x/config.toml"))).toEqual({
+      snapshotter: "copy",
+    });
   });
 });

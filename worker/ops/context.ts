@@ -51,11 +51,6 @@ export interface OpContext {
     string,
     Promise<{ checksum: string; entries: readonly ContextEntry[]; hashes: ReadonlyMap<string, string> }>
   >;
-  /**
-   * Small files' content of the source snapshots this build made, by snapshot directory and path:
-   * what a copy's layer takes instead of reading the files again (see source-snapshot.ts).
-   */
-  sourceContents?: Map<string, ReadonlyMap<string, Buffer>>;
 }
 
 export type OpResult = Promise<FsResult>;

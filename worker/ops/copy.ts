@@ -21,7 +21,6 @@ import {
   readlinkSync,
   rmSync,
   symlinkSync,
-  writeFileSync,
 } from "node:fs";
 import { chmod, lchown, lstat, mkdir, stat } from "node:fs/promises";
 import path from "node:path";
@@ -65,16 +64,6 @@ export interface CopyOptions {
   mode?: ModeChange;
   /** In a user namespace device nodes cannot be made: they are left out with a warning. */
   rootless: boolean;
-  /** Regular files an earlier run of the op holds already, linked after the copy (see file-reuse.ts). */
-  reuse?: {
-    matches(source: string, target: string, st: Stats, owner: Owner, mode: number): boolean;
-    wrote(target: string): void;
-  };
-  /**
-   * The source holds no hard links of its own (a source snapshot, whose files may share inodes
-   * with older snapshots of it): every file is copied as a file of its own.
-   */
-  singleLinkSource?: boolean;
   signal?: AbortSignal;
   warn(message: string): void;
 }
@@ -266,19 +255,7 @@ class Copier {
 
   /** Copies a file, symlink, FIFO or device (never a directory) to `target`. */
   private async copyEntry(src: string, rel: string, target: string, st: Stats): Promise<void> {
-    const single = st.nlink === 1 || this.options.singleLinkSource === true;
-    if (st.isFile() && single && this.options.reuse) {
-      const owner = this.options.owner ?? { uid: st.uid, gid: st.gid };
-      this.createParents(true);
-      if (this.options.reuse.matches(src, target, st, owner, this.modeOf(st))) {
-        // Linked in once the mount is gone. Until then an empty file stands in for it, made as the
-        // copy would make the file: whatever is at the target goes, and the directories above are
-        // copied up into the layer with the times that writing into them gives.
-        this.replacing(target, () => writeFileSync(target, "", { flag: "wx" }));
-        return;
-      }
-    }
-    if (!(st.isFile() && single)) this.options.reuse?.wrote(target);
+    const single = st.nlink === 1;
     // Entries are copied one at a time: a later link to an inode finds the first one's copy.
     const inode = st.isFile() && !single ? `${st.dev}:${st.ino}` : undefined;
     const first = inode !== undefined ? this.inodes.get(inode) : undefined;

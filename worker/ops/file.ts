@@ -13,66 +13,31 @@ import type { WritableMount } from "../snapshot/index.js";
 import { inUserNamespace } from "../userns.js";
 import type { OpContext } from "./context.js";
 import { CopyError, copy } from "./copy.js";
-import { FileReuse } from "./file-reuse.js";
 import { globInRoot, pathComponents } from "./glob.js";
 import { keepUnpacked, prepareLayers } from "./layers.js";
 import { parseChmod } from "./mode.js";
 import { type Owner, resolveOwner } from "./owner.js";
-import { isSourceSnapshot } from "./source-snapshot.js";
 
 export async function runFile(op: FileOp, inputs: FsResult[], ctx: OpContext): Promise<FsResult> {
-  try {
-    return await applyFileOp(op, inputs, ctx, "reuse");
-  } catch (err) {
-    if (!(err instanceof ReuseFailed)) throw err;
-    // The plain way, which also replaces the record of what the next run may reuse.
-    return applyFileOp(op, inputs, ctx, "copy");
-  }
-}
-
-/** Reusing the op's previous result failed (it was removed meanwhile, or is not what was recorded). */
-class ReuseFailed extends Error {}
-
-async function applyFileOp(
-  op: FileOp,
-  inputs: FsResult[],
-  ctx: OpContext,
-  files: "reuse" | "copy",
-): Promise<FsResult> {
   const baseLayers = op.base !== undefined ? inputFs(inputs, op.base).layers : [];
   const mount = await ctx.snapshotter.mountWritable(await prepareLayers(ctx, baseLayers));
   const views = new SourceViews(ctx, inputs);
   try {
-    const reuse = await FileReuse.forOp(ctx.snapshotter, op, mount, { previous: files === "reuse" });
     for (const action of op.actions) {
       ctx.signal.throwIfAborted();
-      await applyAction(action, mount.rootfs, views, ctx, reuse);
-    }
-    if (reuse?.pending) {
-      await mount.unmount();
-      try {
-        reuse.linkInto();
-      } catch (err) {
-        throw new ReuseFailed(`cannot reuse the previous result: ${(err as Error).message}`, { cause: err });
-      }
+      await applyAction(action, mount.rootfs, views, ctx);
     }
     const layer = await writeLayer(
       ctx.store.content,
       mount.diff({
         ...(ctx.sourceDateEpoch !== undefined ? { sourceDateEpoch: ctx.sourceDateEpoch } : {}),
         warn: ctx.warn,
-        // A single copy removes no directory: its unmounted overlay need not be mounted again.
-        noOpaqueDirectories: reuse?.pending === true,
-        ...(reuse?.pending && ctx.sourceContents
-          ? { contentOf: (rel: string) => reuse.contentOf(rel, ctx.sourceContents!) }
-          : {}),
       }),
       { compression: ctx.compression, signal: ctx.signal },
     );
     const added: LayerRef = { descriptor: layer.descriptor, diffId: layer.diffId };
     const layers = [...baseLayers, added];
-    const kept = await keepUnpacked(mount, layers);
-    if (kept !== undefined) await reuse?.remember(kept);
+    await keepUnpacked(mount, layers);
     return { layers };
   } finally {
     try {
@@ -103,12 +68,6 @@ class SourceViews {
   constructor(ctx: OpContext, inputs: FsResult[]) {
     this.ctx = ctx;
     this.inputs = inputs;
-  }
-
-  /** Whether input `index` is read straight from a source snapshot (see source-snapshot.ts). */
-  async isSourceSnapshot(index: number): Promise<boolean> {
-    const layers = inputFs(this.inputs, index).layers;
-    return layers.length === 1 && isSourceSnapshot(this.ctx.snapshotter, layers[0]!.diffId);
   }
 
   root(index: number): Promise<string> {
@@ -145,7 +104,6 @@ async function applyAction(
   root: string,
   views: SourceViews,
   ctx: OpContext,
-  reuse: FileReuse | undefined,
 ): Promise<void> {
   const owner = "chown" in action && action.chown ? await resolveOwner(root, action.chown) : undefined;
   switch (action.action) {
@@ -159,8 +117,6 @@ async function applyAction(
         rootless: inUserNamespace(),
         signal: ctx.signal,
         warn: ctx.warn,
-        ...(reuse ? { reuse } : {}),
-        singleLinkSource: await views.isSourceSnapshot(action.input),
       });
       return;
     }

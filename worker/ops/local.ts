@@ -68,7 +68,7 @@ export async function localChecksum(op: LocalOp, ctx: OpContext): Promise<string
   return (await localSelection(op, ctx)).checksum;
 }
 
-interface LocalSelection {
+export interface LocalSelection {
   checksum: string;
   entries: readonly ContextEntry[];
   hashes: ReadonlyMap<string, string>;
@@ -78,7 +78,7 @@ interface LocalSelection {
  * The walk and checksum of one selection of a local source, made once per build: the local op's
  * key and a step's key over the same paths (`COPY . .`) share it, and the op's run reads it.
  */
-function localSelection(op: LocalOp, ctx: OpContext): Promise<LocalSelection> {
+export function localSelection(op: LocalOp, ctx: OpContext): Promise<LocalSelection> {
   const root = localSourceDir(op, ctx);
   const memo = JSON.stringify([root, op.followPaths, op.excludePatterns]);
   let made = ctx.localSelections?.get(memo);
@@ -151,9 +151,7 @@ export async function runLocal(op: LocalOp, _inputs: FsResult[], ctx: OpContext)
       compression: "uncompressed",
       signal: ctx.signal,
     });
-    if (await snapshot.finish(ctx.snapshotter, layer.diffId)) {
-      ctx.sourceContents?.set(ctx.snapshotter.layerDir(layer.diffId), snapshot.contents);
-    }
+    await snapshot.finish(ctx.snapshotter, layer.diffId);
     return { layers: [{ descriptor: layer.descriptor, diffId: layer.diffId }] };
   } finally {
     await snapshot.discard();
@@ -229,17 +227,12 @@ export async function contextChecksum(
   // One line per entry, hashed at once: one update per entry costs more than the hashing.
   const lines: string[] = [`${CHECKSUM_VERSION}\n`];
   const manifest: ContextManifest = {};
+  const record = entryRecords(hashes);
   for (const entry of entries) {
-    const st = entry.stat;
-    const mode = (st.mode & 0o7777n).toString(8);
-    let record: string;
-    if (st.isDirectory()) record = `dir ${mode}`;
-    else if (st.isFile()) record = `file ${mode} ${hashes.get(entry.rel)}`;
-    else if (st.isSymbolicLink()) record = `symlink ${mode} ${JSON.stringify(entry.linkTarget ?? "")}`;
-    else if (st.isFIFO()) record = `fifo ${mode}`;
-    else continue; // Left out of the layer too.
-    lines.push(`${JSON.stringify(entry.rel)} ${record}\n`);
-    manifest[entry.rel] = record;
+    const made = record(entry);
+    if (made === undefined) continue; // Left out of the layer too.
+    lines.push(`${JSON.stringify(entry.rel)} ${made}\n`);
+    manifest[entry.rel] = made;
   }
   const hash = createHash("sha256").update(lines.join(""));
   // Rewritten when it learned a hash, or holds a file no longer selected. A file changed just
@@ -250,6 +243,41 @@ export async function contextChecksum(
   const hex = hash.digest("hex");
   if (options.manifestDir) await writeManifestOnce(path.join(options.manifestDir, `${hex}.json`), manifest);
   return `sha256:${hex}`;
+}
+
+/**
+ * What a checksum records of each entry: type, permission bits, and the content's sha256 (files),
+ * the target (symbolic links); undefined for what a layer leaves out. A file with several names
+ * in the walk is one file in the layer too (a tar hard link): a later name records which one it
+ * shares, as BuildKit's contenthash does. Entries are given in walk order.
+ */
+export function entryRecords(
+  hashes: ReadonlyMap<string, string>,
+): (entry: ContextEntry) => string | undefined {
+  const firstNames = new Map<string, string>();
+  return (entry) => {
+    const st = entry.stat;
+    const mode = (st.mode & 0o7777n).toString(8);
+    const inode = st.isFile() && st.nlink > 1n ? `${st.dev}:${st.ino}` : undefined;
+    const first = inode === undefined ? undefined : firstNames.get(inode);
+    if (inode !== undefined && first === undefined) firstNames.set(inode, entry.rel);
+    if (st.isDirectory()) return `dir ${mode}`;
+    if (first !== undefined) return `hardlink ${JSON.stringify(first)}`;
+    if (st.isFile()) return `file ${mode} ${hashes.get(entry.rel)}`;
+    if (st.isSymbolicLink()) return `symlink ${mode} ${JSON.stringify(entry.linkTarget ?? "")}`;
+    if (st.isFIFO()) return `fifo ${mode}`;
+    return undefined;
+  };
+}
+
+/** Records `manifest` as the one behind `checksum` (`sha256:<hex>`), for `--explain`. */
+export async function writeContextManifest(
+  storeRoot: string,
+  checksum: string,
+  manifest: ContextManifest,
+): Promise<void> {
+  const hex = checksum.slice(checksum.indexOf(":") + 1);
+  await writeManifestOnce(path.join(contextManifestDir(storeRoot), `${hex}.json`), manifest);
 }
 
 /** Named by its checksum, a manifest never changes: one already written is left as it is. */

@@ -1,22 +1,21 @@
 /**
  * A source layer (the build context, a `--build-context` directory) unpacked as its tar is
- * written, from the same bytes, so that the copies reading it find it unpacked. Writing a small
- * file's data is by far the dearest part of unpacking, so a file that the previous snapshot of
- * the same source holds with the same bytes and metadata is hard-linked from it instead: after one
- * file of a large context changed, one file is written.
+ * written, from the same bytes, so that the copies and RUN bind mounts reading it find it
+ * unpacked. The bytes of a small file that the previous snapshot's tar holds with the same
+ * sha256, mode and mtime are taken from that tar (`known`), so an unchanged file is not read
+ * from the context again.
  *
- * Snapshot files are never written to once in place (overlayfs copies a file up before changing
- * it, copies read their sources), so sharing an inode with an older snapshot is safe. Inodes are
- * shared only between the snapshots of one source, path for path, never between two paths of one
- * tree. Anything the tar holds that this cannot reproduce exactly (a hard link, a FIFO) abandons
- * the snapshot: the layer is then unpacked from its tar when a copy needs it, as any layer is.
+ * Every file is written: a snapshot shares no inode with an older one, since a RUN that mounts
+ * the context sees its files' link counts (the differential build test caught an unchanged file
+ * linked from the previous snapshot showing 2 links where a fresh build shows 1). Anything the tar
+ * holds that this cannot reproduce exactly (a hard link, a FIFO) abandons the snapshot: the layer
+ * is then unpacked from its tar when a step needs it, as any layer is.
  */
 import { createHash, randomBytes } from "node:crypto";
 import {
   chmodSync,
   closeSync,
   lchownSync,
-  linkSync,
   lutimesSync,
   mkdirSync,
   openSync,
@@ -24,7 +23,7 @@ import {
   writeFileSync,
   writeSync,
 } from "node:fs";
-import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { ContentStore } from "../../oci/store/content.js";
 import { childPath } from "../child-path.js";
@@ -35,30 +34,6 @@ interface PendingDirectory {
   dir: string;
   mode: number;
   mtime: Date;
-}
-
-/** The marker of the source snapshot unpacked in `layerDir`. */
-function sourceLayerMarker(snapshotter: Snapshotter, layerDir: string): string {
-  return path.join(snapshotter.root, "sources", "layers", path.basename(layerDir));
-}
-
-/** Before unpacked layers are removed: those that were source snapshots stop being marked so. */
-export async function forgetSourceSnapshots(
-  snapshotter: Snapshotter,
-  layerDirs: readonly string[],
-): Promise<void> {
-  for (const dir of layerDirs) await rm(sourceLayerMarker(snapshotter, dir), { force: true });
-}
-
-/**
- * Whether the unpacked layer `diffId` is a source snapshot: its files' extra links are to older
- * snapshots of the source, never hard links of its own.
- */
-export async function isSourceSnapshot(snapshotter: Snapshotter, diffId: string): Promise<boolean> {
-  return stat(sourceLayerMarker(snapshotter, snapshotter.layerDir(diffId))).then(
-    () => true,
-    () => false,
-  );
 }
 
 /** What `<snapshots>/sources/<source>.json` records of a source's latest snapshot. */
@@ -74,19 +49,13 @@ interface SourceRecord {
 
 /** A previous tar larger than this is not read into memory: its files are read again instead. */
 const PREVIOUS_TAR_BYTES = 64 << 20;
-/** What the next copies may read from memory instead of from the snapshot's files. */
-const KEPT_CONTENT_BYTES = 64 << 20;
 
 export class SourceSnapshot implements TreeSink {
   private readonly temp: string;
-  /** The previous snapshot of this source, if it is still unpacked, and what its files are. */
-  private readonly previous: string | undefined;
+  /** What the previous snapshot of this source recorded of its files. */
   private readonly previousFiles: Record<string, string>;
   /** The previous snapshot's tar, when the store still has it and it is small enough. */
   private readonly previousTar: Buffer | undefined;
-  /** Small files' content by path, for the copies that read this snapshot in this build. */
-  readonly contents = new Map<string, Buffer>();
-  private keptBytes = 0;
   /** What this snapshot's small files are, by path (see SourceRecord), for the next one. */
   private readonly files: Record<string, string> = {};
   private readonly record: string;
@@ -96,11 +65,10 @@ export class SourceSnapshot implements TreeSink {
 
   private constructor(
     temp: string,
-    previous: { dir: string; files: Record<string, string>; tar: Buffer | undefined } | undefined,
+    previous: { files: Record<string, string>; tar: Buffer | undefined } | undefined,
     record: string,
   ) {
     this.temp = temp;
-    this.previous = previous?.dir;
     this.previousFiles = previous?.files ?? {};
     this.previousTar = previous?.tar;
     this.record = record;
@@ -118,15 +86,12 @@ export class SourceSnapshot implements TreeSink {
     const layers = snapshotter.layersDir;
     await mkdir(layers, { recursive: true, mode: 0o700 });
     const record = path.join(snapshotter.root, "sources", `${sourceKey}.json`);
-    let previous: { dir: string; files: Record<string, string>; tar: Buffer | undefined } | undefined;
+    let previous: { files: Record<string, string>; tar: Buffer | undefined } | undefined;
     try {
       const { layer, files } = JSON.parse(await readFile(record, "utf8")) as SourceRecord;
-      const dir = snapshotter.layerDir(layer);
-      if ((await stat(dir)).isDirectory()) {
-        previous = { dir, files: files ?? {}, tar: await readSmallBlob(content, layer) };
-      }
+      previous = { files: files ?? {}, tar: await readSmallBlob(content, layer) };
     } catch {
-      // None yet, or pruned since: every file is written.
+      // None yet: every file is read.
     }
     const temp = path.join(layers, `.tmp-source-${process.pid}-${randomBytes(6).toString("hex")}`);
     await mkdir(temp, { mode: 0o700 });
@@ -156,19 +121,10 @@ export class SourceSnapshot implements TreeSink {
   }
 
   file(rel: string, mode: number, mtime: Date, content: Buffer, offset: number, sha256?: string): void {
-    if (this.keptBytes + content.length <= KEPT_CONTENT_BYTES) {
-      this.contents.set(rel, content);
-      this.keptBytes += content.length;
-    }
     this.attempt(() => {
       const file = childPath(this.temp, rel);
       const identity = made(sha256 ?? createHash("sha256").update(content).digest("hex"), mode, mtime);
       this.files[rel] = `${identity} ${offset}`;
-      // An older record has no offset after the identity.
-      const before = this.previousFiles[rel];
-      const same =
-        before === identity || (before !== undefined && recordOffset(before, identity) !== undefined);
-      if (same && this.linkPrevious(rel, file)) return;
       writeFileSync(file, content, { flag: "wx", mode: 0o600 });
       this.finishFile(file, mode, mtime);
     });
@@ -207,8 +163,8 @@ export class SourceSnapshot implements TreeSink {
 
   /**
    * Once the tar is written: the snapshot becomes the unpacked layer `diffId` (a source layer is a
-   * stack of one, whose chain ID is its diff ID) and the one the next snapshot of this source
-   * links from. False when it was abandoned; nothing of it is left then.
+   * stack of one, whose chain ID is its diff ID), and its record the one the next snapshot of this
+   * source takes unchanged files' bytes from. False when it was abandoned; nothing of it is left then.
    */
   async finish(snapshotter: Snapshotter, diffId: string): Promise<boolean> {
     if (this.abandoned) {
@@ -230,8 +186,7 @@ export class SourceSnapshot implements TreeSink {
         if (code !== "ENOTEMPTY" && code !== "EEXIST") throw err;
         await this.discard();
       }
-      await mkdir(path.join(path.dirname(this.record), "layers"), { recursive: true });
-      await writeFile(sourceLayerMarker(snapshotter, snapshotter.layerDir(diffId)), "");
+      await mkdir(path.dirname(this.record), { recursive: true });
       const temp = `${this.record}.${process.pid}.tmp`;
       await writeFile(temp, JSON.stringify({ layer: diffId, files: this.files } satisfies SourceRecord));
       await rename(temp, this.record);
@@ -250,21 +205,6 @@ export class SourceSnapshot implements TreeSink {
   /** Why the snapshot was abandoned, if a file system call failed (the tar itself is unaffected). */
   get error(): unknown {
     return this.failure;
-  }
-
-  /**
-   * Links the previous snapshot's file, which its record says is this file: the same sha256, mode
-   * and mtime (owners are always 0:0).
-   */
-  private linkPrevious(rel: string, file: string): boolean {
-    if (this.previous === undefined) return false;
-    const before = childPath(this.previous, rel);
-    try {
-      linkSync(before, file);
-      return true;
-    } catch {
-      return false; // Too many links, another file system: written instead.
-    }
   }
 
   /** Owner, then mode (a chown clears setuid/setgid bits), then times. */

@@ -264,7 +264,7 @@ export class Snapshotter {
   }
 
   /**
-   * Removes unpacked layers. The records rebuilds link from (source-snapshot.ts, file-reuse.ts)
+   * Removes unpacked layers. The records rebuilds link from (source-snapshot.ts)
    * only name a layer, and find it gone.
    */
   async removeLayers(dirs: readonly string[]): Promise<void> {
@@ -602,7 +602,7 @@ export class Snapshotter {
             return;
           }
           // The merged view tells opaque directories apart; a released mount is mounted again for it.
-          const remount = !options.noOpaqueDirectories && !(await isMountPoint(rootfs));
+          const remount = !(await isMountPoint(rootfs));
           if (remount) {
             if (!(await snapshotter.readState(state.id))) {
               throw new TbuildError(
@@ -616,8 +616,7 @@ export class Snapshotter {
             const { hasOpaqueDirectory, overlayChanges, writeChanges } = await import("../diff.js");
             const upper = path.join(dir, "upper");
             upperIsLayer = false;
-            const merged = options.noOpaqueDirectories ? undefined : rootfs;
-            const changes = await overlayChanges(upper, merged, state.lowers);
+            const changes = await overlayChanges(upper, rootfs, state.lowers);
             let leftOut = false;
             const warn = (message: string) => {
               leftOut = true;
