@@ -179,7 +179,6 @@ describe("missing tools", () => {
         ([k, v]) => `${k}=${v}`,
       );
       const ctx = context("FROM busybox\nRUN true\n");
-      chmodSync(path.dirname(ctx), 0o755);
       chmodSync(ctx, 0o755);
       const result = spawnSync(
         "runuser",
