@@ -578,11 +578,14 @@ async function dispatchRun(st: StageState, ins: RunInstruction, ctx: DispatchCon
       case "bind": {
         const source = await sourceFor(st, ctx, spec.from, at);
         const selector = cleanAbsolute(spec.source ?? "/");
-        if (source.fromContext) ctx.contextPaths.add(selector);
+        // A bind mount of the context mounts a source of exactly what it selects, not the whole
+        // context the build reads: what it shows (which names share a file, so link counts)
+        // must not depend on what other steps copy, since its key does not.
+        const vertex = source.fromContext ? contextSelection(ctx, selector) : source.vertex;
         mounts.push({
           type: "bind",
           target,
-          ...(source.vertex ? { input: addInput(source.vertex) } : {}),
+          ...(vertex ? { input: addInput(vertex) } : {}),
           selector,
           readonly: !spec.readwrite,
           output: false,
@@ -659,6 +662,21 @@ async function dispatchRun(st: StageState, ins: RunInstruction, ctx: DispatchCon
   const argsInHistory = st.declaredArgs.map(({ key, value }) => `${key}=${st.env.get(key) ?? value ?? ""}`);
   const prefix = argsInHistory.length > 0 ? `|${argsInHistory.length} ${argsInHistory.join(" ")} ` : "";
   commit(st, `RUN ${prefix}${args.join(" ")}`, true, true);
+}
+
+/** A `local` source of the build context holding only `selector` (and what its symlinks lead to). */
+function contextSelection(ctx: DispatchContext, selector: string): PendingVertex {
+  const context = ctx.context.op;
+  return pending(
+    {
+      kind: "local",
+      name: "context",
+      excludePatterns: context.kind === "local" ? context.excludePatterns : [],
+      followPaths: selector === "/" ? [] : [selector],
+    },
+    [],
+    { name: "[internal] load build context", internal: true },
+  );
 }
 
 function ids(spec: { uid?: number; gid?: number; mode?: number }) {

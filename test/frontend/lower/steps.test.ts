@@ -95,9 +95,17 @@ describe("COPY and ADD", () => {
     });
   });
 
-  it("a RUN bind mount of the whole context reads all of it", async () => {
+  it("a RUN bind mount of the whole context reads all of it, from a source of its own", async () => {
     const build = await lower("FROM busybox\nCOPY a /a\nRUN --mount=type=bind,target=/src make\n");
-    expect(build.ops("local")[0]!.followPaths).toEqual([]);
+    // The COPY's context holds what the COPY reads; the mount's, all of the context.
+    expect(build.ops("local").map((op) => op.followPaths)).toEqual(expect.arrayContaining([["/a"], []]));
+  });
+
+  it("a RUN bind mount of a context path mounts a source of only that path", async () => {
+    const build = await lower(
+      "FROM busybox\nCOPY . /app\nRUN --mount=type=bind,source=deps,target=/deps make\n",
+    );
+    expect(build.ops("local").map((op) => op.followPaths)).toEqual(expect.arrayContaining([[], ["/deps"]]));
   });
 
   it("makes destinations absolute against WORKDIR and keeps chown, chmod and exclude", async () => {
