@@ -5,20 +5,29 @@
  * sha256, mode and mtime are taken from that tar (`known`), so an unchanged file is not read
  * from the context again.
  *
- * Every file is written: a snapshot shares no inode with an older one, since a RUN that mounts
- * the context sees its files' link counts (the differential build test caught an unchanged file
- * linked from the previous snapshot showing 2 links where a fresh build shows 1). Anything the tar
- * holds that this cannot reproduce exactly (a hard link, a FIFO) abandons the snapshot: the layer
- * is then unpacked from its tar when a step needs it, as any layer is.
+ * When nothing can be reading the previous snapshot (Snapshotter.claimLayer), it is taken and
+ * updated in place: a file whose sha256, mode, mtime and size are those the previous record and
+ * the disk say it has is left as it is, everything else is written as a new snapshot writes it,
+ * and what the new tar does not hold is removed. So editing one file of a large context writes
+ * one file, not all of them. The result is the tree a new snapshot would be, entry for entry
+ * (test/worker/source-snapshot-update.test.ts compares the two): no inode is shared with any
+ * other directory, so every file has one link, as in a fresh build (the differential build test
+ * caught hard links to an older snapshot showing 2 links in a RUN where a fresh build shows 1).
+ *
+ * Anything the tar holds that this cannot reproduce exactly (a hard link, a FIFO) abandons the
+ * snapshot: the layer is then unpacked from its tar when a step needs it, as any layer is.
  */
 import { createHash, randomBytes } from "node:crypto";
 import {
   chmodSync,
   closeSync,
   lchownSync,
+  lstatSync,
   lutimesSync,
   mkdirSync,
   openSync,
+  readdirSync,
+  rmSync,
   symlinkSync,
   writeFileSync,
   writeSync,
@@ -62,16 +71,25 @@ export class SourceSnapshot implements TreeSink {
   private readonly directories: PendingDirectory[] = [];
   private abandoned = false;
   private failure: unknown;
+  /**
+   * Set when `temp` holds the previous snapshot, taken to be updated in place: the paths the new
+   * tar holds, so that finish removes the others.
+   */
+  private readonly kept: Set<string> | undefined;
+  /** The directories this snapshot made or kept, as directories: where its entries may go. */
+  private readonly madeDirs = new Set<string>([""]);
 
   private constructor(
     temp: string,
     previous: { files: Record<string, string>; tar: Buffer | undefined } | undefined,
     record: string,
+    updating: boolean,
   ) {
     this.temp = temp;
     this.previousFiles = previous?.files ?? {};
     this.previousTar = previous?.tar;
     this.record = record;
+    this.kept = updating ? new Set() : undefined;
   }
 
   /**
@@ -82,25 +100,44 @@ export class SourceSnapshot implements TreeSink {
     snapshotter: Snapshotter,
     sourceKey: string,
     content: ContentStore,
+    options: { update?: boolean } = {},
   ): Promise<SourceSnapshot> {
     const layers = snapshotter.layersDir;
     await mkdir(layers, { recursive: true, mode: 0o700 });
+    // What a killed build was writing (or updating) is of no use to anyone.
+    await snapshotter.removeAbandonedTemps(layers, "source");
     const record = path.join(snapshotter.root, "sources", `${sourceKey}.json`);
     let previous: { files: Record<string, string>; tar: Buffer | undefined } | undefined;
+    let previousLayer: string | undefined;
     try {
       const { layer, files } = JSON.parse(await readFile(record, "utf8")) as SourceRecord;
       previous = { files: files ?? {}, tar: await readSmallBlob(content, layer) };
+      previousLayer = layer;
     } catch {
       // None yet: every file is read.
     }
     const temp = path.join(layers, `.tmp-source-${process.pid}-${randomBytes(6).toString("hex")}`);
-    await mkdir(temp, { mode: 0o700 });
-    return new SourceSnapshot(temp, previous, record);
+    // A source layer is a stack of one: its chain ID is its diff ID.
+    const updating =
+      previousLayer !== undefined &&
+      options.update !== false &&
+      (await snapshotter.claimLayer(previousLayer, temp));
+    if (!updating) await mkdir(temp, { mode: 0o700 });
+    return new SourceSnapshot(temp, previous, record, updating);
   }
 
   directory(rel: string, mode: number, mtime: Date): void {
     this.attempt(() => {
       const dir = childPath(this.temp, rel);
+      this.madeDirs.add(rel);
+      if (this.claim(rel)) {
+        const st = lstatSync(dir, { throwIfNoEntry: false });
+        if (st?.isDirectory()) {
+          this.directories.push({ dir, mode, mtime });
+          return;
+        }
+        if (st) rmSync(dir);
+      }
       mkdirSync(dir, { mode: 0o700 });
       // Its own metadata last, once its entries are made (making them moves its mtime).
       this.directories.push({ dir, mode, mtime });
@@ -125,6 +162,10 @@ export class SourceSnapshot implements TreeSink {
       const file = childPath(this.temp, rel);
       const identity = made(sha256 ?? createHash("sha256").update(content).digest("hex"), mode, mtime);
       this.files[rel] = `${identity} ${offset}`;
+      if (this.claim(rel)) {
+        if (this.unchanged(rel, file, identity, mode, mtime, content.length)) return;
+        rmSync(file, { recursive: true, force: true });
+      }
       writeFileSync(file, content, { flag: "wx", mode: 0o600 });
       this.finishFile(file, mode, mtime);
     });
@@ -134,6 +175,7 @@ export class SourceSnapshot implements TreeSink {
     const file = childPath(this.temp, rel);
     let fd: number | undefined;
     this.attempt(() => {
+      if (this.claim(rel)) rmSync(file, { recursive: true, force: true });
       fd = openSync(file, "wx", 0o600);
     });
     return {
@@ -151,6 +193,7 @@ export class SourceSnapshot implements TreeSink {
   symlink(rel: string, target: string, mtime: Date): void {
     this.attempt(() => {
       const file = childPath(this.temp, rel);
+      if (this.claim(rel)) rmSync(file, { recursive: true, force: true });
       symlinkSync(target, file);
       lchownSync(file, 0, 0);
       lutimesSync(file, mtime, mtime);
@@ -172,6 +215,7 @@ export class SourceSnapshot implements TreeSink {
       return false;
     }
     try {
+      if (this.kept) removeUnkept(this.temp, "", this.kept);
       for (const { dir, mode, mtime } of this.directories.reverse()) {
         lchownSync(dir, 0, 0);
         chmodSync(dir, mode);
@@ -207,6 +251,48 @@ export class SourceSnapshot implements TreeSink {
     return this.failure;
   }
 
+  /**
+   * When updating the previous snapshot: notes `rel` as one of the new tree's paths (so finish
+   * keeps it), after checking that it goes into a directory this snapshot made or kept as one. A
+   * new snapshot could write nowhere else (the parent would not exist), and an updated one must
+   * not either: the previous tree may have a symlink there, which a write would follow.
+   */
+  private claim(rel: string): boolean {
+    if (!this.kept) return false;
+    const slash = rel.lastIndexOf("/");
+    const parent = slash < 0 ? "" : rel.slice(0, slash);
+    if (!this.madeDirs.has(parent)) throw new Error(`${rel}: its directory is not part of the snapshot`);
+    this.kept.add(rel);
+    return true;
+  }
+
+  /**
+   * Whether the previous snapshot's `file` is already what this one writes there: the previous
+   * record gave it this sha256, mode and mtime, and the disk agrees on type, owner, mode, mtime,
+   * size and a single link.
+   */
+  private unchanged(
+    rel: string,
+    file: string,
+    identity: string,
+    mode: number,
+    mtime: Date,
+    size: number,
+  ): boolean {
+    const before = this.previousFiles[rel];
+    if (before === undefined || recordOffset(before, identity) === undefined) return false;
+    const st = lstatSync(file, { throwIfNoEntry: false });
+    return (
+      st?.isFile() === true &&
+      st.nlink === 1 &&
+      st.uid === 0 &&
+      st.gid === 0 &&
+      (st.mode & 0o7777) === mode &&
+      st.mtimeMs === mtime.getTime() &&
+      st.size === size
+    );
+  }
+
   /** Owner, then mode (a chown clears setuid/setgid bits), then times. */
   private finishFile(file: string, mode: number, mtime: Date): void {
     lchownSync(file, 0, 0);
@@ -223,6 +309,15 @@ export class SourceSnapshot implements TreeSink {
       this.abandoned = true;
       this.failure = err;
     }
+  }
+}
+
+/** Removes what is below `dir/rel` and not in `kept` (relative paths), deepest first. */
+function removeUnkept(dir: string, rel: string, kept: ReadonlySet<string>): void {
+  for (const entry of readdirSync(childPath(dir, rel), { withFileTypes: true })) {
+    const child = rel === "" ? entry.name : `${rel}/${entry.name}`;
+    if (!kept.has(child)) rmSync(childPath(dir, child), { recursive: true, force: true });
+    else if (entry.isDirectory()) removeUnkept(dir, child, kept);
   }
 }
 

@@ -145,6 +145,12 @@ async function exists(file: string): Promise<boolean> {
   }
 }
 
+/**
+ * The layer directories this process has handed out (prepareImage): a step may be reading any of
+ * them until the process ends, so none of them is ever claimed (claimLayer) by this process.
+ */
+const handedOut = new Set<string>();
+
 function existsNow(file: string): boolean {
   try {
     lstatSync(file);
@@ -272,6 +278,24 @@ export class Snapshotter {
   }
 
   /**
+   * Takes the unpacked layer `chainId` out of the store by renaming it to `temp` (beside the
+   * layers), for a source snapshot to update in place into its next layer (source-snapshot.ts).
+   * Only while nothing can be reading it: no other tbuild process is alive (each leases what it
+   * uses before it reads it, as `prune` relies on) and this process never handed it out. True when
+   * taken; a step that needs the layer later unpacks it again from its blob.
+   */
+  async claimLayer(chainId: string, temp: string): Promise<boolean> {
+    const dir = this.layerDir(chainId);
+    if (handedOut.has(dir) || (await this.content.liveLeases()).size > 0) return false;
+    try {
+      await rename(dir, temp);
+      return true;
+    } catch {
+      return false; // Not unpacked (pruned, or never made): the snapshot is written whole.
+    }
+  }
+
+  /**
    * Unpacks each layer of the image once (keyed by chain ID; layers shared between images are
    * unpacked once), returns the directories to stack, lowest first: the layers' own, the bottom
    * ones flattened into one when there are more than MAX_STACK. Safe with concurrent tbuild
@@ -302,6 +326,7 @@ export class Snapshotter {
           this.options.onUnpack?.({ chainId: ids[i]!, diffId: layer.diffId });
         });
       }
+      handedOut.add(dir);
       dirs.push(dir);
     }
     return this.shortenStack(dirs, ids, signal);
@@ -386,7 +411,7 @@ export class Snapshotter {
   }
 
   /** Temp directories of a layer whose making process is gone (`.tmp-<name>-<pid>-<random>`). */
-  private async removeAbandonedTemps(parent: string, name: string): Promise<void> {
+  async removeAbandonedTemps(parent: string, name: string): Promise<void> {
     const prefix = `.tmp-${name}-`;
     for (const entry of await readdir(parent)) {
       if (!entry.startsWith(prefix)) continue;

@@ -245,7 +245,7 @@ const extraArb: fc.Arbitrary<[string, Entry]> = fc
   .constantFrom(...EXTRA_PATHS)
   .chain((p) => entryFor(p).map((e) => [p, e] as [string, Entry]));
 
-const contextArb: fc.Arbitrary<Tree> = fc
+export const contextArb: fc.Arbitrary<Tree> = fc
   .record({
     extras: fc.array(extraArb, { maxLength: 6 }),
     modes: fc.array(fc.tuple(fc.nat(), fileModeArb), { maxLength: 2 }),
@@ -379,7 +379,7 @@ const stageArb: fc.Arbitrary<Stage> = fc.record({
   instructions: fc.array(instructionArb, { minLength: 1, maxLength: 6 }),
 });
 
-const editArb: fc.Arbitrary<Edit> = fc.oneof(
+export const editArb: fc.Arbitrary<Edit> = fc.oneof(
   {
     weight: 4,
     arbitrary: fc.record({ edit: fc.constant("content" as const), pick: fc.nat(), content: contentArb }),
