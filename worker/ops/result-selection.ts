@@ -118,7 +118,9 @@ async function recordRead(view: LowerView, read: SourceRead, lines: string[], ct
       const kept = !excluded && (include === undefined || include.excludes(below));
       if (!kept && !entry.stat.isDirectory()) return;
     }
-    lines.push(`${JSON.stringify(name)} ${await record(name, entry.stat, entry.source)}\n`);
+    // The root's own metadata is the snapshot's (the mount's upper directory), not the result's.
+    const made = rel === "" ? "root" : await record(name, entry.stat, entry.source);
+    lines.push(`${JSON.stringify(name)} ${made}\n`);
     if (!entry.stat.isDirectory()) return;
     const children = await view.list(rel);
     for (const childName of [...children.keys()].sort(byBytes)) {
