@@ -203,6 +203,19 @@ export async function solve(
     return { key: digestOf(slow), material: slow };
   };
 
+  /** What a step's failure throws: the build's first failure (the others are cancellations). */
+  const failed = (digest: VertexDigest, info: VertexInfo, err: unknown): StepFailedError => {
+    if (controller.signal.aborted && failure) {
+      emit({ type: "vertex.canceled", digest, info });
+      return failure;
+    }
+    const error = err instanceof Error ? err : new Error(String(err));
+    emit({ type: "vertex.failed", digest, info, error });
+    failure ??= new StepFailedError(digest, info, err);
+    controller.abort(failure);
+    return failure;
+  };
+
   const produce = async (digest: VertexDigest): Promise<Produced> => {
     const vertex = vertexOf(digest);
     const info = infoOf(digest);
@@ -225,7 +238,10 @@ export async function solve(
       }
     }
     const inputs = await Promise.all(vertex.inputs.map(resultOf));
-    const slow = await slowKeyOf(digest, known, inputs);
+    // Reading what the step reads of its inputs can fail as running it would: the step failed.
+    const slow = await slowKeyOf(digest, known, inputs).catch((err: unknown) => {
+      throw failed(digest, info, err);
+    });
     if (options.cache && !isForced(digest) && slow.key !== key) {
       const hit = await usable(options.cache.get(slow.key));
       if (hit) {
@@ -258,15 +274,7 @@ export async function solve(
           emit({ type: "vertex.completed", digest, info, durationMs: performance.now() - started });
           return { result, slowKey: slow.key };
         } catch (err) {
-          if (controller.signal.aborted && failure) {
-            emit({ type: "vertex.canceled", digest, info });
-            throw failure;
-          }
-          const error = err instanceof Error ? err : new Error(String(err));
-          emit({ type: "vertex.failed", digest, info, error });
-          failure ??= new StepFailedError(digest, info, err);
-          controller.abort(failure);
-          throw failure;
+          throw failed(digest, info, err);
         }
       },
       { signal: controller.signal },
