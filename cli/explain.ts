@@ -17,6 +17,7 @@ export async function printExplanations(
       keys: Map<VertexDigest, string>;
       materials: Map<VertexDigest, KeyMaterial>;
       ran: VertexDigest[];
+      cachedByContent?: Map<VertexDigest, KeyMaterial>;
     };
     cache: CacheIndex;
     storeRoot: string;
@@ -29,6 +30,7 @@ export async function printExplanations(
     keys: build.solved.keys,
     materials: build.solved.materials,
     ran: build.solved.ran,
+    ...(build.solved.cachedByContent ? { cachedByContent: build.solved.cachedByContent } : {}),
     cache: build.cache,
     contentManifest: (content) => readContextManifest(build.storeRoot, content),
     buildArgs: build.buildArgs,

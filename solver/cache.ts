@@ -22,6 +22,11 @@ export interface KeyMaterial {
   inputs: string[];
   /** The worker's content key (file checksums of a context selection, ...). */
   content?: string;
+  /**
+   * Set on the material of a second ("slow") key: its inputs are the checksums of what the step
+   * reads of build results, and the slow keys of its other inputs (see solve.ts).
+   */
+  slow?: true;
 }
 
 /** How stale a record's last-used time may be before a hit refreshes it. */
@@ -33,6 +38,12 @@ export interface CacheRecord {
   material: KeyMaterial;
   /** Display name of the step that made it (for --explain and `tbuild du`). */
   name: string;
+  /**
+   * The step's second ("slow") key when the result was made: what the steps built on it take as
+   * this input's key in their own second keys. Absent in records made before there were such
+   * keys: the record's own key stands for it.
+   */
+  slowKey?: string;
   created: number;
   lastUsed: number;
 }
@@ -98,7 +109,7 @@ export class CacheIndex {
     return this.fromRow(row, (id) => this.readStack(id));
   }
 
-  put(key: string, result: FsResult, material: KeyMaterial, name: string): void {
+  put(key: string, result: FsResult, material: KeyMaterial, name: string, slowKey?: string): void {
     const now = Date.now();
     // Immediate: the stack rows it finds must still be there when it commits.
     this.db.exec("BEGIN IMMEDIATE");
@@ -109,7 +120,14 @@ export class CacheIndex {
           `INSERT INTO results (key, result, material, name, created, last_used) VALUES (?, ?, ?, ?, ?, ?)
            ON CONFLICT(key) DO UPDATE SET result = excluded.result, last_used = excluded.last_used`,
         )
-        .run(key, JSON.stringify({ stack }), JSON.stringify(material), name, now, now);
+        .run(
+          key,
+          JSON.stringify({ stack, ...(slowKey !== undefined ? { slowKey } : {}) }),
+          JSON.stringify(material),
+          name,
+          now,
+          now,
+        );
       this.db.exec("COMMIT");
     } catch (err) {
       this.db.exec("ROLLBACK");
@@ -237,15 +255,17 @@ export class CacheIndex {
   }
 
   private fromRow(row: Row, stackOf: (id: string) => LayerRef[]): CacheRecord {
-    const stored = JSON.parse(row.result) as { stack?: string | null } | FsResult;
+    const stored = JSON.parse(row.result) as { stack?: string | null; slowKey?: string } | FsResult;
     // Records written before stacks hold their layers themselves.
     const result: FsResult =
-      "layers" in stored ? stored : { layers: stored.stack ? stackOf(stored.stack) : [] };
+      "layers" in stored ? { layers: stored.layers } : { layers: stored.stack ? stackOf(stored.stack) : [] };
+    const slowKey = "layers" in stored ? undefined : stored.slowKey;
     return {
       key: row.key,
       result,
       material: JSON.parse(row.material) as KeyMaterial,
       name: row.name,
+      ...(slowKey !== undefined ? { slowKey } : {}),
       created: row.created,
       lastUsed: row.last_used,
     };

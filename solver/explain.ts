@@ -18,6 +18,8 @@ export interface ExplainOptions {
   materials: Map<VertexDigest, KeyMaterial>;
   keys: Map<VertexDigest, string>;
   ran: VertexDigest[];
+  /** The vertices cached under their second key, with that key's material (solve.ts). */
+  cachedByContent?: Map<VertexDigest, KeyMaterial>;
   cache: CacheIndex;
   /** The per-path manifest behind a `local` op's content key, when the worker recorded one. */
   contentManifest?: (content: string) => Promise<Record<string, string> | undefined>;
@@ -58,13 +60,14 @@ export async function explainMisses(options: ExplainOptions): Promise<Explanatio
     const key = keys.get(digest);
     const kind = graph.vertices[digest]?.op.kind;
     if (name === undefined) return undefined;
-    const sameName = allRecords().find((r) => r.name === name && r.key !== key);
+    // A record under a second key has the checksums of what was read in place of input keys:
+    // it is compared with nothing of this build's first keys.
+    const firstKeyed = allRecords().filter((r) => r.key !== key && r.material.slow !== true);
+    const sameName = firstKeyed.find((r) => r.name === name);
     if (sameName) return sameName;
     const position = /^\[[^\]]+\] /.exec(name)?.[0];
     if (position === undefined) return undefined;
-    return allRecords().find(
-      (r) => r.key !== key && r.name.startsWith(position) && (r.material.op as Op).kind === kind,
-    );
+    return firstKeyed.find((r) => r.name.startsWith(position) && (r.material.op as Op).kind === kind);
   };
 
   const textOf = (name: string) => name.replace(/^\[[^\]]+\] /, "");
@@ -105,8 +108,18 @@ export async function explainMisses(options: ExplainOptions): Promise<Explanatio
 
   const explanations: Explanation[] = [];
   const ran = new Set(options.ran);
+  const byContent = options.cachedByContent ?? new Map<VertexDigest, KeyMaterial>();
   for (const digest of Object.keys(graph.vertices)) {
     const info = graph.info[digest];
+    const slow = byContent.get(digest);
+    if (slow && !info?.internal) {
+      explanations.push({
+        digest,
+        name: info?.name ?? graph.vertices[digest]!.op.kind,
+        reason: cachedByContentReason(digest, slow),
+      });
+      continue;
+    }
     if (!ran.has(digest) || info?.internal) continue;
     const name = info?.name ?? graph.vertices[digest]!.op.kind;
     const key = keys.get(digest);
@@ -124,6 +137,23 @@ export async function explainMisses(options: ExplainOptions): Promise<Explanatio
     explanations.push({ digest, name, reason });
   }
   return explanations;
+
+  /** Why a step whose first key missed was cached all the same: which inputs changed, and how little. */
+  function cachedByContentReason(digest: VertexDigest, slow: KeyMaterial): string {
+    const vertex = graph.vertices[digest]!;
+    const first = materials.get(digest);
+    const inputs: string[] = [];
+    for (const [i, input] of vertex.inputs.entries()) {
+      if (first?.inputs[i] === slow.inputs[i] || graph.vertices[input]?.op.kind === "local") continue;
+      const name = graph.info[input]?.name ?? "an input step";
+      inputs.push(
+        byContent.has(input)
+          ? `${name} was cached by content too`
+          : `${name} changed, but not in the files this step reads of it`,
+      );
+    }
+    return `cached by content: ${inputs.join("; ") || "what it reads is unchanged"}`;
+  }
 }
 
 function opChanges(now: Op, was: Op, nameNow: string, nameWas: string, buildArgs: Set<string>): string[] {

@@ -2,10 +2,20 @@
  * Running a BuildGraph: cache keys bottom-up, then each vertex either reused from the cache or
  * run on the worker once its inputs are ready. Independent vertices run at the same time, up to
  * `jobs`; a vertex several stages need runs once; the first failure cancels everything else.
+ *
+ * A vertex has two keys, as in BuildKit. The first is known before anything runs: its op, its
+ * inputs' first keys, and for a local source the checksum of what the vertex reads of it. When
+ * it misses, the inputs are produced, and the second ("slow") key takes, for each input that is
+ * a build result the vertex reads only some paths of (COPY --from a stage or an image, RUN
+ * --mount=from=...), the checksum of those paths in that result, and for every other input that
+ * input's own second key. A hit under it is reused; a run is recorded under both. So a stage that
+ * ran again but gave the same files at the paths a later step reads leaves that step, and what
+ * follows it, cached. Where no build result is read by path anywhere below a vertex, both keys
+ * are the same.
  */
 import PQueue from "p-queue";
 import { TbuildError } from "../errors/index.js";
-import type { CacheIndex, KeyMaterial } from "./cache.js";
+import type { CacheIndex, CacheRecord, KeyMaterial } from "./cache.js";
 import { digestOf } from "./digest.js";
 import type { BuildGraph, VertexDigest, VertexInfo } from "./graph.js";
 import { inputsFirst } from "./walk.js";
@@ -47,6 +57,11 @@ export interface SolveResult {
   materials: Map<VertexDigest, KeyMaterial>;
   ran: VertexDigest[];
   cached: VertexDigest[];
+  /**
+   * The cached vertices found under their second key: their first missed (an input step ran
+   * again), and what they read of their inputs had not changed. Each with its second key's material.
+   */
+  cachedByContent: Map<VertexDigest, KeyMaterial>;
   /** The result of every vertex that was produced (run, or taken from a cache); not those below a cache hit. */
   results: Map<VertexDigest, FsResult>;
 }
@@ -88,7 +103,10 @@ export async function solve(
   const queue = new PQueue({ concurrency: options.jobs ?? (await import("node:os")).availableParallelism() });
   const emit = options.onEvent ?? (() => {});
 
-  const keys = new Map<VertexDigest, Promise<{ key: string; material: KeyMaterial }>>();
+  const keys = new Map<
+    VertexDigest,
+    Promise<{ key: string; material: KeyMaterial; selected: (string | undefined)[] | undefined }>
+  >();
   const keyOf = (digest: VertexDigest) => keys.get(digest)!;
   for (const digest of needed) {
     const vertex = vertexOf(digest);
@@ -108,7 +126,7 @@ export async function solve(
         inputs,
         ...(content !== undefined ? { content } : {}),
       };
-      return { key: digestOf(material), material };
+      return { key: digestOf(material), material, selected };
     })();
     // A failed key fails the vertices that need it; it must not also be an unhandled rejection.
     known.catch(() => {});
@@ -131,9 +149,12 @@ export async function solve(
   const noop = () => {};
   const ran: VertexDigest[] = [];
   const cached: VertexDigest[] = [];
+  const cachedByContent = new Map<VertexDigest, KeyMaterial>();
   let failure: StepFailedError | undefined;
-  const results = new Map<VertexDigest, Promise<FsResult>>();
-  const resultOf = (digest: VertexDigest): Promise<FsResult> => {
+  /** A vertex's result, and its second key: what the second keys of the vertices on it take. */
+  type Produced = { result: FsResult; slowKey: string };
+  const results = new Map<VertexDigest, Promise<Produced>>();
+  const resultOf = (digest: VertexDigest): Promise<Produced> => {
     let known = results.get(digest);
     if (!known) {
       known = produce(digest);
@@ -155,51 +176,105 @@ export async function solve(
     }
   };
 
-  const produce = async (digest: VertexDigest): Promise<FsResult> => {
+  /**
+   * The second key: the first key's material with, in place of each input's key, the checksum of
+   * what the vertex reads of a build result, or that input's own second key.
+   */
+  const slowKeyOf = async (
+    digest: VertexDigest,
+    known: { material: KeyMaterial; selected: (string | undefined)[] | undefined },
+    inputs: Produced[],
+  ): Promise<{ key: string; material: KeyMaterial }> => {
+    const vertex = vertexOf(digest);
+    const read = await options.worker.resultSelectionKeys?.(
+      vertex,
+      vertex.inputs.map(vertexOf),
+      inputs.map((input) => input.result),
+      controller.signal,
+    );
+    const material: KeyMaterial = {
+      ...known.material,
+      inputs: inputs.map((input, i) => known.selected?.[i] ?? read?.[i] ?? input.slowKey),
+    };
+    if (material.inputs.every((key, i) => key === known.material.inputs[i])) {
+      return { key: digestOf(known.material), material: known.material };
+    }
+    const slow: KeyMaterial = { ...material, slow: true };
+    return { key: digestOf(slow), material: slow };
+  };
+
+  /** What a step's failure throws: the build's first failure (the others are cancellations). */
+  const failed = (digest: VertexDigest, info: VertexInfo, err: unknown): StepFailedError => {
+    if (controller.signal.aborted && failure) {
+      emit({ type: "vertex.canceled", digest, info });
+      return failure;
+    }
+    const error = err instanceof Error ? err : new Error(String(err));
+    emit({ type: "vertex.failed", digest, info, error });
+    failure ??= new StepFailedError(digest, info, err);
+    controller.abort(failure);
+    return failure;
+  };
+
+  const produce = async (digest: VertexDigest): Promise<Produced> => {
     const vertex = vertexOf(digest);
     const info = infoOf(digest);
-    const { key, material } = await keyOf(digest);
+    const known = await keyOf(digest);
+    const { key, material } = known;
+    const usable = async (hit: CacheRecord | undefined) =>
+      hit !== undefined && (await layersPresent(hit.result, options.hasBlob)) ? hit : undefined;
     if (options.cache && !isForced(digest)) {
-      const hit = options.cache.get(key);
-      if (hit && (await layersPresent(hit.result, options.hasBlob))) {
+      const hit = await usable(options.cache.get(key));
+      if (hit) {
         markCached(digest);
-        return hit.result;
+        return { result: hit.result, slowKey: hit.slowKey ?? key };
       }
       const imported = await options.remoteCache?.get(key, controller.signal);
       if (imported) {
         // Recorded only now that its layers are stored, like any result.
         options.cache.put(key, imported, material, info.name);
         markCached(digest);
-        return imported;
+        return { result: imported, slowKey: key };
       }
     }
     const inputs = await Promise.all(vertex.inputs.map(resultOf));
+    // Reading what the step reads of its inputs can fail as running it would: the step failed.
+    const slow = await slowKeyOf(digest, known, inputs).catch((err: unknown) => {
+      throw failed(digest, info, err);
+    });
+    if (options.cache && !isForced(digest) && slow.key !== key) {
+      const hit = await usable(options.cache.get(slow.key));
+      if (hit) {
+        // The next build with the same first key finds it at once.
+        options.cache.put(key, hit.result, material, info.name, slow.key);
+        cachedByContent.set(digest, slow.material);
+        markCached(digest);
+        return { result: hit.result, slowKey: slow.key };
+      }
+    }
     return queue.add(
       async ({ signal }) => {
         const started = performance.now();
         emit({ type: "vertex.started", digest, info });
         try {
-          const running = options.worker.run(vertex, inputs, {
-            digest,
-            signal: signal ?? controller.signal,
-            log: (stream, data) => emit({ type: "log", digest, stream, data }),
-          });
+          const running = options.worker.run(
+            vertex,
+            inputs.map((input) => input.result),
+            {
+              digest,
+              signal: signal ?? controller.signal,
+              log: (stream, data) => emit({ type: "log", digest, stream, data }),
+            },
+          );
           inFlight.add(running.then(noop, noop));
           const result = await running;
-          options.cache?.put(key, result, material, info.name);
+          options.cache?.put(key, result, material, info.name, slow.key);
+          if (slow.key !== key) options.cache?.put(slow.key, result, slow.material, info.name, slow.key);
           ran.push(digest);
           emit({ type: "vertex.completed", digest, info, durationMs: performance.now() - started });
-          return result;
+          return { result, slowKey: slow.key };
         } catch (err) {
-          if (controller.signal.aborted && failure) {
-            emit({ type: "vertex.canceled", digest, info });
-            throw failure;
-          }
-          const error = err instanceof Error ? err : new Error(String(err));
-          emit({ type: "vertex.failed", digest, info, error });
-          failure ??= new StepFailedError(digest, info, err);
-          controller.abort(failure);
-          throw failure;
+          throw failed(digest, info, err);
         }
       },
       { signal: controller.signal },
@@ -207,7 +282,7 @@ export async function solve(
   };
 
   try {
-    const result = await resultOf(root);
+    const { result } = await resultOf(root);
     const resolvedKeys = new Map<VertexDigest, string>();
     const materials = new Map<VertexDigest, KeyMaterial>();
     for (const [digest, pendingKey] of keys) {
@@ -218,12 +293,12 @@ export async function solve(
     const produced = new Map<VertexDigest, FsResult>();
     for (const [digest, pending] of results) {
       const value = await pending.then(
-        (r) => r,
+        (r) => r.result,
         () => undefined,
       );
       if (value) produced.set(digest, value);
     }
-    return { result, keys: resolvedKeys, materials, ran, cached, results: produced };
+    return { result, keys: resolvedKeys, materials, ran, cached, cachedByContent, results: produced };
   } catch (err) {
     // Abort reasons from p-queue for tasks that never started are the failure itself or the outer abort.
     if (failure) throw failure;

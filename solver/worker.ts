@@ -43,6 +43,18 @@ export interface Worker {
     inputs: readonly Vertex[],
     signal: AbortSignal,
   ): Promise<(string | undefined)[]>;
+  /**
+   * For each input of `vertex` that is a build result (not a local source) of which the vertex
+   * reads only some paths (a COPY --from a stage or image, a RUN mount of one): the checksum of
+   * exactly those paths in that input's result (`results[i]`), which the vertex's second key
+   * takes instead of that input's key. Undefined for the other inputs.
+   */
+  resultSelectionKeys?(
+    vertex: Vertex,
+    inputs: readonly Vertex[],
+    results: readonly FsResult[],
+    signal: AbortSignal,
+  ): Promise<(string | undefined)[]>;
   /** Runs one vertex on its inputs' results. */
   run(vertex: Vertex, inputs: FsResult[], ctx: VertexContext): Promise<FsResult>;
 }

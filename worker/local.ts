@@ -16,6 +16,7 @@ export class LocalWorker implements Worker {
     this.options = {
       contextSelections: new WeakMap(),
       localSelections: new Map(),
+      resultFileHashes: new Map(),
       ...options,
     };
   }
@@ -27,6 +28,16 @@ export class LocalWorker implements Worker {
   async selectionKeys(vertex: Vertex, inputs: readonly Vertex[], signal: AbortSignal) {
     const { selectionKeys } = await import("./ops/selection.js");
     return selectionKeys(vertex, inputs, { ...this.options, signal, log: () => {} });
+  }
+
+  async resultSelectionKeys(
+    vertex: Vertex,
+    inputs: readonly Vertex[],
+    results: readonly FsResult[],
+    signal: AbortSignal,
+  ) {
+    const { resultSelectionKeys } = await import("./ops/result-selection.js");
+    return resultSelectionKeys(vertex, inputs, results, { ...this.options, signal, log: () => {} });
   }
 
   run(vertex: Vertex, inputs: FsResult[], ctx: VertexContext): Promise<FsResult> {

@@ -51,6 +51,8 @@ export interface OpContext {
     string,
     Promise<{ checksum: string; entries: readonly ContextEntry[]; hashes: ReadonlyMap<string, string> }>
   >;
+  /** The sha256 of build results' files read for cache keys in this build, by inode and stat (result-selection.ts). */
+  resultFileHashes?: Map<string, Promise<string>>;
 }
 
 export type OpResult = Promise<FsResult>;

@@ -27,10 +27,16 @@ import { type ContextManifest, entryRecords, localSelection, writeContextManifes
 const SELECTION_VERSION = "tbuild-selection-v2";
 
 /** One source a step reads: a path or glob, with `--parents` include and `--exclude` patterns. */
-interface SourceRead {
+export interface SourceRead {
   src: string;
   includePatterns: readonly string[];
   excludePatterns: readonly string[];
+  /**
+   * A copy keeps what it reads (mtimes too), a mount shows it to a process; a copy's glob is
+   * matched (`allowWildcard`), a mount's source never is; a copy follows a final symlink only with
+   * `followSymlinks`.
+   */
+  by: { kind: "copy"; allowWildcard: boolean; followSymlinks: boolean } | { kind: "mount" };
 }
 
 /**
@@ -130,7 +136,7 @@ function readEntries(read: SourceRead, entries: readonly ContextEntry[]): [strin
 }
 
 /** What `vertex` reads of its input `index`; undefined when it reads it some other way (whole). */
-function sourceReads(vertex: Vertex, index: number): SourceRead[] | undefined {
+export function sourceReads(vertex: Vertex, index: number): SourceRead[] | undefined {
   const op = vertex.op;
   const reads: SourceRead[] = [];
   if (op.kind === "file") {
@@ -141,13 +147,20 @@ function sourceReads(vertex: Vertex, index: number): SourceRead[] | undefined {
         src: cleanPath(action.src),
         includePatterns: action.includePatterns,
         excludePatterns: action.excludePatterns,
+        by: { kind: "copy", allowWildcard: action.allowWildcard, followSymlinks: action.followSymlinks },
       });
     }
   } else if (op.kind === "exec") {
-    for (const mount of op.mounts) {
+    for (const [at, mount] of op.mounts.entries()) {
       if (mount.input !== index) continue;
-      if (mount.type !== "bind" && mount.type !== "cache") return undefined;
-      reads.push({ src: cleanPath(mount.selector ?? "/"), includePatterns: [], excludePatterns: [] });
+      // The root (or any mount whose changes are the output) is built on, not read.
+      if (at === 0 || mount.output || (mount.type !== "bind" && mount.type !== "cache")) return undefined;
+      reads.push({
+        src: cleanPath(mount.selector ?? "/"),
+        includePatterns: [],
+        excludePatterns: [],
+        by: { kind: "mount" },
+      });
     }
   } else {
     return undefined;

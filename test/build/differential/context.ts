@@ -275,9 +275,16 @@ export function applyContextEdit(tree: Tree, edit: Edit): Tree {
       entry.mtime = entry.mtime === CLAMPED_MTIMES[0] ? CLAMPED_MTIMES[1] : CLAMPED_MTIMES[0];
       break;
     }
-    case "add":
-      addEntry(next, edit.path, edit.entry);
+    case "add": {
+      // A file replaced by the same bytes keeps its mtime: an mtime of its own is an mtime edit,
+      // which goes between clamped times only (scenario.ts), as a cached COPY keeps the old one.
+      const before = dataOf(next, edit.path);
+      const entry = edit.entry;
+      const same =
+        entry.kind === "file" && before?.path === edit.path && before.entry.content === entry.content;
+      addEntry(next, edit.path, same ? { ...entry, mtime: before.entry.mtime } : entry);
       break;
+    }
     case "remove": {
       const p = pick(
         paths.filter((q) => !isProtected(q)),

@@ -94,7 +94,8 @@ describe("a rebuild equals a fresh build, and runs exactly the steps whose conte
       console.log(
         `differential: ${cases} case(s) clean in ${elapsed} minutes, seeds ${seed}..${seed + cases - 1}; ` +
           `${stats.rounds} builds (${stats.failedBuilds} failed alike in both stores), ` +
-          `${stats.stepsRun} steps run and ${stats.stepsCached} cached in the warm store`,
+          `${stats.stepsRun} steps run and ${stats.stepsCached} cached in the warm store ` +
+          `(${stats.stepsCachedByContent} of them by what they read of a stage or the image alone)`,
       );
     },
     minutes > 0 ? minutes * 60_000 + SHRINK_MS + 300_000 : 900_000,

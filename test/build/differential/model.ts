@@ -10,17 +10,25 @@
  *   stage by that stage's key, a cache mount by its id and target (never its contents).
  * - COPY/ADD: the sources (cleaned), the destination (resolved), the flags; a context source by
  *   the content of what it selects (names below it, types, permission bits, file contents, link
- *   targets, hard links among them; never mtimes or owners); a stage by that stage's key, today
- *   (BuildKit keys it on the content it copies; tbuild does not yet); the image by its digest.
- *   `--link` makes a layer keyed without the key before it, and a merge of both.
+ *   targets, hard links among them; never mtimes or owners); a stage by that stage's key, the
+ *   image by its digest. `--link` makes a layer keyed without the key before it, and a merge of
+ *   both.
  * - ENV, ARG, USER make no step: they change the state later steps read.
  *
- * A step is cached iff its key was built before in the same store (or occurs earlier in the same
- * build, as one vertex). The model needs nothing from tbuild but the step names it prints.
+ * Each step also has a second key (BuildKit's slow key): the same, but with what it reads of a
+ * stage or the image (COPY --from, a bind mount of a stage) as the content of exactly the paths it
+ * selects there (as above, plus owners; for a copy, which keeps mtimes, each mtime as its layer
+ * holds it), and the second key of the step before it in place of its key. Where nothing below a
+ * step reads a stage or the image, both keys are one.
+ *
+ * A step is cached iff either key was built before in the same store (or occurs earlier in the
+ * same build, as one vertex). The model needs nothing from tbuild but the step names it prints,
+ * and the files of the stages a step reads (`StageFiles`: the stages as the build exported them;
+ * the build's correctness is checked apart, against a build in an empty store).
  */
 import { createHash } from "node:crypto";
 import path from "node:path/posix";
-import type { PlannedInstruction, PlannedStage, Tree } from "./scenario.js";
+import type { Entry, PlannedInstruction, PlannedStage, Tree } from "./scenario.js";
 import { dataOf } from "./scenario.js";
 
 export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -33,6 +41,8 @@ export interface ModelStep {
   /** The merge of a `COPY --link` (shown with `(link)`), not its layer. */
   link: boolean;
   key: string;
+  /** Its second key (the same as `key` where nothing below it reads a stage or the image). */
+  slowKey: string;
   /** What the step is, for messages. */
   text: string;
   /** Whether the target stage needs it. */
@@ -132,14 +142,28 @@ function followInside(ctx: Visible, p: string): string | undefined {
   return resolved.join("/");
 }
 
+/**
+ * What else a selection records of each entry: nothing (the context), owners (a stage's files a
+ * mount shows), owners and mtimes (a stage's files a copy keeps).
+ */
+export type Metadata = "none" | "owner" | "owner-mtime";
+
 /** Records of one selected tree: rel below the source → type, mode, data; hard links named once. */
 class Selection {
-  readonly records: string[][] = [];
+  readonly records: unknown[][] = [];
   private readonly firstOfData = new Map<string, string>();
   private readonly ctx: Visible;
+  private readonly metadata: Metadata;
 
-  constructor(ctx: Visible) {
+  constructor(ctx: Visible, metadata: Metadata = "none") {
     this.ctx = ctx;
+    this.metadata = metadata;
+  }
+
+  private meta(entry: Entry): unknown[] {
+    if (this.metadata === "none" || entry.kind === "hardlink") return [];
+    const owner = [entry.uid ?? 0, entry.gid ?? 0];
+    return this.metadata === "owner" ? owner : [...owner, entry.mtime ?? null];
   }
 
   /** The entry at context path `p`, recorded as `rel`; with `below`, everything under it too. */
@@ -147,7 +171,8 @@ class Selection {
     const entry = this.ctx.tree[p];
     if (p !== "" && !entry) return;
     if (p === "" || entry?.kind === "dir") {
-      if (p !== "") this.records.push([rel, "dir", (entry as { mode: number }).mode.toString(8)]);
+      if (p !== "")
+        this.records.push([rel, "dir", (entry as { mode: number }).mode.toString(8), ...this.meta(entry!)]);
       if (!options.below) return;
       const prefix = p === "" ? "" : `${p}/`;
       for (const child of Object.keys(this.ctx.tree).sort()) {
@@ -164,9 +189,9 @@ class Selection {
   private addOne(p: string, rel: string): void {
     const entry = this.ctx.tree[p]!;
     if (entry.kind === "dir") {
-      this.records.push([rel, "dir", entry.mode.toString(8)]);
+      this.records.push([rel, "dir", entry.mode.toString(8), ...this.meta(entry)]);
     } else if (entry.kind === "symlink") {
-      this.records.push([rel, "symlink", entry.target]);
+      this.records.push([rel, "symlink", entry.target, ...this.meta(entry)]);
     } else {
       const data = dataOf(this.ctx.tree, p)!;
       const first = this.firstOfData.get(data.path);
@@ -174,7 +199,13 @@ class Selection {
         this.records.push([rel, "hardlink", first]);
       } else {
         this.firstOfData.set(data.path, rel);
-        this.records.push([rel, "file", data.entry.mode.toString(8), data.entry.content]);
+        this.records.push([
+          rel,
+          "file",
+          data.entry.mode.toString(8),
+          data.entry.content,
+          ...this.meta(data.entry),
+        ]);
       }
     }
   }
@@ -203,10 +234,10 @@ function globMatches(ctx: Visible, glob: string): string[] {
 export function selectionOf(
   ctx: Visible,
   source: string,
-  options: { parents?: boolean; exclude?: string } = {},
-): string[][] | undefined {
+  options: { parents?: boolean; exclude?: string; metadata?: Metadata } = {},
+): unknown[][] | undefined {
   const exclude = options.exclude !== undefined ? ignoreMatcher([options.exclude]) : undefined;
-  const selection = new Selection(ctx);
+  const selection = new Selection(ctx, options.metadata);
   if (options.parents) {
     // `--parents`: below the pivot (`a/./b`: a; else the root), what the rest matches, and the
     // directories on the way, whose metadata the copy keeps too.
@@ -256,9 +287,36 @@ export function selectionOf(
 
 interface StageModel {
   key: string | undefined;
+  /** The second key of its last step. */
+  slow: string | undefined;
   env: Map<string, string>;
   user: string;
   workdir: string;
+}
+
+/**
+ * The files of the stages (by index) and of the busybox image, as the build exported them:
+ * undefined where a stage did not build (a step reading it does not run either).
+ */
+export interface StageFiles {
+  stages: readonly (Tree | undefined)[];
+  image: Tree | undefined;
+}
+
+/** A step's two keys from the material of each: one key where both are the same material. */
+function twoKeys(fast: unknown[], slow: unknown[]): { key: string; slowKey: string } {
+  const key = keyOf(fast);
+  return { key, slowKey: JSON.stringify(fast) === JSON.stringify(slow) ? key : keyOf(["slow", ...slow]) };
+}
+
+/** What a step reads of a stage's or the image's files, for its second key. */
+function readOf(
+  files: Tree | undefined,
+  source: string,
+  options: { exclude?: string; metadata: Metadata },
+): unknown {
+  if (!files) return "unavailable";
+  return selectionOf({ tree: files, visible: new Set(Object.keys(files)) }, source, options) ?? "missing";
 }
 
 /** `p` as a destination or working directory: relative to `workdir`, a trailing `/` kept. */
@@ -275,11 +333,12 @@ function cleanSource(p: string): string {
 
 const IMAGE_KEY = keyOf(["image", "busybox"]);
 
-/** Every step of `stages` with its key, and whether building the last stage needs it. */
+/** Every step of `stages` with its keys, and whether building the last stage needs it. */
 export function modelSteps(
   stages: readonly PlannedStage[],
   tree: Tree,
   ignore: readonly string[],
+  files: StageFiles = { stages: [], image: undefined },
 ): ModelStep[] {
   const ctx: Visible = { tree, visible: visibleContext(tree, ignore) };
   const models: StageModel[] = [];
@@ -294,19 +353,19 @@ export function modelSteps(
     let st: StageModel;
     if (stage.base.kind === "stage") {
       const base = models[stage.base.index]!;
-      st = { key: base.key, env: new Map(base.env), user: base.user, workdir: base.workdir };
+      st = { key: base.key, slow: base.slow, env: new Map(base.env), user: base.user, workdir: base.workdir };
       used.add(stage.base.index);
     } else {
-      st = {
-        key: stage.base.kind === "busybox" ? IMAGE_KEY : undefined,
-        env: new Map([["PATH", DEFAULT_PATH]]),
-        user: "",
-        workdir: "/",
-      };
+      const key = stage.base.kind === "busybox" ? IMAGE_KEY : undefined;
+      st = { key, slow: key, env: new Map([["PATH", DEFAULT_PATH]]), user: "", workdir: "/" };
       if (stage.base.kind === "busybox") number++;
     }
-    const push = (key: string, text: string, link = false) =>
-      own.push({ stage: stage.name, number, link, key, text, needed: false });
+    const push = (keys: { key: string; slowKey: string }, text: string, link = false) =>
+      own.push({ stage: stage.name, number, link, ...keys, text, needed: false });
+    const advance = (keys: { key: string; slowKey: string }) => {
+      st.key = keys.key;
+      st.slow = keys.slowKey;
+    };
 
     for (const ins of stage.instructions) {
       switch (ins.kind) {
@@ -324,35 +383,46 @@ export function modelSteps(
           const wd = resolvePath(st.workdir, ins.path).replace(/(.)\/$/, "$1");
           st.workdir = wd;
           if (wd === "/") break;
-          st.key = keyOf(["mkdir", st.key ?? null, wd, st.user]);
-          push(st.key, `WORKDIR ${wd}`);
+          advance(twoKeys(["mkdir", st.key ?? null, wd, st.user], ["mkdir", st.slow ?? null, wd, st.user]));
+          push({ key: st.key!, slowKey: st.slow! }, `WORKDIR ${wd}`);
           break;
         }
         case "run": {
           number++;
-          const mounts = ins.mounts.map((m) => {
-            if (m.type === "bind-context") return ["bind", m.target, selectionOf(ctx, m.source) ?? "missing"];
-            if (m.type === "bind-stage") {
-              used.add(m.stage);
-              return ["bind", m.target, m.source, models[m.stage]!.key ?? null];
-            }
-            return ["cache", m.target, m.id];
-          });
-          st.key = keyOf(["run", st.key ?? null, ins.script, [...st.env], st.user, st.workdir, mounts]);
-          push(st.key, ins.line);
+          const mounts = (slow: boolean) =>
+            ins.mounts.map((m) => {
+              if (m.type === "bind-context")
+                return ["bind", m.target, selectionOf(ctx, m.source) ?? "missing"];
+              if (m.type === "bind-stage") {
+                used.add(m.stage);
+                const read = slow
+                  ? readOf(files.stages[m.stage], m.source, { metadata: "owner" })
+                  : (models[m.stage]!.key ?? null);
+                return ["bind", m.target, m.source, read];
+              }
+              return ["cache", m.target, m.id];
+            });
+          const rest = [ins.script, [...st.env], st.user, st.workdir];
+          advance(
+            twoKeys(
+              ["run", st.key ?? null, ...rest, mounts(false)],
+              ["run", st.slow ?? null, ...rest, mounts(true)],
+            ),
+          );
+          push({ key: st.key!, slowKey: st.slow! }, ins.line);
           break;
         }
         case "copy":
         case "add": {
           number++;
-          const copyKey = copyStepKey(ins, st, ctx, models, used);
+          const copyKeys = copyStepKeys(ins, st, ctx, models, used, files);
           if (ins.link && st.key !== undefined) {
-            push(copyKey, ins.line);
-            st.key = keyOf(["merge", st.key, copyKey]);
-            push(st.key, `${ins.line} (link)`, true);
+            push(copyKeys, ins.line);
+            advance(twoKeys(["merge", st.key, copyKeys.key], ["merge", st.slow, copyKeys.slowKey]));
+            push({ key: st.key!, slowKey: st.slow! }, `${ins.line} (link)`, true);
           } else {
-            st.key = copyKey;
-            push(st.key, ins.line);
+            advance(copyKeys);
+            push(copyKeys, ins.line);
           }
           break;
         }
@@ -376,20 +446,32 @@ export function modelSteps(
   return steps;
 }
 
-function copyStepKey(
+function copyStepKeys(
   ins: Extract<PlannedInstruction, { kind: "copy" | "add" }>,
   st: StageModel,
   ctx: Visible,
   models: readonly StageModel[],
   used: Set<number>,
-): string {
+  files: StageFiles,
+): { key: string; slowKey: string } {
   const dest = resolvePath(st.workdir, ins.dest);
   let sources: unknown[];
-  if (ins.from && "stage" in ins.from) {
-    used.add(ins.from.stage);
-    sources = [ins.sources.map(cleanSource), models[ins.from.stage]!.key ?? null];
-  } else if (ins.from) {
-    sources = [ins.sources.map(cleanSource), IMAGE_KEY];
+  let slowSources: unknown[];
+  if (ins.from) {
+    const stage = "stage" in ins.from ? ins.from.stage : undefined;
+    if (stage !== undefined) used.add(stage);
+    const cleaned = ins.sources.map(cleanSource);
+    sources = [cleaned, stage !== undefined ? (models[stage]!.key ?? null) : IMAGE_KEY];
+    const read = stage !== undefined ? files.stages[stage] : files.image;
+    slowSources = [
+      cleaned,
+      ins.sources.map((s) =>
+        readOf(read, s, {
+          metadata: "owner-mtime",
+          ...(ins.exclude !== undefined ? { exclude: ins.exclude } : {}),
+        }),
+      ),
+    ];
   } else {
     sources = ins.sources.map((s) => [
       ins.parents ? s : cleanSource(s),
@@ -398,6 +480,7 @@ function copyStepKey(
         ...(ins.exclude !== undefined ? { exclude: ins.exclude } : {}),
       }) ?? "missing",
     ]);
+    slowSources = sources;
   }
   const params = [
     ins.kind,
@@ -409,5 +492,6 @@ function copyStepKey(
   ];
   // A --link layer stands on nothing: the step before it is not part of its key.
   const base = ins.link ? null : (st.key ?? null);
-  return keyOf(["copy", base, params, sources]);
+  const slowBase = ins.link ? null : (st.slow ?? null);
+  return twoKeys(["copy", base, params, sources], ["copy", slowBase, params, slowSources]);
 }

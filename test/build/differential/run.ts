@@ -26,8 +26,9 @@ import {
   writeFileSync,
 } from "node:fs";
 import path from "node:path";
+import * as tar from "tar";
 import { applyContextEdit, contextDrift, type Owner, syncContext } from "./context.js";
-import { type ModelStep, modelSteps } from "./model.js";
+import { type ModelStep, modelSteps, type StageFiles } from "./model.js";
 import {
   type Dockerfile,
   type Edit,
@@ -44,7 +45,7 @@ import {
 export const ROOTLESS_USER = "tbuild-test";
 
 /** What the cases run so far did: how much of the property they exercised. */
-export const stats = { rounds: 0, failedBuilds: 0, stepsRun: 0, stepsCached: 0 };
+export const stats = { rounds: 0, failedBuilds: 0, stepsRun: 0, stepsCached: 0, stepsCachedByContent: 0 };
 
 export interface RunnerSetup {
   /** A world-readable directory each case makes its own directory in. */
@@ -142,6 +143,18 @@ async function runIn(
   const images = new Map<string, string>();
   const history: string[] = [];
 
+  /** A context whose Dockerfile is `FROM busybox`, for the image's files. */
+  let imageCtxDir: string | undefined;
+  const imageCtx = () => {
+    if (imageCtxDir === undefined) {
+      imageCtxDir = path.join(caseDir, "image-ctx");
+      mkdirSync(imageCtxDir);
+      writeFileSync(path.join(imageCtxDir, "Dockerfile"), "FROM busybox\n");
+      execFileSync("chmod", ["-R", "a+rX", imageCtxDir]);
+    }
+    return imageCtxDir;
+  };
+
   const fullTree = (planned: PlannedStage[]): Tree => ({
     ...files,
     Dockerfile: { kind: "file", content: renderDockerfile(planned), mode: 0o644, mtime: 1262304000 },
@@ -173,10 +186,15 @@ async function runIn(
     const drift = contextDrift(ctxDir, tree);
     if (drift.length > 0) throw new Error(`the test's context is not its tree: ${drift.join("; ")}`);
 
-    const steps = modelSteps(planned, tree, ignore);
     const warmBuild = build(scenario, setup, warm, ctxDir, config, caseDir);
     const cold = newStore(caseDir, `cold-${round}`, setup, owner);
     const coldBuild = build(scenario, setup, cold, ctxDir, config, caseDir);
+    // The files of the stages steps read, from the empty store's build (whose exports change
+    // nothing the warm store's steps are compared with).
+    const stageFiles = exportStageFiles(planned, (target) =>
+      exportFiles(scenario, setup, cold, target === undefined ? imageCtx() : ctxDir, config, caseDir, target),
+    );
+    const steps = modelSteps(planned, tree, ignore, stageFiles);
     log(
       `round ${round}${edit ? ` ${JSON.stringify(edit)}` : ""}: warm ${warmBuild.ok ? warmBuild.digest : "failed"}, ` +
         `${warmBuild.ran.length} ran, ${warmBuild.cached.length} cached` +
@@ -202,10 +220,15 @@ async function runIn(
     }
     rmSync(cold, { recursive: true, force: true });
     problems.push(...compareSteps(steps, built, warmBuild));
+    // Cached by the second key alone: a stage it reads changed, but not in what it reads.
+    for (const ref of warmBuild.cached) {
+      const step = matching(steps, ref)[0];
+      if (step && !built.has(step.key) && built.has(step.slowKey)) stats.stepsCachedByContent++;
+    }
     // The same Dockerfile and the same keys (an edit no step reads, or one undone later) give the
     // image they gave before: the config comes from the Dockerfile, the layers from the keys.
     const text = renderDockerfile(planned);
-    const signature = JSON.stringify([text, steps.filter((s) => s.needed).map((s) => s.key)]);
+    const signature = JSON.stringify([text, steps.filter((s) => s.needed).map((s) => s.slowKey)]);
     const before = images.get(signature);
     if (warmBuild.ok && before !== undefined && before !== warmBuild.digest) {
       problems.push(
@@ -223,11 +246,17 @@ async function runIn(
         ].join("\n"),
       );
     }
-    // What ran is recorded in the store, even when the build failed later.
+    // What ran is recorded in the store under both keys, even when the build failed later; a
+    // step found under its second key is recorded under its first.
+    const record = (s: ModelStep) => {
+      built.add(s.key);
+      built.add(s.slowKey);
+    };
     if (warmBuild.ok) {
-      for (const s of steps) if (s.needed) built.add(s.key);
+      for (const s of steps) if (s.needed) record(s);
     } else {
-      for (const ref of warmBuild.ran) for (const s of matching(steps, ref)) built.add(s.key);
+      for (const ref of [...warmBuild.ran, ...warmBuild.cached])
+        for (const s of matching(steps, ref)) record(s);
     }
     if (warmBuild.ok && warmBuild.digest !== undefined && before === undefined)
       images.set(signature, warmBuild.digest);
@@ -318,11 +347,16 @@ function compareSteps(
     const found = matching(steps, ref).filter((s) => single || s.stage === ref.stage);
     return found[0];
   };
-  const ranKeys = new Map<string, string>();
-  const cachedKeys = new Map<string, string>();
+  const cachedBefore = (s: ModelStep) => built.has(s.key) || built.has(s.slowKey);
+  // Two steps of this build with one second key (and other first keys), neither built before:
+  // whichever reaches it second may find the first's result, or both run at once.
+  const sharesSecondKey = (s: ModelStep) =>
+    steps.some((o) => o.needed && o.key !== s.key && o.slowKey === s.slowKey && !cachedBefore(o));
+  const ranSteps = new Map<string, ModelStep>();
+  const cachedSteps = new Map<string, ModelStep>();
   for (const [refs, into] of [
-    [outcome.ran, ranKeys],
-    [outcome.cached, cachedKeys],
+    [outcome.ran, ranSteps],
+    [outcome.cached, cachedSteps],
   ] as const) {
     for (const ref of refs) {
       const step = keyOfRef(ref);
@@ -331,24 +365,100 @@ function compareSteps(
           problems.push(`tbuild reported a step the model does not know: ${ref.text}`);
         continue;
       }
-      into.set(step.key, step.text);
+      into.set(step.key, step);
     }
   }
-  for (const [key, text] of ranKeys) {
-    if (built.has(key)) problems.push(`ran, but the model has it cached: ${text}`);
+  for (const step of ranSteps.values()) {
+    if (cachedBefore(step)) problems.push(`ran, but the model has it cached: ${step.text}`);
   }
-  for (const [key, text] of cachedKeys) {
-    if (!built.has(key)) problems.push(`cached, but the model has it run: ${text}`);
+  for (const step of cachedSteps.values()) {
+    if (!cachedBefore(step) && !sharesSecondKey(step))
+      problems.push(`cached, but the model has it run: ${step.text}`);
   }
   if (outcome.ok) {
     for (const step of steps) {
-      if (!step.needed || ranKeys.has(step.key) || cachedKeys.has(step.key)) continue;
+      if (!step.needed || ranSteps.has(step.key) || cachedSteps.has(step.key)) continue;
       problems.push(
-        `the model has it ${built.has(step.key) ? "cached" : "run"}, tbuild reported neither: ${step.text}`,
+        `the model has it ${cachedBefore(step) ? "cached" : "run"}, tbuild reported neither: ${step.text}`,
       );
     }
   }
   return problems;
+}
+
+/**
+ * The files of every stage a step reads (COPY --from, a bind mount of a stage) and of the image
+ * when a COPY reads it, each exported by `exportOf` (the stage's name, or undefined for busybox).
+ */
+function exportStageFiles(
+  planned: readonly PlannedStage[],
+  exportOf: (target: string | undefined) => Tree | undefined,
+): StageFiles {
+  const read = new Set<number>();
+  let image = false;
+  for (const stage of planned) {
+    for (const ins of stage.instructions) {
+      if ((ins.kind === "copy" || ins.kind === "add") && ins.from) {
+        if ("stage" in ins.from) read.add(ins.from.stage);
+        else image = true;
+      }
+      if (ins.kind === "run") for (const m of ins.mounts) if (m.type === "bind-stage") read.add(m.stage);
+    }
+  }
+  return {
+    stages: planned.map((stage, i) => (read.has(i) ? exportOf(stage.name) : undefined)),
+    image: image ? exportOf(undefined) : undefined,
+  };
+}
+
+/** A stage's files (or, without a target, the image's) as a tree: undefined when it does not build. */
+function exportFiles(
+  scenario: Scenario,
+  setup: RunnerSetup,
+  store: string,
+  ctxDir: string,
+  config: string,
+  caseDir: string,
+  target: string | undefined,
+): Tree | undefined {
+  const file = path.join(caseDir, "stage-files.tar");
+  rmSync(file, { force: true });
+  const output = [...(target !== undefined ? ["--target", target] : []), "-o", `type=tar,dest=${file}`];
+  if (!build(scenario, setup, store, ctxDir, config, caseDir, output).ok) return undefined;
+  const tree: Tree = {};
+  const clean = (p: string) => p.replace(/^(\.\/)+/, "").replace(/\/+$/, "");
+  tar.t({
+    file,
+    sync: true,
+    onReadEntry: (entry) => {
+      const name = clean(entry.path);
+      const chunks: Buffer[] = [];
+      entry.on("data", (chunk: Buffer) => chunks.push(chunk));
+      entry.on("end", () => {
+        if (name === "") return;
+        const owned = {
+          mode: (entry.mode ?? 0) & 0o7777,
+          uid: entry.uid ?? 0,
+          gid: entry.gid ?? 0,
+          mtime: Math.floor((entry.mtime?.getTime() ?? 0) / 1000),
+        };
+        if (entry.type === "Directory") tree[name] = { kind: "dir", ...owned };
+        else if (entry.type === "SymbolicLink")
+          tree[name] = { kind: "symlink", target: entry.linkpath ?? "", ...owned };
+        else if (entry.type === "Link") tree[name] = { kind: "hardlink", of: clean(entry.linkpath ?? "") };
+        else if (entry.type === "File" || entry.type === "OldFile" || entry.type === "ContiguousFile") {
+          const digest = createHash("sha256").update(Buffer.concat(chunks)).digest("hex");
+          tree[name] = { kind: "file", content: `@sha256:${digest}`, ...owned };
+        } else {
+          // FIFOs and devices: their type and numbers stand for their content.
+          const special = `@${entry.type}:${entry.header.devmaj ?? 0}:${entry.header.devmin ?? 0}`;
+          tree[name] = { kind: "file", content: special, ...owned };
+        }
+      });
+    },
+  });
+  rmSync(file, { force: true });
+  return tree;
 }
 
 function newStore(caseDir: string, name: string, setup: RunnerSetup, owner: Owner): string {

@@ -29,10 +29,13 @@ export type Snapshots = "overlay" | "copy";
  */
 export type Content = string;
 
+/** `uid`, `gid` (and a directory's `mtime`): only in a stage's files as the model reads them (model.ts). */
+type Owned = { uid?: number; gid?: number };
+
 export type Entry =
-  | { kind: "file"; content: Content; mode: number; mtime: number }
-  | { kind: "dir"; mode: number }
-  | { kind: "symlink"; target: string; mtime: number }
+  | ({ kind: "file"; content: Content; mode: number; mtime: number } & Owned)
+  | ({ kind: "dir"; mode: number; mtime?: number } & Owned)
+  | ({ kind: "symlink"; target: string; mtime: number } & Owned)
   /** A second name of the file at `of` (a hard link). */
   | { kind: "hardlink"; of: string };
 
