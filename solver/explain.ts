@@ -231,6 +231,11 @@ async function contentChanges(
   was: string | undefined,
   manifestOf: ExplainOptions["contentManifest"],
 ): Promise<string[]> {
+  if (op.kind === "exec" || op.kind === "file") {
+    // The only content of a step that makes a layer: the SOURCE_DATE_EPOCH it clamps times to.
+    const epoch = (key: string | undefined) => key?.replace(/^SOURCE_DATE_EPOCH=/, "") ?? "unset";
+    return [`SOURCE_DATE_EPOCH changed (was ${epoch(was)}, now ${epoch(now)})`];
+  }
   if (op.kind !== "local") return [`the content of its ${op.kind} source changed`];
   const where = op.name === "context" ? "" : ` of build context ${op.name}`;
   const [a, b] = await Promise.all([

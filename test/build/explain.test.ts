@@ -1,4 +1,4 @@
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { tbuild } from "../helpers/cli.js";
@@ -45,6 +45,33 @@ describe("tbuild build --explain", () => {
       "explain: [3/3] RUN cat /src/main.c > /out: [2/3] COPY src/ /src/ changed: input file src/main.c changed",
     ]);
     expect(build([dir])).toEqual([]);
+  });
+
+  it("names a changed SOURCE_DATE_EPOCH, and a build with it after one without equals a fresh store's", async () => {
+    const dir = context({
+      Dockerfile: "FROM busybox\nCOPY f /f\nRUN touch /made\n",
+      f: "a file with today's mtime\n",
+    });
+    const digestOf = (store: string, env: Record<string, string>) => {
+      const metadata = path.join(tempDir("explain-metadata"), "m.json");
+      const result = tbuild(["build", "--progress=plain", "--explain", "--metadata-file", metadata, dir], {
+        env: { TBUILD_ROOT: store, ...env },
+      });
+      expect(result.status, result.stderr).toBe(0);
+      const lines = result.stderr.split("\n").filter((line) => line.startsWith("explain: "));
+      return { digest: JSON.parse(readFileSync(metadata, "utf8"))["containerimage.digest"], lines };
+    };
+    const warm = tempDir("explain-sde-store");
+    await importBusybox(warm, "busybox");
+    digestOf(warm, {});
+    const clamped = digestOf(warm, { SOURCE_DATE_EPOCH: "1000000000" });
+    expect(clamped.lines).toEqual([
+      "explain: [2/3] COPY f /f: SOURCE_DATE_EPOCH changed (was unset, now 1000000000)",
+      "explain: [3/3] RUN touch /made: SOURCE_DATE_EPOCH changed (was unset, now 1000000000)",
+    ]);
+    const fresh = tempDir("explain-sde-fresh");
+    await importBusybox(fresh, "busybox");
+    expect(clamped.digest).toBe(digestOf(fresh, { SOURCE_DATE_EPOCH: "1000000000" }).digest);
   });
 
   it("names a changed --build-arg", () => {

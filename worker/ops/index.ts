@@ -40,7 +40,9 @@ export async function runOp(vertex: Vertex, inputs: FsResult[], ctx: OpContext):
 /**
  * What a vertex's cache key needs beyond its definition: the checksum of the context files a
  * `local` op selects, the digest an `http` download has (or promises), the commit a `git` ref
- * names. Other ops are fully described by their definition and their inputs' keys.
+ * names; for a step that makes a layer (RUN, COPY), the SOURCE_DATE_EPOCH its layer's times are
+ * clamped to, so that a layer made without it is never reused by a build that asks for it. Other
+ * ops are fully described by their definition and their inputs' keys.
  */
 export async function opContentKey(vertex: Vertex, ctx: OpContext): Promise<string | undefined> {
   const op = vertex.op;
@@ -51,6 +53,9 @@ export async function opContentKey(vertex: Vertex, ctx: OpContext): Promise<stri
       return (await import("./http.js")).httpContentKey(op, ctx);
     case "git":
       return (await import("./git.js")).gitContentKey(op, ctx);
+    case "exec":
+    case "file":
+      return ctx.sourceDateEpoch !== undefined ? `SOURCE_DATE_EPOCH=${ctx.sourceDateEpoch}` : undefined;
     default:
       return undefined;
   }
