@@ -330,9 +330,13 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
     parseMount,
     parseInstruction: (node) =>
       parseInstruction(node, { file, lines: ast.lines, warn: (m, r) => warn(m, r.start) }),
-    stageOf: (ref) => {
+    stageOf: async (ref, at) => {
       const dep = findStage(ref);
-      return dep ? states.get(dep) : undefined;
+      if (!dep) return undefined;
+      // An ONBUILD trigger (of a base image or an earlier stage) may name a stage the target
+      // does not otherwise need: as in BuildKit, it is the stage of the Dockerfile being built.
+      if (!states.has(dep)) await dispatchInOrder(dep, at);
+      return states.get(dep);
     },
     image: (ref, platform, at) => resolve(ref, platform, at),
     namedLocal: (ref) => {
@@ -351,13 +355,28 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
   };
 
   // Dispatch in dependency order: a stage's bases and sources before the stage.
-  const order = inputsFirst([target], needs);
-  for (const stage of order) {
-    states.set(
-      stage,
-      await dispatchStage(stage, stage.baseStage ? states.get(stage.baseStage) : undefined, dispatchContext),
-    );
+  const order: StageDef[] = [];
+  const dispatching = new Set<StageDef>();
+  async function dispatchInOrder(root: StageDef, at: Position) {
+    for (const stage of inputsFirst([root], needs)) {
+      if (states.has(stage)) continue;
+      if (dispatching.has(stage)) {
+        throw errorAt(`circular dependency detected on stage: ${stageName(stage)}`, at);
+      }
+      dispatching.add(stage);
+      states.set(
+        stage,
+        await dispatchStage(
+          stage,
+          stage.baseStage ? states.get(stage.baseStage) : undefined,
+          dispatchContext,
+        ),
+      );
+      dispatching.delete(stage);
+      order.push(stage);
+    }
   }
+  await dispatchInOrder(target, target.from.range.start);
 
   for (const [key] of buildArgs) {
     if (!usedBuildArgs.has(key) && !PROXY_ARGS.has(key) && !PLATFORM_ARG_NAMES.has(key)) {

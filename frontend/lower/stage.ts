@@ -65,8 +65,8 @@ export interface DispatchContext {
   warnUndeclared(names: Set<string>, at: Position): void;
   parseMount(value: string, ctx: { file: string; lines: readonly string[]; position: Position }): MountSpec;
   parseInstruction(node: InstructionNode): Instruction;
-  /** The dispatched state of a stage named or numbered `ref`, if it is one. */
-  stageOf(ref: string): StageState | undefined;
+  /** The dispatched state of a stage named or numbered `ref`, if it is one (dispatched now if it was not yet). */
+  stageOf(ref: string, at: Position): Promise<StageState | undefined>;
   image(ref: string, platform: Platform, at: Position): Promise<ResolvedImage>;
   /** The `local` vertex of a `--build-context NAME=DIR` called `ref`, if it is one. */
   namedLocal(ref: string): PendingVertex | undefined;
@@ -498,7 +498,7 @@ async function sourceFor(
   const name = ctx.expand(from, ctx.metaEnv, at).result;
   const namedLocal = ctx.namedLocal(name);
   if (namedLocal) return { vertex: namedLocal, fromContext: false };
-  const stage = ctx.stageOf(name);
+  const stage = await ctx.stageOf(name, at);
   if (stage) return { ...(stage.root ? { vertex: stage.root } : {}), fromContext: false };
   if (name.toLowerCase() === "scratch") return { fromContext: false };
   const image = await ctx.image(name, st.platform, at);
