@@ -215,6 +215,21 @@ describe("COPY semantics", () => {
     expect(symbolicEntries.get("app/main.go")?.mode).toBe(0o750 & ~0o077);
   });
 
+  it("gives the directories it creates for the destination an octal --chmod's mode, as BuildKit does", async () => {
+    const octal = await onBase(copyAction("/a.txt", "/new/sub/a.txt", { chmod: "770" }));
+    const entries = await addedEntries(fixture.ctx, octal);
+    expect(entries.get("new/")?.mode).toBe(0o770);
+    expect(entries.get("new/sub/")?.mode).toBe(0o770);
+    expect(entries.get("new/sub/a.txt")?.mode).toBe(0o770);
+    const none = await onBase(copyAction("/a.txt", "/new/sub/", { chmod: "0" }));
+    expect(await readIn(none, "new/sub/a.txt")).toBe("a\n");
+    expect((await addedEntries(fixture.ctx, none)).get("new/sub/")?.mode).toBe(0);
+    const symbolic = await onBase(copyAction("/a.txt", "/new/sub/a.txt", { chmod: "u+x" }));
+    expect((await addedEntries(fixture.ctx, symbolic)).get("new/")?.mode).toBe(0o755);
+    const existing = await onBase(copyAction("/a.txt", "/existing/sub/a.txt", { chmod: "700" }));
+    expect((await statIn(existing, "existing")).mode & 0o7777).toBe(0o755);
+  });
+
   it("keeps the directories below the /./ pivot with --parents", async () => {
     const fs = await onBase(copyAction("/", "/out/", { includePatterns: ["src/lib/*.go"] }));
     expect(await listIn(fs, "out")).toEqual(["./src", "./src/lib", "./src/lib/util.go"]);
