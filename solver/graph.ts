@@ -110,6 +110,8 @@ export type FileAction =
       allowEmptyWildcard: boolean;
       /** `--parents`: keep the source's directories below the pivot (`/./`). */
       includePatterns: string[];
+      /** `--parents` of a path without wildcards: it must exist in the source (BuildKit's RequiredPaths). */
+      requiredPaths?: string[];
       excludePatterns: string[];
     }
   | { action: "mkfile"; path: string; data: string; mode: number; chown?: Chown }

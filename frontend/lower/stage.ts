@@ -842,7 +842,13 @@ async function dispatchCopy(st: StageState, ins: CopyInstruction, ctx: DispatchC
     }
     const selector = cleanAbsolute(from);
     if (source.fromContext) ctx.contextPaths.add(cleanAbsolute(src.replace("/./", "/")));
-    copy(source.vertex ? addInput(source.vertex) : undefined, selector, { includePatterns: include });
+    // As BuildKit: a --parents source without wildcards must exist; one with them may match nothing.
+    const required =
+      ins.parents && !/[*?[]/.test(src) ? { requiredPaths: [path.join(selector, include[0]!)] } : {};
+    copy(source.vertex ? addInput(source.vertex) : undefined, selector, {
+      includePatterns: include,
+      ...required,
+    });
   }
 
   const filePlatform = st.platform;

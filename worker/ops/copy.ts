@@ -96,6 +96,13 @@ export async function copy(action: CopyAction, options: CopyOptions): Promise<vo
       throw new CopyError(`cannot copy to ${dest}: ${parent} does not exist in the destination`);
     }
   }
+  for (const required of action.requiredPaths ?? []) {
+    const found = await lstat(rootPath(srcRoot, required, { followFinal: action.followSymlinks })).catch(
+      () => undefined,
+    );
+    if (!found)
+      throw new CopyError(`"${required}": not found (no file or directory of the source has this path)`);
+  }
   const matches = await resolveSources(action, srcRoot);
   if (matches.length === 0) {
     if (action.allowEmptyWildcard && action.allowWildcard && hasGlob(action.src)) return;

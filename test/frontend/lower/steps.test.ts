@@ -190,5 +190,15 @@ EOF
       src: "/src",
       includePatterns: ["pkg/*.go"],
     });
+    expect(asFile(parents.rootVertex().op).actions[0]).not.toHaveProperty("requiredPaths");
+  });
+
+  it("COPY --parents of a path without wildcards requires it to exist, as BuildKit does", async () => {
+    const build = await lower("FROM busybox\nCOPY --parents /test/a/./b/c /app/\n");
+    expect(asFile(build.rootVertex().op).actions[0]).toMatchObject({
+      src: "/test/a",
+      includePatterns: ["b/c"],
+      requiredPaths: ["/test/a/b/c"],
+    });
   });
 });

@@ -230,6 +230,16 @@ describe("COPY semantics", () => {
     expect((await statIn(existing, "existing")).mode & 0o7777).toBe(0o755);
   });
 
+  it("refuses a --parents copy whose required path is missing, and copies one that exists", async () => {
+    await expect(
+      onBase(copyAction("/", "/out/", { includePatterns: ["src/nope.go"], requiredPaths: ["/src/nope.go"] })),
+    ).rejects.toThrow('"/src/nope.go": not found');
+    const fs = await onBase(
+      copyAction("/", "/out/", { includePatterns: ["src/main.go"], requiredPaths: ["/src/main.go"] }),
+    );
+    expect(await listIn(fs, "out")).toEqual(["./src", "./src/main.go"]);
+  });
+
   it("keeps the directories below the /./ pivot with --parents", async () => {
     const fs = await onBase(copyAction("/", "/out/", { includePatterns: ["src/lib/*.go"] }));
     expect(await listIn(fs, "out")).toEqual(["./src", "./src/lib", "./src/lib/util.go"]);
