@@ -339,6 +339,16 @@ describe("ADD of local archives", () => {
     expect(tool).toMatchObject({ mode: 0o755, uid: 7, gid: 8 });
   });
 
+  it("gives every extracted entry the owner ADD --chown names", async () => {
+    const fs = await onBase(
+      copyAction("/pkg.tar.gz", "/opt/", { attemptUnpack: true, chown: { user: "100", group: "200" } }),
+    );
+    const entries = await addedEntries(fixture.ctx, fs);
+    expect(entries.get("opt/pkg/bin/tool")).toMatchObject({ mode: 0o755, uid: 100, gid: 200 });
+    expect(entries.get("opt/pkg/")).toMatchObject({ uid: 100, gid: 200 });
+    expect(entries.get("opt/")).toMatchObject({ uid: 100, gid: 200 });
+  });
+
   it("extracts a tar.xz, recognized by content", async () => {
     const fs = await onBase(copyAction("/pkg.tar.xz", "/opt", { attemptUnpack: true }));
     expect(await readIn(fs, "opt/pkg/bin/tool")).toBe("#!/bin/sh\necho tool\n");
