@@ -14,7 +14,7 @@ import { createContextMatcher } from "../../frontend/dockerignore.js";
 import { byBytes } from "../../oci/archive/byte-order.js";
 import { TAR_END, TarChunker, type TarEntry, tarEntry } from "../../oci/archive/tar.js";
 import { childPath } from "../child-path.js";
-import { hasGlob, PathSelector, pathComponents } from "./glob.js";
+import { globInRoot, hasGlob, PathSelector, pathComponents } from "./glob.js";
 
 export interface ContextEntry {
   /** Relative to the source root, `/`-separated, no trailing slash. */
@@ -118,14 +118,21 @@ export async function selectContext(
 }
 
 /**
- * The follow paths plus, for each plain (glob-free) one that passes through a symbolic link
- * inside the source, the link itself and where it leads, resolved inside the source: a COPY of
- * `/current` where `current -> releases/v2` needs both.
+ * The follow paths plus, for each one (or each match of a glob) that passes through a symbolic
+ * link inside the source, the link itself and where it leads, resolved inside the source: a COPY
+ * of `/current` where `current -> releases/v2` needs both, and so does `COPY sub/l* dest/` where
+ * `sub/l0 -> subfile` (fsutil's FollowLinks does the same for BuildKit's follow paths).
  */
 async function withSymlinkTargets(root: string, followPaths: readonly string[]): Promise<string[]> {
   const out = new Set(followPaths);
+  const plainPaths: string[] = [];
   for (const followPath of followPaths) {
-    if (hasGlob(followPath)) continue;
+    if (!hasGlob(followPath)) plainPaths.push(followPath);
+    else
+      for (const match of await globInRoot(root, followPath, true).catch(() => []))
+        plainPaths.push(match.path);
+  }
+  for (const followPath of plainPaths) {
     let pending = pathComponents(followPath);
     let resolved: string[] = [];
     for (let hops = 0; pending.length > 0 && hops <= MAX_SYMLINKS; ) {

@@ -220,6 +220,24 @@ describe("the context's layer", () => {
     expect(entries.map((e) => e.path)).toEqual(["current", "src/", "src/lib/", "src/lib/util.go"]);
   });
 
+  it("includes what a symlink matched by a glob leads to, and keys on its content", async () => {
+    const dir = await makeContext();
+    await symlink("main.go", path.join(dir, "src", "l0"));
+    const selection = { followPaths: ["/src/l*"] };
+    const fs = await runLocal(localOp(selection), [], { ...fixture.ctx, localSources: { context: dir } });
+    const entries = await layerEntries(fixture.ctx, fs.layers[0]!);
+    expect(entries.map((e) => e.path)).toEqual([
+      "src/",
+      "src/l0",
+      "src/lib/",
+      "src/lib/util.go",
+      "src/main.go",
+    ]);
+    const before = await keyOf(dir, selection);
+    await writeFile(path.join(dir, "src", "main.go"), "package main2\n");
+    expect(await keyOf(dir, selection)).not.toBe(before);
+  });
+
   it("names a local source the build was not given", async () => {
     await expect(keyOf("/nonexistent")).rejects.toThrow(/cannot read \/nonexistent/);
     await expect(
