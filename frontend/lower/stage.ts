@@ -264,8 +264,9 @@ function goQuoteList(list: string[]): string {
   return `[${list.map((s) => JSON.stringify(s)).join(" ")}]`;
 }
 
+/** `p` made absolute against the WORKDIR; an empty one (`COPY f $empty`) is the WORKDIR as a directory, as `.` is. */
 function absolutePath(st: StageState, p: string): string {
-  if (p === "") return st.workdir;
+  if (p === "") return st.workdir.endsWith("/") ? st.workdir : `${st.workdir}/`;
   const joined = path.isAbsolute(p) ? path.normalize(p) : path.join(st.workdir, p);
   const trailing = (p.endsWith("/") || p.endsWith("/.") || p === ".") && joined !== "/";
   return trailing && !joined.endsWith("/") ? `${joined}/` : joined;

@@ -126,4 +126,11 @@ COPY --from=b /etc/passwd /b
     const layer = asFile(build.graph.vertices[root.inputs[1]!]!.op);
     expect(layer.base).toBeUndefined();
   });
+
+  it("an empty COPY destination is the WORKDIR as a directory, also in a --link layer", async () => {
+    const build = await lower('FROM busybox\nWORKDIR /var/www\nENV empty=""\nCOPY --link app.txt $empty\n');
+    const root = build.rootVertex();
+    const layer = asFile(build.graph.vertices[root.inputs[1]!]!.op);
+    expect(layer.actions[0]).toMatchObject({ src: "/app.txt", dest: "/var/www/" });
+  });
 });
