@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
@@ -49,6 +49,18 @@ describe("tbuild debug graph", () => {
     expect(ops.find((op) => op.kind === "image")).toMatchObject({ ref: "docker.io/library/debian:12" });
     expect(ops.find((op) => op.kind === "local")).toMatchObject({ excludePatterns: ["*.log"] });
     expect(ops.some((op) => op.kind === "exec")).toBe(false);
+  });
+
+  it("reads a lowercase dockerfile when the context has no Dockerfile, as BuildKit does", () => {
+    const dir = context({ dockerfile: "FROM scratch\nLABEL from=lowercase\n" });
+    try {
+      const { status, stdout, stderr } = tbuild(["debug", "graph", dir]);
+      expect(stderr).toBe("");
+      expect(status).toBe(0);
+      expect((JSON.parse(stdout) as LoweredBuild).image.config.Labels).toEqual({ from: "lowercase" });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("prints DOT with --format dot", () => {
