@@ -660,7 +660,10 @@ async function dispatchRun(st: StageState, ins: RunInstruction, ctx: DispatchCon
     inputs,
     { name: stepName(st, ctx, `${displayText(ins)}${summary}`), location: locationOf(ctx, ins.node) },
   );
-  const argsInHistory = st.declaredArgs.map(({ key, value }) => `${key}=${st.env.get(key) ?? value ?? ""}`);
+  // Each build argument once, where it was first declared, with its latest value (as BuildKit).
+  const argValues = new Map<string, string>();
+  for (const { key, value } of st.declaredArgs) argValues.set(key, st.env.get(key) ?? value ?? "");
+  const argsInHistory = [...argValues].map(([key, value]) => `${key}=${value}`);
   const prefix = argsInHistory.length > 0 ? `|${argsInHistory.length} ${argsInHistory.join(" ")} ` : "";
   commit(st, `RUN ${prefix}${args.join(" ")}`, true, true);
 }

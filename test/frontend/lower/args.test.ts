@@ -91,6 +91,11 @@ COPY --from=tools /bin/sh /sh
     expect(build.image.history?.at(-1)?.created_by).toBe("RUN |2 A=1 B=2 /bin/sh -c echo hi # buildkit");
   });
 
+  it("RUN's history line lists an ARG declared twice once, with its latest value", async () => {
+    const build = await lower("FROM busybox\nARG foo=bar\nARG bar=123\nARG foo=bar2\nRUN ls\n");
+    expect(build.image.history?.at(-1)?.created_by).toBe("RUN |2 foo=bar2 bar=123 /bin/sh -c ls # buildkit");
+  });
+
   it("warns when a variable is used before its ARG declaration", async () => {
     const build = await lower("FROM busybox\nENV X=$LATE\nARG LATE=1\n");
     expect(build.warnings).toEqual([
