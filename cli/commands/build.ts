@@ -6,7 +6,7 @@ import { TbuildError, UsageError } from "../../errors/index.js";
 import type { ExportType } from "../../exporters/index.js";
 import { type ExportRequest, parseOutputSpec } from "../../exporters/request.js";
 import { readDockerignore } from "../../frontend/dockerignore.js";
-import { lowerDockerfile } from "../../frontend/lower/index.js";
+import { lowerDockerfile, proxyEnv } from "../../frontend/lower/index.js";
 import { parseDockerfileCached } from "../../frontend/syntax/parse-cache.js";
 import { hostPlatform } from "../../oci/platform.js";
 import { defaultStoreRoot, type Store } from "../../oci/store/index.js";
@@ -182,6 +182,7 @@ async function build(
       warn: ctx.warn,
       localSources: { ...buildContexts.localSources, context: contextDir },
       secrets,
+      proxyEnv: proxyEnv(buildArgs),
       ssh: sshAgents,
       compression: "gzip",
       ...(sourceDateEpoch !== undefined ? { sourceDateEpoch } : {}),

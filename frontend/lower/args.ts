@@ -15,6 +15,20 @@ export const PROXY_ARGS = new Set([
 ]);
 
 /**
+ * The environment RUN steps get from proxy build args, as BuildKit's ProxyEnv: `http_proxy`,
+ * `https_proxy`, `ftp_proxy`, `no_proxy` and `all_proxy`, given in either case, each set in both
+ * cases. It stays out of the build graph, so that a changed proxy never re-runs a step.
+ */
+export function proxyEnv(buildArgs: Record<string, string>): string[] {
+  const values = new Map<string, string>();
+  // Sorted as BuildKit reads them: given both ways, the lowercase name wins.
+  for (const key of Object.keys(buildArgs).sort()) {
+    if (PROXY_ARGS.has(key)) values.set(key.toUpperCase(), buildArgs[key]!);
+  }
+  return [...values].flatMap(([name, value]) => [`${name}=${value}`, `${name.toLowerCase()}=${value}`]);
+}
+
+/**
  * The automatic platform ARGs, in the global scope: usable in FROM lines directly, and inside a
  * stage once redeclared without a value (`ARG TARGETARCH`).
  */

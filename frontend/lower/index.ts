@@ -490,4 +490,5 @@ function detectCycles(stages: StageDef[], errorAt: (reason: string, at: Position
   }
 }
 
+export { proxyEnv } from "./args.js";
 export type { PendingVertex };

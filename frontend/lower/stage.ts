@@ -18,7 +18,6 @@ import type {
 import type { ResolvedImage } from "../resolver.js";
 import type { EnvLookup, ExpandResult, ShellLex } from "../shell/index.js";
 import type { Heredoc, InstructionNode, Position } from "../syntax/index.js";
-import { PROXY_ARGS } from "./args.js";
 import type { StageDef } from "./index.js";
 import { type PendingVertex, pending } from "./pending.js";
 
@@ -241,12 +240,9 @@ function displayText(instruction: Instruction): string {
   return space < 0 ? text.toUpperCase() : `${text.slice(0, space).toUpperCase()}${text.slice(space)}`;
 }
 
-function execEnv(st: StageState, ctx: DispatchContext): string[] {
+function execEnv(st: StageState): string[] {
   const env = [...st.env].map(([k, v]) => `${k}=${v}`);
   if (!st.env.has("PATH")) env.push(`PATH=${DEFAULT_PATH}`);
-  for (const [key, value] of ctx.buildArgs) {
-    if (PROXY_ARGS.has(key) && !st.env.has(key)) env.push(`${key}=${value}`);
-  }
   return env;
 }
 
@@ -649,7 +645,7 @@ async function dispatchRun(st: StageState, ins: RunInstruction, ctx: DispatchCon
     {
       kind: "exec",
       args,
-      env: execEnv(st, ctx),
+      env: execEnv(st),
       cwd: st.workdir,
       user: st.user,
       network: ins.network === undefined || ins.network === "default" ? ctx.network : ins.network,

@@ -147,6 +147,17 @@ describe("tbuild build", () => {
     expect(readFileSync(path.join(dir, "fs.tar")).includes("s3cr3t-value")).toBe(false);
   });
 
+  it("a proxy build arg reaches RUN in both cases, and changing it alone re-runs nothing", () => {
+    const dir = context({ Dockerfile: 'FROM busybox\nRUN echo "$HTTP_PROXY $http_proxy" > /proxy\n' });
+    const first = build(["-t", "proxy:1", "--build-arg", "http_proxy=http://one:3128", dir]);
+    expect(first.status, first.stderr).toBe(0);
+    expect(runImage("proxy:1", "cat", "/proxy").stdout).toBe("http://one:3128 http://one:3128\n");
+    const changed = build(["-t", "proxy:1", "--build-arg", "http_proxy=http://two:3128", dir]);
+    expect(changed.status, changed.stderr).toBe(0);
+    expect(changed.stderr).toContain("0 step(s) ran");
+    expect(runImage("proxy:1", "cat", "/proxy").stdout).toBe("http://one:3128 http://one:3128\n");
+  });
+
   it("a cache mount keeps its contents across builds, even with --no-cache", () => {
     const dir = context({
       Dockerfile:

@@ -26,6 +26,11 @@ export interface OpContext {
   localSources: Record<string, string>;
   /** `--secret id=ID,src=PATH|env=VAR`, by id. */
   secrets: Record<string, SecretSource>;
+  /**
+   * `K=V` of the proxy build args (`--build-arg http_proxy=...`), for every RUN step whose own
+   * env does not set that name: outside the graph, so never part of a cache key, as in BuildKit.
+   */
+  proxyEnv?: string[];
   /** `--ssh ID=SOCKET|KEY`, by id (`default` for `--ssh default`). */
   ssh: Record<string, string>;
   /** How new layers are compressed. */

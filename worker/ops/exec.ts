@@ -96,6 +96,10 @@ export async function runExec(op: ExecOp, inputs: FsResult[], ctx: OpContext): P
   const rootLayers = rootMount.input !== undefined ? inputs[rootMount.input]!.layers : [];
   const cleanups: (() => Promise<void>)[] = [];
   const env = [...op.env];
+  for (const entry of ctx.proxyEnv ?? []) {
+    const name = entry.slice(0, entry.indexOf("=") + 1);
+    if (!env.some((e) => e.startsWith(name))) env.push(entry);
+  }
   const mounts: SandboxMount[] = [];
   const root = await ctx.snapshotter.mountWritable(await prepareLayers(ctx, rootLayers));
   cleanups.push(() => root.release());

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { proxyEnv } from "../../../frontend/lower/index.js";
 import { asExec, lower } from "./lower.js";
 
 describe("ARG and ENV scoping", () => {
@@ -77,13 +78,26 @@ COPY --from=tools /bin/sh /sh
     expect(final!.platform.architecture).toBe("arm64");
   });
 
-  it("proxy build args reach RUN without an ARG but stay out of the history", async () => {
+  it("proxy build args stay out of the graph and the history; the worker gives them to RUN", async () => {
     const build = await lower("FROM busybox\nRUN wget example.invalid\n", {
       buildArgs: { HTTP_PROXY: "http://proxy:3128" },
     });
-    expect(build.env(asExec(build.rootVertex().op)).HTTP_PROXY).toBe("http://proxy:3128");
+    expect(JSON.stringify(build.graph)).not.toContain("proxy:3128");
     expect(JSON.stringify(build.image.history)).not.toContain("proxy:3128");
     expect(build.warnings).toEqual([]);
+  });
+
+  it("proxy build args, in either case, give RUN both cases, the lowercase name winning", () => {
+    expect(proxyEnv({ http_proxy: "hp", NO_PROXY: "np", FOO: "x" })).toEqual([
+      "NO_PROXY=np",
+      "no_proxy=np",
+      "HTTP_PROXY=hp",
+      "http_proxy=hp",
+    ]);
+    expect(proxyEnv({ HTTPS_PROXY: "upper", https_proxy: "lower" })).toEqual([
+      "HTTPS_PROXY=lower",
+      "https_proxy=lower",
+    ]);
   });
 
   it("RUN's history line lists the stage's ARGs as BuildKit writes them", async () => {
