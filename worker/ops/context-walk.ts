@@ -38,6 +38,8 @@ export class LocalSourceError extends TbuildError {
 }
 
 const MAX_SYMLINKS = 40;
+/** The sha256 (hex) of no bytes: the content a socket of the source is sent as. */
+export const EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 const SMALL_FILE_BYTES = 1n << 20n;
 
 /** Every entry of `root` the selection keeps, in tar order. */
@@ -176,7 +178,7 @@ export interface TreeTarOptions {
    * 0644 by their execute bit), so that a checkout's layer does not depend on the umask.
    */
   gitModes?: boolean;
-  /** Hears of entries a source layer does not carry (sockets, devices). */
+  /** Hears of entries a source layer does not carry (devices). */
   warn(rel: string, what: string): void;
   /** Is given every entry as it goes into the tar, with the very bytes the tar gets. */
   sink?: TreeSink;
@@ -292,9 +294,15 @@ export async function* treeTar(
       sink?.other(entry.rel);
       const chunk = chunker.add({ ...base, path: entry.rel, type: "FIFO" });
       if (chunk) yield chunk;
+    } else if (st.isSocket()) {
+      // A socket cannot be sent: BuildKit's context transfer (fsutil) makes it an empty file.
+      const content = Buffer.alloc(0);
+      const chunk = chunker.add({ ...base, path: entry.rel, type: "File", size: 0 }, content);
+      sink?.file(entry.rel, mode, mtime, content, chunker.contentOffset, EMPTY_SHA256);
+      if (chunk) yield chunk;
     } else {
-      // Sockets and devices are never part of a source (fsutil leaves them out of a context too).
-      options.warn(entry.rel, st.isSocket() ? "a socket" : "a device");
+      // Devices are never part of a source (fsutil leaves them out of a context too).
+      options.warn(entry.rel, "a device");
     }
   }
   const rest = chunker.flush();
