@@ -17,6 +17,7 @@ import type {
   RunInstruction,
 } from "../instructions/index.js";
 import { parseInstruction, parseMount } from "../instructions/index.js";
+import { closestOption } from "../instructions/suggest.js";
 import type { ImageResolver, ResolvedImage } from "../resolver.js";
 import { type EnvLookup, ShellExpansionError, ShellLex } from "../shell/index.js";
 import type { DockerfileAst, Position } from "../syntax/index.js";
@@ -236,9 +237,13 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
     const found = stages.find((s) => s.name === options.target!.toLowerCase());
     if (!found) {
       const names = stages.flatMap((s) => (s.name ? [s.name] : []));
+      // As BuildKit: the closest stage name when one is close, else the names there are.
+      const closest = closestOption(options.target.toLowerCase(), names);
       throw new TbuildError(
         "E_UNKNOWN_TARGET",
-        `target stage "${options.target}" could not be found in ${file}${names.length ? ` (stages: ${names.join(", ")})` : ": it names no stage"}`,
+        closest !== undefined
+          ? `target stage "${options.target}" could not be found (did you mean ${closest}?)`
+          : `target stage "${options.target}" could not be found in ${file}${names.length ? ` (stages: ${names.join(", ")})` : ": it names no stage"}`,
       );
     }
     target = found;

@@ -89,9 +89,9 @@ describe("tbuild debug graph", () => {
 
   it("rejects an unknown target with the stages there are", () => {
     const dir = context({ Dockerfile: "FROM busybox AS a\nFROM busybox AS b\n" });
-    const { status, stderr } = tbuild(["debug", "graph", "--target", "c", dir]);
+    const { status, stderr } = tbuild(["debug", "graph", "--target", "release", dir]);
     expect(status).toBe(1);
-    expect(stderr).toContain('target stage "c" could not be found');
+    expect(stderr).toContain('target stage "release" could not be found');
     expect(stderr).toContain("stages: a, b");
   });
 

@@ -70,8 +70,14 @@ COPY --from=base /etc/passwd /passwd
   });
 
   it("an unknown --target names the stages there are", async () => {
-    await expect(lower("FROM busybox AS a\nFROM busybox AS b\n", { target: "c" })).rejects.toThrow(
-      'target stage "c" could not be found in Dockerfile (stages: a, b)',
+    await expect(lower("FROM busybox AS a\nFROM busybox AS b\n", { target: "release" })).rejects.toThrow(
+      'target stage "release" could not be found in Dockerfile (stages: a, b)',
+    );
+  });
+
+  it("an unknown --target close to a stage's name suggests it, as BuildKit does", async () => {
+    await expect(lower("FROM busybox AS build\nFROM busybox\n", { target: "bulid" })).rejects.toThrow(
+      'target stage "bulid" could not be found (did you mean build?)',
     );
   });
 
