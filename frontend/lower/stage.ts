@@ -370,7 +370,9 @@ async function dispatch(st: StageState, ins: Instruction, ctx: DispatchContext):
       return;
     }
     case "expose": {
-      const ports = ins.ports.flatMap((p) => {
+      // As BuildKit: the words sorted as written (ASCII, so code-unit order is byte order), then
+      // each expanded and parsed in turn; the history lists every port so found.
+      const ports = [...ins.ports].sort().flatMap((p) => {
         try {
           return ctx.lexer.processWords(p, st.env);
         } catch (err) {
@@ -385,8 +387,7 @@ async function dispatch(st: StageState, ins: Instruction, ctx: DispatchContext):
           added.push(port);
         }
       }
-      const listed = [...new Set(added)].sort().map((p) => `${p}:{}`);
-      commit(st, `EXPOSE map[${listed.join(" ")}]`, false);
+      commit(st, `EXPOSE [${added.join(" ")}]`, false);
       return;
     }
     case "stopsignal": {

@@ -95,6 +95,10 @@ USER 1000:1000
       "8002/tcp",
     ]);
     expect(Object.keys(c.Volumes ?? {})).toEqual(["/data", "/logs", "/cache"]);
+    // BuildKit's history line: the words sorted as written, each port once it is parsed.
+    expect(build.image.history?.find((h) => h.created_by?.includes("EXPOSE"))?.created_by).toBe(
+      "EXPOSE [53/udp 80/tcp 8000/tcp 8001/tcp 8002/tcp]",
+    );
     expect(c.StopSignal).toBe("SIGQUIT");
     expect(c.User).toBe("1000:1000");
   });
