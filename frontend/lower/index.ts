@@ -103,7 +103,8 @@ export interface StageDef {
   instructions: Instruction[];
   /** Stages and images reached by `COPY --from` and `RUN --mount=from=`. */
   deps: Map<StageDef, Instruction>;
-  imageDeps: Set<string>;
+  /** Images reached the same way, with where the first instruction naming each is. */
+  imageDeps: Map<string, Position>;
 }
 
 export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions): Promise<LoweredBuild> {
@@ -207,7 +208,7 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
       ...(platform ? { platform } : {}),
       instructions: [],
       deps: new Map(),
-      imageDeps: new Set(),
+      imageDeps: new Map(),
     };
   }
 
@@ -264,7 +265,7 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
         }
         const dep = findStage(name);
         if (dep) stage.deps.set(dep, instruction);
-        else stage.imageDeps.add(name);
+        else if (!stage.imageDeps.has(name)) stage.imageDeps.set(name, at);
       }
     }
   }
@@ -304,7 +305,8 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
     const isImage = (ref: string) => ref.toLowerCase() !== "scratch" && namedContext(ref)?.type !== "local";
     if (!stage.baseStage && isImage(stage.baseName))
       resolve(stage.baseName, platform, stage.from.range.start);
-    for (const ref of stage.imageDeps) if (isImage(ref)) resolve(ref, platform, stage.from.range.start);
+    // An image that cannot be resolved is reported at the instruction naming it, as BuildKit does.
+    for (const [ref, at] of stage.imageDeps) if (isImage(ref)) resolve(ref, platform, at);
   }
 
   const context = pending(

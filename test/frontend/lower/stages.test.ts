@@ -105,6 +105,14 @@ COPY --from=a /y /y
     expect((err as DockerfileError).message).toContain("nosuchimage:1");
   });
 
+  it("an image COPY --from names that cannot be resolved names the COPY line", async () => {
+    const err = await lower("FROM scratch\nENV foo=bar\nCOPY --from=nosuchimage foo bar\n").catch(
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(DockerfileError);
+    expect((err as DockerfileError).line).toBe(3);
+  });
+
   it("instructions before the first FROM other than ARG are rejected", async () => {
     const err = await lower("ENV A=1\nFROM busybox\n").catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DockerfileError);
