@@ -29,10 +29,15 @@ export function proxyEnv(buildArgs: Record<string, string>): string[] {
 }
 
 /**
- * The automatic platform ARGs, in the global scope: usable in FROM lines directly, and inside a
- * stage once redeclared without a value (`ARG TARGETARCH`).
+ * The automatic ARGs, in the global scope: usable in FROM lines directly, and inside a stage once
+ * redeclared without a value (`ARG TARGETARCH`). TARGETSTAGE is the stage being built: `--target`,
+ * else the last stage's name, else `default`, as in BuildKit.
  */
-export function platformArgs(buildPlatform: Platform, targetPlatform: Platform): [string, string][] {
+export function automaticArgs(
+  buildPlatform: Platform,
+  targetPlatform: Platform,
+  targetStage: string,
+): [string, string][] {
   return [
     ["BUILDPLATFORM", formatPlatform(buildPlatform)],
     ["BUILDOS", buildPlatform.os],
@@ -42,9 +47,10 @@ export function platformArgs(buildPlatform: Platform, targetPlatform: Platform):
     ["TARGETOS", targetPlatform.os],
     ["TARGETARCH", targetPlatform.architecture],
     ["TARGETVARIANT", targetPlatform.variant ?? ""],
+    ["TARGETSTAGE", targetStage],
   ];
 }
 
-export const PLATFORM_ARG_NAMES = new Set(
-  platformArgs({ os: "", architecture: "" }, { os: "", architecture: "" }).map(([k]) => k),
+export const AUTOMATIC_ARG_NAMES = new Set(
+  automaticArgs({ os: "", architecture: "" }, { os: "", architecture: "" }, "").map(([k]) => k),
 );

@@ -21,7 +21,7 @@ import { closestOption } from "../instructions/suggest.js";
 import type { ImageResolver, ResolvedImage } from "../resolver.js";
 import { type EnvLookup, ShellExpansionError, ShellLex } from "../shell/index.js";
 import type { DockerfileAst, Position } from "../syntax/index.js";
-import { PLATFORM_ARG_NAMES, PROXY_ARGS, platformArgs } from "./args.js";
+import { AUTOMATIC_ARG_NAMES, automaticArgs, PROXY_ARGS } from "./args.js";
 import { GraphAssembler, type PendingVertex, pending } from "./pending.js";
 import { type DispatchContext, dispatchStage, type StageState } from "./stage.js";
 import { syntaxDirectiveWarning } from "./syntax-directive.js";
@@ -136,9 +136,11 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
     }
   };
 
-  // Global scope: the automatic platform ARGs, then the ARGs before the first FROM.
+  // Global scope: the automatic ARGs, then the ARGs before the first FROM.
   const metaEnv = new Map<string, string>();
-  for (const [key, value] of platformArgs(options.buildPlatform, options.targetPlatform)) {
+  const lastFrom = instructions.findLast((i): i is FromInstruction => i.kind === "from");
+  const targetStageName = options.target ?? lastFrom?.stageName?.toLowerCase() ?? "default";
+  for (const [key, value] of automaticArgs(options.buildPlatform, options.targetPlatform, targetStageName)) {
     metaEnv.set(key, buildArgs.get(key) ?? value);
     if (buildArgs.has(key)) usedBuildArgs.add(key);
   }
@@ -386,7 +388,7 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
   await dispatchInOrder(target, target.from.range.start);
 
   for (const [key] of buildArgs) {
-    if (!usedBuildArgs.has(key) && !PROXY_ARGS.has(key) && !PLATFORM_ARG_NAMES.has(key)) {
+    if (!usedBuildArgs.has(key) && !PROXY_ARGS.has(key) && !AUTOMATIC_ARG_NAMES.has(key)) {
       warn(`build-arg ${key} was given but no ARG in ${file} declares it`);
     }
   }

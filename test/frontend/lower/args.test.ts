@@ -78,6 +78,17 @@ COPY --from=tools /bin/sh /sh
     expect(final!.platform.architecture).toBe("arm64");
   });
 
+  it("TARGETSTAGE is the stage built: --target, else the last stage's name, else default", async () => {
+    const dockerfile = "FROM busybox AS base\nARG TARGETSTAGE\nRUN echo $TARGETSTAGE\nFROM base AS final\n";
+    const stageOf = async (options: { target?: string }, text = dockerfile) => {
+      const build = await lower(text, options);
+      return build.env(build.ops("exec")[0]!).TARGETSTAGE;
+    };
+    expect(await stageOf({ target: "base" })).toBe("base");
+    expect(await stageOf({})).toBe("final");
+    expect(await stageOf({}, dockerfile.replace(" AS final", ""))).toBe("default");
+  });
+
   it("proxy build args stay out of the graph and the history; the worker gives them to RUN", async () => {
     const build = await lower("FROM busybox\nRUN wget example.invalid\n", {
       buildArgs: { HTTP_PROXY: "http://proxy:3128" },
