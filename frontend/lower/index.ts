@@ -228,6 +228,12 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
     }
   }
 
+  const isScratch = (ref: string): boolean => {
+    const named = namedContext(ref);
+    if (named) return named.type === "image" && named.ref.toLowerCase() === "scratch";
+    return ref.toLowerCase() === "scratch";
+  };
+
   const findStage = (ref: string): StageDef | undefined => {
     if (namedContext(ref)) return undefined;
     if (/^\d+$/.test(ref)) return stages[Number(ref)];
@@ -304,7 +310,7 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
   };
   for (const stage of reachable) {
     const platform = stage.platform ?? options.targetPlatform;
-    const isImage = (ref: string) => ref.toLowerCase() !== "scratch" && namedContext(ref)?.type !== "local";
+    const isImage = (ref: string) => !isScratch(ref) && namedContext(ref)?.type !== "local";
     if (!stage.baseStage && isImage(stage.baseName))
       resolve(stage.baseName, platform, stage.from.range.start);
     // An image that cannot be resolved is reported at the instruction naming it, as BuildKit does.
@@ -348,6 +354,7 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
       return states.get(dep);
     },
     image: (ref, platform, at) => resolve(ref, platform, at),
+    isScratch,
     namedLocal: (ref) => {
       const named = namedContext(ref);
       if (named?.type !== "local") return undefined;

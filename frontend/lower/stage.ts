@@ -69,6 +69,8 @@ export interface DispatchContext {
   image(ref: string, platform: Platform, at: Position): Promise<ResolvedImage>;
   /** The `local` vertex of a `--build-context NAME=DIR` called `ref`, if it is one. */
   namedLocal(ref: string): PendingVertex | undefined;
+  /** Whether `ref` is the empty image: `scratch`, or a `--build-context REF=docker-image://scratch`. */
+  isScratch(ref: string): boolean;
 }
 
 export async function dispatchStage(
@@ -79,7 +81,7 @@ export async function dispatchStage(
   const at = def.from.range.start;
   const namedLocal = base ? undefined : ctx.namedLocal(def.baseName);
   const steps =
-    (base || namedLocal || def.baseName.toLowerCase() === "scratch" ? 0 : 1) +
+    (base || namedLocal || ctx.isScratch(def.baseName) ? 0 : 1) +
     def.instructions.filter((i) => ["add", "copy", "run", "workdir"].includes(i.kind)).length;
   let st: StageState;
   if (base) {
@@ -93,7 +95,7 @@ export async function dispatchStage(
       step: 0,
       steps,
     };
-  } else if (namedLocal || def.baseName.toLowerCase() === "scratch") {
+  } else if (namedLocal || ctx.isScratch(def.baseName)) {
     // `FROM NAME` of a directory context: its files are the stage's root, with scratch's config.
     const platform = def.platform ?? ctx.targetPlatform;
     st = {
@@ -498,7 +500,7 @@ async function sourceFor(
   if (namedLocal) return { vertex: namedLocal, fromContext: false };
   const stage = await ctx.stageOf(name, at);
   if (stage) return { ...(stage.root ? { vertex: stage.root } : {}), fromContext: false };
-  if (name.toLowerCase() === "scratch") return { fromContext: false };
+  if (ctx.isScratch(name)) return { fromContext: false };
   const image = await ctx.image(name, st.platform, at);
   return {
     vertex: pending({ kind: "image", ref: image.ref, digest: image.digest, platform: image.platform }, [], {

@@ -113,6 +113,19 @@ COPY --from=a /y /y
     expect((err as DockerfileError).line).toBe(3);
   });
 
+  it("a --build-context NAME=docker-image://scratch makes FROM NAME and COPY --from=NAME the empty image", async () => {
+    const build = await lower("FROM busybox AS build\nRUN true\nFROM scratch\nCOPY --from=busybox /x /x\n", {
+      namedContexts: { busybox: { type: "image", ref: "scratch" } },
+    }).catch((e: unknown) => e);
+    // The COPY reads an empty filesystem: refused as a COPY from an empty stage is.
+    expect((build as DockerfileError).reason).toContain("filesystem is empty");
+    const fromOnly = await lower("FROM busybox\nCOPY <<EOF /out\nhi\nEOF\n", {
+      namedContexts: { busybox: { type: "image", ref: "scratch" } },
+    });
+    expect(fromOnly.asked).toEqual([]);
+    expect(fromOnly.ops("image")).toEqual([]);
+  });
+
   it("instructions before the first FROM other than ARG are rejected", async () => {
     const err = await lower("ENV A=1\nFROM busybox\n").catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DockerfileError);
