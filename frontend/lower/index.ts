@@ -55,8 +55,8 @@ export interface LowerOptions {
 
 /** What a `--build-context` name stands for. */
 export type NamedContext =
-  /** A directory: a `local` op of this name, read from the worker's `localSources[name]`. */
-  | { type: "local"; name: string }
+  /** A directory: a `local` op of this name, read from the worker's `localSources[name]`, less its `.dockerignore`. */
+  | { type: "local"; name: string; excludePatterns?: string[] }
   /** An image reference, resolved through the resolver (`docker-image://REF`). */
   | { type: "image"; ref: string }
   /** An image already in the store (`oci-layout://DIR`, imported by the caller). */
@@ -360,7 +360,8 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
       if (named?.type !== "local") return undefined;
       let vertex = namedLocals.get(named.name);
       if (!vertex) {
-        vertex = pending({ kind: "local", name: named.name, excludePatterns: [], followPaths: [] }, [], {
+        const excludePatterns = named.excludePatterns ?? [];
+        vertex = pending({ kind: "local", name: named.name, excludePatterns, followPaths: [] }, [], {
           name: `[internal] load build context ${named.name}`,
           internal: true,
         });
