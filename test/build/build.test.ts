@@ -299,6 +299,26 @@ describe("tbuild build", () => {
     }
   });
 
+  it("a RUN ssh mount with mode, uid and gid gets an agent socket of that owner and mode", () => {
+    const agentDir = tempDir("ssh-agent");
+    const socket = path.join(agentDir, "agent.sock");
+    const agent = spawnSync("ssh-agent", ["-a", socket], { encoding: "utf8" });
+    expect(agent.status, agent.stderr).toBe(0);
+    const pid = /SSH_AGENT_PID=(\d+)/.exec(agent.stdout)?.[1];
+    try {
+      const dir = context({
+        Dockerfile:
+          'FROM busybox\nRUN --mount=type=ssh,mode=741,uid=100,gid=102 stat -c "%u %g %a %F" "$SSH_AUTH_SOCK" > /ssh\n',
+      });
+      const out = path.join(tempDir("ssh-out"), "fs");
+      const built = build(["--ssh", `default=${socket}`, "-o", `type=local,dest=${out}`, dir]);
+      expect(built.status, built.stderr).toBe(0);
+      expect(readFileSync(path.join(out, "ssh"), "utf8")).toBe("100 102 741 socket\n");
+    } finally {
+      if (pid) process.kill(Number(pid));
+    }
+  });
+
   it("[build] jobs in config.toml limits the steps run at once, and --jobs overrides it", () => {
     const dir = context({
       Dockerfile: [

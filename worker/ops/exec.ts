@@ -6,6 +6,7 @@
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { chmod, chown, cp, mkdir, readFile, rename, rm, stat, statfs, writeFile } from "node:fs/promises";
+import net from "node:net";
 import path from "node:path";
 import { Writable } from "node:stream";
 import lockfile from "proper-lockfile";
@@ -157,6 +158,8 @@ export async function runExec(op: ExecOp, inputs: FsResult[], ctx: OpContext): P
 
 /** Less than this left for unprivileged writes, the store's disk is full for a step. */
 const FULL_BELOW_BYTES = 1024 * 1024;
+/** sun_path holds 108 bytes, the last one a NUL. */
+const MAX_SOCKET_PATH = 107;
 
 /** Whether the file system of `dir` (in the store) has (next to) no space left. */
 async function storeIsFull(dir: string): Promise<boolean> {
@@ -232,9 +235,56 @@ async function prepareMount(
         return undefined;
       }
       env.push(`SSH_AUTH_SOCK=${mount.target}`);
-      return { destination: mount.target, source: socket, type: "bind", readonly: false };
+      const ownSocket = mount.mode !== undefined || mount.uid !== undefined || mount.gid !== undefined;
+      const source = ownSocket ? await forwardedAgentSocket(socket, mount, ctx, cleanups) : socket;
+      return { destination: mount.target, source, type: "bind", readonly: false };
     }
   }
+}
+
+/**
+ * An ssh mount given a mode, uid or gid (`--mount=type=ssh,mode=0600,uid=100`) gets a socket of
+ * its own with that owner and mode (0600 and 0:0 by default), which forwards each connection to
+ * the agent, as BuildKit's ssh forwarder does: the agent's own socket keeps its owner and mode.
+ */
+async function forwardedAgentSocket(
+  agent: string,
+  mount: ExecMount,
+  ctx: OpContext,
+  cleanups: (() => Promise<void>)[],
+): Promise<string> {
+  const file = path.join(ctx.stateDir, `ssh-${randomBytes(4).toString("hex")}.sock`);
+  if (Buffer.byteLength(file) > MAX_SOCKET_PATH) {
+    throw new TbuildError(
+      "E_SSH_SOCKET",
+      `cannot make the ssh agent socket for RUN --mount=type=ssh: its path ${file} is longer than a unix socket's ${MAX_SOCKET_PATH} bytes; use a store (TBUILD_ROOT) with a shorter path`,
+    );
+  }
+  const connections = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(agent);
+    connections.add(client).add(upstream);
+    const drop = () => {
+      client.destroy();
+      upstream.destroy();
+      connections.delete(client);
+      connections.delete(upstream);
+    };
+    for (const end of [client, upstream]) end.on("error", drop).on("close", drop);
+    client.pipe(upstream).pipe(client);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(file, () => resolve());
+  });
+  cleanups.push(async () => {
+    for (const connection of connections) connection.destroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await rm(file, { force: true });
+  });
+  await chown(file, mount.uid ?? 0, mount.gid ?? 0);
+  await chmod(file, mount.mode ?? 0o600);
+  return file;
 }
 
 /**
