@@ -175,9 +175,14 @@ async function build(
   checkRequiredSecrets(lowered.graph, secrets, sshAgents);
   const stateDir = await makeBuildStateDir(store.root);
   const cache = CacheIndex.forStore(store.root);
+  const noCacheStages = new Set(list(values, "no-cache-filter").map((s) => s.toLowerCase()));
+  const stageOf = vertexStages(lowered.graph, lowered.stages);
+  const ignoreCache = (digest: string) =>
+    values["no-cache"] === true || noCacheStages.has(stageOf.get(digest) ?? "");
   try {
     const worker = new LocalWorker({
       store,
+      ignoreCache,
       snapshotter,
       warn: ctx.warn,
       localSources: { ...buildContexts.localSources, context: contextDir },
@@ -190,8 +195,6 @@ async function build(
       ...(stepTimeoutMs !== undefined ? { stepTimeoutMs } : {}),
       registry: { hosts: config.registries, configPath: config.path, env: ctx.env },
     });
-    const noCacheStages = new Set(list(values, "no-cache-filter").map((s) => s.toLowerCase()));
-    const stageOf = vertexStages(lowered.graph, lowered.stages);
     const buildStarted = Date.now();
     if (lowered.root) progress.plan(reachable(lowered.graph, lowered.root).size);
     const solved = lowered.root
@@ -203,8 +206,7 @@ async function build(
           jobs,
           signal: ctx.signal,
           onEvent: (event) => progress.handle(event),
-          ignoreCache: (digest) =>
-            values["no-cache"] === true || noCacheStages.has(stageOf.get(digest) ?? ""),
+          ignoreCache,
         })
       : {
           result: { layers: [] },

@@ -169,6 +169,21 @@ describe("tbuild build", () => {
     expect(runImage("cachemount:1", "cat", "/count").stdout.trim()).toBe("2");
   });
 
+  it("a cache mount with a mode starts fresh under --no-cache, and later builds keep that one, as BuildKit's", () => {
+    const dockerfile = (word: string) =>
+      `FROM busybox\nRUN --mount=type=cache,id=based,target=/cache,mode=0773 touch /cache/${word} && ls /cache > /list\n`;
+    const dir = context({ Dockerfile: dockerfile("abc") });
+    const list = () => runImage("basedcache:1", "cat", "/list").stdout.split("\n").filter(Boolean);
+    expect(build(["-t", "basedcache:1", dir]).status).toBe(0);
+    writeFileSync(path.join(dir, "Dockerfile"), dockerfile("def"));
+    const fresh = build(["-t", "basedcache:1", "--no-cache", dir]);
+    expect(fresh.status, fresh.stderr).toBe(0);
+    expect(list()).toEqual(["def"]);
+    writeFileSync(path.join(dir, "Dockerfile"), dockerfile("ghi"));
+    expect(build(["-t", "basedcache:1", dir]).status).toBe(0);
+    expect(list()).toEqual(["def", "ghi"]);
+  });
+
   it("SOURCE_DATE_EPOCH makes the same inputs give the same manifest digest in two empty stores", async () => {
     const dir = context({ Dockerfile: "FROM busybox\nRUN echo same > /same\nCOPY f /f\n", f: "content\n" });
     const digests: string[] = [];

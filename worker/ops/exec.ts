@@ -288,8 +288,13 @@ async function forwardedAgentSocket(
 }
 
 /**
- * A cache mount is a directory of the store that outlives builds (and `--no-cache`), named by its
- * id. `locked` waits for other users; `private` uses a throwaway copy when another build holds it.
+ * A cache mount is a directory of the store that outlives builds, named by its id. `locked` waits
+ * for other users; `private` uses a throwaway copy when another build holds it.
+ *
+ * As in BuildKit, a mount with a base (a mode, uid or gid, which BuildKit sets in a layer of its
+ * own, or a `from` stage it is seeded with) is named by its id and that base: another mode or a
+ * changed stage gives another directory, and a step run under `--no-cache` starts a fresh one,
+ * which later builds then use (BuildKit's re-run base). A mount without one outlives `--no-cache`.
  */
 async function cacheMount(
   mount: ExecMount,
@@ -298,8 +303,22 @@ async function cacheMount(
   cleanups: (() => Promise<void>)[],
 ): Promise<SandboxMount> {
   const cache = mount.cache!;
-  const dir = path.join(ctx.store.root, "cache-mounts", digestOf({ id: cache.id }).slice(7, 39));
-  let data = path.join(dir, "data");
+  const from = mount.input !== undefined ? inputs[mount.input]! : undefined;
+  const based =
+    from !== undefined || mount.mode !== undefined || mount.uid !== undefined || mount.gid !== undefined;
+  const identity = based
+    ? {
+        id: cache.id,
+        base: {
+          mode: mount.mode ?? null,
+          uid: mount.uid ?? null,
+          gid: mount.gid ?? null,
+          from: from ? { layers: from.layers.map((l) => l.diffId), selector: mount.selector ?? "/" } : null,
+        },
+      }
+    : { id: cache.id };
+  const dir = path.join(ctx.store.root, "cache-mounts", digestOf(identity).slice(7, 39));
+  let data = path.join(dir, based ? await cacheGeneration(dir, ctx.ignoringCache === true) : "data");
   const fresh = !(await stat(data).catch(() => undefined));
   if (fresh) {
     const building = `${data}.${randomBytes(4).toString("hex")}`;
@@ -346,6 +365,25 @@ async function cacheMount(
     }
   }
   return { destination: mount.target, source: data, type: "bind", readonly: mount.readonly };
+}
+
+/**
+ * Which directory of a based cache mount is in use (`current` names it): a new one when the step
+ * runs under `--no-cache`, recorded at once so that later builds use it.
+ */
+async function cacheGeneration(dir: string, fresh: boolean): Promise<string> {
+  const current = path.join(dir, "current");
+  if (!fresh) {
+    const recorded = (await readFile(current, "utf8").catch(() => "")).trim();
+    if (/^data(-[0-9a-f]+)?$/.test(recorded)) return recorded;
+    return "data";
+  }
+  const generation = `data-${randomBytes(6).toString("hex")}`;
+  await mkdir(dir, { recursive: true });
+  const written = `${current}.${randomBytes(4).toString("hex")}`;
+  await writeFile(written, `${generation}\n`);
+  await rename(written, current);
+  return generation;
 }
 
 /** A secret is a file in the step's state directory (never in a layer, the cache or the log), or an env variable. */
