@@ -330,6 +330,7 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
     lines: ast.lines,
     lexer,
     heredocLexer: new ShellLex({ escapeToken: ast.escapeToken, skipProcessQuotes: true }),
+    titleLexer: new ShellLex({ escapeToken: ast.escapeToken, rawQuotes: true, skipUnsetEnv: true }),
     metaEnv,
     buildArgs,
     usedBuildArgs,

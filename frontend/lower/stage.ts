@@ -48,6 +48,8 @@ export interface DispatchContext {
   lexer: ShellLex;
   /** Expands heredoc file bodies: quotes left as they are. */
   heredocLexer: ShellLex;
+  /** Expands a step's title: quotes and unset variables left as they are. */
+  titleLexer: ShellLex;
   metaEnv: Map<string, string>;
   buildArgs: Map<string, string>;
   usedBuildArgs: Set<string>;
@@ -657,7 +659,10 @@ async function dispatchRun(st: StageState, ins: RunInstruction, ctx: DispatchCon
       platform: st.platform,
     },
     inputs,
-    { name: stepName(st, ctx, `${displayText(ins)}${summary}`), location: locationOf(ctx, ins.node) },
+    {
+      name: stepName(st, ctx, runTitle(st, ctx, `${displayText(ins)}${summary}`, mounts)),
+      location: locationOf(ctx, ins.node),
+    },
   );
   // Each build argument once, where it was first declared, with its latest value (as BuildKit).
   const argValues = new Map<string, string>();
@@ -665,6 +670,20 @@ async function dispatchRun(st: StageState, ins: RunInstruction, ctx: DispatchCon
   const argsInHistory = [...argValues].map(([key, value]) => `${key}=${value}`);
   const prefix = argsInHistory.length > 0 ? `|${argsInHistory.length} ${argsInHistory.join(" ")} ` : "";
   commit(st, `RUN ${prefix}${args.join(" ")}`, true, true);
+}
+
+/**
+ * A RUN as progress names it, as BuildKit does: its variables expanded (unset ones and quotes
+ * left as written), and a variable a secret mount sets shown as `****`, never its value.
+ */
+function runTitle(st: StageState, ctx: DispatchContext, text: string, mounts: ExecMount[]): string {
+  const env = new Map(st.env);
+  for (const mount of mounts) if (mount.secret?.env !== undefined) env.set(mount.secret.env, "****");
+  try {
+    return ctx.titleLexer.processWord(text, env);
+  } catch {
+    return text;
+  }
 }
 
 /** A `local` source of the build context holding only `selector` (and what its symlinks lead to). */

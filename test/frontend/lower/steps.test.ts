@@ -193,6 +193,14 @@ EOF
     expect(asFile(parents.rootVertex().op).actions[0]).not.toHaveProperty("requiredPaths");
   });
 
+  it("a RUN's step name has its variables expanded, quotes and unset ones kept, a secret env masked", async () => {
+    const build = await lower(
+      'FROM busybox\nENV A=1 TOKEN=t\nRUN --mount=type=secret,id=s,env=TOKEN echo "$A" $UNSET \'$A\' "$TOKEN"\n',
+    );
+    const names = Object.values(build.graph.info).map((i) => i.name);
+    expect(names).toContain(`[2/2] RUN --mount=type=secret,id=s,env=TOKEN echo "1" $UNSET '$A' "****"`);
+  });
+
   it("COPY --parents of a path without wildcards requires it to exist, as BuildKit does", async () => {
     const build = await lower("FROM busybox\nCOPY --parents /test/a/./b/c /app/\n");
     expect(asFile(build.rootVertex().op).actions[0]).toMatchObject({
