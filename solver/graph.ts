@@ -79,6 +79,8 @@ export interface ExecOp {
   user: string;
   network: "default" | "none" | "host";
   security: "sandbox" | "insecure";
+  /** `--build-arg BUILDKIT_SANDBOX_HOSTNAME=NAME`: the step's hostname (absent: the sandbox's own). */
+  hostname?: string;
   /** The first mount is always `/`, from input 0 (absent: scratch). */
   mounts: ExecMount[];
   platform: Platform;

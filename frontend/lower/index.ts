@@ -117,6 +117,9 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
   const namedContexts = new Map(Object.entries(options.namedContexts ?? {}));
   const namedContext = (ref: string) => namedContexts.get(ref) ?? namedContexts.get(ref.toLowerCase());
   const usedBuildArgs = new Set<string>();
+  // A BuildKit frontend option given as a build arg, as buildx passes it.
+  const sandboxHostname = buildArgs.get("BUILDKIT_SANDBOX_HOSTNAME");
+  if (sandboxHostname !== undefined) usedBuildArgs.add("BUILDKIT_SANDBOX_HOSTNAME");
 
   const syntaxWarning = syntaxDirectiveWarning(ast.directives);
   if (syntaxWarning !== undefined) warn(syntaxWarning.message, syntaxWarning.at);
@@ -336,6 +339,7 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
     usedBuildArgs,
     targetPlatform: options.targetPlatform,
     network: options.network ?? "default",
+    ...(sandboxHostname ? { hostname: sandboxHostname } : {}),
     singleStage: stages.length === 1,
     context,
     contextPaths,

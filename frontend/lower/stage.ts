@@ -54,6 +54,8 @@ export interface DispatchContext {
   buildArgs: Map<string, string>;
   usedBuildArgs: Set<string>;
   targetPlatform: Platform;
+  /** `--build-arg BUILDKIT_SANDBOX_HOSTNAME=NAME`, BuildKit's option: every RUN's hostname. */
+  hostname?: string;
   /** The build's network: what a RUN without its own `--network` (or with `default`) gets. */
   network: ExecOp["network"];
   singleStage: boolean;
@@ -655,6 +657,7 @@ async function dispatchRun(st: StageState, ins: RunInstruction, ctx: DispatchCon
       user: st.user,
       network: ins.network === undefined || ins.network === "default" ? ctx.network : ins.network,
       security: ins.security ?? "sandbox",
+      ...(ctx.hostname !== undefined ? { hostname: ctx.hostname } : {}),
       mounts,
       platform: st.platform,
     },

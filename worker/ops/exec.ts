@@ -130,6 +130,7 @@ export async function runExec(op: ExecOp, inputs: FsResult[], ctx: OpContext): P
         cwd: op.cwd,
         user: op.user,
         network: op.network === "none" ? "none" : "host",
+        ...(op.hostname ? { hostname: op.hostname } : {}),
         mounts,
       },
       {

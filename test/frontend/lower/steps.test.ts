@@ -201,6 +201,15 @@ EOF
     expect(names).toContain(`[2/2] RUN --mount=type=secret,id=s,env=TOKEN echo "1" $UNSET '$A' "****"`);
   });
 
+  it("--build-arg BUILDKIT_SANDBOX_HOSTNAME sets every RUN's hostname, as BuildKit's option", async () => {
+    const build = await lower("FROM busybox\nRUN hostname\nRUN true\n", {
+      buildArgs: { BUILDKIT_SANDBOX_HOSTNAME: "foo" },
+    });
+    expect(build.ops("exec").map((op) => op.hostname)).toEqual(["foo", "foo"]);
+    expect(build.warnings).toEqual([]);
+    expect((await lower("FROM busybox\nRUN hostname\n")).ops("exec")[0]).not.toHaveProperty("hostname");
+  });
+
   it("COPY --parents of a path without wildcards requires it to exist, as BuildKit does", async () => {
     const build = await lower("FROM busybox\nCOPY --parents /test/a/./b/c /app/\n");
     expect(asFile(build.rootVertex().op).actions[0]).toMatchObject({
