@@ -6,6 +6,7 @@
 import { stat } from "node:fs/promises";
 import path from "node:path";
 import { TbuildError, UsageError } from "../errors/index.js";
+import { readDockerignore } from "../frontend/dockerignore.js";
 import type { NamedContext } from "../frontend/lower/index.js";
 import { loadArchive } from "../oci/archive/index.js";
 import { packDirectory } from "../oci/archive/rootfs.js";
@@ -53,7 +54,7 @@ export async function parseBuildContexts(
       const info = await stat(dir).catch(() => undefined);
       if (!info?.isDirectory())
         throw new UsageError(`--build-context ${name}=${source}: ${dir} is not a directory`);
-      contexts.namedContexts[name] = { type: "local", name };
+      contexts.namedContexts[name] = { type: "local", name, excludePatterns: await readDockerignore(dir) };
       contexts.localSources[name] = dir;
     }
   }

@@ -10,18 +10,31 @@ export interface DockerfileInput {
   source: Buffer;
 }
 
-/** The build context and Dockerfile a command names: `-f FILE` or `CONTEXT/Dockerfile`. */
+/**
+ * The build context and Dockerfile a command names: `-f FILE` or `CONTEXT/Dockerfile`. A file
+ * named `Dockerfile` that does not exist falls back to a lowercase `dockerfile` beside it, as
+ * BuildKit does (moby/moby#10858).
+ */
 export async function readDockerfileInput(
   cwd: string,
   contextArg: string,
   fileFlag: string | undefined,
 ): Promise<DockerfileInput> {
   const contextDir = path.resolve(cwd, contextArg);
-  const dockerfilePath = path.resolve(cwd, fileFlag ?? path.join(contextArg, "Dockerfile"));
-  const source = await readFile(dockerfilePath).catch((err: NodeJS.ErrnoException) => {
+  const named = path.resolve(cwd, fileFlag ?? path.join(contextArg, "Dockerfile"));
+  let dockerfilePath = named;
+  const source = await readFile(named).catch(async (err: NodeJS.ErrnoException) => {
+    if (err.code === "ENOENT" && path.basename(named) === "Dockerfile") {
+      const lowercase = path.join(path.dirname(named), "dockerfile");
+      const found = await readFile(lowercase).catch(() => undefined);
+      if (found) {
+        dockerfilePath = lowercase;
+        return found;
+      }
+    }
     throw new TbuildError(
       "E_NO_DOCKERFILE",
-      `cannot read the Dockerfile ${dockerfilePath}: ${err.code ?? err.message}`,
+      `cannot read the Dockerfile ${named}: ${err.code ?? err.message}`,
     );
   });
   const relative = path.relative(cwd, dockerfilePath);

@@ -10,7 +10,7 @@ import { mkdir, readFile, rename, stat, unlink, writeFile } from "node:fs/promis
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import { TbuildError, UsageError } from "../errors/index.js";
-import { archiveIndex, ociArchive } from "../oci/archive/oci-archive.js";
+import { ANNOTATION_CONTAINERD_NAME, archiveIndex, ociArchive } from "../oci/archive/oci-archive.js";
 import {
   ANNOTATION_REF_NAME,
   type Descriptor,
@@ -87,7 +87,8 @@ async function writeLayoutDirectory(job: ExportJob, image: ExportedImage, dir: s
   const names = new Set(job.names);
   index.manifests = [
     ...index.manifests.filter((m) => {
-      const name = m.annotations?.[ANNOTATION_REF_NAME];
+      // The full name is the containerd one (ref.name holds only the tag, as BuildKit writes it).
+      const name = m.annotations?.[ANNOTATION_CONTAINERD_NAME] ?? m.annotations?.[ANNOTATION_REF_NAME];
       // Same name: replaced. Unnamed and the same image: written again below.
       return name !== undefined ? !names.has(name) : m.digest !== image.descriptor.digest;
     }),

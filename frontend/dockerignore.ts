@@ -25,10 +25,14 @@ export class DockerignoreError extends TbuildError {
  * when that file exists (`build/Dockerfile.dev` → `build/Dockerfile.dev.dockerignore`), else
  * `.dockerignore` at the root of the context, else none. A relative `dockerfilePath` is taken
  * from the current directory, as `-f` is. An existing but empty Dockerfile-specific file still
- * wins: it means "ignore nothing".
+ * wins: it means "ignore nothing". A named context (`--build-context NAME=DIR`) has no Dockerfile:
+ * its own `.dockerignore` only, as in BuildKit.
  */
-export async function readDockerignore(contextDir: string, dockerfilePath: string): Promise<string[]> {
-  const candidates = [`${resolve(dockerfilePath)}.dockerignore`, join(resolve(contextDir), ".dockerignore")];
+export async function readDockerignore(contextDir: string, dockerfilePath?: string): Promise<string[]> {
+  const candidates = [
+    ...(dockerfilePath !== undefined ? [`${resolve(dockerfilePath)}.dockerignore`] : []),
+    join(resolve(contextDir), ".dockerignore"),
+  ];
   for (const file of candidates) {
     const text = await readIgnoreFile(file);
     if (text !== undefined) return parseDockerignore(text);

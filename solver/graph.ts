@@ -79,6 +79,8 @@ export interface ExecOp {
   user: string;
   network: "default" | "none" | "host";
   security: "sandbox" | "insecure";
+  /** `--build-arg BUILDKIT_SANDBOX_HOSTNAME=NAME`: the step's hostname (absent: the sandbox's own). */
+  hostname?: string;
   /** The first mount is always `/`, from input 0 (absent: scratch). */
   mounts: ExecMount[];
   platform: Platform;
@@ -110,6 +112,8 @@ export type FileAction =
       allowEmptyWildcard: boolean;
       /** `--parents`: keep the source's directories below the pivot (`/./`). */
       includePatterns: string[];
+      /** `--parents` of a path without wildcards: it must exist in the source (BuildKit's RequiredPaths). */
+      requiredPaths?: string[];
       excludePatterns: string[];
     }
   | { action: "mkfile"; path: string; data: string; mode: number; chown?: Chown }

@@ -41,6 +41,7 @@ export class LocalWorker implements Worker {
   }
 
   run(vertex: Vertex, inputs: FsResult[], ctx: VertexContext): Promise<FsResult> {
-    return runOp(vertex, inputs, { ...this.options, signal: ctx.signal, log: ctx.log });
+    const ignoringCache = this.options.ignoreCache?.(ctx.digest) === true;
+    return runOp(vertex, inputs, { ...this.options, signal: ctx.signal, log: ctx.log, ignoringCache });
   }
 }

@@ -6,7 +6,7 @@ import { TbuildError, UsageError } from "../../errors/index.js";
 import type { ExportType } from "../../exporters/index.js";
 import { type ExportRequest, parseOutputSpec } from "../../exporters/request.js";
 import { readDockerignore } from "../../frontend/dockerignore.js";
-import { lowerDockerfile } from "../../frontend/lower/index.js";
+import { lowerDockerfile, proxyEnv } from "../../frontend/lower/index.js";
 import { parseDockerfileCached } from "../../frontend/syntax/parse-cache.js";
 import { hostPlatform } from "../../oci/platform.js";
 import { defaultStoreRoot, type Store } from "../../oci/store/index.js";
@@ -175,13 +175,19 @@ async function build(
   checkRequiredSecrets(lowered.graph, secrets, sshAgents);
   const stateDir = await makeBuildStateDir(store.root);
   const cache = CacheIndex.forStore(store.root);
+  const noCacheStages = new Set(list(values, "no-cache-filter").map((s) => s.toLowerCase()));
+  const stageOf = vertexStages(lowered.graph, lowered.stages);
+  const ignoreCache = (digest: string) =>
+    values["no-cache"] === true || noCacheStages.has(stageOf.get(digest) ?? "");
   try {
     const worker = new LocalWorker({
       store,
+      ignoreCache,
       snapshotter,
       warn: ctx.warn,
       localSources: { ...buildContexts.localSources, context: contextDir },
       secrets,
+      proxyEnv: proxyEnv(buildArgs),
       ssh: sshAgents,
       compression: "gzip",
       ...(sourceDateEpoch !== undefined ? { sourceDateEpoch } : {}),
@@ -189,8 +195,6 @@ async function build(
       ...(stepTimeoutMs !== undefined ? { stepTimeoutMs } : {}),
       registry: { hosts: config.registries, configPath: config.path, env: ctx.env },
     });
-    const noCacheStages = new Set(list(values, "no-cache-filter").map((s) => s.toLowerCase()));
-    const stageOf = vertexStages(lowered.graph, lowered.stages);
     const buildStarted = Date.now();
     if (lowered.root) progress.plan(reachable(lowered.graph, lowered.root).size);
     const solved = lowered.root
@@ -202,8 +206,7 @@ async function build(
           jobs,
           signal: ctx.signal,
           onEvent: (event) => progress.handle(event),
-          ignoreCache: (digest) =>
-            values["no-cache"] === true || noCacheStages.has(stageOf.get(digest) ?? ""),
+          ignoreCache,
         })
       : {
           result: { layers: [] },

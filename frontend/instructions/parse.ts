@@ -267,9 +267,17 @@ function parseCopyOrAdd(site: Site): CopyInstruction {
     exclude: flags.all("exclude"),
   } as const;
   if (kind === "copy") {
+    const from = flags.string("from");
+    // As BuildKit: the stage a COPY reads must be known before any ARG is, to order the stages.
+    if (from !== undefined && /\$./.test(from)) {
+      throw site.error(
+        "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround",
+        flags.positions("from")[0],
+      );
+    }
     return withoutUndefined({
       ...common,
-      from: flags.string("from"),
+      from,
       parents: flags.bool("parents") ?? false,
     });
   }

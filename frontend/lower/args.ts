@@ -15,10 +15,29 @@ export const PROXY_ARGS = new Set([
 ]);
 
 /**
- * The automatic platform ARGs, in the global scope: usable in FROM lines directly, and inside a
- * stage once redeclared without a value (`ARG TARGETARCH`).
+ * The environment RUN steps get from proxy build args, as BuildKit's ProxyEnv: `http_proxy`,
+ * `https_proxy`, `ftp_proxy`, `no_proxy` and `all_proxy`, given in either case, each set in both
+ * cases. It stays out of the build graph, so that a changed proxy never re-runs a step.
  */
-export function platformArgs(buildPlatform: Platform, targetPlatform: Platform): [string, string][] {
+export function proxyEnv(buildArgs: Record<string, string>): string[] {
+  const values = new Map<string, string>();
+  // Sorted as BuildKit reads them: given both ways, the lowercase name wins.
+  for (const key of Object.keys(buildArgs).sort()) {
+    if (PROXY_ARGS.has(key)) values.set(key.toUpperCase(), buildArgs[key]!);
+  }
+  return [...values].flatMap(([name, value]) => [`${name}=${value}`, `${name.toLowerCase()}=${value}`]);
+}
+
+/**
+ * The automatic ARGs, in the global scope: usable in FROM lines directly, and inside a stage once
+ * redeclared without a value (`ARG TARGETARCH`). TARGETSTAGE is the stage being built: `--target`,
+ * else the last stage's name, else `default`, as in BuildKit.
+ */
+export function automaticArgs(
+  buildPlatform: Platform,
+  targetPlatform: Platform,
+  targetStage: string,
+): [string, string][] {
   return [
     ["BUILDPLATFORM", formatPlatform(buildPlatform)],
     ["BUILDOS", buildPlatform.os],
@@ -28,9 +47,10 @@ export function platformArgs(buildPlatform: Platform, targetPlatform: Platform):
     ["TARGETOS", targetPlatform.os],
     ["TARGETARCH", targetPlatform.architecture],
     ["TARGETVARIANT", targetPlatform.variant ?? ""],
+    ["TARGETSTAGE", targetStage],
   ];
 }
 
-export const PLATFORM_ARG_NAMES = new Set(
-  platformArgs({ os: "", architecture: "" }, { os: "", architecture: "" }).map(([k]) => k),
+export const AUTOMATIC_ARG_NAMES = new Set(
+  automaticArgs({ os: "", architecture: "" }, { os: "", architecture: "" }, "").map(([k]) => k),
 );

@@ -17,10 +17,11 @@ import type {
   RunInstruction,
 } from "../instructions/index.js";
 import { parseInstruction, parseMount } from "../instructions/index.js";
+import { closestOption } from "../instructions/suggest.js";
 import type { ImageResolver, ResolvedImage } from "../resolver.js";
 import { type EnvLookup, ShellExpansionError, ShellLex } from "../shell/index.js";
 import type { DockerfileAst, Position } from "../syntax/index.js";
-import { PLATFORM_ARG_NAMES, PROXY_ARGS, platformArgs } from "./args.js";
+import { AUTOMATIC_ARG_NAMES, automaticArgs, PROXY_ARGS } from "./args.js";
 import { GraphAssembler, type PendingVertex, pending } from "./pending.js";
 import { type DispatchContext, dispatchStage, type StageState } from "./stage.js";
 import { syntaxDirectiveWarning } from "./syntax-directive.js";
@@ -54,8 +55,8 @@ export interface LowerOptions {
 
 /** What a `--build-context` name stands for. */
 export type NamedContext =
-  /** A directory: a `local` op of this name, read from the worker's `localSources[name]`. */
-  | { type: "local"; name: string }
+  /** A directory: a `local` op of this name, read from the worker's `localSources[name]`, less its `.dockerignore`. */
+  | { type: "local"; name: string; excludePatterns?: string[] }
   /** An image reference, resolved through the resolver (`docker-image://REF`). */
   | { type: "image"; ref: string }
   /** An image already in the store (`oci-layout://DIR`, imported by the caller). */
@@ -102,7 +103,8 @@ export interface StageDef {
   instructions: Instruction[];
   /** Stages and images reached by `COPY --from` and `RUN --mount=from=`. */
   deps: Map<StageDef, Instruction>;
-  imageDeps: Set<string>;
+  /** Images reached the same way, with where the first instruction naming each is. */
+  imageDeps: Map<string, Position>;
 }
 
 export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions): Promise<LoweredBuild> {
@@ -115,6 +117,9 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
   const namedContexts = new Map(Object.entries(options.namedContexts ?? {}));
   const namedContext = (ref: string) => namedContexts.get(ref) ?? namedContexts.get(ref.toLowerCase());
   const usedBuildArgs = new Set<string>();
+  // A BuildKit frontend option given as a build arg, as buildx passes it.
+  const sandboxHostname = buildArgs.get("BUILDKIT_SANDBOX_HOSTNAME");
+  if (sandboxHostname !== undefined) usedBuildArgs.add("BUILDKIT_SANDBOX_HOSTNAME");
 
   const syntaxWarning = syntaxDirectiveWarning(ast.directives);
   if (syntaxWarning !== undefined) warn(syntaxWarning.message, syntaxWarning.at);
@@ -134,9 +139,11 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
     }
   };
 
-  // Global scope: the automatic platform ARGs, then the ARGs before the first FROM.
+  // Global scope: the automatic ARGs, then the ARGs before the first FROM.
   const metaEnv = new Map<string, string>();
-  for (const [key, value] of platformArgs(options.buildPlatform, options.targetPlatform)) {
+  const lastFrom = instructions.findLast((i): i is FromInstruction => i.kind === "from");
+  const targetStageName = options.target ?? lastFrom?.stageName?.toLowerCase() ?? "default";
+  for (const [key, value] of automaticArgs(options.buildPlatform, options.targetPlatform, targetStageName)) {
     metaEnv.set(key, buildArgs.get(key) ?? value);
     if (buildArgs.has(key)) usedBuildArgs.add(key);
   }
@@ -206,7 +213,7 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
       ...(platform ? { platform } : {}),
       instructions: [],
       deps: new Map(),
-      imageDeps: new Set(),
+      imageDeps: new Map(),
     };
   }
 
@@ -224,6 +231,12 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
     }
   }
 
+  const isScratch = (ref: string): boolean => {
+    const named = namedContext(ref);
+    if (named) return named.type === "image" && named.ref.toLowerCase() === "scratch";
+    return ref.toLowerCase() === "scratch";
+  };
+
   const findStage = (ref: string): StageDef | undefined => {
     if (namedContext(ref)) return undefined;
     if (/^\d+$/.test(ref)) return stages[Number(ref)];
@@ -236,9 +249,13 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
     const found = stages.find((s) => s.name === options.target!.toLowerCase());
     if (!found) {
       const names = stages.flatMap((s) => (s.name ? [s.name] : []));
+      // As BuildKit: the closest stage name when one is close, else the names there are.
+      const closest = closestOption(options.target.toLowerCase(), names);
       throw new TbuildError(
         "E_UNKNOWN_TARGET",
-        `target stage "${options.target}" could not be found in ${file}${names.length ? ` (stages: ${names.join(", ")})` : ": it names no stage"}`,
+        closest !== undefined
+          ? `target stage "${options.target}" could not be found (did you mean ${closest}?)`
+          : `target stage "${options.target}" could not be found in ${file}${names.length ? ` (stages: ${names.join(", ")})` : ": it names no stage"}`,
       );
     }
     target = found;
@@ -259,7 +276,7 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
         }
         const dep = findStage(name);
         if (dep) stage.deps.set(dep, instruction);
-        else stage.imageDeps.add(name);
+        else if (!stage.imageDeps.has(name)) stage.imageDeps.set(name, at);
       }
     }
   }
@@ -296,10 +313,11 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
   };
   for (const stage of reachable) {
     const platform = stage.platform ?? options.targetPlatform;
-    const isImage = (ref: string) => ref.toLowerCase() !== "scratch" && namedContext(ref)?.type !== "local";
+    const isImage = (ref: string) => !isScratch(ref) && namedContext(ref)?.type !== "local";
     if (!stage.baseStage && isImage(stage.baseName))
       resolve(stage.baseName, platform, stage.from.range.start);
-    for (const ref of stage.imageDeps) if (isImage(ref)) resolve(ref, platform, stage.from.range.start);
+    // An image that cannot be resolved is reported at the instruction naming it, as BuildKit does.
+    for (const [ref, at] of stage.imageDeps) if (isImage(ref)) resolve(ref, platform, at);
   }
 
   const context = pending(
@@ -315,11 +333,13 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
     lines: ast.lines,
     lexer,
     heredocLexer: new ShellLex({ escapeToken: ast.escapeToken, skipProcessQuotes: true }),
+    titleLexer: new ShellLex({ escapeToken: ast.escapeToken, rawQuotes: true, skipUnsetEnv: true }),
     metaEnv,
     buildArgs,
     usedBuildArgs,
     targetPlatform: options.targetPlatform,
     network: options.network ?? "default",
+    ...(sandboxHostname ? { hostname: sandboxHostname } : {}),
     singleStage: stages.length === 1,
     context,
     contextPaths,
@@ -330,17 +350,23 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
     parseMount,
     parseInstruction: (node) =>
       parseInstruction(node, { file, lines: ast.lines, warn: (m, r) => warn(m, r.start) }),
-    stageOf: (ref) => {
+    stageOf: async (ref, at) => {
       const dep = findStage(ref);
-      return dep ? states.get(dep) : undefined;
+      if (!dep) return undefined;
+      // An ONBUILD trigger (of a base image or an earlier stage) may name a stage the target
+      // does not otherwise need: as in BuildKit, it is the stage of the Dockerfile being built.
+      if (!states.has(dep)) await dispatchInOrder(dep, at);
+      return states.get(dep);
     },
     image: (ref, platform, at) => resolve(ref, platform, at),
+    isScratch,
     namedLocal: (ref) => {
       const named = namedContext(ref);
       if (named?.type !== "local") return undefined;
       let vertex = namedLocals.get(named.name);
       if (!vertex) {
-        vertex = pending({ kind: "local", name: named.name, excludePatterns: [], followPaths: [] }, [], {
+        const excludePatterns = named.excludePatterns ?? [];
+        vertex = pending({ kind: "local", name: named.name, excludePatterns, followPaths: [] }, [], {
           name: `[internal] load build context ${named.name}`,
           internal: true,
         });
@@ -351,16 +377,31 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
   };
 
   // Dispatch in dependency order: a stage's bases and sources before the stage.
-  const order = inputsFirst([target], needs);
-  for (const stage of order) {
-    states.set(
-      stage,
-      await dispatchStage(stage, stage.baseStage ? states.get(stage.baseStage) : undefined, dispatchContext),
-    );
+  const order: StageDef[] = [];
+  const dispatching = new Set<StageDef>();
+  async function dispatchInOrder(root: StageDef, at: Position) {
+    for (const stage of inputsFirst([root], needs)) {
+      if (states.has(stage)) continue;
+      if (dispatching.has(stage)) {
+        throw errorAt(`circular dependency detected on stage: ${stageName(stage)}`, at);
+      }
+      dispatching.add(stage);
+      states.set(
+        stage,
+        await dispatchStage(
+          stage,
+          stage.baseStage ? states.get(stage.baseStage) : undefined,
+          dispatchContext,
+        ),
+      );
+      dispatching.delete(stage);
+      order.push(stage);
+    }
   }
+  await dispatchInOrder(target, target.from.range.start);
 
   for (const [key] of buildArgs) {
-    if (!usedBuildArgs.has(key) && !PROXY_ARGS.has(key) && !PLATFORM_ARG_NAMES.has(key)) {
+    if (!usedBuildArgs.has(key) && !PROXY_ARGS.has(key) && !AUTOMATIC_ARG_NAMES.has(key)) {
       warn(`build-arg ${key} was given but no ARG in ${file} declares it`);
     }
   }
@@ -471,4 +512,5 @@ function detectCycles(stages: StageDef[], errorAt: (reason: string, at: Position
   }
 }
 
+export { proxyEnv } from "./args.js";
 export type { PendingVertex };

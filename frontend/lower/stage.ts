@@ -18,7 +18,6 @@ import type {
 import type { ResolvedImage } from "../resolver.js";
 import type { EnvLookup, ExpandResult, ShellLex } from "../shell/index.js";
 import type { Heredoc, InstructionNode, Position } from "../syntax/index.js";
-import { PROXY_ARGS } from "./args.js";
 import type { StageDef } from "./index.js";
 import { type PendingVertex, pending } from "./pending.js";
 
@@ -49,10 +48,14 @@ export interface DispatchContext {
   lexer: ShellLex;
   /** Expands heredoc file bodies: quotes left as they are. */
   heredocLexer: ShellLex;
+  /** Expands a step's title: quotes and unset variables left as they are. */
+  titleLexer: ShellLex;
   metaEnv: Map<string, string>;
   buildArgs: Map<string, string>;
   usedBuildArgs: Set<string>;
   targetPlatform: Platform;
+  /** `--build-arg BUILDKIT_SANDBOX_HOSTNAME=NAME`, BuildKit's option: every RUN's hostname. */
+  hostname?: string;
   /** The build's network: what a RUN without its own `--network` (or with `default`) gets. */
   network: ExecOp["network"];
   singleStage: boolean;
@@ -65,11 +68,13 @@ export interface DispatchContext {
   warnUndeclared(names: Set<string>, at: Position): void;
   parseMount(value: string, ctx: { file: string; lines: readonly string[]; position: Position }): MountSpec;
   parseInstruction(node: InstructionNode): Instruction;
-  /** The dispatched state of a stage named or numbered `ref`, if it is one. */
-  stageOf(ref: string): StageState | undefined;
+  /** The dispatched state of a stage named or numbered `ref`, if it is one (dispatched now if it was not yet). */
+  stageOf(ref: string, at: Position): Promise<StageState | undefined>;
   image(ref: string, platform: Platform, at: Position): Promise<ResolvedImage>;
   /** The `local` vertex of a `--build-context NAME=DIR` called `ref`, if it is one. */
   namedLocal(ref: string): PendingVertex | undefined;
+  /** Whether `ref` is the empty image: `scratch`, or a `--build-context REF=docker-image://scratch`. */
+  isScratch(ref: string): boolean;
 }
 
 export async function dispatchStage(
@@ -80,7 +85,7 @@ export async function dispatchStage(
   const at = def.from.range.start;
   const namedLocal = base ? undefined : ctx.namedLocal(def.baseName);
   const steps =
-    (base || namedLocal || def.baseName.toLowerCase() === "scratch" ? 0 : 1) +
+    (base || namedLocal || ctx.isScratch(def.baseName) ? 0 : 1) +
     def.instructions.filter((i) => ["add", "copy", "run", "workdir"].includes(i.kind)).length;
   let st: StageState;
   if (base) {
@@ -94,7 +99,7 @@ export async function dispatchStage(
       step: 0,
       steps,
     };
-  } else if (namedLocal || def.baseName.toLowerCase() === "scratch") {
+  } else if (namedLocal || ctx.isScratch(def.baseName)) {
     // `FROM NAME` of a directory context: its files are the stage's root, with scratch's config.
     const platform = def.platform ?? ctx.targetPlatform;
     st = {
@@ -241,12 +246,9 @@ function displayText(instruction: Instruction): string {
   return space < 0 ? text.toUpperCase() : `${text.slice(0, space).toUpperCase()}${text.slice(space)}`;
 }
 
-function execEnv(st: StageState, ctx: DispatchContext): string[] {
+function execEnv(st: StageState): string[] {
   const env = [...st.env].map(([k, v]) => `${k}=${v}`);
   if (!st.env.has("PATH")) env.push(`PATH=${DEFAULT_PATH}`);
-  for (const [key, value] of ctx.buildArgs) {
-    if (PROXY_ARGS.has(key) && !st.env.has(key)) env.push(`${key}=${value}`);
-  }
   return env;
 }
 
@@ -264,8 +266,9 @@ function goQuoteList(list: string[]): string {
   return `[${list.map((s) => JSON.stringify(s)).join(" ")}]`;
 }
 
+/** `p` made absolute against the WORKDIR; an empty one (`COPY f $empty`) is the WORKDIR as a directory, as `.` is. */
 function absolutePath(st: StageState, p: string): string {
-  if (p === "") return st.workdir;
+  if (p === "") return st.workdir.endsWith("/") ? st.workdir : `${st.workdir}/`;
   const joined = path.isAbsolute(p) ? path.normalize(p) : path.join(st.workdir, p);
   const trailing = (p.endsWith("/") || p.endsWith("/.") || p === ".") && joined !== "/";
   return trailing && !joined.endsWith("/") ? `${joined}/` : joined;
@@ -373,7 +376,9 @@ async function dispatch(st: StageState, ins: Instruction, ctx: DispatchContext):
       return;
     }
     case "expose": {
-      const ports = ins.ports.flatMap((p) => {
+      // As BuildKit: the words sorted as written (ASCII, so code-unit order is byte order), then
+      // each expanded and parsed in turn; the history lists every port so found.
+      const ports = [...ins.ports].sort().flatMap((p) => {
         try {
           return ctx.lexer.processWords(p, st.env);
         } catch (err) {
@@ -388,8 +393,7 @@ async function dispatch(st: StageState, ins: Instruction, ctx: DispatchContext):
           added.push(port);
         }
       }
-      const listed = [...new Set(added)].sort().map((p) => `${p}:{}`);
-      commit(st, `EXPOSE map[${listed.join(" ")}]`, false);
+      commit(st, `EXPOSE [${added.join(" ")}]`, false);
       return;
     }
     case "stopsignal": {
@@ -498,9 +502,9 @@ async function sourceFor(
   const name = ctx.expand(from, ctx.metaEnv, at).result;
   const namedLocal = ctx.namedLocal(name);
   if (namedLocal) return { vertex: namedLocal, fromContext: false };
-  const stage = ctx.stageOf(name);
+  const stage = await ctx.stageOf(name, at);
   if (stage) return { ...(stage.root ? { vertex: stage.root } : {}), fromContext: false };
-  if (name.toLowerCase() === "scratch") return { fromContext: false };
+  if (ctx.isScratch(name)) return { fromContext: false };
   const image = await ctx.image(name, st.platform, at);
   return {
     vertex: pending({ kind: "image", ref: image.ref, digest: image.digest, platform: image.platform }, [], {
@@ -648,20 +652,41 @@ async function dispatchRun(st: StageState, ins: RunInstruction, ctx: DispatchCon
     {
       kind: "exec",
       args,
-      env: execEnv(st, ctx),
+      env: execEnv(st),
       cwd: st.workdir,
       user: st.user,
       network: ins.network === undefined || ins.network === "default" ? ctx.network : ins.network,
       security: ins.security ?? "sandbox",
+      ...(ctx.hostname !== undefined ? { hostname: ctx.hostname } : {}),
       mounts,
       platform: st.platform,
     },
     inputs,
-    { name: stepName(st, ctx, `${displayText(ins)}${summary}`), location: locationOf(ctx, ins.node) },
+    {
+      name: stepName(st, ctx, runTitle(st, ctx, `${displayText(ins)}${summary}`, mounts)),
+      location: locationOf(ctx, ins.node),
+    },
   );
-  const argsInHistory = st.declaredArgs.map(({ key, value }) => `${key}=${st.env.get(key) ?? value ?? ""}`);
+  // Each build argument once, where it was first declared, with its latest value (as BuildKit).
+  const argValues = new Map<string, string>();
+  for (const { key, value } of st.declaredArgs) argValues.set(key, st.env.get(key) ?? value ?? "");
+  const argsInHistory = [...argValues].map(([key, value]) => `${key}=${value}`);
   const prefix = argsInHistory.length > 0 ? `|${argsInHistory.length} ${argsInHistory.join(" ")} ` : "";
   commit(st, `RUN ${prefix}${args.join(" ")}`, true, true);
+}
+
+/**
+ * A RUN as progress names it, as BuildKit does: its variables expanded (unset ones and quotes
+ * left as written), and a variable a secret mount sets shown as `****`, never its value.
+ */
+function runTitle(st: StageState, ctx: DispatchContext, text: string, mounts: ExecMount[]): string {
+  const env = new Map(st.env);
+  for (const mount of mounts) if (mount.secret?.env !== undefined) env.set(mount.secret.env, "****");
+  try {
+    return ctx.titleLexer.processWord(text, env);
+  } catch {
+    return text;
+  }
 }
 
 /** A `local` source of the build context holding only `selector` (and what its symlinks lead to). */
@@ -842,7 +867,13 @@ async function dispatchCopy(st: StageState, ins: CopyInstruction, ctx: DispatchC
     }
     const selector = cleanAbsolute(from);
     if (source.fromContext) ctx.contextPaths.add(cleanAbsolute(src.replace("/./", "/")));
-    copy(source.vertex ? addInput(source.vertex) : undefined, selector, { includePatterns: include });
+    // As BuildKit: a --parents source without wildcards must exist; one with them may match nothing.
+    const required =
+      ins.parents && !/[*?[]/.test(src) ? { requiredPaths: [path.join(selector, include[0]!)] } : {};
+    copy(source.vertex ? addInput(source.vertex) : undefined, selector, {
+      includePatterns: include,
+      ...required,
+    });
   }
 
   const filePlatform = st.platform;

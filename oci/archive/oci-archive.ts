@@ -1,10 +1,13 @@
 /**
  * OCI archives: an OCI image layout (`oci-layout`, `blobs/<alg>/<hex>`, `index.json`) as one tar,
  * what `skopeo copy … oci-archive:` and `docker buildx build -o type=oci` write. Each name is in
- * index.json twice over: `org.opencontainers.image.ref.name` (the full reference, as tbuild's store
- * keeps it) and `io.containerd.image.name` (what containerd and `docker load` read).
+ * index.json twice over, as BuildKit and containerd write it: `io.containerd.image.name`, the full
+ * reference (what containerd and `docker load` read), and `org.opencontainers.image.ref.name`, only
+ * what follows the repository (`1.0`), as the OCI spec defines it (`skopeo … oci-archive:FILE:1.0`).
+ * tbuild's own store, also a layout, keeps the full reference there instead (see store/images.ts).
  */
 import type { Image, ImageIndex } from "../image.js";
+import { type ImageReference, parseReference } from "../reference.js";
 import { ANNOTATION_REF_NAME, type Descriptor, type ImageLayout, type Index, MediaType } from "../spec.js";
 import { parseDigest } from "../store/content.js";
 import { TAR_END, type TarEntry, tarEntry } from "./tar.js";
@@ -28,6 +31,17 @@ function directoryEntry(path: string): TarEntry {
   return { path, type: "Directory", mode: 0o755, uid: 0, gid: 0, size: 0, mtime: EPOCH };
 }
 
+/** What follows the repository in `name`: its tag, `@digest`, or `tag@digest` (containerd's Object). */
+function ociReferenceName(name: string): string {
+  let ref: ImageReference;
+  try {
+    ref = parseReference(name);
+  } catch {
+    return name;
+  }
+  return `${ref.tag ?? ""}${ref.digest !== undefined ? `@${ref.digest}` : ""}`;
+}
+
 /** The index.json of an archive holding `images`. */
 export function archiveIndex(images: ArchiveImage[]): Index {
   const manifests: Descriptor[] = [];
@@ -38,7 +52,11 @@ export function archiveIndex(images: ArchiveImage[]): Index {
     for (const name of names) {
       manifests.push({
         ...descriptor,
-        annotations: { ...annotations, [ANNOTATION_REF_NAME]: name, [ANNOTATION_CONTAINERD_NAME]: name },
+        annotations: {
+          ...annotations,
+          [ANNOTATION_REF_NAME]: ociReferenceName(name),
+          [ANNOTATION_CONTAINERD_NAME]: name,
+        },
       });
     }
   }

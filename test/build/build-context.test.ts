@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { tbuild } from "../helpers/cli.js";
@@ -64,6 +64,20 @@ describe("tbuild build --build-context", () => {
     const read = buildFiles(["--build-context", `tree=${rootDir}`, dir]);
     expect(read("hello.txt")).toBe("hello\n");
     expect(read("extra.txt")).toBe("extra\n");
+  });
+
+  it("NAME=DIR leaves out what that directory's own .dockerignore names, as BuildKit does", () => {
+    const rootDir = context({
+      "kept.txt": "kept\n",
+      "secret.txt": "ignored\n",
+      ".dockerignore": "secret.txt\n",
+    });
+    const dir = context({ Dockerfile: "FROM scratch\nCOPY --from=tree /*.txt /\n" });
+    const out = tempDir("build-context-out");
+    const built = build(["-o", `type=local,dest=${out}`, "--build-context", `tree=${rootDir}`, dir]);
+    expect(built.status, built.stderr).toBe(0);
+    expect(readFileSync(path.join(out, "kept.txt"), "utf8")).toBe("kept\n");
+    expect(existsSync(path.join(out, "secret.txt"))).toBe(false);
   });
 
   it("NAME=docker-image://REF replaces an image by name", () => {

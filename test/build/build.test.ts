@@ -147,6 +147,17 @@ describe("tbuild build", () => {
     expect(readFileSync(path.join(dir, "fs.tar")).includes("s3cr3t-value")).toBe(false);
   });
 
+  it("a proxy build arg reaches RUN in both cases, and changing it alone re-runs nothing", () => {
+    const dir = context({ Dockerfile: 'FROM busybox\nRUN echo "$HTTP_PROXY $http_proxy" > /proxy\n' });
+    const first = build(["-t", "proxy:1", "--build-arg", "http_proxy=http://one:3128", dir]);
+    expect(first.status, first.stderr).toBe(0);
+    expect(runImage("proxy:1", "cat", "/proxy").stdout).toBe("http://one:3128 http://one:3128\n");
+    const changed = build(["-t", "proxy:1", "--build-arg", "http_proxy=http://two:3128", dir]);
+    expect(changed.status, changed.stderr).toBe(0);
+    expect(changed.stderr).toContain("0 step(s) ran");
+    expect(runImage("proxy:1", "cat", "/proxy").stdout).toBe("http://one:3128 http://one:3128\n");
+  });
+
   it("a cache mount keeps its contents across builds, even with --no-cache", () => {
     const dir = context({
       Dockerfile:
@@ -156,6 +167,21 @@ describe("tbuild build", () => {
     const again = build(["-t", "cachemount:1", "--no-cache", dir]);
     expect(again.status, again.stderr).toBe(0);
     expect(runImage("cachemount:1", "cat", "/count").stdout.trim()).toBe("2");
+  });
+
+  it("a cache mount with a mode starts fresh under --no-cache, and later builds keep that one, as BuildKit's", () => {
+    const dockerfile = (word: string) =>
+      `FROM busybox\nRUN --mount=type=cache,id=based,target=/cache,mode=0773 touch /cache/${word} && ls /cache > /list\n`;
+    const dir = context({ Dockerfile: dockerfile("abc") });
+    const list = () => runImage("basedcache:1", "cat", "/list").stdout.split("\n").filter(Boolean);
+    expect(build(["-t", "basedcache:1", dir]).status).toBe(0);
+    writeFileSync(path.join(dir, "Dockerfile"), dockerfile("def"));
+    const fresh = build(["-t", "basedcache:1", "--no-cache", dir]);
+    expect(fresh.status, fresh.stderr).toBe(0);
+    expect(list()).toEqual(["def"]);
+    writeFileSync(path.join(dir, "Dockerfile"), dockerfile("ghi"));
+    expect(build(["-t", "basedcache:1", dir]).status).toBe(0);
+    expect(list()).toEqual(["def", "ghi"]);
   });
 
   it("SOURCE_DATE_EPOCH makes the same inputs give the same manifest digest in two empty stores", async () => {
@@ -283,6 +309,26 @@ describe("tbuild build", () => {
       const without = build(["-o", `type=local,dest=${out}-2`, dir]);
       expect(without.status).toBe(1);
       expect(without.stderr).toContain("--ssh");
+    } finally {
+      if (pid) process.kill(Number(pid));
+    }
+  });
+
+  it("a RUN ssh mount with mode, uid and gid gets an agent socket of that owner and mode", () => {
+    const agentDir = tempDir("ssh-agent");
+    const socket = path.join(agentDir, "agent.sock");
+    const agent = spawnSync("ssh-agent", ["-a", socket], { encoding: "utf8" });
+    expect(agent.status, agent.stderr).toBe(0);
+    const pid = /SSH_AGENT_PID=(\d+)/.exec(agent.stdout)?.[1];
+    try {
+      const dir = context({
+        Dockerfile:
+          'FROM busybox\nRUN --mount=type=ssh,mode=741,uid=100,gid=102 stat -c "%u %g %a %F" "$SSH_AUTH_SOCK" > /ssh\n',
+      });
+      const out = path.join(tempDir("ssh-out"), "fs");
+      const built = build(["--ssh", `default=${socket}`, "-o", `type=local,dest=${out}`, dir]);
+      expect(built.status, built.stderr).toBe(0);
+      expect(readFileSync(path.join(out, "ssh"), "utf8")).toBe("100 102 741 socket\n");
     } finally {
       if (pid) process.kill(Number(pid));
     }

@@ -78,7 +78,7 @@ describe("tbuild build --explain", () => {
     const dir = context({ Dockerfile: "FROM busybox\nARG LEVEL\nRUN echo $LEVEL > /level\n" });
     build(["--build-arg", "LEVEL=1", dir]);
     expect(build(["--build-arg", "LEVEL=2", dir])).toEqual([
-      'explain: [2/2] RUN echo $LEVEL > /level: build arg LEVEL changed: "1" → "2"',
+      'explain: [2/2] RUN echo 2 > /level: build arg LEVEL changed: "1" → "2"',
     ]);
   });
 

@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
@@ -51,6 +51,18 @@ describe("tbuild debug graph", () => {
     expect(ops.some((op) => op.kind === "exec")).toBe(false);
   });
 
+  it("reads a lowercase dockerfile when the context has no Dockerfile, as BuildKit does", () => {
+    const dir = context({ dockerfile: "FROM scratch\nLABEL from=lowercase\n" });
+    try {
+      const { status, stdout, stderr } = tbuild(["debug", "graph", dir]);
+      expect(stderr).toBe("");
+      expect(status).toBe(0);
+      expect((JSON.parse(stdout) as LoweredBuild).image.config.Labels).toEqual({ from: "lowercase" });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("prints DOT with --format dot", () => {
     const { status, stdout } = tbuild(["debug", "graph", "--format", "dot", "examples/hello"]);
     expect(status).toBe(0);
@@ -77,9 +89,9 @@ describe("tbuild debug graph", () => {
 
   it("rejects an unknown target with the stages there are", () => {
     const dir = context({ Dockerfile: "FROM busybox AS a\nFROM busybox AS b\n" });
-    const { status, stderr } = tbuild(["debug", "graph", "--target", "c", dir]);
+    const { status, stderr } = tbuild(["debug", "graph", "--target", "release", dir]);
     expect(status).toBe(1);
-    expect(stderr).toContain('target stage "c" could not be found');
+    expect(stderr).toContain('target stage "release" could not be found');
     expect(stderr).toContain("stages: a, b");
   });
 

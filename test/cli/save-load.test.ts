@@ -58,7 +58,7 @@ describe("tbuild save and load", () => {
     expect(validated.status).toBe(0);
     const named = spawnSync(
       "oci-image-tool",
-      ["validate", "--type", "image", "--ref", "name=docker.io/library/busybox:latest", layout],
+      ["validate", "--type", "image", "--ref", "name=latest", layout],
       { encoding: "utf8" },
     );
     expect(named.status).toBe(0);
@@ -70,7 +70,7 @@ describe("tbuild save and load", () => {
       {
         ...image.descriptor,
         annotations: {
-          "org.opencontainers.image.ref.name": "docker.io/library/busybox:latest",
+          "org.opencontainers.image.ref.name": "latest",
           "io.containerd.image.name": "docker.io/library/busybox:latest",
         },
       },
@@ -94,9 +94,14 @@ describe("tbuild save and load", () => {
     const index = JSON.parse(
       execFileSync("tar", ["-xOf", both, "index.json"], { encoding: "utf8" }),
     ) as Index;
-    expect(index.manifests.map((m) => m.annotations?.["org.opencontainers.image.ref.name"])).toEqual([
+    // As BuildKit and containerd write them: the full name for containerd, the tag as the OCI ref name.
+    expect(index.manifests.map((m) => m.annotations?.["io.containerd.image.name"])).toEqual([
       "docker.io/library/busybox:latest",
       "localhost:5000/team/bb:1.0",
+    ]);
+    expect(index.manifests.map((m) => m.annotations?.["org.opencontainers.image.ref.name"])).toEqual([
+      "latest",
+      "1.0",
     ]);
   });
 

@@ -57,7 +57,7 @@ describe("examples/static-binary", () => {
     const layout = tempDir("example-static-layout");
     execFileSync("tar", ["-xf", ociArchive, "-C", layout]);
     const manifest = JSON.parse(
-      execFileSync("skopeo", ["inspect", "--raw", `oci:${layout}:${IMAGE}`], { encoding: "utf8" }),
+      execFileSync("skopeo", ["inspect", "--raw", `oci:${layout}:latest`], { encoding: "utf8" }),
     );
     expect(manifest.layers).toHaveLength(1);
     const layerBlob = path.join(layout, "blobs", manifest.layers[0].digest.replace(":", "/"));
@@ -67,7 +67,7 @@ describe("examples/static-binary", () => {
 
     // umoci's unpack of the image gives the same: a root filesystem of one file.
     const bundle = path.join(tempDir("example-static-bundle"), "bundle");
-    execFileSync("umoci", ["unpack", "--image", `${layout}:${IMAGE}`, bundle]);
+    execFileSync("umoci", ["unpack", "--image", `${layout}:latest`, bundle]);
     expect(readdirSync(path.join(bundle, "rootfs"))).toEqual(["hello"]);
     const runtimeConfig = JSON.parse(readFileSync(path.join(bundle, "config.json"), "utf8"));
     expect(runtimeConfig.process.args).toEqual(["/hello", "world"]);

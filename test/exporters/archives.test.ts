@@ -101,11 +101,14 @@ describe("image outputs", () => {
     const layout = extract(archive);
     expect(layoutSchemaErrors(layout)).toEqual([]);
     const index = JSON.parse(readFileSync(path.join(layout, "index.json"), "utf8")) as Index;
-    expect(index.manifests.map((m) => m.annotations?.["org.opencontainers.image.ref.name"])).toEqual([
-      "docker.io/library/hello:oci",
+    expect(index.manifests.map((m) => m.annotations)).toEqual([
+      {
+        "org.opencontainers.image.ref.name": "oci",
+        "io.containerd.image.name": "docker.io/library/hello:oci",
+      },
     ]);
     const bundle = path.join(tempDir("umoci"), "bundle");
-    run("umoci", ["unpack", "--rootless", "--image", `${layout}:docker.io/library/hello:oci`, bundle]);
+    run("umoci", ["unpack", "--rootless", "--image", `${layout}:oci`, bundle]);
     const rootfs = path.join(bundle, "rootfs");
     expect(readFileSync(path.join(rootfs, "hello"), "utf8")).toBe(HELLO);
     expect(readdirSync(path.join(rootfs, "etc")).sort()).toEqual(["passwd"]);
@@ -134,12 +137,12 @@ describe("image outputs", () => {
       names: ["first:1"],
     });
     const index = JSON.parse(readFileSync(path.join(layout, "index.json"), "utf8")) as Index;
-    expect(index.manifests.map((m) => m.annotations?.["org.opencontainers.image.ref.name"]).sort()).toEqual([
+    expect(index.manifests.map((m) => m.annotations?.["io.containerd.image.name"]).sort()).toEqual([
       "docker.io/library/first:1",
       "docker.io/library/second:2",
     ]);
     expect(layoutSchemaErrors(layout)).toEqual([]);
-    const inspected = JSON.parse(run("skopeo", ["inspect", `oci:${layout}:docker.io/library/second:2`]));
+    const inspected = JSON.parse(run("skopeo", ["inspect", `oci:${layout}:2`]));
     expect(inspected.Digest).toBe(image.manifestDescriptor.digest);
   });
 

@@ -14,7 +14,7 @@ import { createContextMatcher } from "../../frontend/dockerignore.js";
 import { byBytes } from "../../oci/archive/byte-order.js";
 import { TAR_END, TarChunker, type TarEntry, tarEntry } from "../../oci/archive/tar.js";
 import { childPath } from "../child-path.js";
-import { hasGlob, PathSelector, pathComponents } from "./glob.js";
+import { globInRoot, hasGlob, PathSelector, pathComponents } from "./glob.js";
 
 export interface ContextEntry {
   /** Relative to the source root, `/`-separated, no trailing slash. */
@@ -38,6 +38,8 @@ export class LocalSourceError extends TbuildError {
 }
 
 const MAX_SYMLINKS = 40;
+/** The sha256 (hex) of no bytes: the content a socket of the source is sent as. */
+export const EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 const SMALL_FILE_BYTES = 1n << 20n;
 
 /** Every entry of `root` the selection keeps, in tar order. */
@@ -118,14 +120,21 @@ export async function selectContext(
 }
 
 /**
- * The follow paths plus, for each plain (glob-free) one that passes through a symbolic link
- * inside the source, the link itself and where it leads, resolved inside the source: a COPY of
- * `/current` where `current -> releases/v2` needs both.
+ * The follow paths plus, for each one (or each match of a glob) that passes through a symbolic
+ * link inside the source, the link itself and where it leads, resolved inside the source: a COPY
+ * of `/current` where `current -> releases/v2` needs both, and so does `COPY sub/l* dest/` where
+ * `sub/l0 -> subfile` (fsutil's FollowLinks does the same for BuildKit's follow paths).
  */
 async function withSymlinkTargets(root: string, followPaths: readonly string[]): Promise<string[]> {
   const out = new Set(followPaths);
+  const plainPaths: string[] = [];
   for (const followPath of followPaths) {
-    if (hasGlob(followPath)) continue;
+    if (!hasGlob(followPath)) plainPaths.push(followPath);
+    else
+      for (const match of await globInRoot(root, followPath, true).catch(() => []))
+        plainPaths.push(match.path);
+  }
+  for (const followPath of plainPaths) {
     let pending = pathComponents(followPath);
     let resolved: string[] = [];
     for (let hops = 0; pending.length > 0 && hops <= MAX_SYMLINKS; ) {
@@ -169,7 +178,7 @@ export interface TreeTarOptions {
    * 0644 by their execute bit), so that a checkout's layer does not depend on the umask.
    */
   gitModes?: boolean;
-  /** Hears of entries a source layer does not carry (sockets, devices). */
+  /** Hears of entries a source layer does not carry (devices). */
   warn(rel: string, what: string): void;
   /** Is given every entry as it goes into the tar, with the very bytes the tar gets. */
   sink?: TreeSink;
@@ -285,9 +294,15 @@ export async function* treeTar(
       sink?.other(entry.rel);
       const chunk = chunker.add({ ...base, path: entry.rel, type: "FIFO" });
       if (chunk) yield chunk;
+    } else if (st.isSocket()) {
+      // A socket cannot be sent: BuildKit's context transfer (fsutil) makes it an empty file.
+      const content = Buffer.alloc(0);
+      const chunk = chunker.add({ ...base, path: entry.rel, type: "File", size: 0 }, content);
+      sink?.file(entry.rel, mode, mtime, content, chunker.contentOffset, EMPTY_SHA256);
+      if (chunk) yield chunk;
     } else {
-      // Sockets and devices are never part of a source (fsutil leaves them out of a context too).
-      options.warn(entry.rel, st.isSocket() ? "a socket" : "a device");
+      // Devices are never part of a source (fsutil leaves them out of a context too).
+      options.warn(entry.rel, "a device");
     }
   }
   const rest = chunker.flush();

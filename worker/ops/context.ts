@@ -5,6 +5,7 @@
  */
 import type { RegistryOptions } from "../../oci/registry/index.js";
 import type { Store } from "../../oci/store/index.js";
+import type { VertexDigest } from "../../solver/graph.js";
 import type { FsResult } from "../../solver/worker.js";
 import type { Snapshotter } from "../snapshot/index.js";
 import type { ContextEntry } from "./context-walk.js";
@@ -26,6 +27,15 @@ export interface OpContext {
   localSources: Record<string, string>;
   /** `--secret id=ID,src=PATH|env=VAR`, by id. */
   secrets: Record<string, SecretSource>;
+  /**
+   * `K=V` of the proxy build args (`--build-arg http_proxy=...`), for every RUN step whose own
+   * env does not set that name: outside the graph, so never part of a cache key, as in BuildKit.
+   */
+  proxyEnv?: string[];
+  /** `--no-cache` and `--no-cache-filter`: whether the solver runs a vertex ignoring the cache. */
+  ignoreCache?: (digest: VertexDigest) => boolean;
+  /** Set for each run: the vertex runs ignoring the cache, so its based cache mounts start fresh. */
+  ignoringCache?: boolean;
   /** `--ssh ID=SOCKET|KEY`, by id (`default` for `--ssh default`). */
   ssh: Record<string, string>;
   /** How new layers are compressed. */

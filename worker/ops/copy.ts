@@ -33,7 +33,7 @@ import { rootPath } from "../root-path.js";
 import { makeSpecialFile } from "../unpack.js";
 import { extractArchive, isTarArchive } from "./extract.js";
 import { globInRoot, hasGlob, pathComponents } from "./glob.js";
-import type { ModeChange } from "./mode.js";
+import { createdDirectoryMode, type ModeChange } from "./mode.js";
 import type { Owner } from "./owner.js";
 
 export type CopyAction = Extract<FileAction, { action: "copy" }>;
@@ -68,7 +68,7 @@ export interface CopyOptions {
   warn(message: string): void;
 }
 
-/** Creates the missing directories of `hostPath` (already resolved in its root), 0755, owned by `owner` or 0:0. */
+/** Creates the missing directories of `hostPath` (already resolved in its root), of `mode`, owned by `owner` or 0:0. */
 export async function mkdirAll(hostPath: string, mode: number, owner: Owner | undefined): Promise<void> {
   const created = await mkdir(hostPath, { recursive: true, mode: 0o700 }).catch(
     (err: NodeJS.ErrnoException) => {
@@ -96,6 +96,13 @@ export async function copy(action: CopyAction, options: CopyOptions): Promise<vo
       throw new CopyError(`cannot copy to ${dest}: ${parent} does not exist in the destination`);
     }
   }
+  for (const required of action.requiredPaths ?? []) {
+    const found = await lstat(rootPath(srcRoot, required, { followFinal: action.followSymlinks })).catch(
+      () => undefined,
+    );
+    if (!found)
+      throw new CopyError(`"${required}": not found (no file or directory of the source has this path)`);
+  }
   const matches = await resolveSources(action, srcRoot);
   if (matches.length === 0) {
     if (action.allowEmptyWildcard && action.allowWildcard && hasGlob(action.src)) return;
@@ -105,9 +112,10 @@ export async function copy(action: CopyAction, options: CopyOptions): Promise<vo
   // As fsutil: a destination ending in `/` is made a directory first, otherwise its parent.
   const destClean = path.posix.join("/", dest);
   const destIsDir = dest.endsWith("/") || dest.endsWith("/.") || destClean === "/";
+  const dirMode = createdDirectoryMode(action.chmod);
   await mkdirAll(
     rootPath(destRoot, destIsDir ? destClean : path.posix.dirname(destClean)),
-    0o755,
+    dirMode,
     options.owner,
   );
   const destPath = rootPath(destRoot, destClean);
@@ -134,7 +142,7 @@ export async function copy(action: CopyAction, options: CopyOptions): Promise<vo
     }
     const parent =
       action.copyDirContentsOnly && srcStat.isDirectory() && !destStat ? target : path.dirname(target);
-    await mkdirAll(parent, 0o755, options.owner);
+    await mkdirAll(parent, dirMode, options.owner);
     await copier.copy(followed, "", target, false);
   }
 }

@@ -6,6 +6,7 @@
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { chmod, chown, cp, mkdir, readFile, rename, rm, stat, statfs, writeFile } from "node:fs/promises";
+import net from "node:net";
 import path from "node:path";
 import { Writable } from "node:stream";
 import lockfile from "proper-lockfile";
@@ -96,6 +97,10 @@ export async function runExec(op: ExecOp, inputs: FsResult[], ctx: OpContext): P
   const rootLayers = rootMount.input !== undefined ? inputs[rootMount.input]!.layers : [];
   const cleanups: (() => Promise<void>)[] = [];
   const env = [...op.env];
+  for (const entry of ctx.proxyEnv ?? []) {
+    const name = entry.slice(0, entry.indexOf("=") + 1);
+    if (!env.some((e) => e.startsWith(name))) env.push(entry);
+  }
   const mounts: SandboxMount[] = [];
   const root = await ctx.snapshotter.mountWritable(await prepareLayers(ctx, rootLayers));
   cleanups.push(() => root.release());
@@ -125,6 +130,7 @@ export async function runExec(op: ExecOp, inputs: FsResult[], ctx: OpContext): P
         cwd: op.cwd,
         user: op.user,
         network: op.network === "none" ? "none" : "host",
+        ...(op.hostname ? { hostname: op.hostname } : {}),
         mounts,
       },
       {
@@ -153,6 +159,8 @@ export async function runExec(op: ExecOp, inputs: FsResult[], ctx: OpContext): P
 
 /** Less than this left for unprivileged writes, the store's disk is full for a step. */
 const FULL_BELOW_BYTES = 1024 * 1024;
+/** sun_path holds 108 bytes, the last one a NUL. */
+const MAX_SOCKET_PATH = 107;
 
 /** Whether the file system of `dir` (in the store) has (next to) no space left. */
 async function storeIsFull(dir: string): Promise<boolean> {
@@ -228,14 +236,66 @@ async function prepareMount(
         return undefined;
       }
       env.push(`SSH_AUTH_SOCK=${mount.target}`);
-      return { destination: mount.target, source: socket, type: "bind", readonly: false };
+      const ownSocket = mount.mode !== undefined || mount.uid !== undefined || mount.gid !== undefined;
+      const source = ownSocket ? await forwardedAgentSocket(socket, mount, ctx, cleanups) : socket;
+      return { destination: mount.target, source, type: "bind", readonly: false };
     }
   }
 }
 
 /**
- * A cache mount is a directory of the store that outlives builds (and `--no-cache`), named by its
- * id. `locked` waits for other users; `private` uses a throwaway copy when another build holds it.
+ * An ssh mount given a mode, uid or gid (`--mount=type=ssh,mode=0600,uid=100`) gets a socket of
+ * its own with that owner and mode (0600 and 0:0 by default), which forwards each connection to
+ * the agent, as BuildKit's ssh forwarder does: the agent's own socket keeps its owner and mode.
+ */
+async function forwardedAgentSocket(
+  agent: string,
+  mount: ExecMount,
+  ctx: OpContext,
+  cleanups: (() => Promise<void>)[],
+): Promise<string> {
+  const file = path.join(ctx.stateDir, `ssh-${randomBytes(4).toString("hex")}.sock`);
+  if (Buffer.byteLength(file) > MAX_SOCKET_PATH) {
+    throw new TbuildError(
+      "E_SSH_SOCKET",
+      `cannot make the ssh agent socket for RUN --mount=type=ssh: its path ${file} is longer than a unix socket's ${MAX_SOCKET_PATH} bytes; use a store (TBUILD_ROOT) with a shorter path`,
+    );
+  }
+  const connections = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(agent);
+    connections.add(client).add(upstream);
+    const drop = () => {
+      client.destroy();
+      upstream.destroy();
+      connections.delete(client);
+      connections.delete(upstream);
+    };
+    for (const end of [client, upstream]) end.on("error", drop).on("close", drop);
+    client.pipe(upstream).pipe(client);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(file, () => resolve());
+  });
+  cleanups.push(async () => {
+    for (const connection of connections) connection.destroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await rm(file, { force: true });
+  });
+  await chown(file, mount.uid ?? 0, mount.gid ?? 0);
+  await chmod(file, mount.mode ?? 0o600);
+  return file;
+}
+
+/**
+ * A cache mount is a directory of the store that outlives builds, named by its id. `locked` waits
+ * for other users; `private` uses a throwaway copy when another build holds it.
+ *
+ * As in BuildKit, a mount with a base (a mode, uid or gid, which BuildKit sets in a layer of its
+ * own, or a `from` stage it is seeded with) is named by its id and that base: another mode or a
+ * changed stage gives another directory, and a step run under `--no-cache` starts a fresh one,
+ * which later builds then use (BuildKit's re-run base). A mount without one outlives `--no-cache`.
  */
 async function cacheMount(
   mount: ExecMount,
@@ -244,8 +304,22 @@ async function cacheMount(
   cleanups: (() => Promise<void>)[],
 ): Promise<SandboxMount> {
   const cache = mount.cache!;
-  const dir = path.join(ctx.store.root, "cache-mounts", digestOf({ id: cache.id }).slice(7, 39));
-  let data = path.join(dir, "data");
+  const from = mount.input !== undefined ? inputs[mount.input]! : undefined;
+  const based =
+    from !== undefined || mount.mode !== undefined || mount.uid !== undefined || mount.gid !== undefined;
+  const identity = based
+    ? {
+        id: cache.id,
+        base: {
+          mode: mount.mode ?? null,
+          uid: mount.uid ?? null,
+          gid: mount.gid ?? null,
+          from: from ? { layers: from.layers.map((l) => l.diffId), selector: mount.selector ?? "/" } : null,
+        },
+      }
+    : { id: cache.id };
+  const dir = path.join(ctx.store.root, "cache-mounts", digestOf(identity).slice(7, 39));
+  let data = path.join(dir, based ? await cacheGeneration(dir, ctx.ignoringCache === true) : "data");
   const fresh = !(await stat(data).catch(() => undefined));
   if (fresh) {
     const building = `${data}.${randomBytes(4).toString("hex")}`;
@@ -292,6 +366,25 @@ async function cacheMount(
     }
   }
   return { destination: mount.target, source: data, type: "bind", readonly: mount.readonly };
+}
+
+/**
+ * Which directory of a based cache mount is in use (`current` names it): a new one when the step
+ * runs under `--no-cache`, recorded at once so that later builds use it.
+ */
+async function cacheGeneration(dir: string, fresh: boolean): Promise<string> {
+  const current = path.join(dir, "current");
+  if (!fresh) {
+    const recorded = (await readFile(current, "utf8").catch(() => "")).trim();
+    if (/^data(-[0-9a-f]+)?$/.test(recorded)) return recorded;
+    return "data";
+  }
+  const generation = `data-${randomBytes(6).toString("hex")}`;
+  await mkdir(dir, { recursive: true });
+  const written = `${current}.${randomBytes(4).toString("hex")}`;
+  await writeFile(written, `${generation}\n`);
+  await rename(written, current);
+  return generation;
 }
 
 /** A secret is a file in the step's state directory (never in a layer, the cache or the log), or an env variable. */

@@ -1,9 +1,10 @@
 /**
  * ADD of a local archive: a tar (plain, gzip, zstd, xz or bzip2, recognized by content, never by
  * name) is extracted into the destination directory, as Docker's `chrootarchive.Untar` does:
- * owners, permission bits and mtimes from the archive; an existing entry is replaced unless both
- * are directories; absolute paths and symlinks in the archive are resolved inside the destination,
- * as if it were the root; an entry that would land outside it is refused.
+ * owners (unless `--chown` gives one), permission bits and mtimes from the archive; an existing
+ * entry is replaced unless both are directories; absolute paths and symlinks in the archive are
+ * resolved inside the destination, as if it were the root; an entry that would land outside it is
+ * refused.
  */
 import { spawn } from "node:child_process";
 import { constants, createReadStream } from "node:fs";
@@ -18,6 +19,7 @@ import { readTarEntries } from "../../oci/archive/tar-reader.js";
 import { rootPath } from "../root-path.js";
 import { makeSpecialFile } from "../unpack.js";
 import { pathComponents } from "./glob.js";
+import type { Owner } from "./owner.js";
 
 type Compression = "gzip" | "zstd" | "xz" | "bzip2" | "none";
 
@@ -110,11 +112,14 @@ export async function isTarArchive(file: string): Promise<boolean> {
   return header.cksumValid && !header.nullBlock;
 }
 
-/** Extracts the tar archive `file` into the directory `dest` (which exists). */
+/**
+ * Extracts the tar archive `file` into the directory `dest` (which exists). With `owner`
+ * (`ADD --chown`), every entry gets that owner instead of the archive's, as Docker's ChownOpts do.
+ */
 export async function extractArchive(
   file: string,
   dest: string,
-  options: { rootless: boolean; signal?: AbortSignal; warn(message: string): void },
+  options: { rootless: boolean; owner?: Owner; signal?: AbortSignal; warn(message: string): void },
 ): Promise<void> {
   const handle = await open(file, "r");
   const head = Buffer.alloc(6);
@@ -183,7 +188,7 @@ export async function extractArchive(
           break;
       }
       if (entry.type === "Link") continue; // shares the metadata of what it links to
-      await lchown(target, entry.uid, entry.gid);
+      await lchown(target, options.owner?.uid ?? entry.uid, options.owner?.gid ?? entry.gid);
       if (entry.type !== "SymbolicLink") await chmod(target, entry.mode & 0o7777);
       if (entry.type === "Directory") {
         directoryTimes.push({ target, mtime: entry.mtime, atime: entry.atime ?? entry.mtime });

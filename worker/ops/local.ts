@@ -24,6 +24,7 @@ import type { OpContext } from "./context.js";
 import {
   type ContextEntry,
   type ContextSelection,
+  EMPTY_SHA256,
   LocalSourceError,
   selectContext,
   treeTar,
@@ -264,6 +265,7 @@ export function entryRecords(
     if (st.isDirectory()) return `dir ${mode}`;
     if (first !== undefined) return `hardlink ${JSON.stringify(first)}`;
     if (st.isFile()) return `file ${mode} ${hashes.get(entry.rel)}`;
+    if (st.isSocket()) return `file ${mode} ${EMPTY_SHA256}`; // sent as an empty file (treeTar)
     if (st.isSymbolicLink()) return `symlink ${mode} ${JSON.stringify(entry.linkTarget ?? "")}`;
     if (st.isFIFO()) return `fifo ${mode}`;
     return undefined;

@@ -63,3 +63,12 @@ export function parseChmod(text: string): ModeChange {
     return mode;
   };
 }
+
+/**
+ * The mode of the directories a copy creates on the way to its destination: the permission bits
+ * of an octal `--chmod` (`COPY --chmod=770 f /new/sub/f` makes /new and /new/sub 0770), as
+ * BuildKit's fsutil creates them; 0755 without one or with a symbolic one.
+ */
+export function createdDirectoryMode(chmod: string | undefined): number {
+  return chmod !== undefined && /^[0-7]{1,4}$/.test(chmod) ? Number.parseInt(chmod, 8) & 0o777 : 0o755;
+}

@@ -328,7 +328,9 @@ export function buildRuntimeSpec(spec: SandboxSpec, ids: ResolvedUser, host: Hos
       user: {
         uid: ids.uid,
         gid: ids.gid,
-        ...(ids.additionalGids.length ? { additionalGids: ids.additionalGids } : {}),
+        // The primary group is a supplementary group too, as containerd and BuildKit give it since
+        // CVE-2023-25173: a process that drops its gid keeps the group's access, not more.
+        additionalGids: [ids.gid, ...ids.additionalGids.filter((gid) => gid !== ids.gid)],
       },
       args: [...spec.args],
       env: containerEnv(spec, ids, hostname),

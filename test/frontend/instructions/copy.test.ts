@@ -18,6 +18,15 @@ describe("COPY and ADD", () => {
     );
   });
 
+  it("COPY --from refuses a variable, as BuildKit does, with its workaround", () => {
+    expect(errorOf("COPY --from=$FOO . .").reason).toBe(
+      "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround",
+    );
+    expect(errorOf("COPY --from=${STAGE:-build} /a /b").reason).toContain(
+      "variable expansion is not supported",
+    );
+  });
+
   it("COPY takes --from, --link, --parents and repeated --exclude", () => {
     const copy = parseLast("COPY --from=build --link --parents --exclude=*.md --exclude=tmp ./src/ /app/");
     expect(copy).toMatchObject({

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { proxyEnv } from "../../../frontend/lower/index.js";
 import { asExec, lower } from "./lower.js";
 
 describe("ARG and ENV scoping", () => {
@@ -77,18 +78,47 @@ COPY --from=tools /bin/sh /sh
     expect(final!.platform.architecture).toBe("arm64");
   });
 
-  it("proxy build args reach RUN without an ARG but stay out of the history", async () => {
+  it("TARGETSTAGE is the stage built: --target, else the last stage's name, else default", async () => {
+    const dockerfile = "FROM busybox AS base\nARG TARGETSTAGE\nRUN echo $TARGETSTAGE\nFROM base AS final\n";
+    const stageOf = async (options: { target?: string }, text = dockerfile) => {
+      const build = await lower(text, options);
+      return build.env(build.ops("exec")[0]!).TARGETSTAGE;
+    };
+    expect(await stageOf({ target: "base" })).toBe("base");
+    expect(await stageOf({})).toBe("final");
+    expect(await stageOf({}, dockerfile.replace(" AS final", ""))).toBe("default");
+  });
+
+  it("proxy build args stay out of the graph and the history; the worker gives them to RUN", async () => {
     const build = await lower("FROM busybox\nRUN wget example.invalid\n", {
       buildArgs: { HTTP_PROXY: "http://proxy:3128" },
     });
-    expect(build.env(asExec(build.rootVertex().op)).HTTP_PROXY).toBe("http://proxy:3128");
+    expect(JSON.stringify(build.graph)).not.toContain("proxy:3128");
     expect(JSON.stringify(build.image.history)).not.toContain("proxy:3128");
     expect(build.warnings).toEqual([]);
+  });
+
+  it("proxy build args, in either case, give RUN both cases, the lowercase name winning", () => {
+    expect(proxyEnv({ http_proxy: "hp", NO_PROXY: "np", FOO: "x" })).toEqual([
+      "NO_PROXY=np",
+      "no_proxy=np",
+      "HTTP_PROXY=hp",
+      "http_proxy=hp",
+    ]);
+    expect(proxyEnv({ HTTPS_PROXY: "upper", https_proxy: "lower" })).toEqual([
+      "HTTPS_PROXY=lower",
+      "https_proxy=lower",
+    ]);
   });
 
   it("RUN's history line lists the stage's ARGs as BuildKit writes them", async () => {
     const build = await lower("FROM busybox\nARG A=1\nARG B\nRUN echo hi\n", { buildArgs: { B: "2" } });
     expect(build.image.history?.at(-1)?.created_by).toBe("RUN |2 A=1 B=2 /bin/sh -c echo hi # buildkit");
+  });
+
+  it("RUN's history line lists an ARG declared twice once, with its latest value", async () => {
+    const build = await lower("FROM busybox\nARG foo=bar\nARG bar=123\nARG foo=bar2\nRUN ls\n");
+    expect(build.image.history?.at(-1)?.created_by).toBe("RUN |2 foo=bar2 bar=123 /bin/sh -c ls # buildkit");
   });
 
   it("warns when a variable is used before its ARG declaration", async () => {

@@ -95,6 +95,10 @@ USER 1000:1000
       "8002/tcp",
     ]);
     expect(Object.keys(c.Volumes ?? {})).toEqual(["/data", "/logs", "/cache"]);
+    // BuildKit's history line: the words sorted as written, each port once it is parsed.
+    expect(build.image.history?.find((h) => h.created_by?.includes("EXPOSE"))?.created_by).toBe(
+      "EXPOSE [53/udp 80/tcp 8000/tcp 8001/tcp 8002/tcp]",
+    );
     expect(c.StopSignal).toBe("SIGQUIT");
     expect(c.User).toBe("1000:1000");
   });
@@ -134,6 +138,39 @@ USER 1000:1000
     expect(runs).toEqual(["echo triggered", "echo child"]);
     expect(child.image.config.Env).toContain("FROM_TRIGGER=1");
     expect(child.image.config.OnBuild).toBeNull();
+  });
+
+  it("an ONBUILD COPY --from or RUN --mount=from names a stage of the Dockerfile being built", async () => {
+    const inherited = await lower(
+      `FROM busybox AS src
+RUN echo 12 > /file
+FROM app AS mid
+FROM scratch
+COPY --from=mid /out /
+`,
+      {
+        images: {
+          busybox: {},
+          app: { OnBuild: ["COPY --from=src /file /out/", "RUN --mount=from=src,target=/in cat /in/file"] },
+        },
+      },
+    );
+    expect(inherited.asked).not.toContain("docker.io/library/src:latest");
+    const srcRun = inherited.ops("exec").find((op) => op.args.at(-1) === "echo 12 > /file");
+    expect(srcRun).toBeDefined();
+    const mount = inherited.ops("exec").find((op) => op.args.at(-1) === "cat /in/file")!.mounts;
+    expect(mount.some((m) => m.target === "/in")).toBe(true);
+    expect(inherited.stages.map((s) => s.name)).toContain("src");
+
+    const fromStage = await lower(`FROM busybox AS src
+RUN echo 12 > /file
+FROM busybox AS base
+ONBUILD COPY --from=src /file /out/
+FROM base AS mid
+RUN cat /out/file
+`);
+    expect(fromStage.asked).not.toContain("docker.io/library/src:latest");
+    expect(fromStage.ops("exec").map((op) => op.args.at(-1))).toEqual(["echo 12 > /file", "cat /out/file"]);
   });
 
   it("an ONBUILD trigger that fails to parse names the FROM line", async () => {

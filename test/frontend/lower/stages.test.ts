@@ -70,8 +70,14 @@ COPY --from=base /etc/passwd /passwd
   });
 
   it("an unknown --target names the stages there are", async () => {
-    await expect(lower("FROM busybox AS a\nFROM busybox AS b\n", { target: "c" })).rejects.toThrow(
-      'target stage "c" could not be found in Dockerfile (stages: a, b)',
+    await expect(lower("FROM busybox AS a\nFROM busybox AS b\n", { target: "release" })).rejects.toThrow(
+      'target stage "release" could not be found in Dockerfile (stages: a, b)',
+    );
+  });
+
+  it("an unknown --target close to a stage's name suggests it, as BuildKit does", async () => {
+    await expect(lower("FROM busybox AS build\nFROM busybox\n", { target: "bulid" })).rejects.toThrow(
+      'target stage "bulid" could not be found (did you mean build?)',
     );
   });
 
@@ -97,6 +103,27 @@ COPY --from=a /y /y
     expect(err).toBeInstanceOf(DockerfileError);
     expect((err as DockerfileError).line).toBe(2);
     expect((err as DockerfileError).message).toContain("nosuchimage:1");
+  });
+
+  it("an image COPY --from names that cannot be resolved names the COPY line", async () => {
+    const err = await lower("FROM scratch\nENV foo=bar\nCOPY --from=nosuchimage foo bar\n").catch(
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(DockerfileError);
+    expect((err as DockerfileError).line).toBe(3);
+  });
+
+  it("a --build-context NAME=docker-image://scratch makes FROM NAME and COPY --from=NAME the empty image", async () => {
+    const build = await lower("FROM busybox AS build\nRUN true\nFROM scratch\nCOPY --from=busybox /x /x\n", {
+      namedContexts: { busybox: { type: "image", ref: "scratch" } },
+    }).catch((e: unknown) => e);
+    // The COPY reads an empty filesystem: refused as a COPY from an empty stage is.
+    expect((build as DockerfileError).reason).toContain("filesystem is empty");
+    const fromOnly = await lower("FROM busybox\nCOPY <<EOF /out\nhi\nEOF\n", {
+      namedContexts: { busybox: { type: "image", ref: "scratch" } },
+    });
+    expect(fromOnly.asked).toEqual([]);
+    expect(fromOnly.ops("image")).toEqual([]);
   });
 
   it("instructions before the first FROM other than ARG are rejected", async () => {
@@ -125,5 +152,12 @@ COPY --from=b /etc/passwd /b
     expect(root.inputs).toHaveLength(2);
     const layer = asFile(build.graph.vertices[root.inputs[1]!]!.op);
     expect(layer.base).toBeUndefined();
+  });
+
+  it("an empty COPY destination is the WORKDIR as a directory, also in a --link layer", async () => {
+    const build = await lower('FROM busybox\nWORKDIR /var/www\nENV empty=""\nCOPY --link app.txt $empty\n');
+    const root = build.rootVertex();
+    const layer = asFile(build.graph.vertices[root.inputs[1]!]!.op);
+    expect(layer.actions[0]).toMatchObject({ src: "/app.txt", dest: "/var/www/" });
   });
 });

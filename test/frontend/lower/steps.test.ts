@@ -190,5 +190,32 @@ EOF
       src: "/src",
       includePatterns: ["pkg/*.go"],
     });
+    expect(asFile(parents.rootVertex().op).actions[0]).not.toHaveProperty("requiredPaths");
+  });
+
+  it("a RUN's step name has its variables expanded, quotes and unset ones kept, a secret env masked", async () => {
+    const build = await lower(
+      'FROM busybox\nENV A=1 TOKEN=t\nRUN --mount=type=secret,id=s,env=TOKEN echo "$A" $UNSET \'$A\' "$TOKEN"\n',
+    );
+    const names = Object.values(build.graph.info).map((i) => i.name);
+    expect(names).toContain(`[2/2] RUN --mount=type=secret,id=s,env=TOKEN echo "1" $UNSET '$A' "****"`);
+  });
+
+  it("--build-arg BUILDKIT_SANDBOX_HOSTNAME sets every RUN's hostname, as BuildKit's option", async () => {
+    const build = await lower("FROM busybox\nRUN hostname\nRUN true\n", {
+      buildArgs: { BUILDKIT_SANDBOX_HOSTNAME: "foo" },
+    });
+    expect(build.ops("exec").map((op) => op.hostname)).toEqual(["foo", "foo"]);
+    expect(build.warnings).toEqual([]);
+    expect((await lower("FROM busybox\nRUN hostname\n")).ops("exec")[0]).not.toHaveProperty("hostname");
+  });
+
+  it("COPY --parents of a path without wildcards requires it to exist, as BuildKit does", async () => {
+    const build = await lower("FROM busybox\nCOPY --parents /test/a/./b/c /app/\n");
+    expect(asFile(build.rootVertex().op).actions[0]).toMatchObject({
+      src: "/test/a",
+      includePatterns: ["b/c"],
+      requiredPaths: ["/test/a/b/c"],
+    });
   });
 });

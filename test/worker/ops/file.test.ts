@@ -215,6 +215,31 @@ describe("COPY semantics", () => {
     expect(symbolicEntries.get("app/main.go")?.mode).toBe(0o750 & ~0o077);
   });
 
+  it("gives the directories it creates for the destination an octal --chmod's mode, as BuildKit does", async () => {
+    const octal = await onBase(copyAction("/a.txt", "/new/sub/a.txt", { chmod: "770" }));
+    const entries = await addedEntries(fixture.ctx, octal);
+    expect(entries.get("new/")?.mode).toBe(0o770);
+    expect(entries.get("new/sub/")?.mode).toBe(0o770);
+    expect(entries.get("new/sub/a.txt")?.mode).toBe(0o770);
+    const none = await onBase(copyAction("/a.txt", "/new/sub/", { chmod: "0" }));
+    expect(await readIn(none, "new/sub/a.txt")).toBe("a\n");
+    expect((await addedEntries(fixture.ctx, none)).get("new/sub/")?.mode).toBe(0);
+    const symbolic = await onBase(copyAction("/a.txt", "/new/sub/a.txt", { chmod: "u+x" }));
+    expect((await addedEntries(fixture.ctx, symbolic)).get("new/")?.mode).toBe(0o755);
+    const existing = await onBase(copyAction("/a.txt", "/existing/sub/a.txt", { chmod: "700" }));
+    expect((await statIn(existing, "existing")).mode & 0o7777).toBe(0o755);
+  });
+
+  it("refuses a --parents copy whose required path is missing, and copies one that exists", async () => {
+    await expect(
+      onBase(copyAction("/", "/out/", { includePatterns: ["src/nope.go"], requiredPaths: ["/src/nope.go"] })),
+    ).rejects.toThrow('"/src/nope.go": not found');
+    const fs = await onBase(
+      copyAction("/", "/out/", { includePatterns: ["src/main.go"], requiredPaths: ["/src/main.go"] }),
+    );
+    expect(await listIn(fs, "out")).toEqual(["./src", "./src/main.go"]);
+  });
+
   it("keeps the directories below the /./ pivot with --parents", async () => {
     const fs = await onBase(copyAction("/", "/out/", { includePatterns: ["src/lib/*.go"] }));
     expect(await listIn(fs, "out")).toEqual(["./src", "./src/lib", "./src/lib/util.go"]);
@@ -312,6 +337,16 @@ describe("ADD of local archives", () => {
     expect(await readIn(fs, "opt/pkg/bin/tool")).toBe("#!/bin/sh\necho tool\n");
     const tool = (await addedEntries(fixture.ctx, fs)).get("opt/pkg/bin/tool");
     expect(tool).toMatchObject({ mode: 0o755, uid: 7, gid: 8 });
+  });
+
+  it("gives every extracted entry the owner ADD --chown names", async () => {
+    const fs = await onBase(
+      copyAction("/pkg.tar.gz", "/opt/", { attemptUnpack: true, chown: { user: "100", group: "200" } }),
+    );
+    const entries = await addedEntries(fixture.ctx, fs);
+    expect(entries.get("opt/pkg/bin/tool")).toMatchObject({ mode: 0o755, uid: 100, gid: 200 });
+    expect(entries.get("opt/pkg/")).toMatchObject({ uid: 100, gid: 200 });
+    expect(entries.get("opt/")).toMatchObject({ uid: 100, gid: 200 });
   });
 
   it("extracts a tar.xz, recognized by content", async () => {

@@ -4,7 +4,8 @@
  * selects), and its layer holds exactly the selected files.
  */
 import { execFileSync } from "node:child_process";
-import { chmod, chown, mkdir, symlink, utimes, writeFile } from "node:fs/promises";
+import { chmod, chown, link, mkdir, symlink, utimes, writeFile } from "node:fs/promises";
+import net from "node:net";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -218,6 +219,43 @@ describe("the context's layer", () => {
     });
     const entries = await layerEntries(fixture.ctx, fs.layers[0]!);
     expect(entries.map((e) => e.path)).toEqual(["current", "src/", "src/lib/", "src/lib/util.go"]);
+  });
+
+  it("includes what a symlink matched by a glob leads to, and keys on its content", async () => {
+    const dir = await makeContext();
+    await symlink("main.go", path.join(dir, "src", "l0"));
+    const selection = { followPaths: ["/src/l*"] };
+    const fs = await runLocal(localOp(selection), [], { ...fixture.ctx, localSources: { context: dir } });
+    const entries = await layerEntries(fixture.ctx, fs.layers[0]!);
+    expect(entries.map((e) => e.path)).toEqual([
+      "src/",
+      "src/l0",
+      "src/lib/",
+      "src/lib/util.go",
+      "src/main.go",
+    ]);
+    const before = await keyOf(dir, selection);
+    await writeFile(path.join(dir, "src", "main.go"), "package main2\n");
+    expect(await keyOf(dir, selection)).not.toBe(before);
+  });
+
+  it("sends a unix socket as an empty file of its mode, keyed as such a file, as BuildKit does", async () => {
+    const dir = tempDir("context");
+    const bound = path.join(dir, "bound.sock");
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(bound, resolve));
+    await link(bound, path.join(dir, "app.sock"));
+    await new Promise<void>((resolve) => server.close(() => resolve())); // unlinks bound.sock
+    await chmod(path.join(dir, "app.sock"), 0o640);
+    const fs = await runLocal(localOp(), [], { ...fixture.ctx, localSources: { context: dir } });
+    const entries = await layerEntries(fixture.ctx, fs.layers[0]!);
+    expect(entries).toEqual([
+      expect.objectContaining({ path: "app.sock", type: "File", mode: 0o640, content: "" }),
+    ]);
+    const asFile = tempDir("context");
+    await writeFile(path.join(asFile, "app.sock"), "", { mode: 0o640 });
+    await chmod(path.join(asFile, "app.sock"), 0o640);
+    expect(await keyOf(dir)).toBe(await keyOf(asFile));
   });
 
   it("names a local source the build was not given", async () => {

@@ -238,6 +238,16 @@ describe("the runtime config", () => {
     expect(mine[1].options).toEqual(expect.arrayContaining(["rw", "nosuid", "nodev"]));
   });
 
+  it("lists the primary group first among the supplementary groups, as containerd does since CVE-2023-25173", () => {
+    expect(buildRuntimeSpec(spec(), noSupplementary, root).process?.user).toEqual({
+      uid: 0,
+      gid: 0,
+      additionalGids: [0],
+    });
+    const app = { uid: 1000, gid: 1000, additionalGids: [2000, 1000, 2001] };
+    expect(buildRuntimeSpec(spec(), app, rootless).process?.user.additionalGids).toEqual([1000, 2000, 2001]);
+  });
+
   it("fills PATH, HOSTNAME and HOME as Docker does, the spec's own values winning", () => {
     const env = (extra: Partial<SandboxSpec>, home?: string) =>
       buildRuntimeSpec(spec(extra), { uid: 0, gid: 0, additionalGids: [], ...(home ? { home } : {}) }, root)
