@@ -32,8 +32,8 @@ import { type KillPoint, type KillStyle, PHASES, phaseCounts, tracedBuild } from
 const world = hostileWorld();
 
 const SEED = Number(process.env.TBUILD_FAULTS_SEED ?? Math.floor(Math.random() * 1_000_000));
-/** Kill points per mode (the kept ones among them): 32 in all. */
-const POINTS: Record<Mode, number> = { root: 18, rootless: 14 };
+/** Kill points per mode (the kept ones among them): 30 in all. */
+const POINTS: Record<Mode, number> = { root: 17, rootless: 13 };
 
 /** Two stages: COPY into WORKDIR and a lower layer's directory, RUN with a bind and a cache mount, COPY --from and --link. */
 const DOCKERFILE: Dockerfile = {
@@ -139,11 +139,12 @@ const KEPT: { point: KillPoint; cold: boolean }[] = [
 ];
 
 /** The kept points, then `count` more, phase after phase, their event number and store drawn from `seed`. */
-function drawPoints(reference: Reference, count: number, seed: number) {
+function drawPoints(mode: Mode, reference: Reference, count: number, seed: number) {
   const points = [...KEPT];
+  const phases = PHASES.filter((p) => mode === "root" || !p.rootOnly);
   for (let i = 0; points.length < count; i++) {
-    const phase = PHASES[i % PHASES.length]!;
-    const round = Math.floor(i / PHASES.length);
+    const phase = phases[i % phases.length]!;
+    const round = Math.floor(i / phases.length);
     const cold = phase.cold === true || (i + round) % 2 === 0;
     const events = (cold ? reference.coldCounts : reference.warmCounts).get(phase.name) ?? 0;
     if (events < 2) throw new Error(`a ${cold ? "cold" : "warm"} build makes ${events} ${phase.name} events`);
@@ -189,7 +190,7 @@ describe.each(MODES)("kill -9 of a build at events of its work (%s)", (mode) => 
     "kill point %i: the next build gives a fresh store's image, which runs, and nothing is left",
     async (i) => {
       const seed = SEED + (mode === "root" ? 0 : 1000);
-      const { point, cold } = drawPoints(reference, POINTS[mode], seed)[i]!;
+      const { point, cold } = drawPoints(mode, reference, POINTS[mode], seed)[i]!;
       const store = cold ? world.store(mode) : reference.warm;
       const killed = await tracedBuild(
         mode,

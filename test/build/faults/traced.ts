@@ -34,6 +34,11 @@ export interface Phase {
   pattern: RegExp;
   /** Only a build in a store that has not built this yet (a cold store) does this work. */
   cold?: boolean;
+  /**
+   * Drawn as root only: a kill here costs the next build the 10 s a lock left by a killed process
+   * takes to be found stale, and the lock is the same code rootless.
+   */
+  rootOnly?: boolean;
 }
 
 export const PHASES: Phase[] = [
@@ -58,7 +63,7 @@ export const PHASES: Phase[] = [
   // The cache database: a step's record written.
   { name: "cache record", pattern: /S\/cache\/index\.db/ },
   // The tag written into the image index.
-  { name: "image tag", pattern: /S\/index\.json/ },
+  { name: "image tag", pattern: /S\/index\.json/, rootOnly: true },
 ];
 
 export type KillStyle = "worker" | "group";
