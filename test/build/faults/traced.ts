@@ -223,12 +223,16 @@ export async function tracedBuild(
       .filter((pid) => commandLineOf(pid).includes("main.js"));
     result.namespaces = namespacesOf(result.processes);
     result.ticks = ticksNow();
-    if (point.style === "group") {
-      process.kill(-strace.pid!, "SIGKILL");
-    } else {
-      const worker = workerBelow(strace.pid!);
-      if (worker === undefined) return;
-      process.kill(worker, "SIGKILL");
+    try {
+      if (point.style === "group") {
+        process.kill(-strace.pid!, "SIGKILL");
+      } else {
+        const worker = workerBelow(strace.pid!);
+        if (worker === undefined) return;
+        process.kill(worker, "SIGKILL");
+      }
+    } catch {
+      return; // Ended meanwhile: the kill did not land.
     }
     result.killedAt = `${point.phase.name} event ${point.ordinal} (${event.text.slice(0, 160)})`;
   });
@@ -237,9 +241,16 @@ export async function tracedBuild(
   return result;
 }
 
-/** How many events of each phase a (reference) run made. */
+/**
+ * How many events of each phase a (reference) run made before its last `MARGIN` events: a kill
+ * lands a moment after its event, and one at the very end would find the build gone.
+ */
 export function phaseCounts(events: readonly string[]): Map<string, number> {
+  const early = events.slice(0, Math.max(0, events.length - MARGIN));
   const counts = new Map<string, number>();
-  for (const phase of PHASES) counts.set(phase.name, events.filter((e) => phase.pattern.test(e)).length);
+  for (const phase of PHASES) counts.set(phase.name, early.filter((e) => phase.pattern.test(e)).length);
   return counts;
 }
+
+/** Store events a build makes after the last one a kill point is drawn from (a few milliseconds' work). */
+const MARGIN = 20;
