@@ -6,11 +6,13 @@
  * give the very image a fresh store gives (SOURCE_DATE_EPOCH is fixed, the RUN steps are
  * deterministic: the differential test's), that image must run, and nothing may be left: no
  * mount of the store, no runc state, no build state, no process of the killed build (nor its
- * namespaces, rootless), no cache record without its blobs.
+ * namespaces, rootless), no cache record without its blobs, no temporary snapshot or blob of
+ * the killed build's.
  *
  * Half the points kill a cold build (a store that never built this), half a `--no-cache` build
- * in a store that did (records and blobs overwritten, not new). The kill points are drawn anew
- * on each run; a failure names its seed: TBUILD_FAULTS_SEED=N draws the same points again.
+ * in a store that did (records and blobs overwritten, not new). The points that once found a bug
+ * are kept (KEPT); the others are drawn anew on each run, and a failure names its seed:
+ * TBUILD_FAULTS_SEED=N draws the same points again.
  */
 import { rmSync } from "node:fs";
 import path from "node:path";
