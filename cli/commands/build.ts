@@ -125,10 +125,13 @@ async function build(
   const { snapshotter: snapshotMode } = readWorkerSettings(config);
   const store = await openCommandStore(ctx);
   // What builds killed with SIGKILL left: their state directories and the containers in them,
-  // then the root filesystems those containers ran on (still mounted, as real root).
+  // then the root filesystems those containers ran on (still mounted, as real root), the layers
+  // and context snapshots they were making, the blobs they were writing.
   await removeAbandonedBuildStates(store.root, { warn: ctx.warn });
   const snapshotter = new Snapshotter(store.root, store.content, snapshotMode ? { mode: snapshotMode } : {});
   await snapshotter.cleanAbandoned();
+  await snapshotter.removeAbandonedTemps();
+  await store.content.cleanIngest();
 
   const ast = await parseDockerfileCached(source, {
     file: displayName,

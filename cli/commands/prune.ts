@@ -41,8 +41,11 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
       abandonedBytes += await directorySize(dir);
     },
   });
-  // Then the root filesystems their containers ran on (still mounted, as real root).
-  await new Snapshotter(store.root, store.content).cleanAbandoned();
+  // Then the root filesystems their containers ran on (still mounted, as real root), and the
+  // layers and context snapshots they were making.
+  const snapshotter = new Snapshotter(store.root, store.content);
+  await snapshotter.cleanAbandoned();
+  await snapshotter.removeAbandonedTemps();
   const cache = CacheIndex.forStore(store.root);
   try {
     const freed = await pruneBuildCache(store, cache, {

@@ -11,6 +11,7 @@ import {
   createReadStream,
   createWriteStream,
   mkdirSync,
+  readFileSync,
   statSync,
   unlinkSync,
 } from "node:fs";
@@ -446,11 +447,24 @@ export async function syncDirectory(dir: string): Promise<void> {
   }
 }
 
+/**
+ * Whether the process `pid` runs. A zombie does not: a tbuild killed with its whole process group
+ * waits for init to reap it, which some inits (a container's) do late or never, and meanwhile
+ * holds no file and writes no blob (worker/process-liveness.ts tells zombies apart the same way).
+ */
 function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
+    if ((err as NodeJS.ErrnoException).code !== "EPERM") return false;
   }
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  } catch (err) {
+    // Gone since; or no /proc to tell, and the signal's answer stands.
+    return (err as NodeJS.ErrnoException).code !== "ENOENT";
+  }
+  const state = stat[stat.lastIndexOf(")") + 2];
+  return state !== "Z" && state !== "X";
 }

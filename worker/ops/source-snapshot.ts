@@ -104,8 +104,6 @@ export class SourceSnapshot implements TreeSink {
   ): Promise<SourceSnapshot> {
     const layers = snapshotter.layersDir;
     await mkdir(layers, { recursive: true, mode: 0o700 });
-    // What a killed build was writing (or updating) is of no use to anyone.
-    await snapshotter.removeAbandonedTemps(layers, "source");
     const record = path.join(snapshotter.root, "sources", `${sourceKey}.json`);
     let previous: { files: Record<string, string>; tar: Buffer | undefined } | undefined;
     let previousLayer: string | undefined;

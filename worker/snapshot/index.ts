@@ -401,7 +401,7 @@ export class Snapshotter {
       }
       try {
         if (await exists(dir)) return;
-        await this.removeAbandonedTemps(parent, path.basename(dir));
+        await this.removeAbandonedTempsIn(parent, `.tmp-${path.basename(dir)}-`);
         await make();
         return;
       } finally {
@@ -410,13 +410,24 @@ export class Snapshotter {
     }
   }
 
-  /** Temp directories of a layer whose making process is gone (`.tmp-<name>-<pid>-<random>`). */
-  async removeAbandonedTemps(parent: string, name: string): Promise<void> {
-    const prefix = `.tmp-${name}-`;
+  /**
+   * The temp directories of layers, flattened stacks and context snapshots (`.tmp-source-…`)
+   * whose making process is gone: what builds killed while unpacking or snapshotting left, which
+   * nothing else removes.
+   */
+  async removeAbandonedTemps(): Promise<void> {
+    for (const dir of [this.layersDir, this.flatDir]) {
+      if (await exists(dir)) await this.removeAbandonedTempsIn(dir, ".tmp-");
+    }
+  }
+
+  /** Temp directories in `parent` named `<prefix>…-<pid>-<random>` whose process is gone. */
+  private async removeAbandonedTempsIn(parent: string, prefix: string): Promise<void> {
     for (const entry of await readdir(parent)) {
       if (!entry.startsWith(prefix)) continue;
-      const pid = Number(entry.slice(prefix.length).split("-")[0]);
-      if (Number.isInteger(pid) && (await processStart(pid)) !== undefined) continue;
+      // The pid is the second field from the end, whatever the name holds.
+      const pid = Number(entry.split("-").at(-2));
+      if (Number.isInteger(pid) && pid > 0 && (await processStart(pid)) !== undefined) continue;
       await rm(path.join(parent, entry), { recursive: true, force: true });
     }
   }
