@@ -56,7 +56,9 @@ export class CacheIndex {
     this.file = file;
     mkdirSync(path.dirname(file), { recursive: true });
     this.db = new DatabaseSync(file, { timeout: 10_000 });
-    this.db.exec(`
+    const db = this.db;
+    retryBusy(() =>
+      db.exec(`
       PRAGMA journal_mode = WAL;
       PRAGMA synchronous = NORMAL;
       CREATE TABLE IF NOT EXISTS results (
@@ -73,7 +75,8 @@ export class CacheIndex {
         below TEXT,
         layer TEXT NOT NULL
       );
-    `);
+    `),
+    );
   }
 
   /** The build cache of the store at `storeRoot`. */
@@ -91,78 +94,95 @@ export class CacheIndex {
 
   /** When the result under `key` was made (ms since the epoch), without counting it as used. */
   createdAt(key: string): number | undefined {
-    const row = this.db.prepare("SELECT created FROM results WHERE key = ?").get(key) as
-      | { created: number }
-      | undefined;
-    return row?.created;
+    return retryBusy(() => {
+      const row = this.db.prepare("SELECT created FROM results WHERE key = ?").get(key) as
+        | { created: number }
+        | undefined;
+      return row?.created;
+    });
   }
 
   get(key: string): CacheRecord | undefined {
-    const row = this.db.prepare("SELECT * FROM results WHERE key = ?").get(key) as Row | undefined;
-    if (!row) return undefined;
-    // Refreshed at most once a minute (GC counts hours): a rebuild right after a build writes
-    // nothing, and so does not make closing the database write it to disk again.
-    const now = Date.now();
-    if (row.last_used < now - LAST_USED_GRANULARITY_MS) {
-      this.db.prepare("UPDATE results SET last_used = ? WHERE key = ?").run(now, key);
-    }
-    return this.fromRow(row, (id) => this.readStack(id));
+    return retryBusy(() => {
+      const row = this.db.prepare("SELECT * FROM results WHERE key = ?").get(key) as Row | undefined;
+      if (!row) return undefined;
+      // Refreshed at most once a minute (GC counts hours): a rebuild right after a build writes
+      // nothing, and so does not make closing the database write it to disk again.
+      const now = Date.now();
+      if (row.last_used < now - LAST_USED_GRANULARITY_MS) {
+        try {
+          this.db.prepare("UPDATE results SET last_used = ? WHERE key = ?").run(now, key);
+        } catch (err) {
+          // Only garbage collection reads it: a store busy with other builds may skip it.
+          if (!isBusy(err)) throw err;
+        }
+      }
+      return this.fromRow(row, (id) => this.readStack(id));
+    });
   }
 
   put(key: string, result: FsResult, material: KeyMaterial, name: string, slowKey?: string): void {
-    const now = Date.now();
-    // Immediate: the stack rows it finds must still be there when it commits.
-    this.db.exec("BEGIN IMMEDIATE");
-    try {
-      const stack = this.writeStack(result.layers);
-      this.db
-        .prepare(
-          `INSERT INTO results (key, result, material, name, created, last_used) VALUES (?, ?, ?, ?, ?, ?)
-           ON CONFLICT(key) DO UPDATE SET result = excluded.result, last_used = excluded.last_used`,
-        )
-        .run(
-          key,
-          JSON.stringify({ stack, ...(slowKey !== undefined ? { slowKey } : {}) }),
-          JSON.stringify(material),
-          name,
-          now,
-          now,
-        );
-      this.db.exec("COMMIT");
-    } catch (err) {
-      this.db.exec("ROLLBACK");
-      throw err;
-    }
+    retryBusy(() => {
+      const now = Date.now();
+      // Immediate: the stack rows it finds must still be there when it commits.
+      this.db.exec("BEGIN IMMEDIATE");
+      try {
+        const stack = this.writeStack(result.layers);
+        this.db
+          .prepare(
+            `INSERT INTO results (key, result, material, name, created, last_used) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT(key) DO UPDATE SET result = excluded.result, last_used = excluded.last_used`,
+          )
+          .run(
+            key,
+            JSON.stringify({ stack, ...(slowKey !== undefined ? { slowKey } : {}) }),
+            JSON.stringify(material),
+            name,
+            now,
+            now,
+          );
+        this.db.exec("COMMIT");
+      } catch (err) {
+        this.db.exec("ROLLBACK");
+        throw err;
+      }
+    });
   }
 
   /** Earlier records of a step with this display name, newest first: the candidates `--explain` compares with. */
   recordsNamed(name: string, limit = 20): CacheRecord[] {
-    const rows = this.db
-      .prepare("SELECT * FROM results WHERE name = ? ORDER BY last_used DESC LIMIT ?")
-      .all(name, limit) as unknown as Row[];
-    return rows.map((row) => this.fromRow(row, (id) => this.readStack(id)));
+    return retryBusy(() => {
+      const rows = this.db
+        .prepare("SELECT * FROM results WHERE name = ? ORDER BY last_used DESC LIMIT ?")
+        .all(name, limit) as unknown as Row[];
+      return rows.map((row) => this.fromRow(row, (id) => this.readStack(id)));
+    });
   }
 
   /** Every record, for garbage collection and `tbuild du`. */
   all(): CacheRecord[] {
-    const stacks = this.allStacks();
-    return (this.db.prepare("SELECT * FROM results").all() as unknown as Row[]).map((row) =>
-      this.fromRow(row, stacks),
-    );
+    return retryBusy(() => {
+      const stacks = this.allStacks();
+      return (this.db.prepare("SELECT * FROM results").all() as unknown as Row[]).map((row) =>
+        this.fromRow(row, stacks),
+      );
+    });
   }
 
   /** Removes the records, and the layers of stacks no record left holds. */
   remove(keys: string[]): void {
-    const statement = this.db.prepare("DELETE FROM results WHERE key = ?");
-    this.db.exec("BEGIN IMMEDIATE");
-    try {
-      for (const key of keys) statement.run(key);
-      this.removeUnheldStacks();
-      this.db.exec("COMMIT");
-    } catch (err) {
-      this.db.exec("ROLLBACK");
-      throw err;
-    }
+    retryBusy(() => {
+      const statement = this.db.prepare("DELETE FROM results WHERE key = ?");
+      this.db.exec("BEGIN IMMEDIATE");
+      try {
+        for (const key of keys) statement.run(key);
+        this.removeUnheldStacks();
+        this.db.exec("COMMIT");
+      } catch (err) {
+        this.db.exec("ROLLBACK");
+        throw err;
+      }
+    });
   }
 
   /**
@@ -283,4 +303,29 @@ interface Row {
   name: string;
   created: number;
   last_used: number;
+}
+
+/** SQLite's "database is locked": SQLITE_BUSY and its extended codes. */
+function isBusy(err: unknown): boolean {
+  const code = (err as { errcode?: unknown } | undefined)?.errcode;
+  return typeof code === "number" && (code & 0xff) === 5;
+}
+
+const pause = new Int32Array(new SharedArrayBuffer(4));
+
+/**
+ * `work`, run again while SQLite answers busy. The busy timeout waits for a lock another process
+ * holds, but some busy answers come at once (a write-ahead log another process is recovering or
+ * restarting, a read snapshot another build's commit made stale): builds sharing a store meet them,
+ * and each is over in moments. Nothing signals its end, so this waits a little longer each time.
+ */
+function retryBusy<T>(work: () => T): T {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return work();
+    } catch (err) {
+      if (!isBusy(err) || attempt >= 20) throw err;
+      Atomics.wait(pause, 0, 0, Math.min(500, 2 ** attempt));
+    }
+  }
 }

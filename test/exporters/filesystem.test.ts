@@ -99,7 +99,7 @@ describe("the final filesystem", () => {
       names: ["ref:1"],
     });
     const bundle = path.join(tempDir("fs-umoci"), "bundle");
-    run("umoci", ["unpack", "--image", `${layout}:docker.io/library/ref:1`, bundle]);
+    run("umoci", ["unpack", "--image", `${layout}:1`, bundle]);
     umociRootfs = path.join(bundle, "rootfs");
   });
 

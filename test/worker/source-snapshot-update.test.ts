@@ -172,7 +172,7 @@ describe.each(["root", "rootless"] as const)("a context snapshot updated in plac
           }
         },
       ),
-      { numRuns: Number(process.env.SNAPSHOT_UPDATE_RUNS ?? 6) },
+      { numRuns: Number(process.env.SNAPSHOT_UPDATE_RUNS ?? 4) },
     );
     // The property is about the fast path: the random cases must have taken it.
     expect(updatedInPlace).toBeGreaterThan(0);
