@@ -7,7 +7,7 @@
  */
 import { lstat, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { ownStart, processAlive } from "./process-liveness.js";
+import { ownStart, processAlive } from "../oci/store/process-liveness.js";
 
 const PREFIX = "tmp-build-";
 const OWNER_FILE = "owner";

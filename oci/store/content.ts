@@ -11,7 +11,6 @@ import {
   createReadStream,
   createWriteStream,
   mkdirSync,
-  readFileSync,
   statSync,
   unlinkSync,
 } from "node:fs";
@@ -20,6 +19,7 @@ import path from "node:path";
 import { Readable, Transform, type TransformCallback } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { TbuildError } from "../../errors/index.js";
+import { processRunning } from "./process-liveness.js";
 
 /** The digest algorithms of the image spec, with the length of their hex encoding. */
 const DIGEST_HEX_LENGTH: Record<string, number> = { sha256: 64, sha384: 96, sha512: 128 };
@@ -350,7 +350,7 @@ export class ContentStore {
       const file = path.join(this.ingestDir, name);
       const info = await stat(file).catch(() => undefined);
       if (info === undefined) continue;
-      if ((Number.isInteger(pid) && pid > 0 && !processAlive(pid)) || info.mtimeMs < dayAgo) {
+      if ((Number.isInteger(pid) && pid > 0 && !processRunning(pid)) || info.mtimeMs < dayAgo) {
         await unlink(file).catch(() => {});
         removed++;
       }
@@ -400,7 +400,7 @@ export class ContentStore {
       const file = path.join(this.leasesDir, name);
       if (!Number.isInteger(pid) || pid <= 0) continue;
       if (pid === process.pid) continue;
-      if (!processAlive(pid)) {
+      if (!processRunning(pid)) {
         await unlink(file).catch(() => {});
         continue;
       }
@@ -445,26 +445,4 @@ export async function syncDirectory(dir: string): Promise<void> {
   } finally {
     await handle.close();
   }
-}
-
-/**
- * Whether the process `pid` runs. A zombie does not: a tbuild killed with its whole process group
- * waits for init to reap it, which some inits (a container's) do late or never, and meanwhile
- * holds no file and writes no blob (worker/process-liveness.ts tells zombies apart the same way).
- */
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "EPERM") return false;
-  }
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  } catch (err) {
-    // Gone since; or no /proc to tell, and the signal's answer stands.
-    return (err as NodeJS.ErrnoException).code !== "ENOENT";
-  }
-  const state = stat[stat.lastIndexOf(")") + 2];
-  return state !== "Z" && state !== "X";
 }

@@ -9,8 +9,9 @@
  * any point leaves either the old or the new index.
  */
 import { randomBytes } from "node:crypto";
-import { mkdir, open, readFile, rename, unlink } from "node:fs/promises";
+import { lstat, mkdir, open, readFile, rename, rm, unlink, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { TbuildError } from "../../errors/index.js";
 import { formatReference, type ImageReference, parseReference, repositoryName } from "../reference.js";
 import {
@@ -23,6 +24,7 @@ import {
   MediaType,
 } from "../spec.js";
 import { type ContentStore, DiskFullError, parseDigest, syncDirectory } from "./content.js";
+import { ownStart, processAlive } from "./process-liveness.js";
 
 export interface ImageRecord {
   /** The full normalized reference, e.g. `docker.io/library/busybox:latest`. */
@@ -71,6 +73,8 @@ export function normalizeImageName(name: string): string {
  * tbuild stops refreshing, and its lock is taken over after this long.
  */
 const LOCK_STALE_MS = 10_000;
+/** How many times a lock another live process holds is looked at again (about 50 s in all). */
+const LOCK_ATTEMPTS = 200;
 
 export class ImageStore {
   readonly root: string;
@@ -288,37 +292,49 @@ export class ImageStore {
     );
   }
 
-  /** Runs `fn` holding the store's lock; a lock found stale (its holder was killed) is taken over. */
+  /**
+   * Runs `fn` holding the store's lock. A lock whose holder was killed is taken over: at once when
+   * its owner record (below) names a process that is gone, else once it is stale (its holder
+   * refreshes it while it lives).
+   */
   async withLock<T>(fn: () => Promise<T>): Promise<T> {
     let compromised: Error | undefined;
     let release: () => Promise<void>;
-    try {
-      // Loaded when index.json is changed, not by every command that reads it.
-      const { default: lockfile } = await import("proper-lockfile");
-      release = await lockfile.lock(this.indexPath, {
-        realpath: false,
-        stale: LOCK_STALE_MS,
-        update: LOCK_STALE_MS / 4,
-        retries: { retries: 200, factor: 1.2, minTimeout: 10, maxTimeout: 250 },
-        onCompromised: (err) => {
-          compromised = err;
-        },
-      });
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code !== "ELOCKED") {
-        throw new TbuildError(
-          "E_STORE_UNWRITABLE",
-          `cannot change the image store ${this.root} (${code ?? (err as Error).message}); set TBUILD_ROOT to a store you can write`,
-          { cause: err },
-        );
+    // Loaded when index.json is changed, not by every command that reads it.
+    const { default: lockfile } = await import("proper-lockfile");
+    for (let attempt = 0; ; attempt++) {
+      try {
+        release = await lockfile.lock(this.indexPath, {
+          realpath: false,
+          stale: LOCK_STALE_MS,
+          update: LOCK_STALE_MS / 4,
+          onCompromised: (err) => {
+            compromised = err;
+          },
+        });
+        break;
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code !== "ELOCKED") {
+          throw new TbuildError(
+            "E_STORE_UNWRITABLE",
+            `cannot change the image store ${this.root} (${code ?? (err as Error).message}); set TBUILD_ROOT to a store you can write`,
+            { cause: err },
+          );
+        }
+        if (await this.removeDeadLock()) continue;
+        if (attempt >= LOCK_ATTEMPTS) {
+          throw new TbuildError(
+            "E_STORE_LOCKED",
+            `the image store ${this.root} stays locked by another tbuild (${(err as Error).message}); wait for it to finish and run again`,
+            { cause: err },
+          );
+        }
+        // Nothing announces a release: look again a little later each time.
+        await sleep(Math.min(250, 10 * 1.2 ** attempt));
       }
-      throw new TbuildError(
-        "E_STORE_LOCKED",
-        `the image store ${this.root} stays locked by another tbuild (${(err as Error).message}); wait for it to finish and run again`,
-        { cause: err },
-      );
     }
+    await this.writeLockOwner();
     try {
       const result = await fn();
       if (compromised !== undefined) {
@@ -329,8 +345,58 @@ export class ImageStore {
       }
       return result;
     } finally {
+      await rm(this.lockOwnerPath, { force: true }).catch(() => {});
       await release().catch(() => {});
     }
+  }
+
+  /** Who holds the lock `<index.json>.lock` (a directory): a file beside it, written once it is taken. */
+  private get lockOwnerPath(): string {
+    return `${this.indexPath}.lock-owner`;
+  }
+
+  /**
+   * Records this process as the holder of the lock just taken, with the lock directory's identity
+   * (inode and birth time): a record left by an earlier holder can never pass for this lock's.
+   */
+  private async writeLockOwner(): Promise<void> {
+    const lock = await lstat(`${this.indexPath}.lock`, { bigint: true });
+    const temp = `${this.lockOwnerPath}.${process.pid}.tmp`;
+    await writeFile(temp, `${process.pid} ${ownStart()} ${lock.ino} ${lock.birthtimeNs}\n`);
+    await rename(temp, this.lockOwnerPath);
+  }
+
+  /**
+   * Removes the lock when its owner record names this very lock and a process that is gone (killed
+   * while it held it); true when it did. The lock is moved aside first and checked again, so that a
+   * lock another process took meanwhile is never removed.
+   */
+  private async removeDeadLock(): Promise<boolean> {
+    const lockDir = `${this.indexPath}.lock`;
+    const identity = (st: { ino: bigint; birthtimeNs: bigint }) => `${st.ino} ${st.birthtimeNs}`;
+    let owner: string[];
+    let lock: string;
+    try {
+      owner = (await readFile(this.lockOwnerPath, "utf8")).trim().split(" ");
+      lock = identity(await lstat(lockDir, { bigint: true }));
+    } catch {
+      return false;
+    }
+    const [pid, start, ino, born] = owner;
+    if (`${ino} ${born}` !== lock || (await processAlive(Number(pid), start ?? ""))) return false;
+    const aside = `${lockDir}.dead-${process.pid}-${randomBytes(4).toString("hex")}`;
+    try {
+      await rename(lockDir, aside);
+    } catch {
+      return false; // Taken over or released meanwhile.
+    }
+    if (identity(await lstat(aside, { bigint: true })) !== lock) {
+      // Another process's new lock: put back (unless yet another was made since), and wait for it.
+      if (!(await lstat(lockDir).catch(() => undefined))) await rename(aside, lockDir).catch(() => {});
+      return false;
+    }
+    await rm(aside, { recursive: true, force: true });
+    return true;
   }
 }
 

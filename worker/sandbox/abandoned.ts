@@ -8,7 +8,7 @@
 import { execFile } from "node:child_process";
 import { readdir, rm } from "node:fs/promises";
 import path from "node:path";
-import { processAlive } from "../process-liveness.js";
+import { processAlive } from "../../oci/store/process-liveness.js";
 import { SandboxError } from "./errors.js";
 import { findRunc, probeHost } from "./host.js";
 import { containerInit, killContainerProcesses } from "./kill.js";

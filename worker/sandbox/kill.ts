@@ -11,7 +11,7 @@
  */
 import { readdir, readFile, readlink } from "node:fs/promises";
 import path from "node:path";
-import { processAlive } from "../process-liveness.js";
+import { processAlive } from "../../oci/store/process-liveness.js";
 
 /** The container's first process as runc recorded it in its state: pid and start time. */
 export async function containerInit(

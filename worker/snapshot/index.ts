@@ -19,7 +19,7 @@ import type { Image } from "../../oci/image.js";
 import type { ContentStore } from "../../oci/store/content.js";
 import { digestOf } from "../../oci/store/content.js";
 import type { DiffOptions } from "../diff.js";
-import { ownStart, processAlive, processStart } from "../process-liveness.js";
+import { ownStart, processAlive, processStart } from "../../oci/store/process-liveness.js";
 import { hasWorkerPrivileges, inUserNamespace } from "../userns.js";
 import {
   isMountPoint,

@@ -1,5 +1,13 @@
-import { execFile, spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, utimesSync } from "node:fs";
+import { execFile, spawn, spawnSync } from "node:child_process";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -162,6 +170,25 @@ describe("ImageStore", () => {
     child.stdin.end();
     await exited;
     expect(await store.images.collectGarbage()).toEqual({ removed: 1, bytes: 18 });
+  });
+
+  it("takes over at once a lock whose recorded holder is gone, however fresh the lock looks", async () => {
+    const store = await tempStore();
+    // A tbuild killed while holding the lock: its directory (refreshed a moment ago, as far as its
+    // mtime tells; an hour ahead here, so that only the owner record can free it) and that record.
+    const lock = `${store.images.indexPath}.lock`;
+    mkdirSync(lock);
+    const ahead = new Date(Date.now() + 3_600_000);
+    utimesSync(lock, ahead, ahead);
+    const gone = spawnSync("sh", ["-c", "cat /proc/self/stat"], { encoding: "utf8" }).stdout;
+    const pid = gone.split(" ")[0];
+    const start = gone.slice(gone.lastIndexOf(")") + 2).split(" ")[19];
+    const st = statSync(lock, { bigint: true });
+    writeFileSync(`${lock}-owner`, `${pid} ${start} ${st.ino} ${st.birthtimeNs}\n`);
+    await store.images.put("taken:1", await storeImage(store, "t"));
+    expect((await store.images.list()).map((r) => r.name)).toContain("docker.io/library/taken:1");
+    expect(existsSync(lock)).toBe(false);
+    expect(existsSync(`${lock}-owner`)).toBe(false);
   });
 
   it("takes over the lock of a killed process and keeps every concurrent name", async () => {

@@ -46,3 +46,23 @@ export async function processAlive(pid: number, start: string): Promise<boolean>
   if (!Number.isInteger(pid) || pid <= 0) return false;
   return (await processStart(pid)) === start;
 }
+
+/**
+ * Whether the process `pid` runs (any process with that pid: for state that names a pid alone). A
+ * zombie does not: a tbuild killed with its whole process group waits for init to reap it, which
+ * some inits (a container's) do late or never, and meanwhile holds no file and writes no blob.
+ */
+export function processRunning(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EPERM") return false;
+  }
+  try {
+    return startField(readFileSync(`/proc/${pid}/stat`, "utf8")) !== undefined;
+  } catch (err) {
+    // Gone since; or no /proc to tell, and the signal's answer stands.
+    return (err as NodeJS.ErrnoException).code !== "ENOENT";
+  }
+}
