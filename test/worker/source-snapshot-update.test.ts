@@ -18,6 +18,7 @@ import {
   readFileSync,
   readlinkSync,
   rmSync,
+  utimesSync,
 } from "node:fs";
 import path from "node:path";
 import fc from "fast-check";
@@ -54,7 +55,7 @@ function ownerOf(mode: "root" | "rootless"): Owner {
   return { uid: id("-u"), gid: id("-g") };
 }
 
-function build(mode: "root" | "rootless", store: string, ctx: string): void {
+function build(mode: "root" | "rootless", store: string, ctx: string, extra: string[] = []): void {
   const home =
     mode === "rootless"
       ? execFileSync("getent", ["passwd", ROOTLESS_USER], { encoding: "utf8" }).split(":")[5]!
@@ -67,7 +68,7 @@ function build(mode: "root" | "rootless", store: string, ctx: string): void {
     `HOME=${home}`,
     tbuildBin,
   ];
-  command.push("build", "-q", ctx);
+  command.push("build", "-q", ...extra, ctx);
   const argv = mode === "rootless" ? ["runuser", "-u", ROOTLESS_USER, "--", ...command] : command;
   const result = spawnSync(argv[0]!, argv.slice(1), { encoding: "utf8" });
   if (result.status !== 0) throw new Error(`tbuild build failed: ${result.stderr}`);
@@ -177,6 +178,39 @@ describe.each(["root", "rootless"] as const)("a context snapshot updated in plac
     // The property is about the fast path: the random cases must have taken it.
     expect(updatedInPlace).toBeGreaterThan(0);
   }, 600_000);
+
+  it("gives the image an empty store gives when the earlier snapshot is older than SOURCE_DATE_EPOCH", () => {
+    // COPY . /ctx/ gives /ctx the snapshot root's times, which the layer clamps to the epoch: an
+    // updated snapshot's root must be as new as a new snapshot's, not as old as the first build.
+    const owner = ownerOf(mode);
+    const caseDir = path.join(work, `epoch-${mode}`);
+    const ctx = path.join(caseDir, "ctx");
+    mkdirSync(ctx, { recursive: true });
+    execFileSync("chown", ["-R", `${owner.uid}:${owner.gid}`, caseDir]);
+    const files: Tree = {
+      Dockerfile: { kind: "file", content: DOCKERFILE, mode: 0o644, mtime: 1262304000 },
+      sub: { kind: "dir", mode: 0o755 },
+      "sub/a.txt": { kind: "file", content: "a\n", mode: 0o644, mtime: 1262304000 },
+    };
+    syncContext(ctx, {}, files, owner);
+    const warm = path.join(caseDir, "warm");
+    build(mode, warm, ctx);
+    // As if that build ran in 2001.
+    const long = new Date("2001-01-01T00:00:00Z");
+    utimesSync(sourceSnapshot(warm)!, long, long);
+    // An edit below the root, which leaves the root's own entries as they were.
+    const next = {
+      ...files,
+      "sub/a.txt": { kind: "file" as const, content: "edited\n", mode: 0o644, mtime: 1262304000 },
+    };
+    syncContext(ctx, files, next, owner);
+    const digest = (store: string) => {
+      const metadata = path.join(caseDir, `${path.basename(store)}.json`);
+      build(mode, store, ctx, ["--build-arg", "SOURCE_DATE_EPOCH=1262304000", "--metadata-file", metadata]);
+      return JSON.parse(readFileSync(metadata, "utf8"))["containerimage.digest"] as string;
+    };
+    expect(digest(warm)).toBe(digest(path.join(caseDir, "fresh")));
+  }, 120_000);
 
   it("writes only the edited file of a large context, keeping the others' inodes", () => {
     const owner = ownerOf(mode);

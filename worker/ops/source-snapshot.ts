@@ -100,7 +100,6 @@ export class SourceSnapshot implements TreeSink {
     snapshotter: Snapshotter,
     sourceKey: string,
     content: ContentStore,
-    options: { update?: boolean } = {},
   ): Promise<SourceSnapshot> {
     const layers = snapshotter.layersDir;
     await mkdir(layers, { recursive: true, mode: 0o700 });
@@ -116,10 +115,7 @@ export class SourceSnapshot implements TreeSink {
     }
     const temp = path.join(layers, `.tmp-source-${process.pid}-${randomBytes(6).toString("hex")}`);
     // A source layer is a stack of one: its chain ID is its diff ID.
-    const updating =
-      previousLayer !== undefined &&
-      options.update !== false &&
-      (await snapshotter.claimLayer(previousLayer, temp));
+    const updating = previousLayer !== undefined && (await snapshotter.claimLayer(previousLayer, temp));
     if (!updating) await mkdir(temp, { mode: 0o700 });
     return new SourceSnapshot(temp, previous, record, updating);
   }
@@ -213,7 +209,15 @@ export class SourceSnapshot implements TreeSink {
       return false;
     }
     try {
-      if (this.kept) removeUnkept(this.temp, "", this.kept);
+      if (this.kept) {
+        removeUnkept(this.temp, "", this.kept);
+        // The root as a new snapshot's is (a COPY of the whole source gives its destination the
+        // root's times): made now, mode 0700, by root.
+        lchownSync(this.temp, 0, 0);
+        chmodSync(this.temp, 0o700);
+        const now = new Date();
+        lutimesSync(this.temp, now, now);
+      }
       for (const { dir, mode, mtime } of this.directories.reverse()) {
         lchownSync(dir, 0, 0);
         chmodSync(dir, mode);
