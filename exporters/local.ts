@@ -25,6 +25,7 @@ import {
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import { UsageError } from "../errors/index.js";
+import { makeDirectories } from "../oci/make-directories.js";
 import { cannotWrite, releasingSpent } from "./destination.js";
 import type { Exporter } from "./exporter.js";
 import { type FsEntry, flattenLayers } from "./filesystem.js";
@@ -58,7 +59,7 @@ export async function writeFilesystem(
   options: WriteFilesystemOptions = {},
 ): Promise<void> {
   const root = path.resolve(dir);
-  await mkdir(root, { recursive: true });
+  await makeDirectories(root);
   const keepOwners = process.getuid?.() === 0;
   const directories: FsEntry[] = [];
   const leftOut = new Map<string, string[]>();

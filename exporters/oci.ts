@@ -6,11 +6,12 @@
  */
 import { randomBytes } from "node:crypto";
 import { createWriteStream } from "node:fs";
-import { mkdir, readFile, rename, stat, unlink, writeFile } from "node:fs/promises";
+import { readFile, rename, stat, unlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import { TbuildError, UsageError } from "../errors/index.js";
 import { ANNOTATION_CONTAINERD_NAME, archiveIndex, ociArchive } from "../oci/archive/oci-archive.js";
+import { makeDirectories } from "../oci/make-directories.js";
 import {
   ANNOTATION_REF_NAME,
   type Descriptor,
@@ -45,7 +46,7 @@ export const ociExporter: Exporter = async (job) => {
 
 async function writeLayoutDirectory(job: ExportJob, image: ExportedImage, dir: string): Promise<void> {
   const root = path.resolve(dir);
-  await mkdir(root, { recursive: true });
+  await makeDirectories(root);
   const layoutFile = path.join(root, "oci-layout");
   const existingLayout = await readFile(layoutFile, "utf8").catch(() => undefined);
   if (existingLayout === undefined) {
@@ -103,7 +104,7 @@ async function copyBlob(job: ExportJob, blob: Descriptor, root: string): Promise
   const target = path.join(root, "blobs", algorithm, hex);
   const present = await stat(target).catch(() => undefined);
   if (present?.isFile() && present.size === blob.size) return;
-  await mkdir(path.dirname(target), { recursive: true });
+  await makeDirectories(path.dirname(target));
   const temp = `${target}.${process.pid}-${randomBytes(6).toString("hex")}.tmp`;
   try {
     await pipeline(

@@ -7,11 +7,12 @@
  */
 import { createHash } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { mkdir, readFile, rename, stat, writeFile } from "node:fs/promises";
+import { readFile, rename, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { TbuildError } from "../errors/index.js";
+import { makeDirectories } from "../oci/make-directories.js";
 import { formatReference, parseReference } from "../oci/reference.js";
 import {
   pullEndpoints,
@@ -98,7 +99,13 @@ export async function exportCacheToDir(
   tag = "latest",
 ): Promise<Descriptor> {
   const blobs = path.join(dir, "blobs", "sha256");
-  await mkdir(blobs, { recursive: true });
+  await makeDirectories(blobs).catch((err: NodeJS.ErrnoException) => {
+    throw new TbuildError(
+      "E_CACHE_EXPORT",
+      `--cache-to type=local,dest=${dir}: cannot make the cache's directory there (${err.code ?? err.message}); name a directory you can write`,
+      { cause: err },
+    );
+  });
   const place = async (digest: string, write: (temp: string) => Promise<void>) => {
     const file = path.join(blobs, digest.slice("sha256:".length));
     if (

@@ -53,6 +53,26 @@ describe.each(MODES)("export destinations (%s)", (mode) => {
     canary.expectUntouched();
   });
 
+  it("a directory dest= that cannot be made (under /proc, below a file) is a one-line error, never a hang", () => {
+    const ctx = world.context({ Dockerfile: DOCKERFILE });
+    const file = path.join(ctx, "Dockerfile");
+    for (const [option, dest] of [
+      ["-o", "type=local,dest=/proc/tbuild-nowhere"],
+      ["-o", "type=oci,tar=false,dest=/proc/tbuild-nowhere"],
+      ["--cache-to", "type=local,dest=/proc/tbuild-nowhere"],
+      ["-o", `type=local,dest=${file}/sub`],
+      ["--cache-to", `type=local,dest=${file}/sub`],
+    ] as const) {
+      const built = world.tbuild(mode, store, ["build", "-q", option, dest, ctx]);
+      expect(built.status, `${option} ${dest}: ${built.stderr}`).toBe(1);
+      const errors = built.stderr.split("\n").filter((line) => line.startsWith("ERROR"));
+      expect(errors, built.stderr).toHaveLength(1);
+      expect(errors[0]).toContain(dest.split("dest=")[1]!);
+      expect(errors[0]).not.toContain("internal error");
+    }
+    world.expectStoreUsable(mode, store);
+  });
+
   it("tbuild save -o a device or a FIFO writes in place too", async () => {
     const dir = world.dir("save", mode);
     const device = path.join(dir, "null");
