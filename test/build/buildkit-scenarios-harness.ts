@@ -176,6 +176,11 @@ export interface Scenario extends Step {
   note?: string;
   /** Why tbuild does not do what the Go test expects: the runner counts it as skipped. */
   knownDifference?: string;
+  /**
+   * The difference shows only sometimes (it depends on the clock: two builds in the same second
+   * agree): a run where the scenario passes is not taken for the difference being gone.
+   */
+  knownDifferenceIntermittent?: boolean;
   /** Write the Dockerfile outside the context (the Go test's separate dockerfile mount). */
   dockerfileOutside?: boolean;
   /** Where the Dockerfile is written inside the context (default `Dockerfile`). */

@@ -789,6 +789,10 @@ describe("BuildKit Dockerfile scenarios, built by tbuild", () => {
       async () => {
         started.add(scenario.name);
         const problems = await inPool(() => runScenario(scenario));
+        if (scenario.knownDifference && scenario.knownDifferenceIntermittent && problems.length === 0) {
+          outcomes.set(scenario.name, "known");
+          return;
+        }
         if (scenario.knownDifference) {
           outcomes.set(scenario.name, problems.length > 0 ? "known" : "fail");
           expect(
