@@ -26,6 +26,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { applyContextEdit, type Owner, syncContext } from "../build/differential/context.js";
 import { contextArb, type Edit, editArb, type Tree } from "../build/differential/scenario.js";
 import { tbuildBin } from "../helpers/cli.js";
+import { userIds } from "../helpers/judges.js";
 import { tempDirs } from "../helpers/temp.js";
 
 const tempDir = tempDirs();
@@ -50,9 +51,7 @@ beforeAll(() => {
 });
 
 function ownerOf(mode: "root" | "rootless"): Owner {
-  if (mode === "root") return { uid: 0, gid: 0 };
-  const id = (flag: string) => Number(execFileSync("id", [flag, ROOTLESS_USER], { encoding: "utf8" }).trim());
-  return { uid: id("-u"), gid: id("-g") };
+  return mode === "root" ? { uid: 0, gid: 0 } : userIds(ROOTLESS_USER);
 }
 
 function build(mode: "root" | "rootless", store: string, ctx: string, extra: string[] = []): void {
