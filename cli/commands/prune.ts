@@ -108,10 +108,11 @@ async function pruneUnpacked(
   }
   const containers = await readdir(path.join(root, "containers")).catch(() => [] as string[]);
   const dirs = [path.join(root, "cache-mounts")];
-  // With the unpacked layers go the records of what rebuilds may link from them ("results" holds
+  // With the unpacked layers go the records of what rebuilds update in place ("results" holds
   // those of earlier versions, which linked a step's unchanged files from its previous result).
   if (containers.length === 0) {
-    for (const dir of ["layers", "results", "sources"]) dirs.push(path.join(root, "snapshots", dir));
+    for (const dir of ["layers", "results", "sources", "copies"])
+      dirs.push(path.join(root, "snapshots", dir));
   } else warn("containers exist (tbuild ps -a): unpacked snapshots are kept");
   let bytes = 0;
   for (const dir of dirs) {

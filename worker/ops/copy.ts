@@ -31,6 +31,7 @@ import type { FileAction } from "../../solver/graph.js";
 import { childPath } from "../child-path.js";
 import { rootPath } from "../root-path.js";
 import { makeSpecialFile } from "../unpack.js";
+import type { CopyReuse } from "./copy-reuse.js";
 import { extractArchive, isTarArchive } from "./extract.js";
 import { globInRoot, hasGlob, pathComponents } from "./glob.js";
 import { createdDirectoryMode, type ModeChange } from "./mode.js";
@@ -66,6 +67,11 @@ export interface CopyOptions {
   rootless: boolean;
   signal?: AbortSignal;
   warn(message: string): void;
+  /**
+   * The previous run of this copy, whose entries the destination holds: it answers what exists
+   * as a fresh destination would, and keeps the files it can (copy-reuse.ts).
+   */
+  reuse?: CopyReuse;
 }
 
 /** Creates the missing directories of `hostPath` (already resolved in its root), of `mode`, owned by `owner` or 0:0. */
@@ -113,12 +119,16 @@ export async function copy(action: CopyAction, options: CopyOptions): Promise<vo
   const destClean = path.posix.join("/", dest);
   const destIsDir = dest.endsWith("/") || dest.endsWith("/.") || destClean === "/";
   const dirMode = createdDirectoryMode(action.chmod);
-  await mkdirAll(
+  const reuse = options.reuse;
+  const makeDirs = (hostPath: string, mode: number, owner: Owner | undefined) =>
+    reuse ? reuse.mkdirAll(hostPath, mode, owner) : mkdirAll(hostPath, mode, owner);
+  await makeDirs(
     rootPath(destRoot, destIsDir ? destClean : path.posix.dirname(destClean)),
     dirMode,
     options.owner,
   );
   const destPath = rootPath(destRoot, destClean);
+  reuse?.destination(destPath);
   const copier = new Copier(options, action);
 
   for (const match of matches) {
@@ -132,7 +142,8 @@ export async function copy(action: CopyAction, options: CopyOptions): Promise<vo
       await extractArchive(followed, destPath, options);
       continue;
     }
-    const destStat = await stat(destPath).catch(() => undefined);
+    const found = await stat(destPath).catch(() => undefined);
+    const destStat = found && reuse && !reuse.exists(destPath, true) ? undefined : found;
     let target = destPath;
     if (
       (!action.copyDirContentsOnly && srcStat.isDirectory() && destStat) ||
@@ -142,7 +153,7 @@ export async function copy(action: CopyAction, options: CopyOptions): Promise<vo
     }
     const parent =
       action.copyDirContentsOnly && srcStat.isDirectory() && !destStat ? target : path.dirname(target);
-    await mkdirAll(parent, dirMode, options.owner);
+    await makeDirs(parent, dirMode, options.owner);
     await copier.copy(followed, "", target, false);
   }
 }
@@ -244,9 +255,11 @@ class Copier {
       this.parents.pop();
     }
     if (!include) return;
+    this.options.reuse?.pruneDirectory(target);
     // The copy's own top directory keeps the destination's metadata when it existed already.
     if (overwriteMetadata || created) this.copyMetadata(st, target);
     else lutimesSync(target, st.atime, st.mtime);
+    this.options.reuse?.stamp(target);
   }
 
   /** Whether the include and exclude patterns keep `rel`; "skip" for a directory nothing inside can be kept of. */
@@ -268,10 +281,13 @@ class Copier {
     const inode = st.isFile() && !single ? `${st.dev}:${st.ino}` : undefined;
     const first = inode !== undefined ? this.inodes.get(inode) : undefined;
     this.createParents(true);
+    const reuse = this.options.reuse;
     if (first !== undefined) {
       this.replacing(target, () => linkSync(first, target));
+      reuse?.wrote(target);
       return; // a hard link shares its inode's metadata, already set
     }
+    if (reuse && single && st.isFile() && reuse.keep(target, st)) return;
     if (st.isFile()) {
       // Exclusive: a file is never written through whatever is at the target (a symlink above all).
       this.replacing(target, () =>
@@ -295,6 +311,7 @@ class Copier {
     }
     // copyFile gave the new file the source's mode already; only a chown can take bits off it.
     this.copyMetadata(st, target, st.isFile());
+    reuse?.wrote(target, st);
     if (inode !== undefined) this.inodes.set(inode, target);
   }
 
@@ -321,9 +338,20 @@ class Copier {
 
   /** Makes `target` a directory; whether it was created. An existing non-directory is an error. */
   private directoryOnly(target: string, st: Stats, overwriteMetadata: boolean): boolean {
-    const existing = lstatSync(target, { throwIfNoEntry: false });
+    let existing = lstatSync(target, { throwIfNoEntry: false });
+    const reuse = this.options.reuse;
+    if (existing && reuse && !reuse.exists(target, true)) {
+      // The previous run's own entry: its directory stands for one made now, anything else goes.
+      if (existing.isDirectory()) {
+        reuse.wrote(target);
+        return true;
+      }
+      reuse.removeLeftover(target);
+      existing = undefined;
+    }
     if (!existing) {
       mkdirSync(target, { mode: 0o700 });
+      reuse?.wrote(target);
       return true;
     }
     if (!existing.isDirectory()) {
@@ -332,12 +360,17 @@ class Copier {
       );
     }
     if (overwriteMetadata) chmodSync(target, this.modeOf(st));
+    reuse?.wrote(target);
     return false;
   }
 
   private emptyFileTarget(target: string): void {
     const existing = lstatSync(target, { throwIfNoEntry: false });
     if (!existing) return;
+    if (existing.isDirectory() && this.options.reuse?.isLeftover(target)) {
+      this.options.reuse.removeLeftover(target);
+      return;
+    }
     if (existing.isDirectory()) {
       throw new CopyError(`cannot replace the directory ${this.inside(target)} with a file`);
     }

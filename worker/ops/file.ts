@@ -9,10 +9,11 @@ import { writeLayer } from "../../oci/layer.js";
 import type { FileAction, FileOp } from "../../solver/graph.js";
 import type { FsResult, LayerRef } from "../../solver/worker.js";
 import { rootPath } from "../root-path.js";
-import type { WritableMount } from "../snapshot/index.js";
+import { chainIds, type WritableMount } from "../snapshot/index.js";
 import { inUserNamespace } from "../userns.js";
 import type { OpContext } from "./context.js";
 import { CopyError, copy } from "./copy.js";
+import { CopyReuse, ReuseAbandoned } from "./copy-reuse.js";
 import { globInRoot, pathComponents } from "./glob.js";
 import { keepUnpacked, prepareLayers } from "./layers.js";
 import { parseChmod } from "./mode.js";
@@ -20,13 +21,53 @@ import { type Owner, resolveOwner } from "./owner.js";
 
 export async function runFile(op: FileOp, inputs: FsResult[], ctx: OpContext): Promise<FsResult> {
   const baseLayers = op.base !== undefined ? inputFs(inputs, op.base).layers : [];
-  const mount = await ctx.snapshotter.mountWritable(await prepareLayers(ctx, baseLayers));
+  const lowers = await prepareLayers(ctx, baseLayers);
+  if (CopyReuse.applies(op.actions)) {
+    const key = CopyReuse.key(op.actions[0]!, chainIds(baseLayers.map((l) => l.diffId)).at(-1));
+    const { reuse, upper } = await CopyReuse.start(ctx.snapshotter, key, lowers);
+    try {
+      return await applyOp(op, inputs, ctx, baseLayers, lowers, { reuse, key, upper });
+    } catch (err) {
+      if (!(err instanceof ReuseAbandoned)) throw err;
+      // The previous run's upper directory could not be made a fresh one's: run on a new one.
+    }
+  }
+  return applyOp(op, inputs, ctx, baseLayers, lowers);
+}
+
+async function applyOp(
+  op: FileOp,
+  inputs: FsResult[],
+  ctx: OpContext,
+  baseLayers: readonly LayerRef[],
+  lowers: string[],
+  update?: { reuse: CopyReuse; key: string; upper: string | undefined },
+): Promise<FsResult> {
+  const mount = await ctx.snapshotter.mountWritable(
+    lowers,
+    update?.upper !== undefined ? { upper: update.upper } : {},
+  );
+  const reuse = update?.reuse;
+  if (reuse) {
+    if (mount.mode !== "overlay") reuse.forgetPrevious();
+    reuse.root = mount.rootfs;
+  }
   const views = new SourceViews(ctx, inputs);
   try {
     for (const action of op.actions) {
       ctx.signal.throwIfAborted();
-      await applyAction(action, mount.rootfs, views, ctx);
+      // A name is looked up in the root's /etc/passwd, which the previous run may have copied.
+      if (
+        reuse &&
+        "chown" in action &&
+        action.chown &&
+        (reuse.holds("etc/passwd") || reuse.holds("etc/group"))
+      ) {
+        throw new ReuseAbandoned("the previous copy wrote /etc/passwd or /etc/group");
+      }
+      await applyAction(action, mount.rootfs, views, ctx, reuse);
     }
+    reuse?.finish();
     const layer = await writeLayer(
       ctx.store.content,
       mount.diff({
@@ -37,7 +78,8 @@ export async function runFile(op: FileOp, inputs: FsResult[], ctx: OpContext): P
     );
     const added: LayerRef = { descriptor: layer.descriptor, diffId: layer.diffId };
     const layers = [...baseLayers, added];
-    await keepUnpacked(mount, layers);
+    const kept = await keepUnpacked(mount, layers);
+    if (kept !== undefined && update) await update.reuse.record(ctx.snapshotter, update.key, kept);
     return { layers };
   } finally {
     try {
@@ -104,6 +146,7 @@ async function applyAction(
   root: string,
   views: SourceViews,
   ctx: OpContext,
+  reuse: CopyReuse | undefined,
 ): Promise<void> {
   const owner = "chown" in action && action.chown ? await resolveOwner(root, action.chown) : undefined;
   switch (action.action) {
@@ -117,6 +160,7 @@ async function applyAction(
         rootless: inUserNamespace(),
         signal: ctx.signal,
         warn: ctx.warn,
+        ...(reuse ? { reuse } : {}),
       });
       return;
     }

@@ -18,8 +18,8 @@ import { TbuildError } from "../../errors/index.js";
 import type { Image } from "../../oci/image.js";
 import type { ContentStore } from "../../oci/store/content.js";
 import { digestOf } from "../../oci/store/content.js";
-import type { DiffOptions } from "../diff.js";
 import { ownStart, processAlive, processStart } from "../../oci/store/process-liveness.js";
+import type { DiffOptions } from "../diff.js";
 import { hasWorkerPrivileges, inUserNamespace } from "../userns.js";
 import {
   isMountPoint,
@@ -440,7 +440,17 @@ export class Snapshotter {
    */
   async mountWritable(
     lowers: string[],
-    options: { id?: string; persistent?: boolean; deferMount?: boolean } = {},
+    options: {
+      id?: string;
+      persistent?: boolean;
+      deferMount?: boolean;
+      /**
+       * A directory (beside the layers, claimLayer's `temp`) moved in as the overlay's upper
+       * directory, its entries over `lowers` from the start; removed should the overlay fall back
+       * to a copy. For the file op's copy updated in place (worker/ops/copy-reuse.ts).
+       */
+      upper?: string;
+    } = {},
   ): Promise<WritableMount> {
     requirePrivileges("mount a root filesystem");
     await this.cleanAbandoned();
@@ -473,6 +483,7 @@ export class Snapshotter {
       pidStart: ownStart(),
     };
     try {
+      if (options.upper !== undefined) renameSync(options.upper, path.join(dir, "upper"));
       const wanted = this.options.mode ?? "auto";
       if (wanted !== "copy" && lowers.length > 0 && options.deferMount) {
         const overlay = this.deferredOverlayOf(state);
