@@ -12,6 +12,7 @@
 import { readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { TbuildError } from "../errors/index.js";
+import { cleanPath } from "../oci/clean-path.js";
 
 /** A `.dockerignore` file that cannot be read, or a pattern Docker would reject. */
 export class DockerignoreError extends TbuildError {
@@ -590,7 +591,7 @@ function translateGoRegexp(source: string): string {
   return out;
 }
 
-// ---- Go's strings.TrimSpace and path.Clean, which patterns go through ----
+// ---- Go's strings.TrimSpace, which patterns go through ----
 
 // unicode.IsSpace: unlike String.prototype.trim it includes U+0085 and excludes U+FEFF.
 const GO_SPACE = "\\t\\n\\v\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
@@ -598,22 +599,4 @@ const GO_TRIM = new RegExp(`^[${GO_SPACE}]+|[${GO_SPACE}]+$`, "gu");
 
 function trimGoSpace(text: string): string {
   return text.replace(GO_TRIM, "");
-}
-
-/** Lexical path cleaning as Go's path.Clean: `""` → `.`, no `.`/empty elements, `..` resolved where it can be. */
-function cleanPath(path: string): string {
-  if (path === "") return ".";
-  const rooted = path.startsWith("/");
-  const out: string[] = [];
-  for (const part of path.split("/")) {
-    if (part === "" || part === ".") continue;
-    if (part === "..") {
-      if (out.length > 0 && out[out.length - 1] !== "..") out.pop();
-      else if (!rooted) out.push("..");
-      continue;
-    }
-    out.push(part);
-  }
-  const cleaned = (rooted ? "/" : "") + out.join("/");
-  return cleaned === "" ? "." : cleaned;
 }

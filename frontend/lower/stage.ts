@@ -3,6 +3,7 @@
  * the stage's image config, with the semantics of BuildKit's dockerfile2llb.
  */
 import path from "node:path/posix";
+import { cleanAbsolutePath } from "../../oci/clean-path.js";
 import type { Platform } from "../../oci/platform.js";
 import type { ImageConfig } from "../../oci/spec.js";
 import type { Chown, ExecMount, ExecOp, FileAction } from "../../solver/graph.js";
@@ -272,12 +273,6 @@ function absolutePath(st: StageState, p: string): string {
   const joined = path.isAbsolute(p) ? path.normalize(p) : path.join(st.workdir, p);
   const trailing = (p.endsWith("/") || p.endsWith("/.") || p === ".") && joined !== "/";
   return trailing && !joined.endsWith("/") ? `${joined}/` : joined;
-}
-
-/** `/`-rooted, normalized, no trailing slash: how a path inside a source filesystem is named. */
-function cleanAbsolute(p: string): string {
-  const clean = path.join("/", p);
-  return clean.length > 1 ? clean.replace(/\/+$/, "") : clean;
 }
 
 function expandWord(st: StageState, ctx: DispatchContext, word: string, at: Position): string {
@@ -581,7 +576,7 @@ async function dispatchRun(st: StageState, ins: RunInstruction, ctx: DispatchCon
     switch (spec.type) {
       case "bind": {
         const source = await sourceFor(st, ctx, spec.from, at);
-        const selector = cleanAbsolute(spec.source ?? "/");
+        const selector = cleanAbsolutePath(spec.source ?? "/");
         // A bind mount of the context mounts a source of exactly what it selects, not the whole
         // context the build reads: what it shows (which names share a file, so link counts)
         // must not depend on what other steps copy, since its key does not.
@@ -602,7 +597,7 @@ async function dispatchRun(st: StageState, ins: RunInstruction, ctx: DispatchCon
           type: "cache",
           target,
           ...(source?.vertex
-            ? { input: addInput(source.vertex), selector: cleanAbsolute(spec.source ?? "/") }
+            ? { input: addInput(source.vertex), selector: cleanAbsolutePath(spec.source ?? "/") }
             : {}),
           readonly: spec.readonly,
           output: false,
@@ -865,8 +860,8 @@ async function dispatchCopy(st: StageState, ins: CopyInstruction, ctx: DispatchC
       include = [path.normalize(`/${pivot >= 0 ? src.slice(pivot + 3) : src}`).replace(/^\//, "")];
       from = pivot >= 0 ? src.slice(0, pivot) : "/";
     }
-    const selector = cleanAbsolute(from);
-    if (source.fromContext) ctx.contextPaths.add(cleanAbsolute(src.replace("/./", "/")));
+    const selector = cleanAbsolutePath(from);
+    if (source.fromContext) ctx.contextPaths.add(cleanAbsolutePath(src.replace("/./", "/")));
     // As BuildKit: a --parents source without wildcards must exist; one with them may match nothing.
     const required =
       ins.parents && !/[*?[]/.test(src) ? { requiredPaths: [path.join(selector, include[0]!)] } : {};
