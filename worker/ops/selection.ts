@@ -15,7 +15,6 @@
  */
 import { createHash } from "node:crypto";
 import path from "node:path";
-import { createContextMatcher } from "../../frontend/dockerignore.js";
 import { cleanAbsolutePath } from "../../oci/clean-path.js";
 import type { Vertex } from "../../solver/graph.js";
 import { resolveInTree } from "../root-path.js";
@@ -23,6 +22,7 @@ import type { OpContext } from "./context.js";
 import type { ContextEntry } from "./context-walk.js";
 import { compileComponentGlob, hasGlob, pathComponents } from "./glob.js";
 import { type ContextManifest, entryRecords, localSelection, writeContextManifest } from "./local.js";
+import { createContextMatcher } from "./pattern-matcher.js";
 
 /** Changing what a selection's checksum covers changes this, so old keys never match new ones. */
 const SELECTION_VERSION = "tbuild-selection-v2";
