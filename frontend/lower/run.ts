@@ -12,7 +12,6 @@ import { type PendingVertex, pending } from "./pending.js";
 import {
   absolutePath,
   commit,
-  DEFAULT_PATH,
   type DispatchContext,
   displayText,
   expandWord,
@@ -22,10 +21,9 @@ import {
   stepName,
 } from "./state.js";
 
+/** The step's environment as the stage set it; a PATH it lacks is added when it runs (worker/sandbox/spec.ts). */
 function execEnv(st: StageState): string[] {
-  const env = [...st.env].map(([k, v]) => `${k}=${v}`);
-  if (!st.env.has("PATH")) env.push(`PATH=${DEFAULT_PATH}`);
-  return env;
+  return [...st.env].map(([k, v]) => `${k}=${v}`);
 }
 
 const HEREDOC_MARKER = /^<<(-?)(["']?)([^"'\s]+)\2$/;

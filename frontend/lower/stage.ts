@@ -5,7 +5,7 @@
  * is in state.ts.
  */
 import type { Platform } from "../../oci/platform.js";
-import type { ImageConfig } from "../../oci/spec.js";
+import { DEFAULT_PATH, type ImageConfig } from "../../oci/spec.js";
 import type { Instruction } from "../instructions/index.js";
 import { applyConfigInstruction, isConfigInstruction } from "./config.js";
 import { dispatchCopy } from "./copy.js";
@@ -14,7 +14,6 @@ import { pending } from "./pending.js";
 import { dispatchRun } from "./run.js";
 import {
   commit,
-  DEFAULT_PATH,
   type DispatchContext,
   expandWord,
   locationOf,

@@ -15,7 +15,6 @@ import type { InstructionNode, Position } from "../syntax/index.js";
 import type { StageDef } from "./index.js";
 import { type PendingVertex, pending } from "./pending.js";
 
-export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 export const HISTORY_COMMENT = "buildkit.dockerfile.v0";
 
 export interface StageState {
