@@ -24,6 +24,7 @@ import {
 } from "./state.js";
 
 const GIT_SOURCE = /^(?:git@[^:]+:|git:\/\/|https?:\/\/[^#]+\.git(?:#|$)|ssh:\/\/)/;
+
 export async function dispatchCopy(st: StageState, ins: CopyInstruction, ctx: DispatchContext) {
   const at = ins.range.start;
   const isAdd = ins.kind === "add";

@@ -3,23 +3,13 @@
  * and heredocs, as BuildKit's dispatchRun makes it; its history names the build arguments in
  * scope as BuildKit's does.
  */
-
 import { cleanAbsolutePath } from "../../oci/clean-path.js";
 import type { ExecMount } from "../../solver/graph.js";
 import type { RunInstruction } from "../instructions/index.js";
 import { withShell } from "./config.js";
 import { type PendingVertex, pending } from "./pending.js";
-import {
-  absolutePath,
-  commit,
-  type DispatchContext,
-  displayText,
-  expandWord,
-  locationOf,
-  type StageState,
-  sourceFor,
-  stepName,
-} from "./state.js";
+import type { DispatchContext, StageState } from "./state.js";
+import { absolutePath, commit, displayText, expandWord, locationOf, sourceFor, stepName } from "./state.js";
 
 /** The step's environment as the stage set it; a PATH it lacks is added when it runs (worker/sandbox/spec.ts). */
 function execEnv(st: StageState): string[] {
@@ -27,6 +17,7 @@ function execEnv(st: StageState): string[] {
 }
 
 const HEREDOC_MARKER = /^<<(-?)(["']?)([^"'\s]+)\2$/;
+
 export async function dispatchRun(st: StageState, ins: RunInstruction, ctx: DispatchContext) {
   const at = ins.range.start;
   const inputs: PendingVertex[] = st.root ? [st.root] : [];
