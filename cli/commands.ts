@@ -351,7 +351,7 @@ export const commands: CommandSpec[] = [
         multiple: true,
         value: "INSTRUCTION",
         description:
-          "apply a Dockerfile instruction to the config (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR)",
+          "apply a Dockerfile instruction to the config (CMD, ENTRYPOINT, ENV, EXPOSE, HEALTHCHECK, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR)",
       },
       {
         name: "message",
@@ -493,7 +493,7 @@ export const commands: CommandSpec[] = [
         multiple: true,
         value: "INSTRUCTION",
         description:
-          "apply a Dockerfile instruction to the config (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR)",
+          "apply a Dockerfile instruction to the config (CMD, ENTRYPOINT, ENV, EXPOSE, HEALTHCHECK, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR)",
       },
       { name: "message", short: "m", type: "string", value: "TEXT", description: "history comment" },
       { name: "author", short: "a", type: "string", value: "NAME", description: "the image's author" },

@@ -5,14 +5,15 @@
  * pipe such as `/dev/stdout` or bash's `>(cmd)` (`/dev/fd/63`) — opened for writing in place, never
  * replaced, as `docker buildx build -o dest=` writes them. A terminal is refused either way.
  */
-import { randomBytes } from "node:crypto";
+
 import { constants, createWriteStream } from "node:fs";
-import { type FileHandle, open, realpath, rename, stat, unlink } from "node:fs/promises";
+import { type FileHandle, open, realpath, stat } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { isatty } from "node:tty";
 import { TbuildError, UsageError } from "../errors/index.js";
+import { replaceFile } from "../oci/atomic-file.js";
 import { releaseSpentBuffers } from "../oci/memory.js";
 
 /**
@@ -65,19 +66,18 @@ export async function writeBytesTo(
   }
   // A symlink to a file is followed: the file is replaced, the link stays.
   const target = existing !== undefined ? await realpath(dest) : path.resolve(dest);
-  const temp = path.join(
-    path.dirname(target),
-    `.${path.basename(target)}.${process.pid}-${randomBytes(6).toString("hex")}.tmp`,
-  );
   try {
-    await pipeline(
-      Readable.from(releasingSpent(bytes), { objectMode: false }),
-      createWriteStream(temp, { flags: "wx", flush: true, highWaterMark: 1 << 20 }),
-      signalOption,
+    await replaceFile(
+      target,
+      (temp) =>
+        pipeline(
+          Readable.from(releasingSpent(bytes), { objectMode: false }),
+          createWriteStream(temp, { flags: "wx", highWaterMark: 1 << 20 }),
+          signalOption,
+        ),
+      { durable: true },
     );
-    await rename(temp, target);
   } catch (err) {
-    await unlink(temp).catch(() => {});
     throw cannotWrite(err, dest, what);
   }
 }

@@ -1,24 +1,8 @@
-/**
- * The final filesystem of a stack of layers, as a stream of entries, without unpacking anything:
- * what `type=local` writes into a directory and `type=tar` into one tar.
- *
- * Layers are applied as containerd's applier applies them, on a tree held in memory (metadata only):
- * entries in order, later layers over earlier ones; `.wh.NAME` hides NAME and `.wh..wh..opq` the
- * contents of its directory, from lower layers only (what the same layer wrote stays, as the image
- * spec says); a non-directory replaces whatever was at its path, a directory over a directory only
- * changes its metadata; parent paths are resolved through symbolic links, kept inside the root; a
- * hard link shares the file it names, even if that file's path is later removed or replaced.
- *
- * Then the entries come out in two passes over the layers: first everything that has no content
- * (directories, parents first; symbolic links; devices; FIFOs), from the tree; then each surviving
- * regular file as its layer is read again, its content streamed straight through, followed by hard
- * links to it. A layer with no surviving file is not read a second time.
- */
-import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import { TbuildError } from "../errors/index.js";
 import { readTarEntries, type TarReadEntry } from "../oci/archive/tar-reader.js";
 import { decompressor, layerCompression } from "../oci/layer.js";
+import { entryComponents, HostileLayerError, hardLinkTarget, whiteoutOf } from "../oci/layer-entry.js";
 import type { ContentStore } from "../oci/store/content.js";
 import type { LayerRef } from "../solver/worker.js";
 
@@ -83,8 +67,6 @@ interface Node {
   devmin?: number;
 }
 
-const WHITEOUT_PREFIX = ".wh.";
-const OPAQUE_WHITEOUT = ".wh..wh..opq";
 /** Linux's limit on symbolic links followed while resolving one path. */
 const MAX_SYMLINK_HOPS = 40;
 /** Parent directories a layer did not declare are made as containerd makes them. */
@@ -234,23 +216,22 @@ async function applyLayer(
     for await (const entry of tar.entries) {
       ordinal++;
       options.signal?.throwIfAborted();
-      const parts = splitPath(entry.path);
+      const parts = entryComponents(entry.path);
       if (parts.length === 0) {
         // `./`: the root's own metadata; the root itself is never written out.
         continue;
       }
       const name = parts.pop()!;
-      if (name.startsWith(WHITEOUT_PREFIX)) {
+      const whiteout = whiteoutOf(name, entry.path);
+      if (whiteout) {
         const dir = resolveDirectory(root, parts, index, false, fail);
-        if (dir === undefined) continue;
-        if (name === OPAQUE_WHITEOUT) {
+        if (dir === undefined || whiteout.kind === "aufs") continue;
+        if (whiteout.kind === "opaque") {
           for (const [childName, child] of dir.children!)
             if (hideLower(child, index)) dir.children!.delete(childName);
-        } else if (!name.startsWith(`${WHITEOUT_PREFIX}${WHITEOUT_PREFIX}`)) {
-          // (`.wh..wh.*` other than the opaque marker is aufs bookkeeping, meaningless here.)
-          const hidden = name.slice(WHITEOUT_PREFIX.length);
-          const child = dir.children!.get(hidden);
-          if (child !== undefined && hideLower(child, index)) dir.children!.delete(hidden);
+        } else {
+          const child = dir.children!.get(whiteout.name);
+          if (child !== undefined && hideLower(child, index)) dir.children!.delete(whiteout.name);
         }
         continue;
       }
@@ -259,6 +240,10 @@ async function applyLayer(
       const node = nodeFor(entry, existing, index, ordinal, root, fail);
       dir.children!.set(name, node);
     }
+  } catch (err) {
+    const what = `layer ${index + 1} (${layer.descriptor.digest})`;
+    if (err instanceof HostileLayerError) throw new HostileLayerError(err.entry, err.reason, what);
+    throw err;
   } finally {
     tar.close();
   }
@@ -295,10 +280,9 @@ function nodeFor(
         inode: { layer, ordinal, size: entry.size, meta, paths: [] },
       };
     case "Link": {
-      const parts = splitPath(entry.linkpath);
-      const name = parts.pop();
-      const dir = name === undefined ? undefined : resolveDirectory(root, parts, layer, false, fail);
-      const target = name === undefined ? undefined : dir?.children?.get(name);
+      const parts = hardLinkTarget(entry.path, entry.linkpath);
+      const name = parts.pop()!;
+      const target = resolveDirectory(root, parts, layer, false, fail)?.children?.get(name);
       if (target === undefined)
         throw fail(`${entry.path} is a hard link to ${entry.linkpath}, which is not there`);
       if (target.kind === "Directory")
@@ -330,12 +314,6 @@ function hideLower(node: Node, layer: number): boolean {
     for (const [name, child] of node.children!) if (hideLower(child, layer)) node.children!.delete(name);
   }
   return false;
-}
-
-/** `./a//b/../c/` → `["a", "c"]`; `..` never climbs above the root. */
-function splitPath(entryPath: string): string[] {
-  const normalized = path.posix.normalize(`/${entryPath}`);
-  return normalized.split("/").filter((p) => p !== "" && p !== ".");
 }
 
 /**

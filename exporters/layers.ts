@@ -6,7 +6,7 @@
  * (diff_id, algorithm, level → blob), so a layer already exported is not compressed again.
  */
 import { createHash, type Hash } from "node:crypto";
-import { mkdir, readFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import path from "node:path";
 import { Transform, type TransformCallback } from "node:stream";
@@ -16,7 +16,7 @@ import PQueue from "p-queue";
 import { TbuildError } from "../errors/index.js";
 import { decompressor, type LayerCompression, layerCompression } from "../oci/layer.js";
 import { type Descriptor, MediaType } from "../oci/spec.js";
-import { writeFileAtomic } from "../oci/store/images.js";
+import { writeStoreFile } from "../oci/store/images.js";
 import { parseDigest, type Store } from "../oci/store/index.js";
 import type { LayerRef } from "../solver/worker.js";
 import { releasingSpent } from "./destination.js";
@@ -115,8 +115,7 @@ async function convertLayer(
     digest: written.digest,
     size: written.size,
   };
-  await mkdir(path.dirname(record), { recursive: true });
-  await writeFileAtomic(record, JSON.stringify(descriptor), content.ingestDir, path.dirname(record));
+  await writeStoreFile(record, JSON.stringify(descriptor), content.ingestDir);
   return { descriptor, diffId: layer.diffId };
 }
 

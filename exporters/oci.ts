@@ -4,13 +4,14 @@
  * added: blobs it already holds are kept, its index.json keeps its other entries, and an entry of
  * the same name is replaced, as BuildKit's client does.
  */
-import { randomBytes } from "node:crypto";
+
 import { createWriteStream } from "node:fs";
-import { readFile, rename, stat, unlink, writeFile } from "node:fs/promises";
+import { readFile, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import { TbuildError, UsageError } from "../errors/index.js";
 import { ANNOTATION_CONTAINERD_NAME, archiveIndex, ociArchive } from "../oci/archive/oci-archive.js";
+import { replaceFile, writeFileAtomic } from "../oci/atomic-file.js";
 import { makeDirectories } from "../oci/make-directories.js";
 import {
   ANNOTATION_REF_NAME,
@@ -95,7 +96,7 @@ async function writeLayoutDirectory(job: ExportJob, image: ExportedImage, dir: s
     }),
     ...added,
   ];
-  await writeAtomically(indexFile, JSON.stringify(index));
+  await writeFileAtomic(indexFile, JSON.stringify(index), { durable: true });
 }
 
 /** A blob from the store into the layout, unless the layout already has it whole. */
@@ -105,27 +106,11 @@ async function copyBlob(job: ExportJob, blob: Descriptor, root: string): Promise
   const present = await stat(target).catch(() => undefined);
   if (present?.isFile() && present.size === blob.size) return;
   await makeDirectories(path.dirname(target));
-  const temp = `${target}.${process.pid}-${randomBytes(6).toString("hex")}.tmp`;
-  try {
-    await pipeline(
+  await replaceFile(target, (temp) =>
+    pipeline(
       releasingSpent(job.store.content.open(blob.digest) as unknown as AsyncIterable<Uint8Array>),
       createWriteStream(temp, { flags: "wx", highWaterMark: 1 << 20 }),
       job.options.signal ? { signal: job.options.signal } : {},
-    );
-    await rename(temp, target);
-  } catch (err) {
-    await unlink(temp).catch(() => {});
-    throw err;
-  }
-}
-
-async function writeAtomically(file: string, text: string): Promise<void> {
-  const temp = `${file}.${process.pid}-${randomBytes(6).toString("hex")}.tmp`;
-  try {
-    await writeFile(temp, text, { flag: "wx", flush: true });
-    await rename(temp, file);
-  } catch (err) {
-    await unlink(temp).catch(() => {});
-    throw err;
-  }
+    ),
+  );
 }

@@ -5,6 +5,12 @@
  */
 import type { Platform } from "./platform.js";
 
+/**
+ * Docker's PATH for a process whose environment sets none (BuildKit's DefaultPathEnvUnix): the
+ * sandbox adds it when a step runs, and a stage's image config gets it when its base has none.
+ */
+export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 export const MediaType = {
   ociManifest: "application/vnd.oci.image.manifest.v1+json",
   ociIndex: "application/vnd.oci.image.index.v1+json",

@@ -6,26 +6,20 @@
  */
 
 import { TbuildError } from "../errors/index.js";
+import { applyConfigChanges } from "../frontend/lower/config-changes.js";
 import { type Image, readImage } from "../oci/image.js";
 import { writeLayer } from "../oci/layer.js";
-import {
-  type ContainerConfig,
-  type Descriptor,
-  type ImageConfig,
-  type Manifest,
-  MediaType,
-} from "../oci/spec.js";
+import { type Descriptor, type ImageConfig, type Manifest, MediaType } from "../oci/spec.js";
 import { BlobNotFoundError, type Store } from "../oci/store/index.js";
 import { Snapshotter } from "../worker/snapshot/index.js";
-import { mergeEnv } from "./config.js";
 import type { ContainerRecord } from "./containers.js";
 
 /** The diff_id of a tar with no entries (two zero blocks): docker's "empty layer". */
 export const EMPTY_LAYER_DIFF_ID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
 
 export interface CommitOptions {
-  /** What `--change` instructions set, applied over the container's config (see applyConfigChanges). */
-  changes?: ContainerConfig;
+  /** `--change` instructions (`CMD ["x"]`, `ENV A=1`), applied over the container's config as a Dockerfile applies them. */
+  changes?: readonly string[];
   comment?: string;
   author?: string;
   /** RFC 3339: the image's and the history entry's `created`. */
@@ -103,7 +97,7 @@ function committedConfig(
   options: CommitOptions,
   diffId: string | undefined,
 ): ImageConfig {
-  const container = applyConfigChanges(record.config, options.changes ?? {});
+  const container = applyConfigChanges(record.config, options.changes ?? []);
   const history = {
     created: options.created,
     // Docker names the step by the container's Cmd, joined with spaces.
@@ -121,35 +115,4 @@ function committedConfig(
     rootfs: { type: "layers", diff_ids: [...base.config.rootfs.diff_ids, ...(diffId ? [diffId] : [])] },
     history: [...(base.config.history ?? []), history],
   };
-}
-
-/**
- * `changes` over `config` as docker's commit applies `--change`: ENV entries replace those of the
- * same name, LABEL, EXPOSE and VOLUME add to what is there, ONBUILD appends, and the rest
- * (CMD, ENTRYPOINT, USER, WORKDIR, STOPSIGNAL) replace; an ENTRYPOINT without a CMD clears Cmd.
- */
-export function applyConfigChanges(config: ContainerConfig, changes: ContainerConfig): ContainerConfig {
-  const result: ContainerConfig = structuredClone(config);
-  for (const key of Object.keys(changes) as (keyof ContainerConfig)[]) {
-    switch (key) {
-      case "Env":
-        result.Env = mergeEnv(result.Env ?? [], changes.Env ?? []);
-        break;
-      case "Labels":
-        result.Labels = { ...result.Labels, ...changes.Labels };
-        break;
-      case "ExposedPorts":
-        result.ExposedPorts = { ...result.ExposedPorts, ...changes.ExposedPorts };
-        break;
-      case "Volumes":
-        result.Volumes = { ...result.Volumes, ...changes.Volumes };
-        break;
-      case "OnBuild":
-        result.OnBuild = [...(result.OnBuild ?? []), ...(changes.OnBuild ?? [])];
-        break;
-      default:
-        (result as Record<string, unknown>)[key] = structuredClone(changes[key]);
-    }
-  }
-  return result;
 }

@@ -5,7 +5,7 @@
  * kept until `rm` unless it ran with `--rm`. Named volumes live in `<storeRoot>/volumes/NAME/_data`.
  * Everything that touches snapshots needs worker privileges: root, or tbuild's user namespace.
  */
-export { applyConfigChanges, type CommitOptions, type CommittedImage, commitContainer } from "./commit.js";
+export { type CommitOptions, type CommittedImage, commitContainer } from "./commit.js";
 export {
   containerConfig,
   mergeEnv,

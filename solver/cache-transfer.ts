@@ -5,13 +5,15 @@
  * cache. An import reads only the small descriptions; a layer is fetched into the content store
  * when the solver needs that step's result, and never otherwise.
  */
+
 import { createHash } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { readFile, rename, stat, writeFile } from "node:fs/promises";
+import { readFile, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { TbuildError } from "../errors/index.js";
+import { replaceFile, writeFileAtomic } from "../oci/atomic-file.js";
 import { makeDirectories } from "../oci/make-directories.js";
 import { formatReference, parseReference } from "../oci/reference.js";
 import {
@@ -115,10 +117,8 @@ export async function exportCacheToDir(
       )
     )
       return;
-    const temp = `${file}.${process.pid}.tmp`;
-    await write(temp);
     // Renamed into place whole, so a killed export never leaves a short blob under its digest.
-    await rename(temp, file);
+    await replaceFile(file, write);
   };
   const { config, manifest } = cacheManifest(description);
   for (const layer of manifest.layers) {
@@ -144,8 +144,7 @@ export async function exportCacheToDir(
     mediaType: MediaType.ociIndex,
     manifests: [...others, { ...descriptor, annotations: { [ANNOTATION_REF_NAME]: tag } }],
   };
-  await writeFile(`${indexFile}.tmp`, `${JSON.stringify(index, null, 2)}\n`);
-  await rename(`${indexFile}.tmp`, indexFile);
+  await writeFileAtomic(indexFile, `${JSON.stringify(index, null, 2)}\n`);
   return descriptor;
 }
 

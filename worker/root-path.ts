@@ -18,7 +18,8 @@ import { TbuildError } from "../errors/index.js";
 /** Linux's own limit on symlinks followed while resolving one path. */
 const MAX_SYMLINKS = 40;
 
-function isMissing(err: unknown): boolean {
+/** ENOENT or ENOTDIR: the path names nothing (a missing component, or one that is a file). */
+export function isMissing(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException).code;
   return code === "ENOENT" || code === "ENOTDIR";
 }

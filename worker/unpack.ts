@@ -39,46 +39,19 @@ import { promisify } from "node:util";
 import { createGunzip, createZstdDecompress } from "node:zlib";
 import { TbuildError } from "../errors/index.js";
 import { readTarEntries, type TarReadEntry } from "../oci/archive/tar-reader.js";
+import {
+  entryComponents,
+  HostileLayerError,
+  hardLinkTarget,
+  InvalidLayerError,
+  type Whiteout,
+  whiteoutOf,
+} from "../oci/layer-entry.js";
 import { LowerView } from "./snapshot/lower-view.js";
 
+export { HostileLayerError, InvalidLayerError };
+
 const run = promisify(execFile);
-
-const WHITEOUT_PREFIX = ".wh.";
-const OPAQUE_MARKER = ".wh..wh..opq";
-
-/** An entry's path as shown in a message: a path of thousands of characters is cut. */
-function shownEntry(entry: string): string {
-  return entry.length <= 200
-    ? JSON.stringify(entry)
-    : `${JSON.stringify(entry.slice(0, 100))}… (${entry.length} characters)`;
-}
-
-/** A layer entry that would write outside the layer: the message names the entry and why. */
-export class HostileLayerError extends TbuildError {
-  readonly entry: string;
-  readonly reason: string;
-
-  constructor(entry: string, reason: string, layer = "a layer") {
-    super(
-      "E_HOSTILE_LAYER",
-      `refused to unpack ${layer}: its entry ${shownEntry(entry)} ${reason}; nothing of the layer was unpacked`,
-    );
-    this.entry = entry;
-    this.reason = reason;
-  }
-}
-
-/** A layer that is broken rather than hostile (a file where a directory must be, a missing link target). */
-export class InvalidLayerError extends TbuildError {
-  readonly entry: string;
-  readonly reason: string;
-
-  constructor(entry: string, reason: string, layer = "a layer") {
-    super("E_INVALID_LAYER", `cannot unpack ${layer}: its entry ${shownEntry(entry)} ${reason}`);
-    this.entry = entry;
-    this.reason = reason;
-  }
-}
 
 export interface UnpackOptions {
   /** In a user namespace: device nodes cannot be created there, and are skipped with a warning. */
@@ -100,16 +73,6 @@ export interface UnpackOptions {
 interface DirTimes {
   atime: Date;
   mtime: Date;
-}
-
-/** Splits an entry's path into checked components; [] is the layer's root. */
-function entryComponents(raw: string): string[] {
-  if (raw.startsWith("/")) throw new HostileLayerError(raw, "has an absolute path");
-  if (raw.includes("\0")) throw new HostileLayerError(raw, "has a NUL byte in its path");
-  const parts = raw.split("/").filter((p) => p !== "" && p !== ".");
-  if (parts.includes(".."))
-    throw new HostileLayerError(raw, "has a '..' component, which would leave the layer");
-  return parts;
 }
 
 /** Chunks of a tar, whatever its compression: gzip and zstd are recognized by their magic bytes. */
@@ -372,8 +335,8 @@ class LayerUnpacker {
       this.xattrCount += entry.xattrs.size;
       this.xattrExample ||= `${[...entry.xattrs.keys()][0]} on ${entry.path}`;
     }
-    const base = parts.at(-1) ?? "";
-    if (base.startsWith(WHITEOUT_PREFIX)) return this.applyWhiteout(parts, entry);
+    const whiteout = whiteoutOf(parts.at(-1) ?? "", entry.path);
+    if (whiteout) return this.applyWhiteout(parts, whiteout, entry);
     const rel = parts.join("/");
     if (rel === "") {
       if (entry.type !== "Directory")
@@ -427,46 +390,30 @@ class LayerUnpacker {
     }
   }
 
-  private async applyWhiteout(parts: string[], entry: TarReadEntry): Promise<void> {
-    const base = parts.at(-1)!;
-    const dirParts = parts.slice(0, -1);
-    const dir = dirParts.join("/");
+  private async applyWhiteout(parts: string[], whiteout: Whiteout, entry: TarReadEntry): Promise<void> {
+    const dir = parts.slice(0, -1).join("/");
     await this.ensureParents(parts, entry.path);
-    if (base === OPAQUE_MARKER) {
+    if (whiteout.kind === "opaque") {
       this.opaque.add(dir);
       return;
     }
-    if (base.startsWith(`${WHITEOUT_PREFIX}${WHITEOUT_PREFIX}`)) {
+    if (whiteout.kind === "aufs") {
       this.options.warn?.(`skipped ${entry.path}: aufs metadata, which OCI layers do not use`);
       return;
     }
-    const name = base.slice(WHITEOUT_PREFIX.length);
-    if (name === "" || name === "." || name === "..") {
-      throw new HostileLayerError(entry.path, "is a whiteout of no file, or of a parent directory");
+    const rel = dir === "" ? whiteout.name : `${dir}/${whiteout.name}`;
+    // What this layer wrote at `rel` stays (it hides the layers below by itself); a directory
+    // it made hides theirs only as the whiteout asks: it becomes opaque.
+    if (this.present.has(rel)) {
+      if ((await lstatOrUndefined(this.abs(rel)))?.isDirectory()) this.opaque.add(rel);
+      return;
     }
-    const rel = dir === "" ? name : `${dir}/${name}`;
-    await this.clear(rel, false);
     this.whiteouts.add(rel);
   }
 
   private async applyHardLink(rel: string, entry: TarReadEntry): Promise<void> {
-    if (entry.linkpath.startsWith("/")) {
-      throw new HostileLayerError(
-        entry.path,
-        `is a hard link to ${JSON.stringify(entry.linkpath)}, outside the layer`,
-      );
-    }
-    let targetParts: string[];
-    try {
-      targetParts = entryComponents(entry.linkpath);
-    } catch {
-      throw new HostileLayerError(
-        entry.path,
-        `is a hard link to ${JSON.stringify(entry.linkpath)}, outside the layer`,
-      );
-    }
+    const targetParts = hardLinkTarget(entry.path, entry.linkpath);
     const targetRel = targetParts.join("/");
-    if (targetRel === "") throw new HostileLayerError(entry.path, "is a hard link to the layer's root");
     // The target's parents must be real directories of this layer too: a link through a planted
     // symbolic link would link a file from anywhere on the host into the layer.
     let prefix = "";

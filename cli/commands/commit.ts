@@ -1,10 +1,10 @@
 import { TbuildError, UsageError } from "../../errors/index.js";
+import { applyConfigChanges } from "../../frontend/lower/config-changes.js";
 import { defaultStoreRoot, openStore } from "../../oci/store/index.js";
 import { ContainerStore, currentState } from "../../runtime/containers.js";
 import { reexecInUserNamespace } from "../../worker/userns.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
 import { parseImageTag } from "../values.js";
-import { applyChanges } from "./import.js";
 
 export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise<number> {
   const [containerText, imageText, ...extra] = args.positionals;
@@ -13,7 +13,8 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   }
   const name = parseImageTag(imageText, "tbuild commit");
   // Checked before the re-exec, so mistakes are reported without entering a namespace.
-  const changes = applyChanges((args.values.change as string[] | undefined) ?? []);
+  const changes = (args.values.change as string[] | undefined) ?? [];
+  applyConfigChanges({}, changes);
   const epoch = sourceDateEpoch(ctx.env);
   const containers = new ContainerStore(defaultStoreRoot(ctx.env));
   const record = await containers.find(containerText);

@@ -2,30 +2,12 @@ import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
 import path from "node:path";
 import { TbuildError, UsageError } from "../../errors/index.js";
-import { parseInstruction } from "../../frontend/instructions/index.js";
-import type { CommandLine, Instruction } from "../../frontend/instructions/types.js";
-import { ShellLex } from "../../frontend/shell/index.js";
-import { parseDockerfile } from "../../frontend/syntax/index.js";
+import { applyConfigChanges } from "../../frontend/lower/config-changes.js";
 import { importRootfs, type RootfsSource } from "../../oci/archive/index.js";
 import { hostPlatform, parsePlatform } from "../../oci/platform.js";
-import type { ContainerConfig } from "../../oci/spec.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
 import { openCommandStore } from "../store.js";
 import { parseImageTag } from "../values.js";
-
-/** The instructions `docker import --change` accepts (docker's `validCommitCommands`). */
-const CHANGE_INSTRUCTIONS = new Set([
-  "cmd",
-  "entrypoint",
-  "env",
-  "expose",
-  "label",
-  "onbuild",
-  "stopsignal",
-  "user",
-  "volume",
-  "workdir",
-]);
 
 export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise<number> {
   const [sourceArg, refArg, ...extra] = args.positionals;
@@ -37,7 +19,7 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   const name = parseImageTag(refArg, "tbuild import");
   const platformText = args.values.platform as string | undefined;
   const platform = platformText ? parsePlatform(platformText) : hostPlatform();
-  const config = applyChanges((args.values.change as string[] | undefined) ?? []);
+  const config = applyConfigChanges({}, (args.values.change as string[] | undefined) ?? []);
   const created = creationTime(ctx.env);
   const source = await rootfsSource(sourceArg, ctx);
   const message = (args.values.message as string | undefined) ?? `Imported from ${sourceArg}`;
@@ -80,112 +62,4 @@ function creationTime(env: NodeJS.ProcessEnv): string {
   if (epoch === undefined || epoch === "") return new Date().toISOString().replace(/\.\d+Z$/, "Z");
   if (!/^\d+$/.test(epoch)) throw new UsageError(`SOURCE_DATE_EPOCH must be whole seconds, not "${epoch}"`);
   return new Date(Number(epoch) * 1000).toISOString().replace(/\.\d+Z$/, "Z");
-}
-
-/**
- * The container config `--change` instructions describe, applied in order to an empty one, as
- * `docker import` does: values expand `$VAR` from the ENV set so far; shell-form CMD and
- * ENTRYPOINT run under `/bin/sh -c`.
- */
-export function applyChanges(changes: string[]): ContainerConfig {
-  const config: ContainerConfig = {};
-  const env = new Map<string, string>();
-  const lexer = new ShellLex();
-  let cmdSet = false;
-  for (const change of changes) {
-    const ast = parseDockerfile(change, { file: "--change" });
-    for (const node of ast.instructions) {
-      if (!CHANGE_INSTRUCTIONS.has(node.name)) {
-        throw new UsageError(
-          `--change ${JSON.stringify(change)}: ${node.name.toUpperCase()} cannot be changed on import (use CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME or WORKDIR)`,
-        );
-      }
-      const instruction = parseInstruction(node, { file: "--change", lines: ast.lines, warn: () => {} });
-      cmdSet = applyChange(config, instruction, (word) => lexer.processWord(word, env), env, cmdSet);
-    }
-  }
-  return config;
-}
-
-function commandArgs(command: CommandLine): string[] {
-  return command.form === "exec" ? command.argv : ["/bin/sh", "-c", command.command];
-}
-
-/** Applies one instruction; returns whether CMD has been set (ENTRYPOINT clears an inherited one only). */
-function applyChange(
-  config: ContainerConfig,
-  ins: Instruction,
-  expand: (word: string) => string,
-  env: Map<string, string>,
-  cmdSet: boolean,
-): boolean {
-  switch (ins.kind) {
-    case "cmd":
-      config.Cmd = commandArgs(ins.command);
-      return true;
-    case "entrypoint":
-      config.Entrypoint = commandArgs(ins.command);
-      if (!cmdSet) config.Cmd = null;
-      return cmdSet;
-    case "env":
-      for (const kv of ins.vars) {
-        const key = expand(kv.key);
-        const value = expand(kv.value);
-        env.set(key, value);
-        config.Env = [...(config.Env ?? []).filter((e) => !e.startsWith(`${key}=`)), `${key}=${value}`];
-      }
-      return cmdSet;
-    case "label":
-      config.Labels ??= {};
-      for (const kv of ins.labels) config.Labels[expand(kv.key)] = expand(kv.value);
-      return cmdSet;
-    case "expose":
-      config.ExposedPorts ??= {};
-      for (const port of ins.ports.map(expand)) {
-        for (const key of portKeys(port)) config.ExposedPorts[key] = {};
-      }
-      return cmdSet;
-    case "volume":
-      config.Volumes ??= {};
-      for (const volume of ins.volumes.map(expand)) {
-        if (volume === "") throw new UsageError("--change VOLUME: a volume cannot be an empty string");
-        config.Volumes[volume] = {};
-      }
-      return cmdSet;
-    case "user":
-      config.User = expand(ins.user);
-      return cmdSet;
-    case "workdir": {
-      const dir = expand(ins.path);
-      config.WorkingDir = path.posix.resolve(config.WorkingDir ?? "/", dir);
-      return cmdSet;
-    }
-    case "stopsignal": {
-      const signal = expand(ins.signal);
-      if (!/^(?:\d+|(?:SIG)?[A-Z][A-Z0-9+-]*)$/i.test(signal)) {
-        throw new UsageError(`--change STOPSIGNAL: invalid signal "${signal}"`);
-      }
-      config.StopSignal = signal;
-      return cmdSet;
-    }
-    case "onbuild":
-      config.OnBuild = [...(config.OnBuild ?? []), ins.expression];
-      return cmdSet;
-    default:
-      throw new UsageError(`--change: ${ins.kind.toUpperCase()} cannot be changed on import`);
-  }
-}
-
-/** `80`, `53/udp`, `8000-8001/tcp` → `80/tcp`, `53/udp`, `8000/tcp`, `8001/tcp`. */
-function portKeys(spec: string): string[] {
-  const match = /^(\d+)(?:-(\d+))?(?:\/(tcp|udp|sctp))?$/i.exec(spec);
-  if (match === null)
-    throw new UsageError(`--change EXPOSE: invalid port "${spec}" (e.g. 80, 53/udp, 8000-8010/tcp)`);
-  const first = Number(match[1]);
-  const last = match[2] === undefined ? first : Number(match[2]);
-  if (last > 65535 || last < first) throw new UsageError(`--change EXPOSE: invalid port range "${spec}"`);
-  const protocol = (match[3] ?? "tcp").toLowerCase();
-  const keys: string[] = [];
-  for (let port = first; port <= last; port++) keys.push(`${port}/${protocol}`);
-  return keys;
 }

@@ -4,6 +4,7 @@
  * expansion; `checkMountBeforeExpansion` does the checks BuildKit makes when it first reads the
  * Dockerfile, before any ARG is known.
  */
+import { cleanPath } from "../../oci/clean-path.js";
 import { DockerfileError } from "../errors.js";
 import type { Position } from "../syntax/ast.js";
 import { withSuggestion } from "./suggest.js";
@@ -359,25 +360,6 @@ function parseRamSize(text: string): number | undefined {
   const rest = suffix.slice(1);
   if (rest !== "" && rest !== "b" && rest !== "ib") return undefined;
   return Math.trunc(size * multiplier);
-}
-
-/** Go's `path.Clean`. */
-export function cleanPath(path: string): string {
-  if (path === "") return ".";
-  const rooted = path.startsWith("/");
-  const parts: string[] = [];
-  for (const part of path.split("/")) {
-    if (part === "" || part === ".") continue;
-    if (part === "..") {
-      if (parts.length > 0 && parts[parts.length - 1] !== "..") parts.pop();
-      else if (!rooted) parts.push("..");
-      continue;
-    }
-    parts.push(part);
-  }
-  const joined = parts.join("/");
-  if (rooted) return `/${joined}`;
-  return joined === "" ? "." : joined;
 }
 
 /** Go's `path.Base`. */

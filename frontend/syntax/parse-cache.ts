@@ -8,9 +8,11 @@
  * (scripts/bundle.mjs) names it by a hash of the parser's modules and chevrotain's version. Run
  * from tsc's output, where nothing names it, tbuild parses every time.
  */
-import { createHash, randomBytes } from "node:crypto";
-import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+
+import { createHash } from "node:crypto";
+import { mkdir, readdir, readFile, rm } from "node:fs/promises";
 import path from "node:path";
+import { writeFileAtomic } from "../../oci/atomic-file.js";
 import type { DockerfileAst } from "./ast.js";
 
 /** Replaced by the bundle with its parser's identity. */
@@ -44,16 +46,14 @@ export async function parseDockerfileCached(
 
 /** Best effort: a store that cannot be written still builds. */
 async function remember(dir: string, file: string, text: string): Promise<void> {
-  const temp = `${file}.${process.pid}-${randomBytes(4).toString("hex")}.tmp`;
   try {
     await mkdir(dir, { recursive: true });
     if ((await readdir(dir)).length >= MAX_TREES) {
       await rm(dir, { recursive: true, force: true });
       await mkdir(dir, { recursive: true });
     }
-    await writeFile(temp, text);
-    await rename(temp, file);
+    await writeFileAtomic(file, text);
   } catch {
-    await rm(temp, { force: true }).catch(() => {});
+    // Not remembered: the next build parses again.
   }
 }

@@ -10,6 +10,7 @@ import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import { Parser, type ReadEntry } from "tar";
 import { TbuildError } from "../../errors/index.js";
+import { cleanRelativePath } from "../clean-path.js";
 import { type Image, type ImageIndex, InvalidImageError, readImageOrIndex } from "../image.js";
 import { DigestingStream, decompressor, LayerContentError, verifyLayer } from "../layer.js";
 import { formatReference, parseReference } from "../reference.js";
@@ -58,11 +59,6 @@ function isMetadata(name: string): boolean {
   );
 }
 
-function cleanPath(p: string): string {
-  const normalized = path.posix.normalize(p.replace(/^\.?\/+/, ""));
-  return normalized.replace(/\/+$/, "").replace(/^\.$/, "");
-}
-
 async function collect(entry: AsyncIterable<Buffer>): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const chunk of entry) chunks.push(chunk);
@@ -104,9 +100,9 @@ async function readArchive(
   let sawEntry = false;
 
   async function handle(entry: ReadEntry): Promise<void> {
-    const name = cleanPath(entry.path);
+    const name = cleanRelativePath(entry.path);
     if (entry.type === "SymbolicLink" && entry.linkpath !== undefined) {
-      contents.links.set(name, cleanPath(path.posix.join(path.posix.dirname(name), entry.linkpath)));
+      contents.links.set(name, cleanRelativePath(path.posix.join(path.posix.dirname(name), entry.linkpath)));
       entry.resume();
       return;
     }
@@ -271,7 +267,7 @@ async function imagesOf(index: ImageIndex): Promise<Image[]> {
 }
 
 function resolveLink(contents: ArchiveContents, name: string): string {
-  let current = cleanPath(name);
+  let current = cleanRelativePath(name);
   for (let hops = 0; hops < 16 && contents.links.has(current); hops++) current = contents.links.get(current)!;
   return current;
 }

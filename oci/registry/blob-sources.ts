@@ -5,8 +5,10 @@
  * upload, never correctness, so writes are atomic (temp + rename) but not locked, and each write
  * merges into what is on disk at that moment.
  */
-import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+
+import { readFile } from "node:fs/promises";
 import path from "node:path";
+import { writeFileAtomic } from "../atomic-file.js";
 
 interface BlobSourcesFile {
   version: 1;
@@ -39,15 +41,7 @@ export class BlobSources {
       const rest = (data.sources[digest] ?? []).filter((l) => l !== location);
       data.sources[digest] = [location, ...rest].slice(0, MAX_LOCATIONS);
     }
-    await mkdir(path.dirname(this.file), { recursive: true });
-    const temp = `${this.file}.${process.pid}.${Date.now()}.tmp`;
-    try {
-      await writeFile(temp, JSON.stringify(data));
-      await rename(temp, this.file);
-    } catch (err) {
-      await rm(temp, { force: true });
-      throw err;
-    }
+    await writeFileAtomic(this.file, JSON.stringify(data), { makeDirectory: true });
   }
 
   /** Forgets that a repository holds a digest (a mount it refused). */
@@ -57,9 +51,7 @@ export class BlobSources {
     const known = data.sources[digest];
     if (!known?.includes(location)) return;
     data.sources[digest] = known.filter((l) => l !== location);
-    const temp = `${this.file}.${process.pid}.${Date.now()}.tmp`;
-    await writeFile(temp, JSON.stringify(data));
-    await rename(temp, this.file);
+    await writeFileAtomic(this.file, JSON.stringify(data));
   }
 
   private async read(): Promise<BlobSourcesFile> {

@@ -4,10 +4,12 @@
  * `identitytoken`), `credsStore` (one helper for every registry) and `credHelpers` (a helper per
  * registry), the helpers being `docker-credential-<name>` programs speaking JSON on stdin/stdout.
  */
+
 import { spawn } from "node:child_process";
-import { mkdir, readFile, realpath, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, realpath } from "node:fs/promises";
 import { homedir } from "node:os";
 import path from "node:path";
+import { writeFileAtomic } from "../atomic-file.js";
 import { CredentialsError } from "./errors.js";
 import { DOCKER_HUB } from "./hosts.js";
 
@@ -85,12 +87,9 @@ async function writeConfig(file: string, config: DockerConfigFile): Promise<void
     // A new file: written where asked.
   }
   await mkdir(path.dirname(target), { recursive: true, mode: 0o700 });
-  const temp = `${target}.${process.pid}.${Date.now()}.tmp`;
   try {
-    await writeFile(temp, `${JSON.stringify(config, null, "\t")}\n`, { mode: 0o600 });
-    await rename(temp, target);
+    await writeFileAtomic(target, `${JSON.stringify(config, null, "\t")}\n`, { mode: 0o600 });
   } catch (err) {
-    await rm(temp, { force: true });
     throw new CredentialsError(`cannot write ${target}: ${(err as NodeJS.ErrnoException).code ?? err}`, {
       cause: err,
     });

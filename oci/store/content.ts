@@ -19,6 +19,7 @@ import path from "node:path";
 import { Readable, Transform, type TransformCallback } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { TbuildError } from "../../errors/index.js";
+import { syncPath } from "../atomic-file.js";
 import { processRunning } from "./process-liveness.js";
 
 /** The digest algorithms of the image spec, with the length of their hex encoding. */
@@ -433,16 +434,6 @@ export class ContentStore {
   private async commit(temp: string, digest: string): Promise<void> {
     const target = this.blobPath(digest);
     await rename(temp, target);
-    await syncDirectory(path.dirname(target));
-  }
-}
-
-/** Makes a rename durable: the directory entry itself reaches the disk. */
-export async function syncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, "r");
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
+    await syncPath(path.dirname(target));
   }
 }

@@ -9,10 +9,11 @@
  * any point leaves either the old or the new index.
  */
 import { randomBytes } from "node:crypto";
-import { lstat, mkdir, open, readFile, rename, rm, unlink, writeFile } from "node:fs/promises";
+import { lstat, readFile, rename, rm } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { TbuildError } from "../../errors/index.js";
+import { writeFileAtomic } from "../atomic-file.js";
 import { formatReference, type ImageReference, parseReference, repositoryName } from "../reference.js";
 import {
   ANNOTATION_REF_NAME,
@@ -23,7 +24,7 @@ import {
   type Manifest,
   MediaType,
 } from "../spec.js";
-import { type ContentStore, DiskFullError, parseDigest, syncDirectory } from "./content.js";
+import { type ContentStore, DiskFullError, parseDigest } from "./content.js";
 import { ownStart, processAlive } from "./process-liveness.js";
 
 export interface ImageRecord {
@@ -284,12 +285,7 @@ export class ImageStore {
   }
 
   private async writeIndex(index: Index): Promise<void> {
-    await writeFileAtomic(
-      this.indexPath,
-      `${JSON.stringify(index, null, 2)}\n`,
-      this.content.ingestDir,
-      this.root,
-    );
+    await writeStoreFile(this.indexPath, `${JSON.stringify(index, null, 2)}\n`, this.content.ingestDir);
   }
 
   /**
@@ -361,9 +357,10 @@ export class ImageStore {
    */
   private async writeLockOwner(): Promise<void> {
     const lock = await lstat(`${this.indexPath}.lock`, { bigint: true });
-    const temp = `${this.lockOwnerPath}.${process.pid}.tmp`;
-    await writeFile(temp, `${process.pid} ${ownStart()} ${lock.ino} ${lock.birthtimeNs}\n`);
-    await rename(temp, this.lockOwnerPath);
+    await writeFileAtomic(
+      this.lockOwnerPath,
+      `${process.pid} ${ownStart()} ${lock.ino} ${lock.birthtimeNs}\n`,
+    );
   }
 
   /**
@@ -401,26 +398,15 @@ export class ImageStore {
 }
 
 /**
- * Writes a whole file or nothing: a temp file (in `tempDir`, on the same file system) is written,
- * flushed and renamed over `file`, then the directory is flushed so the rename itself is durable.
+ * A store file written whole or not at all, durably (writeFileAtomic), its temp file in the
+ * store's ingest directory; a full disk is DiskFullError.
  */
-export async function writeFileAtomic(file: string, data: string | Uint8Array, tempDir: string, dir: string) {
-  await mkdir(tempDir, { recursive: true });
-  const temp = path.join(tempDir, `${process.pid}-${randomBytes(8).toString("hex")}`);
+export async function writeStoreFile(file: string, data: string | Uint8Array, ingestDir: string) {
   try {
-    const handle = await open(temp, "wx");
-    try {
-      await handle.writeFile(data);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(temp, file);
-    await syncDirectory(dir);
+    await writeFileAtomic(file, data, { tempDir: ingestDir, durable: true, makeDirectory: true });
   } catch (err) {
-    await unlink(temp).catch(() => {});
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === "ENOSPC" || code === "EDQUOT") throw new DiskFullError(dir, err);
+    if (code === "ENOSPC" || code === "EDQUOT") throw new DiskFullError(path.dirname(file), err);
     throw err;
   }
 }

@@ -158,6 +158,31 @@ describe("tbuild build", () => {
     expect(runImage("proxy:1", "cat", "/proxy").stdout).toBe("http://one:3128 http://one:3128\n");
   });
 
+  it("proxy build args of each name, in either case, reach RUN but not the cache key, the history or the config", () => {
+    const names = ["HTTP_PROXY", "https_proxy", "NO_PROXY", "ftp_proxy", "ALL_PROXY"];
+    const dir = context({
+      Dockerfile:
+        'FROM busybox\nRUN echo "seen: $http_proxy $HTTPS_PROXY $no_proxy $FTP_PROXY $all_proxy"\nRUN echo done > /done\n',
+    });
+    const proxies = (value: string) =>
+      names.flatMap((name) => ["--build-arg", `${name}=${value}-${name.toLowerCase()}`]);
+    const first = build(["-t", "proxies:1", ...proxies("first"), dir]);
+    expect(first.status, first.stderr).toBe(0);
+    // Each is set in both cases, whichever case it was given in (BuildKit's ProxyEnv).
+    expect(first.stderr).toContain(
+      "seen: first-http_proxy first-https_proxy first-no_proxy first-ftp_proxy first-all_proxy",
+    );
+    const second = build(["-t", "proxies:1", ...proxies("second"), dir]);
+    expect(second.status, second.stderr).toBe(0);
+    expect(second.stderr.match(/^#\d+ CACHED$/gm)).toHaveLength(3);
+    expect(second.stderr).toContain("0 step(s) ran");
+    const inspected = tbuild(["inspect", "proxies:1"], { env: { TBUILD_ROOT: storeRoot } });
+    expect(inspected.status, inspected.stderr).toBe(0);
+    const { config } = JSON.parse(inspected.stdout) as { config: { history: unknown[]; config: unknown } };
+    expect(config.history.length).toBeGreaterThan(0);
+    expect(JSON.stringify(config)).not.toMatch(/first-|second-|_proxy=/i);
+  });
+
   it("a cache mount keeps its contents across builds, even with --no-cache", () => {
     const dir = context({
       Dockerfile:

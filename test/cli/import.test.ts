@@ -181,6 +181,8 @@ describe("tbuild import", () => {
       Env: ["A=1", "B=two", "C=1-x"],
       Entrypoint: ["/bin/sh", "-c"],
       Cmd: ["/bin/sh", "-c", "echo hi"],
+      // As BuildKit marks a CMD (Docker's own import leaves it out; Linux ignores it).
+      ArgsEscaped: true,
       ExposedPorts: { "80/tcp": {}, "53/udp": {} },
       Labels: { "org.example.k": "v w" },
       User: "nobody",
@@ -191,6 +193,64 @@ describe("tbuild import", () => {
     });
     expect(config.history?.[0]?.comment).toBe("from a test");
     expect(schemaErrors("config", config)).toEqual([]);
+  });
+
+  it("gives the config a Dockerfile gives, for the same instructions", () => {
+    const root = tempDir("change-parity");
+    const instructions = [
+      "ENV A=1 B=two",
+      "ENV C=${A}-x",
+      "EXPOSE 8000-8001/udp 80 53/UDP",
+      "STOPSIGNAL SIGRTMIN+3",
+      "WORKDIR /srv",
+      "WORKDIR data",
+      "USER nobody",
+      "VOLUME /data",
+      'LABEL org.example.k="v w"',
+      'ENTRYPOINT ["/bin/sh", "-c"]',
+      "CMD echo hi",
+      "HEALTHCHECK --interval=5s CMD true",
+      "ONBUILD RUN echo child",
+    ];
+    const changes = (list: string[]) => list.flatMap((i) => ["-c", i]);
+    // The base carries a PATH, so that the build's default PATH (BuildKit's) adds nothing.
+    const withPath = "ENV PATH=/usr/bin:/bin";
+    for (const args of [
+      ["import", rootfs, "base:1", ...changes([withPath])],
+      ["import", rootfs, "imported:1", ...changes([withPath, ...instructions])],
+    ]) {
+      const result = tbuild(args, { env: env(root) });
+      expect(result.stderr).toBe("");
+      expect(result.status).toBe(0);
+    }
+    const context = tempDir("change-parity-context");
+    writeFileSync(path.join(context, "Dockerfile"), ["FROM base:1", ...instructions, ""].join("\n"));
+    const built = tbuild(["build", "--progress=quiet", "-t", "built:1", context], { env: env(root) });
+    expect(built.stderr).toBe("");
+    expect(built.status).toBe(0);
+    const imported = imageIn(root, "docker.io/library/imported:1").config.config;
+    const fromDockerfile = imageIn(root, "docker.io/library/built:1").config.config;
+    expect(imported).toEqual(fromDockerfile);
+    // What both must hold, whatever either does: the ports as Docker parses them, the signal as written.
+    expect(Object.keys(imported.ExposedPorts ?? {}).sort()).toEqual([
+      "53/udp",
+      "80/tcp",
+      "8000/udp",
+      "8001/udp",
+    ]);
+    expect(imported.StopSignal).toBe("SIGRTMIN+3");
+    expect(imported.WorkingDir).toBe("/srv/data");
+
+    // And they refuse the same things: a signal no system has, a port past 65535.
+    for (const bad of ["STOPSIGNAL SIGNOPE", "EXPOSE 70000"]) {
+      const importing = tbuild(["import", rootfs, "bad:1", "-c", bad], { env: env(root) });
+      expect(importing.status, bad).toBe(2);
+      writeFileSync(path.join(context, "Dockerfile"), `FROM base:1\n${bad}\n`);
+      const building = tbuild(["build", "--progress=quiet", context], { env: env(root) });
+      expect(building.status, bad).toBe(1);
+      const reason = /invalid (signal|port)[^\n]*/;
+      expect(importing.stderr.match(reason)?.[0]).toBe(building.stderr.match(reason)?.[0]);
+    }
   });
 
   it("says what is wrong with bad input, and stores nothing", () => {

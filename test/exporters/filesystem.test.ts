@@ -302,6 +302,21 @@ describe("the final filesystem", () => {
       );
     });
 
+    it("refuses the entries unpacking refuses: a path that climbs out, a hard link out of the layer", async () => {
+      for (const entries of [
+        [{ path: "../escaped", type: "File", content: "x" }],
+        [
+          { path: "f", type: "File", content: "x" },
+          { path: "link", type: "Link", linkpath: "../f" },
+        ],
+      ] as FixtureEntry[][]) {
+        const layers = await stack(entries);
+        await expect(flatten(layers)).rejects.toThrow(
+          new RegExp(`refused to unpack layer 1 \\(${layers[0]!.descriptor.digest}\\)`),
+        );
+      }
+    });
+
     it("a file where a layer writes below it is an error", async () => {
       const layers = await stack(
         [{ path: "f", type: "File", content: "" }],

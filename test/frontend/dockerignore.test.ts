@@ -2,13 +2,8 @@ import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import {
-  type ContextMatcher,
-  createContextMatcher,
-  DockerignoreError,
-  parseDockerignore,
-  readDockerignore,
-} from "../../frontend/dockerignore.js";
+import { DockerignoreError, parseDockerignore, readDockerignore } from "../../frontend/dockerignore.js";
+import { type ContextMatcher, createContextMatcher } from "../../worker/ops/pattern-matcher.js";
 
 let root: string;
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { applyConfigChanges } from "../../runtime/commit.js";
+import { applyConfigChanges } from "../../frontend/lower/config-changes.js";
 import {
   containerConfig,
   NoCommandError,
@@ -121,16 +121,21 @@ describe("-v", () => {
 });
 
 describe("commit --change over the container's config", () => {
-  it("replaces CMD, merges ENV and LABEL, and clears CMD with a lone ENTRYPOINT", () => {
+  it("replaces CMD, replaces ENV entries in place, adds LABELs, and clears CMD with a lone ENTRYPOINT", () => {
     const base = { Cmd: ["sh"], Env: ["A=1", "B=2"], Labels: { a: "1" } };
-    expect(applyConfigChanges(base, { Cmd: ["echo"], Env: ["B=3", "C=4"], Labels: { b: "2" } })).toEqual({
+    expect(applyConfigChanges(base, ['CMD ["echo"]', "ENV B=3 C=4", "LABEL b=2"])).toEqual({
       Cmd: ["echo"],
+      ArgsEscaped: true,
       Env: ["A=1", "B=3", "C=4"],
       Labels: { a: "1", b: "2" },
     });
-    expect(applyConfigChanges(base, { Entrypoint: ["/e"], Cmd: null })).toMatchObject({
+    expect(applyConfigChanges(base, ['ENTRYPOINT ["/e"]'])).toMatchObject({
       Entrypoint: ["/e"],
       Cmd: null,
     });
+  });
+
+  it("expands values from the container's own Env", () => {
+    expect(applyConfigChanges({ Env: ["HOME=/root"] }, ["WORKDIR $HOME/app"]).WorkingDir).toBe("/root/app");
   });
 });

@@ -128,6 +128,19 @@ describe("unpackLayer", () => {
     expect(await exists(path.join(target, "etc/.wh.gone"))).toBe(false);
   });
 
+  it("a whiteout hides the layers below only: what the same layer wrote at that path stays", async () => {
+    const target = await unpack([
+      file("kept", "same layer\n"),
+      file(".wh.kept", ""),
+      dir("d"),
+      file("d/mine", "mine\n"),
+      file(".wh.d", ""),
+    ]);
+    expect(await readFile(path.join(target, "kept"), "utf8")).toBe("same layer\n");
+    // The directory stays with what this layer put in it, and hides whatever lower layers had there.
+    expect(await readFile(path.join(target, "d/mine"), "utf8")).toBe("mine\n");
+  });
+
   it("creates device nodes as root, and skips them with a warning in a user namespace", async () => {
     const specs: Spec[] = [
       dir("dev"),

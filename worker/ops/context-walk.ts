@@ -10,11 +10,11 @@ import { createReadStream, lstatSync, readdirSync, readFileSync } from "node:fs"
 import { lstat, readlink, stat } from "node:fs/promises";
 import path from "node:path";
 import { TbuildError } from "../../errors/index.js";
-import { createContextMatcher } from "../../frontend/dockerignore.js";
 import { byBytes } from "../../oci/archive/byte-order.js";
 import { TAR_END, TarChunker, type TarEntry, tarEntry } from "../../oci/archive/tar.js";
 import { childPath } from "../child-path.js";
 import { globInRoot, hasGlob, PathSelector, pathComponents } from "./glob.js";
+import { createContextMatcher } from "./pattern-matcher.js";
 
 export interface ContextEntry {
   /** Relative to the source root, `/`-separated, no trailing slash. */

@@ -25,7 +25,6 @@ import {
 import { chmod, lchown, lstat, mkdir, stat } from "node:fs/promises";
 import path from "node:path";
 import { TbuildError } from "../../errors/index.js";
-import { type ContextMatcher, createContextMatcher } from "../../frontend/dockerignore.js";
 import { byBytes } from "../../oci/archive/byte-order.js";
 import type { FileAction } from "../../solver/graph.js";
 import { childPath } from "../child-path.js";
@@ -36,6 +35,7 @@ import { extractArchive, isTarArchive } from "./extract.js";
 import { globInRoot, hasGlob, pathComponents } from "./glob.js";
 import { createdDirectoryMode, type ModeChange } from "./mode.js";
 import type { Owner } from "./owner.js";
+import { type ContextMatcher, createContextMatcher } from "./pattern-matcher.js";
 
 export type CopyAction = Extract<FileAction, { action: "copy" }>;
 

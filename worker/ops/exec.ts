@@ -3,6 +3,7 @@
  * mounts (other inputs bound in, cache directories that outlive builds, tmpfs, secrets, the ssh
  * agent); what it changed in the root becomes one new layer.
  */
+
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { chmod, chown, cp, mkdir, readFile, rename, rm, stat, statfs, writeFile } from "node:fs/promises";
@@ -12,6 +13,7 @@ import { Writable } from "node:stream";
 import lockfile from "proper-lockfile";
 import { TbuildError } from "../../errors/index.js";
 import { FREE_STORE_SPACE } from "../../errors/system.js";
+import { writeFileAtomic } from "../../oci/atomic-file.js";
 import { writeLayer } from "../../oci/layer.js";
 import { digestOf } from "../../solver/digest.js";
 import type { ExecMount, ExecOp } from "../../solver/graph.js";
@@ -380,10 +382,7 @@ async function cacheGeneration(dir: string, fresh: boolean): Promise<string> {
     return "data";
   }
   const generation = `data-${randomBytes(6).toString("hex")}`;
-  await mkdir(dir, { recursive: true });
-  const written = `${current}.${randomBytes(4).toString("hex")}`;
-  await writeFile(written, `${generation}\n`);
-  await rename(written, current);
+  await writeFileAtomic(current, `${generation}\n`, { makeDirectory: true });
   return generation;
 }
 

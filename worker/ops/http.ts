@@ -9,9 +9,10 @@
  * state directory (so the step that uses it does not download again), and across builds in the
  * store, by URL and ETag, so that an unchanged resource is answered by a 304 without its body.
  */
+
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, stat } from "node:fs/promises";
 import http from "node:http";
 import https from "node:https";
 import path from "node:path";
@@ -19,6 +20,7 @@ import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { TbuildError } from "../../errors/index.js";
 import { TAR_END, tarEntry } from "../../oci/archive/tar.js";
+import { writeFileAtomic } from "../../oci/atomic-file.js";
 import { writeLayer } from "../../oci/layer.js";
 import type { Descriptor } from "../../oci/spec.js";
 import type { HttpOp } from "../../solver/graph.js";
@@ -85,15 +87,8 @@ async function readRecord(file: string): Promise<Downloaded | undefined> {
 }
 
 async function writeRecord(file: string, record: Downloaded): Promise<void> {
-  const temp = `${file}.${process.pid}-${randomBytes(4).toString("hex")}.tmp`;
-  try {
-    await mkdir(path.dirname(file), { recursive: true });
-    await writeFile(temp, JSON.stringify(record));
-    await rename(temp, file);
-  } catch {
-    // A record only saves a download; a read-only store still builds.
-    await rm(temp, { force: true }).catch(() => {});
-  }
+  // A record only saves a download; a read-only store still builds.
+  await writeFileAtomic(file, JSON.stringify(record), { makeDirectory: true }).catch(() => {});
 }
 
 async function download(op: HttpOp, ctx: OpContext): Promise<Downloaded> {

@@ -10,13 +10,15 @@
  *
  * Its result is one layer holding the selected files, mtimes kept as BuildKit keeps them.
  */
-import { createHash, randomBytes } from "node:crypto";
+
+import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdir, readFile, realpath, rename, rm, stat, writeFile } from "node:fs/promises";
+import { readFile, realpath, stat } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { TbuildError } from "../../errors/index.js";
+import { writeFileAtomic } from "../../oci/atomic-file.js";
 import { writeLayer } from "../../oci/layer.js";
 import type { LocalOp } from "../../solver/graph.js";
 import type { FsResult } from "../../solver/worker.js";
@@ -347,14 +349,7 @@ async function writeHashCache(file: string, data: HashCacheFile): Promise<void> 
 }
 
 async function writeAtomically(file: string, text: string): Promise<void> {
-  const temp = `${file}.${process.pid}-${randomBytes(4).toString("hex")}.tmp`;
-  try {
-    await mkdir(path.dirname(file), { recursive: true });
-    await writeFile(temp, text);
-    await rename(temp, file);
-  } catch {
-    // The hash cache only saves reading files again, a manifest only serves --explain: a store
-    // on a read-only mount still builds.
-    await rm(temp, { force: true }).catch(() => {});
-  }
+  // The hash cache only saves reading files again, a manifest only serves --explain: a store
+  // on a read-only mount still builds.
+  await writeFileAtomic(file, text, { makeDirectory: true }).catch(() => {});
 }

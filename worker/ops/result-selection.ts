@@ -19,7 +19,6 @@ import { createHash } from "node:crypto";
 import type { BigIntStats } from "node:fs";
 import { createReadStream, readFileSync, readlinkSync } from "node:fs";
 import { pipeline } from "node:stream/promises";
-import { createContextMatcher } from "../../frontend/dockerignore.js";
 import { byBytes } from "../../oci/archive/byte-order.js";
 import type { Vertex } from "../../solver/graph.js";
 import type { FsResult } from "../../solver/worker.js";
@@ -28,6 +27,7 @@ import { isWhiteout, type LowerEntry, LowerView } from "../snapshot/index.js";
 import type { OpContext } from "./context.js";
 import { compileComponentGlob, hasGlob, pathComponents } from "./glob.js";
 import { prepareLayers } from "./layers.js";
+import { createContextMatcher } from "./pattern-matcher.js";
 import { type SourceRead, sourceReads } from "./selection.js";
 
 /** Changing what the checksum covers changes this, so old keys never match new ones. */

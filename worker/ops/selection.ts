@@ -15,13 +15,14 @@
  */
 import { createHash } from "node:crypto";
 import path from "node:path";
-import { createContextMatcher } from "../../frontend/dockerignore.js";
+import { cleanAbsolutePath } from "../../oci/clean-path.js";
 import type { Vertex } from "../../solver/graph.js";
 import { resolveInTree } from "../root-path.js";
 import type { OpContext } from "./context.js";
 import type { ContextEntry } from "./context-walk.js";
 import { compileComponentGlob, hasGlob, pathComponents } from "./glob.js";
 import { type ContextManifest, entryRecords, localSelection, writeContextManifest } from "./local.js";
+import { createContextMatcher } from "./pattern-matcher.js";
 
 /** Changing what a selection's checksum covers changes this, so old keys never match new ones. */
 const SELECTION_VERSION = "tbuild-selection-v2";
@@ -144,7 +145,7 @@ export function sourceReads(vertex: Vertex, index: number): SourceRead[] | undef
     for (const action of op.actions) {
       if (action.action !== "copy" || action.input !== index) continue;
       reads.push({
-        src: cleanPath(action.src),
+        src: cleanAbsolutePath(action.src),
         includePatterns: action.includePatterns,
         excludePatterns: action.excludePatterns,
         by: { kind: "copy", allowWildcard: action.allowWildcard, followSymlinks: action.followSymlinks },
@@ -156,7 +157,7 @@ export function sourceReads(vertex: Vertex, index: number): SourceRead[] | undef
       // The root (or any mount whose changes are the output) is built on, not read.
       if (at === 0 || mount.output || (mount.type !== "bind" && mount.type !== "cache")) return undefined;
       reads.push({
-        src: cleanPath(mount.selector ?? "/"),
+        src: cleanAbsolutePath(mount.selector ?? "/"),
         includePatterns: [],
         excludePatterns: [],
         by: { kind: "mount" },
@@ -166,10 +167,4 @@ export function sourceReads(vertex: Vertex, index: number): SourceRead[] | undef
     return undefined;
   }
   return reads.length > 0 ? reads : undefined;
-}
-
-/** `/`-rooted, no trailing slash. */
-function cleanPath(p: string): string {
-  const clean = path.posix.join("/", p);
-  return clean.length > 1 ? clean.replace(/\/+$/, "") : clean;
 }

@@ -17,6 +17,7 @@
  * Anything the tar holds that this cannot reproduce exactly (a hard link, a FIFO) abandons the
  * snapshot: the layer is then unpacked from its tar when a step needs it, as any layer is.
  */
+
 import { createHash, randomBytes } from "node:crypto";
 import {
   chmodSync,
@@ -32,8 +33,9 @@ import {
   writeFileSync,
   writeSync,
 } from "node:fs";
-import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rename, rm } from "node:fs/promises";
 import path from "node:path";
+import { writeFileAtomic } from "../../oci/atomic-file.js";
 import type { ContentStore } from "../../oci/store/content.js";
 import { childPath } from "../child-path.js";
 import type { Snapshotter } from "../snapshot/index.js";
@@ -232,10 +234,11 @@ export class SourceSnapshot implements TreeSink {
         if (code !== "ENOTEMPTY" && code !== "EEXIST") throw err;
         await this.discard();
       }
-      await mkdir(path.dirname(this.record), { recursive: true });
-      const temp = `${this.record}.${process.pid}.tmp`;
-      await writeFile(temp, JSON.stringify({ layer: diffId, files: this.files } satisfies SourceRecord));
-      await rename(temp, this.record);
+      await writeFileAtomic(
+        this.record,
+        JSON.stringify({ layer: diffId, files: this.files } satisfies SourceRecord),
+        { makeDirectory: true },
+      );
       return true;
     } catch (err) {
       await this.discard();

@@ -7,6 +7,8 @@
  * shaped as runc needs it there: no cgroups, and the host's /sys bound read-only when the host's
  * network is shared.
  */
+
+export { DEFAULT_PATH } from "../../oci/spec.js";
 export { removeAbandonedRuns } from "./abandoned.js";
 export { SandboxError } from "./errors.js";
 export { findRunc, type HostFacts, parseHardLimits, probeHost, type RlimitName } from "./host.js";
@@ -14,7 +16,6 @@ export { runInSandbox, type SandboxProcess, type SandboxResult, type SandboxRunO
 export { convertSeccompProfile, type DockerSeccompProfile, dockerDefaultSeccompProfile } from "./seccomp.js";
 export {
   buildRuntimeSpec,
-  DEFAULT_PATH,
   DOCKER_DEFAULT_CAPABILITIES,
   DOCKER_MASKED_PATHS,
   DOCKER_READONLY_PATHS,

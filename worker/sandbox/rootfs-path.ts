@@ -10,13 +10,8 @@
 import { readlinkSync } from "node:fs";
 import { chown, lstat, mkdir, readdir, rm, utimes } from "node:fs/promises";
 import path from "node:path";
-import { directoryTree, type PathTree, resolveInTree, rootPath } from "../root-path.js";
+import { directoryTree, isMissing, type PathTree, resolveInTree, rootPath } from "../root-path.js";
 import { LowerView } from "../snapshot/lower-view.js";
-
-function isMissing(err: unknown): boolean {
-  const code = (err as NodeJS.ErrnoException).code;
-  return code === "ENOENT" || code === "ENOTDIR";
-}
 
 /** What the lookups before a run need of the entries of a root filesystem. */
 interface TreeEntry {

@@ -5,7 +5,7 @@
  * namespace. A pure function of its inputs, so `tbuild debug` and the tests can print it.
  */
 import path from "node:path";
-import type { RuntimeMount, RuntimeSpec } from "../../oci/spec.js";
+import { DEFAULT_PATH, type RuntimeMount, type RuntimeSpec } from "../../oci/spec.js";
 import { SandboxError } from "./errors.js";
 import { checkExtraHost, type HostFacts, type RlimitName } from "./host.js";
 import { convertSeccompProfile, dockerDefaultSeccompProfile } from "./seccomp.js";
@@ -114,9 +114,6 @@ export const DOCKER_READONLY_PATHS: readonly string[] = [
   "/proc/sys",
   "/proc/sysrq-trigger",
 ];
-
-/** Docker's PATH when the image sets none. */
-export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /**
  * Open files and processes as podman sets them (1048576 and 4194304), never above this process's
