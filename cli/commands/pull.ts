@@ -1,8 +1,8 @@
+import { loadConfig, registryOptions } from "../../build/config.js";
 import { UsageError } from "../../errors/index.js";
 import { hostPlatform, parsePlatform } from "../../oci/platform.js";
 import { parseReference } from "../../oci/reference.js";
 import { pullImage } from "../../oci/registry/index.js";
-import { loadConfig } from "../config.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
 import { formatSize, openCommandStore } from "../store.js";
 
@@ -17,11 +17,7 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   const store = await openCommandStore(ctx);
   const result = await pullImage(store, ref, {
     platform,
-    hosts: config.registries,
-    configPath: config.path,
-    env: ctx.env,
-    signal: ctx.signal,
-    warn: ctx.warn,
+    ...registryOptions(config, ctx),
   });
   ctx.stderr.write(
     `fetched ${result.fetched} blob${result.fetched === 1 ? "" : "s"} (${formatSize(result.bytesFetched)}) from ${result.source}, ${result.present} already present\n`,

@@ -1,7 +1,7 @@
+import { loadConfig, registryOptions } from "../../build/config.js";
 import { UsageError } from "../../errors/index.js";
 import { parseReference } from "../../oci/reference.js";
 import { pushImage } from "../../oci/registry/index.js";
-import { loadConfig } from "../config.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
 import { openCommandStore } from "../store.js";
 
@@ -13,11 +13,7 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   const config = await loadConfig(ctx.env);
   const store = await openCommandStore(ctx);
   const result = await pushImage(store, ref, {
-    hosts: config.registries,
-    configPath: config.path,
-    env: ctx.env,
-    signal: ctx.signal,
-    warn: ctx.warn,
+    ...registryOptions(config, ctx),
   });
   ctx.stderr.write(
     `uploaded ${result.uploaded}, mounted ${result.mounted}, already there ${result.present} blob(s)\n`,

@@ -170,20 +170,16 @@ async function resolveImage(
   } catch (err) {
     if (!(err instanceof ImageNotFoundError)) throw err;
   }
-  const [{ pullImage }, { loadConfig }, { parseReference }] = await Promise.all([
+  const [{ pullImage }, { loadConfig, registryOptions }, { parseReference }] = await Promise.all([
     import("../../oci/registry/index.js"),
-    import("../config.js"),
+    import("../../build/config.js"),
     import("../../oci/reference.js"),
   ]);
   const config = await loadConfig(ctx.env);
   ctx.stderr.write(`Unable to find image '${text}' locally; pulling it\n`);
   const pulled = await pullImage(store, parseReference(text), {
     platform,
-    hosts: config.registries,
-    configPath: config.path,
-    env: ctx.env,
-    signal: ctx.signal,
-    warn: ctx.warn,
+    ...registryOptions(config, ctx),
   });
   const image = await readImageForPlatform(
     store.content,
