@@ -4,7 +4,7 @@
  * (cli/progress/failure.ts prints them); the reason is the one line the error says.
  */
 import { capLine } from "../errors/excerpt.js";
-import { isTbuildError } from "../errors/index.js";
+import { isTbuildError, TbuildError } from "../errors/index.js";
 import type { StepFailedError } from "../solver/solve.js";
 
 /** At most this many output lines are shown under the failed step. */
@@ -97,4 +97,14 @@ export function dockerfileExcerpt(
   }
   excerpt.push(rule);
   return excerpt;
+}
+
+/** A step failed: the error says why in one line; `failure` has the step, its output and where it is. */
+export class BuildStepFailedError extends TbuildError {
+  readonly failure: StepFailure;
+
+  constructor(failure: StepFailure, cause: StepFailedError) {
+    super("E_STEP_FAILED", failure.reason, { cause, exitCode: cause.exitCode });
+    this.failure = failure;
+  }
 }

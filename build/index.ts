@@ -15,4 +15,4 @@ export {
   targetPlatformOf,
 } from "./plan.js";
 export { type BuildRequest, checkBuildRequest, type SecretRequest, type SshRequest } from "./request.js";
-export { type BuildResult, BuildStepFailedError, epochOf, type RunContext, runBuild } from "./run.js";
+export { type BuildResult, epochOf, type RunContext, runBuild } from "./run.js";

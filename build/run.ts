@@ -33,7 +33,7 @@ import {
   registryOptions,
 } from "./config.js";
 import { type BuildEvent, BuildEventStream, type BuildSummary } from "./events.js";
-import { describeStepFailure, type StepFailure } from "./failure.js";
+import { BuildStepFailedError, describeStepFailure } from "./failure.js";
 import { containerImages, pruneUnneededLayers } from "./gc.js";
 import { planBuild, readRequestDockerfile } from "./plan.js";
 import { type BuildRequest, checkBuildRequest } from "./request.js";
@@ -52,16 +52,6 @@ export interface RunContext {
 
 /** What a finished build made: its digests, size, names, and how many steps ran or were cached. */
 export type BuildResult = BuildSummary;
-
-/** A step failed: the error says why in one line; `failure` has the step, its output and where it is. */
-export class BuildStepFailedError extends TbuildError {
-  readonly failure: StepFailure;
-
-  constructor(failure: StepFailure, cause: StepFailedError) {
-    super("E_STEP_FAILED", failure.reason, { cause, exitCode: cause.exitCode });
-    this.failure = failure;
-  }
-}
 
 /** A build's SOURCE_DATE_EPOCH: the request's, else its `SOURCE_DATE_EPOCH` build arg's (as BuildKit). */
 export function epochOf(request: BuildRequest): number | undefined {
