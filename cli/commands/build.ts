@@ -1,6 +1,6 @@
 /**
- * `tbuild build`: the flags become a BuildRequest (cli/build-request.ts), which runBuild runs;
- * what is left here is the terminal's part: the progress view, and, unprivileged, running the
+ * `tbuild build`: the flags become a BuildRequest (cli/build-request.ts), which the library's
+ * build() runs; what is left here is the terminal's part: the progress view, and, unprivileged, running the
  * whole command again inside a user namespace over the user's subuids.
  *
  * `TBUILD_EVENTS_FILE=FILE` also appends every event, as `--progress=rawjson` prints it, to FILE,
@@ -8,8 +8,8 @@
  * plan among them: the graph the build solved, which `tbuild debug graph` prints too).
  */
 import { closeSync, openSync, writeSync } from "node:fs";
-import { runBuild } from "../../build/index.js";
 import { isTbuildError } from "../../errors/index.js";
+import { BuildCanceledError, build } from "../../index.js";
 import { defaultStoreRoot } from "../../oci/store/index.js";
 import { stopAbandonedContainers } from "../../worker/build-state.js";
 import { hasWorkerPrivileges, reexecInUserNamespace } from "../../worker/userns.js";
@@ -38,7 +38,7 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   const eventsFile = ctx.env.TBUILD_EVENTS_FILE;
   let eventsFd: number | undefined;
   try {
-    await runBuild(request, {
+    await build(request, {
       env: ctx.env,
       cwd: ctx.cwd,
       signal: ctx.signal,
@@ -54,7 +54,9 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
       },
     });
     return 0;
-  } catch (err) {
+  } catch (caught) {
+    // An interrupt is reported as the CLI reports signals (main.ts), with the signal's exit code.
+    const err = caught instanceof BuildCanceledError ? caught.cause : caught;
     // rawjson's last event said it all: nothing more is printed, the exit code says the rest.
     if (failureShown && isTbuildError(err)) return err.exitCode;
     throw err;
