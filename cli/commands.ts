@@ -40,6 +40,123 @@ const graphFlags: FlagSpec[] = [
   },
 ];
 
+/** Every flag of `tbuild build`; `debug graph` takes them all, so a build's command line plans the same. */
+const BUILD_FLAGS: FlagSpec[] = [
+  ...graphFlags,
+  {
+    name: "tag",
+    short: "t",
+    type: "string",
+    multiple: true,
+    value: "NAME[:TAG]",
+    description: "name the image in the local store",
+  },
+  {
+    name: "output",
+    short: "o",
+    type: "string",
+    multiple: true,
+    value: "SPEC",
+    description:
+      "export: type=oci|docker|tar|local|image,dest=PATH,name=REF,push=true,compression=gzip|zstd|uncompressed",
+    default: "the local store, under the -t names",
+  },
+  { name: "push", type: "boolean", description: "push the -t names to their registries" },
+  { name: "pull", type: "boolean", description: "always ask the registry for base images" },
+  { name: "no-cache", type: "boolean", description: "run every step, reusing nothing" },
+  {
+    name: "no-cache-filter",
+    type: "string",
+    multiple: true,
+    value: "STAGE",
+    description: "run this stage's steps without the cache",
+  },
+  {
+    name: "secret",
+    type: "string",
+    multiple: true,
+    value: "id=ID,src=PATH|env=VAR",
+    description: "a secret for RUN --mount=type=secret",
+  },
+  {
+    name: "ssh",
+    type: "string",
+    multiple: true,
+    value: "default|ID=SOCKET",
+    description: "an ssh agent for RUN --mount=type=ssh",
+  },
+  {
+    name: "label",
+    type: "string",
+    multiple: true,
+    value: "K=V",
+    description: "add a label to the image",
+  },
+  { name: "iidfile", type: "string", value: "FILE", description: "write the image digest to FILE" },
+  {
+    name: "metadata-file",
+    type: "string",
+    value: "FILE",
+    description: "write build metadata (digests, names) as JSON to FILE",
+  },
+  {
+    name: "progress",
+    type: "string",
+    values: ["auto", "tty", "plain", "rawjson", "quiet"],
+    description: "how progress is shown (auto: tty on a terminal, else plain)",
+    default: "$TBUILD_PROGRESS, else auto",
+  },
+  { name: "quiet", short: "q", type: "boolean", description: "print only the image digest" },
+  {
+    name: "jobs",
+    type: "string",
+    value: "N",
+    description: "steps run at once",
+    default: "the CPU count, or [build] jobs in config.toml",
+  },
+  {
+    name: "step-timeout",
+    type: "string",
+    value: "DURATION",
+    description: "kill a RUN step still running after DURATION (30s, 5m, 1h) and fail the build",
+    default: "no limit",
+  },
+  {
+    name: "cache-from",
+    type: "string",
+    multiple: true,
+    value: "SPEC",
+    description:
+      "import build cache: type=registry,ref=R | type=local,src=DIR | an image REF with inline cache",
+  },
+  {
+    name: "cache-to",
+    type: "string",
+    value: "SPEC",
+    description: "export build cache: type=registry,ref=R|type=local,dest=DIR[,mode=min|max] | type=inline",
+  },
+  {
+    name: "build-context",
+    type: "string",
+    multiple: true,
+    value: "NAME=SRC",
+    description:
+      "replace a stage or image by name: NAME=DIR, NAME=docker-image://REF, NAME=oci-layout://DIR[:TAG]",
+  },
+  {
+    name: "explain",
+    type: "boolean",
+    description:
+      "say why each step missed the cache: which file, build arg, base image or instruction changed",
+  },
+  {
+    name: "worker",
+    type: "string",
+    value: "ssh://HOST",
+    description: "run on a remote worker (not supported yet)",
+  },
+];
+
 /** `--format table|json`, of the commands that list things. */
 const TABLE_OR_JSON: FlagSpec = {
   name: "format",
@@ -55,122 +172,7 @@ export const commands: CommandSpec[] = [
     name: "build",
     summary: "build an image from a Dockerfile",
     operands: "CONTEXT",
-    flags: [
-      ...graphFlags,
-      {
-        name: "tag",
-        short: "t",
-        type: "string",
-        multiple: true,
-        value: "NAME[:TAG]",
-        description: "name the image in the local store",
-      },
-      {
-        name: "output",
-        short: "o",
-        type: "string",
-        multiple: true,
-        value: "SPEC",
-        description:
-          "export: type=oci|docker|tar|local|image,dest=PATH,name=REF,push=true,compression=gzip|zstd|uncompressed",
-        default: "the local store, under the -t names",
-      },
-      { name: "push", type: "boolean", description: "push the -t names to their registries" },
-      { name: "pull", type: "boolean", description: "always ask the registry for base images" },
-      { name: "no-cache", type: "boolean", description: "run every step, reusing nothing" },
-      {
-        name: "no-cache-filter",
-        type: "string",
-        multiple: true,
-        value: "STAGE",
-        description: "run this stage's steps without the cache",
-      },
-      {
-        name: "secret",
-        type: "string",
-        multiple: true,
-        value: "id=ID,src=PATH|env=VAR",
-        description: "a secret for RUN --mount=type=secret",
-      },
-      {
-        name: "ssh",
-        type: "string",
-        multiple: true,
-        value: "default|ID=SOCKET",
-        description: "an ssh agent for RUN --mount=type=ssh",
-      },
-      {
-        name: "label",
-        type: "string",
-        multiple: true,
-        value: "K=V",
-        description: "add a label to the image",
-      },
-      { name: "iidfile", type: "string", value: "FILE", description: "write the image digest to FILE" },
-      {
-        name: "metadata-file",
-        type: "string",
-        value: "FILE",
-        description: "write build metadata (digests, names) as JSON to FILE",
-      },
-      {
-        name: "progress",
-        type: "string",
-        values: ["auto", "tty", "plain", "rawjson", "quiet"],
-        description: "how progress is shown (auto: tty on a terminal, else plain)",
-        default: "$TBUILD_PROGRESS, else auto",
-      },
-      { name: "quiet", short: "q", type: "boolean", description: "print only the image digest" },
-      {
-        name: "jobs",
-        type: "string",
-        value: "N",
-        description: "steps run at once",
-        default: "the CPU count, or [build] jobs in config.toml",
-      },
-      {
-        name: "step-timeout",
-        type: "string",
-        value: "DURATION",
-        description: "kill a RUN step still running after DURATION (30s, 5m, 1h) and fail the build",
-        default: "no limit",
-      },
-      {
-        name: "cache-from",
-        type: "string",
-        multiple: true,
-        value: "SPEC",
-        description:
-          "import build cache: type=registry,ref=R | type=local,src=DIR | an image REF with inline cache",
-      },
-      {
-        name: "cache-to",
-        type: "string",
-        value: "SPEC",
-        description:
-          "export build cache: type=registry,ref=R|type=local,dest=DIR[,mode=min|max] | type=inline",
-      },
-      {
-        name: "build-context",
-        type: "string",
-        multiple: true,
-        value: "NAME=SRC",
-        description:
-          "replace a stage or image by name: NAME=DIR, NAME=docker-image://REF, NAME=oci-layout://DIR[:TAG]",
-      },
-      {
-        name: "explain",
-        type: "boolean",
-        description:
-          "say why each step missed the cache: which file, build arg, base image or instruction changed",
-      },
-      {
-        name: "worker",
-        type: "string",
-        value: "ssh://HOST",
-        description: "run on a remote worker (not supported yet)",
-      },
-    ],
+    flags: BUILD_FLAGS,
     load: () => import("./commands/build.js"),
   },
   {
@@ -184,8 +186,11 @@ export const commands: CommandSpec[] = [
     name: "debug graph",
     summary: "print the build graph and final image config of a build, running nothing",
     operands: "CONTEXT",
+    details: [
+      "Takes every flag of tbuild build, and prints the graph that build would solve; base images come from the local store only.",
+    ],
     flags: [
-      ...graphFlags,
+      ...BUILD_FLAGS,
       {
         name: "format",
         type: "string",

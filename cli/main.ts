@@ -1,78 +1,14 @@
 import { enableCompileCache } from "node:module";
-import { parseArgs } from "node:util";
-import { UsageError } from "../errors/index.js";
 import { watchOuterProcess } from "../worker/userns.js";
 import { findCommand } from "./commands.js";
-import { commandHelp, globalFlags, topLevelHelp } from "./help.js";
+import { commandHelp, topLevelHelp } from "./help.js";
 import { exitCodeOfSignal, InterruptedError, reportError } from "./report-error.js";
-import type { CommandContext, CommandSpec, ParsedCommandLine } from "./spec.js";
+import { runCommand, unknownCommand } from "./run-command.js";
+import type { CommandContext } from "./spec.js";
 
 // Commands load their modules after this line; Node keeps their compiled code between runs (in
 // its default cache directory), which takes a good part off every start.
 enableCompileCache();
-
-function parseCommandLine(
-  spec: CommandSpec,
-  argv: string[],
-): ParsedCommandLine & { help: boolean; debug: boolean } {
-  const options: Record<string, { type: "string" | "boolean"; short?: string; multiple?: boolean }> = {};
-  for (const f of [...globalFlags, ...spec.flags]) {
-    options[f.name] = {
-      type: f.type,
-      ...(f.short ? { short: f.short } : {}),
-      ...(f.multiple ? { multiple: true } : {}),
-    };
-  }
-  let parsed: ReturnType<typeof parseArgs>;
-  try {
-    const args = spec.flagsEndAtFirstOperand ? endFlagsAtFirstOperand(argv, options) : argv;
-    parsed = parseArgs({ args, options, allowPositionals: true, strict: true });
-  } catch (err) {
-    throw new UsageError(
-      `${(err as Error).message.replace(/\. To specify a positional.*$/s, "")}\nRun 'tbuild ${spec.name} --help' for its flags.`,
-    );
-  }
-  const values = parsed.values as ParsedCommandLine["values"];
-  return {
-    values,
-    positionals: parsed.positionals,
-    help: values.help === true,
-    debug: values.debug === true,
-  };
-}
-
-/**
- * `argv` with `--` inserted before the first operand, so that parseArgs takes every later word as
- * an operand. A flag that takes a value consumes the next word unless its value is attached
- * (`--name=x`, `-nx`); unknown flags are left for parseArgs to report.
- */
-function endFlagsAtFirstOperand(
-  argv: string[],
-  options: Record<string, { type: "string" | "boolean"; short?: string }>,
-): string[] {
-  const shortTypes = new Map(
-    Object.values(options)
-      .filter((o) => o.short)
-      .map((o) => [o.short!, o.type]),
-  );
-  for (let i = 0; i < argv.length; i++) {
-    const word = argv[i]!;
-    if (word === "--") return argv;
-    if (word.startsWith("--")) {
-      if (!word.includes("=") && options[word.slice(2)]?.type === "string") i++;
-    } else if (word.startsWith("-") && word.length > 1) {
-      for (let c = 1; c < word.length; c++) {
-        if (shortTypes.get(word[c]!) === "string") {
-          if (c === word.length - 1) i++;
-          break;
-        }
-      }
-    } else {
-      return [...argv.slice(0, i), "--", ...argv.slice(i)];
-    }
-  }
-  return argv;
-}
 
 export async function main(argv: string[]): Promise<number> {
   const controller = new AbortController();
@@ -138,26 +74,15 @@ export async function main(argv: string[]): Promise<number> {
       return words.length === 0 ? 2 : 0;
     }
     if (words[0] === "--version") words = ["version", ...words.slice(1)];
-    const found = findCommand(words);
-    if (!found) throw unknownCommand(words);
-    const commandLine = parseCommandLine(found.spec, words.slice(found.consumed));
-    debug ||= commandLine.debug;
-    if (commandLine.help) {
-      process.stdout.write(commandHelp(found.spec));
-      return 0;
-    }
-    const module = await found.spec.load();
-    return await module.run(commandLine, ctx);
+    return await runCommand(words, ctx, {
+      onDebug: () => {
+        debug = true;
+      },
+    });
   } catch (err) {
     if (outputClosed) return 0;
     return await reportError(err, { debug, signal: controller.signal, env: ctx.env, stderr: ctx.stderr });
   }
-}
-
-function unknownCommand(words: string[]): UsageError {
-  return new UsageError(
-    `unknown command "${words.slice(0, 2).join(" ")}"\nRun 'tbuild --help' for the list of commands.`,
-  );
 }
 
 main(process.argv.slice(2)).then(

@@ -113,7 +113,7 @@ function userMessage(err: unknown, systemError: unknown, explained: TbuildError 
 async function systemErrorContext(env: NodeJS.ProcessEnv): Promise<SystemErrorContext> {
   const [{ defaultStoreRoot }, { configPath }] = await Promise.all([
     import("../oci/store/index.js"),
-    import("./config.js"),
+    import("../build/config.js"),
   ]);
   return { storeRoot: defaultStoreRoot(env), configPath: configPath(env) };
 }

@@ -1,5 +1,4 @@
-import { TbuildError, UsageError } from "../errors/index.js";
-import { hostPlatform, type Platform, parsePlatform } from "../oci/platform.js";
+import { UsageError } from "../errors/index.js";
 import { formatReference, parseReference } from "../oci/reference.js";
 
 /**
@@ -35,19 +34,4 @@ export function parseKeyValues(
     result[value.slice(0, eq)] = value.slice(eq + 1);
   }
   return result;
-}
-
-/**
- * A build's `--platform`: this machine's by default, else one platform. A comma-separated list
- * asks buildx for a multi-platform build (one image index), which tbuild cannot make yet.
- */
-export function parseBuildPlatform(text: string | undefined): Platform {
-  if (text === undefined || text === "") return hostPlatform();
-  if (text.split(",").filter((part) => part.trim() !== "").length > 1) {
-    throw new TbuildError(
-      "E_NOT_SUPPORTED",
-      `--platform ${text}: tbuild builds one platform at a time; multi-platform builds are not supported yet`,
-    );
-  }
-  return parsePlatform(text);
 }

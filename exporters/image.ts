@@ -4,7 +4,7 @@
  * as BuildKit's image writer makes one. Nothing here reads a layer: assembly is a few small JSON
  * writes, however large the image.
  */
-import { TbuildError } from "../errors/index.js";
+import { creationTime } from "../oci/source-date-epoch.js";
 import type { Descriptor, History, ImageConfig, Manifest } from "../oci/spec.js";
 import type { ContentStore } from "../oci/store/content.js";
 import type { FsResult } from "../solver/worker.js";
@@ -44,7 +44,7 @@ export async function assembleImage(
   build: { result: FsResult; config: ImageConfig; labels?: Record<string, string> },
   options: AssembleOptions = {},
 ): Promise<AssembledImage> {
-  const created = timestamp(options);
+  const created = creationTime(options.sourceDateEpoch, options.now);
   const clamp = options.sourceDateEpoch !== undefined;
   const {
     created: _created,
@@ -80,16 +80,6 @@ export async function assembleImage(
     configDescriptor: written.manifest.config,
     config,
   };
-}
-
-/** RFC 3339 in whole seconds (as Go writes a time without fractions): SOURCE_DATE_EPOCH, else now. */
-function timestamp(options: AssembleOptions): string {
-  const epoch = options.sourceDateEpoch;
-  if (epoch !== undefined && (!Number.isSafeInteger(epoch) || epoch < 0)) {
-    throw new TbuildError("E_BAD_EPOCH", `SOURCE_DATE_EPOCH must be whole seconds since 1970, not ${epoch}`);
-  }
-  const date = epoch !== undefined ? new Date(epoch * 1000) : (options.now ?? new Date());
-  return date.toISOString().replace(/\.\d+Z$/, "Z");
 }
 
 /**

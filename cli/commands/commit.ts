@@ -1,5 +1,6 @@
 import { TbuildError, UsageError } from "../../errors/index.js";
 import { applyConfigChanges } from "../../frontend/lower/config-changes.js";
+import { parseSourceDateEpoch } from "../../oci/source-date-epoch.js";
 import { defaultStoreRoot, openStore } from "../../oci/store/index.js";
 import { ContainerStore, currentState } from "../../runtime/containers.js";
 import { reexecInUserNamespace } from "../../worker/userns.js";
@@ -15,7 +16,7 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   // Checked before the re-exec, so mistakes are reported without entering a namespace.
   const changes = (args.values.change as string[] | undefined) ?? [];
   applyConfigChanges({}, changes);
-  const epoch = sourceDateEpoch(ctx.env);
+  const epoch = parseSourceDateEpoch(ctx.env.SOURCE_DATE_EPOCH);
   const containers = new ContainerStore(defaultStoreRoot(ctx.env));
   const record = await containers.find(containerText);
   if (currentState(record).status === "running") {
@@ -46,11 +47,4 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   await store.images.put(name, committed.descriptor);
   ctx.stdout.write(`${committed.descriptor.digest}\n`);
   return 0;
-}
-
-function sourceDateEpoch(env: NodeJS.ProcessEnv): number | undefined {
-  const epoch = env.SOURCE_DATE_EPOCH;
-  if (epoch === undefined || epoch === "") return undefined;
-  if (!/^\d+$/.test(epoch)) throw new UsageError(`SOURCE_DATE_EPOCH must be whole seconds, not "${epoch}"`);
-  return Number(epoch);
 }

@@ -1,85 +1,37 @@
-import { TbuildError, UsageError } from "../../errors/index.js";
-import { readDockerignore } from "../../frontend/dockerignore.js";
-import { lowerDockerfile } from "../../frontend/lower/index.js";
-import type { ImageResolver, ResolvedImage } from "../../frontend/resolver.js";
-import { parseDockerfile } from "../../frontend/syntax/index.js";
-import { hostPlatform } from "../../oci/platform.js";
-import { formatReference, parseReference } from "../../oci/reference.js";
-import type { Store } from "../../oci/store/index.js";
+/**
+ * `tbuild debug graph [build flags] CONTEXT`: the BuildGraph and image config `tbuild build` with
+ * the same flags would solve, from the same planBuild, running nothing and fetching nothing: base
+ * images come from the local store, and one that is not there is shown by reference with the
+ * digest "unresolved" and an empty config, with a warning saying how to resolve it.
+ */
+import { loadConfig } from "../../build/config.js";
+import { planBuild } from "../../build/plan.js";
+import { TbuildError } from "../../errors/index.js";
 import type { BuildGraph } from "../../solver/graph.js";
-import { readDockerfileInput } from "../dockerfile.js";
-import { parseBuildNetwork } from "../network.js";
-import { ImageNotLocalError, storeImageResolver } from "../resolver.js";
+import { parseBuildRequest } from "../build-request.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
 import { openCommandStore } from "../store.js";
-import { parseBuildPlatform, parseKeyValues } from "../values.js";
-
-/**
- * `debug graph` runs nothing and fetches nothing: base images come from the local store. One that
- * is not there is shown by reference with the digest "unresolved" and an empty config (no
- * inherited ENV, USER or ONBUILD), and a warning says how to resolve it.
- */
-function localFirst(store: Store, unresolved: Set<string>): ImageResolver {
-  const local = storeImageResolver(store, { pull: "never" });
-  return {
-    async resolveImage(ref, platform): Promise<ResolvedImage> {
-      try {
-        return await local.resolveImage(ref, platform);
-      } catch (err) {
-        if (!(err instanceof ImageNotLocalError)) throw err;
-      }
-      const normalized = formatReference(parseReference(ref));
-      unresolved.add(normalized);
-      return {
-        ref: normalized,
-        digest: "unresolved",
-        platform,
-        config: {
-          architecture: platform.architecture,
-          os: platform.os,
-          config: {},
-          rootfs: { type: "layers", diff_ids: [] },
-        },
-      };
-    },
-  };
-}
 
 export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise<number> {
-  const [contextArg, ...extra] = args.positionals;
-  if (contextArg === undefined || extra.length > 0) {
-    throw new UsageError("tbuild debug graph takes exactly one CONTEXT directory");
-  }
-  const { contextDir, dockerfilePath, displayName, source } = await readDockerfileInput(
-    ctx.cwd,
-    contextArg,
-    args.values.file as string | undefined,
-  );
   const format = (args.values.format as string | undefined) ?? "json";
   if (format !== "json" && format !== "dot")
     throw new TbuildError("E_USAGE", `--format must be json or dot, not "${format}"`, { exitCode: 2 });
-
-  const targetPlatform = parseBuildPlatform(args.values.platform as string | undefined);
-  const ast = parseDockerfile(source, { file: displayName });
-  for (const w of ast.warnings) ctx.warn(`${ast.file}:${w.range.start.line}: ${w.message}`);
-  const unresolved = new Set<string>();
-  const target = args.values.target as string | undefined;
-  const lowered = await lowerDockerfile(ast, {
-    buildArgs: parseKeyValues((args.values["build-arg"] as string[] | undefined) ?? [], "--build-arg"),
-    ...(target !== undefined ? { target } : {}),
-    targetPlatform,
-    buildPlatform: hostPlatform(),
-    resolver: localFirst(await openCommandStore(ctx), unresolved),
-    excludePatterns: await readDockerignore(contextDir, dockerfilePath),
-    network: parseBuildNetwork(args.values.network as string | undefined),
+  const request = await parseBuildRequest(args, ctx, "debug graph");
+  const plan = await planBuild(request, {
+    store: await openCommandStore(ctx),
+    config: await loadConfig(ctx.env),
+    env: ctx.env,
+    cwd: ctx.cwd,
     signal: ctx.signal,
-    warn: (w) => ctx.warn(`${w.position ? `${w.file}:${w.position.line}: ` : ""}${w.message}`),
+    warn: ctx.warn,
+    offline: true,
   });
-  for (const ref of unresolved) {
+  for (const ref of plan.unresolved) {
     ctx.warn(
       `base image ${ref} is not in the local store, so its config is not inherited: 'tbuild pull ${ref}' resolves it`,
     );
   }
+  const { lowered } = plan;
   if (format === "dot") {
     ctx.stdout.write(toDot(lowered.graph, lowered.root));
   } else {

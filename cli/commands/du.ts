@@ -1,10 +1,11 @@
 import { lstat, readdir } from "node:fs/promises";
 import path from "node:path";
+import { containerImages } from "../../build/gc.js";
 import { CacheIndex } from "../../solver/cache.js";
 import { storeUsage } from "../../solver/gc.js";
 import { reexecInUserNamespace } from "../../worker/userns.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
-import { containerImages, formatSize, openCommandStore } from "../store.js";
+import { formatSize, openCommandStore } from "../store.js";
 
 /** Bytes under a directory (files counted once per inode); 0 when it does not exist. */
 export async function directorySize(dir: string, seen = new Set<string>()): Promise<number> {

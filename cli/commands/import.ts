@@ -5,6 +5,7 @@ import { TbuildError, UsageError } from "../../errors/index.js";
 import { applyConfigChanges } from "../../frontend/lower/config-changes.js";
 import { importRootfs, type RootfsSource } from "../../oci/archive/index.js";
 import { hostPlatform, parsePlatform } from "../../oci/platform.js";
+import { creationTime, parseSourceDateEpoch } from "../../oci/source-date-epoch.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
 import { openCommandStore } from "../store.js";
 import { parseImageTag } from "../values.js";
@@ -20,7 +21,8 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   const platformText = args.values.platform as string | undefined;
   const platform = platformText ? parsePlatform(platformText) : hostPlatform();
   const config = applyConfigChanges({}, (args.values.change as string[] | undefined) ?? []);
-  const created = creationTime(ctx.env);
+  // SOURCE_DATE_EPOCH, as BuildKit honours it, makes an import reproducible; else now.
+  const created = creationTime(parseSourceDateEpoch(ctx.env.SOURCE_DATE_EPOCH));
   const source = await rootfsSource(sourceArg, ctx);
   const message = (args.values.message as string | undefined) ?? `Imported from ${sourceArg}`;
 
@@ -54,12 +56,4 @@ async function rootfsSource(text: string, ctx: CommandContext): Promise<RootfsSo
   }
   if (info.isDirectory()) return { kind: "directory", path: file };
   return { kind: "archive", stream: createReadStream(file, { highWaterMark: 1 << 20 }), name: text };
-}
-
-/** `SOURCE_DATE_EPOCH` (seconds), as BuildKit honours it, makes an import reproducible; else now. */
-function creationTime(env: NodeJS.ProcessEnv): string {
-  const epoch = env.SOURCE_DATE_EPOCH;
-  if (epoch === undefined || epoch === "") return new Date().toISOString().replace(/\.\d+Z$/, "Z");
-  if (!/^\d+$/.test(epoch)) throw new UsageError(`SOURCE_DATE_EPOCH must be whole seconds, not "${epoch}"`);
-  return new Date(Number(epoch) * 1000).toISOString().replace(/\.\d+Z$/, "Z");
 }

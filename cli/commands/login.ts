@@ -1,8 +1,8 @@
 import { createInterface } from "node:readline/promises";
 import { Writable } from "node:stream";
+import { loadConfig, registryOptions } from "../../build/config.js";
 import { UsageError } from "../../errors/index.js";
 import { normalizeRegistryName, storeCredentials, verifyLogin } from "../../oci/registry/index.js";
-import { loadConfig } from "../config.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
 
 /**
@@ -43,7 +43,7 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   await verifyLogin(
     registry,
     { username, password },
-    { hosts: config.registries, configPath: config.path, env: ctx.env, signal: ctx.signal },
+    registryOptions(config, { env: ctx.env, signal: ctx.signal }),
   );
   const where = await storeCredentials(registry, { username, password }, ctx.env);
   ctx.stderr.write(`credentials for ${registry} saved in ${where}\n`);

@@ -1,5 +1,6 @@
 import { lstat, readdir, rm } from "node:fs/promises";
 import path from "node:path";
+import { containerImages, pruneUnneededLayers } from "../../build/gc.js";
 import { UsageError } from "../../errors/index.js";
 import { defaultStoreRoot } from "../../oci/store/index.js";
 import { CacheIndex } from "../../solver/cache.js";
@@ -8,7 +9,7 @@ import { removeAbandonedBuildStates, stopAbandonedContainers } from "../../worke
 import { Snapshotter } from "../../worker/snapshot/index.js";
 import { hasWorkerPrivileges, reexecInUserNamespace } from "../../worker/userns.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
-import { containerImages, formatSize, openCommandStore, pruneUnneededLayers } from "../store.js";
+import { formatSize, openCommandStore } from "../store.js";
 import { directorySize } from "./du.js";
 
 export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise<number> {

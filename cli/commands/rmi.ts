@@ -1,10 +1,11 @@
+import { containerImages } from "../../build/gc.js";
 import { TbuildError, UsageError } from "../../errors/index.js";
 import { type Descriptor, type Index, isIndexMediaType } from "../../oci/spec.js";
 import { type ImageRecord, normalizeImageName, type Store } from "../../oci/store/index.js";
 import type { ContainerRecord } from "../../runtime/containers.js";
 import { CacheIndex } from "../../solver/cache.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
-import { containerImages, findLocalImages, formatSize, openCommandStore, shortId } from "../store.js";
+import { findLocalImages, formatSize, openCommandStore, shortId } from "../store.js";
 
 export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise<number> {
   if (args.positionals.length === 0)

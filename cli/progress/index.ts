@@ -9,8 +9,7 @@ import { RawJsonProgress } from "./rawjson.js";
 import type { ProgressSink } from "./sink.js";
 import { type TerminalStream, TtyProgress } from "./tty.js";
 
-export { describeStepFailure, type StepFailure } from "./failure.js";
-export type { BuildOutcome, BuildSummary, ProgressSink } from "./sink.js";
+export type { ProgressSink } from "./sink.js";
 
 export type ProgressMode = "tty" | "plain" | "rawjson" | "quiet";
 

@@ -4,11 +4,12 @@
  * `#N DONE 1.2s`, `#N ERROR: message`; after a failed step, the step's last output and where it is
  * in the Dockerfile.
  */
+import type { BuildEvent } from "../../build/events.js";
+import { FAILURE_OUTPUT_LINES } from "../../build/failure.js";
+import { formatOutputLine, StepOutput } from "../../build/step-output.js";
 import { capLine } from "../../errors/excerpt.js";
-import type { SolveEvent } from "../../solver/solve.js";
-import { FAILURE_OUTPUT_LINES, formatStepFailure } from "./failure.js";
-import { type BuildOutcome, internalStepId, type ProgressSink } from "./sink.js";
-import { formatOutputLine, StepOutput } from "./step-output.js";
+import { formatStepFailure } from "./failure.js";
+import type { ProgressSink } from "./sink.js";
 import { summaryLine } from "./summary.js";
 
 export class PlainProgress implements ProgressSink {
@@ -16,9 +17,7 @@ export class PlainProgress implements ProgressSink {
   private readonly numbers = new Map<string, number>();
   private readonly cached = new Set<string>();
   private readonly output = new StepOutput(FAILURE_OUTPUT_LINES);
-  private readonly begun = performance.now();
   private next = 1;
-  private finished = false;
 
   private readonly out: NodeJS.WritableStream;
 
@@ -26,66 +25,56 @@ export class PlainProgress implements ProgressSink {
     this.out = out;
   }
 
-  plan(): void {}
-
-  async internal<T>(name: string, work: () => Promise<T>): Promise<T> {
-    const n = this.number(internalStepId(name));
-    this.write(`#${n} ${name}\n`);
-    const start = performance.now();
-    try {
-      const result = await work();
-      this.write(`#${n} DONE ${seconds(performance.now() - start)}\n\n`);
-      return result;
-    } catch (err) {
-      this.write(`#${n} ERROR: ${capLine((err as Error).message.split("\n")[0]!)}\n\n`);
-      throw err;
-    }
-  }
-
-  handle(event: SolveEvent): void {
-    const n = this.number(event.digest);
+  handle(event: BuildEvent): void {
     switch (event.type) {
-      case "vertex.cached":
+      case "vertex.cached": {
         // One CACHED line per step, however many times the solver says so.
-        if (this.cached.has(event.digest)) return;
-        this.cached.add(event.digest);
-        this.write(`#${n} ${event.info.name}\n#${n} CACHED\n\n`);
+        if (this.cached.has(event.vertex)) return;
+        this.cached.add(event.vertex);
+        const n = this.number(event.vertex);
+        this.write(`#${n} ${event.name}\n#${n} CACHED\n\n`);
         return;
+      }
       case "vertex.started":
-        this.output.start(event.digest);
-        this.write(`#${n} ${event.info.name}\n`);
+        this.output.start(event.vertex);
+        this.write(`#${this.number(event.vertex)} ${event.name}\n`);
         return;
-      case "log":
-        this.lines(n, this.output.append(event.digest, event.stream, event.data));
+      case "log": {
+        const lines = this.output.append(event.vertex, event.stream, Buffer.from(event.data, "base64"));
+        this.lines(this.number(event.vertex), lines);
         return;
-      case "vertex.completed":
-        this.lines(n, this.output.end(event.digest));
+      }
+      case "vertex.completed": {
+        const n = this.number(event.vertex);
+        this.lines(n, this.output.end(event.vertex));
         this.write(`#${n} DONE ${seconds(event.durationMs)}\n\n`);
         return;
-      case "vertex.failed":
-        this.lines(n, this.output.end(event.digest));
-        this.write(`#${n} ERROR: ${capLine(event.error.message.split("\n")[0]!)}\n\n`);
+      }
+      case "vertex.failed": {
+        const n = this.number(event.vertex);
+        this.lines(n, this.output.end(event.vertex));
+        this.write(`#${n} ERROR: ${capLine(event.error.split("\n")[0]!)}\n\n`);
         return;
-      case "vertex.canceled":
-        this.lines(n, this.output.end(event.digest));
+      }
+      case "vertex.canceled": {
+        const n = this.number(event.vertex);
+        this.lines(n, this.output.end(event.vertex));
         this.write(`#${n} CANCELED\n\n`);
         return;
+      }
+      case "warning":
+        this.write(`WARNING: ${event.message}\n`);
+        return;
+      case "build.completed":
+        this.write(summaryLine(event, event.durationMs));
+        return;
+      case "build.failed":
+        if (event.name !== undefined) this.write(formatStepFailure(event));
+        return;
+      case "explain":
+        this.write(`explain: ${event.name}: ${event.reason}\n`);
+        return;
     }
-  }
-
-  warn(message: string): void {
-    this.write(`WARNING: ${message}\n`);
-  }
-
-  lastOutput(vertex: string): string[] {
-    return this.output.last(vertex).map(formatOutputLine);
-  }
-
-  finish(outcome: BuildOutcome): void {
-    if (this.finished) return;
-    this.finished = true;
-    if (outcome.ok) this.write(summaryLine(outcome.summary, performance.now() - this.begun));
-    else if (outcome.failure) this.write(formatStepFailure(outcome.failure));
   }
 
   private number(id: string): number {

@@ -1,5 +1,5 @@
+import type { BuildSummary } from "../../build/events.js";
 import { formatSize } from "../store.js";
-import type { BuildSummary } from "./sink.js";
 
 /** `built in 3.2s: 2 step(s) ran, 3 cached; image sha256:… (4.26MB) named docker.io/library/app:1` */
 export function summaryLine(summary: BuildSummary, elapsedMs: number): string {

@@ -6,10 +6,11 @@
  * where it should), live frames fit its height, and a resize redraws at the new size. At the end
  * one full, static render stays on screen, followed by the summary or the failed step's report.
  */
-import type { SolveEvent } from "../../solver/solve.js";
-import { FAILURE_OUTPUT_LINES, formatStepFailure } from "./failure.js";
-import { type BuildOutcome, internalStepId, type ProgressSink } from "./sink.js";
-import { formatOutputLine, StepOutput } from "./step-output.js";
+import { type BuildEvent, internalStepId } from "../../build/events.js";
+import { FAILURE_OUTPUT_LINES } from "../../build/failure.js";
+import { StepOutput } from "../../build/step-output.js";
+import { formatStepFailure } from "./failure.js";
+import type { ProgressSink } from "./sink.js";
 import { summaryLine } from "./summary.js";
 import { columnsOf, fitColumns, terminalLine } from "./terminal-text.js";
 
@@ -69,53 +70,52 @@ export class TtyProgress implements ProgressSink {
     this.out.on("resize", this.onResize);
   }
 
-  plan(vertices: number): void {
-    this.planned = vertices;
-  }
-
-  async internal<T>(name: string, work: () => Promise<T>): Promise<T> {
-    const step = this.step(internalStepId(name), name);
-    this.internalSteps++;
-    try {
-      const result = await work();
-      this.end(step, "done");
-      return result;
-    } catch (err) {
-      this.end(step, "error");
-      throw err;
-    }
-  }
-
-  handle(event: SolveEvent): void {
+  handle(event: BuildEvent): void {
     switch (event.type) {
+      case "build.planned":
+        this.planned = event.vertices;
+        return;
       case "vertex.cached": {
-        if (this.byId.has(event.digest)) return;
-        this.end(this.step(event.digest, event.info.name), "cached");
+        if (this.byId.has(event.vertex)) return;
+        this.end(this.step(event.vertex, event.name), "cached");
         return;
       }
       case "vertex.started":
-        this.output.start(event.digest);
-        this.step(event.digest, event.info.name);
+        // tbuild's own steps (loading metadata, exporting) are not in the plan's count.
+        if (event.vertex.startsWith(internalStepId("")) && !this.byId.has(event.vertex)) this.internalSteps++;
+        this.output.start(event.vertex);
+        this.step(event.vertex, event.name);
         return;
       case "log": {
-        const step = this.byId.get(event.digest) ?? this.step(event.digest, event.digest);
-        this.keepOutput(step, this.output.append(event.digest, event.stream, event.data));
+        const step = this.byId.get(event.vertex) ?? this.step(event.vertex, event.vertex);
+        const data = Buffer.from(event.data, "base64");
+        this.keepOutput(step, this.output.append(event.vertex, event.stream, data));
         return;
       }
       case "vertex.completed":
       case "vertex.failed":
       case "vertex.canceled": {
-        const step = this.byId.get(event.digest) ?? this.step(event.digest, event.info.name);
-        this.keepOutput(step, this.output.end(event.digest));
+        const step = this.byId.get(event.vertex) ?? this.step(event.vertex, event.name);
+        this.keepOutput(step, this.output.end(event.vertex));
         const state =
           event.type === "vertex.completed" ? "done" : event.type === "vertex.failed" ? "error" : "canceled";
         this.end(step, state, event.type === "vertex.completed" ? event.durationMs : undefined);
         return;
       }
+      case "warning":
+        this.warn(event.message);
+        return;
+      case "build.completed":
+      case "build.failed":
+        this.finish(event);
+        return;
+      case "explain":
+        this.out.write(`explain: ${event.name}: ${event.reason}\n`);
+        return;
     }
   }
 
-  warn(message: string): void {
+  private warn(message: string): void {
     if (this.finished) {
       this.out.write(`WARNING: ${message}\n`);
       return;
@@ -126,11 +126,7 @@ export class TtyProgress implements ProgressSink {
     this.render();
   }
 
-  lastOutput(vertex: string): string[] {
-    return this.output.last(vertex).map(formatOutputLine);
-  }
-
-  finish(outcome: BuildOutcome): void {
+  private finish(outcome: Extract<BuildEvent, { type: "build.completed" | "build.failed" }>): void {
     if (this.finished) return;
     this.finished = true;
     clearInterval(this.timer);
@@ -139,8 +135,8 @@ export class TtyProgress implements ProgressSink {
     // Steps still running when the build ended (an interrupt, another step's failure) were stopped.
     for (const step of this.steps) if (step.state === "running") this.end(step, "canceled", undefined, now);
     this.draw(this.frame(outcome), true);
-    if (outcome.ok) this.out.write(summaryLine(outcome.summary, now - this.begun));
-    else if (outcome.failure) this.out.write(formatStepFailure(outcome.failure));
+    if (outcome.type === "build.completed") this.out.write(summaryLine(outcome, outcome.durationMs));
+    else if (outcome.name !== undefined) this.out.write(formatStepFailure(outcome));
   }
 
   private step(id: string, name: string): Step {
@@ -173,13 +169,13 @@ export class TtyProgress implements ProgressSink {
   }
 
   /** The rows of a frame: live (fitted to the terminal's height), or the final one (everything). */
-  private frame(outcome?: BuildOutcome): Row[] {
+  private frame(outcome?: Extract<BuildEvent, { type: "build.completed" | "build.failed" }>): Row[] {
     const width = this.columns;
     const now = performance.now();
     const done = this.steps.filter((s) => s.state !== "running").length;
     const total = Math.max(this.planned + this.internalSteps, this.steps.length);
     const elapsed = ((now - this.begun) / 1000).toFixed(1);
-    const finished = outcome?.ok === true ? " FINISHED" : "";
+    const finished = outcome?.type === "build.completed" ? " FINISHED" : "";
     const header: Row = { text: fitColumns(`[+] Building ${elapsed}s (${done}/${total})${finished}`, width) };
     const blocks = this.steps.map((step) => {
       const rows: Row[] = [this.stepRow(step, width, now)];

@@ -10,6 +10,10 @@
  *
  * Builds run two at a time (the machine has two cores); scenarios share one store unless they
  * prune or need a cold cache, as BuildKit's tests share one daemon.
+ *
+ * Every build that gets as far as planning also checks `tbuild debug graph`: given the build's
+ * command line, it must print the graph the build solved (the build's `build.planned` event,
+ * recorded through TBUILD_EVENTS_FILE). It runs in-process, the cheap way to do it ~200 times.
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import {
@@ -29,6 +33,9 @@ import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { BuildEvent } from "../../build/events.js";
+import { runCommand } from "../../cli/run-command.js";
+import type { LoweredBuild } from "../../frontend/lower/index.js";
 import { busyboxRootfs, FIXED_EPOCH } from "../helpers/images.js";
 import { type RunningRegistry, startRegistry } from "../helpers/registry.js";
 import { tempDirs } from "../helpers/temp.js";
@@ -75,6 +82,8 @@ let registry: RunningRegistry;
 let echoServer: net.Server;
 let placeholders: Placeholders;
 const outcomes = new Map<string, "pass" | "fail" | "known">();
+/** Builds whose plan `debug graph` printed the same, and what differed in the others. */
+const planChecks = { compared: 0, differences: [] as string[] };
 const started = new Set<string>();
 
 /** Runs `task` when one of the pool's slots is free. */
@@ -545,7 +554,12 @@ async function runStep(
   args.push("--metadata-file", metadataFile, relative ? "." : ctx.context);
 
   let agent: ChildProcess | undefined;
-  const env: Record<string, string> = { ...storeEnv(ctx.store), ...(step.env ?? {}) };
+  const eventsFile = path.join(ctx.stepDir, "events.jsonl");
+  const env: Record<string, string> = {
+    ...storeEnv(ctx.store),
+    ...(step.env ?? {}),
+    TBUILD_EVENTS_FILE: eventsFile,
+  };
   if (step.ssh) {
     const socket = path.join(ctx.stepDir, "agent.sock");
     agent = spawn("ssh-agent", ["-D", "-a", socket], { stdio: "ignore" });
@@ -555,6 +569,7 @@ async function runStep(
   let run: Awaited<ReturnType<typeof runTbuild>>;
   try {
     run = await runTbuild(args, env, ctx.context, BUILD_TIMEOUT_MS);
+    await compareDebugGraph(`${scenario.name} step ${index}`, args, env, ctx.context, eventsFile);
   } finally {
     if (agent?.pid) process.kill(agent.pid);
   }
@@ -778,6 +793,62 @@ async function waitForSocket(socket: string): Promise<void> {
   }
 }
 
+/**
+ * `tbuild debug graph` with the build's flags, in-process: its graph, root and image config must
+ * be those of the build's `build.planned` event. A build that failed before planning is skipped.
+ */
+async function compareDebugGraph(
+  label: string,
+  buildArgs: string[],
+  env: Record<string, string>,
+  cwd: string,
+  eventsFile: string,
+): Promise<void> {
+  if (!existsSync(eventsFile)) return;
+  const planned = readFileSync(eventsFile, "utf8")
+    .trim()
+    .split("\n")
+    .map((line) => JSON.parse(line) as BuildEvent)
+    .find((event) => event.type === "build.planned");
+  if (!planned) return;
+  let stdout = "";
+  let stderr = "";
+  const sink = (append: (text: string) => void) =>
+    ({
+      write: (chunk: string) => {
+        append(String(chunk));
+        return true;
+      },
+    }) as unknown as NodeJS.WritableStream;
+  const status = await runCommand(["debug", "graph", ...buildArgs.slice(1)], {
+    stdout: sink((t) => {
+      stdout += t;
+    }),
+    stderr: sink((t) => {
+      stderr += t;
+    }),
+    env: { ...process.env, ...env },
+    cwd,
+    signal: new AbortController().signal,
+    warn: (message) => {
+      stderr += `WARNING: ${message}\n`;
+    },
+  }).catch((err: unknown) => {
+    stderr += String(err);
+    return 1;
+  });
+  if (status !== 0) {
+    planChecks.differences.push(`${label}: debug graph failed (${status}): ${stderr}`);
+    return;
+  }
+  const printed = JSON.parse(stdout) as LoweredBuild;
+  const same =
+    JSON.stringify([printed.graph, printed.root, printed.image]) ===
+    JSON.stringify([planned.graph, planned.root, planned.image]);
+  if (same) planChecks.compared++;
+  else planChecks.differences.push(`${label}: debug graph printed another graph than the build solved`);
+}
+
 describe("BuildKit Dockerfile scenarios, built by tbuild", () => {
   it("has scenarios to run", () => {
     expect(scenarios.length).toBeGreaterThan(0);
@@ -807,4 +878,9 @@ describe("BuildKit Dockerfile scenarios, built by tbuild", () => {
       SCENARIO_TIMEOUT_MS,
     );
   }
+  it("debug graph printed the graph each build solved, given the build's flags", () => {
+    expect(planChecks.differences).toEqual([]);
+    // Most scenarios plan (those that fail earlier are Dockerfile errors): each was compared.
+    expect(planChecks.compared).toBeGreaterThan(started.size / 2);
+  });
 });

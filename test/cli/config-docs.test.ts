@@ -1,5 +1,5 @@
 /**
- * docs/config.md against the code: every config.toml key cli/config.ts accepts and every
+ * docs/config.md against the code: every config.toml key build/config.ts accepts and every
  * environment variable tbuild reads is described there, and its example config is one tbuild reads.
  */
 import { readdirSync, readFileSync } from "node:fs";
@@ -11,7 +11,7 @@ import {
   readBuildDefaults,
   readGcPolicy,
   readWorkerSettings,
-} from "../../cli/config.js";
+} from "../../build/config.js";
 import { projectRoot } from "../helpers/cli.js";
 
 const docs = readFileSync(path.join(projectRoot, "docs/config.md"), "utf8");

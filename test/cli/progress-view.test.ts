@@ -6,7 +6,7 @@
 import { EventEmitter } from "node:events";
 import xterm from "@xterm/headless";
 import { describe, expect, it } from "vitest";
-import { dockerfileExcerpt } from "../../cli/progress/failure.js";
+import { dockerfileExcerpt } from "../../build/failure.js";
 import { type TerminalStream, TtyProgress } from "../../cli/progress/tty.js";
 import { readScreen } from "../helpers/terminal.js";
 
@@ -44,18 +44,13 @@ describe("the live view", () => {
     const terminal = new xterm.Terminal({ cols: 100, rows: 20, scrollback: 1000, allowProposedApi: true });
     const view = new TtyProgress(out as unknown as TerminalStream, { color: true });
     const name = `[1/2] RUN ${"make everything ".repeat(5).trim()}`;
-    const info = { name };
-    view.handle({
-      type: "vertex.cached",
-      digest: "sha256:a",
-      info: { name: "[internal] load build context" },
-    });
-    view.handle({ type: "vertex.started", digest: "sha256:b", info });
+    view.handle({ type: "vertex.cached", vertex: "sha256:a", name: "[internal] load build context" });
+    view.handle({ type: "vertex.started", vertex: "sha256:b", name });
     view.handle({
       type: "log",
-      digest: "sha256:b",
+      vertex: "sha256:b",
       stream: 1,
-      data: Buffer.from(`${"output ".repeat(15)}\n`),
+      data: Buffer.from(`${"output ".repeat(15)}\n`).toString("base64"),
     });
     await nextFrame();
     await write(terminal, out.take());
@@ -64,17 +59,16 @@ describe("the live view", () => {
     out.columns = 50;
     terminal.resize(50, 20);
     out.emit("resize");
-    view.handle({ type: "vertex.completed", digest: "sha256:b", info, durationMs: 1200 });
-    view.finish({
-      ok: true,
-      summary: {
-        digest: "sha256:1234",
-        configDigest: "sha256:5678",
-        size: 1000,
-        names: [],
-        ran: 1,
-        cached: 0,
-      },
+    view.handle({ type: "vertex.completed", vertex: "sha256:b", name, durationMs: 1200 });
+    view.handle({
+      type: "build.completed",
+      digest: "sha256:1234",
+      configDigest: "sha256:5678",
+      size: 1000,
+      names: [],
+      ran: 1,
+      cached: 0,
+      durationMs: 1300,
     });
     await write(terminal, out.take());
 
@@ -96,16 +90,16 @@ describe("the live view", () => {
     const out = new TerminalOutput(80, 24);
     const terminal = new xterm.Terminal({ cols: 80, rows: 24, scrollback: 1000, allowProposedApi: true });
     const view = new TtyProgress(out as unknown as TerminalStream, { color: false });
-    const info = { name: "[1/1] RUN ./build.sh" };
-    view.handle({ type: "vertex.started", digest: "sha256:c", info });
+    const name = "[1/1] RUN ./build.sh";
+    view.handle({ type: "vertex.started", vertex: "sha256:c", name });
     const lines = Array.from({ length: 9 }, (_, i) => `\x1b[32mstep ${i + 1}\x1b[0m\tdone`);
     view.handle({
       type: "log",
-      digest: "sha256:c",
+      vertex: "sha256:c",
       stream: 2,
-      data: Buffer.from(`${lines.join("\n")}\n50%\r75%`),
+      data: Buffer.from(`${lines.join("\n")}\n50%\r75%`).toString("base64"),
     });
-    view.warn("the base image is old");
+    view.handle({ type: "warning", message: "the base image is old" });
     await nextFrame();
     await write(terminal, out.take());
 
@@ -121,7 +115,7 @@ describe("the live view", () => {
       " => => # step 9 done",
       " => => # 75%",
     ]);
-    view.finish({ ok: false, error: new Error("interrupted") });
+    view.handle({ type: "build.failed", error: "interrupted", durationMs: 2000 });
     await write(terminal, out.take());
     expect(readScreen(terminal).lines[2]).toMatch(/^ => CANCELED \[1\/1\] RUN \.\/build\.sh +\d+\.\ds$/);
   });

@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ImageNotLocalError, storeImageResolver } from "../../cli/resolver.js";
+import { ImageNotLocalError, storeImageResolver } from "../../build/resolver.js";
 import type { LoweredBuild } from "../../frontend/lower/index.js";
 import { openStore } from "../../oci/store/index.js";
 import { tbuild } from "../helpers/cli.js";

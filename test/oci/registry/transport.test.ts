@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseConfig } from "../../../cli/config.js";
+import { parseConfig } from "../../../build/config.js";
 import { parseChallenges } from "../../../oci/registry/challenge.js";
 import { isLoopbackHost, pullEndpoints, registryEndpoint } from "../../../oci/registry/index.js";
 import { parseRetryAfter } from "../../../oci/registry/retry.js";

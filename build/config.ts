@@ -10,7 +10,7 @@ import { homedir } from "node:os";
 import path from "node:path";
 import { parse, TomlError } from "smol-toml";
 import { TbuildError } from "../errors/index.js";
-import type { RegistryHostConfig, RegistryHostsConfig } from "../oci/registry/index.js";
+import type { RegistryHostConfig, RegistryHostsConfig, RegistryOptions } from "../oci/registry/index.js";
 import { type GcPolicy, parseDuration, parseSize } from "../solver/gc.js";
 
 export interface TbuildConfig {
@@ -72,6 +72,24 @@ export function parseConfig(text: string, file: string): TbuildConfig {
     );
   }
   return { path: file, registries: readRegistries(registry, file), other };
+}
+
+/**
+ * How a command reaches registries: config.toml's `[registry."host"]` tables (and its path, for
+ * messages that name a key to set), the environment credentials are read from, where warnings go.
+ * Every pull, push, login, cache import or export and base-image lookup gets them from here.
+ */
+export function registryOptions(
+  config: TbuildConfig,
+  context: { env: NodeJS.ProcessEnv; warn?: (message: string) => void; signal?: AbortSignal },
+): RegistryOptions {
+  return {
+    hosts: config.registries,
+    configPath: config.path,
+    env: context.env,
+    ...(context.warn ? { warn: context.warn } : {}),
+    ...(context.signal ? { signal: context.signal } : {}),
+  };
 }
 
 /** The keys of a `[registry."host"]` table. */

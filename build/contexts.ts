@@ -10,9 +10,9 @@ import { readDockerignore } from "../frontend/dockerignore.js";
 import type { NamedContext } from "../frontend/lower/index.js";
 import { loadArchive } from "../oci/archive/index.js";
 import { packDirectory } from "../oci/archive/rootfs.js";
-import { readImageForPlatform } from "../oci/image.js";
 import { formatPlatform, type Platform } from "../oci/platform.js";
 import type { Store } from "../oci/store/index.js";
+import { resolveStoredImage } from "./resolver.js";
 
 export interface BuildContexts {
   namedContexts: Record<string, NamedContext>;
@@ -92,21 +92,11 @@ async function importLayout(
     );
   }
   const chosen = matches[0]!;
-  const image = await readImageForPlatform(
-    options.store.content,
+  return resolveStoredImage(
+    options.store,
+    chosen.names[0] ?? name,
     chosen.descriptor,
     options.platform,
     `${what} for ${formatPlatform(options.platform)}`,
   );
-  const config = image.config;
-  return {
-    ref: chosen.names[0] ?? name,
-    digest: image.descriptor.digest,
-    platform: {
-      os: config.os,
-      architecture: config.architecture,
-      ...(config.variant ? { variant: config.variant } : {}),
-    },
-    config,
-  };
 }

@@ -1,0 +1,52 @@
+/**
+ * The library's `build()`: a BuildRequest run by build/'s runBuild, with options that default to
+ * this process's (its environment names the store and config.toml, as the CLI's does). An abort
+ * cancels the build as Ctrl-C does: running steps are stopped, what they made is removed, and the
+ * promise rejects with a BuildCanceledError.
+ */
+import type { BuildEvent } from "../build/events.js";
+import type { BuildRequest } from "../build/request.js";
+import type { BuildResult } from "../build/run.js";
+import { BuildCanceledError, requirePrivileges } from "./errors.js";
+import type { Store } from "./store.js";
+
+export interface BuildOptions {
+  /** Each event as it happens: the objects `tbuild build --progress=rawjson` prints. */
+  onEvent?: (event: BuildEvent) => void;
+  /** Aborting cancels the build, as Ctrl-C does. */
+  signal?: AbortSignal;
+  /** Relative paths in the request are relative to this; `process.cwd()` by default. */
+  cwd?: string;
+  /**
+   * The environment tbuild reads: the store (`TBUILD_ROOT`), config.toml (`TBUILD_CONFIG`),
+   * registry credentials (`DOCKER_CONFIG`), secrets given by `env`; `process.env` by default.
+   */
+  env?: NodeJS.ProcessEnv;
+  /** The store to build in; the one `env` names by default. */
+  store?: Store;
+  /** Where an output with `dest: "-"` is written; `process.stdout` by default. */
+  stdout?: NodeJS.WritableStream;
+}
+
+export async function build(request: BuildRequest, options: BuildOptions = {}): Promise<BuildResult> {
+  requirePrivileges("build()");
+  const signal = options.signal ?? new AbortController().signal;
+  const env = {
+    ...(options.env ?? process.env),
+    ...(options.store ? { TBUILD_ROOT: options.store.root } : {}),
+  };
+  // Loaded when a build is asked for: `run()` and `pull()` callers never load the builder.
+  const { runBuild } = await import("../build/run.js");
+  try {
+    return await runBuild(request, {
+      env,
+      cwd: options.cwd ?? process.cwd(),
+      signal,
+      onEvent: options.onEvent ?? (() => {}),
+      ...(options.stdout ? { stdout: options.stdout } : {}),
+    });
+  } catch (err) {
+    if (signal.aborted) throw new BuildCanceledError(signal.reason, err);
+    throw err;
+  }
+}

@@ -1,0 +1,147 @@
+/**
+ * The library's `run()`: a new container from an image (from the store, else pulled as `tbuild
+ * pull` would), its process run to its end, as `tbuild run` does. Aborting the signal stops the
+ * container (SIGTERM, then SIGKILL) and cleans up.
+ */
+import { randomBytes } from "node:crypto";
+import { isTbuildError } from "../errors/index.js";
+import type { Image } from "../oci/image.js";
+import { hostPlatform, type Platform, parsePlatform } from "../oci/platform.js";
+import { defaultStoreRoot, type Store as OpenedStore, openStore } from "../oci/store/index.js";
+import { containerConfig } from "../runtime/config.js";
+import { parseVolumeFlag } from "../runtime/mounts.js";
+import { BuildCanceledError, requirePrivileges } from "./errors.js";
+import type { Store } from "./store.js";
+
+export interface RunOptions {
+  /** Replaces the image's CMD. */
+  command?: string[];
+  /** Replaces the image's ENTRYPOINT (and drops its CMD); `""` clears it. */
+  entrypoint?: string;
+  /** `K=V` variables for the container's process (later ones win over the image's). */
+  environment?: string[];
+  /** An absolute working directory in the container. */
+  workdir?: string;
+  /** `USER[:GROUP]`, a name or an id. */
+  user?: string;
+  /** As `tbuild run -v`: `SRC:DST[:ro]` (a host path or a volume name), or `DST` (an anonymous volume). */
+  volumes?: string[];
+  /** The host's network (default), or none (loopback only). */
+  network?: "host" | "none";
+  /** A name for the container; a random one by default. */
+  name?: string;
+  /** Forget the container, its writable layer and anonymous volumes when it exits. */
+  remove?: boolean;
+  /** The image's platform, e.g. `linux/arm64`; this machine's by default. */
+  platform?: string;
+  /** Give the process a terminal: this process's own, which must be one (`stdin` "inherit"). */
+  tty?: boolean;
+  /** Where the process reads and writes; this process's own by default ("inherit"). */
+  stdin?: NodeJS.ReadableStream | "inherit" | "ignore";
+  stdout?: NodeJS.WritableStream | "inherit";
+  stderr?: NodeJS.WritableStream | "inherit";
+  /** Aborting stops the container. */
+  signal?: AbortSignal;
+  /** Called once the process is starting, with a way to send it signals. */
+  onStart?: (container: { id: string; kill(signal: NodeJS.Signals): void }) => void;
+  /** The environment: the store, config.toml, credentials; `process.env` by default. */
+  env?: NodeJS.ProcessEnv;
+  /** Relative volume sources are relative to this; `process.cwd()` by default. */
+  cwd?: string;
+  store?: Store;
+  /** One line each: a pulled image for another platform, a volume's problem. */
+  onWarning?: (message: string) => void;
+}
+
+export interface RunResult {
+  /** The process's exit code, or 128 + the signal number when a signal ended it. */
+  exitCode: number;
+  /** The container's id and name (as `tbuild ps` shows them, unless it was removed). */
+  id: string;
+  name: string;
+}
+
+export async function run(image: string, options: RunOptions = {}): Promise<RunResult> {
+  requirePrivileges("run()");
+  const env = options.env ?? process.env;
+  const signal = options.signal ?? new AbortController().signal;
+  const platform = options.platform ? parsePlatform(options.platform) : hostPlatform();
+  const anonymousName = () => randomBytes(32).toString("hex");
+  const mounts = (options.volumes ?? []).map((v) =>
+    parseVolumeFlag(v, options.cwd ?? process.cwd(), anonymousName),
+  );
+  const store = await openStore(options.store?.root ?? defaultStoreRoot(env));
+  const resolved = await resolveImage(store, image, platform, { env, signal, options });
+  const config = containerConfig(resolved.config.config ?? {}, {
+    ...(options.entrypoint !== undefined ? { entrypoint: options.entrypoint } : {}),
+    args: options.command ?? [],
+    env: options.environment ?? [],
+    ...(options.workdir !== undefined ? { workingDir: options.workdir } : {}),
+    ...(options.user !== undefined ? { user: options.user } : {}),
+    anonymousVolumes: mounts.filter((m) => m.kind === "volume" && m.anonymous).map((m) => m.destination),
+  });
+  const { Container } = await import("../runtime/container.js");
+  const container = await Container.create(store, {
+    image: resolved,
+    imageName: image,
+    config,
+    mounts,
+    network: options.network ?? "host",
+    tty: options.tty === true,
+    interactive: options.stdin !== undefined && options.stdin !== "ignore",
+    remove: options.remove === true,
+    ...(options.name !== undefined ? { name: options.name } : {}),
+    ...(options.onWarning ? { warn: options.onWarning } : {}),
+  });
+  try {
+    const exit = await container.run({
+      stdin: options.stdin ?? "ignore",
+      stdout: options.stdout ?? "inherit",
+      stderr: options.stderr ?? "inherit",
+      signal,
+      onStart: () => options.onStart?.({ id: container.id, kill: (s) => container.kill(s) }),
+    });
+    return { exitCode: exit.exitCode, id: container.id, name: container.record.name };
+  } catch (err) {
+    // Stopped before its process started (while unpacking, say): the caller's own doing.
+    if (signal.aborted && !isTbuildError(err)) throw new BuildCanceledError(signal.reason, err);
+    throw err;
+  }
+}
+
+/**
+ * The image `text` names, for `platform`: from the local store first (a name or an image ID), else
+ * pulled from its registry (the registry client is loaded only then).
+ */
+async function resolveImage(
+  store: OpenedStore,
+  text: string,
+  platform: Platform,
+  { env, signal, options }: { env: NodeJS.ProcessEnv; signal: AbortSignal; options: RunOptions },
+): Promise<Image> {
+  const [{ readImageForPlatform }, { ImageNotFoundError }] = await Promise.all([
+    import("../oci/image.js"),
+    import("../oci/store/index.js"),
+  ]);
+  try {
+    // A name is found with one read of the store's index; IDs and the rest go the long way.
+    const record =
+      (await store.images.get(text).catch(() => undefined)) ??
+      (await (await import("../oci/store/find.js")).findLocalImage(store, text));
+    return await readImageForPlatform(store.content, record.descriptor, platform, record.name);
+  } catch (err) {
+    if (!(err instanceof ImageNotFoundError)) throw err;
+  }
+  const [{ pullImage }, { loadConfig, registryOptions }, { parseReference }] = await Promise.all([
+    import("../oci/registry/index.js"),
+    import("../build/config.js"),
+    import("../oci/reference.js"),
+  ]);
+  const config = await loadConfig(env);
+  options.onWarning?.(`Unable to find image '${text}' locally; pulling it`);
+  const pulled = await pullImage(store, parseReference(text), {
+    platform,
+    ...registryOptions(config, { env, signal, ...(options.onWarning ? { warn: options.onWarning } : {}) }),
+  });
+  return readImageForPlatform(store.content, pulled.index ?? pulled.descriptor, platform, pulled.name);
+}

@@ -1,0 +1,157 @@
+/**
+ * A build, asked for in plain data: what the CLI parses its flags into (cli/build-request.ts),
+ * what the library's `build()` takes, and what a remote worker will be sent. Nothing in it is a
+ * class or a function, so it survives JSON.stringify unchanged (BuildKit's SolveRequest, buildx's
+ * build.Options). Relative paths are relative to the caller's working directory (`cwd`).
+ */
+import { TbuildError } from "../errors/index.js";
+import type { ExportRequest } from "../exporters/request.js";
+import type { CacheExportSpec, CacheImportSpec } from "../solver/build-cache.js";
+
+export interface BuildRequest {
+  /** The build context: a directory. */
+  context: string;
+  /** The Dockerfile; `CONTEXT/Dockerfile` (or `dockerfile`) when absent. */
+  dockerfile?: string;
+  /** `--build-arg`: values of the Dockerfile's ARGs. */
+  buildArgs?: Record<string, string>;
+  /** The stage to build; the last one when absent. */
+  target?: string;
+  /** Target platforms (`linux/arm64`); this machine's when absent. One at a time for now. */
+  platforms?: string[];
+  /** `--build-context NAME=SRC`: a directory, `docker-image://REF` or `oci-layout://DIR[:TAG]`. */
+  contexts?: Record<string, string>;
+  /** Secrets for `RUN --mount=type=secret`, by id: from a file (`src`) or an environment variable (`env`; the id's own when neither is given). */
+  secrets?: SecretRequest[];
+  /** SSH agents for `RUN --mount=type=ssh`, by id: a socket, else `$SSH_AUTH_SOCK`. */
+  ssh?: SshRequest[];
+  /** Where the image goes besides the local store's `tags` (`-o`). */
+  outputs?: ExportRequest[];
+  cacheFrom?: CacheImportSpec[];
+  cacheTo?: CacheExportSpec;
+  /** Labels added to the image config. */
+  labels?: Record<string, string>;
+  /** The network of every RUN without its own `--network`. */
+  network?: "default" | "none" | "host";
+  /** Run every step, reusing nothing. */
+  noCache?: boolean;
+  /** Run these stages' steps without the cache. */
+  noCacheFilter?: string[];
+  /**
+   * SOURCE_DATE_EPOCH, in seconds: the image's `created` and the newest time in its new layers.
+   * When absent, a `SOURCE_DATE_EPOCH` build arg counts, as in BuildKit.
+   */
+  epoch?: number;
+  /** A remote worker (`ssh://HOST`): not supported yet, and refused rather than ignored. */
+  worker?: string;
+  /** Names for the image in the local store (and in oci/docker archives). */
+  tags?: string[];
+  /** Push the `tags` to their registries. */
+  push?: boolean;
+  /** Ask the registry for base images even when the store has them. */
+  pull?: boolean;
+  /** Steps run at once; config.toml's `[build] jobs`, else the CPU count. */
+  jobs?: number;
+  /** Kill a RUN step still running after this many milliseconds, and fail the build. */
+  stepTimeoutMs?: number;
+  /** Write the image digest to this file. */
+  iidFile?: string;
+  /** Write the build's metadata (digests, names) as JSON to this file. */
+  metadataFile?: string;
+  /** After the build, an `explain` event for each step that ran: why it missed the cache. */
+  explain?: boolean;
+}
+
+export type SecretRequest = { id: string; src: string } | { id: string; env?: string };
+
+export interface SshRequest {
+  id: string;
+  /** An agent's socket; `$SSH_AUTH_SOCK` when absent. */
+  socket?: string;
+}
+
+const KEYS: readonly (keyof BuildRequest)[] = [
+  "context",
+  "dockerfile",
+  "buildArgs",
+  "target",
+  "platforms",
+  "contexts",
+  "secrets",
+  "ssh",
+  "outputs",
+  "cacheFrom",
+  "cacheTo",
+  "labels",
+  "network",
+  "noCache",
+  "noCacheFilter",
+  "epoch",
+  "worker",
+  "tags",
+  "push",
+  "pull",
+  "jobs",
+  "stepTimeoutMs",
+  "iidFile",
+  "metadataFile",
+  "explain",
+];
+
+export class BadBuildRequestError extends TbuildError {
+  constructor(message: string) {
+    super("E_BAD_REQUEST", `build request: ${message}`);
+  }
+}
+
+/**
+ * `request` as the build takes it, or an error naming the field that is wrong: a caller without
+ * types (JavaScript, JSON from elsewhere) learns of a misspelt or mistyped field at once rather
+ * than from a build that quietly did something else.
+ */
+export function checkBuildRequest(request: unknown): BuildRequest {
+  if (typeof request !== "object" || request === null || Array.isArray(request)) {
+    throw new BadBuildRequestError('must be an object such as { context: "." }');
+  }
+  const fields = request as Record<string, unknown>;
+  for (const key of Object.keys(fields)) {
+    if (!(KEYS as readonly string[]).includes(key)) {
+      throw new BadBuildRequestError(`unknown field "${key}" (known: ${KEYS.join(", ")})`);
+    }
+  }
+  const expect = (key: keyof BuildRequest, what: string, ok: (value: unknown) => boolean) => {
+    const value = fields[key];
+    if (value !== undefined && !ok(value)) throw new BadBuildRequestError(`"${key}" must be ${what}`);
+  };
+  const isString = (v: unknown) => typeof v === "string";
+  const isStrings = (v: unknown) => Array.isArray(v) && v.every(isString);
+  const isRecord = (v: unknown) =>
+    typeof v === "object" && v !== null && !Array.isArray(v) && Object.values(v).every(isString);
+  const isBoolean = (v: unknown) => typeof v === "boolean";
+  const isCount = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 1;
+  if (typeof fields.context !== "string" || fields.context === "") {
+    throw new BadBuildRequestError('"context" must be a directory, such as "."');
+  }
+  for (const key of ["dockerfile", "target", "worker", "iidFile", "metadataFile"] as const) {
+    expect(key, "a string", isString);
+  }
+  for (const key of ["platforms", "tags", "noCacheFilter"] as const)
+    expect(key, "an array of strings", isStrings);
+  for (const key of ["buildArgs", "contexts", "labels"] as const) {
+    expect(key, "an object of string values", isRecord);
+  }
+  for (const key of ["noCache", "push", "pull", "explain"] as const) expect(key, "true or false", isBoolean);
+  for (const key of ["jobs", "stepTimeoutMs"] as const) expect(key, "a whole number of at least 1", isCount);
+  expect("epoch", "whole seconds since 1970", (v) => Number.isSafeInteger(v) && (v as number) >= 0);
+  expect("network", '"default", "none" or "host"', (v) => v === "default" || v === "none" || v === "host");
+  const isObjects = (v: unknown) =>
+    Array.isArray(v) && v.every((item) => typeof item === "object" && item !== null && isString(item.id));
+  expect("secrets", "an array of { id, src } or { id, env }", isObjects);
+  expect("ssh", "an array of { id, socket? }", isObjects);
+  const isTyped = (v: unknown) =>
+    typeof v === "object" && v !== null && isString((v as { type?: unknown }).type);
+  expect("outputs", "an array of { type, ... }", (v) => Array.isArray(v) && v.every(isTyped));
+  expect("cacheFrom", "an array of { type, ... }", (v) => Array.isArray(v) && v.every(isTyped));
+  expect("cacheTo", "{ type, ... }", isTyped);
+  return request as BuildRequest;
+}

@@ -1,0 +1,359 @@
+/**
+ * Running a build: a BuildRequest → plan → solve on the local worker → export, with every step
+ * told as a BuildEvent (BuildKit's control.Solve with buildx's build.Build around it). The CLI's
+ * `tbuild build` and the library's `build()` both call runBuild; what the CLI adds is flag syntax,
+ * the rootless re-exec and the rendering of the events.
+ */
+import { rm } from "node:fs/promises";
+import { availableParallelism } from "node:os";
+import path from "node:path";
+import { TbuildError } from "../errors/index.js";
+import type { ExportType } from "../exporters/index.js";
+import type { ExportRequest } from "../exporters/request.js";
+import { proxyEnv } from "../frontend/lower/index.js";
+import type { PushOptions } from "../oci/registry/push.js";
+import { checkSourceDateEpoch, parseSourceDateEpoch } from "../oci/source-date-epoch.js";
+import type { ImageConfig } from "../oci/spec.js";
+import { defaultStoreRoot, openStore, type Store } from "../oci/store/index.js";
+import { CacheIndex } from "../solver/cache.js";
+import { encodeCacheDescription, INLINE_CACHE_FIELD } from "../solver/cache-description.js";
+import { applyGcPolicy } from "../solver/gc.js";
+import type { BuildGraph } from "../solver/graph.js";
+import { StepFailedError, solve } from "../solver/solve.js";
+import { inputsFirst } from "../solver/walk.js";
+import type { FsResult } from "../solver/worker.js";
+import { makeBuildStateDir, removeAbandonedBuildStates } from "../worker/build-state.js";
+import { LocalWorker } from "../worker/local.js";
+import { Snapshotter } from "../worker/snapshot/index.js";
+import {
+  loadConfig,
+  readBuildDefaults,
+  readGcPolicy,
+  readWorkerSettings,
+  registryOptions,
+} from "./config.js";
+import { type BuildEvent, BuildEventStream, type BuildSummary } from "./events.js";
+import { BuildStepFailedError, describeStepFailure } from "./failure.js";
+import { containerImages, pruneUnneededLayers } from "./gc.js";
+import { planBuild, readRequestDockerfile } from "./plan.js";
+import { type BuildRequest, checkBuildRequest } from "./request.js";
+import { checkRequiredSecrets, resolveSecrets, resolveSshAgents } from "./secrets.js";
+
+/** Where a build runs from, and who hears of it. */
+export interface RunContext {
+  env: NodeJS.ProcessEnv;
+  /** Relative paths in the request are relative to this. */
+  cwd: string;
+  signal: AbortSignal;
+  onEvent: (event: BuildEvent) => void;
+  /** Where an output to `-` (`dest: "-"`) is written. */
+  stdout?: NodeJS.WritableStream;
+}
+
+/** What a finished build made: its digests, size, names, and how many steps ran or were cached. */
+export type BuildResult = BuildSummary;
+
+/** A build's SOURCE_DATE_EPOCH: the request's, else its `SOURCE_DATE_EPOCH` build arg's (as BuildKit). */
+export function epochOf(request: BuildRequest): number | undefined {
+  if (request.epoch !== undefined) return checkSourceDateEpoch(request.epoch);
+  return parseSourceDateEpoch(request.buildArgs?.SOURCE_DATE_EPOCH);
+}
+
+/**
+ * Runs the build `request` asks for. Every event goes to `ctx.onEvent`, the last being
+ * `build.completed` or `build.failed` (unless the Dockerfile cannot be read, or the request is
+ * malformed: those throw before anything starts). Aborting `ctx.signal` stops the running steps,
+ * removes what they made, and ends the build as an interrupt does.
+ */
+export async function runBuild(request: BuildRequest, ctx: RunContext): Promise<BuildResult> {
+  checkBuildRequest(request);
+  if (request.worker !== undefined) {
+    throw new TbuildError("E_NOT_SUPPORTED", "--worker is not supported yet");
+  }
+  const dockerfile = await readRequestDockerfile(request, ctx.cwd);
+  const events = new BuildEventStream(ctx.onEvent);
+  try {
+    return await build(request, ctx, events, dockerfile);
+  } catch (err) {
+    const failure =
+      err instanceof StepFailedError
+        ? describeStepFailure(err, events.lastOutput(err.digest), dockerfile)
+        : undefined;
+    events.failed(err, failure);
+    if (failure) throw new BuildStepFailedError(failure, err as StepFailedError);
+    throw err;
+  }
+}
+
+async function build(
+  request: BuildRequest,
+  ctx: RunContext,
+  events: BuildEventStream,
+  dockerfile: Awaited<ReturnType<typeof readRequestDockerfile>>,
+): Promise<BuildResult> {
+  const warn = (message: string) => events.warn(message);
+  const config = await loadConfig(ctx.env);
+  const jobs = request.jobs ?? readBuildDefaults(config).jobs ?? availableParallelism();
+  const sourceDateEpoch = epochOf(request);
+  // Checked before anything is resolved or run: a bad --secret is the user's to fix at once.
+  const secrets = await resolveSecrets(request.secrets ?? [], ctx);
+  const sshAgents = resolveSshAgents(request.ssh ?? [], ctx);
+  const cacheFrom = request.cacheFrom ?? [];
+  const cacheTo = request.cacheTo;
+  // Loaded only for builds that import or export cache (it brings the registry client).
+  const buildCache =
+    cacheTo !== undefined || cacheFrom.length > 0 ? await import("../solver/build-cache.js") : undefined;
+  const registry = registryOptions(config, { env: ctx.env, warn });
+  const { snapshotter: snapshotMode } = readWorkerSettings(config);
+  const store = await openStore(defaultStoreRoot(ctx.env));
+  // What builds killed with SIGKILL left: their state directories and the containers in them,
+  // then the root filesystems those containers ran on (still mounted, as real root), the layers
+  // and context snapshots they were making, the blobs they were writing.
+  await removeAbandonedBuildStates(store.root, { warn });
+  const snapshotter = new Snapshotter(store.root, store.content, snapshotMode ? { mode: snapshotMode } : {});
+  await snapshotter.cleanAbandoned();
+  await snapshotter.removeAbandonedTemps();
+  await store.content.cleanIngest();
+
+  const plan = await events.internal(`[internal] load metadata and resolve base images`, () =>
+    planBuild(request, { store, config, env: ctx.env, cwd: ctx.cwd, signal: ctx.signal, warn }, dockerfile),
+  );
+  const { lowered } = plan;
+  const buildArgs = request.buildArgs ?? {};
+  const imported = await buildCache?.importBuildCache(cacheFrom, store.content, {
+    ...registry,
+    platform: plan.targetPlatform,
+  });
+  checkRequiredSecrets(lowered.graph, secrets, sshAgents);
+  const stateDir = await makeBuildStateDir(store.root);
+  const cache = CacheIndex.forStore(store.root);
+  const noCacheStages = new Set((request.noCacheFilter ?? []).map((s) => s.toLowerCase()));
+  const stageOf = vertexStages(lowered.graph, lowered.stages);
+  const ignoreCache = (digest: string) =>
+    request.noCache === true || noCacheStages.has(stageOf.get(digest) ?? "");
+  try {
+    const worker = new LocalWorker({
+      store,
+      ignoreCache,
+      snapshotter,
+      warn,
+      localSources: plan.localSources,
+      secrets,
+      proxyEnv: proxyEnv(buildArgs),
+      ssh: sshAgents,
+      compression: "gzip",
+      ...(sourceDateEpoch !== undefined ? { sourceDateEpoch } : {}),
+      stateDir,
+      ...(request.stepTimeoutMs !== undefined ? { stepTimeoutMs: request.stepTimeoutMs } : {}),
+      registry: { hosts: registry.hosts, configPath: registry.configPath, env: ctx.env },
+    });
+    const buildStarted = Date.now();
+    // What follows solves exactly this graph from exactly this root: the event shows them.
+    const { graph, root } = lowered;
+    events.emit({
+      type: "build.planned",
+      vertices: root ? reachable(graph, root).size : 0,
+      ...(root ? { root } : {}),
+      graph,
+      image: lowered.image,
+    });
+    const solved = root
+      ? await solve(graph, root, {
+          worker,
+          cache,
+          hasBlob: (digest) => store.content.has(digest),
+          ...(imported ? { remoteCache: imported } : {}),
+          jobs,
+          signal: ctx.signal,
+          onEvent: (event) => events.solved(event),
+          ignoreCache,
+        })
+      : {
+          result: { layers: [] },
+          ran: [],
+          cached: [],
+          keys: new Map(),
+          materials: new Map(),
+          results: new Map(),
+        };
+    const cacheOf = (mode: "min" | "max") =>
+      buildCache!.collectBuildCache(solved, cache, imported, store.content, mode);
+    // Inline cache rides in the image config, so it is collected before the image is assembled.
+    const image =
+      cacheTo?.type === "inline"
+        ? { ...lowered.image, [INLINE_CACHE_FIELD]: encodeCacheDescription(await cacheOf("min")) }
+        : lowered.image;
+    const exported = await events.internal("exporting to image", () =>
+      exportBuild(
+        store,
+        image,
+        solved.result,
+        request,
+        { ...ctx, warn },
+        sourceDateEpoch !== undefined ? { sourceDateEpoch } : { now: builtAt(solved, cache) },
+        registry,
+      ),
+    );
+    if (cacheTo !== undefined && cacheTo.type !== "inline") {
+      await events
+        .internal("exporting cache", async () =>
+          buildCache!.writeBuildCache(cacheTo, await cacheOf(cacheTo.mode), store.content, registry),
+        )
+        .catch((err: unknown) => {
+          // ignore-error=true: the image is made; a cache that could not be written is a warning.
+          if (cacheTo.ignoreError !== true || ctx.signal.aborted) throw err;
+          warn(`the cache was not exported (ignore-error=true): ${(err as Error).message}`);
+        });
+    }
+    // config.toml's [gc] limits, enforced once the image is named (so its blobs are never candidates).
+    const gcPolicy = readGcPolicy(config);
+    if (gcPolicy) {
+      const keepImages = (await containerImages(store.root)).map((c) => c.image);
+      if (await applyGcPolicy(store, cache, { ...gcPolicy, keepImages }))
+        await pruneUnneededLayers(store, cache);
+    }
+    // Steps are what the Dockerfile says; reading the context and the like are not counted.
+    const steps = (digests: string[]) => digests.filter((d) => !graph.info[d]?.internal).length;
+    const summary: BuildSummary = {
+      digest: exported.digest,
+      configDigest: exported.configDigest,
+      size: exported.size,
+      names: exported.names,
+      ran: steps(solved.ran),
+      cached: steps(solved.cached),
+    };
+    events.completed(summary);
+    if (request.explain === true) {
+      const { explainBuild } = await import("./explain.js");
+      for (const explanation of await explainBuild({
+        graph,
+        solved,
+        cache,
+        storeRoot: store.root,
+        buildArgs: Object.keys(buildArgs),
+        buildStarted,
+      })) {
+        events.emit({ type: "explain", ...explanation });
+      }
+    }
+    return summary;
+  } finally {
+    cache.close();
+    await rm(stateDir, { recursive: true, force: true });
+  }
+}
+
+async function exportBuild(
+  store: Store,
+  image: ImageConfig,
+  result: FsResult,
+  request: BuildRequest,
+  ctx: RunContext & { warn: (message: string) => void },
+  /** The image's time: SOURCE_DATE_EPOCH's, or when it was built. */
+  when: { sourceDateEpoch: number } | { now: Date },
+  registry: PushOptions,
+) {
+  const exporters = await import("../exporters/index.js");
+  const assembled = await exporters.assembleImage(store.content, { result, config: image }, when);
+  const names = request.tags ?? [];
+  const outputs = (request.outputs ?? []).map((output) => resolveDest(output, ctx.cwd));
+  // As buildx does, the -t names also name the image inside oci and docker archives.
+  const requests = outputs.map((output) => {
+    const named = (output.type === "oci" || output.type === "docker") && !output.names?.length;
+    return named && names.length > 0 ? { ...output, names } : output;
+  });
+  if (names.length > 0 || requests.length === 0) {
+    requests.unshift({ type: "image", names, push: request.push === true });
+  }
+  const size =
+    assembled.manifestDescriptor.size +
+    assembled.configDescriptor.size +
+    assembled.manifest.layers.reduce((sum, layer) => sum + layer.size, 0);
+  let outcome: { digest: string; configDigest: string; names: string[] } = {
+    digest: assembled.manifestDescriptor.digest,
+    configDigest: assembled.configDescriptor.digest,
+    names: [],
+  };
+  if (names.length === 0 && outputs.length === 0) {
+    ctx.warn("no output given (-t NAME or -o): the result stays in the build cache only");
+  }
+  // Outputs may differ in digest (an archive's Docker media types, another compression): the one
+  // reported is the stored or pushed image's, as buildx reports the pushed digest; else the last
+  // archive's; a filesystem output (local, tar) has no manifest of its own.
+  let reportedRank = -1;
+  for (const output of requests) {
+    if (output.type === "image" && (output.names ?? []).length === 0) continue;
+    const exported = await exporters.exportImage(store, assembled, result, output, {
+      signal: ctx.signal,
+      warn: ctx.warn,
+      registry,
+      stdout: ctx.stdout ?? process.stdout,
+    });
+    const rank = REPORTED_OUTPUT_RANK[output.type];
+    if (rank >= reportedRank) {
+      outcome = exported;
+      reportedRank = rank;
+    }
+  }
+  if (request.iidFile) await exporters.writeIidFile(path.resolve(ctx.cwd, request.iidFile), outcome);
+  if (request.metadataFile) {
+    await exporters.writeMetadataFile(path.resolve(ctx.cwd, request.metadataFile), outcome);
+  }
+  return { ...outcome, size };
+}
+
+/** An output's destination, relative to the caller's directory (`-` is standard output). */
+function resolveDest(output: ExportRequest, cwd: string): ExportRequest {
+  return output.dest === undefined || output.dest === "-"
+    ? output
+    : { ...output, dest: path.resolve(cwd, output.dest) };
+}
+
+/** Which output's digest the build reports when there are several: the highest rank, the last of equals. */
+const REPORTED_OUTPUT_RANK: Record<ExportType, number> = {
+  image: 2,
+  oci: 1,
+  docker: 1,
+  tar: 0,
+  local: 0,
+};
+
+const inputsIn = (graph: BuildGraph) => (digest: string) => graph.vertices[digest]?.inputs ?? [];
+
+/** The vertices `root` needs: the steps a build reports on. */
+function reachable(graph: BuildGraph, root: string): Set<string> {
+  return new Set(inputsFirst([root], inputsIn(graph)));
+}
+
+/** Which stage each vertex belongs to, for `--no-cache-filter`: the stage whose root reaches it first. */
+function vertexStages(graph: BuildGraph, stages: { name: string; root?: string }[]): Map<string, string> {
+  const owner = new Map<string, string>();
+  const seen = new Set<string>();
+  for (const stage of stages) {
+    if (!stage.root) continue;
+    for (const digest of inputsFirst([stage.root], inputsIn(graph), seen)) owner.set(digest, stage.name);
+  }
+  return owner;
+}
+
+/**
+ * When the image was made: now, unless no step ran, when it is when the newest of the cached
+ * results was made, so that a rebuild that changed nothing gives the very same image (its
+ * config's `created` unchanged), as Docker's builder does.
+ */
+function builtAt(
+  solved: { ran: string[]; cached: string[]; keys: Map<string, string> },
+  cache: CacheIndex,
+): Date {
+  if (solved.ran.length > 0 || solved.cached.length === 0) return new Date();
+  let newest = 0;
+  for (const digest of solved.cached) {
+    const key = solved.keys.get(digest);
+    // No key: a source only read through the selections of the steps that use it (see solve.ts).
+    if (key === undefined) continue;
+    const created = cache.createdAt(key);
+    if (created === undefined) return new Date();
+    newest = Math.max(newest, created);
+  }
+  return new Date(newest);
+}
