@@ -20,23 +20,20 @@ export interface BuildContexts {
   localSources: Record<string, string>;
 }
 
+/** The request's named contexts (`--build-context NAME=SRC`, by name) as the lowering takes them. */
 export async function parseBuildContexts(
-  specs: string[],
+  sources: Readonly<Record<string, string>>,
   options: { cwd: string; store: Store; platform: Platform; signal?: AbortSignal },
 ): Promise<BuildContexts> {
   const contexts: BuildContexts = { namedContexts: {}, localSources: {} };
-  for (const spec of specs) {
-    const eq = spec.indexOf("=");
-    if (eq <= 0 || eq === spec.length - 1)
+  for (const [name, source] of Object.entries(sources)) {
+    if (name === "" || source === "")
       throw new UsageError(
-        `--build-context "${spec}" must be NAME=DIR, NAME=docker-image://REF or NAME=oci-layout://DIR`,
+        `--build-context "${name}=${source}" must be NAME=DIR, NAME=docker-image://REF or NAME=oci-layout://DIR`,
       );
-    const name = spec.slice(0, eq);
-    const source = spec.slice(eq + 1);
     // The build's own context is the local source `context`: a named one may not shadow it.
     if (name === "context")
       throw new UsageError(`--build-context cannot be named "context": choose another name`);
-    if (name in contexts.namedContexts) throw new UsageError(`--build-context ${name} is given twice`);
     if (source.startsWith("docker-image://")) {
       contexts.namedContexts[name] = { type: "image", ref: source.slice("docker-image://".length) };
     } else if (source.startsWith("oci-layout://")) {

@@ -73,10 +73,12 @@ export async function planBuild(
     cacheDir: `${ctx.store.root}/dockerfiles`,
   });
   for (const w of ast.warnings) ctx.warn(`${ast.file}:${w.range.start.line}: ${w.message}`);
-  const contexts = await parseBuildContexts(
-    Object.entries(request.contexts ?? {}).map(([name, source]) => `${name}=${source}`),
-    { cwd: ctx.cwd, store: ctx.store, platform: targetPlatform, signal: ctx.signal },
-  );
+  const contexts = await parseBuildContexts(request.contexts ?? {}, {
+    cwd: ctx.cwd,
+    store: ctx.store,
+    platform: targetPlatform,
+    signal: ctx.signal,
+  });
   const unresolved = new Set<string>();
   const resolver = ctx.offline
     ? localImageResolver(ctx.store, unresolved)

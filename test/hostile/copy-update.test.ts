@@ -5,18 +5,12 @@
  * entries written inside the image, never through the old link; the image is the new context's.
  */
 import { execFileSync } from "node:child_process";
-import { mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { hostileWorld, MODES, type Mode } from "./harness.js";
+import { buildToTar, hostileWorld, MODES } from "./harness.js";
 
 const world = hostileWorld();
-
-function buildToTar(mode: Mode, store: string, ctx: string) {
-  const out = path.join(world.dir("out", mode), "image.tar");
-  const built = world.tbuild(mode, store, ["build", "--progress=plain", "-o", `type=tar,dest=${out}`, ctx]);
-  return { built, out, tar: built.status === 0 ? readFileSync(out) : Buffer.alloc(0) };
-}
 
 describe.each(MODES)("a COPY updated in place (%s)", (mode) => {
   it("never writes through a symlink the previous copy made", () => {
@@ -32,7 +26,7 @@ describe.each(MODES)("a COPY updated in place (%s)", (mode) => {
       },
       mode,
     );
-    const first = buildToTar(mode, store, ctx);
+    const first = buildToTar(world, mode, store, ctx);
     expect(first.built.status, first.built.stderr).toBe(0);
     canary.expectUntouched(first.built.stdout, first.built.stderr, first.tar);
     expect(execFileSync("tar", ["-tvf", first.out], { encoding: "utf8" })).toMatch(
@@ -50,7 +44,7 @@ describe.each(MODES)("a COPY updated in place (%s)", (mode) => {
     writeFileSync(path.join(ctx, "tree", "a", "sub", "file"), "overwritten\n");
     writeFileSync(path.join(ctx, "tree", "deep", "b", "file"), "overwritten\n");
     execFileSync("chown", ["-R", owner, ctx]);
-    const second = buildToTar(mode, store, ctx);
+    const second = buildToTar(world, mode, store, ctx);
     expect(second.built.status, second.built.stderr).toBe(0);
     canary.expectUntouched(second.built.stdout, second.built.stderr, second.tar);
     const read = (out: string, name: string) =>
@@ -66,7 +60,7 @@ describe.each(MODES)("a COPY updated in place (%s)", (mode) => {
     rmSync(path.join(ctx, "tree", "keep"));
     symlinkSync(path.join(canary.dir, "secret"), path.join(ctx, "tree", "keep"));
     execFileSync("chown", ["-h", owner, path.join(ctx, "tree", "a"), path.join(ctx, "tree", "keep")]);
-    const third = buildToTar(mode, store, ctx);
+    const third = buildToTar(world, mode, store, ctx);
     expect(third.built.status, third.built.stderr).toBe(0);
     canary.expectUntouched(third.built.stdout, third.built.stderr, third.tar);
     const listing = execFileSync("tar", ["-tvf", third.out], { encoding: "utf8" });

@@ -246,3 +246,13 @@ export function tbuildCommandLine(
 ): string[] {
   return commandLine(mode, store, args, options);
 }
+
+/**
+ * `tbuild build CTX -o type=tar` into a new file of `world`: the run, the tar's path and its bytes
+ * (empty when the build failed), for the canary to be looked for in all of them.
+ */
+export function buildToTar(world: HostileWorld, mode: Mode, store: string, ctx: string) {
+  const out = path.join(world.dir("out", mode), "image.tar");
+  const built = world.tbuild(mode, store, ["build", "--progress=plain", "-o", `type=tar,dest=${out}`, ctx]);
+  return { built, out, tar: built.status === 0 ? readFileSync(out) : Buffer.alloc(0) };
+}

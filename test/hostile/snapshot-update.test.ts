@@ -5,18 +5,12 @@
  * through the old link; and what the next steps copy is the new context, nothing of the host.
  */
 import { execFileSync } from "node:child_process";
-import { mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { hostileWorld, MODES, type Mode } from "./harness.js";
+import { buildToTar, hostileWorld, MODES } from "./harness.js";
 
 const world = hostileWorld();
-
-function buildToTar(mode: Mode, store: string, ctx: string) {
-  const out = path.join(world.dir("out", mode), "image.tar");
-  const built = world.tbuild(mode, store, ["build", "--progress=plain", "-o", `type=tar,dest=${out}`, ctx]);
-  return { built, out, tar: built.status === 0 ? readFileSync(out) : Buffer.alloc(0) };
-}
 
 describe.each(MODES)("a context snapshot updated in place (%s)", (mode) => {
   it("never writes through a symlink the previous context held", () => {
@@ -32,7 +26,7 @@ describe.each(MODES)("a context snapshot updated in place (%s)", (mode) => {
       },
       mode,
     );
-    const first = buildToTar(mode, store, ctx);
+    const first = buildToTar(world, mode, store, ctx);
     expect(first.built.status, first.built.stderr).toBe(0);
     canary.expectUntouched(first.built.stdout, first.built.stderr, first.tar);
 
@@ -47,7 +41,7 @@ describe.each(MODES)("a context snapshot updated in place (%s)", (mode) => {
     writeFileSync(path.join(ctx, "a", "sub", "file"), "overwritten\n");
     writeFileSync(path.join(ctx, "deep", "b", "file"), "overwritten\n");
     execFileSync("chown", ["-R", owner, ctx]);
-    const second = buildToTar(mode, store, ctx);
+    const second = buildToTar(world, mode, store, ctx);
     expect(second.built.status, second.built.stderr).toBe(0);
     canary.expectUntouched(second.built.stdout, second.built.stderr, second.tar);
     const read = (name: string) => execFileSync("tar", ["-xOf", second.out, name], { encoding: "utf8" });
@@ -61,7 +55,7 @@ describe.each(MODES)("a context snapshot updated in place (%s)", (mode) => {
     rmSync(path.join(ctx, "keep"));
     symlinkSync(path.join(canary.dir, "secret"), path.join(ctx, "keep"));
     execFileSync("chown", ["-h", owner, path.join(ctx, "a"), path.join(ctx, "keep")]);
-    const third = buildToTar(mode, store, ctx);
+    const third = buildToTar(world, mode, store, ctx);
     expect(third.built.status, third.built.stderr).toBe(0);
     canary.expectUntouched(third.built.stdout, third.built.stderr, third.tar);
     world.expectStoreUsable(mode, store);

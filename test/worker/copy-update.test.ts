@@ -8,8 +8,7 @@
  * which the steps after it read, entry by entry (type, owner, mode, mtime, size, link count,
  * content, link target). Root and rootless.
  */
-import { execFileSync, spawnSync } from "node:child_process";
-import { createHash } from "node:crypto";
+import { execFileSync } from "node:child_process";
 import {
   chmodSync,
   chownSync,
@@ -18,33 +17,19 @@ import {
   mkdirSync,
   readdirSync,
   readFileSync,
-  readlinkSync,
   rmSync,
   writeFileSync,
 } from "node:fs";
 import path from "node:path";
 import fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
-import { applyContextEdit, type Owner, syncContext } from "../build/differential/context.js";
+import { applyContextEdit, syncContext } from "../build/differential/context.js";
 import { contextArb, type Edit, editArb, type Tree } from "../build/differential/scenario.js";
-import { tbuildBin } from "../helpers/cli.js";
-import { userIds } from "../helpers/judges.js";
 import { tempDirs } from "../helpers/temp.js";
+import { CONTEXT_EDITS, describeTree, ownerOf, tbuildIn } from "./in-place.js";
 
 const tempDir = tempDirs();
-const ROOTLESS_USER = "tbuild-test";
 const EPOCH = "1262304000";
-const CONTEXT_EDITS = new Set<Edit["edit"]>([
-  "content",
-  "mode",
-  "mtime",
-  "add",
-  "remove",
-  "file-to-dir",
-  "dir-to-file",
-  "retarget",
-  "unlink",
-]);
 
 /**
  * The COPY shapes of Docker's tutorials and of real Dockerfiles, over a base whose /etc, /srv
@@ -86,38 +71,12 @@ beforeAll(() => {
   execFileSync("chmod", ["-R", "go+rX", baseRootfs]);
 });
 
-function ownerOf(mode: "root" | "rootless"): Owner {
-  return mode === "root" ? { uid: 0, gid: 0 } : userIds(ROOTLESS_USER);
-}
-
-/** Runs tbuild as the mode's user: its exit status and error output. */
-function tbuild(
-  mode: "root" | "rootless",
-  store: string,
-  args: string[],
-): { status: number | null; stderr: string } {
-  const home =
-    mode === "rootless"
-      ? execFileSync("getent", ["passwd", ROOTLESS_USER], { encoding: "utf8" }).split(":")[5]!
-      : (process.env.HOME ?? "/");
-  const command = [
-    "env",
-    "-i",
-    `PATH=${process.env.PATH}`,
-    `TBUILD_ROOT=${store}`,
-    `HOME=${home}`,
-    tbuildBin,
-  ];
-  const argv = [...(mode === "rootless" ? ["runuser", "-u", ROOTLESS_USER, "--"] : []), ...command, ...args];
-  return spawnSync(argv[0]!, argv.slice(1), { encoding: "utf8" });
-}
-
 /** A new store holding the base image, owned by the mode's user. */
 function newStore(mode: "root" | "rootless", dir: string): string {
   const owner = ownerOf(mode);
   mkdirSync(dir);
   chownSync(dir, owner.uid, owner.gid);
-  const imported = tbuild(mode, dir, ["import", baseRootfs, "base"]);
+  const imported = tbuildIn(mode, dir, ["import", baseRootfs, "base"]);
   if (imported.status !== 0) throw new Error(`tbuild import failed: ${imported.stderr}`);
   return dir;
 }
@@ -129,7 +88,7 @@ function newStore(mode: "root" | "rootless", dir: string): string {
 function build(mode: "root" | "rootless", store: string, ctx: string, caseDir: string): string {
   const metadata = path.join(caseDir, `metadata-${path.basename(store)}.json`);
   const args = ["build", "-q", "--build-arg", `SOURCE_DATE_EPOCH=${EPOCH}`, "--metadata-file", metadata, ctx];
-  const result = tbuild(mode, store, args);
+  const result = tbuildIn(mode, store, args);
   if (result.status !== 0) {
     const error = result.stderr.split("\n").find((line) => line.startsWith("ERROR: "));
     if (error === undefined) throw new Error(`tbuild build failed: ${result.stderr}`);
@@ -162,28 +121,9 @@ function inodes(dir: string, rel = "", out = new Map<string, number>()): Map<str
   return out;
 }
 
-/**
- * Every entry below `dir`, with what a step reading it can see of it; a time of this case (a
- * directory given "now") shows as `now`, since two builds' "now" differ.
- */
-function describeTree(dir: string, since: number, rel = ""): string[] {
-  const out: string[] = [];
-  for (const name of readdirSync(path.join(dir, rel)).sort()) {
-    const p = rel === "" ? name : `${rel}/${name}`;
-    const full = path.join(dir, p);
-    const st = lstatSync(full);
-    const time = st.mtimeMs >= since ? "now" : String(st.mtimeMs);
-    const head = `${p} ${(st.mode & 0o170000).toString(8)} ${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid} ${time}`;
-    if (st.isDirectory()) {
-      out.push(head, ...describeTree(dir, since, p));
-    } else if (st.isSymbolicLink()) {
-      out.push(`${head} -> ${readlinkSync(full)}`);
-    } else {
-      const sha = createHash("sha256").update(readFileSync(full)).digest("hex");
-      out.push(`${head} size=${st.size} links=${st.nlink} ${sha}`);
-    }
-  }
-  return out;
+/** A time of this case (a directory given "now") shows as `now`: two builds' "now" differ. */
+function timeSince(since: number): (mtimeMs: number) => string {
+  return (mtimeMs) => (mtimeMs >= since ? "now" : String(mtimeMs));
 }
 
 /**
@@ -256,7 +196,9 @@ describe.each(["root", "rootless"] as const)("a COPY updated in place (%s)", (mo
                 }
                 const fresh = coldLayers.get(key);
                 if (fresh !== undefined && path.basename(fresh) === path.basename(dir)) {
-                  expect(describeTree(dir, since), when).toEqual(describeTree(fresh, since));
+                  expect(describeTree(dir, timeSince(since)), when).toEqual(
+                    describeTree(fresh, timeSince(since)),
+                  );
                 }
               }
               rmSync(cold, { recursive: true, force: true });

@@ -6,8 +6,7 @@
  * snapshots, which later COPY and RUN steps read, are compared entry by entry: type, owner,
  * permission bits, mtime, size, link count, content and link target. Root and rootless.
  */
-import { execFileSync, spawnSync } from "node:child_process";
-import { createHash } from "node:crypto";
+import { execFileSync } from "node:child_process";
 import {
   chmodSync,
   chownSync,
@@ -16,33 +15,19 @@ import {
   mkdirSync,
   readdirSync,
   readFileSync,
-  readlinkSync,
   rmSync,
   utimesSync,
 } from "node:fs";
 import path from "node:path";
 import fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
-import { applyContextEdit, type Owner, syncContext } from "../build/differential/context.js";
-import { contextArb, type Edit, editArb, type Tree } from "../build/differential/scenario.js";
-import { tbuildBin } from "../helpers/cli.js";
-import { userIds } from "../helpers/judges.js";
+import { applyContextEdit, syncContext } from "../build/differential/context.js";
+import { contextArb, editArb, type Tree } from "../build/differential/scenario.js";
 import { tempDirs } from "../helpers/temp.js";
+import { CONTEXT_EDITS, describeTree, type Mode, ownerOf, tbuildIn } from "./in-place.js";
 
 const tempDir = tempDirs();
-const ROOTLESS_USER = "tbuild-test";
 const DOCKERFILE = "FROM scratch\nCOPY . /ctx/\n";
-const CONTEXT_EDITS = new Set<Edit["edit"]>([
-  "content",
-  "mode",
-  "mtime",
-  "add",
-  "remove",
-  "file-to-dir",
-  "dir-to-file",
-  "retarget",
-  "unlink",
-]);
 
 let work: string;
 beforeAll(() => {
@@ -50,26 +35,8 @@ beforeAll(() => {
   chmodSync(work, 0o755);
 });
 
-function ownerOf(mode: "root" | "rootless"): Owner {
-  return mode === "root" ? { uid: 0, gid: 0 } : userIds(ROOTLESS_USER);
-}
-
-function build(mode: "root" | "rootless", store: string, ctx: string, extra: string[] = []): void {
-  const home =
-    mode === "rootless"
-      ? execFileSync("getent", ["passwd", ROOTLESS_USER], { encoding: "utf8" }).split(":")[5]!
-      : (process.env.HOME ?? "/");
-  const command = [
-    "env",
-    "-i",
-    `PATH=${process.env.PATH}`,
-    `TBUILD_ROOT=${store}`,
-    `HOME=${home}`,
-    tbuildBin,
-  ];
-  command.push("build", "-q", ...extra, ctx);
-  const argv = mode === "rootless" ? ["runuser", "-u", ROOTLESS_USER, "--", ...command] : command;
-  const result = spawnSync(argv[0]!, argv.slice(1), { encoding: "utf8" });
+function build(mode: Mode, store: string, ctx: string, extra: string[] = []): void {
+  const result = tbuildIn(mode, store, ["build", "-q", ...extra, ctx]);
   if (result.status !== 0) throw new Error(`tbuild build failed: ${result.stderr}`);
 }
 
@@ -86,25 +53,9 @@ function sourceSnapshot(store: string): string | undefined {
   return path.join(store, "snapshots", "layers", layer.split(":")[1]!);
 }
 
-/** Every entry below `dir`, with what a step reading it can see of it (times in whole seconds). */
-function describeTree(dir: string, rel = ""): string[] {
-  const out: string[] = [];
-  for (const name of readdirSync(path.join(dir, rel)).sort()) {
-    const p = rel === "" ? name : `${rel}/${name}`;
-    const full = path.join(dir, p);
-    const st = lstatSync(full);
-    const head = `${p} ${(st.mode & 0o170000).toString(8)} ${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid} ${Math.floor(st.mtimeMs / 1000)}`;
-    if (st.isDirectory()) {
-      out.push(head);
-      out.push(...describeTree(dir, p));
-    } else if (st.isSymbolicLink()) {
-      out.push(`${head} -> ${readlinkSync(full)}`);
-    } else {
-      const sha = createHash("sha256").update(readFileSync(full)).digest("hex");
-      out.push(`${head} size=${st.size} links=${st.nlink} ${sha}`);
-    }
-  }
-  return out;
+/** Times in whole seconds. */
+function seconds(mtimeMs: number): string {
+  return String(Math.floor(mtimeMs / 1000));
 }
 
 describe.each(["root", "rootless"] as const)("a context snapshot updated in place (%s)", (mode) => {
@@ -161,9 +112,10 @@ describe.each(["root", "rootless"] as const)("a context snapshot updated in plac
                 path.basename(updated) === path.basename(fresh)
               ) {
                 if (before !== undefined && lstatSync(updated).ino === before) updatedInPlace++;
-                expect(describeTree(updated), `after edits ${JSON.stringify(edits.slice(0, round))}`).toEqual(
-                  describeTree(fresh),
-                );
+                expect(
+                  describeTree(updated, seconds),
+                  `after edits ${JSON.stringify(edits.slice(0, round))}`,
+                ).toEqual(describeTree(fresh, seconds));
               }
               rmSync(cold, { recursive: true, force: true });
             }
