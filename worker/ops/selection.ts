@@ -9,7 +9,7 @@
  * (symlinks on the way and at its end followed inside the source), names relative to it, with the
  * copy's `--exclude` patterns applied; a glob by each match's name and tree. So the directories
  * above a source, a symlink naming it, and what `--exclude` leaves out are not part of the key.
- * `--parents` copies the directories on the way too: its key covers them. Entries are recorded as
+ * `--parents` copies the directories on the way below its pivot too: its key covers them. Entries are recorded as
  * the local op's own key records them (local.ts): `.dockerignore` applied, type, permission bits,
  * content and link targets, hard links among them, never mtimes.
  */
@@ -87,8 +87,14 @@ export async function selectionKeys(
  * place of an entry for a source that is missing.
  */
 function readEntries(read: SourceRead, entries: readonly ContextEntry[]): [string, ContextEntry | string][] {
-  // `--parents`: the tree below the pivot as the walk selected it, directories on the way included.
-  if (read.includePatterns.length > 0) return entries.map((e) => [e.rel, e]);
+  // `--parents`: the tree below the pivot as the walk selected it, directories on the way included;
+  // not the pivot itself nor what is above it, which the copy does not copy (a mode of `src` in
+  // `COPY --parents src/./lib ./` changes nothing the copy writes).
+  if (read.includePatterns.length > 0) {
+    const pivot = pathComponents(read.src);
+    const above = new Set(pivot.map((_, i) => pivot.slice(0, i + 1).join("/")));
+    return entries.filter((e) => !above.has(e.rel)).map((e) => [e.rel, e]);
+  }
   const byRel = new Map(entries.map((e) => [e.rel, e]));
   const tree = {
     lstat: (rel: string) => (rel === "" ? { isSymbolicLink: () => false } : byRel.get(rel)?.stat),
