@@ -1,11 +1,13 @@
 /**
- * A build's state directory, `<store>/tmp-build-XXXXXX`: its RUN steps' runc state and bundles,
- * secrets, copies of cache mounts, HTTP records. The build removes it when it ends; a build killed
- * with SIGKILL (or a machine that stopped) cannot, so each directory names its owner (pid and
- * start time), and the next build or prune removes those whose owner is gone, with the
- * containers runc still knows there.
+ * A build's state directory, `<store>/tmp-build-PID-START-RANDOM`: its RUN steps' runc state and
+ * bundles, secrets, copies of cache mounts, HTTP records. The build removes it when it ends; a
+ * build killed with SIGKILL (or a machine that stopped) cannot, so each directory names its owner
+ * (pid and start time) in its name, made with it in one call, and the next build or prune removes
+ * those whose owner is gone, with the containers runc still knows there. (Directories of earlier
+ * versions, `tmp-build-XXXXXX`, name their owner in an `owner` file inside.)
  */
-import { lstat, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { lstat, mkdir, readdir, readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import { ownStart, processAlive } from "../oci/store/process-liveness.js";
 
@@ -19,14 +21,23 @@ const SANDBOX_DIR = "sandbox";
  */
 const UNOWNED_GRACE_MS = 60_000;
 
-/** A new state directory for this build, owned by this process. */
+/** The owner a state directory's name holds: `tmp-build-PID-START-RANDOM`. */
+const NAMED_OWNER = /^tmp-build-(\d+)-(\d+)-[0-9a-f]+$/;
+
+/**
+ * A new state directory for this build, owned by this process. Its owner is in its name, so no
+ * moment exists in which a killed build leaves a directory that does not say whose it was (which
+ * the next builds had to keep for a minute).
+ */
 export async function makeBuildStateDir(storeRoot: string): Promise<string> {
-  const dir = await mkdtemp(path.join(storeRoot, PREFIX));
-  await writeFile(path.join(dir, OWNER_FILE), `${process.pid} ${ownStart()}\n`);
+  const dir = path.join(storeRoot, `${PREFIX}${process.pid}-${ownStart()}-${randomBytes(6).toString("hex")}`);
+  await mkdir(dir, { mode: 0o700 });
   return dir;
 }
 
 async function isAbandoned(dir: string): Promise<boolean> {
+  const named = NAMED_OWNER.exec(path.basename(dir));
+  if (named) return !(await processAlive(Number(named[1]), named[2]!));
   let owner: string;
   try {
     owner = await readFile(path.join(dir, OWNER_FILE), "utf8");
