@@ -2,12 +2,14 @@
  * The library's `build()`: a BuildRequest run by build/'s runBuild, with options that default to
  * this process's (its environment names the store and config.toml, as the CLI's does). An abort
  * cancels the build as Ctrl-C does: running steps are stopped, what they made is removed, and the
- * promise rejects with a BuildCanceledError.
+ * promise rejects with a BuildCanceledError. An unprivileged caller's build runs in a child in
+ * tbuild's user namespace (api/rootless.ts), with the same events, result and errors.
  */
 import type { BuildEvent } from "../build/events.js";
 import type { BuildRequest } from "../build/request.js";
 import type { BuildResult } from "../build/run.js";
-import { BuildCanceledError, requirePrivileges } from "./errors.js";
+import { hasWorkerPrivileges } from "../worker/userns.js";
+import { BuildCanceledError } from "./errors.js";
 import type { Store } from "./store.js";
 
 export interface BuildOptions {
@@ -29,12 +31,16 @@ export interface BuildOptions {
 }
 
 export async function build(request: BuildRequest, options: BuildOptions = {}): Promise<BuildResult> {
-  requirePrivileges("build()");
   const signal = options.signal ?? new AbortController().signal;
   const env = {
     ...(options.env ?? process.env),
     ...(options.store ? { TBUILD_ROOT: options.store.root } : {}),
   };
+  // Unprivileged, the build runs in tbuild's user namespace, as the CLI's does (api/rootless.ts).
+  if (!hasWorkerPrivileges()) {
+    const { buildInUserNamespace } = await import("./rootless.js");
+    return buildInUserNamespace(request, { ...options, env, signal });
+  }
   // Loaded when a build is asked for: `run()` and `pull()` callers never load the builder.
   const { runBuild } = await import("../build/run.js");
   try {

@@ -1,7 +1,8 @@
 /**
  * The library's `run()`: a new container from an image (from the store, else pulled as `tbuild
  * pull` would), its process run to its end, as `tbuild run` does. Aborting the signal stops the
- * container (SIGTERM, then SIGKILL) and cleans up.
+ * container (SIGTERM, then SIGKILL) and cleans up. An unprivileged caller's container runs from a
+ * child in tbuild's user namespace (api/rootless.ts), on this process's stdio or the streams given.
  */
 import { randomBytes } from "node:crypto";
 import { isTbuildError } from "../errors/index.js";
@@ -10,7 +11,8 @@ import { hostPlatform, type Platform, parsePlatform } from "../oci/platform.js";
 import { defaultStoreRoot, type Store as OpenedStore, openStore } from "../oci/store/index.js";
 import { containerConfig } from "../runtime/config.js";
 import { parseVolumeFlag } from "../runtime/mounts.js";
-import { BuildCanceledError, requirePrivileges } from "./errors.js";
+import { hasWorkerPrivileges } from "../worker/userns.js";
+import { BuildCanceledError } from "./errors.js";
 import type { Store } from "./store.js";
 
 export interface RunOptions {
@@ -62,7 +64,8 @@ export interface RunResult {
 }
 
 export async function run(image: string, options: RunOptions = {}): Promise<RunResult> {
-  requirePrivileges("run()");
+  // Unprivileged, the container runs from a child in tbuild's user namespace (api/rootless.ts).
+  if (!hasWorkerPrivileges()) return (await import("./rootless.js")).runInUserNamespace(image, options);
   const env = options.env ?? process.env;
   const signal = options.signal ?? new AbortController().signal;
   const platform = options.platform ? parsePlatform(options.platform) : hostPlatform();

@@ -564,8 +564,23 @@ export const commands: CommandSpec[] = [
   },
 ];
 
+/**
+ * Commands tbuild starts itself and no one types: found by findCommand, absent from help and
+ * completion. `__library-call` (LIBRARY_CALL_COMMAND in api/rootless.ts) serves the library's
+ * build() or run() for an unprivileged caller, inside the user namespace.
+ */
+const internalCommands: CommandSpec[] = [
+  {
+    name: "__library-call",
+    summary: "serve one call of the library, inside tbuild's user namespace",
+    operands: "",
+    flags: [],
+    load: () => import("./commands/library-call.js"),
+  },
+];
+
 export function findCommand(words: string[]): { spec: CommandSpec; consumed: number } | undefined {
-  for (const spec of commands) {
+  for (const spec of [...commands, ...internalCommands]) {
     const nameWords = spec.name.split(" ");
     if (nameWords.every((w, i) => words[i] === w)) return { spec, consumed: nameWords.length };
   }

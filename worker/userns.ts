@@ -7,7 +7,7 @@
  * such a namespace (as podman and buildah do) rather than juggling ids in-process: everything below
  * the re-exec simply runs as "root".
  */
-import { spawn, spawnSync } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { accessSync, constants, readFileSync } from "node:fs";
 import { Socket } from "node:net";
 import { constants as osConstants, userInfo } from "node:os";
@@ -254,28 +254,40 @@ const FORWARDED_SIGNALS: NodeJS.Signals[] = [
   "SIGWINCH",
 ];
 
+/** How a process started in the user namespace gets its stdio; descriptors 4 on are the caller's own. */
+export interface UserNamespaceStdio {
+  /** Descriptors 0, 1 and 2. */
+  stdio: [StdioKind, StdioKind, StdioKind];
+  /** Descriptors after the lifeline (3): 4, 5, ... */
+  extra?: "pipe"[];
+}
+
+/** This process's own descriptor, none, or a pipe to this process. */
+type StdioKind = "inherit" | "ignore" | "pipe";
+
+/** The descriptor of the first of `UserNamespaceStdio.extra` in the process started. */
+export const FIRST_EXTRA_FD = LIFELINE_FD + 1;
+
 /**
- * For an unprivileged user: re-runs this same tbuild command (this Node, its flags, the script in
- * `process.argv[1]`, then `argv`: the arguments after the script, i.e. `process.argv.slice(2)`)
- * inside a new user + mount namespace, where uid/gid 0 is the user and 1..65535 the first
- * subuid/subgid range. Stdio is inherited, signals are forwarded, and it resolves to the child's
- * exit code (128 + the signal number when a signal killed it). Mounts made inside vanish with the
- * namespace when the child exits, whatever way it ends.
+ * For an unprivileged user: starts `command` (an executable and its arguments) inside a new user +
+ * mount namespace, where uid/gid 0 is the user and 1..65535 the first subuid/subgid range. Mounts
+ * made inside vanish with the namespace when the process exits, whatever way it ends.
  *
- * The child must not outlive this process: killed outright (SIGKILL, the OOM killer), this process
- * cannot pass anything on, and the child would finish the build (and tag it) unseen. So the child
- * gets a parent-death signal (`setpriv --pdeathsig`, set after `unshare` has exec'd, so it is tied
- * to this process) and a lifeline pipe (watchOuterProcess), which also covers a death before the
- * signal was set. Either way it cancels as on Ctrl-C.
+ * The process must not outlive this one: killed outright (SIGKILL, the OOM killer), this process
+ * cannot pass anything on, and the process would finish its build (and tag it) unseen. So it gets
+ * a parent-death signal (`setpriv --pdeathsig`, set after `unshare` has exec'd, so it is tied to
+ * this process) and a lifeline pipe (watchOuterProcess), which also covers a death before the
+ * signal was set. Either way a tbuild started so cancels as on Ctrl-C.
  *
- * Resolves undefined, doing nothing, when this process already has worker privileges (root, or
- * inside the namespace already). Checks the pieces first and throws RootlessSetupError.
+ * Throws RootlessSetupError when this process is in a namespace of its own already, or a piece of
+ * the setup is missing (checked first). Callers check hasWorkerPrivileges() before. `detached`
+ * gives the process a session of its own, out of reach of the terminal's signals.
  */
-export async function reexecInUserNamespace(
-  argv: string[],
-  env: NodeJS.ProcessEnv,
-): Promise<number | undefined> {
-  if (hasWorkerPrivileges()) return undefined;
+export function spawnInUserNamespace(
+  command: string[],
+  options: UserNamespaceStdio & { env: NodeJS.ProcessEnv; detached?: boolean },
+): ChildProcess {
+  const { env } = options;
   if (env[REEXEC_MARKER] === "1" || inUserNamespace()) {
     const ids = mappedCount(readUidMap());
     throw new RootlessSetupError(
@@ -287,7 +299,6 @@ export async function reexecInUserNamespace(
   const { unshare } = checkRootlessSetup(env);
   // util-linux's, as unshare is; without it the lifeline alone ends the child.
   const setpriv = findExecutable("setpriv", env);
-  const script = process.argv[1];
   const child = spawn(
     unshare,
     [
@@ -298,19 +309,53 @@ export async function reexecInUserNamespace(
       "--propagation=private",
       "--",
       ...(setpriv ? [setpriv, `--pdeathsig=${PARENT_DEATH_SIGNAL}`, "--"] : []),
-      process.execPath,
-      ...process.execArgv,
-      ...(script ? [script] : []),
-      ...argv,
+      ...command,
     ],
     {
-      stdio: ["inherit", "inherit", "inherit", "pipe"],
+      stdio: [...options.stdio, "pipe", ...(options.extra ?? [])],
       env: { ...env, [REEXEC_MARKER]: "1", [LIFELINE_FD_VARIABLE]: String(LIFELINE_FD) },
+      ...(options.detached ? { detached: true } : {}),
     },
   );
   const lifeline = child.stdio[LIFELINE_FD] as Socket | null;
-  // Nothing is ever sent: the pipe only has to stay open while this process lives.
+  // Nothing is ever sent: the pipe only has to stay open while this process lives. A process the
+  // child left running may hold the other end: the lifeline is not waited for, it goes with the child.
   lifeline?.on("error", () => {});
+  child.once("exit", () => lifeline?.destroy());
+  child.once("error", () => lifeline?.destroy());
+  return child;
+}
+
+/** The error for an `unshare` that could not be started at all. */
+export function rootlessExecError(child: ChildProcess, err: Error): TbuildError {
+  return new TbuildError("E_ROOTLESS_EXEC", `cannot start ${child.spawnfile}: ${err.message}`, {
+    cause: err,
+  });
+}
+
+/**
+ * For an unprivileged user: re-runs this same tbuild command (this Node, its flags, the script in
+ * `process.argv[1]`, then `argv`: the arguments after the script, i.e. `process.argv.slice(2)`)
+ * inside tbuild's user namespace (spawnInUserNamespace). Stdio is inherited, signals are
+ * forwarded, and it resolves to the child's exit code (128 + the signal number when a signal
+ * killed it).
+ *
+ * Resolves undefined, doing nothing, when this process already has worker privileges (root, or
+ * inside the namespace already). Checks the pieces first and throws RootlessSetupError.
+ */
+export async function reexecInUserNamespace(
+  argv: string[],
+  env: NodeJS.ProcessEnv,
+): Promise<number | undefined> {
+  if (hasWorkerPrivileges()) return undefined;
+  const script = process.argv[1];
+  const child = spawnInUserNamespace(
+    [process.execPath, ...process.execArgv, ...(script ? [script] : []), ...argv],
+    {
+      stdio: ["inherit", "inherit", "inherit"],
+      env,
+    },
+  );
   const forward = (signal: NodeJS.Signals) => {
     child.kill(signal);
   };
@@ -323,17 +368,13 @@ export async function reexecInUserNamespace(
   if (process.stdin.isTTY) process.on("SIGINT", ignoreTerminalInterrupt);
   try {
     return await new Promise<number>((resolve, reject) => {
-      child.once("error", (err) =>
-        reject(new TbuildError("E_ROOTLESS_EXEC", `cannot start ${unshare}: ${err.message}`, { cause: err })),
-      );
+      child.once("error", (err) => reject(rootlessExecError(child, err)));
       child.once("exit", (code, signal) => {
         if (code !== null) resolve(code);
         else resolve(128 + (signal ? (osConstants.signals[signal] ?? 0) : 0));
       });
     });
   } finally {
-    // A process the child left running may hold the other end: this one is not waited for.
-    lifeline?.destroy();
     for (const signal of signals) process.off(signal, forward);
     if (process.stdin.isTTY) process.off("SIGINT", ignoreTerminalInterrupt);
   }
