@@ -154,11 +154,11 @@ describe.each(MODES)("a RUN that hangs (%s)", (mode) => {
       expect(interrupted.code, interrupted.stderr).toBe(130);
       expect(interrupted.stderr).toContain("ERROR: interrupted by SIGINT");
 
-      const timedOut = await hangAndEnd(mode, store, ctx, hang, ["--step-timeout", "3s"]);
+      const timedOut = await hangAndEnd(mode, store, ctx, hang, ["--step-timeout", "2s"]);
       expect(timedOut.code, timedOut.stderr).toBe(1);
       const error = timedOut.stderr.trimEnd().split("\n").at(-1)!;
       expect(error).toMatch(
-        /^ERROR: process "\/bin\/sh -c .*" did not finish within --step-timeout 3s: it was killed/,
+        /^ERROR: process "\/bin\/sh -c .*" did not finish within --step-timeout 2s: it was killed/,
       );
       // The step is named above the error, with its place in the Dockerfile.
       expect(timedOut.stderr).toMatch(/ > \[\d\/\d\] RUN .*begun/);

@@ -5,7 +5,7 @@
  * minimal case, printed with its seed and written as JSON (into DIFFERENTIAL_FOUND_DIR when set);
  * the cases kept in test/fixtures/differential/ are replayed first.
  *
- * In `npm test` it runs a few cases (DIFFERENTIAL_RUNS, default 10); `npm run fuzz:build --
+ * In `npm test` it runs a few cases (DIFFERENTIAL_RUNS, default 6); `npm run fuzz:build --
  * --minutes N --seed S` runs it for N minutes (scripts/fuzz-build.ts).
  */
 import { chmodSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -23,7 +23,7 @@ let setup: RunnerSetup;
 
 const fixturesDir = path.join(projectRoot, "test/fixtures/differential");
 const minutes = Number(process.env.DIFFERENTIAL_MINUTES ?? 0);
-const runs = Number(process.env.DIFFERENTIAL_RUNS ?? 10);
+const runs = Number(process.env.DIFFERENTIAL_RUNS ?? 6);
 const seed =
   process.env.DIFFERENTIAL_SEED !== undefined ? Number(process.env.DIFFERENTIAL_SEED) : Date.now() % 2 ** 31;
 const verbose = process.env.DIFFERENTIAL_VERBOSE === "1";
