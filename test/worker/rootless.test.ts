@@ -9,15 +9,16 @@ import { existsSync } from "node:fs";
 import { chmod, chown, lstat, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir, userInfo } from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseSubordinateIds } from "../../worker/userns.js";
+import { projectRoot } from "../helpers/cli.js";
 import { dir, file, hardlinkTo, layerTar, listTar, opaque, symlinkTo, whiteout } from "./layers.js";
 
 const USER = "tbuild-test";
-const projectRoot = fileURLToPath(new URL("../../", import.meta.url));
+// The test user runs the probe: from the checkout as the global setup made it reachable for that
+// user (a clone inside a 0700 directory is not), as every rootless test runs tbuild.
 const node = path.join(projectRoot, "node_modules/node/bin/node");
-const probe = fileURLToPath(new URL("./fixtures/rootless-probe.mjs", import.meta.url));
+const probe = path.join(projectRoot, "test/worker/fixtures/rootless-probe.mjs");
 
 interface IdMapping {
   inside: number;
