@@ -122,20 +122,20 @@ export class CopyReuse {
     } catch {
       // None yet.
     }
-    if (record === undefined) return { reuse: new CopyReuse(lowers, new Map(), undefined) };
+    // Without a previous run to take, a reuse that remembers nothing records this one.
+    const none = () => ({ reuse: new CopyReuse(lowers, new Map(), undefined) });
+    if (record === undefined) return none();
     await mkdir(snapshotter.layersDir, { recursive: true, mode: 0o700 });
     const temp = path.join(
       snapshotter.layersDir,
       `.tmp-copy-${process.pid}-${randomBytes(6).toString("hex")}`,
     );
-    if (!(await snapshotter.claimLayer(record.layer, temp))) {
-      return { reuse: new CopyReuse(lowers, new Map(), undefined) };
-    }
+    if (!(await snapshotter.claimLayer(record.layer, temp))) return none();
     const previous = new Map<string, BigIntStats>();
     // A kept upper directory never holds a whiteout; a layer unpacked from its tar might.
     if (!walk(temp, "", previous)) {
       await rm(temp, { recursive: true, force: true });
-      return { reuse: new CopyReuse(lowers, new Map(), undefined) };
+      return none();
     }
     return { reuse: new CopyReuse(lowers, previous, record), upper: temp };
   }
