@@ -2,7 +2,17 @@ import { pipeline } from "node:stream/promises";
 import { TbuildError } from "../errors/index.js";
 import { readTarEntries, type TarReadEntry } from "../oci/archive/tar-reader.js";
 import { decompressor, layerCompression } from "../oci/layer.js";
-import { entryComponents, HostileLayerError, hardLinkTarget, whiteoutOf } from "../oci/layer-entry.js";
+import {
+  entryComponents,
+  HostileLayerError,
+  hardLinkMissing,
+  hardLinkTarget,
+  hardLinkToDirectory,
+  InvalidLayerError,
+  ownParentError,
+  rootNotDirectory,
+  whiteoutOf,
+} from "../oci/layer-entry.js";
 import type { ContentStore } from "../oci/store/content.js";
 import type { LayerRef } from "../solver/worker.js";
 
@@ -58,17 +68,17 @@ interface Inode {
 interface Node {
   kind: Exclude<FsEntryType, "Link">;
   meta: Metadata;
-  /** The latest layer that wrote this node or anything below it (for whiteouts' lower-layers-only rule). */
-  touched: number;
   children?: Map<string, Node>;
   inode?: Inode;
   linkpath?: string;
   devmaj?: number;
   devmin?: number;
+  /** In a layer's own tree: this directory hides everything the layers below hold in it. */
+  opaque?: boolean;
+  /** In a layer's own tree: the names of this directory the layer whited out and did not write again. */
+  whiteouts?: Set<string>;
 }
 
-/** Linux's limit on symbolic links followed while resolving one path. */
-const MAX_SYMLINK_HOPS = 40;
 /** Parent directories a layer did not declare are made as containerd makes them. */
 const IMPLICIT_DIRECTORY: Metadata = { mode: 0o755, uid: 0, gid: 0, mtime: new Date(0), xattrs: new Map() };
 
@@ -91,7 +101,7 @@ export async function* flattenLayers(
   layers: readonly LayerRef[],
   options: FlattenOptions = {},
 ): AsyncGenerator<FsEntry> {
-  const root: Node = newDirectory(IMPLICIT_DIRECTORY, -1);
+  const root: Node = newDirectory(IMPLICIT_DIRECTORY);
   for (let index = 0; index < layers.length; index++) {
     await applyLayer(content, layers, index, root, options);
   }
@@ -200,7 +210,10 @@ function openLayerTar(content: ContentStore, layer: LayerRef, index: number, opt
   };
 }
 
-/** Reads one layer's entries (not their content) into the tree. */
+/**
+ * Reads one layer's entries (not their content) into a tree of its own, as the unpacker fills an
+ * empty directory, then stacks that tree on `root` as overlayfs stacks the directory.
+ */
 async function applyLayer(
   content: ContentStore,
   layers: readonly LayerRef[],
@@ -209,8 +222,8 @@ async function applyLayer(
   options: FlattenOptions,
 ): Promise<void> {
   const layer = layers[index]!;
-  const fail = (reason: string) => new LayerApplyError(layer, index, reason);
   const tar = openLayerTar(content, layer, index, options);
+  const own: Node = newDirectory(root.meta);
   let ordinal = -1;
   try {
     for await (const entry of tar.entries) {
@@ -219,34 +232,40 @@ async function applyLayer(
       const parts = entryComponents(entry.path);
       if (parts.length === 0) {
         // `./`: the root's own metadata; the root itself is never written out.
+        if (entry.type !== "Directory") throw rootNotDirectory(entry.path);
         continue;
       }
       const name = parts.pop()!;
       const whiteout = whiteoutOf(name, entry.path);
+      // An entry's directory, whiteouts' too, is one the layer implies (containerd makes it too).
+      const dir = ownDirectory(own, root, parts, entry.path);
       if (whiteout) {
-        const dir = resolveDirectory(root, parts, index, false, fail);
-        if (dir === undefined || whiteout.kind === "aufs") continue;
-        if (whiteout.kind === "opaque") {
-          for (const [childName, child] of dir.children!)
-            if (hideLower(child, index)) dir.children!.delete(childName);
-        } else {
-          const child = dir.children!.get(whiteout.name);
-          if (child !== undefined && hideLower(child, index)) dir.children!.delete(whiteout.name);
+        if (whiteout.kind === "opaque") dir.opaque = true;
+        else if (whiteout.kind === "hide") {
+          // What the layer wrote there stays; a directory of its own hides what is below it.
+          const written = dir.children!.get(whiteout.name);
+          if (written === undefined) {
+            dir.whiteouts ??= new Set();
+            dir.whiteouts.add(whiteout.name);
+          } else if (written.kind === "Directory") written.opaque = true;
         }
         continue;
       }
-      const dir = resolveDirectory(root, parts, index, true, fail)!;
-      const existing = dir.children!.get(name);
-      const node = nodeFor(entry, existing, index, ordinal, root, fail);
+      const rewritten = dir.whiteouts?.delete(name) ?? false;
+      const node = nodeFor(entry, dir.children!.get(name), index, ordinal, own, root);
+      // Whited out, then written again by the same layer: a directory is new, hiding what was below.
+      if (rewritten && node.kind === "Directory") node.opaque = true;
       dir.children!.set(name, node);
     }
   } catch (err) {
     const what = `layer ${index + 1} (${layer.descriptor.digest})`;
     if (err instanceof HostileLayerError) throw new HostileLayerError(err.entry, err.reason, what);
+    if (err instanceof InvalidLayerError) throw new InvalidLayerError(err.entry, err.reason, what);
     throw err;
   } finally {
     tar.close();
   }
+  stack(root, own);
 }
 
 function nodeFor(
@@ -254,8 +273,8 @@ function nodeFor(
   existing: Node | undefined,
   layer: number,
   ordinal: number,
-  root: Node,
-  fail: (reason: string) => Error,
+  own: Node,
+  below: Node,
 ): Node {
   const meta: Metadata = {
     mode: entry.mode & 0o7777,
@@ -268,121 +287,107 @@ function nodeFor(
     case "Directory":
       if (existing?.kind === "Directory") {
         existing.meta = meta;
-        existing.touched = layer;
         return existing;
       }
-      return newDirectory(meta, layer);
+      return newDirectory(meta);
     case "File":
-      return {
-        kind: "File",
-        meta,
-        touched: layer,
-        inode: { layer, ordinal, size: entry.size, meta, paths: [] },
-      };
+      return { kind: "File", meta, inode: { layer, ordinal, size: entry.size, meta, paths: [] } };
     case "Link": {
-      const parts = hardLinkTarget(entry.path, entry.linkpath);
-      const name = parts.pop()!;
-      const target = resolveDirectory(root, parts, layer, false, fail)?.children?.get(name);
-      if (target === undefined)
-        throw fail(`${entry.path} is a hard link to ${entry.linkpath}, which is not there`);
-      if (target.kind === "Directory")
-        throw fail(`${entry.path} is a hard link to the directory ${entry.linkpath}`);
+      const target = linkTarget(own, below, hardLinkTarget(entry.path, entry.linkpath), entry);
+      if (target.kind === "Directory") throw hardLinkToDirectory(entry.path);
       // The same inode under another name; a link to a symlink or a device is another such node.
-      return { ...target, touched: layer };
+      return { ...target };
     }
     case "SymbolicLink":
-      return { kind: "SymbolicLink", meta, touched: layer, linkpath: entry.linkpath };
+      return { kind: "SymbolicLink", meta, linkpath: entry.linkpath };
     case "CharacterDevice":
     case "BlockDevice":
-      return { kind: entry.type, meta, touched: layer, devmaj: entry.devmaj, devmin: entry.devmin };
+      return { kind: entry.type, meta, devmaj: entry.devmaj, devmin: entry.devmin };
     case "FIFO":
-      return { kind: "FIFO", meta, touched: layer };
+      return { kind: "FIFO", meta };
   }
 }
 
-function newDirectory(meta: Metadata, layer: number): Node {
-  return { kind: "Directory", meta, touched: layer, children: new Map() };
+function newDirectory(meta: Metadata): Node {
+  return { kind: "Directory", meta, children: new Map() };
 }
 
 /**
- * Removes from `node` what lower layers wrote; true when nothing of it remains (the caller drops
- * it). A directory the current layer also wrote into keeps that layer's part.
+ * The directory at `parts` of a layer's own tree, made where the layer implies it (oci/layer-entry.ts
+ * has the rule): a part the layer has not written becomes a directory of the layer, whatever the
+ * layers below hold there; one it made a symbolic link or a file is refused. A directory it
+ * implies takes the metadata of the directory at the same path below (`below`), as the unpacker's
+ * does, unless the layer whited that out first.
  */
-function hideLower(node: Node, layer: number): boolean {
-  if (node.touched < layer) return true;
-  if (node.kind === "Directory") {
-    for (const [name, child] of node.children!) if (hideLower(child, layer)) node.children!.delete(name);
-  }
-  return false;
-}
-
-/**
- * The directory at `parts`, following symbolic links (inside the root, as containerd's RootPath
- * does). With `create`, missing directories are made and every directory on the way is marked as
- * written by `layer`; without, undefined when a part is missing.
- */
-function resolveDirectory(
-  root: Node,
-  parts: readonly string[],
-  layer: number,
-  create: boolean,
-  fail: (reason: string) => Error,
-): Node | undefined {
-  if (create) root.touched = layer;
-  return walk(root, parts, layer, create, fail, { left: MAX_SYMLINK_HOPS })?.at(-1)?.node;
-}
-
-interface Step {
-  name: string;
-  node: Node;
-}
-
-/**
- * The directories from the root to `parts`, component by component: a symbolic link is replaced by
- * the walk to its target (relative to where it is, or to the root), and `..` steps back, never
- * above the root.
- */
-function walk(
-  root: Node,
-  parts: readonly string[],
-  layer: number,
-  create: boolean,
-  fail: (reason: string) => Error,
-  hops: { left: number },
-  from: Step[] = [{ name: "", node: root }],
-): Step[] | undefined {
-  let steps = from;
-  for (const part of parts) {
-    if (part === "" || part === ".") continue;
-    if (part === "..") {
-      if (steps.length > 1) steps = steps.slice(0, -1);
-      continue;
-    }
-    const dir = steps.at(-1)!.node;
+function ownDirectory(own: Node, below: Node, parts: readonly string[], raw: string): Node {
+  let dir = own;
+  let belowDir: Node | undefined = below;
+  for (let i = 0; i < parts.length; i++) {
+    const part = parts[i]!;
+    belowDir = belowDir?.kind === "Directory" ? belowDir.children!.get(part) : undefined;
     let child = dir.children!.get(part);
+    if (child !== undefined && child.kind !== "Directory") {
+      const kind = child.kind === "SymbolicLink" ? "symlink" : "other";
+      throw ownParentError(raw, parts.slice(0, i + 1).join("/"), kind);
+    }
     if (child === undefined) {
-      if (!create) return undefined;
-      child = newDirectory(IMPLICIT_DIRECTORY, layer);
+      if (dir.whiteouts?.delete(part)) {
+        // Whited out, then written into: the directory is new, and what was below stays hidden.
+        child = { ...newDirectory(IMPLICIT_DIRECTORY), opaque: true };
+      } else {
+        child = newDirectory(belowDir?.kind === "Directory" ? belowDir.meta : IMPLICIT_DIRECTORY);
+      }
       dir.children!.set(part, child);
     }
-    if (child.kind === "SymbolicLink") {
-      const where = `/${[...steps.slice(1).map((s) => s.name), part].join("/")}`;
-      if (--hops.left < 0) throw fail(`too many symbolic links at ${where}`);
-      const target = child.linkpath!;
-      const start = target.startsWith("/") ? [steps[0]!] : steps;
-      const resolved = walk(root, target.split("/"), layer, create, fail, hops, start);
-      if (resolved === undefined) return undefined;
-      steps = resolved;
-      continue;
-    }
-    if (child.kind !== "Directory") {
-      if (!create) return undefined;
-      throw fail(
-        `/${[...steps.slice(1).map((s) => s.name), part].join("/")} is not a directory, but the layer writes below it`,
-      );
-    }
-    if (create) child.touched = layer;
-    steps = [...steps, { name: part, node: child }];
+    dir = child;
   }
-  return steps;
+  return dir;
+}
+
+/**
+ * What a hard link links to: the node at `parts` in the layer's own tree, else at the same path
+ * below unless the layer hid it there; never through a symbolic link.
+ */
+function linkTarget(own: Node, below: Node, parts: readonly string[], entry: TarReadEntry): Node {
+  let ownNode: Node | undefined = own;
+  let belowNode: Node | undefined = below;
+  for (let i = 0; i < parts.length; i++) {
+    const part = parts[i]!;
+    if (ownNode !== undefined) {
+      if (ownNode.kind !== "Directory") {
+        const own = ownNode.kind === "SymbolicLink" ? "symlink" : "other";
+        throw ownParentError(entry.path, parts.slice(0, i).join("/"), own, entry.linkpath);
+      }
+      if (ownNode.opaque || ownNode.whiteouts?.has(part)) belowNode = undefined;
+    }
+    belowNode = belowNode?.kind === "Directory" ? belowNode.children!.get(part) : undefined;
+    ownNode = ownNode?.children?.get(part);
+  }
+  const target = ownNode ?? belowNode;
+  if (target === undefined) throw hardLinkMissing(entry.path, entry.linkpath);
+  return target;
+}
+
+/**
+ * Stacks a layer's own directory `upper` on `lower`, as overlayfs shows it: an opaque directory
+ * hides all of `lower`, a whiteout one name of it; a directory over a directory merges with it,
+ * with its metadata; anything else replaces what was there.
+ */
+function stack(lower: Node, upper: Node): void {
+  lower.meta = upper.meta;
+  if (upper.opaque) lower.children!.clear();
+  for (const name of upper.whiteouts ?? []) lower.children!.delete(name);
+  for (const [name, node] of upper.children!) {
+    const there = lower.children!.get(name);
+    if (node.kind === "Directory" && there?.kind === "Directory") stack(there, node);
+    else lower.children!.set(name, settled(node));
+  }
+}
+
+/** A node of a layer's own tree as it stands in the final one: no marks left, implied directories as made. */
+function settled(node: Node): Node {
+  if (node.kind !== "Directory") return node;
+  const children = new Map<string, Node>();
+  for (const [name, child] of node.children!) children.set(name, settled(child));
+  return { kind: "Directory", meta: node.meta, children };
 }

@@ -7,6 +7,16 @@
  * hides NAME of the layers below, `.wh..wh..opq` everything below its directory, and other
  * `.wh..wh.` names are aufs bookkeeping, meaningless here; none of them hides what the same layer
  * writes (image-spec: "whiteout files MUST only apply to resources in lower/parent layers").
+ *
+ * And both place an entry the same way, as overlayfs stacks a layer unpacked on its own (Docker's
+ * overlay2 and BuildKit's containerd overlay apply do the same): a layer's paths are its own, and
+ * no symbolic link is followed to place an entry. A parent the layer does not list is a directory
+ * it implies; where the layers below hold a symbolic link or a file at that path, the layer's
+ * directory replaces it (an image with `lib -> usr/lib` and a layer writing `lib/x` ends with a
+ * directory `lib`, as `docker run` shows it). A parent the layer itself made a symbolic link is
+ * refused as hostile, one it made a file as invalid. A hard link's target is looked up the same
+ * way: in this layer, else at the same path below, never through a link.
+ * `test/exporters/layer-rules.test.ts` proves the unpacker and the exporters' flattening agree.
  */
 import { TbuildError } from "../errors/index.js";
 
@@ -82,4 +92,39 @@ export function hardLinkTarget(raw: string, linkpath: string): string[] {
   }
   if (parts.length === 0) throw new HostileLayerError(raw, "is a hard link to the layer's root");
   return parts;
+}
+
+/** What a layer itself has put at one of an entry's parents, when that is not a directory. */
+export type OwnParent = "symlink" | "other";
+
+/**
+ * The refusal of an entry below a non-directory the same layer put at `parent`; with `linkpath`,
+ * of a hard link whose target's parent that is.
+ */
+export function ownParentError(raw: string, parent: string, own: OwnParent, linkpath?: string): TbuildError {
+  const shown = JSON.stringify(parent);
+  if (own === "symlink") {
+    return new HostileLayerError(
+      raw,
+      `${linkpath === undefined ? "goes through" : "is a hard link through"} ${shown}, a symbolic link the layer planted`,
+    );
+  }
+  return linkpath === undefined
+    ? new InvalidLayerError(raw, `needs ${shown} to be a directory, but the layer made it a file`)
+    : hardLinkMissing(raw, linkpath);
+}
+
+/** A hard link whose target is not there (or is hidden, or is below a file). */
+export function hardLinkMissing(raw: string, linkpath: string): InvalidLayerError {
+  return new InvalidLayerError(raw, `is a hard link to ${JSON.stringify(linkpath)}, which does not exist`);
+}
+
+/** A hard link to a directory, which no file system holds. */
+export function hardLinkToDirectory(raw: string): InvalidLayerError {
+  return new InvalidLayerError(raw, "is a hard link to a directory");
+}
+
+/** The layer's root (`./`) as anything but a directory. */
+export function rootNotDirectory(raw: string): InvalidLayerError {
+  return new InvalidLayerError(raw, "makes the layer's root a non-directory");
 }

@@ -28,6 +28,7 @@ import {
   lutimesSync,
   mkdirSync,
   openSync,
+  readlinkSync,
   symlinkSync,
   writeSync,
 } from "node:fs";
@@ -42,8 +43,12 @@ import { readTarEntries, type TarReadEntry } from "../oci/archive/tar-reader.js"
 import {
   entryComponents,
   HostileLayerError,
+  hardLinkMissing,
   hardLinkTarget,
+  hardLinkToDirectory,
   InvalidLayerError,
+  ownParentError,
+  rootNotDirectory,
   type Whiteout,
   whiteoutOf,
 } from "../oci/layer-entry.js";
@@ -52,6 +57,9 @@ import { LowerView } from "./snapshot/lower-view.js";
 export { HostileLayerError, InvalidLayerError };
 
 const run = promisify(execFile);
+
+/** The times of a directory a layer implies where nothing below is one: the epoch, not the time of unpacking. */
+const IMPLIED_TIME = new Date(0);
 
 export interface UnpackOptions {
   /** In a user namespace: device nodes cannot be created there, and are skipped with a warning. */
@@ -228,18 +236,10 @@ class LayerUnpacker {
       rel = rel === "" ? part : `${rel}/${part}`;
       if (this.knownDirs.has(rel)) continue;
       const stat = this.present.has(rel) ? await lstatOrUndefined(this.abs(rel)) : undefined;
-      if (stat?.isSymbolicLink()) {
-        throw new HostileLayerError(
-          raw,
-          `goes through ${JSON.stringify(rel)}, a symbolic link the layer planted`,
-        );
-      }
       if (stat && !stat.isDirectory()) {
-        throw new InvalidLayerError(
-          raw,
-          `needs ${JSON.stringify(rel)} to be a directory, but the layer made it a file`,
-        );
+        throw ownParentError(raw, rel, stat.isSymbolicLink() ? "symlink" : "other");
       }
+      // Not in this layer: a directory it implies, over whatever the layers below hold here.
       if (!stat) await this.makeImpliedDir(rel);
       this.knownDirs.add(rel);
     }
@@ -262,7 +262,9 @@ class LayerUnpacker {
       await chmod(file, Number(below.stat.mode & 0o7777n));
       this.dirTimes.set(rel, { atime: below.stat.atime, mtime: below.stat.mtime });
     } else {
+      // As the exporters make it (0755, root's, the epoch): what runs is what is exported.
       await chmod(file, 0o755);
+      this.dirTimes.set(rel, { atime: IMPLIED_TIME, mtime: IMPLIED_TIME });
     }
   }
 
@@ -284,6 +286,10 @@ class LayerUnpacker {
     }
     for (const dir of this.dirTimes.keys()) {
       if (dir === rel || dir.startsWith(`${rel}/`)) this.dirTimes.delete(dir);
+    }
+    // What the layer whited out or made opaque inside the directory went with it.
+    for (const marks of [this.whiteouts, this.opaque]) {
+      for (const marked of marks) if (marked === rel || marked.startsWith(`${rel}/`)) marks.delete(marked);
     }
   }
 
@@ -339,8 +345,7 @@ class LayerUnpacker {
     if (whiteout) return this.applyWhiteout(parts, whiteout, entry);
     const rel = parts.join("/");
     if (rel === "") {
-      if (entry.type !== "Directory")
-        throw new InvalidLayerError(entry.path, "makes the layer's root a non-directory");
+      if (entry.type !== "Directory") throw rootNotDirectory(entry.path);
       this.rootHasEntry = true;
       await this.applyMetadata("", entry, "dir");
       return;
@@ -414,48 +419,80 @@ class LayerUnpacker {
   private async applyHardLink(rel: string, entry: TarReadEntry): Promise<void> {
     const targetParts = hardLinkTarget(entry.path, entry.linkpath);
     const targetRel = targetParts.join("/");
-    // The target's parents must be real directories of this layer too: a link through a planted
-    // symbolic link would link a file from anywhere on the host into the layer.
+    // The target's parents are looked up as an entry's are: a link through a symbolic link the
+    // layer planted would link a file from anywhere on the host into the layer.
     let prefix = "";
     let inLayer = true;
     for (const part of targetParts.slice(0, -1)) {
       prefix = prefix === "" ? part : `${prefix}/${part}`;
       if (this.knownDirs.has(prefix)) continue;
-      const stat = await lstatOrUndefined(this.abs(prefix));
-      if (stat?.isSymbolicLink()) {
-        throw new HostileLayerError(
-          entry.path,
-          `is a hard link through ${JSON.stringify(prefix)}, a symbolic link the layer planted`,
-        );
+      const stat = this.present.has(prefix) ? await lstatOrUndefined(this.abs(prefix)) : undefined;
+      if (stat && !stat.isDirectory()) {
+        throw ownParentError(entry.path, prefix, stat.isSymbolicLink() ? "symlink" : "other", entry.linkpath);
       }
-      if (!stat?.isDirectory()) {
+      if (!stat) {
         inLayer = false;
         break;
       }
     }
     const target = this.abs(targetRel);
-    const targetStat = inLayer ? await lstatOrUndefined(target) : undefined;
-    if (targetStat?.isDirectory()) throw new InvalidLayerError(entry.path, "is a hard link to a directory");
-    await this.clear(rel, false);
+    const targetStat = inLayer && this.present.has(targetRel) ? await lstatOrUndefined(target) : undefined;
+    if (targetStat?.isDirectory()) throw hardLinkToDirectory(entry.path);
     const file = this.abs(rel);
     if (targetStat) {
-      await link(target, file);
+      // Linked before the way is cleared: the target may be what is cleared (a link to itself,
+      // or to a file inside the directory the link replaces).
+      const linked = `${file}.tbuild-link-${randomBytes(6).toString("hex")}`;
+      await link(target, linked);
+      await this.clear(rel, false);
+      await rename(linked, file);
       this.present.add(rel);
       return;
     }
-    // A link to a file of a layer below: layers cannot share inodes, so it becomes a copy.
-    const below = await this.lowerView.lookup(targetRel);
-    if (!below?.stat.isFile()) {
-      throw new InvalidLayerError(
-        entry.path,
-        `is a hard link to ${JSON.stringify(entry.linkpath)}, which does not exist`,
+    // A link to an entry of a layer below, unless this layer hid it (before the way is cleared,
+    // which may take the marks that hide it): layers cannot share inodes, so it becomes a copy.
+    const below = this.hidesBelow(targetRel) ? undefined : await this.lowerView.lookup(targetRel);
+    if (below === undefined) throw hardLinkMissing(entry.path, entry.linkpath);
+    const { stat } = below;
+    if (stat.isDirectory()) throw hardLinkToDirectory(entry.path);
+    await this.clear(rel, false);
+    if (stat.isFile()) {
+      await copyFile(below.source, file, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE);
+    } else if (stat.isSymbolicLink()) {
+      symlinkSync(readlinkSync(below.source), file);
+    } else if (stat.isFIFO()) {
+      await makeSpecialFile(file, "FIFO");
+    } else if (stat.isCharacterDevice() || stat.isBlockDevice()) {
+      if (this.options.rootless) {
+        this.skippedDevices.push(entry.path);
+        return;
+      }
+      const rdev = Number(stat.rdev);
+      const type = stat.isCharacterDevice() ? "CharacterDevice" : "BlockDevice";
+      await makeSpecialFile(
+        file,
+        type,
+        Math.floor(rdev / 256) & 0xfff,
+        (rdev & 0xff) | ((rdev >> 12) & 0xfff00),
       );
+    } else {
+      throw hardLinkMissing(entry.path, entry.linkpath);
     }
-    await copyFile(below.source, file, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE);
     this.present.add(rel);
-    await lchown(file, Number(below.stat.uid), Number(below.stat.gid));
-    await chmod(file, Number(below.stat.mode & 0o7777n));
-    await lutimes(file, below.stat.atime, below.stat.mtime);
+    await lchown(file, Number(stat.uid), Number(stat.gid));
+    if (!stat.isSymbolicLink()) await chmod(file, Number(stat.mode & 0o7777n));
+    await lutimes(file, stat.atime, stat.mtime);
+  }
+
+  /** Whether this layer hides what the layers below hold at `rel`: a whiteout of it or of a parent, or an opaque parent. */
+  private hidesBelow(rel: string): boolean {
+    let prefix = "";
+    if (this.opaque.has("")) return true;
+    for (const part of rel.split("/")) {
+      prefix = prefix === "" ? part : `${prefix}/${part}`;
+      if (this.whiteouts.has(prefix) || this.opaque.has(prefix)) return true;
+    }
+    return false;
   }
 
   /** Whiteouts for everything below that an opaque directory hides, recursing into directories it keeps. */

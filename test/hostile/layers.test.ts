@@ -7,7 +7,7 @@
  * run. Each case ends in one line of error, or with its entry confined inside the image's root;
  * the canary outside is untouched and the store usable either way.
  */
-import { readFileSync, writeFileSync } from "node:fs";
+import { lstatSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { type Canary, hostileWorld, MODES, type Mode } from "./harness.js";
@@ -31,11 +31,20 @@ beforeAll(async () => {
 }, 120_000);
 
 let counter = 0;
-/** An OCI archive of busybox under a layer of `entries` (made by `make` when given), named `name`. */
-async function archiveOf(name: string, entries: EntrySpec[], make?: (layer: LayerFile) => ImageParts) {
+/**
+ * An OCI archive of busybox under a layer of `entries` (made by `make` when given), named `name`;
+ * with `lower`, a layer of those entries between busybox and it.
+ */
+async function archiveOf(
+  name: string,
+  entries: EntrySpec[],
+  make?: (layer: LayerFile) => ImageParts,
+  lower?: EntrySpec[],
+) {
   const here = path.join(dir, `image-${++counter}`);
   const layer = await writeLayer(path.join(dir, `layer-${counter}.tar.gz`), entries);
-  return ociArchive(here, name, make ? make(layer) : { layers: [base, layer] });
+  const below = lower ? [await writeLayer(path.join(dir, `layer-${counter}-lower.tar.gz`), lower)] : [];
+  return ociArchive(here, name, make ? make(layer) : { layers: [base, ...below, layer] });
 }
 
 type Outcome =
@@ -49,6 +58,10 @@ type Outcome =
 interface LayerCase {
   name: string;
   entries: (canary: Canary) => EntrySpec[];
+  /** A layer between busybox and the case's own. */
+  lower?: (canary: Canary) => EntrySpec[];
+  /** `FROM` the image, `-o type=local`: what the exported tree must hold (path → file content, or "dir"). */
+  exported?: Record<string, string>;
   make?: (layer: LayerFile) => ImageParts;
   outcome: Outcome;
 }
@@ -79,6 +92,24 @@ const cases: LayerCase[] = [
       { path: "c/secret", content: "overwritten" },
     ],
     outcome: { unpack: 'goes through "c", a symbolic link the layer planted' },
+  },
+  {
+    name: "a symlink to the canary in one layer, a file through it in the next",
+    lower: (canary) => [{ path: "lib", type: "SymbolicLink", linkpath: canary.dir }],
+    entries: () => [{ path: "lib/secret", content: "inside\n" }],
+    // The layer's own directory replaces the link, as `docker run` shows it; nothing goes through it.
+    outcome: { script: "ls -ld /lib | cut -c1; ls /lib; cat /lib/secret", prints: "d\nsecret\ninside\n" },
+    exported: { lib: "dir", "lib/secret": "inside\n" },
+  },
+  {
+    name: "a relative symlink up and out in one layer, a directory through it in the next",
+    lower: () => [{ path: "up", type: "SymbolicLink", linkpath: "../../../../../../../../tmp" }],
+    entries: () => [
+      { path: "up/planted", type: "Directory" },
+      { path: "up/planted/file", content: "inside\n" },
+    ],
+    outcome: { script: "ls -ld /up | cut -c1; cat /up/planted/file; ls /tmp", prints: "d\ninside\n" },
+    exported: { up: "dir", "up/planted": "dir", "up/planted/file": "inside\n" },
   },
   {
     name: "a hard link to an absolute path outside",
@@ -201,7 +232,12 @@ describe.each(MODES)("hostile layers (%s)", (mode) => {
       const store = world.store(mode);
       const canary = world.canary(mode);
       const name = `hostile-${++counter}:1`;
-      const archive = await archiveOf(name, layerCase.entries(canary), layerCase.make);
+      const archive = await archiveOf(
+        name,
+        layerCase.entries(canary),
+        layerCase.make,
+        layerCase.lower?.(canary),
+      );
       const load = world.tbuild(mode, store, ["load", "-i", archive]);
       const outputs: string[] = [load.stdout, load.stderr];
       const { outcome } = layerCase;
@@ -225,6 +261,25 @@ describe.each(MODES)("hostile layers (%s)", (mode) => {
           const prints = typeof outcome.prints === "function" ? outcome.prints(mode) : outcome.prints;
           if (prints !== "") expect(ran.stdout).toBe(prints);
           else expect(ran.stdout).toMatch(/^\S*secret\nunreadable\n$/);
+        }
+      }
+      if (layerCase.exported) {
+        // What the exporters write is what ran: the same tree, nothing written through the link.
+        const dest = world.dir("exported", mode);
+        const ctx = world.context({ Dockerfile: `FROM ${name}\n` }, mode);
+        const built = world.tbuild(mode, store, [
+          "build",
+          "--progress=plain",
+          "-o",
+          `type=local,dest=${dest}`,
+          ctx,
+        ]);
+        outputs.push(built.stdout, built.stderr);
+        expect(built.status, built.stderr).toBe(0);
+        for (const [file, content] of Object.entries(layerCase.exported)) {
+          const stat = lstatSync(path.join(dest, file));
+          if (content === "dir") expect(stat.isDirectory(), file).toBe(true);
+          else expect(readFileSync(path.join(dest, file), "utf8")).toBe(content);
         }
       }
       canary.expectUntouched(...outputs);
