@@ -52,6 +52,11 @@ export function directoryTree(root: string) {
 export interface ResolveOptions {
   /** Follow a symlink in the last component (default). `false` is what `rm`, `lstat` and a copy without `followSymlinks` need. */
   followFinal?: boolean;
+  /**
+   * Told of each symlink followed: the link's path, and the whole path it leads the walk to (the
+   * link's target in its place, `..` applied, not yet resolved further). Relative, "" for the root.
+   */
+  onLink?(link: string, leadsTo: string): void;
 }
 
 /**
@@ -81,6 +86,14 @@ export function resolveInTree(tree: PathTree, inside: string, options: ResolveOp
     const target = tree.readlink(candidate);
     if (target.startsWith("/")) resolved.length = 0;
     pending.unshift(...target.split("/").filter((c) => c !== "" && c !== "."));
+    if (options.onLink) {
+      const leadsTo: string[] = [];
+      for (const part of [...resolved, ...pending]) {
+        if (part === "..") leadsTo.pop();
+        else leadsTo.push(part);
+      }
+      options.onLink(candidate, leadsTo.join("/"));
+    }
   }
   return resolved.join("/");
 }

@@ -7,13 +7,13 @@
  */
 import type { BigIntStats } from "node:fs";
 import { createReadStream, lstatSync, readdirSync, readFileSync } from "node:fs";
-import { lstat, readlink, stat } from "node:fs/promises";
-import path from "node:path";
+import { readlink, stat } from "node:fs/promises";
 import { TbuildError } from "../../errors/index.js";
 import { byBytes } from "../../oci/archive/byte-order.js";
 import { TAR_END, TarChunker, type TarEntry, tarEntry } from "../../oci/archive/tar.js";
 import { childPath } from "../child-path.js";
-import { globInRoot, hasGlob, PathSelector, pathComponents } from "./glob.js";
+import { directoryTree, resolveInTree } from "../root-path.js";
+import { globInRoot, hasGlob, PathSelector } from "./glob.js";
 import { createContextMatcher } from "./pattern-matcher.js";
 
 export interface ContextEntry {
@@ -37,7 +37,6 @@ export class LocalSourceError extends TbuildError {
   }
 }
 
-const MAX_SYMLINKS = 40;
 /** The sha256 (hex) of no bytes: the content a socket of the source is sent as. */
 export const EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 const SMALL_FILE_BYTES = 1n << 20n;
@@ -134,30 +133,17 @@ async function withSymlinkTargets(root: string, followPaths: readonly string[]):
       for (const match of await globInRoot(root, followPath, true).catch(() => []))
         plainPaths.push(match.path);
   }
+  const tree = directoryTree(root);
   for (const followPath of plainPaths) {
-    let pending = pathComponents(followPath);
-    let resolved: string[] = [];
-    for (let hops = 0; pending.length > 0 && hops <= MAX_SYMLINKS; ) {
-      const component = pending.shift()!;
-      const candidate = [...resolved, component];
-      let target: string | undefined;
-      try {
-        const st = await lstat(path.join(root, ...candidate));
-        if (st.isSymbolicLink()) target = await readlink(path.join(root, ...candidate));
-      } catch {
-        break; // Missing: the copy names it in its own error.
-      }
-      if (target === undefined) {
-        resolved = candidate;
-        continue;
-      }
-      hops++;
-      out.add(`/${candidate.join("/")}`);
-      // `..` in the target cannot climb out of the source: pathComponents stops at its root.
-      const leadsTo = target.startsWith("/") ? target : `${resolved.join("/")}/${target}`;
-      pending = [...pathComponents(leadsTo), ...pending];
-      resolved = [];
-      out.add(`/${pending.join("/")}`);
+    try {
+      resolveInTree(tree, followPath, {
+        onLink(link, leadsTo) {
+          out.add(`/${link}`);
+          out.add(`/${leadsTo}`);
+        },
+      });
+    } catch {
+      // A loop of links: the copy names it in its own error.
     }
   }
   return [...out];
