@@ -20,6 +20,7 @@ import { formatReference, parseReference } from "../oci/reference.js";
 import {
   pullEndpoints,
   type RegistryClient,
+  RegistryError,
   RegistryImageNotFoundError,
   type RegistryOptions,
   RegistrySession,
@@ -206,7 +207,8 @@ async function readCacheIndex(
 ): Promise<{ digest: string; writers: Map<string, string> } | undefined> {
   try {
     const fetched = await client.getManifest(repository, tag);
-    const parsed = JSON.parse(fetched.bytes.toString("utf8")) as Partial<Manifest> | null;
+    // Whatever else is there (an image, bytes that are no manifest) names no writers: it is replaced.
+    const parsed = parseJson(fetched.bytes) as Partial<Manifest> | null | undefined;
     const isCache = parsed?.config?.mediaType === CACHE_CONFIG_MEDIA_TYPE;
     return { digest: fetched.digest, writers: isCache ? writersIn(parsed?.annotations, tag) : new Map() };
   } catch (err) {
@@ -284,6 +286,15 @@ async function readConfigBlob(
     return JSON.parse(Buffer.concat(chunks).toString("utf8"));
   } catch {
     throw new Error("its config blob is not JSON");
+  }
+}
+
+/** JSON from a registry, or undefined when it is not JSON. */
+function parseJson(bytes: Buffer): unknown {
+  try {
+    return JSON.parse(bytes.toString("utf8"));
+  } catch {
+    return undefined;
   }
 }
 
@@ -410,8 +421,20 @@ export async function loadCacheFromRegistry(
   const session = new RegistrySession(pullEndpoints(ref.domain, options.hosts), options);
   const client = session.clients[session.clients.length - 1]!;
   const descriptions: CacheDescription[] = [];
+  let unreadable = false;
   try {
-    const at = await readRegistryCache(client, ref.path, ref.digest ?? ref.tag ?? "latest", options.platform);
+    const at = await readRegistryCache(
+      client,
+      ref.path,
+      ref.digest ?? ref.tag ?? "latest",
+      options.platform,
+    ).catch((err: unknown) => {
+      // What the registry answered is not a cache: a warning, as a writer's broken tag is.
+      if (err instanceof RegistryError || isAbort(err)) throw err;
+      unreadable = true;
+      warn(`the cache there is left out (${(err as Error).message})`);
+      return undefined;
+    });
     // Writers' tags belong to a tag's cache manifest (or to a tag not written yet): not to an
     // image, nor to a digest, which names exactly one manifest.
     if (ref.digest === undefined && (at === undefined || at.isCacheManifest)) {
@@ -439,7 +462,7 @@ export async function loadCacheFromRegistry(
   }
   if (descriptions.length === 0) {
     session.close();
-    warn("not found, importing no cache from it");
+    if (!unreadable) warn("not found, importing no cache from it");
     return undefined;
   }
   // The session stays open for the blobs fetched on demand; the transport's sockets are unref'd by undici.
@@ -460,8 +483,13 @@ async function readRegistryCache(
   { description: CacheDescription; writers: Map<string, string>; isCacheManifest: boolean } | undefined
 > {
   try {
+    const manifestOf = (bytes: Buffer) => {
+      const value = parseJson(bytes) as (Manifest & Index) | null | undefined;
+      if (value === null || typeof value !== "object") throw new Error("its manifest is not JSON");
+      return value;
+    };
     let fetched = await client.getManifest(repository, reference);
-    let parsed = JSON.parse(fetched.bytes.toString("utf8")) as Manifest & Index;
+    let parsed = manifestOf(fetched.bytes);
     if (Array.isArray(parsed.manifests)) {
       const entry =
         parsed.manifests.find(
@@ -472,7 +500,7 @@ async function readRegistryCache(
         ) ?? parsed.manifests[0];
       if (!entry) return undefined;
       fetched = await client.getManifest(repository, entry.digest);
-      parsed = JSON.parse(fetched.bytes.toString("utf8")) as Manifest & Index;
+      parsed = manifestOf(fetched.bytes);
     }
     const isCacheManifest = parsed.config?.mediaType === CACHE_CONFIG_MEDIA_TYPE;
     return {

@@ -1,8 +1,8 @@
 /**
  * A shared registry cache ref is read from what the registry says: the writers index at the ref,
  * its tag list, each writer's manifest. A registry that lies in any of them (names that are no
- * writer tags of the ref, a tag list without end, a description of ten gigabytes, one that is not
- * what its digest says) gets a build that still runs, reads only the ref's own writer tags and
+ * writer tags of the ref, a tag list without end, a ref that is no manifest, a description of ten
+ * gigabytes, one that is not what its digest says) gets a build that still runs, reads only the ref's own writer tags and
  * boundedly many of them, warns about each writer it leaves out, and leaves the store usable.
  */
 import { createHash } from "node:crypto";
@@ -116,6 +116,24 @@ describe.each(MODES)("a registry lying about a shared cache's writers (%s)", (mo
     expect(pages).toBeLessThanOrEqual(100);
     expect(seen.filter((p) => p.includes("/manifests/main--tbuild-cache-")).length).toBe(64);
     expect(built.stderr).toMatch(/writers' caches are there; importing 64 of them/);
+    canary.expectUntouched(built.stdout, built.stderr);
+    world.expectStoreUsable(mode, store);
+  });
+
+  it("a ref whose own manifest is no JSON: a warning, and its writers' tags are still read", async () => {
+    const repository = `hostile/writers-${mode}-${++counter}`;
+    serveCache(repository, writerOfMain(1));
+    server.manifests.set(`${repository}:main`, { body: "\u0000 not a manifest {" });
+    serveTags(repository, (_req, res) => {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify({ name: repository, tags: ["main", writerOfMain(1)] }));
+    });
+    const { built, store, canary, seen } = await importFrom(mode, repository);
+    expect(built.status, built.stderr).toBe(0);
+    expect(built.stderr).toMatch(
+      /WARNING: --cache-from .*: the cache there is left out \(its manifest is not JSON\)/,
+    );
+    expect(seen).toContain(`/v2/${repository}/manifests/${writerOfMain(1)}`);
     canary.expectUntouched(built.stdout, built.stderr);
     world.expectStoreUsable(mode, store);
   });
