@@ -197,7 +197,7 @@ async function build(
     if (cacheTo !== undefined && cacheTo.type !== "inline") {
       await events
         .internal("exporting cache", async () =>
-          buildCache!.writeBuildCache(cacheTo, await cacheOf(cacheTo.mode), store.content, registry),
+          buildCache!.writeBuildCache(cacheTo, await cacheOf(cacheTo.mode), store, registry),
         )
         .catch((err: unknown) => {
           // ignore-error=true: the image is made; a cache that could not be written is a warning.

@@ -17,6 +17,7 @@ import {
   loadCacheFromDir,
   loadCacheFromRegistry,
 } from "./cache-transfer.js";
+import { checkCacheRef, storeCacheWriter } from "./cache-writers.js";
 import type { VertexDigest } from "./graph.js";
 import type { FsResult } from "./worker.js";
 
@@ -130,6 +131,7 @@ export function parseCacheExportSpec(spec: string, cwd: string): CacheExportSpec
   switch (fields.type) {
     case "registry":
       if (!fields.ref) throw new UsageError(`--cache-to "${spec}": type=registry needs ref=`);
+      checkCacheRef(fields.ref, `"${spec}"`);
       return { type: "registry", ref: fields.ref, mode: modeOf(fields, spec), ...options };
     case "local":
       if (!fields.dest) throw new UsageError(`--cache-to "${spec}": type=local needs dest=`);
@@ -233,13 +235,18 @@ export async function collectBuildCache(
   );
 }
 
-/** Writes a collected description where a registry or local `--cache-to` says. */
+/**
+ * Writes a collected description where a registry or local `--cache-to` says; a registry cache
+ * goes under the store's own writer tag and is merged at the ref (cache-writers.ts).
+ */
 export async function writeBuildCache(
   spec: Exclude<CacheExportSpec, { type: "inline" }>,
   description: CacheDescription,
-  content: ContentStore,
+  store: { root: string; content: ContentStore },
   registry: RegistryOptions,
 ): Promise<void> {
-  if (spec.type === "registry") await exportCacheToRegistry(content, description, spec.ref, registry);
-  else await exportCacheToDir(content, description, spec.dest, spec.tag);
+  if (spec.type === "registry") {
+    const writer = await storeCacheWriter(store.root);
+    await exportCacheToRegistry(store.content, description, spec.ref, writer, registry);
+  } else await exportCacheToDir(store.content, description, spec.dest, spec.tag);
 }

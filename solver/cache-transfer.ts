@@ -3,7 +3,8 @@
  * (a manifest pushed under a tag) or to a directory (an OCI image layout, readable by
  * `skopeo inspect oci:DIR`), and import descriptions from either, or from an image carrying inline
  * cache. An import reads only the small descriptions; a layer is fetched into the content store
- * when the solver needs that step's result, and never otherwise.
+ * when the solver needs that step's result, and never otherwise. A registry ref is shared by
+ * several writers, each under a tag of its own and merged at the ref (see cache-writers.ts).
  */
 
 import { createHash } from "node:crypto";
@@ -18,6 +19,8 @@ import { makeDirectories } from "../oci/make-directories.js";
 import { formatReference, parseReference } from "../oci/reference.js";
 import {
   pullEndpoints,
+  type RegistryClient,
+  RegistryError,
   RegistryImageNotFoundError,
   type RegistryOptions,
   RegistrySession,
@@ -34,6 +37,15 @@ import {
   INLINE_CACHE_FIELD,
   parseCacheDescription,
 } from "./cache-description.js";
+import {
+  checkCacheRef,
+  isWriterTagOf,
+  MAX_CACHE_WRITERS,
+  mergeCacheDescriptions,
+  writersAnnotations,
+  writersIn,
+  writerTag,
+} from "./cache-writers.js";
 import type { FsResult } from "./worker.js";
 
 /** Where imported records' blobs come from. */
@@ -45,7 +57,10 @@ export interface CacheSource {
 }
 
 /** The cache manifest for a description: its config blob's bytes and the manifest itself. */
-function cacheManifest(description: CacheDescription): { config: Buffer; manifest: Manifest } {
+function cacheManifest(
+  description: CacheDescription,
+  annotations?: Record<string, string>,
+): { config: Buffer; manifest: Manifest } {
   const config = Buffer.from(JSON.stringify(encodeCacheDescription(description)));
   const manifest: Manifest = {
     schemaVersion: 2,
@@ -56,6 +71,7 @@ function cacheManifest(description: CacheDescription): { config: Buffer; manifes
       size: config.length,
     },
     layers: describedLayers(description).map((layer) => layer.descriptor),
+    ...(annotations ? { annotations } : {}),
   };
   return { config, manifest };
 }
@@ -64,34 +80,225 @@ function sha256(bytes: Uint8Array): string {
   return `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
 }
 
-/** Pushes the description's layers (those the registry lacks), its config, then the manifest under `ref`. */
+/** How many times a writer re-reads and rewrites the index that concurrent writers keep replacing. */
+const MAX_INDEX_ATTEMPTS = 5;
+/** A cache description read from a registry is at most this large (its config blob). */
+const MAX_DESCRIPTION_BYTES = 256 * 1024 * 1024;
+
+/**
+ * Pushes the description under this writer's own tag of `reference` (its layers the registry
+ * lacks, its config, its manifest), then merges it into the cache at `reference` with the other
+ * writers' (see cache-writers.ts). The writer's own cache is the export; a merge that cannot be
+ * written is a warning, as importers find the writer's tag through the tag list.
+ */
 export async function exportCacheToRegistry(
   content: ContentStore,
   description: CacheDescription,
   reference: string,
+  writer: string,
   options: RegistryOptions,
 ): Promise<Descriptor> {
   const ref = parseReference(reference);
+  const name = formatReference(ref);
+  checkCacheRef(reference, `type=registry,ref=${reference}`);
+  const tag = ref.tag ?? "latest";
+  const own = writerTag(tag, writer);
   const session = new RegistrySession([registryEndpoint(ref.domain, options.hosts)], options);
   const client = session.clients[0]!;
   try {
     const { config, manifest } = cacheManifest(description);
-    const upload = async (digest: string, size: number, body: () => NodeJS.ReadableStream) => {
-      if (await client.hasBlob(ref.path, digest, [`repository:${ref.path}:pull,push`])) return;
-      const location = await client.startUpload(ref.path);
-      await client.uploadMonolithic(ref.path, location, digest, size, body);
-    };
     for (const layer of manifest.layers) {
-      await upload(layer.digest, layer.size, () => createReadStream(content.blobPath(layer.digest)));
+      await uploadBlob(client, ref.path, layer.digest, layer.size, () =>
+        createReadStream(content.blobPath(layer.digest)),
+      );
     }
-    await upload(manifest.config.digest, config.length, () => Readable.from([config]));
-    const bytes = Buffer.from(JSON.stringify(manifest));
-    await client.putManifest(ref.path, ref.tag ?? ref.digest ?? "latest", bytes, MediaType.ociManifest);
-    return { mediaType: MediaType.ociManifest, digest: sha256(bytes), size: bytes.length };
+    const pushed = await putCacheManifest(client, ref.path, own, config, manifest);
+    await mergeIntoRef(client, ref.path, tag, { tag: own, digest: pushed.digest, description }, (message) =>
+      options.warn?.(`--cache-to ${name}: ${message}`),
+    );
+    return pushed;
   } finally {
     session.close();
   }
 }
+
+async function uploadBlob(
+  client: RegistryClient,
+  repository: string,
+  digest: string,
+  size: number,
+  body: () => NodeJS.ReadableStream,
+): Promise<void> {
+  if (await client.hasBlob(repository, digest, [`repository:${repository}:pull,push`])) return;
+  const location = await client.startUpload(repository);
+  await client.uploadMonolithic(repository, location, digest, size, body);
+}
+
+/** Uploads a cache manifest's config and puts the manifest under `reference`; its descriptor. */
+async function putCacheManifest(
+  client: RegistryClient,
+  repository: string,
+  reference: string,
+  config: Buffer,
+  manifest: Manifest,
+): Promise<Descriptor> {
+  await uploadBlob(client, repository, manifest.config.digest, config.length, () => Readable.from([config]));
+  const bytes = Buffer.from(JSON.stringify(manifest));
+  await client.putManifest(repository, reference, bytes, MediaType.ociManifest);
+  return { mediaType: MediaType.ociManifest, digest: sha256(bytes), size: bytes.length };
+}
+
+/**
+ * Replaces the cache at `repository:tag` with the merge of this writer's cache and every other
+ * writer's (those its index names and those the tag list shows), then reads the index again:
+ * when a concurrent writer replaced it with an index that lacks this writer, starts over.
+ */
+async function mergeIntoRef(
+  client: RegistryClient,
+  repository: string,
+  tag: string,
+  own: { tag: string; digest: string; description: CacheDescription },
+  warn: (message: string) => void,
+): Promise<void> {
+  for (let attempt = 0; attempt < MAX_INDEX_ATTEMPTS; attempt++) {
+    const index = await readCacheIndex(client, repository, tag);
+    const others = (await writerTags(client, repository, tag, index?.writers, warn)).filter(
+      (t) => t !== own.tag,
+    );
+    const writers = new Map([[own.tag, own.digest]]);
+    const descriptions = [own.description];
+    for (const other of others.slice(0, MAX_CACHE_WRITERS - 1)) {
+      try {
+        const fetched = await client.getManifest(repository, other);
+        descriptions.push(await writerDescription(client, repository, fetched.bytes));
+        writers.set(other, fetched.digest);
+      } catch (err) {
+        if (isAbort(err)) throw err;
+        warn(`the cache of writer ${other} is left out of the merge (${(err as Error).message})`);
+      }
+    }
+    const { config, manifest } = cacheManifest(
+      mergeCacheDescriptions(descriptions),
+      writersAnnotations(writers),
+    );
+    let written: Descriptor;
+    try {
+      written = await putCacheManifest(client, repository, tag, config, manifest);
+    } catch (err) {
+      if (isAbort(err)) throw err;
+      warn(
+        `the merged cache was not written (${(err as Error).message}); this writer's cache is at tag ${own.tag}, where importers find it`,
+      );
+      return;
+    }
+    const after = await readCacheIndex(client, repository, tag);
+    if (after?.digest === written.digest || after?.writers.get(own.tag) === own.digest) return;
+  }
+  warn(
+    `other writers kept replacing the merged cache; this writer's cache is at tag ${own.tag}, where importers find it`,
+  );
+}
+
+/** The manifest digest and writers index at `repository:tag`; undefined when nothing is there. */
+async function readCacheIndex(
+  client: RegistryClient,
+  repository: string,
+  tag: string,
+): Promise<{ digest: string; writers: Map<string, string> } | undefined> {
+  try {
+    const fetched = await client.getManifest(repository, tag);
+    // Whatever else is there (an image, bytes that are no manifest) names no writers: it is replaced.
+    const parsed = parseJson(fetched.bytes) as Partial<Manifest> | null | undefined;
+    const isCache = parsed?.config?.mediaType === CACHE_CONFIG_MEDIA_TYPE;
+    return { digest: fetched.digest, writers: isCache ? writersIn(parsed?.annotations, tag) : new Map() };
+  } catch (err) {
+    if (err instanceof RegistryImageNotFoundError) return undefined;
+    throw err;
+  }
+}
+
+/**
+ * The writers' tags of `repository:tag`: those the index names, then those only the tag list
+ * shows (an index that lost a race). A tag list the registry refuses leaves the index's.
+ */
+async function writerTags(
+  client: RegistryClient,
+  repository: string,
+  tag: string,
+  indexed: Map<string, string> | undefined,
+  warn: (message: string) => void,
+): Promise<string[]> {
+  let listed: string[] = [];
+  try {
+    listed = (await client.listTags(repository)).filter((candidate) => isWriterTagOf(tag, candidate)).sort();
+  } catch (err) {
+    if (isAbort(err)) throw err;
+    warn(
+      `cannot list the tags of ${repository} (${(err as Error).message}); only the writers its index names are merged`,
+    );
+  }
+  return [...new Set([...(indexed?.keys() ?? []), ...listed])];
+}
+
+/** The description of a writer's own tag: a tbuild cache manifest, or an error saying what it is instead. */
+async function writerDescription(
+  client: RegistryClient,
+  repository: string,
+  manifestBytes: Buffer,
+): Promise<CacheDescription> {
+  let parsed: Partial<Manifest> | null;
+  try {
+    parsed = JSON.parse(manifestBytes.toString("utf8")) as Partial<Manifest> | null;
+  } catch {
+    throw new Error("its manifest is not JSON");
+  }
+  if (parsed?.config?.mediaType !== CACHE_CONFIG_MEDIA_TYPE)
+    throw new Error("it is not a tbuild cache manifest");
+  return parseCacheDescription(await readConfigBlob(client, repository, parsed.config));
+}
+
+/** A manifest's config blob as JSON: bounded, and checked against its digest. */
+async function readConfigBlob(
+  client: RegistryClient,
+  repository: string,
+  config: Descriptor,
+): Promise<unknown> {
+  const algorithm = /^(sha256|sha512):[0-9a-f]+$/.exec(String(config?.digest))?.[1];
+  if (algorithm === undefined)
+    throw new Error(`its config digest ${JSON.stringify(config?.digest)} is not valid`);
+  if (!(Number.isSafeInteger(config.size) && config.size >= 0 && config.size <= MAX_DESCRIPTION_BYTES)) {
+    throw new Error(
+      `its config is ${config.size} bytes, more than the ${MAX_DESCRIPTION_BYTES} tbuild reads`,
+    );
+  }
+  const hash = createHash(algorithm);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of client.blobChunks(repository, config.digest)) {
+    size += chunk.length;
+    if (size > config.size) throw new Error(`its config blob is larger than its manifest says`);
+    hash.update(chunk);
+    chunks.push(Buffer.from(chunk));
+  }
+  if (`${algorithm}:${hash.digest("hex")}` !== config.digest)
+    throw new Error("its config blob does not match its digest");
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString("utf8"));
+  } catch {
+    throw new Error("its config blob is not JSON");
+  }
+}
+
+/** JSON from a registry, or undefined when it is not JSON. */
+function parseJson(bytes: Buffer): unknown {
+  try {
+    return JSON.parse(bytes.toString("utf8"));
+  } catch {
+    return undefined;
+  }
+}
+
+const isAbort = (err: unknown) => (err as Error | undefined)?.name === "AbortError";
 
 /** Writes (or adds to) an OCI image layout in `dir`: blobs, then index.json naming the manifest `tag`. */
 export async function exportCacheToDir(
@@ -199,8 +406,10 @@ function descriptionIn(manifest: Manifest, config: unknown): CacheDescription {
 }
 
 /**
- * Reads the cache at a registry reference: a cache manifest (`--cache-to type=registry`) or an
- * image with inline cache. A reference that is not there is no cache (a first build), with a warning.
+ * Reads the cache at a registry reference: a cache manifest (`--cache-to type=registry`) merged
+ * with the writers' own tags it does not hold yet, or an image with inline cache. A reference
+ * that is not there is no cache (a first build), and a writer's tag that is missing or broken is
+ * left out, each with a warning.
  */
 export async function loadCacheFromRegistry(
   reference: string,
@@ -208,39 +417,101 @@ export async function loadCacheFromRegistry(
 ): Promise<CacheSource | undefined> {
   const ref = parseReference(reference);
   const name = formatReference(ref);
+  const warn = (message: string) => options.warn?.(`--cache-from ${name}: ${message}`);
   const session = new RegistrySession(pullEndpoints(ref.domain, options.hosts), options);
   const client = session.clients[session.clients.length - 1]!;
-  let description: CacheDescription;
+  const descriptions: CacheDescription[] = [];
+  let unreadable = false;
   try {
-    let fetched = await client.getManifest(ref.path, ref.digest ?? ref.tag ?? "latest");
-    let parsed = JSON.parse(fetched.bytes.toString("utf8")) as Manifest & Index;
+    const at = await readRegistryCache(
+      client,
+      ref.path,
+      ref.digest ?? ref.tag ?? "latest",
+      options.platform,
+    ).catch((err: unknown) => {
+      // What the registry answered is not a cache: a warning, as a writer's broken tag is.
+      if (err instanceof RegistryError || isAbort(err)) throw err;
+      unreadable = true;
+      warn(`the cache there is left out (${(err as Error).message})`);
+      return undefined;
+    });
+    // Writers' tags belong to a tag's cache manifest (or to a tag not written yet): not to an
+    // image, nor to a digest, which names exactly one manifest.
+    if (ref.digest === undefined && (at === undefined || at.isCacheManifest)) {
+      const tag = ref.tag ?? "latest";
+      const writers = await writerTags(client, ref.path, tag, at?.writers, warn);
+      if (writers.length > MAX_CACHE_WRITERS) {
+        warn(`${writers.length} writers' caches are there; importing ${MAX_CACHE_WRITERS} of them`);
+      }
+      for (const writer of writers.slice(0, MAX_CACHE_WRITERS)) {
+        try {
+          const fetched = await client.getManifest(ref.path, writer);
+          // Already merged at the ref, as it is now.
+          if (at?.writers.get(writer) === fetched.digest) continue;
+          descriptions.push(await writerDescription(client, ref.path, fetched.bytes));
+        } catch (err) {
+          if (isAbort(err)) throw err;
+          warn(`the cache of writer ${writer} is left out (${(err as Error).message})`);
+        }
+      }
+    }
+    if (at) descriptions.push(at.description);
+  } catch (err) {
+    session.close();
+    throw err;
+  }
+  if (descriptions.length === 0) {
+    session.close();
+    if (!unreadable) warn("not found, importing no cache from it");
+    return undefined;
+  }
+  // The session stays open for the blobs fetched on demand; the transport's sockets are unref'd by undici.
+  return {
+    name,
+    description: mergeCacheDescriptions(descriptions),
+    blob: (descriptor) => client.blobChunks(ref.path, descriptor.digest),
+  };
+}
+
+/** The cache at a tag or digest (a cache manifest, or an image's inline cache), or undefined when it is not there. */
+async function readRegistryCache(
+  client: RegistryClient,
+  repository: string,
+  reference: string,
+  platform: { os: string; architecture: string } | undefined,
+): Promise<
+  { description: CacheDescription; writers: Map<string, string>; isCacheManifest: boolean } | undefined
+> {
+  try {
+    const manifestOf = (bytes: Buffer) => {
+      const value = parseJson(bytes) as (Manifest & Index) | null | undefined;
+      if (value === null || typeof value !== "object") throw new Error("its manifest is not JSON");
+      return value;
+    };
+    let fetched = await client.getManifest(repository, reference);
+    let parsed = manifestOf(fetched.bytes);
     if (Array.isArray(parsed.manifests)) {
-      const wanted = options.platform;
       const entry =
         parsed.manifests.find(
           (m) =>
-            wanted !== undefined &&
-            m.platform?.os === wanted.os &&
-            m.platform?.architecture === wanted.architecture,
+            platform !== undefined &&
+            m.platform?.os === platform.os &&
+            m.platform?.architecture === platform.architecture,
         ) ?? parsed.manifests[0];
       if (!entry) return undefined;
-      fetched = await client.getManifest(ref.path, entry.digest);
-      parsed = JSON.parse(fetched.bytes.toString("utf8")) as Manifest & Index;
+      fetched = await client.getManifest(repository, entry.digest);
+      parsed = manifestOf(fetched.bytes);
     }
-    const chunks: Buffer[] = [];
-    for await (const chunk of client.blobChunks(ref.path, parsed.config.digest))
-      chunks.push(Buffer.from(chunk));
-    description = descriptionIn(parsed, JSON.parse(Buffer.concat(chunks).toString("utf8")));
+    const isCacheManifest = parsed.config?.mediaType === CACHE_CONFIG_MEDIA_TYPE;
+    return {
+      description: descriptionIn(parsed, await readConfigBlob(client, repository, parsed.config)),
+      writers: isCacheManifest ? writersIn(parsed.annotations, reference) : new Map(),
+      isCacheManifest,
+    };
   } catch (err) {
-    session.close();
-    if (err instanceof RegistryImageNotFoundError) {
-      options.warn?.(`--cache-from ${name}: not found, importing no cache from it`);
-      return undefined;
-    }
+    if (err instanceof RegistryImageNotFoundError) return undefined;
     throw err;
   }
-  // The session stays open for the blobs fetched on demand; the transport's sockets are unref'd by undici.
-  return { name, description, blob: (descriptor) => client.blobChunks(ref.path, descriptor.digest) };
 }
 
 /**

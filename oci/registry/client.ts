@@ -45,6 +45,9 @@ export const MANIFEST_ACCEPT = [
 /** Manifests are small; a bigger answer is refused rather than buffered. */
 const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 const MAX_REDIRECTS = 5;
+/** Bounds on a tag list: pages followed, and bytes in one page (100,000 tags of 128 characters). */
+const MAX_TAG_PAGES = 100;
+const MAX_TAG_PAGE_BYTES = 16 * 1024 * 1024;
 
 export interface FetchedManifest {
   bytes: Buffer;
@@ -356,6 +359,62 @@ export class RegistryClient {
     if (res.status !== 201 && res.status !== 200) {
       throw await this.unexpected(res, `PUT manifest ${repository}:${reference}`);
     }
+  }
+
+  /**
+   * The repository's tags (`GET /v2/<name>/tags/list`), following the registry's `Link: <…>;
+   * rel="next"` pages on this endpoint, at most `limit` of them; a repository the registry does
+   * not know has none.
+   */
+  async listTags(repository: string, limit = 100_000): Promise<string[]> {
+    const what = `GET tags of ${repository}`;
+    const tags: string[] = [];
+    let target: string | URL = `/v2/${repository}/tags/list`;
+    for (let page = 0; page < MAX_TAG_PAGES; page++) {
+      const res = await this.request({
+        method: "GET",
+        target,
+        scopes: [pullScope(repository)],
+        headers: { accept: "application/json" },
+        what,
+      });
+      if (res.status === 404) {
+        discard(res);
+        return tags;
+      }
+      if (res.status !== 200) throw await this.unexpected(res, what);
+      const chunks: Buffer[] = [];
+      let size = 0;
+      try {
+        for await (const chunk of res.body as AsyncIterable<Buffer>) {
+          size += chunk.length;
+          if (size > MAX_TAG_PAGE_BYTES) {
+            res.body.destroy();
+            throw new RegistryResponseError(this.name, `${what} (too large)`, 200, undefined);
+          }
+          chunks.push(chunk);
+        }
+      } catch (err) {
+        throw this.networkError(err);
+      }
+      let listed: unknown;
+      try {
+        listed = (JSON.parse(Buffer.concat(chunks).toString("utf8")) as { tags?: unknown })?.tags;
+      } catch {
+        throw new RegistryResponseError(this.name, `${what} (not JSON)`, 200, undefined);
+      }
+      // `null` is how distribution lists a repository whose tags were all deleted.
+      for (const tag of Array.isArray(listed) ? listed : []) {
+        if (typeof tag === "string") tags.push(tag);
+        if (tags.length >= limit) return tags;
+      }
+      const next = /<([^>]+)>\s*;\s*rel="?next"?/.exec(String(res.headers.link ?? ""))?.[1];
+      if (next === undefined) return tags;
+      target = new URL(next, target instanceof URL ? target : endpointUrl(this.endpoint, target));
+      // Credentials and trust stay with this endpoint: a page elsewhere is not followed.
+      if (target.host !== this.endpoint.host) return tags;
+    }
+    return tags;
   }
 
   private async cancelUpload(res: HttpResponse, repository: string): Promise<void> {

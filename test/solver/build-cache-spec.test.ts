@@ -38,6 +38,14 @@ describe("--cache-to", () => {
     ["type=inline,src=x", "type=inline takes no src= (it takes mode=)"],
     ["type=registry,ref=r,ref=s", "ref is given twice"],
     ["type=registry,ref=r,ignore-error=maybe", 'ignore-error must be true or false, not "maybe"'],
+    [
+      `type=registry,ref=r/c@sha256:${"a".repeat(64)}`,
+      "a registry cache is written under a tag, not a digest (ref=REPOSITORY:TAG)",
+    ],
+    [
+      "type=registry,ref=r/c:main--tbuild-cache-0123456789abcdef",
+      'tags holding "--tbuild-cache-" name the caches of single writers',
+    ],
   ])("refuses %s with a usage error", (spec, message) => {
     const error = errorOf(() => parseCacheExportSpec(spec, "/w"));
     expect(error).toBeInstanceOf(UsageError);
