@@ -1,5 +1,6 @@
 import { pipeline } from "node:stream/promises";
 import { TbuildError } from "../errors/index.js";
+import type { TarEntryType } from "../oci/archive/tar.js";
 import { readTarEntries, type TarReadEntry } from "../oci/archive/tar-reader.js";
 import { decompressor, layerCompression } from "../oci/layer.js";
 import {
@@ -16,14 +17,8 @@ import {
 import type { ContentStore } from "../oci/store/content.js";
 import type { LayerRef } from "../solver/worker.js";
 
-export type FsEntryType =
-  | "File"
-  | "Link"
-  | "Directory"
-  | "SymbolicLink"
-  | "CharacterDevice"
-  | "BlockDevice"
-  | "FIFO";
+/** The kinds of entry a layer's tar holds, which are the kinds a filesystem holds. */
+export type FsEntryType = TarEntryType;
 
 /** One entry of the final filesystem. */
 export interface FsEntry {

@@ -10,11 +10,10 @@ import { readFile } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import path from "node:path";
 import { Transform, type TransformCallback } from "node:stream";
-import { pipeline } from "node:stream/promises";
 import { constants, createGzip, createZstdCompress } from "node:zlib";
 import PQueue from "p-queue";
 import { TbuildError } from "../errors/index.js";
-import { decompressor, type LayerCompression, layerCompression } from "../oci/layer.js";
+import { decompressor, type LayerCompression, layerCompression, pipeToStore } from "../oci/layer.js";
 import { type Descriptor, MediaType } from "../oci/spec.js";
 import { writeStoreFile } from "../oci/store/images.js";
 import { parseDigest, type Store } from "../oci/store/index.js";
@@ -78,31 +77,13 @@ async function convertLayer(
     ...(check ? [check] : []),
     ...(compressor(request) ?? []),
   ];
-  let storing: Promise<{ digest: string; size: number }> | undefined;
-  const write = (bytes: AsyncIterable<Uint8Array>) => {
-    storing = content.write(releasingSpent(bytes), {}, request.signal);
-    return storing;
-  };
   const source = releasingSpent(
     content.open(layer.descriptor.digest) as unknown as AsyncIterable<Uint8Array>,
   );
-  try {
-    // pipeline's typings list fixed arities; the stages vary with the source and the target.
-    await (pipeline as (...streams: unknown[]) => Promise<void>)(
-      source,
-      ...stages,
-      write,
-      request.signal ? { signal: request.signal } : {},
-    );
-  } catch (err) {
-    // The store's own error (disk full) says more than the stream's.
-    const storeError = await storing?.then(
-      () => undefined,
-      (e: unknown) => e,
-    );
-    throw storeError ?? err;
-  }
-  const written = await storing!;
+  const written = await pipeToStore(content, [source, ...stages], {
+    ...(request.signal ? { signal: request.signal } : {}),
+    intoStore: releasingSpent,
+  });
   const diffId = check?.digest() ?? layer.diffId;
   if (diffId !== layer.diffId) {
     throw new TbuildError(

@@ -65,30 +65,49 @@ export async function writeLayer(
 ): Promise<WrittenLayer> {
   const diff = new DigestingStream();
   const compress = compressor(options.compression);
+  const chunks = inLargeChunks(tar as AsyncIterable<Uint8Array>);
+  const written = await pipeToStore(content, compress ? [chunks, diff, compress] : [chunks, diff], {
+    ...(options.signal ? { signal: options.signal } : {}),
+  });
+  return {
+    descriptor: { mediaType: MEDIA_TYPES[options.compression], digest: written.digest, size: written.size },
+    diffId: diff.digest(),
+  };
+}
+
+/**
+ * Pipes a source through its stages (`streams`, the source first) into the content store. The
+ * store's own error (disk full, digest mismatch) says more than the stream's, and waiting for it
+ * means its temp file is gone before the caller hears of the failure.
+ */
+export async function pipeToStore(
+  content: ContentStore,
+  streams: readonly unknown[],
+  options: {
+    signal?: AbortSignal;
+    intoStore?(bytes: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array>;
+  } = {},
+): Promise<{ digest: string; size: number }> {
   let storing: Promise<{ digest: string; size: number }> | undefined;
   const store = (bytes: AsyncIterable<Uint8Array>) => {
-    storing = content.write(bytes, {}, options.signal);
+    storing = content.write(options.intoStore ? options.intoStore(bytes) : bytes, {}, options.signal);
     return storing;
   };
-  const signalOption = options.signal ? { signal: options.signal } : {};
-  const chunks = inLargeChunks(tar as AsyncIterable<Uint8Array>);
   try {
-    if (compress) await pipeline(chunks, diff, compress, store, signalOption);
-    else await pipeline(chunks, diff, store, signalOption);
+    // pipeline's typings list fixed arities; the stages vary with the source and the target.
+    await (pipeline as (...streams: unknown[]) => Promise<void>)(
+      ...streams,
+      store,
+      options.signal ? { signal: options.signal } : {},
+    );
   } catch (err) {
-    // The store's own error (disk full, digest mismatch) says more than the stream's, and waiting
-    // for it means its temp file is gone before the caller hears of the failure.
     const storeError = await storing?.then(
       () => undefined,
       (e: unknown) => e,
     );
     throw storeError ?? err;
   }
-  const written = await storing!;
-  return {
-    descriptor: { mediaType: MEDIA_TYPES[options.compression], digest: written.digest, size: written.size },
-    diffId: diff.digest(),
-  };
+  return storing!;
 }
 
 /** Tar writers yield a header, the content and its padding per entry: joined here into chunks of this size. */

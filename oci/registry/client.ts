@@ -276,15 +276,27 @@ export class RegistryClient {
     size: number,
     body: () => NodeJS.ReadableStream,
   ): Promise<void> {
+    await this.closeUpload(repository, location, digest, {
+      headers: { "content-type": "application/octet-stream", "content-length": String(size) },
+      body,
+    });
+  }
+
+  /** Ends an upload at `location` with PUT `?digest=`: the blob's last bytes (`body`), or none. */
+  private async closeUpload(
+    repository: string,
+    location: URL,
+    digest: string,
+    last: { headers: Record<string, string>; body?: () => NodeJS.ReadableStream },
+  ): Promise<void> {
     const url = new URL(location);
     url.searchParams.set("digest", digest);
     const res = await this.request({
       method: "PUT",
       target: url,
       scopes: [pushScope(repository)],
-      headers: { "content-type": "application/octet-stream", "content-length": String(size) },
-      body,
-      retry: false,
+      headers: last.headers,
+      ...(last.body ? { body: last.body, retry: false } : {}),
       what: `PUT blob ${digest}`,
     });
     discard(res);
@@ -327,17 +339,7 @@ export class RegistryClient {
       const held = /^(?:bytes=)?0-(\d+)$/.exec(String(res.headers.range ?? ""));
       offset = held ? Number(held[1]) + 1 : offset + length;
     }
-    const url = new URL(location);
-    url.searchParams.set("digest", digest);
-    const res = await this.request({
-      method: "PUT",
-      target: url,
-      scopes: [pushScope(repository)],
-      headers: { "content-length": "0" },
-      what: `PUT blob ${digest}`,
-    });
-    discard(res);
-    if (res.status !== 201) throw await this.unexpected(res, `PUT blob ${digest} to ${repository}`);
+    await this.closeUpload(repository, location, digest, { headers: { "content-length": "0" } });
   }
 
   /** Stores a manifest under a tag or digest; the bytes go as given. */
