@@ -171,7 +171,7 @@ function relay(
   farStderr.on("data", (chunk: Buffer) => {
     tail = (tail + chunk.toString("utf8")).slice(-STDERR_TAIL_BYTES);
     // Nobody may read it: beyond a backlog, the tail alone is kept.
-    if (stderr.readableLength < STDERR_BACKLOG_BYTES) stderr.write(chunk);
+    if (stderr.readableLength + stderr.writableLength < STDERR_BACKLOG_BYTES) stderr.write(chunk);
   });
   farStderr.on("error", () => {});
   const stderrTail = () =>

@@ -359,6 +359,19 @@ describe("cmd:// transport", () => {
     await transport.close();
   });
 
+  it("keeps a bounded stderr backlog from a worker that floods it, and still quotes its last lines", async () => {
+    const transport = await openTransport("cmd://yes flood | head -n 5000000 >&2; echo done >&2; exec cat");
+    expect(await echoHash(transport.stream, Buffer.from("x"))).toBe(sha256(Buffer.from("x")));
+    expect(transport.stderrTail().slice(-2)).toEqual(["flood", "done"]);
+    await transport.close();
+    // 30 MB went to stderr while nobody read transport.stderr: a late reader finds at most the
+    // 1 MiB backlog (and the chunk that crossed it).
+    let backlog = 0;
+    for await (const chunk of transport.stderr) backlog += (chunk as Buffer).length;
+    expect(backlog).toBeGreaterThan(0);
+    expect(backlog).toBeLessThanOrEqual(MiB + 64 * 1024);
+  });
+
   it("ends a command that ignores the end of its input when closed", async () => {
     const pidFile = path.join(tempDir("cmd"), "pid");
     const transport = await openTransport(`cmd://echo $$ > ${pidFile}; exec sleep 600`, {
