@@ -2,10 +2,11 @@
 // bin/tbuild runs: Node then loads a handful of modules instead of some two hundred, which takes
 // tens of milliseconds off every command. The ES module packages go in too (each file Node does
 // not have to find and resolve saves time); proper-lockfile, CommonJS that requires Node's own
-// modules, and chevrotain, loaded from its own single-file build (frontend/syntax/chevrotain.ts),
-// stay in node_modules. Every file lands three directories below the package root, as
-// dist/cli/commands/*.js do, so that paths made relative to import.meta.url (the package root,
-// the seccomp profile) resolve the same.
+// modules, chevrotain, loaded from its own single-file build (frontend/syntax/chevrotain.ts), and
+// ssh2, CommonJS with optional native parts (`cpu-features`, `sshcrypto.node`) that no bundle can
+// hold and that it uses only when the install built them, stay in node_modules. Every file lands
+// three directories below the package root, as dist/cli/commands/*.js do, so that paths made
+// relative to import.meta.url (the package root, the seccomp profile) resolve the same.
 import { createHash } from "node:crypto";
 import { readdirSync, readFileSync, rmSync } from "node:fs";
 import { build } from "esbuild";
@@ -34,7 +35,7 @@ await build({
   format: "esm",
   platform: "node",
   target: "node24",
-  external: ["proper-lockfile", "chevrotain"],
+  external: ["proper-lockfile", "chevrotain", "ssh2"],
   chunkNames: "[name]-[hash]",
   define: { __TBUILD_PARSER_ID__: JSON.stringify(parser.digest("hex").slice(0, 32)) },
   logLevel: "warning",
