@@ -1,6 +1,6 @@
 import { pipeline } from "node:stream/promises";
 import { TbuildError } from "../errors/index.js";
-import type { TarEntryType } from "../oci/archive/tar.js";
+import type { TarEntry, TarEntryType } from "../oci/archive/tar.js";
 import { readTarEntries, type TarReadEntry } from "../oci/archive/tar-reader.js";
 import { decompressor, layerCompression } from "../oci/layer.js";
 import {
@@ -20,22 +20,13 @@ import type { LayerRef } from "../solver/worker.js";
 /** The kinds of entry a layer's tar holds, which are the kinds a filesystem holds. */
 export type FsEntryType = TarEntryType;
 
-/** One entry of the final filesystem. */
-export interface FsEntry {
+/**
+ * One entry of the final filesystem: a tar entry's fields (for a hard link, `linkpath` is the
+ * path of the file, emitted earlier), with the extended attributes and a regular file's content.
+ */
+export interface FsEntry extends Omit<TarEntry, "path"> {
   /** Relative, `/`-separated, normalized, no trailing slash. */
   path: string;
-  type: FsEntryType;
-  /** Permission bits with setuid, setgid and sticky. */
-  mode: number;
-  uid: number;
-  gid: number;
-  /** Regular files: the content length. */
-  size: number;
-  mtime: Date;
-  /** Symbolic links: the target as written; hard links (`Link`): the path of the file, emitted earlier. */
-  linkpath?: string;
-  devmaj?: number;
-  devmin?: number;
   xattrs: Map<string, Buffer>;
   /** Regular files: the content, to be read before asking for the next entry. */
   body?: AsyncIterable<Buffer>;
