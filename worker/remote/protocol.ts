@@ -37,6 +37,8 @@ export const MAX_FRAME_BYTES = 1024 * 1024;
 const DATA_FRAME_BYTES = 64 * 1024;
 /** Bytes of data per channel an end accepts before it grants more (announced in its hello). */
 export const DEFAULT_WINDOW = 1024 * 1024;
+/** Calls of the far end open at once: with a window each, what bounds a connection's memory. */
+export const MAX_INCOMING_CALLS = 1024;
 
 export const FrameKind = { message: 1, data: 2, end: 3, error: 4, window: 5 } as const;
 export type FrameKind = (typeof FrameKind)[keyof typeof FrameKind];
@@ -244,6 +246,8 @@ export class Connection {
   private nextId: number;
   /** The highest channel id the far end has opened: lower ones not in `channels` are finished. */
   private highestPeerId = 0;
+  /** Calls of the far end open here. */
+  private incomingCalls = 0;
   private readonly reader = new FrameReader();
   private urgent: QueuedFrame[] = [];
   private rotation: Channel[] = [];
@@ -550,6 +554,10 @@ export class Connection {
         return;
       }
       this.highestPeerId = frame.channel;
+      if (this.incomingCalls >= MAX_INCOMING_CALLS) {
+        this.violation(`opened more than ${MAX_INCOMING_CALLS} calls at once`);
+        return;
+      }
       this.serve(frame.channel, message.method, message.params, message.stream);
       return;
     }
@@ -665,6 +673,7 @@ export class Connection {
     const controller = new AbortController();
     channel.controller = controller;
     this.channels.set(id, channel);
+    this.incomingCalls++;
     if (!stream) {
       channel.incomingEnded = true;
       this.feedReader(channel);
@@ -819,6 +828,7 @@ export class Connection {
     if (channel.done) return;
     channel.done = true;
     this.channels.delete(channel.id);
+    if (!channel.outgoing) this.incomingCalls--;
     channel.wakeSender?.();
     if (err) {
       channel.reject?.(err);

@@ -17,6 +17,7 @@ import {
   DEFAULT_WINDOW,
   type Handler,
   MAX_FRAME_BYTES,
+  MAX_INCOMING_CALLS,
 } from "../../../worker/remote/protocol.js";
 import { projectRoot } from "../../helpers/cli.js";
 import { decodeFrames, frame, hello, MAGIC, messageFrame } from "./frames.js";
@@ -279,6 +280,32 @@ describe("a broken far end", () => {
     expect(failure!.message).toBe(
       `the client broke the tbuild worker protocol: it ${detail}; the connection is closed`,
     );
+  });
+
+  it("more calls open at once than the limit end the connection, not the process's memory", async () => {
+    const [raw, workerEnd] = duplexPair();
+    raw.resume();
+    let started = 0;
+    const worker = connect(workerEnd, {
+      side: "worker",
+      peer: "the client",
+      handlers: {
+        hang: () => {
+          started++;
+          return new Promise(() => {});
+        },
+      },
+    });
+    raw.write(Buffer.concat([MAGIC, hello("client")]));
+    const connection = await worker;
+    const call = (id: number) =>
+      messageFrame(id, { type: "call", method: "hang", params: {}, stream: false });
+    raw.write(Buffer.concat(Array.from({ length: MAX_INCOMING_CALLS + 1 }, (_, i) => call(2 * i + 1))));
+    const failure = await connection.closed;
+    expect(failure?.message).toBe(
+      `the client broke the tbuild worker protocol: it opened more than ${MAX_INCOMING_CALLS} calls at once; the connection is closed`,
+    );
+    expect(started).toBe(MAX_INCOMING_CALLS);
   });
 
   it("a far end that is no tbuild worker (a login banner) is named with what it printed", async () => {
