@@ -10,8 +10,9 @@ import { fstatSync } from "node:fs";
 import { Socket } from "node:net";
 import { createInterface } from "node:readline";
 import { UsageError } from "../errors/index.js";
+import { errorToWire } from "../errors/wire.js";
 import { build } from "./build.js";
-import { CONTROL_FD, errorToWire, type FromChild, type LibraryCall, type ToChild } from "./rootless.js";
+import { CONTROL_FD, type FromChild, type LibraryCall, type ToChild } from "./rootless.js";
 import { run } from "./run.js";
 
 export async function serveLibraryCall({ signal }: { signal: AbortSignal }): Promise<number> {

@@ -28,6 +28,7 @@ import { BuildStepFailedError } from "../build/failure.js";
 import { BadBuildRequestError, type BuildRequest, checkBuildRequest } from "../build/request.js";
 import type { BuildResult } from "../build/run.js";
 import { isTbuildError, TbuildError, UsageError } from "../errors/index.js";
+import { errorFromWire, type WireError } from "../errors/wire.js";
 import { defaultStoreRoot } from "../oci/store/index.js";
 import { stopAbandonedContainers } from "../worker/build-state.js";
 import { FIRST_EXTRA_FD, rootlessExecError, spawnInUserNamespace } from "../worker/userns.js";
@@ -62,25 +63,6 @@ export type FromChild =
   | { type: "result"; result: unknown }
   | { type: "error"; error: WireError };
 
-/** An error as it crosses: a TbuildError's name, message and own fields (code, exitCode, failure...). */
-export interface WireError {
-  name: string;
-  message: string;
-  tbuild: boolean;
-  fields: Record<string, unknown>;
-}
-
-export function errorToWire(err: unknown): WireError {
-  if (!(err instanceof Error)) return { name: "Error", message: String(err), tbuild: false, fields: {} };
-  const fields: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(err)) {
-    if (key === "cause" || key === "name") continue;
-    const json = JSON.stringify(value);
-    if (json !== undefined) fields[key] = JSON.parse(json);
-  }
-  return { name: err.name, message: err.message, tbuild: isTbuildError(err), fields };
-}
-
 /** The classes a caller can test with `instanceof` (index.ts exports them); others arrive as TbuildError. */
 const EXPORTED_ERRORS: Record<string, { prototype: TbuildError }> = {
   BuildStepFailedError,
@@ -89,12 +71,9 @@ const EXPORTED_ERRORS: Record<string, { prototype: TbuildError }> = {
   UsageError,
 };
 
-export function errorFromWire(wire: WireError): Error {
-  const err = wire.tbuild ? new TbuildError(String(wire.fields.code), wire.message) : new Error(wire.message);
-  if (wire.tbuild) Object.setPrototypeOf(err, (EXPORTED_ERRORS[wire.name] ?? TbuildError).prototype);
-  Object.assign(err, wire.fields);
-  err.name = wire.name;
-  return err;
+/** The error the child sent, as the class the library exports under its name. */
+export function libraryErrorFromWire(wire: WireError): Error {
+  return errorFromWire(wire, EXPORTED_ERRORS);
 }
 
 /** build() for an unprivileged caller: the same request, events, result and errors, from the child. */
@@ -235,7 +214,7 @@ async function callInUserNamespace(call: LibraryCall, options: CallOptions): Pro
       try {
         const message = JSON.parse(line) as FromChild;
         if (message.type === "result") answer = { result: message.result };
-        else if (message.type === "error") answer = { error: errorFromWire(message.error) };
+        else if (message.type === "error") answer = { error: libraryErrorFromWire(message.error) };
         else if (message.type === "event") options.onEvent?.(message.event);
         else if (message.type === "warning") options.onWarning?.(message.message);
         else if (message.type === "started") {

@@ -1,14 +1,16 @@
 /**
- * The store's upkeep around builds: the unpacked layers nothing needs any more, and the images
- * kept containers were made from (which no collection may take). Shared by a build's `[gc]` policy
- * and `tbuild prune`, `du` and `rmi`.
+ * The store's upkeep around builds: the unpacked layers nothing needs any more, the images kept
+ * containers were made from (which no collection may take), and the space each part of the store
+ * takes. Shared by a build's `[gc]` policy, `tbuild prune`, `du` and `rmi`, and a worker's `info`.
  */
 
+import { lstat, readdir } from "node:fs/promises";
+import path from "node:path";
 import type { Descriptor } from "../oci/spec.js";
 import type { Store } from "../oci/store/index.js";
 import type { ContainerRecord } from "../runtime/containers.js";
 import type { CacheIndex } from "../solver/cache.js";
-import { liveLayerStacks } from "../solver/gc.js";
+import { liveLayerStacks, storeUsage } from "../solver/gc.js";
 import { Snapshotter } from "../worker/snapshot/index.js";
 
 /**
@@ -43,4 +45,63 @@ export async function containerImages(
     container,
     image: container.image.descriptor,
   }));
+}
+
+/** Bytes under a directory (files counted once per inode); 0 when it does not exist. */
+export async function directorySize(dir: string, seen = new Set<string>()): Promise<number> {
+  let entries: string[];
+  try {
+    entries = await readdir(dir);
+  } catch {
+    return 0;
+  }
+  let total = 0;
+  for (const name of entries) {
+    const file = path.join(dir, name);
+    const info = await lstat(file).catch(() => undefined);
+    if (!info) continue;
+    if (info.isDirectory()) total += await directorySize(file, seen);
+    else if (!seen.has(`${info.dev}:${info.ino}`)) {
+      seen.add(`${info.dev}:${info.ino}`);
+      total += info.size;
+    }
+  }
+  return total;
+}
+
+/** What each part of a store takes, in bytes, as `tbuild du` shows it. */
+export interface StoreDiskUsage {
+  /** Blobs of named images (and of images kept containers were made from). */
+  images: number;
+  /** Blobs only build cache records reach. */
+  buildCache: number;
+  /** Build cache records. */
+  records: number;
+  /** Blobs nothing reaches: freed by the next prune. */
+  unreferenced: number;
+  cacheMounts: number;
+  /** Unpacked layers. */
+  snapshots: number;
+  containers: number;
+  /** The sum of the byte counts above. */
+  total: number;
+}
+
+/** The bytes each part of the store takes. Snapshots hold subordinate ids' files: read them as root. */
+export async function storeDiskUsage(store: Store, cache: CacheIndex): Promise<StoreDiskUsage> {
+  const usage = await storeUsage(
+    store,
+    cache,
+    (await containerImages(store.root)).map((c) => c.image),
+  );
+  const parts = {
+    images: usage.images,
+    buildCache: usage.buildCache,
+    unreferenced: usage.unreferenced,
+    cacheMounts: await directorySize(path.join(store.root, "cache-mounts")),
+    snapshots: await directorySize(path.join(store.root, "snapshots")),
+    containers: await directorySize(path.join(store.root, "containers")),
+  };
+  const total = Object.values(parts).reduce((sum, bytes) => sum + bytes, 0);
+  return { ...parts, records: usage.records, total };
 }

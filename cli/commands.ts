@@ -556,6 +556,22 @@ export const commands: CommandSpec[] = [
     load: () => import("./commands/completion.js"),
   },
   {
+    name: "worker",
+    summary: "serve builds of a remote client on standard input and output (what --worker ssh://HOST starts)",
+    operands: "",
+    details: [
+      "Started per connection by the client (over SSH, or any command for cmd://), never by hand: it speaks tbuild's worker protocol (docs/worker-protocol.md) until the client closes the connection, and writes messages to standard error only.",
+    ],
+    flags: [
+      {
+        name: "stdio",
+        type: "boolean",
+        description: "speak the worker protocol on standard input and output",
+      },
+    ],
+    load: () => import("./commands/worker.js"),
+  },
+  {
     name: "version",
     summary: "print the versions of tbuild (and the git commit it was built from), Node and runc",
     operands: "",

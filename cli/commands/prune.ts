@@ -1,6 +1,6 @@
 import { lstat, readdir, rm } from "node:fs/promises";
 import path from "node:path";
-import { containerImages, pruneUnneededLayers } from "../../build/gc.js";
+import { containerImages, directorySize, pruneUnneededLayers } from "../../build/gc.js";
 import { UsageError } from "../../errors/index.js";
 import { defaultStoreRoot } from "../../oci/store/index.js";
 import { CacheIndex } from "../../solver/cache.js";
@@ -10,7 +10,6 @@ import { Snapshotter } from "../../worker/snapshot/index.js";
 import { hasWorkerPrivileges, reexecInUserNamespace } from "../../worker/userns.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
 import { formatSize, openCommandStore } from "../store.js";
-import { directorySize } from "./du.js";
 
 export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise<number> {
   const { values } = args;

@@ -1,0 +1,90 @@
+/**
+ * The far end of a remote worker: what `tbuild worker --stdio` runs, started per connection by
+ * SSH or a `cmd://` command (no daemon, unlike buildx's buildkitd). It speaks the worker protocol
+ * (protocol.ts) on the stream it is given, as the user it runs as (rootless in tbuild's user
+ * namespace when that user is not root, as `tbuild build` is), in the store the client names or
+ * that user's default one, and ends when the stream does.
+ *
+ * Methods so far: `info` (what `tbuild worker ls` and a pool's scheduler need to know of a worker)
+ * and `ping`. Anything else answers E_NOT_SUPPORTED at once, naming this tbuild's version, so an
+ * older worker is never left hanging.
+ */
+import { existsSync } from "node:fs";
+import path from "node:path";
+import type { Duplex } from "node:stream";
+import { TbuildError } from "../../errors/index.js";
+import { formatPlatform, hostPlatform } from "../../oci/platform.js";
+import { defaultStoreRoot } from "../../oci/store/index.js";
+import { inUserNamespace } from "../userns.js";
+import { connect, type Handler, PROTOCOL_VERSION, tbuildVersion } from "./protocol.js";
+
+/** What `info` answers. */
+export interface WorkerInfo {
+  tbuild: string;
+  protocol: number;
+  /** Platforms this worker runs steps of natively (`linux/amd64`). */
+  platforms: string[];
+  /** Building in a user namespace over the worker user's subordinate ids, not as root. */
+  rootless: boolean;
+  /** The store this connection's builds use. */
+  store: string;
+  runningBuilds: number;
+  /** Bytes the store takes, as `tbuild du` totals them; 0 where there is no store yet. */
+  cacheSize: number;
+}
+
+export interface WorkerHost {
+  env: NodeJS.ProcessEnv;
+  /** Ends the connection (SIGTERM, the outer tbuild gone). */
+  signal: AbortSignal;
+  /** Bytes the (existing) store at `root` takes, all parts of it, as `tbuild du` totals them. */
+  measureStore(root: string): Promise<number>;
+}
+
+/**
+ * Serves one connection on `stream` until it ends. Resolves when the client closed it (or the
+ * signal ended it); rejects with the reason when the handshake is refused or the client breaks the
+ * protocol (the client is told too).
+ */
+export async function serveWorker(stream: Duplex, host: WorkerHost): Promise<void> {
+  const storeOf = (requested: string | undefined): string => {
+    if (requested === undefined) return defaultStoreRoot(host.env);
+    if (!requested.startsWith("/")) {
+      throw new TbuildError(
+        "E_WORKER_STORE",
+        `the store a client names must be an absolute path on this host, not ${JSON.stringify(requested)}`,
+      );
+    }
+    return requested;
+  };
+  const handlers: Record<string, Handler> = {
+    ping: (params) => ({ pong: params ?? null }),
+    info: async (_params, call): Promise<WorkerInfo> => {
+      const store = storeOf(call.connection.peerHello.store);
+      return {
+        tbuild: tbuildVersion(),
+        protocol: PROTOCOL_VERSION,
+        platforms: [formatPlatform(hostPlatform())],
+        rootless: inUserNamespace(),
+        store,
+        runningBuilds: 0,
+        // Asking about a worker must not make a store there (nor write into a directory that is none).
+        cacheSize: existsSync(path.join(store, "oci-layout")) ? await host.measureStore(store) : 0,
+      };
+    },
+  };
+  const connection = await connect(stream, {
+    side: "worker",
+    peer: "the client",
+    handlers,
+    signal: host.signal,
+  });
+  const stop = () => connection.close();
+  host.signal.addEventListener("abort", stop, { once: true });
+  try {
+    const failure = await connection.closed;
+    if (failure) throw failure;
+  } finally {
+    host.signal.removeEventListener("abort", stop);
+  }
+}
