@@ -595,9 +595,17 @@ async function openSsh(address: SshAddress, options: TransportOptions): Promise<
   });
 
   const command = options.command ?? DEFAULT_WORKER_COMMAND;
+  let status: { code: number | null; signal: string | null } | undefined;
   const channel = await new Promise<ClientChannel>((resolve, reject) => {
     client.exec(command, (err, opened) => {
-      if (!err) return resolve(opened);
+      if (!err) {
+        // Listened for at once: a command that ends quickly has its exit status in the same read
+        // as the channel's opening, and ssh2 emits it before an awaiting caller could listen.
+        opened.on("exit", (code: number | null, signal?: string) => {
+          status = { code: signal ? null : code, signal: signal ?? null };
+        });
+        return resolve(opened);
+      }
       client.destroy();
       reject(
         new TbuildError(
@@ -622,10 +630,6 @@ async function openSsh(address: SshAddress, options: TransportOptions): Promise<
       reason ? { cause: reason } : {},
     );
   };
-  let status: { code: number | null; signal: string | null } | undefined;
-  channel.on("exit", (code: number | null, signal?: string) => {
-    status = { code: signal ? null : code, signal: signal ?? null };
-  });
   const parts = relay(
     channel,
     channel,
