@@ -68,7 +68,8 @@ export function epochOf(request: BuildRequest): number | undefined {
 export async function runBuild(request: BuildRequest, ctx: RunContext): Promise<BuildResult> {
   checkBuildRequest(request);
   if (request.worker !== undefined) {
-    throw new TbuildError("E_NOT_SUPPORTED", "--worker is not supported yet");
+    const { runRemoteBuild } = await import("./remote.js");
+    return runRemoteBuild(request, ctx);
   }
   const dockerfile = await readRequestDockerfile(request, ctx.cwd);
   const events = new BuildEventStream(ctx.onEvent);

@@ -61,7 +61,7 @@ export async function parseBuildRequest(
     ...(values["no-cache"] === true ? { noCache: true } : {}),
     ...nonEmpty("noCacheFilter", list(values, "no-cache-filter")),
     ...(epoch !== undefined ? { epoch } : {}),
-    ...optional("worker", text(values, "worker")),
+    ...optional("worker", text(values, "worker") ?? (ctx.env.TBUILD_WORKER || undefined)),
     ...nonEmpty("tags", tags),
     ...(values.push === true ? { push: true } : {}),
     ...(values.pull === true ? { pull: true } : {}),

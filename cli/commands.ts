@@ -152,8 +152,9 @@ const BUILD_FLAGS: FlagSpec[] = [
   {
     name: "worker",
     type: "string",
-    value: "ssh://HOST",
-    description: "run on a remote worker (not supported yet)",
+    value: "ssh://USER@HOST|cmd://COMMAND",
+    description:
+      "build on a remote worker: `tbuild worker --stdio` started over SSH (or by the command); also $TBUILD_WORKER",
   },
 ];
 

@@ -7,6 +7,7 @@
  */
 import { Duplex } from "node:stream";
 import { storeDiskUsage } from "../../build/gc.js";
+import { remoteBuildHandlers } from "../../build/remote-serve.js";
 import { UsageError } from "../../errors/index.js";
 import { openStore } from "../../oci/store/index.js";
 import { CacheIndex } from "../../solver/cache.js";
@@ -25,7 +26,12 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   if (reexec !== undefined) return reexec;
   // The process's own stdio: the protocol is the whole of standard output (ctx.stdout is that too).
   const stream = Duplex.from({ readable: process.stdin, writable: process.stdout });
-  await serveWorker(stream, { env: ctx.env, signal: ctx.signal, measureStore });
+  await serveWorker(stream, {
+    env: ctx.env,
+    signal: ctx.signal,
+    measureStore,
+    handlers: remoteBuildHandlers(ctx.env),
+  });
   return 0;
 }
 

@@ -65,6 +65,10 @@ export class PlainProgress implements ProgressSink {
       case "warning":
         this.write(`WARNING: ${event.message}\n`);
         return;
+      case "build.worker":
+        // buildx's first line, `#0 building with "NAME" instance`, for the worker a build went to.
+        this.write(`#0 building on worker ${event.worker}\n\n`);
+        return;
       case "build.completed":
         this.write(summaryLine(event, event.durationMs));
         return;

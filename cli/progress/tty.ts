@@ -105,6 +105,9 @@ export class TtyProgress implements ProgressSink {
       case "warning":
         this.warn(event.message);
         return;
+      case "build.worker":
+        this.out.write(`building on worker ${event.worker}\n`);
+        return;
       case "build.completed":
       case "build.failed":
         this.finish(event);

@@ -283,13 +283,15 @@ describe("unsupported features and --debug", () => {
   it("a flag not supported yet exits 1 saying so, without a stack even with --debug", () => {
     const ctx = context("FROM scratch\n");
     for (const args of [
-      ["build", "--worker", "ssh://builder", ctx],
-      ["--debug", "build", "--worker", "ssh://builder", ctx],
-      ["build", "--debug", "--worker", "ssh://builder", ctx],
+      ["build", "--worker", "builder", ctx],
+      ["--debug", "build", "--worker", "builder", ctx],
+      ["build", "--debug", "--worker", "builder", ctx],
     ]) {
       const result = tbuild(args, { env: isolatedEnv() });
       expect(result.status).toBe(1);
-      expect(result.stderr).toBe("ERROR: --worker is not supported yet\n");
+      expect(result.stderr).toBe(
+        "ERROR: --worker builder: workers and pools named in config.toml are not supported yet; give ssh://USER@HOST[:PORT] or cmd://COMMAND\n",
+      );
     }
   });
 

@@ -51,7 +51,7 @@ describe("tbuild --help", () => {
     expect(flagLine(stdout, "target")).toContain("(default: the last stage)");
     expect(flagLine(stdout, "platform")).toContain("(default: this machine's)");
     expect(flagLine(stdout, "output")).toContain("(default: the local store, under the -t names)");
-    expect(flagLine(stdout, "worker")).toContain("not supported yet");
+    expect(flagLine(stdout, "worker")).toContain("ssh://USER@HOST|cmd://COMMAND");
     const run = tbuild(["run", "--help"]).stdout;
     expect(flagLine(run, "network")).toContain("--network host|none");
     expect(flagLine(run, "network")).toContain("(default: host)");

@@ -1,4 +1,4 @@
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 
 /**
@@ -40,4 +40,31 @@ export function tbuildInStoreOk(root: string, args: string[], sourceDateEpoch: n
   const result = tbuildInStore(root, args, sourceDateEpoch);
   if (result.status !== 0) throw new Error(`tbuild ${args.join(" ")} failed: ${result.stderr}`);
   return result.stdout;
+}
+
+/**
+ * `tbuild` without blocking this process: for tests whose own servers (a proxy, a fake registry)
+ * must keep answering while tbuild runs.
+ */
+export function tbuildAsync(
+  args: string[],
+  options: { cwd?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(tbuildBin, args, {
+      cwd: options.cwd ?? projectRoot,
+      env: { ...process.env, ...options.env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+      stdout += chunk;
+    });
+    child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
+      stderr += chunk;
+    });
+    child.on("error", reject);
+    child.on("close", (status) => resolve({ status, stdout, stderr }));
+  });
 }

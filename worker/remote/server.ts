@@ -39,6 +39,20 @@ export interface WorkerHost {
   signal: AbortSignal;
   /** Bytes the (existing) store at `root` takes, all parts of it, as `tbuild du` totals them. */
   measureStore(root: string): Promise<number>;
+  /** Methods served besides `info` and `ping` (a build's, which live above the worker). */
+  handlers?: Record<string, Handler>;
+}
+
+/** The store a client's hello names (absolute), else the worker user's default one. */
+export function workerStore(requested: string | undefined, env: NodeJS.ProcessEnv): string {
+  if (requested === undefined) return defaultStoreRoot(env);
+  if (!requested.startsWith("/")) {
+    throw new TbuildError(
+      "E_WORKER_STORE",
+      `the store a client names must be an absolute path on this host, not ${JSON.stringify(requested)}`,
+    );
+  }
+  return requested;
 }
 
 /**
@@ -47,17 +61,9 @@ export interface WorkerHost {
  * protocol (the client is told too).
  */
 export async function serveWorker(stream: Duplex, host: WorkerHost): Promise<void> {
-  const storeOf = (requested: string | undefined): string => {
-    if (requested === undefined) return defaultStoreRoot(host.env);
-    if (!requested.startsWith("/")) {
-      throw new TbuildError(
-        "E_WORKER_STORE",
-        `the store a client names must be an absolute path on this host, not ${JSON.stringify(requested)}`,
-      );
-    }
-    return requested;
-  };
+  const storeOf = (requested: string | undefined) => workerStore(requested, host.env);
   const handlers: Record<string, Handler> = {
+    ...host.handlers,
     ping: (params) => ({ pong: params ?? null }),
     info: async (_params, call): Promise<WorkerInfo> => {
       const store = storeOf(call.connection.peerHello.store);

@@ -1,0 +1,135 @@
+/**
+ * A worker's half of a remote build (`tbuild worker --stdio` on the build host): one `build` call
+ * per build, carrying everything over its one channel, so that nothing of it outlives the call.
+ *
+ * 1. The client's data starts with the context listing; the worker answers with a `sync.plan`
+ *    event (worker/remote/context-sync.ts), and the rest of the client's data is the files asked
+ *    for. The synced copy is the build's context.
+ * 2. The build runs here, in this worker's store, as `runBuild` runs any build: its events go back
+ *    as they come, so the client shows the same progress as for a local build.
+ * 3. What the client is to keep (the image for its store, `-o` files) is written here into the
+ *    call's own temp directory, then sent back on the call's data, each part length-prefixed;
+ *    `--push` pushes from here. The temp directory goes when the call ends.
+ *
+ * A synced context is locked for its build: a second build of the same context (from the same
+ * client) waits for the first.
+ */
+import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { mkdir, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { TbuildError } from "../errors/index.js";
+import type { ExportRequest } from "../exporters/request.js";
+import { ByteTaker, lengthPrefix } from "../worker/remote/bytes.js";
+import { decodeListing, SyncedContext } from "../worker/remote/context-sync.js";
+import type { Handler, IncomingCall } from "../worker/remote/protocol.js";
+import { workerStore } from "../worker/remote/server.js";
+import type { BuildRequest } from "./request.js";
+import { type BuildResult, runBuild } from "./run.js";
+
+/** What a client sends with a `build` call (its data carries the listing and the files). */
+export interface RemoteBuildParams {
+  /** Names the client's context among this worker's synced ones (hex). */
+  contextKey: string;
+  /** The Dockerfile's name and content (base64): it may lie outside the context. */
+  dockerfile: { name: string; source: string };
+  /** The `.dockerignore` patterns the client read for this Dockerfile. */
+  ignore: string[];
+  /** The build, less what is the client's: its context, Dockerfile, worker, and files it writes. */
+  request: BuildRequest;
+  /** `-o` outputs whose bytes come back, in order (their `dest` is the client's business). */
+  fileOutputs: ExportRequest[];
+  /** Send the image back for the client's store, under these names. */
+  imageNames: string[];
+}
+
+/** What a `build` call answers, after the parts on its data. */
+export interface RemoteBuildAnswer {
+  summary: BuildResult;
+}
+
+/** The largest context listing a worker reads (gzip'd). */
+const MAX_LISTING_BYTES = 256 * 1024 * 1024;
+
+export function remoteBuildHandlers(env: NodeJS.ProcessEnv): Record<string, Handler> {
+  return {
+    build: (params, call) => serveBuild(params as RemoteBuildParams, call, env),
+  };
+}
+
+async function serveBuild(params: RemoteBuildParams, call: IncomingCall, env: NodeJS.ProcessEnv) {
+  if (!/^[0-9a-f]{16,64}$/.test(params.contextKey ?? "")) {
+    throw new TbuildError("E_WORKER_PROTOCOL", "a build call names no valid context key");
+  }
+  const storeRoot = workerStore(call.connection.peerHello.store, env);
+  const contexts = path.join(storeRoot, "remote-contexts");
+  await mkdir(contexts, { recursive: true, mode: 0o700 });
+  const synced = new SyncedContext(path.join(contexts, params.contextKey));
+  await mkdir(synced.dir, { recursive: true, mode: 0o700 });
+  const { default: lockfile } = await import("proper-lockfile");
+  const release = await lockfile.lock(synced.dir, {
+    realpath: false,
+    stale: 30_000,
+    update: 7_500,
+    retries: { retries: 10_000, minTimeout: 20, maxTimeout: 500 },
+  });
+  const temp = await mkdtemp(path.join(contexts, ".build-"));
+  try {
+    const data = new ByteTaker(call.readable);
+    const listing = decodeListing(await data.part("the context listing", MAX_LISTING_BYTES));
+    call.notify({ type: "sync.plan", plan: await synced.plan(listing) });
+    await synced.apply(listing, data.rest(), call.signal);
+
+    // The Dockerfile and its ignore patterns as the client read them, beside each other.
+    const name = path.basename(params.dockerfile.name) || "Dockerfile";
+    const dockerfile = path.join(temp, name);
+    await writeFile(dockerfile, Buffer.from(params.dockerfile.source, "base64"));
+    await writeFile(`${dockerfile}.dockerignore`, params.ignore.map((p) => `${p}\n`).join(""));
+
+    const parts = params.fileOutputs.map((output, i) => ({
+      ...output,
+      dest: path.join(temp, `output-${i}${output.tar === false ? ".d" : ""}`),
+    }));
+    const image: ExportRequest[] =
+      params.imageNames.length > 0
+        ? [{ type: "oci", dest: path.join(temp, "image.tar"), names: params.imageNames }]
+        : [];
+    const request: BuildRequest = {
+      ...params.request,
+      context: synced.tree,
+      dockerfile,
+      outputs: [...parts, ...image],
+    };
+    delete request.worker;
+    const summary = await runBuild(request, {
+      env,
+      cwd: temp,
+      signal: call.signal,
+      onEvent: (event) => call.notify(event),
+    });
+    for (const output of [...parts, ...image]) {
+      const size = (await stat(output.dest!)).size;
+      await write(call, lengthPrefix(size));
+      for await (const chunk of createReadStream(output.dest!)) await write(call, chunk as Buffer);
+    }
+    return { summary } satisfies RemoteBuildAnswer;
+  } finally {
+    await rm(temp, { recursive: true, force: true });
+    await release().catch(() => {});
+  }
+}
+
+/** Writes to the caller, waiting while its window is full. */
+function write(call: IncomingCall, chunk: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    call.writable.write(chunk, (err) => (err ? reject(err) : resolve()));
+  });
+}
+
+/** The key a client names its context by: its host, user and the context's path there. */
+export function contextKey(host: string, user: string, dir: string): string {
+  return createHash("sha256")
+    .update(JSON.stringify([host, user, dir]))
+    .digest("hex")
+    .slice(0, 32);
+}

@@ -1,0 +1,180 @@
+/**
+ * A build on a remote worker (`--worker ssh://USER@HOST` or `cmd://COMMAND`): the client's half.
+ * The worker is `tbuild worker --stdio`, started for this build over SSH (or by the command) and
+ * gone after it: no daemon. Its half is build/remote-serve.ts.
+ *
+ * The client reads the Dockerfile and `.dockerignore`, lists its context, and opens one `build`
+ * call: the worker asks for what its synced copy of the context lacks, builds in its own store,
+ * and sends its events (shown as a local build's are) and what the client keeps: the image for the
+ * local store (`-t`), the `-o` files. `--push` pushes from the worker.
+ *
+ * Not yet: secrets and `--ssh` (to be served by the client on demand), `--build-context`
+ * directories, `-o type=local` and layout directories, worker names and pools from config.toml;
+ * each is refused with a clear error rather than ignored.
+ */
+import { createWriteStream } from "node:fs";
+import { hostname, userInfo } from "node:os";
+import path from "node:path";
+import { Readable, type Writable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { TbuildError } from "../errors/index.js";
+import type { ExportRequest } from "../exporters/request.js";
+import { readDockerignore } from "../frontend/dockerignore.js";
+import { loadArchive } from "../oci/archive/index.js";
+import { defaultStoreRoot, openStore } from "../oci/store/index.js";
+import { ByteTaker, lengthPrefix } from "../worker/remote/bytes.js";
+import {
+  contextData,
+  encodeListing,
+  filesToSend,
+  listContext,
+  type SyncPlan,
+} from "../worker/remote/context-sync.js";
+import { connect } from "../worker/remote/protocol.js";
+import { openTransport } from "../worker/remote/transport.js";
+import type { BuildEvent } from "./events.js";
+import { readRequestDockerfile } from "./plan.js";
+import { contextKey, type RemoteBuildAnswer, type RemoteBuildParams } from "./remote-serve.js";
+import type { BuildRequest } from "./request.js";
+import type { BuildResult, RunContext } from "./run.js";
+
+/** The most an output part may be, as the worker announces it. */
+const MAX_OUTPUT_BYTES = 2 ** 50;
+
+function notYet(what: string): TbuildError {
+  return new TbuildError(
+    "E_NOT_SUPPORTED",
+    `${what} is not supported with --worker yet; build locally for now`,
+  );
+}
+
+export async function runRemoteBuild(request: BuildRequest, ctx: RunContext): Promise<BuildResult> {
+  const url = request.worker!;
+  if (!url.startsWith("ssh://") && !url.startsWith("cmd://")) {
+    throw new TbuildError(
+      "E_NOT_SUPPORTED",
+      `--worker ${url}: workers and pools named in config.toml are not supported yet; give ssh://USER@HOST[:PORT] or cmd://COMMAND`,
+    );
+  }
+  if ((request.secrets ?? []).length > 0) throw notYet("--secret");
+  if ((request.ssh ?? []).length > 0) throw notYet("--ssh");
+  if (Object.keys(request.contexts ?? {}).length > 0) throw notYet("--build-context");
+  const fileOutputs: ExportRequest[] = [];
+  for (const output of request.outputs ?? []) {
+    if (output.type === "image") {
+      if (output.push !== true) throw notYet("-o type=image without push=true");
+      continue;
+    }
+    if (output.type === "local" || output.tar === false)
+      throw notYet(`-o type=${output.type}${output.tar === false ? ",tar=false" : ""}`);
+    fileOutputs.push(output);
+  }
+  const imageOutputs = (request.outputs ?? []).filter((o) => o.type === "image");
+  const tags = request.tags ?? [];
+
+  const dockerfile = await readRequestDockerfile(request, ctx.cwd);
+  const ignore = await readDockerignore(dockerfile.contextDir, dockerfile.dockerfilePath);
+  const listing = await listContext(dockerfile.contextDir, ignore, ctx.signal);
+
+  const transport = await openTransport(url, {
+    signal: ctx.signal,
+    ...(ctx.env.TBUILD_WORKER_COMMAND ? { command: ctx.env.TBUILD_WORKER_COMMAND } : {}),
+  });
+  try {
+    const connection = await connect(transport.stream, {
+      side: "client",
+      peer: `worker ${transport.describe}`,
+      signal: ctx.signal,
+    });
+    const {
+      worker: _worker,
+      context: _context,
+      dockerfile: _dockerfile,
+      outputs: _outputs,
+      iidFile,
+      metadataFile,
+      ...rest
+    } = request;
+    const params: RemoteBuildParams = {
+      contextKey: contextKey(hostname(), String(userInfo().uid), dockerfile.contextDir),
+      dockerfile: {
+        name: path.basename(dockerfile.dockerfilePath),
+        source: dockerfile.source.toString("base64"),
+      },
+      ignore,
+      request: {
+        ...rest,
+        context: ".",
+        // Pushed from the worker: its names, its push; the local store's copy comes back below.
+        tags: request.push === true ? tags : [],
+        outputs: [...imageOutputs],
+      },
+      fileOutputs,
+      imageNames: tags,
+    };
+    ctx.onEvent({ type: "build.worker", worker: transport.describe });
+    const call = connection.openStream("build", params, {
+      signal: ctx.signal,
+      onEvent: (event) => {
+        const e = event as { type: string; plan?: SyncPlan };
+        if (e.type === "sync.plan") {
+          void sendContext(dockerfile.contextDir, e.plan!, call.writable).catch((err: unknown) =>
+            call.writable.destroy(err as Error),
+          );
+          return;
+        }
+        ctx.onEvent(event as BuildEvent);
+      },
+    });
+    const encoded = encodeListing(listing);
+    call.writable.write(lengthPrefix(encoded.length));
+    call.writable.write(encoded);
+
+    // The parts come back in the order asked: the -o files, then the image for the local store.
+    const data = new ByteTaker(call.readable);
+    const receiving = (async () => {
+      for (const output of fileOutputs) {
+        const size = Number((await data.take(8, "an output")).readBigUInt64BE());
+        if (size > MAX_OUTPUT_BYTES) throw new TbuildError("E_WORKER_PROTOCOL", `an output of ${size} bytes`);
+        const target =
+          output.dest === undefined || output.dest === "-"
+            ? (ctx.stdout ?? process.stdout)
+            : createWriteStream(path.resolve(ctx.cwd, output.dest));
+        await pipeline(Readable.from(data.stream(size, "an output")), target as Writable, {
+          end: target !== ctx.stdout && target !== process.stdout,
+        });
+      }
+      if (tags.length > 0) {
+        const size = Number((await data.take(8, "the image")).readBigUInt64BE());
+        const store = await openStore(defaultStoreRoot(ctx.env));
+        const loaded = await loadArchive(data.stream(size, "the image"), store.content, {
+          what: `the image from worker ${transport.describe}`,
+          signal: ctx.signal,
+        });
+        for (const image of loaded.images)
+          for (const name of image.names) await store.images.put(name, image.descriptor);
+      }
+    })();
+    receiving.catch(() => {});
+    const answer = (await call.result) as RemoteBuildAnswer;
+    await receiving;
+    const exporters = await import("../exporters/index.js");
+    const outcome = {
+      digest: answer.summary.digest,
+      configDigest: answer.summary.configDigest,
+      names: answer.summary.names,
+    };
+    if (iidFile) await exporters.writeIidFile(path.resolve(ctx.cwd, iidFile), outcome);
+    if (metadataFile) await exporters.writeMetadataFile(path.resolve(ctx.cwd, metadataFile), outcome);
+    connection.close();
+    return answer.summary;
+  } finally {
+    await transport.close();
+  }
+}
+
+/** The files the worker's plan asks for, after the listing on the call's data, then the end of it. */
+async function sendContext(dir: string, plan: SyncPlan, writable: Writable): Promise<void> {
+  const files = await filesToSend(dir, plan);
+  await pipeline(contextData(dir, files), writable);
+}

@@ -1,0 +1,73 @@
+/**
+ * Reading a call's data stream piece by piece: a length-prefixed part, then the rest as a stream
+ * (the worker protocol carries one byte stream each way per call; a remote build puts a listing
+ * and a tar on it one way, and its outputs the other).
+ */
+import { TbuildError } from "../../errors/index.js";
+
+export class ByteTaker {
+  private buffered: Buffer = Buffer.alloc(0);
+  private readonly chunks: AsyncIterator<Uint8Array>;
+  private done = false;
+
+  constructor(source: AsyncIterable<Uint8Array>) {
+    this.chunks = source[Symbol.asyncIterator]();
+  }
+
+  /** Exactly `n` bytes; fewer only when the stream ends first (`what` names it in the error). */
+  async take(n: number, what: string): Promise<Buffer> {
+    while (this.buffered.length < n && !this.done) {
+      const next = await this.chunks.next();
+      if (next.done) this.done = true;
+      else this.buffered = Buffer.concat([this.buffered, Buffer.from(next.value)]);
+    }
+    if (this.buffered.length < n) {
+      throw new TbuildError("E_WORKER_PROTOCOL", `${what} ended after ${this.buffered.length} of ${n} bytes`);
+    }
+    const out = this.buffered.subarray(0, n);
+    this.buffered = this.buffered.subarray(n);
+    return out;
+  }
+
+  /** A part written by `lengthPrefixed`: its length, then its bytes. */
+  async part(what: string, limit: number): Promise<Buffer> {
+    const length = Number((await this.take(8, what)).readBigUInt64BE());
+    if (length > limit)
+      throw new TbuildError("E_WORKER_PROTOCOL", `${what} is ${length} bytes, more than ${limit}`);
+    return this.take(length, what);
+  }
+
+  /** The next `length` bytes as a stream of chunks (a large part, read as it comes). */
+  async *stream(length: number, what: string): AsyncGenerator<Buffer> {
+    let left = length;
+    while (left > 0) {
+      if (this.buffered.length === 0) {
+        const next = await this.chunks.next();
+        if (next.done) throw new TbuildError("E_WORKER_PROTOCOL", `${what} ended ${left} bytes short`);
+        this.buffered = Buffer.from(next.value);
+      }
+      const piece = this.buffered.subarray(0, left);
+      this.buffered = this.buffered.subarray(piece.length);
+      left -= piece.length;
+      yield piece;
+    }
+  }
+
+  /** Whatever is left, to the stream's end. */
+  async *rest(): AsyncGenerator<Buffer> {
+    if (this.buffered.length > 0) yield this.buffered;
+    this.buffered = Buffer.alloc(0);
+    for (;;) {
+      const next = await this.chunks.next();
+      if (next.done) return;
+      yield Buffer.from(next.value);
+    }
+  }
+}
+
+/** The 8-byte length that starts a part. */
+export function lengthPrefix(length: number): Buffer {
+  const prefix = Buffer.alloc(8);
+  prefix.writeBigUInt64BE(BigInt(length));
+  return prefix;
+}

@@ -1,0 +1,405 @@
+/**
+ * A build context kept in sync on a remote worker, rather than sent whole each build (as
+ * podman-remote sends a tar, and buildx re-sends whole files): rsync's idea, for a build.
+ *
+ * 1. The client lists what the build selects of its context (after `.dockerignore`): each entry's
+ *    path, type, mode, size, mtime and link target, a few bytes each once compressed.
+ * 2. The worker compares it with the copy it kept of the last sync of that context: an entry
+ *    whose listing and local copy are both unchanged is kept without a look; a file whose listing
+ *    changed but that the copy holds is checked by content hash (the client hashes its own, and
+ *    sends it only when they differ: a `touch` or a checkout costs no data); the rest is asked for.
+ * 3. The client sends what is asked, as one gzip'd tar; the worker writes it into its copy, then
+ *    makes the copy exactly the listing: directories and links made, modes and times set, and
+ *    whatever the listing lacks removed.
+ *
+ * A cut connection loses nothing: the files written so far are in the copy, and the next sync's
+ * hash check finds them equal. The copy is written as a tree of the worker's own, never through a
+ * link in it: a link the context had there before is replaced, not followed.
+ */
+import { createHash } from "node:crypto";
+import {
+  closeSync,
+  constants,
+  createReadStream,
+  fchmodSync,
+  futimesSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  writeSync,
+} from "node:fs";
+import { chmod, lutimes, readFile, rm } from "node:fs/promises";
+import path from "node:path";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { createGunzip, createGzip, gunzipSync, gzipSync } from "node:zlib";
+import { TbuildError } from "../../errors/index.js";
+import { TAR_END, tarEntry } from "../../oci/archive/tar.js";
+import { readTarEntries } from "../../oci/archive/tar-reader.js";
+import { writeFileAtomic } from "../../oci/atomic-file.js";
+import { entryComponents } from "../../oci/layer-entry.js";
+import { selectContext } from "../ops/context-walk.js";
+
+/** One entry of a context as the client lists it. */
+export interface SyncEntry {
+  /** Relative, `/`-separated, no trailing slash. */
+  path: string;
+  type: "file" | "dir" | "symlink";
+  /** Permission bits with setuid, setgid and sticky. */
+  mode: number;
+  size: number;
+  mtimeMs: number;
+  /** Symbolic links: the target, as written. */
+  link?: string;
+}
+
+/** What the worker asks of a listing: files to send, and files to send only if their hash differs. */
+export interface SyncPlan {
+  need: string[];
+  /** Path → the sha256 (hex) of the worker's copy. */
+  check: Record<string, string>;
+}
+
+/** A listing or a request that is not what the protocol says. */
+export class ContextSyncError extends TbuildError {
+  constructor(message: string) {
+    super("E_CONTEXT_SYNC", message);
+  }
+}
+
+type Row = [path: string, type: "f" | "d" | "l", mode: number, size: number, mtimeMs: number, link?: string];
+
+/** A listing as the bytes that travel: gzip'd JSON rows, a few bytes per entry. */
+export function encodeListing(entries: readonly SyncEntry[]): Buffer {
+  const rows: Row[] = entries.map((e) => {
+    const row: Row = [
+      e.path,
+      e.type === "file" ? "f" : e.type === "dir" ? "d" : "l",
+      e.mode,
+      e.size,
+      e.mtimeMs,
+    ];
+    if (e.link !== undefined) row.push(e.link);
+    return row;
+  });
+  return gzipSync(JSON.stringify(rows));
+}
+
+/** The listing in `bytes`, each path checked to stay inside the context. */
+export function decodeListing(bytes: Buffer): SyncEntry[] {
+  let rows: unknown;
+  try {
+    rows = JSON.parse(gunzipSync(bytes, { maxOutputLength: 512 * 1024 * 1024 }).toString("utf8"));
+  } catch (err) {
+    throw new ContextSyncError(`the context listing cannot be read: ${(err as Error).message}`);
+  }
+  if (!Array.isArray(rows)) throw new ContextSyncError("the context listing is not a list");
+  const seen = new Set<string>();
+  return rows.map((row: unknown) => {
+    const [p, t, mode, size, mtimeMs, link] = (Array.isArray(row) ? row : []) as unknown[];
+    const valid =
+      typeof p === "string" &&
+      (t === "f" || t === "d" || t === "l") &&
+      Number.isInteger(mode) &&
+      Number.isInteger(size) &&
+      typeof mtimeMs === "number" &&
+      (t !== "l" || typeof link === "string");
+    if (!valid)
+      throw new ContextSyncError(`the context listing has a malformed entry ${JSON.stringify(row)}`);
+    const parts = checkedPath(p as string);
+    const clean = parts.join("/");
+    if (seen.has(clean))
+      throw new ContextSyncError(`the context listing names ${JSON.stringify(clean)} twice`);
+    seen.add(clean);
+    return {
+      path: clean,
+      type: t === "f" ? "file" : t === "d" ? "dir" : "symlink",
+      mode: (mode as number) & 0o7777,
+      size: size as number,
+      mtimeMs: mtimeMs as number,
+      ...(t === "l" ? { link: link as string } : {}),
+    };
+  });
+}
+
+function checkedPath(raw: string): string[] {
+  let parts: string[];
+  try {
+    parts = entryComponents(raw);
+  } catch {
+    throw new ContextSyncError(`the context listing names ${JSON.stringify(raw)}, outside the context`);
+  }
+  if (parts.length === 0) throw new ContextSyncError("the context listing names the context's root");
+  return parts;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client's half
+
+/** What the build selects of `dir`, less `excludePatterns` (`.dockerignore`), as a listing. */
+export async function listContext(
+  dir: string,
+  excludePatterns: readonly string[],
+  signal?: AbortSignal,
+): Promise<SyncEntry[]> {
+  const entries = await selectContext(dir, { followPaths: [], excludePatterns }, signal);
+  const out: SyncEntry[] = [];
+  for (const entry of entries) {
+    const { stat } = entry;
+    const common = { path: entry.rel, mode: Number(stat.mode & 0o7777n), mtimeMs: Number(stat.mtimeMs) };
+    if (stat.isDirectory()) out.push({ ...common, type: "dir", size: 0 });
+    else if (stat.isSymbolicLink())
+      out.push({ ...common, type: "symlink", size: 0, link: entry.linkTarget ?? readlinkSync(entry.abs) });
+    else if (stat.isFile()) out.push({ ...common, type: "file", size: Number(stat.size) });
+    // Sockets, FIFOs and devices of a context are not build inputs BuildKit sends either.
+  }
+  return out;
+}
+
+/** The sha256 (hex) of a file. */
+export async function hashFile(file: string): Promise<string> {
+  const hash = createHash("sha256");
+  await pipeline(createReadStream(file), hash);
+  return hash.digest("hex");
+}
+
+/** The files of `plan` whose content the worker lacks: every `need`, and each `check` whose hash here differs. */
+export async function filesToSend(dir: string, plan: SyncPlan): Promise<string[]> {
+  const send = [...plan.need];
+  for (const [rel, theirs] of Object.entries(plan.check)) {
+    if ((await hashFile(path.join(dir, rel))) !== theirs) send.push(rel);
+  }
+  return send;
+}
+
+/** The files `paths` of `dir`, as one gzip'd tar. */
+export function contextData(dir: string, paths: readonly string[]): Readable {
+  async function* tar(): AsyncGenerator<Buffer> {
+    for (const rel of paths) {
+      const file = path.join(dir, rel);
+      const stat = lstatSync(file);
+      if (!stat.isFile()) continue;
+      yield* tarEntry(
+        {
+          path: rel,
+          type: "File",
+          mode: stat.mode & 0o7777,
+          uid: 0,
+          gid: 0,
+          size: stat.size,
+          mtime: stat.mtime,
+        },
+        createReadStream(file),
+      );
+    }
+    yield TAR_END;
+  }
+  return Readable.from(tar()).pipe(createGzip({ level: 6 }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The worker's half
+
+/** What the worker knows of a file it holds: the client's listing, and its own copy's identity then. */
+interface Kept {
+  entry: SyncEntry;
+  ino?: number;
+  ctimeMs?: number;
+}
+
+/** The worker's copy of one client's context: `tree` the files, `kept.json` what they are. */
+export class SyncedContext {
+  readonly dir: string;
+  readonly tree: string;
+  private readonly record: string;
+
+  constructor(dir: string) {
+    this.dir = dir;
+    this.tree = path.join(dir, "tree");
+    this.record = path.join(dir, "kept.json");
+  }
+
+  private async kept(): Promise<Map<string, Kept>> {
+    try {
+      const list = JSON.parse(await readFile(this.record, "utf8")) as Kept[];
+      return new Map(list.map((k) => [k.entry.path, k]));
+    } catch {
+      return new Map();
+    }
+  }
+
+  /** What the client must send of `listing`. */
+  async plan(listing: readonly SyncEntry[]): Promise<SyncPlan> {
+    const kept = await this.kept();
+    const need: string[] = [];
+    const check: Record<string, string> = {};
+    for (const entry of listing) {
+      if (entry.type !== "file") continue;
+      const here = this.lstat(entry.path);
+      if (!here?.isFile()) {
+        need.push(entry.path);
+        continue;
+      }
+      const was = kept.get(entry.path);
+      const unchanged =
+        was !== undefined &&
+        sameListing(was.entry, entry) &&
+        was.ino === here.ino &&
+        was.ctimeMs === here.ctimeMs &&
+        here.size === entry.size;
+      if (!unchanged) check[entry.path] = await hashFile(path.join(this.tree, entry.path));
+    }
+    return { need, check };
+  }
+
+  /** The entry at `rel` of the copy, never through a link: undefined when a parent is not a directory. */
+  private lstat(rel: string) {
+    let at = this.tree;
+    const parts = rel.split("/");
+    for (const [i, part] of parts.entries()) {
+      at = path.join(at, part);
+      let stat: ReturnType<typeof lstatSync>;
+      try {
+        stat = lstatSync(at);
+      } catch {
+        return undefined;
+      }
+      if (i === parts.length - 1) return stat;
+      if (!stat.isDirectory()) return undefined;
+    }
+    return undefined;
+  }
+
+  /** Makes `rel`'s parents real directories of the copy, replacing whatever else stands there. */
+  private parents(parts: readonly string[]): void {
+    let at = this.tree;
+    for (const part of parts.slice(0, -1)) {
+      at = path.join(at, part);
+      let stat: ReturnType<typeof lstatSync> | undefined;
+      try {
+        stat = lstatSync(at);
+      } catch {
+        stat = undefined;
+      }
+      if (stat?.isDirectory()) continue;
+      if (stat) rmSync(at, { force: true, recursive: true });
+      mkdirSync(at, { mode: 0o755 });
+    }
+  }
+
+  /**
+   * Writes the files of `data` (the client's gzip'd tar) into the copy, then makes the copy
+   * exactly `listing`, and records it.
+   */
+  async apply(
+    listing: readonly SyncEntry[],
+    data: AsyncIterable<Uint8Array>,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    mkdirSync(this.tree, { recursive: true, mode: 0o755 });
+    const byPath = new Map(listing.map((e) => [e.path, e]));
+    const gunzip = createGunzip();
+    const feeding = pipeline(Readable.from(data), gunzip, { ...(signal ? { signal } : {}) });
+    feeding.catch(() => {});
+    for await (const entry of readTarEntries(gunzip, { what: "the context data" })) {
+      signal?.throwIfAborted();
+      const parts = checkedPath(entry.path);
+      const rel = parts.join("/");
+      if (entry.type !== "File" || byPath.get(rel)?.type !== "file") {
+        throw new ContextSyncError(
+          `the context data holds ${JSON.stringify(rel)}, which the listing has no file of`,
+        );
+      }
+      this.parents(parts);
+      const file = path.join(this.tree, rel);
+      const here = this.lstat(rel);
+      if (here && !here.isFile()) rmSync(file, { recursive: true, force: true });
+      const fd = openSync(
+        file,
+        constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW,
+        0o600,
+      );
+      try {
+        for await (const chunk of entry.body) {
+          let offset = 0;
+          while (offset < chunk.length) offset += writeSync(fd, chunk, offset);
+        }
+        fchmodSync(fd, byPath.get(rel)!.mode);
+        futimesSync(fd, new Date(), new Date(byPath.get(rel)!.mtimeMs));
+      } finally {
+        closeSync(fd);
+      }
+    }
+    await feeding;
+    await this.reconcile(listing);
+  }
+
+  /** The copy made exactly `listing`: what it lacks is refused, what it has beyond is removed. */
+  private async reconcile(listing: readonly SyncEntry[]): Promise<void> {
+    const wanted = new Map(listing.map((e) => [e.path, e]));
+    // Beyond the listing: removed, deepest last so a removed directory takes its contents.
+    const prune = (dirRel: string) => {
+      const abs = dirRel === "" ? this.tree : path.join(this.tree, dirRel);
+      for (const name of readdirSync(abs)) {
+        const rel = dirRel === "" ? name : `${dirRel}/${name}`;
+        const want = wanted.get(rel);
+        const stat = lstatSync(path.join(abs, name));
+        const fits =
+          want !== undefined &&
+          ((want.type === "dir" && stat.isDirectory()) ||
+            (want.type === "file" && stat.isFile()) ||
+            (want.type === "symlink" &&
+              stat.isSymbolicLink() &&
+              readlinkSync(path.join(abs, name)) === want.link));
+        if (!fits) rmSync(path.join(abs, name), { recursive: true, force: true });
+        else if (stat.isDirectory()) prune(rel);
+      }
+    };
+    prune("");
+    const kept: Kept[] = [];
+    for (const entry of listing) {
+      const parts = entry.path.split("/");
+      this.parents(parts);
+      const abs = path.join(this.tree, entry.path);
+      const here = this.lstat(entry.path);
+      if (entry.type === "dir") {
+        if (!here) mkdirSync(abs, { mode: 0o755 });
+      } else if (entry.type === "symlink") {
+        if (!here) symlinkSync(entry.link!, abs);
+      } else if (!here?.isFile() || here.size !== entry.size) {
+        throw new ContextSyncError(`the context data did not bring ${JSON.stringify(entry.path)}`);
+      }
+    }
+    // Modes, then times, deepest first: a directory's time is set after everything inside it.
+    const deepestFirst = [...listing].sort((a, b) => b.path.split("/").length - a.path.split("/").length);
+    for (const entry of deepestFirst) {
+      const abs = path.join(this.tree, entry.path);
+      if (entry.type !== "symlink") await chmod(abs, entry.mode);
+      await lutimes(abs, new Date(), new Date(entry.mtimeMs));
+    }
+    for (const entry of listing) {
+      const here = this.lstat(entry.path)!;
+      kept.push(entry.type === "file" ? { entry, ino: here.ino, ctimeMs: here.ctimeMs } : { entry });
+    }
+    await writeFileAtomic(this.record, JSON.stringify(kept));
+  }
+
+  /** Removes the copy. */
+  async remove(): Promise<void> {
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+function sameListing(a: SyncEntry, b: SyncEntry): boolean {
+  return (
+    a.type === b.type &&
+    a.mode === b.mode &&
+    a.size === b.size &&
+    a.mtimeMs === b.mtimeMs &&
+    a.link === b.link
+  );
+}
