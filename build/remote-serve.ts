@@ -17,9 +17,12 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdir, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
+import net from "node:net";
 import path from "node:path";
+import { pipeline } from "node:stream/promises";
 import { TbuildError } from "../errors/index.js";
 import type { ExportRequest } from "../exporters/request.js";
+import type { SecretSource } from "../worker/ops/context.js";
 import { ByteTaker, lengthPrefix } from "../worker/remote/bytes.js";
 import { decodeListing, SyncedContext } from "../worker/remote/context-sync.js";
 import type { Handler, IncomingCall } from "../worker/remote/protocol.js";
@@ -41,6 +44,10 @@ export interface RemoteBuildParams {
   fileOutputs: ExportRequest[];
   /** Send the image back for the client's store, under these names. */
   imageNames: string[];
+  /** Ids of the secrets the client serves on demand (`secret` calls back). */
+  secretIds: string[];
+  /** Ids of the SSH agents the client relays (`ssh-agent` calls back). */
+  sshIds: string[];
 }
 
 /** What a `build` call answers, after the parts on its data. */
@@ -101,12 +108,19 @@ async function serveBuild(params: RemoteBuildParams, call: IncomingCall, env: No
       outputs: [...parts, ...image],
     };
     delete request.worker;
-    const summary = await runBuild(request, {
-      env,
-      cwd: temp,
-      signal: call.signal,
-      onEvent: (event) => call.notify(event),
-    });
+    const agents = await relayAgents(call, params.sshIds ?? [], temp);
+    let summary: BuildResult;
+    try {
+      summary = await runBuild(request, {
+        env,
+        cwd: temp,
+        signal: call.signal,
+        onEvent: (event) => call.notify(event),
+        served: { secrets: servedSecrets(call, params.secretIds ?? []), ssh: agents.sockets },
+      });
+    } finally {
+      agents.close();
+    }
     for (const output of [...parts, ...image]) {
       const size = (await stat(output.dest!)).size;
       await write(call, lengthPrefix(size));
@@ -117,6 +131,52 @@ async function serveBuild(params: RemoteBuildParams, call: IncomingCall, env: No
     await rm(temp, { recursive: true, force: true });
     await release().catch(() => {});
   }
+}
+
+/** The client's secrets, each asked for when a step mounts it. */
+function servedSecrets(call: IncomingCall, ids: readonly string[]): Record<string, SecretSource> {
+  const out: Record<string, SecretSource> = {};
+  for (const id of ids) {
+    out[id] = {
+      fetch: async () => {
+        const answer = (await call.connection.request("secret", { id }, { signal: call.signal })) as {
+          value: string;
+        };
+        return Buffer.from(answer.value, "base64");
+      },
+    };
+  }
+  return out;
+}
+
+/**
+ * A socket here for each of the client's SSH agents: each connection a step makes to it is relayed
+ * to the client's agent over the worker connection. They exist for the build's time only.
+ */
+async function relayAgents(call: IncomingCall, ids: readonly string[], dir: string) {
+  const servers: net.Server[] = [];
+  const sockets: Record<string, string> = {};
+  for (const [n, id] of ids.entries()) {
+    const socket = path.join(dir, `agent-${n}.sock`);
+    const server = net.createServer((conn) => {
+      const relay = call.connection.openStream("ssh-agent", { id }, { signal: call.signal });
+      relay.result.catch(() => conn.destroy());
+      pipeline(conn, relay.writable).catch(() => {});
+      pipeline(relay.readable, conn).catch(() => {});
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(socket, resolve);
+    });
+    servers.push(server);
+    sockets[id] = socket;
+  }
+  return {
+    sockets,
+    close: () => {
+      for (const server of servers) server.close();
+    },
+  };
 }
 
 /** Writes to the caller, waiting while its window is full. */

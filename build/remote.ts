@@ -8,11 +8,15 @@
  * and sends its events (shown as a local build's are) and what the client keeps: the image for the
  * local store (`-t`), the `-o` files. `--push` pushes from the worker.
  *
- * Not yet: secrets and `--ssh` (to be served by the client on demand), `--build-context`
- * directories, `-o type=local` and layout directories, worker names and pools from config.toml;
+ * Secrets and SSH agents stay the client's: the worker asks for a secret when a step mounts it, and
+ * relays an agent's connections for the steps that mount it.
+ *
+ * Not yet: `--build-context` directories, `-o type=local` and layout directories, worker names and pools from config.toml;
  * each is refused with a clear error rather than ignored.
  */
 import { createWriteStream } from "node:fs";
+import { readFile } from "node:fs/promises";
+import net from "node:net";
 import { hostname, userInfo } from "node:os";
 import path from "node:path";
 import { Readable, type Writable } from "node:stream";
@@ -22,6 +26,7 @@ import type { ExportRequest } from "../exporters/request.js";
 import { readDockerignore } from "../frontend/dockerignore.js";
 import { loadArchive } from "../oci/archive/index.js";
 import { defaultStoreRoot, openStore } from "../oci/store/index.js";
+import type { SecretSource } from "../worker/ops/context.js";
 import { ByteTaker, lengthPrefix } from "../worker/remote/bytes.js";
 import {
   contextData,
@@ -30,13 +35,14 @@ import {
   listContext,
   type SyncPlan,
 } from "../worker/remote/context-sync.js";
-import { connect } from "../worker/remote/protocol.js";
+import { connect, type Handler } from "../worker/remote/protocol.js";
 import { openTransport } from "../worker/remote/transport.js";
 import type { BuildEvent } from "./events.js";
 import { readRequestDockerfile } from "./plan.js";
 import { contextKey, type RemoteBuildAnswer, type RemoteBuildParams } from "./remote-serve.js";
 import type { BuildRequest } from "./request.js";
 import type { BuildResult, RunContext } from "./run.js";
+import { resolveSecrets, resolveSshAgents } from "./secrets.js";
 
 /** The most an output part may be, as the worker announces it. */
 const MAX_OUTPUT_BYTES = 2 ** 50;
@@ -56,8 +62,9 @@ export async function runRemoteBuild(request: BuildRequest, ctx: RunContext): Pr
       `--worker ${url}: workers and pools named in config.toml are not supported yet; give ssh://USER@HOST[:PORT] or cmd://COMMAND`,
     );
   }
-  if ((request.secrets ?? []).length > 0) throw notYet("--secret");
-  if ((request.ssh ?? []).length > 0) throw notYet("--ssh");
+  // Checked here, before anything travels: the worker asks for each when a step mounts it.
+  const secrets = await resolveSecrets(request.secrets ?? [], ctx);
+  const agents = resolveSshAgents(request.ssh ?? [], ctx);
   if (Object.keys(request.contexts ?? {}).length > 0) throw notYet("--build-context");
   const fileOutputs: ExportRequest[] = [];
   for (const output of request.outputs ?? []) {
@@ -85,12 +92,15 @@ export async function runRemoteBuild(request: BuildRequest, ctx: RunContext): Pr
       side: "client",
       peer: `worker ${transport.describe}`,
       signal: ctx.signal,
+      handlers: clientHandlers(secrets, agents, ctx.env),
     });
     const {
       worker: _worker,
       context: _context,
       dockerfile: _dockerfile,
       outputs: _outputs,
+      secrets: _secrets,
+      ssh: _ssh,
       iidFile,
       metadataFile,
       ...rest
@@ -111,6 +121,8 @@ export async function runRemoteBuild(request: BuildRequest, ctx: RunContext): Pr
       },
       fileOutputs,
       imageNames: tags,
+      secretIds: Object.keys(secrets),
+      sshIds: Object.keys(agents),
     };
     ctx.onEvent({ type: "build.worker", worker: transport.describe });
     const call = connection.openStream("build", params, {
@@ -171,6 +183,53 @@ export async function runRemoteBuild(request: BuildRequest, ctx: RunContext): Pr
   } finally {
     await transport.close();
   }
+}
+
+/**
+ * What the worker may ask of the client during the build: a secret's value, when a step mounts it
+ * (never stored there: it lives in the step's memory-backed file), and a connection to an SSH
+ * agent, for a step that mounts it. Only those this build was given are served.
+ */
+function clientHandlers(
+  secrets: Record<string, SecretSource>,
+  agents: Record<string, string>,
+  env: NodeJS.ProcessEnv,
+): Record<string, Handler> {
+  return {
+    secret: async (params) => {
+      const { id } = params as { id: string };
+      const source = secrets[id];
+      if (source === undefined) {
+        throw new TbuildError(
+          "E_WORKER_PROTOCOL",
+          `the worker asked for a secret this build was not given (${id})`,
+        );
+      }
+      const value =
+        source.file !== undefined ? await readFile(source.file) : Buffer.from(env[source.env ?? ""] ?? "");
+      return { value: value.toString("base64") };
+    },
+    "ssh-agent": async (params, call) => {
+      const { id } = params as { id: string };
+      const socket = agents[id];
+      if (socket === undefined) {
+        throw new TbuildError(
+          "E_WORKER_PROTOCOL",
+          `the worker asked for an SSH agent this build was not given (${id})`,
+        );
+      }
+      const agent = net.connect(socket);
+      await new Promise<void>((resolve, reject) => {
+        agent.once("connect", resolve);
+        agent.once("error", reject);
+      });
+      call.signal.addEventListener("abort", () => agent.destroy(), { once: true });
+      await Promise.all([
+        pipeline(call.readable, agent).catch(() => {}),
+        pipeline(agent, call.writable).catch(() => {}),
+      ]);
+    },
+  };
 }
 
 /** The files the worker's plan asks for, after the listing on the call's data, then the end of it. */

@@ -22,8 +22,9 @@ import type { BuildGraph } from "../solver/graph.js";
 import { StepFailedError, solve } from "../solver/solve.js";
 import { inputsFirst } from "../solver/walk.js";
 import type { FsResult } from "../solver/worker.js";
-import { makeBuildStateDir, removeAbandonedBuildStates } from "../worker/build-state.js";
+import { makeBuildStateDir, makeSecretsDir, removeAbandonedBuildStates } from "../worker/build-state.js";
 import { LocalWorker } from "../worker/local.js";
+import type { SecretSource } from "../worker/ops/context.js";
 import { Snapshotter } from "../worker/snapshot/index.js";
 import {
   loadConfig,
@@ -48,6 +49,11 @@ export interface RunContext {
   onEvent: (event: BuildEvent) => void;
   /** Where an output to `-` (`dest: "-"`) is written. */
   stdout?: NodeJS.WritableStream;
+  /**
+   * A remote build's worker: the secrets and SSH agents are the client's, served on demand, in
+   * place of what the request's `secrets` and `ssh` name on this host.
+   */
+  served?: { secrets: Record<string, SecretSource>; ssh: Record<string, string> };
 }
 
 /** What a finished build made: its digests, size, names, and how many steps ran or were cached. */
@@ -97,8 +103,8 @@ async function build(
   const jobs = request.jobs ?? readBuildDefaults(config).jobs ?? availableParallelism();
   const sourceDateEpoch = epochOf(request);
   // Checked before anything is resolved or run: a bad --secret is the user's to fix at once.
-  const secrets = await resolveSecrets(request.secrets ?? [], ctx);
-  const sshAgents = resolveSshAgents(request.ssh ?? [], ctx);
+  const secrets = ctx.served?.secrets ?? (await resolveSecrets(request.secrets ?? [], ctx));
+  const sshAgents = ctx.served?.ssh ?? resolveSshAgents(request.ssh ?? [], ctx);
   const cacheFrom = request.cacheFrom ?? [];
   const cacheTo = request.cacheTo;
   // Loaded only for builds that import or export cache (it brings the registry client).
@@ -127,6 +133,7 @@ async function build(
   });
   checkRequiredSecrets(lowered.graph, secrets, sshAgents);
   const stateDir = await makeBuildStateDir(store.root);
+  const secretsDir = Object.keys(secrets).length > 0 ? await makeSecretsDir() : undefined;
   const cache = CacheIndex.forStore(store.root);
   const noCacheStages = new Set((request.noCacheFilter ?? []).map((s) => s.toLowerCase()));
   const stageOf = vertexStages(lowered.graph, lowered.stages);
@@ -145,6 +152,7 @@ async function build(
       compression: "gzip",
       ...(sourceDateEpoch !== undefined ? { sourceDateEpoch } : {}),
       stateDir,
+      ...(secretsDir !== undefined ? { secretsDir } : {}),
       ...(request.stepTimeoutMs !== undefined ? { stepTimeoutMs: request.stepTimeoutMs } : {}),
       registry: { hosts: registry.hosts, configPath: registry.configPath, env: ctx.env },
     });
@@ -241,6 +249,7 @@ async function build(
   } finally {
     cache.close();
     await rm(stateDir, { recursive: true, force: true });
+    if (secretsDir !== undefined) await rm(secretsDir, { recursive: true, force: true });
   }
 }
 

@@ -21,6 +21,47 @@ const SANDBOX_DIR = "sandbox";
  */
 const UNOWNED_GRACE_MS = 60_000;
 
+/** Where secret files live during a build: memory, not a disk. */
+const SECRETS_PARENT = "/dev/shm";
+const SECRETS_PREFIX = "tbuild-secrets-";
+
+/**
+ * A directory in memory (tmpfs) for this build's secret files, owned like a state directory; undefined
+ * where there is no writable /dev/shm (the state directory serves then). A secret mounted by a step
+ * is a file there for the step's time only, and never on a disk, in the store or under /tmp.
+ */
+export async function makeSecretsDir(): Promise<string | undefined> {
+  const dir = path.join(
+    SECRETS_PARENT,
+    `${SECRETS_PREFIX}${process.pid}-${ownStart()}-${randomBytes(6).toString("hex")}`,
+  );
+  try {
+    await mkdir(dir, { mode: 0o700 });
+    return dir;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Removes the secrets directories of this user's builds that are gone (killed before they could). */
+async function removeAbandonedSecrets(): Promise<void> {
+  let names: string[];
+  try {
+    names = (await readdir(SECRETS_PARENT)).filter((name) => name.startsWith(SECRETS_PREFIX));
+  } catch {
+    return;
+  }
+  const uid = process.getuid?.();
+  for (const name of names) {
+    const owner = /^tbuild-secrets-(\d+)-(\d+)-[0-9a-f]+$/.exec(name);
+    if (!owner || (await processAlive(Number(owner[1]), owner[2]!))) continue;
+    const dir = path.join(SECRETS_PARENT, name);
+    const info = await lstat(dir).catch(() => undefined);
+    if (info?.isDirectory() && info.uid === uid)
+      await rm(dir, { recursive: true, force: true }).catch(() => {});
+  }
+}
+
 /** The owner a state directory's name holds: `tmp-build-PID-START-RANDOM`. */
 const NAMED_OWNER = /^tmp-build-(\d+)-(\d+)-[0-9a-f]+$/;
 
@@ -86,6 +127,7 @@ export async function removeAbandonedBuildStates(
   options: AbandonedCleanupOptions,
 ): Promise<void> {
   const failures: unknown[] = [];
+  await removeAbandonedSecrets();
   try {
     await Promise.all(
       (await abandonedBuildStates(storeRoot)).map(async (dir) => {

@@ -5,8 +5,10 @@
  * be the image a local build makes (SOURCE_DATE_EPOCH). The context is synchronized, not re-sent:
  * a byte-counting proxy between client and sshd judges how much travels.
  */
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import net from "node:net";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { tbuild, tbuildAsync, tbuildBin } from "../helpers/cli.js";
@@ -119,16 +121,9 @@ describe("a build on a remote worker", () => {
       await sshd?.stop();
     });
 
-    const remoteBuild = (client: string, extra: string[] = []) =>
+    const remoteBuild = (client: string, extra: string[] = [], dir = context, env: NodeJS.ProcessEnv = {}) =>
       tbuildAsync(
-        [
-          "build",
-          "--progress=plain",
-          "--worker",
-          `ssh://tbuild-test@127.0.0.1:${proxy.port}`,
-          ...extra,
-          context,
-        ],
+        ["build", "--progress=plain", "--worker", `ssh://tbuild-test@127.0.0.1:${proxy.port}`, ...extra, dir],
         {
           env: {
             HOME: home,
@@ -136,6 +131,7 @@ describe("a build on a remote worker", () => {
             TBUILD_ROOT: client,
             SOURCE_DATE_EPOCH: EPOCH,
             TBUILD_WORKER_COMMAND: `TBUILD_ROOT=${workerStore} ${tbuildBin} worker --stdio`,
+            ...env,
           },
         },
       );
@@ -159,6 +155,92 @@ describe("a build on a remote worker", () => {
       expect(sent).toBeLessThan(readFileSync(edited).length + 64 * 1024);
       // The install step was cached on the worker: only the steps after `COPY . .` ran.
       expect(second.stderr).toMatch(/RUN sort requirements.txt > \/installed\n#\d+ CACHED/);
+    }, 300_000);
+
+    it("serves a secret on demand: the step sees it, and the host keeps it nowhere (home, store, /tmp, /dev/shm, logs)", async () => {
+      const client = tempDir("remote-secret-client");
+      const value = `s3cr3t-${randomBytes(12).toString("hex")}`;
+      const dir = tempDir("remote-secret-project");
+      writeFileSync(
+        path.join(dir, "Dockerfile"),
+        "FROM busybox\nRUN --mount=type=secret,id=token sha256sum /run/secrets/token | cut -c1-64 > /hash\n",
+      );
+      chmodSync(dir, 0o755);
+      const built = await remoteBuild(client, ["--secret", "id=token,env=TOKEN", "-t", "secret:1"], dir, {
+        TOKEN: value,
+      });
+      expect(built.status, built.stderr).toBe(0);
+      const ran = tbuild(["run", "--rm", "secret:1", "cat", "/hash"], { env: { TBUILD_ROOT: client } });
+      expect(ran.stdout.trim()).toBe(createHash("sha256").update(value).digest("hex"));
+      const userHome = execFileSync("getent", ["passwd", "tbuild-test"], { encoding: "utf8" }).split(":")[5]!;
+      const found = spawnSync("grep", ["-rlsF", value, userHome, workerStore, "/tmp", "/dev/shm"], {
+        encoding: "utf8",
+      });
+      // The client's own store is under /tmp here: it is the client's, not the host's.
+      expect(found.stdout.split("\n").filter((f) => f && !f.startsWith(client))).toEqual([]);
+      expect(built.stdout + built.stderr + sshd.log()).not.toContain(value);
+    }, 300_000);
+
+    it("relays the client's agent to a step that mounts it (--ssh default), and no agent socket exists otherwise", async () => {
+      const client = tempDir("remote-ssh-agent-client");
+      const dir = tempDir("remote-agent-project");
+      // A static client of the agent's socket, for the busybox step: it says hello and prints the answer.
+      writeFileSync(
+        path.join(dir, "ping.c"),
+        `#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+int main(void) {
+  const char *path = getenv("SSH_AUTH_SOCK");
+  if (!path) { fputs("no SSH_AUTH_SOCK\\n", stderr); return 1; }
+  struct sockaddr_un addr = { .sun_family = AF_UNIX };
+  strncpy(addr.sun_path, path, sizeof addr.sun_path - 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) { perror("connect"); return 1; }
+  if (write(fd, "hello", 5) != 5) return 1;
+  char buf[64];
+  ssize_t n = read(fd, buf, sizeof buf);
+  if (n > 0) fwrite(buf, 1, n, stdout);
+  return 0;
+}
+`,
+      );
+      execFileSync("gcc", ["-static", "-O2", "-o", path.join(dir, "agentping"), path.join(dir, "ping.c")]);
+      writeFileSync(
+        path.join(dir, "Dockerfile"),
+        [
+          "FROM busybox",
+          "COPY agentping /agentping",
+          "RUN --mount=type=ssh /agentping > /agent",
+          "RUN find / -xdev -type s 2>/dev/null | wc -l > /sockets; env | grep -c SSH_AUTH_SOCK > /env || true",
+          "",
+        ].join("\n"),
+      );
+      chmodSync(dir, 0o755);
+      // The test agent answers with what it got, so the step's output proves the round trip.
+      const agentSocket = path.join(tempDir("remote-agent"), "agent.sock");
+      const agent = net.createServer((conn) => conn.once("data", (data) => conn.end(`agent got ${data}\n`)));
+      await new Promise<void>((resolve) => agent.listen(agentSocket, resolve));
+      try {
+        const built = await remoteBuild(client, ["--ssh", "default", "-t", "agent:1"], dir, {
+          SSH_AUTH_SOCK: agentSocket,
+        });
+        expect(built.status, built.stderr).toBe(0);
+        const cat = (file: string) =>
+          tbuild(["run", "--rm", "agent:1", "cat", file], { env: { TBUILD_ROOT: client } }).stdout;
+        expect(cat("/agent")).toBe("agent got hello\n");
+        expect(cat("/sockets")).toBe("0\n");
+        expect(cat("/env")).toBe("0\n");
+        const without = await remoteBuild(client, ["--no-cache", "-t", "agent:2"], dir);
+        // Without --ssh the step runs with no agent: the client finds no socket to talk to.
+        expect(without.status).toBe(1);
+        expect(without.stderr).toContain("no SSH_AUTH_SOCK");
+      } finally {
+        agent.close();
+      }
     }, 300_000);
   });
 });

@@ -13,8 +13,10 @@ import type { ContextEntry } from "./context-walk.js";
 export interface SecretSource {
   /** Read from this file... */
   file?: string;
-  /** ...or from this environment variable of the tbuild process. */
+  /** ...or from this environment variable of the tbuild process... */
   env?: string;
+  /** ...or asked for when a step mounts it (a remote build's client serves it). */
+  fetch?: () => Promise<Uint8Array>;
 }
 
 export interface OpContext {
@@ -48,6 +50,8 @@ export interface OpContext {
   stepTimeoutMs?: number;
   /** Scratch space for sandbox state, bundles and downloads; removed by the caller after the build. */
   stateDir: string;
+  /** Where a step's secret files are made: a directory in memory (tmpfs), never on a disk; the state directory when there is none. */
+  secretsDir?: string;
   /**
    * A local op's selected entries, as its cache key read them, for its run moments later in the
    * same build (one walk of the context instead of two).

@@ -400,14 +400,19 @@ async function secretMount(
     return undefined;
   }
   const value =
-    source.file !== undefined
-      ? await readFile(source.file)
-      : Buffer.from(process.env[source.env ?? ""] ?? "");
+    source.fetch !== undefined
+      ? Buffer.from(await source.fetch())
+      : source.file !== undefined
+        ? await readFile(source.file)
+        : Buffer.from(process.env[source.env ?? ""] ?? "");
   if (secret.env !== undefined) {
     env.push(`${secret.env}=${value.toString("utf8")}`);
     if (mount.target === "") return undefined;
   }
-  const file = path.join(ctx.stateDir, "secrets", randomBytes(12).toString("hex"));
+  const file = path.join(
+    ctx.secretsDir ?? path.join(ctx.stateDir, "secrets"),
+    randomBytes(12).toString("hex"),
+  );
   await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
   await writeFile(file, value, { mode: mount.mode ?? 0o400 });
   await chown(file, mount.uid ?? 0, mount.gid ?? 0);
