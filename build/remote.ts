@@ -54,7 +54,24 @@ function notYet(what: string): TbuildError {
   );
 }
 
+/** Failures of the connection, not of the build: worth one more try, which resumes the context's sync. */
+const CONNECTION_LOST = new Set(["E_WORKER_CONNECTION_LOST", "E_WORKER_GONE"]);
+
 export async function runRemoteBuild(request: BuildRequest, ctx: RunContext): Promise<BuildResult> {
+  try {
+    return await remoteBuildOnce(request, ctx);
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (ctx.signal.aborted || code === undefined || !CONNECTION_LOST.has(code)) throw err;
+    ctx.onEvent({
+      type: "warning",
+      message: `${(err as Error).message.split("\n")[0]}; trying once more (what was synced is kept)`,
+    });
+    return remoteBuildOnce(request, ctx);
+  }
+}
+
+async function remoteBuildOnce(request: BuildRequest, ctx: RunContext): Promise<BuildResult> {
   const url = request.worker!;
   if (!url.startsWith("ssh://") && !url.startsWith("cmd://")) {
     throw new TbuildError(

@@ -157,6 +157,30 @@ describe("a build on a remote worker", () => {
       expect(second.stderr).toMatch(/RUN sort requirements.txt > \/installed\n#\d+ CACHED/);
     }, 300_000);
 
+    it("a connection cut in the middle of the sync: the build tries once more, keeping what was synced, and succeeds", async () => {
+      const client = tempDir("remote-cut-client");
+      const dir = tempDir("remote-cut-project");
+      const big = randomBytes(3 * 1024 * 1024);
+      writeFileSync(path.join(dir, "Dockerfile"), "FROM busybox\nCOPY . /data\n");
+      for (let i = 0; i < 50; i++) writeFileSync(path.join(dir, `small-${i}`), `small ${i}\n`);
+      writeFileSync(path.join(dir, "zz-big.bin"), big);
+      chmodSync(dir, 0o755);
+      // The listing and the small files come first; the cut lands inside the big file's bytes.
+      proxy.cutAfterUp(1024 * 1024);
+      const built = await remoteBuild(client, ["-t", "cut:1"], dir);
+      expect(built.status, built.stderr).toBe(0);
+      expect(built.stderr).toMatch(/WARNING: lost the connection to worker .*; trying once more/);
+      const hash = tbuild(["run", "--rm", "cut:1", "sha256sum", "/data/zz-big.bin"], {
+        env: { TBUILD_ROOT: client },
+      });
+      expect(hash.stdout.slice(0, 64)).toBe(createHash("sha256").update(big).digest("hex"));
+      // The worker's copy is whole: a build of the same context sends next to nothing.
+      const before = { ...proxy.bytes };
+      const again = await remoteBuild(client, ["-t", "cut:2"], dir);
+      expect(again.status, again.stderr).toBe(0);
+      expect(proxy.bytes.up - before.up).toBeLessThan(64 * 1024);
+    }, 300_000);
+
     it("serves a secret on demand: the step sees it, and the host keeps it nowhere (home, store, /tmp, /dev/shm, logs)", async () => {
       const client = tempDir("remote-secret-client");
       const value = `s3cr3t-${randomBytes(12).toString("hex")}`;

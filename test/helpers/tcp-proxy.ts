@@ -15,6 +15,8 @@ export interface TcpProxy {
   connections: number;
   /** Destroys every open connection, both sides. */
   cut(): void;
+  /** Cuts every open connection once `bytes` more have gone up (client to server) from now. */
+  cutAfterUp(bytes: number): void;
   /** From now on, open connections forward nothing (and stay open). */
   freeze(): void;
   stop(): Promise<void>;
@@ -23,6 +25,7 @@ export interface TcpProxy {
 export async function startTcpProxy(target: { port: number; host?: string }): Promise<TcpProxy> {
   const open = new Set<net.Socket>();
   let frozen = false;
+  let cutAt: number | undefined;
   const proxy = {
     bytes: { up: 0, down: 0 },
     connections: 0,
@@ -31,6 +34,11 @@ export async function startTcpProxy(target: { port: number; host?: string }): Pr
     from.on("data", (chunk: Buffer) => {
       if (frozen) return;
       proxy.bytes[direction] += chunk.length;
+      if (direction === "up" && cutAt !== undefined && proxy.bytes.up >= cutAt) {
+        cutAt = undefined;
+        for (const socket of open) socket.destroy();
+        return;
+      }
       to.write(chunk);
     });
     from.on("end", () => {
@@ -61,6 +69,9 @@ export async function startTcpProxy(target: { port: number; host?: string }): Pr
     },
     freeze: () => {
       frozen = true;
+    },
+    cutAfterUp: (bytes: number) => {
+      cutAt = proxy.bytes.up + bytes;
     },
     stop: () =>
       new Promise<void>((resolve) => {
