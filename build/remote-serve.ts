@@ -22,6 +22,7 @@ import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import { TbuildError } from "../errors/index.js";
 import type { ExportRequest } from "../exporters/request.js";
+import { type Credentials, getCredentials } from "../oci/registry/credentials.js";
 import type { SecretSource } from "../worker/ops/context.js";
 import { ByteTaker, lengthPrefix } from "../worker/remote/bytes.js";
 import { decodeListing, SyncedContext } from "../worker/remote/context-sync.js";
@@ -116,7 +117,21 @@ async function serveBuild(params: RemoteBuildParams, call: IncomingCall, env: No
         cwd: temp,
         signal: call.signal,
         onEvent: (event) => call.notify(event),
-        served: { secrets: servedSecrets(call, params.secretIds ?? []), ssh: agents.sockets },
+        served: {
+          secrets: servedSecrets(call, params.secretIds ?? []),
+          ssh: agents.sockets,
+          credentials: async (host) => {
+            const answer = (await call.connection.request(
+              "credentials",
+              { host },
+              { signal: call.signal },
+            )) as {
+              credentials: Credentials | null;
+            };
+            // A registry the client has nothing for: this host's own login, if any (base images).
+            return answer.credentials ?? getCredentials(host, env);
+          },
+        },
       });
     } finally {
       agents.close();

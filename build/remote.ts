@@ -25,6 +25,8 @@ import { TbuildError } from "../errors/index.js";
 import type { ExportRequest } from "../exporters/request.js";
 import { readDockerignore } from "../frontend/dockerignore.js";
 import { loadArchive } from "../oci/archive/index.js";
+import { parseReference } from "../oci/reference.js";
+import { getCredentials } from "../oci/registry/credentials.js";
 import { defaultStoreRoot, openStore } from "../oci/store/index.js";
 import type { SecretSource } from "../worker/ops/context.js";
 import { ByteTaker, lengthPrefix } from "../worker/remote/bytes.js";
@@ -83,6 +85,9 @@ async function remoteBuildOnce(request: BuildRequest, ctx: RunContext): Promise<
   const secrets = await resolveSecrets(request.secrets ?? [], ctx);
   const agents = resolveSshAgents(request.ssh ?? [], ctx);
   if (Object.keys(request.contexts ?? {}).length > 0) throw notYet("--build-context");
+  if (request.cacheTo?.type === "local" || (request.cacheFrom ?? []).some((spec) => spec.type === "local")) {
+    throw notYet("a type=local build cache (a directory on this machine)");
+  }
   const fileOutputs: ExportRequest[] = [];
   for (const output of request.outputs ?? []) {
     if (output.type === "image") {
@@ -109,7 +114,7 @@ async function remoteBuildOnce(request: BuildRequest, ctx: RunContext): Promise<
       side: "client",
       peer: `worker ${transport.describe}`,
       signal: ctx.signal,
-      handlers: clientHandlers(secrets, agents, ctx.env),
+      handlers: clientHandlers(secrets, agents, registriesOf(request), ctx.env),
     });
     const {
       worker: _worker,
@@ -210,9 +215,16 @@ async function remoteBuildOnce(request: BuildRequest, ctx: RunContext): Promise<
 function clientHandlers(
   secrets: Record<string, SecretSource>,
   agents: Record<string, string>,
+  registries: ReadonlySet<string>,
   env: NodeJS.ProcessEnv,
 ): Record<string, Handler> {
   return {
+    // Only for the registries this build names (its tags, outputs, cache refs): a worker asking for
+    // another gets nothing, and uses its own login there if it has one.
+    credentials: async (params) => {
+      const { host } = params as { host: string };
+      return { credentials: registries.has(host) ? ((await getCredentials(host, env)) ?? null) : null };
+    },
     secret: async (params) => {
       const { id } = params as { id: string };
       const source = secrets[id];
@@ -247,6 +259,25 @@ function clientHandlers(
       ]);
     },
   };
+}
+
+/** The registries a build names: where it pushes, and where its cache goes or comes from. */
+function registriesOf(request: BuildRequest): Set<string> {
+  const refs = [
+    ...(request.push === true ? (request.tags ?? []) : []),
+    ...(request.outputs ?? []).flatMap((output) => (output.push === true ? (output.names ?? []) : [])),
+    ...(request.cacheFrom ?? []).flatMap((spec) => (spec.type === "registry" ? [spec.ref] : [])),
+    ...(request.cacheTo?.type === "registry" ? [request.cacheTo.ref] : []),
+  ];
+  const hosts = new Set<string>();
+  for (const ref of refs) {
+    try {
+      hosts.add(parseReference(ref).domain);
+    } catch {
+      // Refused by the worker's build with its own message.
+    }
+  }
+  return hosts;
 }
 
 /** The files the worker's plan asks for, after the listing on the call's data, then the end of it. */

@@ -11,6 +11,7 @@ import { TbuildError } from "../errors/index.js";
 import type { ExportType } from "../exporters/index.js";
 import type { ExportRequest } from "../exporters/request.js";
 import { proxyEnv } from "../frontend/lower/index.js";
+import type { CredentialsProvider } from "../oci/registry/auth.js";
 import type { PushOptions } from "../oci/registry/push.js";
 import { checkSourceDateEpoch, parseSourceDateEpoch } from "../oci/source-date-epoch.js";
 import type { ImageConfig } from "../oci/spec.js";
@@ -53,7 +54,12 @@ export interface RunContext {
    * A remote build's worker: the secrets and SSH agents are the client's, served on demand, in
    * place of what the request's `secrets` and `ssh` name on this host.
    */
-  served?: { secrets: Record<string, SecretSource>; ssh: Record<string, string> };
+  served?: {
+    secrets: Record<string, SecretSource>;
+    ssh: Record<string, string>;
+    /** Registry credentials, asked of the client per registry, kept in memory only. */
+    credentials?: CredentialsProvider;
+  };
 }
 
 /** What a finished build made: its digests, size, names, and how many steps ran or were cached. */
@@ -110,7 +116,10 @@ async function build(
   // Loaded only for builds that import or export cache (it brings the registry client).
   const buildCache =
     cacheTo !== undefined || cacheFrom.length > 0 ? await import("../solver/build-cache.js") : undefined;
-  const registry = registryOptions(config, { env: ctx.env, warn });
+  const registry = {
+    ...registryOptions(config, { env: ctx.env, warn }),
+    ...(ctx.served?.credentials ? { credentials: ctx.served.credentials } : {}),
+  };
   const { snapshotter: snapshotMode } = readWorkerSettings(config);
   const store = await openStore(defaultStoreRoot(ctx.env));
   // What builds killed with SIGKILL left: their state directories and the containers in them,

@@ -13,6 +13,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { tbuild, tbuildAsync, tbuildBin } from "../helpers/cli.js";
 import { FIXED_EPOCH, importBusybox } from "../helpers/images.js";
+import { startRegistry } from "../helpers/registry.js";
 import { type RunningSshd, startSshd } from "../helpers/sshd.js";
 import { startTcpProxy, type TcpProxy } from "../helpers/tcp-proxy.js";
 import { tempDirs } from "../helpers/temp.js";
@@ -155,6 +156,42 @@ describe("a build on a remote worker", () => {
       expect(sent).toBeLessThan(readFileSync(edited).length + 64 * 1024);
       // The install step was cached on the worker: only the steps after `COPY . .` ran.
       expect(second.stderr).toMatch(/RUN sort requirements.txt > \/installed\n#\d+ CACHED/);
+    }, 300_000);
+
+    it("--push pushes from the worker, with the client's login handed over for that registry only and kept nowhere there", async () => {
+      const password = `pw-${randomBytes(9).toString("hex")}`;
+      const registry = await startRegistry({ htpasswd: { pusher: password } });
+      try {
+        const client = tempDir("remote-push-client");
+        const login = tbuild(["login", "-u", "pusher", "--password-stdin", registry.host], {
+          env: { HOME: home, TBUILD_ROOT: client },
+          input: password,
+        });
+        expect(login.status, login.stderr).toBe(0);
+        const ref = `${registry.host}/team/app:1`;
+        const built = await remoteBuild(client, ["-t", ref, "--push"]);
+        expect(built.status, built.stderr).toBe(0);
+        const inspected = JSON.parse(
+          execFileSync(
+            "skopeo",
+            ["inspect", "--tls-verify=false", "--creds", `pusher:${password}`, `docker://${ref}`],
+            { encoding: "utf8" },
+          ),
+        ) as { Digest: string };
+        expect(inspected.Digest).toBe(localDigest);
+        const userHome = execFileSync("getent", ["passwd", "tbuild-test"], { encoding: "utf8" }).split(
+          ":",
+        )[5]!;
+        const found = spawnSync("grep", ["-rlsF", password, userHome, workerStore, "/tmp", "/dev/shm"], {
+          encoding: "utf8",
+        });
+        // The client's own login (its HOME and store) is under /tmp here: it is the client's.
+        expect(
+          found.stdout.split("\n").filter((f) => f && !f.startsWith(home) && !f.startsWith(client)),
+        ).toEqual([]);
+      } finally {
+        await registry.stop();
+      }
     }, 300_000);
 
     it("a connection cut in the middle of the sync: the build tries once more, keeping what was synced, and succeeds", async () => {
