@@ -36,7 +36,15 @@ function project(): string {
   writeFileSync(path.join(dir, "requirements.txt"), "flask\nrequests\n");
   writeFileSync(path.join(dir, ".dockerignore"), "big.bin\n");
   mkdirSync(path.join(dir, "src"));
-  for (let i = 0; i < 200; i++) writeFileSync(path.join(dir, "src", `m${i}.py`), `print(${i})\n`.repeat(20));
+  // Incompressible sources, the same in every project (hashes of their names), so that a sync
+  // that sent them all again would show in the bytes counted.
+  const noise = (name: string) =>
+    Buffer.concat(
+      Array.from({ length: 100 }, (_, k) => createHash("sha256").update(`${name}/${k}`).digest()),
+    );
+  for (let i = 0; i < 200; i++) {
+    writeFileSync(path.join(dir, "src", `m${i}.py`), `# ${noise(`m${i}`).toString("base64")}\nprint(${i})\n`);
+  }
   writeFileSync(path.join(dir, "big.bin"), Buffer.alloc(50 * 1024 * 1024, 7));
   chmodSync(dir, 0o755);
   return dir;
@@ -139,18 +147,21 @@ describe("a build on a remote worker", () => {
 
     it("gives the local build's image, sends no ignored file, and after a one-file edit sends about that file", async () => {
       const client = tempDir("remote-ssh-client");
+      // A project of its own, edited below (SOURCE_DATE_EPOCH clamps its files' times: the same image).
+      const dir = project();
       const before = { ...proxy.bytes };
-      const first = await remoteBuild(client, ["-t", "app:1"]);
+      const first = await remoteBuild(client, ["-t", "app:1"], dir);
       expect(first.status, first.stderr).toBe(0);
       expect(imageDigest(client, "app:1")).toBe(localDigest);
       const firstSent = { ...proxy.bytes }.up - before.up;
-      // The 50 MB ignored file never travels; the rest of the context is 200 small files.
-      expect(firstSent).toBeLessThan(1024 * 1024);
+      // The 50 MB ignored file never travels; the 200 sources (~800 KB, incompressible) do.
+      expect(firstSent).toBeLessThan(2 * 1024 * 1024);
+      expect(firstSent).toBeGreaterThan(600 * 1024);
 
-      const edited = path.join(context, "src", "m7.py");
+      const edited = path.join(dir, "src", "m7.py");
       writeFileSync(edited, "print('edited')\n".repeat(500));
       const again = { ...proxy.bytes };
-      const second = await remoteBuild(client, ["-t", "app:2"]);
+      const second = await remoteBuild(client, ["-t", "app:2"], dir);
       expect(second.status, second.stderr).toBe(0);
       const sent = { ...proxy.bytes }.up - again.up;
       expect(sent).toBeLessThan(readFileSync(edited).length + 64 * 1024);
