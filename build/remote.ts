@@ -11,8 +11,8 @@
  * Secrets and SSH agents stay the client's: the worker asks for a secret when a step mounts it, and
  * relays an agent's connections for the steps that mount it.
  *
- * Not yet: `--build-context` directories, `-o type=local` and layout directories, worker names and pools from config.toml;
- * each is refused with a clear error rather than ignored.
+ * Not yet: `--build-context` directories, layout directories (`tar=false`), worker names and
+ * pools from config.toml; each is refused with a clear error rather than ignored.
  */
 import { createWriteStream } from "node:fs";
 import { readFile } from "node:fs/promises";
@@ -21,10 +21,13 @@ import { hostname, userInfo } from "node:os";
 import path from "node:path";
 import { Readable, type Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { TbuildError } from "../errors/index.js";
+import { TbuildError, UsageError } from "../errors/index.js";
+import type { FsEntry } from "../exporters/filesystem.js";
 import type { ExportRequest } from "../exporters/request.js";
 import { readDockerignore } from "../frontend/dockerignore.js";
 import { loadArchive } from "../oci/archive/index.js";
+import { readTarEntries } from "../oci/archive/tar-reader.js";
+import { entryComponents } from "../oci/layer-entry.js";
 import { parseReference } from "../oci/reference.js";
 import { getCredentials } from "../oci/registry/credentials.js";
 import { defaultStoreRoot, openStore } from "../oci/store/index.js";
@@ -94,8 +97,7 @@ async function remoteBuildOnce(request: BuildRequest, ctx: RunContext): Promise<
       if (output.push !== true) throw notYet("-o type=image without push=true");
       continue;
     }
-    if (output.type === "local" || output.tar === false)
-      throw notYet(`-o type=${output.type}${output.tar === false ? ",tar=false" : ""}`);
+    if (output.tar === false) throw notYet(`-o type=${output.type},tar=false`);
     fileOutputs.push(output);
   }
   const imageOutputs = (request.outputs ?? []).filter((o) => o.type === "image");
@@ -141,7 +143,8 @@ async function remoteBuildOnce(request: BuildRequest, ctx: RunContext): Promise<
         tags: request.push === true ? tags : [],
         outputs: [...imageOutputs],
       },
-      fileOutputs,
+      // A directory comes back as the tar of its files, written here as type=local writes them.
+      fileOutputs: fileOutputs.map((output) => (output.type === "local" ? { type: "tar" } : output)),
       imageNames: tags,
       secretIds: Object.keys(secrets),
       sshIds: Object.keys(agents),
@@ -170,6 +173,10 @@ async function remoteBuildOnce(request: BuildRequest, ctx: RunContext): Promise<
       for (const output of fileOutputs) {
         const size = Number((await data.take(8, "an output")).readBigUInt64BE());
         if (size > MAX_OUTPUT_BYTES) throw new TbuildError("E_WORKER_PROTOCOL", `an output of ${size} bytes`);
+        if (output.type === "local") {
+          await writeLocalOutput(data.stream(size, "an output"), output, ctx);
+          continue;
+        }
         const target =
           output.dest === undefined || output.dest === "-"
             ? (ctx.stdout ?? process.stdout)
@@ -259,6 +266,46 @@ function clientHandlers(
       ]);
     },
   };
+}
+
+/** `-o type=local`: the worker's tar of the files, written under `dest` as the local exporter writes them. */
+async function writeLocalOutput(
+  tar: AsyncIterable<Buffer>,
+  output: ExportRequest,
+  ctx: RunContext,
+): Promise<void> {
+  const { writeFilesystem } = await import("../exporters/local.js");
+  const dest = output.dest;
+  if (dest === undefined || dest === "-")
+    throw new UsageError("type=local writes a directory: give dest=DIRECTORY");
+  async function* entries(): AsyncGenerator<FsEntry> {
+    for await (const entry of readTarEntries(tar, { what: "the worker's files" })) {
+      // As any tar from outside: a path that climbs out, or is absolute, is refused.
+      const parts = entryComponents(entry.path);
+      if (parts.length === 0) continue;
+      yield {
+        path: parts.join("/"),
+        type: entry.type,
+        mode: entry.mode,
+        uid: entry.uid,
+        gid: entry.gid,
+        size: entry.size,
+        mtime: entry.mtime,
+        ...(entry.type === "SymbolicLink" || entry.type === "Link"
+          ? { linkpath: entry.type === "Link" ? entryComponents(entry.linkpath).join("/") : entry.linkpath }
+          : {}),
+        ...(entry.type === "CharacterDevice" || entry.type === "BlockDevice"
+          ? { devmaj: entry.devmaj, devmin: entry.devmin }
+          : {}),
+        xattrs: entry.xattrs,
+        ...(entry.type === "File" ? { body: entry.body } : {}),
+      };
+    }
+  }
+  await writeFilesystem(entries(), path.resolve(ctx.cwd, dest), {
+    signal: ctx.signal,
+    warn: (message) => ctx.onEvent({ type: "warning", message }),
+  });
 }
 
 /** The registries a build names: where it pushes, and where its cache goes or comes from. */

@@ -7,7 +7,7 @@
  */
 import { execFileSync, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -79,6 +79,7 @@ describe("a build on a remote worker", () => {
     const workerStore = tempDir("remote-worker-store");
     await importBusybox(workerStore, "busybox");
     const out = path.join(tempDir("remote-out"), "image.tar");
+    const files = path.join(tempDir("remote-local-out"), "rootfs");
     const built = tbuild(
       [
         "build",
@@ -89,6 +90,8 @@ describe("a build on a remote worker", () => {
         "app:1",
         "-o",
         `type=oci,dest=${out}`,
+        "-o",
+        `type=local,dest=${files}`,
         context,
       ],
       { env: { TBUILD_ROOT: client, SOURCE_DATE_EPOCH: EPOCH } },
@@ -99,7 +102,10 @@ describe("a build on a remote worker", () => {
     // The archive's index names the same manifest.
     const index = execFileSync("tar", ["-xOf", out, "index.json"], { encoding: "utf8" });
     expect(index).toContain(localDigest);
-    // Nothing was built in the client's store: it holds busybox's blobs only through the image.
+    // type=local: the image's files, written here.
+    expect(readFileSync(path.join(files, "installed"), "utf8")).toBe("flask\nrequests\n");
+    expect(readFileSync(path.join(files, "app", "requirements.txt"), "utf8")).toBe("flask\nrequests\n");
+    expect(existsSync(path.join(files, "app", "big.bin"))).toBe(false);
     const ran = tbuild(["run", "--rm", "app:1", "cat", "/installed"], { env: { TBUILD_ROOT: client } });
     expect(ran.stdout).toBe("flask\nrequests\n");
   }, 240_000);
