@@ -7,9 +7,9 @@
  *    for. The synced copy is the build's context.
  * 2. The build runs here, in this worker's store, as `runBuild` runs any build: its events go back
  *    as they come, so the client shows the same progress as for a local build.
- * 3. What the client is to keep (the image for its store, `-o` files) is written here into the
- *    call's own temp directory, then sent back on the call's data, each part length-prefixed;
- *    `--push` pushes from here. The temp directory goes when the call ends.
+ * 3. What the client is to keep goes back on the call's data, each part length-prefixed: the `-o`
+ *    files (written here into the call's own temp directory, which goes when the call ends), then
+ *    the blobs of the image its store lacks. `--push` pushes from here.
  *
  * A synced context is locked for its build: a second build of the same context (from the same
  * client) waits for the first.
@@ -23,6 +23,8 @@ import { pipeline } from "node:stream/promises";
 import { TbuildError } from "../errors/index.js";
 import type { ExportRequest } from "../exporters/request.js";
 import { type Credentials, getCredentials } from "../oci/registry/credentials.js";
+import { type Descriptor, type Manifest, MediaType } from "../oci/spec.js";
+import { openStore } from "../oci/store/index.js";
 import type { SecretSource } from "../worker/ops/context.js";
 import { ByteTaker, lengthPrefix } from "../worker/remote/bytes.js";
 import { decodeListing, SyncedContext } from "../worker/remote/context-sync.js";
@@ -98,10 +100,9 @@ async function serveBuild(params: RemoteBuildParams, call: IncomingCall, env: No
       ...output,
       dest: path.join(temp, `output-${i}${output.tar === false ? ".d" : ""}`),
     }));
-    const image: ExportRequest[] =
-      params.imageNames.length > 0
-        ? [{ type: "oci", dest: path.join(temp, "image.tar"), names: params.imageNames }]
-        : [];
+    // The image the client keeps is assembled here unnamed (an image output without names), and its
+    // blobs go back below by need.
+    const image: ExportRequest[] = params.imageNames.length > 0 ? [{ type: "image", names: [] }] : [];
     const request: BuildRequest = {
       ...params.request,
       context: synced.tree,
@@ -136,11 +137,12 @@ async function serveBuild(params: RemoteBuildParams, call: IncomingCall, env: No
     } finally {
       agents.close();
     }
-    for (const output of [...parts, ...image]) {
+    for (const output of parts) {
       const size = (await stat(output.dest!)).size;
       await write(call, lengthPrefix(size));
       for await (const chunk of createReadStream(output.dest!)) await write(call, chunk as Buffer);
     }
+    if (params.imageNames.length > 0) await sendImage(call, storeRoot, summary.digest);
     return { summary } satisfies RemoteBuildAnswer;
   } finally {
     await rm(temp, { recursive: true, force: true });
@@ -192,6 +194,41 @@ async function relayAgents(call: IncomingCall, ids: readonly string[], dir: stri
       for (const server of servers) server.close();
     },
   };
+}
+
+/** What a worker sends first of the image: its manifest's descriptor, and the blobs that follow. */
+export interface ImageParts {
+  manifest: Descriptor;
+  blobs: Descriptor[];
+}
+
+/**
+ * The image for the client's store: the client is asked which of its blobs it lacks, and only
+ * those follow (after a rebuild, the layers that changed), each length-prefixed.
+ */
+async function sendImage(call: IncomingCall, storeRoot: string, digest: string): Promise<void> {
+  const store = await openStore(storeRoot);
+  const bytes = await store.content.readBytes(digest);
+  const manifest = JSON.parse(bytes.toString("utf8")) as Manifest;
+  const all: Descriptor[] = [
+    { mediaType: manifest.mediaType ?? MediaType.ociManifest, digest, size: bytes.length },
+    manifest.config,
+    ...manifest.layers,
+  ];
+  const { lacking } = (await call.connection.request(
+    "lacks",
+    { digests: all.map((d) => d.digest) },
+    { signal: call.signal },
+  )) as { lacking: string[] };
+  const wanted = new Set(lacking);
+  const parts: ImageParts = { manifest: all[0]!, blobs: all.filter((d) => wanted.has(d.digest)) };
+  const header = Buffer.from(JSON.stringify(parts));
+  await write(call, lengthPrefix(header.length));
+  await write(call, header);
+  for (const blob of parts.blobs) {
+    await write(call, lengthPrefix(blob.size));
+    for await (const chunk of store.content.open(blob.digest)) await write(call, chunk as Buffer);
+  }
 }
 
 /** Writes to the caller, waiting while its window is full. */

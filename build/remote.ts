@@ -25,12 +25,12 @@ import { TbuildError, UsageError } from "../errors/index.js";
 import type { FsEntry } from "../exporters/filesystem.js";
 import type { ExportRequest } from "../exporters/request.js";
 import { readDockerignore } from "../frontend/dockerignore.js";
-import { loadArchive } from "../oci/archive/index.js";
 import { readTarEntries } from "../oci/archive/tar-reader.js";
 import { entryComponents } from "../oci/layer-entry.js";
 import { parseReference } from "../oci/reference.js";
 import { getCredentials } from "../oci/registry/credentials.js";
-import { defaultStoreRoot, openStore } from "../oci/store/index.js";
+import type { Manifest } from "../oci/spec.js";
+import { defaultStoreRoot, openStore, parseDigest } from "../oci/store/index.js";
 import type { SecretSource } from "../worker/ops/context.js";
 import { ByteTaker, lengthPrefix } from "../worker/remote/bytes.js";
 import {
@@ -44,7 +44,12 @@ import { connect, type Handler } from "../worker/remote/protocol.js";
 import { openTransport } from "../worker/remote/transport.js";
 import type { BuildEvent } from "./events.js";
 import { readRequestDockerfile } from "./plan.js";
-import { contextKey, type RemoteBuildAnswer, type RemoteBuildParams } from "./remote-serve.js";
+import {
+  contextKey,
+  type ImageParts,
+  type RemoteBuildAnswer,
+  type RemoteBuildParams,
+} from "./remote-serve.js";
 import type { BuildRequest } from "./request.js";
 import type { BuildResult, RunContext } from "./run.js";
 import { resolveSecrets, resolveSshAgents } from "./secrets.js";
@@ -116,7 +121,20 @@ async function remoteBuildOnce(request: BuildRequest, ctx: RunContext): Promise<
       side: "client",
       peer: `worker ${transport.describe}`,
       signal: ctx.signal,
-      handlers: clientHandlers(secrets, agents, registriesOf(request), ctx.env),
+      handlers: {
+        ...clientHandlers(secrets, agents, registriesOf(request), ctx.env),
+        // Which of the image's blobs this store lacks: only those come back.
+        lacks: async (params) => {
+          const { digests } = params as { digests: string[] };
+          const store = await openStore(defaultStoreRoot(ctx.env));
+          const lacking: string[] = [];
+          for (const digest of digests) {
+            parseDigest(digest);
+            if (!(await store.content.has(digest))) lacking.push(digest);
+          }
+          return { lacking };
+        },
+      },
     });
     const {
       worker: _worker,
@@ -186,14 +204,30 @@ async function remoteBuildOnce(request: BuildRequest, ctx: RunContext): Promise<
         });
       }
       if (tags.length > 0) {
-        const size = Number((await data.take(8, "the image")).readBigUInt64BE());
+        // The blobs the store lacked (the handler `lacks` told the worker), then the names.
+        const parts = JSON.parse(
+          (await data.part("the image", 16 * 1024 * 1024)).toString("utf8"),
+        ) as ImageParts;
         const store = await openStore(defaultStoreRoot(ctx.env));
-        const loaded = await loadArchive(data.stream(size, "the image"), store.content, {
-          what: `the image from worker ${transport.describe}`,
-          signal: ctx.signal,
-        });
-        for (const image of loaded.images)
-          for (const name of image.names) await store.images.put(name, image.descriptor);
+        for (const blob of parts.blobs) {
+          const size = Number((await data.take(8, "a blob")).readBigUInt64BE());
+          await store.content.write(
+            data.stream(size, `blob ${blob.digest}`),
+            { digest: blob.digest, size: blob.size },
+            ctx.signal,
+          );
+        }
+        // Named only once every blob it needs is here, each checked against its digest.
+        const manifest = await store.content.readJson<Manifest>(parts.manifest.digest);
+        for (const blob of [manifest.config, ...manifest.layers]) {
+          if (!(await store.content.has(blob.digest))) {
+            throw new TbuildError(
+              "E_WORKER_PROTOCOL",
+              `worker ${transport.describe} did not send ${blob.digest} of the image`,
+            );
+          }
+        }
+        for (const name of tags) await store.images.put(name, parts.manifest);
       }
     })();
     receiving.catch(() => {});

@@ -173,6 +173,15 @@ describe("a build on a remote worker", () => {
       expect(sent).toBeLessThan(readFileSync(edited).length + 64 * 1024);
       // The install step was cached on the worker: only the steps after `COPY . .` ran.
       expect(second.stderr).toMatch(/RUN sort requirements.txt > \/installed\n#\d+ CACHED/);
+      // The image came back by need: the layers the client's store had (busybox's, the install's)
+      // did not travel again, so the second build brought less than the first by at least those.
+      const firstDown = again.down - before.down;
+      const secondDown = proxy.bytes.down - again.down;
+      const inspected = JSON.parse(tbuild(["inspect", "app:1"], { env: { TBUILD_ROOT: client } }).stdout) as {
+        manifest: { layers: { size: number }[] };
+      };
+      const unchanged = inspected.manifest.layers.slice(0, 3).reduce((sum, layer) => sum + layer.size, 0);
+      expect(secondDown).toBeLessThan(firstDown - unchanged + 64 * 1024);
     }, 300_000);
 
     it("--push pushes from the worker, with the client's login handed over for that registry only and kept nowhere there", async () => {
