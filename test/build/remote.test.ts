@@ -184,6 +184,44 @@ describe("a build on a remote worker", () => {
       expect(secondDown).toBeLessThan(firstDown - unchanged + 64 * 1024);
     }, 300_000);
 
+    it("a registry cache written from one worker lets another worker run nothing (--cache-to, then --cache-from)", async () => {
+      const registry = await startRegistry();
+      try {
+        const ref = `${registry.host}/team/app:buildcache`;
+        const dir = project();
+        const first = await remoteBuild(
+          tempDir("remote-cache-a"),
+          ["--cache-to", `type=registry,ref=${ref},mode=max`, "-t", "cached:1"],
+          dir,
+        );
+        expect(first.status, first.stderr).toBe(0);
+        expect(first.stderr).toMatch(/: [1-9]\d* step\(s\) ran/);
+        // Worker B: another host's store (here a root worker through cmd://), empty but for busybox.
+        const storeB = tempDir("remote-cache-worker-b");
+        await importBusybox(storeB, "busybox");
+        const client = tempDir("remote-cache-b");
+        const second = await tbuildAsync(
+          [
+            "build",
+            "--progress=plain",
+            "--worker",
+            `cmd://TBUILD_ROOT=${storeB} ${tbuildBin} worker --stdio`,
+            "--cache-from",
+            `type=registry,ref=${ref}`,
+            "-t",
+            "cached:2",
+            dir,
+          ],
+          { env: { TBUILD_ROOT: client, SOURCE_DATE_EPOCH: EPOCH } },
+        );
+        expect(second.status, second.stderr).toBe(0);
+        expect(second.stderr).toMatch(/: 0 step\(s\) ran/);
+        expect(imageDigest(client, "cached:2")).toBe(localDigest);
+      } finally {
+        await registry.stop();
+      }
+    }, 300_000);
+
     it("--push pushes from the worker, with the client's login handed over for that registry only and kept nowhere there", async () => {
       const password = `pw-${randomBytes(9).toString("hex")}`;
       const registry = await startRegistry({ htpasswd: { pusher: password } });
