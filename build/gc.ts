@@ -85,6 +85,8 @@ export interface StoreDiskUsage {
   containers: number;
   /** The sum of the byte counts above. */
   total: number;
+  /** Build contexts clients synced here (`--worker`), kept for their next build. */
+  remoteContexts: number;
 }
 
 /** The bytes each part of the store takes. Snapshots hold subordinate ids' files: read them as root. */
@@ -101,6 +103,7 @@ export async function storeDiskUsage(store: Store, cache: CacheIndex): Promise<S
     cacheMounts: await directorySize(path.join(store.root, "cache-mounts")),
     snapshots: await directorySize(path.join(store.root, "snapshots")),
     containers: await directorySize(path.join(store.root, "containers")),
+    remoteContexts: await directorySize(path.join(store.root, "remote-contexts")),
   };
   const total = Object.values(parts).reduce((sum, bytes) => sum + bytes, 0);
   return { ...parts, records: usage.records, total };

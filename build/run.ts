@@ -7,7 +7,6 @@
 import { rm } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import path from "node:path";
-import { TbuildError } from "../errors/index.js";
 import type { ExportType } from "../exporters/index.js";
 import type { ExportRequest } from "../exporters/request.js";
 import { proxyEnv } from "../frontend/lower/index.js";

@@ -19,6 +19,7 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
       ["cache mounts", usage.cacheMounts, "RUN --mount=type=cache"],
       ["snapshots", usage.snapshots, "unpacked layers"],
       ["containers", usage.containers, "tbuild run"],
+      ["remote contexts", usage.remoteContexts, "contexts synced here by --worker clients"],
     ];
     const { total } = usage;
     if (args.values.format === "json") {

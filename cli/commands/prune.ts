@@ -107,7 +107,8 @@ async function pruneUnpacked(
     return 0;
   }
   const containers = await readdir(path.join(root, "containers")).catch(() => [] as string[]);
-  const dirs = [path.join(root, "cache-mounts")];
+  // The build contexts clients synced to this store as a worker: synced again, whole, when needed.
+  const dirs = [path.join(root, "cache-mounts"), path.join(root, "remote-contexts")];
   // With the unpacked layers go the records of what rebuilds update in place ("results" holds
   // those of earlier versions, which linked a step's unchanged files from its previous result).
   if (containers.length === 0) {

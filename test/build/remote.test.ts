@@ -108,6 +108,15 @@ describe("a build on a remote worker", () => {
     expect(existsSync(path.join(files, "app", "big.bin"))).toBe(false);
     const ran = tbuild(["run", "--rm", "app:1", "cat", "/installed"], { env: { TBUILD_ROOT: client } });
     expect(ran.stdout).toBe("flask\nrequests\n");
+    // The worker keeps the synced context for the next build: `du` counts it, `prune --all` frees it.
+    const du = () =>
+      JSON.parse(tbuild(["du", "--format", "json"], { env: { TBUILD_ROOT: workerStore } }).stdout) as Record<
+        string,
+        number
+      >;
+    expect(du()["remote-contexts"]).toBeGreaterThan(200 * 3000);
+    expect(tbuild(["prune", "-f", "--all"], { env: { TBUILD_ROOT: workerStore } }).status).toBe(0);
+    expect(du()["remote-contexts"]).toBe(0);
   }, 240_000);
 
   describe("over ssh:// to a rootless host", () => {
@@ -195,7 +204,7 @@ describe("a build on a remote worker", () => {
           dir,
         );
         expect(first.status, first.stderr).toBe(0);
-        expect(first.stderr).toMatch(/: [1-9]\d* step\(s\) ran/);
+        expect(first.stderr).toContain("exporting cache");
         // Worker B: another host's store (here a root worker through cmd://), empty but for busybox.
         const storeB = tempDir("remote-cache-worker-b");
         await importBusybox(storeB, "busybox");

@@ -30,7 +30,15 @@ describe("tbuild du and tbuild prune", () => {
     const env = { TBUILD_ROOT: store };
     expect(tbuild(["build", "-t", "app:1", dir], { env }).status).toBe(0);
     const before = du(store);
-    const parts = ["images", "build-cache", "unreferenced", "cache-mounts", "snapshots", "containers"];
+    const parts = [
+      "images",
+      "build-cache",
+      "unreferenced",
+      "cache-mounts",
+      "snapshots",
+      "containers",
+      "remote-contexts",
+    ];
     expect(parts.reduce((sum, name) => sum + before[name]!, 0)).toBe(before.total);
     // The intermediate stage's 300 kB layer is in no image: build cache only.
     expect(before["build-cache"]).toBeGreaterThan(300_000);

@@ -109,11 +109,11 @@ describe.each(["root", "rootless"] as const)("tbuild worker --stdio (%s)", (mode
     const pings = await Promise.all(Array.from({ length: 100 }, (_, n) => client.request("ping", { n })));
     expect(pings).toEqual(Array.from({ length: 100 }, (_, n) => ({ pong: { n } })));
     const refused = (await client
-      .request("build", { context: "." })
+      .request("solve", { context: "." })
       .catch((err: unknown) => err)) as TbuildError;
     expect(refused.code).toBe("E_NOT_SUPPORTED");
     expect(refused.message).toBe(
-      `\`build\` is not supported yet by this worker (tbuild ${VERSION}, worker protocol 1); it serves: info, ping`,
+      `\`solve\` is not supported yet by this worker (tbuild ${VERSION}, worker protocol 1); it serves: build, info, ping`,
     );
     expect(await client.request("ping", "still there")).toEqual({ pong: "still there" });
     client.close();
