@@ -91,7 +91,9 @@ async function serveBuild(params: RemoteBuildParams, call: IncomingCall, env: No
     await synced.apply(listing, data.rest(), call.signal);
 
     // The Dockerfile and its ignore patterns as the client read them, beside each other.
-    const name = path.basename(params.dockerfile.name) || "Dockerfile";
+    // A name only, in the call's own directory: never `..`, never a path.
+    const base = path.basename(params.dockerfile.name ?? "");
+    const name = base === "" || base === "." || base === ".." ? "Dockerfile" : base;
     const dockerfile = path.join(temp, name);
     await writeFile(dockerfile, Buffer.from(params.dockerfile.source, "base64"));
     await writeFile(`${dockerfile}.dockerignore`, params.ignore.map((p) => `${p}\n`).join(""));
