@@ -5,7 +5,7 @@
  * be the image a local build makes (SOURCE_DATE_EPOCH). The context is synchronized, not re-sent:
  * a byte-counting proxy between client and sshd judges how much travels.
  */
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
@@ -117,6 +117,53 @@ describe("a build on a remote worker", () => {
     expect(du()["remote-contexts"]).toBeGreaterThan(200 * 3000);
     expect(tbuild(["prune", "-f", "--all"], { env: { TBUILD_ROOT: workerStore } }).status).toBe(0);
     expect(du()["remote-contexts"]).toBe(0);
+  }, 240_000);
+
+  it("Ctrl-C on the client stops the step on the worker, which leaves its store usable", async () => {
+    const client = tempDir("remote-cancel-client");
+    const workerStore = tempDir("remote-cancel-worker");
+    await importBusybox(workerStore, "busybox");
+    const dir = tempDir("remote-cancel-project");
+    const marker = `${400 + Math.floor(Math.random() * 500)}`;
+    writeFileSync(path.join(dir, "Dockerfile"), `FROM busybox\nRUN echo started && sleep ${marker}\n`);
+    chmodSync(dir, 0o755);
+    const child = spawn(
+      tbuildBin,
+      [
+        "build",
+        "--progress=plain",
+        "--worker",
+        `cmd://TBUILD_ROOT=${workerStore} ${tbuildBin} worker --stdio`,
+        dir,
+      ],
+      { env: { ...process.env, TBUILD_ROOT: client }, stdio: ["ignore", "ignore", "pipe"] },
+    );
+    let stderr = "";
+    const ended = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)));
+    // The step's own output, relayed from the worker: it is running there now.
+    await new Promise<void>((resolve) => {
+      child.stderr!.setEncoding("utf8").on("data", (chunk: string) => {
+        stderr += chunk;
+        if (stderr.includes("started")) resolve();
+      });
+    });
+    child.kill("SIGINT");
+    expect(await ended, stderr).toBe(130);
+    // Nothing of the step is left running on the worker.
+    expect(spawnSync("pgrep", ["-f", `sleep ${marker}`]).status).toBe(1);
+    const again = tbuild(
+      [
+        "build",
+        "--worker",
+        `cmd://TBUILD_ROOT=${workerStore} ${tbuildBin} worker --stdio`,
+        "-t",
+        "after:1",
+        context,
+      ],
+      { env: { TBUILD_ROOT: client, SOURCE_DATE_EPOCH: EPOCH } },
+    );
+    expect(again.status, again.stderr).toBe(0);
+    expect(imageDigest(client, "after:1")).toBe(localDigest);
   }, 240_000);
 
   describe("over ssh:// to a rootless host", () => {
