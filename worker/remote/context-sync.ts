@@ -18,27 +18,31 @@
  */
 import { createHash } from "node:crypto";
 import {
+  chmodSync,
   closeSync,
   constants,
   createReadStream,
   fchmodSync,
   futimesSync,
   lstatSync,
+  lutimesSync,
   mkdirSync,
   openSync,
   readdirSync,
+  readFileSync,
   readlinkSync,
   rmSync,
+  statSync,
   symlinkSync,
   writeSync,
 } from "node:fs";
-import { chmod, lutimes, readFile, rm } from "node:fs/promises";
+import { readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip, createGzip, gunzipSync, gzipSync } from "node:zlib";
 import { TbuildError } from "../../errors/index.js";
-import { TAR_END, tarEntry } from "../../oci/archive/tar.js";
+import { TAR_END, TarChunker, type TarEntry, tarEntry } from "../../oci/archive/tar.js";
 import { readTarEntries } from "../../oci/archive/tar-reader.js";
 import { writeFileAtomic } from "../../oci/atomic-file.js";
 import { entryComponents } from "../../oci/layer-entry.js";
@@ -160,9 +164,16 @@ export async function listContext(
   return out;
 }
 
+/**
+ * Files up to this size are read whole and synchronously: for a small file a stream's thread-pool
+ * round trips (open, read, read to the end, close) cost more than the read itself.
+ */
+const SMALL_FILE_BYTES = 1 << 20;
+
 /** The sha256 (hex) of a file. */
 export async function hashFile(file: string): Promise<string> {
   const hash = createHash("sha256");
+  if (statSync(file).size <= SMALL_FILE_BYTES) return hash.update(readFileSync(file)).digest("hex");
   await pipeline(createReadStream(file), hash);
   return hash.digest("hex");
 }
@@ -176,26 +187,37 @@ export async function filesToSend(dir: string, plan: SyncPlan): Promise<string[]
   return send;
 }
 
-/** The files `paths` of `dir`, as one gzip'd tar. */
+/**
+ * The files `paths` of `dir`, as one gzip'd tar. Small files are gathered into large chunks
+ * (TarChunker), so that gzip and the stream after it see a few calls instead of three per file.
+ */
 export function contextData(dir: string, paths: readonly string[]): Readable {
   async function* tar(): AsyncGenerator<Buffer> {
+    const chunker = new TarChunker();
     for (const rel of paths) {
       const file = path.join(dir, rel);
       const stat = lstatSync(file);
       if (!stat.isFile()) continue;
-      yield* tarEntry(
-        {
-          path: rel,
-          type: "File",
-          mode: stat.mode & 0o7777,
-          uid: 0,
-          gid: 0,
-          size: stat.size,
-          mtime: stat.mtime,
-        },
-        createReadStream(file),
-      );
+      const header: TarEntry = {
+        path: rel,
+        type: "File",
+        mode: stat.mode & 0o7777,
+        uid: 0,
+        gid: 0,
+        size: stat.size,
+        mtime: stat.mtime,
+      };
+      if (stat.size <= SMALL_FILE_BYTES) {
+        const chunk = chunker.add(header, readFileSync(file));
+        if (chunk) yield chunk;
+        continue;
+      }
+      const gathered = chunker.flush();
+      if (gathered) yield gathered;
+      yield* tarEntry(header, createReadStream(file));
     }
+    const rest = chunker.flush();
+    if (rest) yield rest;
     yield TAR_END;
   }
   return Readable.from(tar()).pipe(createGzip({ level: 6 }));
@@ -211,11 +233,22 @@ interface Kept {
   ctimeMs?: number;
 }
 
-/** The worker's copy of one client's context: `tree` the files, `kept.json` what they are. */
+/**
+ * The worker's copy of one client's context: `tree` the files, `kept.json` what they are.
+ *
+ * Two shortcuts keep a sync of a large, mostly unchanged context cheap; the property test of
+ * test/worker/remote/context-sync.test.ts holds them to what the plain way gives:
+ * - `knownDirectories`: a directory of the copy found (or made) a real one during this plan or
+ *   apply is not looked at again for each path below it; whatever removes something forgets it.
+ * - `untouchedSinceRecorded`: a file whose listing, inode and ctime are those kept.json recorded
+ *   has its mode and times already (setting them would change its ctime, and nothing else).
+ */
 export class SyncedContext {
   readonly dir: string;
   readonly tree: string;
   private readonly record: string;
+  /** Paths (relative) of the copy seen to be real directories, not links, since the operation began. */
+  private knownDirectories = new Set<string>();
 
   constructor(dir: string) {
     this.dir = dir;
@@ -234,6 +267,7 @@ export class SyncedContext {
 
   /** What the client must send of `listing`. */
   async plan(listing: readonly SyncEntry[]): Promise<SyncPlan> {
+    this.knownDirectories.clear();
     const kept = await this.kept();
     const need: string[] = [];
     const check: Record<string, string> = {};
@@ -244,50 +278,61 @@ export class SyncedContext {
         need.push(entry.path);
         continue;
       }
-      const was = kept.get(entry.path);
-      const unchanged =
-        was !== undefined &&
-        sameListing(was.entry, entry) &&
-        was.ino === here.ino &&
-        was.ctimeMs === here.ctimeMs &&
-        here.size === entry.size;
-      if (!unchanged) check[entry.path] = await hashFile(path.join(this.tree, entry.path));
+      if (!untouchedSinceRecorded(kept.get(entry.path), entry, here))
+        check[entry.path] = await hashFile(path.join(this.tree, entry.path));
     }
     return { need, check };
   }
 
   /** The entry at `rel` of the copy, never through a link: undefined when a parent is not a directory. */
   private lstat(rel: string) {
-    let at = this.tree;
-    const parts = rel.split("/");
-    for (const [i, part] of parts.entries()) {
-      at = path.join(at, part);
-      let stat: ReturnType<typeof lstatSync>;
-      try {
-        stat = lstatSync(at);
-      } catch {
-        return undefined;
-      }
-      if (i === parts.length - 1) return stat;
-      if (!stat.isDirectory()) return undefined;
+    const slash = rel.lastIndexOf("/");
+    if (slash >= 0 && !this.isDirectory(rel.slice(0, slash))) return undefined;
+    try {
+      return lstatSync(path.join(this.tree, rel));
+    } catch {
+      return undefined;
     }
-    return undefined;
+  }
+
+  /** Whether `rel` and each of its parents is a real directory of the copy. */
+  private isDirectory(rel: string): boolean {
+    if (this.knownDirectories.has(rel)) return true;
+    const slash = rel.lastIndexOf("/");
+    if (slash >= 0 && !this.isDirectory(rel.slice(0, slash))) return false;
+    try {
+      if (!lstatSync(path.join(this.tree, rel)).isDirectory()) return false;
+    } catch {
+      return false;
+    }
+    this.knownDirectories.add(rel);
+    return true;
+  }
+
+  /** Removes `rel` from the copy, and forgets what was known of it and below it. */
+  private removeEntry(rel: string): void {
+    rmSync(path.join(this.tree, rel), { recursive: true, force: true });
+    for (const dir of this.knownDirectories)
+      if (dir === rel || dir.startsWith(`${rel}/`)) this.knownDirectories.delete(dir);
   }
 
   /** Makes `rel`'s parents real directories of the copy, replacing whatever else stands there. */
   private parents(parts: readonly string[]): void {
-    let at = this.tree;
+    let rel = "";
     for (const part of parts.slice(0, -1)) {
-      at = path.join(at, part);
+      rel = rel === "" ? part : `${rel}/${part}`;
+      if (this.knownDirectories.has(rel)) continue;
       let stat: ReturnType<typeof lstatSync> | undefined;
       try {
-        stat = lstatSync(at);
+        stat = lstatSync(path.join(this.tree, rel));
       } catch {
         stat = undefined;
       }
-      if (stat?.isDirectory()) continue;
-      if (stat) rmSync(at, { force: true, recursive: true });
-      mkdirSync(at, { mode: 0o755 });
+      if (!stat?.isDirectory()) {
+        if (stat) this.removeEntry(rel);
+        mkdirSync(path.join(this.tree, rel), { mode: 0o755 });
+      }
+      this.knownDirectories.add(rel);
     }
   }
 
@@ -300,8 +345,12 @@ export class SyncedContext {
     data: AsyncIterable<Uint8Array>,
     signal?: AbortSignal,
   ): Promise<void> {
+    this.knownDirectories.clear();
+    const recorded = await this.kept();
     mkdirSync(this.tree, { recursive: true, mode: 0o755 });
     const byPath = new Map(listing.map((e) => [e.path, e]));
+    /** Files written now: their mode and times were set as they were written. */
+    const written = new Set<string>();
     const gunzip = createGunzip();
     const feeding = pipeline(Readable.from(data), gunzip, { ...(signal ? { signal } : {}) });
     feeding.catch(() => {});
@@ -317,7 +366,7 @@ export class SyncedContext {
       this.parents(parts);
       const file = path.join(this.tree, rel);
       const here = this.lstat(rel);
-      if (here && !here.isFile()) rmSync(file, { recursive: true, force: true });
+      if (here && !here.isFile()) this.removeEntry(rel);
       const fd = openSync(
         file,
         constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW,
@@ -333,13 +382,18 @@ export class SyncedContext {
       } finally {
         closeSync(fd);
       }
+      written.add(rel);
     }
     await feeding;
-    await this.reconcile(listing);
+    await this.reconcile(listing, recorded, written);
   }
 
   /** The copy made exactly `listing`: what it lacks is refused, what it has beyond is removed. */
-  private async reconcile(listing: readonly SyncEntry[]): Promise<void> {
+  private async reconcile(
+    listing: readonly SyncEntry[],
+    recorded: ReadonlyMap<string, Kept>,
+    written: ReadonlySet<string>,
+  ): Promise<void> {
     const wanted = new Map(listing.map((e) => [e.path, e]));
     // Beyond the listing: removed, deepest last so a removed directory takes its contents.
     const prune = (dirRel: string) => {
@@ -355,12 +409,15 @@ export class SyncedContext {
             (want.type === "symlink" &&
               stat.isSymbolicLink() &&
               readlinkSync(path.join(abs, name)) === want.link));
-        if (!fits) rmSync(path.join(abs, name), { recursive: true, force: true });
-        else if (stat.isDirectory()) prune(rel);
+        if (!fits) this.removeEntry(rel);
+        else if (stat.isDirectory()) {
+          this.knownDirectories.add(rel);
+          prune(rel);
+        }
       }
     };
     prune("");
-    const kept: Kept[] = [];
+    const untouched = new Set<string>();
     for (const entry of listing) {
       const parts = entry.path.split("/");
       this.parents(parts);
@@ -368,22 +425,31 @@ export class SyncedContext {
       const here = this.lstat(entry.path);
       if (entry.type === "dir") {
         if (!here) mkdirSync(abs, { mode: 0o755 });
+        this.knownDirectories.add(entry.path);
       } else if (entry.type === "symlink") {
         if (!here) symlinkSync(entry.link!, abs);
       } else if (!here?.isFile() || here.size !== entry.size) {
         throw new ContextSyncError(`the context data did not bring ${JSON.stringify(entry.path)}`);
+      } else if (!written.has(entry.path) && untouchedSinceRecorded(recorded.get(entry.path), entry, here)) {
+        untouched.add(entry.path);
       }
     }
     // Modes, then times, deepest first: a directory's time is set after everything inside it.
     const deepestFirst = [...listing].sort((a, b) => b.path.split("/").length - a.path.split("/").length);
     for (const entry of deepestFirst) {
+      if (written.has(entry.path) || untouched.has(entry.path)) continue;
       const abs = path.join(this.tree, entry.path);
-      if (entry.type !== "symlink") await chmod(abs, entry.mode);
-      await lutimes(abs, new Date(), new Date(entry.mtimeMs));
+      if (entry.type !== "symlink") chmodSync(abs, entry.mode);
+      lutimesSync(abs, new Date(), new Date(entry.mtimeMs));
     }
+    const kept: Kept[] = [];
     for (const entry of listing) {
-      const here = this.lstat(entry.path)!;
-      kept.push(entry.type === "file" ? { entry, ino: here.ino, ctimeMs: here.ctimeMs } : { entry });
+      if (entry.type !== "file") {
+        kept.push({ entry });
+        continue;
+      }
+      const here = lstatSync(path.join(this.tree, entry.path));
+      kept.push({ entry, ino: here.ino, ctimeMs: here.ctimeMs });
     }
     await writeFileAtomic(this.record, JSON.stringify(kept));
   }
@@ -392,6 +458,21 @@ export class SyncedContext {
   async remove(): Promise<void> {
     await rm(this.dir, { recursive: true, force: true });
   }
+}
+
+/** A file of the copy as the last sync recorded it, for an unchanged listing entry: nothing to do. */
+function untouchedSinceRecorded(
+  was: Kept | undefined,
+  entry: SyncEntry,
+  here: { ino: number; ctimeMs: number; size: number },
+): boolean {
+  return (
+    was !== undefined &&
+    sameListing(was.entry, entry) &&
+    was.ino === here.ino &&
+    was.ctimeMs === here.ctimeMs &&
+    here.size === entry.size
+  );
 }
 
 function sameListing(a: SyncEntry, b: SyncEntry): boolean {
