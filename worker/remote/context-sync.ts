@@ -240,6 +240,8 @@ interface Kept {
  * test/worker/remote/context-sync.test.ts holds them to what the plain way gives:
  * - `knownDirectories`: a directory of the copy found (or made) a real one during this plan or
  *   apply is not looked at again for each path below it; whatever removes something forgets it.
+ *   A plan, which changes nothing, also remembers what is not a directory (`notDirectories`), and
+ *   an apply what it made (`madeDirectories`): in those, only what it wrote since can stand.
  * - `untouchedSinceRecorded`: a file whose listing, inode and ctime are those kept.json recorded
  *   has its mode and times already (setting them would change its ctime, and nothing else).
  */
@@ -249,6 +251,10 @@ export class SyncedContext {
   private readonly record: string;
   /** Paths (relative) of the copy seen to be real directories, not links, since the operation began. */
   private knownDirectories = new Set<string>();
+  /** During a plan: paths seen not to be real directories. */
+  private notDirectories: Set<string> | undefined;
+  /** During an apply: directories it made (empty then). */
+  private madeDirectories = new Set<string>();
 
   constructor(dir: string) {
     this.dir = dir;
@@ -268,6 +274,15 @@ export class SyncedContext {
   /** What the client must send of `listing`. */
   async plan(listing: readonly SyncEntry[]): Promise<SyncPlan> {
     this.knownDirectories.clear();
+    this.notDirectories = new Set();
+    try {
+      return await this.planFiles(listing);
+    } finally {
+      this.notDirectories = undefined;
+    }
+  }
+
+  private async planFiles(listing: readonly SyncEntry[]): Promise<SyncPlan> {
     const kept = await this.kept();
     const need: string[] = [];
     const check: Record<string, string> = {};
@@ -288,21 +303,19 @@ export class SyncedContext {
   private lstat(rel: string) {
     const slash = rel.lastIndexOf("/");
     if (slash >= 0 && !this.isDirectory(rel.slice(0, slash))) return undefined;
-    try {
-      return lstatSync(path.join(this.tree, rel));
-    } catch {
-      return undefined;
-    }
+    return lstatOrUndefined(path.join(this.tree, rel));
   }
 
   /** Whether `rel` and each of its parents is a real directory of the copy. */
   private isDirectory(rel: string): boolean {
     if (this.knownDirectories.has(rel)) return true;
+    if (this.notDirectories?.has(rel)) return false;
     const slash = rel.lastIndexOf("/");
-    if (slash >= 0 && !this.isDirectory(rel.slice(0, slash))) return false;
-    try {
-      if (!lstatSync(path.join(this.tree, rel)).isDirectory()) return false;
-    } catch {
+    const isOne =
+      (slash < 0 || this.isDirectory(rel.slice(0, slash))) &&
+      lstatOrUndefined(path.join(this.tree, rel))?.isDirectory() === true;
+    if (!isOne) {
+      this.notDirectories?.add(rel);
       return false;
     }
     this.knownDirectories.add(rel);
@@ -312,8 +325,8 @@ export class SyncedContext {
   /** Removes `rel` from the copy, and forgets what was known of it and below it. */
   private removeEntry(rel: string): void {
     rmSync(path.join(this.tree, rel), { recursive: true, force: true });
-    for (const dir of this.knownDirectories)
-      if (dir === rel || dir.startsWith(`${rel}/`)) this.knownDirectories.delete(dir);
+    for (const known of [this.knownDirectories, this.madeDirectories])
+      for (const dir of known) if (dir === rel || dir.startsWith(`${rel}/`)) known.delete(dir);
   }
 
   /** Makes `rel`'s parents real directories of the copy, replacing whatever else stands there. */
@@ -322,15 +335,11 @@ export class SyncedContext {
     for (const part of parts.slice(0, -1)) {
       rel = rel === "" ? part : `${rel}/${part}`;
       if (this.knownDirectories.has(rel)) continue;
-      let stat: ReturnType<typeof lstatSync> | undefined;
-      try {
-        stat = lstatSync(path.join(this.tree, rel));
-      } catch {
-        stat = undefined;
-      }
+      const stat = lstatOrUndefined(path.join(this.tree, rel));
       if (!stat?.isDirectory()) {
         if (stat) this.removeEntry(rel);
         mkdirSync(path.join(this.tree, rel), { mode: 0o755 });
+        this.madeDirectories.add(rel);
       }
       this.knownDirectories.add(rel);
     }
@@ -346,6 +355,7 @@ export class SyncedContext {
     signal?: AbortSignal,
   ): Promise<void> {
     this.knownDirectories.clear();
+    this.madeDirectories.clear();
     const recorded = await this.kept();
     mkdirSync(this.tree, { recursive: true, mode: 0o755 });
     const byPath = new Map(listing.map((e) => [e.path, e]));
@@ -365,7 +375,12 @@ export class SyncedContext {
       }
       this.parents(parts);
       const file = path.join(this.tree, rel);
-      const here = this.lstat(rel);
+      // In a directory made by this apply, only what it wrote or made since can stand.
+      const fresh =
+        this.madeDirectories.has(parts.slice(0, -1).join("/")) &&
+        !written.has(rel) &&
+        !this.knownDirectories.has(rel);
+      const here = fresh ? undefined : this.lstat(rel);
       if (here && !here.isFile()) this.removeEntry(rel);
       const fd = openSync(
         file,
@@ -398,10 +413,11 @@ export class SyncedContext {
     // Beyond the listing: removed, deepest last so a removed directory takes its contents.
     const prune = (dirRel: string) => {
       const abs = dirRel === "" ? this.tree : path.join(this.tree, dirRel);
-      for (const name of readdirSync(abs)) {
+      // The entries' types as the directory gives them: no lstat each.
+      for (const stat of readdirSync(abs, { withFileTypes: true })) {
+        const name = stat.name;
         const rel = dirRel === "" ? name : `${dirRel}/${name}`;
         const want = wanted.get(rel);
-        const stat = lstatSync(path.join(abs, name));
         const fits =
           want !== undefined &&
           ((want.type === "dir" && stat.isDirectory()) ||
@@ -418,6 +434,8 @@ export class SyncedContext {
     };
     prune("");
     const untouched = new Set<string>();
+    /** Each file's identity as recorded: taken here, again only for a file whose mode or times are set below. */
+    const identity = new Map<string, { ino: number; ctimeMs: number }>();
     for (const entry of listing) {
       const parts = entry.path.split("/");
       this.parents(parts);
@@ -430,33 +448,46 @@ export class SyncedContext {
         if (!here) symlinkSync(entry.link!, abs);
       } else if (!here?.isFile() || here.size !== entry.size) {
         throw new ContextSyncError(`the context data did not bring ${JSON.stringify(entry.path)}`);
-      } else if (!written.has(entry.path) && untouchedSinceRecorded(recorded.get(entry.path), entry, here)) {
-        untouched.add(entry.path);
+      } else {
+        identity.set(entry.path, { ino: here.ino, ctimeMs: here.ctimeMs });
+        if (!written.has(entry.path) && untouchedSinceRecorded(recorded.get(entry.path), entry, here))
+          untouched.add(entry.path);
       }
     }
     // Modes, then times, deepest first: a directory's time is set after everything inside it.
-    const deepestFirst = [...listing].sort((a, b) => b.path.split("/").length - a.path.split("/").length);
+    const depth = new Map(listing.map((e) => [e, e.path.split("/").length]));
+    const deepestFirst = [...listing].sort((a, b) => depth.get(b)! - depth.get(a)!);
     for (const entry of deepestFirst) {
       if (written.has(entry.path) || untouched.has(entry.path)) continue;
       const abs = path.join(this.tree, entry.path);
       if (entry.type !== "symlink") chmodSync(abs, entry.mode);
       lutimesSync(abs, new Date(), new Date(entry.mtimeMs));
-    }
-    const kept: Kept[] = [];
-    for (const entry of listing) {
-      if (entry.type !== "file") {
-        kept.push({ entry });
-        continue;
+      if (entry.type === "file") {
+        const { ino, ctimeMs } = lstatSync(abs);
+        identity.set(entry.path, { ino, ctimeMs });
       }
-      const here = lstatSync(path.join(this.tree, entry.path));
-      kept.push({ entry, ino: here.ino, ctimeMs: here.ctimeMs });
     }
+    const kept: Kept[] = listing.map((entry) =>
+      entry.type === "file" ? { entry, ...identity.get(entry.path)! } : { entry },
+    );
     await writeFileAtomic(this.record, JSON.stringify(kept));
   }
 
   /** Removes the copy. */
   async remove(): Promise<void> {
     await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The entry at `abs` (not followed), or undefined when there is none or it cannot be looked at.
+ * A missing entry is the common case of a first sync: it costs no exception.
+ */
+function lstatOrUndefined(abs: string) {
+  try {
+    return lstatSync(abs, { throwIfNoEntry: false });
+  } catch {
+    return undefined;
   }
 }
 
