@@ -108,14 +108,24 @@ async function remoteBuildOnce(request: BuildRequest, ctx: RunContext): Promise<
   const imageOutputs = (request.outputs ?? []).filter((o) => o.type === "image");
   const tags = request.tags ?? [];
 
-  const dockerfile = await readRequestDockerfile(request, ctx.cwd);
-  const ignore = await readDockerignore(dockerfile.contextDir, dockerfile.dockerfilePath);
-  const listing = await listContext(dockerfile.contextDir, ignore, ctx.signal);
-
-  const transport = await openTransport(url, {
+  // The connection (SSH handshake, the worker starting) is made while the context is listed.
+  const opening = openTransport(url, {
     signal: ctx.signal,
     ...(ctx.env.TBUILD_WORKER_COMMAND ? { command: ctx.env.TBUILD_WORKER_COMMAND } : {}),
   });
+  opening.catch(() => {});
+  let dockerfile: Awaited<ReturnType<typeof readRequestDockerfile>>;
+  let ignore: string[];
+  let listing: Awaited<ReturnType<typeof listContext>>;
+  try {
+    dockerfile = await readRequestDockerfile(request, ctx.cwd);
+    ignore = await readDockerignore(dockerfile.contextDir, dockerfile.dockerfilePath);
+    listing = await listContext(dockerfile.contextDir, ignore, ctx.signal);
+  } catch (err) {
+    void opening.then((transport) => transport.close()).catch(() => {});
+    throw err;
+  }
+  const transport = await opening;
   try {
     const connection = await connect(transport.stream, {
       side: "client",
