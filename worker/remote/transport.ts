@@ -239,10 +239,23 @@ function relay(
     stderrTail,
     ending,
     finish: (how: Ending) => resolveEnding(how),
-    /** Close in progress: whatever the worker still sends is dropped. */
-    discard: () => {
-      discarding = true;
-      source.resume();
+    /**
+     * The transport's `close()`, made once: whatever the worker still sends is dropped, its input
+     * ended, then `finish` waits for it (and ends what it must), then the stream goes.
+     */
+    closer(markClosing: () => void, finish: () => Promise<void>): () => Promise<void> {
+      let closed: Promise<void> | undefined;
+      return () => {
+        closed ??= (async () => {
+          markClosing();
+          discarding = true;
+          source.resume();
+          if (!stream.destroyed && !stream.writableEnded) stream.end();
+          await finish();
+          stream.destroy();
+        })();
+        return closed;
+      };
     },
   };
 }
@@ -301,22 +314,19 @@ function openCommand(address: { command: string }, options: TransportOptions): T
   options.signal?.addEventListener("abort", onAbort, { once: true });
   void parts.ending.then(() => options.signal?.removeEventListener("abort", onAbort));
 
-  let closed: Promise<void> | undefined;
-  const close = () => {
-    closed ??= (async () => {
+  const close = parts.closer(
+    () => {
       closing = true;
-      parts.discard();
-      if (!parts.stream.destroyed && !parts.stream.writableEnded) parts.stream.end();
+    },
+    async () => {
       const timeout = options.closeTimeout ?? DEFAULT_CLOSE_TIMEOUT;
       if (!(await settlesWithin(parts.ending, timeout))) {
         killGroup("SIGTERM");
         if (!(await settlesWithin(parts.ending, timeout))) killGroup("SIGKILL");
       }
       await parts.ending;
-      parts.stream.destroy();
-    })();
-    return closed;
-  };
+    },
+  );
   return { stream: parts.stream, stderr: parts.stderr, describe, stderrTail: parts.stderrTail, close };
 }
 
@@ -663,19 +673,16 @@ async function openSsh(address: SshAddress, options: TransportOptions): Promise<
   const connectionClosed = new Promise<void>((resolve) => client.once("close", () => resolve()));
   void connectionClosed.then(() => options.signal?.removeEventListener("abort", onAbort));
 
-  let closed: Promise<void> | undefined;
-  const close = () => {
-    closed ??= (async () => {
+  const close = parts.closer(
+    () => {
       closing = true;
-      parts.discard();
-      if (!parts.stream.destroyed && !parts.stream.writableEnded) parts.stream.end();
+    },
+    async () => {
       if (!(await settlesWithin(parts.ending, options.closeTimeout ?? DEFAULT_CLOSE_TIMEOUT)))
         client.destroy();
       client.end();
       await connectionClosed;
-      parts.stream.destroy();
-    })();
-    return closed;
-  };
+    },
+  );
   return { stream: parts.stream, stderr: parts.stderr, describe, stderrTail: parts.stderrTail, close };
 }
