@@ -30,6 +30,7 @@ import { ByteTaker, lengthPrefix } from "../worker/remote/bytes.js";
 import { decodeListing, SyncedContext } from "../worker/remote/context-sync.js";
 import type { Handler, IncomingCall } from "../worker/remote/protocol.js";
 import { workerStore } from "../worker/remote/server.js";
+import { type AffinityParams, answerAffinity, recordBuildKeys } from "./remote-affinity.js";
 import type { BuildRequest } from "./request.js";
 import { type BuildResult, runBuild } from "./run.js";
 
@@ -64,6 +65,9 @@ const MAX_LISTING_BYTES = 256 * 1024 * 1024;
 export function remoteBuildHandlers(env: NodeJS.ProcessEnv): Record<string, Handler> {
   return {
     build: (params, call) => serveBuild(params as RemoteBuildParams, call, env),
+    // A pool's scheduler asks each worker how much of a build's cache it holds (remote-affinity.ts).
+    affinity: (params, call) =>
+      answerAffinity(workerStore(call.connection.peerHello.store, env), params as AffinityParams),
   };
 }
 
@@ -114,12 +118,17 @@ async function serveBuild(params: RemoteBuildParams, call: IncomingCall, env: No
     delete request.worker;
     const agents = await relayAgents(call, params.sshIds ?? [], temp);
     let summary: BuildResult;
+    let keys: string[] = [];
     try {
       summary = await runBuild(request, {
-        env,
+        // The store the client named (its hello), not only the worker user's default one.
+        env: { ...env, TBUILD_ROOT: storeRoot },
         cwd: temp,
         signal: call.signal,
         onEvent: (event) => call.notify(event),
+        onCacheKeys: (solved) => {
+          keys = solved;
+        },
         served: {
           secrets: servedSecrets(call, params.secretIds ?? []),
           ssh: agents.sockets,
@@ -139,6 +148,14 @@ async function serveBuild(params: RemoteBuildParams, call: IncomingCall, env: No
     } finally {
       agents.close();
     }
+    await recordBuildKeys(
+      storeRoot,
+      {
+        contextKey: params.contextKey,
+        dockerfile: dockerfileDigest(Buffer.from(params.dockerfile.source, "base64")),
+      },
+      keys,
+    );
     for (const output of parts) {
       const size = (await stat(output.dest!)).size;
       await write(call, lengthPrefix(size));
@@ -238,6 +255,11 @@ function write(call: IncomingCall, chunk: Buffer): Promise<void> {
   return new Promise((resolve, reject) => {
     call.writable.write(chunk, (err) => (err ? reject(err) : resolve()));
   });
+}
+
+/** How a pool's scheduler and a worker name a build's Dockerfile: the digest of its bytes. */
+export function dockerfileDigest(source: Buffer): string {
+  return `sha256:${createHash("sha256").update(source).digest("hex")}`;
 }
 
 /** The key a client names its context by: its host, user and the context's path there. */

@@ -11,8 +11,12 @@
  * Secrets and SSH agents stay the client's: the worker asks for a secret when a step mounts it, and
  * relays an agent's connections for the steps that mount it.
  *
- * Not yet: `--build-context` directories, layout directories (`tar=false`), worker names and
- * pools from config.toml; each is refused with a clear error rather than ignored.
+ * Which worker (a URL, a `[worker.NAME]`, the best of a `pool:NAME`) and the retry when a
+ * connection is lost (on the same worker, or another of the pool) are remote-target.ts's: it
+ * connects with this file's handlers and hands it the connection.
+ *
+ * Not yet: `--build-context` directories, layout directories (`tar=false`); each is refused with a
+ * clear error rather than ignored.
  */
 import { createWriteStream } from "node:fs";
 import { readFile } from "node:fs/promises";
@@ -40,8 +44,7 @@ import {
   listContext,
   type SyncPlan,
 } from "../worker/remote/context-sync.js";
-import { connect, type Handler } from "../worker/remote/protocol.js";
-import { openTransport } from "../worker/remote/transport.js";
+import type { Handler } from "../worker/remote/protocol.js";
 import type { BuildEvent } from "./events.js";
 import { readRequestDockerfile } from "./plan.js";
 import {
@@ -50,6 +53,7 @@ import {
   type RemoteBuildAnswer,
   type RemoteBuildParams,
 } from "./remote-serve.js";
+import { type OpenWorker, runOnWorker } from "./remote-target.js";
 import type { BuildRequest } from "./request.js";
 import type { BuildResult, RunContext } from "./run.js";
 import { resolveSecrets, resolveSshAgents } from "./secrets.js";
@@ -64,34 +68,51 @@ function notYet(what: string): TbuildError {
   );
 }
 
-/** Failures of the connection, not of the build: worth one more try, which resumes the context's sync. */
-const CONNECTION_LOST = new Set(["E_WORKER_CONNECTION_LOST", "E_WORKER_GONE"]);
-
 export async function runRemoteBuild(request: BuildRequest, ctx: RunContext): Promise<BuildResult> {
-  try {
-    return await remoteBuildOnce(request, ctx);
-  } catch (err) {
-    const code = (err as { code?: string }).code;
-    if (ctx.signal.aborted || code === undefined || !CONNECTION_LOST.has(code)) throw err;
-    ctx.onEvent({
-      type: "warning",
-      message: `${(err as Error).message.split("\n")[0]}; trying once more (what was synced is kept)`,
-    });
-    return remoteBuildOnce(request, ctx);
-  }
-}
-
-async function remoteBuildOnce(request: BuildRequest, ctx: RunContext): Promise<BuildResult> {
-  const url = request.worker!;
-  if (!url.startsWith("ssh://") && !url.startsWith("cmd://")) {
-    throw new TbuildError(
-      "E_NOT_SUPPORTED",
-      `--worker ${url}: workers and pools named in config.toml are not supported yet; give ssh://USER@HOST[:PORT] or cmd://COMMAND`,
-    );
-  }
   // Checked here, before anything travels: the worker asks for each when a step mounts it.
   const secrets = await resolveSecrets(request.secrets ?? [], ctx);
   const agents = resolveSshAgents(request.ssh ?? [], ctx);
+  const handlers: Record<string, Handler> = {
+    ...clientHandlers(secrets, agents, registriesOf(request), ctx.env),
+    // Which of the image's blobs this store lacks: only those come back.
+    lacks: async (params) => {
+      const { digests } = params as { digests: string[] };
+      const store = await openStore(defaultStoreRoot(ctx.env));
+      const lacking: string[] = [];
+      for (const digest of digests) {
+        parseDigest(digest);
+        if (!(await store.content.has(digest))) lacking.push(digest);
+      }
+      return { lacking };
+    },
+  };
+  const prepare = async () => {
+    const dockerfile = await readRequestDockerfile(request, ctx.cwd);
+    const ignore = await readDockerignore(dockerfile.contextDir, dockerfile.dockerfilePath);
+    const listing = await listContext(dockerfile.contextDir, ignore, ctx.signal);
+    return { dockerfile, ignore, listing };
+  };
+  return await runOnWorker(request, ctx, { handlers, prepare }, (worker, prepared) =>
+    remoteBuildOnce(request, ctx, worker, prepared, secrets, agents),
+  );
+}
+
+/** The client's side of the context: read and listed once, for every try. */
+interface PreparedContext {
+  dockerfile: Awaited<ReturnType<typeof readRequestDockerfile>>;
+  ignore: string[];
+  listing: Awaited<ReturnType<typeof listContext>>;
+}
+
+/** One try of a remote build, on the worker remote-target.ts connected to. */
+async function remoteBuildOnce(
+  request: BuildRequest,
+  ctx: RunContext,
+  worker: OpenWorker,
+  { dockerfile, ignore, listing }: PreparedContext,
+  secrets: Record<string, SecretSource>,
+  agents: Record<string, string>,
+): Promise<BuildResult> {
   if (Object.keys(request.contexts ?? {}).length > 0) throw notYet("--build-context");
   if (request.cacheTo?.type === "local" || (request.cacheFrom ?? []).some((spec) => spec.type === "local")) {
     throw notYet("a type=local build cache (a directory on this machine)");
@@ -108,44 +129,8 @@ async function remoteBuildOnce(request: BuildRequest, ctx: RunContext): Promise<
   const imageOutputs = (request.outputs ?? []).filter((o) => o.type === "image");
   const tags = request.tags ?? [];
 
-  // The connection (SSH handshake, the worker starting) is made while the context is listed.
-  const opening = openTransport(url, {
-    signal: ctx.signal,
-    ...(ctx.env.TBUILD_WORKER_COMMAND ? { command: ctx.env.TBUILD_WORKER_COMMAND } : {}),
-  });
-  opening.catch(() => {});
-  let dockerfile: Awaited<ReturnType<typeof readRequestDockerfile>>;
-  let ignore: string[];
-  let listing: Awaited<ReturnType<typeof listContext>>;
+  const { transport, connection, describe } = worker;
   try {
-    dockerfile = await readRequestDockerfile(request, ctx.cwd);
-    ignore = await readDockerignore(dockerfile.contextDir, dockerfile.dockerfilePath);
-    listing = await listContext(dockerfile.contextDir, ignore, ctx.signal);
-  } catch (err) {
-    void opening.then((transport) => transport.close()).catch(() => {});
-    throw err;
-  }
-  const transport = await opening;
-  try {
-    const connection = await connect(transport.stream, {
-      side: "client",
-      peer: `worker ${transport.describe}`,
-      signal: ctx.signal,
-      handlers: {
-        ...clientHandlers(secrets, agents, registriesOf(request), ctx.env),
-        // Which of the image's blobs this store lacks: only those come back.
-        lacks: async (params) => {
-          const { digests } = params as { digests: string[] };
-          const store = await openStore(defaultStoreRoot(ctx.env));
-          const lacking: string[] = [];
-          for (const digest of digests) {
-            parseDigest(digest);
-            if (!(await store.content.has(digest))) lacking.push(digest);
-          }
-          return { lacking };
-        },
-      },
-    });
     const {
       worker: _worker,
       context: _context,
@@ -177,7 +162,7 @@ async function remoteBuildOnce(request: BuildRequest, ctx: RunContext): Promise<
       secretIds: Object.keys(secrets),
       sshIds: Object.keys(agents),
     };
-    ctx.onEvent({ type: "build.worker", worker: transport.describe });
+    ctx.onEvent({ type: "build.worker", worker: describe });
     const call = connection.openStream("build", params, {
       signal: ctx.signal,
       onEvent: (event) => {
@@ -233,7 +218,7 @@ async function remoteBuildOnce(request: BuildRequest, ctx: RunContext): Promise<
           if (!(await store.content.has(blob.digest))) {
             throw new TbuildError(
               "E_WORKER_PROTOCOL",
-              `worker ${transport.describe} did not send ${blob.digest} of the image`,
+              `worker ${describe} did not send ${blob.digest} of the image`,
             );
           }
         }

@@ -59,6 +59,8 @@ export interface RunContext {
     /** Registry credentials, asked of the client per registry, kept in memory only. */
     credentials?: CredentialsProvider;
   };
+  /** Told the cache keys of the steps a build solved, once it has: a remote worker's pool affinity. */
+  onCacheKeys?: (keys: string[]) => void;
 }
 
 /** What a finished build made: its digests, size, names, and how many steps ran or were cached. */
@@ -193,6 +195,7 @@ async function build(
           materials: new Map(),
           results: new Map(),
         };
+    ctx.onCacheKeys?.([...new Set(solved.keys.values())]);
     const cacheOf = (mode: "min" | "max") =>
       buildCache!.collectBuildCache(solved, cache, imported, store.content, mode);
     // Inline cache rides in the image config, so it is collected before the image is assembled.

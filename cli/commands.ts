@@ -152,9 +152,9 @@ const BUILD_FLAGS: FlagSpec[] = [
   {
     name: "worker",
     type: "string",
-    value: "ssh://USER@HOST|cmd://COMMAND",
+    value: "NAME|pool:NAME|ssh://USER@HOST|cmd://COMMAND",
     description:
-      "build on a remote worker: `tbuild worker --stdio` started over SSH (or by the command); also $TBUILD_WORKER",
+      "build on a remote worker: `tbuild worker --stdio` started over SSH (or by the command), a [worker.NAME] of config.toml, or the best worker of a [pool.NAME]; also $TBUILD_WORKER",
   },
 ];
 
@@ -555,6 +555,18 @@ export const commands: CommandSpec[] = [
     ],
     flags: [],
     load: () => import("./commands/completion.js"),
+  },
+  // Before `worker`: findCommand takes the first command whose words begin the command line.
+  {
+    name: "worker ls",
+    summary:
+      "list the remote workers of config.toml: reachable, version, platforms, running builds, cache size",
+    operands: "",
+    details: [
+      "Each [worker.NAME] of config.toml is asked at once, within its timeout; one that cannot be reached says why. docs/workers.md describes the tables.",
+    ],
+    flags: [TABLE_OR_JSON],
+    load: () => import("./commands/worker-ls.js"),
   },
   {
     name: "worker",

@@ -168,3 +168,25 @@ export async function stopAbandonedContainers(storeRoot: string): Promise<void> 
     // reported by removeAbandonedBuildStates
   }
 }
+
+/**
+ * The owners (`PID-START`) of the state directories in the store whose build still runs: what
+ * `tbuild worker ls` and a pool's scheduler count as the store's running builds.
+ */
+export async function liveBuildOwners(storeRoot: string): Promise<string[]> {
+  let names: string[];
+  try {
+    names = (await readdir(storeRoot)).filter((name) => name.startsWith(PREFIX));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+    throw err;
+  }
+  const owners = await Promise.all(
+    names.map(async (name) => {
+      const named = NAMED_OWNER.exec(name);
+      if (!named) return undefined;
+      return (await processAlive(Number(named[1]), named[2]!)) ? `${named[1]}-${named[2]}` : undefined;
+    }),
+  );
+  return owners.filter((owner) => owner !== undefined);
+}

@@ -8,8 +8,10 @@ import { describe, expect, it } from "vitest";
 import {
   CONFIG_TABLES,
   parseConfig,
+  REMOTE_WORKER_KEYS,
   readBuildDefaults,
   readGcPolicy,
+  readRemoteWorkers,
   readWorkerSettings,
 } from "../../build/config.js";
 import { projectRoot } from "../helpers/cli.js";
@@ -35,9 +37,19 @@ function sourceFiles(): string[] {
 describe("docs/config.md", () => {
   it("describes every table and key config.toml accepts", () => {
     for (const [table, keys] of Object.entries(CONFIG_TABLES)) {
-      expect(docs).toContain(table === "registry" ? '## `[registry."HOST"]`' : `## \`[${table}]\``);
+      const heading =
+        table === "registry"
+          ? '## `[registry."HOST"]`'
+          : table === "pool"
+            ? "## `[pool.NAME]`"
+            : `## \`[${table}]\``;
+      expect(docs).toContain(heading);
       for (const key of keys) expect(docs, `${table}.${key}`).toMatch(new RegExp(`\\n\\| \`${key}\` \\|`));
     }
+    const remote = docs.slice(docs.indexOf("## `[worker.NAME]`"), docs.indexOf("## `[pool.NAME]`"));
+    expect(remote).not.toBe("");
+    for (const key of REMOTE_WORKER_KEYS)
+      expect(remote, `worker.NAME.${key}`).toMatch(new RegExp(`\\n\\| \`${key}\` \\|`));
   });
 
   it("describes every environment variable the code reads", () => {
@@ -74,14 +86,19 @@ describe("docs/config.md", () => {
     expect(readGcPolicy(config)).toEqual({ keepStorage: 10e9, keepDuration: 168 * 3600 * 1000 });
     expect(readBuildDefaults(config)).toEqual({ jobs: 4 });
     expect(readWorkerSettings(config)).toEqual({ snapshotter: "auto" });
+    const { workers, pools } = readRemoteWorkers(config);
+    expect(Object.keys(workers)).toEqual(["build1", "arm1"]);
+    expect(workers.build1?.maxBuilds).toBe(4);
+    expect(workers.arm1?.platforms).toEqual(["linux/arm64"]);
+    expect(pools.ci?.workers).toEqual(["build1", "arm1"]);
   });
 
   it("rejects an unknown table or top-level key, naming it and the known tables", () => {
     expect(() => parseConfig('[registy."docker.io"]\nmirrors = ["m:5000"]\n', "/x/config.toml")).toThrow(
-      "/x/config.toml: unknown table [registy] (known: [registry], [gc], [build], [worker])",
+      "/x/config.toml: unknown table [registy] (known: [registry], [gc], [build], [worker], [pool])",
     );
     expect(() => parseConfig("jobs = 2\n", "/x/config.toml")).toThrow(
-      "/x/config.toml: unknown key jobs (known tables: [registry], [gc], [build], [worker])",
+      "/x/config.toml: unknown key jobs (known tables: [registry], [gc], [build], [worker], [pool])",
     );
   });
 
@@ -96,7 +113,9 @@ describe("docs/config.md", () => {
   it("rejects an unknown key or snapshotter of [worker], naming the known ones", () => {
     expect(() =>
       readWorkerSettings(parseConfig('[worker]\nsnapshoter = "copy"\n', "/x/config.toml")),
-    ).toThrow("/x/config.toml: unknown key worker.snapshoter (known: snapshotter)");
+    ).toThrow(
+      "/x/config.toml: unknown key worker.snapshoter (known: snapshotter; a remote worker is a [worker.NAME] table)",
+    );
     expect(() =>
       readWorkerSettings(parseConfig('[worker]\nsnapshotter = "vfs"\n', "/x/config.toml")),
     ).toThrow('/x/config.toml: worker.snapshotter must be one of "auto", "overlay", "copy"');

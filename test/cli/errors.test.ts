@@ -280,7 +280,7 @@ describe("the store", () => {
 });
 
 describe("unsupported features and --debug", () => {
-  it("a flag not supported yet exits 1 saying so, without a stack even with --debug", () => {
+  it("a --worker naming no worker of config.toml exits 1 saying so, without a stack even with --debug", () => {
     const ctx = context("FROM scratch\n");
     for (const args of [
       ["build", "--worker", "builder", ctx],
@@ -289,8 +289,8 @@ describe("unsupported features and --debug", () => {
     ]) {
       const result = tbuild(args, { env: isolatedEnv() });
       expect(result.status).toBe(1);
-      expect(result.stderr).toBe(
-        "ERROR: --worker builder: workers and pools named in config.toml are not supported yet; give ssh://USER@HOST[:PORT] or cmd://COMMAND\n",
+      expect(result.stderr).toMatch(
+        /^ERROR: --worker builder: not a worker URL \(ssh:\/\/USER@HOST\[:PORT\], cmd:\/\/COMMAND\) and \/\S+\/config\.toml has no \[worker\.builder\] table \(it defines no worker\)\n$/,
       );
     }
   });

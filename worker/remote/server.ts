@@ -5,16 +5,18 @@
  * namespace when that user is not root, as `tbuild build` is), in the store the client names or
  * that user's default one, and ends when the stream does.
  *
- * Methods so far: `info` (what `tbuild worker ls` and a pool's scheduler need to know of a worker)
- * and `ping`. Anything else answers E_NOT_SUPPORTED at once, naming this tbuild's version, so an
+ * Methods so far: `info` (what `tbuild worker ls` and a pool's scheduler need to know of a worker),
+ * `claim` and `release` (a build slot for the client's next build: running-builds.ts) and `ping`. Anything else answers E_NOT_SUPPORTED at once, naming this tbuild's version, so an
  * older worker is never left hanging.
  */
 import { existsSync } from "node:fs";
+import { readdir } from "node:fs/promises";
 import path from "node:path";
 import type { Duplex } from "node:stream";
 import { TbuildError } from "../../errors/index.js";
 import { formatPlatform, hostPlatform } from "../../oci/platform.js";
 import { defaultStoreRoot } from "../../oci/store/index.js";
+import { claimBuildSlot, countRunningBuilds, releaseBuildSlot } from "../running-builds.js";
 import { inUserNamespace } from "../userns.js";
 import { connect, type Handler, PROTOCOL_VERSION, tbuildVersion } from "./protocol.js";
 
@@ -28,6 +30,7 @@ export interface WorkerInfo {
   rootless: boolean;
   /** The store this connection's builds use. */
   store: string;
+  /** Builds running in that store now (local ones too): see worker/running-builds.ts. */
   runningBuilds: number;
   /** Bytes the store takes, as `tbuild du` totals them; 0 where there is no store yet. */
   cacheSize: number;
@@ -56,6 +59,27 @@ export function workerStore(requested: string | undefined, env: NodeJS.ProcessEn
 }
 
 /**
+ * A claim writes into the store: only into a store, or a directory that is still empty or absent
+ * (where a build makes one), never into some other directory a client names.
+ */
+async function checkBuildableStore(store: string): Promise<void> {
+  if (existsSync(path.join(store, "oci-layout"))) return;
+  const entries = await readdir(store).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === "ENOENT") return [];
+    throw new TbuildError(
+      "E_WORKER_STORE",
+      `cannot read the store ${store} on this worker (${err.code ?? err.message})`,
+    );
+  });
+  if (entries.length > 0) {
+    throw new TbuildError(
+      "E_WORKER_STORE",
+      `${store} on this worker is not a tbuild store (it has no oci-layout, and is not empty): name a store, or a new directory`,
+    );
+  }
+}
+
+/**
  * Serves one connection on `stream` until it ends. Resolves when the client closed it (or the
  * signal ended it); rejects with the reason when the handshake is refused or the client breaks the
  * protocol (the client is told too).
@@ -65,6 +89,16 @@ export async function serveWorker(stream: Duplex, host: WorkerHost): Promise<voi
   const handlers: Record<string, Handler> = {
     ...host.handlers,
     ping: (params) => ({ pong: params ?? null }),
+    // Held by this process, so it ends with the connection even when the client never releases it.
+    claim: async (_params, call): Promise<{ before: number }> => {
+      const store = storeOf(call.connection.peerHello.store);
+      await checkBuildableStore(store);
+      return await claimBuildSlot(store);
+    },
+    release: async (_params, call) => {
+      await releaseBuildSlot(storeOf(call.connection.peerHello.store));
+      return {};
+    },
     info: async (_params, call): Promise<WorkerInfo> => {
       const store = storeOf(call.connection.peerHello.store);
       return {
@@ -73,7 +107,7 @@ export async function serveWorker(stream: Duplex, host: WorkerHost): Promise<voi
         platforms: [formatPlatform(hostPlatform())],
         rootless: inUserNamespace(),
         store,
-        runningBuilds: 0,
+        runningBuilds: await countRunningBuilds(store),
         // Asking about a worker must not make a store there (nor write into a directory that is none).
         cacheSize: existsSync(path.join(store, "oci-layout")) ? await host.measureStore(store) : 0,
       };

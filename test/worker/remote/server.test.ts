@@ -113,7 +113,7 @@ describe.each(["root", "rootless"] as const)("tbuild worker --stdio (%s)", (mode
       .catch((err: unknown) => err)) as TbuildError;
     expect(refused.code).toBe("E_NOT_SUPPORTED");
     expect(refused.message).toBe(
-      `\`solve\` is not supported yet by this worker (tbuild ${VERSION}, worker protocol 1); it serves: build, info, ping`,
+      `\`solve\` is not supported yet by this worker (tbuild ${VERSION}, worker protocol 1); it serves: affinity, build, claim, info, ping, release`,
     );
     expect(await client.request("ping", "still there")).toEqual({ pong: "still there" });
     client.close();
