@@ -5,7 +5,8 @@
 # and `metadata` written to $GITHUB_OUTPUT. Lists are parsed as build-push-action's
 # Util.getInputList does: records of a CSV text (newline-separated, double quotes may wrap an item
 # and let it span lines), each item trimmed; `tags` and `platforms` are also split at commas,
-# the others keep their commas, and `outputs` takes quotes literally.
+# the others keep their commas, and `outputs` takes quotes literally. tbuild's own inputs `worker`,
+# `worker-ssh-key` and `worker-known-hosts` build on a remote worker (ci/worker.sh).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
@@ -186,6 +187,10 @@ for item in "${LIST[@]}"; do args+=(--tag "$item"); done
 if [[ -n $target ]]; then args+=(--target "$target"); fi
 if [[ $no_cache == true ]]; then args+=(--no-cache); fi
 if [[ $push == true ]]; then args+=(--push); fi
+# A remote worker: its SSH key and known_hosts line from secrets, never echoed.
+source "$root/ci/worker.sh"
+worker_flags "$work" "$(trim "${INPUT_WORKER:-}")" "${INPUT_WORKER_SSH_KEY:-}" "${INPUT_WORKER_KNOWN_HOSTS:-}"
+args+=("${WORKER_ARGS[@]}")
 args+=("$context")
 
 printf '+ tbuild'

@@ -3,7 +3,9 @@
 # registry, build $TBUILD_IMAGE (default $CI_REGISTRY_IMAGE:$CI_COMMIT_SHORT_SHA), test it by
 # running it with `tbuild run --rm` (its own command, or $TBUILD_TEST_COMMAND), and push it when
 # TBUILD_PUSH is true (the template's rules set it on the default branch). Writes tbuild.env
-# (TBUILD_IMAGE, TBUILD_DIGEST) for the job's dotenv report.
+# (TBUILD_IMAGE, TBUILD_DIGEST) for the job's dotenv report. With TBUILD_WORKER the build runs on
+# a remote worker (TBUILD_WORKER_SSH_KEY and TBUILD_WORKER_KNOWN_HOSTS for an ssh:// one:
+# ci/worker.sh); the image comes back for the test and the push.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
@@ -51,6 +53,10 @@ if [[ -n ${TBUILD_BUILD_FLAGS:-} ]]; then
   eval "extra=($TBUILD_BUILD_FLAGS)"
   args+=("${extra[@]}")
 fi
+# A remote worker (TBUILD_WORKER), its SSH key and known_hosts line from CI/CD variables.
+source "$root/ci/worker.sh"
+worker_flags "$work" "${TBUILD_WORKER:-}" "${TBUILD_WORKER_SSH_KEY:-}" "${TBUILD_WORKER_KNOWN_HOSTS:-}"
+args+=("${WORKER_ARGS[@]}")
 args+=("${TBUILD_CONTEXT:-.}")
 run tbuild "${args[@]}"
 

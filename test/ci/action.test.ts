@@ -1,12 +1,13 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { formatPlatform, hostPlatform } from "../../oci/platform.js";
-import { projectRoot, tbuild } from "../helpers/cli.js";
+import { projectRoot, tbuild, tbuildBin } from "../helpers/cli.js";
 import { importBusybox } from "../helpers/images.js";
 import { type RunningRegistry, startRegistry } from "../helpers/registry.js";
+import { startSshd } from "../helpers/sshd.js";
 import { tempDirs } from "../helpers/temp.js";
 import { type ActionFile, parseCommandFile, readYaml, runCompositeAction } from "./runners.js";
 
@@ -29,6 +30,10 @@ const INPUTS = [
   "cache-to",
   "secrets",
   "no-cache",
+  // tbuild's own: a remote worker.
+  "worker",
+  "worker-ssh-key",
+  "worker-known-hosts",
 ];
 const OUTPUTS = ["imageid", "digest", "metadata"];
 
@@ -51,6 +56,7 @@ beforeAll(async () => {
   await importBusybox(env.TBUILD_ROOT!, "busybox");
   workspace = path.join(dir, "workspace");
   mkdirSync(path.join(workspace, "app"), { recursive: true });
+  writeFileSync(path.join(workspace, "app", "remote.Dockerfile"), "FROM busybox\nRUN echo remote > /where\n");
   writeFileSync(
     path.join(workspace, "app", "build.Dockerfile"),
     [
@@ -207,6 +213,10 @@ describe("the action, run as a GitHub runner runs a composite action", () => {
       [{ "cache-to": "type=local,dest=a\ntype=local,dest=b" }, "not supported yet: several cache-to entries"],
       [{ push: "yes" }, 'input push is "yes": give true or false'],
       [{ secrets: "token-without-a-value" }, "secrets: entry 1 is not id=value"],
+      [
+        { worker: "pool:builders", "worker-ssh-key": "token-without-a-value" },
+        'an SSH key or known_hosts line is for an ssh:// worker; worker "pool:builders" is not one',
+      ],
     ];
     for (const [inputs, message] of cases) {
       const run = runCompositeAction(projectRoot, {
@@ -221,4 +231,46 @@ describe("the action, run as a GitHub runner runs a composite action", () => {
       expect(run.log).not.toContain("token-without-a-value");
     }
   });
+});
+
+describe("the action with a remote worker", () => {
+  it("builds on an ssh:// worker with the SSH key and known_hosts line of its inputs, and shows neither", async () => {
+    const sshd = await startSshd();
+    try {
+      const workerStore = path.join(tempDir("action-worker"), "store");
+      mkdirSync(workerStore);
+      await importBusybox(workerStore, "busybox");
+      execFileSync("chown", ["-R", "tbuild-test:", path.dirname(workerStore)]);
+      chmodSync(path.dirname(workerStore), 0o755);
+      const key = readFileSync(sshd.clientKey, "utf8");
+      const repository = `${registry.host}/remote`;
+      const run = runCompositeAction(projectRoot, {
+        cwd: workspace,
+        env: {
+          ...env,
+          // No agent and no ~/.ssh: the inputs are all the runner has.
+          HOME: tempDir("action-home"),
+          SSH_AUTH_SOCK: "",
+          TBUILD_WORKER_COMMAND: `TBUILD_ROOT=${workerStore} ${tbuildBin} worker --stdio`,
+        },
+        with: {
+          context: "app",
+          file: "app/remote.Dockerfile",
+          tags: `${repository}:ci`,
+          worker: sshd.url,
+          "worker-ssh-key": key,
+          "worker-known-hosts": sshd.knownHostsLine("ed25519"),
+        },
+      });
+      expect(run.status, run.log).toBe(0);
+      expect(run.log).toContain(`#0 building on worker ci-worker (${sshd.url})`);
+      expect(run.outputs.digest).toMatch(/^sha256:[0-9a-f]{64}$/);
+      // The image came back to the runner's store.
+      expect(inStore(["run", "--rm", `${repository}:ci`, "cat", "/where"])).toBe("remote\n");
+      const keyLines = key.split("\n").filter((line) => line.length > 20);
+      for (const line of keyLines) expect(run.log).not.toContain(line);
+    } finally {
+      await sshd.stop();
+    }
+  }, 180_000);
 });

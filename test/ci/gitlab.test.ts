@@ -1,10 +1,11 @@
-import { spawnSync } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { execFileSync, spawnSync } from "node:child_process";
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { projectRoot } from "../helpers/cli.js";
+import { projectRoot, tbuildBin } from "../helpers/cli.js";
 import { importBusybox } from "../helpers/images.js";
 import { type RunningRegistry, startRegistry } from "../helpers/registry.js";
+import { startSshd } from "../helpers/sshd.js";
 import { tempDirs } from "../helpers/temp.js";
 import { type GitLabJob, readYaml, runGitLabJob } from "./runners.js";
 
@@ -45,7 +46,12 @@ function project(name: string): string {
 }
 
 /** The template's `tbuild` job on `branch`, as a pipeline of a project that includes it. */
-function pipeline(branch: string, sha: string, testCommand?: string) {
+function pipeline(
+  branch: string,
+  sha: string,
+  testCommand?: string,
+  more: { project?: Record<string, string>; env?: NodeJS.ProcessEnv } = {},
+) {
   const projectDir = project(`${branch}-${sha}`);
   const dockerConfig = path.join(projectDir, "..", `docker-${branch}-${sha}`);
   mkdirSync(dockerConfig);
@@ -69,8 +75,8 @@ function pipeline(branch: string, sha: string, testCommand?: string) {
       CI_DEFAULT_BRANCH: "main",
     },
     // An image with tbuild in TBUILD_HOME: the template's install finds it there.
-    project: { TBUILD_HOME: projectRoot },
-    env: { ...env, DOCKER_CONFIG: dockerConfig },
+    project: { TBUILD_HOME: projectRoot, ...more.project },
+    env: { ...env, DOCKER_CONFIG: dockerConfig, ...more.env },
     projectDir,
   });
   return { ...run, projectDir, dockerConfig };
@@ -156,4 +162,35 @@ describe("the GitLab CI template", () => {
     expect(inspected.status).not.toBe(0);
     expect(inspected.stderr).toMatch(/manifest unknown|name unknown/i);
   });
+});
+
+describe("the GitLab CI template with a remote worker", () => {
+  it("builds on TBUILD_WORKER with the key (a File variable) and known_hosts line of its CI/CD variables", async () => {
+    const sshd = await startSshd();
+    try {
+      const workerStore = path.join(tempDir("gitlab-worker"), "store");
+      mkdirSync(workerStore);
+      await importBusybox(workerStore, "busybox");
+      execFileSync("chown", ["-R", "tbuild-test:", path.dirname(workerStore)]);
+      chmodSync(path.dirname(workerStore), 0o755);
+      const job = pipeline("feature-y", "beef004", undefined, {
+        project: {
+          TBUILD_WORKER: sshd.url,
+          TBUILD_WORKER_SSH_KEY: sshd.clientKey,
+          TBUILD_WORKER_KNOWN_HOSTS: sshd.knownHostsLine("ed25519"),
+        },
+        env: {
+          HOME: tempDir("gitlab-home"),
+          SSH_AUTH_SOCK: "",
+          TBUILD_WORKER_COMMAND: `TBUILD_ROOT=${workerStore} ${tbuildBin} worker --stdio`,
+        },
+      });
+      expect(job.status, job.log).toBe(0);
+      expect(job.log).toContain(`#0 building on worker ci-worker (${sshd.url})`);
+      // Built there, tested here: the image came back to the job's store.
+      expect(job.log).toContain("\nhello from feature-y\n");
+    } finally {
+      await sshd.stop();
+    }
+  }, 180_000);
 });
