@@ -34,7 +34,7 @@ import { entryComponents } from "../oci/layer-entry.js";
 import { parseReference } from "../oci/reference.js";
 import { getCredentials } from "../oci/registry/credentials.js";
 import type { Manifest } from "../oci/spec.js";
-import { defaultStoreRoot, openStore, parseDigest } from "../oci/store/index.js";
+import { defaultStoreRoot, normalizeImageName, openStore, parseDigest } from "../oci/store/index.js";
 import type { SecretSource } from "../worker/ops/context.js";
 import { ByteTaker, lengthPrefix } from "../worker/remote/bytes.js";
 import {
@@ -163,6 +163,9 @@ async function remoteBuildOnce(
       sshIds: Object.keys(agents),
     };
     ctx.onEvent({ type: "build.worker", worker: describe });
+    // The worker's `build.completed` is held back until the image is named here, so that what it
+    // says (the names) is true when it is shown; a failure after it ends the build as failed.
+    let completed: Extract<BuildEvent, { type: "build.completed" }> | undefined;
     const call = connection.openStream("build", params, {
       signal: ctx.signal,
       onEvent: (event) => {
@@ -171,6 +174,10 @@ async function remoteBuildOnce(
           void sendContext(dockerfile.contextDir, e.plan!, call.writable).catch((err: unknown) =>
             call.writable.destroy(err as Error),
           );
+          return;
+        }
+        if (e.type === "build.completed") {
+          completed = event as typeof completed;
           return;
         }
         ctx.onEvent(event as BuildEvent);
@@ -226,18 +233,30 @@ async function remoteBuildOnce(
       }
     })();
     receiving.catch(() => {});
-    const answer = (await call.result) as RemoteBuildAnswer;
-    await receiving;
+    let answer: RemoteBuildAnswer;
+    try {
+      answer = (await call.result) as RemoteBuildAnswer;
+      await receiving;
+    } catch (err) {
+      if (completed) {
+        ctx.onEvent({
+          type: "build.failed",
+          durationMs: completed.durationMs,
+          error: (err as Error).message,
+          ...((err as { code?: string }).code ? { code: (err as { code: string }).code } : {}),
+        });
+      }
+      throw err;
+    }
+    const names = [...new Set([...answer.summary.names, ...tags.map(normalizeImageName)])];
+    const summary: BuildResult = { ...answer.summary, names };
+    if (completed) ctx.onEvent({ ...completed, names });
     const exporters = await import("../exporters/index.js");
-    const outcome = {
-      digest: answer.summary.digest,
-      configDigest: answer.summary.configDigest,
-      names: answer.summary.names,
-    };
+    const outcome = { digest: summary.digest, configDigest: summary.configDigest, names };
     if (iidFile) await exporters.writeIidFile(path.resolve(ctx.cwd, iidFile), outcome);
     if (metadataFile) await exporters.writeMetadataFile(path.resolve(ctx.cwd, metadataFile), outcome);
     connection.close();
-    return answer.summary;
+    return summary;
   } finally {
     await transport.close();
   }

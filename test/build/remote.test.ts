@@ -98,6 +98,8 @@ describe("a build on a remote worker", () => {
     );
     expect(built.status, built.stderr).toBe(0);
     expect(built.stderr).toContain("#0 building on worker cmd://");
+    // The summary line names the image once it is named here.
+    expect(built.stderr).toMatch(/image sha256:[0-9a-f]{64} \([^)]*\) named docker\.io\/library\/app:1\n/);
     expect(imageDigest(client, "app:1")).toBe(localDigest);
     // The archive's index names the same manifest.
     const index = execFileSync("tar", ["-xOf", out, "index.json"], { encoding: "utf8" });
