@@ -42,6 +42,7 @@ import {
   encodeListing,
   filesToSend,
   listContext,
+  type SyncEntry,
   type SyncPlan,
 } from "../worker/remote/context-sync.js";
 import type { Handler } from "../worker/remote/protocol.js";
@@ -171,7 +172,7 @@ async function remoteBuildOnce(
       onEvent: (event) => {
         const e = event as { type: string; plan?: SyncPlan };
         if (e.type === "sync.plan") {
-          void sendContext(dockerfile.contextDir, e.plan!, call.writable).catch((err: unknown) =>
+          void sendContext(dockerfile.contextDir, e.plan!, listing, call.writable).catch((err: unknown) =>
             call.writable.destroy(err as Error),
           );
           return;
@@ -376,7 +377,12 @@ function registriesOf(request: BuildRequest): Set<string> {
 }
 
 /** The files the worker's plan asks for, after the listing on the call's data, then the end of it. */
-async function sendContext(dir: string, plan: SyncPlan, writable: Writable): Promise<void> {
-  const files = await filesToSend(dir, plan);
+async function sendContext(
+  dir: string,
+  plan: SyncPlan,
+  listing: readonly SyncEntry[],
+  writable: Writable,
+): Promise<void> {
+  const files = await filesToSend(dir, plan, listing);
   await pipeline(contextData(dir, files), writable);
 }

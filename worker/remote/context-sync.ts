@@ -179,7 +179,21 @@ export async function hashFile(file: string): Promise<string> {
 }
 
 /** The files of `plan` whose content the worker lacks: every `need`, and each `check` whose hash here differs. */
-export async function filesToSend(dir: string, plan: SyncPlan): Promise<string[]> {
+export async function filesToSend(
+  dir: string,
+  plan: SyncPlan,
+  listing: readonly SyncEntry[],
+): Promise<string[]> {
+  // Only files of the listing: a worker asking for any other path (`../.ssh/id_ed25519`, a file
+  // .dockerignore leaves out) gets an error, and nothing of it is read, hashed or sent.
+  const files = new Set(listing.filter((entry) => entry.type === "file").map((entry) => entry.path));
+  const asked = [...plan.need, ...Object.keys(plan.check)];
+  const foreign = asked.find((rel) => !files.has(rel));
+  if (foreign !== undefined) {
+    throw new ContextSyncError(
+      `the worker asked for ${JSON.stringify(foreign)}, which is not a file of the build context; nothing was sent`,
+    );
+  }
   const send = [...plan.need];
   for (const [rel, theirs] of Object.entries(plan.check)) {
     if ((await hashFile(path.join(dir, rel))) !== theirs) send.push(rel);

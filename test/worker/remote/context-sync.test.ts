@@ -34,6 +34,7 @@ import {
   filesToSend,
   listContext,
   SyncedContext,
+  type SyncPlan,
 } from "../../../worker/remote/context-sync.js";
 import { tempDirs } from "../../helpers/temp.js";
 
@@ -83,7 +84,7 @@ const ofCopy = (root: string) => snapshot(root, Math.round);
 async function sync(client: string, copy: SyncedContext): Promise<string[]> {
   const listing = decodeListing(encodeListing(await listContext(client, [])));
   const plan = await copy.plan(listing);
-  const sent = await filesToSend(client, plan);
+  const sent = await filesToSend(client, plan, listing);
   await copy.apply(listing, contextData(client, sent));
   return sent;
 }
@@ -102,6 +103,28 @@ function random(seed: number) {
 }
 
 describe("context sync", () => {
+  it("a worker asking for a path that is no file of the listing (outside it, or ignored) gets an error, and nothing is read", async () => {
+    const outside = tempDir("sync-outside");
+    const client = path.join(outside, "ctx");
+    mkdirSync(client);
+    writeFileSync(path.join(outside, "id_ed25519"), "the client's key\n");
+    writeFileSync(path.join(client, "app.js"), "app\n");
+    writeFileSync(path.join(client, ".env"), "TOKEN=x\n");
+    const listing = await listContext(client, [".env"]);
+    expect(await filesToSend(client, { need: ["app.js"], check: {} }, listing)).toEqual(["app.js"]);
+    const plans: SyncPlan[] = [
+      { need: ["../id_ed25519"], check: {} },
+      { need: [], check: { "../id_ed25519": "0".repeat(64) } },
+      { need: [".env"], check: {} },
+      { need: ["."], check: {} },
+    ];
+    for (const plan of plans) {
+      await expect(filesToSend(client, plan, listing)).rejects.toThrow(
+        /the worker asked for ".*", which is not a file of the build context; nothing was sent/,
+      );
+    }
+  });
+
   it("sends the asked files as a gzip'd tar that GNU tar extracts to the same bytes, modes and seconds", async () => {
     const client = tempDir("sync-data-client");
     const files: Record<string, { size: number; mode: number }> = {
