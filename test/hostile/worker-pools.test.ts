@@ -81,7 +81,8 @@ await connection.closed;
 `,
     { mode: 0o644 },
   );
-  return `cmd://${process.execPath} ${script}`;
+  // The checkout's Node, which the rootless user can reach (this process's may lie in a private directory).
+  return `cmd://${path.join(projectRoot, "node_modules/node/bin/node")} ${script}`;
 }
 
 describe.each(MODES)("a pool with a worker that lies in info (%s)", (mode) => {

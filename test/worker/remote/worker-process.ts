@@ -22,6 +22,8 @@ export interface WorkerProcess {
   ended: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** True while any process of the worker's process group runs (zombies, dead but not yet reaped, do not count). */
   groupAlive(): boolean;
+  /** Resolves once no process of the worker's group is alive. */
+  groupGone(): Promise<void>;
 }
 
 /** The home directory of a user, from the password database. */
@@ -72,6 +74,11 @@ export function spawnWorker(argv: string[]): WorkerProcess {
     stderr: () => stderr,
     ended,
     groupAlive: () => liveProcessesOfGroup(child.pid!).length > 0,
+    groupGone: async () => {
+      // A signal to a group returns before each member has died: look until none is left (or the
+      // test's own timeout says one never goes).
+      while (liveProcessesOfGroup(child.pid!).length > 0) await new Promise((r) => setTimeout(r, 20));
+    },
   };
 }
 
