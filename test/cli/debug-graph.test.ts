@@ -1,12 +1,15 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import type { LoweredBuild } from "../../frontend/lower/index.js";
 import { tbuild } from "../helpers/cli.js";
+import { tempDirs } from "../helpers/temp.js";
+
+/** Temporary directories, removed when the file's tests end. */
+const tempDir = tempDirs();
 
 function context(files: Record<string, string>): string {
-  const dir = mkdtempSync(path.join(tmpdir(), "tbuild-graph-"));
+  const dir = tempDir("graph");
   for (const [name, text] of Object.entries(files)) {
     mkdirSync(path.dirname(path.join(dir, name)), { recursive: true });
     writeFileSync(path.join(dir, name), text);

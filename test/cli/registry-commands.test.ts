@@ -1,11 +1,14 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { tbuild } from "../helpers/cli.js";
+import { tempDirs } from "../helpers/temp.js";
+
+/** Temporary directories, removed when the file's tests end. */
+const tempDir = tempDirs();
 
 function env(): NodeJS.ProcessEnv {
-  const dir = mkdtempSync(path.join(tmpdir(), "tbuild-cli-"));
+  const dir = tempDir("cli");
   writeFileSync(path.join(dir, "config.toml"), "");
   return {
     TBUILD_ROOT: path.join(dir, "store"),

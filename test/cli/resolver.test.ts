@@ -1,5 +1,4 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ImageNotLocalError, storeImageResolver } from "../../build/resolver.js";
@@ -8,6 +7,10 @@ import { openStore } from "../../oci/store/index.js";
 import { tbuild } from "../helpers/cli.js";
 import { importBusybox } from "../helpers/images.js";
 import { type RunningRegistry, startRegistry } from "../helpers/registry.js";
+import { tempDirs } from "../helpers/temp.js";
+
+/** Temporary directories, removed when the file's tests end. */
+const tempDir = tempDirs();
 
 const amd64 = { os: "linux", architecture: "amd64" };
 
@@ -17,7 +20,7 @@ describe("base images for the frontend", () => {
 
   beforeAll(async () => {
     registry = await startRegistry();
-    seeded = mkdtempSync(path.join(tmpdir(), "tbuild-resolver-"));
+    seeded = tempDir("resolver");
     await importBusybox(seeded, `${registry.host}/base/busybox:1`);
     const push = tbuild(["push", `${registry.host}/base/busybox:1`], { env: { TBUILD_ROOT: seeded } });
     expect(push.status, push.stderr).toBe(0);
@@ -27,7 +30,7 @@ describe("base images for the frontend", () => {
   });
 
   it("come from the local store without asking a registry", async () => {
-    const root = mkdtempSync(path.join(tmpdir(), "tbuild-resolver-"));
+    const root = tempDir("resolver");
     await importBusybox(root, "busybox");
     const resolver = storeImageResolver(await openStore(root), { pull: "never" });
     const image = await resolver.resolveImage("busybox", amd64);
@@ -37,7 +40,7 @@ describe("base images for the frontend", () => {
   });
 
   it("are pulled from the registry when missing, and stay local afterwards", async () => {
-    const store = await openStore(mkdtempSync(path.join(tmpdir(), "tbuild-resolver-")));
+    const store = await openStore(tempDir("resolver"));
     const ref = `${registry.host}/base/busybox:1`;
     await expect(
       storeImageResolver(store, { pull: "never" }).resolveImage(ref, amd64),
@@ -49,7 +52,7 @@ describe("base images for the frontend", () => {
   });
 
   it("make tbuild debug graph inherit the base image's config", () => {
-    const context = mkdtempSync(path.join(tmpdir(), "tbuild-resolver-ctx-"));
+    const context = tempDir("resolver-ctx");
     writeFileSync(path.join(context, "Dockerfile"), `FROM ${registry.host}/base/busybox:1\nENV A=1\n`);
     const { status, stdout, stderr } = tbuild(["debug", "graph", context], { env: { TBUILD_ROOT: seeded } });
     expect(status, stderr).toBe(0);

@@ -1,5 +1,4 @@
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openStore } from "../../../oci/store/index.js";
@@ -9,7 +8,11 @@ import {
   startRegistry,
   startTokenRegistry,
 } from "../../helpers/registry.js";
+import { tempDirs } from "../../helpers/temp.js";
 import { isolatedEnv, makeImage, skopeo, tbuildAsync } from "./fixtures.js";
+
+/** Temporary directories, removed when the file's tests end. */
+const tempDir = tempDirs();
 
 const readJson = (file: string) => JSON.parse(readFileSync(file, "utf8"));
 const dockerConfig = (env: NodeJS.ProcessEnv) => path.join(env.DOCKER_CONFIG!, "config.json");
@@ -84,7 +87,7 @@ describe("Basic auth (htpasswd)", () => {
 
   it("keeps other keys of config.json and uses a credsStore helper when one is configured", async () => {
     const env = isolatedEnv();
-    const helperDir = mkdtempSync(path.join(tmpdir(), "tbuild-helper-"));
+    const helperDir = tempDir("helper");
     const secrets = path.join(helperDir, "secrets");
     mkdirSync(secrets);
     // A credential helper speaking docker's protocol, keeping each server's JSON in a file.

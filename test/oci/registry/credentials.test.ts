@@ -1,5 +1,4 @@
-import { mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import {
@@ -9,9 +8,13 @@ import {
   normalizeRegistryName,
   storeCredentials,
 } from "../../../oci/registry/index.js";
+import { tempDirs } from "../../helpers/temp.js";
+
+/** Temporary directories, removed when the file's tests end. */
+const tempDir = tempDirs();
 
 function dockerDir(config?: unknown): NodeJS.ProcessEnv {
-  const dir = mkdtempSync(path.join(tmpdir(), "tbuild-docker-"));
+  const dir = tempDir("docker");
   if (config !== undefined) writeFileSync(path.join(dir, "config.json"), JSON.stringify(config));
   return { DOCKER_CONFIG: dir, PATH: process.env.PATH };
 }

@@ -5,8 +5,7 @@
  */
 import { spawn, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { gzipSync } from "node:zlib";
 import { Header } from "tar";
@@ -20,6 +19,10 @@ import {
 } from "../../../oci/spec.js";
 import { openStore, type Store } from "../../../oci/store/index.js";
 import { projectRoot, tbuildBin } from "../../helpers/cli.js";
+import { tempDirs } from "../../helpers/temp.js";
+
+/** Temporary directories, removed when the file's tests end. */
+const tempDir = tempDirs();
 
 export interface MadeImage {
   descriptor: Descriptor;
@@ -37,7 +40,7 @@ export interface ImageShape {
 }
 
 export async function tempStore(): Promise<Store> {
-  return await openStore(mkdtempSync(path.join(tmpdir(), "tbuild-store-")));
+  return await openStore(tempDir("store"));
 }
 
 /** Writes a manifest and its blobs into the store without naming it. */
@@ -130,7 +133,7 @@ export function skopeo(
 
 /** Environment for `bin/tbuild` runs with their own store, config.toml (with `config`) and docker config. */
 export function isolatedEnv(config = "", overrides: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  const dir = mkdtempSync(path.join(tmpdir(), "tbuild-env-"));
+  const dir = tempDir("env");
   writeFileSync(path.join(dir, "config.toml"), config);
   return {
     TBUILD_ROOT: path.join(dir, "store"),

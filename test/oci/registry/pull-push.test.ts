@@ -1,6 +1,5 @@
 import { createHash } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hostPlatform } from "../../../oci/platform.js";
@@ -9,7 +8,11 @@ import { MediaType } from "../../../oci/spec.js";
 import { openStore } from "../../../oci/store/index.js";
 import { type FaultyProxy, startFaultyProxy } from "../../helpers/faulty-proxy.js";
 import { freePort, type RunningRegistry, startRegistry } from "../../helpers/registry.js";
+import { tempDirs } from "../../helpers/temp.js";
 import { isolatedEnv, makeImage, makeIndex, skopeo, tbuildAsync, tempStore } from "./fixtures.js";
+
+/** Temporary directories, removed when the file's tests end. */
+const tempDir = tempDirs();
 
 const sha256 = (data: Buffer) => `sha256:${createHash("sha256").update(data).digest("hex")}`;
 
@@ -213,7 +216,7 @@ describe("skopeo and tbuild read each other's pushes", () => {
     const env = isolatedEnv();
     const made = await makeImage(await storeOf(env), `${registry.host}/by-tbuild:1`);
     expect((await tbuildAsync(["push", `${registry.host}/by-tbuild:1`], { env })).status).toBe(0);
-    const dest = mkdtempSync(path.join(tmpdir(), "tbuild-skopeo-"));
+    const dest = tempDir("skopeo");
     const copy = skopeo([
       "copy",
       "--src-tls-verify=false",

@@ -1,7 +1,6 @@
 import { execFile } from "node:child_process";
-import { mkdtempSync, readdirSync, writeFileSync } from "node:fs";
+import { readdirSync, writeFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
@@ -13,11 +12,15 @@ import {
   InvalidDigestError,
 } from "../../../oci/store/content.js";
 import { projectRoot } from "../../helpers/cli.js";
+import { tempDirs } from "../../helpers/temp.js";
+
+/** Temporary directories, removed when the file's tests end. */
+const tempDir = tempDirs();
 
 const run = promisify(execFile);
 
 function tempStore(): ContentStore {
-  return new ContentStore(mkdtempSync(path.join(tmpdir(), "tbuild-content-")));
+  return new ContentStore(tempDir("content"));
 }
 
 /** Every file under the store's blobs/ and ingest/, relative to its root. */
@@ -141,7 +144,7 @@ describe("ContentStore", () => {
   });
 
   it("on a full disk says so and leaves nothing visible (a real 512 KiB tmpfs)", async () => {
-    const root = mkdtempSync(path.join(tmpdir(), "tbuild-full-"));
+    const root = tempDir("full");
     const script = `
       import { readdirSync } from "node:fs";
       import { ContentStore } from ${JSON.stringify(distContent)};

@@ -1,14 +1,5 @@
 import { execFile, spawn, spawnSync } from "node:child_process";
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  statSync,
-  utimesSync,
-  writeFileSync,
-} from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, mkdirSync, readFileSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
@@ -24,11 +15,15 @@ import {
 } from "../../../oci/store/index.js";
 import { projectRoot } from "../../helpers/cli.js";
 import { schemaErrors } from "../../helpers/oci-schema.js";
+import { tempDirs } from "../../helpers/temp.js";
+
+/** Temporary directories, removed when the file's tests end. */
+const tempDir = tempDirs();
 
 const run = promisify(execFile);
 
 async function tempStore(): Promise<Store> {
-  return openStore(mkdtempSync(path.join(tmpdir(), "tbuild-images-")));
+  return openStore(tempDir("images"));
 }
 
 /** A small but complete image: one layer (any bytes do for the store), a config, a manifest. */
@@ -72,7 +67,7 @@ describe("openStore", () => {
   });
 
   it("says what to do when the root cannot be used", async () => {
-    const file = path.join(mkdtempSync(path.join(tmpdir(), "tbuild-bad-")), "a-file");
+    const file = path.join(tempDir("bad"), "a-file");
     await (await import("node:fs/promises")).writeFile(file, "x");
     await expect(openStore(path.join(file, "store"))).rejects.toThrow(
       /set TBUILD_ROOT to a directory you can write/,
