@@ -24,6 +24,7 @@ import { TbuildError } from "../errors/index.js";
 import type { ExportRequest } from "../exporters/request.js";
 import { type Credentials, getCredentials } from "../oci/registry/credentials.js";
 import { type Descriptor, type Manifest, MediaType } from "../oci/spec.js";
+import { digestOf } from "../oci/store/content.js";
 import { openStore } from "../oci/store/index.js";
 import type { SecretSource } from "../worker/ops/context.js";
 import { ByteTaker, lengthPrefix } from "../worker/remote/bytes.js";
@@ -259,7 +260,7 @@ function write(call: IncomingCall, chunk: Buffer): Promise<void> {
 
 /** How a pool's scheduler and a worker name a build's Dockerfile: the digest of its bytes. */
 export function dockerfileDigest(source: Buffer): string {
-  return `sha256:${createHash("sha256").update(source).digest("hex")}`;
+  return digestOf(source);
 }
 
 /** The key a client names its context by: its host, user and the context's path there. */

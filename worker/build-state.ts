@@ -45,12 +45,7 @@ export async function makeSecretsDir(): Promise<string | undefined> {
 
 /** Removes the secrets directories of this user's builds that are gone (killed before they could). */
 async function removeAbandonedSecrets(): Promise<void> {
-  let names: string[];
-  try {
-    names = (await readdir(SECRETS_PARENT)).filter((name) => name.startsWith(SECRETS_PREFIX));
-  } catch {
-    return;
-  }
+  const names = await namesWithPrefix(SECRETS_PARENT, SECRETS_PREFIX).catch(() => [] as string[]);
   const uid = process.getuid?.();
   for (const name of names) {
     const owner = /^tbuild-secrets-(\d+)-(\d+)-[0-9a-f]+$/.exec(name);
@@ -59,6 +54,16 @@ async function removeAbandonedSecrets(): Promise<void> {
     const info = await lstat(dir).catch(() => undefined);
     if (info?.isDirectory() && info.uid === uid)
       await rm(dir, { recursive: true, force: true }).catch(() => {});
+  }
+}
+
+/** The names in `dir` that start with `prefix`; none when `dir` does not exist. */
+async function namesWithPrefix(dir: string, prefix: string): Promise<string[]> {
+  try {
+    return (await readdir(dir)).filter((name) => name.startsWith(prefix));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+    throw err;
   }
 }
 
@@ -93,13 +98,7 @@ async function isAbandoned(dir: string): Promise<boolean> {
 
 /** The state directories in the store whose build is gone; none (one readdir) most of the time. */
 async function abandonedBuildStates(storeRoot: string): Promise<string[]> {
-  let names: string[];
-  try {
-    names = (await readdir(storeRoot)).filter((name) => name.startsWith(PREFIX));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
-    throw err;
-  }
+  const names = await namesWithPrefix(storeRoot, PREFIX);
   const dirs = names.map((name) => path.join(storeRoot, name));
   const abandoned = await Promise.all(dirs.map((dir) => isAbandoned(dir).catch(() => false)));
   return dirs.filter((_, i) => abandoned[i]);
@@ -174,13 +173,7 @@ export async function stopAbandonedContainers(storeRoot: string): Promise<void> 
  * `tbuild worker ls` and a pool's scheduler count as the store's running builds.
  */
 export async function liveBuildOwners(storeRoot: string): Promise<string[]> {
-  let names: string[];
-  try {
-    names = (await readdir(storeRoot)).filter((name) => name.startsWith(PREFIX));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
-    throw err;
-  }
+  const names = await namesWithPrefix(storeRoot, PREFIX);
   const owners = await Promise.all(
     names.map(async (name) => {
       const named = NAMED_OWNER.exec(name);

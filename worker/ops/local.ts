@@ -303,17 +303,19 @@ function statKey(entry: ContextEntry): string {
 }
 
 async function hashFile(entry: ContextEntry): Promise<string> {
-  const hash = createHash("sha256");
   try {
-    if (entry.stat.size < BigInt(READ_WHOLE_BYTES)) {
-      hash.update(await readFile(entry.abs));
-    } else {
-      await pipeline(createReadStream(entry.abs, { highWaterMark: 1 << 20 }), hash);
-    }
+    return await sha256File(entry.abs, Number(entry.stat.size));
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? String(err);
     throw new LocalSourceError(`cannot read ${entry.abs} in the build context (${code})`, err);
   }
+}
+
+/** The sha256 (hex) of a file of `size` bytes: read whole when small, streamed when not. */
+export async function sha256File(file: string, size: number): Promise<string> {
+  const hash = createHash("sha256");
+  if (size < READ_WHOLE_BYTES) hash.update(await readFile(file));
+  else await pipeline(createReadStream(file, { highWaterMark: 1 << 20 }), hash);
   return hash.digest("hex");
 }
 

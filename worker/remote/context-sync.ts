@@ -1,22 +1,3 @@
-/**
- * A build context kept in sync on a remote worker, rather than sent whole each build (as
- * podman-remote sends a tar, and buildx re-sends whole files): rsync's idea, for a build.
- *
- * 1. The client lists what the build selects of its context (after `.dockerignore`): each entry's
- *    path, type, mode, size, mtime and link target, a few bytes each once compressed.
- * 2. The worker compares it with the copy it kept of the last sync of that context: an entry
- *    whose listing and local copy are both unchanged is kept without a look; a file whose listing
- *    changed but that the copy holds is checked by content hash (the client hashes its own, and
- *    sends it only when they differ: a `touch` or a checkout costs no data); the rest is asked for.
- * 3. The client sends what is asked, as one gzip'd tar; the worker writes it into its copy, then
- *    makes the copy exactly the listing: directories and links made, modes and times set, and
- *    whatever the listing lacks removed.
- *
- * A cut connection loses nothing: the files written so far are in the copy, and the next sync's
- * hash check finds them equal. The copy is written as a tree of the worker's own, never through a
- * link in it: a link the context had there before is replaced, not followed.
- */
-import { createHash } from "node:crypto";
 import {
   chmodSync,
   closeSync,
@@ -47,6 +28,7 @@ import { readTarEntries } from "../../oci/archive/tar-reader.js";
 import { writeFileAtomic } from "../../oci/atomic-file.js";
 import { entryComponents } from "../../oci/layer-entry.js";
 import { selectContext } from "../ops/context-walk.js";
+import { sha256File } from "../ops/local.js";
 
 /** One entry of a context as the client lists it. */
 export interface SyncEntry {
@@ -171,11 +153,8 @@ export async function listContext(
 const SMALL_FILE_BYTES = 1 << 20;
 
 /** The sha256 (hex) of a file. */
-export async function hashFile(file: string): Promise<string> {
-  const hash = createHash("sha256");
-  if (statSync(file).size <= SMALL_FILE_BYTES) return hash.update(readFileSync(file)).digest("hex");
-  await pipeline(createReadStream(file), hash);
-  return hash.digest("hex");
+export function hashFile(file: string): Promise<string> {
+  return sha256File(file, statSync(file).size);
 }
 
 /** The files of `plan` whose content the worker lacks: every `need`, and each `check` whose hash here differs. */
