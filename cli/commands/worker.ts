@@ -6,12 +6,7 @@
  * tbuild's user namespace, as `tbuild build` does, so that it builds rootless.
  */
 import { Duplex } from "node:stream";
-import { storeDiskUsage } from "../../build/gc.js";
-import { remoteBuildHandlers } from "../../build/remote-serve.js";
 import { UsageError } from "../../errors/index.js";
-import { openStore } from "../../oci/store/index.js";
-import { CacheIndex } from "../../solver/cache.js";
-import { serveWorker } from "../../worker/remote/server.js";
 import { reexecInUserNamespace } from "../../worker/userns.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
 
@@ -24,6 +19,12 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   // The worker reads snapshots and runs steps as the namespace's root when its user is not root.
   const reexec = await reexecInUserNamespace(process.argv.slice(2), ctx.env);
   if (reexec !== undefined) return reexec;
+  // Loaded only here: a rootless worker's outer process, which only waits for the re-run, would
+  // spend most of its start-up loading them for nothing.
+  const [{ remoteBuildHandlers }, { serveWorker }] = await Promise.all([
+    import("../../build/remote-serve.js"),
+    import("../../worker/remote/server.js"),
+  ]);
   // The process's own stdio: the protocol is the whole of standard output (ctx.stdout is that too).
   const stream = Duplex.from({ readable: process.stdin, writable: process.stdout });
   await serveWorker(stream, {
@@ -37,6 +38,11 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
 
 /** The store's bytes, all parts of it, as `tbuild du` totals them. */
 async function measureStore(root: string): Promise<number> {
+  const [{ storeDiskUsage }, { openStore }, { CacheIndex }] = await Promise.all([
+    import("../../build/gc.js"),
+    import("../../oci/store/index.js"),
+    import("../../solver/cache.js"),
+  ]);
   const store = await openStore(root);
   const cache = CacheIndex.forStore(root);
   try {

@@ -45,9 +45,10 @@ export async function startTcpProxy(target: { port: number; host?: string }): Pr
       if (!frozen) to.end();
     });
   };
-  const server = net.createServer((client) => {
+  // Forwarded as it comes, as a router would: no bytes held back for Nagle's algorithm.
+  const server = net.createServer({ noDelay: true }, (client) => {
     proxy.connections++;
-    const upstream = net.connect(target.port, target.host ?? "127.0.0.1");
+    const upstream = net.connect({ port: target.port, host: target.host ?? "127.0.0.1", noDelay: true });
     open.add(client);
     open.add(upstream);
     for (const socket of [client, upstream]) {
