@@ -1,14 +1,19 @@
 import { enableCompileCache } from "node:module";
+import { tmpdir } from "node:os";
 import { watchOuterProcess } from "../worker/userns.js";
 import { findCommand } from "./commands.js";
+import { compileCacheDir } from "./compile-cache.js";
 import { commandHelp, topLevelHelp } from "./help.js";
 import { exitCodeOfSignal, InterruptedError, reportError } from "./report-error.js";
 import { runCommand, unknownCommand } from "./run-command.js";
 import type { CommandContext } from "./spec.js";
 
-// Commands load their modules after this line; Node keeps their compiled code between runs (in
-// its default cache directory), which takes a good part off every start.
-enableCompileCache();
+// Commands load their modules after this line; Node keeps their compiled code between runs, in a
+// directory of this user's (compile-cache.ts). NODE_COMPILE_CACHE, Node's own setting, wins.
+if (!process.env.NODE_COMPILE_CACHE) {
+  const dir = compileCacheDir(process.env, tmpdir(), process.getuid?.() ?? -1);
+  if (dir !== undefined) enableCompileCache(dir);
+}
 
 export async function main(argv: string[]): Promise<number> {
   const controller = new AbortController();

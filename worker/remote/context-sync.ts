@@ -219,11 +219,21 @@ export function contextData(dir: string, paths: readonly string[]): Readable {
 // ---------------------------------------------------------------------------------------------
 // The worker's half
 
-/** What the worker knows of a file it holds: the client's listing, and its own copy's identity then. */
-interface Kept {
+/** An entry of the copy as it was left: inode and change time, which anything done to it changes. */
+interface Identity {
+  ino: number;
+  ctimeMs: number;
+}
+
+/** What the worker knows of an entry it holds: the client's listing, and its own copy's identity then. */
+interface Kept extends Partial<Identity> {
   entry: SyncEntry;
-  ino?: number;
-  ctimeMs?: number;
+}
+
+/** `kept.json`: the copy's root and entries as the last sync left them. */
+interface KeptRecord {
+  root?: Identity;
+  entries: Kept[];
 }
 
 /**
@@ -235,8 +245,14 @@ interface Kept {
  *   apply is not looked at again for each path below it; whatever removes something forgets it.
  *   A plan, which changes nothing, also remembers what is not a directory (`notDirectories`), and
  *   an apply what it made (`madeDirectories`): in those, only what it wrote since can stand.
- * - `untouchedSinceRecorded`: a file whose listing, inode and ctime are those kept.json recorded
+ * - `untouchedSinceRecorded`: an entry whose listing, inode and ctime are those kept.json recorded
  *   has its mode and times already (setting them would change its ctime, and nothing else).
+ * - `sameShape`: when the listing names the same paths, of the same types, as the last sync, and
+ *   the copy's root, directories and links all have the identity recorded then, the copy holds
+ *   exactly those entries still: adding, removing, renaming or replacing anything in a directory
+ *   changes that directory's ctime, and nothing sets a ctime back. Then nothing needs removing, and
+ *   only the entries whose listing changed are set again; an unchanged copy is not even recorded
+ *   anew.
  */
 export class SyncedContext {
   readonly dir: string;
@@ -248,6 +264,8 @@ export class SyncedContext {
   private notDirectories: Set<string> | undefined;
   /** During an apply: directories it made (empty then). */
   private madeDirectories = new Set<string>();
+  /** What the plan read of kept.json, for the apply that follows it (the copy is locked in between). */
+  private planned: KeptRecord | undefined;
 
   constructor(dir: string) {
     this.dir = dir;
@@ -255,12 +273,13 @@ export class SyncedContext {
     this.record = path.join(dir, "kept.json");
   }
 
-  private async kept(): Promise<Map<string, Kept>> {
+  /** What the last sync recorded; an older record (a bare list) has no identities for all entries. */
+  private async kept(): Promise<KeptRecord> {
     try {
-      const list = JSON.parse(await readFile(this.record, "utf8")) as Kept[];
-      return new Map(list.map((k) => [k.entry.path, k]));
+      const parsed = JSON.parse(await readFile(this.record, "utf8")) as KeptRecord | Kept[];
+      return Array.isArray(parsed) ? { entries: parsed } : parsed;
     } catch {
-      return new Map();
+      return { entries: [] };
     }
   }
 
@@ -276,7 +295,8 @@ export class SyncedContext {
   }
 
   private async planFiles(listing: readonly SyncEntry[]): Promise<SyncPlan> {
-    const kept = await this.kept();
+    this.planned = await this.kept();
+    const kept = keptByPath(this.planned.entries);
     const need: string[] = [];
     const check: Record<string, string> = {};
     for (const entry of listing) {
@@ -349,7 +369,10 @@ export class SyncedContext {
   ): Promise<void> {
     this.knownDirectories.clear();
     this.madeDirectories.clear();
-    const recorded = await this.kept();
+    const record = this.planned ?? (await this.kept());
+    this.planned = undefined;
+    // Looked at before anything is written: what this apply writes changes ctimes too.
+    const sameShape = this.sameShape(listing, record);
     mkdirSync(this.tree, { recursive: true, mode: 0o755 });
     const byPath = new Map(listing.map((e) => [e.path, e]));
     /** Files written now: their mode and times were set as they were written. */
@@ -393,7 +416,68 @@ export class SyncedContext {
       written.add(rel);
     }
     await feeding;
-    await this.reconcile(listing, recorded, written);
+    if (sameShape) await this.update(listing, record, written);
+    else await this.reconcile(listing, keptByPath(record.entries), written);
+  }
+
+  /**
+   * Whether the copy holds exactly the entries the last sync recorded, and the listing names the
+   * same ones: same paths in the same order, same types, and the root, every directory and every
+   * link as recorded (see the class's header).
+   */
+  private sameShape(listing: readonly SyncEntry[], record: KeptRecord): boolean {
+    const { root, entries } = record;
+    if (root === undefined || entries.length !== listing.length) return false;
+    if (!sameIdentity(root, lstatOrUndefined(this.tree))) return false;
+    for (const [i, entry] of listing.entries()) {
+      const was = entries[i]!;
+      if (was.entry.path !== entry.path || was.entry.type !== entry.type) return false;
+      if (entry.type === "file") continue;
+      if (!sameIdentity(was, lstatOrUndefined(path.join(this.tree, entry.path)))) return false;
+    }
+    return true;
+  }
+
+  /**
+   * The copy of the same shape as recorded (sameShape, checked before the data was written) made
+   * `listing`: the entries that were not written and are not as recorded get their mode and times,
+   * deepest first, as reconcile sets them. Recorded again only when something changed.
+   */
+  private async update(
+    listing: readonly SyncEntry[],
+    record: KeptRecord,
+    written: ReadonlySet<string>,
+  ): Promise<void> {
+    const kept: Kept[] = [];
+    const stale: SyncEntry[] = [];
+    let changed = written.size > 0;
+    for (const [i, entry] of listing.entries()) {
+      const here = lstatOrUndefined(path.join(this.tree, entry.path));
+      if (entry.type === "file" && (!here?.isFile() || here.size !== entry.size)) {
+        throw new ContextSyncError(`the context data did not bring ${JSON.stringify(entry.path)}`);
+      }
+      if (!written.has(entry.path) && !untouchedSinceRecorded(record.entries[i], entry, here)) {
+        stale.push(entry);
+      }
+      kept.push({ entry, ...identityOf(here!) });
+    }
+    if (stale.length > 0) {
+      changed = true;
+      const depth = (e: SyncEntry) => e.path.split("/").length;
+      stale.sort((a, b) => depth(b) - depth(a));
+      const index = new Map(listing.map((e, i) => [e.path, i]));
+      for (const entry of stale) {
+        const abs = path.join(this.tree, entry.path);
+        if (entry.type !== "symlink") chmodSync(abs, entry.mode);
+        lutimesSync(abs, new Date(), new Date(entry.mtimeMs));
+        kept[index.get(entry.path)!] = { entry, ...identityOf(lstatSync(abs)) };
+      }
+    }
+    if (!changed) return;
+    await writeFileAtomic(
+      this.record,
+      JSON.stringify({ root: identityOf(lstatSync(this.tree)), entries: kept } satisfies KeptRecord),
+    );
   }
 
   /** The copy made exactly `listing`: what it lacks is refused, what it has beyond is removed. */
@@ -427,8 +511,8 @@ export class SyncedContext {
     };
     prune("");
     const untouched = new Set<string>();
-    /** Each file's identity as recorded: taken here, again only for a file whose mode or times are set below. */
-    const identity = new Map<string, { ino: number; ctimeMs: number }>();
+    /** Each entry's identity as recorded: taken here, again for one whose mode or times are set below. */
+    const identity = new Map<string, Identity>();
     for (const entry of listing) {
       const parts = entry.path.split("/");
       this.parents(parts);
@@ -439,6 +523,7 @@ export class SyncedContext {
         this.knownDirectories.add(entry.path);
       } else if (entry.type === "symlink") {
         if (!here) symlinkSync(entry.link!, abs);
+        else if (untouchedSinceRecorded(recorded.get(entry.path), entry, here)) untouched.add(entry.path);
       } else if (!here?.isFile() || here.size !== entry.size) {
         throw new ContextSyncError(`the context data did not bring ${JSON.stringify(entry.path)}`);
       } else {
@@ -455,15 +540,19 @@ export class SyncedContext {
       const abs = path.join(this.tree, entry.path);
       if (entry.type !== "symlink") chmodSync(abs, entry.mode);
       lutimesSync(abs, new Date(), new Date(entry.mtimeMs));
-      if (entry.type === "file") {
-        const { ino, ctimeMs } = lstatSync(abs);
-        identity.set(entry.path, { ino, ctimeMs });
-      }
+      identity.set(entry.path, identityOf(lstatSync(abs)));
     }
-    const kept: Kept[] = listing.map((entry) =>
-      entry.type === "file" ? { entry, ...identity.get(entry.path)! } : { entry },
+    // A link left as it was: its identity now (it was found untouched; a directory never is, its
+    // times are set above, after everything inside it).
+    for (const entry of listing) {
+      if (!identity.has(entry.path))
+        identity.set(entry.path, identityOf(lstatSync(path.join(this.tree, entry.path))));
+    }
+    const kept: Kept[] = listing.map((entry) => ({ entry, ...identity.get(entry.path)! }));
+    await writeFileAtomic(
+      this.record,
+      JSON.stringify({ root: identityOf(lstatSync(this.tree)), entries: kept } satisfies KeptRecord),
     );
-    await writeFileAtomic(this.record, JSON.stringify(kept));
   }
 
   /** Removes the copy. */
@@ -484,19 +573,30 @@ function lstatOrUndefined(abs: string) {
   }
 }
 
-/** A file of the copy as the last sync recorded it, for an unchanged listing entry: nothing to do. */
+/** An entry of the copy as the last sync recorded it, for an unchanged listing entry: nothing to do. */
 function untouchedSinceRecorded(
   was: Kept | undefined,
   entry: SyncEntry,
-  here: { ino: number; ctimeMs: number; size: number },
+  here: { ino: number; ctimeMs: number; size: number } | undefined,
 ): boolean {
   return (
     was !== undefined &&
     sameListing(was.entry, entry) &&
-    was.ino === here.ino &&
-    was.ctimeMs === here.ctimeMs &&
-    here.size === entry.size
+    sameIdentity(was, here) &&
+    (entry.type !== "file" || here!.size === entry.size)
   );
+}
+
+function identityOf(stat: { ino: number; ctimeMs: number }): Identity {
+  return { ino: stat.ino, ctimeMs: stat.ctimeMs };
+}
+
+function sameIdentity(was: Partial<Identity>, here: { ino: number; ctimeMs: number } | undefined): boolean {
+  return here !== undefined && was.ino === here.ino && was.ctimeMs === here.ctimeMs;
+}
+
+function keptByPath(entries: readonly Kept[]): Map<string, Kept> {
+  return new Map(entries.map((k) => [k.entry.path, k]));
 }
 
 function sameListing(a: SyncEntry, b: SyncEntry): boolean {

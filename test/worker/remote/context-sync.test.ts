@@ -262,6 +262,41 @@ describe("context sync", () => {
           symlinkSync(outside, abs);
           return below.map((e) => e.rel);
         },
+        // Behind the sync's back too, each of a kind only a directory's or a link's own change
+        // time tells: what a shortcut that trusts an unchanged copy must not miss.
+        tamperExtraEntry: () => {
+          const dir = rnd.pick([{ rel: "" }, ...entries(kept.tree).filter((e) => e.type === "dir")]);
+          writeFileSync(path.join(kept.tree, dir.rel, "planted"), "not the client's\n");
+          return [];
+        },
+        tamperDirMode: () => {
+          const dir = rnd.pick(entries(kept.tree).filter((e) => e.type === "dir"));
+          if (!dir) return undefined;
+          chmodSync(path.join(kept.tree, dir.rel), 0o711);
+          return [];
+        },
+        tamperDirTime: () => {
+          const dir = rnd.pick(entries(kept.tree).filter((e) => e.type === "dir"));
+          if (!dir) return undefined;
+          utimesSync(path.join(kept.tree, dir.rel), 1_000_000, 1_000_000);
+          return [];
+        },
+        tamperLink: () => {
+          const link = rnd.pick(entries(kept.tree).filter((e) => e.type === "symlink"));
+          if (!link) return undefined;
+          const abs = path.join(kept.tree, link.rel);
+          rmSync(abs);
+          symlinkSync(outside, abs);
+          return [];
+        },
+        tamperRemove: () => {
+          const file = rnd.pick(entries(kept.tree).filter((e) => e.type === "file"));
+          if (!file) return undefined;
+          rmSync(path.join(kept.tree, file.rel));
+          return [file.rel];
+        },
+        // A sync with nothing changed anywhere.
+        nothing: () => [],
       };
       const names_ = Object.keys(edits);
       for (let i = 0; i < 25; i++) edits.write!();
