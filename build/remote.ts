@@ -91,7 +91,9 @@ export async function runRemoteBuild(request: BuildRequest, ctx: RunContext): Pr
     const dockerfile = await readRequestDockerfile(request, ctx.cwd);
     const ignore = await readDockerignore(dockerfile.contextDir, dockerfile.dockerfilePath);
     const listing = await listContext(dockerfile.contextDir, ignore, ctx.signal);
-    return { dockerfile, ignore, listing };
+    // Encoded while the connection is still being made, as the listing is.
+    const encodedListing = encodeListing(listing);
+    return { dockerfile, ignore, listing, encodedListing };
   };
   return await runOnWorker(request, ctx, { handlers, prepare }, (worker, prepared) =>
     remoteBuildOnce(request, ctx, worker, prepared, secrets, agents),
@@ -103,6 +105,8 @@ interface PreparedContext {
   dockerfile: Awaited<ReturnType<typeof readRequestDockerfile>>;
   ignore: string[];
   listing: Awaited<ReturnType<typeof listContext>>;
+  /** The listing as it travels. */
+  encodedListing: Buffer;
 }
 
 /** One try of a remote build, on the worker remote-target.ts connected to. */
@@ -110,7 +114,7 @@ async function remoteBuildOnce(
   request: BuildRequest,
   ctx: RunContext,
   worker: OpenWorker,
-  { dockerfile, ignore, listing }: PreparedContext,
+  { dockerfile, ignore, listing, encodedListing }: PreparedContext,
   secrets: Record<string, SecretSource>,
   agents: Record<string, string>,
 ): Promise<BuildResult> {
@@ -184,9 +188,8 @@ async function remoteBuildOnce(
         ctx.onEvent(event as BuildEvent);
       },
     });
-    const encoded = encodeListing(listing);
-    call.writable.write(lengthPrefix(encoded.length));
-    call.writable.write(encoded);
+    call.writable.write(lengthPrefix(encodedListing.length));
+    call.writable.write(encodedListing);
 
     // The parts come back in the order asked: the -o files, then the image for the local store.
     const data = new ByteTaker(call.readable);

@@ -52,6 +52,11 @@ export interface TarReadEntry {
   xattrs: Map<string, Buffer>;
   /** The content (files only); entries left unread are skipped. */
   body: AsyncIterable<Buffer>;
+  /**
+   * The whole content, when it had arrived by the time the header was read (a small file): the
+   * bytes `body` gives too, handed over without a round trip through it per file.
+   */
+  content?: Buffer;
 }
 
 /** Pulls exact byte counts out of an async iterable of chunks. */
@@ -81,6 +86,15 @@ class ByteReader {
   /** Exactly `n` bytes, or fewer only at the end of the stream. */
   async take(n: number): Promise<Buffer> {
     await this.fill(n);
+    return this.takeAtHand(n);
+  }
+
+  /** `n` bytes if they have arrived already (else undefined): no waiting, no round trip. */
+  takeIfAtHand(n: number): Buffer | undefined {
+    return this.buffer.length >= n ? this.takeAtHand(n) : undefined;
+  }
+
+  private takeAtHand(n: number): Buffer {
     const out = this.buffer.subarray(0, n);
     this.buffer = this.buffer.subarray(out.length);
     return out;
@@ -193,7 +207,7 @@ export async function* readTarEntries(
   let longLink: string | undefined;
   try {
     for (;;) {
-      const block = await reader.take(BLOCK);
+      const block = reader.takeIfAtHand(BLOCK) ?? (await reader.take(BLOCK));
       if (block.length === 0) break; // no end-of-archive blocks: tolerated, as GNU tar does
       if (block.length < BLOCK) throw new InvalidTarError(what, "it ends in the middle of a header");
       if (block.every((b) => b === 0)) {
@@ -267,13 +281,21 @@ export async function* readTarEntries(
       const mtimeSeconds = paxNumber(fields, "mtime");
       const atimeSeconds = paxNumber(fields, "atime");
       const fileSize = type === "File" ? bodySize : 0;
-      let consumed = 0;
-      const body = (async function* () {
-        for await (const chunk of reader.chunks(fileSize)) {
-          consumed += chunk.length;
-          yield chunk;
-        }
-      })();
+      // A small file's content and padding have usually arrived with its header: taken at once.
+      const atHand = reader.takeIfAtHand(padded(bodySize));
+      const content = atHand === undefined || fileSize === 0 ? undefined : atHand.subarray(0, fileSize);
+      let consumed = atHand === undefined ? 0 : padded(bodySize);
+      const body =
+        atHand === undefined
+          ? (async function* () {
+              for await (const chunk of reader.chunks(fileSize)) {
+                consumed += chunk.length;
+                yield chunk;
+              }
+            })()
+          : (async function* () {
+              if (content !== undefined) yield content;
+            })();
       yield {
         path,
         type,
@@ -288,9 +310,10 @@ export async function* readTarEntries(
         devmin: header.devmin ?? 0,
         xattrs,
         body,
+        ...(content !== undefined ? { content } : {}),
       };
       await body.return(undefined);
-      await reader.skip(padded(bodySize) - consumed);
+      if (consumed < padded(bodySize)) await reader.skip(padded(bodySize) - consumed);
     }
   } finally {
     await reader.close();

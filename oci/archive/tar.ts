@@ -196,12 +196,18 @@ const CHUNK_BYTES = 256 * 1024;
  * and stream after it.
  */
 export class TarChunker {
+  /** Bytes gathered before a chunk is handed on. */
+  private readonly chunkBytes: number;
   private parts: Buffer[] = [];
   private size = 0;
   /** Bytes of the tar before what is gathered now. */
   private before = 0;
   /** Where the content of the last file added starts in the tar. */
   contentOffset = 0;
+
+  constructor(chunkBytes: number = CHUNK_BYTES) {
+    this.chunkBytes = chunkBytes;
+  }
 
   /** Adds an entry with its whole content (files); gives a chunk to pass on once enough gathered. */
   add(entry: TarEntry, content?: Uint8Array): Buffer | undefined {
@@ -213,7 +219,7 @@ export class TarChunker {
       if (content) this.push(Buffer.from(content.buffer, content.byteOffset, content.length));
       this.push(tarPadding(entry.size));
     }
-    return this.size >= CHUNK_BYTES ? this.flush() : undefined;
+    return this.size >= this.chunkBytes ? this.flush() : undefined;
   }
 
   /** Counts bytes the tar got past the chunker (an entry streamed after a flush). */
