@@ -36,6 +36,20 @@ export async function build(request: BuildRequest, options: BuildOptions = {}): 
     ...(options.env ?? process.env),
     ...(options.store ? { TBUILD_ROOT: options.store.root } : {}),
   };
+  // On a remote worker: only the client's half runs here (build/remote.ts), in no user namespace,
+  // and nothing of the local builder is loaded.
+  if (request.worker !== undefined) {
+    const { runRemoteBuild } = await import("../build/remote.js");
+    return withCancel(signal, () =>
+      runRemoteBuild(request, {
+        env,
+        cwd: options.cwd ?? process.cwd(),
+        signal,
+        onEvent: options.onEvent ?? (() => {}),
+        ...(options.stdout ? { stdout: options.stdout } : {}),
+      }),
+    );
+  }
   // Unprivileged, the build runs in tbuild's user namespace, as the CLI's does (api/rootless.ts).
   if (!hasWorkerPrivileges()) {
     const { buildInUserNamespace } = await import("./rootless.js");
@@ -43,14 +57,21 @@ export async function build(request: BuildRequest, options: BuildOptions = {}): 
   }
   // Loaded when a build is asked for: `run()` and `pull()` callers never load the builder.
   const { runBuild } = await import("../build/run.js");
-  try {
-    return await runBuild(request, {
+  return withCancel(signal, () =>
+    runBuild(request, {
       env,
       cwd: options.cwd ?? process.cwd(),
       signal,
       onEvent: options.onEvent ?? (() => {}),
       ...(options.stdout ? { stdout: options.stdout } : {}),
-    });
+    }),
+  );
+}
+
+/** What `run` gives; a failure after `signal` was aborted is the cancel, as a BuildCanceledError. */
+async function withCancel<T>(signal: AbortSignal, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
   } catch (err) {
     if (signal.aborted) throw new BuildCanceledError(signal.reason, err);
     throw err;

@@ -1,6 +1,7 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { TbuildError } from "../errors/index.js";
+import type { BuildRequest } from "./request.js";
 
 export interface DockerfileInput {
   contextDir: string;
@@ -40,4 +41,9 @@ export async function readDockerfileInput(
   const relative = path.relative(cwd, dockerfilePath);
   const displayName = relative && !relative.startsWith("..") ? relative : dockerfilePath;
   return { contextDir, dockerfilePath, displayName, source };
+}
+
+/** Reads the request's Dockerfile: `dockerfile`, or `CONTEXT/Dockerfile`. */
+export function readRequestDockerfile(request: BuildRequest, cwd: string): Promise<DockerfileInput> {
+  return readDockerfileInput(cwd, request.context, request.dockerfile);
 }

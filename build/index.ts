@@ -5,14 +5,15 @@
  * that they cannot drift apart; BuildKit's control/ with buildx's build/.
  */
 export { loadConfig, registryOptions, type TbuildConfig } from "./config.js";
+export { readRequestDockerfile } from "./dockerfile.js";
 export { type BuildEvent, type BuildSummary, internalStepId } from "./events.js";
 export type { StepFailure } from "./failure.js";
+export { type BuildPlan, type PlanContext, planBuild } from "./plan.js";
 export {
-  type BuildPlan,
-  type PlanContext,
-  planBuild,
-  readRequestDockerfile,
+  type BuildRequest,
+  checkBuildRequest,
+  type SecretRequest,
+  type SshRequest,
   targetPlatformOf,
-} from "./plan.js";
-export { type BuildRequest, checkBuildRequest, type SecretRequest, type SshRequest } from "./request.js";
+} from "./request.js";
 export { type BuildResult, epochOf, type RunContext, runBuild } from "./run.js";

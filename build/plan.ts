@@ -4,16 +4,15 @@
  * build` solves (both call planBuild; the build hands its result to the solver untouched, and
  * says so in its `build.planned` event).
  */
-import { TbuildError } from "../errors/index.js";
 import { readDockerignore } from "../frontend/dockerignore.js";
 import { type LoweredBuild, lowerDockerfile } from "../frontend/lower/index.js";
 import { parseDockerfileCached } from "../frontend/syntax/parse-cache.js";
-import { hostPlatform, type Platform, parsePlatform } from "../oci/platform.js";
+import { hostPlatform, type Platform } from "../oci/platform.js";
 import type { Store } from "../oci/store/index.js";
 import { registryOptions, type TbuildConfig } from "./config.js";
 import { parseBuildContexts } from "./contexts.js";
-import { type DockerfileInput, readDockerfileInput } from "./dockerfile.js";
-import type { BuildRequest } from "./request.js";
+import { type DockerfileInput, readRequestDockerfile } from "./dockerfile.js";
+import { type BuildRequest, targetPlatformOf } from "./request.js";
 import { localImageResolver, storeImageResolver } from "./resolver.js";
 
 /** What planning needs from whoever asks: the store and config, and where the request was made. */
@@ -41,24 +40,6 @@ export interface BuildPlan {
   localSources: Record<string, string>;
   /** Base images an offline plan could not find in the store. */
   unresolved: string[];
-}
-
-/** The one platform a build is for: this machine's, unless the request names one. */
-export function targetPlatformOf(platforms: string[] | undefined): Platform {
-  const named = (platforms ?? []).map((p) => p.trim()).filter((p) => p !== "");
-  if (named.length === 0) return hostPlatform();
-  if (named.length > 1) {
-    throw new TbuildError(
-      "E_NOT_SUPPORTED",
-      `--platform ${named.join(",")}: tbuild builds one platform at a time; multi-platform builds are not supported yet`,
-    );
-  }
-  return parsePlatform(named[0]!);
-}
-
-/** Reads the request's Dockerfile: `dockerfile`, or `CONTEXT/Dockerfile`. */
-export function readRequestDockerfile(request: BuildRequest, cwd: string): Promise<DockerfileInput> {
-  return readDockerfileInput(cwd, request.context, request.dockerfile);
 }
 
 export async function planBuild(

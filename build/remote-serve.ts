@@ -14,7 +14,6 @@
  * A synced context is locked for its build: a second build of the same context (from the same
  * client) waits for the first.
  */
-import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdir, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import net from "node:net";
@@ -24,7 +23,6 @@ import { TbuildError } from "../errors/index.js";
 import type { ExportRequest } from "../exporters/request.js";
 import { type Credentials, getCredentials } from "../oci/registry/credentials.js";
 import { type Descriptor, type Manifest, MediaType } from "../oci/spec.js";
-import { digestOf } from "../oci/store/content.js";
 import { openStore } from "../oci/store/index.js";
 import type { SecretSource } from "../worker/ops/context.js";
 import { ByteTaker, lengthPrefix } from "../worker/remote/bytes.js";
@@ -32,6 +30,7 @@ import { decodeListing, SyncedContext } from "../worker/remote/context-sync.js";
 import type { Handler, IncomingCall } from "../worker/remote/protocol.js";
 import { workerStore } from "../worker/remote/server.js";
 import { type AffinityParams, answerAffinity, recordBuildKeys } from "./remote-affinity.js";
+import { dockerfileDigest } from "./remote-keys.js";
 import type { BuildRequest } from "./request.js";
 import { type BuildResult, runBuild } from "./run.js";
 
@@ -256,17 +255,4 @@ function write(call: IncomingCall, chunk: Buffer): Promise<void> {
   return new Promise((resolve, reject) => {
     call.writable.write(chunk, (err) => (err ? reject(err) : resolve()));
   });
-}
-
-/** How a pool's scheduler and a worker name a build's Dockerfile: the digest of its bytes. */
-export function dockerfileDigest(source: Buffer): string {
-  return digestOf(source);
-}
-
-/** The key a client names its context by: its host, user and the context's path there. */
-export function contextKey(host: string, user: string, dir: string): string {
-  return createHash("sha256")
-    .update(JSON.stringify([host, user, dir]))
-    .digest("hex")
-    .slice(0, 32);
 }

@@ -26,10 +26,10 @@ import { type Connection, connect, type Handler } from "../worker/remote/protoco
 import type { WorkerInfo } from "../worker/remote/server.js";
 import { openTransport, type Transport, type TransportOptions } from "../worker/remote/transport.js";
 import { loadConfig, type RemoteWorkerConfig, readRemoteWorkers, type TbuildConfig } from "./config.js";
-import { readRequestDockerfile, targetPlatformOf } from "./plan.js";
+import { readRequestDockerfile } from "./dockerfile.js";
 import type { AffinityAnswer, AffinityParams } from "./remote-affinity.js";
-import { contextKey, dockerfileDigest } from "./remote-serve.js";
-import type { BuildRequest } from "./request.js";
+import { contextKey, dockerfileDigest } from "./remote-keys.js";
+import { type BuildRequest, targetPlatformOf } from "./request.js";
 import type { RunContext } from "./run.js";
 
 /** A worker a build may go to: a `[worker.NAME]` table, or a URL given as is. */

@@ -46,16 +46,12 @@ import {
   type SyncPlan,
 } from "../worker/remote/context-sync.js";
 import type { Handler } from "../worker/remote/protocol.js";
+import { readRequestDockerfile } from "./dockerfile.js";
 import type { BuildEvent } from "./events.js";
-import { readRequestDockerfile } from "./plan.js";
-import {
-  contextKey,
-  type ImageParts,
-  type RemoteBuildAnswer,
-  type RemoteBuildParams,
-} from "./remote-serve.js";
+import { contextKey } from "./remote-keys.js";
+import type { ImageParts, RemoteBuildAnswer, RemoteBuildParams } from "./remote-serve.js";
 import { type OpenWorker, runOnWorker } from "./remote-target.js";
-import type { BuildRequest } from "./request.js";
+import { type BuildRequest, checkBuildRequest } from "./request.js";
 import type { BuildResult, RunContext } from "./run.js";
 import { resolveSecrets, resolveSshAgents } from "./secrets.js";
 
@@ -70,6 +66,7 @@ function notYet(what: string): TbuildError {
 }
 
 export async function runRemoteBuild(request: BuildRequest, ctx: RunContext): Promise<BuildResult> {
+  checkBuildRequest(request);
   // Checked here, before anything travels: the worker asks for each when a step mounts it.
   const secrets = await resolveSecrets(request.secrets ?? [], ctx);
   const agents = resolveSshAgents(request.ssh ?? [], ctx);

@@ -6,6 +6,7 @@
  */
 import { TbuildError } from "../errors/index.js";
 import type { ExportRequest } from "../exporters/request.js";
+import { hostPlatform, type Platform, parsePlatform } from "../oci/platform.js";
 import type { CacheExportSpec, CacheImportSpec } from "../solver/build-cache.js";
 
 export interface BuildRequest {
@@ -154,4 +155,17 @@ export function checkBuildRequest(request: unknown): BuildRequest {
   expect("cacheFrom", "an array of { type, ... }", (v) => Array.isArray(v) && v.every(isTyped));
   expect("cacheTo", "{ type, ... }", isTyped);
   return request as BuildRequest;
+}
+
+/** The one platform a build is for: this machine's, unless the request names one. */
+export function targetPlatformOf(platforms: string[] | undefined): Platform {
+  const named = (platforms ?? []).map((p) => p.trim()).filter((p) => p !== "");
+  if (named.length === 0) return hostPlatform();
+  if (named.length > 1) {
+    throw new TbuildError(
+      "E_NOT_SUPPORTED",
+      `--platform ${named.join(",")}: tbuild builds one platform at a time; multi-platform builds are not supported yet`,
+    );
+  }
+  return parsePlatform(named[0]!);
 }

@@ -33,10 +33,11 @@ import {
   readWorkerSettings,
   registryOptions,
 } from "./config.js";
+import { readRequestDockerfile } from "./dockerfile.js";
 import { type BuildEvent, BuildEventStream, type BuildSummary } from "./events.js";
 import { BuildStepFailedError, describeStepFailure } from "./failure.js";
 import { containerImages, pruneUnneededLayers } from "./gc.js";
-import { planBuild, readRequestDockerfile } from "./plan.js";
+import { planBuild } from "./plan.js";
 import { type BuildRequest, checkBuildRequest } from "./request.js";
 import { checkRequiredSecrets, resolveSecrets, resolveSshAgents } from "./secrets.js";
 

@@ -28,9 +28,12 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
     ctx.env,
   );
 
-  if (!hasWorkerPrivileges()) await stopAbandonedContainers(defaultStoreRoot(ctx.env));
-  const reexec = await reexecInUserNamespace(process.argv.slice(2), ctx.env);
-  if (reexec !== undefined) return reexec;
+  // A build on a remote worker runs no step here: no user namespace, no containers of this store.
+  if (request.worker === undefined) {
+    if (!hasWorkerPrivileges()) await stopAbandonedContainers(defaultStoreRoot(ctx.env));
+    const reexec = await reexecInUserNamespace(process.argv.slice(2), ctx.env);
+    if (reexec !== undefined) return reexec;
+  }
 
   // Opened on the first event: an error before the build starts (no Dockerfile) is printed alone.
   let progress: ProgressSink | undefined;

@@ -7,7 +7,7 @@
  */
 import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -166,6 +166,57 @@ describe("a build on a remote worker", () => {
     );
     expect(again.status, again.stderr).toBe(0);
     expect(imageDigest(client, "after:1")).toBe(localDigest);
+  }, 240_000);
+
+  it("a client that is no root needs no user namespace of its own: what comes back is the user's, as on a laptop", async () => {
+    const user = "tbuild-test";
+    const uid = Number(execFileSync("id", ["-u", user], { encoding: "utf8" }).trim());
+    const base = tempDir("remote-user-client");
+    const workerStore = path.join(base, "worker");
+    mkdirSync(workerStore);
+    await importBusybox(workerStore, "busybox");
+    const dir = path.join(base, "project");
+    mkdirSync(dir);
+    writeFileSync(path.join(dir, "Dockerfile"), "FROM busybox\nCOPY --chown=1000:1000 owned.txt /owned.txt\n");
+    writeFileSync(path.join(dir, "owned.txt"), "mine\n");
+    const out = path.join(base, "out");
+    execFileSync("chown", ["-R", `${user}:`, base]);
+    chmodSync(base, 0o755);
+    const built = spawnSync(
+      "runuser",
+      [
+        "-u",
+        user,
+        "--",
+        "env",
+        `HOME=${base}`,
+        `TBUILD_ROOT=${path.join(base, "client")}`,
+        tbuildBin,
+        "build",
+        "--progress=plain",
+        "--worker",
+        `cmd://TBUILD_ROOT=${workerStore} ${tbuildBin} worker --stdio`,
+        "-t",
+        "mine:1",
+        "-o",
+        `type=local,dest=${out}`,
+        dir,
+      ],
+      { encoding: "utf8" },
+    );
+    expect(built.status, built.stderr).toBe(0);
+    // Written by the user itself, not by uid 1000 of a user namespace (a subordinate id on this
+    // host, which the user could not even delete): what buildx's local exporter gives too.
+    expect(readFileSync(path.join(out, "owned.txt"), "utf8")).toBe("mine\n");
+    expect(statSync(path.join(out, "owned.txt")).uid).toBe(uid);
+    expect(spawnSync("runuser", ["-u", user, "--", "rm", "-rf", out]).status).toBe(0);
+    expect(existsSync(out)).toBe(false);
+    const images = spawnSync(
+      "runuser",
+      ["-u", user, "--", "env", `TBUILD_ROOT=${path.join(base, "client")}`, tbuildBin, "images"],
+      { encoding: "utf8" },
+    );
+    expect(images.stdout).toContain("mine");
   }, 240_000);
 
   describe("over ssh:// to a rootless host", () => {
