@@ -12,6 +12,7 @@ import { loadArchive } from "../oci/archive/index.js";
 import { packDirectory } from "../oci/archive/rootfs.js";
 import { formatPlatform, type Platform } from "../oci/platform.js";
 import type { Store } from "../oci/store/index.js";
+import { contextSource } from "./context-source.js";
 import { resolveStoredImage } from "./resolver.js";
 
 export interface BuildContexts {
@@ -27,27 +28,21 @@ export async function parseBuildContexts(
 ): Promise<BuildContexts> {
   const contexts: BuildContexts = { namedContexts: {}, localSources: {} };
   for (const [name, source] of Object.entries(sources)) {
-    if (name === "" || source === "")
-      throw new UsageError(
-        `--build-context "${name}=${source}" must be NAME=DIR, NAME=docker-image://REF or NAME=oci-layout://DIR`,
-      );
-    // The build's own context is the local source `context`: a named one may not shadow it.
-    if (name === "context")
-      throw new UsageError(`--build-context cannot be named "context": choose another name`);
-    if (source.startsWith("docker-image://")) {
-      contexts.namedContexts[name] = { type: "image", ref: source.slice("docker-image://".length) };
-    } else if (source.startsWith("oci-layout://")) {
+    const kind = contextSource(name, source);
+    if (kind.kind === "image") {
+      contexts.namedContexts[name] = { type: "image", ref: kind.ref };
+    } else if (kind.kind === "oci-layout") {
       contexts.namedContexts[name] = {
         type: "resolved",
-        image: await importLayout(name, source.slice("oci-layout://".length), options),
+        image: await importLayout(name, kind.layout, options),
       };
-    } else if (/^[a-z][a-z0-9+.-]*:\/\//i.test(source)) {
+    } else if (kind.kind === "url") {
       throw new TbuildError(
         "E_NOT_SUPPORTED",
         `--build-context ${name}=${source}: this kind of source is not supported yet (use a directory, docker-image:// or oci-layout://)`,
       );
     } else {
-      const dir = path.resolve(options.cwd, source);
+      const dir = path.resolve(options.cwd, kind.path);
       const info = await stat(dir).catch(() => undefined);
       if (!info?.isDirectory())
         throw new UsageError(`--build-context ${name}=${source}: ${dir} is not a directory`);

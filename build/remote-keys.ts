@@ -11,10 +11,14 @@ export function dockerfileDigest(source: Buffer): string {
   return digestOf(source);
 }
 
-/** The key a client names its context by: its host, user and the context's path there. */
-export function contextKey(host: string, user: string, dir: string): string {
+/**
+ * The key a client names its context by: its host, user and the context's path there; a named
+ * context (`--build-context NAME=DIR`) by its name too, as its own `.dockerignore` may select
+ * other files of the same directory than the build context's.
+ */
+export function contextKey(host: string, user: string, dir: string, named?: string): string {
   return createHash("sha256")
-    .update(JSON.stringify([host, user, dir]))
+    .update(JSON.stringify(named === undefined ? [host, user, dir] : [host, user, dir, named]))
     .digest("hex")
     .slice(0, 32);
 }

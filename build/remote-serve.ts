@@ -2,9 +2,10 @@
  * A worker's half of a remote build (`tbuild worker --stdio` on the build host): one `build` call
  * per build, carrying everything over its one channel, so that nothing of it outlives the call.
  *
- * 1. The client's data starts with the context listing; the worker answers with a `sync.plan`
- *    event (worker/remote/context-sync.ts), and the rest of the client's data is the files asked
- *    for. The synced copy is the build's context.
+ * 1. The client's data carries its contexts in turn, the build context first, then each named
+ *    directory context (`--build-context NAME=DIR`): a listing, to which the worker answers with a
+ *    `sync.plan` event (worker/remote/context-sync.ts), then the files asked for, framed (nothing
+ *    when the plan asks for nothing). Each synced copy is a context of the build.
  * 2. The build runs here, in this worker's store, as `runBuild` runs any build: its events go back
  *    as they come, so the client shows the same progress as for a local build.
  * 3. What the client is to keep goes back on the call's data, each part length-prefixed: the `-o`
@@ -26,7 +27,7 @@ import { type Descriptor, type Manifest, MediaType } from "../oci/spec.js";
 import { openStore } from "../oci/store/index.js";
 import type { SecretSource } from "../worker/ops/context.js";
 import { ByteTaker, lengthPrefix } from "../worker/remote/bytes.js";
-import { decodeListing, SyncedContext } from "../worker/remote/context-sync.js";
+import { asksNothing, decodeListing, SyncedContext } from "../worker/remote/context-sync.js";
 import type { Handler, IncomingCall } from "../worker/remote/protocol.js";
 import { workerStore } from "../worker/remote/server.js";
 import { type AffinityParams, answerAffinity, recordBuildKeys } from "./remote-affinity.js";
@@ -38,6 +39,11 @@ import { type BuildResult, runBuild } from "./run.js";
 export interface RemoteBuildParams {
   /** Names the client's context among this worker's synced ones (hex). */
   contextKey: string;
+  /**
+   * The request's named contexts that are directories of the client's (`--build-context
+   * NAME=DIR`), synced after the build context in this order, each as its own copy here.
+   */
+  namedContexts?: Array<{ name: string; contextKey: string }>;
   /** The Dockerfile's name and content (base64): it may lie outside the context. */
   dockerfile: { name: string; source: string };
   /** The `.dockerignore` patterns the client read for this Dockerfile. */
@@ -61,6 +67,8 @@ export interface RemoteBuildAnswer {
 
 /** The largest context listing a worker reads (gzip'd). */
 const MAX_LISTING_BYTES = 256 * 1024 * 1024;
+/** The largest frame of a context's files a worker takes (the client sends 64 KiB parts). */
+const MAX_FRAME_BYTES = 16 * 1024 * 1024;
 
 export function remoteBuildHandlers(env: NodeJS.ProcessEnv): Record<string, Handler> {
   return {
@@ -71,28 +79,84 @@ export function remoteBuildHandlers(env: NodeJS.ProcessEnv): Record<string, Hand
   };
 }
 
-async function serveBuild(params: RemoteBuildParams, call: IncomingCall, env: NodeJS.ProcessEnv) {
-  if (!/^[0-9a-f]{16,64}$/.test(params.contextKey ?? "")) {
-    throw new TbuildError("E_WORKER_PROTOCOL", "a build call names no valid context key");
+/** The build context, then each named directory context, as a build call lists them. */
+function syncedContexts(params: RemoteBuildParams): Array<{ key: string; name?: string }> {
+  const named = params.namedContexts ?? [];
+  const all: Array<{ key: string; name?: string }> = [
+    { key: params.contextKey },
+    ...named.map((c) => ({ key: c.contextKey, name: c.name })),
+  ];
+  for (const { key, name } of all) {
+    if (typeof key !== "string" || !/^[0-9a-f]{16,64}$/.test(key)) {
+      throw new TbuildError("E_WORKER_PROTOCOL", "a build call names no valid context key");
+    }
+    if (name !== undefined && (typeof name !== "string" || name === "" || name === "context")) {
+      throw new TbuildError("E_WORKER_PROTOCOL", `a build call names a context ${JSON.stringify(name)}`);
+    }
   }
+  if (
+    new Set(all.map((c) => c.key)).size !== all.length ||
+    new Set(named.map((c) => c.name)).size !== named.length
+  ) {
+    throw new TbuildError("E_WORKER_PROTOCOL", "a build call names a context twice");
+  }
+  return all;
+}
+
+async function serveBuild(params: RemoteBuildParams, call: IncomingCall, env: NodeJS.ProcessEnv) {
+  const wanted = syncedContexts(params);
   const storeRoot = workerStore(call.connection.peerHello.store, env);
   const contexts = path.join(storeRoot, "remote-contexts");
   await mkdir(contexts, { recursive: true, mode: 0o700 });
-  const synced = new SyncedContext(path.join(contexts, params.contextKey));
-  await mkdir(synced.dir, { recursive: true, mode: 0o700 });
   const { default: lockfile } = await import("proper-lockfile");
-  const release = await lockfile.lock(synced.dir, {
-    realpath: false,
-    stale: 30_000,
-    update: 7_500,
-    retries: { retries: 10_000, minTimeout: 20, maxTimeout: 500 },
+  // Each synced copy is locked for the build, in one order (by key), so that two builds naming
+  // the same copies wait for each other rather than each holding one.
+  const releases: Array<() => Promise<void>> = [];
+  const unlock = async () => {
+    for (const release of releases.splice(0).reverse()) await release().catch(() => {});
+  };
+  const synced = new Map<string, SyncedContext>();
+  try {
+    for (const { key } of [...wanted].sort((a, b) => a.key.localeCompare(b.key))) {
+      const copy = new SyncedContext(path.join(contexts, key));
+      await mkdir(copy.dir, { recursive: true, mode: 0o700 });
+      releases.push(
+        await lockfile.lock(copy.dir, {
+          realpath: false,
+          stale: 30_000,
+          update: 7_500,
+          retries: { retries: 10_000, minTimeout: 20, maxTimeout: 500 },
+        }),
+      );
+      synced.set(key, copy);
+    }
+  } catch (err) {
+    await unlock();
+    throw err;
+  }
+  const temp = await mkdtemp(path.join(contexts, ".build-")).catch(async (err: unknown) => {
+    await unlock();
+    throw err;
   });
-  const temp = await mkdtemp(path.join(contexts, ".build-"));
   try {
     const data = new ByteTaker(call.readable);
-    const listing = decodeListing(await data.part("the context listing", MAX_LISTING_BYTES));
-    call.notify({ type: "sync.plan", plan: await synced.plan(listing) });
-    await synced.apply(listing, data.rest(), call.signal);
+    // Each context in turn: its listing, the plan, and the files the plan asks for (framed; none
+    // follow a plan that asks for nothing, so an unchanged context costs no round trip).
+    const namedDirs: Record<string, string> = {};
+    for (const { key, name } of wanted) {
+      const copy = synced.get(key)!;
+      const what = name === undefined ? "the context" : `the context ${name}`;
+      const listing = decodeListing(await data.part(`${what}'s listing`, MAX_LISTING_BYTES));
+      const plan = await copy.plan(listing);
+      call.notify({ type: "sync.plan", plan, ...(name !== undefined ? { context: name } : {}) });
+      await copy.apply(
+        listing,
+        asksNothing(plan) ? undefined : data.frames(`${what}'s files`, MAX_FRAME_BYTES),
+        call.signal,
+      );
+      if (name !== undefined) namedDirs[name] = copy.tree;
+    }
+    const mainContext = synced.get(params.contextKey)!;
 
     // The Dockerfile and its ignore patterns as the client read them, beside each other.
     // A name only, in the call's own directory: never `..`, never a path.
@@ -111,7 +175,11 @@ async function serveBuild(params: RemoteBuildParams, call: IncomingCall, env: No
     const image: ExportRequest[] = params.imageNames.length > 0 ? [{ type: "image", names: [] }] : [];
     const request: BuildRequest = {
       ...params.request,
-      context: synced.tree,
+      // Directories of the client's, by their synced copies here; images and the like as named.
+      ...(Object.keys(namedDirs).length > 0
+        ? { contexts: { ...params.request.contexts, ...namedDirs } }
+        : {}),
+      context: mainContext.tree,
       dockerfile,
       outputs: [...parts, ...image],
     };
@@ -165,7 +233,7 @@ async function serveBuild(params: RemoteBuildParams, call: IncomingCall, env: No
     return { summary } satisfies RemoteBuildAnswer;
   } finally {
     await rm(temp, { recursive: true, force: true });
-    await release().catch(() => {});
+    await unlock();
   }
 }
 

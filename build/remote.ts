@@ -19,7 +19,7 @@
  * clear error rather than ignored.
  */
 import { createWriteStream } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import net from "node:net";
 import { hostname, userInfo } from "node:os";
 import path from "node:path";
@@ -36,8 +36,9 @@ import { getCredentials } from "../oci/registry/credentials.js";
 import type { Manifest } from "../oci/spec.js";
 import { defaultStoreRoot, normalizeImageName, openStore, parseDigest } from "../oci/store/index.js";
 import type { SecretSource } from "../worker/ops/context.js";
-import { ByteTaker, lengthPrefix } from "../worker/remote/bytes.js";
+import { ByteTaker, framed, lengthPrefix } from "../worker/remote/bytes.js";
 import {
+  asksNothing,
   contextData,
   encodeListing,
   filesToSend,
@@ -46,6 +47,7 @@ import {
   type SyncPlan,
 } from "../worker/remote/context-sync.js";
 import type { Handler } from "../worker/remote/protocol.js";
+import { contextSource } from "./context-source.js";
 import { readRequestDockerfile } from "./dockerfile.js";
 import type { BuildEvent } from "./events.js";
 import { contextKey } from "./remote-keys.js";
@@ -67,6 +69,7 @@ function notYet(what: string): TbuildError {
 
 export async function runRemoteBuild(request: BuildRequest, ctx: RunContext): Promise<BuildResult> {
   checkBuildRequest(request);
+  remoteFileOutputs(request);
   // Checked here, before anything travels: the worker asks for each when a step mounts it.
   const secrets = await resolveSecrets(request.secrets ?? [], ctx);
   const agents = resolveSshAgents(request.ssh ?? [], ctx);
@@ -84,38 +87,74 @@ export async function runRemoteBuild(request: BuildRequest, ctx: RunContext): Pr
       return { lacking };
     },
   };
-  const prepare = async () => {
+  const { namedDirs, passedOn } = await namedContexts(request, ctx.cwd);
+  const prepare = async (): Promise<PreparedContext> => {
     const dockerfile = await readRequestDockerfile(request, ctx.cwd);
     const ignore = await readDockerignore(dockerfile.contextDir, dockerfile.dockerfilePath);
-    const listing = await listContext(dockerfile.contextDir, ignore, ctx.signal);
-    // Encoded while the connection is still being made, as the listing is.
-    const encodedListing = encodeListing(listing);
-    return { dockerfile, ignore, listing, encodedListing };
+    // Listed, and encoded, while the connection is still being made.
+    const list = async (dir: string, patterns: string[]): Promise<ListedContext> => {
+      const listing = await listContext(dir, patterns, ctx.signal);
+      return { dir, listing, encoded: encodeListing(listing) };
+    };
+    const named: PreparedContext["named"] = [];
+    for (const [name, dir] of Object.entries(namedDirs)) {
+      named.push({ name, ...(await list(dir, await readDockerignore(dir))) });
+    }
+    return { dockerfile, ignore, main: await list(dockerfile.contextDir, ignore), named, passedOn };
   };
   return await runOnWorker(request, ctx, { handlers, prepare }, (worker, prepared) =>
     remoteBuildOnce(request, ctx, worker, prepared, secrets, agents),
   );
 }
 
-/** The client's side of the context: read and listed once, for every try. */
+/** A directory of the client's as the worker syncs it: its listing, and that listing as it travels. */
+interface ListedContext {
+  dir: string;
+  listing: SyncEntry[];
+  encoded: Buffer;
+}
+
+/** The client's side of the contexts: read and listed once, for every try. */
 interface PreparedContext {
   dockerfile: Awaited<ReturnType<typeof readRequestDockerfile>>;
   ignore: string[];
-  listing: Awaited<ReturnType<typeof listContext>>;
-  /** The listing as it travels. */
-  encodedListing: Buffer;
+  /** The build context. */
+  main: ListedContext;
+  /** `--build-context NAME=DIR` directories, synced after it. */
+  named: Array<ListedContext & { name: string }>;
+  /** The other named contexts (images), which the worker resolves as they are. */
+  passedOn: Record<string, string>;
 }
 
-/** One try of a remote build, on the worker remote-target.ts connected to. */
-async function remoteBuildOnce(
-  request: BuildRequest,
-  ctx: RunContext,
-  worker: OpenWorker,
-  { dockerfile, ignore, listing, encodedListing }: PreparedContext,
-  secrets: Record<string, SecretSource>,
-  agents: Record<string, string>,
-): Promise<BuildResult> {
-  if (Object.keys(request.contexts ?? {}).length > 0) throw notYet("--build-context");
+/**
+ * The request's named contexts: directories (synced to the worker like the build context) and the
+ * rest, passed on as they are. An OCI layout directory of this machine is refused for now.
+ */
+async function namedContexts(request: BuildRequest, cwd: string) {
+  const namedDirs: Record<string, string> = {};
+  const passedOn: Record<string, string> = {};
+  for (const [name, source] of Object.entries(request.contexts ?? {})) {
+    const kind = contextSource(name, source);
+    if (kind.kind === "oci-layout")
+      throw notYet(`--build-context ${name}=oci-layout://… (a directory on this machine)`);
+    if (kind.kind !== "directory") {
+      passedOn[name] = source;
+      continue;
+    }
+    const dir = path.resolve(cwd, kind.path);
+    const info = await stat(dir).catch(() => undefined);
+    if (!info?.isDirectory())
+      throw new UsageError(`--build-context ${name}=${source}: ${dir} is not a directory`);
+    namedDirs[name] = dir;
+  }
+  return { namedDirs, passedOn };
+}
+
+/**
+ * The `-o` outputs whose files come back from the worker; refuses what a remote build cannot do
+ * yet (checked before anything travels).
+ */
+function remoteFileOutputs(request: BuildRequest): ExportRequest[] {
   if (request.cacheTo?.type === "local" || (request.cacheFrom ?? []).some((spec) => spec.type === "local")) {
     throw notYet("a type=local build cache (a directory on this machine)");
   }
@@ -128,6 +167,19 @@ async function remoteBuildOnce(
     if (output.tar === false) throw notYet(`-o type=${output.type},tar=false`);
     fileOutputs.push(output);
   }
+  return fileOutputs;
+}
+
+/** One try of a remote build, on the worker remote-target.ts connected to. */
+async function remoteBuildOnce(
+  request: BuildRequest,
+  ctx: RunContext,
+  worker: OpenWorker,
+  { dockerfile, ignore, main, named, passedOn }: PreparedContext,
+  secrets: Record<string, SecretSource>,
+  agents: Record<string, string>,
+): Promise<BuildResult> {
+  const fileOutputs = remoteFileOutputs(request);
   const imageOutputs = (request.outputs ?? []).filter((o) => o.type === "image");
   const tags = request.tags ?? [];
 
@@ -144,8 +196,11 @@ async function remoteBuildOnce(
       metadataFile,
       ...rest
     } = request;
+    const host = hostname();
+    const uid = String(userInfo().uid);
     const params: RemoteBuildParams = {
-      contextKey: contextKey(hostname(), String(userInfo().uid), dockerfile.contextDir),
+      contextKey: contextKey(host, uid, dockerfile.contextDir),
+      namedContexts: named.map((c) => ({ name: c.name, contextKey: contextKey(host, uid, c.dir, c.name) })),
       dockerfile: {
         name: path.basename(dockerfile.dockerfilePath),
         source: dockerfile.source.toString("base64"),
@@ -153,6 +208,8 @@ async function remoteBuildOnce(
       ignore,
       request: {
         ...rest,
+        // The worker adds its synced copies of the directories.
+        ...(request.contexts !== undefined ? { contexts: passedOn } : {}),
         context: ".",
         // Pushed from the worker: its names, its push; the local store's copy comes back below.
         tags: request.push === true ? tags : [],
@@ -168,14 +225,13 @@ async function remoteBuildOnce(
     // The worker's `build.completed` is held back until the image is named here, so that what it
     // says (the names) is true when it is shown; a failure after it ends the build as failed.
     let completed: Extract<BuildEvent, { type: "build.completed" }> | undefined;
+    const plans = new PlanQueue();
     const call = connection.openStream("build", params, {
       signal: ctx.signal,
       onEvent: (event) => {
         const e = event as { type: string; plan?: SyncPlan };
         if (e.type === "sync.plan") {
-          void sendContext(dockerfile.contextDir, e.plan!, listing, call.writable).catch((err: unknown) =>
-            call.writable.destroy(err as Error),
-          );
+          plans.push(e.plan!);
           return;
         }
         if (e.type === "build.completed") {
@@ -185,8 +241,9 @@ async function remoteBuildOnce(
         ctx.onEvent(event as BuildEvent);
       },
     });
-    call.writable.write(lengthPrefix(encodedListing.length));
-    call.writable.write(encodedListing);
+    void sendContexts([main, ...named], plans, call.writable).catch((err: unknown) =>
+      call.writable.destroy(err as Error),
+    );
 
     // The parts come back in the order asked: the -o files, then the image for the local store.
     const data = new ByteTaker(call.readable);
@@ -376,13 +433,43 @@ function registriesOf(request: BuildRequest): Set<string> {
   return hosts;
 }
 
-/** The files the worker's plan asks for, after the listing on the call's data, then the end of it. */
-async function sendContext(
-  dir: string,
-  plan: SyncPlan,
-  listing: readonly SyncEntry[],
-  writable: Writable,
-): Promise<void> {
-  const files = await filesToSend(dir, plan, listing);
-  await pipeline(contextData(dir, files), writable);
+/** The worker's plans, in the order it sends them (one per context), for the sender to wait on. */
+class PlanQueue {
+  private readonly arrived: SyncPlan[] = [];
+  private waiting: ((plan: SyncPlan) => void) | undefined;
+
+  push(plan: SyncPlan): void {
+    if (this.waiting) {
+      const resolve = this.waiting;
+      this.waiting = undefined;
+      resolve(plan);
+    } else this.arrived.push(plan);
+  }
+
+  next(): Promise<SyncPlan> {
+    const plan = this.arrived.shift();
+    if (plan !== undefined) return Promise.resolve(plan);
+    return new Promise((resolve) => {
+      this.waiting = resolve;
+    });
+  }
+}
+
+/**
+ * The contexts on the call's data, in turn: each listing, then (once the worker's plan for it is
+ * here) the files the plan asks for, framed; nothing for a plan that asks for nothing. Then the
+ * end of the data. A call that ends first (the worker failed) leaves the wait unanswered, and the
+ * call's own error is what the build reports.
+ */
+async function sendContexts(contexts: readonly ListedContext[], plans: PlanQueue, writable: Writable) {
+  const write = (chunk: Buffer) =>
+    new Promise<void>((resolve, reject) => writable.write(chunk, (err) => (err ? reject(err) : resolve())));
+  for (const { dir, listing, encoded } of contexts) {
+    await write(Buffer.concat([lengthPrefix(encoded.length), encoded]));
+    const plan = await plans.next();
+    if (asksNothing(plan)) continue;
+    const files = await filesToSend(dir, plan, listing);
+    for await (const frame of framed(contextData(dir, files))) await write(frame);
+  }
+  writable.end();
 }

@@ -177,7 +177,10 @@ describe("a build on a remote worker", () => {
     await importBusybox(workerStore, "busybox");
     const dir = path.join(base, "project");
     mkdirSync(dir);
-    writeFileSync(path.join(dir, "Dockerfile"), "FROM busybox\nCOPY --chown=1000:1000 owned.txt /owned.txt\n");
+    writeFileSync(
+      path.join(dir, "Dockerfile"),
+      "FROM busybox\nCOPY --chown=1000:1000 owned.txt /owned.txt\n",
+    );
     writeFileSync(path.join(dir, "owned.txt"), "mine\n");
     const out = path.join(base, "out");
     execFileSync("chown", ["-R", `${user}:`, base]);
@@ -389,6 +392,50 @@ describe("a build on a remote worker", () => {
       const again = await remoteBuild(client, ["-t", "cut:2"], dir);
       expect(again.status, again.stderr).toBe(0);
       expect(proxy.bytes.up - before.up).toBeLessThan(64 * 1024);
+    }, 300_000);
+
+    it("--build-context: a directory is synced as the context is (its own .dockerignore, a one-file edit sends that file), an image is resolved by the worker", async () => {
+      const dir = tempDir("remote-named-project");
+      writeFileSync(
+        path.join(dir, "Dockerfile"),
+        "FROM base\nCOPY --from=assets . /assets\nRUN ls /assets | wc -l > /count && cat /assets/a0 > /first\n",
+      );
+      chmodSync(dir, 0o755);
+      // The assets live outside the build context, as a sibling project's would.
+      const assets = tempDir("remote-named-assets");
+      const noise = (k: number) => randomBytes(2048).toString("base64") + k;
+      for (let i = 0; i < 100; i++) writeFileSync(path.join(assets, `a${i}`), noise(i));
+      writeFileSync(path.join(assets, "huge.iso"), Buffer.alloc(20 * 1024 * 1024, 3));
+      writeFileSync(path.join(assets, ".dockerignore"), "huge.iso\n.dockerignore\n");
+      chmodSync(assets, 0o755);
+      const named = ["--build-context", `assets=${assets}`, "--build-context", "base=docker-image://busybox"];
+
+      const local = tempDir("remote-named-local");
+      await importBusybox(local, "busybox");
+      const builtHere = tbuild(["build", "--progress=plain", ...named, "-t", "named:1", dir], {
+        env: { TBUILD_ROOT: local, SOURCE_DATE_EPOCH: EPOCH },
+      });
+      expect(builtHere.status, builtHere.stderr).toBe(0);
+
+      const client = tempDir("remote-named-client");
+      const before = { ...proxy.bytes };
+      const first = await remoteBuild(client, [...named, "-t", "named:1"], dir);
+      expect(first.status, first.stderr).toBe(0);
+      expect(imageDigest(client, "named:1")).toBe(imageDigest(local, "named:1"));
+      const sent = proxy.bytes.up - before.up;
+      // The 100 assets (~270 KB of base64) travel; the ignored 20 MB file does not.
+      expect(sent).toBeGreaterThan(200 * 1024);
+      expect(sent).toBeLessThan(2 * 1024 * 1024);
+
+      writeFileSync(path.join(assets, "a0"), "edited\n");
+      const again = { ...proxy.bytes };
+      const second = await remoteBuild(client, [...named, "-t", "named:2"], dir);
+      expect(second.status, second.stderr).toBe(0);
+      expect(proxy.bytes.up - again.up).toBeLessThan(64 * 1024);
+      const ran = tbuild(["run", "--rm", "named:2", "cat", "/count", "/first"], {
+        env: { TBUILD_ROOT: client },
+      });
+      expect(ran.stdout).toBe("100\nedited\n");
     }, 300_000);
 
     it("serves a secret on demand: the step sees it, and the host keeps it nowhere (home, store, /tmp, /dev/shm, logs)", async () => {

@@ -1,7 +1,7 @@
 /**
- * Reading a call's data stream piece by piece: a length-prefixed part, then the rest as a stream
- * (the worker protocol carries one byte stream each way per call; a remote build puts a listing
- * and a tar on it one way, and its outputs the other).
+ * Reading a call's data stream piece by piece: a length-prefixed part, a stream of frames, or the
+ * rest as a stream (the worker protocol carries one byte stream each way per call; a remote build
+ * puts its contexts' listings and files on it one way, and its outputs the other).
  */
 import { TbuildError } from "../../errors/index.js";
 
@@ -53,6 +53,23 @@ export class ByteTaker {
     }
   }
 
+  /**
+   * A part written by `framed`, as it comes: each frame's bytes, up to the empty frame that ends
+   * it. A frame over `limit` bytes is refused.
+   */
+  async *frames(what: string, limit: number): AsyncGenerator<Buffer> {
+    for (;;) {
+      const length = (await this.take(4, what)).readUInt32BE();
+      if (length === 0) return;
+      if (length > limit)
+        throw new TbuildError(
+          "E_WORKER_PROTOCOL",
+          `a frame of ${what} is ${length} bytes, more than ${limit}`,
+        );
+      yield* this.stream(length, what);
+    }
+  }
+
   /** Whatever is left, to the stream's end. */
   async *rest(): AsyncGenerator<Buffer> {
     if (this.buffered.length > 0) yield this.buffered;
@@ -70,4 +87,21 @@ export function lengthPrefix(length: number): Buffer {
   const prefix = Buffer.alloc(8);
   prefix.writeBigUInt64BE(BigInt(length));
   return prefix;
+}
+
+/**
+ * A stream of unknown length as a part of a call's data: frames of a 4-byte length and that many
+ * bytes (at most 4 GiB - 1 each, split as needed), then an empty frame. `ByteTaker.frames` reads it.
+ */
+export async function* framed(source: AsyncIterable<Uint8Array>): AsyncGenerator<Buffer> {
+  const MAX_FRAME = 0xffff_ffff;
+  for await (const chunk of source) {
+    for (let at = 0; at < chunk.length; at += MAX_FRAME) {
+      const piece = Buffer.from(chunk.buffer, chunk.byteOffset + at, Math.min(MAX_FRAME, chunk.length - at));
+      const header = Buffer.alloc(4);
+      header.writeUInt32BE(piece.length);
+      yield Buffer.concat([header, piece]);
+    }
+  }
+  yield Buffer.alloc(4);
 }

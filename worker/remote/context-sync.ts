@@ -50,6 +50,11 @@ export interface SyncPlan {
   check: Record<string, string>;
 }
 
+/** Whether a plan asks the client for nothing: then no data follows (see build/remote-serve.ts). */
+export function asksNothing(plan: SyncPlan): boolean {
+  return plan.need.length === 0 && Object.keys(plan.check).length === 0;
+}
+
 /** A listing or a request that is not what the protocol says. */
 export class ContextSyncError extends TbuildError {
   constructor(message: string) {
@@ -365,12 +370,12 @@ export class SyncedContext {
   }
 
   /**
-   * Writes the files of `data` (the client's gzip'd tar) into the copy, then makes the copy
-   * exactly `listing`, and records it.
+   * Writes the files of `data` (the client's gzip'd tar; none when the plan asked for nothing)
+   * into the copy, then makes the copy exactly `listing`, and records it.
    */
   async apply(
     listing: readonly SyncEntry[],
-    data: AsyncIterable<Uint8Array>,
+    data: AsyncIterable<Uint8Array> | undefined,
     signal?: AbortSignal,
   ): Promise<void> {
     this.knownDirectories.clear();
@@ -383,6 +388,18 @@ export class SyncedContext {
     const byPath = new Map(listing.map((e) => [e.path, e]));
     /** Files written now: their mode and times were set as they were written. */
     const written = new Set<string>();
+    if (data !== undefined) await this.writeFiles(data, byPath, written, signal);
+    if (sameShape) await this.update(listing, record, written);
+    else await this.reconcile(listing, keptByPath(record.entries), written);
+  }
+
+  /** Writes the files of `data` (the client's gzip'd tar), each a file of the listing, into the copy. */
+  private async writeFiles(
+    data: AsyncIterable<Uint8Array>,
+    byPath: ReadonlyMap<string, SyncEntry>,
+    written: Set<string>,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
     const gunzip = createGunzip();
     const feeding = pipeline(Readable.from(data), gunzip, { ...(signal ? { signal } : {}) });
     feeding.catch(() => {});
@@ -424,8 +441,6 @@ export class SyncedContext {
       written.add(rel);
     }
     await feeding;
-    if (sameShape) await this.update(listing, record, written);
-    else await this.reconcile(listing, keptByPath(record.entries), written);
   }
 
   /**
