@@ -469,7 +469,7 @@ async function sendContexts(contexts: readonly ListedContext[], plans: PlanQueue
     const plan = await plans.next();
     if (asksNothing(plan)) continue;
     const files = await filesToSend(dir, plan, listing);
-    for await (const frame of framed(contextData(dir, files))) await write(frame);
+    await pipeline(Readable.from(framed(contextData(dir, files))), writable, { end: false });
   }
   writable.end();
 }
