@@ -24,7 +24,12 @@ import { isTbuildError, TbuildError } from "../errors/index.js";
 import { formatPlatform, type Platform, parsePlatform, platformMatches } from "../oci/platform.js";
 import { type Connection, connect, type Handler } from "../worker/remote/protocol.js";
 import type { WorkerInfo } from "../worker/remote/server.js";
-import { openTransport, type Transport, type TransportOptions } from "../worker/remote/transport.js";
+import {
+  ConnectionLostError,
+  openTransport,
+  type Transport,
+  type TransportOptions,
+} from "../worker/remote/transport.js";
 import { loadConfig, type RemoteWorkerConfig, readRemoteWorkers, type TbuildConfig } from "./config.js";
 import { readRequestDockerfile } from "./dockerfile.js";
 import type { AffinityAnswer, AffinityParams } from "./remote-affinity.js";
@@ -319,7 +324,18 @@ async function claimSlot(worker: OpenWorker, signal: AbortSignal, known: number)
 }
 
 /** The errors that say the connection or the worker went away, not that the build failed there. */
-const CONNECTION_LOST = new Set(["E_WORKER_CONNECTION_LOST", "E_WORKER_GONE"]);
+export const CONNECTION_LOST = new Set(["E_WORKER_CONNECTION_LOST", "E_WORKER_GONE"]);
+
+/**
+ * What a lost connection's error says happened, without its advice to run again (tbuild does): the
+ * SSH connection's own error where one was the cause, else the error's first line.
+ */
+export function whatHappened(err: unknown): string {
+  for (let e: unknown = err; e instanceof Error; e = e.cause) {
+    if (e instanceof ConnectionLostError) return e.happened;
+  }
+  return (err as Error).message.split("\n")[0]!;
+}
 /** In a pool, a worker command that died (killed with its host's session) counts as lost too. */
 const WORKER_LOST = new Set([...CONNECTION_LOST, "E_WORKER_COMMAND"]);
 
@@ -378,7 +394,7 @@ export async function runOnWorker<T, P>(
       } catch (err) {
         const code = isTbuildError(err) ? (err as TbuildError).code : undefined;
         if (ctx.signal.aborted || attempt > 1 || code === undefined || !CONNECTION_LOST.has(code)) throw err;
-        warn(`${(err as Error).message.split("\n")[0]}; trying once more (what was synced is kept)`);
+        warn(`${whatHappened(err)}; trying once more (what was synced is kept)`);
       } finally {
         await worker.close();
       }
@@ -409,7 +425,7 @@ export async function runOnWorker<T, P>(
       if (!workerLost || ctx.signal.aborted || attempt > 1 || targets.length - lost.size < 2) throw err;
       lost.add(worker.target.name);
       warn(
-        `worker ${worker.describe} was lost mid-build (${(err as Error).message.split("\n")[0]}): retrying the build once on another worker of pool ${pool}`,
+        `worker ${worker.describe} was lost mid-build (${whatHappened(err)}): retrying the build once on another worker of pool ${pool}`,
       );
     } finally {
       await worker.close();

@@ -52,7 +52,7 @@ import { readRequestDockerfile } from "./dockerfile.js";
 import type { BuildEvent } from "./events.js";
 import { contextKey } from "./remote-keys.js";
 import type { ImageParts, RemoteBuildAnswer, RemoteBuildParams } from "./remote-serve.js";
-import { type OpenWorker, runOnWorker } from "./remote-target.js";
+import { CONNECTION_LOST, type OpenWorker, runOnWorker, whatHappened } from "./remote-target.js";
 import { type BuildRequest, checkBuildRequest } from "./request.js";
 import type { BuildResult, RunContext } from "./run.js";
 import { resolveSecrets, resolveSshAgents } from "./secrets.js";
@@ -247,6 +247,14 @@ async function remoteBuildOnce(
 
     // The parts come back in the order asked: the -o files, then the image for the local store.
     const data = new ByteTaker(call.readable);
+    // Once output has gone to standard output, a try again would write it twice into the pipe.
+    let wroteStdout = false;
+    async function* firstOnStdout(chunks: AsyncIterable<Buffer>) {
+      for await (const chunk of chunks) {
+        wroteStdout = true;
+        yield chunk;
+      }
+    }
     const receiving = (async () => {
       for (const output of fileOutputs) {
         const size = Number((await data.take(8, "an output")).readBigUInt64BE());
@@ -255,12 +263,13 @@ async function remoteBuildOnce(
           await writeLocalOutput(data.stream(size, "an output"), output, ctx);
           continue;
         }
-        const target =
-          output.dest === undefined || output.dest === "-"
-            ? (ctx.stdout ?? process.stdout)
-            : createWriteStream(path.resolve(ctx.cwd, output.dest));
-        await pipeline(Readable.from(data.stream(size, "an output")), target as Writable, {
-          end: target !== ctx.stdout && target !== process.stdout,
+        const toStdout = output.dest === undefined || output.dest === "-";
+        const target = toStdout
+          ? (ctx.stdout ?? process.stdout)
+          : createWriteStream(path.resolve(ctx.cwd, output.dest!));
+        const bytes = data.stream(size, "an output");
+        await pipeline(Readable.from(toStdout ? firstOnStdout(bytes) : bytes), target as Writable, {
+          end: !toStdout,
         });
       }
       if (tags.length > 0) {
@@ -303,6 +312,13 @@ async function remoteBuildOnce(
           error: (err as Error).message,
           ...((err as { code?: string }).code ? { code: (err as { code: string }).code } : {}),
         });
+      }
+      if (wroteStdout && CONNECTION_LOST.has((err as { code?: string }).code ?? "")) {
+        throw new TbuildError(
+          "E_WORKER_OUTPUT_CUT",
+          `${whatHappened(err)} while part of the output had gone to standard output already, so tbuild does not try again (the output would repeat): run the build again`,
+          { cause: err },
+        );
       }
       throw err;
     }

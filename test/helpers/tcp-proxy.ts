@@ -17,6 +17,8 @@ export interface TcpProxy {
   cut(): void;
   /** Cuts every open connection once `bytes` more have gone up (client to server) from now. */
   cutAfterUp(bytes: number): void;
+  /** Cuts every open connection once `bytes` more have come down (server to client) from now. */
+  cutAfterDown(bytes: number): void;
   /** From now on, open connections forward nothing (and stay open). */
   freeze(): void;
   stop(): Promise<void>;
@@ -25,7 +27,7 @@ export interface TcpProxy {
 export async function startTcpProxy(target: { port: number; host?: string }): Promise<TcpProxy> {
   const open = new Set<net.Socket>();
   let frozen = false;
-  let cutAt: number | undefined;
+  const cutAt: { up?: number; down?: number } = {};
   const proxy = {
     bytes: { up: 0, down: 0 },
     connections: 0,
@@ -34,8 +36,9 @@ export async function startTcpProxy(target: { port: number; host?: string }): Pr
     from.on("data", (chunk: Buffer) => {
       if (frozen) return;
       proxy.bytes[direction] += chunk.length;
-      if (direction === "up" && cutAt !== undefined && proxy.bytes.up >= cutAt) {
-        cutAt = undefined;
+      const at = cutAt[direction];
+      if (at !== undefined && proxy.bytes[direction] >= at) {
+        delete cutAt[direction];
         for (const socket of open) socket.destroy();
         return;
       }
@@ -72,7 +75,10 @@ export async function startTcpProxy(target: { port: number; host?: string }): Pr
       frozen = true;
     },
     cutAfterUp: (bytes: number) => {
-      cutAt = proxy.bytes.up + bytes;
+      cutAt.up = proxy.bytes.up + bytes;
+    },
+    cutAfterDown: (bytes: number) => {
+      cutAt.down = proxy.bytes.down + bytes;
     },
     stop: () =>
       new Promise<void>((resolve) => {

@@ -429,6 +429,23 @@ function authMethods(
   return { methods, offered };
 }
 
+/**
+ * The SSH connection to a worker died (cut, reset, no answer to keepalives). `happened` says what,
+ * without the advice to the user, for a caller that tries again by itself.
+ */
+export class ConnectionLostError extends TbuildError {
+  readonly happened: string;
+
+  constructor(happened: string, cause: Error | undefined) {
+    super(
+      "E_WORKER_CONNECTION_LOST",
+      `${happened}: check the network and the host, and run again`,
+      cause ? { cause } : {},
+    );
+    this.happened = happened;
+  }
+}
+
 /** The refusal for a host key that known_hosts does not vouch for. */
 function hostKeyRefusal(
   verdict: Exclude<HostKeyVerdict, { status: "known" }>,
@@ -638,11 +655,7 @@ async function openSsh(address: SshAddress, options: TransportOptions): Promise<
         : reason
           ? ((reason as NodeJS.ErrnoException).code ?? reason.message)
           : "the connection closed";
-    return new TbuildError(
-      "E_WORKER_CONNECTION_LOST",
-      `lost the connection to worker ${describe} (${why}): check the network and the host, and run again`,
-      reason ? { cause: reason } : {},
-    );
+    return new ConnectionLostError(`lost the connection to worker ${describe} (${why})`, reason);
   };
   const parts = relay(
     channel,
