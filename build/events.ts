@@ -72,7 +72,8 @@ export type BuildEvent =
 export interface BuildSummary {
   /** The image's manifest digest: its ID, as `--iidfile` writes it. */
   digest: string;
-  configDigest: string;
+  /** The image config's digest; none for an index of several platforms. */
+  configDigest?: string;
   /** Bytes of the manifest, the config and the layers, as `tbuild images` counts them. */
   size: number;
   /** The names the image was stored, pushed or archived under. */

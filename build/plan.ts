@@ -29,6 +29,8 @@ export interface PlanContext {
    * config (`debug graph`, which runs and fetches nothing). A build never plans this way.
    */
   offline?: boolean;
+  /** One platform's plan of a build of several: step names start with the platform. */
+  platformInNames?: boolean;
 }
 
 export interface BuildPlan {
@@ -79,6 +81,7 @@ export async function planBuild(
     network: request.network ?? "default",
     signal: ctx.signal,
     warn: (w) => ctx.warn(`${w.position ? `${w.file}:${w.position.line}: ` : ""}${w.message}`),
+    ...(ctx.platformInNames ? { platformInNames: true } : {}),
   });
   return {
     dockerfile: input,

@@ -53,7 +53,7 @@ import type { BuildEvent } from "./events.js";
 import { contextKey } from "./remote-keys.js";
 import type { ImageParts, RemoteBuildAnswer, RemoteBuildParams } from "./remote-serve.js";
 import { CONNECTION_LOST, type OpenWorker, runOnWorker, whatHappened } from "./remote-target.js";
-import { type BuildRequest, checkBuildRequest } from "./request.js";
+import { type BuildRequest, checkBuildRequest, targetPlatformsOf } from "./request.js";
 import type { BuildResult, RunContext } from "./run.js";
 import { resolveSecrets, resolveSshAgents } from "./secrets.js";
 
@@ -70,6 +70,9 @@ function notYet(what: string): TbuildError {
 export async function runRemoteBuild(request: BuildRequest, ctx: RunContext): Promise<BuildResult> {
   checkBuildRequest(request);
   remoteFileOutputs(request);
+  if (targetPlatformsOf(request.platforms).length > 1) {
+    throw notYet(`several platforms (--platform ${request.platforms!.join(",")})`);
+  }
   // Checked here, before anything travels: the worker asks for each when a step mounts it.
   const secrets = await resolveSecrets(request.secrets ?? [], ctx);
   const agents = resolveSshAgents(request.ssh ?? [], ctx);

@@ -6,7 +6,13 @@
  */
 import { TbuildError } from "../errors/index.js";
 import type { ExportRequest } from "../exporters/request.js";
-import { hostPlatform, type Platform, parsePlatform } from "../oci/platform.js";
+import {
+  formatPlatform,
+  hostPlatform,
+  normalizePlatform,
+  type Platform,
+  parsePlatform,
+} from "../oci/platform.js";
 import type { CacheExportSpec, CacheImportSpec } from "../solver/build-cache.js";
 
 export interface BuildRequest {
@@ -157,15 +163,29 @@ export function checkBuildRequest(request: unknown): BuildRequest {
   return request as BuildRequest;
 }
 
-/** The one platform a build is for: this machine's, unless the request names one. */
-export function targetPlatformOf(platforms: string[] | undefined): Platform {
+/**
+ * The platforms a build is for, normalized (`arm64` is `linux/arm64`, `linux/arm` is
+ * `linux/arm/v7`) and each once, in the order given: this machine's, unless the request names some.
+ */
+export function targetPlatformsOf(platforms: string[] | undefined): Platform[] {
   const named = (platforms ?? []).map((p) => p.trim()).filter((p) => p !== "");
-  if (named.length === 0) return hostPlatform();
-  if (named.length > 1) {
+  if (named.length === 0) return [hostPlatform()];
+  const seen = new Map<string, Platform>();
+  for (const specifier of named) {
+    const platform = normalizePlatform(parsePlatform(specifier));
+    seen.set(formatPlatform(platform), platform);
+  }
+  return [...seen.values()];
+}
+
+/** The one platform a single-platform build (or one platform's part of a build) is for. */
+export function targetPlatformOf(platforms: string[] | undefined): Platform {
+  const all = targetPlatformsOf(platforms);
+  if (all.length > 1) {
     throw new TbuildError(
       "E_NOT_SUPPORTED",
-      `--platform ${named.join(",")}: tbuild builds one platform at a time; multi-platform builds are not supported yet`,
+      `--platform ${all.map(formatPlatform).join(",")}: several platforms cannot be built here (one at a time)`,
     );
   }
-  return parsePlatform(named[0]!);
+  return all[0]!;
 }

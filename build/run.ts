@@ -7,13 +7,15 @@
 import { rm } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import path from "node:path";
-import type { ExportType } from "../exporters/index.js";
+import { TbuildError } from "../errors/index.js";
+import type { ExportType, PlatformImage } from "../exporters/index.js";
 import type { ExportRequest } from "../exporters/request.js";
 import { proxyEnv } from "../frontend/lower/index.js";
+import { formatPlatform, type Platform } from "../oci/platform.js";
 import type { CredentialsProvider } from "../oci/registry/auth.js";
 import type { PushOptions } from "../oci/registry/push.js";
 import { checkSourceDateEpoch, parseSourceDateEpoch } from "../oci/source-date-epoch.js";
-import type { ImageConfig } from "../oci/spec.js";
+import type { Descriptor, ImageConfig } from "../oci/spec.js";
 import { defaultStoreRoot, openStore, type Store } from "../oci/store/index.js";
 import { CacheIndex } from "../solver/cache.js";
 import { encodeCacheDescription, INLINE_CACHE_FIELD } from "../solver/cache-description.js";
@@ -37,8 +39,8 @@ import { readRequestDockerfile } from "./dockerfile.js";
 import { type BuildEvent, BuildEventStream, type BuildSummary } from "./events.js";
 import { BuildStepFailedError, describeStepFailure } from "./failure.js";
 import { containerImages, pruneUnneededLayers } from "./gc.js";
-import { planBuild } from "./plan.js";
-import { type BuildRequest, checkBuildRequest } from "./request.js";
+import { type BuildPlan, planBuild } from "./plan.js";
+import { type BuildRequest, checkBuildRequest, targetPlatformsOf } from "./request.js";
 import { checkRequiredSecrets, resolveSecrets, resolveSshAgents } from "./secrets.js";
 
 /** Where a build runs from, and who hears of it. */
@@ -133,6 +135,23 @@ async function build(
   await snapshotter.removeAbandonedTemps();
   await store.content.cleanIngest();
 
+  const platforms = targetPlatformsOf(request.platforms);
+  if (platforms.length > 1) {
+    return buildPlatforms(platforms, {
+      request,
+      ctx,
+      events,
+      dockerfile,
+      config,
+      jobs,
+      sourceDateEpoch,
+      secrets,
+      sshAgents,
+      registry,
+      store,
+      snapshotter,
+    });
+  }
   const plan = await events.internal(`[internal] load metadata and resolve base images`, () =>
     planBuild(request, { store, config, env: ctx.env, cwd: ctx.cwd, signal: ctx.signal, warn }, dockerfile),
   );
@@ -265,6 +284,219 @@ async function build(
   }
 }
 
+/** What a build of several platforms shares with the single-platform path, set up once. */
+interface SharedBuild {
+  request: BuildRequest;
+  ctx: RunContext;
+  events: BuildEventStream;
+  dockerfile: Awaited<ReturnType<typeof readRequestDockerfile>>;
+  config: Awaited<ReturnType<typeof loadConfig>>;
+  jobs: number;
+  sourceDateEpoch: number | undefined;
+  secrets: Record<string, SecretSource>;
+  sshAgents: Record<string, string>;
+  registry: PushOptions;
+  store: Store;
+  snapshotter: Snapshotter;
+}
+
+/**
+ * A build for several platforms (`--platform linux/amd64,linux/arm64`), as BuildKit makes one:
+ * a plan and a solve per platform, each step named with its platform; what two platforms share
+ * (the context, a stage `FROM --platform=$BUILDPLATFORM`) is the same vertex, solved once and
+ * cached for the other. The result is one index with a manifest per platform
+ * (exporters/index.ts exportPlatforms).
+ */
+async function buildPlatforms(platforms: Platform[], shared: SharedBuild): Promise<BuildResult> {
+  const { request, ctx, events, dockerfile, config, jobs, sourceDateEpoch, secrets, sshAgents, store } =
+    shared;
+  const { registry, snapshotter } = shared;
+  const warn = (message: string) => events.warn(message);
+  const several = platforms.map(formatPlatform).join(",");
+  const notYet = (what: string) =>
+    new TbuildError(
+      "E_NOT_SUPPORTED",
+      `${what} with several platforms (--platform ${several}) is not supported yet: build one platform at a time for it`,
+    );
+  if (request.cacheTo !== undefined || (request.cacheFrom ?? []).length > 0)
+    throw notYet("--cache-to and --cache-from");
+  if (request.explain === true) throw notYet("--explain");
+  const { checkPlatformsOutput } = await import("../exporters/index.js");
+  for (const output of request.outputs ?? []) checkPlatformsOutput(output, platforms);
+  const plans: BuildPlan[] = [];
+  for (const platform of platforms) {
+    const name = formatPlatform(platform);
+    plans.push(
+      await events.internal(`[internal] load metadata and resolve base images for ${name}`, () =>
+        planBuild(
+          { ...request, platforms: [name] },
+          { store, config, env: ctx.env, cwd: ctx.cwd, signal: ctx.signal, warn, platformInNames: true },
+          dockerfile,
+        ),
+      ),
+    );
+  }
+  for (const plan of plans) checkRequiredSecrets(plan.lowered.graph, secrets, sshAgents);
+  const buildArgs = request.buildArgs ?? {};
+  const stateDir = await makeBuildStateDir(store.root);
+  const secretsDir = Object.keys(secrets).length > 0 ? await makeSecretsDir() : undefined;
+  const cache = CacheIndex.forStore(store.root);
+  const noCacheStages = new Set((request.noCacheFilter ?? []).map((s) => s.toLowerCase()));
+  const stageOf = new Map<string, string>();
+  for (const plan of plans) {
+    for (const [digest, stage] of vertexStages(plan.lowered.graph, plan.lowered.stages))
+      stageOf.set(digest, stage);
+  }
+  const ignoreCache = (digest: string) =>
+    request.noCache === true || noCacheStages.has(stageOf.get(digest) ?? "");
+  try {
+    const worker = new LocalWorker({
+      store,
+      ignoreCache,
+      snapshotter,
+      warn,
+      localSources: plans[0]!.localSources,
+      secrets,
+      proxyEnv: proxyEnv(buildArgs),
+      ssh: sshAgents,
+      compression: "gzip",
+      ...(sourceDateEpoch !== undefined ? { sourceDateEpoch } : {}),
+      stateDir,
+      ...(secretsDir !== undefined ? { secretsDir } : {}),
+      ...(request.stepTimeoutMs !== undefined ? { stepTimeoutMs: request.stepTimeoutMs } : {}),
+      registry: { hosts: registry.hosts, configPath: registry.configPath, env: ctx.env },
+    });
+    const images: PlatformImage[] = [];
+    const ran = new Set<string>();
+    const cached = new Set<string>();
+    const keys = new Set<string>();
+    const exporters = await import("../exporters/index.js");
+    for (const plan of plans) {
+      const { graph, root } = plan.lowered;
+      events.emit({
+        type: "build.planned",
+        vertices: root ? reachable(graph, root).size : 0,
+        ...(root ? { root } : {}),
+        graph,
+        image: plan.lowered.image,
+      });
+      const solved = root
+        ? await solve(graph, root, {
+            worker,
+            cache,
+            hasBlob: (digest) => store.content.has(digest),
+            jobs,
+            signal: ctx.signal,
+            onEvent: (event) => events.solved(event),
+            ignoreCache,
+          })
+        : {
+            result: { layers: [] },
+            ran: [],
+            cached: [],
+            keys: new Map(),
+            materials: new Map(),
+            results: new Map(),
+          };
+      const steps = (digests: string[]) => digests.filter((d) => !graph.info[d]?.internal);
+      for (const d of steps(solved.ran)) ran.add(d);
+      for (const d of steps(solved.cached)) if (!ran.has(d)) cached.add(d);
+      for (const key of solved.keys.values()) keys.add(key);
+      const when = sourceDateEpoch !== undefined ? { sourceDateEpoch } : { now: builtAt(solved, cache) };
+      const assembled = await exporters.assembleImage(
+        store.content,
+        { result: solved.result, config: plan.lowered.image },
+        when,
+      );
+      images.push({ platform: plan.targetPlatform, assembled, result: solved.result });
+    }
+    ctx.onCacheKeys?.([...keys]);
+    const outcome = await events.internal("exporting to image", () =>
+      exportPlatformsBuild(images, request, { ...ctx, warn }, registry, store),
+    );
+    const gcPolicy = readGcPolicy(config);
+    if (gcPolicy) {
+      const keepImages = (await containerImages(store.root)).map((c) => c.image);
+      if (await applyGcPolicy(store, cache, { ...gcPolicy, keepImages }))
+        await pruneUnneededLayers(store, cache);
+    }
+    const size = images.reduce(
+      (sum, { assembled }) =>
+        sum +
+        assembled.manifestDescriptor.size +
+        assembled.configDescriptor.size +
+        assembled.manifest.layers.reduce((n, layer) => n + layer.size, 0),
+      0,
+    );
+    const summary: BuildSummary = {
+      digest: outcome.digest,
+      size,
+      names: outcome.names,
+      ran: ran.size,
+      cached: cached.size,
+    };
+    events.completed(summary);
+    return summary;
+  } finally {
+    cache.close();
+    await rm(stateDir, { recursive: true, force: true });
+    if (secretsDir !== undefined) await rm(secretsDir, { recursive: true, force: true });
+  }
+}
+
+/** The outputs of a build of several platforms; the outcome reported is the index's (stored or pushed). */
+async function exportPlatformsBuild(
+  images: PlatformImage[],
+  request: BuildRequest,
+  ctx: RunContext & { warn: (message: string) => void },
+  registry: PushOptions,
+  store: Store,
+) {
+  const exporters = await import("../exporters/index.js");
+  const names = request.tags ?? [];
+  const outputs = (request.outputs ?? []).map((output) => resolveDest(output, ctx.cwd));
+  const requests = outputs.map((output) => {
+    const named = output.type === "oci" && !output.names?.length;
+    return named && names.length > 0 ? { ...output, names } : output;
+  });
+  if (names.length > 0 || requests.length === 0) {
+    requests.unshift({ type: "image", names, push: request.push === true });
+  }
+  if (names.length === 0 && outputs.length === 0) {
+    ctx.warn("no output given (-t NAME or -o): the result stays in the build cache only");
+  }
+  let outcome: { digest: string; descriptor?: Descriptor; names: string[] } | undefined;
+  let reportedRank = -1;
+  for (const output of requests) {
+    if (output.type === "image" && (output.names ?? []).length === 0) continue;
+    const exported = await exporters.exportPlatforms(store, images, output, {
+      signal: ctx.signal,
+      warn: ctx.warn,
+      registry,
+      stdout: ctx.stdout ?? process.stdout,
+    });
+    const rank = REPORTED_OUTPUT_RANK[output.type];
+    if (exported && rank >= reportedRank) {
+      outcome = exported;
+      reportedRank = rank;
+    }
+  }
+  // Unnamed and unexported (only filesystem outputs, or none): the index is still made, as the
+  // build's result, so that its digest means what a stored one would.
+  if (outcome === undefined) {
+    outcome = (await exporters.exportPlatforms(
+      store,
+      images,
+      { type: "image", names: [] },
+      { signal: ctx.signal },
+    ))!;
+  }
+  if (request.iidFile) await exporters.writeIidFile(path.resolve(ctx.cwd, request.iidFile), outcome);
+  if (request.metadataFile)
+    await exporters.writeMetadataFile(path.resolve(ctx.cwd, request.metadataFile), outcome);
+  return outcome;
+}
+
 async function exportBuild(
   store: Store,
   image: ImageConfig,
@@ -291,7 +523,7 @@ async function exportBuild(
     assembled.manifestDescriptor.size +
     assembled.configDescriptor.size +
     assembled.manifest.layers.reduce((sum, layer) => sum + layer.size, 0);
-  let outcome: { digest: string; configDigest: string; names: string[] } = {
+  let outcome: { digest: string; configDigest?: string; names: string[] } = {
     digest: assembled.manifestDescriptor.digest,
     configDigest: assembled.configDescriptor.digest,
     names: [],

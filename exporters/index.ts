@@ -14,12 +14,18 @@
  * `parseOutputSpec` reads `-o` as buildx does; `writeIidFile` and `writeMetadataFile` write what
  * `--iidfile` and `--metadata-file` ask for.
  */
-import { TbuildError } from "../errors/index.js";
-import { readImage } from "../oci/image.js";
+import path from "node:path";
+import { TbuildError, UsageError } from "../errors/index.js";
+import { ociArchive } from "../oci/archive/oci-archive.js";
+import { readImage, readImageIndex } from "../oci/image.js";
+import { formatPlatform, type Platform } from "../oci/platform.js";
+import { type Descriptor, type Index, MediaType } from "../oci/spec.js";
 import { normalizeImageName, type Store } from "../oci/store/index.js";
 import type { FsResult } from "../solver/worker.js";
+import { writeBytesTo } from "./destination.js";
 import { dockerExporter } from "./docker.js";
 import type { ExportedImage, Exporter, ExportJob, ExportOptions } from "./exporter.js";
+import type { FsEntry } from "./filesystem.js";
 import type { AssembledImage } from "./image.js";
 import { compressLayers } from "./layers.js";
 import { localExporter } from "./local.js";
@@ -134,4 +140,149 @@ function exportJob(
     flattenOptions: () => ({ ...signalOption, warn }),
     destinationOptions: () => ({ ...signalOption, ...(options.stdout ? { stdout: options.stdout } : {}) }),
   };
+}
+
+/** One platform's image of a build of several (`--platform linux/amd64,linux/arm64`). */
+export interface PlatformImage {
+  platform: Platform;
+  assembled: AssembledImage;
+  result: FsResult;
+}
+
+/**
+ * How BuildKit names a platform's directory in a filesystem output of several platforms:
+ * `linux_amd64`, `linux_arm_v7`.
+ */
+export function platformDirectory(platform: Platform): string {
+  return formatPlatform(platform).replaceAll("/", "_");
+}
+
+/**
+ * Refuses, before anything is built, an output that cannot take several platforms: a docker
+ * archive holds one image; a layout directory of several is not written yet.
+ */
+export function checkPlatformsOutput(request: ExportRequest, platforms: readonly Platform[]): void {
+  const named = platforms.map(formatPlatform).join(", ");
+  if (request.type === "docker") {
+    throw new UsageError(
+      `type=docker holds one image, and this build makes one per platform (${named}): build one platform (--platform), or write them all as one index with type=oci`,
+    );
+  }
+  if (request.type === "oci" && request.tar === false) {
+    throw new TbuildError(
+      "E_NOT_SUPPORTED",
+      `type=oci,tar=false with several platforms (${named}) is not supported yet: write an archive (tar=true) or build one platform`,
+    );
+  }
+}
+
+/**
+ * Writes the images of a build of several platforms where `request` says, as buildx does: an
+ * image index with one manifest per platform (the store, a push, an OCI archive), or each
+ * platform's filesystem in a directory of its own (`type=local`: `DEST/linux_amd64/...`;
+ * `type=tar`: one tar of those directories). A docker archive holds one image: refused. Gives the
+ * index's outcome, or nothing for a filesystem output.
+ */
+export async function exportPlatforms(
+  store: Store,
+  images: readonly PlatformImage[],
+  request: ExportRequest,
+  options: ExportOptions = {},
+): Promise<ExportOutcome | undefined> {
+  for (const { assembled, result } of images) checkResultMatches(assembled, result);
+  const names = [...new Set((request.names ?? []).map(normalizeImageName))];
+  const jobOf = (image: PlatformImage, forRequest: ExportRequest = request) =>
+    exportJob(store, image.assembled, image.result, forRequest, names, options);
+  checkPlatformsOutput(
+    request,
+    images.map((i) => i.platform),
+  );
+  switch (request.type) {
+    case "local": {
+      const dest = request.dest;
+      if (dest === undefined || dest === "-")
+        throw new UsageError("type=local writes a directory: give dest=DIRECTORY");
+      for (const image of images) {
+        await localExporter(
+          jobOf(image, { ...request, dest: path.join(dest, platformDirectory(image.platform)) }),
+        );
+      }
+      return undefined;
+    }
+    case "tar": {
+      const { filesystemTar } = await import("./tar.js");
+      const { flattenLayers: flatten } = await import("./filesystem.js");
+      async function* entries(): AsyncGenerator<FsEntry> {
+        for (const image of images) {
+          const dir = platformDirectory(image.platform);
+          const job = jobOf(image);
+          yield {
+            path: dir,
+            type: "Directory",
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            mtime: new Date(0),
+            xattrs: new Map(),
+          };
+          for await (const entry of flatten(store.content, image.result.layers, job.flattenOptions())) {
+            yield {
+              ...entry,
+              path: `${dir}/${entry.path}`,
+              // A hard link names a path of the archive: inside the same platform's directory.
+              ...(entry.type === "Link" && entry.linkpath !== undefined
+                ? { linkpath: `${dir}/${entry.linkpath}` }
+                : {}),
+            };
+          }
+        }
+      }
+      const job = jobOf(images[0]!);
+      await writeBytesTo(filesystemTar(entries()), request.dest ?? "-", "type=tar", job.destinationOptions());
+      return undefined;
+    }
+    case "image":
+      if (request.push === true && names.length === 0) {
+        throw new UsageError("push needs a name to push to: give -t NAME, or name=NAME in --output");
+      }
+      break;
+  }
+  // An index of the platforms' manifests, each stored as the request wants it.
+  const manifests: Descriptor[] = [];
+  for (const image of images) {
+    const exported = await jobOf(image).image({ mediaTypes: "oci", compressLayers: true });
+    const { os, architecture, variant } = image.platform;
+    manifests.push({
+      ...exported.descriptor,
+      platform: { architecture, os, ...(variant !== undefined ? { variant } : {}) },
+    });
+  }
+  const index: Index = { schemaVersion: 2, mediaType: MediaType.ociIndex, manifests };
+  const written = await store.content.writeBytes(Buffer.from(JSON.stringify(index)));
+  const descriptor: Descriptor = { mediaType: MediaType.ociIndex, ...written };
+  options.signal?.throwIfAborted();
+  if (request.type === "oci") {
+    const indexImage = await readImageIndex(store.content, descriptor);
+    const job = jobOf(images[0]!);
+    await writeBytesTo(
+      ociArchive([{ names, image: indexImage }]),
+      request.dest ?? "-",
+      "type=oci",
+      job.destinationOptions(),
+    );
+  } else {
+    for (const name of names) await store.images.put(name, descriptor);
+    if (request.push === true) {
+      const { pushImage } = await import("../oci/registry/push.js");
+      for (const name of names) {
+        await pushImage(store, name, {
+          ...(options.warn ? { warn: options.warn } : {}),
+          ...options.registry,
+          ...(options.signal ? { signal: options.signal } : {}),
+        });
+      }
+    }
+  }
+  return { digest: descriptor.digest, descriptor, names };
 }

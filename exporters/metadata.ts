@@ -10,8 +10,8 @@ import { cannotWrite } from "./destination.js";
 export interface ExportOutcome {
   /** The manifest digest: `containerimage.digest`, and the image ID. */
   digest: string;
-  /** `containerimage.config.digest`. */
-  configDigest: string;
+  /** `containerimage.config.digest`; none for an index of several platforms. */
+  configDigest?: string;
   /** The manifest's descriptor: `containerimage.descriptor`. */
   descriptor: Descriptor;
   /** Normalized names the image was stored, pushed or archived under: `image.name`. */
@@ -34,7 +34,7 @@ export async function writeIidFile(file: string, outcome: OutcomeFields): Promis
 export async function writeMetadataFile(file: string, outcome: OutcomeFields): Promise<void> {
   const { descriptor } = outcome;
   const metadata: Record<string, unknown> = {
-    "containerimage.config.digest": outcome.configDigest,
+    ...(outcome.configDigest !== undefined ? { "containerimage.config.digest": outcome.configDigest } : {}),
     ...(descriptor !== undefined
       ? {
           "containerimage.descriptor": {

@@ -6,7 +6,9 @@
  */
 import { loadConfig } from "../../build/config.js";
 import { planBuild } from "../../build/plan.js";
-import { TbuildError } from "../../errors/index.js";
+import { targetPlatformsOf } from "../../build/request.js";
+import { TbuildError, UsageError } from "../../errors/index.js";
+import { formatPlatform } from "../../oci/platform.js";
 import type { BuildGraph } from "../../solver/graph.js";
 import { parseBuildRequest } from "../build-request.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
@@ -17,6 +19,12 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   if (format !== "json" && format !== "dot")
     throw new TbuildError("E_USAGE", `--format must be json or dot, not "${format}"`, { exitCode: 2 });
   const request = await parseBuildRequest(args, ctx, "debug graph");
+  const platforms = targetPlatformsOf(request.platforms);
+  if (platforms.length > 1) {
+    throw new UsageError(
+      `tbuild debug graph shows one platform's graph, and --platform names ${platforms.length} (${platforms.map(formatPlatform).join(", ")}): give one of them`,
+    );
+  }
   const plan = await planBuild(request, {
     store: await openCommandStore(ctx),
     config: await loadConfig(ctx.env),

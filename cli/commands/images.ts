@@ -61,13 +61,15 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
     return 0;
   }
   const rows = [
-    ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"],
+    ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE", "PLATFORMS"],
     ...summaries.map((s) => [
       s.repository,
       s.tag,
       s.id,
       s.created ? since(s.created) : "N/A",
       formatSize(s.size),
+      // An index of several platforms (a multi-platform build, a pull of several) shows them all.
+      [...new Set(s.platforms)].join(",") || "-",
     ]),
   ];
   const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));

@@ -4,7 +4,7 @@
  * resolver. Stages the target does not need are never resolved or dispatched.
  */
 import { TbuildError } from "../../errors/index.js";
-import { InvalidPlatformError, type Platform, parsePlatform } from "../../oci/platform.js";
+import { formatPlatform, InvalidPlatformError, type Platform, parsePlatform } from "../../oci/platform.js";
 import type { ImageConfig } from "../../oci/spec.js";
 import type { BuildGraph, ExecOp, VertexDigest } from "../../solver/graph.js";
 import { inputsFirst } from "../../solver/walk.js";
@@ -51,6 +51,8 @@ export interface LowerOptions {
   namedContexts?: Record<string, NamedContext>;
   /** Non-fatal findings: ARG used before declared, unused build args, MAINTAINER, `# syntax=` of another frontend. */
   warn?: (warning: LowerWarning) => void;
+  /** One of several platforms of a build: each step is named with its platform, as BuildKit does. */
+  platformInNames?: boolean;
 }
 
 /** What a `--build-context` name stands for. */
@@ -341,6 +343,7 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
     network: options.network ?? "default",
     ...(sandboxHostname ? { hostname: sandboxHostname } : {}),
     singleStage: stages.length === 1,
+    namePrefix: options.platformInNames === true ? `${formatPlatform(options.targetPlatform)} ` : "",
     context,
     contextPaths,
     expand,

@@ -52,6 +52,8 @@ export interface DispatchContext {
   /** The build's network: what a RUN without its own `--network` (or with `default`) gets. */
   network: ExecOp["network"];
   singleStage: boolean;
+  /** Put before each step's name: its platform, in a build of several (`linux/arm64 `), else nothing. */
+  namePrefix: string;
   context: PendingVertex;
   contextPaths: Set<string>;
   /** Expands with `lexer` (`lexer` above by default); an error names the place in the Dockerfile. */
@@ -79,12 +81,12 @@ export function commit(st: StageState, createdBy: string, withLayer: boolean, fr
   });
 }
 
-/** `[build 2/4] RUN make`, as BuildKit names a step. */
+/** `[build 2/4] RUN make` (`[linux/arm64 build 2/4] RUN make` in a build of several platforms), as BuildKit names a step. */
 export function stepName(st: StageState, ctx: DispatchContext, text: string): string {
   st.step++;
   const width = String(st.steps).length;
   const stage = ctx.singleStage ? "" : `${st.def.name ?? `stage-${st.def.index}`} `;
-  return `[${stage}${String(st.step).padStart(width)}/${st.steps}] ${text}`;
+  return `[${ctx.namePrefix}${stage}${String(st.step).padStart(width)}/${st.steps}] ${text}`;
 }
 
 export function locationOf(ctx: DispatchContext, node: InstructionNode) {
