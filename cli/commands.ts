@@ -588,7 +588,17 @@ export const commands: CommandSpec[] = [
     name: "version",
     summary: "print the versions of tbuild (and the git commit it was built from), Node and runc",
     operands: "",
-    flags: [],
+    details: [
+      "With --platforms, instead: one line per platform saying how its RUN steps run on this host: native, through the kernel's binfmt_misc emulator, through qemu-ARCH-static mounted into the step, or no (docs/platforms.md).",
+    ],
+    flags: [
+      {
+        name: "platforms",
+        type: "boolean",
+        description:
+          "list the platforms this host runs RUN steps of, and how (found by running a test binary of each)",
+      },
+    ],
     load: () => import("./commands/version.js"),
   },
 ];

@@ -1,10 +1,12 @@
 /**
  * `tbuild version`: what a bug report needs: tbuild's version and the git commit it was built
- * from, the Node running it, and the runc its steps and containers would run with.
+ * from, the Node running it, and the runc its steps and containers would run with. With
+ * `--platforms`, what this host runs RUN steps of (worker/emulation.ts).
  */
 import { execFile } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { promisify } from "node:util";
+import { describeRunner, probePlatforms } from "../../worker/emulation.js";
 import { findRunc } from "../../worker/sandbox/host.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
 
@@ -12,7 +14,13 @@ const execFileAsync = promisify(execFile);
 /** The package root: dist/cli/commands/ is three levels below it. */
 const packageRoot = new URL("../../../", import.meta.url);
 
-export async function run(_args: ParsedCommandLine, ctx: CommandContext): Promise<number> {
+export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise<number> {
+  if (args.values.platforms === true) {
+    for (const support of await probePlatforms(ctx.env)) {
+      ctx.stdout.write(`${support.platform.padEnd(14)} ${describeRunner(support)}\n`);
+    }
+    return 0;
+  }
   const pkg = JSON.parse(readFileSync(new URL("package.json", packageRoot), "utf8")) as { version: string };
   const [commit, runc] = await Promise.all([sourceCommit(), runcVersion(ctx.env)]);
   ctx.stdout.write(`tbuild ${pkg.version}\ncommit ${commit}\nnode ${process.version}\nrunc ${runc}\n`);

@@ -23,7 +23,7 @@ import {
 } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { tbuild } from "./cli.js";
+import { projectRoot, tbuild } from "./cli.js";
 
 const BUSYBOX = "/bin/busybox";
 /** 2000-01-01T00:00:00Z: every file's mtime, and the imported image's `created`. */
@@ -31,28 +31,50 @@ export const FIXED_EPOCH = 946684800;
 /** Bumped when the tree built below changes, so an old cached tree is not reused. */
 const LAYOUT_VERSION = 1;
 
+/**
+ * Debian's arm64 busybox, unpacked (never installed: busybox-static:arm64 would replace the host's
+ * /bin/busybox) by `.ci/install` from `apt-get download busybox-static:arm64`.
+ */
+export const ARM64_BUSYBOX = path.join(projectRoot, "test/.data/busybox-arm64/bin/busybox");
+/** Runs the arm64 busybox on any host (qemu-user-static). */
+const QEMU_AARCH64 = "/usr/bin/qemu-aarch64-static";
+
 let cached: Promise<string> | undefined;
+let cachedArm64: Promise<string> | undefined;
 
 /** The directory of a busybox root filesystem (shared: never modify it). */
 export function busyboxRootfs(): Promise<string> {
-  cached ??= buildBusyboxRootfs();
+  cached ??= buildBusyboxRootfs(BUSYBOX, [BUSYBOX], "install Debian's busybox-static (the CI script does)");
   return cached;
 }
 
-async function buildBusyboxRootfs(): Promise<string> {
-  if (!existsSync(BUSYBOX)) {
-    throw new Error(`${BUSYBOX} is missing: install Debian's busybox-static (the CI script does)`);
+/** The same for Debian's arm64 busybox. */
+export function arm64BusyboxRootfs(): Promise<string> {
+  cachedArm64 ??= buildBusyboxRootfs(
+    ARM64_BUSYBOX,
+    [QEMU_AARCH64, ARM64_BUSYBOX],
+    "run .ci/install, which unpacks Debian's busybox-static:arm64 there and installs qemu-user-static",
+  );
+  return cachedArm64;
+}
+
+/** `busybox`: the binary; `run`: the command that runs it here; `missing`: what to do without it. */
+async function buildBusyboxRootfs(busybox: string, run: string[], missing: string): Promise<string> {
+  for (const file of new Set([busybox, run[0]!])) {
+    if (!existsSync(file)) throw new Error(`${file} is missing: ${missing}`);
   }
-  const digest = createHash("sha256").update(readFileSync(BUSYBOX)).digest("hex").slice(0, 16);
+  const digest = createHash("sha256").update(readFileSync(busybox)).digest("hex").slice(0, 16);
   const target = path.join(tmpdir(), `tbuild-test-busybox-v${LAYOUT_VERSION}-${digest}`);
   if (existsSync(path.join(target, "bin", "busybox"))) return target;
 
   const work = await mkdtemp(path.join(tmpdir(), "tbuild-test-busybox-build-"));
   const root = path.join(work, "rootfs");
   for (const dir of ["bin", "etc", "root", "tmp"]) await mkdir(path.join(root, dir), { recursive: true });
-  await copyFile(BUSYBOX, path.join(root, "bin", "busybox"));
+  await copyFile(busybox, path.join(root, "bin", "busybox"));
   await chmod(path.join(root, "bin", "busybox"), 0o755);
-  const applets = execFileSync(BUSYBOX, ["--list"], { encoding: "utf8" }).split("\n").filter(Boolean);
+  const applets = execFileSync(run[0]!, [...run.slice(1), "--list"], { encoding: "utf8" })
+    .split("\n")
+    .filter(Boolean);
   for (const applet of applets) {
     if (applet !== "busybox") await symlink("busybox", path.join(root, "bin", applet));
   }
@@ -93,5 +115,19 @@ export async function importBusybox(storeRoot: string, name: string): Promise<vo
   });
   if (result.status !== 0) {
     throw new Error(`tbuild import of busybox failed (${result.status}): ${result.stderr}`);
+  }
+}
+
+/**
+ * Imports the arm64 busybox root filesystem into the store at `storeRoot` as `name`, an image for
+ * linux/arm64 (config `architecture` arm64), with `CMD ["sh"]` and a fixed creation time.
+ */
+export async function importArm64Busybox(storeRoot: string, name: string): Promise<void> {
+  const rootfs = await arm64BusyboxRootfs();
+  const result = tbuild(["import", "--platform", "linux/arm64", rootfs, name, "--change", 'CMD ["sh"]'], {
+    env: { TBUILD_ROOT: storeRoot, SOURCE_DATE_EPOCH: String(FIXED_EPOCH) },
+  });
+  if (result.status !== 0) {
+    throw new Error(`tbuild import of the arm64 busybox failed (${result.status}): ${result.stderr}`);
   }
 }

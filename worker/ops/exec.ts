@@ -1,7 +1,8 @@
 /**
  * RUN: the step's process in the sandbox, on a writable overlay of its root input, with its
  * mounts (other inputs bound in, cache directories that outlive builds, tmpfs, secrets, the ssh
- * agent); what it changed in the root becomes one new layer.
+ * agent); what it changed in the root becomes one new layer. A step of a platform the kernel does
+ * not run starts through a QEMU emulator (worker/emulation.ts).
  */
 
 import { randomBytes } from "node:crypto";
@@ -18,6 +19,7 @@ import { writeLayer } from "../../oci/layer.js";
 import { digestOf } from "../../solver/digest.js";
 import type { ExecMount, ExecOp } from "../../solver/graph.js";
 import type { FsResult } from "../../solver/worker.js";
+import { stepEmulator } from "../emulation.js";
 import { rootPath } from "../root-path.js";
 import { runInSandbox, type SandboxMount } from "../sandbox/index.js";
 import type { WritableMount } from "../snapshot/index.js";
@@ -95,6 +97,8 @@ export async function runExec(op: ExecOp, inputs: FsResult[], ctx: OpContext): P
       "RUN --security=insecure is not supported yet: tbuild runs every step sandboxed",
     );
   }
+  // Before anything is mounted: a platform this host cannot run fails the step at once.
+  const emulator = await stepEmulator(op.platform);
   const rootMount = op.mounts[0]!;
   const rootLayers = rootMount.input !== undefined ? inputs[rootMount.input]!.layers : [];
   const cleanups: (() => Promise<void>)[] = [];
@@ -134,6 +138,7 @@ export async function runExec(op: ExecOp, inputs: FsResult[], ctx: OpContext): P
         network: op.network === "none" ? "none" : "host",
         ...(op.hostname ? { hostname: op.hostname } : {}),
         mounts,
+        ...(emulator !== undefined ? { emulator } : {}),
       },
       {
         stateDir: path.join(ctx.stateDir, "sandbox"),

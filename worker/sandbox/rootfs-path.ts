@@ -7,7 +7,7 @@
  * A root filesystem is a directory, or, before runc mounts it, the stack of directories an
  * overlay will merge (a `RootTree` reads either).
  */
-import { readlinkSync } from "node:fs";
+import { lstatSync, readlinkSync } from "node:fs";
 import { chown, lstat, mkdir, readdir, rm, utimes } from "node:fs/promises";
 import path from "node:path";
 import { directoryTree, isMissing, type PathTree, resolveInTree, rootPath } from "../root-path.js";
@@ -155,4 +155,31 @@ export async function mkdirInRoot(root: string, inside: string, uid: number, gid
       dir = path.dirname(dir);
     }
   }
+}
+
+/**
+ * Where runc would find a process's `command` (its argv[0]) in the root: as given when it holds a
+ * `/`, else the first regular file with an execute bit of that name in `searchPath`'s absolute
+ * directories (Go's exec.LookPath, which runc uses inside the container). Undefined: none there.
+ */
+export function lookPathInRoot(
+  root: string | RootTree,
+  command: string,
+  searchPath: string,
+): string | undefined {
+  if (command.includes("/")) return command;
+  const tree = treeOf(root);
+  for (const dir of searchPath.split(":")) {
+    if (!dir.startsWith("/")) continue;
+    const inside = path.posix.join(dir, command);
+    const hostPath = tree.hostPath(resolveInTree(tree, inside));
+    if (hostPath === undefined) continue;
+    try {
+      const info = lstatSync(hostPath);
+      if (info.isFile() && (info.mode & 0o111) !== 0) return inside;
+    } catch (err) {
+      if (!isMissing(err)) throw err;
+    }
+  }
+  return undefined;
 }

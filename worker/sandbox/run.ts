@@ -12,6 +12,7 @@ import { readFile } from "node:fs/promises";
 import { constants as osConstants } from "node:os";
 import path from "node:path";
 import type { Writable } from "node:stream";
+import { DEFAULT_PATH } from "../../oci/spec.js";
 import { directoryTree } from "../root-path.js";
 import { inUserNamespace, readGidMap, readUidMap } from "../userns.js";
 import { SandboxError } from "./errors.js";
@@ -25,8 +26,8 @@ import {
   resolvConfFor,
 } from "./host.js";
 import { killContainerProcesses } from "./kill.js";
-import { layeredTree, MountStubs, mkdirInRoot } from "./rootfs-path.js";
-import { buildRuntimeSpec, ETC_FILES, type SandboxSpec } from "./spec.js";
+import { layeredTree, lookPathInRoot, MountStubs, mkdirInRoot, type RootTree } from "./rootfs-path.js";
+import { buildRuntimeSpec, type EmulatedStart, ETC_FILES, type SandboxSpec } from "./spec.js";
 import { checkUserMapped, resolveUser } from "./user.js";
 
 export interface SandboxRunOptions {
@@ -129,7 +130,7 @@ export async function runInSandbox(spec: SandboxSpec, options: SandboxRunOptions
     for (const [destination, file] of Object.entries(ETC_FILES)) {
       writeFileSync(path.join(bundleDir, file), files[destination], { mode: 0o644 });
     }
-    const config = buildRuntimeSpec({ ...spec, hostname }, ids, host);
+    const config = buildRuntimeSpec({ ...spec, hostname }, ids, host, emulatedStart(spec, tree));
     writeFileSync(path.join(bundleDir, "config.json"), JSON.stringify(config));
     // Docker creates a missing working directory (BuildKit owns it to the step's user); created
     // before the stubs are recorded, so that it stays. Under a root overlay runc creates it.
@@ -158,6 +159,25 @@ export async function runInSandbox(spec: SandboxSpec, options: SandboxRunOptions
     // A few small files and directories: at once, without a round trip per entry.
     rmSync(runDir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Under an emulator, the program QEMU is to load: the process's command looked up through its PATH
+ * in the root filesystem, as runc would have looked it up inside the container.
+ */
+function emulatedStart(spec: SandboxSpec, tree: RootTree): EmulatedStart | undefined {
+  if (spec.emulator === undefined) return undefined;
+  const command = spec.args[0]!;
+  const pathEntry = spec.env.findLast((entry) => entry.startsWith("PATH="));
+  const searchPath = pathEntry !== undefined ? pathEntry.slice("PATH=".length) : DEFAULT_PATH;
+  const executable = lookPathInRoot(tree, command, searchPath);
+  if (executable === undefined) {
+    throw new SandboxError(
+      "E_SANDBOX_EXEC",
+      `exec: "${command}": executable file not found in $PATH (${searchPath}) of the container`,
+    );
+  }
+  return { executable };
 }
 
 function signalNumber(signal: NodeJS.Signals): number {

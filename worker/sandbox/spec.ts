@@ -6,6 +6,7 @@
  */
 import path from "node:path";
 import { DEFAULT_PATH, type RuntimeMount, type RuntimeSpec } from "../../oci/spec.js";
+import { EMULATOR_MOUNT } from "../emulation.js";
 import { SandboxError } from "./errors.js";
 import { checkExtraHost, type HostFacts, type RlimitName } from "./host.js";
 import { convertSeccompProfile, dockerDefaultSeccompProfile } from "./seccomp.js";
@@ -71,6 +72,20 @@ export interface SandboxSpec {
   changesDiscarded?: boolean;
   /** `--add-host`: host name → address, appended to /etc/hosts. */
   extraHosts?: Record<string, string>;
+  /**
+   * A static QEMU user emulator (a host path) for a process of an architecture the kernel does not
+   * run: bound read-only at EMULATOR_MOUNT, and the process started through it (worker/emulation.ts).
+   */
+  emulator?: string;
+}
+
+/**
+ * How the process starts under `SandboxSpec.emulator`: QEMU loads a file by its path and does not
+ * search PATH, so the caller resolves `args[0]` in the container's root filesystem first.
+ */
+export interface EmulatedStart {
+  /** The container path of the program, `args[0]` resolved as runc would (through PATH). */
+  executable: string;
 }
 
 /** Docker's default capabilities (moby oci/caps DefaultCapabilities), exactly. */
@@ -155,6 +170,8 @@ function checkContainerPath(what: string, value: string): void {
 
 function validate(spec: SandboxSpec): void {
   if (spec.args.length === 0) throw specError("no command to run: args is empty");
+  if (spec.emulator !== undefined && !path.isAbsolute(spec.emulator))
+    throw specError(`the emulator must be an absolute host path, got "${spec.emulator}"`);
   checkContainerPath("the working directory", spec.cwd);
   if (!path.isAbsolute(spec.rootfs)) throw specError(`rootfs must be an absolute path, got "${spec.rootfs}"`);
   for (const entry of spec.env) {
@@ -284,8 +301,23 @@ function systemMounts(spec: SandboxSpec, host: HostFacts): RuntimeMount[] {
   return mounts;
 }
 
+/**
+ * The process's argv: the spec's, or under an emulator QEMU's own (`EMULATOR -0 ARGV0 PROGRAM
+ * ARGS...`: the program sees the argv[0] it was given, as a busybox applet needs).
+ */
+function processArgs(spec: SandboxSpec, start: EmulatedStart | undefined): string[] {
+  if (spec.emulator === undefined) return [...spec.args];
+  const executable = start?.executable ?? spec.args[0]!;
+  return [EMULATOR_MOUNT, "-0", spec.args[0]!, executable, ...spec.args.slice(1)];
+}
+
 /** The runtime config handed to runc (exported for tests and `tbuild debug`). */
-export function buildRuntimeSpec(spec: SandboxSpec, ids: ResolvedUser, host: HostFacts): RuntimeSpec {
+export function buildRuntimeSpec(
+  spec: SandboxSpec,
+  ids: ResolvedUser,
+  host: HostFacts,
+  start?: EmulatedStart,
+): RuntimeSpec {
   validate(spec);
   const hostname = spec.hostname ?? host.containerId.slice(0, 12);
   const userMounts = [...(spec.mounts ?? [])]
@@ -329,7 +361,7 @@ export function buildRuntimeSpec(spec: SandboxSpec, ids: ResolvedUser, host: Hos
         // CVE-2023-25173: a process that drops its gid keeps the group's access, not more.
         additionalGids: [ids.gid, ...ids.additionalGids.filter((gid) => gid !== ids.gid)],
       },
-      args: [...spec.args],
+      args: processArgs(spec, start),
       env: containerEnv(spec, ids, hostname),
       cwd: spec.cwd,
       capabilities: { bounding: capabilities, effective: capabilities, permitted: capabilities },
@@ -343,6 +375,16 @@ export function buildRuntimeSpec(spec: SandboxSpec, ids: ResolvedUser, host: Hos
         ? [{ destination: "/", type: "overlay", source: "overlay", options: [...spec.rootOverlay.options] }]
         : []),
       ...systemMounts(spec, host),
+      ...(spec.emulator !== undefined
+        ? [
+            {
+              destination: EMULATOR_MOUNT,
+              type: "bind",
+              source: spec.emulator,
+              options: ["rbind", "ro", "rprivate"],
+            },
+          ]
+        : []),
       ...etcMounts,
       ...userMounts,
     ],
