@@ -6,11 +6,12 @@
  */
 import { TbuildError } from "../errors/index.js";
 import type { ImageResolver, ResolvedImage } from "../frontend/resolver.js";
-import { readImageForPlatform } from "../oci/image.js";
-import { formatPlatform, type Platform } from "../oci/platform.js";
+import { parseIndex, readImageForPlatform } from "../oci/image.js";
+import { formatPlatform, type Platform, platformMatches, selectPlatform } from "../oci/platform.js";
 import { formatReference, parseReference } from "../oci/reference.js";
 import type { RegistryOptions } from "../oci/registry/index.js";
-import type { Store } from "../oci/store/index.js";
+import type { Descriptor } from "../oci/spec.js";
+import { ANNOTATION_PULLED_INDEX, type Store } from "../oci/store/index.js";
 
 export interface StoreResolverOptions {
   pull: "missing" | "always" | "never";
@@ -34,8 +35,16 @@ export function storeImageResolver(store: Store, options: StoreResolverOptions):
       const name = formatReference(ref);
       if (options.pull !== "always") {
         const record = await store.images.get(name);
-        if (record) return resolveStoredImage(store, name, record.descriptor, platform);
-        if (options.pull === "never") throw new ImageNotLocalError(name);
+        if (record) {
+          // Pulled from an index for another platform (a build of several platforms pulls the
+          // name once per platform): that platform's image of the same index, if the store holds
+          // it; pulled when it does not.
+          const sibling = await siblingFor(store, record.descriptor, platform);
+          if (sibling === undefined || (sibling === "missing" && options.pull === "never")) {
+            return resolveStoredImage(store, name, record.descriptor, platform);
+          }
+          if (sibling !== "missing") return resolveStoredImage(store, name, sibling, platform);
+        } else if (options.pull === "never") throw new ImageNotLocalError(name);
       }
       // The registry client is loaded only when an image is pulled.
       const { pullImage } = await import("../oci/registry/index.js");
@@ -79,6 +88,30 @@ export function localImageResolver(store: Store, unresolved: Set<string>): Image
       };
     },
   };
+}
+
+/**
+ * For a name pulled from an index (its record says which) whose image is for another platform
+ * than `platform`: the index's image for `platform`, or "missing" when the store lacks it.
+ * Undefined when the record's own image is the one to take (or nothing says otherwise).
+ */
+async function siblingFor(
+  store: Store,
+  descriptor: Descriptor,
+  platform: Platform,
+): Promise<Descriptor | "missing" | undefined> {
+  const indexDigest = descriptor.annotations?.[ANNOTATION_PULLED_INDEX];
+  if (indexDigest === undefined || descriptor.platform === undefined) return undefined;
+  if (platformMatches(platform, descriptor.platform)) return undefined;
+  if (!(await store.content.has(indexDigest))) return "missing";
+  const index = parseIndex(await store.content.readBytes(indexDigest), `index ${indexDigest}`);
+  const chosen = selectPlatform(
+    platform,
+    index.manifests.filter((m) => m.platform !== undefined),
+    (m) => m.platform,
+  );
+  if (chosen === undefined) return undefined;
+  return (await store.content.has(chosen.digest)) ? chosen : "missing";
 }
 
 /** The image `descriptor` holds for `platform`, as the frontend takes a base image, named `name`. */

@@ -19,7 +19,7 @@ import { formatPlatform, type Platform, selectPlatform } from "../platform.js";
 import { formatReference, type ImageReference, parseReference } from "../reference.js";
 import { type Descriptor, isIndexMediaType, isManifestMediaType, MediaType } from "../spec.js";
 import { DigestMismatchError } from "../store/content.js";
-import type { Store } from "../store/index.js";
+import { ANNOTATION_PULLED_INDEX, type Store } from "../store/index.js";
 import { BlobSources } from "./blob-sources.js";
 import { BlobRestartError, type FetchedManifest, type RegistryClient } from "./client.js";
 import { RegistryError, RegistryNotSupportedError } from "./errors.js";
@@ -228,7 +228,14 @@ export async function pullImage(
       size: manifest.bytes.length,
       platform,
     };
-    await store.images.put(name, descriptor);
+    // Named as the platform's image; which index it came from is noted, for another platform's
+    // image of the same name (a build of several platforms: build/resolver.ts).
+    await store.images.put(
+      name,
+      indexDescriptor
+        ? { ...descriptor, annotations: { [ANNOTATION_PULLED_INDEX]: indexDescriptor.digest } }
+        : descriptor,
+    );
     const registry = clients[0]!.endpoint.registry;
     await new BlobSources(store.root).record(
       registry,

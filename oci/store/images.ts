@@ -57,6 +57,12 @@ export class MissingContentError extends TbuildError {
   }
 }
 
+/**
+ * On a name's entry: the index its image was pulled from (a registry's name for several
+ * platforms), so that another platform's image of the same index can be found for that name.
+ */
+export const ANNOTATION_PULLED_INDEX = "dev.tbuild.pulled-from-index";
+
 /** The store's index.json is not an image index: something other than tbuild wrote it. */
 export class CorruptStoreError extends TbuildError {
   constructor(file: string, reason: string) {

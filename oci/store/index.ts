@@ -25,6 +25,7 @@ export {
   type WrittenBlob,
 } from "./content.js";
 export {
+  ANNOTATION_PULLED_INDEX,
   CorruptStoreError,
   ImageNotFoundError,
   type ImageRecord,

@@ -52,15 +52,28 @@ export class PrivatePodman {
     return runOk("podman", [...this.globalArgs, "load", "--input", archive]);
   }
 
-  /** `podman pull` from a plain-HTTP registry. */
-  pull(ref: string): void {
-    runOk("podman", [...this.globalArgs, "pull", "--quiet", "--tls-verify=false", ref]);
+  /** `podman pull` from a plain-HTTP registry (of one platform's image, when an index names several). */
+  pull(ref: string, platform?: string): void {
+    runOk("podman", [
+      ...this.globalArgs,
+      "pull",
+      "--quiet",
+      "--tls-verify=false",
+      ...(platform ? ["--platform", platform] : []),
+      ref,
+    ]);
   }
 
   run(image: string, ...command: string[]): RunResult {
+    return this.runOn(undefined, image, ...command);
+  }
+
+  /** `podman run --platform PLATFORM` (the image pulled for that platform first). */
+  runOn(platform: string | undefined, image: string, ...command: string[]): RunResult {
     return run("podman", [
       ...this.globalArgs,
       "run",
+      ...(platform ? ["--platform", platform] : []),
       "--rm",
       "--runtime",
       "runc",
