@@ -156,11 +156,9 @@ for item in "${LIST[@]}"; do
   if [[ ,$item, == *,type=local,* || ,$item, == *,type=tar,* ]]; then has_image_id=false; fi
 done
 if [[ $has_image_id == true ]]; then args+=(--iidfile "$work/iid"); fi
+# Several platforms make one index, as buildx makes it.
 parse_list "${INPUT_PLATFORMS:-}" split quote
-if [[ ${#LIST[@]} -gt 1 ]]; then
-  fail "tbuild builds one platform at a time; not supported yet: several platforms (${LIST[*]})"
-fi
-for item in "${LIST[@]}"; do args+=(--platform "$item"); done
+if [[ ${#LIST[@]} -gt 0 ]]; then args+=(--platform "$(IFS=,; echo "${LIST[*]}")"); fi
 
 # Each secret `id=value` goes to a file of its own, which the build reads as `--secret id=,src=`;
 # the value is masked in the job's log, as build-push-action does.

@@ -48,6 +48,8 @@ trap 'rm -rf "$work"' EXIT
 
 args=(build --progress=plain --metadata-file "$work/metadata.json" -t "$image")
 if [[ -n ${TBUILD_DOCKERFILE:-} ]]; then args+=(-f "$TBUILD_DOCKERFILE"); fi
+# Several platforms build one index; the test below runs this runner's platform of it.
+if [[ -n ${TBUILD_PLATFORMS:-} ]]; then args+=(--platform "$TBUILD_PLATFORMS"); fi
 # Further flags of `tbuild build`, as shell words (quotes keep a word whole).
 if [[ -n ${TBUILD_BUILD_FLAGS:-} ]]; then
   eval "extra=($TBUILD_BUILD_FLAGS)"

@@ -1,4 +1,5 @@
 import { execFileSync, spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -40,7 +41,8 @@ function project(name: string): string {
   mkdirSync(projectDir);
   writeFileSync(
     path.join(projectDir, "Dockerfile"),
-    'FROM busybox\nARG GREETING\nRUN echo "$GREETING" > /greeting\nCMD ["cat", "/greeting"]\n',
+    // Cross-compiling style: the same busybox steps serve every target platform.
+    'FROM --platform=$BUILDPLATFORM busybox\nARG GREETING\nARG TARGETARCH\nRUN echo "$GREETING for $TARGETARCH" > /greeting\nCMD ["cat", "/greeting"]\n',
   );
   return projectDir;
 }
@@ -132,7 +134,7 @@ describe("the GitLab CI template", () => {
     expect(job.ran).toBe(true);
     expect(job.variables.TBUILD_PUSH).toBe("false");
     expect(job.status, job.log).toBe(0);
-    expect(job.log).toContain("\nhello from feature-x\n");
+    expect(job.log).toContain("\nhello from feature-x for amd64\n");
     expect(job.log).toContain("is not pushed");
     const image = `${registry.host}/group/project:f00d001`;
     expect(dotenv(path.join(job.projectDir, "tbuild.env"))).toMatchObject({ TBUILD_IMAGE: image });
@@ -145,13 +147,33 @@ describe("the GitLab CI template", () => {
     const job = pipeline("main", "cafe002", `sh -c 'echo "test saw: $(cat /greeting)"'`);
     expect(job.variables.TBUILD_PUSH).toBe("true");
     expect(job.status, job.log).toBe(0);
-    expect(job.log).toContain("\ntest saw: hello from main\n");
+    expect(job.log).toContain("\ntest saw: hello from main for amd64\n");
     const auths = JSON.parse(readFileSync(path.join(job.dockerConfig, "config.json"), "utf8")).auths;
     expect(Object.keys(auths)).toContain(registry.host);
     const image = `${registry.host}/group/project:cafe002`;
     const report = dotenv(path.join(job.projectDir, "tbuild.env"));
     expect(report.TBUILD_IMAGE).toBe(image);
     expect(inspectInRegistry(image).digest).toBe(report.TBUILD_DIGEST);
+  });
+
+  it("TBUILD_PLATFORMS: one index of both platforms is tested on the runner's and pushed", () => {
+    const job = pipeline("main", "beef004", undefined, {
+      project: { TBUILD_PLATFORMS: "linux/amd64,linux/arm64" },
+    });
+    expect(job.status, job.log).toBe(0);
+    // The test ran the runner's platform of the index.
+    expect(job.log).toContain("\nhello from main for amd64\n");
+    const image = `${registry.host}/group/project:beef004`;
+    const raw = spawnSync(
+      "skopeo",
+      ["inspect", "--raw", "--tls-verify=false", "--creds", `${USER}:${PASSWORD}`, `docker://${image}`],
+      { encoding: "utf8" },
+    );
+    expect(raw.status, raw.stderr).toBe(0);
+    const index = JSON.parse(raw.stdout) as { manifests: { platform: { architecture: string } }[] };
+    expect(index.manifests.map((m) => m.platform.architecture)).toEqual(["amd64", "arm64"]);
+    const report = dotenv(path.join(job.projectDir, "tbuild.env"));
+    expect(report.TBUILD_DIGEST).toBe(`sha256:${createHash("sha256").update(raw.stdout).digest("hex")}`);
   });
 
   it("on the default branch, an image that fails its test is not pushed", () => {
@@ -188,7 +210,7 @@ describe("the GitLab CI template with a remote worker", () => {
       expect(job.status, job.log).toBe(0);
       expect(job.log).toContain(`#0 building on worker ci-worker (${sshd.url})`);
       // Built there, tested here: the image came back to the job's store.
-      expect(job.log).toContain("\nhello from feature-y\n");
+      expect(job.log).toContain("\nhello from feature-y for amd64\n");
     } finally {
       await sshd.stop();
     }
