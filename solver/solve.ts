@@ -50,7 +50,10 @@ export interface SolveOptions {
 }
 
 export interface SolveResult {
+  /** The (first) root's result. */
   result: FsResult;
+  /** Each root's result, in the order given. */
+  rootResults: FsResult[];
   /** Cache key of every vertex the build needed. */
   keys: Map<VertexDigest, string>;
   /** What each of those keys was made of, for `--explain`. */
@@ -82,9 +85,11 @@ export class StepFailedError extends TbuildError {
 
 export async function solve(
   graph: BuildGraph,
-  root: VertexDigest,
+  root: VertexDigest | readonly VertexDigest[],
   options: SolveOptions,
 ): Promise<SolveResult> {
+  // Several roots (one per platform of a build): one solve, one queue, each shared vertex once.
+  const roots = typeof root === "string" ? [root] : [...root];
   const vertexOf = (digest: VertexDigest) => {
     const vertex = graph.vertices[digest];
     if (!vertex) throw new Error(`the build graph has no vertex ${digest}`);
@@ -95,7 +100,7 @@ export async function solve(
   // Every vertex the root needs, inputs first: keys and forced runs are worked out in this order,
   // so that each vertex finds its inputs' already there (a recursion would overflow the stack on
   // a Dockerfile thousands of steps long).
-  const needed = inputsFirst([root], (digest) => vertexOf(digest).inputs);
+  const needed = inputsFirst(roots, (digest) => vertexOf(digest).inputs);
 
   const controller = new AbortController();
   const onOuterAbort = () => controller.abort(options.signal?.reason);
@@ -282,7 +287,8 @@ export async function solve(
   };
 
   try {
-    const { result } = await resultOf(root);
+    const rootResults = (await Promise.all(roots.map((r) => resultOf(r)))).map((r) => r.result);
+    const result = rootResults[0]!;
     const resolvedKeys = new Map<VertexDigest, string>();
     const materials = new Map<VertexDigest, KeyMaterial>();
     for (const [digest, pendingKey] of keys) {
@@ -298,7 +304,16 @@ export async function solve(
       );
       if (value) produced.set(digest, value);
     }
-    return { result, keys: resolvedKeys, materials, ran, cached, cachedByContent, results: produced };
+    return {
+      result,
+      rootResults,
+      keys: resolvedKeys,
+      materials,
+      ran,
+      cached,
+      cachedByContent,
+      results: produced,
+    };
   } catch (err) {
     // Abort reasons from p-queue for tasks that never started are the failure itself or the outer abort.
     if (failure) throw failure;

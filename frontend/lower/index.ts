@@ -168,7 +168,8 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
           given ??
           (arg.value === undefined ? undefined : expand(arg.value, metaEnv, instruction.range.start).result);
         if (value !== undefined) metaEnv.set(arg.key, value);
-        else metaEnv.delete(arg.key);
+        // A bare `ARG TARGETARCH` declares the name only: the automatic value stays, as in BuildKit.
+        else if (!AUTOMATIC_ARG_NAMES.has(arg.key)) metaEnv.delete(arg.key);
       }
     } else {
       throw errorAt(

@@ -92,6 +92,31 @@ function fixture() {
 }
 
 describe("solve", () => {
+  it("solves several roots at once (a build's platforms): a vertex they share runs once, each root gets its own result", async () => {
+    const { content } = fixture();
+    const { graph, step } = graphBuilder();
+    const base = step("toolchain");
+    const amd = step("build for amd64", base);
+    const arm = step("build for arm64", base);
+    const w = recordingWorker(content, { ms: 50 });
+    const solved = await solve(graph, [amd, arm], { worker: w.worker, jobs: 2 });
+    expect(w.runs.filter((r) => r === "toolchain")).toHaveLength(1);
+    expect([...w.runs].sort()).toEqual(["build for amd64", "build for arm64", "toolchain"]);
+    // The two platforms' own steps ran side by side.
+    expect(w.maxRunning).toBe(2);
+    const layerText = async (r: FsResult) =>
+      Promise.all(r.layers.map(async (l) => (await content.readBytes(l.descriptor.digest)).toString()));
+    expect(await layerText(solved.rootResults[0]!)).toEqual([
+      "layer of toolchain",
+      "layer of build for amd64",
+    ]);
+    expect(await layerText(solved.rootResults[1]!)).toEqual([
+      "layer of toolchain",
+      "layer of build for arm64",
+    ]);
+    expect(solved.result).toBe(solved.rootResults[0]);
+  });
+
   it("runs a step several stages need once, and independent steps at the same time", async () => {
     const { content } = fixture();
     const { graph, step } = graphBuilder();

@@ -78,6 +78,25 @@ COPY --from=tools /bin/sh /sh
     expect(final!.platform.architecture).toBe("arm64");
   });
 
+  it("a bare global ARG of a platform name declares it and keeps its value, as in BuildKit; a value replaces it", async () => {
+    const images = {
+      "example.invalid/arm64:1": {},
+      "example.invalid/custom:1": {},
+      "example.invalid/vnone:1": {},
+    };
+    const arm64 = { targetPlatform: { os: "linux", architecture: "arm64" }, images };
+    expect((await lower("ARG TARGETARCH\nFROM example.invalid/$TARGETARCH:1\n", arm64)).asked).toEqual([
+      "example.invalid/arm64:1",
+    ]);
+    expect((await lower("ARG TARGETARCH=custom\nFROM example.invalid/$TARGETARCH:1\n", arm64)).asked).toEqual(
+      ["example.invalid/custom:1"],
+    );
+    // Any other bare global ARG is unset, as before.
+    expect((await lower("ARG V\nFROM example.invalid/v${V:-none}:1\n", arm64)).asked).toEqual([
+      "example.invalid/vnone:1",
+    ]);
+  });
+
   it("TARGETSTAGE is the stage built: --target, else the last stage's name, else default", async () => {
     const dockerfile = "FROM busybox AS base\nARG TARGETSTAGE\nRUN echo $TARGETSTAGE\nFROM base AS final\n";
     const stageOf = async (options: { target?: string }, text = dockerfile) => {
