@@ -36,19 +36,18 @@ export async function build(request: BuildRequest, options: BuildOptions = {}): 
     ...(options.env ?? process.env),
     ...(options.store ? { TBUILD_ROOT: options.store.root } : {}),
   };
+  const context = {
+    env,
+    cwd: options.cwd ?? process.cwd(),
+    signal,
+    onEvent: options.onEvent ?? (() => {}),
+    ...(options.stdout ? { stdout: options.stdout } : {}),
+  };
   // On a remote worker: only the client's half runs here (build/remote.ts), in no user namespace,
   // and nothing of the local builder is loaded.
   if (request.worker !== undefined) {
     const { runRemoteBuild } = await import("../build/remote.js");
-    return withCancel(signal, () =>
-      runRemoteBuild(request, {
-        env,
-        cwd: options.cwd ?? process.cwd(),
-        signal,
-        onEvent: options.onEvent ?? (() => {}),
-        ...(options.stdout ? { stdout: options.stdout } : {}),
-      }),
-    );
+    return withCancel(signal, () => runRemoteBuild(request, context));
   }
   // Unprivileged, the build runs in tbuild's user namespace, as the CLI's does (api/rootless.ts).
   if (!hasWorkerPrivileges()) {
@@ -57,15 +56,7 @@ export async function build(request: BuildRequest, options: BuildOptions = {}): 
   }
   // Loaded when a build is asked for: `run()` and `pull()` callers never load the builder.
   const { runBuild } = await import("../build/run.js");
-  return withCancel(signal, () =>
-    runBuild(request, {
-      env,
-      cwd: options.cwd ?? process.cwd(),
-      signal,
-      onEvent: options.onEvent ?? (() => {}),
-      ...(options.stdout ? { stdout: options.stdout } : {}),
-    }),
-  );
+  return withCancel(signal, () => runBuild(request, context));
 }
 
 /** What `run` gives; a failure after `signal` was aborted is the cancel, as a BuildCanceledError. */
