@@ -83,6 +83,23 @@ describe("a two-platform build with RUN steps, one of them emulated", () => {
           const ran = podman.runOn("linux/arm64", ref, "cat", "/arch");
           expect(ran.status, ran.stderr).toBe(0);
           expect(ran.stdout).toBe("aarch64\n");
+          // tbuild run --platform picks that platform's image of the index in the store.
+          for (const [platform, machine] of [
+            ["linux/arm64", "aarch64"],
+            ["linux/amd64", "x86_64"],
+          ] as const) {
+            const own = tbuildAs(user, { TBUILD_ROOT: store }, [
+              "run",
+              "--rm",
+              "--platform",
+              platform,
+              ref,
+              "cat",
+              "/arch",
+            ]);
+            expect(own.status, own.stderr).toBe(0);
+            expect(own.stdout).toBe(`${machine}\n`);
+          }
         } finally {
           restore();
         }
