@@ -154,9 +154,15 @@ async function runRemotePlatforms(
   ctx: RunContext,
 ): Promise<BuildResult> {
   const several = platforms.map(formatPlatform).join(",");
+  // As a local build of several platforms refuses them (run.ts buildPlatforms), in the same words.
+  const notYetForPlatforms = (what: string) =>
+    new TbuildError(
+      "E_NOT_SUPPORTED",
+      `${what} with several platforms (--platform ${several}) is not supported yet: build one platform at a time for it`,
+    );
   if (request.cacheTo !== undefined || (request.cacheFrom ?? []).length > 0)
-    throw notYet(`--cache-to and --cache-from with several platforms (--platform ${several})`);
-  if (request.explain === true) throw notYet(`--explain with several platforms (--platform ${several})`);
+    throw notYetForPlatforms("--cache-to and --cache-from");
+  if (request.explain === true) throw notYetForPlatforms("--explain");
   const exporters = await import("../exporters/index.js");
   for (const output of request.outputs ?? []) exporters.checkPlatformsOutput(output, platforms);
   if (request.push === true && (request.tags ?? []).length === 0)

@@ -156,6 +156,71 @@ describe("a two-platform build on remote workers", () => {
     expect(answer.headers.get("docker-content-digest")).toBe(localDigest);
   }, 600_000);
 
+  it("a platform no worker of the pool runs natively goes to the pool's worker, which emulates it, saying so", async () => {
+    const store = tempDir("mpw-only-amd-store");
+    const client = tempDir("mpw-only-amd");
+    const config = path.join(client, "config.toml");
+    writeFileSync(
+      config,
+      `[worker.amd]\nurl = "cmd://TBUILD_ROOT=${store} ${tbuildBin} worker --stdio"\nplatforms = ["linux/amd64"]\n[pool.p]\nworkers = ["amd"]\n`,
+    );
+    const clientStore = path.join(client, "store");
+    const iid = path.join(client, "iid");
+    const built = await tbuildAsync(
+      [
+        "build",
+        "--progress=plain",
+        "--platform",
+        PLATFORMS,
+        "--worker",
+        "pool:p",
+        "-t",
+        "app:emulated",
+      ].concat(["--iidfile", iid, project]),
+      {
+        env: {
+          TBUILD_CONFIG: config,
+          TBUILD_ROOT: clientStore,
+          TBUILD_WORKER_COMMAND: "",
+          SOURCE_DATE_EPOCH: EPOCH,
+        },
+      },
+    );
+    expect(built.status, built.stderr).toBe(0);
+    expect(built.stderr).toContain("#0 building linux/amd64 on worker amd (cmd://");
+    expect(built.stderr).toContain("#0 building linux/arm64 on worker amd (cmd://");
+    expect(built.stderr).toContain(
+      "WARNING: no worker of pool p builds linux/arm64 natively: its steps run under emulation where the worker has it\n",
+    );
+    expect(built.stderr).not.toContain("builds linux/amd64 natively");
+    expect(readFileSync(iid, "utf8").trim()).toBe(localDigest);
+  }, 600_000);
+
+  it("a platform whose step fails fails the build with that step's error; no index is named and the store stays usable", async () => {
+    const failing = tempDir("mpw-failing");
+    writeFileSync(
+      path.join(failing, "Dockerfile"),
+      `FROM ${registry.host}/library/busybox:multi\nRUN test "$(uname -m)" = x86_64\n`,
+    );
+    const workerStore = tempDir("mpw-failing-worker");
+    const clientStore = path.join(tempDir("mpw-failing-client"), "store");
+    const env = { TBUILD_ROOT: clientStore, SOURCE_DATE_EPOCH: EPOCH };
+    const built = await tbuildAsync(
+      ["build", "--progress=plain", "--platform", PLATFORMS, "-t", "app:failing", "--worker"].concat([
+        `cmd://TBUILD_ROOT=${workerStore} ${tbuildBin} worker --stdio`,
+        failing,
+      ]),
+      { env },
+    );
+    expect(built.status, built.stderr).toBe(1);
+    expect(built.stderr).toMatch(/\n#\d+ ERROR: .*exit code: 1\n/);
+    expect(built.stderr).toContain('[linux/arm64 2/2] RUN test "$(uname -m)" = x86_64');
+    expect(built.stderr).not.toContain("Error:\n    at ");
+    const images = tbuild(["images", "--format", "json"], { env });
+    expect(images.status, images.stderr).toBe(0);
+    expect(images.stdout).not.toContain("app");
+  }, 600_000);
+
   it("a single worker given both platforms builds both, and its index equals a local build's", async () => {
     const workerStore = tempDir("mpw-single-store");
     const client = tempDir("mpw-single-client");
