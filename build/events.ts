@@ -47,8 +47,11 @@ export type BuildEvent =
   /** Output of a step's process: `data` is base64 of the bytes as they came (1 stdout, 2 stderr). */
   | { type: "log"; vertex: string; stream: 1 | 2; data: string }
   | { type: "warning"; message: string }
-  /** The build runs on a remote worker (`--worker`): the first event, from the client. */
-  | { type: "build.worker"; worker: string }
+  /**
+   * The build runs on a remote worker (`--worker`): the first event, from the client. In a build of
+   * several platforms, one per platform, each naming the platform its worker builds.
+   */
+  | { type: "build.worker"; worker: string; platform?: string }
   | ({ type: "build.completed"; durationMs: number } & BuildSummary)
   | {
       type: "build.failed";

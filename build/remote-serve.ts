@@ -54,6 +54,11 @@ export interface RemoteBuildParams {
   fileOutputs: ExportRequest[];
   /** Send the image back for the client's store, under these names. */
   imageNames: string[];
+  /**
+   * Send the image back though the client names it nothing: one platform's image of a build of
+   * several, which the client puts in its index.
+   */
+  sendImage?: boolean;
   /** Ids of the secrets the client serves on demand (`secret` calls back). */
   secretIds: string[];
   /** Ids of the SSH agents the client relays (`ssh-agent` calls back). */
@@ -172,7 +177,8 @@ async function serveBuild(params: RemoteBuildParams, call: IncomingCall, env: No
     }));
     // The image the client keeps is assembled here unnamed (an image output without names), and its
     // blobs go back below by need.
-    const image: ExportRequest[] = params.imageNames.length > 0 ? [{ type: "image", names: [] }] : [];
+    const sendsImage = params.imageNames.length > 0 || params.sendImage === true;
+    const image: ExportRequest[] = sendsImage ? [{ type: "image", names: [] }] : [];
     const request: BuildRequest = {
       ...params.request,
       // Directories of the client's, by their synced copies here; images and the like as named.
@@ -229,7 +235,7 @@ async function serveBuild(params: RemoteBuildParams, call: IncomingCall, env: No
       await write(call, lengthPrefix(size));
       for await (const chunk of createReadStream(output.dest!)) await write(call, chunk as Buffer);
     }
-    if (params.imageNames.length > 0) await sendImage(call, storeRoot, summary.digest);
+    if (sendsImage) await sendImage(call, storeRoot, summary.digest);
     return { summary } satisfies RemoteBuildAnswer;
   } finally {
     await rm(temp, { recursive: true, force: true });

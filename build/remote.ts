@@ -15,6 +15,10 @@
  * connection is lost (on the same worker, or another of the pool) are remote-target.ts's: it
  * connects with this file's handlers and hands it the connection.
  *
+ * Several platforms (`--platform a,b`): each platform is a build of its own, all at once, each on
+ * the worker chosen for it (in a pool, one that runs it natively); the images come back and the
+ * index is assembled here, as a local build assembles it (runRemotePlatforms).
+ *
  * Not yet: `--build-context` directories, layout directories (`tar=false`); each is refused with a
  * clear error rather than ignored.
  */
@@ -27,13 +31,15 @@ import { Readable, type Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { TbuildError, UsageError } from "../errors/index.js";
 import type { FsEntry } from "../exporters/filesystem.js";
+import type { PlatformImage } from "../exporters/index.js";
 import type { ExportRequest } from "../exporters/request.js";
 import { readDockerignore } from "../frontend/dockerignore.js";
 import { readTarEntries } from "../oci/archive/tar-reader.js";
 import { entryComponents } from "../oci/layer-entry.js";
+import { formatPlatform, type Platform } from "../oci/platform.js";
 import { parseReference } from "../oci/reference.js";
 import { getCredentials } from "../oci/registry/credentials.js";
-import type { Manifest } from "../oci/spec.js";
+import { type Manifest, MediaType } from "../oci/spec.js";
 import { defaultStoreRoot, normalizeImageName, openStore, parseDigest } from "../oci/store/index.js";
 import type { SecretSource } from "../worker/ops/context.js";
 import { ByteTaker, framed, lengthPrefix } from "../worker/remote/bytes.js";
@@ -47,12 +53,19 @@ import {
   type SyncPlan,
 } from "../worker/remote/context-sync.js";
 import type { Handler } from "../worker/remote/protocol.js";
+import { loadConfig, registryOptions } from "./config.js";
 import { contextSource } from "./context-source.js";
 import { readRequestDockerfile } from "./dockerfile.js";
-import type { BuildEvent } from "./events.js";
+import { type BuildEvent, BuildEventStream } from "./events.js";
 import { contextKey } from "./remote-keys.js";
 import type { ImageParts, RemoteBuildAnswer, RemoteBuildParams } from "./remote-serve.js";
-import { CONNECTION_LOST, type OpenWorker, runOnWorker, whatHappened } from "./remote-target.js";
+import {
+  CONNECTION_LOST,
+  type OpenWorker,
+  runOnWorker,
+  type WorkerRun,
+  whatHappened,
+} from "./remote-target.js";
 import { type BuildRequest, checkBuildRequest, targetPlatformsOf } from "./request.js";
 import type { BuildResult, RunContext } from "./run.js";
 import { resolveSecrets, resolveSshAgents } from "./secrets.js";
@@ -70,9 +83,19 @@ function notYet(what: string): TbuildError {
 export async function runRemoteBuild(request: BuildRequest, ctx: RunContext): Promise<BuildResult> {
   checkBuildRequest(request);
   remoteFileOutputs(request);
-  if (targetPlatformsOf(request.platforms).length > 1) {
-    throw notYet(`several platforms (--platform ${request.platforms!.join(",")})`);
-  }
+  const platforms = targetPlatformsOf(request.platforms);
+  if (platforms.length > 1) return await runRemotePlatforms(platforms, request, ctx);
+  const { run, secrets, agents } = await prepareRemote(request, ctx);
+  return await runOnWorker(request, ctx, run, (worker, prepared) =>
+    remoteBuildOnce(request, ctx, worker, prepared, secrets, agents),
+  );
+}
+
+/**
+ * What every try of a remote build (and every platform's part of one) shares: the secrets and
+ * agents it serves, the handlers, and the context as read and listed here, once.
+ */
+async function prepareRemote(request: BuildRequest, ctx: RunContext) {
   // Checked here, before anything travels: the worker asks for each when a step mounts it.
   const secrets = await resolveSecrets(request.secrets ?? [], ctx);
   const agents = resolveSshAgents(request.ssh ?? [], ctx);
@@ -105,9 +128,136 @@ export async function runRemoteBuild(request: BuildRequest, ctx: RunContext): Pr
     }
     return { dockerfile, ignore, main: await list(dockerfile.contextDir, ignore), named, passedOn };
   };
-  return await runOnWorker(request, ctx, { handlers, prepare }, (worker, prepared) =>
-    remoteBuildOnce(request, ctx, worker, prepared, secrets, agents),
+  let prepared: Promise<PreparedContext> | undefined;
+  const run: WorkerRun<PreparedContext> = {
+    handlers,
+    prepare: () => {
+      prepared ??= prepare();
+      return prepared;
+    },
+  };
+  return { run, secrets, agents };
+}
+
+/**
+ * A build of several platforms on workers (issue 15, "native workers first"): each platform is a
+ * single-platform remote build of its own, all at once, each on the worker remote-target.ts picks
+ * for that platform (in a pool, one that runs it natively; else the pool's best, which emulates;
+ * a single worker builds them all). Each image comes back to this store unnamed, and the index is
+ * assembled here from them, as a local build of several platforms assembles it
+ * (run.ts exportPlatformsBuild): named, pushed from here, or written by `-o`. So the index is the
+ * one a local build makes (SOURCE_DATE_EPOCH). A platform that fails stops the others.
+ */
+async function runRemotePlatforms(
+  platforms: Platform[],
+  request: BuildRequest,
+  ctx: RunContext,
+): Promise<BuildResult> {
+  const several = platforms.map(formatPlatform).join(",");
+  // As a local build of several platforms refuses them (run.ts buildPlatforms), in the same words.
+  const notYetForPlatforms = (what: string) =>
+    new TbuildError(
+      "E_NOT_SUPPORTED",
+      `${what} with several platforms (--platform ${several}) is not supported yet: build one platform at a time for it`,
+    );
+  if (request.cacheTo !== undefined || (request.cacheFrom ?? []).length > 0)
+    throw notYetForPlatforms("--cache-to and --cache-from");
+  if (request.explain === true) throw notYetForPlatforms("--explain");
+  const exporters = await import("../exporters/index.js");
+  for (const output of request.outputs ?? []) exporters.checkPlatformsOutput(output, platforms);
+  if (request.push === true && (request.tags ?? []).length === 0)
+    throw new UsageError("push needs a name to push to: give -t NAME, or name=NAME in --output");
+  const events = new BuildEventStream(ctx.onEvent);
+  const { run, secrets, agents } = await prepareRemote(request, ctx);
+  const stop = new AbortController();
+  const signal = AbortSignal.any([ctx.signal, stop.signal]);
+  let failureShown = false;
+  const {
+    tags: _tags,
+    outputs: _outputs,
+    push: _push,
+    iidFile: _iidFile,
+    metadataFile: _metadataFile,
+    ...common
+  } = request;
+  const built = await Promise.allSettled(
+    platforms.map(async (platform) => {
+      const name = formatPlatform(platform);
+      // The platform's part: built there, brought back here unnamed; every output is made here.
+      const part: BuildRequest = { ...common, platforms: [name] };
+      const partCtx: RunContext = {
+        ...ctx,
+        signal,
+        onEvent: (event) => {
+          // The first failure is the build's; the others only follow from it.
+          if (event.type === "build.failed") {
+            if (failureShown) return;
+            failureShown = true;
+          }
+          ctx.onEvent(namedForPlatform(event, name));
+        },
+      };
+      try {
+        return await runOnWorker(part, partCtx, run, (worker, prepared) =>
+          remoteBuildOnce(part, partCtx, worker, prepared, secrets, agents, { platform: name }),
+        );
+      } catch (err) {
+        stop.abort(err);
+        throw err;
+      }
+    }),
   );
+  const failures = built.flatMap((b) => (b.status === "rejected" ? [b.reason as unknown] : []));
+  if (failures.length > 0) {
+    ctx.signal.throwIfAborted();
+    // The failure that stopped the others, not the cancellations it caused.
+    throw failures.find((err) => (err as { code?: string }).code !== "E_CANCELED") ?? failures[0];
+  }
+  const parts = built.map((b) => (b as PromiseFulfilledResult<BuildResult>).value);
+  const store = await openStore(defaultStoreRoot(ctx.env));
+  const images: PlatformImage[] = [];
+  for (const [i, part] of parts.entries()) {
+    const bytes = await store.content.readBytes(part.digest);
+    const manifest = JSON.parse(bytes.toString("utf8")) as Manifest;
+    const descriptor = {
+      mediaType: manifest.mediaType ?? MediaType.ociManifest,
+      digest: part.digest,
+      size: bytes.length,
+    };
+    images.push({ platform: platforms[i]!, ...(await exporters.storedImage(store.content, descriptor)) });
+  }
+  const warn = (message: string) => events.warn(message);
+  const registry = registryOptions(await loadConfig(ctx.env), { env: ctx.env, warn });
+  const { exportPlatformsBuild } = await import("./run.js");
+  const outcome = await events.internal("exporting to image", () =>
+    exportPlatformsBuild(images, request, { ...ctx, warn }, registry, store),
+  );
+  const summary: BuildResult = {
+    digest: outcome.digest,
+    size: parts.reduce((sum, part) => sum + part.size, 0),
+    names: outcome.names,
+    ran: parts.reduce((sum, part) => sum + part.ran, 0),
+    cached: parts.reduce((sum, part) => sum + part.cached, 0),
+  };
+  events.completed(summary);
+  return summary;
+}
+
+/**
+ * One platform's event, named as a local build of several platforms names it (`[linux/arm64 2/3]
+ * RUN …`); tbuild's own steps get the platform too, so that two workers' are two steps.
+ */
+function namedForPlatform(event: BuildEvent, platform: string): BuildEvent {
+  if (!("vertex" in event) || event.vertex === undefined) return event;
+  const internal = event.vertex.startsWith("internal:");
+  const vertex = internal ? `${event.vertex} for ${platform}` : event.vertex;
+  if (!("name" in event) || typeof event.name !== "string") return { ...event, vertex };
+  const name = internal
+    ? `${event.name} for ${platform}`
+    : event.name.startsWith("[")
+      ? `[${platform} ${event.name.slice(1)}`
+      : event.name;
+  return { ...event, vertex, name } as BuildEvent;
 }
 
 /** A directory of the client's as the worker syncs it: its listing, and that listing as it travels. */
@@ -181,6 +331,8 @@ async function remoteBuildOnce(
   { dockerfile, ignore, main, named, passedOn }: PreparedContext,
   secrets: Record<string, SecretSource>,
   agents: Record<string, string>,
+  /** One platform's part of a build of several: its image comes back unnamed, for the index. */
+  part?: { platform: string },
 ): Promise<BuildResult> {
   const fileOutputs = remoteFileOutputs(request);
   const imageOutputs = (request.outputs ?? []).filter((o) => o.type === "image");
@@ -221,10 +373,11 @@ async function remoteBuildOnce(
       // A directory comes back as the tar of its files, written here as type=local writes them.
       fileOutputs: fileOutputs.map((output) => (output.type === "local" ? { type: "tar" } : output)),
       imageNames: tags,
+      ...(part ? { sendImage: true } : {}),
       secretIds: Object.keys(secrets),
       sshIds: Object.keys(agents),
     };
-    ctx.onEvent({ type: "build.worker", worker: describe });
+    ctx.onEvent({ type: "build.worker", worker: describe, ...(part ? { platform: part.platform } : {}) });
     // The worker's `build.completed` is held back until the image is named here, so that what it
     // says (the names) is true when it is shown; a failure after it ends the build as failed.
     let completed: Extract<BuildEvent, { type: "build.completed" }> | undefined;
@@ -275,7 +428,7 @@ async function remoteBuildOnce(
           end: !toStdout,
         });
       }
-      if (tags.length > 0) {
+      if (tags.length > 0 || part) {
         // The blobs the store lacked (the handler `lacks` told the worker), then the names.
         const parts = JSON.parse(
           (await data.part("the image", 16 * 1024 * 1024)).toString("utf8"),
@@ -327,7 +480,8 @@ async function remoteBuildOnce(
     }
     const names = [...new Set([...answer.summary.names, ...tags.map(normalizeImageName)])];
     const summary: BuildResult = { ...answer.summary, names };
-    if (completed) ctx.onEvent({ ...completed, names });
+    // A platform's part: the build completes once the index is made (runRemotePlatforms).
+    if (completed && !part) ctx.onEvent({ ...completed, names });
     const exporters = await import("../exporters/index.js");
     const outcome = { digest: summary.digest, configDigest: summary.configDigest, names };
     if (iidFile) await exporters.writeIidFile(path.resolve(ctx.cwd, iidFile), outcome);

@@ -445,7 +445,7 @@ async function buildPlatforms(platforms: Platform[], shared: SharedBuild): Promi
 }
 
 /** The outputs of a build of several platforms; the outcome reported is the index's (stored or pushed). */
-async function exportPlatformsBuild(
+export async function exportPlatformsBuild(
   images: PlatformImage[],
   request: BuildRequest,
   ctx: RunContext & { warn: (message: string) => void },

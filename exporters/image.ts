@@ -4,6 +4,7 @@
  * as BuildKit's image writer makes one. Nothing here reads a layer: assembly is a few small JSON
  * writes, however large the image.
  */
+import { TbuildError } from "../errors/index.js";
 import { creationTime } from "../oci/source-date-epoch.js";
 import type { Descriptor, History, ImageConfig, Manifest } from "../oci/spec.js";
 import type { ContentStore } from "../oci/store/content.js";
@@ -129,4 +130,28 @@ function isLater(time: string, than: string): boolean {
 function withCreatedFirst(entry: History, created: string): History {
   const { created: _created, ...rest } = entry;
   return { created, ...rest };
+}
+
+/**
+ * An image already in the content store (a remote worker's, brought back) as the exporters take
+ * an assembled one: its manifest and config as stored, and its layers paired with their diff_ids.
+ * A client assembles the index of a build whose platforms were built on other workers from these.
+ */
+export async function storedImage(
+  content: ContentStore,
+  manifestDescriptor: Descriptor,
+): Promise<{ assembled: AssembledImage; result: FsResult }> {
+  const manifest = await content.readJson<Manifest>(manifestDescriptor.digest);
+  const config = await content.readJson<ImageConfig>(manifest.config.digest);
+  const diffIds = config.rootfs?.diff_ids ?? [];
+  if (diffIds.length !== manifest.layers.length) {
+    throw new TbuildError(
+      "E_INVALID_IMAGE",
+      `image ${manifestDescriptor.digest} lists ${manifest.layers.length} layers and ${diffIds.length} diff_ids`,
+    );
+  }
+  return {
+    assembled: { manifestDescriptor, manifest, configDescriptor: manifest.config, config },
+    result: { layers: manifest.layers.map((descriptor, i) => ({ descriptor, diffId: diffIds[i]! })) },
+  };
 }

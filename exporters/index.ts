@@ -38,7 +38,7 @@ import { tarExporter } from "./tar.js";
 
 export type { ExportedImage, ExportOptions } from "./exporter.js";
 export { type FsEntry, flattenLayers, LayerApplyError } from "./filesystem.js";
-export { type AssembledImage, type AssembleOptions, assembleImage } from "./image.js";
+export { type AssembledImage, type AssembleOptions, assembleImage, storedImage } from "./image.js";
 export { compressLayers, type LayerCompressionRequest } from "./layers.js";
 export { writeFilesystem } from "./local.js";
 export type { MediaTypes } from "./media-types.js";

@@ -67,7 +67,7 @@ export class PlainProgress implements ProgressSink {
         return;
       case "build.worker":
         // buildx's first line, `#0 building with "NAME" instance`, for the worker a build went to.
-        this.write(`#0 building on worker ${event.worker}\n\n`);
+        this.write(`#0 building ${event.platform ? `${event.platform} ` : ""}on worker ${event.worker}\n\n`);
         return;
       case "build.completed":
         this.write(summaryLine(event, event.durationMs));

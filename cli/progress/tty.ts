@@ -106,7 +106,7 @@ export class TtyProgress implements ProgressSink {
         this.warn(event.message);
         return;
       case "build.worker":
-        this.out.write(`building on worker ${event.worker}\n`);
+        this.out.write(`building ${event.platform ? `${event.platform} ` : ""}on worker ${event.worker}\n`);
         return;
       case "build.completed":
       case "build.failed":

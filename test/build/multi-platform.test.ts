@@ -195,10 +195,18 @@ describe("a build for several platforms", () => {
     expect(withCache.stderr).toContain(
       "--cache-to and --cache-from with several platforms (--platform linux/amd64,linux/arm64) is not supported yet",
     );
-    const remote = build(["--platform", "linux/amd64,linux/arm64", "--worker", "cmd://false", archContext()]);
+    // On a worker too, refused before the worker command (which would fail) is started.
+    const remote = build([
+      "--platform",
+      "linux/amd64,linux/arm64",
+      "--worker",
+      "cmd://false",
+      "--explain",
+      archContext(),
+    ]);
     expect(remote.status).toBe(1);
     expect(remote.stderr).toContain(
-      "several platforms (--platform linux/amd64,linux/arm64) is not supported with --worker yet",
+      "--explain with several platforms (--platform linux/amd64,linux/arm64) is not supported yet",
     );
   });
 });

@@ -15,7 +15,7 @@ import path from "node:path";
 import type { Duplex } from "node:stream";
 import { TbuildError } from "../../errors/index.js";
 import { formatPlatform, hostPlatform } from "../../oci/platform.js";
-import { defaultStoreRoot } from "../../oci/store/index.js";
+import { defaultStoreRoot, openStore } from "../../oci/store/index.js";
 import { claimBuildSlot, countRunningBuilds, releaseBuildSlot } from "../running-builds.js";
 import { inUserNamespace } from "../userns.js";
 import { connect, type Handler, PROTOCOL_VERSION, tbuildVersion } from "./protocol.js";
@@ -59,6 +59,13 @@ export function workerStore(requested: string | undefined, env: NodeJS.ProcessEn
 }
 
 /**
+ * What oci/store's openStore writes into a new store before its `oci-layout` is there: another
+ * connection making the store this moment (two platforms of one build, two clients), not a
+ * directory of something else.
+ */
+const STORE_IN_THE_MAKING = /^(blobs|index\.json|(oci-layout|index\.json)\.\d+-[0-9a-f]{12}\.tmp)$/;
+
+/**
  * A claim writes into the store: only into a store, or a directory that is still empty or absent
  * (where a build makes one), never into some other directory a client names.
  */
@@ -71,7 +78,7 @@ async function checkBuildableStore(store: string): Promise<void> {
       `cannot read the store ${store} on this worker (${err.code ?? err.message})`,
     );
   });
-  if (entries.length > 0) {
+  if (!entries.every((entry) => STORE_IN_THE_MAKING.test(entry))) {
     throw new TbuildError(
       "E_WORKER_STORE",
       `${store} on this worker is not a tbuild store (it has no oci-layout, and is not empty): name a store, or a new directory`,
@@ -93,6 +100,9 @@ export async function serveWorker(stream: Duplex, host: WorkerHost): Promise<voi
     claim: async (_params, call): Promise<{ before: number }> => {
       const store = storeOf(call.connection.peerHello.store);
       await checkBuildableStore(store);
+      // Made a store before anything else is written there, so that another connection's check
+      // meanwhile sees a store (or one being made), never a directory of something else.
+      await openStore(store);
       return await claimBuildSlot(store);
     },
     release: async (_params, call) => {
