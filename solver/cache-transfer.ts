@@ -502,16 +502,18 @@ async function readRegistryCache(
     const fetched = await client.getManifest(repository, reference);
     const parsed = manifestOf(fetched.bytes);
     if (Array.isArray(parsed.manifests)) {
-      const entries = parsed.manifests.filter((m) =>
-        platforms.some(
-          (p) =>
+      // One image per platform (the first that is its), so a hostile index costs a fetch per platform at most.
+      const entries = platforms.flatMap((p) => {
+        const entry = parsed.manifests.find(
+          (m) =>
             m.platform?.os === p.os &&
             m.platform?.architecture === p.architecture &&
             (p.variant === undefined ||
               m.platform?.variant === undefined ||
               m.platform.variant === p.variant),
-        ),
-      );
+        );
+        return entry ? [entry] : [];
+      });
       if (entries.length === 0 && parsed.manifests[0]) entries.push(parsed.manifests[0]);
       if (entries.length === 0) return undefined;
       const descriptions: CacheDescription[] = [];
