@@ -82,7 +82,7 @@ describe("build cache of a two-platform build", () => {
         readFileSync(path.join(out, platform, name), name === "arch" ? "utf8" : "hex");
       return { ...result, digest, file };
     };
-    return { build, owned };
+    return { build, owned, dir };
   }
 
   /** Each platform's files: its architecture and the nonces its RUN steps wrote. */
@@ -157,6 +157,37 @@ describe("build cache of a two-platform build", () => {
     expect(again.stderr).toContain("0 step(s) ran");
     expect(again.digest).toBe(first.digest);
     expect(filesOf(again)).toEqual(made);
+  }, 300_000);
+
+  it("an amd64-only cache serves only amd64: the arm64 steps run, on their own image", async () => {
+    const { build, dir } = project("mpc-one", undefined);
+    const ref = `${registry.host}/cache/multi:amd64`;
+    const oneStore = tempDir("mpc-one-store");
+    const oneOut = tempDir("mpc-one-out");
+    const one = tbuild(
+      [
+        "build",
+        "--progress=plain",
+        "--platform",
+        "linux/amd64",
+        "--cache-to",
+        `type=registry,ref=${ref},mode=max`,
+        "-o",
+        `type=local,dest=${oneOut}`,
+        dir,
+      ],
+      { env: { TBUILD_ROOT: oneStore, SOURCE_DATE_EPOCH: EPOCH } },
+    );
+    expect(one.status, one.stderr).toBe(0);
+    const oneNonce = readFileSync(path.join(oneOut, "nonce"), "hex");
+
+    const both = build(["--cache-from", `type=registry,ref=${ref}`]);
+    expect(both.status, both.stderr).toBe(0);
+    // amd64's five steps are the cache's; arm64's FROM and three RUN steps run, its COPY too.
+    expect(both.stderr).toContain("5 step(s) ran, 5 cached");
+    expect(both.file("linux_amd64", "nonce")).toBe(oneNonce);
+    expect(both.file("linux_arm64", "arch")).toBe("aarch64\n");
+    expect(both.file("linux_arm64", "nonce")).not.toBe(oneNonce);
   }, 300_000);
 
   it("inline: each platform's pushed image carries its own cache, and an empty store building from it runs nothing", () => {
