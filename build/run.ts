@@ -17,8 +17,13 @@ import type { PushOptions } from "../oci/registry/push.js";
 import { checkSourceDateEpoch, parseSourceDateEpoch } from "../oci/source-date-epoch.js";
 import type { Descriptor, ImageConfig } from "../oci/spec.js";
 import { defaultStoreRoot, openStore, type Store } from "../oci/store/index.js";
+import type { CacheExportSpec } from "../solver/build-cache.js";
 import { CacheIndex } from "../solver/cache.js";
-import { encodeCacheDescription, INLINE_CACHE_FIELD } from "../solver/cache-description.js";
+import {
+  type CacheDescription,
+  encodeCacheDescription,
+  INLINE_CACHE_FIELD,
+} from "../solver/cache-description.js";
 import { applyGcPolicy } from "../solver/gc.js";
 import type { BuildGraph } from "../solver/graph.js";
 import { StepFailedError, solve } from "../solver/solve.js";
@@ -159,7 +164,7 @@ async function build(
   const buildArgs = request.buildArgs ?? {};
   const imported = await buildCache?.importBuildCache(cacheFrom, store.content, {
     ...registry,
-    platform: plan.targetPlatform,
+    platforms: [plan.targetPlatform],
   });
   checkRequiredSecrets(lowered.graph, secrets, sshAgents);
   const stateDir = await makeBuildStateDir(store.root);
@@ -235,15 +240,13 @@ async function build(
       ),
     );
     if (cacheTo !== undefined && cacheTo.type !== "inline") {
-      await events
-        .internal("exporting cache", async () =>
-          buildCache!.writeBuildCache(cacheTo, await cacheOf(cacheTo.mode), store, registry),
-        )
-        .catch((err: unknown) => {
-          // ignore-error=true: the image is made; a cache that could not be written is a warning.
-          if (cacheTo.ignoreError !== true || ctx.signal.aborted) throw err;
-          warn(`the cache was not exported (ignore-error=true): ${(err as Error).message}`);
-        });
+      await exportBuildCache(cacheTo, () => cacheOf(cacheTo.mode), {
+        buildCache: buildCache!,
+        events,
+        ctx,
+        store,
+        registry,
+      });
     }
     // config.toml's [gc] limits, enforced once the image is named (so its blobs are never candidates).
     const gcPolicy = readGcPolicy(config);
@@ -284,6 +287,32 @@ async function build(
   }
 }
 
+/**
+ * Writes a registry or local `--cache-to` (its records collected by `describe`), as the step
+ * "exporting cache"; with `ignore-error=true` a cache that cannot be written is a warning, as
+ * the image is already made.
+ */
+async function exportBuildCache(
+  cacheTo: Exclude<CacheExportSpec, { type: "inline" }>,
+  describe: () => Promise<CacheDescription>,
+  on: {
+    buildCache: typeof import("../solver/build-cache.js");
+    events: BuildEventStream;
+    ctx: RunContext;
+    store: Store;
+    registry: PushOptions;
+  },
+): Promise<void> {
+  await on.events
+    .internal("exporting cache", async () =>
+      on.buildCache.writeBuildCache(cacheTo, await describe(), on.store, on.registry),
+    )
+    .catch((err: unknown) => {
+      if (cacheTo.ignoreError !== true || on.ctx.signal.aborted) throw err;
+      on.events.warn(`the cache was not exported (ignore-error=true): ${(err as Error).message}`);
+    });
+}
+
 /** What a build of several platforms shares with the single-platform path, set up once. */
 interface SharedBuild {
   request: BuildRequest;
@@ -318,8 +347,6 @@ async function buildPlatforms(platforms: Platform[], shared: SharedBuild): Promi
       "E_NOT_SUPPORTED",
       `${what} with several platforms (--platform ${several}) is not supported yet: build one platform at a time for it`,
     );
-  if (request.cacheTo !== undefined || (request.cacheFrom ?? []).length > 0)
-    throw notYet("--cache-to and --cache-from");
   if (request.explain === true) throw notYet("--explain");
   const { checkPlatformsOutput } = await import("../exporters/index.js");
   for (const output of request.outputs ?? []) checkPlatformsOutput(output, platforms);
@@ -337,6 +364,16 @@ async function buildPlatforms(platforms: Platform[], shared: SharedBuild): Promi
     );
   }
   for (const plan of plans) checkRequiredSecrets(plan.lowered.graph, secrets, sshAgents);
+  const cacheFrom = request.cacheFrom ?? [];
+  const cacheTo = request.cacheTo;
+  const buildCache =
+    cacheTo !== undefined || cacheFrom.length > 0 ? await import("../solver/build-cache.js") : undefined;
+  const imported = await buildCache?.importBuildCache(cacheFrom, store.content, {
+    ...registry,
+    platforms: plans.map((plan) => plan.targetPlatform),
+  });
+  // Each platform's records, collected after its solve; written as one cache after the last.
+  const platformCaches: CacheDescription[] = [];
   const buildArgs = request.buildArgs ?? {};
   const stateDir = await makeBuildStateDir(store.root);
   const secretsDir = Object.keys(secrets).length > 0 ? await makeSecretsDir() : undefined;
@@ -385,6 +422,7 @@ async function buildPlatforms(platforms: Platform[], shared: SharedBuild): Promi
             worker,
             cache,
             hasBlob: (digest) => store.content.has(digest),
+            ...(imported ? { remoteCache: imported } : {}),
             jobs,
             signal: ctx.signal,
             onEvent: (event) => events.solved(event),
@@ -398,6 +436,15 @@ async function buildPlatforms(platforms: Platform[], shared: SharedBuild): Promi
             materials: new Map(),
             results: new Map(),
           };
+      const cacheOf = (mode: "min" | "max") =>
+        buildCache!.collectBuildCache(solved, cache, imported, store.content, mode);
+      if (cacheTo !== undefined && cacheTo.type !== "inline")
+        platformCaches.push(await cacheOf(cacheTo.mode));
+      // Inline cache: each platform's image config carries its own records, as BuildKit's do.
+      const imageConfig =
+        cacheTo?.type === "inline"
+          ? { ...plan.lowered.image, [INLINE_CACHE_FIELD]: encodeCacheDescription(await cacheOf("min")) }
+          : plan.lowered.image;
       const steps = (digests: string[]) => digests.filter((d) => !graph.info[d]?.internal);
       for (const d of steps(solved.ran)) ran.add(d);
       for (const d of steps(solved.cached)) if (!ran.has(d)) cached.add(d);
@@ -405,7 +452,7 @@ async function buildPlatforms(platforms: Platform[], shared: SharedBuild): Promi
       const when = sourceDateEpoch !== undefined ? { sourceDateEpoch } : { now: builtAt(solved, cache) };
       const assembled = await exporters.assembleImage(
         store.content,
-        { result: solved.result, config: plan.lowered.image },
+        { result: solved.result, config: imageConfig },
         when,
       );
       images.push({ platform: plan.targetPlatform, assembled, result: solved.result });
@@ -414,6 +461,15 @@ async function buildPlatforms(platforms: Platform[], shared: SharedBuild): Promi
     const outcome = await events.internal("exporting to image", () =>
       exportPlatformsBuild(images, request, { ...ctx, warn }, registry, store),
     );
+    if (cacheTo !== undefined && cacheTo.type !== "inline") {
+      await exportBuildCache(cacheTo, async () => buildCache!.combinePlatformCaches(platformCaches), {
+        buildCache: buildCache!,
+        events,
+        ctx,
+        store,
+        registry,
+      });
+    }
     const gcPolicy = readGcPolicy(config);
     if (gcPolicy) {
       const keepImages = (await containerImages(store.root)).map((c) => c.image);

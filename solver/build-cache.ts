@@ -10,6 +10,7 @@ import type { ContentStore } from "../oci/store/content.js";
 import type { CacheIndex } from "./cache.js";
 import { type CacheDescription, type CacheMode, describeCache } from "./cache-description.js";
 import {
+  type CachePlatform,
   type CacheSource,
   exportCacheToDir,
   exportCacheToRegistry,
@@ -17,7 +18,7 @@ import {
   loadCacheFromDir,
   loadCacheFromRegistry,
 } from "./cache-transfer.js";
-import { checkCacheRef, storeCacheWriter } from "./cache-writers.js";
+import { checkCacheRef, mergeCacheDescriptions, storeCacheWriter } from "./cache-writers.js";
 import type { VertexDigest } from "./graph.js";
 import type { FsResult } from "./worker.js";
 
@@ -169,11 +170,15 @@ export function parseCacheImportSpec(spec: string, cwd: string): CacheImportSpec
   };
 }
 
-/** Reads every `--cache-from`'s description (never a layer); undefined when none was given. */
+/**
+ * Reads every `--cache-from`'s description (never a layer); undefined when none was given. One
+ * import serves every platform a build makes: a record's key names its platform, so a step of one
+ * platform never finds another's; an image index's inline caches are read for each of `platforms`.
+ */
 export async function importBuildCache(
   specs: CacheImportSpec[],
   content: ContentStore,
-  registry: RegistryOptions & { platform?: { os: string; architecture: string } },
+  registry: RegistryOptions & { platforms: CachePlatform[] },
 ): Promise<ImportedCache | undefined> {
   if (specs.length === 0) return undefined;
   const sources: CacheSource[] = [];
@@ -233,6 +238,14 @@ export async function collectBuildCache(
     solved.result.layers,
     mode,
   );
+}
+
+/**
+ * The one cache a build of several platforms exports, as BuildKit writes one cache manifest for
+ * it: every platform's records, a step the platforms share (one key) once.
+ */
+export function combinePlatformCaches(descriptions: CacheDescription[]): CacheDescription {
+  return mergeCacheDescriptions(descriptions);
 }
 
 /**

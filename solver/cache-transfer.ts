@@ -413,7 +413,7 @@ function descriptionIn(manifest: Manifest, config: unknown): CacheDescription {
  */
 export async function loadCacheFromRegistry(
   reference: string,
-  options: RegistryOptions & { platform?: { os: string; architecture: string } },
+  options: RegistryOptions & { platforms?: CachePlatform[] },
 ): Promise<CacheSource | undefined> {
   const ref = parseReference(reference);
   const name = formatReference(ref);
@@ -427,7 +427,7 @@ export async function loadCacheFromRegistry(
       client,
       ref.path,
       ref.digest ?? ref.tag ?? "latest",
-      options.platform,
+      options.platforms ?? [],
     ).catch((err: unknown) => {
       // What the registry answered is not a cache: a warning, as a writer's broken tag is.
       if (err instanceof RegistryError || isAbort(err)) throw err;
@@ -473,12 +473,23 @@ export async function loadCacheFromRegistry(
   };
 }
 
-/** The cache at a tag or digest (a cache manifest, or an image's inline cache), or undefined when it is not there. */
+/** A platform whose image's inline cache an import reads from an index. */
+export interface CachePlatform {
+  os: string;
+  architecture: string;
+  variant?: string;
+}
+
+/**
+ * The cache at a tag or digest (a cache manifest, or an image's inline cache), or undefined when
+ * it is not there. Of an index, the images of `platforms` are read (their inline caches merged:
+ * each record's key names its platform), or its first image when none is theirs.
+ */
 async function readRegistryCache(
   client: RegistryClient,
   repository: string,
   reference: string,
-  platform: { os: string; architecture: string } | undefined,
+  platforms: CachePlatform[],
 ): Promise<
   { description: CacheDescription; writers: Map<string, string>; isCacheManifest: boolean } | undefined
 > {
@@ -488,19 +499,33 @@ async function readRegistryCache(
       if (value === null || typeof value !== "object") throw new Error("its manifest is not JSON");
       return value;
     };
-    let fetched = await client.getManifest(repository, reference);
-    let parsed = manifestOf(fetched.bytes);
+    const fetched = await client.getManifest(repository, reference);
+    const parsed = manifestOf(fetched.bytes);
     if (Array.isArray(parsed.manifests)) {
-      const entry =
-        parsed.manifests.find(
+      // One image per platform (the first that is its), so a hostile index costs a fetch per platform at most.
+      const entries = platforms.flatMap((p) => {
+        const entry = parsed.manifests.find(
           (m) =>
-            platform !== undefined &&
-            m.platform?.os === platform.os &&
-            m.platform?.architecture === platform.architecture,
-        ) ?? parsed.manifests[0];
-      if (!entry) return undefined;
-      fetched = await client.getManifest(repository, entry.digest);
-      parsed = manifestOf(fetched.bytes);
+            m.platform?.os === p.os &&
+            m.platform?.architecture === p.architecture &&
+            (p.variant === undefined ||
+              m.platform?.variant === undefined ||
+              m.platform.variant === p.variant),
+        );
+        return entry ? [entry] : [];
+      });
+      if (entries.length === 0 && parsed.manifests[0]) entries.push(parsed.manifests[0]);
+      if (entries.length === 0) return undefined;
+      const descriptions: CacheDescription[] = [];
+      for (const digest of new Set(entries.map((entry) => entry.digest))) {
+        const image = manifestOf((await client.getManifest(repository, digest)).bytes);
+        descriptions.push(descriptionIn(image, await readConfigBlob(client, repository, image.config)));
+      }
+      return {
+        description: mergeCacheDescriptions(descriptions),
+        writers: new Map(),
+        isCacheManifest: false,
+      };
     }
     const isCacheManifest = parsed.config?.mediaType === CACHE_CONFIG_MEDIA_TYPE;
     return {

@@ -6,7 +6,7 @@
  * stage, the cross-compiling shape).
  */
 import { execFileSync } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { tbuild } from "../helpers/cli.js";
@@ -182,19 +182,6 @@ describe("a build for several platforms", () => {
   });
 
   it("what is not done yet for several platforms says so, before anything is built or sent", () => {
-    const cache = tempDir("mp-cache");
-    mkdirSync(cache, { recursive: true });
-    const withCache = build([
-      "--platform",
-      "linux/amd64,linux/arm64",
-      "--cache-to",
-      `type=local,dest=${cache}`,
-      archContext(),
-    ]);
-    expect(withCache.status).toBe(1);
-    expect(withCache.stderr).toContain(
-      "--cache-to and --cache-from with several platforms (--platform linux/amd64,linux/arm64) is not supported yet",
-    );
     // On a worker too, refused before the worker command (which would fail) is started.
     const remote = build([
       "--platform",
