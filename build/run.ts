@@ -175,22 +175,10 @@ async function build(
   const ignoreCache = (digest: string) =>
     request.noCache === true || noCacheStages.has(stageOf.get(digest) ?? "");
   try {
-    const worker = new LocalWorker({
-      store,
-      ignoreCache,
-      snapshotter,
-      warn,
-      localSources: plan.localSources,
-      secrets,
-      proxyEnv: proxyEnv(buildArgs),
-      ssh: sshAgents,
-      compression: "gzip",
-      ...(sourceDateEpoch !== undefined ? { sourceDateEpoch } : {}),
-      stateDir,
-      ...(secretsDir !== undefined ? { secretsDir } : {}),
-      ...(request.stepTimeoutMs !== undefined ? { stepTimeoutMs: request.stepTimeoutMs } : {}),
-      registry: { hosts: registry.hosts, configPath: registry.configPath, env: ctx.env },
-    });
+    const worker = localWorker(
+      { request, ctx, store, snapshotter, secrets, sshAgents, registry, sourceDateEpoch },
+      { localSources: plan.localSources, ignoreCache, warn, stateDir, secretsDir },
+    );
     const buildStarted = Date.now();
     // What follows solves exactly this graph from exactly this root: the event shows them.
     const { graph, root } = lowered;
@@ -313,6 +301,39 @@ async function exportBuildCache(
     });
 }
 
+/** The worker that runs a build's steps here: the store's snapshots, the build's sources, secrets and agents. */
+function localWorker(
+  build: Pick<
+    SharedBuild,
+    "request" | "ctx" | "store" | "snapshotter" | "secrets" | "sshAgents" | "registry" | "sourceDateEpoch"
+  >,
+  options: {
+    localSources: Record<string, string>;
+    ignoreCache: (digest: string) => boolean;
+    warn: (message: string) => void;
+    stateDir: string;
+    secretsDir: string | undefined;
+  },
+): LocalWorker {
+  const { request, ctx, store, snapshotter, secrets, sshAgents, registry, sourceDateEpoch } = build;
+  return new LocalWorker({
+    store,
+    ignoreCache: options.ignoreCache,
+    snapshotter,
+    warn: options.warn,
+    localSources: options.localSources,
+    secrets,
+    proxyEnv: proxyEnv(request.buildArgs ?? {}),
+    ssh: sshAgents,
+    compression: "gzip",
+    ...(sourceDateEpoch !== undefined ? { sourceDateEpoch } : {}),
+    stateDir: options.stateDir,
+    ...(options.secretsDir !== undefined ? { secretsDir: options.secretsDir } : {}),
+    ...(request.stepTimeoutMs !== undefined ? { stepTimeoutMs: request.stepTimeoutMs } : {}),
+    registry: { hosts: registry.hosts, configPath: registry.configPath, env: ctx.env },
+  });
+}
+
 /** What a build of several platforms shares with the single-platform path, set up once. */
 interface SharedBuild {
   request: BuildRequest;
@@ -339,7 +360,7 @@ interface SharedBuild {
 async function buildPlatforms(platforms: Platform[], shared: SharedBuild): Promise<BuildResult> {
   const { request, ctx, events, dockerfile, config, jobs, sourceDateEpoch, secrets, sshAgents, store } =
     shared;
-  const { registry, snapshotter } = shared;
+  const { registry } = shared;
   const warn = (message: string) => events.warn(message);
   const several = platforms.map(formatPlatform).join(",");
   const notYet = (what: string) =>
@@ -374,7 +395,6 @@ async function buildPlatforms(platforms: Platform[], shared: SharedBuild): Promi
   });
   // Each platform's records, collected after its solve; written as one cache after the last.
   const platformCaches: CacheDescription[] = [];
-  const buildArgs = request.buildArgs ?? {};
   const stateDir = await makeBuildStateDir(store.root);
   const secretsDir = Object.keys(secrets).length > 0 ? await makeSecretsDir() : undefined;
   const cache = CacheIndex.forStore(store.root);
@@ -387,38 +407,34 @@ async function buildPlatforms(platforms: Platform[], shared: SharedBuild): Promi
   const ignoreCache = (digest: string) =>
     request.noCache === true || noCacheStages.has(stageOf.get(digest) ?? "");
   try {
-    const worker = new LocalWorker({
-      store,
-      ignoreCache,
-      snapshotter,
-      warn,
+    const worker = localWorker(shared, {
       localSources: plans[0]!.localSources,
-      secrets,
-      proxyEnv: proxyEnv(buildArgs),
-      ssh: sshAgents,
-      compression: "gzip",
-      ...(sourceDateEpoch !== undefined ? { sourceDateEpoch } : {}),
+      ignoreCache,
+      warn,
       stateDir,
-      ...(secretsDir !== undefined ? { secretsDir } : {}),
-      ...(request.stepTimeoutMs !== undefined ? { stepTimeoutMs: request.stepTimeoutMs } : {}),
-      registry: { hosts: registry.hosts, configPath: registry.configPath, env: ctx.env },
+      secretsDir,
     });
     const images: PlatformImage[] = [];
-    const ran = new Set<string>();
-    const cached = new Set<string>();
-    const keys = new Set<string>();
     const exporters = await import("../exporters/index.js");
+    // One solve of every platform's graph: a vertex they share (content-addressed, so the same
+    // digest) runs once, and the platforms' own steps run side by side in one queue.
+    const graph: BuildGraph = { vertices: {}, info: {} };
     for (const plan of plans) {
-      const { graph, root } = plan.lowered;
+      const { graph: own, root } = plan.lowered;
+      for (const [digest, vertex] of Object.entries(own.vertices)) graph.vertices[digest] ??= vertex;
+      for (const [digest, info] of Object.entries(own.info)) graph.info[digest] ??= info;
       events.emit({
         type: "build.planned",
-        vertices: root ? reachable(graph, root).size : 0,
+        vertices: root ? reachable(own, root).size : 0,
         ...(root ? { root } : {}),
-        graph,
+        graph: own,
         image: plan.lowered.image,
       });
-      const solved = root
-        ? await solve(graph, root, {
+    }
+    const roots = plans.flatMap((plan) => (plan.lowered.root ? [plan.lowered.root] : []));
+    const solved =
+      roots.length > 0
+        ? await solve(graph, roots, {
             worker,
             cache,
             hasBlob: (digest) => store.content.has(digest),
@@ -428,16 +444,23 @@ async function buildPlatforms(platforms: Platform[], shared: SharedBuild): Promi
             onEvent: (event) => events.solved(event),
             ignoreCache,
           })
-        : {
-            result: { layers: [] },
-            ran: [],
-            cached: [],
-            keys: new Map(),
-            materials: new Map(),
-            results: new Map(),
-          };
+        : undefined;
+    let nextRoot = 0;
+    for (const plan of plans) {
+      const { root } = plan.lowered;
+      // This platform's part of the solve: what its root needed.
+      const mine = root ? reachable(plan.lowered.graph, root) : new Set<string>();
+      const own = <T>(digests: T[], digestOf: (item: T) => string) =>
+        digests.filter((d) => mine.has(digestOf(d)));
+      const part = {
+        result: root ? solved!.rootResults[nextRoot++]! : { layers: [] },
+        keys: new Map(own([...(solved?.keys ?? [])], ([d]) => d)),
+        results: solved?.results ?? new Map(),
+        ran: own(solved?.ran ?? [], (d) => d),
+        cached: own(solved?.cached ?? [], (d) => d),
+      };
       const cacheOf = (mode: "min" | "max") =>
-        buildCache!.collectBuildCache(solved, cache, imported, store.content, mode);
+        buildCache!.collectBuildCache(part, cache, imported, store.content, mode);
       if (cacheTo !== undefined && cacheTo.type !== "inline")
         platformCaches.push(await cacheOf(cacheTo.mode));
       // Inline cache: each platform's image config carries its own records, as BuildKit's do.
@@ -445,18 +468,19 @@ async function buildPlatforms(platforms: Platform[], shared: SharedBuild): Promi
         cacheTo?.type === "inline"
           ? { ...plan.lowered.image, [INLINE_CACHE_FIELD]: encodeCacheDescription(await cacheOf("min")) }
           : plan.lowered.image;
-      const steps = (digests: string[]) => digests.filter((d) => !graph.info[d]?.internal);
-      for (const d of steps(solved.ran)) ran.add(d);
-      for (const d of steps(solved.cached)) if (!ran.has(d)) cached.add(d);
-      for (const key of solved.keys.values()) keys.add(key);
-      const when = sourceDateEpoch !== undefined ? { sourceDateEpoch } : { now: builtAt(solved, cache) };
+      const when = sourceDateEpoch !== undefined ? { sourceDateEpoch } : { now: builtAt(part, cache) };
       const assembled = await exporters.assembleImage(
         store.content,
-        { result: solved.result, config: imageConfig },
+        { result: part.result, config: imageConfig },
         when,
       );
-      images.push({ platform: plan.targetPlatform, assembled, result: solved.result });
+      images.push({ platform: plan.targetPlatform, assembled, result: part.result });
     }
+    // Steps are what the Dockerfile says (tbuild's own helper steps not counted), each once.
+    const steps = (digests: string[]) => digests.filter((d) => !graph.info[d]?.internal);
+    const ran = new Set(steps(solved?.ran ?? []));
+    const cached = new Set(steps(solved?.cached ?? []).filter((d) => !ran.has(d)));
+    const keys = new Set(solved?.keys.values() ?? []);
     ctx.onCacheKeys?.([...keys]);
     const outcome = await events.internal("exporting to image", () =>
       exportPlatformsBuild(images, request, { ...ctx, warn }, registry, store),
