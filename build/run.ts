@@ -39,6 +39,7 @@ import {
   readGcPolicy,
   readWorkerSettings,
   registryOptions,
+  type TbuildConfig,
 } from "./config.js";
 import { readRequestDockerfile } from "./dockerfile.js";
 import { type BuildEvent, BuildEventStream, type BuildSummary } from "./events.js";
@@ -237,12 +238,7 @@ async function build(
       });
     }
     // config.toml's [gc] limits, enforced once the image is named (so its blobs are never candidates).
-    const gcPolicy = readGcPolicy(config);
-    if (gcPolicy) {
-      const keepImages = (await containerImages(store.root)).map((c) => c.image);
-      if (await applyGcPolicy(store, cache, { ...gcPolicy, keepImages }))
-        await pruneUnneededLayers(store, cache);
-    }
+    await enforceGcPolicy(config, store, cache);
     // Steps are what the Dockerfile says; reading the context and the like are not counted.
     const steps = (digests: string[]) => digests.filter((d) => !graph.info[d]?.internal).length;
     const summary: BuildSummary = {
@@ -299,6 +295,14 @@ async function exportBuildCache(
       if (cacheTo.ignoreError !== true || on.ctx.signal.aborted) throw err;
       on.events.warn(`the cache was not exported (ignore-error=true): ${(err as Error).message}`);
     });
+}
+
+/** config.toml's [gc] limits, applied after a build; the images of kept containers stay. */
+async function enforceGcPolicy(config: TbuildConfig, store: Store, cache: CacheIndex): Promise<void> {
+  const gcPolicy = readGcPolicy(config);
+  if (!gcPolicy) return;
+  const keepImages = (await containerImages(store.root)).map((c) => c.image);
+  if (await applyGcPolicy(store, cache, { ...gcPolicy, keepImages })) await pruneUnneededLayers(store, cache);
 }
 
 /** The worker that runs a build's steps here: the store's snapshots, the build's sources, secrets and agents. */
@@ -494,12 +498,7 @@ async function buildPlatforms(platforms: Platform[], shared: SharedBuild): Promi
         registry,
       });
     }
-    const gcPolicy = readGcPolicy(config);
-    if (gcPolicy) {
-      const keepImages = (await containerImages(store.root)).map((c) => c.image);
-      if (await applyGcPolicy(store, cache, { ...gcPolicy, keepImages }))
-        await pruneUnneededLayers(store, cache);
-    }
+    await enforceGcPolicy(config, store, cache);
     const size = images.reduce(
       (sum, { assembled }) =>
         sum +
