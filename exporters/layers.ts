@@ -41,11 +41,25 @@ export async function compressLayers(
 ): Promise<LayerRef[]> {
   // zlib runs on libuv's thread pool: a few layers at once use the cores without piling up buffers.
   const queue = new PQueue({ concurrency: Math.max(1, Math.min(4, availableParallelism())) });
-  return Promise.all(
+  // A layer that fails (a damaged blob) fails the export, but only once the layers being converted
+  // are done, and no other starts: nothing writes into the store after this has returned.
+  let failed = false;
+  const settled = await Promise.allSettled(
     layers.map((layer) =>
-      queue.add(async () => (needsConversion(layer, request) ? convertLayer(store, layer, request) : layer)),
+      queue.add(async () => {
+        if (failed || !needsConversion(layer, request)) return layer;
+        try {
+          return await convertLayer(store, layer, request);
+        } catch (err) {
+          failed = true;
+          throw err;
+        }
+      }),
     ),
   );
+  const failure = settled.find((s): s is PromiseRejectedResult => s.status === "rejected");
+  if (failure) throw failure.reason;
+  return settled.map((s) => (s as PromiseFulfilledResult<LayerRef>).value);
 }
 
 function needsConversion(layer: LayerRef, request: LayerCompressionRequest): boolean {

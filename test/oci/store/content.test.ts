@@ -122,7 +122,7 @@ describe("ContentStore", () => {
   it("lets several processes write one blob at once: all succeed and one copy is stored", async () => {
     const store = tempStore();
     const data = Buffer.alloc(2 * 1024 * 1024, "concurrent ");
-    const source = path.join(store.root, "..", `${path.basename(store.root)}.src`);
+    const source = path.join(tempDir("content-source"), "source");
     writeFileSync(source, data);
     const script = `
       import { createReadStream } from "node:fs";
