@@ -31,7 +31,7 @@ import { compressLayers } from "./layers.js";
 import { localExporter } from "./local.js";
 import { manifestFor } from "./media-types.js";
 import type { ExportOutcome } from "./metadata.js";
-import { ociExporter } from "./oci.js";
+import { ociExporter, writeLayoutDirectory } from "./oci.js";
 import type { ExportRequest, ExportType } from "./request.js";
 import { imageExporter } from "./store.js";
 import { tarExporter } from "./tar.js";
@@ -157,21 +157,12 @@ export function platformDirectory(platform: Platform): string {
   return formatPlatform(platform).replaceAll("/", "_");
 }
 
-/**
- * Refuses, before anything is built, an output that cannot take several platforms: a docker
- * archive holds one image; a layout directory of several is not written yet.
- */
+/** Refuses, before anything is built, an output that cannot take several platforms: a docker archive holds one image. */
 export function checkPlatformsOutput(request: ExportRequest, platforms: readonly Platform[]): void {
   const named = platforms.map(formatPlatform).join(", ");
   if (request.type === "docker") {
     throw new UsageError(
       `type=docker holds one image, and this build makes one per platform (${named}): build one platform (--platform), or write them all as one index with type=oci`,
-    );
-  }
-  if (request.type === "oci" && request.tar === false) {
-    throw new TbuildError(
-      "E_NOT_SUPPORTED",
-      `type=oci,tar=false with several platforms (${named}) is not supported yet: write an archive (tar=true) or build one platform`,
     );
   }
 }
@@ -250,8 +241,11 @@ export async function exportPlatforms(
   }
   // An index of the platforms' manifests, each stored as the request wants it.
   const manifests: Descriptor[] = [];
+  /** Every blob of the index: each image's layers, config and manifest. */
+  const blobs: Descriptor[] = [];
   for (const image of images) {
     const exported = await jobOf(image).image({ mediaTypes: "oci", compressLayers: true });
+    blobs.push(...exported.layers.map((l) => l.descriptor), exported.configDescriptor, exported.descriptor);
     const { os, architecture, variant } = image.platform;
     manifests.push({
       ...exported.descriptor,
@@ -262,7 +256,13 @@ export async function exportPlatforms(
   const written = await store.content.writeBytes(Buffer.from(JSON.stringify(index)));
   const descriptor: Descriptor = { mediaType: MediaType.ociIndex, ...written };
   options.signal?.throwIfAborted();
-  if (request.type === "oci") {
+  if (request.type === "oci" && request.tar === false) {
+    const dest = request.dest;
+    if (dest === undefined || dest === "-")
+      throw new UsageError("type=oci,tar=false writes a directory: give dest=DIRECTORY");
+    const indexImage = await readImageIndex(store.content, descriptor);
+    await writeLayoutDirectory(jobOf(images[0]!), [...blobs, descriptor], { names, image: indexImage }, dest);
+  } else if (request.type === "oci") {
     const indexImage = await readImageIndex(store.content, descriptor);
     const job = jobOf(images[0]!);
     await writeBytesTo(

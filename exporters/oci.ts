@@ -10,7 +10,12 @@ import { readFile, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import { TbuildError, UsageError } from "../errors/index.js";
-import { ANNOTATION_CONTAINERD_NAME, archiveIndex, ociArchive } from "../oci/archive/oci-archive.js";
+import {
+  ANNOTATION_CONTAINERD_NAME,
+  type ArchiveImage,
+  archiveIndex,
+  ociArchive,
+} from "../oci/archive/oci-archive.js";
 import { replaceFile, writeFileAtomic } from "../oci/atomic-file.js";
 import { makeDirectories } from "../oci/make-directories.js";
 import {
@@ -22,18 +27,15 @@ import {
 } from "../oci/spec.js";
 import { parseDigest } from "../oci/store/index.js";
 import { cannotWrite, releasingSpent, writeBytesTo } from "./destination.js";
-import type { ExportedImage, Exporter, ExportJob } from "./exporter.js";
+import type { Exporter, ExportJob } from "./exporter.js";
 
 export const ociExporter: Exporter = async (job) => {
   const image = await job.image({ mediaTypes: "oci", compressLayers: true });
   const dest = job.request.dest ?? "-";
   if (job.request.tar === false) {
     if (dest === "-") throw new UsageError("type=oci,tar=false writes a directory: give dest=DIRECTORY");
-    try {
-      await writeLayoutDirectory(job, image, dest);
-    } catch (err) {
-      throw cannotWrite(err, dest, "type=oci,tar=false");
-    }
+    const blobs = [...image.layers.map((l) => l.descriptor), image.configDescriptor, image.descriptor];
+    await writeLayoutDirectory(job, blobs, { names: job.names, image: image.image }, dest);
   } else {
     await writeBytesTo(
       ociArchive([{ names: job.names, image: image.image }]),
@@ -45,7 +47,29 @@ export const ociExporter: Exporter = async (job) => {
   return image;
 };
 
-async function writeLayoutDirectory(job: ExportJob, image: ExportedImage, dir: string): Promise<void> {
+/**
+ * Adds an image (or an index of several platforms' images: `top`, whose `blobs` are all in the
+ * store) to the OCI layout directory `dir`, as the file header says.
+ */
+export async function writeLayoutDirectory(
+  job: ExportJob,
+  blobs: readonly Descriptor[],
+  top: ArchiveImage,
+  dir: string,
+): Promise<void> {
+  try {
+    await addToLayout(job, blobs, top, dir);
+  } catch (err) {
+    throw cannotWrite(err, dir, "type=oci,tar=false");
+  }
+}
+
+async function addToLayout(
+  job: ExportJob,
+  blobs: readonly Descriptor[],
+  top: ArchiveImage,
+  dir: string,
+): Promise<void> {
   const root = path.resolve(dir);
   await makeDirectories(root);
   const layoutFile = path.join(root, "oci-layout");
@@ -59,11 +83,6 @@ async function writeLayoutDirectory(job: ExportJob, image: ExportedImage, dir: s
       `${dir} holds an OCI layout of another version; tbuild writes 1.0.0`,
     );
   }
-  const blobs: Descriptor[] = [
-    ...image.layers.map((l) => l.descriptor),
-    image.configDescriptor,
-    image.descriptor,
-  ];
   for (const blob of blobs) await copyBlob(job, blob, root);
 
   const indexFile = path.join(root, "index.json");
@@ -85,14 +104,14 @@ async function writeLayoutDirectory(job: ExportJob, image: ExportedImage, dir: s
       );
     }
   }
-  const added = archiveIndex([{ names: job.names, image: image.image }]).manifests;
-  const names = new Set(job.names);
+  const added = archiveIndex([top]).manifests;
+  const names = new Set(top.names);
   index.manifests = [
     ...index.manifests.filter((m) => {
       // The full name is the containerd one (ref.name holds only the tag, as BuildKit writes it).
       const name = m.annotations?.[ANNOTATION_CONTAINERD_NAME] ?? m.annotations?.[ANNOTATION_REF_NAME];
       // Same name: replaced. Unnamed and the same image: written again below.
-      return name !== undefined ? !names.has(name) : m.digest !== image.descriptor.digest;
+      return name !== undefined ? !names.has(name) : m.digest !== top.image.descriptor.digest;
     }),
     ...added,
   ];

@@ -111,6 +111,34 @@ describe("a build for several platforms", () => {
     }
   });
 
+  it("-o type=oci,tar=false adds the index to a layout directory, beside what it holds", () => {
+    const dir = path.join(tempDir("mp-layout"), "layout");
+    const first = build([
+      "--platform",
+      "linux/amd64",
+      "-o",
+      `type=oci,tar=false,dest=${dir},name=example.com/app:single`,
+      archContext(),
+    ]);
+    expect(first.status, first.stderr).toBe(0);
+    const built = build([
+      "--platform",
+      THREE,
+      "-o",
+      `type=oci,tar=false,dest=${dir},name=example.com/app:multi`,
+      archContext(),
+    ]);
+    expect(built.status, built.stderr).toBe(0);
+    const index = skopeoJson(["inspect", "--raw", `oci:${dir}:multi`]) as { manifests: unknown[] };
+    expect(index.manifests).toHaveLength(3);
+    const arm = skopeoJson(["inspect", "--override-arch", "arm64", "--config", `oci:${dir}:multi`]) as {
+      architecture: string;
+    };
+    expect(arm.architecture).toBe("arm64");
+    // The image written before is still there, under its name.
+    expect(skopeoJson(["inspect", "--config", `oci:${dir}:single`]).architecture).toBe("amd64");
+  });
+
   it("-o type=local and type=tar split the platforms into directories, as BuildKit does", () => {
     const dir = tempDir("mp-local");
     const built = build(["--platform", THREE, "-o", `type=local,dest=${dir}`, archContext()]);
