@@ -10,12 +10,12 @@ import path from "node:path";
 import { TbuildError } from "../errors/index.js";
 import type { ExportType, PlatformImage } from "../exporters/index.js";
 import type { ExportRequest } from "../exporters/request.js";
-import { proxyEnv } from "../frontend/lower/index.js";
+import { type LoweredBuild, proxyEnv } from "../frontend/lower/index.js";
 import { formatPlatform, type Platform } from "../oci/platform.js";
 import type { CredentialsProvider } from "../oci/registry/auth.js";
 import type { PushOptions } from "../oci/registry/push.js";
 import { checkSourceDateEpoch, parseSourceDateEpoch } from "../oci/source-date-epoch.js";
-import type { Descriptor, ImageConfig } from "../oci/spec.js";
+import type { ImageConfig } from "../oci/spec.js";
 import { defaultStoreRoot, openStore, type Store } from "../oci/store/index.js";
 import type { CacheExportSpec } from "../solver/build-cache.js";
 import { CacheIndex } from "../solver/cache.js";
@@ -156,6 +156,7 @@ async function build(
       registry,
       store,
       snapshotter,
+      buildCache,
     });
   }
   const plan = await events.internal(`[internal] load metadata and resolve base images`, () =>
@@ -168,13 +169,9 @@ async function build(
     platforms: [plan.targetPlatform],
   });
   checkRequiredSecrets(lowered.graph, secrets, sshAgents);
-  const stateDir = await makeBuildStateDir(store.root);
-  const secretsDir = Object.keys(secrets).length > 0 ? await makeSecretsDir() : undefined;
-  const cache = CacheIndex.forStore(store.root);
-  const noCacheStages = new Set((request.noCacheFilter ?? []).map((s) => s.toLowerCase()));
-  const stageOf = vertexStages(lowered.graph, lowered.stages);
-  const ignoreCache = (digest: string) =>
-    request.noCache === true || noCacheStages.has(stageOf.get(digest) ?? "");
+  const { stateDir, secretsDir, cache, ignoreCache, close } = await openBuildState(request, store, secrets, [
+    lowered,
+  ]);
   try {
     const worker = localWorker(
       { request, ctx, store, snapshotter, secrets, sshAgents, registry, sourceDateEpoch },
@@ -265,9 +262,7 @@ async function build(
     }
     return summary;
   } finally {
-    cache.close();
-    await rm(stateDir, { recursive: true, force: true });
-    if (secretsDir !== undefined) await rm(secretsDir, { recursive: true, force: true });
+    await close();
   }
 }
 
@@ -295,6 +290,35 @@ async function exportBuildCache(
       if (cacheTo.ignoreError !== true || on.ctx.signal.aborted) throw err;
       on.events.warn(`the cache was not exported (ignore-error=true): ${(err as Error).message}`);
     });
+}
+
+/**
+ * What a build's solve needs beside its worker: a state directory, a directory for its secrets
+ * (when it has any), the cache index, and which vertices ignore the cache (`--no-cache`, or a stage
+ * of `--no-cache-filter` in any of `lowered`). `close` removes them.
+ */
+async function openBuildState(
+  request: BuildRequest,
+  store: Store,
+  secrets: Record<string, SecretSource>,
+  lowered: readonly LoweredBuild[],
+) {
+  const stateDir = await makeBuildStateDir(store.root);
+  const secretsDir = Object.keys(secrets).length > 0 ? await makeSecretsDir() : undefined;
+  const cache = CacheIndex.forStore(store.root);
+  const noCacheStages = new Set((request.noCacheFilter ?? []).map((s) => s.toLowerCase()));
+  const stageOf = new Map<string, string>();
+  for (const build of lowered) {
+    for (const [digest, stage] of vertexStages(build.graph, build.stages)) stageOf.set(digest, stage);
+  }
+  const ignoreCache = (digest: string) =>
+    request.noCache === true || noCacheStages.has(stageOf.get(digest) ?? "");
+  const close = async () => {
+    cache.close();
+    await rm(stateDir, { recursive: true, force: true });
+    if (secretsDir !== undefined) await rm(secretsDir, { recursive: true, force: true });
+  };
+  return { stateDir, secretsDir, cache, ignoreCache, close };
 }
 
 /** config.toml's [gc] limits, applied after a build; the images of kept containers stay. */
@@ -352,6 +376,8 @@ interface SharedBuild {
   registry: PushOptions;
   store: Store;
   snapshotter: Snapshotter;
+  /** The cache export and import code, loaded when the build has a `--cache-to` or `--cache-from`. */
+  buildCache: typeof import("../solver/build-cache.js") | undefined;
 }
 
 /**
@@ -389,27 +415,20 @@ async function buildPlatforms(platforms: Platform[], shared: SharedBuild): Promi
     );
   }
   for (const plan of plans) checkRequiredSecrets(plan.lowered.graph, secrets, sshAgents);
-  const cacheFrom = request.cacheFrom ?? [];
+  const { buildCache } = shared;
   const cacheTo = request.cacheTo;
-  const buildCache =
-    cacheTo !== undefined || cacheFrom.length > 0 ? await import("../solver/build-cache.js") : undefined;
-  const imported = await buildCache?.importBuildCache(cacheFrom, store.content, {
+  const imported = await buildCache?.importBuildCache(request.cacheFrom ?? [], store.content, {
     ...registry,
     platforms: plans.map((plan) => plan.targetPlatform),
   });
   // Each platform's records, collected after its solve; written as one cache after the last.
   const platformCaches: CacheDescription[] = [];
-  const stateDir = await makeBuildStateDir(store.root);
-  const secretsDir = Object.keys(secrets).length > 0 ? await makeSecretsDir() : undefined;
-  const cache = CacheIndex.forStore(store.root);
-  const noCacheStages = new Set((request.noCacheFilter ?? []).map((s) => s.toLowerCase()));
-  const stageOf = new Map<string, string>();
-  for (const plan of plans) {
-    for (const [digest, stage] of vertexStages(plan.lowered.graph, plan.lowered.stages))
-      stageOf.set(digest, stage);
-  }
-  const ignoreCache = (digest: string) =>
-    request.noCache === true || noCacheStages.has(stageOf.get(digest) ?? "");
+  const { stateDir, secretsDir, cache, ignoreCache, close } = await openBuildState(
+    request,
+    store,
+    secrets,
+    plans.map((plan) => plan.lowered),
+  );
   try {
     const worker = localWorker(shared, {
       localSources: plans[0]!.localSources,
@@ -517,9 +536,7 @@ async function buildPlatforms(platforms: Platform[], shared: SharedBuild): Promi
     events.completed(summary);
     return summary;
   } finally {
-    cache.close();
-    await rm(stateDir, { recursive: true, force: true });
-    if (secretsDir !== undefined) await rm(secretsDir, { recursive: true, force: true });
+    await close();
   }
 }
 
@@ -532,47 +549,14 @@ export async function exportPlatformsBuild(
   store: Store,
 ) {
   const exporters = await import("../exporters/index.js");
-  const names = request.tags ?? [];
-  const outputs = (request.outputs ?? []).map((output) => resolveDest(output, ctx.cwd));
-  const requests = outputs.map((output) => {
-    const named = output.type === "oci" && !output.names?.length;
-    return named && names.length > 0 ? { ...output, names } : output;
-  });
-  if (names.length > 0 || requests.length === 0) {
-    requests.unshift({ type: "image", names, push: request.push === true });
-  }
-  if (names.length === 0 && outputs.length === 0) {
-    ctx.warn("no output given (-t NAME or -o): the result stays in the build cache only");
-  }
-  let outcome: { digest: string; descriptor?: Descriptor; names: string[] } | undefined;
-  let reportedRank = -1;
-  for (const output of requests) {
-    if (output.type === "image" && (output.names ?? []).length === 0) continue;
-    const exported = await exporters.exportPlatforms(store, images, output, {
-      signal: ctx.signal,
-      warn: ctx.warn,
-      registry,
-      stdout: ctx.stdout ?? process.stdout,
-    });
-    const rank = REPORTED_OUTPUT_RANK[output.type];
-    if (exported && rank >= reportedRank) {
-      outcome = exported;
-      reportedRank = rank;
-    }
-  }
-  // Unnamed and unexported (only filesystem outputs, or none): the index is still made, as the
-  // build's result, so that its digest means what a stored one would.
-  if (outcome === undefined) {
-    outcome = (await exporters.exportPlatforms(
-      store,
-      images,
-      { type: "image", names: [] },
-      { signal: ctx.signal },
-    ))!;
-  }
-  if (request.iidFile) await exporters.writeIidFile(path.resolve(ctx.cwd, request.iidFile), outcome);
-  if (request.metadataFile)
-    await exporters.writeMetadataFile(path.resolve(ctx.cwd, request.metadataFile), outcome);
+  const outcome =
+    (await exportEach(exportRequests(request, ctx), (output) =>
+      exporters.exportPlatforms(store, images, output, exportOptions(ctx, registry)),
+    )) ??
+    // Unnamed and unexported (only filesystem outputs, or none): the index is still made, as the
+    // build's result, so that its digest means what a stored one would.
+    (await exporters.exportPlatforms(store, images, { type: "image", names: [] }, { signal: ctx.signal }))!;
+  await writeOutcomeFiles(request, ctx.cwd, outcome);
   return outcome;
 }
 
@@ -588,51 +572,79 @@ async function exportBuild(
 ) {
   const exporters = await import("../exporters/index.js");
   const assembled = await exporters.assembleImage(store.content, { result, config: image }, when);
-  const names = request.tags ?? [];
-  const outputs = (request.outputs ?? []).map((output) => resolveDest(output, ctx.cwd));
-  // As buildx does, the -t names also name the image inside oci and docker archives.
-  const requests = outputs.map((output) => {
-    const named = (output.type === "oci" || output.type === "docker") && !output.names?.length;
-    return named && names.length > 0 ? { ...output, names } : output;
-  });
-  if (names.length > 0 || requests.length === 0) {
-    requests.unshift({ type: "image", names, push: request.push === true });
-  }
   const size =
     assembled.manifestDescriptor.size +
     assembled.configDescriptor.size +
     assembled.manifest.layers.reduce((sum, layer) => sum + layer.size, 0);
-  let outcome: { digest: string; configDigest?: string; names: string[] } = {
+  const exported = await exportEach(exportRequests(request, ctx), (output) =>
+    exporters.exportImage(store, assembled, result, output, exportOptions(ctx, registry)),
+  );
+  // A filesystem output (local, tar) has no manifest of its own: the assembled image's digests.
+  const outcome: { digest: string; configDigest?: string; names: string[] } = exported ?? {
     digest: assembled.manifestDescriptor.digest,
     configDigest: assembled.configDescriptor.digest,
     names: [],
   };
+  await writeOutcomeFiles(request, ctx.cwd, outcome);
+  return { ...outcome, size };
+}
+
+/**
+ * The exports a build's request asks for, as buildx reads them: each `-o` (its destination
+ * relative to the caller), and the store (and push) under the `-t` names, which also name the
+ * image inside oci and docker archives. Warns when there is nothing to write.
+ */
+function exportRequests(request: BuildRequest, ctx: RunContext & { warn: (message: string) => void }) {
+  const names = request.tags ?? [];
+  const outputs = (request.outputs ?? []).map((output) => resolveDest(output, ctx.cwd));
+  const requests = outputs.map((output) => {
+    const named = (output.type === "oci" || output.type === "docker") && !output.names?.length;
+    return named && names.length > 0 ? { ...output, names } : output;
+  });
+  if (names.length > 0) requests.unshift({ type: "image", names, push: request.push === true });
   if (names.length === 0 && outputs.length === 0) {
     ctx.warn("no output given (-t NAME or -o): the result stays in the build cache only");
   }
-  // Outputs may differ in digest (an archive's Docker media types, another compression): the one
-  // reported is the stored or pushed image's, as buildx reports the pushed digest; else the last
-  // archive's; a filesystem output (local, tar) has no manifest of its own.
+  // An image output that names nothing stores nothing.
+  return requests.filter((output) => output.type !== "image" || (output.names ?? []).length > 0);
+}
+
+/**
+ * Writes each export in turn. Outputs may differ in digest (an archive's Docker media types,
+ * another compression): the outcome reported is the stored or pushed image's, as buildx reports
+ * the pushed digest; else the last archive's. A filesystem output (local, tar) gives none.
+ */
+async function exportEach<T>(
+  requests: ExportRequest[],
+  exportOne: (output: ExportRequest) => Promise<T | undefined>,
+): Promise<T | undefined> {
+  let outcome: T | undefined;
   let reportedRank = -1;
   for (const output of requests) {
-    if (output.type === "image" && (output.names ?? []).length === 0) continue;
-    const exported = await exporters.exportImage(store, assembled, result, output, {
-      signal: ctx.signal,
-      warn: ctx.warn,
-      registry,
-      stdout: ctx.stdout ?? process.stdout,
-    });
+    const exported = await exportOne(output);
     const rank = REPORTED_OUTPUT_RANK[output.type];
-    if (rank >= reportedRank) {
+    if (exported !== undefined && rank >= reportedRank) {
       outcome = exported;
       reportedRank = rank;
     }
   }
-  if (request.iidFile) await exporters.writeIidFile(path.resolve(ctx.cwd, request.iidFile), outcome);
-  if (request.metadataFile) {
-    await exporters.writeMetadataFile(path.resolve(ctx.cwd, request.metadataFile), outcome);
-  }
-  return { ...outcome, size };
+  return outcome;
+}
+
+function exportOptions(ctx: RunContext & { warn: (message: string) => void }, registry: PushOptions) {
+  return { signal: ctx.signal, warn: ctx.warn, registry, stdout: ctx.stdout ?? process.stdout };
+}
+
+/** `--iidfile` and `--metadata-file`, when the request asks for them. */
+async function writeOutcomeFiles(
+  request: BuildRequest,
+  cwd: string,
+  outcome: Parameters<typeof import("../exporters/index.js").writeMetadataFile>[1],
+): Promise<void> {
+  const exporters = await import("../exporters/index.js");
+  if (request.iidFile) await exporters.writeIidFile(path.resolve(cwd, request.iidFile), outcome);
+  if (request.metadataFile)
+    await exporters.writeMetadataFile(path.resolve(cwd, request.metadataFile), outcome);
 }
 
 /** An output's destination, relative to the caller's directory (`-` is standard output). */

@@ -25,7 +25,7 @@ import type { FsResult } from "../solver/worker.js";
 import { writeBytesTo } from "./destination.js";
 import { dockerExporter } from "./docker.js";
 import type { ExportedImage, Exporter, ExportJob, ExportOptions } from "./exporter.js";
-import type { FsEntry } from "./filesystem.js";
+import { type FsEntry, flattenLayers as flattenFilesystem } from "./filesystem.js";
 import type { AssembledImage } from "./image.js";
 import { compressLayers } from "./layers.js";
 import { localExporter } from "./local.js";
@@ -34,7 +34,7 @@ import type { ExportOutcome } from "./metadata.js";
 import { ociExporter, writeLayoutDirectory } from "./oci.js";
 import type { ExportRequest, ExportType } from "./request.js";
 import { imageExporter } from "./store.js";
-import { tarExporter } from "./tar.js";
+import { filesystemTar, tarExporter } from "./tar.js";
 
 export type { ExportedImage, ExportOptions } from "./exporter.js";
 export { type FsEntry, flattenLayers, LayerApplyError } from "./filesystem.js";
@@ -201,8 +201,6 @@ export async function exportPlatforms(
       return undefined;
     }
     case "tar": {
-      const { filesystemTar } = await import("./tar.js");
-      const { flattenLayers: flatten } = await import("./filesystem.js");
       async function* entries(): AsyncGenerator<FsEntry> {
         for (const image of images) {
           const dir = platformDirectory(image.platform);
@@ -217,7 +215,11 @@ export async function exportPlatforms(
             mtime: new Date(0),
             xattrs: new Map(),
           };
-          for await (const entry of flatten(store.content, image.result.layers, job.flattenOptions())) {
+          for await (const entry of flattenFilesystem(
+            store.content,
+            image.result.layers,
+            job.flattenOptions(),
+          )) {
             yield {
               ...entry,
               path: `${dir}/${entry.path}`,
@@ -256,21 +258,17 @@ export async function exportPlatforms(
   const written = await store.content.writeBytes(Buffer.from(JSON.stringify(index)));
   const descriptor: Descriptor = { mediaType: MediaType.ociIndex, ...written };
   options.signal?.throwIfAborted();
-  if (request.type === "oci" && request.tar === false) {
-    const dest = request.dest;
-    if (dest === undefined || dest === "-")
-      throw new UsageError("type=oci,tar=false writes a directory: give dest=DIRECTORY");
-    const indexImage = await readImageIndex(store.content, descriptor);
-    await writeLayoutDirectory(jobOf(images[0]!), [...blobs, descriptor], { names, image: indexImage }, dest);
-  } else if (request.type === "oci") {
-    const indexImage = await readImageIndex(store.content, descriptor);
+  if (request.type === "oci") {
+    const top = { names, image: await readImageIndex(store.content, descriptor) };
     const job = jobOf(images[0]!);
-    await writeBytesTo(
-      ociArchive([{ names, image: indexImage }]),
-      request.dest ?? "-",
-      "type=oci",
-      job.destinationOptions(),
-    );
+    if (request.tar === false) {
+      const dest = request.dest;
+      if (dest === undefined || dest === "-")
+        throw new UsageError("type=oci,tar=false writes a directory: give dest=DIRECTORY");
+      await writeLayoutDirectory(job, [...blobs, descriptor], top, dest);
+    } else {
+      await writeBytesTo(ociArchive([top]), request.dest ?? "-", "type=oci", job.destinationOptions());
+    }
   } else {
     for (const name of names) await store.images.put(name, descriptor);
     if (request.push === true) {

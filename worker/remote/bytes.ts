@@ -100,7 +100,8 @@ export async function* framed(source: AsyncIterable<Uint8Array>): AsyncGenerator
       const piece = Buffer.from(chunk.buffer, chunk.byteOffset + at, Math.min(MAX_FRAME, chunk.length - at));
       const header = Buffer.alloc(4);
       header.writeUInt32BE(piece.length);
-      yield Buffer.concat([header, piece]);
+      yield header;
+      yield piece;
     }
   }
   yield Buffer.alloc(4);
