@@ -7,6 +7,8 @@
  */
 import { randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
+import { lengthPrefix } from "../../worker/remote/bytes.js";
+import { encodeListing } from "../../worker/remote/context-sync.js";
 import { connect } from "../../worker/remote/protocol.js";
 import { decodeFrames, frame } from "../worker/remote/frames.js";
 import { spawnWorker, type WorkerProcess } from "../worker/remote/worker-process.js";
@@ -74,6 +76,50 @@ describe.each(MODES)("a hostile client of tbuild worker --stdio (%s)", (mode) =>
     expect(await worker.ended).toEqual({ code: 0, signal: null });
     expect(info).toMatchObject({ store: canary.dir, cacheSize: 0 });
     canary.expectUntouched(JSON.stringify(info), worker.stderr());
+  });
+
+  it("a build call naming its contexts wrongly, or announcing a frame of files over the limit, fails with one line; the store stays usable", async () => {
+    const store = world.store(mode);
+    const worker = startWorker(mode, store);
+    const client = await connect(worker.stream, { side: "client", peer: "worker w" });
+    const key = "ab".repeat(16);
+    const build = (params: Record<string, unknown>) =>
+      client.openStream("build", {
+        contextKey: key,
+        dockerfile: { name: "Dockerfile", source: "" },
+        ignore: [],
+        request: {},
+        fileOutputs: [],
+        imageNames: [],
+        secretIds: [],
+        sshIds: [],
+        ...params,
+      });
+    const refused = async (params: Record<string, unknown>) => {
+      const call = build(params);
+      call.writable.end();
+      return (await call.result.catch((err: Error) => err)) as Error;
+    };
+    // The build context's own name, the same copy twice, a key that is no key.
+    expect(
+      (await refused({ namedContexts: [{ name: "context", contextKey: "cd".repeat(16) }] })).message,
+    ).toContain('a build call names a context "context"');
+    expect((await refused({ namedContexts: [{ name: "assets", contextKey: key }] })).message).toContain(
+      "a build call names a context twice",
+    );
+    expect(
+      (await refused({ namedContexts: [{ name: "assets", contextKey: "../../etc" }] })).message,
+    ).toContain("a build call names no valid context key");
+    // A listing of one file, then a frame header claiming 4 GiB of it: refused on the header.
+    const call = build({});
+    const listing = encodeListing([{ path: "a", type: "file", mode: 0o644, size: 1, mtimeMs: 0 }]);
+    call.writable.write(Buffer.concat([lengthPrefix(listing.length), listing]));
+    call.writable.write(Buffer.from([0xff, 0xff, 0xff, 0xff]));
+    const err = (await call.result.catch((e: Error) => e)) as Error;
+    expect(err.message).toContain("a frame of the context's files is 4294967295 bytes, more than 16777216");
+    client.close();
+    expect(await worker.ended).toEqual({ code: 0, signal: null });
+    world.expectStoreUsable(mode, store);
   });
 
   it("a client that vanishes mid-call leaves no worker process behind, and the store usable", async () => {
