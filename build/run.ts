@@ -682,23 +682,25 @@ function vertexStages(graph: BuildGraph, stages: { name: string; root?: string }
 }
 
 /**
- * When the image was made: now, unless no step ran, when it is when the newest of the cached
- * results was made, so that a rebuild that changed nothing gives the very same image (its
- * config's `created` unchanged), as Docker's builder does.
+ * When the image was made: when the newest of the steps' results the build used was made, as the build cache
+ * records it (a step that ran was recorded as it finished). A rebuild that changed nothing, or
+ * that took every step from an imported cache, so gives the very same image (its config's
+ * `created` unchanged), as Docker's builder does. Now when there is no step to go by.
  */
 function builtAt(
-  solved: { ran: string[]; cached: string[]; keys: Map<string, string> },
+  solved: { ran: string[]; cached: string[]; keys: Map<string, string>; results: Map<string, unknown> },
   cache: CacheIndex,
 ): Date {
-  if (solved.ran.length > 0 || solved.cached.length === 0) return new Date();
-  let newest = 0;
-  for (const digest of solved.cached) {
+  let newest: number | undefined;
+  for (const digest of [...solved.ran, ...solved.cached]) {
+    // Below a cache hit: a step whose result the build never needed, and may hold no record.
+    if (!solved.results.has(digest)) continue;
     const key = solved.keys.get(digest);
     // No key: a source only read through the selections of the steps that use it (see solve.ts).
     if (key === undefined) continue;
     const created = cache.createdAt(key);
     if (created === undefined) return new Date();
-    newest = Math.max(newest, created);
+    newest = Math.max(newest ?? 0, created);
   }
-  return new Date(newest);
+  return new Date(newest ?? Date.now());
 }

@@ -230,9 +230,12 @@ export async function collectBuildCache(
     (digest) => candidates.get(digest),
     (_digest, key) => {
       const record = local.get(key);
-      if (record) return { name: record.name, material: record.material };
+      if (record) return { name: record.name, material: record.material, created: record.created };
       const fromImport = imported?.record(key);
-      if (fromImport) return { name: fromImport.name, material: fromImport.material };
+      if (fromImport) {
+        const { name, material, created } = fromImport;
+        return { name, material, ...(created !== undefined ? { created } : {}) };
+      }
       return undefined;
     },
     solved.result.layers,

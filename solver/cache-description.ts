@@ -22,6 +22,8 @@ export interface ExportedRecord {
   name: string;
   material: KeyMaterial;
   layers: LayerRef[];
+  /** When the step's result was made (ms since the epoch): an image made from it is dated by it. */
+  created?: number;
 }
 
 export interface CacheDescription {
@@ -39,7 +41,10 @@ export type CacheMode = "min" | "max";
 export function describeCache(
   keys: Map<VertexDigest, string>,
   resultOf: (digest: VertexDigest, key: string) => FsResult | undefined,
-  details: (digest: VertexDigest, key: string) => { name: string; material: KeyMaterial } | undefined,
+  details: (
+    digest: VertexDigest,
+    key: string,
+  ) => { name: string; material: KeyMaterial; created?: number } | undefined,
   finalLayers: LayerRef[],
   mode: CacheMode,
 ): CacheDescription {
@@ -53,7 +58,7 @@ export function describeCache(
     if (!result || !detail) continue;
     if (mode === "min" && !result.layers.every((layer) => inFinal.has(layer.descriptor.digest))) continue;
     seen.add(key);
-    records.push({ key, name: detail.name, material: detail.material, layers: result.layers });
+    records.push({ key, ...detail, layers: result.layers });
   }
   records.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   return { records };
@@ -107,6 +112,10 @@ const MAX_DESCRIBED_LAYERS = 20_000_000;
 const isLayer = (l: unknown): l is LayerRef =>
   typeof (l as LayerRef)?.diffId === "string" && typeof (l as LayerRef)?.descriptor?.digest === "string";
 
+/** A time JavaScript's Date can hold, in whole milliseconds since the epoch. */
+const isTime = (t: unknown): t is number =>
+  Number.isInteger(t) && (t as number) >= 0 && (t as number) <= 8.64e15;
+
 /**
  * Reads a description from untrusted JSON, as written by encodeCacheDescription or with each
  * record's layers listed (as before): records without a key, a name or valid layers are dropped.
@@ -152,7 +161,8 @@ export function parseCacheDescription(value: unknown): CacheDescription {
     if (!layers) continue;
     listed += layers.length;
     if (listed > MAX_DESCRIBED_LAYERS) break;
-    parsed.push({ key: r.key, name: r.name, material: r.material, layers });
+    const created = isTime(r.created) ? { created: r.created } : {};
+    parsed.push({ key: r.key, name: r.name, material: r.material, layers, ...created });
   }
   return { records: parsed };
 }

@@ -567,11 +567,12 @@ export class ImportedCache {
     return this.records.get(key)?.record;
   }
 
-  async get(key: string, signal?: AbortSignal): Promise<FsResult | undefined> {
+  async get(key: string, signal?: AbortSignal): Promise<{ result: FsResult; created?: number } | undefined> {
     const found = this.records.get(key);
     if (!found) return undefined;
     for (const layer of found.record.layers) await this.fetch(layer.descriptor, found.source, signal);
-    return { layers: found.record.layers };
+    const { created } = found.record;
+    return { result: { layers: found.record.layers }, ...(created !== undefined ? { created } : {}) };
   }
 
   private fetch(descriptor: Descriptor, source: CacheSource, signal?: AbortSignal): Promise<void> {

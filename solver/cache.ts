@@ -121,7 +121,19 @@ export class CacheIndex {
     });
   }
 
-  put(key: string, result: FsResult, material: KeyMaterial, name: string, slowKey?: string): void {
+  /**
+   * Records `result` under `key`, made at `created` (now unless given: a result taken from
+   * another record or an imported cache keeps the time it was made). A record that is there
+   * already takes the new result and its time: the step was made again.
+   */
+  put(
+    key: string,
+    result: FsResult,
+    material: KeyMaterial,
+    name: string,
+    slowKey?: string,
+    created?: number,
+  ): void {
     retryBusy(() => {
       const now = Date.now();
       // Immediate: the stack rows it finds must still be there when it commits.
@@ -131,14 +143,14 @@ export class CacheIndex {
         this.db
           .prepare(
             `INSERT INTO results (key, result, material, name, created, last_used) VALUES (?, ?, ?, ?, ?, ?)
-             ON CONFLICT(key) DO UPDATE SET result = excluded.result, last_used = excluded.last_used`,
+             ON CONFLICT(key) DO UPDATE SET result = excluded.result, created = excluded.created, last_used = excluded.last_used`,
           )
           .run(
             key,
             JSON.stringify({ stack, ...(slowKey !== undefined ? { slowKey } : {}) }),
             JSON.stringify(material),
             name,
-            now,
+            created ?? now,
             now,
           );
         this.db.exec("COMMIT");

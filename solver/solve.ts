@@ -44,7 +44,9 @@ export interface SolveOptions {
    * answers with a result whose layers are already in the content store (fetched on demand: the
    * solver asks only when the step's result is needed); the hit is then recorded locally.
    */
-  remoteCache?: { get(key: string, signal: AbortSignal): Promise<FsResult | undefined> };
+  remoteCache?: {
+    get(key: string, signal: AbortSignal): Promise<{ result: FsResult; created?: number } | undefined>;
+  };
   /** Vertices that must run even when cached (`--no-cache`, `--no-cache-filter`); what uses them runs too. */
   ignoreCache?: (digest: VertexDigest) => boolean;
 }
@@ -236,10 +238,10 @@ export async function solve(
       }
       const imported = await options.remoteCache?.get(key, controller.signal);
       if (imported) {
-        // Recorded only now that its layers are stored, like any result.
-        options.cache.put(key, imported, material, info.name);
+        // Recorded only now that its layers are stored, like any result, dated when it was made.
+        options.cache.put(key, imported.result, material, info.name, undefined, imported.created);
         markCached(digest);
-        return { result: imported, slowKey: key };
+        return { result: imported.result, slowKey: key };
       }
     }
     const inputs = await Promise.all(vertex.inputs.map(resultOf));
@@ -251,7 +253,7 @@ export async function solve(
       const hit = await usable(options.cache.get(slow.key));
       if (hit) {
         // The next build with the same first key finds it at once.
-        options.cache.put(key, hit.result, material, info.name, slow.key);
+        options.cache.put(key, hit.result, material, info.name, slow.key, hit.created);
         cachedByContent.set(digest, slow.material);
         markCached(digest);
         return { result: hit.result, slowKey: slow.key };

@@ -82,4 +82,19 @@ describe("a written cache description", () => {
       ["k1", 2],
     ]);
   });
+
+  it("keeps when each record's result was made, and drops a time that is no time", () => {
+    const made = Date.UTC(2026, 11, 7, 11, 52, 3, 35);
+    const records = [
+      { ...record("made", [layer(1)]), created: made },
+      { ...record("unknown", [layer(1)]) },
+      ...[-1, 1.5, "2026-12-07", 9e15, null].map((created, i) => ({ ...record(`bad${i}`, []), created })),
+    ];
+    const parsed = parseCacheDescription(travel(encodeCacheDescription({ records } as CacheDescription)));
+    expect(parsed.records.map((r) => [r.key, r.created])).toEqual([
+      ["made", made],
+      ["unknown", undefined],
+      ...[0, 1, 2, 3, 4].map((i) => [`bad${i}`, undefined]),
+    ]);
+  });
 });

@@ -183,6 +183,45 @@ describe("solve", () => {
     expect(again.runs).toEqual(["mid", "top"]);
   });
 
+  it("dates each record when its result was made: an imported one keeps its time, a step run again gets a new one", async () => {
+    const { content, cache, hasBlob } = fixture();
+    const { graph, step } = graphBuilder();
+    const base = step("base");
+    const root = step("top", base);
+    const made = Date.UTC(2026, 0, 2, 3, 4, 5);
+    // What an earlier build elsewhere made, as `--cache-from` would serve it.
+    const elsewhere = fixture();
+    const exported = await solve(graph, root, {
+      worker: recordingWorker(elsewhere.content).worker,
+      cache: elsewhere.cache,
+      hasBlob: elsewhere.hasBlob,
+    });
+    for (const l of exported.result.layers) {
+      await content.writeBytes(await elsewhere.content.readBytes(l.descriptor.digest));
+    }
+    const imported = {
+      get: async (key: string) =>
+        key === exported.keys.get(root) ? { result: exported.result, created: made } : undefined,
+    };
+    const first = await solve(graph, root, {
+      worker: recordingWorker(content).worker,
+      cache,
+      hasBlob,
+      remoteCache: imported,
+    });
+    expect(first.ran).toEqual([]);
+    expect(cache.createdAt(first.keys.get(root)!)).toBe(made);
+    const before = Date.now();
+    const again = await solve(graph, root, {
+      worker: recordingWorker(content).worker,
+      cache,
+      hasBlob,
+      ignoreCache: (d) => d === root,
+    });
+    expect(again.ran).toContain(root);
+    expect(cache.createdAt(again.keys.get(root)!)).toBeGreaterThanOrEqual(before);
+  });
+
   it("a cache record whose layers were collected is a miss", async () => {
     const { content, cache, hasBlob } = fixture();
     const { graph, step } = graphBuilder();
