@@ -7,7 +7,6 @@
 import { rm } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import path from "node:path";
-import { TbuildError } from "../errors/index.js";
 import type { ExportType, PlatformImage } from "../exporters/index.js";
 import type { ExportRequest } from "../exporters/request.js";
 import { type LoweredBuild, proxyEnv } from "../frontend/lower/index.js";
@@ -392,13 +391,6 @@ async function buildPlatforms(platforms: Platform[], shared: SharedBuild): Promi
     shared;
   const { registry } = shared;
   const warn = (message: string) => events.warn(message);
-  const several = platforms.map(formatPlatform).join(",");
-  const notYet = (what: string) =>
-    new TbuildError(
-      "E_NOT_SUPPORTED",
-      `${what} with several platforms (--platform ${several}) is not supported yet: build one platform at a time for it`,
-    );
-  if (request.explain === true) throw notYet("--explain");
   const { checkPlatformsOutput } = await import("../exporters/index.js");
   for (const output of request.outputs ?? []) checkPlatformsOutput(output, platforms);
   const plans: BuildPlan[] = [];
@@ -429,6 +421,7 @@ async function buildPlatforms(platforms: Platform[], shared: SharedBuild): Promi
     secrets,
     plans.map((plan) => plan.lowered),
   );
+  const buildStarted = Date.now();
   try {
     const worker = localWorker(shared, {
       localSources: plans[0]!.localSources,
@@ -534,6 +527,21 @@ async function buildPlatforms(platforms: Platform[], shared: SharedBuild): Promi
       cached: cached.size,
     };
     events.completed(summary);
+    if (request.explain === true && solved !== undefined) {
+      // Every platform's steps at once: each is named with its platform, so it is compared with
+      // that platform's earlier record of the step.
+      const { explainBuild } = await import("./explain.js");
+      for (const explanation of await explainBuild({
+        graph,
+        solved,
+        cache,
+        storeRoot: store.root,
+        buildArgs: Object.keys(request.buildArgs ?? {}),
+        buildStarted,
+      })) {
+        events.emit({ type: "explain", ...explanation });
+      }
+    }
     return summary;
   } finally {
     await close();

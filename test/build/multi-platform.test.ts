@@ -212,6 +212,25 @@ describe("a build for several platforms", () => {
     expect(refused.stderr).not.toContain("COPY");
   });
 
+  it("--explain names, for each platform, what changed for the steps that ran again", () => {
+    const dir = archContext();
+    const explained = (result: { status: number | null; stderr: string }) => {
+      expect(result.status, result.stderr).toBe(0);
+      return result.stderr.split("\n").filter((line) => line.startsWith("explain: "));
+    };
+    explained(build(["--platform", "linux/amd64,linux/arm64", "--explain", dir]));
+    writeFileSync(path.join(dir, "arch-arm64"), "arm64 file, edited\n");
+    expect(explained(build(["--platform", "linux/amd64,linux/arm64", "--explain", dir]))).toEqual([
+      "explain: [linux/arm64 1/1] COPY arch-$TARGETARCH /arch: input file arch-arm64 changed",
+    ]);
+    writeFileSync(path.join(dir, "arch-amd64"), "amd64 file, edited\n");
+    writeFileSync(path.join(dir, "arch-arm64"), "arm64 file, edited again\n");
+    expect(explained(build(["--platform", "linux/amd64,linux/arm64", "--explain", dir])).sort()).toEqual([
+      "explain: [linux/amd64 1/1] COPY arch-$TARGETARCH /arch: input file arch-amd64 changed",
+      "explain: [linux/arm64 1/1] COPY arch-$TARGETARCH /arch: input file arch-arm64 changed",
+    ]);
+  });
+
   it("what is not done yet for several platforms says so, before anything is built or sent", () => {
     // On a worker too, refused before the worker command (which would fail) is started.
     const remote = build([
