@@ -3,8 +3,10 @@
  * handler), as root and rootless: its process runs under the host's qemu-aarch64-static, bound
  * read-only at /dev/.tbuild-qemu-emulator (a tmpfs). The process cannot change that file, a kept
  * container's changes and the image committed from them never hold it, and an image that ships
- * its own file there does not replace the host's emulator. Every case holds the binfmt lock
- * (binfmt.ts) with the aarch64 handler disabled, whatever order the cases run in.
+ * its own file there does not replace the host's emulator. An image whose /dev is a symlink out
+ * of its root (runc would make /dev's links through it, on the host) is refused, emulated or not,
+ * by run and by a build's RUN. Every case holds the binfmt lock (binfmt.ts) with the aarch64
+ * handler disabled, whatever order the cases run in.
  */
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -183,6 +185,39 @@ describe.each(MODES)("a hostile foreign-platform container (%s)", (mode) => {
     const seen = world.tbuild(mode, store, ["run", "--rm", ...ARM64, "impostor", "head", "-c", "4", MOUNTED]);
     expect(seen.stdout).toBe("\x7fELF");
     canary.expectUntouched(ran.stdout, ran.stderr, seen.stderr);
+    world.expectStoreUsable(mode, store);
+  });
+
+  it("an image whose /dev is a symlink out of its root is refused before runc starts (run, emulated or not, and a build's RUN): nothing is written outside", async () => {
+    const canary = world.canary(mode);
+    const store = world.store(mode);
+    // runc would make /dev's links (fd, stdin, stdout, stderr, ptmx) in the canary.
+    const link: EntrySpec[] = [{ path: "dev", type: "SymbolicLink", linkpath: `${canary.dir}/sub` }];
+    await loadImage(mode, store, "devlink-arm64", link);
+    await loadImage(mode, store, "devlink-amd64", link, "amd64");
+    const refusal = `ERROR: the image's /dev is a symbolic link (to "${canary.dir}/sub"): runc would make the container's device links outside the container; use an image whose /dev is a directory, or has none\n`;
+    const outputs: string[] = [];
+    for (const args of [
+      ["--rm", ...ARM64, "devlink-arm64"],
+      ["--name", `devlink-${mode}`, ...ARM64, "devlink-arm64"],
+      ["--rm", "devlink-amd64"],
+    ]) {
+      const ran = world.tbuild(mode, store, ["run", ...args, "uname", "-m"]);
+      outputs.push(ran.stdout, ran.stderr);
+      expect(ran.stderr, args.join(" ")).toBe(refusal);
+      expect(ran.status).toBe(1);
+      canary.expectUntouched();
+    }
+    const built = world.tbuild(mode, store, [
+      "build",
+      "--progress=plain",
+      world.context({ Dockerfile: "FROM devlink-amd64\nRUN uname -m\n" }),
+    ]);
+    expect(built.status).toBe(1);
+    expect(built.stderr).toContain(refusal.slice("ERROR: ".length, -1));
+    const removed = world.tbuild(mode, store, ["rm", `devlink-${mode}`]);
+    expect(removed.status, removed.stderr).toBe(0);
+    canary.expectUntouched(...outputs, built.stdout, built.stderr);
     world.expectStoreUsable(mode, store);
   });
 });
