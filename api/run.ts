@@ -95,6 +95,7 @@ export async function run(image: string, options: RunOptions = {}): Promise<RunR
     remove: options.remove === true,
     ...(options.name !== undefined ? { name: options.name } : {}),
     ...(options.onWarning ? { warn: options.onWarning } : {}),
+    env,
   });
   try {
     const exit = await container.run({

@@ -4,6 +4,10 @@
  * container is recorded in the store while it runs and, unless `remove`, after it exits, with its
  * writable layer kept for `commit`.
  *
+ * An image of a platform the kernel does not run (and has no binfmt_misc handler with the F flag
+ * for) has its process started through the static QEMU emulator mounted read-only into the
+ * container, exactly as a build's RUN step of that platform (worker/emulation.ts).
+ *
  * The caller must have worker privileges (root, or root of tbuild's user namespace).
  */
 import { mkdir, rm, stat } from "node:fs/promises";
@@ -11,8 +15,10 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { isTbuildError, TbuildError } from "../errors/index.js";
 import type { Image } from "../oci/image.js";
+import type { Platform } from "../oci/platform.js";
 import type { ContainerConfig } from "../oci/spec.js";
 import type { Store } from "../oci/store/index.js";
+import { containerEmulator } from "../worker/emulation.js";
 import type {
   SandboxMount,
   SandboxProcess,
@@ -48,6 +54,8 @@ export interface ContainerOptions {
   remove: boolean;
   name?: string;
   warn?: (message: string) => void;
+  /** Where QEMU emulators are looked for (`$TBUILD_QEMU_DIR`, PATH); `process.env` by default. */
+  env?: NodeJS.ProcessEnv;
 }
 
 export interface ContainerIO {
@@ -71,6 +79,8 @@ export class Container {
   readonly record: ContainerRecord;
   private readonly options: ContainerOptions;
   private readonly containers: ContainerStore;
+  /** The host path of the QEMU emulator the process starts through; undefined when the kernel runs it. */
+  private readonly emulator: string | undefined;
   private process?: SandboxProcess;
   private started = false;
 
@@ -79,20 +89,26 @@ export class Container {
     containers: ContainerStore,
     record: ContainerRecord,
     options: ContainerOptions,
+    emulator: string | undefined,
   ) {
     this.store = store;
     this.containers = containers;
     this.record = record;
     this.options = options;
+    this.emulator = emulator;
   }
 
   get id(): string {
     return this.record.id;
   }
 
-  /** Records a new container (its process is checked to exist in the config first). */
+  /**
+   * Records a new container (its process is checked to exist in the config first, and the host
+   * to run the image's platform: NoEmulatorError, and nothing recorded, when it cannot).
+   */
   static async create(store: Store, options: ContainerOptions): Promise<Container> {
     const [argv0, ...args] = processArgs(options.config, options.imageName);
+    const emulator = await containerEmulator(imagePlatform(options.image), options.env ?? process.env);
     const containers = new ContainerStore(store.root);
     const record = await containers.create(
       {
@@ -110,7 +126,7 @@ export class Container {
       },
       options.name,
     );
-    return new Container(store, containers, record, options);
+    return new Container(store, containers, record, options, emulator);
   }
 
   /** Runs the container's process to its end; resolves to its exit. A container runs once. */
@@ -188,6 +204,7 @@ export class Container {
         network: options.network,
         mounts,
         terminal: options.tty,
+        ...(this.emulator !== undefined ? { emulator: this.emulator } : {}),
       };
       const runOptions: SandboxRunOptions = {
         stateDir,
@@ -296,6 +313,12 @@ export class Container {
   }
 }
 
+/** The platform an image is for, as its config says (what the kernel, or QEMU, must run). */
+function imagePlatform(image: Image): Platform {
+  const { os, architecture, variant } = image.config;
+  return { os, architecture, ...(variant ? { variant } : {}) };
+}
+
 /** Waits for every one of `promises`, then rejects with the first rejection, if any. */
 async function allSettledOrFirstError(promises: Promise<unknown>[]): Promise<void> {
   const failed = (await Promise.allSettled(promises)).find((outcome) => outcome.status === "rejected");
@@ -313,8 +336,11 @@ export class ContainerStartError extends TbuildError {
 }
 
 function startFailure(err: unknown): ContainerStartError | undefined {
+  if (!isTbuildError(err)) return undefined;
+  // Under an emulator, the command is looked up through the container's PATH before runc starts.
+  if (err.code === "E_SANDBOX_EXEC") return new ContainerStartError(err.message, 127, err);
   // The sandbox's SandboxError for a runc that failed (the module is loaded lazily, so by its code).
-  if (!isTbuildError(err) || err.code !== "E_SANDBOX_RUNC") return undefined;
+  if (err.code !== "E_SANDBOX_RUNC") return undefined;
   if (/exec: .*(executable file not found|no such file or directory)/i.test(err.message)) {
     return new ContainerStartError(err.message, 127, err);
   }

@@ -8,6 +8,7 @@
  * A step of a platform the kernel does not run is started through Debian's static QEMU user
  * emulator (`qemu-aarch64-static`, ...), bind-mounted read-only into the step's container, as
  * BuildKit does with /dev/.buildkit_qemu_emulator: no root-only registration, so it works rootless.
+ * The process of a `tbuild run` container of such an image starts the same way (runtime/).
  * QEMU then emulates the step's first process; a foreign program that process executes runs only
  * with a binfmt_misc handler (busybox's applets run inside the shell, so a busybox image needs none).
  * A binfmt handler counts for steps only with the F flag: without it the kernel looks for the
@@ -355,16 +356,20 @@ export async function probePlatforms(env: NodeJS.ProcessEnv = process.env): Prom
   );
 }
 
-/** A RUN step for a platform this host cannot run: no handler, no emulator. */
+/** What is to run under an emulator: a build's RUN step, or the process of a `tbuild run` container. */
+export type EmulatedProcess = "step" | "container";
+
+/** A RUN step (or a container) for a platform this host cannot run: no handler, no emulator. */
 export class NoEmulatorError extends TbuildError {
-  constructor(platform: string, env: NodeJS.ProcessEnv, qemu?: string) {
+  constructor(platform: string, env: NodeJS.ProcessEnv, qemu?: string, what: EmulatedProcess = "step") {
     const where =
       env.TBUILD_QEMU_DIR !== undefined ? `$TBUILD_QEMU_DIR (${env.TBUILD_QEMU_DIR})` : "PATH or /usr/bin";
+    const elsewhere = what === "step" ? `build on a ${platform} worker` : `run it on a ${platform} machine`;
     super(
       "E_NO_EMULATOR",
       qemu
-        ? `cannot run a ${platform} step on this ${formatPlatform(hostPlatform())} host: no binfmt_misc handler and no qemu-${qemu}-static in ${where}; install one with apt-get install qemu-user-static`
-        : `cannot run a ${platform} step on this ${formatPlatform(hostPlatform())} host: tbuild knows no QEMU emulator for it; build on a ${platform} worker`,
+        ? `cannot run a ${platform} ${what} on this ${formatPlatform(hostPlatform())} host: no binfmt_misc handler and no qemu-${qemu}-static in ${where}; install one with apt-get install qemu-user-static`
+        : `cannot run a ${platform} ${what} on this ${formatPlatform(hostPlatform())} host: tbuild knows no QEMU emulator for it; ${elsewhere}`,
     );
   }
 }
@@ -377,18 +382,30 @@ export class NoEmulatorError extends TbuildError {
 export async function stepEmulator(
   platform: Platform,
   env: NodeJS.ProcessEnv = process.env,
+  what: EmulatedProcess = "step",
 ): Promise<string | undefined> {
   const host = hostPlatform();
   const wanted = normalizePlatform(platform);
   // This process runs: the host's own architecture needs no probe.
   if (wanted.os === host.os && wanted.architecture === host.architecture) return undefined;
   const arch = architectureOf(wanted);
-  if (arch === undefined) throw new NoEmulatorError(formatPlatform(wanted), env);
+  if (arch === undefined) throw new NoEmulatorError(formatPlatform(wanted), env, undefined, what);
   const kernel = await kernelRunner(arch);
   if (kernel.kind === "native" || (kernel.kind === "binfmt" && kernel.usableInSteps)) return undefined;
   const emulator = findEmulator(arch, env);
-  if (emulator === undefined) throw new NoEmulatorError(formatPlatform(wanted), env, arch.qemu);
+  if (emulator === undefined) throw new NoEmulatorError(formatPlatform(wanted), env, arch.qemu, what);
   return emulator;
+}
+
+/**
+ * The same for the process of a `tbuild run` container of an image for `platform` (its config's
+ * `os`/`architecture`/`variant`): started through the emulator exactly as a step would be.
+ */
+export function containerEmulator(
+  platform: Platform,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<string | undefined> {
+  return stepEmulator(platform, env, "container");
 }
 
 /** One line of `tbuild version --platforms`: how the platform's programs run here. */

@@ -97,6 +97,7 @@ export async function runInSandbox(spec: SandboxSpec, options: SandboxRunOptions
   const tree = spec.rootOverlay
     ? layeredTree(spec.rootOverlay.layers, spec.rootOverlay.upper)
     : directoryTree(spec.rootfs);
+  refuseLinkedDev(tree);
   const [facts, ids, hostResolvConf] = await Promise.all([
     probeHost(),
     resolveUser(tree, spec.user),
@@ -159,6 +160,20 @@ export async function runInSandbox(spec: SandboxSpec, options: SandboxRunOptions
     // A few small files and directories: at once, without a round trip per entry.
     rmSync(runDir, { recursive: true, force: true });
   }
+}
+
+/**
+ * runc mounts the container's /dev inside the root (following a symlink there as if the root were
+ * `/`), but then makes /dev's links (fd, stdin, stdout, stderr, ptmx: removed first) by joining
+ * host paths: an image whose /dev is a symlink (to `/etc`, `../../..`) would have runc write there,
+ * on the host. Such an image is refused before runc starts.
+ */
+function refuseLinkedDev(tree: RootTree): void {
+  if (tree.lstat("dev")?.isSymbolicLink() !== true) return;
+  throw new SandboxError(
+    "E_SANDBOX_DEV_LINK",
+    `the image's /dev is a symbolic link (to ${JSON.stringify(tree.readlink("dev"))}): runc would make the container's device links outside the container; use an image whose /dev is a directory, or has none`,
+  );
 }
 
 /**
