@@ -193,6 +193,8 @@ async function serveBuild(params: RemoteBuildParams, call: IncomingCall, env: No
     const agents = await relayAgents(call, params.sshIds ?? [], temp);
     let summary: BuildResult;
     let keys: string[] = [];
+    /** The image as assembled, before an output converted its layers: what the client gets. */
+    let assembled: string | undefined;
     try {
       summary = await runBuild(request, {
         // The store the client named (its hello), not only the worker user's default one.
@@ -202,6 +204,9 @@ async function serveBuild(params: RemoteBuildParams, call: IncomingCall, env: No
         onEvent: (event) => call.notify(event),
         onCacheKeys: (solved) => {
           keys = solved;
+        },
+        onImage: (manifest) => {
+          assembled = manifest.digest;
         },
         served: {
           secrets: servedSecrets(call, params.secretIds ?? []),
@@ -235,7 +240,8 @@ async function serveBuild(params: RemoteBuildParams, call: IncomingCall, env: No
       await write(call, lengthPrefix(size));
       for await (const chunk of createReadStream(output.dest!)) await write(call, chunk as Buffer);
     }
-    if (sendsImage) await sendImage(call, storeRoot, summary.digest);
+    // Every build of one platform (all a worker is given) tells its image; else the build's own.
+    if (sendsImage) await sendImage(call, storeRoot, assembled ?? summary.digest);
     return { summary } satisfies RemoteBuildAnswer;
   } finally {
     await rm(temp, { recursive: true, force: true });

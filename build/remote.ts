@@ -31,7 +31,7 @@ import { Readable, type Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { TbuildError, UsageError } from "../errors/index.js";
 import type { FsEntry } from "../exporters/filesystem.js";
-import type { PlatformImage } from "../exporters/index.js";
+import type { ExportOutcome, PlatformImage } from "../exporters/index.js";
 import type { ExportRequest } from "../exporters/request.js";
 import { readDockerignore } from "../frontend/dockerignore.js";
 import { readTarEntries } from "../oci/archive/tar-reader.js";
@@ -304,8 +304,9 @@ async function namedContexts(request: BuildRequest, cwd: string) {
 }
 
 /**
- * The `-o` outputs whose files come back from the worker; refuses what a remote build cannot do
- * yet (checked before anything travels).
+ * The `-o` outputs whose files come back from the worker (archives, `type=local`); refuses what a
+ * remote build cannot do yet (checked before anything travels). Image outputs are the worker's to
+ * push (`push=true`) or the client's to write (clientImageOutputs), as are layout directories.
  */
 function remoteFileOutputs(request: BuildRequest): ExportRequest[] {
   if (request.cacheTo?.type === "local" || (request.cacheFrom ?? []).some((spec) => spec.type === "local")) {
@@ -313,14 +314,30 @@ function remoteFileOutputs(request: BuildRequest): ExportRequest[] {
   }
   const fileOutputs: ExportRequest[] = [];
   for (const output of request.outputs ?? []) {
-    if (output.type === "image") {
-      if (output.push !== true) throw notYet("-o type=image without push=true");
-      continue;
-    }
-    if (output.tar === false) throw notYet(`-o type=${output.type},tar=false`);
+    if (output.type === "image" || output.tar === false) continue;
     fileOutputs.push(output);
   }
   return fileOutputs;
+}
+
+/**
+ * The `-o` outputs the client writes itself from the image brought back (only the blobs its store
+ * lacks travel), with the exporters a local build uses, so they are what a local build writes:
+ * an image named in this store (`type=image` without `push=true`), and layout directories
+ * (`type=oci|docker,tar=false`).
+ */
+function clientImageOutputs(request: BuildRequest): ExportRequest[] {
+  return (request.outputs ?? []).filter(
+    (output) => (output.type === "image" && output.push !== true) || output.tar === false,
+  );
+}
+
+/** Which output's digest a build reports, as run.ts ranks them: an image's, else an archive's. */
+function reportedRank(outputs: readonly ExportRequest[]): number {
+  return Math.max(
+    -1,
+    ...outputs.map((o) => (o.type === "image" ? 2 : o.type === "oci" || o.type === "docker" ? 1 : -1)),
+  );
 }
 
 /** One try of a remote build, on the worker remote-target.ts connected to. */
@@ -334,9 +351,17 @@ async function remoteBuildOnce(
   /** One platform's part of a build of several: its image comes back unnamed, for the index. */
   part?: { platform: string },
 ): Promise<BuildResult> {
-  const fileOutputs = remoteFileOutputs(request);
-  const imageOutputs = (request.outputs ?? []).filter((o) => o.type === "image");
   const tags = request.tags ?? [];
+  // An archive is named inside by the -t names, as a local build names it (run.ts exportRequests).
+  const fileOutputs = remoteFileOutputs(request).map((output) =>
+    (output.type === "oci" || output.type === "docker") && !output.names?.length && tags.length > 0
+      ? { ...output, names: tags }
+      : output,
+  );
+  const pushOutputs = (request.outputs ?? []).filter((o) => o.type === "image" && o.push === true);
+  const clientOutputs = clientImageOutputs(request);
+  // The image comes back for a name in this store, an output written here, or a platform's index.
+  const wantsImage = tags.length > 0 || clientOutputs.length > 0 || part !== undefined;
 
   const { transport, connection, describe } = worker;
   try {
@@ -368,12 +393,12 @@ async function remoteBuildOnce(
         context: ".",
         // Pushed from the worker: its names, its push; the local store's copy comes back below.
         tags: request.push === true ? tags : [],
-        outputs: [...imageOutputs],
+        outputs: [...pushOutputs],
       },
       // A directory comes back as the tar of its files, written here as type=local writes them.
       fileOutputs: fileOutputs.map((output) => (output.type === "local" ? { type: "tar" } : output)),
       imageNames: tags,
-      ...(part ? { sendImage: true } : {}),
+      ...(wantsImage ? { sendImage: true } : {}),
       secretIds: Object.keys(secrets),
       sshIds: Object.keys(agents),
     };
@@ -411,6 +436,34 @@ async function remoteBuildOnce(
         yield chunk;
       }
     }
+    /** What the client's own outputs gave, for the digest the build reports. */
+    let written: ExportOutcome | undefined;
+    const store = await openStore(defaultStoreRoot(ctx.env));
+    /** An image's parts (the blobs this store lacked, by the handler `lacks`), each checked. */
+    const receiveImage = async () => {
+      const parts = JSON.parse(
+        (await data.part("the image", 16 * 1024 * 1024)).toString("utf8"),
+      ) as ImageParts;
+      for (const blob of parts.blobs) {
+        const size = Number((await data.take(8, "a blob")).readBigUInt64BE());
+        await store.content.write(
+          data.stream(size, `blob ${blob.digest}`),
+          { digest: blob.digest, size: blob.size },
+          ctx.signal,
+        );
+      }
+      // Named or written only once every blob it needs is here, each checked against its digest.
+      const manifest = await store.content.readJson<Manifest>(parts.manifest.digest);
+      for (const blob of [manifest.config, ...manifest.layers]) {
+        if (!(await store.content.has(blob.digest))) {
+          throw new TbuildError(
+            "E_WORKER_PROTOCOL",
+            `worker ${describe} did not send ${blob.digest} of the image`,
+          );
+        }
+      }
+      return parts.manifest;
+    };
     const receiving = (async () => {
       for (const output of fileOutputs) {
         const size = Number((await data.take(8, "an output")).readBigUInt64BE());
@@ -428,31 +481,20 @@ async function remoteBuildOnce(
           end: !toStdout,
         });
       }
-      if (tags.length > 0 || part) {
-        // The blobs the store lacked (the handler `lacks` told the worker), then the names.
-        const parts = JSON.parse(
-          (await data.part("the image", 16 * 1024 * 1024)).toString("utf8"),
-        ) as ImageParts;
-        const store = await openStore(defaultStoreRoot(ctx.env));
-        for (const blob of parts.blobs) {
-          const size = Number((await data.take(8, "a blob")).readBigUInt64BE());
-          await store.content.write(
-            data.stream(size, `blob ${blob.digest}`),
-            { digest: blob.digest, size: blob.size },
-            ctx.signal,
+      if (wantsImage) {
+        const manifest = await receiveImage();
+        if (!part && (tags.length > 0 || clientOutputs.length > 0)) {
+          // Named and written here as a local build names and writes them; pushed by the worker.
+          const { exportStoredImage } = await import("./run.js");
+          const warn = (message: string) => ctx.onEvent({ type: "warning", message });
+          written = await exportStoredImage(
+            store,
+            manifest,
+            { ...request, push: false, outputs: clientOutputs },
+            { ...ctx, warn },
+            {},
           );
         }
-        // Named only once every blob it needs is here, each checked against its digest.
-        const manifest = await store.content.readJson<Manifest>(parts.manifest.digest);
-        for (const blob of [manifest.config, ...manifest.layers]) {
-          if (!(await store.content.has(blob.digest))) {
-            throw new TbuildError(
-              "E_WORKER_PROTOCOL",
-              `worker ${describe} did not send ${blob.digest} of the image`,
-            );
-          }
-        }
-        for (const name of tags) await store.images.put(name, parts.manifest);
       }
     })();
     receiving.catch(() => {});
@@ -478,10 +520,24 @@ async function remoteBuildOnce(
       }
       throw err;
     }
-    const names = [...new Set([...answer.summary.names, ...tags.map(normalizeImageName)])];
-    const summary: BuildResult = { ...answer.summary, names };
+    const names = [
+      ...new Set([...answer.summary.names, ...tags.map(normalizeImageName), ...(written?.names ?? [])]),
+    ];
+    // The digest reported is the stored or pushed image's, else an archive's (run.ts exportEach):
+    // the worker's outputs' or those written here, whichever ranks higher.
+    const workerRank = reportedRank([
+      ...pushOutputs,
+      ...(request.push === true && tags.length > 0 ? [{ type: "image" as const }] : []),
+      ...fileOutputs,
+    ]);
+    const ownRank = reportedRank([
+      ...(tags.length > 0 ? [{ type: "image" as const }] : []),
+      ...clientOutputs,
+    ]);
+    const mine = written !== undefined && ownRank >= workerRank;
+    const summary: BuildResult = { ...answer.summary, ...(mine ? { digest: written!.digest } : {}), names };
     // A platform's part: the build completes once the index is made (runRemotePlatforms).
-    if (completed && !part) ctx.onEvent({ ...completed, names });
+    if (completed && !part) ctx.onEvent({ ...completed, digest: summary.digest, names });
     const exporters = await import("../exporters/index.js");
     const outcome = { digest: summary.digest, configDigest: summary.configDigest, names };
     if (iidFile) await exporters.writeIidFile(path.resolve(ctx.cwd, iidFile), outcome);
