@@ -3,7 +3,11 @@
  * and what travels is only what the client needs:
  * - `-o type=image,name=X` (no push): the image named X in the client's store;
  * - `-o type=oci,tar=false,dest=DIR`: the layout directory a local build writes, byte for byte,
- *   written on the client from the image brought back (and an archive named inside by `-t`).
+ *   written on the client from the image brought back (and an archive named inside by `-t`);
+ * - several platforms pushed (`-o type=image,name=REG/x,push=true`): each worker pushes its own
+ *   platform's image by digest, the client pushes the index alone, and no layer comes back to the
+ *   client (a byte-counting proxy between client and worker judges it); `-t REG/x --push` brings
+ *   the images back, as the name in the client's store needs them.
  *
  * Each runs against a root worker (a `cmd://` connection through a TCP proxy to a worker started
  * per connection) and a rootless one (real OpenSSH, as `tbuild-test`, through the same kind of
@@ -25,6 +29,7 @@ import { tempDirs } from "../helpers/temp.js";
 
 const tempDir = tempDirs();
 const EPOCH = String(FIXED_EPOCH);
+const PLATFORMS = "linux/amd64,linux/arm64";
 const BLOB_BYTES = 4 * 1024 * 1024;
 
 /** A worker reachable through a byte-counting proxy, and the build that uses it. */
@@ -179,6 +184,10 @@ describe.each([
       { env },
     );
     expect(one.status, one.stderr).toBe(0);
+    const several = tbuild(["build", "--progress=plain", "--platform", PLATFORMS, "-t", "app:several", dir], {
+      env,
+    });
+    expect(several.status, several.stderr).toBe(0);
   }, 240_000);
 
   afterAll(async () => {
@@ -244,4 +253,62 @@ describe.each([
       sha256(readFileSync(path.join(local.out, "image.tar"))),
     );
   }, 240_000);
+
+  it("several platforms pushed: each worker pushes its own image, the client the index alone, and no layer comes back", async () => {
+    const client = tempDir("rout-push-client");
+    const ref = `${registry.host}/team/app:pushed`;
+    const before = { ...worker.proxy.bytes };
+    const built = await worker.build(client, [
+      "--platform",
+      PLATFORMS,
+      "-o",
+      `type=image,name=${ref},push=true`,
+      dir,
+    ]);
+    expect(built.status, built.stderr).toBe(0);
+    // Each platform's image was pushed from where it was built, by digest.
+    for (const platform of PLATFORMS.split(",")) {
+      expect(built.stderr).toContain(`pushing ${ref} by digest for ${platform}`);
+    }
+    // Two 4 MiB layers were pushed; what came back to the client is far below one of them.
+    expect(worker.proxy.bytes.down - before.down).toBeLessThan(BLOB_BYTES / 4);
+    const raw = execFileSync("skopeo", ["inspect", "--tls-verify=false", "--raw", `docker://${ref}`]);
+    const index = JSON.parse(raw.toString("utf8")) as {
+      manifests: { digest: string; platform: { architecture: string } }[];
+    };
+    expect(index.manifests.map((m) => m.platform.architecture).sort()).toEqual(["amd64", "arm64"]);
+    // The index a local build makes, digest for digest.
+    expect(sha256(raw)).toBe(storedDigest(local.store, "docker.io/library/app:several"));
+    // Named nothing in the client's store, which holds no layer of it.
+    expect(storedDigest(client, ref)).toBeUndefined();
+    const copy = path.join(tempDir("rout-push-copy"), "layout");
+    execFileSync(
+      "skopeo",
+      ["copy", "--all", "--src-tls-verify=false", `docker://${ref}`, `oci:${copy}:all`],
+      {
+        stdio: "ignore",
+      },
+    );
+    // Both platforms' layers are in the registry: the workers pushed them.
+    const copied = execFileSync("find", [path.join(copy, "blobs"), "-type", "f", "-size", "+3M"], {
+      encoding: "utf8",
+    });
+    expect(copied.trim().split("\n")).toHaveLength(2);
+  }, 300_000);
+
+  it("several platforms with -t NAME --push: named in the client's store as locally, the images come back once", async () => {
+    const client = tempDir("rout-tag-push-client");
+    const ref = `${registry.host}/team/app:tagged`;
+    const before = { ...worker.proxy.bytes };
+    const built = await worker.build(client, ["--platform", PLATFORMS, "-t", ref, "--push", dir]);
+    expect(built.status, built.stderr).toBe(0);
+    const localIndex = storedDigest(local.store, "docker.io/library/app:several");
+    expect(storedDigest(client, ref)).toBe(localIndex);
+    // The layers came back, for the name here: both of them, once.
+    const down = worker.proxy.bytes.down - before.down;
+    expect(down).toBeGreaterThan(2 * BLOB_BYTES);
+    expect(down).toBeLessThan(3 * BLOB_BYTES);
+    const raw = execFileSync("skopeo", ["inspect", "--tls-verify=false", "--raw", `docker://${ref}`]);
+    expect(sha256(raw)).toBe(localIndex);
+  }, 300_000);
 });
