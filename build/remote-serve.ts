@@ -124,6 +124,7 @@ function syncedContexts(params: RemoteBuildParams): Array<{ key: string; name?: 
 
 async function serveBuild(params: RemoteBuildParams, call: IncomingCall, env: NodeJS.ProcessEnv) {
   const wanted = syncedContexts(params);
+  const pushes = checkPushes(params.pushByDigest ?? []);
   const storeRoot = workerStore(call.connection.peerHello.store, env);
   const contexts = path.join(storeRoot, "remote-contexts");
   await mkdir(contexts, { recursive: true, mode: 0o700 });
@@ -192,7 +193,6 @@ async function serveBuild(params: RemoteBuildParams, call: IncomingCall, env: No
     // The image the client keeps is assembled here unnamed (an image output without names), and its
     // blobs go back below by need.
     const sendsImage = params.imageNames.length > 0 || params.sendImage === true;
-    const pushes = checkPushes(params.pushByDigest ?? []);
     const image: ExportRequest[] = sendsImage || pushes.length > 0 ? [{ type: "image", names: [] }] : [];
     const request: BuildRequest = {
       ...params.request,
