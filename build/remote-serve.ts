@@ -11,6 +11,9 @@
  * 3. What the client is to keep goes back on the call's data, each part length-prefixed: the `-o`
  *    files (written here into the call's own temp directory, which goes when the call ends), then
  *    the blobs of the image its store lacks. `--push` pushes from here.
+ * 4. One platform's part of a build of several pushes its image by digest, untagged, into every
+ *    repository the build pushes to (`pushByDigest`), and sends back only the manifest and config
+ *    of what it pushed: the client makes the index of the platforms and pushes that alone.
  *
  * A synced context is locked for its build: a second build of the same context (from the same
  * client) waits for the first.
@@ -23,13 +26,16 @@ import { pipeline } from "node:stream/promises";
 import { TbuildError } from "../errors/index.js";
 import type { ExportRequest } from "../exporters/request.js";
 import { type Credentials, getCredentials } from "../oci/registry/credentials.js";
+import type { PushOptions } from "../oci/registry/push.js";
 import { type Descriptor, type Manifest, MediaType } from "../oci/spec.js";
-import { openStore } from "../oci/store/index.js";
+import { openStore, type Store } from "../oci/store/index.js";
 import type { SecretSource } from "../worker/ops/context.js";
 import { ByteTaker, lengthPrefix } from "../worker/remote/bytes.js";
 import { asksNothing, decodeListing, SyncedContext } from "../worker/remote/context-sync.js";
 import type { Handler, IncomingCall } from "../worker/remote/protocol.js";
 import { workerStore } from "../worker/remote/server.js";
+import { loadConfig, registryOptions } from "./config.js";
+import { BuildEventStream } from "./events.js";
 import { type AffinityParams, answerAffinity, recordBuildKeys } from "./remote-affinity.js";
 import { dockerfileDigest } from "./remote-keys.js";
 import type { BuildRequest } from "./request.js";
@@ -59,6 +65,12 @@ export interface RemoteBuildParams {
    * several, which the client puts in its index.
    */
   sendImage?: boolean;
+  /**
+   * Image outputs pushed from here by digest, untagged, each as its request asks (compression,
+   * media types), into each of its names' repositories: one platform's image of a build of
+   * several, whose index the client pushes. Each pushed manifest comes back with its config only.
+   */
+  pushByDigest?: ExportRequest[];
   /** Ids of the secrets the client serves on demand (`secret` calls back). */
   secretIds: string[];
   /** Ids of the SSH agents the client relays (`ssh-agent` calls back). */
@@ -68,6 +80,8 @@ export interface RemoteBuildParams {
 /** What a `build` call answers, after the parts on its data. */
 export interface RemoteBuildAnswer {
   summary: BuildResult;
+  /** The manifests pushed by digest, one per `pushByDigest` request, in order. */
+  pushed?: Descriptor[];
 }
 
 /** The largest context listing a worker reads (gzip'd). */
@@ -110,6 +124,7 @@ function syncedContexts(params: RemoteBuildParams): Array<{ key: string; name?: 
 
 async function serveBuild(params: RemoteBuildParams, call: IncomingCall, env: NodeJS.ProcessEnv) {
   const wanted = syncedContexts(params);
+  const pushes = checkPushes(params.pushByDigest ?? []);
   const storeRoot = workerStore(call.connection.peerHello.store, env);
   const contexts = path.join(storeRoot, "remote-contexts");
   await mkdir(contexts, { recursive: true, mode: 0o700 });
@@ -178,7 +193,7 @@ async function serveBuild(params: RemoteBuildParams, call: IncomingCall, env: No
     // The image the client keeps is assembled here unnamed (an image output without names), and its
     // blobs go back below by need.
     const sendsImage = params.imageNames.length > 0 || params.sendImage === true;
-    const image: ExportRequest[] = sendsImage ? [{ type: "image", names: [] }] : [];
+    const image: ExportRequest[] = sendsImage || pushes.length > 0 ? [{ type: "image", names: [] }] : [];
     const request: BuildRequest = {
       ...params.request,
       // Directories of the client's, by their synced copies here; images and the like as named.
@@ -193,30 +208,33 @@ async function serveBuild(params: RemoteBuildParams, call: IncomingCall, env: No
     const agents = await relayAgents(call, params.sshIds ?? [], temp);
     let summary: BuildResult;
     let keys: string[] = [];
+    /** The image as assembled, before an output converted its layers: what the client gets. */
+    let assembled: string | undefined;
+    const buildEnv = { ...env, TBUILD_ROOT: storeRoot };
+    // A registry the client has nothing for: this host's own login, if any (base images).
+    const credentials = async (host: string) => {
+      const answer = (await call.connection.request("credentials", { host }, { signal: call.signal })) as {
+        credentials: Credentials | null;
+      };
+      return answer.credentials ?? getCredentials(host, env);
+    };
     try {
       summary = await runBuild(request, {
         // The store the client named (its hello), not only the worker user's default one.
-        env: { ...env, TBUILD_ROOT: storeRoot },
+        env: buildEnv,
         cwd: temp,
         signal: call.signal,
         onEvent: (event) => call.notify(event),
         onCacheKeys: (solved) => {
           keys = solved;
         },
+        onImage: (manifest) => {
+          assembled = manifest.digest;
+        },
         served: {
           secrets: servedSecrets(call, params.secretIds ?? []),
           ssh: agents.sockets,
-          credentials: async (host) => {
-            const answer = (await call.connection.request(
-              "credentials",
-              { host },
-              { signal: call.signal },
-            )) as {
-              credentials: Credentials | null;
-            };
-            // A registry the client has nothing for: this host's own login, if any (base images).
-            return answer.credentials ?? getCredentials(host, env);
-          },
+          credentials,
         },
       });
     } finally {
@@ -230,13 +248,23 @@ async function serveBuild(params: RemoteBuildParams, call: IncomingCall, env: No
       },
       keys,
     );
+    // Every build of one platform (all a worker is given) tells its image; else the build's own.
+    const built = assembled ?? summary.digest;
+    const pushed =
+      pushes.length > 0
+        ? await pushByDigest(call, storeRoot, built, pushes, {
+            ...registryOptions(await loadConfig(buildEnv), { env: buildEnv }),
+            credentials,
+          })
+        : [];
     for (const output of parts) {
       const size = (await stat(output.dest!)).size;
       await write(call, lengthPrefix(size));
       for await (const chunk of createReadStream(output.dest!)) await write(call, chunk as Buffer);
     }
-    if (sendsImage) await sendImage(call, storeRoot, summary.digest);
-    return { summary } satisfies RemoteBuildAnswer;
+    if (sendsImage) await sendImage(call, storeRoot, built, { layers: true });
+    for (const descriptor of pushed) await sendImage(call, storeRoot, descriptor.digest, { layers: false });
+    return { summary, ...(pushes.length > 0 ? { pushed } : {}) } satisfies RemoteBuildAnswer;
   } finally {
     await rm(temp, { recursive: true, force: true });
     await unlock();
@@ -295,18 +323,89 @@ export interface ImageParts {
   blobs: Descriptor[];
 }
 
+/** The push-by-digest requests of a build call: image outputs that name where they go. */
+function checkPushes(pushes: unknown): ExportRequest[] {
+  if (!Array.isArray(pushes))
+    throw new TbuildError("E_WORKER_PROTOCOL", "a build call's pushByDigest is no list");
+  for (const push of pushes as ExportRequest[]) {
+    const names = push?.names;
+    if (
+      push?.type !== "image" ||
+      !Array.isArray(names) ||
+      names.length === 0 ||
+      !names.every((n) => typeof n === "string")
+    ) {
+      throw new TbuildError(
+        "E_WORKER_PROTOCOL",
+        "a build call asks to push by digest an image output without names",
+      );
+    }
+  }
+  return pushes as ExportRequest[];
+}
+
 /**
- * The image for the client's store: the client is asked which of its blobs it lacks, and only
- * those follow (after a rebuild, the layers that changed), each length-prefixed.
+ * Pushes the build's image (`digest`, as assembled) by digest as each request asks: exported as
+ * the request wants it (compression, media types; named nothing here), then pushed untagged into
+ * each name's repository, as the step "pushing NAME by digest". Gives each pushed manifest.
  */
-async function sendImage(call: IncomingCall, storeRoot: string, digest: string): Promise<void> {
+async function pushByDigest(
+  call: IncomingCall,
+  storeRoot: string,
+  digest: string,
+  pushes: readonly ExportRequest[],
+  /** This worker's registry settings (its config.toml), with the client's logins. */
+  registry: PushOptions,
+): Promise<Descriptor[]> {
+  const exporters = await import("../exporters/index.js");
+  const { pushDescriptor } = await import("../oci/registry/push.js");
   const store = await openStore(storeRoot);
+  const { assembled, result } = await exporters.storedImage(
+    store.content,
+    await manifestDescriptor(store, digest),
+  );
+  const events = new BuildEventStream((event) => call.notify(event));
+  const warn = (message: string) => events.warn(message);
+  const options = { ...registry, signal: call.signal, warn, byDigest: true };
+  const pushed: Descriptor[] = [];
+  for (const push of pushes) {
+    const image = { ...push, names: [], push: false };
+    const { descriptor } = await exporters.exportImage(store, assembled, result, image, {
+      signal: call.signal,
+      warn,
+    });
+    await events.internal(`pushing ${push.names!.join(", ")} by digest`, async () => {
+      for (const name of push.names!) await pushDescriptor(store, name, descriptor, options);
+    });
+    pushed.push(descriptor);
+  }
+  return pushed;
+}
+
+/** A stored manifest's descriptor, its media type read from it. */
+async function manifestDescriptor(store: Store, digest: string): Promise<Descriptor> {
   const bytes = await store.content.readBytes(digest);
   const manifest = JSON.parse(bytes.toString("utf8")) as Manifest;
+  return { mediaType: manifest.mediaType ?? MediaType.ociManifest, digest, size: bytes.length };
+}
+
+/**
+ * An image for the client's store: the client is asked which of its blobs it lacks, and only
+ * those follow (after a rebuild, the layers that changed), each length-prefixed. Without
+ * `layers`, its manifest and config only (an image pushed by digest, for the client's index).
+ */
+async function sendImage(
+  call: IncomingCall,
+  storeRoot: string,
+  digest: string,
+  { layers }: { layers: boolean },
+): Promise<void> {
+  const store = await openStore(storeRoot);
+  const manifest = await store.content.readJson<Manifest>(digest);
   const all: Descriptor[] = [
-    { mediaType: manifest.mediaType ?? MediaType.ociManifest, digest, size: bytes.length },
+    await manifestDescriptor(store, digest),
     manifest.config,
-    ...manifest.layers,
+    ...(layers ? manifest.layers : []),
   ];
   const { lacking } = (await call.connection.request(
     "lacks",

@@ -5,8 +5,10 @@
  *
  * The client reads the Dockerfile and `.dockerignore`, lists its context, and opens one `build`
  * call: the worker asks for what its synced copy of the context lacks, builds in its own store,
- * and sends its events (shown as a local build's are) and what the client keeps: the image for the
- * local store (`-t`), the `-o` files. `--push` pushes from the worker.
+ * and sends its events (shown as a local build's are) and what the client keeps: the `-o` archives
+ * and files, and the image (only the blobs this store lacks) for what the client writes itself
+ * with a local build's exporters: names in its store (`-t`, `-o type=image`), layout directories
+ * (`tar=false`). `--push` pushes from the worker.
  *
  * Secrets and SSH agents stay the client's: the worker asks for a secret when a step mounts it, and
  * relays an agent's connections for the steps that mount it.
@@ -16,10 +18,11 @@
  * connects with this file's handlers and hands it the connection.
  *
  * Several platforms (`--platform a,b`): each platform is a build of its own, all at once, each on
- * the worker chosen for it (in a pool, one that runs it natively); the images come back and the
- * index is assembled here, as a local build assembles it (runRemotePlatforms).
+ * the worker chosen for it (in a pool, one that runs it natively), which pushes its image by digest;
+ * the index is assembled here, as a local build assembles it, and pushed from here
+ * (runRemotePlatforms).
  *
- * Not yet: `--build-context` directories, layout directories (`tar=false`); each is refused with a
+ * Not yet: `--build-context NAME=oci-layout://`, type=local build caches; each is refused with a
  * clear error rather than ignored.
  */
 import { createWriteStream } from "node:fs";
@@ -31,7 +34,7 @@ import { Readable, type Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { TbuildError, UsageError } from "../errors/index.js";
 import type { FsEntry } from "../exporters/filesystem.js";
-import type { PlatformImage } from "../exporters/index.js";
+import type { ExportOutcome, PlatformImage } from "../exporters/index.js";
 import type { ExportRequest } from "../exporters/request.js";
 import { readDockerignore } from "../frontend/dockerignore.js";
 import { readTarEntries } from "../oci/archive/tar-reader.js";
@@ -39,8 +42,14 @@ import { entryComponents } from "../oci/layer-entry.js";
 import { formatPlatform, type Platform } from "../oci/platform.js";
 import { parseReference } from "../oci/reference.js";
 import { getCredentials } from "../oci/registry/credentials.js";
-import { type Manifest, MediaType } from "../oci/spec.js";
-import { defaultStoreRoot, normalizeImageName, openStore, parseDigest } from "../oci/store/index.js";
+import { type Descriptor, type Manifest, MediaType } from "../oci/spec.js";
+import {
+  defaultStoreRoot,
+  normalizeImageName,
+  openStore,
+  parseDigest,
+  type Store,
+} from "../oci/store/index.js";
 import type { SecretSource } from "../worker/ops/context.js";
 import { ByteTaker, framed, lengthPrefix } from "../worker/remote/bytes.js";
 import {
@@ -143,10 +152,16 @@ async function prepareRemote(request: BuildRequest, ctx: RunContext) {
  * A build of several platforms on workers (issue 15, "native workers first"): each platform is a
  * single-platform remote build of its own, all at once, each on the worker remote-target.ts picks
  * for that platform (in a pool, one that runs it natively; else the pool's best, which emulates;
- * a single worker builds them all). Each image comes back to this store unnamed, and the index is
- * assembled here from them, as a local build of several platforms assembles it
- * (run.ts exportPlatformsBuild): named, pushed from here, or written by `-o`. So the index is the
- * one a local build makes (SOURCE_DATE_EPOCH). A platform that fails stops the others.
+ * a single worker builds them all). The index is assembled here from the platforms' images, as a
+ * local build of several platforms assembles it (run.ts exportPlatformsBuild), so it is the one a
+ * local build makes (SOURCE_DATE_EPOCH). A platform that fails stops the others.
+ *
+ * A push (`-t NAME --push`, `-o type=image,push=true`) is the workers': each pushes its platform's
+ * image by digest into every repository named, and the client pushes only the index (the
+ * registry has the rest). Each image comes back to this store (only the blobs it lacks) only when
+ * something here needs it: a name in this store (`-t`, as a local build names it), an `-o` written
+ * here; else only its manifest and config do. `-o type=image,push=true` names nothing here, as for
+ * one platform on a worker.
  */
 async function runRemotePlatforms(
   platforms: Platform[],
@@ -167,6 +182,18 @@ async function runRemotePlatforms(
   for (const output of request.outputs ?? []) exporters.checkPlatformsOutput(output, platforms);
   if (request.push === true && (request.tags ?? []).length === 0)
     throw new UsageError("push needs a name to push to: give -t NAME, or name=NAME in --output");
+  const tags = request.tags ?? [];
+  const outputs = request.outputs ?? [];
+  const pushOnly = outputs.filter((o) => o.type === "image" && o.push === true);
+  const rest = outputs.filter((o) => !pushOnly.includes(o));
+  // Pushed by the workers: the -t names (--push) as they are pushed, and each push=true output.
+  const pushByDigest: ExportRequest[] = [
+    ...(request.push === true ? [{ type: "image" as const, names: tags, push: true }] : []),
+    ...pushOnly,
+  ];
+  // What needs the images here, layers and all: a name in this store, an output written here (or
+  // none at all: the unnamed index is the build's result, as for a local build).
+  const here = tags.length > 0 || rest.length > 0 || pushOnly.length === 0;
   const events = new BuildEventStream(ctx.onEvent);
   const { run, secrets, agents } = await prepareRemote(request, ctx);
   const stop = new AbortController();
@@ -199,7 +226,11 @@ async function runRemotePlatforms(
       };
       try {
         return await runOnWorker(part, partCtx, run, (worker, prepared) =>
-          remoteBuildOnce(part, partCtx, worker, prepared, secrets, agents, { platform: name }),
+          remoteBuildOnce(part, partCtx, worker, prepared, secrets, agents, {
+            platform: name,
+            image: here,
+            pushByDigest,
+          }),
         );
       } catch (err) {
         stop.abort(err);
@@ -213,25 +244,69 @@ async function runRemotePlatforms(
     // The failure that stopped the others, not the cancellations it caused.
     throw failures.find((err) => (err as { code?: string }).code !== "E_CANCELED") ?? failures[0];
   }
-  const parts = built.map((b) => (b as PromiseFulfilledResult<BuildResult>).value);
+  const parts = built.map(
+    (b) => (b as PromiseFulfilledResult<BuildResult & { pushed?: Descriptor[] }>).value,
+  );
   const store = await openStore(defaultStoreRoot(ctx.env));
-  const images: PlatformImage[] = [];
-  for (const [i, part] of parts.entries()) {
-    const bytes = await store.content.readBytes(part.digest);
-    const manifest = JSON.parse(bytes.toString("utf8")) as Manifest;
-    const descriptor = {
-      mediaType: manifest.mediaType ?? MediaType.ociManifest,
-      digest: part.digest,
-      size: bytes.length,
-    };
-    images.push({ platform: platforms[i]!, ...(await exporters.storedImage(store.content, descriptor)) });
-  }
+  /** The platforms' images, one manifest each, as the exporters take them. */
+  const platformImages = async (manifests: readonly Descriptor[]) => {
+    const images: PlatformImage[] = [];
+    for (const [i, manifest] of manifests.entries()) {
+      images.push({ platform: platforms[i]!, ...(await exporters.storedImage(store.content, manifest)) });
+    }
+    return images;
+  };
   const warn = (message: string) => events.warn(message);
   const registry = registryOptions(await loadConfig(ctx.env), { env: ctx.env, warn });
   const { exportPlatformsBuild } = await import("./run.js");
-  const outcome = await events.internal("exporting to image", () =>
-    exportPlatformsBuild(images, request, { ...ctx, warn }, registry, store),
-  );
+  const outcome = await events.internal("exporting to image", async () => {
+    // Each push=true output: the index of the images the workers pushed, pushed by its tags from
+    // here, named nothing here; the registry has every blob of it already.
+    const pushed: ExportOutcome[] = [];
+    for (const [i, output] of pushOnly.entries()) {
+      const { pushDescriptor } = await import("../oci/registry/push.js");
+      const k = pushByDigest.indexOf(output);
+      const images = await platformImages(parts.map((part) => part.pushed![k]!));
+      const index = (await exporters.exportPlatforms(
+        store,
+        images,
+        { ...output, names: [], push: false },
+        {
+          signal: ctx.signal,
+          warn,
+        },
+      ))!;
+      const names = [...new Set((output.names ?? []).map(normalizeImageName))];
+      for (const name of names) {
+        await pushDescriptor(store, name, index.descriptor!, { ...registry, signal: ctx.signal, warn });
+      }
+      pushed[i] = { ...index, names };
+    }
+    // The rest, from the images that came back whole: named, pushed (the index only, as the workers
+    // pushed the rest), written.
+    const { iidFile: _iid, metadataFile: _metadata, ...unreported } = request;
+    const stored = here
+      ? await exportPlatformsBuild(
+          await platformImages(
+            await Promise.all(parts.map((part) => manifestDescriptor(store, part.digest))),
+          ),
+          pushOnly.length > 0 ? { ...unreported, outputs: rest } : request,
+          { ...ctx, warn },
+          registry,
+          store,
+        )
+      : undefined;
+    if (pushed.length === 0) return stored!;
+    // The pushed index is the build's, as buildx reports the pushed digest.
+    const reported = {
+      ...pushed.at(-1)!,
+      names: [...new Set([...(stored?.names ?? []), ...pushed.flatMap((p) => p.names)])],
+    };
+    if (request.iidFile) await exporters.writeIidFile(path.resolve(ctx.cwd, request.iidFile), reported);
+    if (request.metadataFile)
+      await exporters.writeMetadataFile(path.resolve(ctx.cwd, request.metadataFile), reported);
+    return reported;
+  });
   const summary: BuildResult = {
     digest: outcome.digest,
     size: parts.reduce((sum, part) => sum + part.size, 0),
@@ -241,6 +316,13 @@ async function runRemotePlatforms(
   };
   events.completed(summary);
   return summary;
+}
+
+/** A stored manifest's descriptor, its media type read from it. */
+async function manifestDescriptor(store: Store, digest: string): Promise<Descriptor> {
+  const bytes = await store.content.readBytes(digest);
+  const manifest = JSON.parse(bytes.toString("utf8")) as Manifest;
+  return { mediaType: manifest.mediaType ?? MediaType.ociManifest, digest, size: bytes.length };
 }
 
 /**
@@ -304,8 +386,9 @@ async function namedContexts(request: BuildRequest, cwd: string) {
 }
 
 /**
- * The `-o` outputs whose files come back from the worker; refuses what a remote build cannot do
- * yet (checked before anything travels).
+ * The `-o` outputs whose files come back from the worker (archives, `type=local`); refuses what a
+ * remote build cannot do yet (checked before anything travels). Image outputs are the worker's to
+ * push (`push=true`) or the client's to write (clientImageOutputs), as are layout directories.
  */
 function remoteFileOutputs(request: BuildRequest): ExportRequest[] {
   if (request.cacheTo?.type === "local" || (request.cacheFrom ?? []).some((spec) => spec.type === "local")) {
@@ -313,14 +396,39 @@ function remoteFileOutputs(request: BuildRequest): ExportRequest[] {
   }
   const fileOutputs: ExportRequest[] = [];
   for (const output of request.outputs ?? []) {
-    if (output.type === "image") {
-      if (output.push !== true) throw notYet("-o type=image without push=true");
-      continue;
-    }
-    if (output.tar === false) throw notYet(`-o type=${output.type},tar=false`);
+    if (output.type === "image" || output.tar === false) continue;
     fileOutputs.push(output);
   }
   return fileOutputs;
+}
+
+/**
+ * The `-o` outputs the client writes itself from the image brought back (only the blobs its store
+ * lacks travel), with the exporters a local build uses, so they are what a local build writes:
+ * an image named in this store (`type=image` without `push=true`), and layout directories
+ * (`type=oci|docker,tar=false`).
+ */
+function clientImageOutputs(request: BuildRequest): ExportRequest[] {
+  return (request.outputs ?? []).filter(
+    (output) => (output.type === "image" && output.push !== true) || output.tar === false,
+  );
+}
+
+/** Which output's digest a build reports, as run.ts ranks them: an image's, else an archive's. */
+function reportedRank(outputs: readonly ExportRequest[]): number {
+  return Math.max(
+    -1,
+    ...outputs.map((o) => (o.type === "image" ? 2 : o.type === "oci" || o.type === "docker" ? 1 : -1)),
+  );
+}
+
+/** One platform's part of a build of several, as remoteBuildOnce builds it. */
+interface RemotePart {
+  platform: string;
+  /** Its image comes back whole (layers too): something on the client needs them. */
+  image: boolean;
+  /** Image outputs the worker pushes by digest, for the index the client pushes. */
+  pushByDigest: ExportRequest[];
 }
 
 /** One try of a remote build, on the worker remote-target.ts connected to. */
@@ -331,12 +439,25 @@ async function remoteBuildOnce(
   { dockerfile, ignore, main, named, passedOn }: PreparedContext,
   secrets: Record<string, SecretSource>,
   agents: Record<string, string>,
-  /** One platform's part of a build of several: its image comes back unnamed, for the index. */
-  part?: { platform: string },
-): Promise<BuildResult> {
-  const fileOutputs = remoteFileOutputs(request);
-  const imageOutputs = (request.outputs ?? []).filter((o) => o.type === "image");
+  /**
+   * One platform's part of a build of several: its image comes back unnamed, for the index, when
+   * `image` (layers and all); each of `pushByDigest` is pushed from the worker by digest, and only
+   * its manifest and config come back.
+   */
+  part?: RemotePart,
+): Promise<BuildResult & { pushed?: Descriptor[] }> {
   const tags = request.tags ?? [];
+  // An archive is named inside by the -t names, as a local build names it (run.ts exportRequests).
+  const fileOutputs = remoteFileOutputs(request).map((output) =>
+    (output.type === "oci" || output.type === "docker") && !output.names?.length && tags.length > 0
+      ? { ...output, names: tags }
+      : output,
+  );
+  const pushOutputs = (request.outputs ?? []).filter((o) => o.type === "image" && o.push === true);
+  const clientOutputs = clientImageOutputs(request);
+  const pushByDigest = part?.pushByDigest ?? [];
+  // The image comes back for a name in this store, an output written here, or a platform's index.
+  const wantsImage = tags.length > 0 || clientOutputs.length > 0 || part?.image === true;
 
   const { transport, connection, describe } = worker;
   try {
@@ -368,12 +489,13 @@ async function remoteBuildOnce(
         context: ".",
         // Pushed from the worker: its names, its push; the local store's copy comes back below.
         tags: request.push === true ? tags : [],
-        outputs: [...imageOutputs],
+        outputs: [...pushOutputs],
       },
       // A directory comes back as the tar of its files, written here as type=local writes them.
       fileOutputs: fileOutputs.map((output) => (output.type === "local" ? { type: "tar" } : output)),
       imageNames: tags,
-      ...(part ? { sendImage: true } : {}),
+      ...(wantsImage ? { sendImage: true } : {}),
+      ...(pushByDigest.length > 0 ? { pushByDigest } : {}),
       secretIds: Object.keys(secrets),
       sshIds: Object.keys(agents),
     };
@@ -411,6 +533,35 @@ async function remoteBuildOnce(
         yield chunk;
       }
     }
+    /** What the client's own outputs gave, for the digest the build reports. */
+    let written: ExportOutcome | undefined;
+    const pushedHere: Descriptor[] = [];
+    const store = await openStore(defaultStoreRoot(ctx.env));
+    /** An image's parts (the blobs this store lacked, by the handler `lacks`), each checked. */
+    const receiveImage = async (layers: boolean) => {
+      const parts = JSON.parse(
+        (await data.part("the image", 16 * 1024 * 1024)).toString("utf8"),
+      ) as ImageParts;
+      for (const blob of parts.blobs) {
+        const size = Number((await data.take(8, "a blob")).readBigUInt64BE());
+        await store.content.write(
+          data.stream(size, `blob ${blob.digest}`),
+          { digest: blob.digest, size: blob.size },
+          ctx.signal,
+        );
+      }
+      // Named or written only once every blob it needs is here, each checked against its digest.
+      const manifest = await store.content.readJson<Manifest>(parts.manifest.digest);
+      for (const blob of [manifest.config, ...(layers ? manifest.layers : [])]) {
+        if (!(await store.content.has(blob.digest))) {
+          throw new TbuildError(
+            "E_WORKER_PROTOCOL",
+            `worker ${describe} did not send ${blob.digest} of the image`,
+          );
+        }
+      }
+      return parts.manifest;
+    };
     const receiving = (async () => {
       for (const output of fileOutputs) {
         const size = Number((await data.take(8, "an output")).readBigUInt64BE());
@@ -428,32 +579,22 @@ async function remoteBuildOnce(
           end: !toStdout,
         });
       }
-      if (tags.length > 0 || part) {
-        // The blobs the store lacked (the handler `lacks` told the worker), then the names.
-        const parts = JSON.parse(
-          (await data.part("the image", 16 * 1024 * 1024)).toString("utf8"),
-        ) as ImageParts;
-        const store = await openStore(defaultStoreRoot(ctx.env));
-        for (const blob of parts.blobs) {
-          const size = Number((await data.take(8, "a blob")).readBigUInt64BE());
-          await store.content.write(
-            data.stream(size, `blob ${blob.digest}`),
-            { digest: blob.digest, size: blob.size },
-            ctx.signal,
+      if (wantsImage) {
+        const manifest = await receiveImage(true);
+        if (!part && (tags.length > 0 || clientOutputs.length > 0)) {
+          // Named and written here as a local build names and writes them; pushed by the worker.
+          const { exportStoredImage } = await import("./run.js");
+          const warn = (message: string) => ctx.onEvent({ type: "warning", message });
+          written = await exportStoredImage(
+            store,
+            manifest,
+            { ...request, push: false, outputs: clientOutputs },
+            { ...ctx, warn },
+            {},
           );
         }
-        // Named only once every blob it needs is here, each checked against its digest.
-        const manifest = await store.content.readJson<Manifest>(parts.manifest.digest);
-        for (const blob of [manifest.config, ...manifest.layers]) {
-          if (!(await store.content.has(blob.digest))) {
-            throw new TbuildError(
-              "E_WORKER_PROTOCOL",
-              `worker ${describe} did not send ${blob.digest} of the image`,
-            );
-          }
-        }
-        for (const name of tags) await store.images.put(name, parts.manifest);
       }
+      for (const _ of pushByDigest) pushedHere.push(await receiveImage(false));
     })();
     receiving.catch(() => {});
     let answer: RemoteBuildAnswer;
@@ -478,10 +619,29 @@ async function remoteBuildOnce(
       }
       throw err;
     }
-    const names = [...new Set([...answer.summary.names, ...tags.map(normalizeImageName)])];
-    const summary: BuildResult = { ...answer.summary, names };
+    const names = [
+      ...new Set([...answer.summary.names, ...tags.map(normalizeImageName), ...(written?.names ?? [])]),
+    ];
+    // The digest reported is the stored or pushed image's, else an archive's (run.ts exportEach):
+    // the worker's outputs' or those written here, whichever ranks higher.
+    const workerRank = reportedRank([
+      ...pushOutputs,
+      ...(request.push === true && tags.length > 0 ? [{ type: "image" as const }] : []),
+      ...fileOutputs,
+    ]);
+    const ownRank = reportedRank([
+      ...(tags.length > 0 ? [{ type: "image" as const }] : []),
+      ...clientOutputs,
+    ]);
+    const mine = written !== undefined && ownRank >= workerRank;
+    const summary: BuildResult & { pushed?: Descriptor[] } = {
+      ...answer.summary,
+      ...(mine ? { digest: written!.digest } : {}),
+      names,
+      ...(part ? { pushed: pushedHere } : {}),
+    };
     // A platform's part: the build completes once the index is made (runRemotePlatforms).
-    if (completed && !part) ctx.onEvent({ ...completed, names });
+    if (completed && !part) ctx.onEvent({ ...completed, digest: summary.digest, names });
     const exporters = await import("../exporters/index.js");
     const outcome = { digest: summary.digest, configDigest: summary.configDigest, names };
     if (iidFile) await exporters.writeIidFile(path.resolve(ctx.cwd, iidFile), outcome);

@@ -14,7 +14,7 @@ import { formatPlatform, type Platform } from "../oci/platform.js";
 import type { CredentialsProvider } from "../oci/registry/auth.js";
 import type { PushOptions } from "../oci/registry/push.js";
 import { checkSourceDateEpoch, parseSourceDateEpoch } from "../oci/source-date-epoch.js";
-import type { ImageConfig } from "../oci/spec.js";
+import type { Descriptor, ImageConfig } from "../oci/spec.js";
 import { defaultStoreRoot, openStore, type Store } from "../oci/store/index.js";
 import type { CacheExportSpec } from "../solver/build-cache.js";
 import { CacheIndex } from "../solver/cache.js";
@@ -69,6 +69,11 @@ export interface RunContext {
   };
   /** Told the cache keys of the steps a build solved, once it has: a remote worker's pool affinity. */
   onCacheKeys?: (keys: string[]) => void;
+  /**
+   * Told the image a build of one platform assembled, as stored before any output converts its
+   * layers: what a remote worker sends back for the client's own outputs.
+   */
+  onImage?: (manifest: Descriptor) => void;
 }
 
 /** What a finished build made: its digests, size, names, and how many steps ran or were cached. */
@@ -568,6 +573,25 @@ export async function exportPlatformsBuild(
   return outcome;
 }
 
+/**
+ * The outputs of a build whose image is already in the store (a remote worker's, brought back),
+ * each written as a local build writes it (exportBuild), from the image as stored; the outcome
+ * reported is chosen as exportBuild chooses it, none when no output gives one.
+ */
+export async function exportStoredImage(
+  store: Store,
+  manifest: Descriptor,
+  request: BuildRequest,
+  ctx: RunContext & { warn: (message: string) => void },
+  registry: PushOptions,
+) {
+  const exporters = await import("../exporters/index.js");
+  const { assembled, result } = await exporters.storedImage(store.content, manifest);
+  return exportEach(exportRequests(request, ctx), (output) =>
+    exporters.exportImage(store, assembled, result, output, exportOptions(ctx, registry)),
+  );
+}
+
 async function exportBuild(
   store: Store,
   image: ImageConfig,
@@ -580,6 +604,7 @@ async function exportBuild(
 ) {
   const exporters = await import("../exporters/index.js");
   const assembled = await exporters.assembleImage(store.content, { result, config: image }, when);
+  ctx.onImage?.(assembled.manifestDescriptor);
   const size =
     assembled.manifestDescriptor.size +
     assembled.configDescriptor.size +

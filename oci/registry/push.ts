@@ -50,6 +50,24 @@ export async function pushImage(
   const name = formatReference(ref);
   const record = await store.images.get(name);
   if (!record) throw new ImageNotFoundError(name);
+  return pushDescriptor(store, ref, record.descriptor, options);
+}
+
+/**
+ * Pushes a manifest or an index of the store's content, named in the store or not, to the
+ * repository of `reference`: under its tag, or with `byDigest` under its digest alone (BuildKit's
+ * push-by-digest: a remote worker pushes one platform's image so, and the client pushes the index
+ * of them by tag). An index's manifests must be in the store; their blobs need be there only when
+ * the repository lacks them.
+ */
+export async function pushDescriptor(
+  store: Store,
+  reference: ImageReference | string,
+  descriptor: Descriptor,
+  options: PushOptions & { byDigest?: boolean } = {},
+): Promise<PushResult> {
+  const ref = typeof reference === "string" ? parseReference(reference) : reference;
+  const name = formatReference(ref);
   const endpoint = registryEndpoint(ref.domain, options.hosts);
   const session = new RegistrySession([endpoint], options);
   const client = session.clients[0]!;
@@ -57,7 +75,6 @@ export async function pushImage(
   const counts = { uploaded: 0, mounted: 0, present: 0 };
   const pusher = new ImagePusher(store, client, ref.path, sources, options, counts);
   try {
-    const descriptor = record.descriptor;
     if (isIndexMediaType(descriptor.mediaType)) {
       const index = await store.content.readJson<Index>(descriptor.digest);
       for (const child of index.manifests) {
@@ -70,7 +87,8 @@ export async function pushImage(
         await pusher.pushManifest(child, child.digest);
       }
     }
-    await pusher.pushManifest(descriptor, ref.tag ?? ref.digest!);
+    const tag = options.byDigest === true ? descriptor.digest : (ref.tag ?? ref.digest!);
+    await pusher.pushManifest(descriptor, tag);
     return { name, descriptor, ...counts };
   } finally {
     session.close();
