@@ -167,7 +167,6 @@ async function build(
     planBuild(request, { store, config, env: ctx.env, cwd: ctx.cwd, signal: ctx.signal, warn }, dockerfile),
   );
   const { lowered } = plan;
-  const buildArgs = request.buildArgs ?? {};
   const imported = await buildCache?.importBuildCache(cacheFrom, store.content, {
     ...registry,
     platforms: [plan.targetPlatform],
@@ -251,22 +250,38 @@ async function build(
       cached: steps(solved.cached),
     };
     events.completed(summary);
-    if (request.explain === true) {
-      const { explainBuild } = await import("./explain.js");
-      for (const explanation of await explainBuild({
-        graph,
-        solved,
-        cache,
-        storeRoot: store.root,
-        buildArgs: Object.keys(buildArgs),
-        buildStarted,
-      })) {
-        events.emit({ type: "explain", ...explanation });
-      }
-    }
+    if (request.explain === true)
+      await explain(events, { graph, solved, cache, store, request, buildStarted });
     return summary;
   } finally {
     await close();
+  }
+}
+
+/** `--explain`: for each step that ran, an `explain` event saying what changed (explain.ts). */
+async function explain(
+  events: BuildEventStream,
+  build: {
+    graph: BuildGraph;
+    solved: Parameters<typeof import("./explain.js").explainBuild>[0]["solved"];
+    cache: CacheIndex;
+    store: Store;
+    request: BuildRequest;
+    buildStarted: number;
+  },
+): Promise<void> {
+  const { explainBuild } = await import("./explain.js");
+  const { graph, solved, cache, store, request, buildStarted } = build;
+  const buildArgs = Object.keys(request.buildArgs ?? {});
+  for (const explanation of await explainBuild({
+    graph,
+    solved,
+    cache,
+    storeRoot: store.root,
+    buildArgs,
+    buildStarted,
+  })) {
+    events.emit({ type: "explain", ...explanation });
   }
 }
 
@@ -532,21 +547,10 @@ async function buildPlatforms(platforms: Platform[], shared: SharedBuild): Promi
       cached: cached.size,
     };
     events.completed(summary);
-    if (request.explain === true && solved !== undefined) {
-      // Every platform's steps at once: each is named with its platform, so it is compared with
-      // that platform's earlier record of the step.
-      const { explainBuild } = await import("./explain.js");
-      for (const explanation of await explainBuild({
-        graph,
-        solved,
-        cache,
-        storeRoot: store.root,
-        buildArgs: Object.keys(request.buildArgs ?? {}),
-        buildStarted,
-      })) {
-        events.emit({ type: "explain", ...explanation });
-      }
-    }
+    // Every platform's steps at once: each is named with its platform, so it is compared with
+    // that platform's earlier record of the step.
+    if (request.explain === true && solved !== undefined)
+      await explain(events, { graph, solved, cache, store, request, buildStarted });
     return summary;
   } finally {
     await close();
