@@ -155,29 +155,30 @@ let busybox: Promise<LayerFile> | undefined;
 
 /** busybox's root filesystem as one gzip layer (made once per test file, in `dir`). */
 export function busyboxLayer(dir: string): Promise<LayerFile> {
-  busybox ??= (async () => {
-    const rootfs = await busyboxRootfs();
-    const tar = path.join(dir, "busybox-layer.tar");
-    execFileSync("tar", [
-      "--numeric-owner",
-      "--owner=0",
-      "--group=0",
-      "--sort=name",
-      "-C",
-      rootfs,
-      "-cf",
-      tar,
-      ".",
-    ]);
-    const made = await writeLayer(
-      path.join(dir, "busybox-layer.tar.gz"),
-      (async function* () {
-        yield readFileSync(tar);
-      })(),
-    );
-    return made;
-  })();
+  busybox ??= (async () => rootfsLayer(await busyboxRootfs(), path.join(dir, "busybox-layer")))();
   return busybox;
+}
+
+/** A root filesystem directory as one gzip layer, `base`.tar.gz (its tar beside it), owned by root. */
+export async function rootfsLayer(rootfs: string, base: string): Promise<LayerFile> {
+  const tar = `${base}.tar`;
+  execFileSync("tar", [
+    "--numeric-owner",
+    "--owner=0",
+    "--group=0",
+    "--sort=name",
+    "-C",
+    rootfs,
+    "-cf",
+    tar,
+    ".",
+  ]);
+  return writeLayer(
+    `${base}.tar.gz`,
+    (async function* () {
+      yield readFileSync(tar);
+    })(),
+  );
 }
 
 export interface ImageParts {

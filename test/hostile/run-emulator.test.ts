@@ -8,7 +8,6 @@
  * by run and by a build's RUN. Every case holds the binfmt lock (binfmt.ts) with the aarch64
  * handler disabled, whatever order the cases run in.
  */
-import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
@@ -16,7 +15,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { arm64BusyboxRootfs } from "../helpers/images.js";
 import { lockBinfmt, withoutAarch64Handler } from "./binfmt.js";
 import { hostileWorld, MODES, type Mode } from "./harness.js";
-import { busyboxLayer, type EntrySpec, type LayerFile, ociArchive, writeLayer } from "./layer-images.js";
+import {
+  busyboxLayer,
+  type EntrySpec,
+  type LayerFile,
+  ociArchive,
+  rootfsLayer,
+  writeLayer,
+} from "./layer-images.js";
 
 const world = hostileWorld();
 const EMULATOR = "/usr/bin/qemu-aarch64-static";
@@ -30,25 +36,9 @@ beforeAll(async () => {
   release = await lockBinfmt();
   restoreHandler = withoutAarch64Handler();
   // Debian's arm64 busybox tree as one layer, the base of every hostile image here.
-  const rootfs = await arm64BusyboxRootfs();
-  const dir = world.dir("arm64-layer");
-  const tar = path.join(dir, "busybox-arm64.tar");
-  execFileSync("tar", [
-    "--numeric-owner",
-    "--owner=0",
-    "--group=0",
-    "--sort=name",
-    "-C",
-    rootfs,
-    "-cf",
-    tar,
-    ".",
-  ]);
-  arm64Layer = await writeLayer(
-    path.join(dir, "busybox-arm64.tar.gz"),
-    (async function* () {
-      yield readFileSync(tar);
-    })(),
+  arm64Layer = await rootfsLayer(
+    await arm64BusyboxRootfs(),
+    path.join(world.dir("arm64-layer"), "busybox-arm64"),
   );
 }, 600_000);
 afterAll(async () => {
