@@ -8,7 +8,7 @@ import path from "node:path";
 import { TbuildError, UsageError } from "../errors/index.js";
 import { readDockerignore } from "../frontend/dockerignore.js";
 import type { NamedContext } from "../frontend/lower/index.js";
-import { loadArchive } from "../oci/archive/index.js";
+import { type LoadedImage, loadArchive } from "../oci/archive/index.js";
 import { packDirectory } from "../oci/archive/rootfs.js";
 import { formatPlatform, type Platform } from "../oci/platform.js";
 import type { Store } from "../oci/store/index.js";
@@ -53,37 +53,54 @@ export async function parseBuildContexts(
   return contexts;
 }
 
-/** `DIR[:TAG]`: the image tagged TAG in the layout (`org.opencontainers.image.ref.name`), or its only image. */
-async function importLayout(
+/** `DIR[:TAG]` of `oci-layout://DIR[:TAG]`: the directory (which must be one), its tag, and how messages name it. */
+export async function layoutSource(
   name: string,
   source: string,
-  options: { cwd: string; store: Store; platform: Platform; signal?: AbortSignal },
-) {
+  cwd: string,
+): Promise<{ dir: string; tag?: string; what: string }> {
   const colon = source.lastIndexOf(":");
   const hasTag = colon > 0 && !source.slice(colon + 1).includes("/");
-  const dir = path.resolve(options.cwd, hasTag ? source.slice(0, colon) : source);
-  const tag = hasTag ? source.slice(colon + 1) : undefined;
+  const dir = path.resolve(cwd, hasTag ? source.slice(0, colon) : source);
   const info = await stat(dir).catch(() => undefined);
   if (!info?.isDirectory())
     throw new UsageError(`--build-context ${name}=oci-layout://${source}: ${dir} is not a directory`);
-  const what = `the OCI layout ${dir}`;
-  const loaded = await loadArchive(packDirectory(dir), options.store.content, {
-    what,
-    ...(options.signal ? { signal: options.signal } : {}),
-  });
+  return { dir, ...(hasTag ? { tag: source.slice(colon + 1) } : {}), what: `the OCI layout ${dir}` };
+}
+
+/** The image tagged `tag` in a layout (`org.opencontainers.image.ref.name`), or its only image. */
+export function chooseLayoutImage(
+  name: string,
+  what: string,
+  images: readonly LoadedImage[],
+  tag: string | undefined,
+): LoadedImage {
   const matches =
     tag === undefined
-      ? loaded.images
-      : loaded.images.filter((image) => image.names.some((n) => n === tag || n.endsWith(`:${tag}`)));
+      ? images
+      : images.filter((image) => image.names.some((n) => n === tag || n.endsWith(`:${tag}`)));
   if (matches.length !== 1) {
-    const names = loaded.images.flatMap((image) => image.names);
+    const names = images.flatMap((image) => image.names);
     throw new TbuildError(
       "E_BUILD_CONTEXT",
       `--build-context ${name}: ${what} holds ${matches.length === 0 ? "no" : "more than one"} image${tag ? ` tagged ${tag}` : ""}` +
         (names.length ? ` (it has: ${names.join(", ")}); name one with oci-layout://DIR:TAG` : ""),
     );
   }
-  const chosen = matches[0]!;
+  return matches[0]!;
+}
+
+async function importLayout(
+  name: string,
+  source: string,
+  options: { cwd: string; store: Store; platform: Platform; signal?: AbortSignal },
+) {
+  const { dir, tag, what } = await layoutSource(name, source, options.cwd);
+  const loaded = await loadArchive(packDirectory(dir), options.store.content, {
+    what,
+    ...(options.signal ? { signal: options.signal } : {}),
+  });
+  const chosen = chooseLayoutImage(name, what, loaded.images, tag);
   return resolveStoredImage(
     options.store,
     chosen.names[0] ?? name,
