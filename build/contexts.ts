@@ -1,13 +1,16 @@
 /**
  * `tbuild build --build-context NAME=SRC`, as buildx takes it: SRC is a directory, an image
  * (`docker-image://REF`), or an image in an OCI layout directory (`oci-layout://DIR[:TAG]`),
- * which is read into the content store here so the build uses it like any stored image.
+ * which is read into the content store here so the build uses it like any stored image. On a
+ * remote build's worker, DIR is the client's: the image comes from the client instead
+ * (`layouts`, build/remote-layout.ts), chosen in DIR by the same rules (`chooseLayoutImage`).
  */
 import { stat } from "node:fs/promises";
 import path from "node:path";
 import { TbuildError, UsageError } from "../errors/index.js";
 import { readDockerignore } from "../frontend/dockerignore.js";
 import type { NamedContext } from "../frontend/lower/index.js";
+import type { ResolvedImage } from "../frontend/resolver.js";
 import { type LoadedImage, loadArchive } from "../oci/archive/index.js";
 import { packDirectory } from "../oci/archive/rootfs.js";
 import { formatPlatform, type Platform } from "../oci/platform.js";
@@ -21,10 +24,16 @@ export interface BuildContexts {
   localSources: Record<string, string>;
 }
 
+/**
+ * A remote build's worker: the image of the client's layout that context `name` names, for
+ * `platform`, fetched from the client into this store, in place of reading a directory here.
+ */
+export type LayoutImages = (name: string, platform: Platform, signal?: AbortSignal) => Promise<ResolvedImage>;
+
 /** The request's named contexts (`--build-context NAME=SRC`, by name) as the lowering takes them. */
 export async function parseBuildContexts(
   sources: Readonly<Record<string, string>>,
-  options: { cwd: string; store: Store; platform: Platform; signal?: AbortSignal },
+  options: { cwd: string; store: Store; platform: Platform; signal?: AbortSignal; layouts?: LayoutImages },
 ): Promise<BuildContexts> {
   const contexts: BuildContexts = { namedContexts: {}, localSources: {} };
   for (const [name, source] of Object.entries(sources)) {
@@ -34,7 +43,9 @@ export async function parseBuildContexts(
     } else if (kind.kind === "oci-layout") {
       contexts.namedContexts[name] = {
         type: "resolved",
-        image: await importLayout(name, kind.layout, options),
+        image: options.layouts
+          ? await options.layouts(name, options.platform, options.signal)
+          : await importLayout(name, kind.layout, options),
       };
     } else if (kind.kind === "url") {
       throw new TbuildError(

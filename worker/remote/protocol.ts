@@ -27,7 +27,7 @@ import { TbuildError } from "../../errors/index.js";
 import { errorFromWire, errorToWire, type WireError } from "../../errors/wire.js";
 
 /** Bumped whenever a message, a method or the framing changes in a way an older end would misread. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 /** The first bytes each end sends: what tells a tbuild worker from a login banner or a shell's prompt. */
 export const MAGIC = Buffer.from("TBWP", "latin1");
 export const HEADER_BYTES = 9;

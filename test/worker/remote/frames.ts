@@ -22,11 +22,11 @@ export function messageFrame(channel: number, message: unknown): Buffer {
   return frame(channel, 1, Buffer.from(JSON.stringify(message)));
 }
 
-/** A hello of this protocol (2), on channel 0. */
+/** A hello of this protocol (3), on channel 0. */
 export function hello(side: "client" | "worker", extra: Record<string, unknown> = {}): Buffer {
   return messageFrame(0, {
     type: "hello",
-    protocol: 2,
+    protocol: 3,
     tbuild: "0.0.0-test",
     side,
     window: 1048576,

@@ -193,11 +193,11 @@ describe("the handshake", () => {
     const workerError = (workerSide as PromiseRejectedResult).reason as TbuildError;
     expect(clientError.code).toBe("E_WORKER_VERSION");
     expect(clientError.message).toBe(
-      `worker build1.example runs tbuild ${VERSION} (worker protocol 2) and this tbuild 9.9.9 speaks protocol 7: install tbuild 9.9.9 on the host of worker build1.example, or run tbuild ${VERSION} here`,
+      `worker build1.example runs tbuild ${VERSION} (worker protocol 3) and this tbuild 9.9.9 speaks protocol 7: install tbuild 9.9.9 on the host of worker build1.example, or run tbuild ${VERSION} here`,
     );
     expect(workerError.code).toBe("E_WORKER_VERSION");
     expect(workerError.message).toBe(
-      `the client runs tbuild 9.9.9 (worker protocol 7) and this worker's tbuild ${VERSION} speaks protocol 2: install tbuild 9.9.9 on this host, or run tbuild ${VERSION} on the client`,
+      `the client runs tbuild 9.9.9 (worker protocol 7) and this worker's tbuild ${VERSION} speaks protocol 3: install tbuild 9.9.9 on this host, or run tbuild ${VERSION} on the client`,
     );
   });
 

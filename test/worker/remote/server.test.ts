@@ -80,7 +80,7 @@ describe.each(["root", "rootless"] as const)("tbuild worker --stdio (%s)", (mode
     expect(await worker.ended).toEqual({ code: 0, signal: null });
     expect(info).toEqual({
       tbuild: VERSION,
-      protocol: 2,
+      protocol: 3,
       platforms: [NATIVE],
       rootless: mode === "rootless",
       store,
@@ -113,7 +113,7 @@ describe.each(["root", "rootless"] as const)("tbuild worker --stdio (%s)", (mode
       .catch((err: unknown) => err)) as TbuildError;
     expect(refused.code).toBe("E_NOT_SUPPORTED");
     expect(refused.message).toBe(
-      `\`solve\` is not supported yet by this worker (tbuild ${VERSION}, worker protocol 2); it serves: affinity, build, claim, info, ping, release`,
+      `\`solve\` is not supported yet by this worker (tbuild ${VERSION}, worker protocol 3); it serves: affinity, build, claim, info, ping, release`,
     );
     expect(await client.request("ping", "still there")).toEqual({ pong: "still there" });
     client.close();
@@ -158,11 +158,11 @@ describe.each(["root", "rootless"] as const)("tbuild worker --stdio (%s)", (mode
     }).catch((err: unknown) => err)) as TbuildError;
     expect(refused.code).toBe("E_WORKER_VERSION");
     expect(refused.message).toBe(
-      `worker cmd://test runs tbuild ${VERSION} (worker protocol 2) and this tbuild 9.9.9 speaks protocol 99: install tbuild 9.9.9 on the host of worker cmd://test, or run tbuild ${VERSION} here`,
+      `worker cmd://test runs tbuild ${VERSION} (worker protocol 3) and this tbuild 9.9.9 speaks protocol 99: install tbuild 9.9.9 on the host of worker cmd://test, or run tbuild ${VERSION} here`,
     );
     expect(await worker.ended).toEqual({ code: 1, signal: null });
     expect(worker.stderr()).toBe(
-      `ERROR: the client runs tbuild 9.9.9 (worker protocol 99) and this worker's tbuild ${VERSION} speaks protocol 2: install tbuild 9.9.9 on this host, or run tbuild ${VERSION} on the client\n`,
+      `ERROR: the client runs tbuild 9.9.9 (worker protocol 99) and this worker's tbuild ${VERSION} speaks protocol 3: install tbuild 9.9.9 on this host, or run tbuild ${VERSION} on the client\n`,
     );
   });
 });
