@@ -5,8 +5,8 @@
  * lacks: the build platform's payload travels and the other's does not, and a second build sends
  * no blob again. The image is the one a local build makes (SOURCE_DATE_EPOCH), on a root worker
  * (`cmd://`, its input copied to a file by `tee`, so the bytes sent can be counted) and a rootless
- * one over real OpenSSH (a byte-counting proxy in between); several platforms on one worker give
- * the local build's index. A bad layout is refused before anything travels.
+ * one over real OpenSSH (a byte-counting proxy in between); several platforms in a pool give the
+ * local build's index, each worker holding only its platform's image. A bad layout is refused before anything travels.
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -155,7 +155,7 @@ describe("--build-context NAME=oci-layout://DIR with --worker", () => {
     expect(ran.stdout).toBe("amd64\n");
   }, 240_000);
 
-  it("several platforms on one worker: the local build's index, each platform's image from the layout", async () => {
+  it("several platforms in a pool: the local build's index, each worker taking its own platform's image from the layout", async () => {
     const dir2 = dir("remote-layout-platforms", { Dockerfile: PLATFORMS_PROJECT, id: "layout\n" });
     const args = [
       "build",
@@ -172,17 +172,34 @@ describe("--build-context NAME=oci-layout://DIR with --worker", () => {
     });
     expect(here.status, here.stderr).toBe(0);
 
-    const worker = tempDir("remote-layout-platforms-worker");
     const client = tempDir("remote-layout-platforms-client");
+    const stores = { amd: tempDir("remote-layout-amd"), arm: tempDir("remote-layout-arm") };
     const wire = path.join(tempDir("remote-layout-platforms-wire"), "wire");
-    const remote = tbuild([...args, path.join(client, "iid"), "--worker", cmdWorker(worker, wire), dir2], {
-      env: { TBUILD_ROOT: client, SOURCE_DATE_EPOCH: EPOCH },
+    const worker = (name: "amd" | "arm", platform: string) =>
+      `[worker.${name}]\nurl = "${cmdWorker(stores[name], wire)}"\nplatforms = ["${platform}"]\n`;
+    const config = path.join(client, "config.toml");
+    writeFileSync(
+      config,
+      `${worker("amd", "linux/amd64")}${worker("arm", "linux/arm64")}[pool.p]\nworkers = ["amd", "arm"]\n`,
+    );
+    const remote = await tbuildAsync([...args, path.join(client, "iid"), "--worker", "pool:p", dir2], {
+      env: {
+        TBUILD_CONFIG: config,
+        TBUILD_ROOT: path.join(client, "store"),
+        TBUILD_WORKER_COMMAND: "",
+        SOURCE_DATE_EPOCH: EPOCH,
+      },
     });
     expect(remote.status, remote.stderr).toBe(0);
+    expect(remote.stderr).toContain("#0 building linux/arm64 on worker arm (cmd://");
     expect(readFileSync(path.join(client, "iid"), "utf8")).toBe(
       readFileSync(path.join(local, "iid"), "utf8"),
     );
-    // Both payloads travelled, once each.
+    // Each worker holds its platform's image, not the other's; each payload travelled once.
+    for (const digest of layers["linux/amd64"]!)
+      expect([holds(stores.amd, digest), holds(stores.arm, digest)]).toEqual([true, false]);
+    for (const digest of layers["linux/arm64"]!)
+      expect([holds(stores.amd, digest), holds(stores.arm, digest)]).toEqual([false, true]);
     expect(sent(wire)).toBeGreaterThan(2 * PAYLOAD);
     expect(sent(wire)).toBeLessThan(2 * PAYLOAD + 256 * 1024);
   }, 240_000);
