@@ -10,7 +10,7 @@ import { parseDockerfileCached } from "../frontend/syntax/parse-cache.js";
 import { hostPlatform, type Platform } from "../oci/platform.js";
 import type { Store } from "../oci/store/index.js";
 import { registryOptions, type TbuildConfig } from "./config.js";
-import { parseBuildContexts } from "./contexts.js";
+import { type LayoutImages, parseBuildContexts } from "./contexts.js";
 import { type DockerfileInput, readRequestDockerfile } from "./dockerfile.js";
 import { type BuildRequest, targetPlatformOf } from "./request.js";
 import { localImageResolver, storeImageResolver } from "./resolver.js";
@@ -31,6 +31,8 @@ export interface PlanContext {
   offline?: boolean;
   /** One platform's plan of a build of several: step names start with the platform. */
   platformInNames?: boolean;
+  /** A remote build's worker: `oci-layout://` contexts are the client's, served by it. */
+  layouts?: LayoutImages;
 }
 
 export interface BuildPlan {
@@ -61,6 +63,7 @@ export async function planBuild(
     store: ctx.store,
     platform: targetPlatform,
     signal: ctx.signal,
+    ...(ctx.layouts ? { layouts: ctx.layouts } : {}),
   });
   const unresolved = new Set<string>();
   const resolver = ctx.offline

@@ -5,7 +5,9 @@
  * 1. The client's data carries its contexts in turn, the build context first, then each named
  *    directory context (`--build-context NAME=DIR`): a listing, to which the worker answers with a
  *    `sync.plan` event (worker/remote/context-sync.ts), then the files asked for, framed (nothing
- *    when the plan asks for nothing). Each synced copy is a context of the build.
+ *    when the plan asks for nothing). Each synced copy is a context of the build. An image in an
+ *    OCI layout of the client's (`NAME=oci-layout://DIR`) is fetched from it when the build is
+ *    planned, only the blobs this store lacks (build/remote-layout.ts).
  * 2. The build runs here, in this worker's store, as `runBuild` runs any build: its events go back
  *    as they come, so the client shows the same progress as for a local build.
  * 3. What the client is to keep goes back on the call's data, each part length-prefixed: the `-o`
@@ -38,6 +40,7 @@ import { loadConfig, registryOptions } from "./config.js";
 import { BuildEventStream } from "./events.js";
 import { type AffinityParams, answerAffinity, recordBuildKeys } from "./remote-affinity.js";
 import { dockerfileDigest } from "./remote-keys.js";
+import { checkLayouts, layoutsFromClient, type RemoteLayout } from "./remote-layout.js";
 import type { BuildRequest } from "./request.js";
 import { type BuildResult, runBuild } from "./run.js";
 
@@ -50,6 +53,11 @@ export interface RemoteBuildParams {
    * NAME=DIR`), synced after the build context in this order, each as its own copy here.
    */
   namedContexts?: Array<{ name: string; contextKey: string }>;
+  /**
+   * The request's `oci-layout://` contexts, which are the client's: the image each names there,
+   * whose blobs the worker asks for (`layout-has`, `layout-blob` calls back).
+   */
+  layouts?: RemoteLayout[];
   /** The Dockerfile's name and content (base64): it may lie outside the context. */
   dockerfile: { name: string; source: string };
   /** The `.dockerignore` patterns the client read for this Dockerfile. */
@@ -125,6 +133,7 @@ function syncedContexts(params: RemoteBuildParams): Array<{ key: string; name?: 
 async function serveBuild(params: RemoteBuildParams, call: IncomingCall, env: NodeJS.ProcessEnv) {
   const wanted = syncedContexts(params);
   const pushes = checkPushes(params.pushByDigest ?? []);
+  const layouts = checkLayouts(params.layouts);
   const storeRoot = workerStore(call.connection.peerHello.store, env);
   const contexts = path.join(storeRoot, "remote-contexts");
   await mkdir(contexts, { recursive: true, mode: 0o700 });
@@ -234,6 +243,7 @@ async function serveBuild(params: RemoteBuildParams, call: IncomingCall, env: No
         served: {
           secrets: servedSecrets(call, params.secretIds ?? []),
           ssh: agents.sockets,
+          ...(layouts.length > 0 ? { layouts: layoutsFromClient(call, storeRoot, layouts) } : {}),
           credentials,
         },
       });

@@ -67,6 +67,7 @@ import { contextSource } from "./context-source.js";
 import { readRequestDockerfile } from "./dockerfile.js";
 import { type BuildEvent, BuildEventStream } from "./events.js";
 import { contextKey } from "./remote-keys.js";
+import { type ClientLayout, layoutHandlers, type RemoteLayout, readClientLayout } from "./remote-layout.js";
 import type { ImageParts, RemoteBuildAnswer, RemoteBuildParams } from "./remote-serve.js";
 import {
   CONNECTION_LOST,
@@ -108,7 +109,10 @@ async function prepareRemote(request: BuildRequest, ctx: RunContext) {
   // Checked here, before anything travels: the worker asks for each when a step mounts it.
   const secrets = await resolveSecrets(request.secrets ?? [], ctx);
   const agents = resolveSshAgents(request.ssh ?? [], ctx);
+  const { namedDirs, layouts, passedOn } = await namedContexts(request, ctx.cwd);
   const handlers: Record<string, Handler> = {
+    // The blobs of the client's OCI layouts the worker asks for (--build-context NAME=oci-layout://).
+    ...layoutHandlers(layouts),
     ...clientHandlers(secrets, agents, registriesOf(request), ctx.env),
     // Which of the image's blobs this store lacks: only those come back.
     lacks: async (params) => {
@@ -122,7 +126,6 @@ async function prepareRemote(request: BuildRequest, ctx: RunContext) {
       return { lacking };
     },
   };
-  const { namedDirs, passedOn } = await namedContexts(request, ctx.cwd);
   const prepare = async (): Promise<PreparedContext> => {
     const dockerfile = await readRequestDockerfile(request, ctx.cwd);
     const ignore = await readDockerignore(dockerfile.contextDir, dockerfile.dockerfilePath);
@@ -135,7 +138,14 @@ async function prepareRemote(request: BuildRequest, ctx: RunContext) {
     for (const [name, dir] of Object.entries(namedDirs)) {
       named.push({ name, ...(await list(dir, await readDockerignore(dir))) });
     }
-    return { dockerfile, ignore, main: await list(dockerfile.contextDir, ignore), named, passedOn };
+    return {
+      dockerfile,
+      ignore,
+      main: await list(dockerfile.contextDir, ignore),
+      named,
+      passedOn,
+      layouts: layouts.map(({ dir: _dir, ...told }) => told),
+    };
   };
   let prepared: Promise<PreparedContext> | undefined;
   const run: WorkerRun<PreparedContext> = {
@@ -357,21 +367,24 @@ interface PreparedContext {
   main: ListedContext;
   /** `--build-context NAME=DIR` directories, synced after it. */
   named: Array<ListedContext & { name: string }>;
-  /** The other named contexts (images), which the worker resolves as they are. */
+  /** The other named contexts (images, and OCI layouts as named), which the worker resolves as they are. */
   passedOn: Record<string, string>;
+  /** `--build-context NAME=oci-layout://DIR` images, whose blobs the worker asks for by need. */
+  layouts: RemoteLayout[];
 }
 
 /**
- * The request's named contexts: directories (synced to the worker like the build context) and the
- * rest, passed on as they are. An OCI layout directory of this machine is refused for now.
+ * The request's named contexts: directories (synced to the worker like the build context), OCI
+ * layout directories (their image chosen here, before anything travels: remote-layout.ts), and
+ * the rest, passed on as they are.
  */
 async function namedContexts(request: BuildRequest, cwd: string) {
   const namedDirs: Record<string, string> = {};
+  const layouts: ClientLayout[] = [];
   const passedOn: Record<string, string> = {};
   for (const [name, source] of Object.entries(request.contexts ?? {})) {
     const kind = contextSource(name, source);
-    if (kind.kind === "oci-layout")
-      throw notYet(`--build-context ${name}=oci-layout://… (a directory on this machine)`);
+    if (kind.kind === "oci-layout") layouts.push(await readClientLayout(name, kind.layout, cwd));
     if (kind.kind !== "directory") {
       passedOn[name] = source;
       continue;
@@ -382,7 +395,7 @@ async function namedContexts(request: BuildRequest, cwd: string) {
       throw new UsageError(`--build-context ${name}=${source}: ${dir} is not a directory`);
     namedDirs[name] = dir;
   }
-  return { namedDirs, passedOn };
+  return { namedDirs, layouts, passedOn };
 }
 
 /**
@@ -436,7 +449,7 @@ async function remoteBuildOnce(
   request: BuildRequest,
   ctx: RunContext,
   worker: OpenWorker,
-  { dockerfile, ignore, main, named, passedOn }: PreparedContext,
+  { dockerfile, ignore, main, named, passedOn, layouts }: PreparedContext,
   secrets: Record<string, SecretSource>,
   agents: Record<string, string>,
   /**
@@ -477,6 +490,7 @@ async function remoteBuildOnce(
     const params: RemoteBuildParams = {
       contextKey: contextKey(host, uid, dockerfile.contextDir),
       namedContexts: named.map((c) => ({ name: c.name, contextKey: contextKey(host, uid, c.dir, c.name) })),
+      ...(layouts.length > 0 ? { layouts } : {}),
       dockerfile: {
         name: path.basename(dockerfile.dockerfilePath),
         source: dockerfile.source.toString("base64"),

@@ -40,6 +40,7 @@ import {
   registryOptions,
   type TbuildConfig,
 } from "./config.js";
+import type { LayoutImages } from "./contexts.js";
 import { readRequestDockerfile } from "./dockerfile.js";
 import { type BuildEvent, BuildEventStream, type BuildSummary } from "./events.js";
 import { BuildStepFailedError, describeStepFailure } from "./failure.js";
@@ -66,6 +67,8 @@ export interface RunContext {
     ssh: Record<string, string>;
     /** Registry credentials, asked of the client per registry, kept in memory only. */
     credentials?: CredentialsProvider;
+    /** The images of the client's `oci-layout://` directories, fetched from it by need. */
+    layouts?: LayoutImages;
   };
   /** Told the cache keys of the steps a build solved, once it has: a remote worker's pool affinity. */
   onCacheKeys?: (keys: string[]) => void;
@@ -83,6 +86,11 @@ export type BuildResult = BuildSummary;
 export function epochOf(request: BuildRequest): number | undefined {
   if (request.epoch !== undefined) return checkSourceDateEpoch(request.epoch);
   return parseSourceDateEpoch(request.buildArgs?.SOURCE_DATE_EPOCH);
+}
+
+/** On a remote build's worker, `oci-layout://` contexts are planned from the client's layouts. */
+function servedLayouts(ctx: RunContext): { layouts?: LayoutImages } {
+  return ctx.served?.layouts ? { layouts: ctx.served.layouts } : {};
 }
 
 /**
@@ -164,7 +172,11 @@ async function build(
     });
   }
   const plan = await events.internal(`[internal] load metadata and resolve base images`, () =>
-    planBuild(request, { store, config, env: ctx.env, cwd: ctx.cwd, signal: ctx.signal, warn }, dockerfile),
+    planBuild(
+      request,
+      { store, config, env: ctx.env, cwd: ctx.cwd, signal: ctx.signal, warn, ...servedLayouts(ctx) },
+      dockerfile,
+    ),
   );
   const { lowered } = plan;
   const imported = await buildCache?.importBuildCache(cacheFrom, store.content, {
@@ -420,7 +432,16 @@ async function buildPlatforms(platforms: Platform[], shared: SharedBuild): Promi
       await events.internal(`[internal] load metadata and resolve base images for ${name}`, () =>
         planBuild(
           { ...request, platforms: [name] },
-          { store, config, env: ctx.env, cwd: ctx.cwd, signal: ctx.signal, warn, platformInNames: true },
+          {
+            store,
+            config,
+            env: ctx.env,
+            cwd: ctx.cwd,
+            signal: ctx.signal,
+            warn,
+            platformInNames: true,
+            ...servedLayouts(ctx),
+          },
           dockerfile,
         ),
       ),

@@ -4,7 +4,7 @@
  * one-layer images. `tar.ts` is the deterministic tar writer they share.
  */
 export { type DockerArchiveImage, type DockerArchiveManifestEntry, dockerArchive } from "./docker-archive.js";
-export { ArchiveError, type LoadedArchive, type LoadedImage, loadArchive } from "./load.js";
+export { ArchiveError, type LoadedArchive, type LoadedImage, layoutImages, loadArchive } from "./load.js";
 export { ANNOTATION_CONTAINERD_NAME, type ArchiveImage, archiveIndex, ociArchive } from "./oci-archive.js";
 export {
   detectCompression,

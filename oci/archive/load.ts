@@ -191,18 +191,16 @@ function normalizedName(text: string | undefined): string | undefined {
   }
 }
 
-async function ociImages(
-  contents: ArchiveContents,
-  content: ContentStore,
-  what: string,
-): Promise<LoadedImage[]> {
-  const index = parseJson<Index>(contents.metadata.get("index.json"), `index.json of ${what}`);
+/**
+ * The images an OCI layout's index.json lists, one per digest, each with the names its annotations
+ * give it (containerd's, else the OCI ref name), normalized. What `tbuild load` reads, and what a
+ * remote build's client reads of a layout directory it serves in place (build/remote-layout.ts).
+ */
+export function layoutImages(indexJson: Buffer | undefined, what: string): LoadedImage[] {
+  const index = parseJson<Index>(indexJson, `index.json of ${what}`);
   if (!Array.isArray(index.manifests)) throw new ArchiveError(`index.json of ${what} lists no manifests`);
   const byDigest = new Map<string, LoadedImage>();
   for (const entry of index.manifests) {
-    if (!(await content.has(entry.digest))) {
-      throw new ArchiveError(`${what} lists ${entry.digest} in its index.json but does not contain it`);
-    }
     const { annotations, ...descriptor } = entry;
     const name = normalizedName(
       annotations?.[ANNOTATION_CONTAINERD_NAME] ?? annotations?.[ANNOTATION_REF_NAME],
@@ -211,14 +209,30 @@ async function ociImages(
     if (name !== undefined && !image.names.includes(name)) image.names.push(name);
     byDigest.set(entry.digest, image);
   }
-  for (const image of byDigest.values()) {
+  return [...byDigest.values()];
+}
+
+async function ociImages(
+  contents: ArchiveContents,
+  content: ContentStore,
+  what: string,
+): Promise<LoadedImage[]> {
+  const images = layoutImages(contents.metadata.get("index.json"), what);
+  for (const image of images) {
+    if (!(await content.has(image.descriptor.digest))) {
+      throw new ArchiveError(
+        `${what} lists ${image.descriptor.digest} in its index.json but does not contain it`,
+      );
+    }
+  }
+  for (const image of images) {
     await checkImage(
       content,
       image.descriptor,
       `${what}: image ${image.names[0] ?? image.descriptor.digest}`,
     );
   }
-  return [...byDigest.values()];
+  return images;
 }
 
 /**

@@ -52,7 +52,9 @@ describe("tbuild images, tag, inspect, rmi", () => {
     const table = ok(root, ["images"]).split("\n");
     expect(table[0]).toMatch(/^REPOSITORY\s+TAG\s+IMAGE ID\s+CREATED\s+SIZE\s+PLATFORMS$/);
     expect(table[1]).toMatch(
-      new RegExp(`^busybox\\s+latest\\s+${digest.slice(7, 19)}\\s+\\d+ years ago\\s+[0-9.]+MB\\s+linux/amd64$`),
+      new RegExp(
+        `^busybox\\s+latest\\s+${digest.slice(7, 19)}\\s+\\d+ years ago\\s+[0-9.]+MB\\s+linux/amd64$`,
+      ),
     );
   });
 
