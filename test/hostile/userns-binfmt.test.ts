@@ -100,18 +100,22 @@ describe("foreign programs started by a foreign program, rootless", () => {
     world.expectStoreUsable("rootless", store);
   });
 
-  it("tbuild run of an arm64 image whose command starts another program works", () => {
+  it("tbuild run of an arm64 image whose CMD starts another program works", () => {
     const store = storeWithArm64("rootless");
-    const ran = world.tbuild("rootless", store, [
-      "run",
-      "--rm",
+    const ctx = world.context({
+      Dockerfile: 'FROM busybox-arm64\nCMD ["sh", "-c", "sleep 0 && /bin/busybox uname -m"]\n',
+    });
+    const built = world.tbuild("rootless", store, [
+      "build",
+      "-q",
       "--platform",
       "linux/arm64",
-      "busybox-arm64",
-      "sh",
-      "-c",
-      "sleep 0 && /bin/busybox uname -m",
+      "-t",
+      "child:1",
+      ctx,
     ]);
+    expect(built.status, built.stderr).toBe(0);
+    const ran = world.tbuild("rootless", store, ["run", "--rm", "--platform", "linux/arm64", "child:1"]);
     expect(ran.status, ran.stderr).toBe(0);
     expect(ran.stdout).toBe("aarch64\n");
   });
@@ -246,22 +250,28 @@ describe.each(MODES)("a hostile arm64 step (%s)", (mode) => {
 
 describe("the image a step makes", () => {
   it("is the same whichever way the step ran: own handler, host handler, mounted emulator, root", async () => {
-    const dockerfile =
-      "FROM busybox-arm64\nRUN uname -m > /arch && mkdir -p /made && echo made > /made/file\n";
-    const imageOf = (mode: Mode, env: Record<string, string> = {}) => {
+    const imageOf = (dockerfile: string, mode: Mode, env: Record<string, string> = {}) => {
       const store = storeWithArm64(mode);
       const ctx = world.context({ Dockerfile: dockerfile });
       const built = world.tbuild(mode, store, ["build", "-q", "--platform", "linux/arm64", ctx], { env });
       expect(built.status, built.stderr).toBe(0);
       return built.stdout.trim();
     };
-    const own = imageOf("rootless");
+    // One program: every way runs it.
+    const single = "FROM busybox-arm64\nRUN uname -m > /arch && mkdir -p /made && echo made > /made/file\n";
+    // Programs started by the shell: only a handler runs them.
+    const children =
+      "FROM busybox-arm64\nRUN sleep 0 && /bin/busybox uname -m > /arch && echo made > /file\n";
+    const own = imageOf(single, "rootless");
     expect(own).toMatch(/^sha256:[0-9a-f]{64}$/);
-    expect(imageOf("rootless", { TBUILD_NO_USERNS_BINFMT: "1" })).toBe(own);
-    expect(imageOf("root")).toBe(own);
+    expect(imageOf(single, "rootless", { TBUILD_NO_USERNS_BINFMT: "1" })).toBe(own);
+    expect(imageOf(single, "root")).toBe(own);
+    const ownChildren = imageOf(children, "rootless");
     const restore = withAarch64Handler();
     try {
-      expect(imageOf("rootless")).toBe(own);
+      expect(imageOf(single, "rootless")).toBe(own);
+      expect(imageOf(children, "rootless")).toBe(ownChildren);
+      expect(imageOf(children, "root")).toBe(ownChildren);
     } finally {
       restore();
     }
