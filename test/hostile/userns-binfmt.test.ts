@@ -9,9 +9,10 @@
  * (binfmt.ts) with the host's aarch64 handler disabled, whatever order the cases run in.
  */
 import { execFileSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { exitZeroExecutable } from "../../worker/emulation.js";
 import { arm64BusyboxRootfs } from "../helpers/images.js";
 import { lockBinfmt, withAarch64Handler, withoutAarch64Handler } from "./binfmt.js";
 import { hostileWorld, MODES, type Mode, ROOTLESS_USER } from "./harness.js";
@@ -192,6 +193,55 @@ describe("foreign programs started by a foreign program, rootless", () => {
     }
     expect(hostEntries()).toEqual(before);
     world.expectStoreUsable("rootless", store);
+  });
+});
+
+/**
+ * Registers Debian's qemu-arm handler (F flag) on the host for the time of `body`, then removes it
+ * (and unmounts binfmt_misc when this mounted it). Call with the binfmt lock held.
+ */
+function withHostArmHandler(body: () => void): void {
+  const entry = `${BINFMT}/qemu-arm`;
+  const mountedHere = !existsSync(`${BINFMT}/register`);
+  if (mountedHere) execFileSync("mount", ["-t", "binfmt_misc", "binfmt_misc", BINFMT]);
+  const existed = existsSync(entry);
+  const wasEnabled = existed && /^enabled$/m.test(readFileSync(entry, "utf8"));
+  try {
+    if (existed) writeFileSync(entry, "1");
+    else writeFileSync(`${BINFMT}/register`, readFileSync("/usr/lib/binfmt.d/qemu-arm.conf", "utf8").trim());
+    body();
+  } finally {
+    if (!existed) writeFileSync(entry, "-1");
+    else if (!wasEnabled) writeFileSync(entry, "0");
+    if (mountedHere) execFileSync("umount", [BINFMT]);
+  }
+}
+
+describe("tbuild's own binfmt_misc, rootless, with other handlers on the host", () => {
+  it("keeps running what the host's handlers ran: an arm program in an arm64 step runs through the host's qemu-arm", () => {
+    withHostArmHandler(() => {
+      const store = storeWithArm64("rootless");
+      const ctx = world.context({
+        Dockerfile:
+          "FROM busybox-arm64\nCOPY arm /arm\n" +
+          "RUN chmod 755 /arm && sleep 0 && /arm && uname -m > /arch && echo ran > /armran\n",
+      });
+      // An arm (32-bit) program that exits 0, readable by the rootless user.
+      writeFileSync(path.join(ctx, "arm"), exitZeroExecutable("linux/arm/v7"), { mode: 0o644 });
+      const out = world.dir("out", "rootless");
+      const built = world.tbuild("rootless", store, [
+        "build",
+        "--progress=plain",
+        "--platform",
+        "linux/arm64",
+        "-o",
+        `type=local,dest=${out}`,
+        ctx,
+      ]);
+      expect(built.status, built.stderr).toBe(0);
+      expect(readFileSync(path.join(out, "arch"), "utf8")).toBe("aarch64\n");
+      expect(readFileSync(path.join(out, "armran"), "utf8")).toBe("ran\n");
+    });
   });
 });
 
