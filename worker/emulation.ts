@@ -20,8 +20,8 @@
  * interpreter is opened at registration, so nothing is mounted into the step), which the kernel
  * then uses for every process of the namespace and nothing else: each step's every program is
  * emulated, and the host's table is never touched. A kernel that refuses (older, or a policy)
- * leaves the mounted emulator, as does `TBUILD_NO_USERNS_BINFMT=1`. Root never registers: root's namespace is the host's, and a handler
- * there would change every process of the machine.
+ * leaves the mounted emulator, as does `TBUILD_NO_USERNS_BINFMT=1`. Root never registers: root's
+ * namespace is the host's, and a handler there would change every process of the machine.
  *
  * Emulators are looked for in `$TBUILD_QEMU_DIR` (colon-separated) when it is set, else on PATH
  * and in /usr/bin. The probe runs once per process and platform.
