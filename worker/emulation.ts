@@ -14,6 +14,15 @@
  * A binfmt handler counts for steps only with the F flag: without it the kernel looks for the
  * interpreter inside the container, where there is none.
  *
+ * Rootless, tbuild does better than the mounted emulator: its process is alone in a user namespace
+ * of its own (worker/userns.ts), where Linux 6.7 and later let it mount a binfmt_misc instance of
+ * that namespace. It registers there a handler with the F flag for the platform it needs (the
+ * interpreter is opened at registration, so nothing is mounted into the step), which the kernel
+ * then uses for every process of the namespace and nothing else: each step's every program is
+ * emulated, and the host's table is never touched. A kernel that refuses (older, or a policy)
+ * leaves the mounted emulator, as does `TBUILD_NO_USERNS_BINFMT=1`. Root never registers: root's
+ * namespace is the host's, and a handler there would change every process of the machine.
+ *
  * Emulators are looked for in `$TBUILD_QEMU_DIR` (colon-separated) when it is set, else on PATH
  * and in /usr/bin. The probe runs once per process and platform.
  */
@@ -24,6 +33,7 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
+  realpathSync,
   rmSync,
   writeFileSync,
 } from "node:fs";
@@ -31,6 +41,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { TbuildError } from "../errors/index.js";
 import { formatPlatform, hostPlatform, normalizePlatform, type Platform } from "../oci/platform.js";
+import { inOwnUserNamespace } from "./userns.js";
 
 /** Where the emulator is mounted in a step's container: under /dev, a tmpfs, never in a layer. */
 export const EMULATOR_MOUNT = "/dev/.tbuild-qemu-emulator";
@@ -43,6 +54,8 @@ export type PlatformRunner =
   | { kind: "binfmt"; interpreter?: string; usableInSteps: boolean }
   /** The kernel cannot, but a static emulator can, mounted into the step. */
   | { kind: "emulator"; emulator: string }
+  /** The kernel cannot, but runs it through a handler tbuild registers in its own user namespace. */
+  | { kind: "own-binfmt"; emulator: string }
   | { kind: "none" };
 
 export interface PlatformSupport {
@@ -225,6 +238,7 @@ function exitZeroElf(arch: Architecture): Buffer {
 
 /** A registered binfmt_misc handler, as /proc/sys/fs/binfmt_misc/NAME shows it. */
 interface BinfmtHandler {
+  name: string;
   interpreter?: string;
   flags: string;
   offset: number;
@@ -253,6 +267,7 @@ function registeredHandlers(): BinfmtHandler[] {
     if (!/^enabled$/m.test(text) || field("magic") === undefined) continue;
     const mask = field("mask");
     handlers.push({
+      name,
       ...(field("interpreter") !== undefined ? { interpreter: field("interpreter")! } : {}),
       flags: (/^flags: ?(.*)$/m.exec(text)?.[1] ?? "").trim(),
       offset: Number(field("offset") ?? 0),
@@ -272,6 +287,52 @@ function handlerFor(handlers: BinfmtHandler[], file: Buffer): BinfmtHandler | un
       return (file[at]! & mask) === (byte & mask);
     }),
   );
+}
+
+/** `bytes` as binfmt_misc's register file reads them: every byte escaped, so none is a `:`. */
+function binfmtBytes(bytes: Buffer): string {
+  return [...bytes].map((byte) => `\\x${byte.toString(16).padStart(2, "0")}`).join("");
+}
+
+/** A line for binfmt_misc's register file: a handler matching `magic` (under `mask`) at `offset`. */
+function registration(
+  name: string,
+  handler: { offset: number; magic: Buffer; mask?: Buffer; interpreter: string; flags: string },
+): string {
+  const mask = handler.mask ? binfmtBytes(handler.mask) : "";
+  return `:${name}:M:${handler.offset || ""}:${binfmtBytes(handler.magic)}:${mask}:${handler.interpreter}:${handler.flags}`;
+}
+
+/**
+ * The magic and mask of `arch`'s ELF executables and shared objects (static or dynamic), as
+ * Debian's qemu-user-static registers them: any OS ABI, ET_EXEC or ET_DYN, its machine.
+ */
+function elfMagic(arch: Architecture): { magic: Buffer; mask: Buffer } {
+  const magic = Buffer.alloc(20);
+  Buffer.from([0x7f, 0x45, 0x4c, 0x46, arch.bits === 64 ? 2 : 1, arch.bigEndian ? 2 : 1, 1]).copy(magic, 0);
+  const mask = Buffer.alloc(20, 0xff);
+  mask[7] = 0;
+  const u16 = (buffer: Buffer, value: number, at: number) =>
+    arch.bigEndian ? buffer.writeUInt16BE(value, at) : buffer.writeUInt16LE(value, at);
+  u16(magic, 2, 16); // ET_EXEC, and ET_DYN (3) through the mask
+  u16(mask, 0xfffe, 16);
+  u16(magic, arch.elfMachine, 18);
+  return { magic, mask };
+}
+
+/**
+ * The interpreter to register for `emulator`: Debian's `ARCH-binfmt-P` link to it when there is one
+ * (QEMU named so keeps the program's own argv[0], the P flag, as the host's handler does), else
+ * the emulator itself, which gets the program's path as argv[0].
+ */
+function binfmtInterpreter(arch: Architecture, emulator: string): { interpreter: string; flags: string } {
+  const wrapper = `/usr/libexec/qemu-binfmt/${arch.qemu}-binfmt-P`;
+  try {
+    if (realpathSync(wrapper) === realpathSync(emulator)) return { interpreter: wrapper, flags: "PF" };
+  } catch {
+    // no such link
+  }
+  return { interpreter: emulator, flags: "F" };
 }
 
 /** The directories emulators are looked for in. */
@@ -331,6 +392,120 @@ function kernelRunner(arch: Architecture): Promise<PlatformRunner> {
   return probe;
 }
 
+/**
+ * This process's binfmt_misc instance, mounted once (only ever in tbuild's own user and mount
+ * namespace): true once it is there, false when the kernel refused. Mounting it hides the host's
+ * handlers from this namespace, so the ones visible before are registered in it again first.
+ */
+let ownInstance: Promise<boolean> | undefined;
+/** Per platform: whether a handler this process registered now runs its programs. */
+const ownHandlers = new Map<string, Promise<boolean>>();
+
+function mountOwnInstance(): Promise<boolean> {
+  ownInstance ??= (async () => {
+    const hosts = registeredHandlers();
+    const mounted = await new Promise<boolean>((resolve) => {
+      execFile("mount", ["-t", "binfmt_misc", "binfmt_misc", BINFMT_DIR], { timeout: 30_000 }, (err) =>
+        resolve(err === null),
+      );
+    });
+    if (!mounted) return false;
+    for (const handler of hosts) {
+      const { interpreter } = handler;
+      if (interpreter === undefined || interpreter.includes(":")) continue;
+      try {
+        writeFileSync(
+          path.join(BINFMT_DIR, "register"),
+          registration(handler.name, {
+            ...handler,
+            interpreter,
+            flags: handler.flags.replace(/[^POCF]/g, ""),
+          }),
+        );
+      } catch {
+        // an interpreter this user cannot open: that handler does not run here
+      }
+    }
+    kernelRuns.clear();
+    return true;
+  })();
+  return ownInstance;
+}
+
+/**
+ * In tbuild's own user namespace: registers a handler with the F flag for `arch`, run by
+ * `emulator`, in this process's binfmt_misc instance; true once the kernel runs `arch`'s
+ * programs through it. False when the kernel refuses (no instance per user namespace before
+ * Linux 6.7), and then the step is started through the mounted emulator.
+ */
+function registerOwnHandler(arch: Architecture, emulator: string): Promise<boolean> {
+  let done = ownHandlers.get(arch.platform);
+  if (done === undefined) {
+    done = (async () => {
+      if (!(await mountOwnInstance())) return false;
+      try {
+        writeFileSync(
+          path.join(BINFMT_DIR, "register"),
+          registration(`tbuild-qemu-${arch.qemu}`, {
+            offset: 0,
+            ...elfMagic(arch),
+            ...binfmtInterpreter(arch, emulator),
+          }),
+        );
+      } catch {
+        return false;
+      }
+      kernelRuns.delete(arch.platform);
+      const kernel = await kernelRunner(arch);
+      return kernel.kind === "binfmt" && kernel.usableInSteps;
+    })();
+    ownHandlers.set(arch.platform, done);
+  }
+  return done;
+}
+
+/**
+ * For `tbuild version --platforms` run by a user (outside tbuild's namespace): whether a namespace
+ * of the user's own could run `arch` as a rootless build does, tried in a throwaway one.
+ */
+function userNamespaceRuns(arch: Architecture, emulator: string): Promise<boolean> {
+  const dir = mkdtempSync(path.join(tmpdir(), "tbuild-arch-probe-"));
+  const file = path.join(dir, arch.qemu);
+  writeFileSync(file, exitZeroElf(arch), { mode: 0o700 });
+  const line = registration(`tbuild-qemu-${arch.qemu}`, {
+    offset: 0,
+    ...elfMagic(arch),
+    ...binfmtInterpreter(arch, emulator),
+  });
+  const script = `mount -t binfmt_misc binfmt_misc ${BINFMT_DIR} && printf '%s' "$1" > ${BINFMT_DIR}/register && exec "$2"`;
+  return new Promise((resolve) => {
+    execFile(
+      "unshare",
+      ["--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", line, file],
+      { timeout: 30_000 },
+      (err) => {
+        rmSync(dir, { recursive: true, force: true });
+        resolve(err === null);
+      },
+    );
+  });
+}
+
+/** Set to 1, rootless tbuild registers no handler of its own and mounts the emulator into steps. */
+const NO_OWN_HANDLER = "TBUILD_NO_USERNS_BINFMT";
+
+/** Whether a rootless tbuild of this user runs `arch` through a handler of its own namespace. */
+async function ownHandlerRuns(
+  arch: Architecture,
+  emulator: string,
+  env: NodeJS.ProcessEnv,
+): Promise<boolean> {
+  if (env[NO_OWN_HANDLER] === "1") return false;
+  if (inOwnUserNamespace()) return registerOwnHandler(arch, emulator);
+  if (process.getuid?.() === 0) return false;
+  return userNamespaceRuns(arch, emulator);
+}
+
 function architectureOf(platform: Platform): Architecture | undefined {
   const wanted = normalizePlatform(platform);
   return ARCHITECTURES.find((arch) => {
@@ -350,7 +525,9 @@ export async function probePlatforms(env: NodeJS.ProcessEnv = process.env): Prom
       const runner: PlatformRunner =
         kernel.kind === "native" || (kernel.kind === "binfmt" && kernel.usableInSteps) || !emulator
           ? kernel
-          : { kind: "emulator", emulator };
+          : (await ownHandlerRuns(arch, emulator, env))
+            ? { kind: "own-binfmt", emulator }
+            : { kind: "emulator", emulator };
       return { platform: arch.platform, runner, ...(emulator ? { emulator } : {}) };
     }),
   );
@@ -376,8 +553,8 @@ export class NoEmulatorError extends TbuildError {
 
 /**
  * The static emulator a step of `platform` must be started through, undefined when the kernel
- * runs it (natively, or through a binfmt_misc handler with the F flag). Throws NoEmulatorError
- * when neither can.
+ * runs it (natively, or through a binfmt_misc handler with the F flag: the host's, or rootless
+ * one this process registered in its own user namespace). Throws NoEmulatorError when neither can.
  */
 export async function stepEmulator(
   platform: Platform,
@@ -394,6 +571,9 @@ export async function stepEmulator(
   if (kernel.kind === "native" || (kernel.kind === "binfmt" && kernel.usableInSteps)) return undefined;
   const emulator = findEmulator(arch, env);
   if (emulator === undefined) throw new NoEmulatorError(formatPlatform(wanted), env, arch.qemu, what);
+  if (env[NO_OWN_HANDLER] !== "1" && inOwnUserNamespace() && (await registerOwnHandler(arch, emulator))) {
+    return undefined;
+  }
   return emulator;
 }
 
@@ -420,6 +600,8 @@ export function describeRunner(support: PlatformSupport): string {
         : `binfmt emulator ${runner.interpreter ?? "(handler not visible)"} (not in steps: the handler lacks the F flag)`;
     case "emulator":
       return `${path.basename(runner.emulator)} (mounted into steps)`;
+    case "own-binfmt":
+      return `${path.basename(runner.emulator)} (binfmt_misc of tbuild's user namespace)`;
     case "none":
       return "no";
   }

@@ -100,6 +100,15 @@ export function inUserNamespace(): boolean {
   return !(map.length === 1 && map[0].inside === 0 && map[0].outside === 0 && map[0].count === 4294967295);
 }
 
+/**
+ * True in the user namespace tbuild's own re-exec made (spawnInUserNamespace): one per tbuild
+ * process, so what is set up in it (worker/emulation.ts's binfmt_misc handlers) is this process's
+ * alone. Not in a namespace someone else made (`podman unshare`, a container): that one is shared.
+ */
+export function inOwnUserNamespace(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env[REEXEC_MARKER] === "1" && process.getuid?.() === 0 && inUserNamespace();
+}
+
 function mappedCount(map: IdMapping[]): number {
   return map.reduce((sum, m) => sum + m.count, 0);
 }

@@ -8,6 +8,7 @@
 import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import lockfile from "proper-lockfile";
+import type { HostileWorld, TbuildOptions } from "./harness.js";
 
 const BINFMT = "/proc/sys/fs/binfmt_misc";
 const AARCH64 = `${BINFMT}/qemu-aarch64`;
@@ -59,5 +60,22 @@ export function withAarch64Handler(): () => void {
     if (disabled) writeFileSync(AARCH64, "0");
     else writeFileSync(AARCH64, "-1");
     if (mountedHere) execFileSync("umount", [BINFMT]);
+  };
+}
+
+/**
+ * Rootless tbuild registers a handler of its own for a foreign platform (userns-binfmt.test.ts);
+ * `TBUILD_NO_USERNS_BINFMT=1` makes it mount the emulator into steps and containers instead, as
+ * it does where the kernel refuses. `world`, with that set for every tbuild it runs.
+ */
+export function withMountedEmulator(world: HostileWorld): HostileWorld {
+  const env = (options: TbuildOptions = {}) => ({
+    ...options,
+    env: { TBUILD_NO_USERNS_BINFMT: "1", ...options.env },
+  });
+  return {
+    ...world,
+    tbuild: (mode, store, args, options) => world.tbuild(mode, store, args, env(options)),
+    spawnTbuild: (mode, store, args, options) => world.spawnTbuild(mode, store, args, env(options)),
   };
 }

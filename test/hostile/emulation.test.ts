@@ -5,6 +5,8 @@
  * package to install when neither is there. The step is hostile too: it cannot change the host's
  * emulator it runs under. Every case holds the binfmt lock (binfmt.ts) and sets the handler state
  * it needs, so the cases do not depend on their order or on other files running at once.
+ * Rootless, tbuild would rather register a handler of its own (userns-binfmt.test.ts): these
+ * cases ask for the mounted emulator (TBUILD_NO_USERNS_BINFMT=1), its fallback.
  */
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -12,10 +14,16 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { arm64BusyboxRootfs } from "../helpers/images.js";
-import { aarch64HandlerEnabled, lockBinfmt, withAarch64Handler, withoutAarch64Handler } from "./binfmt.js";
+import {
+  aarch64HandlerEnabled,
+  lockBinfmt,
+  withAarch64Handler,
+  withMountedEmulator,
+  withoutAarch64Handler,
+} from "./binfmt.js";
 import { hostileWorld, MODES, type Mode, ROOTLESS_USER } from "./harness.js";
 
-const world = hostileWorld();
+const world = withMountedEmulator(hostileWorld());
 const EMULATOR = "/usr/bin/qemu-aarch64-static";
 /** Distinguishes the two ways a step can run: the emulator file is there only when tbuild mounted it. */
 const HOW =

@@ -6,14 +6,16 @@
  * its own file there does not replace the host's emulator. An image whose /dev is a symlink out
  * of its root (runc would make /dev's links through it, on the host) is refused, emulated or not,
  * by run and by a build's RUN. Every case holds the binfmt lock (binfmt.ts) with the aarch64
- * handler disabled, whatever order the cases run in.
+ * handler disabled, whatever order the cases run in. Rootless, tbuild would rather register a
+ * handler of its own (userns-binfmt.test.ts): these cases ask for the mounted emulator
+ * (TBUILD_NO_USERNS_BINFMT=1), its fallback.
  */
 import { createHash } from "node:crypto";
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { arm64BusyboxRootfs } from "../helpers/images.js";
-import { lockBinfmt, withoutAarch64Handler } from "./binfmt.js";
+import { lockBinfmt, withMountedEmulator, withoutAarch64Handler } from "./binfmt.js";
 import { hostileWorld, MODES, type Mode } from "./harness.js";
 import {
   busyboxLayer,
@@ -24,7 +26,7 @@ import {
   writeLayer,
 } from "./layer-images.js";
 
-const world = hostileWorld();
+const world = withMountedEmulator(hostileWorld());
 const EMULATOR = "/usr/bin/qemu-aarch64-static";
 const MOUNTED = "/dev/.tbuild-qemu-emulator";
 const ARM64 = ["--platform", "linux/arm64"];

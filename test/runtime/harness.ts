@@ -45,6 +45,8 @@ export class ModeEnv {
   readonly mode: Mode;
   readonly store: string;
   private readonly makeDir: (prefix: string) => string;
+  /** Variables every tbuild this runs gets (a call's own `env` wins). */
+  baseEnv: Record<string, string> = {};
 
   constructor(mode: Mode, makeDir: (prefix: string) => string) {
     this.mode = mode;
@@ -69,6 +71,7 @@ export class ModeEnv {
       // No config or credentials of the user running the tests.
       TBUILD_CONFIG: "/dev/null",
       HOME: this.mode.user?.home ?? process.env.HOME ?? "/",
+      ...this.baseEnv,
       ...extraEnv,
     };
     if (!this.mode.user) return { file: tbuildBin, argv: args, env };

@@ -85,8 +85,14 @@ describe.each(modes())("tbuild run of a linux/arm64 image as $name", (mode) => {
     beforeAll(() => {
       restore = withoutAarch64Handler();
       expect(aarch64HandlerEnabled()).toBe(false);
+      // Rootless, tbuild would rather register a handler of its own (test/hostile/userns-binfmt.test.ts):
+      // these cases are of the mounted emulator, its fallback.
+      env.baseEnv = { TBUILD_NO_USERNS_BINFMT: "1" };
     });
-    afterAll(() => restore?.());
+    afterAll(() => {
+      env.baseEnv = {};
+      restore?.();
+    });
 
     it("runs the process under the mounted qemu-aarch64-static: uname -m prints aarch64", () => {
       const result = env.run(["run", "--rm", ...ARM64, "multi", "uname", "-m"]);
