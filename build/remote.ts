@@ -22,8 +22,8 @@
  * the index is assembled here, as a local build assembles it, and pushed from here
  * (runRemotePlatforms).
  *
- * Not yet: `--build-context NAME=oci-layout://`, type=local build caches; each is refused with a
- * clear error rather than ignored.
+ * type=local build caches are the client's directories, which the worker reads and writes over
+ * the connection (remote-cache.ts).
  */
 import { createWriteStream } from "node:fs";
 import { readFile, stat } from "node:fs/promises";
@@ -66,6 +66,7 @@ import { loadConfig, registryOptions } from "./config.js";
 import { contextSource } from "./context-source.js";
 import { readRequestDockerfile } from "./dockerfile.js";
 import { type BuildEvent, BuildEventStream } from "./events.js";
+import { clientCacheDirectories } from "./remote-cache.js";
 import { contextKey } from "./remote-keys.js";
 import { type ClientLayout, layoutHandlers, type RemoteLayout, readClientLayout } from "./remote-layout.js";
 import type { ImageParts, RemoteBuildAnswer, RemoteBuildParams } from "./remote-serve.js";
@@ -82,13 +83,6 @@ import { resolveSecrets, resolveSshAgents } from "./secrets.js";
 
 /** The most an output part may be, as the worker announces it. */
 const MAX_OUTPUT_BYTES = 2 ** 50;
-
-function notYet(what: string): TbuildError {
-  return new TbuildError(
-    "E_NOT_SUPPORTED",
-    `${what} is not supported with --worker yet; build locally for now`,
-  );
-}
 
 export async function runRemoteBuild(request: BuildRequest, ctx: RunContext): Promise<BuildResult> {
   checkBuildRequest(request);
@@ -110,10 +104,12 @@ async function prepareRemote(request: BuildRequest, ctx: RunContext) {
   const secrets = await resolveSecrets(request.secrets ?? [], ctx);
   const agents = resolveSshAgents(request.ssh ?? [], ctx);
   const { namedDirs, layouts, passedOn } = await namedContexts(request, ctx.cwd);
+  const caches = clientCacheDirectories(request);
   const handlers: Record<string, Handler> = {
     // The blobs of the client's OCI layouts the worker asks for (--build-context NAME=oci-layout://).
     ...layoutHandlers(layouts),
     ...clientHandlers(secrets, agents, registriesOf(request), ctx.env),
+    ...caches.handlers,
     // Which of the image's blobs this store lacks: only those come back.
     lacks: async (params) => {
       const { digests } = params as { digests: string[] };
@@ -399,14 +395,11 @@ async function namedContexts(request: BuildRequest, cwd: string) {
 }
 
 /**
- * The `-o` outputs whose files come back from the worker (archives, `type=local`); refuses what a
- * remote build cannot do yet (checked before anything travels). Image outputs are the worker's to
- * push (`push=true`) or the client's to write (clientImageOutputs), as are layout directories.
+ * The `-o` outputs whose files come back from the worker (archives, `type=local`). Image outputs
+ * are the worker's to push (`push=true`) or the client's to write (clientImageOutputs), as are
+ * layout directories.
  */
 function remoteFileOutputs(request: BuildRequest): ExportRequest[] {
-  if (request.cacheTo?.type === "local" || (request.cacheFrom ?? []).some((spec) => spec.type === "local")) {
-    throw notYet("a type=local build cache (a directory on this machine)");
-  }
   const fileOutputs: ExportRequest[] = [];
   for (const output of request.outputs ?? []) {
     if (output.type === "image" || output.tar === false) continue;
