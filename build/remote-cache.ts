@@ -137,6 +137,10 @@ export function clientCacheDirectories(request: BuildRequest) {
           signal: call.signal,
         });
       }
+      // Then the end of the data: read, so that the answer follows it.
+      for await (const extra of data.rest()) {
+        if (extra.length > 0) throw refused("the worker sent more than the cache blobs it announced");
+      }
       return { manifest: await writeCacheDirIndex(spec.dest, description, spec.tag) };
     },
   };
@@ -212,14 +216,12 @@ export function servedCacheDirectories(call: IncomingCall): CacheDirectories {
           yield* content.open(blob.digest) as AsyncIterable<Buffer>;
         }
       }
-      const sending = pipeline(Readable.from(parts()), sent.writable).catch((err: unknown) => {
-        stop.abort(err);
-        throw err;
-      });
-      const [wrote, answered] = await Promise.allSettled([sending, sent.result]);
-      // The client's error says more than the torn stream it caused.
-      if (answered.status === "rejected") throw answered.reason;
-      if (wrote.status === "rejected") throw wrote.reason;
+      // A failure to send (a blob missing here) cancels the call, and is the error it ends with.
+      pipeline(Readable.from(parts()), sent.writable).catch((err: unknown) => stop.abort(err));
+      // The client answers once it has read all it needs and written the cache; the end of the
+      // data may still be on its way then, and that stream torn by the answer is no failure. The
+      // client's own error says more than the torn stream it causes.
+      await sent.result;
     },
   };
 }
