@@ -13,6 +13,10 @@
  *
  * The client serves only the directories its own request names, and of an imported one only the
  * blobs its description names: a worker cannot read or write anything else of the client's.
+ *
+ * A build of several platforms on workers (build/remote.ts runRemotePlatforms) exports one cache,
+ * as a local build of several platforms does: each platform's part sends its blobs and records,
+ * and once every part is done the client writes one manifest holding them all (`finish`).
  */
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -20,6 +24,7 @@ import { TbuildError } from "../errors/index.js";
 import type { Descriptor } from "../oci/spec.js";
 import type { CacheDirectories, CacheExportSpec, CacheImportSpec } from "../solver/build-cache.js";
 import {
+  type CacheDescription,
   describedLayers,
   encodeCacheDescription,
   parseCacheDescription,
@@ -31,8 +36,10 @@ import {
   placeCacheBlob,
   writeCacheDirIndex,
 } from "../solver/cache-transfer.js";
+import { mergeCacheDescriptions } from "../solver/cache-writers.js";
 import { ByteTaker, lengthPrefix } from "../worker/remote/bytes.js";
 import type { Handler, IncomingCall } from "../worker/remote/protocol.js";
+import type { BuildEventStream } from "./events.js";
 import type { BuildRequest } from "./request.js";
 
 /** The largest cache description that travels (as solver/cache-transfer.ts reads a registry's). */
@@ -54,8 +61,11 @@ interface DirParams {
   digest?: string;
 }
 
-/** The client's half: the handlers serving the request's cache directories to the worker. */
-export function clientCacheDirectories(request: BuildRequest) {
+/**
+ * The client's half: the handlers serving the request's cache directories to the worker, and,
+ * for a build of several platforms (`several`), the one cache written once every part is in.
+ */
+export function clientCacheDirectories(request: BuildRequest, options: { several: boolean }) {
   const imports = (request.cacheFrom ?? []).filter((spec): spec is LocalImport => spec.type === "local");
   const exported = request.cacheTo?.type === "local" ? request.cacheTo : undefined;
   // Each import read once, however many platforms' parts ask for it.
@@ -86,6 +96,8 @@ export function clientCacheDirectories(request: BuildRequest) {
     if (!exported) throw refused("the worker sent a type=local cache this build does not export");
     return exported;
   };
+  // The parts' records (several platforms), written as one cache by `finish`.
+  const collected: CacheDescription[] = [];
 
   const handlers: Record<string, Handler> = {
     "cache-dir-read": async (params, call) => {
@@ -141,11 +153,31 @@ export function clientCacheDirectories(request: BuildRequest) {
       for await (const extra of data.rest()) {
         if (extra.length > 0) throw refused("the worker sent more than the cache blobs it announced");
       }
+      if (options.several) {
+        collected.push(description);
+        return {};
+      }
       return { manifest: await writeCacheDirIndex(spec.dest, description, spec.tag) };
     },
   };
 
-  return { handlers };
+  /**
+   * A build of several platforms: the one cache of every part's records, written once they are
+   * all in, as the step "exporting cache" (with `ignore-error=true`, a failure is a warning).
+   */
+  const finish = async (events: BuildEventStream, signal: AbortSignal) => {
+    // No part sent its records (each failed to, with ignore-error=true): the tag keeps what it had.
+    if (!options.several || !exported || collected.length === 0) return;
+    await events
+      .internal("exporting cache", () =>
+        writeCacheDirIndex(exported.dest, mergeCacheDescriptions(collected), exported.tag),
+      )
+      .catch((err: unknown) => {
+        if (exported.ignoreError !== true || signal.aborted) throw err;
+        events.warn(`the cache was not exported (ignore-error=true): ${(err as Error).message}`);
+      });
+  };
+  return { handlers, finish };
 }
 
 /**

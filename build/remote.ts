@@ -104,7 +104,10 @@ async function prepareRemote(request: BuildRequest, ctx: RunContext) {
   const secrets = await resolveSecrets(request.secrets ?? [], ctx);
   const agents = resolveSshAgents(request.ssh ?? [], ctx);
   const { namedDirs, layouts, passedOn } = await namedContexts(request, ctx.cwd);
-  const caches = clientCacheDirectories(request);
+  // A build of several platforms writes one cache of its parts' records, once they are all in.
+  const caches = clientCacheDirectories(request, {
+    several: targetPlatformsOf(request.platforms).length > 1,
+  });
   const handlers: Record<string, Handler> = {
     // The blobs of the client's OCI layouts the worker asks for (--build-context NAME=oci-layout://).
     ...layoutHandlers(layouts),
@@ -151,7 +154,7 @@ async function prepareRemote(request: BuildRequest, ctx: RunContext) {
       return prepared;
     },
   };
-  return { run, secrets, agents };
+  return { run, secrets, agents, caches };
 }
 
 /**
@@ -168,6 +171,10 @@ async function prepareRemote(request: BuildRequest, ctx: RunContext) {
  * something here needs it: a name in this store (`-t`, as a local build names it), an `-o` written
  * here; else only its manifest and config do. `-o type=image,push=true` names nothing here, as for
  * one platform on a worker.
+ *
+ * The build cache, too, ends up as a local build writes it: each part exports a registry cache
+ * as a writer of its own (merged at the ref), inline cache in its image, and a type=local cache's
+ * blobs to the client, which writes one manifest of every part's records (remote-cache.ts).
  */
 async function runRemotePlatforms(
   platforms: Platform[],
@@ -181,8 +188,6 @@ async function runRemotePlatforms(
       "E_NOT_SUPPORTED",
       `${what} with several platforms (--platform ${several}) is not supported yet: build one platform at a time for it`,
     );
-  if (request.cacheTo !== undefined || (request.cacheFrom ?? []).length > 0)
-    throw notYetForPlatforms("--cache-to and --cache-from");
   if (request.explain === true) throw notYetForPlatforms("--explain");
   const exporters = await import("../exporters/index.js");
   for (const output of request.outputs ?? []) exporters.checkPlatformsOutput(output, platforms);
@@ -201,7 +206,7 @@ async function runRemotePlatforms(
   // none at all: the unnamed index is the build's result, as for a local build).
   const here = tags.length > 0 || rest.length > 0 || pushOnly.length === 0;
   const events = new BuildEventStream(ctx.onEvent);
-  const { run, secrets, agents } = await prepareRemote(request, ctx);
+  const { run, secrets, agents, caches } = await prepareRemote(request, ctx);
   const stop = new AbortController();
   const signal = AbortSignal.any([ctx.signal, stop.signal]);
   let failureShown = false;
@@ -217,7 +222,13 @@ async function runRemotePlatforms(
     platforms.map(async (platform) => {
       const name = formatPlatform(platform);
       // The platform's part: built there, brought back here unnamed; every output is made here.
-      const part: BuildRequest = { ...common, platforms: [name] };
+      // A registry cache is written by each part as a writer of its own (merged at the ref); a
+      // local one is written here, once every part has sent its records (caches.finish).
+      const part: BuildRequest = {
+        ...common,
+        platforms: [name],
+        ...(common.cacheTo?.type === "registry" ? { cacheTo: { ...common.cacheTo, part: name } } : {}),
+      };
       const partCtx: RunContext = {
         ...ctx,
         signal,
@@ -313,6 +324,7 @@ async function runRemotePlatforms(
       await exporters.writeMetadataFile(path.resolve(ctx.cwd, request.metadataFile), reported);
     return reported;
   });
+  await caches.finish(events, ctx.signal);
   const summary: BuildResult = {
     digest: outcome.digest,
     size: parts.reduce((sum, part) => sum + part.size, 0),

@@ -20,12 +20,23 @@ import {
   loadCacheFromDir,
   loadCacheFromRegistry,
 } from "./cache-transfer.js";
-import { checkCacheRef, mergeCacheDescriptions, storeCacheWriter } from "./cache-writers.js";
+import { checkCacheRef, mergeCacheDescriptions, partWriter, storeCacheWriter } from "./cache-writers.js";
 import type { VertexDigest } from "./graph.js";
 import type { FsResult } from "./worker.js";
 
 export type CacheExportSpec =
-  | { type: "registry"; ref: string; mode: CacheMode; ignoreError?: boolean }
+  | {
+      type: "registry";
+      ref: string;
+      mode: CacheMode;
+      ignoreError?: boolean;
+      /**
+       * This build is one part (a platform) of a build made by several at once (remote workers):
+       * it writes as a writer of its own, so that the parts' caches merge at the ref rather than
+       * replace each other when two parts share a store (cache-writers.ts partWriter).
+       */
+      part?: string;
+    }
   | { type: "local"; dest: string; mode: CacheMode; tag?: string; ignoreError?: boolean }
   | { type: "inline" };
 
@@ -277,7 +288,7 @@ export function combinePlatformCaches(descriptions: CacheDescription[]): CacheDe
 
 /**
  * Writes a collected description where a registry or local `--cache-to` says; a registry cache
- * goes under the store's own writer tag and is merged at the ref (cache-writers.ts).
+ * goes under the store's own writer tag (or its part's) and is merged at the ref (cache-writers.ts).
  */
 export async function writeBuildCache(
   spec: Exclude<CacheExportSpec, { type: "inline" }>,
@@ -288,6 +299,7 @@ export async function writeBuildCache(
 ): Promise<void> {
   if (spec.type === "registry") {
     const writer = await storeCacheWriter(store.root);
-    await exportCacheToRegistry(store.content, description, spec.ref, writer, registry);
+    const own = spec.part !== undefined ? partWriter(writer, spec.part) : writer;
+    await exportCacheToRegistry(store.content, description, spec.ref, own, registry);
   } else await directories.write(spec, description, store.content);
 }
