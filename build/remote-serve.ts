@@ -39,6 +39,7 @@ import { workerStore } from "../worker/remote/server.js";
 import { loadConfig, registryOptions } from "./config.js";
 import { BuildEventStream } from "./events.js";
 import { type AffinityParams, answerAffinity, recordBuildKeys } from "./remote-affinity.js";
+import { servedCacheDirectories } from "./remote-cache.js";
 import { dockerfileDigest } from "./remote-keys.js";
 import { checkLayouts, layoutsFromClient, type RemoteLayout } from "./remote-layout.js";
 import type { BuildRequest } from "./request.js";
@@ -245,6 +246,8 @@ async function serveBuild(params: RemoteBuildParams, call: IncomingCall, env: No
           ssh: agents.sockets,
           ...(layouts.length > 0 ? { layouts: layoutsFromClient(call, storeRoot, layouts) } : {}),
           credentials,
+          // type=local caches are the client's directories, never this host's.
+          cacheDirectories: servedCacheDirectories(call),
         },
       });
     } finally {

@@ -22,8 +22,8 @@
  * the index is assembled here, as a local build assembles it, and pushed from here
  * (runRemotePlatforms).
  *
- * Not yet: `--build-context NAME=oci-layout://`, type=local build caches; each is refused with a
- * clear error rather than ignored.
+ * type=local build caches are the client's directories, which the worker reads and writes over
+ * the connection (remote-cache.ts).
  */
 import { createWriteStream } from "node:fs";
 import { readFile, stat } from "node:fs/promises";
@@ -66,6 +66,7 @@ import { loadConfig, registryOptions } from "./config.js";
 import { contextSource } from "./context-source.js";
 import { readRequestDockerfile } from "./dockerfile.js";
 import { type BuildEvent, BuildEventStream } from "./events.js";
+import { clientCacheDirectories } from "./remote-cache.js";
 import { contextKey } from "./remote-keys.js";
 import { type ClientLayout, layoutHandlers, type RemoteLayout, readClientLayout } from "./remote-layout.js";
 import type { ImageParts, RemoteBuildAnswer, RemoteBuildParams } from "./remote-serve.js";
@@ -82,13 +83,6 @@ import { resolveSecrets, resolveSshAgents } from "./secrets.js";
 
 /** The most an output part may be, as the worker announces it. */
 const MAX_OUTPUT_BYTES = 2 ** 50;
-
-function notYet(what: string): TbuildError {
-  return new TbuildError(
-    "E_NOT_SUPPORTED",
-    `${what} is not supported with --worker yet; build locally for now`,
-  );
-}
 
 export async function runRemoteBuild(request: BuildRequest, ctx: RunContext): Promise<BuildResult> {
   checkBuildRequest(request);
@@ -110,10 +104,15 @@ async function prepareRemote(request: BuildRequest, ctx: RunContext) {
   const secrets = await resolveSecrets(request.secrets ?? [], ctx);
   const agents = resolveSshAgents(request.ssh ?? [], ctx);
   const { namedDirs, layouts, passedOn } = await namedContexts(request, ctx.cwd);
+  // A build of several platforms writes one cache of its parts' records, once they are all in.
+  const caches = clientCacheDirectories(request, {
+    several: targetPlatformsOf(request.platforms).length > 1,
+  });
   const handlers: Record<string, Handler> = {
     // The blobs of the client's OCI layouts the worker asks for (--build-context NAME=oci-layout://).
     ...layoutHandlers(layouts),
     ...clientHandlers(secrets, agents, registriesOf(request), ctx.env),
+    ...caches.handlers,
     // Which of the image's blobs this store lacks: only those come back.
     lacks: async (params) => {
       const { digests } = params as { digests: string[] };
@@ -155,7 +154,7 @@ async function prepareRemote(request: BuildRequest, ctx: RunContext) {
       return prepared;
     },
   };
-  return { run, secrets, agents };
+  return { run, secrets, agents, caches };
 }
 
 /**
@@ -172,6 +171,10 @@ async function prepareRemote(request: BuildRequest, ctx: RunContext) {
  * something here needs it: a name in this store (`-t`, as a local build names it), an `-o` written
  * here; else only its manifest and config do. `-o type=image,push=true` names nothing here, as for
  * one platform on a worker.
+ *
+ * The build cache, too, ends up as a local build writes it: each part exports a registry cache
+ * as a writer of its own (merged at the ref), inline cache in its image, and a type=local cache's
+ * blobs to the client, which writes one manifest of every part's records (remote-cache.ts).
  */
 async function runRemotePlatforms(
   platforms: Platform[],
@@ -185,8 +188,6 @@ async function runRemotePlatforms(
       "E_NOT_SUPPORTED",
       `${what} with several platforms (--platform ${several}) is not supported yet: build one platform at a time for it`,
     );
-  if (request.cacheTo !== undefined || (request.cacheFrom ?? []).length > 0)
-    throw notYetForPlatforms("--cache-to and --cache-from");
   if (request.explain === true) throw notYetForPlatforms("--explain");
   const exporters = await import("../exporters/index.js");
   for (const output of request.outputs ?? []) exporters.checkPlatformsOutput(output, platforms);
@@ -205,7 +206,7 @@ async function runRemotePlatforms(
   // none at all: the unnamed index is the build's result, as for a local build).
   const here = tags.length > 0 || rest.length > 0 || pushOnly.length === 0;
   const events = new BuildEventStream(ctx.onEvent);
-  const { run, secrets, agents } = await prepareRemote(request, ctx);
+  const { run, secrets, agents, caches } = await prepareRemote(request, ctx);
   const stop = new AbortController();
   const signal = AbortSignal.any([ctx.signal, stop.signal]);
   let failureShown = false;
@@ -221,7 +222,13 @@ async function runRemotePlatforms(
     platforms.map(async (platform) => {
       const name = formatPlatform(platform);
       // The platform's part: built there, brought back here unnamed; every output is made here.
-      const part: BuildRequest = { ...common, platforms: [name] };
+      // A registry cache is written by each part as a writer of its own (merged at the ref); a
+      // local one is written here, once every part has sent its records (caches.finish).
+      const part: BuildRequest = {
+        ...common,
+        platforms: [name],
+        ...(common.cacheTo?.type === "registry" ? { cacheTo: { ...common.cacheTo, part: name } } : {}),
+      };
       const partCtx: RunContext = {
         ...ctx,
         signal,
@@ -317,6 +324,7 @@ async function runRemotePlatforms(
       await exporters.writeMetadataFile(path.resolve(ctx.cwd, request.metadataFile), reported);
     return reported;
   });
+  await caches.finish(events, ctx.signal);
   const summary: BuildResult = {
     digest: outcome.digest,
     size: parts.reduce((sum, part) => sum + part.size, 0),
@@ -399,14 +407,11 @@ async function namedContexts(request: BuildRequest, cwd: string) {
 }
 
 /**
- * The `-o` outputs whose files come back from the worker (archives, `type=local`); refuses what a
- * remote build cannot do yet (checked before anything travels). Image outputs are the worker's to
- * push (`push=true`) or the client's to write (clientImageOutputs), as are layout directories.
+ * The `-o` outputs whose files come back from the worker (archives, `type=local`). Image outputs
+ * are the worker's to push (`push=true`) or the client's to write (clientImageOutputs), as are
+ * layout directories.
  */
 function remoteFileOutputs(request: BuildRequest): ExportRequest[] {
-  if (request.cacheTo?.type === "local" || (request.cacheFrom ?? []).some((spec) => spec.type === "local")) {
-    throw notYet("a type=local build cache (a directory on this machine)");
-  }
   const fileOutputs: ExportRequest[] = [];
   for (const output of request.outputs ?? []) {
     if (output.type === "image" || output.tar === false) continue;

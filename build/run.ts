@@ -16,7 +16,7 @@ import type { PushOptions } from "../oci/registry/push.js";
 import { checkSourceDateEpoch, parseSourceDateEpoch } from "../oci/source-date-epoch.js";
 import type { Descriptor, ImageConfig } from "../oci/spec.js";
 import { defaultStoreRoot, openStore, type Store } from "../oci/store/index.js";
-import type { CacheExportSpec } from "../solver/build-cache.js";
+import type { CacheDirectories, CacheExportSpec } from "../solver/build-cache.js";
 import { CacheIndex } from "../solver/cache.js";
 import {
   type CacheDescription,
@@ -69,6 +69,8 @@ export interface RunContext {
     credentials?: CredentialsProvider;
     /** The images of the client's `oci-layout://` directories, fetched from it by need. */
     layouts?: LayoutImages;
+    /** The client's type=local cache directories, read and written over the connection. */
+    cacheDirectories?: CacheDirectories;
   };
   /** Told the cache keys of the steps a build solved, once it has: a remote worker's pool affinity. */
   onCacheKeys?: (keys: string[]) => void;
@@ -179,10 +181,12 @@ async function build(
     ),
   );
   const { lowered } = plan;
-  const imported = await buildCache?.importBuildCache(cacheFrom, store.content, {
-    ...registry,
-    platforms: [plan.targetPlatform],
-  });
+  const imported = await buildCache?.importBuildCache(
+    cacheFrom,
+    store.content,
+    { ...registry, platforms: [plan.targetPlatform] },
+    ctx.served?.cacheDirectories,
+  );
   checkRequiredSecrets(lowered.graph, secrets, sshAgents);
   const { stateDir, secretsDir, cache, ignoreCache, close } = await openBuildState(request, store, secrets, [
     lowered,
@@ -315,7 +319,13 @@ async function exportBuildCache(
 ): Promise<void> {
   await on.events
     .internal("exporting cache", async () =>
-      on.buildCache.writeBuildCache(cacheTo, await describe(), on.store, on.registry),
+      on.buildCache.writeBuildCache(
+        cacheTo,
+        await describe(),
+        on.store,
+        on.registry,
+        on.ctx.served?.cacheDirectories,
+      ),
     )
     .catch((err: unknown) => {
       if (cacheTo.ignoreError !== true || on.ctx.signal.aborted) throw err;
@@ -450,10 +460,12 @@ async function buildPlatforms(platforms: Platform[], shared: SharedBuild): Promi
   for (const plan of plans) checkRequiredSecrets(plan.lowered.graph, secrets, sshAgents);
   const { buildCache } = shared;
   const cacheTo = request.cacheTo;
-  const imported = await buildCache?.importBuildCache(request.cacheFrom ?? [], store.content, {
-    ...registry,
-    platforms: plans.map((plan) => plan.targetPlatform),
-  });
+  const imported = await buildCache?.importBuildCache(
+    request.cacheFrom ?? [],
+    store.content,
+    { ...registry, platforms: plans.map((plan) => plan.targetPlatform) },
+    ctx.served?.cacheDirectories,
+  );
   // Each platform's records, collected after its solve; written as one cache after the last.
   const platformCaches: CacheDescription[] = [];
   const { stateDir, secretsDir, cache, ignoreCache, close } = await openBuildState(

@@ -1,7 +1,9 @@
 /**
  * `--cache-from` and `--cache-to` as a build uses them: the specs parsed (buildx's syntax), the
  * imported caches gathered into one ImportedCache, and after the solve the records collected and
- * written where `--cache-to` says.
+ * written where `--cache-to` says. A type=local directory is reached through CacheDirectories:
+ * this machine's file system, or, for a build on a remote worker, the client's (served over the
+ * worker connection by build/remote-cache.ts).
  */
 import path from "node:path";
 import { TbuildError, UsageError } from "../errors/index.js";
@@ -18,18 +20,52 @@ import {
   loadCacheFromDir,
   loadCacheFromRegistry,
 } from "./cache-transfer.js";
-import { checkCacheRef, mergeCacheDescriptions, storeCacheWriter } from "./cache-writers.js";
+import { checkCacheRef, mergeCacheDescriptions, partWriter, storeCacheWriter } from "./cache-writers.js";
 import type { VertexDigest } from "./graph.js";
 import type { FsResult } from "./worker.js";
 
 export type CacheExportSpec =
-  | { type: "registry"; ref: string; mode: CacheMode; ignoreError?: boolean }
+  | {
+      type: "registry";
+      ref: string;
+      mode: CacheMode;
+      ignoreError?: boolean;
+      /**
+       * This build is one part (a platform) of a build made by several at once (remote workers):
+       * it writes as a writer of its own, so that the parts' caches merge at the ref rather than
+       * replace each other when two parts share a store (cache-writers.ts partWriter).
+       */
+      part?: string;
+    }
   | { type: "local"; dest: string; mode: CacheMode; tag?: string; ignoreError?: boolean }
   | { type: "inline" };
 
 export type CacheImportSpec =
   | { type: "registry"; ref: string }
   | { type: "local"; src: string; tag?: string; digest?: string };
+
+/**
+ * Where type=local cache directories are. On this machine by default (`localCacheDirectories`);
+ * a remote worker's build reaches the client's instead, as the client names them in its request.
+ */
+export interface CacheDirectories {
+  /** The cache a `--cache-from type=local` names: its description now, its blobs on demand. */
+  load(spec: Extract<CacheImportSpec, { type: "local" }>): Promise<CacheSource>;
+  /** Writes a `--cache-to type=local`: the blobs there lacks (read from `content`), then its index. */
+  write(
+    spec: Extract<CacheExportSpec, { type: "local" }>,
+    description: CacheDescription,
+    content: ContentStore,
+  ): Promise<void>;
+}
+
+/** The directories of this machine. */
+export const localCacheDirectories: CacheDirectories = {
+  load: (spec) => loadCacheFromDir(spec.src, spec),
+  write: async (spec, description, content) => {
+    await exportCacheToDir(content, description, spec.dest, spec.tag);
+  },
+};
 
 /**
  * What tbuild does with an attribute buildx documents for a cache backend: acts on it (`used`),
@@ -179,14 +215,13 @@ export async function importBuildCache(
   specs: CacheImportSpec[],
   content: ContentStore,
   registry: RegistryOptions & { platforms: CachePlatform[] },
+  directories: CacheDirectories = localCacheDirectories,
 ): Promise<ImportedCache | undefined> {
   if (specs.length === 0) return undefined;
   const sources: CacheSource[] = [];
   for (const spec of specs) {
     const source =
-      spec.type === "local"
-        ? await loadCacheFromDir(spec.src, spec)
-        : await loadCacheFromRegistry(spec.ref, registry);
+      spec.type === "local" ? await directories.load(spec) : await loadCacheFromRegistry(spec.ref, registry);
     if (source) sources.push(source);
   }
   return new ImportedCache(content, sources);
@@ -253,16 +288,18 @@ export function combinePlatformCaches(descriptions: CacheDescription[]): CacheDe
 
 /**
  * Writes a collected description where a registry or local `--cache-to` says; a registry cache
- * goes under the store's own writer tag and is merged at the ref (cache-writers.ts).
+ * goes under the store's own writer tag (or its part's) and is merged at the ref (cache-writers.ts).
  */
 export async function writeBuildCache(
   spec: Exclude<CacheExportSpec, { type: "inline" }>,
   description: CacheDescription,
   store: { root: string; content: ContentStore },
   registry: RegistryOptions,
+  directories: CacheDirectories = localCacheDirectories,
 ): Promise<void> {
   if (spec.type === "registry") {
     const writer = await storeCacheWriter(store.root);
-    await exportCacheToRegistry(store.content, description, spec.ref, writer, registry);
-  } else await exportCacheToDir(store.content, description, spec.dest, spec.tag);
+    const own = spec.part !== undefined ? partWriter(writer, spec.part) : writer;
+    await exportCacheToRegistry(store.content, description, spec.ref, own, registry);
+  } else await directories.write(spec, description, store.content);
 }

@@ -83,15 +83,17 @@ interface WrittenDescription {
 /** The description as it is written (JSON): each layer of each stack once. */
 export function encodeCacheDescription(description: CacheDescription): WrittenDescription {
   const stacks: WrittenDescription["stacks"] = [];
-  // Stack position by the layer on top and the position below it ("" for none).
-  const positions = new Map<LayerRef, Map<number | "", number>>();
+  // Stack position by the layer on top (its digest: equal layers read from different records are
+  // one) and the position below it ("" for none). So the same records are always the same bytes,
+  // and an unchanged build's cache exports the blobs already there.
+  const positions = new Map<string, Map<number | "", number>>();
   const records = description.records.map(({ layers, ...record }) => {
     let below: number | undefined;
     for (const layer of layers) {
-      let byBelow = positions.get(layer);
+      let byBelow = positions.get(layer.descriptor.digest);
       if (!byBelow) {
         byBelow = new Map();
-        positions.set(layer, byBelow);
+        positions.set(layer.descriptor.digest, byBelow);
       }
       let position = byBelow.get(below ?? "");
       if (position === undefined) {

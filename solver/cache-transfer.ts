@@ -307,38 +307,128 @@ export async function exportCacheToDir(
   dir: string,
   tag = "latest",
 ): Promise<Descriptor> {
-  const blobs = path.join(dir, "blobs", "sha256");
-  await makeDirectories(blobs).catch((err: NodeJS.ErrnoException) => {
+  const layers = describedLayers(description).map((layer) => layer.descriptor);
+  const lacking = new Set(
+    await cacheDirLacks(
+      dir,
+      layers.map((layer) => layer.digest),
+    ),
+  );
+  for (const layer of layers) {
+    if (lacking.has(layer.digest)) await placeCacheBlob(dir, layer, content.open(layer.digest));
+  }
+  return writeCacheDirIndex(dir, description, tag);
+}
+
+/** The blob file of `digest` in the layout at `dir`; a digest that is no sha256 digest is refused. */
+function cacheDirBlob(dir: string, digest: string): string {
+  if (!DIGEST.test(digest)) {
+    throw new TbuildError("E_CACHE_EXPORT", `a cache blob's digest ${JSON.stringify(digest)} is not valid`);
+  }
+  return path.join(dir, "blobs", "sha256", digest.slice("sha256:".length));
+}
+const DIGEST = /^sha256:[0-9a-f]{64}$/;
+
+/** The layout's blob directory, made when missing. */
+async function makeCacheDir(dir: string): Promise<void> {
+  await makeDirectories(path.join(dir, "blobs", "sha256")).catch((err: NodeJS.ErrnoException) => {
     throw new TbuildError(
       "E_CACHE_EXPORT",
       `--cache-to type=local,dest=${dir}: cannot make the cache's directory there (${err.code ?? err.message}); name a directory you can write`,
       { cause: err },
     );
   });
-  const place = async (digest: string, write: (temp: string) => Promise<void>) => {
-    const file = path.join(blobs, digest.slice("sha256:".length));
-    if (
-      await stat(file).then(
-        () => true,
-        () => false,
-      )
-    )
-      return;
-    // Renamed into place whole, so a killed export never leaves a short blob under its digest.
-    await replaceFile(file, write);
-  };
-  const { config, manifest } = cacheManifest(description);
-  for (const layer of manifest.layers) {
-    await place(layer.digest, (temp) => pipeline(content.open(layer.digest), createWriteStream(temp)));
+}
+
+const exists = (file: string) =>
+  stat(file).then(
+    () => true,
+    () => false,
+  );
+
+/** Which of `digests` the layout at `dir` lacks (all of them where there is no layout yet). */
+export async function cacheDirLacks(dir: string, digests: readonly string[]): Promise<string[]> {
+  const lacking: string[] = [];
+  for (const digest of new Set(digests)) if (!(await exists(cacheDirBlob(dir, digest)))) lacking.push(digest);
+  return lacking;
+}
+
+/**
+ * Writes one blob into the layout at `dir`, renamed into place whole (a killed export never
+ * leaves a short blob under its digest); with `verify`, only when its bytes match the descriptor's
+ * digest and size (bytes from elsewhere: a remote worker). A blob already there is kept.
+ */
+export async function placeCacheBlob(
+  dir: string,
+  descriptor: Descriptor,
+  source: AsyncIterable<Uint8Array> | NodeJS.ReadableStream,
+  { verify = false, signal }: { verify?: boolean; signal?: AbortSignal } = {},
+): Promise<void> {
+  const file = cacheDirBlob(dir, descriptor.digest);
+  await makeCacheDir(dir);
+  if (await exists(file)) {
+    // Read to its end all the same: it may be a part of a longer stream.
+    for await (const _ of source as AsyncIterable<Uint8Array>);
+    return;
   }
-  await place(manifest.config.digest, (temp) => writeFile(temp, config));
+  const hash = createHash("sha256");
+  let size = 0;
+  async function* counted(chunks: AsyncIterable<Uint8Array>) {
+    for await (const chunk of chunks) {
+      size += chunk.length;
+      if (verify && size > descriptor.size) break;
+      hash.update(chunk);
+      yield chunk;
+    }
+  }
+  await replaceFile(file, async (temp) => {
+    await pipeline(
+      counted(source as AsyncIterable<Uint8Array>),
+      createWriteStream(temp),
+      signal ? { signal } : {},
+    );
+    if (verify && (size !== descriptor.size || `sha256:${hash.digest("hex")}` !== descriptor.digest)) {
+      throw new TbuildError(
+        "E_CACHE_EXPORT",
+        `the cache blob ${descriptor.digest} that came for ${dir} does not match its digest and size (${descriptor.size} bytes); nothing was written under its name`,
+      );
+    }
+  });
+}
+
+/**
+ * Writes the cache manifest of `description` into the layout at `dir`, whose layer blobs are
+ * there already: its config, the manifest, `oci-layout`, and index.json naming it `tag` (beside
+ * the other tags it names).
+ */
+export async function writeCacheDirIndex(
+  dir: string,
+  description: CacheDescription,
+  tag = "latest",
+): Promise<Descriptor> {
+  const { config, manifest } = cacheManifest(description);
+  await makeCacheDir(dir);
+  for (const layer of manifest.layers) {
+    if (!(await exists(cacheDirBlob(dir, layer.digest)))) {
+      throw new TbuildError(
+        "E_CACHE_EXPORT",
+        `--cache-to type=local,dest=${dir}: the cache's layer ${layer.digest} did not arrive there; build again`,
+      );
+    }
+  }
   const bytes = Buffer.from(JSON.stringify(manifest));
   const descriptor: Descriptor = {
     mediaType: MediaType.ociManifest,
     digest: sha256(bytes),
     size: bytes.length,
   };
-  await place(descriptor.digest, (temp) => writeFile(temp, bytes));
+  for (const [digest, data] of [
+    [manifest.config.digest, config],
+    [descriptor.digest, bytes],
+  ] as const) {
+    const file = cacheDirBlob(dir, digest);
+    if (!(await exists(file))) await replaceFile(file, (temp) => writeFile(temp, data));
+  }
   await writeFile(path.join(dir, "oci-layout"), `${JSON.stringify({ imageLayoutVersion: "1.0.0" })}\n`);
   const indexFile = path.join(dir, "index.json");
   const previous = await readFile(indexFile, "utf8").then(

@@ -126,6 +126,15 @@ export function mergeCacheDescriptions(descriptions: CacheDescription[]): CacheD
 }
 
 /**
+ * The writer name of one part (a platform) of a build made by several at once from `writer`'s
+ * store: a writer of its own, the same for that part on every build, so that its tag is replaced
+ * by its next export and never added to.
+ */
+export function partWriter(writer: string, part: string): string {
+  return createHash("sha256").update(`${writer}\n${part}`).digest("hex").slice(0, WRITER_ID_LENGTH);
+}
+
+/**
  * The store's writer name (16 hex digits), made on its first registry cache export and kept in
  * `<store>/cache/writer-id`; builds exporting at once from one store agree on it. A copied store
  * shares it: delete the file in the copy to make it a writer of its own.

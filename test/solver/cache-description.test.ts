@@ -56,6 +56,17 @@ describe("a written cache description", () => {
     }
   });
 
+  it("is the same bytes for the same records, whether their equal layers are one object or copies (a cached rebuild's)", () => {
+    const shared = [layer(1), layer(2)];
+    const ran = { records: [record("a", shared), record("b", [...shared, layer(3)])] };
+    // Read back from the cache index: each record's layers are objects of their own.
+    const cached = travel(ran) as CacheDescription;
+    const written = JSON.stringify(encodeCacheDescription(ran));
+    expect(JSON.stringify(encodeCacheDescription(cached))).toBe(written);
+    // One stack per distinct layer on its base: three, not five.
+    expect((JSON.parse(written) as { stacks: unknown[] }).stacks).toHaveLength(3);
+  });
+
   it("still reads a description whose records list their layers", () => {
     const description = { records: [record("a", [layer(1), layer(2)]), record("b", [])] };
     expect(parseCacheDescription(travel(description))).toEqual(travel(description));
