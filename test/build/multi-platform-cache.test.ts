@@ -14,6 +14,7 @@ import { FIXED_EPOCH, importArm64Busybox, importBusybox } from "../helpers/image
 import { tbuildAs, userIds } from "../helpers/judges.js";
 import { type RunningRegistry, startRegistry } from "../helpers/registry.js";
 import { tempDirs } from "../helpers/temp.js";
+import { lockBinfmt } from "../hostile/binfmt.js";
 
 const tempDir = tempDirs();
 const EPOCH = String(FIXED_EPOCH);
@@ -24,7 +25,10 @@ const DIRS = ["linux_amd64", "linux_arm64"];
 describe("build cache of a two-platform build", () => {
   let registry: RunningRegistry;
   let base = "";
+  // Its arm64 steps are emulated: the machine's binfmt handlers must not change under them.
+  let releaseBinfmt: (() => Promise<void>) | undefined;
   beforeAll(async () => {
+    releaseBinfmt = await lockBinfmt();
     registry = await startRegistry();
     const store = tempDir("mpc-base-store");
     await importBusybox(store, "bb-amd64");
@@ -39,6 +43,7 @@ describe("build cache of a two-platform build", () => {
   }, 180_000);
   afterAll(async () => {
     await registry?.stop();
+    await releaseBinfmt?.();
   });
 
   /**

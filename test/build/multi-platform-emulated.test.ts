@@ -22,7 +22,10 @@ const TEST_USER = "tbuild-test";
 describe("a two-platform build with RUN steps, one of them emulated", () => {
   let registry: RunningRegistry;
   let base = "";
+  // Its arm64 steps are emulated: the machine's binfmt handlers must not change under them.
+  let releaseBinfmt: (() => Promise<void>) | undefined;
   beforeAll(async () => {
+    releaseBinfmt = await lockBinfmt();
     registry = await startRegistry();
     // The base: one index of busybox for amd64 and for arm64, made and pushed by a build for both.
     const store = tempDir("mpe-base-store");
@@ -41,6 +44,7 @@ describe("a two-platform build with RUN steps, one of them emulated", () => {
   }, 180_000);
   afterAll(async () => {
     await registry?.stop();
+    await releaseBinfmt?.();
   });
 
   it.each(["root", "rootless"] as const)(
@@ -74,8 +78,7 @@ describe("a two-platform build with RUN steps, one of them emulated", () => {
       expect(readFileSync(path.join(out, "linux_arm64", "arch"), "utf8")).toBe("aarch64\n");
 
       // podman runs a foreign image only through the kernel: with the aarch64 handler registered.
-      const release = await lockBinfmt();
-      try {
+      {
         const restore = withAarch64Handler();
         try {
           const podman = new PrivatePodman(tempDir(`mpe-podman-${mode}`));
@@ -103,8 +106,6 @@ describe("a two-platform build with RUN steps, one of them emulated", () => {
         } finally {
           restore();
         }
-      } finally {
-        await release();
       }
     },
     300_000,

@@ -16,6 +16,7 @@ import { tbuild, tbuildAsync, tbuildBin } from "../helpers/cli.js";
 import { FIXED_EPOCH, importArm64Busybox, importBusybox } from "../helpers/images.js";
 import { type RunningRegistry, startRegistry } from "../helpers/registry.js";
 import { tempDirs } from "../helpers/temp.js";
+import { lockBinfmt } from "../hostile/binfmt.js";
 
 const tempDir = tempDirs();
 const EPOCH = String(FIXED_EPOCH);
@@ -44,7 +45,10 @@ describe("a two-platform build on remote workers", () => {
   let localDigest = "";
   let localManifests: Record<string, string> = {};
 
+  // Its arm64 steps are emulated: the machine's binfmt handlers must not change under them.
+  let releaseBinfmt: (() => Promise<void>) | undefined;
   beforeAll(async () => {
+    releaseBinfmt = await lockBinfmt();
     registry = await startRegistry();
     // The base: one index of busybox for amd64 and for arm64, made and pushed by a build for both.
     const baseStore = tempDir("mpw-base-store");
@@ -79,6 +83,7 @@ describe("a two-platform build on remote workers", () => {
 
   afterAll(async () => {
     await registry?.stop();
+    await releaseBinfmt?.();
   });
 
   it("in a pool, each platform goes to the worker that runs it natively; the index equals a local build's", async () => {

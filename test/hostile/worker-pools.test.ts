@@ -29,7 +29,7 @@ describe.each(MODES)("pool methods of tbuild worker --stdio, asked by a hostile 
     expect(await worker.ended).toEqual({ code: 0, signal: null });
     expect(refused?.code).toBe("E_WORKER_STORE");
     expect(refused?.message).toBe(
-      `${canary.dir} on this worker is not a tbuild store (it has no oci-layout, and is not empty): name a store, or a new directory`,
+      `${canary.dir} on this worker is not a tbuild store (it has no oci-layout, and holds "secret"): name a store, or a new directory`,
     );
     canary.expectUntouched(refused?.message ?? "", worker.stderr());
     world.expectStoreUsable(mode, store);

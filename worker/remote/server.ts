@@ -71,17 +71,20 @@ const STORE_IN_THE_MAKING = /^(blobs|index\.json|(oci-layout|index\.json)\.\d+-[
  */
 async function checkBuildableStore(store: string): Promise<void> {
   if (existsSync(path.join(store, "oci-layout"))) return;
-  const entries = await readdir(store).catch((err: NodeJS.ErrnoException) => {
+  const entries: string[] = await readdir(store).catch((err: NodeJS.ErrnoException) => {
     if (err.code === "ENOENT") return [];
     throw new TbuildError(
       "E_WORKER_STORE",
       `cannot read the store ${store} on this worker (${err.code ?? err.message})`,
     );
   });
-  if (!entries.every((entry) => STORE_IN_THE_MAKING.test(entry))) {
+  // Made a store by another connection between the look for its oci-layout and the listing.
+  if (entries.includes("oci-layout")) return;
+  const foreign = entries.sort().find((entry) => !STORE_IN_THE_MAKING.test(entry));
+  if (foreign !== undefined) {
     throw new TbuildError(
       "E_WORKER_STORE",
-      `${store} on this worker is not a tbuild store (it has no oci-layout, and is not empty): name a store, or a new directory`,
+      `${store} on this worker is not a tbuild store (it has no oci-layout, and holds ${JSON.stringify(foreign)}): name a store, or a new directory`,
     );
   }
 }

@@ -120,6 +120,22 @@ describe.each(["root", "rootless"] as const)("tbuild worker --stdio (%s)", (mode
     expect(await worker.ended).toEqual({ code: 0, signal: null });
   });
 
+  it("claims from many connections at once on a new store all succeed, each round making one store", async () => {
+    for (let round = 0; round < 4; round++) {
+      // Not there yet: the first claim makes it while the others look at it.
+      const store = path.join(dirFor(mode, "new-store"), "store");
+      const workers = Array.from({ length: 6 }, () => startWorker(mode, {}));
+      const clients = await Promise.all(workers.map((worker) => connectTo(worker, store)));
+      const claims = await Promise.allSettled(clients.map((client) => client.request("claim", {})));
+      expect(claims.map((c) => (c.status === "rejected" ? (c.reason as Error).message : "ok"))).toEqual(
+        Array.from({ length: 6 }, () => "ok"),
+      );
+      for (const client of clients) client.close();
+      for (const worker of workers) expect(await worker.ended).toEqual({ code: 0, signal: null });
+      expect(existsSync(path.join(store, "oci-layout"))).toBe(true);
+    }
+  });
+
   it("ends when the client closes the stream, leaving no process behind", async () => {
     const worker = startWorker(mode, { TBUILD_ROOT: dirFor(mode, "store") });
     const client = await connectTo(worker);
