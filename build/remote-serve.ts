@@ -80,6 +80,11 @@ export interface RemoteBuildParams {
    * several, whose index the client pushes. Each pushed manifest comes back with its config only.
    */
   pushByDigest?: ExportRequest[];
+  /**
+   * One platform's part of the client's build of several: steps are named with the platform (the
+   * client shows them, and `--explain` compares them, as a local build of several names them).
+   */
+  platformPart?: boolean;
   /** Ids of the secrets the client serves on demand (`secret` calls back). */
   secretIds: string[];
   /** Ids of the SSH agents the client relays (`ssh-agent` calls back). */
@@ -248,6 +253,7 @@ async function serveBuild(params: RemoteBuildParams, call: IncomingCall, env: No
           credentials,
           // type=local caches are the client's directories, never this host's.
           cacheDirectories: servedCacheDirectories(call),
+          ...(params.platformPart === true ? { platformPart: true } : {}),
         },
       });
     } finally {

@@ -181,14 +181,6 @@ async function runRemotePlatforms(
   request: BuildRequest,
   ctx: RunContext,
 ): Promise<BuildResult> {
-  const several = platforms.map(formatPlatform).join(",");
-  // As a local build of several platforms refuses them (run.ts buildPlatforms), in the same words.
-  const notYetForPlatforms = (what: string) =>
-    new TbuildError(
-      "E_NOT_SUPPORTED",
-      `${what} with several platforms (--platform ${several}) is not supported yet: build one platform at a time for it`,
-    );
-  if (request.explain === true) throw notYetForPlatforms("--explain");
   const exporters = await import("../exporters/index.js");
   for (const output of request.outputs ?? []) exporters.checkPlatformsOutput(output, platforms);
   if (request.push === true && (request.tags ?? []).length === 0)
@@ -344,20 +336,16 @@ async function manifestDescriptor(store: Store, digest: string): Promise<Descrip
 }
 
 /**
- * One platform's event, named as a local build of several platforms names it (`[linux/arm64 2/3]
- * RUN …`); tbuild's own steps get the platform too, so that two workers' are two steps.
+ * One platform's event: its steps the worker named as a local build of several platforms names
+ * them (`[linux/arm64 2/3] RUN …`, RemoteBuildParams.platformPart); tbuild's own steps get the
+ * platform here, so that two workers' are two steps.
  */
 function namedForPlatform(event: BuildEvent, platform: string): BuildEvent {
   if (!("vertex" in event) || event.vertex === undefined) return event;
-  const internal = event.vertex.startsWith("internal:");
-  const vertex = internal ? `${event.vertex} for ${platform}` : event.vertex;
+  if (!event.vertex.startsWith("internal:")) return event;
+  const vertex = `${event.vertex} for ${platform}`;
   if (!("name" in event) || typeof event.name !== "string") return { ...event, vertex };
-  const name = internal
-    ? `${event.name} for ${platform}`
-    : event.name.startsWith("[")
-      ? `[${platform} ${event.name.slice(1)}`
-      : event.name;
-  return { ...event, vertex, name } as BuildEvent;
+  return { ...event, vertex, name: `${event.name} for ${platform}` } as BuildEvent;
 }
 
 /** A directory of the client's as the worker syncs it: its listing, and that listing as it travels. */
@@ -515,6 +503,7 @@ async function remoteBuildOnce(
       imageNames: tags,
       ...(wantsImage ? { sendImage: true } : {}),
       ...(pushByDigest.length > 0 ? { pushByDigest } : {}),
+      ...(part ? { platformPart: true } : {}),
       secretIds: Object.keys(secrets),
       sshIds: Object.keys(agents),
     };

@@ -71,6 +71,11 @@ export interface RunContext {
     layouts?: LayoutImages;
     /** The client's type=local cache directories, read and written over the connection. */
     cacheDirectories?: CacheDirectories;
+    /**
+     * One platform's part of the client's build of several: each step is named with its platform,
+     * as a local build of several names it, in its progress, its cache records and `--explain`.
+     */
+    platformPart?: boolean;
   };
   /** Told the cache keys of the steps a build solved, once it has: a remote worker's pool affinity. */
   onCacheKeys?: (keys: string[]) => void;
@@ -90,9 +95,15 @@ export function epochOf(request: BuildRequest): number | undefined {
   return parseSourceDateEpoch(request.buildArgs?.SOURCE_DATE_EPOCH);
 }
 
-/** On a remote build's worker, `oci-layout://` contexts are planned from the client's layouts. */
-function servedLayouts(ctx: RunContext): { layouts?: LayoutImages } {
-  return ctx.served?.layouts ? { layouts: ctx.served.layouts } : {};
+/**
+ * On a remote build's worker, what the client's call changes in the plan: `oci-layout://` contexts
+ * from the client's layouts, and steps named with their platform in one platform's part.
+ */
+function servedToPlan(ctx: RunContext): { layouts?: LayoutImages; platformInNames?: boolean } {
+  return {
+    ...(ctx.served?.layouts ? { layouts: ctx.served.layouts } : {}),
+    ...(ctx.served?.platformPart ? { platformInNames: true } : {}),
+  };
 }
 
 /**
@@ -176,7 +187,7 @@ async function build(
   const plan = await events.internal(`[internal] load metadata and resolve base images`, () =>
     planBuild(
       request,
-      { store, config, env: ctx.env, cwd: ctx.cwd, signal: ctx.signal, warn, ...servedLayouts(ctx) },
+      { store, config, env: ctx.env, cwd: ctx.cwd, signal: ctx.signal, warn, ...servedToPlan(ctx) },
       dockerfile,
     ),
   );
@@ -450,7 +461,7 @@ async function buildPlatforms(platforms: Platform[], shared: SharedBuild): Promi
             signal: ctx.signal,
             warn,
             platformInNames: true,
-            ...servedLayouts(ctx),
+            ...servedToPlan(ctx),
           },
           dockerfile,
         ),

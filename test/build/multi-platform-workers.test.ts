@@ -254,4 +254,42 @@ describe("a two-platform build on remote workers", () => {
     expect(manifestsOf(clientStore, localDigest)).toEqual(localManifests);
     for (const digest of Object.values(localManifests)) expect(blob(workerStore, digest)).toBeDefined();
   }, 600_000);
+
+  it("--explain on one worker building both platforms names, for each, what changed for its steps", async () => {
+    const workerStore = tempDir("mpw-explain-store");
+    const dir = tempDir("mpw-explain-project");
+    writeFileSync(
+      path.join(dir, "Dockerfile"),
+      `FROM ${registry.host}/library/busybox:multi\nARG TARGETARCH\nCOPY arch-$TARGETARCH /arch\nRUN read -r a < /arch && echo "$a" > /seen\n`,
+    );
+    // A shell builtin reads it: as root, the mounted emulator runs only the step's first program.
+    for (const arch of ["amd64", "arm64"]) writeFileSync(path.join(dir, `arch-${arch}`), `${arch}\n`);
+    const explained = async () => {
+      const built = await tbuildAsync(
+        [
+          "build",
+          "--progress=plain",
+          "--explain",
+          "--platform",
+          PLATFORMS,
+          "--worker",
+          `cmd://TBUILD_ROOT=${workerStore} ${tbuildBin} worker --stdio`,
+          dir,
+        ],
+        { env: { TBUILD_ROOT: path.join(tempDir("mpw-explain-client"), "store") } },
+      );
+      expect(built.status, built.stderr).toBe(0);
+      return built.stderr
+        .split("\n")
+        .filter((line) => line.startsWith("explain: "))
+        .sort();
+    };
+    await explained();
+    writeFileSync(path.join(dir, "arch-arm64"), "arm64, edited\n");
+    // The same worker holds both platforms' records of each step: each platform is compared with its own.
+    expect(await explained()).toEqual([
+      "explain: [linux/arm64 2/3] COPY arch-$TARGETARCH /arch: input file arch-arm64 changed",
+      'explain: [linux/arm64 3/3] RUN read -r a < /arch && echo "$a" > /seen: [linux/arm64 2/3] COPY arch-$TARGETARCH /arch changed: input file arch-arm64 changed',
+    ]);
+  }, 600_000);
 });

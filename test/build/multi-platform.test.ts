@@ -231,19 +231,21 @@ describe("a build for several platforms", () => {
     ]);
   });
 
-  it("what is not done yet for several platforms says so, before anything is built or sent", () => {
-    // On a worker too, refused before the worker command (which would fail) is started.
+  it("on a worker too, type=docker with several platforms is refused before the worker is started", () => {
+    // cmd://false would fail: the refusal comes first.
     const remote = build([
       "--platform",
       "linux/amd64,linux/arm64",
       "--worker",
       "cmd://false",
-      "--explain",
+      "-o",
+      `type=docker,dest=${path.join(tempDir("mp-docker-remote"), "image.tar")}`,
       archContext(),
     ]);
-    expect(remote.status).toBe(1);
+    expect(remote.status).toBe(2);
     expect(remote.stderr).toContain(
-      "--explain with several platforms (--platform linux/amd64,linux/arm64) is not supported yet",
+      "type=docker holds one image, and this build makes one per platform (linux/amd64, linux/arm64)",
     );
+    expect(remote.stderr).not.toContain("cmd://false");
   });
 });
