@@ -19,7 +19,10 @@ function context(files: Record<string, string>): string {
 
 describe("tbuild debug graph", () => {
   it("prints the graph and image config of examples/hello without running anything", () => {
-    const { status, stdout, stderr } = tbuild(["debug", "graph", "examples/hello"]);
+    // A store of its own, without busybox: the user's may hold it (the Quick start imports it).
+    const { status, stdout, stderr } = tbuild(["debug", "graph", "examples/hello"], {
+      env: { TBUILD_ROOT: tempDir("graph-store") },
+    });
     expect(status).toBe(0);
     const build = JSON.parse(stdout) as LoweredBuild;
     const kinds = Object.values(build.graph.vertices).map((v) => v.op.kind);
