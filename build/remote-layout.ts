@@ -30,13 +30,13 @@ import { layoutImages } from "../oci/archive/index.js";
 import {
   InvalidImageError,
   MAX_CONFIG_BYTES,
-  PlatformNotFoundError,
+  manifestForPlatform,
   parseIndex,
   parseManifest,
   readImage,
 } from "../oci/image.js";
 import { LayerContentError, verifyLayer } from "../oci/layer.js";
-import { formatPlatform, type Platform, selectPlatform } from "../oci/platform.js";
+import { formatPlatform, type Platform } from "../oci/platform.js";
 import { type Descriptor, isIndexMediaType, isManifestMediaType, MediaType } from "../oci/spec.js";
 import { openStore, parseDigest, type Store } from "../oci/store/index.js";
 import type { Handler, IncomingCall } from "../worker/remote/protocol.js";
@@ -439,15 +439,7 @@ async function fetchForPlatform(
     const withPlatform = index.manifests.filter((m) => m.platform !== undefined);
     const held = await heldBy(call, store, layout, withPlatform, signal);
     const candidates = withPlatform.filter((m) => held.has(m.digest));
-    const chosen = selectPlatform(platform, candidates, (c) => c.platform);
-    if (chosen === undefined) {
-      throw new PlatformNotFoundError(
-        what,
-        platform,
-        candidates.map((c) => c.platform!),
-      );
-    }
-    descriptor = chosen;
+    descriptor = manifestForPlatform(candidates, platform, what);
   }
   if (!isManifestMediaType(descriptor.mediaType)) {
     throw new InvalidImageError(

@@ -288,6 +288,14 @@ export async function readImageForPlatform(
   for (const child of index.index.manifests) {
     if (child.platform !== undefined && (await source.has(child.digest))) candidates.push(child);
   }
+  return readImageForPlatform(source, manifestForPlatform(candidates, platform, what), platform, what);
+}
+
+/**
+ * Of an index's manifests at hand (each with a platform), the one for `platform` as selectPlatform
+ * picks it; none is PlatformNotFoundError naming the platforms there are.
+ */
+export function manifestForPlatform(candidates: Descriptor[], platform: Platform, what: string): Descriptor {
   const chosen = selectPlatform(platform, candidates, (c) => c.platform);
   if (chosen === undefined) {
     throw new PlatformNotFoundError(
@@ -296,5 +304,5 @@ export async function readImageForPlatform(
       candidates.map((c) => c.platform!),
     );
   }
-  return readImageForPlatform(source, chosen, platform, what);
+  return chosen;
 }
