@@ -25,6 +25,15 @@ import type { MountRequest } from "./mounts.js";
 
 export type ContainerStatus = "created" | "running" | "exited";
 
+/** A host port forwarded into the container's network (`-p`, `-P`), as bound: `ps` shows it. */
+export interface PublishedPort {
+  /** The host address listened on: `0.0.0.0` unless `-p IP:HOST:CTR` named one. */
+  hostIp: string;
+  hostPort: number;
+  containerPort: number;
+  protocol: "tcp" | "udp";
+}
+
 export interface ContainerState {
   status: ContainerStatus;
   /** The tbuild process running the container, and its start time (to tell a reused pid). */
@@ -33,6 +42,8 @@ export interface ContainerState {
   startedAt?: string;
   finishedAt?: string;
   exitCode?: number;
+  /** The ports published while it runs, as bound (a `-P` port's host port is the kernel's choice). */
+  ports?: PublishedPort[];
 }
 
 export interface ContainerRecord {
@@ -91,6 +102,14 @@ export class ContainerStore {
 
   containerDir(id: string): string {
     return path.join(this.dir, id);
+  }
+
+  /**
+   * The output of a detached container (docker's json-file format, one JSON object per line), the
+   * newest part; older parts are `container.log.1`, `.2`, ... (runtime/logs.ts).
+   */
+  logFile(id: string): string {
+    return path.join(this.dir, id, "container.log");
   }
 
   /** Records a new container under its name (a random docker-style one when none is given). */
