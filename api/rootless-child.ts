@@ -28,6 +28,7 @@ export async function serveLibraryCall({ signal }: { signal: AbortSignal }): Pro
   };
   const canceled = new AbortController();
   let kill: ((signal: NodeJS.Signals) => void) | undefined;
+  let stop: ((timeout?: number) => void) | undefined;
   const lines = createInterface({ input: control, crlfDelay: Number.POSITIVE_INFINITY });
   // A reset socket is the caller gone, as its close is (below).
   lines.on("error", () => {});
@@ -36,6 +37,7 @@ export async function serveLibraryCall({ signal }: { signal: AbortSignal }): Pro
       const message = JSON.parse(line) as ToChild;
       if (message.type === "abort") canceled.abort(new Error("canceled by the library's caller"));
       else if (message.type === "kill") kill?.(message.signal);
+      else if (message.type === "stop") stop?.(message.timeout);
       else resolve(message);
     });
     lines.once("close", () => {
@@ -63,6 +65,7 @@ export async function serveLibraryCall({ signal }: { signal: AbortSignal }): Pro
             onWarning: (message) => send({ type: "warning", message }),
             onStart: (container) => {
               kill = (s) => container.kill(s);
+              stop = (timeout) => void container.stop(timeout).catch(() => {});
               send({ type: "started", id: container.id });
             },
           });

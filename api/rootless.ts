@@ -16,13 +16,10 @@
  * re-exec: never in argv, never in a file.
  */
 import type { ChildProcess } from "node:child_process";
-import { existsSync, statSync } from "node:fs";
 import type { Socket } from "node:net";
-import path from "node:path";
 import { createInterface } from "node:readline";
 import type { Readable, Writable } from "node:stream";
 import { finished } from "node:stream/promises";
-import { fileURLToPath } from "node:url";
 import type { BuildEvent } from "../build/events.js";
 import { BuildStepFailedError } from "../build/failure.js";
 import { BadBuildRequestError, type BuildRequest, checkBuildRequest } from "../build/request.js";
@@ -33,6 +30,7 @@ import { defaultStoreRoot } from "../oci/store/index.js";
 import { stopAbandonedContainers } from "../worker/build-state.js";
 import { FIRST_EXTRA_FD, rootlessExecError, spawnInUserNamespace } from "../worker/userns.js";
 import type { BuildOptions } from "./build.js";
+import { cliEntry } from "./cli-entry.js";
 import { BuildCanceledError } from "./errors.js";
 import type { RunOptions, RunResult } from "./run.js";
 
@@ -53,7 +51,11 @@ export type LibraryCall =
   | { type: "run"; image: string; options: RunCallOptions; cwd: string };
 
 /** Lines to the child: the call first, then any number of aborts and signals for the container. */
-export type ToChild = LibraryCall | { type: "abort" } | { type: "kill"; signal: NodeJS.Signals };
+export type ToChild =
+  | LibraryCall
+  | { type: "abort" }
+  | { type: "kill"; signal: NodeJS.Signals }
+  | { type: "stop"; timeout?: number };
 
 /** Lines from the child: events as they happen, then the result or the error, last. */
 export type FromChild =
@@ -125,26 +127,40 @@ export async function runInUserNamespace(image: string, options: RunOptions): Pr
     onWarning,
     ...plain
   } = options;
+  const call = callInUserNamespace(
+    {
+      type: "run",
+      image,
+      options: { ...plain, stdin: stdin === "ignore" ? "ignore" : "inherit" },
+      cwd: cwd ?? process.cwd(),
+    },
+    {
+      env,
+      signal,
+      stdin,
+      stdout: stdout ?? "inherit",
+      stderr: stderr ?? "inherit",
+      // The process's terminal is this process's own: the child stays in its session for it.
+      terminal: options.tty === true,
+      ...(onWarning ? { onWarning } : {}),
+      ...(onStart
+        ? {
+            onStarted: (id, send) =>
+              onStart({
+                id,
+                kill: (s) => send({ type: "kill", signal: s }),
+                stop: (timeout) => {
+                  send({ type: "stop", ...(timeout !== undefined ? { timeout } : {}) });
+                  return call.then((result) => (result as RunResult).exitCode);
+                },
+              }),
+          }
+        : {}),
+    },
+  );
+  call.catch(() => {});
   try {
-    return (await callInUserNamespace(
-      {
-        type: "run",
-        image,
-        options: { ...plain, stdin: stdin === "ignore" ? "ignore" : "inherit" },
-        cwd: cwd ?? process.cwd(),
-      },
-      {
-        env,
-        signal,
-        stdin,
-        stdout: stdout ?? "inherit",
-        stderr: stderr ?? "inherit",
-        // The process's terminal is this process's own: the child stays in its session for it.
-        terminal: options.tty === true,
-        ...(onWarning ? { onWarning } : {}),
-        ...(onStart ? { onStarted: (id, kill) => onStart({ id, kill }) } : {}),
-      },
-    )) as RunResult;
+    return (await call) as RunResult;
   } catch (err) {
     // As in-process: an abort ends the run with the caller's own reason when it is a TbuildError.
     if (signal.aborted && isTbuildError(err) && err.code === "E_CANCELED") {
@@ -165,7 +181,8 @@ interface CallOptions {
   terminal?: boolean;
   onEvent?: (event: BuildEvent) => void;
   onWarning?: (message: string) => void;
-  onStarted?: (id: string, kill: (signal: NodeJS.Signals) => void) => void;
+  /** The child's container started: `send` passes it kill and stop requests. */
+  onStarted?: (id: string, send: (message: ToChild) => void) => void;
 }
 
 /** The most of the child's own stderr an error quotes. */
@@ -218,7 +235,7 @@ async function callInUserNamespace(call: LibraryCall, options: CallOptions): Pro
         else if (message.type === "event") options.onEvent?.(message.event);
         else if (message.type === "warning") options.onWarning?.(message.message);
         else if (message.type === "started") {
-          options.onStarted?.(message.id, (s) => send({ type: "kill", signal: s }));
+          options.onStarted?.(message.id, send);
         }
       } catch (err) {
         // The caller's callback threw (or a line was unreadable): the call is canceled, and rejects with that.
@@ -284,21 +301,4 @@ function connectStdio(child: ChildProcess, options: CallOptions) {
       if (input && child.stdin) input.unpipe(child.stdin);
     },
   };
-}
-
-/**
- * The CLI's entry in this package, as bin/tbuild picks it: the bundle (scripts/bundle.mjs) unless
- * dist is newer. Found from this module in dist/api/ (the library), dist/bundle/cli/ (the CLI's
- * bundle) or api/ (the sources, under tests).
- */
-function cliEntry(): string {
-  const here = path.dirname(fileURLToPath(import.meta.url));
-  const root = [path.join(here, ".."), path.join(here, "..", ".."), path.join(here, "..", "..", "..")].find(
-    (dir) => existsSync(path.join(dir, "bin", "tbuild")),
-  );
-  if (root === undefined) throw new TbuildError("E_ROOTLESS_EXEC", `cannot find tbuild's CLI above ${here}`);
-  const main = path.join(root, "dist", "cli", "main.js");
-  const bundle = path.join(root, "dist", "bundle", "cli", "main.js");
-  const mtime = (file: string) => statSync(file, { throwIfNoEntry: false })?.mtimeMs ?? -1;
-  return mtime(bundle) > mtime(main) ? bundle : main;
 }

@@ -34,6 +34,15 @@ export interface RunOptions {
   name?: string;
   /** Forget the container, its writable layer and anonymous volumes when it exits. */
   remove?: boolean;
+  /**
+   * `-d`: start the container in a monitor process of its own, which outlives this one, and
+   * resolve once its command runs (its output goes to its log: `tbuild logs`).
+   */
+  detach?: boolean;
+  /** `--stop-signal`: the signal `stop` sends first (the image's STOPSIGNAL by default, else SIGTERM). */
+  stopSignal?: string;
+  /** `--stop-timeout`: seconds `stop` waits for the process after the stop signal (default 10). */
+  stopTimeout?: number;
   /** The image's platform, e.g. `linux/arm64`; this machine's by default. */
   platform?: string;
   /** Give the process a terminal: this process's own, which must be one (`stdin` "inherit"). */
@@ -44,8 +53,13 @@ export interface RunOptions {
   stderr?: NodeJS.WritableStream | "inherit";
   /** Aborting stops the container. */
   signal?: AbortSignal;
-  /** Called once the process is starting, with a way to send it signals. */
-  onStart?: (container: { id: string; kill(signal: NodeJS.Signals): void }) => void;
+  /** Called once the process is starting, with a way to send it signals and to stop it. */
+  onStart?: (container: {
+    id: string;
+    kill(signal: NodeJS.Signals): void;
+    /** As `tbuild stop`: the stop signal, then SIGKILL after the grace period; resolves to the exit code. */
+    stop(timeoutSeconds?: number): Promise<number>;
+  }) => void;
   /** The environment: the store, config.toml, credentials; `process.env` by default. */
   env?: NodeJS.ProcessEnv;
   /** Relative volume sources are relative to this; `process.cwd()` by default. */
@@ -56,7 +70,7 @@ export interface RunOptions {
 }
 
 export interface RunResult {
-  /** The process's exit code, or 128 + the signal number when a signal ended it. */
+  /** The process's exit code, or 128 + the signal number when a signal ended it; 0 when detached. */
   exitCode: number;
   /** The container's id and name (as `tbuild ps` shows them, unless it was removed). */
   id: string;
@@ -81,6 +95,7 @@ export async function run(image: string, options: RunOptions = {}): Promise<RunR
     env: options.environment ?? [],
     ...(options.workdir !== undefined ? { workingDir: options.workdir } : {}),
     ...(options.user !== undefined ? { user: options.user } : {}),
+    ...(options.stopSignal !== undefined ? { stopSignal: options.stopSignal } : {}),
     anonymousVolumes: mounts.filter((m) => m.kind === "volume" && m.anonymous).map((m) => m.destination),
   });
   const { Container } = await import("../runtime/container.js");
@@ -94,16 +109,30 @@ export async function run(image: string, options: RunOptions = {}): Promise<RunR
     interactive: options.stdin !== undefined && options.stdin !== "ignore",
     remove: options.remove === true,
     ...(options.name !== undefined ? { name: options.name } : {}),
+    ...(options.stopTimeout !== undefined ? { stopTimeout: options.stopTimeout } : {}),
     ...(options.onWarning ? { warn: options.onWarning } : {}),
     env,
   });
+  if (options.detach) {
+    const [{ startMonitor }, { cliEntry }] = await Promise.all([
+      import("../runtime/monitor.js"),
+      import("./cli-entry.js"),
+    ]);
+    await startMonitor(store, container.record, { cliEntry: cliEntry(), env });
+    return { exitCode: 0, id: container.id, name: container.record.name };
+  }
   try {
     const exit = await container.run({
       stdin: options.stdin ?? "ignore",
       stdout: options.stdout ?? "inherit",
       stderr: options.stderr ?? "inherit",
       signal,
-      onStart: () => options.onStart?.({ id: container.id, kill: (s) => container.kill(s) }),
+      onStart: () =>
+        options.onStart?.({
+          id: container.id,
+          kill: (s) => container.kill(s),
+          stop: (timeout) => container.stop(timeout),
+        }),
     });
     return { exitCode: exit.exitCode, id: container.id, name: container.record.name };
   } catch (err) {

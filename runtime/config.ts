@@ -19,6 +19,8 @@ export interface RunRequest {
   workingDir?: string;
   /** `-u USER[:GROUP]`. */
   user?: string;
+  /** `--stop-signal`: kept in the config as docker keeps it (`StopSignal`). */
+  stopSignal?: string;
   /** Container paths of anonymous volumes (`-v /path`), added to `Volumes` as docker does. */
   anonymousVolumes?: string[];
 }
@@ -54,6 +56,7 @@ export function containerConfig(image: ContainerConfig, request: RunRequest): Co
     config.WorkingDir = path.posix.resolve(request.workingDir);
   }
   if (request.user !== undefined) config.User = request.user;
+  if (request.stopSignal !== undefined) config.StopSignal = request.stopSignal;
   for (const volume of request.anonymousVolumes ?? []) {
     config.Volumes = { ...config.Volumes, [volume]: {} };
   }

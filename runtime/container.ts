@@ -10,13 +10,14 @@
  *
  * The caller must have worker privileges (root, or root of tbuild's user namespace).
  */
+import { readFileSync } from "node:fs";
 import { mkdir, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { isTbuildError, TbuildError } from "../errors/index.js";
-import type { Image } from "../oci/image.js";
+import { type Image, readImage } from "../oci/image.js";
 import type { Platform } from "../oci/platform.js";
-import type { ContainerConfig } from "../oci/spec.js";
+import type { ContainerConfig, RuntimeSpec } from "../oci/spec.js";
 import type { Store } from "../oci/store/index.js";
 import { containerEmulator } from "../worker/emulation.js";
 import type {
@@ -28,7 +29,7 @@ import type {
 } from "../worker/sandbox/index.js";
 import { Snapshotter, type WritableMount } from "../worker/snapshot/index.js";
 import { inUserNamespace } from "../worker/userns.js";
-import { processArgs } from "./config.js";
+import { mergeEnv, processArgs } from "./config.js";
 import {
   type ContainerRecord,
   ContainerStore,
@@ -36,8 +37,10 @@ import {
   newContainerId,
   processStartTime,
 } from "./containers.js";
+import { type ControlHandler, type ControlRequest, ControlServer, type ExecTarget } from "./control.js";
 import { Guard } from "./guard.js";
 import type { MountRequest } from "./mounts.js";
+import { parseSignal } from "./signals.js";
 import { seedVolume, VolumeStore } from "./volumes.js";
 
 export interface ContainerOptions {
@@ -53,6 +56,8 @@ export interface ContainerOptions {
   /** `--rm`: forget the container, its writable layer and its anonymous volumes when it exits. */
   remove: boolean;
   name?: string;
+  /** `--stop-timeout`: seconds `stop` waits after the stop signal before SIGKILL. */
+  stopTimeout?: number;
   warn?: (message: string) => void;
   /** Where QEMU emulators are looked for (`$TBUILD_QEMU_DIR`, PATH); `process.env` by default. */
   env?: NodeJS.ProcessEnv;
@@ -66,6 +71,8 @@ export interface ContainerIO {
   signal?: AbortSignal;
   /** Called once the container's process is starting: from then on `kill` reaches it. */
   onStart?: () => void;
+  /** Called once runc has started the container's command (a command not found never gets here). */
+  onRunning?: () => void;
 }
 
 export interface ContainerExit {
@@ -83,6 +90,13 @@ export class Container {
   private readonly emulator: string | undefined;
   private process?: SandboxProcess;
   private started = false;
+  /** Settled with the exit code once the container has exited and its state is recorded. */
+  private readonly exited: Promise<number>;
+  private settleExit!: (code: number) => void;
+  /** The container's root filesystem as its process sees it, while it runs (for exec's -u). */
+  private tree?: import("../worker/sandbox/rootfs-path.js").RootTree;
+  /** The run's runc state and bundle, while it runs. */
+  private sandbox?: { runc: string; runcRoot: string; sandboxId: string; bundleDir: string };
 
   private constructor(
     store: Store,
@@ -96,6 +110,10 @@ export class Container {
     this.record = record;
     this.options = options;
     this.emulator = emulator;
+    this.exited = new Promise<number>((resolve) => {
+      this.settleExit = resolve;
+    });
+    this.exited.catch(() => {});
   }
 
   get id(): string {
@@ -122,11 +140,40 @@ export class Container {
         network: options.network,
         tty: options.tty,
         interactive: options.interactive,
+        ...(options.remove ? { autoRemove: true } : {}),
+        ...(options.stopTimeout !== undefined ? { stopTimeout: options.stopTimeout } : {}),
         state: { status: "created" },
       },
       options.name,
     );
     return new Container(store, containers, record, options, emulator);
+  }
+
+  /**
+   * A kept container, to run again (`tbuild start`): its image read from the store by the digest
+   * it was created from, every setting from its record.
+   */
+  static async open(
+    store: Store,
+    record: ContainerRecord,
+    options: { warn?: (message: string) => void; env?: NodeJS.ProcessEnv } = {},
+  ): Promise<Container> {
+    const image = await readImage(store.content, record.image.descriptor);
+    const emulator = await containerEmulator(imagePlatform(image), options.env ?? process.env);
+    const containers = new ContainerStore(store.root);
+    const containerOptions: ContainerOptions = {
+      image,
+      imageName: record.image.name,
+      config: record.config,
+      mounts: record.mounts,
+      network: record.network,
+      tty: record.tty,
+      interactive: record.interactive,
+      remove: record.autoRemove === true,
+      ...(options.warn ? { warn: options.warn } : {}),
+      ...(options.env ? { env: options.env } : {}),
+    };
+    return new Container(store, containers, record, containerOptions, emulator);
   }
 
   /** Runs the container's process to its end; resolves to its exit. A container runs once. */
@@ -150,16 +197,18 @@ export class Container {
     let guard: Guard | undefined;
     let exit: ContainerExit | undefined;
     let processStarted = false;
+    let control: Promise<ControlServer> | undefined;
     try {
       const lowers = await snapshotter.prepareImage(options.image, io.signal);
       // runc mounts the overlay itself, in the container's mount namespace (no mount or umount
       // process, nothing left mounted on the host), unless a volume may need seeding from the
       // image, which reads the mounted root filesystem.
-      writable = await snapshotter.mountWritable(lowers, {
-        id: record.id,
-        persistent: !options.remove,
-        deferMount: !options.mounts.some((m) => m.kind === "volume"),
-      });
+      const deferMount = !options.mounts.some((m) => m.kind === "volume");
+      // A container run before has its writable layer kept: it goes on from its changes.
+      const kept = (await snapshotter.listWritable()).includes(record.id);
+      writable = kept
+        ? await snapshotter.openWritable(record.id, lowers, { deferMount })
+        : await snapshotter.mountWritable(lowers, { id: record.id, persistent: !options.remove, deferMount });
       // Should tbuild die without cleaning up (SIGKILL), the guard kills the container and unmounts.
       const { findRunc, runInSandbox } = await sandboxModule;
       const runc = findRunc();
@@ -206,6 +255,16 @@ export class Container {
         terminal: options.tty,
         ...(this.emulator !== undefined ? { emulator: this.emulator } : {}),
       };
+      const { layeredTree } = await import("../worker/sandbox/rootfs-path.js");
+      const { directoryTree } = await import("../worker/root-path.js");
+      const rootOverlay = writable.deferredOverlay;
+      this.tree = rootOverlay ? layeredTree(rootOverlay.layers, rootOverlay.upper) : directoryTree(rootfs);
+      this.sandbox = {
+        runc,
+        runcRoot: path.join(stateDir, sandboxId, "runc"),
+        sandboxId,
+        bundleDir: path.join(stateDir, sandboxId, "bundle"),
+      };
       const runOptions: SandboxRunOptions = {
         stateDir,
         id: sandboxId,
@@ -216,9 +275,14 @@ export class Container {
         onStart: (process) => {
           this.process = process;
           startGuard();
-          if (!processStarted) io.onStart?.();
+          if (!processStarted) {
+            control = ControlServer.listen(this.containers.containerDir(record.id), this.controlHandler());
+            control.catch(() => {});
+            io.onStart?.();
+          }
           processStarted = true;
         },
+        ...(io.onRunning ? { onRunning: () => io.onRunning?.() } : {}),
       };
       let result: SandboxResult;
       try {
@@ -261,9 +325,114 @@ export class Container {
           : { status: "created", ...(exit ? { exitCode: exit.exitCode } : {}) };
         cleanups.push(this.containers.write(record));
       }
-      await allSettledOrFirstError(cleanups);
-      guard?.stop();
+      try {
+        await allSettledOrFirstError(cleanups);
+      } finally {
+        guard?.stop();
+        this.tree = undefined;
+        this.sandbox = undefined;
+        // Waiters (`tbuild wait`, `stop`) answered once the exit is recorded, then the socket goes.
+        this.settleExit(exit?.exitCode ?? -1);
+        (await control?.catch(() => undefined))?.close();
+      }
     }
+  }
+
+  /**
+   * Stops the container as `docker stop` does: its stop signal (the image's STOPSIGNAL, SIGTERM by
+   * default), then SIGKILL when it has not exited after `timeoutSeconds` (the container's
+   * `--stop-timeout`, else 10). Resolves to its exit code once it has exited and is recorded.
+   */
+  async stop(timeoutSeconds?: number): Promise<number> {
+    if (this.process === undefined) return this.exited;
+    const grace = timeoutSeconds ?? this.record.stopTimeout ?? DEFAULT_STOP_TIMEOUT_SECONDS;
+    if (grace !== 0) this.kill(parseSignal(this.record.config.StopSignal ?? "SIGTERM"));
+    // -1: no SIGKILL, as docker's --stop-timeout=-1.
+    if (grace < 0) return this.exited;
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), grace * 1000);
+    });
+    try {
+      if ((await Promise.race([this.exited, timedOut])) === "timeout") this.kill("SIGKILL");
+    } finally {
+      clearTimeout(timer);
+    }
+    return this.exited;
+  }
+
+  /** Resolves to the exit code once the container has exited and its state is recorded. */
+  wait(): Promise<number> {
+    return this.exited;
+  }
+
+  private controlHandler(): ControlHandler {
+    return {
+      stop: (timeout) => this.stop(timeout),
+      kill: (signal) => {
+        if (!this.kill(parseSignal(signal))) {
+          throw new TbuildError("E_CONTAINER_NOT_RUNNING", `container ${this.record.name} is not running`);
+        }
+      },
+      wait: () => this.wait(),
+      exec: (request) => this.execTarget(request),
+    };
+  }
+
+  /**
+   * What `tbuild exec` runs: the container's own process settings (its capabilities, seccomp
+   * profile, rlimits, user, environment, working directory), with the command and what the exec's
+   * flags change, for `runc exec --process`.
+   */
+  private async execTarget(request: Extract<ControlRequest, { op: "exec" }>): Promise<ExecTarget> {
+    const { tree, sandbox } = this;
+    if (tree === undefined || sandbox === undefined || this.process === undefined) {
+      throw new TbuildError("E_CONTAINER_NOT_RUNNING", `container ${this.record.name} is not running`);
+    }
+    const config = JSON.parse(
+      readFileSync(path.join(sandbox.bundleDir, "config.json"), "utf8"),
+    ) as RuntimeSpec;
+    const original = config.process!;
+    const { resolveUser } = await import("../worker/sandbox/user.js");
+    let env = [...(original.env ?? [])];
+    let user = original.user as ExecTarget["process"]["user"];
+    if (request.user !== undefined && request.user !== "") {
+      const ids = await resolveUser(tree, request.user);
+      user = { uid: ids.uid, gid: ids.gid, additionalGids: ids.additionalGids };
+      env = mergeEnv(env, [`HOME=${ids.home || "/"}`]);
+    }
+    env = mergeEnv(env, request.env ?? []);
+    let args = [...request.args];
+    if (this.emulator !== undefined) {
+      const { DEFAULT_PATH } = await import("../oci/spec.js");
+      const { lookPathInRoot } = await import("../worker/sandbox/rootfs-path.js");
+      const { EMULATOR_MOUNT } = await import("../worker/emulation.js");
+      const pathEntry = env.findLast((entry) => entry.startsWith("PATH="));
+      const searchPath = pathEntry !== undefined ? pathEntry.slice("PATH=".length) : DEFAULT_PATH;
+      const executable = lookPathInRoot(tree, args[0]!, searchPath);
+      if (executable === undefined) {
+        throw new ContainerStartError(
+          `exec: "${args[0]}": executable file not found in $PATH (${searchPath}) of the container`,
+          127,
+          undefined,
+        );
+      }
+      args = [EMULATOR_MOUNT, "-0", args[0]!, executable, ...args.slice(1)];
+    }
+    const global = ["--root", sandbox.runcRoot, ...(inUserNamespace() ? ["--rootless", "true"] : [])];
+    return {
+      runc: sandbox.runc,
+      runcGlobal: global,
+      sandboxId: sandbox.sandboxId,
+      ...(inUserNamespace() ? { namespacePid: process.pid } : {}),
+      process: {
+        ...original,
+        args,
+        env,
+        cwd: request.workdir ?? original.cwd ?? "/",
+        user,
+      } as ExecTarget["process"],
+    };
   }
 
   /**
@@ -312,6 +481,9 @@ export class Container {
     }
   }
 }
+
+/** Docker's default grace period for `stop` (`--stop-timeout`, `-t`). */
+const DEFAULT_STOP_TIMEOUT_SECONDS = 10;
 
 /** The platform an image is for, as its config says (what the kernel, or QEMU, must run). */
 function imagePlatform(image: Image): Platform {

@@ -63,6 +63,12 @@ export interface ContainerRecord {
   network: "host" | "none";
   tty: boolean;
   interactive: boolean;
+  /** `--stop-timeout`: seconds `stop` waits after the stop signal before SIGKILL (default 10). */
+  stopTimeout?: number;
+  /** `--rm`: the container, its writable layer and anonymous volumes go when it exits. */
+  autoRemove?: boolean;
+  /** Started with `-d`: its output is in its log (logFile), and a monitor process runs it. */
+  detached?: boolean;
   state: ContainerState;
 }
 

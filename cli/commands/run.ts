@@ -5,6 +5,7 @@ import { isTbuildError, TbuildError, UsageError } from "../../errors/index.js";
 import { parsePlatform } from "../../oci/platform.js";
 import { parseEnvFile, parseEnvFlags } from "../../runtime/config.js";
 import { parseVolumeFlag } from "../../runtime/mounts.js";
+import { parseSignal } from "../../runtime/signals.js";
 import { reexecInUserNamespace } from "../../worker/userns.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
 
@@ -29,10 +30,19 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   env.push(...parseEnvFlags((values.env as string[] | undefined) ?? [], ctx.env));
   const tty = values.tty === true;
   const interactive = values.interactive === true;
+  const detach = values.detach === true;
+  if (values["stop-signal"] !== undefined) parseSignal(values["stop-signal"] as string);
+  const stopTimeout = parseStopTimeout(values["stop-timeout"] as string | undefined);
+  if (detach && tty) {
+    throw new TbuildError(
+      "E_NOT_SUPPORTED",
+      "-d with -t is not supported yet (a detached container's terminal): drop -t; `tbuild exec -it` gives one to a running container",
+    );
+  }
   if (tty && interactive && !process.stdin.isTTY) {
     throw new UsageError("the input device is not a TTY: drop -t, or run tbuild from a terminal");
   }
-  if (tty && !hasControllingTerminal()) {
+  if (tty && !detach && !hasControllingTerminal()) {
     throw new TbuildError(
       "E_NOT_SUPPORTED",
       "-t without a terminal is not supported yet (runc in the foreground needs tbuild's own terminal): run tbuild in a terminal, or drop -t",
@@ -51,7 +61,7 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   let forward: (signal: NodeJS.Signals) => void = () => {};
   try {
     const { run: runContainer } = await import("../../index.js");
-    const exit = await runContainer(imageText, {
+    const result = await runContainer(imageText, {
       command: commandArgs,
       ...(values.entrypoint !== undefined ? { entrypoint: values.entrypoint as string } : {}),
       environment: env,
@@ -61,6 +71,9 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
       network: network === "none" ? "none" : "host",
       ...(values.name !== undefined ? { name: values.name as string } : {}),
       remove: values.rm === true,
+      ...(detach ? { detach: true } : {}),
+      ...(values["stop-signal"] !== undefined ? { stopSignal: values["stop-signal"] as string } : {}),
+      ...(stopTimeout !== undefined ? { stopTimeout } : {}),
       ...(values.platform ? { platform: values.platform as string } : {}),
       tty,
       stdin: interactive ? "inherit" : "ignore",
@@ -77,7 +90,10 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
           // A terminal's Ctrl-C and Ctrl-\ reach runc too, which shares tbuild's process group and
           // passes them on itself: passing them on again would deliver them twice.
           if (process.stdin.isTTY && (signal === "SIGINT" || signal === "SIGQUIT")) return;
-          container.kill(signal);
+          // SIGTERM stops the container as `tbuild stop` does, even when its PID 1 ignores the
+          // signal: the stop signal, then SIGKILL after the grace period.
+          if (signal === "SIGTERM") void container.stop().catch(() => {});
+          else container.kill(signal);
         };
         forwarding = true;
         for (const [signal, listeners] of saved) {
@@ -86,7 +102,9 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
         }
       },
     });
-    return exit.exitCode;
+    // As docker prints it: the full ID of the container started.
+    if (detach) ctx.stdout.write(`${result.id}\n`);
+    return result.exitCode;
   } catch (err) {
     // Interrupted before the process started (while unpacking, say): the user's own doing.
     if (isTbuildError(err) && err.code === "E_CANCELED") {
@@ -123,4 +141,13 @@ async function readEnvFile(file: string, shown: string): Promise<string> {
       `--env-file ${shown}: cannot read it (${(err as NodeJS.ErrnoException).code ?? err})`,
     );
   }
+}
+
+/** `--stop-timeout SECONDS`: a whole number of seconds, 0 or more (docker's -1, wait for ever, too). */
+export function parseStopTimeout(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^(-1|\d+)$/.test(text.trim())) {
+    throw new UsageError(`--stop-timeout ${text}: a whole number of seconds (-1 waits for ever)`);
+  }
+  return Number(text);
 }

@@ -7,7 +7,16 @@
  */
 import { execFile, type StdioOptions, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  existsSync,
+  type FSWatcher,
+  mkdirSync,
+  readFileSync,
+  rmSync,
+  watch,
+  writeFileSync,
+} from "node:fs";
 import { readFile } from "node:fs/promises";
 import { constants as osConstants } from "node:os";
 import path from "node:path";
@@ -51,6 +60,12 @@ export interface SandboxRunOptions {
   killGraceMs?: number;
   /** Called once runc is started, with a handle to signal the container (for `tbuild run`). */
   onStart?: (container: SandboxProcess) => void;
+  /**
+   * Called once the container's process has been started (runc has created the container and
+   * told it to run its command), with its host pid: from then on a failure is the process's own,
+   * not runc's. Not called when runc fails before (a command not found, say).
+   */
+  onRunning?: (pid: number) => void;
 }
 
 /** A running container, as `onStart` sees it. */
@@ -296,8 +311,30 @@ function superviseRunc(
     options.stderr === undefined || options.stderr === "inherit" ? process.stderr : options.stderr,
   );
 
+  // runc writes the pid file (by rename) once the container's process is told to run.
+  const pidFile = path.join(runDir, "pid");
+  let pidWatcher: FSWatcher | undefined;
+  if (options.onRunning) {
+    const onRunning = options.onRunning;
+    pidWatcher = watch(runDir, (_event, name) => {
+      if (name !== "pid" || pidWatcher === undefined) return;
+      let pid: number;
+      try {
+        pid = Number(readFileSync(pidFile, "utf8").trim());
+      } catch {
+        return;
+      }
+      pidWatcher.close();
+      pidWatcher = undefined;
+      onRunning(pid);
+    });
+  }
+  const pidArgs = options.onRunning ? ["--pid-file", pidFile] : [];
   return new Promise<SandboxResult>((resolve, reject) => {
-    const child = spawn(runc, [...global, "run", "--bundle", bundleDir, id], { stdio, env: runcEnv() });
+    const child = spawn(runc, [...global, "run", ...pidArgs, "--bundle", bundleDir, id], {
+      stdio,
+      env: runcEnv(),
+    });
     let exited = false;
     let stopSignal: NodeJS.Signals | undefined;
     let timedOut = false;
@@ -370,10 +407,18 @@ function superviseRunc(
       // Only a runc that never started ends the run here; otherwise "close" follows.
       if (child.pid !== undefined) return;
       exited = true;
+      pidWatcher?.close();
       reject(new SandboxError("E_SANDBOX_RUNC", `cannot start ${runc}: ${err.message}`, { cause: err }));
     });
     child.once("close", (code, signal) => {
       exited = true;
+      if (pidWatcher !== undefined) {
+        pidWatcher.close();
+        pidWatcher = undefined;
+        // A process that ended at once: its pid file was written, the event not yet delivered.
+        const pid = Number(existsSync(pidFile) ? readFileSync(pidFile, "utf8").trim() : "");
+        if (pid > 0) options.onRunning?.(pid);
+      }
       for (const timer of timers) clearTimeout(timer);
       options.signal?.removeEventListener("abort", onAbort);
       if (typeof stdin !== "string" && child.stdin) stdin.unpipe(child.stdin);

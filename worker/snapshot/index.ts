@@ -550,8 +550,15 @@ export class Snapshotter {
     };
   }
 
-  /** Reopens a persistent writable mount (a kept container's layer) by id. */
-  async openWritable(id: string, lowers: string[]): Promise<WritableMount> {
+  /**
+   * Reopens a persistent writable mount (a kept container's layer) by id; with `deferMount`, as
+   * mountWritable's, an overlay is left for the runtime to mount.
+   */
+  async openWritable(
+    id: string,
+    lowers: string[],
+    options: { deferMount?: boolean } = {},
+  ): Promise<WritableMount> {
     requirePrivileges("mount a root filesystem");
     const state = await this.readState(id);
     if (!state) throw new TbuildError("E_NO_SUCH_MOUNT", `no writable root filesystem named ${id}`);
@@ -562,6 +569,14 @@ export class Snapshotter {
     state.pid = process.pid;
     state.pidStart = (await processStart(process.pid)) ?? "";
     await this.writeState(state);
+    if (state.mode === "overlay" && options.deferMount) {
+      const overlay = this.deferredOverlayOf(state);
+      if (overlay && !(await isMountPoint(path.join(this.mountsDir, id, "rootfs")))) {
+        for (const sub of ["upper", "work", "rootfs"])
+          mkdirSync(path.join(this.mountsDir, id, sub), { recursive: true });
+        return this.handle(state, overlay);
+      }
+    }
     if (state.mode === "overlay") await this.mountOverlayFor(state);
     return this.handle(state);
   }
