@@ -10,7 +10,7 @@ import type { Image } from "../oci/image.js";
 import { hostPlatform, type Platform, parsePlatform } from "../oci/platform.js";
 import { defaultStoreRoot, type Store as OpenedStore, openStore } from "../oci/store/index.js";
 import { containerConfig } from "../runtime/config.js";
-import { parseVolumeFlag } from "../runtime/mounts.js";
+import { parseVolumeFlag, withImageVolumes } from "../runtime/mounts.js";
 import { hasWorkerPrivileges } from "../worker/userns.js";
 import { BuildCanceledError } from "./errors.js";
 import type { Store } from "./store.js";
@@ -26,7 +26,10 @@ export interface RunOptions {
   workdir?: string;
   /** `USER[:GROUP]`, a name or an id. */
   user?: string;
-  /** As `tbuild run -v`: `SRC:DST[:ro]` (a host path or a volume name), or `DST` (an anonymous volume). */
+  /**
+   * As `tbuild run -v`: `SRC:DST[:ro]` (a host path or a volume name), or `DST` (an anonymous
+   * volume). The image's VOLUMEs none of these covers get anonymous volumes.
+   */
   volumes?: string[];
   /** The host's network (default), or none (loopback only). */
   network?: "host" | "none";
@@ -70,7 +73,7 @@ export async function run(image: string, options: RunOptions = {}): Promise<RunR
   const signal = options.signal ?? new AbortController().signal;
   const platform = options.platform ? parsePlatform(options.platform) : hostPlatform();
   const anonymousName = () => randomBytes(32).toString("hex");
-  const mounts = (options.volumes ?? []).map((v) =>
+  const flagMounts = (options.volumes ?? []).map((v) =>
     parseVolumeFlag(v, options.cwd ?? process.cwd(), anonymousName),
   );
   const store = await openStore(options.store?.root ?? defaultStoreRoot(env));
@@ -81,8 +84,10 @@ export async function run(image: string, options: RunOptions = {}): Promise<RunR
     env: options.environment ?? [],
     ...(options.workdir !== undefined ? { workingDir: options.workdir } : {}),
     ...(options.user !== undefined ? { user: options.user } : {}),
-    anonymousVolumes: mounts.filter((m) => m.kind === "volume" && m.anonymous).map((m) => m.destination),
+    anonymousVolumes: flagMounts.filter((m) => m.kind === "volume" && m.anonymous).map((m) => m.destination),
   });
+  // The image's VOLUMEs no -v covers get anonymous volumes, as docker gives them.
+  const mounts = withImageVolumes(resolved.config.config ?? {}, flagMounts, anonymousName);
   const { Container } = await import("../runtime/container.js");
   const container = await Container.create(store, {
     image: resolved,

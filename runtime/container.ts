@@ -38,7 +38,7 @@ import {
 } from "./containers.js";
 import { Guard } from "./guard.js";
 import type { MountRequest } from "./mounts.js";
-import { seedVolume, VolumeStore } from "./volumes.js";
+import { seedVolume, VolumeStore, volumeUsers } from "./volumes.js";
 
 export interface ContainerOptions {
   image: Image;
@@ -158,7 +158,7 @@ export class Container {
       writable = await snapshotter.mountWritable(lowers, {
         id: record.id,
         persistent: !options.remove,
-        deferMount: !options.mounts.some((m) => m.kind === "volume"),
+        deferMount: !record.mounts.some((m) => m.kind === "volume"),
       });
       // Should tbuild die without cleaning up (SIGKILL), the guard kills the container and unmounts.
       const { findRunc, runInSandbox } = await sandboxModule;
@@ -247,7 +247,10 @@ export class Container {
       const cleanups: Promise<unknown>[] = [writable?.release({ blocking: true }) ?? Promise.resolve()];
       if (options.remove) {
         // The container's directory goes, its sandbox state with it.
-        cleanups.push(this.removeAnonymousVolumes(volumes), this.containers.remove(record));
+        cleanups.push(
+          removeAnonymousVolumes(record, this.containers, volumes),
+          this.containers.remove(record),
+        );
       } else {
         cleanups.push(rm(stateDir, { recursive: true, force: true }));
         // A process that never started leaves the container "created", as docker shows it.
@@ -283,7 +286,7 @@ export class Container {
     signal?: AbortSignal,
   ): Promise<SandboxMount[]> {
     const mounts: SandboxMount[] = [];
-    for (const mount of this.options.mounts) {
+    for (const mount of this.record.mounts) {
       let source: string;
       if (mount.kind === "bind") {
         source = mount.source;
@@ -291,7 +294,7 @@ export class Container {
         const info = await stat(source).catch(() => undefined);
         if (info === undefined) await mkdir(source, { recursive: true });
       } else {
-        const volume = await volumes.open(mount.name);
+        const volume = await volumes.open(mount.name, { anonymous: mount.anonymous });
         if (volume.empty && !mount.noCopy)
           await seedVolume(rootfs, mount.destination, volume.dataDir, signal);
         source = volume.dataDir;
@@ -305,11 +308,22 @@ export class Container {
     }
     return mounts;
   }
+}
 
-  private async removeAnonymousVolumes(volumes: VolumeStore): Promise<void> {
-    for (const mount of this.options.mounts) {
-      if (mount.kind === "volume" && mount.anonymous) await volumes.remove(mount.name);
-    }
+/**
+ * Docker's rule for `--rm` and `rm -v`: the container's anonymous volumes go with it, unless
+ * another container mounts one too (by its name); named volumes always stay.
+ */
+async function removeAnonymousVolumes(
+  record: ContainerRecord,
+  containers: ContainerStore,
+  volumes: VolumeStore,
+): Promise<void> {
+  const anonymous = record.mounts.filter((m) => m.kind === "volume" && m.anonymous);
+  if (anonymous.length === 0) return;
+  const users = volumeUsers((await containers.list()).filter((c) => c.id !== record.id));
+  for (const mount of anonymous) {
+    if (mount.kind === "volume" && !users.has(mount.name)) await volumes.remove(mount.name);
   }
 }
 
@@ -363,15 +377,16 @@ export class ContainerRunningError extends TbuildError {
 const FORCED_STOP_TIMEOUT_MS = 15_000;
 
 /**
- * Removes a kept container: its writable layer, its anonymous volumes, its record. A running one
- * is refused unless `force`, which kills the tbuild process running it; that process's guard then
- * kills the container and unmounts (the guard, in the container's own namespaces, is the one
- * process sure to be allowed to).
+ * Removes a kept container: its writable layer, its record, and with `volumes` (`rm -v`) its
+ * anonymous volumes, which docker's `rm` otherwise leaves (dangling, for `volume prune`). A
+ * running one is refused unless `force`, which kills the tbuild process running it; that
+ * process's guard then kills the container and unmounts (the guard, in the container's own
+ * namespaces, is the one process sure to be allowed to).
  */
 export async function removeContainer(
   store: Store,
   record: ContainerRecord,
-  options: { force: boolean },
+  options: { force: boolean; volumes?: boolean },
 ): Promise<void> {
   const containers = new ContainerStore(store.root);
   const state = currentState(record);
@@ -381,10 +396,7 @@ export async function removeContainer(
   }
   const snapshotter = new Snapshotter(store.root, store.content);
   await snapshotter.removeWritable(record.id);
-  const volumes = new VolumeStore(store.root);
-  for (const mount of record.mounts) {
-    if (mount.kind === "volume" && mount.anonymous) await volumes.remove(mount.name);
-  }
+  if (options.volumes) await removeAnonymousVolumes(record, containers, new VolumeStore(store.root));
   await containers.remove(record);
 }
 

@@ -1,10 +1,13 @@
 /**
  * `-v` as docker reads it on Linux: `SRC:DST[:OPTIONS]`, where SRC is a host path (absolute, or
  * relative starting with `.`) for a bind mount or a name for a volume kept in the store, and `DST`
- * alone is an anonymous volume.
+ * alone is an anonymous volume. An image's `VOLUME`s that no `-v` covers become anonymous volumes
+ * too, as docker makes them.
  */
 import path from "node:path";
 import { TbuildError, UsageError } from "../errors/index.js";
+import type { ContainerConfig } from "../oci/spec.js";
+import { isVolumeName } from "./volumes.js";
 
 export type MountRequest =
   | { kind: "bind"; source: string; destination: string; readonly: boolean }
@@ -19,9 +22,8 @@ export type MountRequest =
       noCopy: boolean;
     };
 
-/** Docker's rule for volume names. */
-const VOLUME_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]+$/;
 const MODES = new Set(["ro", "rw", "nocopy"]);
+const isOption = (o: string) => MODES.has(o);
 
 /** Parses one `-v` value; `cwd` resolves relative host paths; `anonymousName` names `-v /dst`. */
 export function parseVolumeFlag(text: string, cwd: string, anonymousName: () => string): MountRequest {
@@ -31,11 +33,7 @@ export function parseVolumeFlag(text: string, cwd: string, anonymousName: () => 
   let options: string[] = [];
   if (parts.length === 1) {
     destination = parts[0]!;
-  } else if (
-    parts.length === 2 &&
-    parts[1]!.split(",").every((o) => MODES.has(o)) &&
-    parts[0]!.startsWith("/")
-  ) {
+  } else if (parts.length === 2 && parts[1]!.split(",").every(isOption) && parts[0]!.startsWith("/")) {
     destination = parts[0]!;
     options = parts[1]!.split(",");
   } else if (parts.length === 2 || parts.length === 3) {
@@ -51,7 +49,7 @@ export function parseVolumeFlag(text: string, cwd: string, anonymousName: () => 
   destination = path.posix.normalize(destination);
   if (destination === "/") throw new UsageError(`-v ${text}: cannot mount over the container's root`);
   for (const option of options) {
-    if (!MODES.has(option)) {
+    if (!isOption(option)) {
       throw new TbuildError(
         "E_NOT_SUPPORTED",
         `-v ${text}: the mount option ${JSON.stringify(option)} is not supported yet (supported: ro, rw, nocopy)`,
@@ -67,10 +65,41 @@ export function parseVolumeFlag(text: string, cwd: string, anonymousName: () => 
     if (noCopy) throw new UsageError(`-v ${text}: nocopy applies to volumes, not to host paths`);
     return { kind: "bind", source: path.resolve(cwd, source), destination, readonly };
   }
-  if (!VOLUME_NAME.test(source)) {
+  if (!isVolumeName(source)) {
     throw new UsageError(
       `-v ${text}: ${JSON.stringify(source)} is neither a host path (absolute, or starting with ".") nor a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]+)`,
     );
   }
   return { kind: "volume", name: source, destination, readonly, anonymous: false, noCopy };
+}
+
+/**
+ * The `-v` mounts and, as docker makes them, an anonymous volume (named by `anonymousName`, seeded
+ * from the image on first use) for each of the image's `VOLUME`s that no `-v` mounts over; in
+ * docker's order, parents before what lies inside them.
+ */
+export function withImageVolumes(
+  config: ContainerConfig,
+  mounts: readonly MountRequest[],
+  anonymousName: () => string,
+): MountRequest[] {
+  const covered = new Set(mounts.map((m) => m.destination));
+  const added: MountRequest[] = [];
+  for (const key of Object.keys(config.Volumes ?? {}).sort()) {
+    if (!key.startsWith("/")) continue;
+    const destination = path.posix.normalize(key).replace(/(.)\/$/, "$1");
+    if (destination === "/" || covered.has(destination)) continue;
+    covered.add(destination);
+    added.push({
+      kind: "volume",
+      name: anonymousName(),
+      destination,
+      readonly: false,
+      anonymous: true,
+      noCopy: false,
+    });
+  }
+  const depth = (m: MountRequest) => m.destination.split("/").length;
+  // A stable sort: mounts of one depth keep the command line's order.
+  return [...mounts, ...added].sort((a, b) => depth(a) - depth(b));
 }
