@@ -10,7 +10,13 @@ import type { Image } from "../oci/image.js";
 import { hostPlatform, type Platform, parsePlatform } from "../oci/platform.js";
 import { defaultStoreRoot, type Store as OpenedStore, openStore } from "../oci/store/index.js";
 import { containerConfig } from "../runtime/config.js";
-import { parseVolumeFlag, withImageVolumes } from "../runtime/mounts.js";
+import {
+  parseVolumeFlag,
+  relabelDecision,
+  relabelOption,
+  selinuxEnforceState,
+  withImageVolumes,
+} from "../runtime/mounts.js";
 import { hasWorkerPrivileges } from "../worker/userns.js";
 import { BuildCanceledError } from "./errors.js";
 import type { Store } from "./store.js";
@@ -76,6 +82,14 @@ export async function run(image: string, options: RunOptions = {}): Promise<RunR
   const flagMounts = (options.volumes ?? []).map((v) =>
     parseVolumeFlag(v, options.cwd ?? process.cwd(), anonymousName),
   );
+  const relabeled = (options.volumes ?? []).filter((v) => relabelOption(v) !== undefined);
+  if (relabeled.length > 0) {
+    const enforce = selinuxEnforceState();
+    for (const v of relabeled) {
+      const note = relabelDecision(v, enforce);
+      if (note !== undefined) options.onWarning?.(note);
+    }
+  }
   const store = await openStore(options.store?.root ?? defaultStoreRoot(env));
   const resolved = await resolveImage(store, image, platform, { env, signal, options });
   const config = containerConfig(resolved.config.config ?? {}, {

@@ -2,8 +2,10 @@
  * `-v` as docker reads it on Linux: `SRC:DST[:OPTIONS]`, where SRC is a host path (absolute, or
  * relative starting with `.`) for a bind mount or a name for a volume kept in the store, and `DST`
  * alone is an anonymous volume. An image's `VOLUME`s that no `-v` covers become anonymous volumes
- * too, as docker makes them.
+ * too, as docker makes them. The SELinux relabel options `z`/`Z` are accepted and ignored where
+ * SELinux is off, as podman does; where it enforces, tbuild cannot relabel yet and says so.
  */
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { TbuildError, UsageError } from "../errors/index.js";
 import type { ContainerConfig } from "../oci/spec.js";
@@ -23,7 +25,9 @@ export type MountRequest =
     };
 
 const MODES = new Set(["ro", "rw", "nocopy"]);
-const isOption = (o: string) => MODES.has(o);
+/** SELinux relabeling: `z` shared between containers, `Z` private to this one. */
+const RELABEL = new Set(["z", "Z"]);
+const isOption = (o: string) => MODES.has(o) || RELABEL.has(o);
 
 /** Parses one `-v` value; `cwd` resolves relative host paths; `anonymousName` names `-v /dst`. */
 export function parseVolumeFlag(text: string, cwd: string, anonymousName: () => string): MountRequest {
@@ -52,7 +56,7 @@ export function parseVolumeFlag(text: string, cwd: string, anonymousName: () => 
     if (!isOption(option)) {
       throw new TbuildError(
         "E_NOT_SUPPORTED",
-        `-v ${text}: the mount option ${JSON.stringify(option)} is not supported yet (supported: ro, rw, nocopy)`,
+        `-v ${text}: the mount option ${JSON.stringify(option)} is not supported yet (supported: ro, rw, nocopy, z, Z)`,
       );
     }
   }
@@ -71,6 +75,40 @@ export function parseVolumeFlag(text: string, cwd: string, anonymousName: () => 
     );
   }
   return { kind: "volume", name: source, destination, readonly, anonymous: false, noCopy };
+}
+
+/** The SELinux relabel option (`z` or `Z`) a `-v` value asks for, if any. */
+export function relabelOption(text: string): "z" | "Z" | undefined {
+  const parts = text.split(":");
+  if (parts.length < 2) return undefined;
+  const options = parts[parts.length - 1]!.split(",");
+  return options.includes("Z") ? "Z" : options.includes("z") ? "z" : undefined;
+}
+
+/**
+ * What to do with a `-v` value's relabel option, given `/sys/fs/selinux/enforce`'s content
+ * (undefined when SELinux is not mounted): a note to print when SELinux is off (podman's rule:
+ * nothing to relabel), an E_NOT_SUPPORTED error when it enforces. Undefined when nothing is asked.
+ */
+export function relabelDecision(text: string, enforce: string | undefined): string | undefined {
+  const option = relabelOption(text);
+  if (option === undefined) return undefined;
+  if (enforce !== undefined && enforce.trim() === "1") {
+    throw new TbuildError(
+      "E_NOT_SUPPORTED",
+      `-v ${text}: SELinux is enforcing on this host and relabeling (:${option}) is not supported yet: drop :${option} and label the source yourself (chcon -Rt container_file_t SRC)`,
+    );
+  }
+  return `-v ${text}: SELinux is not enabled on this host, so :${option} (relabeling) is ignored`;
+}
+
+/** `/sys/fs/selinux/enforce` as the kernel says it, or undefined when SELinux is not mounted. */
+export function selinuxEnforceState(): string | undefined {
+  try {
+    return readFileSync("/sys/fs/selinux/enforce", "utf8");
+  } catch {
+    return undefined;
+  }
 }
 
 /**

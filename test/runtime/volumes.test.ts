@@ -1,10 +1,10 @@
 /**
  * Volumes as docker keeps them: an image's VOLUME gets an anonymous volume seeded from the image;
  * `--rm` and `rm -v` remove a container's anonymous volumes, `rm` leaves them dangling; `tbuild
- * volume create|ls|inspect|rm|prune` manage them, refusing to remove one a container uses; Each as
- * root and rootless.
+ * volume create|ls|inspect|rm|prune` manage them, refusing to remove one a container uses; `:z`/`:Z`
+ * are accepted with a note where SELinux is off. Each as root and rootless.
  */
-import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { tempDirs } from "../helpers/temp.js";
@@ -179,5 +179,20 @@ describe.each(modes())("volumes as $name", (mode) => {
     const filter = env.run(["volume", "ls", "--filter", "name=x"]);
     expect(filter.status).toBe(2);
     expect(filter.stderr).toMatch(/--filter takes dangling=true or dangling=false/);
+  });
+
+  it("accepts :z and :Z (alone or with ro) where SELinux is off, with a note", () => {
+    const host = env.ownedDir("relabel");
+    mkdirSync(path.join(host, "d"));
+    writeFileSync(path.join(host, "d", "f"), "shared\n");
+    const shared = env.run(["run", "--rm", "-v", `${host}/d:/m:z`, "busybox", "cat", "/m/f"]);
+    expect(shared.stdout).toBe("shared\n");
+    expect(shared.stderr).toBe(
+      `WARNING: -v ${host}/d:/m:z: SELinux is not enabled on this host, so :z (relabeling) is ignored\n`,
+    );
+    const readOnly = env.run(["run", "--rm", "-v", `${host}/d:/m:ro,Z`, "busybox", "touch", "/m/g"]);
+    expect(readOnly.status).not.toBe(0);
+    expect(readOnly.stderr).toMatch(/:Z \(relabeling\) is ignored\n(.*\n)*.*Read-only file system/);
+    expect(existsSync(path.join(host, "d", "g"))).toBe(false);
   });
 });
