@@ -496,6 +496,13 @@ export const commands: CommandSpec[] = [
     load: () => import("./commands/rm.js"),
   },
   {
+    name: "container prune",
+    summary: "remove every stopped container, as rm does (their volumes stay)",
+    operands: "",
+    flags: [{ name: "force", short: "f", type: "boolean", description: "do not ask (tbuild never asks)" }],
+    load: () => import("./commands/container-prune.js"),
+  },
+  {
     name: "volume create",
     summary: "create a volume (a random name when none is given)",
     operands: "[NAME]",

@@ -1,14 +1,15 @@
 /**
  * Volumes as docker keeps them: an image's VOLUME gets an anonymous volume seeded from the image;
  * `--rm` and `rm -v` remove a container's anonymous volumes, `rm` leaves them dangling; `tbuild
- * volume create|ls|inspect|rm|prune` manage them, refusing to remove one a container uses; `:z`/`:Z`
- * are accepted with a note where SELinux is off. Each as root and rootless.
+ * volume create|ls|inspect|rm|prune` manage them, refusing to remove one a container uses; `tbuild
+ * container prune` removes the stopped containers; `prune` keeps what a kept container's image
+ * needs; `:z`/`:Z` are accepted with a note where SELinux is off. Each as root and rootless.
  */
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { tempDirs } from "../helpers/temp.js";
-import { type ModeEnv, modes, setUpMode } from "./harness.js";
+import { eventually, type ModeEnv, modes, setUpMode } from "./harness.js";
 
 const tempDir = tempDirs();
 
@@ -179,6 +180,63 @@ describe.each(modes())("volumes as $name", (mode) => {
     const filter = env.run(["volume", "ls", "--filter", "name=x"]);
     expect(filter.status).toBe(2);
     expect(filter.stderr).toMatch(/--filter takes dangling=true or dangling=false/);
+  });
+
+  it("container prune removes every stopped container and leaves a running one", async () => {
+    env.ok(["run", "--name", `stopped-${mode.name}`, "busybox", "sh", "-c", "echo x > /changed"]);
+    const control = env.ownedDir("control");
+    const running = env.spawn([
+      "run",
+      "--name",
+      `running-${mode.name}`,
+      "-v",
+      `${control}:/control`,
+      "busybox",
+      "sh",
+      "-c",
+      "touch /control/up; while [ ! -e /control/stop ]; do sleep 0.1; done",
+    ]);
+    try {
+      expect(await eventually(() => existsSync(path.join(control, "up")), 60_000)).toBe(true);
+      const before = JSON.parse(env.ok(["ps", "-a", "--format", "json"])) as { id: string; name: string }[];
+      const stoppedId = before.find((c) => c.name === `stopped-${mode.name}`)!.id;
+      const pruned = env.ok(["container", "prune"]);
+      expect(pruned).toMatch(/^Deleted Containers:\n([a-f0-9]{64}\n)+\nTotal reclaimed space: \d/);
+      expect(pruned).toContain(`${stoppedId}\n`);
+      const after = JSON.parse(env.ok(["ps", "-a", "--format", "json"])) as { name: string; state: string }[];
+      expect(after.map((c) => c.name)).toEqual([`running-${mode.name}`]);
+      expect(after[0]!.state).toBe("running");
+    } finally {
+      writeFileSync(path.join(control, "stop"), "");
+      await running.exited;
+    }
+    env.ok(["rm", `running-${mode.name}`]);
+    expect(env.ok(["container", "prune"])).toBe("Total reclaimed space: 0B\n");
+    expect(env.mountsInStore()).toEqual([]);
+  });
+
+  it("prune keeps the image (and its unpacked layers) a stopped container uses; container prune then prune frees it", () => {
+    const context = env.ownedDir("kept-image");
+    writeFileSync(path.join(context, "Dockerfile"), `FROM busybox\nRUN echo ${mode.name}-kept > /kept\n`);
+    const digest = env.ok(["build", "-q", "-t", "kept-image", context]).trim();
+    env.ok(["run", "--name", "keeper", "kept-image", "sh", "-c", "cat /kept > /copy"]);
+    const refused = env.run(["rmi", "kept-image"]);
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toMatch(/container [0-9a-f]{12} \(keeper\) is using its referenced image/);
+    env.ok(["rmi", "-f", "kept-image"]);
+    const layers = path.join(env.store, "snapshots", "layers");
+    const unpacked = readdirSync(layers).sort();
+    env.ok(["prune"]);
+    expect(readdirSync(layers).sort()).toEqual(unpacked);
+    env.ok(["commit", "keeper", "kept-work"]);
+    expect(env.ok(["run", "--rm", "kept-work", "cat", "/copy"])).toBe(`${mode.name}-kept\n`);
+    env.ok(["rmi", "kept-work"]);
+
+    env.ok(["container", "prune"]);
+    env.ok(["prune"]);
+    const blob = path.join(env.store, "blobs", ...digest.split(":"));
+    expect(existsSync(blob)).toBe(false);
+    expect(readdirSync(layers).length).toBeLessThan(unpacked.length);
   });
 
   it("accepts :z and :Z (alone or with ro) where SELinux is off, with a note", () => {
