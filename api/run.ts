@@ -10,7 +10,13 @@ import type { Image } from "../oci/image.js";
 import { hostPlatform, type Platform, parsePlatform } from "../oci/platform.js";
 import { defaultStoreRoot, type Store as OpenedStore, openStore } from "../oci/store/index.js";
 import { containerConfig } from "../runtime/config.js";
-import { parseVolumeFlag } from "../runtime/mounts.js";
+import {
+  parseVolumeFlag,
+  relabelDecision,
+  relabelOption,
+  selinuxEnforceState,
+  withImageVolumes,
+} from "../runtime/mounts.js";
 import { hasWorkerPrivileges } from "../worker/userns.js";
 import { BuildCanceledError } from "./errors.js";
 import type { Store } from "./store.js";
@@ -26,7 +32,10 @@ export interface RunOptions {
   workdir?: string;
   /** `USER[:GROUP]`, a name or an id. */
   user?: string;
-  /** As `tbuild run -v`: `SRC:DST[:ro]` (a host path or a volume name), or `DST` (an anonymous volume). */
+  /**
+   * As `tbuild run -v`: `SRC:DST[:ro]` (a host path or a volume name), or `DST` (an anonymous
+   * volume). The image's VOLUMEs none of these covers get anonymous volumes.
+   */
   volumes?: string[];
   /** The host's network (default), or none (loopback only). */
   network?: "host" | "none";
@@ -84,9 +93,17 @@ export async function run(image: string, options: RunOptions = {}): Promise<RunR
   const signal = options.signal ?? new AbortController().signal;
   const platform = options.platform ? parsePlatform(options.platform) : hostPlatform();
   const anonymousName = () => randomBytes(32).toString("hex");
-  const mounts = (options.volumes ?? []).map((v) =>
+  const flagMounts = (options.volumes ?? []).map((v) =>
     parseVolumeFlag(v, options.cwd ?? process.cwd(), anonymousName),
   );
+  const relabeled = (options.volumes ?? []).filter((v) => relabelOption(v) !== undefined);
+  if (relabeled.length > 0) {
+    const enforce = selinuxEnforceState();
+    for (const v of relabeled) {
+      const note = relabelDecision(v, enforce);
+      if (note !== undefined) options.onWarning?.(note);
+    }
+  }
   const store = await openStore(options.store?.root ?? defaultStoreRoot(env));
   const resolved = await resolveImage(store, image, platform, { env, signal, options });
   const config = containerConfig(resolved.config.config ?? {}, {
@@ -96,8 +113,10 @@ export async function run(image: string, options: RunOptions = {}): Promise<RunR
     ...(options.workdir !== undefined ? { workingDir: options.workdir } : {}),
     ...(options.user !== undefined ? { user: options.user } : {}),
     ...(options.stopSignal !== undefined ? { stopSignal: options.stopSignal } : {}),
-    anonymousVolumes: mounts.filter((m) => m.kind === "volume" && m.anonymous).map((m) => m.destination),
+    anonymousVolumes: flagMounts.filter((m) => m.kind === "volume" && m.anonymous).map((m) => m.destination),
   });
+  // The image's VOLUMEs no -v covers get anonymous volumes, as docker gives them.
+  const mounts = withImageVolumes(resolved.config.config ?? {}, flagMounts, anonymousName);
   const { Container } = await import("../runtime/container.js");
   const container = await Container.create(store, {
     image: resolved,

@@ -613,8 +613,87 @@ export const commands: CommandSpec[] = [
     name: "rm",
     summary: "remove kept containers and their writable layers",
     operands: "CONTAINER...",
-    flags: [{ name: "force", short: "f", type: "boolean", description: "kill a running container first" }],
+    flags: [
+      { name: "force", short: "f", type: "boolean", description: "kill a running container first" },
+      {
+        name: "volumes",
+        short: "v",
+        type: "boolean",
+        description: "remove the container's anonymous volumes too (named ones always stay)",
+      },
+    ],
     load: () => import("./commands/rm.js"),
+  },
+  {
+    name: "container prune",
+    summary: "remove every stopped container, as rm does (their volumes stay)",
+    operands: "",
+    flags: [{ name: "force", short: "f", type: "boolean", description: "do not ask (tbuild never asks)" }],
+    load: () => import("./commands/container-prune.js"),
+  },
+  {
+    name: "volume create",
+    summary: "create a volume (a random name when none is given)",
+    operands: "[NAME]",
+    flags: [
+      {
+        name: "label",
+        type: "string",
+        multiple: true,
+        value: "K=V",
+        description: "set a label on the volume",
+      },
+    ],
+    load: () => import("./commands/volume-create.js"),
+  },
+  {
+    name: "volume ls",
+    summary: "list the volumes kept in the store",
+    operands: "",
+    flags: [
+      { name: "quiet", short: "q", type: "boolean", description: "print only the volume names" },
+      {
+        name: "filter",
+        short: "f",
+        type: "string",
+        multiple: true,
+        value: "dangling=true|false",
+        description: "only volumes no container uses (true), or that one does (false)",
+      },
+      TABLE_OR_JSON,
+    ],
+    load: () => import("./commands/volume-ls.js"),
+  },
+  {
+    name: "volume inspect",
+    summary: "print volumes' details as a JSON array, as docker does",
+    operands: "VOLUME...",
+    flags: [],
+    load: () => import("./commands/volume-inspect.js"),
+  },
+  {
+    name: "volume rm",
+    summary: "remove volumes no container uses",
+    operands: "VOLUME...",
+    flags: [
+      { name: "force", short: "f", type: "boolean", description: "say nothing of volumes that do not exist" },
+    ],
+    load: () => import("./commands/volume-rm.js"),
+  },
+  {
+    name: "volume prune",
+    summary: "remove the anonymous volumes no container uses",
+    operands: "",
+    flags: [
+      {
+        name: "all",
+        short: "a",
+        type: "boolean",
+        description: "remove every volume no container uses, named ones too",
+      },
+      { name: "force", short: "f", type: "boolean", description: "do not ask (tbuild never asks)" },
+    ],
+    load: () => import("./commands/volume-prune.js"),
   },
   {
     name: "commit",

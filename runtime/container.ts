@@ -41,7 +41,7 @@ import { type ControlHandler, type ControlRequest, ControlServer, type ExecTarge
 import { Guard } from "./guard.js";
 import type { MountRequest } from "./mounts.js";
 import { parseSignal } from "./signals.js";
-import { seedVolume, VolumeStore } from "./volumes.js";
+import { seedVolume, VolumeStore, volumeUsers } from "./volumes.js";
 
 export interface ContainerOptions {
   image: Image;
@@ -203,7 +203,7 @@ export class Container {
       // runc mounts the overlay itself, in the container's mount namespace (no mount or umount
       // process, nothing left mounted on the host), unless a volume may need seeding from the
       // image, which reads the mounted root filesystem.
-      const deferMount = !options.mounts.some((m) => m.kind === "volume");
+      const deferMount = !record.mounts.some((m) => m.kind === "volume");
       // A container run before has its writable layer kept: it goes on from its changes.
       const kept = (await snapshotter.listWritable()).includes(record.id);
       writable = kept
@@ -311,7 +311,10 @@ export class Container {
       const cleanups: Promise<unknown>[] = [writable?.release({ blocking: true }) ?? Promise.resolve()];
       if (options.remove) {
         // The container's directory goes, its sandbox state with it.
-        cleanups.push(this.removeAnonymousVolumes(volumes), this.containers.remove(record));
+        cleanups.push(
+          removeAnonymousVolumes(record, this.containers, volumes),
+          this.containers.remove(record),
+        );
       } else {
         cleanups.push(rm(stateDir, { recursive: true, force: true }));
         // A process that never started leaves the container "created", as docker shows it.
@@ -452,7 +455,7 @@ export class Container {
     signal?: AbortSignal,
   ): Promise<SandboxMount[]> {
     const mounts: SandboxMount[] = [];
-    for (const mount of this.options.mounts) {
+    for (const mount of this.record.mounts) {
       let source: string;
       if (mount.kind === "bind") {
         source = mount.source;
@@ -460,7 +463,7 @@ export class Container {
         const info = await stat(source).catch(() => undefined);
         if (info === undefined) await mkdir(source, { recursive: true });
       } else {
-        const volume = await volumes.open(mount.name);
+        const volume = await volumes.open(mount.name, { anonymous: mount.anonymous });
         if (volume.empty && !mount.noCopy)
           await seedVolume(rootfs, mount.destination, volume.dataDir, signal);
         source = volume.dataDir;
@@ -474,11 +477,22 @@ export class Container {
     }
     return mounts;
   }
+}
 
-  private async removeAnonymousVolumes(volumes: VolumeStore): Promise<void> {
-    for (const mount of this.options.mounts) {
-      if (mount.kind === "volume" && mount.anonymous) await volumes.remove(mount.name);
-    }
+/**
+ * Docker's rule for `--rm` and `rm -v`: the container's anonymous volumes go with it, unless
+ * another container mounts one too (by its name); named volumes always stay.
+ */
+async function removeAnonymousVolumes(
+  record: ContainerRecord,
+  containers: ContainerStore,
+  volumes: VolumeStore,
+): Promise<void> {
+  const anonymous = record.mounts.filter((m) => m.kind === "volume" && m.anonymous);
+  if (anonymous.length === 0) return;
+  const users = volumeUsers((await containers.list()).filter((c) => c.id !== record.id));
+  for (const mount of anonymous) {
+    if (mount.kind === "volume" && !users.has(mount.name)) await volumes.remove(mount.name);
   }
 }
 
@@ -535,15 +549,16 @@ export class ContainerRunningError extends TbuildError {
 const FORCED_STOP_TIMEOUT_MS = 15_000;
 
 /**
- * Removes a kept container: its writable layer, its anonymous volumes, its record. A running one
- * is refused unless `force`, which kills the tbuild process running it; that process's guard then
- * kills the container and unmounts (the guard, in the container's own namespaces, is the one
- * process sure to be allowed to).
+ * Removes a kept container: its writable layer, its record, and with `volumes` (`rm -v`) its
+ * anonymous volumes, which docker's `rm` otherwise leaves (dangling, for `volume prune`). A
+ * running one is refused unless `force`, which kills the tbuild process running it; that
+ * process's guard then kills the container and unmounts (the guard, in the container's own
+ * namespaces, is the one process sure to be allowed to).
  */
 export async function removeContainer(
   store: Store,
   record: ContainerRecord,
-  options: { force: boolean },
+  options: { force: boolean; volumes?: boolean },
 ): Promise<void> {
   const containers = new ContainerStore(store.root);
   const state = currentState(record);
@@ -553,10 +568,7 @@ export async function removeContainer(
   }
   const snapshotter = new Snapshotter(store.root, store.content);
   await snapshotter.removeWritable(record.id);
-  const volumes = new VolumeStore(store.root);
-  for (const mount of record.mounts) {
-    if (mount.kind === "volume" && mount.anonymous) await volumes.remove(mount.name);
-  }
+  if (options.volumes) await removeAnonymousVolumes(record, containers, new VolumeStore(store.root));
   await containers.remove(record);
 }
 

@@ -19,7 +19,10 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   for (const text of args.positionals) {
     try {
       const record = await containers.find(text);
-      await removeContainer(store, record, { force: args.values.force === true });
+      await removeContainer(store, record, {
+        force: args.values.force === true,
+        volumes: args.values.volumes === true,
+      });
       ctx.stdout.write(`${text}\n`);
     } catch (err) {
       if (!isTbuildError(err)) throw err;

@@ -4,7 +4,12 @@ import path from "node:path";
 import { isTbuildError, TbuildError, UsageError } from "../../errors/index.js";
 import { parsePlatform } from "../../oci/platform.js";
 import { parseEnvFile, parseEnvFlags } from "../../runtime/config.js";
-import { parseVolumeFlag } from "../../runtime/mounts.js";
+import {
+  parseVolumeFlag,
+  relabelDecision,
+  relabelOption,
+  selinuxEnforceState,
+} from "../../runtime/mounts.js";
 import { parseSignal } from "../../runtime/signals.js";
 import { reexecInUserNamespace } from "../../worker/userns.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
@@ -22,7 +27,11 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   }
   if (values.platform) parsePlatform(values.platform as string);
   // Checked before a rootless re-exec: a bad -v is the user's to fix at once.
-  for (const v of (values.volume as string[] | undefined) ?? []) parseVolumeFlag(v, ctx.cwd, () => "check");
+  for (const v of (values.volume as string[] | undefined) ?? []) {
+    parseVolumeFlag(v, ctx.cwd, () => "check");
+    // An enforcing SELinux refuses :z at once; the note where it is off comes from the run itself.
+    if (relabelOption(v) !== undefined) relabelDecision(v, selinuxEnforceState());
+  }
   const env: string[] = [];
   for (const file of (values["env-file"] as string[] | undefined) ?? []) {
     env.push(...parseEnvFile(await readEnvFile(path.resolve(ctx.cwd, file), file), file, ctx.env));

@@ -175,7 +175,7 @@ describe.each(modes())("tbuild run as $name", (mode) => {
     expect(existsSync(path.join(env.store, "volumes", "etc-copy", "_data", "group"))).toBe(true);
   });
 
-  it("removes anonymous volumes with the container that made them", () => {
+  it("removes anonymous volumes with a --rm container, and with rm -v (rm alone keeps them, as docker)", () => {
     const dir = path.join(env.store, "volumes");
     const volumes = () => (existsSync(dir) ? readdirSync(dir) : []).filter((n) => /^[a-f0-9]{64}$/.test(n));
     const before = volumes();
@@ -185,8 +185,13 @@ describe.each(modes())("tbuild run as $name", (mode) => {
     expect(volumes()).toEqual(before);
     env.ok(["run", "--name", `anon-${mode.name}`, "-v", "/scratch", "busybox", "touch", "/scratch/x"]);
     expect(volumes().length).toBe(before.length + 1);
-    env.ok(["rm", `anon-${mode.name}`]);
+    env.ok(["rm", "-v", `anon-${mode.name}`]);
     expect(volumes()).toEqual(before);
+    env.ok(["run", "--name", `kept-${mode.name}`, "-v", "/scratch", "busybox", "touch", "/scratch/x"]);
+    const [dangling] = volumes().filter((n) => !before.includes(n));
+    env.ok(["rm", `kept-${mode.name}`]);
+    expect(volumes()).toEqual([...before, dangling].sort());
+    env.ok(["volume", "rm", dangling!]);
   });
 
   it("passes SIGTERM and SIGUSR1 on to the process; its trap decides the exit code", async () => {

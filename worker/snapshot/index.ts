@@ -581,6 +581,11 @@ export class Snapshotter {
     return this.handle(state);
   }
 
+  /** Where a writable mount keeps its state and upper directory (what `container prune` frees). */
+  writableDir(id: string): string {
+    return path.join(this.mountsDir, id);
+  }
+
   async removeWritable(id: string): Promise<void> {
     const state = await this.readState(id);
     if (state && state.pid !== process.pid && (await processAlive(state.pid, state.pidStart))) {
