@@ -481,6 +481,35 @@ export const commands: CommandSpec[] = [
     load: () => import("./commands/ps.js"),
   },
   {
+    name: "logs",
+    summary: "show the output of a container started with run -d",
+    operands: "CONTAINER",
+    flags: [
+      {
+        name: "follow",
+        short: "f",
+        type: "boolean",
+        description: "go on showing new output until the container stops",
+      },
+      {
+        name: "tail",
+        short: "n",
+        type: "string",
+        value: "N|all",
+        description: "show the last N lines only",
+        default: "all",
+      },
+      { name: "timestamps", short: "t", type: "boolean", description: "prefix each line with its time" },
+      {
+        name: "since",
+        type: "string",
+        value: "TIME",
+        description: "only output since an RFC 3339 time, a Unix time, or a duration before now (10m)",
+      },
+    ],
+    load: () => import("./commands/logs.js"),
+  },
+  {
     name: "rm",
     summary: "remove kept containers and their writable layers",
     operands: "CONTAINER...",

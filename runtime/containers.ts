@@ -21,6 +21,7 @@ import { readdir, readFile, readlink, rm } from "node:fs/promises";
 import path from "node:path";
 import { TbuildError, UsageError } from "../errors/index.js";
 import type { ContainerConfig, Descriptor } from "../oci/spec.js";
+import type { LogOptions } from "./logs.js";
 import type { MountRequest } from "./mounts.js";
 
 export type ContainerStatus = "created" | "running" | "exited";
@@ -63,6 +64,8 @@ export interface ContainerRecord {
   network: "host" | "none";
   tty: boolean;
   interactive: boolean;
+  /** `--log-opt max-size=`/`max-file=` of its log, when it runs detached (runtime/logs.ts). */
+  logOptions?: LogOptions;
   state: ContainerState;
 }
 
