@@ -10,6 +10,7 @@ import type { Image } from "../oci/image.js";
 import { hostPlatform, type Platform, parsePlatform } from "../oci/platform.js";
 import { defaultStoreRoot, type Store as OpenedStore, openStore } from "../oci/store/index.js";
 import { containerConfig } from "../runtime/config.js";
+import type { LogOptions } from "../runtime/logs.js";
 import { parseVolumeFlag } from "../runtime/mounts.js";
 import { hasWorkerPrivileges } from "../worker/userns.js";
 import { BuildCanceledError } from "./errors.js";
@@ -34,6 +35,10 @@ export interface RunOptions {
   name?: string;
   /** Forget the container, its writable layer and anonymous volumes when it exits. */
   remove?: boolean;
+  /** Run a tiny init (tini) as the container's PID 1, which runs the process and reaps zombies. */
+  init?: boolean;
+  /** The log's size cap and parts (`--log-opt max-size=`/`max-file=`), for a detached container. */
+  logOptions?: LogOptions;
   /** The image's platform, e.g. `linux/arm64`; this machine's by default. */
   platform?: string;
   /** Give the process a terminal: this process's own, which must be one (`stdin` "inherit"). */
@@ -93,6 +98,8 @@ export async function run(image: string, options: RunOptions = {}): Promise<RunR
     tty: options.tty === true,
     interactive: options.stdin !== undefined && options.stdin !== "ignore",
     remove: options.remove === true,
+    ...(options.init ? { init: true } : {}),
+    ...(options.logOptions ? { logOptions: options.logOptions } : {}),
     ...(options.name !== undefined ? { name: options.name } : {}),
     ...(options.onWarning ? { warn: options.onWarning } : {}),
     env,

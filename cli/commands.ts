@@ -455,6 +455,19 @@ export const commands: CommandSpec[] = [
       },
       { name: "tty", short: "t", type: "boolean", description: "give the process a terminal" },
       {
+        name: "init",
+        type: "boolean",
+        description: "run a tiny init (tini) as PID 1: it passes signals on to the process and reaps zombies",
+      },
+      {
+        name: "log-opt",
+        type: "string",
+        multiple: true,
+        value: "max-size=SIZE|max-file=N",
+        description: "cap the log of a detached container (rotated parts of SIZE, N kept)",
+        default: "max-size=10m, max-file=3",
+      },
+      {
         name: "platform",
         type: "string",
         value: "PLATFORM",

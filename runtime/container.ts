@@ -37,6 +37,8 @@ import {
   processStartTime,
 } from "./containers.js";
 import { Guard } from "./guard.js";
+import { argsUnderInit, findInit, INIT_MOUNT } from "./init.js";
+import type { LogOptions } from "./logs.js";
 import type { MountRequest } from "./mounts.js";
 import { seedVolume, VolumeStore } from "./volumes.js";
 
@@ -53,6 +55,10 @@ export interface ContainerOptions {
   /** `--rm`: forget the container, its writable layer and its anonymous volumes when it exits. */
   remove: boolean;
   name?: string;
+  /** `--init`: a tiny init (tini) as PID 1, running the process (runtime/init.ts). */
+  init?: boolean;
+  /** `--log-opt`: the log's size cap and parts, when it runs detached. */
+  logOptions?: LogOptions;
   warn?: (message: string) => void;
   /** Where QEMU emulators are looked for (`$TBUILD_QEMU_DIR`, PATH); `process.env` by default. */
   env?: NodeJS.ProcessEnv;
@@ -108,7 +114,9 @@ export class Container {
    */
   static async create(store: Store, options: ContainerOptions): Promise<Container> {
     const [argv0, ...args] = processArgs(options.config, options.imageName);
-    const emulator = await containerEmulator(imagePlatform(options.image), options.env ?? process.env);
+    const platform = imagePlatform(options.image);
+    const emulator = await containerEmulator(platform, options.env ?? process.env);
+    const init = options.init ? initFor(platform, emulator, options.env ?? process.env) : undefined;
     const containers = new ContainerStore(store.root);
     const record = await containers.create(
       {
@@ -122,6 +130,8 @@ export class Container {
         network: options.network,
         tty: options.tty,
         interactive: options.interactive,
+        ...(init !== undefined ? { init } : {}),
+        ...(options.logOptions !== undefined ? { logOptions: options.logOptions } : {}),
         state: { status: "created" },
       },
       options.name,
@@ -193,7 +203,7 @@ export class Container {
       await this.containers.write(record);
       const spec: SandboxSpec = {
         rootfs: writable.rootfs,
-        args: [record.path, ...record.args],
+        args: record.init ? argsUnderInit([record.path, ...record.args]) : [record.path, ...record.args],
         env: record.config.Env ?? [],
         cwd: record.config.WorkingDir || "/",
         user: record.config.User ?? "",
@@ -202,7 +212,9 @@ export class Container {
         changesDiscarded: options.remove,
         hostname: record.id.slice(0, 12),
         network: options.network,
-        mounts,
+        mounts: record.init
+          ? [{ destination: INIT_MOUNT, source: record.init, type: "bind", readonly: true }, ...mounts]
+          : mounts,
         terminal: options.tty,
         ...(this.emulator !== undefined ? { emulator: this.emulator } : {}),
       };
@@ -317,6 +329,20 @@ export class Container {
 function imagePlatform(image: Image): Platform {
   const { os, architecture, variant } = image.config;
   return { os, architecture, ...(variant ? { variant } : {}) };
+}
+
+/**
+ * The init for `--init` (InitNotFoundError when there is none). Under QEMU user emulation it would
+ * run the host's tini as the emulated process's parent, which the emulator's start does not allow.
+ */
+function initFor(platform: Platform, emulator: string | undefined, env: NodeJS.ProcessEnv): string {
+  if (emulator !== undefined) {
+    throw new TbuildError(
+      "E_NOT_SUPPORTED",
+      `--init with an image for ${platform.os}/${platform.architecture}${platform.variant ? `/${platform.variant}` : ""}, which runs under QEMU user emulation here, is not supported yet: drop --init, or register a binfmt_misc handler so the kernel runs it`,
+    );
+  }
+  return findInit(env);
 }
 
 /** Waits for every one of `promises`, then rejects with the first rejection, if any. */

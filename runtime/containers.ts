@@ -64,6 +64,8 @@ export interface ContainerRecord {
   network: "host" | "none";
   tty: boolean;
   interactive: boolean;
+  /** `--init`: the host path of the init bound in as its PID 1 (runtime/init.ts). */
+  init?: string;
   /** `--log-opt max-size=`/`max-file=` of its log, when it runs detached (runtime/logs.ts). */
   logOptions?: LogOptions;
   state: ContainerState;

@@ -4,6 +4,7 @@ import path from "node:path";
 import { isTbuildError, TbuildError, UsageError } from "../../errors/index.js";
 import { parsePlatform } from "../../oci/platform.js";
 import { parseEnvFile, parseEnvFlags } from "../../runtime/config.js";
+import { parseLogOptions } from "../../runtime/logs.js";
 import { parseVolumeFlag } from "../../runtime/mounts.js";
 import { reexecInUserNamespace } from "../../worker/userns.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
@@ -27,6 +28,8 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
     env.push(...parseEnvFile(await readEnvFile(path.resolve(ctx.cwd, file), file), file, ctx.env));
   }
   env.push(...parseEnvFlags((values.env as string[] | undefined) ?? [], ctx.env));
+  const logOptions =
+    values["log-opt"] === undefined ? undefined : parseLogOptions(values["log-opt"] as string[]);
   const tty = values.tty === true;
   const interactive = values.interactive === true;
   if (tty && interactive && !process.stdin.isTTY) {
@@ -61,6 +64,8 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
       network: network === "none" ? "none" : "host",
       ...(values.name !== undefined ? { name: values.name as string } : {}),
       remove: values.rm === true,
+      ...(values.init === true ? { init: true } : {}),
+      ...(logOptions ? { logOptions } : {}),
       ...(values.platform ? { platform: values.platform as string } : {}),
       tty,
       stdin: interactive ? "inherit" : "ignore",
