@@ -483,6 +483,17 @@ export const commands: CommandSpec[] = [
     operands: "",
     flags: [
       { name: "all", short: "a", type: "boolean", description: "list stopped containers too" },
+      { name: "quiet", short: "q", type: "boolean", description: "print the container IDs only" },
+      {
+        name: "filter",
+        short: "f",
+        type: "string",
+        multiple: true,
+        value: "status=S|name=N|id=I",
+        description:
+          "only containers of this status (created, running, exited), name (containing N) or ID (starting with I); one key's values are OR-ed",
+      },
+      { name: "no-trunc", type: "boolean", description: "show whole IDs and commands" },
       {
         name: "format",
         type: "string",
