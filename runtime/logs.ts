@@ -14,6 +14,7 @@ import {
   closeSync,
   fstatSync,
   openSync,
+  readdirSync,
   readSync,
   renameSync,
   statSync,
@@ -78,14 +79,23 @@ export function parseLogOptions(flags: readonly string[]): LogOptions {
   return options;
 }
 
-/** The log's parts, oldest first: `FILE.N`, ..., `FILE.1`, `FILE` (only those that exist). */
+/** The log's parts, oldest first: `FILE.N`, ..., `FILE.1`, `FILE` (only those there, N < maxFile). */
 export function logParts(file: string, maxFile: number): string[] {
-  const parts: string[] = [];
-  for (let n = maxFile - 1; n >= 1; n--) {
-    if (exists(`${file}.${n}`)) parts.push(`${file}.${n}`);
+  let names: string[];
+  try {
+    names = readdirSync(path.dirname(file));
+  } catch {
+    return [];
   }
-  if (exists(file)) parts.push(file);
-  return parts;
+  // Listed, not looked for one by one: a max-file of a million costs one readdir, not a million stats.
+  const base = path.basename(file);
+  const rotated = names
+    .map((name) => (name.startsWith(`${base}.`) ? /^[1-9]\d*$/.exec(name.slice(base.length + 1)) : null))
+    .filter((match) => match !== null)
+    .map((match) => Number(match[0]))
+    .filter((n) => n < maxFile)
+    .sort((a, b) => b - a);
+  return [...rotated.map((n) => `${file}.${n}`), ...(names.includes(base) ? [file] : [])];
 }
 
 /**
@@ -162,8 +172,13 @@ export class LogWriter {
     closeSync(this.fd);
     const { maxFile } = this.options;
     if (maxFile > 1) {
-      removeIfPresent(`${this.file}.${maxFile - 1}`);
-      for (let n = maxFile - 2; n >= 1; n--) renameIfPresent(`${this.file}.${n}`, `${this.file}.${n + 1}`);
+      // The parts there, oldest first (listed once: max-file may be large): each moves one older.
+      for (const part of logParts(this.file, maxFile)) {
+        if (part === this.file) continue;
+        const n = Number(part.slice(this.file.length + 1));
+        if (n + 1 >= maxFile) removeIfPresent(part);
+        else renameSync(part, `${this.file}.${n + 1}`);
+      }
       renameSync(this.file, `${this.file}.1`);
       this.fd = openSync(this.file, "a", 0o640);
     } else {
@@ -349,10 +364,6 @@ export async function followLog(
   closeSync(at.fd);
 }
 
-function exists(file: string): boolean {
-  return statOrUndefined(file) !== undefined;
-}
-
 function statOrUndefined(file: string) {
   try {
     return statSync(file);
@@ -364,14 +375,6 @@ function statOrUndefined(file: string) {
 function removeIfPresent(file: string): void {
   try {
     unlinkSync(file);
-  } catch {
-    // not there
-  }
-}
-
-function renameIfPresent(from: string, to: string): void {
-  try {
-    renameSync(from, to);
   } catch {
     // not there
   }
