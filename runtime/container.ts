@@ -37,7 +37,7 @@ import {
   processStartTime,
 } from "./containers.js";
 import { Guard } from "./guard.js";
-import { argsUnderInit, findInit, INIT_MOUNT } from "./init.js";
+import { argsUnderInit, findInit, INIT_MOUNT, initMountFailure } from "./init.js";
 import type { LogOptions } from "./logs.js";
 import type { MountRequest } from "./mounts.js";
 import { seedVolume, VolumeStore } from "./volumes.js";
@@ -246,6 +246,10 @@ export class Container {
       return exit;
     } catch (err) {
       const failure = startFailure(err);
+      if (record.init && isTbuildError(err) && !failure) {
+        const initFailure = initMountFailure(err, record.image.name);
+        if (initFailure) throw initFailure;
+      }
       if (failure) {
         exit = { exitCode: failure.exitCode };
         // runc started, the process did not.

@@ -67,3 +67,17 @@ function isExecutableFile(file: string): boolean {
     return false;
   }
 }
+
+/**
+ * runc could not bind the init at /sbin/docker-init: the image has something there a file cannot
+ * be bound onto (a directory). Undefined for any other failure.
+ */
+export function initMountFailure(err: TbuildError, image: string): TbuildError | undefined {
+  if (err.code !== "E_SANDBOX_RUNC" || !err.message.includes(`rootfs at "${INIT_MOUNT}"`)) return undefined;
+  const reason = /: ([^:]+)$/.exec(err.message.trim())?.[1] ?? "refused";
+  return new TbuildError(
+    "E_INIT_MOUNT",
+    `--init: cannot bind the init at ${INIT_MOUNT} in image ${image} (${reason}): the image has something else there; run it without --init`,
+    { cause: err },
+  );
+}
