@@ -126,20 +126,21 @@ export class LogWriter {
     const text =
       this.pending[stream] +
       (typeof chunk === "string" ? chunk : this.decoders[stream].decode(chunk, { stream: true }));
-    const time = logTime();
+    // The same end for every entry of the chunk: made once.
+    const end = entryEnd(stream, logTime());
     let out = "";
     let start = 0;
     for (let nl = text.indexOf("\n"); nl >= 0; nl = text.indexOf("\n", start)) {
       // A line longer than docker's limit is cut into entries of that size, the last with the \n.
       while (nl + 1 - start > MAX_LOG_LINE) {
-        out += entryLine(text.slice(start, start + MAX_LOG_LINE), stream, time);
+        out += `{"log":${JSON.stringify(text.slice(start, start + MAX_LOG_LINE))}${end}`;
         start += MAX_LOG_LINE;
       }
-      out += entryLine(text.slice(start, nl + 1), stream, time);
+      out += `{"log":${JSON.stringify(text.slice(start, nl + 1))}${end}`;
       start = nl + 1;
     }
     while (text.length - start >= MAX_LOG_LINE) {
-      out += entryLine(text.slice(start, start + MAX_LOG_LINE), stream, time);
+      out += `{"log":${JSON.stringify(text.slice(start, start + MAX_LOG_LINE))}${end}`;
       start += MAX_LOG_LINE;
     }
     this.pending[stream] = text.slice(start);
@@ -150,7 +151,7 @@ export class LogWriter {
   end(stream: LogStream): void {
     const tail = this.pending[stream] + this.decoders[stream].decode();
     this.pending[stream] = "";
-    if (tail !== "") this.append(entryLine(tail, stream, logTime()));
+    if (tail !== "") this.append(`{"log":${JSON.stringify(tail)}${entryEnd(stream, logTime())}`);
   }
 
   /** Both streams ended, the file closed. */
@@ -189,8 +190,9 @@ export class LogWriter {
   }
 }
 
-function entryLine(log: string, stream: LogStream, time: string): string {
-  return `{"log":${JSON.stringify(log)},"stream":"${stream}","time":"${time}"}\n`;
+/** What follows an entry's `{"log":"..."`: its stream and time, as docker's json-file orders them. */
+function entryEnd(stream: LogStream, time: string): string {
+  return `,"stream":"${stream}","time":"${time}"}\n`;
 }
 
 /** Milliseconds of the wall clock, nanoseconds from the monotonic one, so entries keep their order. */
