@@ -10,6 +10,7 @@ import type { Image } from "../oci/image.js";
 import { hostPlatform, type Platform, parsePlatform } from "../oci/platform.js";
 import { defaultStoreRoot, type Store as OpenedStore, openStore } from "../oci/store/index.js";
 import { containerConfig } from "../runtime/config.js";
+import type { LogOptions } from "../runtime/logs.js";
 import {
   parseVolumeFlag,
   relabelDecision,
@@ -52,6 +53,10 @@ export interface RunOptions {
   stopSignal?: string;
   /** `--stop-timeout`: seconds `stop` waits for the process after the stop signal (default 10). */
   stopTimeout?: number;
+  /** Run a tiny init (tini) as the container's PID 1, which runs the process and reaps zombies. */
+  init?: boolean;
+  /** The log's size cap and parts (`--log-opt max-size=`/`max-file=`), for a detached container. */
+  logOptions?: LogOptions;
   /** The image's platform, e.g. `linux/arm64`; this machine's by default. */
   platform?: string;
   /** Give the process a terminal: this process's own, which must be one (`stdin` "inherit"). */
@@ -127,6 +132,8 @@ export async function run(image: string, options: RunOptions = {}): Promise<RunR
     tty: options.tty === true,
     interactive: options.stdin !== undefined && options.stdin !== "ignore",
     remove: options.remove === true,
+    ...(options.init ? { init: true } : {}),
+    ...(options.logOptions ? { logOptions: options.logOptions } : {}),
     ...(options.name !== undefined ? { name: options.name } : {}),
     ...(options.stopTimeout !== undefined ? { stopTimeout: options.stopTimeout } : {}),
     ...(options.onWarning ? { warn: options.onWarning } : {}),

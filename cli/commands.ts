@@ -475,6 +475,19 @@ export const commands: CommandSpec[] = [
         default: "10",
       },
       {
+        name: "init",
+        type: "boolean",
+        description: "run a tiny init (tini) as PID 1: it passes signals on to the process and reaps zombies",
+      },
+      {
+        name: "log-opt",
+        type: "string",
+        multiple: true,
+        value: "max-size=SIZE|max-file=N",
+        description: "cap the log of a detached container (rotated parts of SIZE, N kept)",
+        default: "max-size=10m, max-file=3",
+      },
+      {
         name: "platform",
         type: "string",
         value: "PLATFORM",
@@ -599,6 +612,17 @@ export const commands: CommandSpec[] = [
     operands: "",
     flags: [
       { name: "all", short: "a", type: "boolean", description: "list stopped containers too" },
+      { name: "quiet", short: "q", type: "boolean", description: "print the container IDs only" },
+      {
+        name: "filter",
+        short: "f",
+        type: "string",
+        multiple: true,
+        value: "status=S|name=N|id=I",
+        description:
+          "only containers of this status (created, running, exited), name (containing N) or ID (starting with I); one key's values are OR-ed",
+      },
+      { name: "no-trunc", type: "boolean", description: "show whole IDs and commands" },
       {
         name: "format",
         type: "string",
@@ -608,6 +632,35 @@ export const commands: CommandSpec[] = [
       },
     ],
     load: () => import("./commands/ps.js"),
+  },
+  {
+    name: "logs",
+    summary: "show the output of a container started with run -d",
+    operands: "CONTAINER",
+    flags: [
+      {
+        name: "follow",
+        short: "f",
+        type: "boolean",
+        description: "go on showing new output until the container stops",
+      },
+      {
+        name: "tail",
+        short: "n",
+        type: "string",
+        value: "N|all",
+        description: "show the last N lines only",
+        default: "all",
+      },
+      { name: "timestamps", short: "t", type: "boolean", description: "prefix each line with its time" },
+      {
+        name: "since",
+        type: "string",
+        value: "TIME",
+        description: "only output since an RFC 3339 time, a Unix time, or a duration before now (10m)",
+      },
+    ],
+    load: () => import("./commands/logs.js"),
   },
   {
     name: "rm",

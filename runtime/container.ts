@@ -39,6 +39,8 @@ import {
 } from "./containers.js";
 import { type ControlHandler, type ControlRequest, ControlServer, type ExecTarget } from "./control.js";
 import { Guard } from "./guard.js";
+import { argsUnderInit, findInit, INIT_MOUNT, initMountFailure } from "./init.js";
+import type { LogOptions } from "./logs.js";
 import type { MountRequest } from "./mounts.js";
 import { parseSignal } from "./signals.js";
 import { seedVolume, VolumeStore, volumeUsers } from "./volumes.js";
@@ -58,6 +60,10 @@ export interface ContainerOptions {
   name?: string;
   /** `--stop-timeout`: seconds `stop` waits after the stop signal before SIGKILL. */
   stopTimeout?: number;
+  /** `--init`: a tiny init (tini) as PID 1, running the process (runtime/init.ts). */
+  init?: boolean;
+  /** `--log-opt`: the log's size cap and parts, when it runs detached. */
+  logOptions?: LogOptions;
   warn?: (message: string) => void;
   /** Where QEMU emulators are looked for (`$TBUILD_QEMU_DIR`, PATH); `process.env` by default. */
   env?: NodeJS.ProcessEnv;
@@ -73,6 +79,8 @@ export interface ContainerIO {
   onStart?: () => void;
   /** Called once runc has started the container's command (a command not found never gets here). */
   onRunning?: () => void;
+  /** Called once the process has ended, before its exit is recorded. */
+  onExited?: () => void;
 }
 
 export interface ContainerExit {
@@ -126,7 +134,9 @@ export class Container {
    */
   static async create(store: Store, options: ContainerOptions): Promise<Container> {
     const [argv0, ...args] = processArgs(options.config, options.imageName);
-    const emulator = await containerEmulator(imagePlatform(options.image), options.env ?? process.env);
+    const platform = imagePlatform(options.image);
+    const emulator = await containerEmulator(platform, options.env ?? process.env);
+    const init = options.init ? initFor(platform, emulator, options.env ?? process.env) : undefined;
     const containers = new ContainerStore(store.root);
     const record = await containers.create(
       {
@@ -142,6 +152,8 @@ export class Container {
         interactive: options.interactive,
         ...(options.remove ? { autoRemove: true } : {}),
         ...(options.stopTimeout !== undefined ? { stopTimeout: options.stopTimeout } : {}),
+        ...(init !== undefined ? { init } : {}),
+        ...(options.logOptions !== undefined ? { logOptions: options.logOptions } : {}),
         state: { status: "created" },
       },
       options.name,
@@ -242,7 +254,7 @@ export class Container {
       await this.containers.write(record);
       const spec: SandboxSpec = {
         rootfs: writable.rootfs,
-        args: [record.path, ...record.args],
+        args: record.init ? argsUnderInit([record.path, ...record.args]) : [record.path, ...record.args],
         env: record.config.Env ?? [],
         cwd: record.config.WorkingDir || "/",
         user: record.config.User ?? "",
@@ -251,7 +263,9 @@ export class Container {
         changesDiscarded: options.remove,
         hostname: record.id.slice(0, 12),
         network: options.network,
-        mounts,
+        mounts: record.init
+          ? [{ destination: INIT_MOUNT, source: record.init, type: "bind", readonly: true }, ...mounts]
+          : mounts,
         terminal: options.tty,
         ...(this.emulator !== undefined ? { emulator: this.emulator } : {}),
       };
@@ -298,6 +312,10 @@ export class Container {
       return exit;
     } catch (err) {
       const failure = startFailure(err);
+      if (record.init && isTbuildError(err) && !failure) {
+        const initFailure = initMountFailure(err, record.image.name);
+        if (initFailure) throw initFailure;
+      }
       if (failure) {
         exit = { exitCode: failure.exitCode };
         // runc started, the process did not.
@@ -306,6 +324,7 @@ export class Container {
       throw failure ?? err;
     } finally {
       this.process = undefined;
+      io.onExited?.();
       // Independent of each other, so done at once; the guard stays until all are done. The
       // writable layer goes with one blocking call: `tbuild run` has nothing else to do meanwhile.
       const cleanups: Promise<unknown>[] = [writable?.release({ blocking: true }) ?? Promise.resolve()];
@@ -503,6 +522,20 @@ const DEFAULT_STOP_TIMEOUT_SECONDS = 10;
 function imagePlatform(image: Image): Platform {
   const { os, architecture, variant } = image.config;
   return { os, architecture, ...(variant ? { variant } : {}) };
+}
+
+/**
+ * The init for `--init` (InitNotFoundError when there is none). Under QEMU user emulation it would
+ * run the host's tini as the emulated process's parent, which the emulator's start does not allow.
+ */
+function initFor(platform: Platform, emulator: string | undefined, env: NodeJS.ProcessEnv): string {
+  if (emulator !== undefined) {
+    throw new TbuildError(
+      "E_NOT_SUPPORTED",
+      `--init with an image for ${platform.os}/${platform.architecture}${platform.variant ? `/${platform.variant}` : ""}, which runs under QEMU user emulation here, is not supported yet: drop --init, or register a binfmt_misc handler so the kernel runs it`,
+    );
+  }
+  return findInit(env);
 }
 
 /** Waits for every one of `promises`, then rejects with the first rejection, if any. */

@@ -21,6 +21,7 @@ import { readdir, readFile, readlink, rm } from "node:fs/promises";
 import path from "node:path";
 import { TbuildError, UsageError } from "../errors/index.js";
 import type { ContainerConfig, Descriptor } from "../oci/spec.js";
+import type { LogOptions } from "./logs.js";
 import type { MountRequest } from "./mounts.js";
 
 export type ContainerStatus = "created" | "running" | "exited";
@@ -69,6 +70,10 @@ export interface ContainerRecord {
   autoRemove?: boolean;
   /** Started with `-d`: its output is in its log (logFile), and a monitor process runs it. */
   detached?: boolean;
+  /** `--init`: the host path of the init bound in as its PID 1 (runtime/init.ts). */
+  init?: string;
+  /** `--log-opt max-size=`/`max-file=` of its log, when it runs detached (runtime/logs.ts). */
+  logOptions?: LogOptions;
   state: ContainerState;
 }
 

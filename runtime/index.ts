@@ -33,5 +33,16 @@ export {
   ContainerStore,
   currentState,
 } from "./containers.js";
+export { findInit, INIT_MOUNT, InitNotFoundError } from "./init.js";
+export {
+  DEFAULT_LOG_OPTIONS,
+  followLog,
+  type LogEntry,
+  type LogOptions,
+  type LogStream,
+  LogWriter,
+  parseLogOptions,
+  readLog,
+} from "./logs.js";
 export { type MountRequest, parseVolumeFlag } from "./mounts.js";
 export { VolumeStore } from "./volumes.js";

@@ -119,15 +119,16 @@ export async function runMonitor(storeRoot: string, id: string, env: NodeJS.Proc
     record.detached = true;
     const warn = (message: string) => process.stderr.write(`WARNING: ${message}\n`);
     const container = await Container.open(store, record, { warn, env });
-    const log = new LogWriter(containers.logFile(id));
+    const log = new LogWriter(containers.logFile(id), record.logOptions);
+    let logClosed = false;
     const stream = (name: "stdout" | "stderr") =>
       new Writable({
         write(chunk: Buffer, _encoding, callback) {
-          log.write(name, chunk);
+          if (!logClosed) log.write(name, chunk);
           callback();
         },
         final(callback) {
-          log.end(name);
+          if (!logClosed) log.end(name);
           callback();
         },
       });
@@ -136,15 +137,21 @@ export async function runMonitor(storeRoot: string, id: string, env: NodeJS.Proc
     process.on("SIGTERM", () => void container.stop().catch(() => {}));
     process.on("SIGINT", () => void container.stop().catch(() => {}));
     process.on("SIGHUP", () => {});
+    const closeLog = () => {
+      if (!logClosed) log.close();
+      logClosed = true;
+    };
     try {
       await container.run({
         stdin,
         stdout: stream("stdout"),
         stderr: stream("stderr"),
         onRunning: () => report({ ok: true }),
+        // Before the exit is recorded: `logs -f`, which ends on it, has read everything then.
+        onExited: closeLog,
       });
     } finally {
-      log.close();
+      closeLog();
     }
     report({ ok: true });
     return 0;

@@ -1,6 +1,12 @@
 import { UsageError } from "../../errors/index.js";
 import { defaultStoreRoot } from "../../oci/store/index.js";
-import { type ContainerRecord, ContainerStore, currentState } from "../../runtime/containers.js";
+import {
+  type ContainerRecord,
+  type ContainerStatus,
+  ContainerStore,
+  currentState,
+  type PublishedPort,
+} from "../../runtime/containers.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
 
 /** One row of `tbuild ps`, and one element of `--format json`. */
@@ -15,31 +21,51 @@ export interface ContainerSummary {
   /** As docker shows it: `Up 5 seconds`, `Exited (0) 2 minutes ago`, `Created`. */
   status: string;
   exitCode?: number;
+  /** The ports published while it runs, as bound. */
+  ports: PublishedPort[];
 }
+
+/** `--filter KEY=VALUE`: values of one key are OR-ed, keys AND-ed, as docker's. */
+interface Filters {
+  status: ContainerStatus[];
+  name: string[];
+  id: string[];
+}
+
+const STATUSES: readonly ContainerStatus[] = ["created", "running", "exited"];
 
 export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise<number> {
   if (args.positionals.length > 0) throw new UsageError("tbuild ps takes no arguments");
   const format = (args.values.format as string | undefined) ?? "table";
   if (format !== "table" && format !== "json")
     throw new UsageError(`--format must be table or json, not "${format}"`);
+  const filters = parseFilters((args.values.filter as string[] | undefined) ?? []);
+  const noTrunc = args.values["no-trunc"] === true;
   // Records only: no snapshot is touched, so no user namespace is needed.
   const containers = new ContainerStore(defaultStoreRoot(ctx.env));
   const now = Date.now();
+  // A status filter shows what it names, stopped containers included, as docker's does.
+  const all = args.values.all === true || filters.status.length > 0;
   const summaries = (await containers.list())
     .map((record) => summarize(record, now))
-    .filter((s) => args.values.all === true || s.state === "running");
+    .filter((s) => (all || s.state === "running") && matches(s, filters));
+  if (args.values.quiet === true) {
+    for (const s of summaries) ctx.stdout.write(`${noTrunc ? s.id : s.id.slice(0, 12)}\n`);
+    return 0;
+  }
   if (format === "json") {
     ctx.stdout.write(`${JSON.stringify(summaries, null, 2)}\n`);
     return 0;
   }
   const rows = [
-    ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"],
+    ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
     ...summaries.map((s) => [
-      s.id.slice(0, 12),
+      noTrunc ? s.id : s.id.slice(0, 12),
       s.image,
-      JSON.stringify(truncate(s.command, 20)),
+      JSON.stringify(noTrunc ? s.command : truncate(s.command, 20)),
       `${humanDuration(now - Date.parse(s.created))} ago`,
       s.status,
+      formatPorts(s.ports),
       s.name,
     ]),
   ];
@@ -50,6 +76,47 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
     );
   }
   return 0;
+}
+
+function parseFilters(flags: readonly string[]): Filters {
+  const filters: Filters = { status: [], name: [], id: [] };
+  for (const flag of flags) {
+    const eq = flag.indexOf("=");
+    const key = flag.slice(0, Math.max(0, eq));
+    const value = flag.slice(eq + 1);
+    if (eq < 1 || value === "") {
+      throw new UsageError(`--filter ${flag}: give KEY=VALUE, with KEY status, name or id`);
+    }
+    if (key === "status") {
+      if (!STATUSES.includes(value as ContainerStatus)) {
+        throw new UsageError(`--filter ${flag}: a status is ${STATUSES.join(", ")}`);
+      }
+      filters.status.push(value as ContainerStatus);
+    } else if (key === "name" || key === "id") {
+      filters[key].push(value);
+    } else {
+      throw new UsageError(`--filter ${flag}: tbuild ps filters by status, name or id`);
+    }
+  }
+  return filters;
+}
+
+/** Docker's rules: a status exactly, a name containing the text, an ID starting with it. */
+function matches(s: ContainerSummary, filters: Filters): boolean {
+  if (filters.status.length > 0 && !filters.status.includes(s.state)) return false;
+  if (filters.name.length > 0 && !filters.name.some((name) => s.name.includes(name))) return false;
+  if (filters.id.length > 0 && !filters.id.some((id) => s.id.startsWith(id))) return false;
+  return true;
+}
+
+/** As docker's PORTS column: `0.0.0.0:18080->8080/tcp, 127.0.0.1:5353->53/udp`. */
+export function formatPorts(ports: readonly PublishedPort[]): string {
+  return ports
+    .map(
+      (p) =>
+        `${p.hostIp.includes(":") ? `[${p.hostIp}]` : p.hostIp}:${p.hostPort}->${p.containerPort}/${p.protocol}`,
+    )
+    .join(", ");
 }
 
 function summarize(record: ContainerRecord, now: number): ContainerSummary {
@@ -74,6 +141,8 @@ function summarize(record: ContainerRecord, now: number): ContainerSummary {
     state: state.status,
     status,
     ...(state.exitCode !== undefined ? { exitCode: state.exitCode } : {}),
+    // Bound only while it runs: a stopped container's are free again.
+    ports: state.status === "running" ? (state.ports ?? []) : [],
   };
 }
 

@@ -4,6 +4,7 @@ import path from "node:path";
 import { isTbuildError, TbuildError, UsageError } from "../../errors/index.js";
 import { parsePlatform } from "../../oci/platform.js";
 import { parseEnvFile, parseEnvFlags } from "../../runtime/config.js";
+import { parseLogOptions } from "../../runtime/logs.js";
 import {
   parseVolumeFlag,
   relabelDecision,
@@ -37,6 +38,8 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
     env.push(...parseEnvFile(await readEnvFile(path.resolve(ctx.cwd, file), file), file, ctx.env));
   }
   env.push(...parseEnvFlags((values.env as string[] | undefined) ?? [], ctx.env));
+  const logOptions =
+    values["log-opt"] === undefined ? undefined : parseLogOptions(values["log-opt"] as string[]);
   const tty = values.tty === true;
   const interactive = values.interactive === true;
   const detach = values.detach === true;
@@ -83,6 +86,8 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
       ...(detach ? { detach: true } : {}),
       ...(values["stop-signal"] !== undefined ? { stopSignal: values["stop-signal"] as string } : {}),
       ...(stopTimeout !== undefined ? { stopTimeout } : {}),
+      ...(values.init === true ? { init: true } : {}),
+      ...(logOptions ? { logOptions } : {}),
       ...(values.platform ? { platform: values.platform as string } : {}),
       tty,
       stdin: interactive ? "inherit" : "ignore",

@@ -5,6 +5,7 @@
 import { TbuildError } from "../../errors/index.js";
 import { UNTRUSTED_CERTIFICATE_CODES } from "../../errors/system.js";
 import type { DistributionErrors } from "../spec.js";
+import { DOCKER_HUB } from "./hosts.js";
 
 /** Any registry failure; `registry` is the name as the user wrote it (`docker.io`, `127.0.0.1:5000`). */
 export class RegistryError extends TbuildError {
@@ -136,6 +137,39 @@ export class RegistryNetworkError extends RegistryError {
   constructor(registry: string, hostPort: string, reason: string, cause: unknown) {
     super("E_NETWORK", registry, `cannot reach registry ${registry} at ${hostPort}: ${reason}`, { cause });
   }
+}
+
+/**
+ * Docker Hub is out of reach (no route to it, as on many CI runners and closed networks): the
+ * network's own failure, then how to pull `busybox` and other docker.io images through a mirror.
+ * Keeps the failure's code, so scripts that tell failures apart still can.
+ */
+export class DockerHubUnreachableError extends RegistryError {
+  constructor(cause: RegistryError, mirrors: readonly string[], configPath: string | undefined) {
+    const file = configPath ?? "tbuild's config.toml";
+    const advice =
+      mirrors.length === 0
+        ? `docker.io cannot be reached from here: to pull its images (busybox, library/...) through a mirror, set in ${file}: [registry."docker.io"] mirrors = ["mirror.example:5000"]`
+        : `docker.io cannot be reached from here, and its mirrors (${mirrors.join(", ")}) failed too (see the warnings above): check [registry."docker.io"] mirrors in ${file}`;
+    super(
+      cause.code,
+      DOCKER_HUB,
+      `${cause.message.replace(/\.$/, "")}. ${advice}; or load the image with 'tbuild load'`,
+      {
+        cause,
+      },
+    );
+  }
+}
+
+/** The failures that say a registry cannot be reached at all (not that it answered no). */
+export function isUnreachable(err: unknown): err is RegistryError {
+  return (
+    err instanceof RegistryError &&
+    (err instanceof RegistryNetworkError ||
+      err instanceof ConnectionRefusedError ||
+      err instanceof RegistryTimeoutError)
+  );
 }
 
 /** Any other answer the client cannot use: the status, and the registry's own error codes. */

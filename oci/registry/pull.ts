@@ -22,8 +22,13 @@ import { DigestMismatchError } from "../store/content.js";
 import { ANNOTATION_PULLED_INDEX, type Store } from "../store/index.js";
 import { BlobSources } from "./blob-sources.js";
 import { BlobRestartError, type FetchedManifest, type RegistryClient } from "./client.js";
-import { RegistryError, RegistryNotSupportedError } from "./errors.js";
-import { pullEndpoints } from "./hosts.js";
+import {
+  DockerHubUnreachableError,
+  isUnreachable,
+  RegistryError,
+  RegistryNotSupportedError,
+} from "./errors.js";
+import { DOCKER_HUB, pullEndpoints } from "./hosts.js";
 import { firstThatWorks, type RegistryOptions, RegistrySession } from "./session.js";
 
 export interface PullOptions extends RegistryOptions {
@@ -71,7 +76,17 @@ export async function pullImage(
       0,
       (client) => client.getManifest(ref.path, ref.digest ?? ref.tag!),
       options.warn,
-    );
+    ).catch((err: unknown) => {
+      // The first contact with Docker Hub failed for want of a route: say how to use a mirror.
+      if (ref.domain === DOCKER_HUB && isUnreachable(err)) {
+        throw new DockerHubUnreachableError(
+          err,
+          options.hosts?.[DOCKER_HUB]?.mirrors ?? [],
+          options.configPath,
+        );
+      }
+      throw err;
+    });
     let chosen = top.index;
     let manifest = top.value;
     let indexDescriptor: Descriptor | undefined;

@@ -180,6 +180,16 @@ describe.each(modes())("tbuild run of a linux/arm64 image as $name", (mode) => {
       // The store stays usable: the native image still runs.
       expect(env.ok(["run", "--rm", "--platform", "linux/amd64", "multi", "uname", "-m"])).toBe("x86_64\n");
     });
+
+    it("refuses --init under the mounted emulator, saying so in one line, and records no container", () => {
+      const name = `emu-init-${mode.name}`;
+      const result = env.run(["run", "--init", "--name", name, ...ARM64, "multi", "true"]);
+      expect(result.status).toBe(1);
+      expect(result.stderr).toBe(
+        "ERROR: --init with an image for linux/arm64, which runs under QEMU user emulation here, is not supported yet: drop --init, or register a binfmt_misc handler so the kernel runs it\n",
+      );
+      expect(env.ok(["ps", "-a"])).not.toContain(name);
+    });
   });
 
   it("with the kernel's aarch64 handler (F flag), runs the process through it: nothing is mounted", async () => {
@@ -188,6 +198,8 @@ describe.each(modes())("tbuild run of a linux/arm64 image as $name", (mode) => {
       expect(aarch64HandlerEnabled()).toBe(true);
       expect(env.ok(["run", "--rm", ...ARM64, "multi", "uname", "-m"])).toBe("aarch64\n");
       expect(env.ok(["run", "--rm", ...ARM64, "multi", "sh", "-c", HOW])).toBe("kernel\n");
+      // The host's tini as PID 1 starts the foreign process through the kernel's handler too.
+      expect(env.ok(["run", "--rm", "--init", ...ARM64, "multi", "uname", "-m"])).toBe("aarch64\n");
     } finally {
       restore();
     }
