@@ -38,6 +38,8 @@ import {
 } from "./containers.js";
 import { Guard } from "./guard.js";
 import type { MountRequest } from "./mounts.js";
+import type { ContainerNetwork } from "./network.js";
+import type { NetworkSettings } from "./ports.js";
 import { seedVolume, VolumeStore } from "./volumes.js";
 
 export interface ContainerOptions {
@@ -47,7 +49,8 @@ export interface ContainerOptions {
   /** The container's config: the image's with the run flags applied (runtime/config.ts). */
   config: ContainerConfig;
   mounts: MountRequest[];
-  network: "host" | "none";
+  /** The network, ports, hostname, DNS and extra hosts (runtime/ports.ts networkSettings). */
+  network: NetworkSettings;
   tty: boolean;
   interactive: boolean;
   /** `--rm`: forget the container, its writable layer and its anonymous volumes when it exits. */
@@ -119,7 +122,7 @@ export class Container {
         path: argv0!,
         args,
         mounts: options.mounts,
-        network: options.network,
+        ...networkRecord(options.network),
         tty: options.tty,
         interactive: options.interactive,
         state: { status: "created" },
@@ -150,7 +153,10 @@ export class Container {
     let guard: Guard | undefined;
     let exit: ContainerExit | undefined;
     let processStarted = false;
+    let network: ContainerNetwork | undefined;
     try {
+      // First: a published port in use fails the run before anything else is set up.
+      network = await this.openNetwork();
       const lowers = await snapshotter.prepareImage(options.image, io.signal);
       // runc mounts the overlay itself, in the container's mount namespace (no mount or umount
       // process, nothing left mounted on the host), unless a volume may need seeding from the
@@ -189,6 +195,7 @@ export class Container {
         pid: process.pid,
         ...(pidStartTime !== undefined ? { pidStartTime } : {}),
         startedAt: new Date().toISOString(),
+        ...(network ? { ports: network.ports } : {}),
       };
       await this.containers.write(record);
       const spec: SandboxSpec = {
@@ -200,8 +207,11 @@ export class Container {
         // As docker run makes a missing working directory.
         workdirOwner: "root",
         changesDiscarded: options.remove,
-        hostname: record.id.slice(0, 12),
-        network: options.network,
+        hostname: record.hostname ?? record.id.slice(0, 12),
+        network: record.network,
+        ...(network ? { networkNamespace: network.namespacePath } : {}),
+        ...((record.dns ?? network?.nameservers) ? { nameservers: record.dns ?? network?.nameservers } : {}),
+        ...(record.extraHosts ? { extraHosts: record.extraHosts } : {}),
         mounts,
         terminal: options.tty,
         ...(this.emulator !== undefined ? { emulator: this.emulator } : {}),
@@ -244,7 +254,10 @@ export class Container {
       this.process = undefined;
       // Independent of each other, so done at once; the guard stays until all are done. The
       // writable layer goes with one blocking call: `tbuild run` has nothing else to do meanwhile.
-      const cleanups: Promise<unknown>[] = [writable?.release({ blocking: true }) ?? Promise.resolve()];
+      const cleanups: Promise<unknown>[] = [
+        writable?.release({ blocking: true }) ?? Promise.resolve(),
+        network?.close() ?? Promise.resolve(),
+      ];
       if (options.remove) {
         // The container's directory goes, its sandbox state with it.
         cleanups.push(this.removeAnonymousVolumes(volumes), this.containers.remove(record));
@@ -274,6 +287,20 @@ export class Container {
     if (this.process === undefined) return false;
     this.process.kill(signal);
     return true;
+  }
+
+  /**
+   * A private network's namespace, forwarder and user-mode stack, from the record (so that a
+   * container started again from its record alone gets the same); undefined for host and none.
+   */
+  private async openNetwork(): Promise<ContainerNetwork | undefined> {
+    if (this.record.network !== "private") return undefined;
+    const { openPrivateNetwork } = await import("./network.js");
+    return openPrivateNetwork({
+      ports: this.record.ports ?? [],
+      env: this.options.env ?? process.env,
+      ...(this.options.warn ? { warn: this.options.warn } : {}),
+    });
   }
 
   /** Volumes made (and seeded from the image when empty), bind sources checked: the sandbox's mounts. */
@@ -311,6 +338,19 @@ export class Container {
       if (mount.kind === "volume" && mount.anonymous) await volumes.remove(mount.name);
     }
   }
+}
+
+/** The record's network fields: the optional ones only when set. */
+function networkRecord(
+  settings: NetworkSettings,
+): Pick<ContainerRecord, "network" | "ports" | "hostname" | "dns" | "extraHosts"> {
+  return {
+    network: settings.network,
+    ...(settings.ports.length > 0 ? { ports: settings.ports } : {}),
+    ...(settings.hostname !== undefined ? { hostname: settings.hostname } : {}),
+    ...(settings.dns ? { dns: settings.dns } : {}),
+    ...(settings.extraHosts ? { extraHosts: settings.extraHosts } : {}),
+  };
 }
 
 /** The platform an image is for, as its config says (what the kernel, or QEMU, must run). */

@@ -22,6 +22,7 @@ import path from "node:path";
 import { TbuildError, UsageError } from "../errors/index.js";
 import type { ContainerConfig, Descriptor } from "../oci/spec.js";
 import type { MountRequest } from "./mounts.js";
+import type { NetworkMode } from "./ports.js";
 
 export type ContainerStatus = "created" | "running" | "exited";
 
@@ -60,7 +61,15 @@ export interface ContainerRecord {
   path: string;
   args: string[];
   mounts: MountRequest[];
-  network: "host" | "none";
+  network: NetworkMode;
+  /** `-p`/`-P` as requested (host port 0: any free one); the bound ones are in `state.ports`. */
+  ports?: PublishedPort[];
+  /** `--hostname`; the ID's first 12 characters by default. */
+  hostname?: string;
+  /** `--dns`: a private network's nameservers. */
+  dns?: string[];
+  /** `--add-host`: name → address, appended to /etc/hosts. */
+  extraHosts?: Record<string, string>;
   tty: boolean;
   interactive: boolean;
   state: ContainerState;
