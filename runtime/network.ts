@@ -301,7 +301,7 @@ async function startPasta(pasta: string, pid: number): Promise<UserModeStack> {
   // the namespace's process (the forwarder) does. No ports of its own: the forwarder has them.
   const child = spawn(
     pasta,
-    ["--config-net", "--quiet", "--no-map-gw", "-t", "none", "-u", "none", "-T", "none", "-U", "none"].concat(
+    ["--config-net", "--quiet", "--no-map-gw", "--netns-only", "-t", "none", "-u", "none", "-T", "none", "-U", "none"].concat(
       ["--pid", pidFile, String(pid)],
     ),
     { stdio: ["ignore", "ignore", "pipe"] },
