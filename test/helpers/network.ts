@@ -28,10 +28,10 @@ export async function freePort(): Promise<number> {
   }
 }
 
-/** The body of GET http://HOST:PORT/, or the error's code. */
-export async function httpGet(port: number, host = "127.0.0.1"): Promise<string> {
+/** The body of GET http://HOST:PORT/PATH, or the error's code. */
+export async function httpGet(port: number, host = "127.0.0.1", file = ""): Promise<string> {
   try {
-    const response = await fetch(`http://${host}:${port}/`, { signal: AbortSignal.timeout(20_000) });
+    const response = await fetch(`http://${host}:${port}/${file}`, { signal: AbortSignal.timeout(20_000) });
     return await response.text();
   } catch (err) {
     return `error: ${((err as Error).cause as NodeJS.ErrnoException | undefined)?.code ?? (err as Error).message}`;
