@@ -154,10 +154,13 @@ export class Container {
     let exit: ContainerExit | undefined;
     let processStarted = false;
     let network: ContainerNetwork | undefined;
+    // Set up while the image is prepared (its forwarder and user-mode stack take a while to start);
+    // a published port in use fails the run before the container is set up.
+    const networkOpening = this.openNetwork();
+    networkOpening.catch(() => {});
     try {
-      // First: a published port in use fails the run before anything else is set up.
-      network = await this.openNetwork();
       const lowers = await snapshotter.prepareImage(options.image, io.signal);
+      network = await networkOpening;
       // runc mounts the overlay itself, in the container's mount namespace (no mount or umount
       // process, nothing left mounted on the host), unless a volume may need seeding from the
       // image, which reads the mounted root filesystem.
@@ -252,6 +255,8 @@ export class Container {
       throw failure ?? err;
     } finally {
       this.process = undefined;
+      // Opened even when the run failed before it was awaited: closed all the same.
+      network ??= await networkOpening.catch(() => undefined);
       // Independent of each other, so done at once; the guard stays until all are done. The
       // writable layer goes with one blocking call: `tbuild run` has nothing else to do meanwhile.
       const cleanups: Promise<unknown>[] = [
