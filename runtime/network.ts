@@ -107,7 +107,7 @@ function bindPort(request: PortRequest): Promise<net.Server | dgram.Socket> {
         return reject(
           new TbuildError(
             "E_PORT_DENIED",
-            `cannot publish ${hostAddress(request)}/${request.protocol}: ports below 1024 need root (and rootless tbuild is not); publish a port of 1024 or above`,
+            `cannot publish ${hostAddress(request)}/${request.protocol}: ports below ${unprivilegedPortStart()} need root (rootless tbuild is not); publish a port of ${unprivilegedPortStart()} or above, or lower the sysctl net.ipv4.ip_unprivileged_port_start`,
           ),
         );
       }
@@ -137,6 +137,15 @@ function bindPort(request: PortRequest): Promise<net.Server | dgram.Socket> {
       });
     }
   });
+}
+
+/** The lowest port a user may bind (a sysctl; 1024 unless changed). */
+function unprivilegedPortStart(): number {
+  try {
+    return Number(readFileSync("/proc/sys/net/ipv4/ip_unprivileged_port_start", "utf8").trim());
+  } catch {
+    return 1024;
+  }
 }
 
 function boundPort(request: PortRequest, socket: net.Server | dgram.Socket): PublishedPort {
@@ -295,15 +304,25 @@ async function startSlirp(slirp: string, pid: number): Promise<UserModeStack> {
   return { nameservers: [SLIRP_NAMESERVER], close };
 }
 
+/** pasta forwards no port of its own (TCP and UDP, either way): the forwarder has them. */
+const NO_PASTA_PORTS = ["-t", "none", "-u", "none", "-T", "none", "-U", "none"];
+
 async function startPasta(pasta: string, pid: number): Promise<UserModeStack> {
   const pidFile = path.join(tmpdir(), `tbuild-pasta-${process.pid}-${pid}.pid`);
   // pasta goes to the background once the namespace's interface is configured, and quits when
   // the namespace's process (the forwarder) does. No ports of its own: the forwarder has them.
   const child = spawn(
     pasta,
-    ["--config-net", "--quiet", "--no-map-gw", "--netns-only", "-t", "none", "-u", "none", "-T", "none", "-U", "none"].concat(
-      ["--pid", pidFile, String(pid)],
-    ),
+    [
+      "--config-net",
+      "--quiet",
+      "--no-map-gw",
+      "--netns-only",
+      ...NO_PASTA_PORTS,
+      "--pid",
+      pidFile,
+      String(pid),
+    ],
     { stdio: ["ignore", "ignore", "pipe"] },
   );
   let stderr = "";
