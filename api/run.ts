@@ -18,6 +18,7 @@ import {
   selinuxEnforceState,
   withImageVolumes,
 } from "../runtime/mounts.js";
+import { networkSettings } from "../runtime/ports.js";
 import { hasWorkerPrivileges } from "../worker/userns.js";
 import { BuildCanceledError } from "./errors.js";
 import type { Store } from "./store.js";
@@ -38,8 +39,21 @@ export interface RunOptions {
    * volume). The image's VOLUMEs none of these covers get anonymous volumes.
    */
   volumes?: string[];
-  /** The host's network (default), or none (loopback only). */
-  network?: "host" | "none";
+  /**
+   * The host's network (default), none (loopback only), or private (a namespace of its own, with
+   * published ports and outbound traffic through slirp4netns or pasta; `bridge` is its alias).
+   */
+  network?: "host" | "none" | "private" | "bridge";
+  /** As `tbuild run -p`: `[IP:][HOST:]CTR[/tcp|udp]` each; implies a private network. */
+  publish?: string[];
+  /** As `-P`: every port the image EXPOSEs, to a free host port; implies a private network. */
+  publishAll?: boolean;
+  /** The container's host name; the first 12 characters of its ID by default. */
+  hostname?: string;
+  /** Nameservers (IP addresses) of a private network. */
+  dns?: string[];
+  /** `NAME:IP` (or `NAME:host-gateway`) lines added to /etc/hosts. */
+  addHosts?: string[];
   /** A name for the container; a random one by default. */
   name?: string;
   /** Forget the container, its writable layer and anonymous volumes when it exits. */
@@ -122,13 +136,24 @@ export async function run(image: string, options: RunOptions = {}): Promise<RunR
   });
   // The image's VOLUMEs no -v covers get anonymous volumes, as docker gives them.
   const mounts = withImageVolumes(resolved.config.config ?? {}, flagMounts, anonymousName);
+  const network = networkSettings(
+    {
+      ...(options.network !== undefined ? { network: options.network } : {}),
+      ...(options.publish ? { publish: options.publish } : {}),
+      ...(options.publishAll ? { publishAll: true } : {}),
+      ...(options.hostname !== undefined ? { hostname: options.hostname } : {}),
+      ...(options.dns ? { dns: options.dns } : {}),
+      ...(options.addHosts ? { addHosts: options.addHosts } : {}),
+    },
+    config,
+  );
   const { Container } = await import("../runtime/container.js");
   const container = await Container.create(store, {
     image: resolved,
     imageName: image,
     config,
     mounts,
-    network: options.network ?? "host",
+    network,
     tty: options.tty === true,
     interactive: options.stdin !== undefined && options.stdin !== "ignore",
     remove: options.remove === true,

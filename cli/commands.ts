@@ -443,9 +443,45 @@ export const commands: CommandSpec[] = [
       {
         name: "network",
         type: "string",
-        values: ["host", "none"],
-        description: "network: the host's, or none (loopback only)",
+        values: ["host", "none", "private", "bridge"],
+        description:
+          "network: the host's, none (loopback only), or private (its own; -p and -P imply it; bridge is an alias)",
         default: "host",
+      },
+      {
+        name: "publish",
+        short: "p",
+        type: "string",
+        multiple: true,
+        value: "[IP:][HOST:]CTR[/tcp|udp]",
+        description: "forward a host port (a free one without HOST) to a container port",
+      },
+      {
+        name: "publish-all",
+        short: "P",
+        type: "boolean",
+        description: "forward a free host port to each port the image EXPOSEs",
+      },
+      {
+        name: "hostname",
+        type: "string",
+        value: "NAME",
+        description: "the container's host name",
+        default: "the first 12 characters of its ID",
+      },
+      {
+        name: "dns",
+        type: "string",
+        multiple: true,
+        value: "IP",
+        description: "a nameserver for a private network's /etc/resolv.conf",
+      },
+      {
+        name: "add-host",
+        type: "string",
+        multiple: true,
+        value: "NAME:IP",
+        description: "add a line to /etc/hosts (IP may be host-gateway: this host)",
       },
       {
         name: "interactive",

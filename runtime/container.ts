@@ -42,6 +42,8 @@ import { Guard } from "./guard.js";
 import { argsUnderInit, findInit, INIT_MOUNT, initMountFailure } from "./init.js";
 import type { LogOptions } from "./logs.js";
 import type { MountRequest } from "./mounts.js";
+import type { ContainerNetwork } from "./network.js";
+import type { NetworkSettings } from "./ports.js";
 import { parseSignal } from "./signals.js";
 import { seedVolume, VolumeStore, volumeUsers } from "./volumes.js";
 
@@ -52,7 +54,8 @@ export interface ContainerOptions {
   /** The container's config: the image's with the run flags applied (runtime/config.ts). */
   config: ContainerConfig;
   mounts: MountRequest[];
-  network: "host" | "none";
+  /** The network, ports, hostname, DNS and extra hosts (runtime/ports.ts networkSettings). */
+  network: NetworkSettings;
   tty: boolean;
   interactive: boolean;
   /** `--rm`: forget the container, its writable layer and its anonymous volumes when it exits. */
@@ -147,7 +150,7 @@ export class Container {
         path: argv0!,
         args,
         mounts: options.mounts,
-        network: options.network,
+        ...networkRecord(options.network),
         tty: options.tty,
         interactive: options.interactive,
         ...(options.remove ? { autoRemove: true } : {}),
@@ -178,7 +181,13 @@ export class Container {
       imageName: record.image.name,
       config: record.config,
       mounts: record.mounts,
-      network: record.network,
+      network: {
+        network: record.network,
+        ports: record.ports ?? [],
+        ...(record.hostname !== undefined ? { hostname: record.hostname } : {}),
+        ...(record.dns ? { dns: record.dns } : {}),
+        ...(record.extraHosts ? { extraHosts: record.extraHosts } : {}),
+      },
       tty: record.tty,
       interactive: record.interactive,
       remove: record.autoRemove === true,
@@ -210,8 +219,14 @@ export class Container {
     let exit: ContainerExit | undefined;
     let processStarted = false;
     let control: Promise<ControlServer> | undefined;
+    let network: ContainerNetwork | undefined;
+    // Set up while the image is prepared (its forwarder and user-mode stack take a while to start);
+    // a published port in use fails the run before the container is set up.
+    const networkOpening = this.openNetwork();
+    networkOpening.catch(() => {});
     try {
       const lowers = await snapshotter.prepareImage(options.image, io.signal);
+      network = await networkOpening;
       // runc mounts the overlay itself, in the container's mount namespace (no mount or umount
       // process, nothing left mounted on the host), unless a volume may need seeding from the
       // image, which reads the mounted root filesystem.
@@ -250,6 +265,7 @@ export class Container {
         pid: process.pid,
         ...(pidStartTime !== undefined ? { pidStartTime } : {}),
         startedAt: new Date().toISOString(),
+        ...(network ? { ports: network.ports } : {}),
       };
       await this.containers.write(record);
       const spec: SandboxSpec = {
@@ -261,8 +277,11 @@ export class Container {
         // As docker run makes a missing working directory.
         workdirOwner: "root",
         changesDiscarded: options.remove,
-        hostname: record.id.slice(0, 12),
-        network: options.network,
+        hostname: record.hostname ?? record.id.slice(0, 12),
+        network: record.network,
+        ...(network ? { networkNamespace: network.namespacePath } : {}),
+        ...((record.dns ?? network?.nameservers) ? { nameservers: record.dns ?? network?.nameservers } : {}),
+        ...(record.extraHosts ? { extraHosts: record.extraHosts } : {}),
         mounts: record.init
           ? [{ destination: INIT_MOUNT, source: record.init, type: "bind", readonly: true }, ...mounts]
           : mounts,
@@ -324,10 +343,15 @@ export class Container {
       throw failure ?? err;
     } finally {
       this.process = undefined;
+      // Opened even when the run failed before it was awaited: closed all the same.
+      network ??= await networkOpening.catch(() => undefined);
       io.onExited?.();
       // Independent of each other, so done at once; the guard stays until all are done. The
       // writable layer goes with one blocking call: `tbuild run` has nothing else to do meanwhile.
-      const cleanups: Promise<unknown>[] = [writable?.release({ blocking: true }) ?? Promise.resolve()];
+      const cleanups: Promise<unknown>[] = [
+        writable?.release({ blocking: true }) ?? Promise.resolve(),
+        network?.close() ?? Promise.resolve(),
+      ];
       if (options.remove) {
         // The container's directory goes, its sandbox state with it.
         cleanups.push(
@@ -467,6 +491,20 @@ export class Container {
     return true;
   }
 
+  /**
+   * A private network's namespace, forwarder and user-mode stack, from the record (so that a
+   * container started again from its record alone gets the same); undefined for host and none.
+   */
+  private async openNetwork(): Promise<ContainerNetwork | undefined> {
+    if (this.record.network !== "private") return undefined;
+    const { openPrivateNetwork } = await import("./network.js");
+    return openPrivateNetwork({
+      ports: this.record.ports ?? [],
+      env: this.options.env ?? process.env,
+      ...(this.options.warn ? { warn: this.options.warn } : {}),
+    });
+  }
+
   /** Volumes made (and seeded from the image when empty), bind sources checked: the sandbox's mounts. */
   private async prepareMounts(
     rootfs: string,
@@ -517,6 +555,19 @@ async function removeAnonymousVolumes(
 
 /** Docker's default grace period for `stop` (`--stop-timeout`, `-t`). */
 const DEFAULT_STOP_TIMEOUT_SECONDS = 10;
+
+/** The record's network fields: the optional ones only when set. */
+function networkRecord(
+  settings: NetworkSettings,
+): Pick<ContainerRecord, "network" | "ports" | "hostname" | "dns" | "extraHosts"> {
+  return {
+    network: settings.network,
+    ...(settings.ports.length > 0 ? { ports: settings.ports } : {}),
+    ...(settings.hostname !== undefined ? { hostname: settings.hostname } : {}),
+    ...(settings.dns ? { dns: settings.dns } : {}),
+    ...(settings.extraHosts ? { extraHosts: settings.extraHosts } : {}),
+  };
+}
 
 /** The platform an image is for, as its config says (what the kernel, or QEMU, must run). */
 function imagePlatform(image: Image): Platform {

@@ -23,6 +23,7 @@ import { TbuildError, UsageError } from "../errors/index.js";
 import type { ContainerConfig, Descriptor } from "../oci/spec.js";
 import type { LogOptions } from "./logs.js";
 import type { MountRequest } from "./mounts.js";
+import type { NetworkMode } from "./ports.js";
 
 export type ContainerStatus = "created" | "running" | "exited";
 
@@ -61,7 +62,15 @@ export interface ContainerRecord {
   path: string;
   args: string[];
   mounts: MountRequest[];
-  network: "host" | "none";
+  network: NetworkMode;
+  /** `-p`/`-P` as requested (host port 0: any free one); the bound ones are in `state.ports`. */
+  ports?: PublishedPort[];
+  /** `--hostname`; the ID's first 12 characters by default. */
+  hostname?: string;
+  /** `--dns`: a private network's nameservers. */
+  dns?: string[];
+  /** `--add-host`: name → address, appended to /etc/hosts. */
+  extraHosts?: Record<string, string>;
   tty: boolean;
   interactive: boolean;
   /** `--stop-timeout`: seconds `stop` waits after the stop signal before SIGKILL (default 10). */

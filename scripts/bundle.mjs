@@ -28,7 +28,8 @@ for (const name of readdirSync("dist/frontend/syntax")
 parser.update(JSON.parse(readFileSync("node_modules/chevrotain/package.json", "utf8")).version);
 
 await build({
-  entryPoints: { main: "dist/cli/main.js" },
+  // The port forwarder of `tbuild run -p` is a process of its own (runtime/network.ts finds it beside).
+  entryPoints: { main: "dist/cli/main.js", forwarder: "dist/runtime/forwarder.js" },
   outdir: "dist/bundle/cli",
   bundle: true,
   splitting: true,

@@ -149,8 +149,8 @@ function readTextOrEmpty(file: string): string {
   }
 }
 
-/** An executable on PATH, or undefined. */
-function findExecutable(name: string, env: NodeJS.ProcessEnv): string | undefined {
+/** An executable on PATH (or in an sbin directory), or undefined. */
+export function findExecutable(name: string, env: NodeJS.ProcessEnv): string | undefined {
   const dirs = (env.PATH ?? "/usr/local/bin:/usr/bin:/bin").split(":");
   // newuidmap lives in /usr/bin on Debian, but sbin directories are often missing from a user's PATH.
   for (const dir of [...dirs, "/usr/local/sbin", "/usr/sbin", "/sbin"]) {

@@ -11,6 +11,7 @@ import {
   relabelOption,
   selinuxEnforceState,
 } from "../../runtime/mounts.js";
+import { type NetworkFlags, networkSettings } from "../../runtime/ports.js";
 import { parseSignal } from "../../runtime/signals.js";
 import { reexecInUserNamespace } from "../../worker/userns.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
@@ -22,10 +23,16 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   const [imageText, ...commandArgs] = args.positionals;
   if (imageText === undefined) throw new UsageError("tbuild run needs an IMAGE (and optionally a command)");
   const values = args.values;
-  const network = (values.network as string | undefined) ?? "host";
-  if (network !== "host" && network !== "none" && network !== "default") {
-    throw new UsageError(`--network must be host or none, not "${network}" (bridges are not supported)`);
-  }
+  const networkFlags: NetworkFlags = {
+    ...(values.network !== undefined ? { network: values.network as string } : {}),
+    publish: (values.publish as string[] | undefined) ?? [],
+    publishAll: values["publish-all"] === true,
+    ...(values.hostname !== undefined ? { hostname: values.hostname as string } : {}),
+    dns: (values.dns as string[] | undefined) ?? [],
+    addHosts: (values["add-host"] as string[] | undefined) ?? [],
+  };
+  // Checked before a rootless re-exec (the image's EXPOSEs are not known yet: none assumed).
+  const network = networkSettings(networkFlags, {}).network;
   if (values.platform) parsePlatform(values.platform as string);
   // Checked before a rootless re-exec: a bad -v is the user's to fix at once.
   for (const v of (values.volume as string[] | undefined) ?? []) {
@@ -80,7 +87,12 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
       ...(values.workdir !== undefined ? { workdir: values.workdir as string } : {}),
       ...(values.user !== undefined ? { user: values.user as string } : {}),
       volumes: (values.volume as string[] | undefined) ?? [],
-      network: network === "none" ? "none" : "host",
+      network,
+      publish: networkFlags.publish!,
+      publishAll: networkFlags.publishAll!,
+      ...(networkFlags.hostname !== undefined ? { hostname: networkFlags.hostname } : {}),
+      dns: networkFlags.dns!,
+      addHosts: networkFlags.addHosts!,
       ...(values.name !== undefined ? { name: values.name as string } : {}),
       remove: values.rm === true,
       ...(detach ? { detach: true } : {}),

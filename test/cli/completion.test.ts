@@ -131,7 +131,7 @@ describe("fish completion", () => {
     expect(complete("tbuild build --prog")).toEqual(["--progress"]);
     expect(complete("tbuild build --progress ").sort()).toEqual(["auto", "plain", "quiet", "rawjson", "tty"]);
     expect(complete("tbuild debug graph --format ").sort()).toEqual(["dot", "json"]);
-    expect(complete("tbuild run --network ").sort()).toEqual(["host", "none"]);
+    expect(complete("tbuild run --network ").sort()).toEqual(["bridge", "host", "none", "private"]);
   });
 });
 

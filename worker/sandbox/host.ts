@@ -150,12 +150,20 @@ export function hostsFile(hostname: string, extraHosts: Record<string, string> =
  * reachable as they are; in a network namespace of its own, loopback resolvers (systemd-resolved's
  * 127.0.0.53) would be the container's own loopback, so they are dropped, as BuildKit does.
  */
-export function resolvConfFor(hostText: string, network: "host" | "none"): string {
+export function resolvConfFor(
+  hostText: string,
+  network: "host" | "none" | "private",
+  nameservers?: string[],
+): string {
   if (network === "host") return hostText;
-  return hostText
-    .split("\n")
-    .filter((line) => !/^\s*nameserver\s+(127\.|::1\s*$|::1$)/.test(line))
-    .join("\n");
+  const lines = hostText.split("\n");
+  // Given nameservers (a user-mode network's resolver, --dns) replace the host's; search and
+  // options lines stay.
+  if (nameservers !== undefined) {
+    const rest = lines.filter((line) => !/^\s*nameserver\s/.test(line) && line.trim() !== "");
+    return `${[...rest, ...nameservers.map((address) => `nameserver ${address}`)].join("\n")}\n`;
+  }
+  return lines.filter((line) => !/^\s*nameserver\s+(127\.|::1\s*$|::1$)/.test(line)).join("\n");
 }
 
 export async function readHostResolvConf(): Promise<string> {

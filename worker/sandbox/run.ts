@@ -140,7 +140,7 @@ export async function runInSandbox(spec: SandboxSpec, options: SandboxRunOptions
     const host: HostFacts = { ...facts, bundleDir, containerId: id };
     const files: Record<string, string> = {
       "/etc/hosts": hostsFile(hostname, spec.extraHosts),
-      "/etc/resolv.conf": resolvConfFor(hostResolvConf, spec.network),
+      "/etc/resolv.conf": resolvConfFor(hostResolvConf, spec.network, spec.nameservers),
       "/etc/hostname": `${hostname}\n`,
     };
     for (const [destination, file] of Object.entries(ETC_FILES)) {

@@ -58,9 +58,14 @@ export interface SandboxSpec {
   hostname?: string;
   /**
    * host: share the host's network (BuildKit's OCI worker without CNI); none: a network namespace
-   * of its own with only loopback (runc brings it up).
+   * of its own with only loopback (runc brings it up); private: join `networkNamespace`, a
+   * namespace the caller set up (tbuild run's published ports, runtime/network.ts).
    */
-  network: "host" | "none";
+  network: "host" | "none" | "private";
+  /** With network "private": the namespace's path, e.g. `/proc/PID/ns/net`. */
+  networkNamespace?: string;
+  /** Nameservers for resolv.conf in place of the host's (a user-mode network's, `--dns`). */
+  nameservers?: string[];
   mounts?: SandboxMount[];
   /** Give the process a pty (runc in the foreground handles the console itself). */
   terminal?: boolean;
@@ -347,7 +352,11 @@ export function buildRuntimeSpec(
   // The host's network is shared by leaving the network namespace out; "none" gets a new one,
   // where runc brings up loopback.
   if (spec.network === "none") namespaces.push({ type: "network" });
-  else if (spec.network !== "host")
+  else if (spec.network === "private") {
+    if (!spec.networkNamespace || !path.isAbsolute(spec.networkNamespace))
+      throw specError("a private network needs the absolute path of its network namespace");
+    namespaces.push({ type: "network", path: spec.networkNamespace });
+  } else if (spec.network !== "host")
     throw specError(`network "${spec.network as string}" is not supported yet`);
 
   return {
