@@ -165,11 +165,8 @@ export async function run(image: string, options: RunOptions = {}): Promise<RunR
     env,
   });
   if (options.detach) {
-    const [{ startMonitor }, { cliEntry }] = await Promise.all([
-      import("../runtime/monitor.js"),
-      import("./cli-entry.js"),
-    ]);
-    await startMonitor(store, container.record, { cliEntry: cliEntry(), env });
+    const { startMonitor } = await import("../runtime/monitor.js");
+    await startMonitor(store, container.record, { env });
     return { exitCode: 0, id: container.id, name: container.record.name };
   }
   try {

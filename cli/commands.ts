@@ -913,13 +913,6 @@ const internalCommands: CommandSpec[] = [
     flags: [],
     load: () => import("./commands/library-call.js"),
   },
-  {
-    name: "__container-monitor",
-    summary: "run a detached container to its end (runtime/monitor.ts)",
-    operands: "STORE ID",
-    flags: [],
-    load: () => import("./commands/container-monitor.js"),
-  },
 ];
 
 export function findCommand(words: string[]): { spec: CommandSpec; consumed: number } | undefined {

@@ -6,7 +6,6 @@
  * get it. `containers/` holds container directories only, so that other readers (du, prune) can
  * count containers by listing it. The writable layer itself is the worker's snapshot of the same ID.
  */
-import { randomBytes } from "node:crypto";
 import {
   mkdirSync,
   readFileSync,
@@ -107,6 +106,17 @@ export class ContainerNameInUseError extends TbuildError {
 /** Docker's rule for container names. */
 const CONTAINER_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]+$/;
 
+/**
+ * Random bytes, from node:crypto loaded when first needed: `stop`, `ps` and the other commands
+ * that only read records start without it.
+ */
+function randomBytes(size: number): Buffer {
+  return process.getBuiltinModule("node:crypto").randomBytes(size);
+}
+
+/** Temporary files of this process's record writes, told apart. */
+let tempCount = 0;
+
 export function newContainerId(): string {
   return randomBytes(32).toString("hex");
 }
@@ -166,7 +176,7 @@ export class ContainerStore {
    */
   async write(record: ContainerRecord): Promise<void> {
     const file = path.join(this.containerDir(record.id), "container.json");
-    const temp = `${file}.${process.pid}-${randomBytes(4).toString("hex")}.tmp`;
+    const temp = `${file}.${process.pid}-${++tempCount}.tmp`;
     writeFileSync(temp, `${JSON.stringify(record, null, 2)}\n`);
     renameSync(temp, file);
   }

@@ -8,7 +8,6 @@ import { TbuildError } from "../errors/index.js";
 import type { Store } from "../oci/store/index.js";
 import { type ContainerRecord, type ContainerStore, currentState } from "./containers.js";
 import { ControlGoneError, controlRequest } from "./control.js";
-import { startMonitor } from "./monitor.js";
 
 export class ContainerNotRunningError extends TbuildError {
   constructor(name: string) {
@@ -81,8 +80,9 @@ export async function waitContainer(containers: ContainerStore, record: Containe
 export async function startContainer(
   store: Store,
   record: ContainerRecord,
-  options: { cliEntry: string; env: NodeJS.ProcessEnv },
+  options: { env: NodeJS.ProcessEnv },
 ): Promise<void> {
   if (currentState(record).status === "running") return;
+  const { startMonitor } = await import("./monitor.js");
   await startMonitor(store, record, options);
 }

@@ -12,6 +12,7 @@
  */
 import {
   closeSync,
+  existsSync,
   fstatSync,
   openSync,
   readdirSync,
@@ -358,7 +359,9 @@ export async function followLog(
       }
     };
     const watcher = watch(path.dirname(file), () => void check());
-    watcher.on("error", finish);
+    // The container's directory removed (the container with it) may end the watch with an error:
+    // that is the end of the container, not of the follower.
+    watcher.on("error", (err) => finish(existsSync(path.dirname(file)) ? err : undefined));
     signal?.addEventListener("abort", onAbort);
     // What changed before the watch began.
     void check();

@@ -29,7 +29,11 @@ parser.update(JSON.parse(readFileSync("node_modules/chevrotain/package.json", "u
 
 await build({
   // The port forwarder of `tbuild run -p` is a process of its own (runtime/network.ts finds it beside).
-  entryPoints: { main: "dist/cli/main.js", forwarder: "dist/runtime/forwarder.js" },
+  entryPoints: {
+    main: "dist/cli/boot.js",
+    forwarder: "dist/runtime/forwarder.js",
+    "monitor-main": "dist/runtime/monitor-main.js",
+  },
   outdir: "dist/bundle/cli",
   bundle: true,
   splitting: true,

@@ -12,7 +12,7 @@ import { readFile } from "node:fs/promises";
 import { constants as osConstants, tmpdir } from "node:os";
 import path from "node:path";
 import { TbuildError, UsageError } from "../../errors/index.js";
-import { defaultStoreRoot } from "../../oci/store/index.js";
+import { defaultStoreRoot } from "../../oci/store/root.js";
 import { parseEnvFile, parseEnvFlags } from "../../runtime/config.js";
 import { ContainerStore, currentState } from "../../runtime/containers.js";
 import { ControlGoneError, controlRequest, type ExecTarget } from "../../runtime/control.js";

@@ -1,5 +1,5 @@
 import { UsageError } from "../../errors/index.js";
-import { defaultStoreRoot } from "../../oci/store/index.js";
+import { defaultStoreRoot } from "../../oci/store/root.js";
 import { ContainerStore } from "../../runtime/containers.js";
 import { killContainer } from "../../runtime/lifecycle.js";
 import { parseSignal } from "../../runtime/signals.js";

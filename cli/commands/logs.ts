@@ -6,7 +6,7 @@
  */
 import { closeSync } from "node:fs";
 import { TbuildError, UsageError } from "../../errors/index.js";
-import { defaultStoreRoot } from "../../oci/store/index.js";
+import { defaultStoreRoot } from "../../oci/store/root.js";
 import { ContainerStore, currentState } from "../../runtime/containers.js";
 import { DEFAULT_LOG_OPTIONS, displayTime, followLog, type LogEntry, readLog } from "../../runtime/logs.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";

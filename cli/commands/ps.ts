@@ -1,5 +1,5 @@
 import { UsageError } from "../../errors/index.js";
-import { defaultStoreRoot } from "../../oci/store/index.js";
+import { defaultStoreRoot } from "../../oci/store/root.js";
 import {
   type ContainerRecord,
   type ContainerStatus,

@@ -29,14 +29,13 @@ export async function startOrRestart(
   if (code !== undefined) return code;
   const store = await openStore(defaultStoreRoot(ctx.env));
   const containers = new ContainerStore(store.root);
-  const { cliEntry } = await import("../../api/cli-entry.js");
   return eachContainer(args.positionals, ctx, async (text) => {
     let record = await containers.find(text);
     if (restart) {
       await stopContainer(containers, record, timeout);
       record = (await containers.read(record.id)) ?? record;
     }
-    await startContainer(store, record, { cliEntry: cliEntry(), env: ctx.env });
+    await startContainer(store, record, { env: ctx.env });
     return undefined;
   });
 }

@@ -1,5 +1,5 @@
 import { isTbuildError, UsageError } from "../../errors/index.js";
-import { defaultStoreRoot } from "../../oci/store/index.js";
+import { defaultStoreRoot } from "../../oci/store/root.js";
 import { ContainerStore } from "../../runtime/containers.js";
 import { stopContainer } from "../../runtime/lifecycle.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";

@@ -4,7 +4,7 @@
  * after the others are printed, as docker does.
  */
 import { UsageError } from "../../errors/index.js";
-import { defaultStoreRoot } from "../../oci/store/index.js";
+import { defaultStoreRoot } from "../../oci/store/root.js";
 import { type VolumeInfo, VolumeNotFoundError, VolumeStore } from "../../runtime/volumes.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
 

@@ -4,7 +4,7 @@
  * mounts it. Reads metadata and container records only: no user namespace needed.
  */
 import { UsageError } from "../../errors/index.js";
-import { defaultStoreRoot } from "../../oci/store/index.js";
+import { defaultStoreRoot } from "../../oci/store/root.js";
 import { ContainerStore } from "../../runtime/containers.js";
 import { VolumeStore, volumeUsers } from "../../runtime/volumes.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";

@@ -6,7 +6,6 @@
 
 import { randomBytes } from "node:crypto";
 import { access, link, mkdir, readFile, unlink, writeFile } from "node:fs/promises";
-import os from "node:os";
 import path from "node:path";
 import { TbuildError } from "../../errors/index.js";
 import { type ImageLayout, type Index, MediaType } from "../spec.js";
@@ -39,13 +38,7 @@ export interface Store {
   content: ContentStore;
   images: ImageStore;
 }
-
-/** `$TBUILD_ROOT`, else `$XDG_DATA_HOME/tbuild`, else `~/.local/share/tbuild`. */
-export function defaultStoreRoot(env: NodeJS.ProcessEnv): string {
-  if (env.TBUILD_ROOT) return path.resolve(env.TBUILD_ROOT);
-  if (env.XDG_DATA_HOME) return path.resolve(env.XDG_DATA_HOME, "tbuild");
-  return path.join(env.HOME || os.homedir(), ".local", "share", "tbuild");
-}
+export { defaultStoreRoot } from "./root.js";
 
 const LAYOUT: ImageLayout = { imageLayoutVersion: "1.0.0" };
 const EMPTY_INDEX: Index = { schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [] };

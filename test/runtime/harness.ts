@@ -209,3 +209,23 @@ export async function setUpMode(mode: Mode, makeDir: (prefix: string) => string)
   await env.loadBusybox(await busyboxArchive(makeDir));
   return env;
 }
+
+/**
+ * The pids of detached containers' monitors (runtime/monitor-main.ts) running for `store`: told
+ * apart from other test files' by the TBUILD_ROOT in their environment.
+ */
+export function monitorsOf(store: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (!readFileSync(`/proc/${entry}/cmdline`, "utf8").includes("monitor-main.js")) continue;
+      if (readFileSync(`/proc/${entry}/environ`, "utf8").split("\0").includes(`TBUILD_ROOT=${store}`)) {
+        pids.push(Number(entry));
+      }
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return pids;
+}

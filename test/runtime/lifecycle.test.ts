@@ -7,7 +7,7 @@ import { readFileSync, readlinkSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { tempDirs } from "../helpers/temp.js";
-import { eventually, hostProcesses, type ModeEnv, modes, setUpMode } from "./harness.js";
+import { eventually, hostProcesses, type ModeEnv, modes, monitorsOf, setUpMode } from "./harness.js";
 
 const tempDir = tempDirs();
 
@@ -176,8 +176,6 @@ describe.each(modes())("detached containers as $name", (mode) => {
     for (const name of started.splice(0)) env.run(["rm", "-f", name]);
     expect(JSON.parse(env.ok(["ps", "-a", "--format", "json"]))).toEqual([]);
     expect(env.mountsInStore()).toEqual([]);
-    expect(hostProcesses().filter((p) => p.includes("__container-monitor") && p.includes(env.store))).toEqual(
-      [],
-    );
+    expect(monitorsOf(env.store)).toEqual([]);
   });
 });

@@ -11,7 +11,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort, httpGet } from "../helpers/network.js";
 import { tempDirs } from "../helpers/temp.js";
-import { eventually, hostProcesses, type ModeEnv, modes, setUpMode } from "./harness.js";
+import { eventually, hostProcesses, type ModeEnv, modes, monitorsOf, setUpMode } from "./harness.js";
 
 const tempDir = tempDirs();
 
@@ -43,12 +43,12 @@ describe.each(modes())("the CI smoke-test pattern as $name", (mode) => {
 
   /** Processes of this mode's containers: their monitors and forwarders, and the server itself. */
   function leftovers(): string[] {
-    return hostProcesses().filter(
-      (p) =>
-        (p.includes("__container-monitor") && p.includes(env.store)) ||
-        p.includes("dist/bundle/cli/forwarder.js") ||
-        p.startsWith("httpd -f -v -p 8080"),
-    );
+    return [
+      ...monitorsOf(env.store).map((pid) => `monitor ${pid}`),
+      ...hostProcesses().filter(
+        (p) => p.includes("dist/bundle/cli/forwarder.js") || p.startsWith("httpd -f -v -p 8080"),
+      ),
+    ];
   }
 
   /** The body of GET / on `port`, or `error: CODE` (test/helpers/network.ts). */

@@ -314,8 +314,13 @@ function superviseRunc(
   // runc writes the pid file (by rename) once the container's process is told to run.
   const pidFile = path.join(runDir, "pid");
   let pidWatcher: FSWatcher | undefined;
+  /** The container's PID 1 on the host, once runc's pid file says it. */
+  let containerPid: number | undefined;
   if (options.onRunning) {
-    const onRunning = options.onRunning;
+    const onRunning = (pid: number) => {
+      containerPid = pid;
+      options.onRunning?.(pid);
+    };
     pidWatcher = watch(runDir, (_event, name) => {
       if (name !== "pid" || pidWatcher === undefined) return;
       let pid: number;
@@ -396,10 +401,20 @@ function superviseRunc(
         id,
         kill: (signal) => {
           if (exited) return;
-          // SIGKILL and SIGSTOP cannot be caught, so runc cannot forward them: it passes them on.
-          if (signal === "SIGKILL" || signal === "SIGSTOP")
+          // SIGKILL and SIGSTOP cannot be caught, so runc cannot forward them: sent to the
+          // container's PID 1 directly once its pid is known (runc, its parent, has not reaped
+          // it while it runs), else by `runc kill`.
+          if (signal === "SIGKILL" || signal === "SIGSTOP") {
+            if (containerPid !== undefined) {
+              try {
+                process.kill(containerPid, signal);
+                return;
+              } catch {
+                // gone already, or not ours to signal: runc's way below
+              }
+            }
             void runcCommand(runc, [...global, "kill", id, signal]);
-          else child.kill(signal);
+          } else child.kill(signal);
         },
       });
     });
@@ -418,6 +433,7 @@ function superviseRunc(
         // A process that ended at once: its pid file was written, the event not yet delivered.
         const pid = Number(existsSync(pidFile) ? readFileSync(pidFile, "utf8").trim() : "");
         if (pid > 0) options.onRunning?.(pid);
+        containerPid = undefined;
       }
       for (const timer of timers) clearTimeout(timer);
       options.signal?.removeEventListener("abort", onAbort);
