@@ -497,6 +497,13 @@ export const commands: CommandSpec[] = [
         description: "run the container in the background and print its ID (its output: tbuild logs)",
       },
       {
+        name: "restart",
+        type: "string",
+        values: ["no"],
+        description: "restart policy: only no (there is no daemon to restart a container)",
+        default: "no",
+      },
+      {
         name: "stop-signal",
         type: "string",
         value: "SIGNAL",

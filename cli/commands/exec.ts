@@ -65,6 +65,10 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   if (target === undefined) throw new ContainerNotRunningError(record.name);
 
   const processSpec: Record<string, unknown> = { ...target.process, terminal: tty };
+  // As docker exec -t: a terminal's type for programs that draw on it, unless the exec sets one.
+  if (tty && !target.process.env.some((entry) => entry.startsWith("TERM="))) {
+    processSpec.env = [...target.process.env, "TERM=xterm"];
+  }
   if (tty && process.stdout.isTTY) {
     processSpec.consoleSize = { height: process.stdout.rows, width: process.stdout.columns };
   }

@@ -50,6 +50,13 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   const tty = values.tty === true;
   const interactive = values.interactive === true;
   const detach = values.detach === true;
+  const restart = values.restart as string | undefined;
+  if (restart !== undefined && restart !== "no") {
+    throw new TbuildError(
+      "E_NOT_SUPPORTED",
+      `--restart ${restart}: restart policies are not supported yet (tbuild has no daemon to restart containers); only --restart no`,
+    );
+  }
   if (values["stop-signal"] !== undefined) parseSignal(values["stop-signal"] as string);
   const stopTimeout = parseStopTimeout(values["stop-timeout"] as string | undefined);
   if (detach && tty) {

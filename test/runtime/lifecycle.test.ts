@@ -6,7 +6,9 @@
 import { readFileSync, readlinkSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { tbuildBin } from "../helpers/cli.js";
 import { tempDirs } from "../helpers/temp.js";
+import { runOnTerminal } from "../helpers/terminal.js";
 import { eventually, hostProcesses, type ModeEnv, modes, monitorsOf, setUpMode } from "./harness.js";
 
 const tempDir = tempDirs();
@@ -127,6 +129,33 @@ describe.each(modes())("detached containers as $name", (mode) => {
     expect(missing.stderr).toMatch(/"no-such-command": executable file not found/);
     // The exec'd process is in the container: it sees the container's PID 1, not the host's.
     expect(env.ok(["exec", name, "cat", "/proc/1/cmdline"])).toBe("sleep\u00001000\u0000");
+  });
+
+  it("exec -it gives the process a terminal of the caller's size, with TERM set", () => {
+    const name = `tty-${mode.name}`;
+    runDetached(name, ["busybox", "sleep", "1000"]);
+    const argv = [tbuildBin, "exec", "-it", name, "sh", "-c", "tty; stty size; echo TERM=$TERM"];
+    const { PATH = "/usr/bin:/bin" } = process.env;
+    const asUser = mode.user
+      ? ["runuser", "-u", mode.user.name, "--", "env", `TBUILD_ROOT=${env.store}`, ...argv]
+      : ["env", `TBUILD_ROOT=${env.store}`, ...argv];
+    const result = runOnTerminal(asUser, {
+      env: { PATH, HOME: mode.user?.home ?? "/root" },
+      columns: 97,
+      rows: 31,
+    });
+    const output = result.output.toString();
+    expect(result.status, output).toBe(0);
+    expect(output).toMatch(/\/dev\/pts\/\d+\r?\n31 97\r?\nTERM=xterm\r?\n/);
+  });
+
+  it("--restart takes no only, as there is no daemon to restart anything", () => {
+    const refused = env.run(["run", "-d", "--restart", "always", "busybox", "true"]);
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toMatch(/^ERROR: --restart always: restart policies are not supported yet/);
+    const name = `restart-no-${mode.name}`;
+    runDetached(name, ["--restart", "no", "busybox", "true"]);
+    expect(env.ok(["wait", name])).toBe("0\n");
   });
 
   it("run -d of a command not found fails as run does (127) and leaves the container Created", () => {
