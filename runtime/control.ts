@@ -44,7 +44,7 @@ export interface ExecTarget {
 
 export type ControlAnswer =
   | { ok: true; exitCode?: number; exec?: ExecTarget }
-  | { ok: false; code: string; message: string };
+  | { ok: false; code: string; message: string; exitCode?: number };
 
 /** What the process running a container does for each request. */
 export interface ControlHandler {
@@ -137,8 +137,9 @@ async function answer(line: string, handler: ControlHandler): Promise<ControlAns
         return { ok: false, code: "E_CONTROL", message: `unknown request ${JSON.stringify(line)}` };
     }
   } catch (err) {
-    const code = err instanceof TbuildError ? err.code : "E_CONTROL";
-    return { ok: false, code, message: (err as Error).message };
+    if (err instanceof TbuildError)
+      return { ok: false, code: err.code, message: err.message, exitCode: err.exitCode };
+    return { ok: false, code: "E_CONTROL", message: (err as Error).message };
   }
 }
 
@@ -185,8 +186,15 @@ export function controlRequest(dir: string, name: string, request: ControlReques
         return;
       }
       const reply = JSON.parse(line) as ControlAnswer;
-      if (!reply.ok) reject(new TbuildError(reply.code, reply.message));
-      else resolve(reply);
+      if (!reply.ok) {
+        reject(
+          new TbuildError(
+            reply.code,
+            reply.message,
+            reply.exitCode !== undefined ? { exitCode: reply.exitCode } : {},
+          ),
+        );
+      } else resolve(reply);
     });
   });
 }

@@ -105,6 +105,20 @@ describe.each(modes())("tbuild run of a linux/arm64 image as $name", (mode) => {
       expect(env.ok(["run", "--rm", "--platform", "linux/amd64", "multi", "sh", "-c", HOW])).toBe("kernel\n");
     });
 
+    it("runs a detached foreign container; exec starts foreign programs in it through the emulator", () => {
+      const name = `emu-detached-${mode.name}`;
+      env.ok(["run", "-d", ...ARM64, "--name", name, "multi", "sleep", "1000"]);
+      try {
+        expect(env.ok(["exec", name, "uname", "-m"])).toBe("aarch64\n");
+        expect(env.ok(["exec", name, "sh", "-c", HOW])).toBe("mounted\n");
+        const missing = env.run(["exec", name, "no-such-command"]);
+        expect(missing.status).toBe(127);
+        expect(missing.stderr).toMatch(/"no-such-command": executable file not found in \$PATH/);
+      } finally {
+        env.run(["rm", "-f", name]);
+      }
+    });
+
     it("exits with the foreign process's exit code", () => {
       expect(env.run(["run", "--rm", ...ARM64, "multi", "sh", "-c", "exit 7"]).status).toBe(7);
       expect(env.run(["run", "--rm", ...ARM64, "multi", "true"]).status).toBe(0);
