@@ -15,6 +15,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { check, makeBusyboxRootfs } from "./lib/busybox.ts";
+import { median, PODMAN_RUN_OPTIONS, podmanGlobal, timed } from "./lib/podman.ts";
 
 const RUNS = Number(process.env.RUNS ?? 11);
 const WARMUP = 2;
@@ -25,35 +26,7 @@ const tbuild = fileURLToPath(new URL("../bin/tbuild", import.meta.url));
 const work = mkdtempSync(join(tmpdir(), "tbuild-bench-detached-"));
 const store = join(work, "store");
 const podmanRoot = join(work, "podman");
-const podman = [
-  "--root",
-  join(podmanRoot, "root"),
-  "--runroot",
-  join(podmanRoot, "run"),
-  "--storage-driver",
-  "overlay",
-  "--runtime",
-  "runc",
-  "--cgroup-manager",
-  "cgroupfs",
-  "--events-backend",
-  "none",
-];
-const podmanRunOptions = ["--network", "host", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"];
-
-function timed(command: string, args: string[], env: NodeJS.ProcessEnv): number {
-  const start = process.hrtime.bigint();
-  const result = spawnSync(command, args, { env, stdio: ["ignore", "ignore", "pipe"] });
-  const ms = Number(process.hrtime.bigint() - start) / 1e6;
-  check(result, `${command} ${args.join(" ")}`);
-  return ms;
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-}
+const podman = podmanGlobal(podmanRoot);
 
 function summary(label: string, values: number[]): string {
   return `${label}   median ${median(values).toFixed(0)} ms (min ${Math.min(...values).toFixed(0)}, max ${Math.max(...values).toFixed(0)})`;
@@ -84,14 +57,14 @@ const podmanPeer: Peer = {
   startStop: (name) =>
     timed(
       "podman",
-      [...podman, "run", "-d", "--name", name, ...podmanRunOptions, IMAGE, "sleep", "1000"],
+      [...podman, "run", "-d", "--name", name, ...PODMAN_RUN_OPTIONS, IMAGE, "sleep", "1000"],
       process.env,
     ) + timed("podman", [...podman, "stop", "-t", "0", name], process.env),
   exec: (name) => timed("podman", [...podman, "exec", name, "true"], process.env),
   startForExec: (name) =>
     void timed(
       "podman",
-      [...podman, "run", "-d", "--name", name, ...podmanRunOptions, IMAGE, "sleep", "1000"],
+      [...podman, "run", "-d", "--name", name, ...PODMAN_RUN_OPTIONS, IMAGE, "sleep", "1000"],
       process.env,
     ),
   remove: (name) => void spawnSync("podman", [...podman, "rm", "-f", "-t", "0", name], { stdio: "ignore" }),

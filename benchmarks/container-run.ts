@@ -17,6 +17,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { check, makeBusyboxRootfs } from "./lib/busybox.ts";
+import { median, PODMAN_RUN_OPTIONS, podmanGlobal, timed } from "./lib/podman.ts";
 
 const RUNS = 15;
 const WARMUP = 3;
@@ -27,41 +28,8 @@ const tbuild = fileURLToPath(new URL("../bin/tbuild", import.meta.url));
 const work = mkdtempSync(join(tmpdir(), "tbuild-bench-run-"));
 const store = join(work, "store");
 const podmanRoot = join(work, "podman");
-const podman = [
-  "--root",
-  join(podmanRoot, "root"),
-  "--runroot",
-  join(podmanRoot, "run"),
-  "--storage-driver",
-  "overlay",
-  "--runtime",
-  "runc",
-  "--cgroup-manager",
-  "cgroupfs",
-  "--events-backend",
-  "none",
-];
-const podmanRun = [
-  ...podman,
-  "run",
-  "--rm",
-  "--network",
-  "host",
-  "--ulimit",
-  "nofile=1024:1024",
-  "--ulimit",
-  "nproc=1024:1024",
-  IMAGE,
-  "true",
-];
-
-function timed(command: string, args: string[], env: NodeJS.ProcessEnv): number {
-  const start = process.hrtime.bigint();
-  const result = spawnSync(command, args, { env, stdio: ["ignore", "ignore", "pipe"] });
-  const ms = Number(process.hrtime.bigint() - start) / 1e6;
-  check(result, `${command} ${args.join(" ")}`);
-  return ms;
-}
+const podman = podmanGlobal(podmanRoot);
+const podmanRun = [...podman, "run", "--rm", ...PODMAN_RUN_OPTIONS, IMAGE, "true"];
 
 /**
  * tbuild as the unprivileged test user (when it exists), in a store of its own: what a rootless
@@ -87,12 +55,6 @@ function rootlessTimes(archive: string): number[] | undefined {
   const args = asUser(["run", "--rm", IMAGE, "true"]);
   for (let i = 0; i < WARMUP; i++) timed("runuser", args, process.env);
   return Array.from({ length: RUNS }, () => timed("runuser", args, process.env));
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 try {

@@ -168,6 +168,46 @@ const TABLE_OR_JSON: FlagSpec = {
 };
 
 /** Every command tbuild knows, in the order `tbuild --help` lists them. */
+/** `-e` and `--env-file`, of `run` and `exec`: the process's variables. */
+const ENV_FLAGS: FlagSpec[] = [
+  {
+    name: "env",
+    short: "e",
+    type: "string",
+    multiple: true,
+    value: "K=V",
+    description: "set an environment variable (K alone takes this shell's value)",
+  },
+  {
+    name: "env-file",
+    type: "string",
+    multiple: true,
+    value: "FILE",
+    description: "read environment variables from a file of K=V lines",
+  },
+];
+
+/** `-i` and `-t`, of `run` and `exec`. */
+const STDIO_FLAGS: FlagSpec[] = [
+  {
+    name: "interactive",
+    short: "i",
+    type: "boolean",
+    description: "keep standard input open to the process",
+  },
+  { name: "tty", short: "t", type: "boolean", description: "give the process a terminal" },
+];
+
+/** `-t SECONDS` of `stop` and `restart`. */
+const STOP_TIME_FLAG: FlagSpec = {
+  name: "time",
+  short: "t",
+  type: "string",
+  value: "SECONDS",
+  description: "seconds to wait before SIGKILL",
+  default: "the container's --stop-timeout, else 10",
+};
+
 export const commands: CommandSpec[] = [
   {
     name: "build",
@@ -395,21 +435,7 @@ export const commands: CommandSpec[] = [
         description: "name the container",
         default: "a random name",
       },
-      {
-        name: "env",
-        short: "e",
-        type: "string",
-        multiple: true,
-        value: "K=V",
-        description: "set an environment variable (K alone takes this shell's value)",
-      },
-      {
-        name: "env-file",
-        type: "string",
-        multiple: true,
-        value: "FILE",
-        description: "read environment variables from a file of K=V lines",
-      },
+      ...ENV_FLAGS,
       {
         name: "volume",
         short: "v",
@@ -483,13 +509,7 @@ export const commands: CommandSpec[] = [
         value: "NAME:IP",
         description: "add a line to /etc/hosts (IP may be host-gateway: this host)",
       },
-      {
-        name: "interactive",
-        short: "i",
-        type: "boolean",
-        description: "keep standard input open to the process",
-      },
-      { name: "tty", short: "t", type: "boolean", description: "give the process a terminal" },
+      ...STDIO_FLAGS,
       {
         name: "detach",
         short: "d",
@@ -546,13 +566,7 @@ export const commands: CommandSpec[] = [
     operands: "CONTAINER COMMAND [ARG...]",
     flagsEndAtFirstOperand: true,
     flags: [
-      {
-        name: "interactive",
-        short: "i",
-        type: "boolean",
-        description: "keep standard input open to the process",
-      },
-      { name: "tty", short: "t", type: "boolean", description: "give the process a terminal" },
+      ...STDIO_FLAGS,
       {
         name: "user",
         short: "u",
@@ -569,21 +583,7 @@ export const commands: CommandSpec[] = [
         description: "working directory in the container",
         default: "the container's",
       },
-      {
-        name: "env",
-        short: "e",
-        type: "string",
-        multiple: true,
-        value: "K=V",
-        description: "set an environment variable (K alone takes this shell's value)",
-      },
-      {
-        name: "env-file",
-        type: "string",
-        multiple: true,
-        value: "FILE",
-        description: "read environment variables from a file of K=V lines",
-      },
+      ...ENV_FLAGS,
     ],
     load: () => import("./commands/exec.js"),
   },
@@ -591,16 +591,7 @@ export const commands: CommandSpec[] = [
     name: "stop",
     summary: "stop running containers: the stop signal, then SIGKILL after a grace period",
     operands: "CONTAINER...",
-    flags: [
-      {
-        name: "time",
-        short: "t",
-        type: "string",
-        value: "SECONDS",
-        description: "seconds to wait before SIGKILL",
-        default: "the container's --stop-timeout, else 10",
-      },
-    ],
+    flags: [STOP_TIME_FLAG],
     load: () => import("./commands/stop.js"),
   },
   {
@@ -614,16 +605,7 @@ export const commands: CommandSpec[] = [
     name: "restart",
     summary: "stop containers (when running), then start them again",
     operands: "CONTAINER...",
-    flags: [
-      {
-        name: "time",
-        short: "t",
-        type: "string",
-        value: "SECONDS",
-        description: "seconds to wait before SIGKILL",
-        default: "the container's --stop-timeout, else 10",
-      },
-    ],
+    flags: [STOP_TIME_FLAG],
     load: () => import("./commands/restart.js"),
   },
   {
