@@ -1,0 +1,143 @@
+/**
+ * The read-only view of an image's filesystem that the SBOM scanner reads: list a directory, stat
+ * an entry, resolve a path, read a file. An image is untrusted: its `etc/os-release` may be a
+ * symlink to the host's `/etc/shadow`, its `node_modules` a symlink to `/`, its dpkg status a FIFO
+ * or gigabytes long. So every path is resolved inside the image's root (worker/root-path.ts, as the
+ * container would resolve it), the walk never follows a symlink, a file is opened only when the
+ * view says it is a regular file and is opened with O_NOFOLLOW|O_NONBLOCK, and every read has a
+ * limit.
+ *
+ * The view over a build's image is its unpacked layers, lowest first (Snapshotter.prepareImage),
+ * merged as overlayfs merges them (worker/snapshot/lower-view.ts); a plain directory (a build
+ * context, a test's tree) is a stack of one. When rootless, the scan runs inside tbuild's user
+ * namespace like the rest of a build, where the layers' owners are mapped.
+ */
+import { type BigIntStats, constants, readlinkSync } from "node:fs";
+import { type FileHandle, open } from "node:fs/promises";
+import { resolveInTree } from "../../worker/root-path.js";
+import { LowerView } from "../../worker/snapshot/lower-view.js";
+
+export type EntryKind = "file" | "directory" | "symlink" | "other";
+
+export interface ImageEntry {
+  name: string;
+  kind: EntryKind;
+  size: number;
+  /** Permission bits. */
+  mode: number;
+}
+
+/** A filesystem seen from its root: paths are relative, `/` separated, "" for the root. */
+export interface ImageFilesystem {
+  /** The entries of the directory at `rel` (no symlink followed), sorted by name; [] when it is not a directory. */
+  list(rel: string): Promise<ImageEntry[]>;
+  /** The entry at `rel` itself (no symlink followed), undefined when there is none. */
+  stat(rel: string): ImageEntry | undefined;
+  /** `inside` (a path as the container sees it) with its symlinks followed inside the root. */
+  resolve(inside: string): string;
+  /** The host path of the entry at `rel`, for readers that must open a file by name (sqlite). */
+  hostPath(rel: string): string | undefined;
+}
+
+function kindOf(stat: BigIntStats): EntryKind {
+  if (stat.isFile()) return "file";
+  if (stat.isDirectory()) return "directory";
+  if (stat.isSymbolicLink()) return "symlink";
+  return "other";
+}
+
+function entryOf(name: string, stat: BigIntStats): ImageEntry {
+  return { name, kind: kindOf(stat), size: Number(stat.size), mode: Number(stat.mode & 0o7777n) };
+}
+
+/** The merged view of unpacked layer directories, lowest first; a plain directory is `[dir]`. */
+export function layersFilesystem(layers: readonly string[]): ImageFilesystem {
+  const view = new LowerView(layers);
+  const tree = {
+    lstat: (rel: string) => view.lookupSync(rel)?.stat,
+    readlink(rel: string): string {
+      const found = view.lookupSync(rel);
+      if (!found?.stat.isSymbolicLink())
+        throw Object.assign(new Error(`not a symlink: ${rel}`), { code: "EINVAL" });
+      // The link's target as text: read from the layer that holds it, never followed by the host.
+      return readlinkSync(found.source);
+    },
+  };
+  return {
+    async list(rel) {
+      const children = await view.list(rel);
+      return [...children]
+        .map(([name, child]) => entryOf(name, child.stat))
+        .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    },
+    stat(rel) {
+      const found = view.lookupSync(rel);
+      return found ? entryOf(rel.slice(rel.lastIndexOf("/") + 1), found.stat) : undefined;
+    },
+    resolve: (inside) => resolveInTree(tree, inside),
+    hostPath: (rel) => view.lookupSync(rel)?.source,
+  };
+}
+
+export type ReadResult =
+  | { ok: true; rel: string; bytes: Buffer; truncated: boolean }
+  | { ok: false; rel: string; problem: string };
+
+/**
+ * Opens the regular file at `rel` (already resolved) without following a symlink and without
+ * blocking on a FIFO; undefined when the view has no regular file there.
+ */
+export async function openRegular(fs: ImageFilesystem, rel: string): Promise<FileHandle | undefined> {
+  if (fs.stat(rel)?.kind !== "file") return undefined;
+  const host = fs.hostPath(rel);
+  if (!host) return undefined;
+  const handle = await open(host, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  if (!(await handle.stat()).isFile()) {
+    await handle.close();
+    return undefined;
+  }
+  return handle;
+}
+
+/**
+ * The file at `inside` (symlinks followed inside the root), at most `limit` bytes of it: whole
+ * (`truncated` false) or its head (`truncated` true, when `head` is asked for); a file larger than
+ * `limit` without `head` is a problem to report, not something to read. undefined when absent.
+ */
+export async function readImageFile(
+  fs: ImageFilesystem,
+  inside: string,
+  limit: number,
+  options: { head?: boolean; resolved?: boolean } = {},
+): Promise<ReadResult | undefined> {
+  let rel: string;
+  try {
+    rel = options.resolved ? inside : fs.resolve(inside);
+  } catch (err) {
+    return { ok: false, rel: inside, problem: (err as Error).message };
+  }
+  const entry = fs.stat(rel);
+  if (!entry) return undefined;
+  if (entry.kind !== "file") return { ok: false, rel, problem: `not a regular file (${entry.kind})` };
+  if (entry.size > limit && !options.head) {
+    return { ok: false, rel, problem: `skipped: ${entry.size} bytes, more than the limit of ${limit}` };
+  }
+  const handle = await openRegular(fs, rel);
+  if (!handle) return { ok: false, rel, problem: "not a regular file" };
+  try {
+    const buffer = Buffer.alloc(Math.min(entry.size, limit) + 1);
+    let filled = 0;
+    while (filled < buffer.length) {
+      const { bytesRead } = await handle.read(buffer, filled, buffer.length - filled, filled);
+      if (bytesRead === 0) break;
+      filled += bytesRead;
+    }
+    // The file may have grown since the stat: the limit holds all the same.
+    const truncated = filled > limit;
+    if (truncated && !options.head)
+      return { ok: false, rel, problem: `skipped: more than the limit of ${limit} bytes` };
+    return { ok: true, rel, bytes: buffer.subarray(0, Math.min(filled, limit)), truncated };
+  } finally {
+    await handle.close();
+  }
+}
