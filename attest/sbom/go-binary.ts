@@ -21,9 +21,57 @@ const MAX_SECTION_BYTES = 8 << 20;
 /** An executable smaller than this is a script or a stub, not a Go binary. */
 export const MIN_GO_BINARY_BYTES = 64 << 10;
 
+const PT_LOAD = 1;
+const PF_X = 1;
+const PF_W = 2;
+
+/** A loaded segment: where its bytes are in the file and at which virtual address. */
+interface Segment {
+  flags: number;
+  offset: bigint;
+  addr: bigint;
+  /** Its size in the file. */
+  size: bigint;
+}
+
+async function loadSegments(
+  handle: FileHandle,
+  ident: Buffer,
+  is64: boolean,
+  u16: (b: Buffer, at: number) => number,
+  u32: (b: Buffer, at: number) => number,
+  word: (b: Buffer, at: number) => bigint,
+): Promise<Segment[]> {
+  const phoff = word(ident, is64 ? 0x20 : 0x1c);
+  const phentsize = u16(ident, is64 ? 0x36 : 0x2a);
+  const phnum = u16(ident, is64 ? 0x38 : 0x2c);
+  if (phoff === 0n || phnum === 0 || phnum > MAX_SECTION_HEADERS || phentsize < (is64 ? 56 : 32)) return [];
+  const table = await readAt(handle, phoff, phnum * phentsize);
+  const segments: Segment[] = [];
+  for (let i = 0; i < phnum && (i + 1) * phentsize <= table.length; i++) {
+    const at = i * phentsize;
+    if (u32(table, at) !== PT_LOAD) continue;
+    segments.push(
+      is64
+        ? {
+            flags: u32(table, at + 4),
+            offset: word(table, at + 8),
+            addr: word(table, at + 0x10),
+            size: word(table, at + 0x20),
+          }
+        : {
+            flags: u32(table, at + 0x18),
+            offset: word(table, at + 4),
+            addr: word(table, at + 8),
+            size: word(table, at + 0x10),
+          },
+    );
+  }
+  return segments;
+}
+
 interface Section {
   name: number;
-  addr: bigint;
   offset: bigint;
   size: bigint;
 }
@@ -55,30 +103,58 @@ export async function readGoBuildInfo(
   const shentsize = u16(ident, is64 ? 0x3a : 0x2e);
   const shnum = u16(ident, is64 ? 0x3c : 0x30);
   const shstrndx = u16(ident, is64 ? 0x3e : 0x32);
-  if (shoff === 0n || shnum === 0 || shnum > MAX_SECTION_HEADERS || shentsize < (is64 ? 64 : 40))
-    return undefined;
-  const table = await readAt(handle, shoff, shnum * shentsize);
+  const hasSections =
+    shoff !== 0n && shnum > 0 && shnum <= MAX_SECTION_HEADERS && shentsize >= (is64 ? 64 : 40);
+  const table = hasSections ? await readAt(handle, shoff, shnum * shentsize) : Buffer.alloc(0);
   const sections: Section[] = [];
   for (let i = 0; i < shnum && (i + 1) * shentsize <= table.length; i++) {
     const at = i * shentsize;
     sections.push({
       name: u32(table, at),
-      addr: word(table, at + (is64 ? 0x10 : 0x0c)),
       offset: word(table, at + (is64 ? 0x18 : 0x10)),
       size: word(table, at + (is64 ? 0x20 : 0x14)),
     });
   }
   const names = sections[shstrndx];
-  if (!names || names.size > BigInt(MAX_SECTION_BYTES)) return undefined;
-  const nameBytes = await readAt(handle, names.offset, Number(names.size));
+  const nameBytes =
+    names && names.size <= BigInt(MAX_SECTION_BYTES)
+      ? await readAt(handle, names.offset, Number(names.size))
+      : Buffer.alloc(0);
   const sectionName = (s: Section) => {
+    if (s.name >= nameBytes.length) return "";
     const end = nameBytes.indexOf(0, s.name);
     return nameBytes.toString("latin1", s.name, end < 0 ? nameBytes.length : end);
   };
+  // Where the build info is: its own section, or (a binary whose section headers were rewritten,
+  // as esbuild's are) the first 16-byte-aligned magic in the first 64 KiB of the first writable,
+  // non-executable segment, where Go's debug/buildinfo looks too.
+  const segments = await loadSegments(handle, ident, is64, u16, u32, word);
+  let data: Buffer | undefined;
   const info = sections.find((s) => sectionName(s) === ".go.buildinfo");
-  if (!info || info.size < 32n || info.size > BigInt(MAX_SECTION_BYTES)) return undefined;
-  const data = await readAt(handle, info.offset, Number(info.size));
-  if (!data.subarray(0, 14).equals(BUILDINFO_MAGIC)) return undefined;
+  if (info && info.size >= 32n && info.size <= BigInt(MAX_SECTION_BYTES)) {
+    data = await readAt(handle, info.offset, Number(info.size));
+  } else {
+    const writable = segments.find((s) => (s.flags & (PF_X | PF_W)) === PF_W);
+    if (writable) {
+      const head = await readAt(
+        handle,
+        writable.offset,
+        Number(writable.size < 65536n ? writable.size : 65536n),
+      );
+      for (let at = 0; at + 32 <= head.length; at += 16) {
+        if (head.subarray(at, at + 14).equals(BUILDINFO_MAGIC)) {
+          const left = writable.size - BigInt(at);
+          data = await readAt(
+            handle,
+            writable.offset + BigInt(at),
+            Number(left < BigInt(MAX_SECTION_BYTES) ? left : BigInt(MAX_SECTION_BYTES)),
+          );
+          break;
+        }
+      }
+    }
+  }
+  if (!data || data.length < 32 || !data.subarray(0, 14).equals(BUILDINFO_MAGIC)) return undefined;
   const ptrSize = data[14];
   const flags = data[15];
   let goVersion: Buffer | undefined;
@@ -112,9 +188,7 @@ export async function readGoBuildInfo(
           : b.readBigUInt64LE(at)
         : BigInt(bigEndian ? b.readUInt32BE(at) : b.readUInt32LE(at));
     const readVirtual = async (addr: bigint, length: number) => {
-      const holder = sections.find(
-        (s) => s.addr !== 0n && addr >= s.addr && addr + BigInt(length) <= s.addr + s.size,
-      );
+      const holder = segments.find((s) => addr >= s.addr && addr + BigInt(length) <= s.addr + s.size);
       return holder ? readAt(handle, holder.offset + (addr - holder.addr), length) : undefined;
     };
     const readString = async (headerAddr: bigint) => {
