@@ -79,8 +79,9 @@ export function layersFilesystem(layers: readonly string[]): ImageFilesystem {
   };
 }
 
+/** `rel` is the path as asked for (what a warning or a package's `foundIn` names); `resolved` where it led. */
 export type ReadResult =
-  | { ok: true; rel: string; bytes: Buffer; truncated: boolean }
+  | { ok: true; rel: string; resolved: string; bytes: Buffer; truncated: boolean }
   | { ok: false; rel: string; problem: string };
 
 /**
@@ -110,20 +111,28 @@ export async function readImageFile(
   limit: number,
   options: { head?: boolean; resolved?: boolean } = {},
 ): Promise<ReadResult | undefined> {
+  const asked = inside
+    .split("/")
+    .filter((c) => c !== "" && c !== ".")
+    .join("/");
   let rel: string;
   try {
     rel = options.resolved ? inside : fs.resolve(inside);
   } catch (err) {
-    return { ok: false, rel: inside, problem: (err as Error).message };
+    return { ok: false, rel: asked, problem: (err as Error).message };
   }
   const entry = fs.stat(rel);
   if (!entry) return undefined;
-  if (entry.kind !== "file") return { ok: false, rel, problem: `not a regular file (${entry.kind})` };
+  if (entry.kind !== "file") return { ok: false, rel: asked, problem: `not a regular file (${entry.kind})` };
   if (entry.size > limit && !options.head) {
-    return { ok: false, rel, problem: `skipped: ${entry.size} bytes, more than the limit of ${limit}` };
+    return {
+      ok: false,
+      rel: asked,
+      problem: `skipped: ${entry.size} bytes, more than the limit of ${limit}`,
+    };
   }
   const handle = await openRegular(fs, rel);
-  if (!handle) return { ok: false, rel, problem: "not a regular file" };
+  if (!handle) return { ok: false, rel: asked, problem: "not a regular file" };
   try {
     const buffer = Buffer.alloc(Math.min(entry.size, limit) + 1);
     let filled = 0;
@@ -135,8 +144,14 @@ export async function readImageFile(
     // The file may have grown since the stat: the limit holds all the same.
     const truncated = filled > limit;
     if (truncated && !options.head)
-      return { ok: false, rel, problem: `skipped: more than the limit of ${limit} bytes` };
-    return { ok: true, rel, bytes: buffer.subarray(0, Math.min(filled, limit)), truncated };
+      return { ok: false, rel: asked, problem: `skipped: more than the limit of ${limit} bytes` };
+    return {
+      ok: true,
+      rel: asked,
+      resolved: rel,
+      bytes: buffer.subarray(0, Math.min(filled, limit)),
+      truncated,
+    };
   } finally {
     await handle.close();
   }

@@ -23,7 +23,7 @@ export async function catalogNpmManifest(
   ctx: CatalogContext,
   rel: string,
 ): Promise<FoundPackage | undefined> {
-  const file = await readImageFile(ctx.fs, rel, MAX_PACKAGE_JSON_BYTES, { resolved: true });
+  const file = await readImageFile(ctx.fs, rel, MAX_PACKAGE_JSON_BYTES);
   if (!file) return undefined;
   const foundIn = absolute(file.rel);
   if (!file.ok) {

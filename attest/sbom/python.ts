@@ -17,7 +17,7 @@ export async function catalogPythonMetadata(
   ctx: CatalogContext,
   rel: string,
 ): Promise<FoundPackage | undefined> {
-  const file = await readImageFile(ctx.fs, rel, METADATA_HEAD_BYTES, { resolved: true, head: true });
+  const file = await readImageFile(ctx.fs, rel, METADATA_HEAD_BYTES, { head: true });
   if (!file) return undefined;
   const foundIn = absolute(file.rel);
   if (!file.ok) {
@@ -31,7 +31,7 @@ export async function catalogPythonMetadata(
     ctx.warn(foundIn, "no Name or Version header: the package is not listed");
     return undefined;
   }
-  const checksums = file.truncated ? await checksumsOfFile(ctx.fs, file.rel) : checksumsOf(file.bytes);
+  const checksums = file.truncated ? await checksumsOfFile(ctx.fs, file.resolved) : checksumsOf(file.bytes);
   if (checksums) ctx.evidence(foundIn, checksums);
   return {
     type: "pypi",
