@@ -1,6 +1,6 @@
 /** SHA-1 and SHA-256 of a file's bytes, as SPDX 2.3 files carry them (SHA-1 is the one it requires). */
 import { createHash } from "node:crypto";
-import type { FileHandle } from "node:fs/promises";
+import { closeSync, readSync } from "node:fs";
 import { type ImageFilesystem, openRegular } from "./filesystem.js";
 import type { FileChecksums } from "./package.js";
 
@@ -12,13 +12,12 @@ export function checksumsOf(bytes: Uint8Array): FileChecksums {
 }
 
 /** The checksums of an open file, read in chunks: a binary is never held whole in memory. */
-export async function checksumsOfHandle(handle: FileHandle): Promise<FileChecksums> {
+export function checksumsOfFd(fd: number): FileChecksums {
   const sha1 = createHash("sha1");
   const sha256 = createHash("sha256");
   const chunk = Buffer.alloc(1 << 20);
-  let position = 0;
-  for (;;) {
-    const { bytesRead } = await handle.read(chunk, 0, chunk.length, position);
+  for (let position = 0; ; ) {
+    const bytesRead = readSync(fd, chunk, 0, chunk.length, position);
     if (bytesRead === 0) break;
     sha1.update(chunk.subarray(0, bytesRead));
     sha256.update(chunk.subarray(0, bytesRead));
@@ -28,12 +27,12 @@ export async function checksumsOfHandle(handle: FileHandle): Promise<FileChecksu
 }
 
 /** The checksums of the regular file at `rel` (resolved) of `fs`, streamed; undefined when it is not one. */
-export async function checksumsOfFile(fs: ImageFilesystem, rel: string): Promise<FileChecksums | undefined> {
-  const handle = await openRegular(fs, rel);
-  if (!handle) return undefined;
+export function checksumsOfFile(fs: ImageFilesystem, rel: string): FileChecksums | undefined {
+  const fd = openRegular(fs, rel);
+  if (fd === undefined) return undefined;
   try {
-    return await checksumsOfHandle(handle);
+    return checksumsOfFd(fd);
   } finally {
-    await handle.close();
+    closeSync(fd);
   }
 }

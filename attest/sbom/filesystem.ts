@@ -12,9 +12,20 @@
  * context, a test's tree) is a stack of one. When rootless, the scan runs inside tbuild's user
  * namespace like the rest of a build, where the layers' owners are mapped.
  */
-import { type BigIntStats, constants, readlinkSync } from "node:fs";
-import { type FileHandle, open } from "node:fs/promises";
-import { resolveInTree } from "../../worker/root-path.js";
+import {
+  type BigIntStats,
+  closeSync,
+  constants,
+  type Dirent,
+  fstatSync,
+  lstatSync,
+  openSync,
+  readdirSync,
+  readlinkSync,
+  readSync,
+} from "node:fs";
+import { childPath } from "../../worker/child-path.js";
+import { isMissing, resolveInTree } from "../../worker/root-path.js";
 import { LowerView } from "../../worker/snapshot/lower-view.js";
 
 export type EntryKind = "file" | "directory" | "symlink" | "other";
@@ -64,12 +75,7 @@ export function layersFilesystem(layers: readonly string[]): ImageFilesystem {
     },
   };
   return {
-    async list(rel) {
-      const children = await view.list(rel);
-      return [...children]
-        .map(([name, child]) => entryOf(name, child.stat))
-        .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-    },
+    list: async (rel) => listMergedSync(view, rel),
     stat(rel) {
       const found = view.lookupSync(rel);
       return found ? entryOf(rel.slice(rel.lastIndexOf("/") + 1), found.stat) : undefined;
@@ -80,24 +86,78 @@ export function layersFilesystem(layers: readonly string[]): ImageFilesystem {
 }
 
 /** `rel` is the path as asked for (what a warning or a package's `foundIn` names); `resolved` where it led. */
+/**
+ * An optimization of `LowerView.list` for a walk of the whole tree (a Debian image's 10,000
+ * entries: 350 ms through the view's asynchronous lookups, 40 ms so): one synchronous readdir per
+ * layer of the directory, the topmost holder of a name wins, and only regular files are stat'ed
+ * (a walk needs their size and mode); a character device, which may be a whiteout, is looked up
+ * through the view. test/attest/sbom-debian.test.ts checks it lists what `LowerView.list` lists.
+ */
+export function listMergedSync(view: LowerView, rel: string): ImageEntry[] {
+  const dir = view.lookupSync(rel);
+  if (!dir?.stat.isDirectory()) return [];
+  const seen = new Set<string>();
+  const entries: ImageEntry[] = [];
+  for (const layer of dir.layers) {
+    let names: Dirent[];
+    try {
+      names = readdirSync(childPath(layer, rel), { withFileTypes: true });
+    } catch (err) {
+      if (isMissing(err)) continue;
+      throw err;
+    }
+    for (const dirent of names) {
+      if (seen.has(dirent.name)) continue;
+      seen.add(dirent.name);
+      const childRel = rel === "" ? dirent.name : `${rel}/${dirent.name}`;
+      if (dirent.isDirectory()) entries.push({ name: dirent.name, kind: "directory", size: 0, mode: 0 });
+      else if (dirent.isSymbolicLink())
+        entries.push({ name: dirent.name, kind: "symlink", size: 0, mode: 0 });
+      else if (dirent.isFile()) {
+        const stat = lstatSync(childPath(layer, childRel), { throwIfNoEntry: false });
+        if (stat)
+          entries.push({ name: dirent.name, kind: "file", size: stat.size, mode: stat.mode & 0o7777 });
+      } else {
+        const found = view.lookupSync(childRel);
+        if (found) entries.push(entryOf(dirent.name, found.stat));
+      }
+    }
+  }
+  return entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
 export type ReadResult =
   | { ok: true; rel: string; resolved: string; bytes: Buffer; truncated: boolean }
   | { ok: false; rel: string; problem: string };
 
 /**
  * Opens the regular file at `rel` (already resolved) without following a symlink and without
- * blocking on a FIFO; undefined when the view has no regular file there.
+ * blocking on a FIFO; undefined when the view has no regular file there. The caller closes the
+ * descriptor. Synchronous: the scan reads hundreds of small files, each quicker so than through
+ * four thread-pool round trips.
  */
-export async function openRegular(fs: ImageFilesystem, rel: string): Promise<FileHandle | undefined> {
+export function openRegular(fs: ImageFilesystem, rel: string): number | undefined {
   if (fs.stat(rel)?.kind !== "file") return undefined;
   const host = fs.hostPath(rel);
   if (!host) return undefined;
-  const handle = await open(host, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-  if (!(await handle.stat()).isFile()) {
-    await handle.close();
+  const fd = openSync(host, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  if (!fstatSync(fd).isFile()) {
+    closeSync(fd);
     return undefined;
   }
-  return handle;
+  return fd;
+}
+
+/** Up to `length` bytes of `fd` from `position` (fewer at the end of the file). */
+export function readAt(fd: number, position: number | bigint, length: number): Buffer {
+  const buffer = Buffer.alloc(length);
+  let filled = 0;
+  while (filled < length) {
+    const bytesRead = readSync(fd, buffer, filled, length - filled, Number(position) + filled);
+    if (bytesRead === 0) break;
+    filled += bytesRead;
+  }
+  return buffer.subarray(0, filled);
 }
 
 /**
@@ -131,28 +191,22 @@ export async function readImageFile(
       problem: `skipped: ${entry.size} bytes, more than the limit of ${limit}`,
     };
   }
-  const handle = await openRegular(fs, rel);
-  if (!handle) return { ok: false, rel: asked, problem: "not a regular file" };
+  const fd = openRegular(fs, rel);
+  if (fd === undefined) return { ok: false, rel: asked, problem: "not a regular file" };
   try {
-    const buffer = Buffer.alloc(Math.min(entry.size, limit) + 1);
-    let filled = 0;
-    while (filled < buffer.length) {
-      const { bytesRead } = await handle.read(buffer, filled, buffer.length - filled, filled);
-      if (bytesRead === 0) break;
-      filled += bytesRead;
-    }
-    // The file may have grown since the stat: the limit holds all the same.
-    const truncated = filled > limit;
+    // One byte more than the limit: the file may have grown since the stat, and the limit holds all the same.
+    const bytes = readAt(fd, 0, Math.min(entry.size, limit) + 1);
+    const truncated = bytes.length > limit;
     if (truncated && !options.head)
       return { ok: false, rel: asked, problem: `skipped: more than the limit of ${limit} bytes` };
     return {
       ok: true,
       rel: asked,
       resolved: rel,
-      bytes: buffer.subarray(0, Math.min(filled, limit)),
+      bytes: bytes.subarray(0, Math.min(bytes.length, limit)),
       truncated,
     };
   } finally {
-    await handle.close();
+    closeSync(fd);
   }
 }

@@ -9,9 +9,9 @@
  * Only the ELF header, the section headers, the section names and that section are read, with
  * limits, never the whole binary (its checksum is streamed).
  */
-import type { FileHandle } from "node:fs/promises";
-import { checksumsOfHandle } from "./checksums.js";
-import { openRegular } from "./filesystem.js";
+import { closeSync } from "node:fs";
+import { checksumsOfFd } from "./checksums.js";
+import { openRegular, readAt } from "./filesystem.js";
 import { absolute, type CatalogContext, type FoundPackage, purl } from "./package.js";
 
 const ELF_MAGIC = Buffer.from([0x7f, 0x45, 0x4c, 0x46]);
@@ -34,19 +34,19 @@ interface Segment {
   size: bigint;
 }
 
-async function loadSegments(
-  handle: FileHandle,
+function loadSegments(
+  fd: number,
   ident: Buffer,
   is64: boolean,
   u16: (b: Buffer, at: number) => number,
   u32: (b: Buffer, at: number) => number,
   word: (b: Buffer, at: number) => bigint,
-): Promise<Segment[]> {
+): Segment[] {
   const phoff = word(ident, is64 ? 0x20 : 0x1c);
   const phentsize = u16(ident, is64 ? 0x36 : 0x2a);
   const phnum = u16(ident, is64 ? 0x38 : 0x2c);
   if (phoff === 0n || phnum === 0 || phnum > MAX_SECTION_HEADERS || phentsize < (is64 ? 56 : 32)) return [];
-  const table = await readAt(handle, phoff, phnum * phentsize);
+  const table = readAt(fd, phoff, phnum * phentsize);
   const segments: Segment[] = [];
   for (let i = 0; i < phnum && (i + 1) * phentsize <= table.length; i++) {
     const at = i * phentsize;
@@ -76,22 +76,9 @@ interface Section {
   size: bigint;
 }
 
-async function readAt(handle: FileHandle, position: bigint | number, length: number): Promise<Buffer> {
-  const buffer = Buffer.alloc(length);
-  let filled = 0;
-  while (filled < length) {
-    const { bytesRead } = await handle.read(buffer, filled, length - filled, Number(position) + filled);
-    if (bytesRead === 0) break;
-    filled += bytesRead;
-  }
-  return buffer.subarray(0, filled);
-}
-
 /** The Go build info of the ELF file at `rel`, as `{ goVersion, modinfo }`; undefined when it has none. */
-export async function readGoBuildInfo(
-  handle: FileHandle,
-): Promise<{ goVersion: string; modinfo: string } | undefined> {
-  const ident = await readAt(handle, 0, 64);
+export function readGoBuildInfo(fd: number): { goVersion: string; modinfo: string } | undefined {
+  const ident = readAt(fd, 0, 64);
   if (ident.length < 52 || !ident.subarray(0, 4).equals(ELF_MAGIC)) return undefined;
   const is64 = ident[4] === 2;
   const le = ident[5] !== 2;
@@ -105,7 +92,7 @@ export async function readGoBuildInfo(
   const shstrndx = u16(ident, is64 ? 0x3e : 0x32);
   const hasSections =
     shoff !== 0n && shnum > 0 && shnum <= MAX_SECTION_HEADERS && shentsize >= (is64 ? 64 : 40);
-  const table = hasSections ? await readAt(handle, shoff, shnum * shentsize) : Buffer.alloc(0);
+  const table = hasSections ? readAt(fd, shoff, shnum * shentsize) : Buffer.alloc(0);
   const sections: Section[] = [];
   for (let i = 0; i < shnum && (i + 1) * shentsize <= table.length; i++) {
     const at = i * shentsize;
@@ -118,7 +105,7 @@ export async function readGoBuildInfo(
   const names = sections[shstrndx];
   const nameBytes =
     names && names.size <= BigInt(MAX_SECTION_BYTES)
-      ? await readAt(handle, names.offset, Number(names.size))
+      ? readAt(fd, names.offset, Number(names.size))
       : Buffer.alloc(0);
   const sectionName = (s: Section) => {
     if (s.name >= nameBytes.length) return "";
@@ -128,24 +115,20 @@ export async function readGoBuildInfo(
   // Where the build info is: its own section, or (a binary whose section headers were rewritten,
   // as esbuild's are) the first 16-byte-aligned magic in the first 64 KiB of the first writable,
   // non-executable segment, where Go's debug/buildinfo looks too.
-  const segments = await loadSegments(handle, ident, is64, u16, u32, word);
+  const segments = loadSegments(fd, ident, is64, u16, u32, word);
   let data: Buffer | undefined;
   const info = sections.find((s) => sectionName(s) === ".go.buildinfo");
   if (info && info.size >= 32n && info.size <= BigInt(MAX_SECTION_BYTES)) {
-    data = await readAt(handle, info.offset, Number(info.size));
+    data = readAt(fd, info.offset, Number(info.size));
   } else {
     const writable = segments.find((s) => (s.flags & (PF_X | PF_W)) === PF_W);
     if (writable) {
-      const head = await readAt(
-        handle,
-        writable.offset,
-        Number(writable.size < 65536n ? writable.size : 65536n),
-      );
+      const head = readAt(fd, writable.offset, Number(writable.size < 65536n ? writable.size : 65536n));
       for (let at = 0; at + 32 <= head.length; at += 16) {
         if (head.subarray(at, at + 14).equals(BUILDINFO_MAGIC)) {
           const left = writable.size - BigInt(at);
-          data = await readAt(
-            handle,
+          data = readAt(
+            fd,
             writable.offset + BigInt(at),
             Number(left < BigInt(MAX_SECTION_BYTES) ? left : BigInt(MAX_SECTION_BYTES)),
           );
@@ -187,20 +170,20 @@ export async function readGoBuildInfo(
           ? b.readBigUInt64BE(at)
           : b.readBigUInt64LE(at)
         : BigInt(bigEndian ? b.readUInt32BE(at) : b.readUInt32LE(at));
-    const readVirtual = async (addr: bigint, length: number) => {
+    const readVirtual = (addr: bigint, length: number) => {
       const holder = segments.find((s) => addr >= s.addr && addr + BigInt(length) <= s.addr + s.size);
-      return holder ? readAt(handle, holder.offset + (addr - holder.addr), length) : undefined;
+      return holder ? readAt(fd, holder.offset + (addr - holder.addr), length) : undefined;
     };
-    const readString = async (headerAddr: bigint) => {
-      const header = await readVirtual(headerAddr, ptrSize * 2);
+    const readString = (headerAddr: bigint) => {
+      const header = readVirtual(headerAddr, ptrSize * 2);
       if (!header || header.length < ptrSize * 2) return undefined;
       const length = pointer(header, ptrSize);
       if (length > BigInt(MAX_SECTION_BYTES)) return undefined;
       return readVirtual(pointer(header, 0), Number(length));
     };
     if (ptrSize !== 4 && ptrSize !== 8) return undefined;
-    goVersion = await readString(pointer(data, 16));
-    modinfo = await readString(pointer(data, 16 + ptrSize));
+    goVersion = readString(pointer(data, 16));
+    modinfo = readString(pointer(data, 16 + ptrSize));
   }
   if (goVersion === undefined) return undefined;
   // The module info sits between two 16-byte sentinels.
@@ -213,11 +196,11 @@ export async function readGoBuildInfo(
 
 /** The modules of the Go binary at `rel`, or [] when it is not one. */
 export async function catalogGoBinary(ctx: CatalogContext, rel: string): Promise<FoundPackage[]> {
-  const handle = await openRegular(ctx.fs, rel);
-  if (!handle) return [];
+  const fd = openRegular(ctx.fs, rel);
+  if (fd === undefined) return [];
   const foundIn = absolute(rel);
   try {
-    const info = await readGoBuildInfo(handle);
+    const info = readGoBuildInfo(fd);
     if (!info) return [];
     const found: FoundPackage[] = [];
     const module = (name: string, version: string): FoundPackage => ({
@@ -237,12 +220,12 @@ export async function catalogGoBinary(ctx: CatalogContext, rel: string): Promise
         found[found.length - 1] = module(name, version || replaced.version);
       }
     }
-    ctx.evidence(foundIn, await checksumsOfHandle(handle));
+    ctx.evidence(foundIn, checksumsOfFd(fd));
     return found;
   } catch (err) {
     ctx.warn(foundIn, `unreadable ELF file: ${(err as Error).message}`);
     return [];
   } finally {
-    await handle.close();
+    closeSync(fd);
   }
 }

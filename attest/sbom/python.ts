@@ -31,7 +31,7 @@ export async function catalogPythonMetadata(
     ctx.warn(foundIn, "no Name or Version header: the package is not listed");
     return undefined;
   }
-  const checksums = file.truncated ? await checksumsOfFile(ctx.fs, file.resolved) : checksumsOf(file.bytes);
+  const checksums = file.truncated ? checksumsOfFile(ctx.fs, file.resolved) : checksumsOf(file.bytes);
   if (checksums) ctx.evidence(foundIn, checksums);
   return {
     type: "pypi",

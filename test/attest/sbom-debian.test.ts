@@ -8,16 +8,18 @@ import { execFileSync } from "node:child_process";
 import { readdirSync, renameSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
+import { listMergedSync } from "../../attest/sbom/filesystem.js";
 import {
   type ImageFilesystem,
   sbomAttestation,
   scanFilesystem,
   spdxDocument,
 } from "../../attest/sbom/index.js";
+import { LowerView } from "../../worker/snapshot/lower-view.js";
 import { tbuild } from "../helpers/cli.js";
 import { makeDockerDebianSlim } from "../helpers/debian-image.js";
 import { tempDirs } from "../helpers/temp.js";
-import { imageFilesystemOf } from "./sbom-image.js";
+import { imageFilesystemOf, imageLayersOf } from "./sbom-image.js";
 import { spdxSchemaErrors } from "./spdx-schema.js";
 
 const tempDir = tempDirs();
@@ -195,5 +197,33 @@ describe("the SBOM of a Debian image with python3, an npm and a pip package", ()
       spdxDocument([{ name: "sbom-debian", kind: "image", scan: await scanFilesystem(again) }], options),
     );
     expect(second).toBe(first);
+  });
+
+  it("lists each directory of the merged layers as LowerView.list does (the scanner's fast listing)", async () => {
+    const layers = await imageLayersOf(store, "sbom-debian");
+    const plain = new LowerView(layers);
+    const fast = new LowerView(layers);
+    const kindOf = (stat: import("node:fs").BigIntStats) =>
+      stat.isFile() ? "file" : stat.isDirectory() ? "directory" : stat.isSymbolicLink() ? "symlink" : "other";
+    let directories = 0;
+    const visit = async (rel: string): Promise<void> => {
+      directories++;
+      const expected = [...(await plain.list(rel))]
+        .map(([name, entry]) => ({
+          name,
+          kind: kindOf(entry.stat),
+          size: entry.stat.isFile() ? Number(entry.stat.size) : 0,
+          mode:
+            entry.stat.isFile() || !(entry.stat.isDirectory() || entry.stat.isSymbolicLink())
+              ? Number(entry.stat.mode & 0o7777n)
+              : 0,
+        }))
+        .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+      expect(listMergedSync(fast, rel), rel).toEqual(expected);
+      for (const entry of expected)
+        if (entry.kind === "directory") await visit(rel === "" ? entry.name : `${rel}/${entry.name}`);
+    };
+    await visit("");
+    expect(directories).toBeGreaterThan(500);
   });
 });
