@@ -191,9 +191,10 @@ export async function readImageFile(
       problem: `skipped: ${entry.size} bytes, more than the limit of ${limit}`,
     };
   }
-  const fd = openRegular(fs, rel);
-  if (fd === undefined) return { ok: false, rel: asked, problem: "not a regular file" };
+  let fd: number | undefined;
   try {
+    fd = openRegular(fs, rel);
+    if (fd === undefined) return { ok: false, rel: asked, problem: "not a regular file" };
     // One byte more than the limit: the file may have grown since the stat, and the limit holds all the same.
     const bytes = readAt(fd, 0, Math.min(entry.size, limit) + 1);
     const truncated = bytes.length > limit;
@@ -206,7 +207,13 @@ export async function readImageFile(
       bytes: bytes.subarray(0, Math.min(bytes.length, limit)),
       truncated,
     };
+  } catch (err) {
+    return {
+      ok: false,
+      rel: asked,
+      problem: `cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+    };
   } finally {
-    closeSync(fd);
+    if (fd !== undefined) closeSync(fd);
   }
 }

@@ -46,14 +46,16 @@ export async function catalogRpm(ctx: CatalogContext): Promise<FoundPackage[]> {
   }
   const bytes = await readImageFile(ctx.fs, rel, MAX_RPMDB_BYTES, { resolved: true });
   if (bytes?.ok) ctx.evidence(foundIn, checksumsOf(bytes.bytes));
-  let blobs: Uint8Array[];
+  const blobs: Uint8Array[] = [];
   try {
     // immutable=1: sqlite neither locks nor writes a -wal or -shm file beside the image's database.
     const db = new DatabaseSync(`file:${encodeURI(host)}?immutable=1`, { readOnly: true, open: true });
     try {
-      blobs = (db.prepare("SELECT blob FROM Packages ORDER BY hnum").all() as { blob: Uint8Array }[]).map(
-        (r) => r.blob,
-      );
+      for (const row of db.prepare("SELECT blob FROM Packages ORDER BY hnum").iterate()) {
+        const { blob } = row as { blob: unknown };
+        if (blob instanceof Uint8Array) blobs.push(blob);
+        else ctx.warn(foundIn, "a package that is not a header blob");
+      }
     } finally {
       db.close();
     }

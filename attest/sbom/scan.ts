@@ -36,21 +36,34 @@ function compare(a: string, b: string): number {
 export async function scanFilesystem(fs: ImageFilesystem): Promise<ScanResult> {
   const warnings: string[] = [];
   const files = new Map<string, FileChecksums>();
-  const distro = await readOsRelease(fs, (file, message) => warnings.push(`${file}: ${message}`));
+  const warn = (file: string, message: string) => warnings.push(`${file}: ${message}`);
+  // Whatever an image makes a read throw (a symlink loop, a path too long, EACCES, EIO) is a warning
+  // about the path being read: the scan goes on with the rest.
+  const guarded = async <T>(file: string, fallback: T, read: () => Promise<T>): Promise<T> => {
+    try {
+      return await read();
+    } catch (err) {
+      warn(file, `cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+      return fallback;
+    }
+  };
+  const distro = await guarded("/etc/os-release", undefined, () => readOsRelease(fs, warn));
   const ctx: CatalogContext = {
     fs,
     distro,
-    warn: (file, message) => warnings.push(`${file}: ${message}`),
+    warn,
     evidence: (file, checksums) => files.set(file, checksums),
   };
   const packages: FoundPackage[] = [
-    ...(await catalogDpkg(ctx)),
-    ...(await catalogApk(ctx)),
-    ...(await catalogRpm(ctx)),
+    ...(await guarded("/var/lib/dpkg", [], () => catalogDpkg(ctx))),
+    ...(await guarded("/lib/apk/db/installed", [], () => catalogApk(ctx))),
+    ...(await guarded("/var/lib/rpm", [], () => catalogRpm(ctx))),
   ];
-  const candidates = await walk(fs);
+  const candidates = await walk(fs, warn);
   for (let i = 0; i < candidates.length; i += READ_CONCURRENCY) {
-    const batch = await Promise.all(candidates.slice(i, i + READ_CONCURRENCY).map((read) => read(ctx)));
+    const batch = await Promise.all(
+      candidates.slice(i, i + READ_CONCURRENCY).map((c) => guarded(`/${c.rel}`, [], () => c.read(ctx))),
+    );
     for (const found of batch) packages.push(...found);
   }
   packages.sort(
@@ -70,11 +83,30 @@ export async function scanFilesystem(fs: ImageFilesystem): Promise<ScanResult> {
 
 type Candidate = (ctx: CatalogContext) => Promise<FoundPackage[]>;
 
+/** A walk stops here: an image of more entries is built to exhaust a scanner. */
+export const MAX_WALK_ENTRIES = 2_000_000;
+
 /** The files of the tree the language catalogers read, in path order; no symlink is followed. */
-async function walk(fs: ImageFilesystem): Promise<Candidate[]> {
+async function walk(
+  fs: ImageFilesystem,
+  warn: (file: string, message: string) => void,
+): Promise<{ rel: string; read: Candidate }[]> {
   const found: { rel: string; read: Candidate }[] = [];
+  let seen = 0;
   const visit = async (dir: string): Promise<void> => {
-    const entries = await fs.list(dir);
+    if (seen > MAX_WALK_ENTRIES) return;
+    let entries: Awaited<ReturnType<ImageFilesystem["list"]>>;
+    try {
+      entries = await fs.list(dir);
+    } catch (err) {
+      warn(`/${dir}`, `cannot be listed (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+      return;
+    }
+    seen += entries.length;
+    if (seen > MAX_WALK_ENTRIES) {
+      warn(`/${dir}`, `the walk stopped here: the image has more than ${MAX_WALK_ENTRIES} entries`);
+      return;
+    }
     const below: Promise<void>[] = [];
     for (const entry of entries) {
       const rel = dir === "" ? entry.name : `${dir}/${entry.name}`;
@@ -98,7 +130,7 @@ async function walk(fs: ImageFilesystem): Promise<Candidate[]> {
     await Promise.all(below);
   };
   await visit("");
-  return found.sort((a, b) => compare(a.rel, b.rel)).map((c) => c.read);
+  return found.sort((a, b) => compare(a.rel, b.rel));
 }
 
 function one(pkg: FoundPackage | undefined): FoundPackage[] {

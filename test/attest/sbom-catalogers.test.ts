@@ -330,3 +330,42 @@ describe("the SPDX document", () => {
     });
   });
 });
+
+describe("a scan of a broken tree", () => {
+  it("names each entry it cannot read in a warning and finishes: symlink loops, a path too long, a database that is not one, a mangled ELF file", async () => {
+    const root = tree({
+      "var/lib/rpm/rpmdb.sqlite": "not a database at all\n".repeat(100),
+      "app/node_modules/ok/package.json": '{"name":"ok","version":"1.0.0"}',
+    });
+    mkdirSync(path.join(root, "etc"));
+    execFileSync("ln", ["-s", "os-release", path.join(root, "etc/os-release")]);
+    mkdirSync(path.join(root, "var/lib/dpkg"), { recursive: true });
+    execFileSync("ln", ["-s", "status.d", path.join(root, "var/lib/dpkg/status.d")]);
+    // ELF's magic, then nothing that makes sense: section and program headers point anywhere.
+    const elf = Buffer.alloc(70_000, 0xff);
+    Buffer.from([0x7f, 0x45, 0x4c, 0x46, 2, 1]).copy(elf);
+    mkdirSync(path.join(root, "usr/bin"), { recursive: true });
+    writeFileSync(path.join(root, "usr/bin/mangled"), elf, { mode: 0o755 });
+    // A directory deeper than PATH_MAX (4096) allows a path to name, made one step at a time.
+    const segment = "d".repeat(200);
+    // (A child process: a test's worker may not change its directory.)
+    execFileSync(process.execPath, [
+      "-e",
+      `const fs = require("node:fs");
+       process.chdir(process.argv[1]);
+       for (let i = 0; i < 25; i++) { fs.mkdirSync("${segment}"); process.chdir("${segment}"); }
+       fs.mkdirSync("node_modules/deep", { recursive: true });
+       fs.writeFileSync("node_modules/deep/package.json", '{"name":"deep","version":"1.0.0"}');`,
+      path.join(root, "app"),
+    ]);
+    const result = await scan(root);
+    expect(result.packages.map((p) => p.name)).toEqual(["ok"]);
+    expect(result.warnings).toHaveLength(4);
+    expect(result.warnings[0]).toMatch(/^\/app\/d{200}\/[d/]+: cannot be listed \(ENAMETOOLONG\)$/);
+    expect(result.warnings.slice(1)).toEqual([
+      "/etc/os-release: too many levels of symbolic links resolving etc/os-release",
+      "/var/lib/dpkg: cannot be read (E_SYMLINK_LOOP)",
+      expect.stringMatching(/^\/var\/lib\/rpm\/rpmdb\.sqlite: not a readable RPM database: /),
+    ]);
+  });
+});
