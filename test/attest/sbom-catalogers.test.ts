@@ -277,6 +277,64 @@ describe("the Go binary cataloger", () => {
   });
 });
 
+describe("the Go binary cataloger on binaries made here", () => {
+  const nativeTsc = () => {
+    const platformDir = path.join(projectRoot, "node_modules/@typescript");
+    const native = readdirSync(platformDir).find((d) => d.startsWith("typescript-linux-"));
+    if (!native) throw new Error(`no native TypeScript compiler (a Go binary) under ${platformDir}`);
+    return path.join(platformDir, native, "lib/tsc");
+  };
+
+  it("finds the build info at the start of the writable segment when no section is named .go.buildinfo", async () => {
+    const root = tree({});
+    mkdirSync(path.join(root, "bin"));
+    const renamed = path.join(root, "bin/renamed");
+    execFileSync("objcopy", ["--rename-section", ".go.buildinfo=.renamed", nativeTsc(), renamed]);
+    expect(execFileSync("readelf", ["-S", "-W", renamed], { encoding: "utf8" })).not.toContain(
+      ".go.buildinfo",
+    );
+    const result = await scan(root);
+    expect(result.packages.find((p) => p.name === "github.com/microsoft/typescript-go")?.foundIn).toBe(
+      "/bin/renamed",
+    );
+    expect(result.packages.filter((p) => p.type === "golang").length).toBeGreaterThan(3);
+  });
+
+  it("reads the build info of Go before 1.18: pointers to the version and module strings", async () => {
+    // The layout Go 1.13 to 1.17 linked: the section holds the magic, the pointer size, flags 0 and
+    // two pointers to Go string headers (data pointer, length) elsewhere in the binary.
+    const root = tree({
+      "src/old.c": `struct gostr { const char *p; long n; };
+static const char ver[] = "go1.16.15";
+static const char mod[] = "0123456789abcdef"
+  "path\\texample.com/old/cmd\\nmod\\texample.com/old\\tv1.0.0\\t\\ndep\\tgolang.org/x/text\\tv0.3.7\\th1:x=\\n"
+  "fedcba9876543210";
+static struct gostr vs = { ver, sizeof ver - 1 }, ms = { mod, sizeof mod - 1 };
+__attribute__((section(".go.buildinfo"), used, aligned(16)))
+static struct { char magic[14]; unsigned char ptrsize, flags; struct gostr *v, *m; } buildinfo =
+  { "\\xff Go buildinf:", 8, 0, &vs, &ms };
+int main(void) { return 0; }
+`,
+    });
+    mkdirSync(path.join(root, "bin"));
+    // Static and not position-independent: the pointers are addresses fixed at link time, as Go's were.
+    execFileSync("gcc", [
+      "-O0",
+      "-no-pie",
+      "-static",
+      "-o",
+      path.join(root, "bin/old"),
+      path.join(root, "src/old.c"),
+    ]);
+    const result = await scan(root);
+    expect(result.packages.map((p) => [p.name, p.version, p.purl, p.foundIn])).toEqual([
+      ["example.com/old", "v1.0.0", "pkg:golang/example.com/old@v1.0.0", "/bin/old"],
+      ["golang.org/x/text", "v0.3.7", "pkg:golang/golang.org/x/text@v0.3.7", "/bin/old"],
+      ["stdlib", "go1.16.15", "pkg:golang/stdlib@go1.16.15", "/bin/old"],
+    ]);
+  });
+});
+
 describe("the SPDX document", () => {
   const root = () =>
     tree({
