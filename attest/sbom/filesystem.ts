@@ -26,7 +26,7 @@ import {
 } from "node:fs";
 import { childPath } from "../../worker/child-path.js";
 import { isMissing, resolveInTree } from "../../worker/root-path.js";
-import { LowerView } from "../../worker/snapshot/lower-view.js";
+import { LowerView } from "../../worker/snapshot/index.js";
 
 export type EntryKind = "file" | "directory" | "symlink" | "other";
 
