@@ -26,3 +26,4 @@ export const { startSshd } = await import("../../test/helpers/sshd.ts");
 export type { RunningSshd } from "../../test/helpers/sshd.ts";
 export const { startTcpProxy } = await import("../../test/helpers/tcp-proxy.ts");
 export type { TcpProxy } from "../../test/helpers/tcp-proxy.ts";
+export const { makeDockerDebianSlim } = await import("../../test/helpers/debian-image.ts");
