@@ -376,6 +376,38 @@ describe("provenance flags and outputs", () => {
     expect(flavour?.digest.sha256).toBe(sha256(readFileSync(path.join(out, "flavour"))));
   });
 
+  it("a context in a git checkout: its commit and remote (without credentials); outside one, nothing", () => {
+    const git = (dir: string, ...args: string[]) =>
+      execFileSync("git", ["-C", dir, "-c", "user.name=t", "-c", "user.email=t@example.com", ...args], {
+        encoding: "utf8",
+      }).trim();
+    const checkout = secretContext();
+    git(checkout, "init", "-q");
+    git(checkout, "remote", "add", "origin", "https://builder:t0ken-in-url@example.com/team/app.git");
+    git(checkout, "add", "-A");
+    git(checkout, "commit", "-q", "-m", "first");
+    const commit = git(checkout, "rev-parse", "HEAD");
+    const metadataOf = (ctx: string) => {
+      const out = path.join(tempDir("prov-git"), "out");
+      const built = build(
+        ["--provenance", "-o", `type=local,dest=${out}`, "--secret", "id=token,env=TOKEN", ctx],
+        {
+          TOKEN: SECRET,
+        },
+      );
+      expect(built.status, built.stderr).toBe(0);
+      const text = readFileSync(path.join(out, "provenance.json"), "utf8");
+      return { text, metadata: (JSON.parse(text) as Statement).predicate.runDetails.metadata };
+    };
+    const inGit = metadataOf(checkout);
+    expect(inGit.metadata.buildkit_metadata.vcs).toEqual({
+      source: "https://example.com/team/app.git",
+      revision: commit,
+    });
+    expect(inGit.text).not.toContain("t0ken-in-url");
+    expect(metadataOf(secretContext()).metadata.buildkit_metadata).toBeUndefined();
+  });
+
   it("--provenance=false keeps a pushed image a single manifest; --sbom is refused as not supported yet", async () => {
     const registry = await startRegistry();
     try {
