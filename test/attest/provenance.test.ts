@@ -204,6 +204,12 @@ describe("provenance of a two-platform image pushed to a registry", () => {
     const entries = (r: string) =>
       raw(r).manifests.map(({ digest, annotations, platform }) => ({ digest, annotations, platform }));
     expect(entries(other)).toEqual(entries(ref()));
+    expect(entries(other).map((e) => e.annotations?.["vnd.docker.reference.type"])).toEqual([
+      undefined,
+      undefined,
+      "attestation-manifest",
+      "attestation-manifest",
+    ]);
     const dir = tempDir("prov-copy");
     skopeo(["copy", "--all", "--src-tls-verify=false", `docker://${ref()}`, `dir:${dir}`]);
     expect(readdirSync(dir).length).toBeGreaterThan(6);
