@@ -6,7 +6,7 @@
  */
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { tbuild } from "../helpers/cli.js";
@@ -380,6 +380,26 @@ describe("provenance flags and outputs", () => {
     expectSlsaV1(statement);
     const flavour = statement.subject.find((s) => s.name === "flavour");
     expect(flavour?.digest.sha256).toBe(sha256(readFileSync(path.join(out, "flavour"))));
+  });
+
+  it("an OCI archive with provenance loads into another store, runs, and keeps its statement", () => {
+    const dir = tempDir("prov-load");
+    const ctx = path.join(dir, "ctx");
+    mkdirSync(ctx);
+    writeFileSync(
+      path.join(ctx, "Dockerfile"),
+      'FROM busybox\nRUN echo loaded > /said\nCMD ["cat", "/said"]\n',
+    );
+    const archive = path.join(dir, "image.tar");
+    const built = build(["--provenance", "-o", `type=oci,dest=${archive},name=loaded:1`, ctx]);
+    expect(built.status, built.stderr).toBe(0);
+    const other = { TBUILD_ROOT: path.join(dir, "store") };
+    const loaded = tbuild(["load", "-i", archive], { env: other });
+    expect(loaded.status, loaded.stderr).toBe(0);
+    expect(tbuild(["run", "--rm", "loaded:1"], { env: other }).stdout).toBe("loaded\n");
+    const inspected = tbuild(["inspect", "--provenance", "loaded:1"], { env: other });
+    expect(inspected.status, inspected.stderr).toBe(0);
+    expect(Object.keys(JSON.parse(inspected.stdout))).toEqual(["linux/amd64"]);
   });
 
   it("a context in a git checkout: its commit and remote (without credentials); outside one, nothing", () => {
