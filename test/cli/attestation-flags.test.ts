@@ -5,6 +5,7 @@
  */
 import path from "node:path";
 import { describe, expect, it } from "vitest";
+import { checkBuildRequest } from "../../build/request.js";
 import { parseAttestationFlags } from "../../cli/attestations.js";
 import { tbuild } from "../helpers/cli.js";
 import { tempDirs } from "../helpers/temp.js";
@@ -39,6 +40,23 @@ describe("attestation flags", () => {
     );
     expect(() => parse({ attest: ["mode=max"] })).toThrow(/no type=/);
     expect(() => parse({ provenance: "builder=x" })).toThrow(/not builder=/);
+  });
+
+  it("a library request's attestations are checked as the flags are: a wrong one names the field", () => {
+    const good = {
+      context: ".",
+      attestations: { provenance: { mode: "max", version: "v0.2" }, sbom: false },
+    };
+    expect(checkBuildRequest(good)).toBe(good);
+    for (const attestations of [
+      { provenance: { mode: "full", version: "v1" } },
+      { provenance: true },
+      { slsa: {} },
+    ]) {
+      expect(() => checkBuildRequest({ context: ".", attestations })).toThrow(
+        /build request: "attestations" must be/,
+      );
+    }
   });
 
   it("a bare --provenance before CONTEXT takes no value from it; a bad one is a usage error (exit 2)", () => {
