@@ -66,6 +66,7 @@ import { loadConfig, registryOptions } from "./config.js";
 import { contextSource } from "./context-source.js";
 import { readRequestDockerfile } from "./dockerfile.js";
 import { type BuildEvent, BuildEventStream } from "./events.js";
+import { provenanceOf } from "./provenance.js";
 import { clientCacheDirectories } from "./remote-cache.js";
 import { contextKey } from "./remote-keys.js";
 import { type ClientLayout, layoutHandlers, type RemoteLayout, readClientLayout } from "./remote-layout.js";
@@ -84,8 +85,9 @@ import { resolveSecrets, resolveSshAgents } from "./secrets.js";
 /** The most an output part may be, as the worker announces it. */
 const MAX_OUTPUT_BYTES = 2 ** 50;
 
-export async function runRemoteBuild(request: BuildRequest, ctx: RunContext): Promise<BuildResult> {
-  checkBuildRequest(request);
+export async function runRemoteBuild(asked: BuildRequest, ctx: RunContext): Promise<BuildResult> {
+  checkBuildRequest(asked);
+  const request = withoutProvenance(asked, ctx);
   remoteFileOutputs(request);
   const platforms = targetPlatformsOf(request.platforms);
   if (platforms.length > 1) return await runRemotePlatforms(platforms, request, ctx);
@@ -93,6 +95,27 @@ export async function runRemoteBuild(request: BuildRequest, ctx: RunContext): Pr
   return await runOnWorker(request, ctx, run, (worker, prepared) =>
     remoteBuildOnce(request, ctx, worker, prepared, secrets, agents),
   );
+}
+
+/**
+ * A remote build makes no attestations yet: asked for, it is refused; buildx's default (a pushed
+ * image's) is left out with a warning, and the workers are told none either way.
+ */
+function withoutProvenance(request: BuildRequest, ctx: RunContext): BuildRequest {
+  const asked = request.attestations;
+  if (asked?.provenance || asked?.sbom) {
+    throw new TbuildError(
+      "E_NOT_SUPPORTED",
+      "attestations (--provenance, --sbom, --attest) with a remote worker (--worker) are not supported yet: build without them, or on this machine",
+    );
+  }
+  if (asked?.provenance === undefined && provenanceOf(request) !== undefined) {
+    ctx.onEvent({
+      type: "warning",
+      message: "the pushed image has no provenance attestation: a remote worker (--worker) makes none yet",
+    });
+  }
+  return { ...request, attestations: { provenance: false } };
 }
 
 /**

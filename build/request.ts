@@ -4,6 +4,7 @@
  * class or a function, so it survives JSON.stringify unchanged (BuildKit's SolveRequest, buildx's
  * build.Options). Relative paths are relative to the caller's working directory (`cwd`).
  */
+import type { AttestationRequest } from "../attest/attestation.js";
 import { TbuildError } from "../errors/index.js";
 import type { ExportRequest } from "../exporters/request.js";
 import {
@@ -67,6 +68,8 @@ export interface BuildRequest {
   metadataFile?: string;
   /** After the build, an `explain` event for each step that ran: why it missed the cache. */
   explain?: boolean;
+  /** `--provenance`, `--sbom`, `--attest`: absent, buildx's default (provenance mode=min for a pushed image). */
+  attestations?: AttestationRequest;
 }
 
 export type SecretRequest = { id: string; src: string } | { id: string; env?: string };
@@ -103,6 +106,7 @@ const KEYS: readonly (keyof BuildRequest)[] = [
   "iidFile",
   "metadataFile",
   "explain",
+  "attestations",
 ];
 
 export class BadBuildRequestError extends TbuildError {
@@ -160,6 +164,26 @@ export function checkBuildRequest(request: unknown): BuildRequest {
   expect("outputs", "an array of { type, ... }", (v) => Array.isArray(v) && v.every(isTyped));
   expect("cacheFrom", "an array of { type, ... }", (v) => Array.isArray(v) && v.every(isTyped));
   expect("cacheTo", "{ type, ... }", isTyped);
+  expect(
+    "attestations",
+    '{ provenance?: false | { mode: "min" | "max", version: "v1" | "v0.2" }, sbom?: false }',
+    (v) => {
+      if (typeof v !== "object" || v === null || Array.isArray(v)) return false;
+      const { provenance, sbom, ...rest } = v as Record<string, unknown>;
+      if (Object.keys(rest).length > 0) return false;
+      const p = provenance as { mode?: unknown; version?: unknown } | false | undefined;
+      const provenanceOk =
+        p === undefined ||
+        p === false ||
+        (typeof p === "object" &&
+          p !== null &&
+          (p.mode === "min" || p.mode === "max") &&
+          (p.version === "v1" || p.version === "v0.2"));
+      return (
+        provenanceOk && (sbom === undefined || sbom === false || (typeof sbom === "object" && sbom !== null))
+      );
+    },
+  );
   return request as BuildRequest;
 }
 

@@ -7,6 +7,7 @@
 import { rm } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import path from "node:path";
+import type { Attestation } from "../attest/attestation.js";
 import type { ExportType, PlatformImage } from "../exporters/index.js";
 import type { ExportRequest } from "../exporters/request.js";
 import { type LoweredBuild, proxyEnv } from "../frontend/lower/index.js";
@@ -46,6 +47,7 @@ import { type BuildEvent, BuildEventStream, type BuildSummary } from "./events.j
 import { BuildStepFailedError, describeStepFailure } from "./failure.js";
 import { containerImages, pruneUnneededLayers } from "./gc.js";
 import { type BuildPlan, planBuild } from "./plan.js";
+import { collectProvenance, gitCheckoutOf, provenanceOf } from "./provenance.js";
 import { type BuildRequest, checkBuildRequest, targetPlatformsOf } from "./request.js";
 import { checkRequiredSecrets, resolveSecrets, resolveSshAgents } from "./secrets.js";
 
@@ -208,6 +210,8 @@ async function build(
       { localSources: plan.localSources, ignoreCache, warn, stateDir, secretsDir },
     );
     const buildStarted = Date.now();
+    const provenance = provenanceOf(request);
+    const vcs = provenance ? await gitCheckoutOf(dockerfile.contextDir) : undefined;
     // What follows solves exactly this graph from exactly this root: the event shows them.
     const { graph, root } = lowered;
     events.emit({
@@ -244,6 +248,22 @@ async function build(
       cacheTo?.type === "inline"
         ? { ...lowered.image, [INLINE_CACHE_FIELD]: encodeCacheDescription(await cacheOf("min")) }
         : lowered.image;
+    const attestations = provenance
+      ? [
+          collectProvenance(provenance, {
+            request,
+            dockerfile,
+            graph,
+            ...(root ? { root } : {}),
+            localSources: Object.keys(plan.localSources),
+            vcs,
+            startedOn: new Date(buildStarted),
+            finishedOn: new Date(),
+            ...(sourceDateEpoch !== undefined ? { epoch: sourceDateEpoch } : {}),
+            env: ctx.env,
+          }),
+        ]
+      : [];
     const exported = await events.internal("exporting to image", () =>
       exportBuild(
         store,
@@ -253,6 +273,7 @@ async function build(
         { ...ctx, warn },
         sourceDateEpoch !== undefined ? { sourceDateEpoch } : { now: builtAt(solved, cache) },
         registry,
+        attestations,
       ),
     );
     if (cacheTo !== undefined && cacheTo.type !== "inline") {
@@ -486,6 +507,8 @@ async function buildPlatforms(platforms: Platform[], shared: SharedBuild): Promi
     plans.map((plan) => plan.lowered),
   );
   const buildStarted = Date.now();
+  const provenance = provenanceOf(request);
+  const vcs = provenance ? await gitCheckoutOf(dockerfile.contextDir) : undefined;
   try {
     const worker = localWorker(shared, {
       localSources: plans[0]!.localSources,
@@ -525,6 +548,7 @@ async function buildPlatforms(platforms: Platform[], shared: SharedBuild): Promi
             ignoreCache,
           })
         : undefined;
+    const solvedAt = new Date();
     let nextRoot = 0;
     for (const plan of plans) {
       const { root } = plan.lowered;
@@ -554,7 +578,23 @@ async function buildPlatforms(platforms: Platform[], shared: SharedBuild): Promi
         { result: part.result, config: imageConfig },
         when,
       );
-      images.push({ platform: plan.targetPlatform, assembled, result: part.result });
+      const attestations = provenance
+        ? [
+            collectProvenance(provenance, {
+              request,
+              dockerfile,
+              graph: plan.lowered.graph,
+              ...(root ? { root } : {}),
+              localSources: Object.keys(plan.localSources),
+              vcs,
+              startedOn: new Date(buildStarted),
+              finishedOn: solvedAt,
+              ...(sourceDateEpoch !== undefined ? { epoch: sourceDateEpoch } : {}),
+              env: ctx.env,
+            }),
+          ]
+        : [];
+      images.push({ platform: plan.targetPlatform, assembled, result: part.result, attestations });
     }
     // Steps are what the Dockerfile says (tbuild's own helper steps not counted), each once.
     const steps = (digests: string[]) => digests.filter((d) => !graph.info[d]?.internal);
@@ -649,6 +689,7 @@ async function exportBuild(
   /** The image's time: SOURCE_DATE_EPOCH's, or when it was built. */
   when: { sourceDateEpoch: number } | { now: Date },
   registry: PushOptions,
+  attestations: readonly Attestation[] = [],
 ) {
   const exporters = await import("../exporters/index.js");
   const assembled = await exporters.assembleImage(store.content, { result, config: image }, when);
@@ -658,7 +699,7 @@ async function exportBuild(
     assembled.configDescriptor.size +
     assembled.manifest.layers.reduce((sum, layer) => sum + layer.size, 0);
   const exported = await exportEach(exportRequests(request, ctx), (output) =>
-    exporters.exportImage(store, assembled, result, output, exportOptions(ctx, registry)),
+    exporters.exportImage(store, assembled, result, output, exportOptions(ctx, registry), attestations),
   );
   // A filesystem output (local, tar) has no manifest of its own: the assembled image's digests.
   const outcome: { digest: string; configDigest?: string; names: string[] } = exported ?? {

@@ -9,6 +9,7 @@ import { UsageError } from "../errors/index.js";
 import { parseOutputSpec } from "../exporters/request.js";
 import { parseSourceDateEpoch } from "../oci/source-date-epoch.js";
 import { parseDuration } from "../solver/gc.js";
+import { parseAttestationFlags } from "./attestations.js";
 import { parseBuildNetwork } from "./network.js";
 import type { ParsedCommandLine } from "./spec.js";
 import { parseImageTag, parseKeyValues } from "./values.js";
@@ -38,6 +39,11 @@ export async function parseBuildRequest(
   // Loaded only for builds that import or export cache (it brings the registry client).
   const buildCache =
     cacheToSpec || cacheFromSpecs.length > 0 ? await import("../solver/build-cache.js") : undefined;
+  const attestations = parseAttestationFlags({
+    provenance: text(values, "provenance"),
+    sbom: text(values, "sbom"),
+    attest: list(values, "attest"),
+  });
   const request: BuildRequest = {
     context,
     ...optional("dockerfile", text(values, "file")),
@@ -72,6 +78,7 @@ export async function parseBuildRequest(
     ...optional("iidFile", text(values, "iidfile")),
     ...optional("metadataFile", text(values, "metadata-file")),
     ...(values.explain === true ? { explain: true } : {}),
+    ...(attestations !== undefined ? { attestations } : {}),
   };
   return request;
 }

@@ -62,6 +62,28 @@ const BUILD_FLAGS: FlagSpec[] = [
     default: "the local store, under the -t names",
   },
   { name: "push", type: "boolean", description: "push the -t names to their registries" },
+  {
+    name: "provenance",
+    type: "string",
+    bare: "true",
+    value: "true|false|mode=min|max[,version=v1|v0.2]",
+    description: "attach SLSA provenance to the image (--provenance alone: mode=min)",
+    default: "mode=min for a pushed image, else none",
+  },
+  {
+    name: "sbom",
+    type: "string",
+    bare: "true",
+    value: "true|false",
+    description: "attach an SBOM to the image (not supported yet)",
+  },
+  {
+    name: "attest",
+    type: "string",
+    multiple: true,
+    value: "type=provenance|sbom,...",
+    description: "an attestation to attach: type=provenance,mode=max,version=v0.2; type=sbom",
+  },
   { name: "pull", type: "boolean", description: "always ask the registry for base images" },
   { name: "no-cache", type: "boolean", description: "run every step, reusing nothing" },
   {
@@ -329,6 +351,12 @@ export const commands: CommandSpec[] = [
         value: "PLATFORM",
         description: "platform to show of a multi-platform image",
         default: "this machine's",
+      },
+      {
+        name: "provenance",
+        type: "boolean",
+        description:
+          "print the image's SLSA provenance statements by platform (from the store, else from its registry)",
       },
     ],
     load: () => import("./commands/inspect.js"),

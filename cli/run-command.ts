@@ -7,7 +7,7 @@ import { parseArgs } from "node:util";
 import { UsageError } from "../errors/index.js";
 import { findCommand } from "./commands.js";
 import { commandHelp, globalFlags } from "./help.js";
-import type { CommandContext, CommandSpec, ParsedCommandLine } from "./spec.js";
+import type { CommandContext, CommandSpec, FlagSpec, ParsedCommandLine } from "./spec.js";
 
 export async function runCommand(
   words: string[],
@@ -46,7 +46,8 @@ function parseCommandLine(
   }
   let parsed: ReturnType<typeof parseArgs>;
   try {
-    const args = spec.flagsEndAtFirstOperand ? endFlagsAtFirstOperand(argv, options) : argv;
+    const withBare = withBareValues(argv, [...globalFlags, ...spec.flags]);
+    const args = spec.flagsEndAtFirstOperand ? endFlagsAtFirstOperand(withBare, options) : withBare;
     parsed = parseArgs({ args, options, allowPositionals: true, strict: true });
   } catch (err) {
     throw new UsageError(
@@ -60,6 +61,14 @@ function parseCommandLine(
     help: values.help === true,
     debug: values.debug === true,
   };
+}
+
+/** `argv` with each bare flag that has a `bare` value given it (`--provenance` → `--provenance=true`), up to `--`. */
+function withBareValues(argv: string[], flags: readonly FlagSpec[]): string[] {
+  const bare = new Map(flags.filter((f) => f.bare !== undefined).map((f) => [`--${f.name}`, f.bare!]));
+  if (bare.size === 0) return argv;
+  const end = argv.indexOf("--");
+  return argv.map((word, i) => (bare.has(word) && (end < 0 || i < end) ? `${word}=${bare.get(word)}` : word));
 }
 
 /**

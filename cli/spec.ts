@@ -14,6 +14,8 @@ export interface FlagSpec {
   description: string;
   /** Shown in help as `(default: ...)`: a value, or what happens when the flag is absent. */
   default?: string;
+  /** The value of the flag given bare, without `=VALUE` (`--provenance` is `--provenance=true`), as pflag's NoOptDefVal. */
+  bare?: string;
 }
 
 export interface CommandSpec {

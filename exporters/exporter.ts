@@ -5,6 +5,7 @@
  * from them: the image as the request wants it (layers compressed, manifest media types), or the
  * options to walk the final filesystem.
  */
+import type { Attestation } from "../attest/attestation.js";
 import type { Image } from "../oci/image.js";
 import type { PushOptions } from "../oci/registry/push.js";
 import type { Descriptor, Manifest } from "../oci/spec.js";
@@ -44,6 +45,8 @@ export interface ExportJob {
   /** The request's names, normalized (`busybox` → `docker.io/library/busybox:latest`). */
   names: string[];
   options: ExportOptions;
+  /** The image's attestations (provenance): beside it in an index, or files in a filesystem output. */
+  attestations: readonly Attestation[];
   warn(message: string): void;
   /**
    * The image for this request, in the content store: layers compressed as asked (unless

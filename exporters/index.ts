@@ -15,6 +15,7 @@
  * `--iidfile` and `--metadata-file` ask for.
  */
 import path from "node:path";
+import type { Attestation } from "../attest/attestation.js";
 import { TbuildError, UsageError } from "../errors/index.js";
 import { ociArchive } from "../oci/archive/oci-archive.js";
 import { readImage, readImageIndex } from "../oci/image.js";
@@ -22,6 +23,7 @@ import { formatPlatform, type Platform } from "../oci/platform.js";
 import { type Descriptor, type Index, MediaType } from "../oci/spec.js";
 import { normalizeImageName, type Store } from "../oci/store/index.js";
 import type { FsResult } from "../solver/worker.js";
+import { withAttestationFiles, writeAttestationManifest } from "./attestations.js";
 import { writeBytesTo } from "./destination.js";
 import { dockerExporter } from "./docker.js";
 import type { ExportedImage, Exporter, ExportJob, ExportOptions } from "./exporter.js";
@@ -64,10 +66,29 @@ export async function exportImage(
   result: FsResult,
   request: ExportRequest,
   options: ExportOptions = {},
+  attestations: readonly Attestation[] = [],
 ): Promise<ExportOutcome> {
   checkResultMatches(image, result);
+  if (attestations.length > 0 && (request.type === "image" || request.type === "oci")) {
+    // An image with attestations is an index, also for one platform (BuildKit's attestation storage).
+    const { os, architecture, variant } = image.config;
+    const platform = { os, architecture, ...(variant ? { variant } : {}) };
+    const outcome = await exportPlatforms(
+      store,
+      [{ platform, assembled: image, result, attestations }],
+      request,
+      options,
+    );
+    return { ...outcome!, configDigest: image.configDescriptor.digest };
+  }
+  if (attestations.length > 0 && request.type === "docker") {
+    options.warn?.(
+      `type=docker holds one image and no index: its attestations (${attestations.map((a) => a.kind).join(", ")}) are left out; use type=oci or push to keep them`,
+    );
+    attestations = [];
+  }
   const names = [...new Set((request.names ?? []).map(normalizeImageName))];
-  const job = exportJob(store, image, result, request, names, options);
+  const job = exportJob(store, image, result, request, names, options, attestations);
   const exported = await EXPORTERS[request.type](job);
   const descriptor = exported?.descriptor ?? image.manifestDescriptor;
   return {
@@ -98,6 +119,7 @@ function exportJob(
   request: ExportRequest,
   names: string[],
   options: ExportOptions,
+  attestations: readonly Attestation[] = [],
 ): ExportJob {
   const warn = (message: string) => options.warn?.(message);
   const signalOption = options.signal ? { signal: options.signal } : {};
@@ -108,6 +130,7 @@ function exportJob(
     request,
     names,
     options,
+    attestations,
     warn,
     image: async ({ mediaTypes, compressLayers: compress }) => {
       const wanted =
@@ -147,6 +170,8 @@ export interface PlatformImage {
   platform: Platform;
   assembled: AssembledImage;
   result: FsResult;
+  /** Its attestations: beside it in the index, or files in its directory of a filesystem output. */
+  attestations?: readonly Attestation[];
 }
 
 /**
@@ -183,7 +208,7 @@ export async function exportPlatforms(
   for (const { assembled, result } of images) checkResultMatches(assembled, result);
   const names = [...new Set((request.names ?? []).map(normalizeImageName))];
   const jobOf = (image: PlatformImage, forRequest: ExportRequest = request) =>
-    exportJob(store, image.assembled, image.result, forRequest, names, options);
+    exportJob(store, image.assembled, image.result, forRequest, names, options, image.attestations ?? []);
   checkPlatformsOutput(
     request,
     images.map((i) => i.platform),
@@ -215,10 +240,10 @@ export async function exportPlatforms(
             mtime: new Date(0),
             xattrs: new Map(),
           };
-          for await (const entry of flattenFilesystem(
-            store.content,
-            image.result.layers,
-            job.flattenOptions(),
+          for await (const entry of withAttestationFiles(
+            flattenFilesystem(store.content, image.result.layers, job.flattenOptions()),
+            job.attestations,
+            job.warn,
           )) {
             yield {
               ...entry,
@@ -253,6 +278,18 @@ export async function exportPlatforms(
       ...exported.descriptor,
       platform: { architecture, os, ...(variant !== undefined ? { variant } : {}) },
     });
+  }
+  // Each platform's attestation manifest, after every image manifest (BuildKit's attestation storage).
+  for (const [i, image] of images.entries()) {
+    if ((image.attestations ?? []).length === 0) continue;
+    const written = await writeAttestationManifest(
+      store.content,
+      { descriptor: manifests[i]!, platform: image.platform, attestations: image.attestations! },
+      names,
+      request.ociArtifact !== false,
+    );
+    manifests.push(written.entry);
+    blobs.push(...written.blobs);
   }
   const index: Index = { schemaVersion: 2, mediaType: MediaType.ociIndex, manifests };
   const written = await store.content.writeBytes(Buffer.from(JSON.stringify(index)));

@@ -26,6 +26,7 @@ import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import { UsageError } from "../errors/index.js";
 import { makeDirectories } from "../oci/make-directories.js";
+import { withAttestationFiles } from "./attestations.js";
 import { cannotWrite, releasingSpent } from "./destination.js";
 import type { Exporter } from "./exporter.js";
 import { type FsEntry, flattenLayers } from "./filesystem.js";
@@ -35,7 +36,11 @@ export const localExporter: Exporter = async (job) => {
   if (dest === undefined || dest === "-") {
     throw new UsageError("type=local writes a directory: give dest=DIRECTORY");
   }
-  const entries = flattenLayers(job.store.content, job.result.layers, job.flattenOptions());
+  const entries = withAttestationFiles(
+    flattenLayers(job.store.content, job.result.layers, job.flattenOptions()),
+    job.attestations,
+    job.warn,
+  );
   try {
     await writeFilesystem(entries, dest, {
       ...(job.options.signal ? { signal: job.options.signal } : {}),

@@ -25,6 +25,8 @@ export interface ExportRequest {
   forceCompression?: boolean;
   /** OCI media types for the manifest, config and layers; false: Docker's schema2 ones. */
   ociMediaTypes?: boolean;
+  /** Attestation manifests as OCI artifacts (subject, empty config: the default); false: BuildKit's legacy form. */
+  ociArtifact?: boolean;
 }
 
 const TYPES: Record<string, ExportType> = {
@@ -38,8 +40,25 @@ const TYPES: Record<string, ExportType> = {
 
 /** Attributes each exporter takes, as buildx spells them. */
 const ATTRIBUTES: Record<ExportType, string[]> = {
-  image: ["name", "push", "compression", "compression-level", "force-compression", "oci-mediatypes"],
-  oci: ["dest", "name", "tar", "compression", "compression-level", "force-compression", "oci-mediatypes"],
+  image: [
+    "name",
+    "push",
+    "compression",
+    "compression-level",
+    "force-compression",
+    "oci-mediatypes",
+    "oci-artifact",
+  ],
+  oci: [
+    "dest",
+    "name",
+    "tar",
+    "compression",
+    "compression-level",
+    "force-compression",
+    "oci-mediatypes",
+    "oci-artifact",
+  ],
   docker: ["dest", "name", "tar", "compression", "compression-level", "force-compression", "oci-mediatypes"],
   tar: ["dest"],
   local: ["dest"],
@@ -155,6 +174,9 @@ function applyAttribute(request: ExportRequest, key: string, value: string, text
       return;
     case "oci-mediatypes":
       request.ociMediaTypes = parseBool(key, value, text);
+      return;
+    case "oci-artifact":
+      request.ociArtifact = parseBool(key, value, text);
       return;
     case "compression":
       if (value !== "gzip" && value !== "zstd" && value !== "uncompressed") {

@@ -12,12 +12,17 @@ import {
   tarEntry,
   tarPadding,
 } from "../oci/archive/tar.js";
+import { withAttestationFiles } from "./attestations.js";
 import { writeBytesTo } from "./destination.js";
 import type { Exporter } from "./exporter.js";
 import { type FsEntry, flattenLayers } from "./filesystem.js";
 
 export const tarExporter: Exporter = async (job) => {
-  const entries = flattenLayers(job.store.content, job.result.layers, job.flattenOptions());
+  const entries = withAttestationFiles(
+    flattenLayers(job.store.content, job.result.layers, job.flattenOptions()),
+    job.attestations,
+    job.warn,
+  );
   await writeBytesTo(filesystemTar(entries), job.request.dest ?? "-", "type=tar", job.destinationOptions());
   return undefined;
 };

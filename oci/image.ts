@@ -14,6 +14,7 @@ import {
   isIndexMediaType,
   isManifestMediaType,
   type Manifest,
+  MediaType,
 } from "./spec.js";
 
 /** Where an image's blobs are read from. The content store is one. */
@@ -205,7 +206,10 @@ export async function readImage(source: BlobSource, descriptor: Descriptor): Pro
     );
   }
   const rawConfig = await source.readBytes(manifest.config.digest);
-  const config = parseImageConfig(rawConfig, what, manifest.layers.length);
+  const config =
+    manifest.config.mediaType === MediaType.ociEmpty
+      ? artifactConfig(manifest)
+      : parseImageConfig(rawConfig, what, manifest.layers.length);
   const diffIds = config.rootfs.diff_ids;
   const layers = manifest.layers.map(
     (layer, i): Layer => ({
@@ -215,6 +219,20 @@ export async function readImage(source: BlobSource, descriptor: Descriptor): Pro
     }),
   );
   return { kind: "image", descriptor, rawManifest, manifest, rawConfig, config, layers };
+}
+
+/**
+ * An OCI artifact (an attestation manifest: an empty config, blobs as its layers) reads as an
+ * image of platform unknown/unknown whose layers are its blobs, as BuildKit's legacy form of it
+ * says in its config: no container can be made of it, and copies and archives carry it whole.
+ */
+function artifactConfig(manifest: Manifest): ImageConfig {
+  return {
+    architecture: "unknown",
+    os: "unknown",
+    config: {},
+    rootfs: { type: "layers", diff_ids: manifest.layers.map((layer) => layer.digest) },
+  } as unknown as ImageConfig;
 }
 
 /** The index (or manifest list) a descriptor names, read from `source`. */

@@ -19,6 +19,8 @@ export const MediaType = {
   ociLayerGzip: "application/vnd.oci.image.layer.v1.tar+gzip",
   ociLayerZstd: "application/vnd.oci.image.layer.v1.tar+zstd",
   ociEmpty: "application/vnd.oci.empty.v1+json",
+  /** An attestation's blob: an in-toto statement (BuildKit's attestation storage), never unpacked. */
+  inToto: "application/vnd.in-toto+json",
   dockerManifest: "application/vnd.docker.distribution.manifest.v2+json",
   dockerManifestList: "application/vnd.docker.distribution.manifest.list.v2+json",
   dockerConfig: "application/vnd.docker.container.image.v1+json",

@@ -6,7 +6,8 @@
 # Util.getInputList does: records of a CSV text (newline-separated, double quotes may wrap an item
 # and let it span lines), each item trimmed; `tags` and `platforms` are also split at commas,
 # the others keep their commas, and `outputs` takes quotes literally. tbuild's own inputs `worker`,
-# `worker-ssh-key` and `worker-known-hosts` build on a remote worker (ci/worker.sh).
+# `worker-ssh-key` and `worker-known-hosts` build on a remote worker (ci/worker.sh). `provenance`
+# and `sbom` pass their value to --provenance= and --sbom=, as build-push-action does.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
@@ -185,6 +186,11 @@ for item in "${LIST[@]}"; do args+=(--tag "$item"); done
 if [[ -n $target ]]; then args+=(--target "$target"); fi
 if [[ $no_cache == true ]]; then args+=(--no-cache); fi
 if [[ $push == true ]]; then args+=(--push); fi
+# Attestations, as build-push-action passes them: the value as given (empty: buildx's default).
+provenance=$(trim "${INPUT_PROVENANCE:-}")
+if [[ -n $provenance ]]; then args+=("--provenance=$provenance"); fi
+sbom=$(trim "${INPUT_SBOM:-}")
+if [[ -n $sbom ]]; then args+=("--sbom=$sbom"); fi
 # A remote worker: its SSH key and known_hosts line from secrets, never echoed.
 source "$root/ci/worker.sh"
 worker_flags "$work" "$(trim "${INPUT_WORKER:-}")" "${INPUT_WORKER_SSH_KEY:-}" "${INPUT_WORKER_KNOWN_HOSTS:-}"

@@ -50,6 +50,15 @@ args=(build --progress=plain --metadata-file "$work/metadata.json" -t "$image")
 if [[ -n ${TBUILD_DOCKERFILE:-} ]]; then args+=(-f "$TBUILD_DOCKERFILE"); fi
 # Several platforms build one index; the test below runs this runner's platform of it.
 if [[ -n ${TBUILD_PLATFORMS:-} ]]; then args+=(--platform "$TBUILD_PLATFORMS"); fi
+# Attestations: TBUILD_PROVENANCE as given, else mode=min for an image this job pushes (built, then
+# pushed with `tbuild push`, so the build's own default for a pushed image does not apply). A
+# remote worker makes none yet: no default then.
+if [[ -n ${TBUILD_PROVENANCE:-} ]]; then
+  args+=("--provenance=$TBUILD_PROVENANCE")
+elif [[ $push == true && -z ${TBUILD_WORKER:-} ]]; then
+  args+=(--provenance=mode=min)
+fi
+if [[ -n ${TBUILD_SBOM:-} ]]; then args+=("--sbom=$TBUILD_SBOM"); fi
 # Further flags of `tbuild build`, as shell words (quotes keep a word whole).
 if [[ -n ${TBUILD_BUILD_FLAGS:-} ]]; then
   eval "extra=($TBUILD_BUILD_FLAGS)"

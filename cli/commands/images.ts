@@ -103,7 +103,8 @@ async function describe(
     // Layers shared between platforms are stored once; counted once.
     size += facts.size - (child.kind === "image" ? sharedLayerBytes(child, seen) : 0);
     created ??= facts.created;
-    platforms.push(...facts.platforms);
+    // An attestation manifest (platform unknown/unknown) is about an image, not one to run.
+    platforms.push(...facts.platforms.filter((p) => p !== "unknown/unknown"));
   }
   return { ...(created !== undefined ? { created } : {}), size, platforms };
 }

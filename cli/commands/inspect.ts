@@ -1,7 +1,10 @@
-import { UsageError } from "../../errors/index.js";
+import { readAttestations } from "../../attest/read.js";
+import { loadConfig, registryOptions } from "../../build/config.js";
+import { TbuildError, UsageError } from "../../errors/index.js";
 import { readImage, readImageForPlatform, readImageIndex } from "../../oci/image.js";
 import { hostPlatform, parsePlatform } from "../../oci/platform.js";
 import { isIndexMediaType } from "../../oci/spec.js";
+import { ImageNotFoundError, type Store } from "../../oci/store/index.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
 import { findLocalImage, openCommandStore } from "../store.js";
 
@@ -12,6 +15,7 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   const platformText = args.values.platform as string | undefined;
   const platform = platformText ? parsePlatform(platformText) : hostPlatform();
   const store = await openCommandStore(ctx);
+  if (args.values.provenance === true) return printProvenance(store, text, ctx);
   const record = await findLocalImage(store, text);
   const multiPlatform = isIndexMediaType(record.descriptor.mediaType);
   const index = multiPlatform ? (await readImageIndex(store.content, record.descriptor)).index : undefined;
@@ -27,5 +31,60 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
     config: image.config,
   };
   ctx.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+  return 0;
+}
+
+/**
+ * `--provenance`: the SLSA provenance statements of the image, by platform: of the stored image,
+ * else of the image in its registry.
+ */
+async function printProvenance(store: Store, text: string, ctx: CommandContext): Promise<number> {
+  const local = await findLocalImage(store, text).catch((err: unknown) => {
+    if (err instanceof ImageNotFoundError) return undefined;
+    throw err;
+  });
+  let statements: Awaited<ReturnType<typeof readAttestations>>;
+  let name: string;
+  if (local !== undefined) {
+    name = local.name;
+    const fromStore = (digest: string) => store.content.readBytes(digest);
+    statements = await readAttestations(
+      { manifest: fromStore, blob: fromStore },
+      local.descriptor,
+      "https://slsa.dev/provenance/",
+    );
+  } else {
+    const { parseReference, formatReference } = await import("../../oci/reference.js");
+    const { RegistrySession } = await import("../../oci/registry/session.js");
+    const { pullEndpoints } = await import("../../oci/registry/hosts.js");
+    const ref = parseReference(text);
+    name = formatReference(ref);
+    const options = registryOptions(await loadConfig(ctx.env), { env: ctx.env, signal: ctx.signal });
+    const session = new RegistrySession(pullEndpoints(ref.domain, options.hosts).slice(-1), options);
+    try {
+      const client = session.clients[0]!;
+      const top = await client.getManifest(ref.path, ref.digest ?? ref.tag!);
+      const manifest = async (digest: string) =>
+        digest === top.digest ? top.bytes : (await client.getManifest(ref.path, digest)).bytes;
+      const blob = async (digest: string) => {
+        const chunks: Uint8Array[] = [];
+        for await (const chunk of client.blobChunks(ref.path, digest)) chunks.push(chunk);
+        return Buffer.concat(chunks);
+      };
+      statements = await readAttestations({ manifest, blob }, top, "https://slsa.dev/provenance/");
+    } finally {
+      session.close();
+    }
+  }
+  if (Object.keys(statements).length === 0) {
+    throw new TbuildError(
+      "E_NO_ATTESTATION",
+      `${name} has no provenance attestation: build it with --provenance (a pushed image gets one by default)`,
+    );
+  }
+  const byPlatform = Object.fromEntries(
+    Object.entries(statements).map(([platform, list]) => [platform, list.length === 1 ? list[0] : list]),
+  );
+  ctx.stdout.write(`${JSON.stringify(byPlatform, null, 2)}\n`);
   return 0;
 }

@@ -30,6 +30,8 @@ const INPUTS = [
   "cache-to",
   "secrets",
   "no-cache",
+  "provenance",
+  "sbom",
   // tbuild's own: a remote worker.
   "worker",
   "worker-ssh-key",
@@ -232,7 +234,69 @@ describe("the action, run as a GitHub runner runs a composite action", () => {
         encoding: "utf8",
       }),
     ) as { manifests: { platform: { architecture: string } }[] };
-    expect(index.manifests.map((m) => m.platform.architecture)).toEqual(["amd64", "arm64"]);
+    // A pushed image gets provenance by default, as with build-push-action: an attestation
+    // manifest per platform after the images.
+    expect(index.manifests.map((m) => m.platform.architecture)).toEqual([
+      "amd64",
+      "arm64",
+      "unknown",
+      "unknown",
+    ]);
+  });
+
+  it("provenance: mode=max reaches the build, false keeps a pushed image one manifest", () => {
+    const raw = (ref: string) =>
+      JSON.parse(
+        execFileSync("skopeo", ["inspect", "--tls-verify=false", "--raw", `docker://${ref}`], {
+          encoding: "utf8",
+        }),
+      ) as { mediaType: string; manifests?: { digest: string }[] };
+    const withMax = `${registry.host}/attested:max`;
+    const run = runCompositeAction(projectRoot, {
+      cwd: workspace,
+      env,
+      with: {
+        context: "app",
+        file: "app/build.Dockerfile",
+        tags: withMax,
+        push: "true",
+        provenance: "mode=max",
+        "build-args": "GREETING=in the provenance",
+        secrets: "token=t0ken-not-in-provenance\nmulti=m",
+      },
+    });
+    expect(run.status, run.log).toBe(0);
+    expect(run.log).toContain("--provenance=mode=max");
+    const printed = inStore(["inspect", "--provenance", withMax]);
+    expect(printed).toContain('"build-arg:GREETING": "in the provenance"');
+    expect(printed).not.toContain("t0ken-not-in-provenance");
+    expect(raw(withMax).manifests).toHaveLength(2);
+
+    const without = `${registry.host}/attested:none`;
+    const plain = runCompositeAction(projectRoot, {
+      cwd: workspace,
+      env,
+      with: {
+        context: "app",
+        file: "app/build.Dockerfile",
+        tags: without,
+        push: "true",
+        provenance: "false",
+        secrets: "token=t\nmulti=m",
+      },
+    });
+    expect(plain.status, plain.log).toBe(0);
+    expect(raw(without).mediaType).toBe("application/vnd.oci.image.manifest.v1+json");
+
+    // sbom is passed on, and tbuild refuses it until it makes one.
+    const sbom = runCompositeAction(projectRoot, {
+      cwd: workspace,
+      env,
+      with: { context: "app", file: "app/build.Dockerfile", sbom: "true", secrets: "token=t\nmulti=m" },
+    });
+    expect(sbom.status).toBe(1);
+    expect(sbom.log).toContain("--sbom=true");
+    expect(sbom.log).toContain("--sbom (an SBOM attestation) is not supported yet");
   });
 
   it("refuses what tbuild cannot do yet, and malformed inputs, before building", () => {

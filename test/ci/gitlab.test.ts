@@ -98,6 +98,17 @@ function inspectInRegistry(reference: string) {
   };
 }
 
+/** The manifest or index the registry serves for `reference`, as stored. */
+function rawInRegistry(reference: string): unknown {
+  return JSON.parse(
+    execFileSync(
+      "skopeo",
+      ["inspect", "--raw", "--tls-verify=false", "--creds", `${USER}:${PASSWORD}`, `docker://${reference}`],
+      { encoding: "utf8" },
+    ),
+  );
+}
+
 function dotenv(file: string): Record<string, string> {
   return Object.fromEntries(
     readFileSync(file, "utf8")
@@ -154,6 +165,20 @@ describe("the GitLab CI template", () => {
     const report = dotenv(path.join(job.projectDir, "tbuild.env"));
     expect(report.TBUILD_IMAGE).toBe(image);
     expect(inspectInRegistry(image).digest).toBe(report.TBUILD_DIGEST);
+    // Pushed: with mode=min provenance, as buildx gives a pushed image.
+    const index = rawInRegistry(image) as { manifests: { annotations?: Record<string, string> }[] };
+    expect(index.manifests.map((m) => m.annotations?.["vnd.docker.reference.type"])).toEqual([
+      undefined,
+      "attestation-manifest",
+    ]);
+  });
+
+  it("TBUILD_PROVENANCE=false: the pushed image is one manifest, without attestations", () => {
+    const job = pipeline("main", "cafe00f", "true", { project: { TBUILD_PROVENANCE: "false" } });
+    expect(job.status, job.log).toBe(0);
+    expect(job.log).toContain("--provenance=false");
+    const raw = rawInRegistry(`${registry.host}/group/project:cafe00f`) as { mediaType: string };
+    expect(raw.mediaType).toBe("application/vnd.oci.image.manifest.v1+json");
   });
 
   it("TBUILD_PLATFORMS: one index of both platforms is tested on the runner's and pushed", () => {
@@ -171,7 +196,13 @@ describe("the GitLab CI template", () => {
     );
     expect(raw.status, raw.stderr).toBe(0);
     const index = JSON.parse(raw.stdout) as { manifests: { platform: { architecture: string } }[] };
-    expect(index.manifests.map((m) => m.platform.architecture)).toEqual(["amd64", "arm64"]);
+    // Each platform's image, then its provenance (the default of a pushing job).
+    expect(index.manifests.map((m) => m.platform.architecture)).toEqual([
+      "amd64",
+      "arm64",
+      "unknown",
+      "unknown",
+    ]);
     const report = dotenv(path.join(job.projectDir, "tbuild.env"));
     expect(report.TBUILD_DIGEST).toBe(`sha256:${createHash("sha256").update(raw.stdout).digest("hex")}`);
   });
