@@ -18,7 +18,6 @@ import {
   type ProvenanceStep,
   provenanceAttestation,
 } from "../attest/provenance.js";
-import { TbuildError } from "../errors/index.js";
 import { formatPlatform, hostPlatform, type Platform } from "../oci/platform.js";
 import type { BuildGraph } from "../solver/graph.js";
 import { inputsFirst } from "../solver/walk.js";
@@ -37,16 +36,10 @@ function pushes(request: BuildRequest): boolean {
 
 /**
  * The provenance a request asks for, none when none: buildx's default is `mode=min` for a pushed
- * image. An SBOM is refused until tbuild makes one, rather than silently left out.
+ * image.
  */
 export function provenanceOf(request: BuildRequest): ProvenanceRequest | undefined {
   const asked = request.attestations;
-  if (asked?.sbom) {
-    throw new TbuildError(
-      "E_NOT_SUPPORTED",
-      "--sbom (an SBOM attestation) is not supported yet: build without it",
-    );
-  }
   if (asked?.provenance === false) return undefined;
   if (asked?.provenance !== undefined) return asked.provenance;
   return pushes(request) ? { mode: "min", version: "v1" } : undefined;

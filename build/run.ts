@@ -49,6 +49,7 @@ import { containerImages, pruneUnneededLayers } from "./gc.js";
 import { type BuildPlan, planBuild } from "./plan.js";
 import { collectProvenance, gitCheckoutOf, provenanceOf } from "./provenance.js";
 import { type BuildRequest, checkBuildRequest, targetPlatformsOf } from "./request.js";
+import { collectSbom, sbomName, sbomOf } from "./sbom.js";
 import { checkRequiredSecrets, resolveSecrets, resolveSshAgents } from "./secrets.js";
 
 /** Where a build runs from, and who hears of it. */
@@ -264,6 +265,23 @@ async function build(
           }),
         ]
       : [];
+    if (sbomOf(request)) {
+      attestations.push(
+        await events.internal("scanning the image for its SBOM", () =>
+          collectSbom({
+            store,
+            snapshotter,
+            lowered,
+            result: solved.result,
+            results: solved.results,
+            contextDir: dockerfile.contextDir,
+            name: sbomName(request, lowered.target.name),
+            ...(sourceDateEpoch !== undefined ? { epoch: sourceDateEpoch } : {}),
+            signal: ctx.signal,
+          }),
+        ),
+      );
+    }
     const exported = await events.internal("exporting to image", () =>
       exportBuild(
         store,
@@ -594,6 +612,25 @@ async function buildPlatforms(platforms: Platform[], shared: SharedBuild): Promi
             }),
           ]
         : [];
+      if (sbomOf(request)) {
+        attestations.push(
+          await events.internal(
+            `scanning the image for its SBOM (${formatPlatform(plan.targetPlatform)})`,
+            () =>
+              collectSbom({
+                store,
+                snapshotter: shared.snapshotter,
+                lowered: plan.lowered,
+                result: part.result,
+                results: part.results,
+                contextDir: dockerfile.contextDir,
+                name: sbomName(request, plan.lowered.target.name),
+                ...(sourceDateEpoch !== undefined ? { epoch: sourceDateEpoch } : {}),
+                signal: ctx.signal,
+              }),
+          ),
+        );
+      }
       images.push({ platform: plan.targetPlatform, assembled, result: part.result, attestations });
     }
     // Steps are what the Dockerfile says (tbuild's own helper steps not counted), each once.

@@ -6,7 +6,7 @@
  * `--attest type=sbom` are parsed into `sbom`, which the build refuses until it makes one.
  */
 import type { AttestationRequest } from "../attest/attestation.js";
-import { UsageError } from "../errors/index.js";
+import { TbuildError, UsageError } from "../errors/index.js";
 
 type Provenance = NonNullable<AttestationRequest["provenance"]>;
 type Sbom = NonNullable<AttestationRequest["sbom"]>;
@@ -55,6 +55,13 @@ function sbomFrom(fields: Map<string, string>, spec: string, flag: string): Sbom
     if (key === "disabled") {
       if (TRUE.includes(value)) return false;
       if (!FALSE.includes(value)) throw new UsageError(`${flag} "${spec}": disabled must be true or false`);
+    } else if (key === "generator") {
+      throw new TbuildError(
+        "E_NOT_SUPPORTED",
+        `${flag} "${spec}": generator= (a scanner image) is not supported: tbuild makes the SBOM itself, from the image's package databases; drop generator=`,
+      );
+    } else if (key !== "type") {
+      throw new UsageError(`${flag} "${spec}": unknown SBOM option "${key}" (known: disabled)`);
     }
   }
   return {};

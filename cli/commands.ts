@@ -358,6 +358,12 @@ export const commands: CommandSpec[] = [
         description:
           "print the image's SLSA provenance statements by platform (from the store, else from its registry)",
       },
+      {
+        name: "sbom",
+        type: "boolean",
+        description:
+          "print the image's SBOM statements (SPDX) by platform (from the store, else from its registry)",
+      },
     ],
     load: () => import("./commands/inspect.js"),
   },

@@ -15,7 +15,11 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   const platformText = args.values.platform as string | undefined;
   const platform = platformText ? parsePlatform(platformText) : hostPlatform();
   const store = await openCommandStore(ctx);
-  if (args.values.provenance === true) return printProvenance(store, text, ctx);
+  if (args.values.provenance === true && args.values.sbom === true) {
+    throw new UsageError("--provenance and --sbom: give one at a time");
+  }
+  if (args.values.provenance === true) return printAttestations(store, text, ctx, PROVENANCE);
+  if (args.values.sbom === true) return printAttestations(store, text, ctx, SBOM);
   const record = await findLocalImage(store, text);
   const multiPlatform = isIndexMediaType(record.descriptor.mediaType);
   const index = multiPlatform ? (await readImageIndex(store.content, record.descriptor)).index : undefined;
@@ -34,11 +38,32 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   return 0;
 }
 
+/** What `--provenance` and `--sbom` print: statements whose predicate type starts so. */
+interface AttestationKind {
+  predicatePrefix: string;
+  missing: string;
+}
+
+const PROVENANCE: AttestationKind = {
+  predicatePrefix: "https://slsa.dev/provenance/",
+  missing: "provenance attestation: build it with --provenance (a pushed image gets one by default)",
+};
+
+const SBOM: AttestationKind = {
+  predicatePrefix: "https://spdx.dev/Document",
+  missing: "SBOM attestation: build it with --sbom",
+};
+
 /**
- * `--provenance`: the SLSA provenance statements of the image, by platform: of the stored image,
+ * `--provenance`, `--sbom`: the image's statements of that kind, by platform: of the stored image,
  * else of the image in its registry.
  */
-async function printProvenance(store: Store, text: string, ctx: CommandContext): Promise<number> {
+async function printAttestations(
+  store: Store,
+  text: string,
+  ctx: CommandContext,
+  kind: AttestationKind,
+): Promise<number> {
   const local = await findLocalImage(store, text).catch((err: unknown) => {
     if (err instanceof ImageNotFoundError) return undefined;
     throw err;
@@ -51,7 +76,7 @@ async function printProvenance(store: Store, text: string, ctx: CommandContext):
     statements = await readAttestations(
       { manifest: fromStore, blob: fromStore },
       local.descriptor,
-      "https://slsa.dev/provenance/",
+      kind.predicatePrefix,
     );
   } else {
     const { parseReference, formatReference } = await import("../../oci/reference.js");
@@ -71,16 +96,13 @@ async function printProvenance(store: Store, text: string, ctx: CommandContext):
         for await (const chunk of client.blobChunks(ref.path, digest)) chunks.push(chunk);
         return Buffer.concat(chunks);
       };
-      statements = await readAttestations({ manifest, blob }, top, "https://slsa.dev/provenance/");
+      statements = await readAttestations({ manifest, blob }, top, kind.predicatePrefix);
     } finally {
       session.close();
     }
   }
   if (Object.keys(statements).length === 0) {
-    throw new TbuildError(
-      "E_NO_ATTESTATION",
-      `${name} has no provenance attestation: build it with --provenance (a pushed image gets one by default)`,
-    );
+    throw new TbuildError("E_NO_ATTESTATION", `${name} has no ${kind.missing}`);
   }
   const byPlatform = Object.fromEntries(
     Object.entries(statements).map(([platform, list]) => [platform, list.length === 1 ? list[0] : list]),

@@ -76,6 +76,13 @@ export interface LoweredStage {
   name: string;
   /** The stage's filesystem; absent when it is empty (`FROM scratch` with nothing added). */
   root?: VertexDigest;
+  /**
+   * BUILDKIT_SBOM_SCAN_STAGE / BUILDKIT_SBOM_SCAN_CONTEXT as this stage has them (a global ARG,
+   * then the stage's own ARG, each `true`, `false` or a list of stage names): an SBOM of the build
+   * also scans this stage (when it is not the target) or, for the target, the context.
+   */
+  sbomScanStage?: true;
+  sbomScanContext?: true;
 }
 
 export interface LoweredBuild {
@@ -416,8 +423,26 @@ export async function lowerDockerfile(ast: DockerfileAst, options: LowerOptions)
 
   const assembler = new GraphAssembler();
   const lowered = (stage: StageDef): LoweredStage => {
-    const root = states.get(stage)!.root;
-    return { index: stage.index, name: stageName(stage), ...(root ? { root: assembler.digest(root) } : {}) };
+    const state = states.get(stage)!;
+    const name = stageName(stage);
+    // BuildKit's rule: the global ARG's value, then the stage's own ARG's, decide.
+    const scans = (arg: string): boolean => {
+      let enabled = false;
+      const global = metaEnv.get(arg);
+      if (global !== undefined) enabled = sbomScanEnabled(name, global);
+      for (const declared of state.declaredArgs) {
+        if (declared.key === arg && declared.value !== undefined)
+          enabled = sbomScanEnabled(name, declared.value);
+      }
+      return enabled;
+    };
+    return {
+      index: stage.index,
+      name,
+      ...(state.root ? { root: assembler.digest(state.root) } : {}),
+      ...(scans("BUILDKIT_SBOM_SCAN_STAGE") ? { sbomScanStage: true as const } : {}),
+      ...(scans("BUILDKIT_SBOM_SCAN_CONTEXT") ? { sbomScanContext: true as const } : {}),
+    };
   };
   const targetState = states.get(target)!;
   if (options.labels && Object.keys(options.labels).length > 0) {
@@ -518,3 +543,13 @@ function detectCycles(stages: StageDef[], errorAt: (reason: string, at: Position
 
 export { proxyEnv } from "./args.js";
 export type { PendingVertex };
+
+/**
+ * A BUILDKIT_SBOM_SCAN_* value for the stage `name`: a boolean as Go's strconv.ParseBool reads
+ * one, else a comma-separated list of the stages it enables.
+ */
+export function sbomScanEnabled(name: string, value: string): boolean {
+  if (["1", "t", "T", "TRUE", "true", "True"].includes(value)) return true;
+  if (["0", "f", "F", "FALSE", "false", "False"].includes(value)) return false;
+  return value.split(",").includes(name);
+}

@@ -58,10 +58,11 @@ describe("the SBOM of a Debian image with python3, an npm and a pip package", ()
   const store = tempDir("sbom-debian-store");
   const inStore = (args: string[]) => tbuild(args, { env: { TBUILD_ROOT: store } });
   let files: ImageFilesystem;
+  let context = "";
 
   beforeAll(async () => {
     await makeDockerDebianSlim(store, "debian:bookworm-slim", tempDir("sbom-debian-base"));
-    const context = tempDir("sbom-debian-context");
+    context = tempDir("sbom-debian-context");
     writeFileSync(path.join(context, "Dockerfile"), DOCKERFILE);
     writeFileSync(path.join(context, "make-wheel.py"), MAKE_WHEEL);
     // The npm registry's own tarball of ms 2.1.3, fetched now.
@@ -197,6 +198,34 @@ describe("the SBOM of a Debian image with python3, an npm and a pip package", ()
       spdxDocument([{ name: "sbom-debian", kind: "image", scan: await scanFilesystem(again) }], options),
     );
     expect(second).toBe(first);
+  });
+
+  it("tbuild build --sbom attaches it: the statement about the image lists exactly what dpkg-query -W, pip and the tarball say", () => {
+    const built = inStore(["build", "-q", "--sbom", "-t", "sbom-debian-attested", context]);
+    expect(built.status, built.stderr).toBe(0);
+    const inspected = inStore(["inspect", "--sbom", "sbom-debian-attested"]);
+    expect(inspected.status, inspected.stderr).toBe(0);
+    const statement = (
+      JSON.parse(inspected.stdout) as Record<string, { predicate: ReturnType<typeof spdxDocument> }>
+    )["linux/amd64"]!;
+    expect(spdxSchemaErrors(statement.predicate)).toEqual([]);
+    const purls = (
+      statement.predicate.packages as {
+        externalRefs?: { referenceType: string; referenceLocator: string }[];
+      }[]
+    ).flatMap(
+      (p) => p.externalRefs?.filter((r) => r.referenceType === "purl").map((r) => r.referenceLocator) ?? [],
+    );
+    const debs = purls
+      .filter((purl) => purl.startsWith("pkg:deb/"))
+      .map((purl) => {
+        const [, name, version] = /^pkg:deb\/debian\/([^@]+)@([^?]+)/.exec(purl)!;
+        return `${decodeURIComponent(name!)} ${decodeURIComponent(version!)}`;
+      })
+      .sort();
+    expect(debs).toEqual(inImage("dpkg-query -W -f '${Package} ${Version}\\n'").trim().split("\n").sort());
+    expect(purls).toContain("pkg:npm/ms@2.1.3");
+    expect(purls).toContain("pkg:pypi/tbuild-hello@1.2.3");
   });
 
   it("lists each directory of the merged layers as LowerView.list does (the scanner's fast listing)", async () => {

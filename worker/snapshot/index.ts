@@ -301,7 +301,7 @@ export class Snapshotter {
    * ones flattened into one when there are more than MAX_STACK. Safe with concurrent tbuild
    * processes.
    */
-  async prepareImage(image: Image, signal?: AbortSignal): Promise<string[]> {
+  async prepareImage(image: Pick<Image, "layers">, signal?: AbortSignal): Promise<string[]> {
     const ids = chainIds(image.layers.map((layer) => layer.diffId));
     const dirs: string[] = [];
     for (const [i, layer] of image.layers.entries()) {
