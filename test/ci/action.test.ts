@@ -288,15 +288,25 @@ describe("the action, run as a GitHub runner runs a composite action", () => {
     expect(plain.status, plain.log).toBe(0);
     expect(raw(without).mediaType).toBe("application/vnd.oci.image.manifest.v1+json");
 
-    // sbom is passed on, and tbuild refuses it until it makes one.
+    // sbom is passed on: the stored image has an SPDX SBOM.
     const sbom = runCompositeAction(projectRoot, {
       cwd: workspace,
       env,
-      with: { context: "app", file: "app/build.Dockerfile", sbom: "true", secrets: "token=t\nmulti=m" },
+      with: {
+        context: "app",
+        file: "app/build.Dockerfile",
+        tags: "sbom-from-action",
+        sbom: "true",
+        secrets: "token=t\nmulti=m",
+      },
     });
-    expect(sbom.status).toBe(1);
+    expect(sbom.status, sbom.log).toBe(0);
     expect(sbom.log).toContain("--sbom=true");
-    expect(sbom.log).toContain("--sbom (an SBOM attestation) is not supported yet");
+    const statements = JSON.parse(inStore(["inspect", "--sbom", "sbom-from-action"])) as Record<
+      string,
+      { predicateType: string }
+    >;
+    expect(Object.values(statements).map((s) => s.predicateType)).toEqual(["https://spdx.dev/Document"]);
   });
 
   it("refuses what tbuild cannot do yet, and malformed inputs, before building", () => {

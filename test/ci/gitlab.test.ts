@@ -181,6 +181,21 @@ describe("the GitLab CI template", () => {
     expect(raw.mediaType).toBe("application/vnd.oci.image.manifest.v1+json");
   });
 
+  it("TBUILD_SBOM=true: the pushed image's attestation manifest holds its SBOM beside its provenance", () => {
+    const job = pipeline("main", "cafe05b", "true", { project: { TBUILD_SBOM: "true" } });
+    expect(job.status, job.log).toBe(0);
+    expect(job.log).toContain("--sbom=true");
+    const image = `${registry.host}/group/project:cafe05b`;
+    const index = rawInRegistry(image) as { manifests: { digest: string }[] };
+    const attestation = rawInRegistry(`${registry.host}/group/project@${index.manifests[1]!.digest}`) as {
+      layers: { annotations: Record<string, string> }[];
+    };
+    expect(attestation.layers.map((l) => l.annotations["in-toto.io/predicate-type"])).toEqual([
+      "https://slsa.dev/provenance/v1",
+      "https://spdx.dev/Document",
+    ]);
+  });
+
   it("TBUILD_PLATFORMS: one index of both platforms is tested on the runner's and pushed", () => {
     const job = pipeline("main", "beef004", undefined, {
       project: { TBUILD_PLATFORMS: "linux/amd64,linux/arm64" },
