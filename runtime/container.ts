@@ -103,6 +103,10 @@ export class Container {
   private started = false;
   /** Settled with the exit code once the container has exited and its state is recorded. */
   private readonly exited: Promise<number>;
+  /** Settled once runc has started the container's command (its pid file is written). */
+  private readonly running: Promise<void>;
+  private settleRunning!: () => void;
+  private isRunning = false;
   private settleExit!: (code: number) => void;
   /** The container's root filesystem as its process sees it, while it runs (for exec's -u). */
   private tree?: import("../worker/sandbox/rootfs-path.js").RootTree;
@@ -121,6 +125,9 @@ export class Container {
     this.record = record;
     this.options = options;
     this.emulator = emulator;
+    this.running = new Promise<void>((resolve) => {
+      this.settleRunning = resolve;
+    });
     this.exited = new Promise<number>((resolve) => {
       this.settleExit = resolve;
     });
@@ -315,7 +322,11 @@ export class Container {
           }
           processStarted = true;
         },
-        ...(io.onRunning ? { onRunning: () => io.onRunning?.() } : {}),
+        onRunning: () => {
+          this.isRunning = true;
+          this.settleRunning();
+          io.onRunning?.();
+        },
       };
       let result: SandboxResult;
       try {
@@ -343,6 +354,7 @@ export class Container {
       throw failure ?? err;
     } finally {
       this.process = undefined;
+      this.isRunning = false;
       // Opened even when the run failed before it was awaited: closed all the same.
       network ??= await networkOpening.catch(() => undefined);
       io.onExited?.();
@@ -392,6 +404,18 @@ export class Container {
   async stop(timeoutSeconds?: number): Promise<number> {
     if (this.process === undefined) return this.exited;
     const grace = timeoutSeconds ?? this.record.stopTimeout ?? DEFAULT_STOP_TIMEOUT_SECONDS;
+    // Not before the command runs: a signal to runc's init, still PID 1 then, would end it with
+    // Go's exit status 2 instead of reaching the command's own handler. Waited for no longer
+    // than the grace period, should runc never say so.
+    if (!this.isRunning) {
+      let timer: NodeJS.Timeout | undefined;
+      const bound = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, Math.max(grace, 1) * 1000);
+      });
+      await Promise.race([this.running, this.exited, bound]);
+      clearTimeout(timer);
+    }
+    if (this.process === undefined) return this.exited;
     if (grace !== 0) this.kill(parseSignal(this.record.config.StopSignal ?? "SIGTERM"));
     // -1: no SIGKILL, as docker's --stop-timeout=-1.
     if (grace < 0) return this.exited;
@@ -487,7 +511,15 @@ export class Container {
    */
   kill(signal: NodeJS.Signals): boolean {
     if (this.process === undefined) return false;
-    this.process.kill(signal);
+    if (this.isRunning || signal === "SIGKILL") {
+      this.process.kill(signal);
+      return true;
+    }
+    // runc passes signals on once the command runs; before, one would end runc itself (and leave
+    // the container to start unsupervised). SIGKILL goes by runc's own `kill` at any time.
+    void Promise.race([this.running, this.exited]).then(() => {
+      if (this.isRunning) this.process?.kill(signal);
+    });
     return true;
   }
 

@@ -185,7 +185,8 @@ describe.each(modes())("detached containers as $name", (mode) => {
     const name = `fg-${mode.name}`;
     started.push(name);
     const spawned = env.spawn(["run", "--name", name, "--stop-timeout", "1", "busybox", "sleep", "1000"]);
-    expect(await eventually(() => / Up /.test(status(name)))).toBe(true);
+    // Running its command (exec reaches it), not only recorded as running.
+    expect(await eventually(() => env.run(["exec", name, "true"]).status === 0)).toBe(true);
     process.kill(await spawned.tbuildPid(), "SIGTERM");
     const { code } = await spawned.exited;
     expect(code).toBe(137);
@@ -196,7 +197,8 @@ describe.each(modes())("detached containers as $name", (mode) => {
     const name = `fg-stop-${mode.name}`;
     started.push(name);
     const spawned = env.spawn(["run", "--name", name, "busybox", ...exitsOn("TERM", 4)]);
-    expect(await eventually(() => / Up /.test(status(name)))).toBe(true);
+    // Running its command (exec reaches it), not only recorded as running.
+    expect(await eventually(() => env.run(["exec", name, "true"]).status === 0)).toBe(true);
     env.ok(["stop", name]);
     expect((await spawned.exited).code).toBe(4);
   });
