@@ -11,6 +11,7 @@ import { appendFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { PassThrough, Readable } from "node:stream";
+import { finished } from "node:stream/promises";
 import { runInSandbox, type SandboxResult, type SandboxSpec } from "../../../worker/sandbox/index.js";
 import { projectRoot } from "../../helpers/cli.js";
 import { busyboxRootfs } from "../../helpers/images.js";
@@ -160,6 +161,11 @@ export class SandboxHarness {
       };
     }
     const elapsedMs = performance.now() - started;
+    // The sandbox writes to the streams and never ends them: ended here, and read to their end,
+    // so that a last chunk still on its way through a stream is counted.
+    stdout.end();
+    stderr.end();
+    await Promise.all([finished(stdout), finished(stderr)]);
     return {
       ...outcome,
       elapsedMs,
