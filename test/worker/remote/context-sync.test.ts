@@ -50,22 +50,24 @@ interface Seen {
 }
 
 /** Every entry under `root`: type, permission bits, mtime, content hash or link target. */
-function snapshot(root: string, roundTimes: (ms: number) => number): Record<string, Seen> {
+function snapshot(root: string, roundTimes: (ns: bigint) => number): Record<string, Seen> {
   const out: Record<string, Seen> = {};
   const walk = (rel: string) => {
     for (const name of readdirSync(path.join(root, rel)).sort()) {
       const r = rel === "" ? name : `${rel}/${name}`;
       const abs = path.join(root, r);
-      const st = lstatSync(abs);
+      // In nanoseconds: a float's milliseconds (mtimeMs) round up within a fraction of a
+      // microsecond of the next millisecond, where the sync's own reading does not.
+      const st = lstatSync(abs, { bigint: true });
       if (st.isSymbolicLink()) out[r] = { type: "symlink", link: readlinkSync(abs) };
       else if (st.isDirectory()) {
-        out[r] = { type: "dir", mode: st.mode & 0o7777, mtimeMs: roundTimes(st.mtimeMs) };
+        out[r] = { type: "dir", mode: Number(st.mode & 0o7777n), mtimeMs: roundTimes(st.mtimeNs) };
         walk(r);
       } else {
         out[r] = {
           type: "file",
-          mode: st.mode & 0o7777,
-          mtimeMs: roundTimes(st.mtimeMs),
+          mode: Number(st.mode & 0o7777n),
+          mtimeMs: roundTimes(st.mtimeNs),
           sha256: createHash("sha256").update(readFileSync(abs)).digest("hex"),
         };
       }
@@ -76,9 +78,9 @@ function snapshot(root: string, roundTimes: (ms: number) => number): Record<stri
 }
 
 /** The client's tree as a copy of it must look: times cut to the millisecond, as a Date keeps them. */
-const ofClient = (root: string) => snapshot(root, Math.trunc);
+const ofClient = (root: string) => snapshot(root, (ns) => Number(ns / 1_000_000n));
 /** A copy: its times were set from the client's in whole milliseconds (utimes may land a hair below). */
-const ofCopy = (root: string) => snapshot(root, Math.round);
+const ofCopy = (root: string) => snapshot(root, (ns) => Number((ns + 500_000n) / 1_000_000n));
 
 /** One sync, as a remote build does it: listing, the worker's plan, the files asked, the copy made. */
 async function sync(client: string, copy: SyncedContext): Promise<string[]> {
