@@ -353,7 +353,8 @@ export async function followLog(
           }
         } while (again);
       } catch (err) {
-        return finish(err);
+        // The container removed while it was followed (its directory gone): the end, not an error.
+        return finish(existsSync(path.dirname(file)) ? err : undefined);
       } finally {
         checking = false;
       }
