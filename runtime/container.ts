@@ -37,7 +37,13 @@ import {
   newContainerId,
   processStartTime,
 } from "./containers.js";
-import { type ControlHandler, type ControlRequest, ControlServer, type ExecTarget } from "./control.js";
+import {
+  ContainerNotRunningError,
+  type ControlHandler,
+  type ControlRequest,
+  ControlServer,
+  type ExecTarget,
+} from "./control.js";
 import { Guard } from "./guard.js";
 import { argsUnderInit, findInit, INIT_MOUNT, initMountFailure } from "./init.js";
 import type { LogOptions } from "./logs.js";
@@ -441,7 +447,7 @@ export class Container {
       stop: (timeout) => this.stop(timeout),
       kill: (signal) => {
         if (!this.kill(parseSignal(signal))) {
-          throw new TbuildError("E_CONTAINER_NOT_RUNNING", `container ${this.record.name} is not running`);
+          throw new ContainerNotRunningError(this.record.name);
         }
       },
       wait: () => this.wait(),
@@ -457,7 +463,7 @@ export class Container {
   private async execTarget(request: Extract<ControlRequest, { op: "exec" }>): Promise<ExecTarget> {
     const { tree, sandbox } = this;
     if (tree === undefined || sandbox === undefined || this.process === undefined) {
-      throw new TbuildError("E_CONTAINER_NOT_RUNNING", `container ${this.record.name} is not running`);
+      throw new ContainerNotRunningError(this.record.name);
     }
     const config = JSON.parse(
       readFileSync(path.join(sandbox.bundleDir, "config.json"), "utf8"),

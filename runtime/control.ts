@@ -143,8 +143,8 @@ async function answer(line: string, handler: ControlHandler): Promise<ControlAns
   }
 }
 
-/** The process running the container went away without answering. */
-export class ControlGoneError extends TbuildError {
+/** A container that is not running: nothing serves its control socket, or it ended meanwhile. */
+export class ContainerNotRunningError extends TbuildError {
   constructor(name: string) {
     super("E_CONTAINER_NOT_RUNNING", `container ${name} is not running`);
   }
@@ -152,7 +152,7 @@ export class ControlGoneError extends TbuildError {
 
 /**
  * Sends one request to the container whose directory is `dir` and resolves to the answer; rejects
- * with ControlGoneError when nothing serves there (the container is not running) or the server
+ * with ContainerNotRunningError when nothing serves there (the container is not running) or the server
  * went away before answering, and with the server's own error when it refused.
  */
 export function controlRequest(dir: string, name: string, request: ControlRequest): Promise<ControlAnswer> {
@@ -175,14 +175,14 @@ export function controlRequest(dir: string, name: string, request: ControlReques
     socket.once("error", (err: NodeJS.ErrnoException) => {
       release();
       if (err.code === "ENOENT" || err.code === "ECONNREFUSED" || err.code === "ECONNRESET") {
-        reject(new ControlGoneError(name));
+        reject(new ContainerNotRunningError(name));
       } else reject(err);
     });
     socket.once("close", () => {
       release();
       const line = text.split("\n")[0];
       if (!line) {
-        reject(new ControlGoneError(name));
+        reject(new ContainerNotRunningError(name));
         return;
       }
       const reply = JSON.parse(line) as ControlAnswer;

@@ -7,13 +7,9 @@
 import { TbuildError } from "../errors/index.js";
 import type { Store } from "../oci/store/index.js";
 import { type ContainerRecord, type ContainerStore, currentState } from "./containers.js";
-import { ControlGoneError, controlRequest } from "./control.js";
+import { ContainerNotRunningError, controlRequest } from "./control.js";
 
-export class ContainerNotRunningError extends TbuildError {
-  constructor(name: string) {
-    super("E_CONTAINER_NOT_RUNNING", `container ${name} is not running`);
-  }
-}
+export { ContainerNotRunningError };
 
 /**
  * Stops a running container (the stop signal, then SIGKILL after `timeoutSeconds`, or the
@@ -33,7 +29,7 @@ export async function stopContainer(
     });
   } catch (err) {
     // It ended meanwhile: stopped all the same.
-    if (err instanceof ControlGoneError) return;
+    if (err instanceof ContainerNotRunningError) return;
     throw err;
   }
 }
@@ -45,12 +41,7 @@ export async function killContainer(
   signal: NodeJS.Signals,
 ): Promise<void> {
   if (currentState(record).status !== "running") throw new ContainerNotRunningError(record.name);
-  try {
-    await controlRequest(containers.containerDir(record.id), record.name, { op: "kill", signal });
-  } catch (err) {
-    if (err instanceof ControlGoneError) throw new ContainerNotRunningError(record.name);
-    throw err;
-  }
+  await controlRequest(containers.containerDir(record.id), record.name, { op: "kill", signal });
 }
 
 /** Resolves to a container's exit code once it is not running (at once when it is not). */
@@ -60,7 +51,7 @@ export async function waitContainer(containers: ContainerStore, record: Containe
       const answer = await controlRequest(containers.containerDir(record.id), record.name, { op: "wait" });
       if (answer.ok && answer.exitCode !== undefined) return answer.exitCode;
     } catch (err) {
-      if (!(err instanceof ControlGoneError)) throw err;
+      if (!(err instanceof ContainerNotRunningError)) throw err;
     }
   }
   const latest = (await containers.read(record.id)) ?? record;

@@ -15,8 +15,7 @@ import { TbuildError, UsageError } from "../../errors/index.js";
 import { defaultStoreRoot } from "../../oci/store/root.js";
 import { parseEnvFile, parseEnvFlags } from "../../runtime/config.js";
 import { ContainerStore, currentState } from "../../runtime/containers.js";
-import { ControlGoneError, controlRequest, type ExecTarget } from "../../runtime/control.js";
-import { ContainerNotRunningError } from "../../runtime/lifecycle.js";
+import { ContainerNotRunningError, controlRequest } from "../../runtime/control.js";
 import { hasWorkerPrivileges } from "../../worker/userns.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
 
@@ -48,20 +47,14 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   const containers = new ContainerStore(defaultStoreRoot(ctx.env));
   const record = await containers.find(text);
   if (currentState(record).status !== "running") throw new ContainerNotRunningError(record.name);
-  let target: ExecTarget | undefined;
-  try {
-    const answer = await controlRequest(containers.containerDir(record.id), record.name, {
-      op: "exec",
-      args: command,
-      env,
-      ...(values.user !== undefined ? { user: values.user as string } : {}),
-      ...(workdir !== undefined ? { workdir: path.posix.resolve(workdir) } : {}),
-    });
-    if (answer.ok) target = answer.exec;
-  } catch (err) {
-    if (err instanceof ControlGoneError) throw new ContainerNotRunningError(record.name);
-    throw err;
-  }
+  const answer = await controlRequest(containers.containerDir(record.id), record.name, {
+    op: "exec",
+    args: command,
+    env,
+    ...(values.user !== undefined ? { user: values.user as string } : {}),
+    ...(workdir !== undefined ? { workdir: path.posix.resolve(workdir) } : {}),
+  });
+  const target = answer.ok ? answer.exec : undefined;
   if (target === undefined) throw new ContainerNotRunningError(record.name);
 
   const processSpec: Record<string, unknown> = { ...target.process, terminal: tty };

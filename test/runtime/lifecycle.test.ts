@@ -144,7 +144,8 @@ describe.each(modes())("detached containers as $name", (mode) => {
       columns: 97,
       rows: 31,
     });
-    const output = result.output.toString();
+    // A NUL runc's console relay sometimes sends shows as nothing, or as its echo `^@`: not text.
+    const output = result.output.toString().replaceAll("\u0000", "").replaceAll("^@", "");
     expect(result.status, output).toBe(0);
     expect(output).toMatch(/\/dev\/pts\/\d+\r?\n31 97\r?\nTERM=xterm\r?\n/);
   });
