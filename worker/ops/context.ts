@@ -3,10 +3,12 @@
  * and the cancellation signal. Each op takes its inputs' results (filesystems as layer stacks) and
  * returns its own: the inputs' layers plus the layer it added, or a new stack.
  */
+
 import type { RegistryOptions } from "../../oci/registry/index.js";
 import type { Store } from "../../oci/store/index.js";
 import type { VertexDigest } from "../../solver/graph.js";
 import type { FsResult } from "../../solver/worker.js";
+import type { CacheMountRecord, CacheMountStore } from "../cache-mounts/store.js";
 import type { Snapshotter } from "../snapshot/index.js";
 import type { ContextEntry } from "./context-walk.js";
 
@@ -38,6 +40,15 @@ export interface OpContext {
   ignoreCache?: (digest: VertexDigest) => boolean;
   /** Set for each run: the vertex runs ignoring the cache, so its based cache mounts start fresh. */
   ignoringCache?: boolean;
+  /**
+   * Cache mounts that travel with the build cache (`--cache-from`/`--cache-to ...,mounts=true`):
+   * `seed` fills a mount the store lacks from an imported cache before a step first uses it;
+   * `used` hears of every mount a step used, for the export.
+   */
+  cacheMounts?: {
+    seed(record: CacheMountRecord, mounts: CacheMountStore): Promise<void>;
+    used(record: Omit<CacheMountRecord, "lastUsed">): void;
+  };
   /** `--ssh ID=SOCKET|KEY`, by id (`default` for `--ssh default`). */
   ssh: Record<string, string>;
   /** How new layers are compressed. */

@@ -14,11 +14,10 @@ import { Writable } from "node:stream";
 import lockfile from "proper-lockfile";
 import { TbuildError } from "../../errors/index.js";
 import { FREE_STORE_SPACE } from "../../errors/system.js";
-import { writeFileAtomic } from "../../oci/atomic-file.js";
 import { writeLayer } from "../../oci/layer.js";
-import { digestOf } from "../../solver/digest.js";
 import type { ExecMount, ExecOp } from "../../solver/graph.js";
 import type { FsResult } from "../../solver/worker.js";
+import { type CacheMountBase, CacheMountStore, cacheMountKey } from "../cache-mounts/store.js";
 import { stepEmulator } from "../emulation.js";
 import { rootPath } from "../root-path.js";
 import { runInSandbox, type SandboxMount } from "../sandbox/index.js";
@@ -296,13 +295,15 @@ async function forwardedAgentSocket(
 }
 
 /**
- * A cache mount is a directory of the store that outlives builds, named by its id. `locked` waits
- * for other users; `private` uses a throwaway copy when another build holds it.
+ * A cache mount is a directory of the store that outlives builds, named by its id
+ * (worker/cache-mounts/store.ts). `locked` waits for other users; `private` uses a throwaway copy
+ * when another build holds it.
  *
  * As in BuildKit, a mount with a base (a mode, uid or gid, which BuildKit sets in a layer of its
  * own, or a `from` stage it is seeded with) is named by its id and that base: another mode or a
  * changed stage gives another directory, and a step run under `--no-cache` starts a fresh one,
  * which later builds then use (BuildKit's re-run base). A mount without one outlives `--no-cache`.
+ * A mount the build imported (`--cache-from ...,mounts=true`) is seeded before its first use.
  */
 async function cacheMount(
   mount: ExecMount,
@@ -314,21 +315,27 @@ async function cacheMount(
   const from = mount.input !== undefined ? inputs[mount.input]! : undefined;
   const based =
     from !== undefined || mount.mode !== undefined || mount.uid !== undefined || mount.gid !== undefined;
-  const identity = based
+  const base: CacheMountBase | undefined = based
     ? {
-        id: cache.id,
-        base: {
-          mode: mount.mode ?? null,
-          uid: mount.uid ?? null,
-          gid: mount.gid ?? null,
-          from: from ? { layers: from.layers.map((l) => l.diffId), selector: mount.selector ?? "/" } : null,
-        },
+        mode: mount.mode ?? null,
+        uid: mount.uid ?? null,
+        gid: mount.gid ?? null,
+        from: from ? { layers: from.layers.map((l) => l.diffId), selector: mount.selector ?? "/" } : null,
       }
-    : { id: cache.id };
-  const dir = path.join(ctx.store.root, "cache-mounts", digestOf(identity).slice(7, 39));
-  let data = path.join(dir, based ? await cacheGeneration(dir, ctx.ignoringCache === true) : "data");
-  const fresh = !(await stat(data).catch(() => undefined));
-  if (fresh) {
+    : undefined;
+  const mounts = new CacheMountStore(ctx.store.root);
+  const key = cacheMountKey(cache.id, base);
+  const record = {
+    key,
+    id: cache.id,
+    sharing: cache.sharing,
+    target: mount.target,
+    ...(base ? { base } : {}),
+  };
+  const fresh = based && ctx.ignoringCache === true;
+  if (!fresh) await ctx.cacheMounts?.seed({ ...record, lastUsed: Date.now() }, mounts);
+  let data = await mounts.dataDir(key, { based, fresh });
+  if (!(await stat(data).catch(() => undefined))) {
     const building = `${data}.${randomBytes(4).toString("hex")}`;
     await mkdir(building, { recursive: true });
     if (mount.input !== undefined) {
@@ -351,9 +358,11 @@ async function cacheMount(
       await rm(building, { recursive: true, force: true });
     });
   }
+  await mounts.touch(record);
+  ctx.cacheMounts?.used(record);
   if (cache.sharing !== "shared") {
     const lock = await lockfile
-      .lock(dir, {
+      .lock(mounts.mountDir(key), {
         realpath: false,
         retries: cache.sharing === "locked" ? { retries: 600, minTimeout: 100, maxTimeout: 1000 } : 0,
       })
@@ -373,22 +382,6 @@ async function cacheMount(
     }
   }
   return { destination: mount.target, source: data, type: "bind", readonly: mount.readonly };
-}
-
-/**
- * Which directory of a based cache mount is in use (`current` names it): a new one when the step
- * runs under `--no-cache`, recorded at once so that later builds use it.
- */
-async function cacheGeneration(dir: string, fresh: boolean): Promise<string> {
-  const current = path.join(dir, "current");
-  if (!fresh) {
-    const recorded = (await readFile(current, "utf8").catch(() => "")).trim();
-    if (/^data(-[0-9a-f]+)?$/.test(recorded)) return recorded;
-    return "data";
-  }
-  const generation = `data-${randomBytes(6).toString("hex")}`;
-  await writeFileAtomic(current, `${generation}\n`, { makeDirectory: true });
-  return generation;
 }
 
 /** A secret is a file in the step's state directory (never in a layer, the cache or the log), or an env variable. */

@@ -1,0 +1,508 @@
+/**
+ * A cache mount's content as a tar stream and back: the form in which mounts travel (`tbuild cache
+ * export|import`, and `mounts=true` in `--cache-to`/`--cache-from`).
+ *
+ * Packing is deterministic, as `tbuild import` packs a directory (oci/archive/rootfs.ts): entries
+ * sorted byte-wise, depth first; numeric owners, permission bits with setuid/setgid/sticky, mtimes
+ * in whole seconds; hard links as links, so an unchanged mount packs to the same bytes and a
+ * registry already holding its blob is not sent it again. The mount's own directory is the first
+ * entry (its owner and mode are part of the mount: `uid=1000`). A mount is mostly many small files
+ * (package caches), so the tree is read with synchronous calls gathered into large chunks: a
+ * round trip through the thread pool per call would cost more than the calls.
+ *
+ * Unpacking reads untrusted input (an archive from a user, a registry any CI job writes to). It
+ * writes only into a new directory of its own, renamed into place when complete: an entry whose
+ * path is absolute or climbs with `..`, or that lies below anything but a directory this archive
+ * made, is refused, as is a second entry at a path or a hard link to anything but a file it made;
+ * files are created exclusively and never through a symbolic link.
+ */
+import { randomBytes } from "node:crypto";
+import {
+  chmodSync,
+  closeSync,
+  constants,
+  fchmodSync,
+  fchownSync,
+  futimesSync,
+  lchownSync,
+  linkSync,
+  lstatSync,
+  lutimesSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readlinkSync,
+  readSync,
+  symlinkSync,
+  utimesSync,
+  writeSync,
+} from "node:fs";
+import { rename, rm } from "node:fs/promises";
+import path from "node:path";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { createGunzip, createZstdCompress, createZstdDecompress, constants as zlib } from "node:zlib";
+import { TbuildError } from "../../errors/index.js";
+import { byBytes } from "../../oci/archive/byte-order.js";
+import { encodeTarHeader, TAR_END, TarChunker, type TarEntry, tarPadding } from "../../oci/archive/tar.js";
+import { readTarEntries, type TarReadEntry } from "../../oci/archive/tar-reader.js";
+import { entryComponents } from "../../oci/layer-entry.js";
+import { makeSpecialFile } from "../unpack.js";
+
+/** Bytes gathered before a chunk of the tar is handed on. */
+const CHUNK_BYTES = 1 << 20;
+/** Files at most this large are read whole, in one call. */
+const WHOLE_FILE_BYTES = 1 << 20;
+
+/** An archive of cache mounts that cannot be read or written; the message says what and why. */
+export class CacheMountArchiveError extends TbuildError {
+  constructor(message: string, cause?: unknown) {
+    super("E_CACHE_MOUNT_ARCHIVE", message, cause === undefined ? {} : { cause });
+  }
+}
+
+/** Linux's encoding of a device number (glibc's gnu_dev_major/minor). */
+function deviceNumbers(rdev: bigint): { devmaj: number; devmin: number } {
+  const major = ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn);
+  const minor = (rdev & 0xffn) | ((rdev >> 12n) & ~0xffn);
+  return { devmaj: Number(major), devmin: Number(minor) };
+}
+
+/**
+ * The tar entries of the directory `dir` under `prefix` (`""`: the directory is `./`; `"K/"`: it
+ * is `K/` and its files `K/...`), without the end-of-archive blocks, so that several directories
+ * can follow each other in one archive. `onSkip` hears of sockets, which a tar cannot hold.
+ */
+export async function* packTree(
+  dir: string,
+  prefix = "",
+  onSkip?: (relative: string, reason: string) => void,
+): AsyncGenerator<Buffer> {
+  const chunker = new TarChunker(CHUNK_BYTES);
+  const hardLinks = new Map<string, string>();
+  const rootInfo = lstatSafe(dir);
+  if (!rootInfo.isDirectory()) throw new CacheMountArchiveError(`${dir} is not a directory`);
+  const stack: { dir: string; relative: string; names: string[]; at: number }[] = [];
+  const enter = (absolute: string, relative: string) => {
+    let names: string[];
+    try {
+      names = readdirSync(absolute).sort(byBytes);
+    } catch (err) {
+      throw unreadable(absolute, err);
+    }
+    stack.push({ dir: absolute, relative, names, at: 0 });
+  };
+  const metadata = (st: ReturnType<typeof lstatSafe>) => ({
+    mode: Number(st.mode & 0o7777n),
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+    size: 0,
+    mtime: new Date(Number(st.mtimeMs)),
+  });
+  const first = chunker.add({
+    ...metadata(rootInfo),
+    path: prefix === "" ? "./" : prefix,
+    type: "Directory",
+  });
+  if (first) yield first;
+  enter(dir, prefix);
+  while (stack.length > 0) {
+    const top = stack[stack.length - 1]!;
+    if (top.at >= top.names.length) {
+      stack.pop();
+      continue;
+    }
+    const name = top.names[top.at++]!;
+    const absolute = path.join(top.dir, name);
+    const relative = top.relative + name;
+    const st = lstatSafe(absolute);
+    const base = metadata(st);
+    let chunk: Buffer | undefined;
+    if (st.isDirectory()) {
+      chunk = chunker.add({ ...base, path: `${relative}/`, type: "Directory" });
+      enter(absolute, `${relative}/`);
+    } else if (st.isFile()) {
+      const key = `${st.dev}:${st.ino}`;
+      const linked = st.nlink > 1n ? hardLinks.get(key) : undefined;
+      if (linked !== undefined) {
+        chunk = chunker.add({ ...base, path: relative, type: "Link", linkpath: linked });
+      } else {
+        if (st.nlink > 1n) hardLinks.set(key, relative);
+        const entry: TarEntry = { ...base, path: relative, type: "File", size: Number(st.size) };
+        if (entry.size <= WHOLE_FILE_BYTES) {
+          chunk = chunker.add(entry, readWhole(absolute, entry.size));
+        } else {
+          // A large file goes on in pieces, after what was gathered before it.
+          const before = chunker.flush();
+          if (before) yield before;
+          yield* largeFile(absolute, entry);
+        }
+      }
+    } else if (st.isSymbolicLink()) {
+      let target: string;
+      try {
+        target = readlinkSync(absolute);
+      } catch (err) {
+        throw unreadable(absolute, err);
+      }
+      chunk = chunker.add({ ...base, path: relative, type: "SymbolicLink", linkpath: target });
+    } else if (st.isCharacterDevice() || st.isBlockDevice()) {
+      const type = st.isCharacterDevice() ? "CharacterDevice" : "BlockDevice";
+      chunk = chunker.add({ ...base, path: relative, type, ...deviceNumbers(st.rdev) });
+    } else if (st.isFIFO()) {
+      chunk = chunker.add({ ...base, path: relative, type: "FIFO" });
+    } else {
+      onSkip?.(relative, "a socket cannot be stored in an archive");
+    }
+    if (chunk) yield chunk;
+  }
+  const rest = chunker.flush();
+  if (rest) yield rest;
+}
+
+/** A whole archive of one directory: packTree and the end-of-archive blocks. */
+export function packDirectoryTree(
+  dir: string,
+  onSkip?: (relative: string, reason: string) => void,
+): Readable {
+  return Readable.from(
+    (async function* () {
+      yield* packTree(dir, "", onSkip);
+      yield TAR_END;
+    })(),
+    { objectMode: false },
+  );
+}
+
+function lstatSafe(file: string) {
+  try {
+    return lstatSync(file, { bigint: true });
+  } catch (err) {
+    throw unreadable(file, err);
+  }
+}
+
+/** A small file's content, exactly `size` bytes, or an error saying it changed while it was read. */
+function readWhole(file: string, size: number): Buffer {
+  const bytes = Buffer.allocUnsafe(size);
+  let fd: number;
+  try {
+    fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch (err) {
+    throw unreadable(file, err);
+  }
+  try {
+    let at = 0;
+    while (at < size) {
+      const n = readSync(fd, bytes, at, size - at, null);
+      if (n === 0) break;
+      at += n;
+    }
+    if (at !== size || readSync(fd, Buffer.alloc(1), 0, 1, null) !== 0) throw changed(file);
+    return bytes;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** A large file's entry in pieces: header, content and padding. */
+function* largeFile(file: string, entry: TarEntry): Generator<Buffer> {
+  let fd: number;
+  try {
+    fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch (err) {
+    throw unreadable(file, err);
+  }
+  try {
+    yield encodeTarHeader(entry);
+    let at = 0;
+    while (at < entry.size) {
+      const piece = Buffer.allocUnsafe(Math.min(CHUNK_BYTES, entry.size - at));
+      const n = readSync(fd, piece, 0, piece.length, null);
+      if (n === 0) throw changed(file);
+      at += n;
+      yield n === piece.length ? piece : piece.subarray(0, n);
+    }
+    if (readSync(fd, Buffer.alloc(1), 0, 1, null) !== 0) throw changed(file);
+    yield tarPadding(entry.size);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function changed(file: string): CacheMountArchiveError {
+  return new CacheMountArchiveError(
+    `${file} changed while it was read (a build using the cache mount is running?); export again when it is done`,
+  );
+}
+
+function unreadable(file: string, err: unknown): CacheMountArchiveError {
+  const code = (err as NodeJS.ErrnoException)?.code ?? String(err);
+  return new CacheMountArchiveError(`cannot read ${file} (${code})`, err);
+}
+
+/** Chunks of a tar, whatever its compression: gzip and zstd are recognized by their magic bytes. */
+export async function* decompressedTar(
+  source: AsyncIterable<Uint8Array> | NodeJS.ReadableStream,
+): AsyncGenerator<Buffer> {
+  const iterator = (source as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]();
+  let head = Buffer.alloc(0);
+  while (head.length < 4) {
+    const next = await iterator.next();
+    if (next.done) break;
+    head = Buffer.concat([head, Buffer.from(next.value)]);
+  }
+  async function* all(): AsyncGenerator<Buffer> {
+    if (head.length > 0) yield head;
+    for (;;) {
+      const next = await iterator.next();
+      if (next.done) return;
+      yield Buffer.from(next.value.buffer, next.value.byteOffset, next.value.byteLength);
+    }
+  }
+  const gzip = head[0] === 0x1f && head[1] === 0x8b;
+  const zstd = head[0] === 0x28 && head[1] === 0xb5 && head[2] === 0x2f && head[3] === 0xfd;
+  if (!gzip && !zstd) {
+    yield* all();
+    return;
+  }
+  const inflate = gzip
+    ? createGunzip({ chunkSize: CHUNK_BYTES })
+    : createZstdDecompress({ chunkSize: CHUNK_BYTES, params: { [zlib.ZSTD_d_windowLogMax]: 27 } });
+  const piping = pipeline(Readable.from(all()), inflate);
+  piping.catch(() => {});
+  try {
+    for await (const chunk of inflate) yield chunk as Buffer;
+  } finally {
+    inflate.destroy();
+  }
+}
+
+export interface UnpackTreeOptions {
+  /** In a user namespace: device nodes cannot be made there, and are skipped with a warning. */
+  rootless: boolean;
+  warn?(message: string): void;
+  signal?: AbortSignal;
+  /** Names the archive in errors. */
+  what: string;
+}
+
+/**
+ * Unpacks a tar (plain, gzip or zstd) into `dest`, which must not exist: into a sibling temp
+ * directory first, renamed to `dest` when complete. The archive's `./` entry, when there is one, is
+ * `dest` itself. Refuses hostile entries (see the file's comment) with nothing left behind.
+ */
+export async function unpackTree(
+  source: AsyncIterable<Uint8Array> | NodeJS.ReadableStream,
+  dest: string,
+  options: UnpackTreeOptions,
+): Promise<void> {
+  const target = path.resolve(dest);
+  const temp = path.join(
+    path.dirname(target),
+    `.tmp-${path.basename(target)}-${process.pid}-${randomBytes(6).toString("hex")}`,
+  );
+  mkdirSync(temp, { mode: 0o700 });
+  try {
+    const tree = new TreeWriter(temp, options);
+    let count = 0;
+    for await (const entry of readTarEntries(decompressedTar(source), {
+      what: options.what,
+      onSkip: (entryPath, reason) => options.warn?.(`skipped ${entryPath}: ${reason}`),
+    })) {
+      if ((++count & 255) === 0) options.signal?.throwIfAborted();
+      await tree.apply(entry);
+    }
+    options.signal?.throwIfAborted();
+    tree.finish();
+    await rename(temp, target);
+  } catch (err) {
+    (source as { destroy?: () => void }).destroy?.();
+    await rm(temp, { recursive: true, force: true }).catch(() => {});
+    if ((err as NodeJS.ErrnoException).code === "ENAMETOOLONG") {
+      throw new CacheMountArchiveError(`cannot unpack ${options.what}: a path in it is too long`, err);
+    }
+    throw err;
+  }
+}
+
+class TreeWriter {
+  private readonly root: string;
+  private readonly options: UnpackTreeOptions;
+  /** Directories this archive made, by relative path ("" is the root). */
+  private readonly dirs = new Map<string, { mode: number; atime: Date; mtime: Date }>([
+    ["", { mode: 0o755, atime: new Date(0), mtime: new Date(0) }],
+  ]);
+  /** Everything else this archive made: true for regular files (what hard links may name). */
+  private readonly others = new Map<string, boolean>();
+  private skippedDevices = 0;
+  private xattrs = 0;
+
+  constructor(root: string, options: UnpackTreeOptions) {
+    this.root = root;
+    this.options = options;
+  }
+
+  private refuse(entry: TarReadEntry, reason: string): never {
+    throw new CacheMountArchiveError(
+      `refused to unpack ${this.options.what}: its entry ${JSON.stringify(entry.path)} ${reason}; nothing of it was unpacked`,
+    );
+  }
+
+  private owner(file: string | number, entry: TarReadEntry): void {
+    try {
+      if (typeof file === "number") fchownSync(file, entry.uid, entry.gid);
+      else lchownSync(file, entry.uid, entry.gid);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "EINVAL") {
+        throw new CacheMountArchiveError(
+          `${entry.path} in ${this.options.what} is owned by ${entry.uid}:${entry.gid}, which this user namespace does not map; give the user a larger subordinate range in /etc/subuid and /etc/subgid`,
+          err,
+        );
+      }
+      throw err;
+    }
+  }
+
+  async apply(entry: TarReadEntry): Promise<void> {
+    let parts: string[];
+    try {
+      parts = entryComponents(entry.path);
+    } catch (err) {
+      this.refuse(entry, (err as { reason?: string }).reason ?? (err as Error).message);
+    }
+    if (entry.xattrs.size > 0) this.xattrs++;
+    const rel = parts.join("/");
+    if (rel === "") {
+      if (entry.type !== "Directory") this.refuse(entry, "is the archive's root but no directory");
+      this.owner(this.root, entry);
+      this.dirs.set("", { mode: entry.mode & 0o7777, atime: entry.atime ?? entry.mtime, mtime: entry.mtime });
+      return;
+    }
+    if (this.dirs.has(rel) || this.others.has(rel)) this.refuse(entry, "is there twice");
+    // Every parent must be a directory this archive made (implied ones are made here).
+    let parent = "";
+    for (const part of parts.slice(0, -1)) {
+      parent = parent === "" ? part : `${parent}/${part}`;
+      if (this.dirs.has(parent)) continue;
+      if (this.others.has(parent))
+        this.refuse(entry, `lies below ${JSON.stringify(parent)}, which is no directory`);
+      mkdirSync(path.join(this.root, parent), { mode: 0o755 });
+      this.dirs.set(parent, { mode: 0o755, atime: new Date(0), mtime: new Date(0) });
+    }
+    const file = path.join(this.root, rel);
+    switch (entry.type) {
+      case "Directory":
+        mkdirSync(file, { mode: 0o700 });
+        this.owner(file, entry);
+        this.dirs.set(rel, {
+          mode: entry.mode & 0o7777,
+          atime: entry.atime ?? entry.mtime,
+          mtime: entry.mtime,
+        });
+        return;
+      case "File": {
+        const fd = openSync(
+          file,
+          constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+          0o600,
+        );
+        this.others.set(rel, true);
+        try {
+          if (entry.content !== undefined) writeAll(fd, entry.content);
+          else for await (const chunk of entry.body) writeAll(fd, chunk);
+          this.owner(fd, entry);
+          // After chown, which clears setuid and setgid bits.
+          fchmodSync(fd, entry.mode & 0o7777);
+          futimesSync(fd, entry.atime ?? entry.mtime, entry.mtime);
+        } finally {
+          closeSync(fd);
+        }
+        return;
+      }
+      case "SymbolicLink":
+        symlinkSync(entry.linkpath, file);
+        this.others.set(rel, false);
+        this.owner(file, entry);
+        lutimesSync(file, entry.atime ?? entry.mtime, entry.mtime);
+        return;
+      case "Link": {
+        let target: string;
+        try {
+          target = entryComponents(entry.linkpath).join("/");
+        } catch (err) {
+          this.refuse(
+            entry,
+            `links to ${JSON.stringify(entry.linkpath)}: ${(err as { reason?: string }).reason ?? ""}`,
+          );
+        }
+        if (this.others.get(target) !== true) {
+          this.refuse(
+            entry,
+            `is a hard link to ${JSON.stringify(entry.linkpath)}, which is no file of the archive before it`,
+          );
+        }
+        linkSync(path.join(this.root, target), file);
+        this.others.set(rel, true);
+        return;
+      }
+      case "CharacterDevice":
+      case "BlockDevice":
+      case "FIFO":
+        if (entry.type !== "FIFO" && this.options.rootless) {
+          this.skippedDevices++;
+          return;
+        }
+        await makeSpecialFile(file, entry.type, entry.devmaj, entry.devmin);
+        this.others.set(rel, false);
+        this.owner(file, entry);
+        chmodSync(file, entry.mode & 0o7777);
+        lutimesSync(file, entry.atime ?? entry.mtime, entry.mtime);
+        return;
+    }
+  }
+
+  /** Directories' modes and times, deepest first (making their entries changed their times). */
+  finish(): void {
+    const dirs = [...this.dirs.keys()].sort((a, b) => b.length - a.length);
+    for (const rel of dirs) {
+      const { mode, atime, mtime } = this.dirs.get(rel)!;
+      const file = rel === "" ? this.root : path.join(this.root, rel);
+      chmodSync(file, mode);
+      utimesSync(file, atime, mtime);
+    }
+    if (this.skippedDevices > 0) {
+      this.options.warn?.(
+        `skipped ${this.skippedDevices} device file(s) of ${this.options.what}: a user namespace cannot make them`,
+      );
+    }
+    if (this.xattrs > 0) {
+      this.options.warn?.(
+        `${this.xattrs} entr${this.xattrs === 1 ? "y" : "ies"} of ${this.options.what} carried extended attributes, which tbuild does not set yet`,
+      );
+    }
+  }
+}
+
+function writeAll(fd: number, bytes: Uint8Array): void {
+  let offset = 0;
+  while (offset < bytes.length) offset += writeSync(fd, bytes, offset);
+}
+
+/**
+ * A mount's content as it travels alone (a blob of `--cache-to ...,mounts=true`): its archive,
+ * zstd-compressed. The same content gives the same bytes, so a blob already sent is not sent again.
+ */
+export function packMountBlob(dir: string, onSkip?: (relative: string, reason: string) => void): Readable {
+  const compress = createZstdCompress({
+    chunkSize: CHUNK_BYTES,
+    params: { [zlib.ZSTD_c_compressionLevel]: 3 },
+  });
+  const source = packDirectoryTree(dir, onSkip);
+  pipeline(source, compress).catch(() => {});
+  return compress;
+}
+
+/** The media type of a cache mount blob. */
+export const CACHE_MOUNT_MEDIA_TYPE = "application/vnd.tbuild.cache.mount.v1.tar+zstd";
