@@ -834,6 +834,55 @@ export const commands: CommandSpec[] = [
     load: () => import("./commands/du.js"),
   },
   {
+    name: "cache mounts",
+    summary: "list the store's cache mounts (RUN --mount=type=cache): id, size, last use, sharing",
+    operands: "",
+    flags: [
+      { name: "quiet", short: "q", type: "boolean", description: "print only the mounts' keys" },
+      TABLE_OR_JSON,
+    ],
+    load: () => import("./commands/cache-mounts.js"),
+  },
+  {
+    name: "cache export",
+    summary: "write cache mounts to a directory or an archive, owners and modes kept, for cache import",
+    operands: "",
+    flags: [
+      {
+        name: "id",
+        type: "string",
+        multiple: true,
+        value: "ID",
+        description: "the mount of this id (or key prefix, as cache mounts shows it)",
+      },
+      { name: "all", type: "boolean", description: "every cache mount of the store" },
+      {
+        name: "output",
+        short: "o",
+        type: "string",
+        value: "DIR|FILE.tar[.zst|.gz]|-",
+        description: "where: a directory, an archive (compressed as its name says), or - for a tar on stdout",
+      },
+    ],
+    load: () => import("./commands/cache-export.js"),
+  },
+  {
+    name: "cache import",
+    summary: "seed the store's cache mounts from what cache export wrote (mounts the store has are kept)",
+    operands: "",
+    flags: [
+      {
+        name: "input",
+        short: "i",
+        type: "string",
+        value: "DIR|FILE|-",
+        description:
+          "a directory or an archive (.tar, .tar.zst, .tar.gz; - for one on stdin) written by cache export",
+      },
+    ],
+    load: () => import("./commands/cache-import.js"),
+  },
+  {
     name: "prune",
     summary:
       "remove build cache no image needs, least recently used first, with the unpacked layers only it needed",

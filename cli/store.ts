@@ -24,3 +24,25 @@ export function formatSize(bytes: number): string {
   const shown = unit === 0 ? String(value) : String(Number(value.toPrecision(3)));
   return `${shown}${units[unit]}`;
 }
+
+/** `5 minutes ago`, as docker's CREATED column reads. */
+export function timeAgo(created: string | number): string {
+  const seconds = Math.max(
+    0,
+    (Date.now() - (typeof created === "number" ? created : Date.parse(created))) / 1000,
+  );
+  if (Number.isNaN(seconds)) return "N/A";
+  const units: [number, string][] = [
+    [365 * 86400, "year"],
+    [30 * 86400, "month"],
+    [7 * 86400, "week"],
+    [86400, "day"],
+    [3600, "hour"],
+    [60, "minute"],
+  ];
+  for (const [size, unit] of units) {
+    const n = Math.floor(seconds / size);
+    if (n >= 1) return `${n} ${unit}${n > 1 ? "s" : ""} ago`;
+  }
+  return "Less than a minute ago";
+}

@@ -3,7 +3,7 @@ import { type Image, type ImageIndex, readImageOrIndex } from "../../oci/image.j
 import { familiarReference, parseReference } from "../../oci/reference.js";
 import type { Store } from "../../oci/store/index.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
-import { formatSize, openCommandStore, shortId } from "../store.js";
+import { formatSize, openCommandStore, shortId, timeAgo } from "../store.js";
 
 /** One row of `tbuild images`, and one element of `--format json`. */
 export interface ImageSummary {
@@ -66,7 +66,7 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
       s.repository,
       s.tag,
       s.id,
-      s.created ? since(s.created) : "N/A",
+      s.created ? timeAgo(s.created) : "N/A",
       formatSize(s.size),
       // An index of several platforms (a multi-platform build, a pull of several) shows them all.
       [...new Set(s.platforms)].join(",") || "-",
@@ -116,23 +116,4 @@ function sharedLayerBytes(image: Image, seen: Set<string>): number {
     seen.add(layer.descriptor.digest);
   }
   return shared;
-}
-
-/** `5 minutes ago`, as docker's CREATED column reads. */
-function since(created: string): string {
-  const seconds = Math.max(0, (Date.now() - Date.parse(created)) / 1000);
-  if (Number.isNaN(seconds)) return "N/A";
-  const units: [number, string][] = [
-    [365 * 86400, "year"],
-    [30 * 86400, "month"],
-    [7 * 86400, "week"],
-    [86400, "day"],
-    [3600, "hour"],
-    [60, "minute"],
-  ];
-  for (const [size, unit] of units) {
-    const n = Math.floor(seconds / size);
-    if (n >= 1) return `${n} ${unit}${n > 1 ? "s" : ""} ago`;
-  }
-  return "Less than a minute ago";
 }

@@ -11,7 +11,7 @@
  * A mount's content never takes part in a cache key: it is a cache, not an input.
  */
 import { randomBytes } from "node:crypto";
-import { readdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { writeFileAtomic } from "../../oci/atomic-file.js";
 import { digestOf } from "../../solver/digest.js";
@@ -186,6 +186,7 @@ export class CacheMountStore {
     const data = await this.dataDir(record.key, { based: record.base !== undefined });
     if (await stat(data).catch(() => undefined)) return "kept";
     const building = `${data}.seed-${randomBytes(4).toString("hex")}`;
+    await mkdir(path.dirname(data), { recursive: true });
     try {
       await fill(building);
       await rename(building, data);
@@ -214,14 +215,14 @@ export class CacheMountStore {
   }
 
   /**
-   * What removals and fills killed midway left (`.removing-*`; a content directory being made,
+   * What removals, imports and fills killed midway left (`.removing-*`, `.import-*`, `.tmp-*`; a content directory being made,
    * `data….XXXXXXXX` or `data….seed-XXXXXXXX`). Only while no other tbuild process is alive: a
    * directory being made now looks the same.
    */
   async removeAbandoned(): Promise<void> {
     for (const name of await readdir(this.dir).catch(() => [] as string[])) {
       const dir = path.join(this.dir, name);
-      if (name.startsWith(".removing-")) await rm(dir, { recursive: true, force: true });
+      if (/^\.(removing|import|tmp)-/.test(name)) await rm(dir, { recursive: true, force: true });
       if (!KEY.test(name)) continue;
       for (const part of await readdir(dir).catch(() => [] as string[])) {
         if (/^data(-[0-9a-f]+)?\.(seed-)?[0-9a-f]{8}$/.test(part))
