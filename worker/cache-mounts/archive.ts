@@ -39,9 +39,15 @@ import {
 } from "node:fs";
 import { rename, rm } from "node:fs/promises";
 import path from "node:path";
-import { Readable } from "node:stream";
+import { Readable, type Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { createGunzip, createZstdCompress, createZstdDecompress, constants as zlib } from "node:zlib";
+import {
+  createGunzip,
+  createZstdCompress,
+  createZstdDecompress,
+  type ZstdOptions,
+  constants as zlib,
+} from "node:zlib";
 import { TbuildError } from "../../errors/index.js";
 import { byBytes } from "../../oci/archive/byte-order.js";
 import { encodeTarHeader, TAR_END, TarChunker, type TarEntry, tarPadding } from "../../oci/archive/tar.js";
@@ -51,6 +57,8 @@ import { makeSpecialFile } from "../unpack.js";
 
 /** Bytes gathered before a chunk of the tar is handed on. */
 const CHUNK_BYTES = 1 << 20;
+/** Bytes a compressor or decompressor may hold beyond its reader: it works ahead (on another thread) meanwhile. */
+const AHEAD_BYTES = 16 << 20;
 /** Files at most this large are read whole, in one call. */
 const WHOLE_FILE_BYTES = 1 << 20;
 
@@ -184,7 +192,8 @@ function lstatSafe(file: string) {
 
 /** A small file's content, exactly `size` bytes, or an error saying it changed while it was read. */
 function readWhole(file: string, size: number): Buffer {
-  const bytes = Buffer.allocUnsafe(size);
+  // One byte more than the file should hold: a file that grew reads past its size in the same call.
+  const bytes = Buffer.allocUnsafe(size + 1);
   let fd: number;
   try {
     fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW);
@@ -193,13 +202,14 @@ function readWhole(file: string, size: number): Buffer {
   }
   try {
     let at = 0;
-    while (at < size) {
-      const n = readSync(fd, bytes, at, size - at, null);
+    for (;;) {
+      const n = readSync(fd, bytes, at, size + 1 - at, null);
       if (n === 0) break;
       at += n;
+      if (at > size) throw changed(file);
     }
-    if (at !== size || readSync(fd, Buffer.alloc(1), 0, 1, null) !== 0) throw changed(file);
-    return bytes;
+    if (at !== size) throw changed(file);
+    return bytes.subarray(0, size);
   } finally {
     closeSync(fd);
   }
@@ -269,6 +279,9 @@ export async function* decompressedTar(
   const inflate = gzip
     ? createGunzip({ chunkSize: CHUNK_BYTES })
     : createZstdDecompress({ chunkSize: CHUNK_BYTES, params: { [zlib.ZSTD_d_windowLogMax]: 27 } });
+  // Room to decompress ahead while the tree is written: else each chunk waits for the last to be written.
+  (inflate as unknown as { _readableState: { highWaterMark: number } })._readableState.highWaterMark =
+    AHEAD_BYTES;
   const piping = pipeline(Readable.from(all()), inflate);
   piping.catch(() => {});
   try {
@@ -488,6 +501,18 @@ class TreeWriter {
 function writeAll(fd: number, bytes: Uint8Array): void {
   let offset = 0;
   while (offset < bytes.length) offset += writeSync(fd, bytes, offset);
+}
+
+/**
+ * A zstd compressor (level 3, zstd's default) that takes up to AHEAD_BYTES before its writer
+ * waits: the tree is read on this thread while the compressor works on another.
+ */
+export function zstdCompressor(): Transform {
+  return createZstdCompress({
+    chunkSize: CHUNK_BYTES,
+    writableHighWaterMark: AHEAD_BYTES,
+    params: { [zlib.ZSTD_c_compressionLevel]: 3 },
+  } as ZstdOptions);
 }
 
 /**

@@ -14,11 +14,11 @@ import { lstat, mkdir, readFile, rename, rm } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { createGzip, createZstdCompress, constants as zlib } from "node:zlib";
+import { createGzip } from "node:zlib";
 import { directorySize } from "../../build/gc.js";
 import { TAR_END, tarEntry } from "../../oci/archive/tar.js";
 import { replaceFile } from "../../oci/atomic-file.js";
-import { CacheMountArchiveError, packTree, unpackTree } from "./archive.js";
+import { CacheMountArchiveError, packTree, unpackTree, zstdCompressor } from "./archive.js";
 import {
   type CacheMountInfo,
   type CacheMountRecord,
@@ -126,7 +126,7 @@ export async function exportCacheMounts(
   }
   const compress =
     format === "tar.zst"
-      ? [createZstdCompress({ chunkSize: 1 << 20, params: { [zlib.ZSTD_c_compressionLevel]: 3 } })]
+      ? [zstdCompressor()]
       : format === "tar.gz"
         ? [createGzip({ chunkSize: 1 << 20 })]
         : [];
