@@ -113,7 +113,7 @@ async function cacheMountSizes(mounts: CacheMountStore): Promise<{ mount: CacheM
  * config.toml's `[gc]` over cache mounts, after the build cache was pruned by it: mounts unused
  * for longer than `keep-duration` go, then least recently used ones while the build cache and the
  * cache mounts together take more than `keep-storage`. Mounts used since `usedSince` (the build
- * that ends now) stay. Undefined when the policy has no limit.
+ * that ends now) stay, and none goes while another tbuild process is alive.
  */
 export async function applyGcPolicyToCacheMounts(
   store: Store,
@@ -121,23 +121,16 @@ export async function applyGcPolicyToCacheMounts(
   policy: GcPolicy & Pick<PrunePolicy, "keepImages">,
   usedSince: number,
   now = Date.now(),
-): Promise<PrunedCacheMounts | undefined> {
-  if (policy.keepDuration === undefined && policy.keepStorage === undefined) return undefined;
-  if ((await new CacheMountStore(store.root).list()).length === 0) return undefined;
-  const pruned: PrunedCacheMounts = { removed: [], bytes: 0, busy: false };
-  const add = (more: PrunedCacheMounts) => {
-    pruned.removed.push(...more.removed);
-    pruned.bytes += more.bytes;
-    pruned.busy ||= more.busy;
-  };
+): Promise<void> {
+  if (policy.keepDuration === undefined && policy.keepStorage === undefined) return;
+  if ((await new CacheMountStore(store.root).list()).length === 0) return;
   if (policy.keepDuration !== undefined)
-    add(await pruneCacheMounts(store, { olderThan: policy.keepDuration, keepUsedSince: usedSince }, now));
+    await pruneCacheMounts(store, { olderThan: policy.keepDuration, keepUsedSince: usedSince }, now);
   if (policy.keepStorage !== undefined) {
     const buildCache = (await storeUsage(store, cache, policy.keepImages)).buildCache;
     const keepStorage = Math.max(0, policy.keepStorage - buildCache);
-    add(await pruneCacheMounts(store, { keepStorage, keepUsedSince: usedSince }, now));
+    await pruneCacheMounts(store, { keepStorage, keepUsedSince: usedSince }, now);
   }
-  return pruned;
 }
 
 /** Bytes under a directory (files counted once per inode); 0 when it does not exist. */
