@@ -2,6 +2,11 @@
  * The store's upkeep around builds: the unpacked layers nothing needs any more, the images kept
  * containers were made from (which no collection may take), and the space each part of the store
  * takes. Shared by a build's `[gc]` policy, `tbuild prune`, `du` and `rmi`, and a worker's `info`.
+ *
+ * Cache mounts count against `[gc]` as BuildKit counts its `exec.cachemount` records against a gc
+ * policy's `keepBytes` and `keepDuration`: the build cache is pruned first, and when the build
+ * cache and the cache mounts together still take more than `keep-storage`, the least recently used
+ * mounts go too (never one the ending build used: it is the most recent).
  */
 
 import { lstat, readdir } from "node:fs/promises";
@@ -10,7 +15,8 @@ import type { Descriptor } from "../oci/spec.js";
 import type { Store } from "../oci/store/index.js";
 import type { ContainerRecord } from "../runtime/containers.js";
 import type { CacheIndex } from "../solver/cache.js";
-import { liveLayerStacks, storeUsage } from "../solver/gc.js";
+import { type GcPolicy, liveLayerStacks, type PrunePolicy, storeUsage } from "../solver/gc.js";
+import { type CacheMountInfo, CacheMountStore } from "../worker/cache-mounts/store.js";
 import { Snapshotter } from "../worker/snapshot/index.js";
 
 /**
@@ -45,6 +51,86 @@ export async function containerImages(
     container,
     image: container.image.descriptor,
   }));
+}
+
+/** Which cache mounts a prune removes, least recently used first. With no limit, every one. */
+export interface CacheMountPrunePolicy {
+  /** Only mounts unused for longer than this (ms) go. */
+  olderThan?: number;
+  /** Stop once the cache mounts take at most this many bytes. */
+  keepStorage?: number;
+  /** Mounts used at or after this time (ms since the epoch) stay: the ending build used them. */
+  keepUsedSince?: number;
+}
+
+export interface PrunedCacheMounts {
+  removed: CacheMountInfo[];
+  /** What removing them freed. */
+  bytes: number;
+  /** Nothing was removed: another tbuild process is alive, and it may be running on any mount. */
+  busy: boolean;
+}
+
+/**
+ * Removes cache mounts by the policy, least recently used first. A mount in use has nothing that
+ * says so (a shared mount takes no lock), so while another tbuild process is alive none goes, as
+ * `tbuild prune --all` keeps them. Rootless, their files belong to subordinate ids: call this
+ * inside tbuild's user namespace.
+ */
+export async function pruneCacheMounts(
+  store: Store,
+  policy: CacheMountPrunePolicy,
+  now = Date.now(),
+): Promise<PrunedCacheMounts> {
+  if ((await store.content.liveLeases()).size > 0) return { removed: [], bytes: 0, busy: true };
+  const mounts = new CacheMountStore(store.root);
+  await mounts.removeAbandoned();
+  const sized = await cacheMountSizes(mounts);
+  let total = sized.reduce((sum, { bytes }) => sum + bytes, 0);
+  const pruned: PrunedCacheMounts = { removed: [], bytes: 0, busy: false };
+  for (const { mount, bytes } of sized.reverse()) {
+    if (policy.keepUsedSince !== undefined && mount.lastUsed >= policy.keepUsedSince) break;
+    if (policy.olderThan !== undefined && now - mount.lastUsed < policy.olderThan) break;
+    if (policy.keepStorage !== undefined && total <= policy.keepStorage) break;
+    await mounts.remove(mount.key);
+    total -= bytes;
+    pruned.bytes += bytes;
+    pruned.removed.push(mount);
+  }
+  return pruned;
+}
+
+/** Every cache mount with the bytes its directory holds, most recently used first. */
+async function cacheMountSizes(mounts: CacheMountStore): Promise<{ mount: CacheMountInfo; bytes: number }[]> {
+  const seen = new Set<string>();
+  const sized: { mount: CacheMountInfo; bytes: number }[] = [];
+  for (const mount of await mounts.list())
+    sized.push({ mount, bytes: await directorySize(mounts.mountDir(mount.key), seen) });
+  return sized;
+}
+
+/**
+ * config.toml's `[gc]` over cache mounts, after the build cache was pruned by it: mounts unused
+ * for longer than `keep-duration` go, then least recently used ones while the build cache and the
+ * cache mounts together take more than `keep-storage`. Mounts used since `usedSince` (the build
+ * that ends now) stay, and none goes while another tbuild process is alive.
+ */
+export async function applyGcPolicyToCacheMounts(
+  store: Store,
+  cache: CacheIndex,
+  policy: GcPolicy & Pick<PrunePolicy, "keepImages">,
+  usedSince: number,
+  now = Date.now(),
+): Promise<void> {
+  if (policy.keepDuration === undefined && policy.keepStorage === undefined) return;
+  if ((await new CacheMountStore(store.root).list()).length === 0) return;
+  if (policy.keepDuration !== undefined)
+    await pruneCacheMounts(store, { olderThan: policy.keepDuration, keepUsedSince: usedSince }, now);
+  if (policy.keepStorage !== undefined) {
+    const buildCache = (await storeUsage(store, cache, policy.keepImages)).buildCache;
+    const keepStorage = Math.max(0, policy.keepStorage - buildCache);
+    await pruneCacheMounts(store, { keepStorage, keepUsedSince: usedSince }, now);
+  }
 }
 
 /** Bytes under a directory (files counted once per inode); 0 when it does not exist. */

@@ -45,7 +45,7 @@ import type { LayoutImages } from "./contexts.js";
 import { readRequestDockerfile } from "./dockerfile.js";
 import { type BuildEvent, BuildEventStream, type BuildSummary } from "./events.js";
 import { BuildStepFailedError, describeStepFailure } from "./failure.js";
-import { containerImages, pruneUnneededLayers } from "./gc.js";
+import { applyGcPolicyToCacheMounts, containerImages, pruneUnneededLayers } from "./gc.js";
 import { type BuildPlan, planBuild } from "./plan.js";
 import { collectProvenance, gitCheckoutOf, provenanceOf } from "./provenance.js";
 import { type BuildRequest, checkBuildRequest, targetPlatformsOf } from "./request.js";
@@ -304,7 +304,7 @@ async function build(
       });
     }
     // config.toml's [gc] limits, enforced once the image is named (so its blobs are never candidates).
-    await enforceGcPolicy(config, store, cache);
+    await enforceGcPolicy(config, store, cache, buildStarted);
     // Steps are what the Dockerfile says; reading the context and the like are not counted.
     const steps = (digests: string[]) => digests.filter((d) => !graph.info[d]?.internal).length;
     const summary: BuildSummary = {
@@ -412,12 +412,21 @@ async function openBuildState(
   return { stateDir, secretsDir, cache, ignoreCache, close };
 }
 
-/** config.toml's [gc] limits, applied after a build; the images of kept containers stay. */
-async function enforceGcPolicy(config: TbuildConfig, store: Store, cache: CacheIndex): Promise<void> {
+/**
+ * config.toml's [gc] limits, applied after a build: to the build cache, then to the cache mounts
+ * this build did not use. The images of kept containers stay.
+ */
+async function enforceGcPolicy(
+  config: TbuildConfig,
+  store: Store,
+  cache: CacheIndex,
+  buildStarted: number,
+): Promise<void> {
   const gcPolicy = readGcPolicy(config);
   if (!gcPolicy) return;
   const keepImages = (await containerImages(store.root)).map((c) => c.image);
   if (await applyGcPolicy(store, cache, { ...gcPolicy, keepImages })) await pruneUnneededLayers(store, cache);
+  await applyGcPolicyToCacheMounts(store, cache, { ...gcPolicy, keepImages }, buildStarted);
 }
 
 /** The worker that runs a build's steps here: the store's snapshots, the build's sources, secrets and agents. */
@@ -651,7 +660,7 @@ async function buildPlatforms(platforms: Platform[], shared: SharedBuild): Promi
         registry,
       });
     }
-    await enforceGcPolicy(config, store, cache);
+    await enforceGcPolicy(config, store, cache, buildStarted);
     const size = images.reduce(
       (sum, { assembled }) =>
         sum +

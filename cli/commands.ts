@@ -898,14 +898,16 @@ export const commands: CommandSpec[] = [
         name: "keep-storage",
         type: "string",
         value: "SIZE",
-        description: "stop once the build cache is at most SIZE (e.g. 10GB)",
+        description:
+          "stop once the build cache (with type=cache-mount: the cache mounts) is at most SIZE (e.g. 10GB)",
       },
       {
         name: "filter",
         type: "string",
         multiple: true,
-        value: "until=DURATION",
-        description: "only records unused for longer than DURATION (e.g. 24h)",
+        value: "until=DURATION|type=cache-mount",
+        description:
+          "until: only what was unused for longer than DURATION (e.g. 24h); type=cache-mount: only cache mounts, least recently used first",
       },
       { name: "force", short: "f", type: "boolean", description: "do not ask (tbuild never asks)" },
     ],

@@ -1,11 +1,12 @@
 import { lstat, readdir, rm } from "node:fs/promises";
 import path from "node:path";
-import { containerImages, directorySize, pruneUnneededLayers } from "../../build/gc.js";
+import { containerImages, directorySize, pruneCacheMounts, pruneUnneededLayers } from "../../build/gc.js";
 import { UsageError } from "../../errors/index.js";
 import { defaultStoreRoot } from "../../oci/store/index.js";
 import { CacheIndex } from "../../solver/cache.js";
 import { parseDuration, parseSize, pruneBuildCache } from "../../solver/gc.js";
 import { removeAbandonedBuildStates, stopAbandonedContainers } from "../../worker/build-state.js";
+import type { CacheMountInfo } from "../../worker/cache-mounts/store.js";
 import { Snapshotter } from "../../worker/snapshot/index.js";
 import { hasWorkerPrivileges, reexecInUserNamespace } from "../../worker/userns.js";
 import type { CommandContext, ParsedCommandLine } from "../spec.js";
@@ -18,20 +19,29 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   if (keep !== undefined && keepStorage === undefined) {
     throw new UsageError(`--keep-storage takes a size such as 10GB or 512MB, not "${keep}"`);
   }
-  let olderThan: number | undefined;
-  for (const filter of (values.filter as string[] | undefined) ?? []) {
-    const [name, value] = filter.split("=", 2);
-    const duration = name === "until" && value !== undefined ? parseDuration(value) : undefined;
-    if (duration === undefined)
-      throw new UsageError(`--filter takes until=DURATION (e.g. until=24h), not "${filter}"`);
-    olderThan = duration;
-  }
+  const { olderThan, cacheMountsOnly } = parseFilters((values.filter as string[] | undefined) ?? []);
   if (args.positionals.length > 0) throw new UsageError("tbuild prune takes no operands");
+  if (cacheMountsOnly && values.all === true)
+    throw new UsageError(
+      "--all removes everything and --filter type=cache-mount only cache mounts: give one of them",
+    );
 
   // Cache mounts and snapshots hold subuid-owned files only the user namespace may remove.
-  if (!hasWorkerPrivileges()) await stopAbandonedContainers(defaultStoreRoot(ctx.env));
+  if (!hasWorkerPrivileges() && !cacheMountsOnly) await stopAbandonedContainers(defaultStoreRoot(ctx.env));
   const reexec = await reexecInUserNamespace(process.argv.slice(2), ctx.env);
   if (reexec !== undefined) return reexec;
+  if (cacheMountsOnly) {
+    const pruned = await pruneCacheMounts(await openCommandStore(ctx), {
+      ...(keepStorage !== undefined ? { keepStorage } : {}),
+      ...(olderThan !== undefined ? { olderThan } : {}),
+    });
+    if (pruned.busy) ctx.warn("another tbuild process is running: cache mounts are kept");
+    for (const mount of pruned.removed) ctx.stdout.write(`removed cache mount ${describeMount(mount)}\n`);
+    ctx.stdout.write(
+      `removed ${pruned.removed.length} cache mount(s); total reclaimed space: ${formatSize(pruned.bytes)}\n`,
+    );
+    return 0;
+  }
   const store = await openCommandStore(ctx);
   // What builds killed with SIGKILL left: their state directories and the containers in them.
   let abandonedBytes = 0;
@@ -63,6 +73,38 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
   } finally {
     cache.close();
   }
+}
+
+/** The names BuildKit's `--filter type=` gives cache mounts: its filter's, and its record type's. */
+const CACHE_MOUNT_TYPES = ["cache-mount", "exec.cachemount"];
+
+/** `--filter until=DURATION` and `--filter type=cache-mount`, as `docker buildx prune` spells them. */
+function parseFilters(filters: readonly string[]): { olderThan?: number; cacheMountsOnly: boolean } {
+  let olderThan: number | undefined;
+  let cacheMountsOnly = false;
+  for (const filter of filters) {
+    const [name, value = ""] = filter.split("=", 2);
+    if (name === "type") {
+      if (!CACHE_MOUNT_TYPES.includes(value))
+        throw new UsageError(
+          `--filter type= takes ${CACHE_MOUNT_TYPES.join(" or ")} (prune only cache mounts), not "${value}"`,
+        );
+      cacheMountsOnly = true;
+      continue;
+    }
+    const duration = name === "until" ? parseDuration(value) : undefined;
+    if (duration === undefined)
+      throw new UsageError(
+        `--filter takes until=DURATION (e.g. until=24h) or type=cache-mount, not "${filter}"`,
+      );
+    olderThan = duration;
+  }
+  return { ...(olderThan !== undefined ? { olderThan } : {}), cacheMountsOnly };
+}
+
+/** A removed mount as a user knows it: its id and where it was mounted (its key, made before records were kept). */
+function describeMount(mount: CacheMountInfo): string {
+  return mount.id === "" ? mount.key : `${mount.id} (${mount.target})`;
 }
 
 /**
