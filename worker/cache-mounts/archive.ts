@@ -50,7 +50,7 @@ import {
 } from "node:zlib";
 import { TbuildError } from "../../errors/index.js";
 import { byBytes } from "../../oci/archive/byte-order.js";
-import { encodeTarHeader, TAR_END, TarChunker, type TarEntry, tarPadding } from "../../oci/archive/tar.js";
+import { encodeTarHeader, TAR_END, type TarEntry, tarPadding } from "../../oci/archive/tar.js";
 import { readTarEntries, type TarReadEntry } from "../../oci/archive/tar-reader.js";
 import { entryComponents } from "../../oci/layer-entry.js";
 import { makeSpecialFile } from "../unpack.js";
@@ -60,7 +60,7 @@ const CHUNK_BYTES = 1 << 20;
 /** Bytes a compressor or decompressor may hold beyond its reader: it works ahead (on another thread) meanwhile. */
 const AHEAD_BYTES = 16 << 20;
 /** Files at most this large are read whole, in one call. */
-const WHOLE_FILE_BYTES = 1 << 20;
+const WHOLE_FILE_BYTES = 512 * 1024;
 
 /** An archive of cache mounts that cannot be read or written; the message says what and why. */
 export class CacheMountArchiveError extends TbuildError {
@@ -86,7 +86,7 @@ export async function* packTree(
   prefix = "",
   onSkip?: (relative: string, reason: string) => void,
 ): AsyncGenerator<Buffer> {
-  const chunker = new TarChunker(CHUNK_BYTES);
+  const chunker = new ChunkBuilder();
   const hardLinks = new Map<string, string>();
   const rootInfo = lstatSafe(dir);
   if (!rootInfo.isDirectory()) throw new CacheMountArchiveError(`${dir} is not a directory`);
@@ -107,7 +107,7 @@ export async function* packTree(
     size: 0,
     mtime: new Date(Number(st.mtimeMs)),
   });
-  const first = chunker.add({
+  const first = chunker.entry({
     ...metadata(rootInfo),
     path: prefix === "" ? "./" : prefix,
     type: "Directory",
@@ -127,18 +127,18 @@ export async function* packTree(
     const base = metadata(st);
     let chunk: Buffer | undefined;
     if (st.isDirectory()) {
-      chunk = chunker.add({ ...base, path: `${relative}/`, type: "Directory" });
+      chunk = chunker.entry({ ...base, path: `${relative}/`, type: "Directory" });
       enter(absolute, `${relative}/`);
     } else if (st.isFile()) {
       const key = `${st.dev}:${st.ino}`;
       const linked = st.nlink > 1n ? hardLinks.get(key) : undefined;
       if (linked !== undefined) {
-        chunk = chunker.add({ ...base, path: relative, type: "Link", linkpath: linked });
+        chunk = chunker.entry({ ...base, path: relative, type: "Link", linkpath: linked });
       } else {
         if (st.nlink > 1n) hardLinks.set(key, relative);
         const entry: TarEntry = { ...base, path: relative, type: "File", size: Number(st.size) };
         if (entry.size <= WHOLE_FILE_BYTES) {
-          chunk = chunker.add(entry, readWhole(absolute, entry.size));
+          chunk = chunker.file(entry, absolute);
         } else {
           // A large file goes on in pieces, after what was gathered before it.
           const before = chunker.flush();
@@ -153,12 +153,12 @@ export async function* packTree(
       } catch (err) {
         throw unreadable(absolute, err);
       }
-      chunk = chunker.add({ ...base, path: relative, type: "SymbolicLink", linkpath: target });
+      chunk = chunker.entry({ ...base, path: relative, type: "SymbolicLink", linkpath: target });
     } else if (st.isCharacterDevice() || st.isBlockDevice()) {
       const type = st.isCharacterDevice() ? "CharacterDevice" : "BlockDevice";
-      chunk = chunker.add({ ...base, path: relative, type, ...deviceNumbers(st.rdev) });
+      chunk = chunker.entry({ ...base, path: relative, type, ...deviceNumbers(st.rdev) });
     } else if (st.isFIFO()) {
-      chunk = chunker.add({ ...base, path: relative, type: "FIFO" });
+      chunk = chunker.entry({ ...base, path: relative, type: "FIFO" });
     } else {
       onSkip?.(relative, "a socket cannot be stored in an archive");
     }
@@ -190,30 +190,72 @@ function lstatSafe(file: string) {
   }
 }
 
-/** A small file's content, exactly `size` bytes, or an error saying it changed while it was read. */
-function readWhole(file: string, size: number): Buffer {
-  // One byte more than the file should hold: a file that grew reads past its size in the same call.
-  const bytes = Buffer.allocUnsafe(size + 1);
-  let fd: number;
-  try {
-    fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW);
-  } catch (err) {
-    throw unreadable(file, err);
+/**
+ * The tar gathered in chunks of CHUNK_BYTES, each a new buffer (the compressor holds on to what it
+ * is given), a small file's content read straight into it: no buffer per file, nothing copied twice.
+ */
+class ChunkBuilder {
+  private chunk = Buffer.allocUnsafe(CHUNK_BYTES);
+  private at = 0;
+
+  /** An entry without content (or a large file's header); a full chunk to pass on, if one filled. */
+  entry(entry: TarEntry): Buffer | undefined {
+    const header = encodeTarHeader(entry);
+    const full = this.room(header.length);
+    this.at += header.copy(this.chunk, this.at);
+    return full;
   }
-  try {
-    let at = 0;
-    for (;;) {
-      const n = readSync(fd, bytes, at, size + 1 - at, null);
-      if (n === 0) break;
-      at += n;
-      if (at > size) throw changed(file);
+
+  /**
+   * A small file's entry: its header, exactly `entry.size` bytes of content read from `file`, and
+   * padding. One byte more is asked for, so a file that grew since its lstat is caught in the same
+   * read; a file that changed size is refused rather than archived wrong.
+   */
+  file(entry: TarEntry, file: string): Buffer | undefined {
+    const header = encodeTarHeader(entry);
+    const padded = entry.size + ((BLOCK - (entry.size % BLOCK)) % BLOCK);
+    const full = this.room(header.length + Math.max(padded, entry.size + 1));
+    let fd: number;
+    try {
+      fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW);
+    } catch (err) {
+      throw unreadable(file, err);
     }
-    if (at !== size) throw changed(file);
-    return bytes.subarray(0, size);
-  } finally {
-    closeSync(fd);
+    try {
+      const start = this.at + header.length;
+      let read = 0;
+      for (;;) {
+        const n = readSync(fd, this.chunk, start + read, entry.size + 1 - read, null);
+        if (n === 0) break;
+        read += n;
+        if (read > entry.size) throw changed(file);
+      }
+      if (read !== entry.size) throw changed(file);
+    } finally {
+      closeSync(fd);
+    }
+    header.copy(this.chunk, this.at);
+    this.chunk.fill(0, this.at + header.length + entry.size, this.at + header.length + padded);
+    this.at += header.length + padded;
+    return full;
+  }
+
+  /** What is gathered, if anything; a new chunk is started. */
+  flush(): Buffer | undefined {
+    if (this.at === 0) return undefined;
+    const done = this.chunk.subarray(0, this.at);
+    this.chunk = Buffer.allocUnsafe(CHUNK_BYTES);
+    this.at = 0;
+    return done;
+  }
+
+  /** Makes room for `bytes` (at most CHUNK_BYTES): the gathered chunk, when it had too little left. */
+  private room(bytes: number): Buffer | undefined {
+    return this.at + bytes > this.chunk.length ? this.flush() : undefined;
   }
 }
+
+const BLOCK = 512;
 
 /** A large file's entry in pieces: header, content and padding. */
 function* largeFile(file: string, entry: TarEntry): Generator<Buffer> {
