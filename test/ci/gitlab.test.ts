@@ -1,6 +1,6 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { projectRoot, tbuildBin } from "../helpers/cli.js";
@@ -8,6 +8,7 @@ import { importBusybox } from "../helpers/images.js";
 import { type RunningRegistry, startRegistry } from "../helpers/registry.js";
 import { startSshd } from "../helpers/sshd.js";
 import { tempDirs } from "../helpers/temp.js";
+import { busyboxArchive, ModeEnv, modes } from "../runtime/harness.js";
 import { type GitLabJob, readYaml, runGitLabJob } from "./runners.js";
 
 const tempDir = tempDirs();
@@ -340,6 +341,53 @@ describe("the GitLab CI template with TBUILD_CACHE_MOUNTS: cache mounts kept in 
     expect(healed.log).not.toContain("warning");
     expect(healed.log).toContain("\nWARM\nDockerfile\n");
   }, 180_000);
+
+  it("rootless, as a shell executor's unprivileged user: the cache keeps the user's archive, and the next job builds warm", async () => {
+    const mode = modes().find((m) => m.name === "rootless")!;
+    const user = mode.user;
+    const owned = new ModeEnv(mode, tempDir);
+    const rootlessCache = path.join(owned.ownedDir("runner-cache"), "cache");
+    const job = async (sha: string) => {
+      // A new runner: an empty store of the user's, with busybox, and a fresh clone.
+      const world = new ModeEnv(mode, tempDir);
+      await world.loadBusybox(await busyboxArchive(tempDir));
+      const projectDir = world.ownedDir("clone");
+      writeFileSync(path.join(projectDir, "Dockerfile"), `FROM busybox\n${MOUNT_STEP}\nCOPY . /context/\n`);
+      if (user) execFileSync("chown", ["-R", `${user.uid}:${user.gid}`, projectDir]);
+      return runGitLabJob(template, "tbuild", {
+        overrides: { tbuild: { variables: { TBUILD_TEST_COMMAND: "sh -c 'cat /state; ls -A /context'" } } },
+        predefined: {
+          CI_REGISTRY_IMAGE: `${registry.host}/group/rootless`,
+          CI_COMMIT_SHORT_SHA: sha,
+          CI_COMMIT_BRANCH: "feature-r",
+          CI_DEFAULT_BRANCH: "main",
+          CI_JOB_NAME: "tbuild",
+        },
+        project: { TBUILD_HOME: projectRoot },
+        env: {
+          PATH: process.env.PATH,
+          HOME: user?.home ?? process.env.HOME,
+          TBUILD_ROOT: world.store,
+          TBUILD_CONFIG: "/dev/null",
+          DOCKER_CONFIG: world.ownedDir("docker"),
+        },
+        projectDir,
+        cache: rootlessCache,
+        ...(user ? { user: user.name } : {}),
+      });
+    };
+
+    const first = await job("r000001");
+    expect(first.status, first.log).toBe(0);
+    expect(first.log).toContain("\nCOLD\nDockerfile\n");
+    const saved = statSync(path.join(rootlessCache, "tbuild-cache-mounts-tbuild", ARCHIVE));
+    expect(saved.uid).toBe(user?.uid ?? process.getuid!());
+
+    const second = await job("r000002");
+    expect(second.status, second.log).toBe(0);
+    expect(second.log).toMatch(/^tbuild: imported 1 cache mount\(s\)/m);
+    expect(second.log).toContain("\nWARM\nDockerfile\n");
+  }, 240_000);
 
   it("TBUILD_CACHE_MOUNTS empty: nothing imported or exported", async () => {
     count++;

@@ -449,6 +449,25 @@ export interface JobRunOptions {
   projectDir: string;
   /** The runner's cache storage, kept between jobs: a directory (default: a cache nothing is kept in). */
   cache?: string;
+  /**
+   * The shell executor's user (default: this process's). The script, and the cache's restore and
+   * save, run as that user, as gitlab-runner's shell executor runs them.
+   */
+  user?: string;
+}
+
+/** Copies `source` to `target` (parents made), as `user` when given, keeping modes and times. */
+function copyAs(user: string | undefined, source: string, target: string): void {
+  if (user === undefined) {
+    cpSync(source, target, { recursive: true, preserveTimestamps: true });
+    return;
+  }
+  const copied = spawnSync(
+    "runuser",
+    ["-u", user, "--", "sh", "-c", 'mkdir -p "$(dirname "$2")" && cp -a "$1" "$2"', "sh", source, target],
+    { encoding: "utf8" },
+  );
+  if (copied.status !== 0) throw new Error(`the cache copy as ${user} failed: ${copied.stderr}`);
 }
 
 /** The directory of a job's cache entry, after checking its `cache:` is what the runner knows. */
@@ -467,26 +486,29 @@ function cacheEntryDir(cache: GitLabCache, storage: string, variables: Record<st
   return path.join(storage, key);
 }
 
-function restoreCache(cache: GitLabCache, entry: string, projectDir: string): string {
+function restoreCache(cache: GitLabCache, entry: string, projectDir: string, user?: string): string {
   if (!existsSync(entry)) return `No cache found for ${path.basename(entry)}\n`;
   for (const p of cache.paths ?? []) {
-    if (existsSync(path.join(entry, p))) {
-      cpSync(path.join(entry, p), path.join(projectDir, p), { recursive: true, preserveTimestamps: true });
-    }
+    if (existsSync(path.join(entry, p))) copyAs(user, path.join(entry, p), path.join(projectDir, p));
   }
   return `Successfully extracted cache ${path.basename(entry)}\n`;
 }
 
-function saveCache(cache: GitLabCache, entry: string, projectDir: string, status: number): string {
+function saveCache(
+  cache: GitLabCache,
+  entry: string,
+  projectDir: string,
+  status: number,
+  user?: string,
+): string {
   const when = cache.when ?? "on_success";
   if (when === "on_success" ? status !== 0 : when === "on_failure" ? status === 0 : false) return "";
   rmSync(entry, { recursive: true, force: true });
-  mkdirSync(entry, { recursive: true });
   let log = "";
   for (const p of cache.paths ?? []) {
     const source = path.join(projectDir, p);
     if (existsSync(source)) {
-      cpSync(source, path.join(entry, p), { recursive: true, preserveTimestamps: true });
+      copyAs(user, source, path.join(entry, p));
     } else {
       log += `WARNING: ${p}: no matching files\n`;
     }
@@ -512,15 +534,21 @@ export function runGitLabJob(templateFile: string, job: string, options: JobRunO
   Object.assign(variables, options.project ?? {});
   const entry =
     resolved.cache && options.cache ? cacheEntryDir(resolved.cache, options.cache, variables) : undefined;
-  let log = entry ? restoreCache(resolved.cache!, entry, options.projectDir) : "";
+  let log = entry ? restoreCache(resolved.cache!, entry, options.projectDir, options.user) : "";
   const script = [...(resolved.before_script ?? []), ...(resolved.script ?? [])].join("\n");
-  const result = spawnSync("bash", ["-eo", "pipefail", "-c", script], {
-    cwd: options.projectDir,
-    env: { ...options.env, ...variables, GITLAB_CI: "true", CI: "true" },
-    encoding: "utf8",
-  });
+  const env: NodeJS.ProcessEnv = { ...options.env, ...variables, GITLAB_CI: "true", CI: "true" };
+  const shell = ["bash", "-eo", "pipefail", "-c", script];
+  const assignments = Object.entries(env).flatMap(([k, v]) => (v === undefined ? [] : [`${k}=${v}`]));
+  const result =
+    options.user === undefined
+      ? spawnSync(shell[0]!, shell.slice(1), { cwd: options.projectDir, env, encoding: "utf8" })
+      : spawnSync("runuser", ["-u", options.user, "--", "env", "-i", ...assignments, ...shell], {
+          cwd: options.projectDir,
+          env: { PATH: env.PATH },
+          encoding: "utf8",
+        });
   const status = result.status ?? 1;
   log += result.stdout + result.stderr;
-  if (entry) log += saveCache(resolved.cache!, entry, options.projectDir, status);
+  if (entry) log += saveCache(resolved.cache!, entry, options.projectDir, status, options.user);
   return { ran: true, status, log, variables };
 }
