@@ -77,7 +77,7 @@ args+=("${WORKER_ARGS[@]}")
 args+=("${TBUILD_CONTEXT:-.}")
 
 # The cache mounts' archive, moved out of the project directory (the build's context, often) for
-# the build, and back for GitLab to save.
+# the build; only what the export writes goes back for GitLab to save, never the restored one.
 source "$root/ci/cache-mounts.sh"
 mounts_archive=${TBUILD_CACHE_MOUNTS:-}
 if [[ -n $mounts_archive && -n ${TBUILD_WORKER:-} ]]; then
@@ -85,9 +85,9 @@ if [[ -n $mounts_archive && -n ${TBUILD_WORKER:-} ]]; then
   mounts_archive=""
 fi
 if [[ -n $mounts_archive ]]; then
-  if [[ -e $mounts_archive ]]; then mv "$mounts_archive" "$work/cache-mounts.tar.zst"; fi
+  if [[ -e $mounts_archive ]]; then mv "$mounts_archive" "$work/restored-mounts.tar.zst"; fi
   rmdir "$(dirname "$mounts_archive")" 2>/dev/null || true
-  import_cache_mounts "$work/cache-mounts.tar.zst" warn "$mounts_archive"
+  import_cache_mounts "$work/restored-mounts.tar.zst" warn "$mounts_archive"
 fi
 status=0
 run tbuild "${args[@]}" || status=$?
