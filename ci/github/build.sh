@@ -7,7 +7,10 @@
 # and let it span lines), each item trimmed; `tags` and `platforms` are also split at commas,
 # the others keep their commas, and `outputs` takes quotes literally. tbuild's own inputs `worker`,
 # `worker-ssh-key` and `worker-known-hosts` build on a remote worker (ci/worker.sh). `provenance`
-# and `sbom` pass their value to --provenance= and --sbom=, as build-push-action does.
+# and `sbom` pass their value to --provenance= and --sbom=, as build-push-action does. With
+# TBUILD_CACHE_MOUNTS_ARCHIVE (the `cache-mounts` input, named by ci/github/cache-key.sh), the
+# cache mounts are imported from that archive before the build and exported to it after, failed
+# builds included (ci/cache-mounts.sh); the step's outcome stays the build's.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
@@ -19,6 +22,12 @@ node=$root/node_modules/node/bin/node
 fail() {
   printf '::error title=tbuild::%s\n' "$1"
   exit 1
+}
+# A warning annotation; its message escaped as workflow commands need (one line).
+warn() {
+  local message=${1//'%'/%25}
+  message=${message//$'\r'/%0D}
+  printf '::warning title=tbuild::%s\n' "${message//$'\n'/%0A}"
 }
 
 # Helpers of parse_list, working on its locals (field, fields, at_field_start, records, commas).
@@ -197,10 +206,20 @@ worker_flags "$work" "$(trim "${INPUT_WORKER:-}")" "${INPUT_WORKER_SSH_KEY:-}" "
 args+=("${WORKER_ARGS[@]}")
 args+=("$context")
 
+source "$root/ci/cache-mounts.sh"
+mounts_archive=${TBUILD_CACHE_MOUNTS_ARCHIVE:-}
+if [[ -n $mounts_archive && -n $(trim "${INPUT_WORKER:-}") ]]; then
+  fail "not supported yet: cache-mounts with a remote worker (its cache mounts are in the worker's store, not the runner's)"
+fi
+if [[ -n $mounts_archive ]]; then import_cache_mounts "$mounts_archive" warn; fi
+
 printf '+ tbuild'
 printf ' %q' "${args[@]}"
 printf '\n'
-"$tbuild" "${args[@]}"
+status=0
+"$tbuild" "${args[@]}" || status=$?
+if [[ -n $mounts_archive ]]; then export_cache_mounts "$mounts_archive" warn; fi
+if ((status != 0)); then exit "$status"; fi
 
 if [[ -s $work/iid ]]; then
   imageid=$(<"$work/iid")

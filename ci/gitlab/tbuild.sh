@@ -5,7 +5,10 @@
 # TBUILD_PUSH is true (the template's rules set it on the default branch). Writes tbuild.env
 # (TBUILD_IMAGE, TBUILD_DIGEST) for the job's dotenv report. With TBUILD_WORKER the build runs on
 # a remote worker (TBUILD_WORKER_SSH_KEY and TBUILD_WORKER_KNOWN_HOSTS for an ssh:// one:
-# ci/worker.sh); the image comes back for the test and the push.
+# ci/worker.sh); the image comes back for the test and the push. With TBUILD_CACHE_MOUNTS (a path
+# in the project directory that the template's `cache:` keeps), the cache mounts are imported from
+# that archive before the build and exported to it after, failed builds included
+# (ci/cache-mounts.sh); the archive stays out of the project directory while the build runs.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
@@ -17,6 +20,9 @@ node=$root/node_modules/node/bin/node
 fail() {
   printf 'tbuild: %s\n' "$1" >&2
   exit 1
+}
+warn() {
+  printf 'tbuild: warning: %s\n' "$1" >&2
 }
 # Prints a command as a shell would read it, then runs it.
 run() {
@@ -69,7 +75,30 @@ source "$root/ci/worker.sh"
 worker_flags "$work" "${TBUILD_WORKER:-}" "${TBUILD_WORKER_SSH_KEY:-}" "${TBUILD_WORKER_KNOWN_HOSTS:-}"
 args+=("${WORKER_ARGS[@]}")
 args+=("${TBUILD_CONTEXT:-.}")
-run tbuild "${args[@]}"
+
+# The cache mounts' archive, moved out of the project directory (the build's context, often) for
+# the build; only what the export writes goes back for GitLab to save, never the restored one.
+source "$root/ci/cache-mounts.sh"
+mounts_archive=${TBUILD_CACHE_MOUNTS:-}
+if [[ -n $mounts_archive && -n ${TBUILD_WORKER:-} ]]; then
+  echo "tbuild: cache mounts are not kept with a remote worker (they are in the worker's store): TBUILD_CACHE_MOUNTS ignored"
+  mounts_archive=""
+fi
+if [[ -n $mounts_archive ]]; then
+  if [[ -e $mounts_archive ]]; then mv "$mounts_archive" "$work/restored-mounts.tar.zst"; fi
+  rmdir "$(dirname "$mounts_archive")" 2>/dev/null || true
+  import_cache_mounts "$work/restored-mounts.tar.zst" warn "$mounts_archive"
+fi
+status=0
+run tbuild "${args[@]}" || status=$?
+if [[ -n $mounts_archive ]]; then
+  export_cache_mounts "$work/cache-mounts.tar.zst" warn "$mounts_archive"
+  if [[ -e $work/cache-mounts.tar.zst ]]; then
+    mkdir -p "$(dirname "$mounts_archive")"
+    mv "$work/cache-mounts.tar.zst" "$mounts_archive"
+  fi
+fi
+if ((status != 0)); then exit "$status"; fi
 
 # The test: the image's own command, or TBUILD_TEST_COMMAND's words (quotes keep a word whole).
 test_command=()

@@ -1,6 +1,6 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { formatPlatform, hostPlatform } from "../../oci/platform.js";
@@ -9,7 +9,13 @@ import { importBusybox } from "../helpers/images.js";
 import { type RunningRegistry, startRegistry } from "../helpers/registry.js";
 import { startSshd } from "../helpers/sshd.js";
 import { tempDirs } from "../helpers/temp.js";
-import { type ActionFile, parseCommandFile, readYaml, runCompositeAction } from "./runners.js";
+import {
+  type ActionFile,
+  parseCommandFile,
+  readYaml,
+  runCacheAction,
+  runCompositeAction,
+} from "./runners.js";
 
 const tempDir = tempDirs();
 const actionFile = path.join(projectRoot, "action.yml");
@@ -36,6 +42,8 @@ const INPUTS = [
   "worker",
   "worker-ssh-key",
   "worker-known-hosts",
+  // tbuild's own: cache mounts kept in the actions cache.
+  "cache-mounts",
 ];
 const OUTPUTS = ["imageid", "digest", "metadata"];
 
@@ -95,26 +103,47 @@ describe("action.yml", () => {
     expect(action.runs.using).toBe("composite");
   });
 
-  it("hands every input to its build step as INPUT_<NAME>", () => {
+  it("hands every input to its build step as INPUT_<NAME>, cache-mounts as the archive its step names", () => {
     const build = action.runs.steps.find((step) => step.id === "build")!;
     const expected = Object.fromEntries(
-      INPUTS.map((name) => [`INPUT_${name.toUpperCase().replaceAll("-", "_")}`, `\${{ inputs.${name} }}`]),
+      INPUTS.filter((name) => name !== "cache-mounts").map((name) => [
+        `INPUT_${name.toUpperCase().replaceAll("-", "_")}`,
+        `\${{ inputs.${name} }}`,
+      ]),
     );
-    expect(build.env).toEqual(expected);
+    expect(build.env).toEqual({
+      ...expected,
+      TBUILD_CACHE_MOUNTS_ARCHIVE: "${{ steps.cache-mounts.outputs.archive }}",
+    });
+    const cacheKey = action.runs.steps.find((step) => step.id === "cache-mounts")!;
+    expect(cacheKey.env).toEqual({ INPUT_CACHE_MOUNTS: "${{ inputs.cache-mounts }}" });
   });
 
   it("runs steps that are valid bash, and scripts that are too", () => {
-    for (const step of action.runs.steps) {
+    for (const step of action.runs.steps.filter((s) => s.uses === undefined)) {
       expect(step.shell).toBe("bash");
-      const check = spawnSync("bash", ["-n", "-c", step.run], { encoding: "utf8" });
+      const check = spawnSync("bash", ["-n", "-c", step.run!], { encoding: "utf8" });
       expect(check.stderr).toBe("");
       expect(check.status).toBe(0);
     }
-    for (const script of ["ci/github/install.sh", "ci/github/build.sh"]) {
+    for (const script of [
+      "ci/github/install.sh",
+      "ci/github/build.sh",
+      "ci/github/cache-key.sh",
+      "ci/cache-mounts.sh",
+    ]) {
       const check = spawnSync("bash", ["-n", path.join(projectRoot, script)], { encoding: "utf8" });
       expect(check.stderr).toBe("");
       expect(check.status).toBe(0);
     }
+  });
+});
+
+describe("ci/README.md", () => {
+  it("names every input and output of the action", () => {
+    const readme = readFileSync(path.join(projectRoot, "ci", "README.md"), "utf8");
+    const github = readme.slice(readme.indexOf("## GitHub Actions"), readme.indexOf("## GitLab CI"));
+    for (const name of [...INPUTS, ...OUTPUTS]) expect(github, name).toContain(`\`${name}\``);
   });
 });
 
@@ -374,4 +403,139 @@ describe("the action with a remote worker", () => {
       await sshd.stop();
     }
   }, 180_000);
+});
+
+describe("the action with cache-mounts: the build's cache mounts kept in the actions cache", () => {
+  /** A RUN whose cache mount tells whether an earlier build filled it, into the image's /state. */
+  const MOUNT_STEP =
+    "RUN --mount=type=cache,target=/cache sh -c 'if [ -f /cache/warm ]; then echo WARM; else echo COLD; touch /cache/warm; fi > /state'";
+  let dir: string;
+  let actionsCache: string;
+  let runnerTemp: string;
+
+  beforeAll(() => {
+    dir = tempDir("action-mounts");
+    actionsCache = path.join(dir, "actions-cache");
+    // The same path in every job, as a hosted runner's _temp.
+    runnerTemp = path.join(dir, "_temp");
+    for (const [name, more] of [
+      ["mounts", ""],
+      ["mounts-fail", "RUN echo the build failed after the mount step >&2; exit 3\n"],
+    ]) {
+      mkdirSync(path.join(workspace, name!), { recursive: true });
+      writeFileSync(path.join(workspace, name!, "Dockerfile"), `FROM busybox\n${MOUNT_STEP}\n${more}`);
+    }
+  });
+
+  /** One job: a new, empty store (a new runner), the action with `cache-mounts`, the image's /state. */
+  async function job(context: string, cacheMounts = "true") {
+    const store = path.join(tempDir("action-mounts-store"), "store");
+    await importBusybox(store, "busybox");
+    const jobEnv = { ...env, TBUILD_ROOT: store };
+    const run = runCompositeAction(projectRoot, {
+      cwd: workspace,
+      env: jobEnv,
+      runnerTemp,
+      cache: actionsCache,
+      with: { context, tags: "mounts:ci", "cache-mounts": cacheMounts },
+    });
+    const state = tbuild(["run", "--rm", "mounts:ci", "cat", "/state"], { env: jobEnv, cwd: workspace });
+    return { ...run, state: state.status === 0 ? state.stdout.trim() : undefined };
+  }
+
+  const savedKeys = () =>
+    readdirSync(actionsCache).map(
+      (entry) => JSON.parse(readFileSync(path.join(actionsCache, entry, "entry.json"), "utf8")).key as string,
+    );
+  const archive = () => path.join(runnerTemp, "tbuild-cache-mounts", "tbuild-cache-mounts.tar.zst");
+
+  it("a first job builds cold and saves the mounts; the next, in an empty store, restores them and builds warm", async () => {
+    const first = await job("mounts");
+    expect(first.status, first.log).toBe(0);
+    expect(first.state).toBe("COLD");
+    expect(first.log).toContain(
+      `tbuild: no cache mounts to import: ${archive()} is not there (a first run, or the CI cache has none yet)`,
+    );
+    expect(first.log).not.toContain("::warning");
+    expect(first.log).toMatch(/^tbuild: exported 1 cache mount\(s\)/m);
+    const [firstKey] = savedKeys();
+    expect(first.log).toContain(`Cache saved with key: ${firstKey}`);
+    expect(firstKey).toMatch(/^tbuild-cache-mounts-run-\d+-1$/);
+
+    const second = await job("mounts");
+    expect(second.status, second.log).toBe(0);
+    expect(second.log).toContain(`Cache restored from key: ${firstKey}`);
+    expect(second.log).toMatch(/^tbuild: imported 1 cache mount\(s\)/m);
+    expect(second.state).toBe("WARM");
+    // Saved again under a key of its own: an entry is never overwritten.
+    expect(savedKeys()).toHaveLength(2);
+    expect(new Set(savedKeys()).size).toBe(2);
+  }, 180_000);
+
+  it("a failed build fails the action, and still saves its mounts for the next job", async () => {
+    const before = savedKeys().length;
+    const failed = await job("mounts-fail", "after-a-failure");
+    expect(failed.status).not.toBe(0);
+    expect(failed.log).toContain("the build failed after the mount step");
+    expect(failed.log).toMatch(/^tbuild: exported 1 cache mount\(s\)/m);
+    expect(failed.log).toMatch(/^Cache saved with key: after-a-failure-run-\d+-1$/m);
+    expect(savedKeys()).toHaveLength(before + 1);
+
+    const next = await job("mounts", "after-a-failure");
+    expect(next.status, next.log).toBe(0);
+    expect(next.state).toBe("WARM");
+  }, 180_000);
+
+  it("a corrupt archive in the cache: a warning naming it, a cold build, and a good archive saved", async () => {
+    // The newest entry of the name holds garbage bytes where the archive should be.
+    mkdirSync(path.dirname(archive()), { recursive: true });
+    writeFileSync(archive(), Buffer.from("this is not a zstd tar archive at all\n".repeat(50)));
+    runCacheAction(
+      "actions/cache/save@v4",
+      { path: archive(), key: "tbuild-cache-mounts-run-garbage" },
+      actionsCache,
+    );
+
+    const corrupt = await job("mounts");
+    expect(corrupt.status, corrupt.log).toBe(0);
+    expect(corrupt.log).toContain("Cache restored from key: tbuild-cache-mounts-run-garbage");
+    const warnings = corrupt.log.split("\n").filter((line) => line.startsWith("::warning"));
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain(
+      `::warning title=tbuild::cache mounts not imported from ${archive()}, building without them:`,
+    );
+    expect(corrupt.state).toBe("COLD");
+
+    // Its own save is the newest entry now: the next job is warm again.
+    const healed = await job("mounts");
+    expect(healed.status, healed.log).toBe(0);
+    expect(healed.log).not.toContain("tbuild-cache-mounts-run-garbage");
+    expect(healed.state).toBe("WARM");
+  }, 240_000);
+
+  it("refuses a cache-mounts name actions/cache cannot take, and cache-mounts with a remote worker", async () => {
+    const cases: Array<[Record<string, string>, string]> = [
+      [
+        { "cache-mounts": "my cache, please" },
+        'input cache-mounts is "my cache, please": give true, false, or a name',
+      ],
+      [
+        { "cache-mounts": "true", worker: "pool:builders" },
+        "not supported yet: cache-mounts with a remote worker",
+      ],
+    ];
+    for (const [inputs, message] of cases) {
+      const run = runCompositeAction(projectRoot, {
+        cwd: workspace,
+        env,
+        runnerTemp,
+        cache: actionsCache,
+        with: { context: "mounts", ...inputs },
+      });
+      expect(run.status).toBe(1);
+      expect(run.log).toMatch(/^::error title=tbuild::/m);
+      expect(run.log).toContain(message);
+      expect(run.log).not.toContain("+ tbuild build");
+    }
+  });
 });

@@ -1,6 +1,6 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { projectRoot, tbuildBin } from "../helpers/cli.js";
@@ -8,6 +8,7 @@ import { importBusybox } from "../helpers/images.js";
 import { type RunningRegistry, startRegistry } from "../helpers/registry.js";
 import { startSshd } from "../helpers/sshd.js";
 import { tempDirs } from "../helpers/temp.js";
+import { busyboxArchive, ModeEnv, modes } from "../runtime/harness.js";
 import { type GitLabJob, readYaml, runGitLabJob } from "./runners.js";
 
 const tempDir = tempDirs();
@@ -230,6 +231,183 @@ describe("the GitLab CI template", () => {
     expect(inspected.status).not.toBe(0);
     expect(inspected.stderr).toMatch(/manifest unknown|name unknown/i);
   });
+});
+
+describe("ci/README.md", () => {
+  it("names every variable of the template", () => {
+    const readme = readFileSync(path.join(projectRoot, "ci", "README.md"), "utf8");
+    const gitlab = readme.slice(readme.indexOf("## GitLab CI"));
+    const variables = Object.keys(readYaml<Record<string, GitLabJob>>(template)[".tbuild"]!.variables!);
+    expect(variables).toContain("TBUILD_CACHE_MOUNTS");
+    for (const name of variables) expect(gitlab, name).toContain(`\`${name}\``);
+  });
+});
+
+describe("the GitLab CI template with TBUILD_CACHE_MOUNTS: cache mounts kept in the job's cache", () => {
+  /** A RUN whose cache mount tells whether an earlier build filled it, into the image's /state. */
+  const MOUNT_STEP =
+    "RUN --mount=type=cache,target=/cache sh -c 'if [ -f /cache/warm ]; then echo WARM; else echo COLD; touch /cache/warm; fi > /state'";
+  const ARCHIVE = ".tbuild-cache/cache-mounts.tar.zst";
+  let runnerCache: string;
+  let count = 0;
+
+  beforeAll(() => {
+    runnerCache = path.join(tempDir("gitlab-runner-cache"), "cache");
+  });
+
+  /**
+   * A job on a new runner: a fresh clone and an empty store, the runner's cache shared. Its test
+   * prints the image's /state, then what the build's context held.
+   */
+  async function mountsJob(jobName: string, options: { more?: string; clone?: (dir: string) => void } = {}) {
+    count++;
+    const projectDir = path.join(dir, `mounts-${count}`);
+    mkdirSync(projectDir);
+    writeFileSync(
+      path.join(projectDir, "Dockerfile"),
+      `FROM busybox\n${MOUNT_STEP}\n${options.more ?? ""}COPY . /context/\n`,
+    );
+    options.clone?.(projectDir);
+    const store = path.join(tempDir("gitlab-mounts-store"), "store");
+    await importBusybox(store, "busybox");
+    return runGitLabJob(template, "tbuild", {
+      overrides: { tbuild: { variables: { TBUILD_TEST_COMMAND: "sh -c 'cat /state; ls -A /context'" } } },
+      predefined: {
+        CI_REGISTRY_IMAGE: `${registry.host}/group/mounts`,
+        CI_COMMIT_SHORT_SHA: `0000${count}`,
+        CI_COMMIT_BRANCH: "feature-m",
+        CI_DEFAULT_BRANCH: "main",
+        CI_JOB_NAME: jobName,
+      },
+      project: { TBUILD_HOME: projectRoot },
+      env: {
+        ...env,
+        TBUILD_ROOT: store,
+        DOCKER_CONFIG: path.join(projectDir, "..", `docker-mounts-${count}`),
+      },
+      projectDir,
+      cache: runnerCache,
+    });
+  }
+
+  it("a first job builds cold and its cache keeps the archive; the next, on a new runner, builds warm", async () => {
+    const first = await mountsJob("tbuild");
+    expect(first.status, first.log).toBe(0);
+    expect(first.log).toContain(
+      `tbuild: no cache mounts to import: ${ARCHIVE} is not there (a first run, or the CI cache has none yet)`,
+    );
+    expect(first.log).not.toContain("warning");
+    expect(first.log).toMatch(/^tbuild: exported 1 cache mount\(s\)/m);
+    // The archive was never in the build's context.
+    expect(first.log).toContain("\nCOLD\nDockerfile\n");
+    expect(first.log).toContain("Created cache tbuild-cache-mounts-tbuild");
+
+    const second = await mountsJob("tbuild");
+    expect(second.status, second.log).toBe(0);
+    expect(second.log).toContain("Successfully extracted cache tbuild-cache-mounts-tbuild");
+    expect(second.log).toMatch(/^tbuild: imported 1 cache mount\(s\)/m);
+    expect(second.log).toContain("\nWARM\nDockerfile\n");
+  }, 180_000);
+
+  it("a failed build fails the job, and its cache keeps the mounts for the next job", async () => {
+    const failed = await mountsJob("tbuild-failing", { more: "RUN echo the build failed >&2; exit 3\n" });
+    expect(failed.status).not.toBe(0);
+    expect(failed.log).toContain("the build failed");
+    expect(failed.log).toMatch(/^tbuild: exported 1 cache mount\(s\)/m);
+    expect(failed.log).toContain("Created cache tbuild-cache-mounts-tbuild-failing");
+
+    const next = await mountsJob("tbuild-failing");
+    expect(next.status, next.log).toBe(0);
+    expect(next.log).toContain("\nWARM\nDockerfile\n");
+  }, 180_000);
+
+  it("a corrupt archive: a warning naming it, a cold build, and a good archive for the next job", async () => {
+    const corrupt = await mountsJob("tbuild-corrupt", {
+      clone: (projectDir) => {
+        mkdirSync(path.join(projectDir, ".tbuild-cache"));
+        writeFileSync(path.join(projectDir, ARCHIVE), Buffer.from("not a zstd tar archive\n".repeat(80)));
+      },
+    });
+    expect(corrupt.status, corrupt.log).toBe(0);
+    const warnings = corrupt.log.split("\n").filter((line) => line.includes("warning"));
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain(
+      `tbuild: warning: cache mounts not imported from ${ARCHIVE}, building without them:`,
+    );
+    expect(corrupt.log).toContain("\nCOLD\nDockerfile\n");
+
+    const healed = await mountsJob("tbuild-corrupt");
+    expect(healed.status, healed.log).toBe(0);
+    expect(healed.log).not.toContain("warning");
+    expect(healed.log).toContain("\nWARM\nDockerfile\n");
+  }, 180_000);
+
+  it("rootless, as a shell executor's unprivileged user: the cache keeps the user's archive, and the next job builds warm", async () => {
+    const mode = modes().find((m) => m.name === "rootless")!;
+    const user = mode.user;
+    const owned = new ModeEnv(mode, tempDir);
+    const rootlessCache = path.join(owned.ownedDir("runner-cache"), "cache");
+    const job = async (sha: string) => {
+      // A new runner: an empty store of the user's, with busybox, and a fresh clone.
+      const world = new ModeEnv(mode, tempDir);
+      await world.loadBusybox(await busyboxArchive(tempDir));
+      const projectDir = world.ownedDir("clone");
+      writeFileSync(path.join(projectDir, "Dockerfile"), `FROM busybox\n${MOUNT_STEP}\nCOPY . /context/\n`);
+      if (user) execFileSync("chown", ["-R", `${user.uid}:${user.gid}`, projectDir]);
+      return runGitLabJob(template, "tbuild", {
+        overrides: { tbuild: { variables: { TBUILD_TEST_COMMAND: "sh -c 'cat /state; ls -A /context'" } } },
+        predefined: {
+          CI_REGISTRY_IMAGE: `${registry.host}/group/rootless`,
+          CI_COMMIT_SHORT_SHA: sha,
+          CI_COMMIT_BRANCH: "feature-r",
+          CI_DEFAULT_BRANCH: "main",
+          CI_JOB_NAME: "tbuild",
+        },
+        project: { TBUILD_HOME: projectRoot },
+        env: {
+          PATH: process.env.PATH,
+          HOME: user?.home ?? process.env.HOME,
+          TBUILD_ROOT: world.store,
+          TBUILD_CONFIG: "/dev/null",
+          DOCKER_CONFIG: world.ownedDir("docker"),
+        },
+        projectDir,
+        cache: rootlessCache,
+        ...(user ? { user: user.name } : {}),
+      });
+    };
+
+    const first = await job("r000001");
+    expect(first.status, first.log).toBe(0);
+    expect(first.log).toContain("\nCOLD\nDockerfile\n");
+    const saved = statSync(path.join(rootlessCache, "tbuild-cache-mounts-tbuild", ARCHIVE));
+    expect(saved.uid).toBe(user?.uid ?? process.getuid!());
+
+    const second = await job("r000002");
+    expect(second.status, second.log).toBe(0);
+    expect(second.log).toMatch(/^tbuild: imported 1 cache mount\(s\)/m);
+    expect(second.log).toContain("\nWARM\nDockerfile\n");
+  }, 240_000);
+
+  it("TBUILD_CACHE_MOUNTS empty: nothing imported or exported", async () => {
+    count++;
+    const projectDir = project(`mounts-off-${count}`);
+    const run = runGitLabJob(template, "tbuild", {
+      predefined: {
+        CI_REGISTRY_IMAGE: `${registry.host}/group/mounts`,
+        CI_COMMIT_SHORT_SHA: "off0001",
+        CI_COMMIT_BRANCH: "feature-m",
+        CI_DEFAULT_BRANCH: "main",
+        CI_JOB_NAME: "tbuild-off",
+      },
+      project: { TBUILD_HOME: projectRoot, TBUILD_CACHE_MOUNTS: "" },
+      env,
+      projectDir,
+    });
+    expect(run.status, run.log).toBe(0);
+    expect(run.log).not.toContain("cache mount");
+    expect(existsSync(path.join(projectDir, ".tbuild-cache"))).toBe(false);
+  }, 180_000);
 });
 
 describe("the GitLab CI template with a remote worker", () => {
