@@ -2,14 +2,20 @@
  * examples/node-service, built as its README says: a Node.js service on Debian's nodejs, its npm
  * dependency installed by `npm ci` in a build stage, run as a non-root user. The base image is
  * made here (no Docker Hub); `npm ci` reaches the npm registry.
+ *
+ * Its cache mounts travel with its build cache (`mounts=true`) through a real registry: in an empty
+ * store, a `--no-cache` build seeded from that cache runs `npm ci` from the imported npm cache,
+ * without fetching anything (npm's own log, kept in the mount, says what it fetched).
  */
 import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
+import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { projectRoot, tbuild, tbuildBin } from "../helpers/cli.js";
 import { makeDockerDebianSlim } from "../helpers/debian-image.js";
+import { type RunningRegistry, startRegistry } from "../helpers/registry.js";
 import { tempDirs } from "../helpers/temp.js";
 
 const tempDir = tempDirs();
@@ -22,14 +28,88 @@ const HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt";
 
 describe("examples/node-service", () => {
   const store = tempDir("example-node-store");
-  const inStore = (args: string[]) => tbuild(args, { env: { TBUILD_ROOT: store } });
+  /** Fixed times: the two builds' npm steps make the same bytes. */
+  const env = { SOURCE_DATE_EPOCH: "1700000000" };
+  const inStore = (args: string[], root = store) => tbuild(args, { env: { ...env, TBUILD_ROOT: root } });
+  const secret = existsSync(HOST_CA_BUNDLE) ? ["--secret", `id=ca-certificates,src=${HOST_CA_BUNDLE}`] : [];
   let build: ReturnType<typeof tbuild>;
+  let registry: RunningRegistry;
+  let cacheRef: string;
 
   beforeAll(async () => {
+    registry = await startRegistry();
+    cacheRef = `type=registry,ref=${registry.host}/node-service:buildcache`;
     await makeDockerDebianSlim(store, "debian:bookworm-slim", tempDir("example-node-base"));
-    const secret = existsSync(HOST_CA_BUNDLE) ? ["--secret", `id=ca-certificates,src=${HOST_CA_BUNDLE}`] : [];
-    build = inStore(["build", "--progress=plain", ...secret, "-t", "node-service", example]);
+    build = inStore([
+      "build",
+      "--progress=plain",
+      ...secret,
+      "--cache-to",
+      `${cacheRef},mode=max,mounts=true`,
+      "-t",
+      "node-service",
+      example,
+    ]);
     if (build.status !== 0) throw new Error(`the example did not build: ${build.stderr}`);
+  }, 900_000);
+
+  afterAll(async () => {
+    await registry?.stop();
+  });
+
+  it("seeds an empty store's cache mounts from the registry: npm ci fetches nothing, and makes the same /app", async () => {
+    const fresh = tempDir("example-node-fresh");
+    await makeDockerDebianSlim(fresh, "debian:bookworm-slim", tempDir("example-node-fresh-base"));
+    const rebuilt = inStore(
+      [
+        "build",
+        "--progress=plain",
+        ...secret,
+        "--no-cache",
+        "--cache-from",
+        `${cacheRef},mounts=true`,
+        "-t",
+        "node-service",
+        example,
+      ],
+      fresh,
+    );
+    expect(rebuilt.status, rebuilt.stderr).toBe(0);
+    expect(rebuilt.stderr).toMatch(/added 1 package/);
+    // npm's debug log of each run is kept in the npm cache mount: the first build fetched ms from
+    // the registry, the rebuild read it from the imported cache without a single request.
+    const exported = tempDir("example-node-npm-cache");
+    const exportedRun = inStore(["cache", "export", "--id", "/root/.npm", "-o", exported], fresh);
+    expect(exportedRun.status, exportedRun.stderr).toBe(0);
+    const [key] = readdirSync(exported).filter((name) => /^[0-9a-f]{32}$/.test(name));
+    const logs = readdirSync(path.join(exported, key!, "_logs")).sort();
+    expect(logs).toHaveLength(2);
+    const [first, second] = logs.map((log) => readFileSync(path.join(exported, key!, "_logs", log), "utf8"));
+    expect(first).toMatch(
+      /http fetch GET 200 https:\/\/registry\.npmjs\.org\/ms\/-\/ms-2\.1\.3\.tgz .*\(cache miss\)/,
+    );
+    expect(second).toContain("ADD node_modules/ms");
+    expect(second).not.toContain("http fetch");
+    // What npm made, and what the image holds in /app, is what the first build made.
+    const listing = (root: string) =>
+      inStore(
+        [
+          "run",
+          "--rm",
+          "-u",
+          "root",
+          "node-service",
+          "sh",
+          "-c",
+          "cd /app && find . -type f | sort | xargs sha256sum",
+        ],
+        root,
+      );
+    const before = listing(store);
+    const after = listing(fresh);
+    expect(after.status, after.stderr).toBe(0);
+    expect(after.stdout).toContain("./node_modules/ms/index.js");
+    expect(after.stdout).toBe(before.stdout);
   }, 900_000);
 
   it("installs the dependency with npm ci in the build stage, and leaves npm out of the image", () => {
