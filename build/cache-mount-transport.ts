@@ -146,7 +146,13 @@ export class CacheMountTransport {
 
 /** What an export says of one mount: its size, and whether its blob went or was there already. */
 export function describeMountExport(mount: CachedMount, sent: boolean, where: "registry" | "local"): string {
-  const size = `${(mount.blob.size / 1e6).toFixed(2)} MB`;
+  const bytes = mount.blob.size;
+  const size =
+    bytes < 1e3
+      ? `${bytes} B`
+      : bytes < 1e6
+        ? `${(bytes / 1e3).toFixed(1)} kB`
+        : `${(bytes / 1e6).toFixed(2)} MB`;
   const verb = where === "registry" ? "uploaded" : "written";
   const outcome = sent ? verb : `unchanged, not ${verb}`;
   return `cache mount ${mount.record.id}: ${size}, ${outcome}`;
