@@ -8,7 +8,6 @@ import { rm } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import path from "node:path";
 import type { Attestation } from "../attest/attestation.js";
-import { TbuildError } from "../errors/index.js";
 import type { ExportType, PlatformImage } from "../exporters/index.js";
 import type { ExportRequest } from "../exporters/request.js";
 import { type LoweredBuild, proxyEnv } from "../frontend/lower/index.js";
@@ -120,7 +119,6 @@ function servedToPlan(ctx: RunContext): { layouts?: LayoutImages; platformInName
 export async function runBuild(request: BuildRequest, ctx: RunContext): Promise<BuildResult> {
   checkBuildRequest(request);
   if (request.worker !== undefined) {
-    checkRemoteCacheMounts(request);
     const { runRemoteBuild } = await import("./remote.js");
     return runRemoteBuild(request, ctx);
   }
@@ -137,22 +135,6 @@ export async function runBuild(request: BuildRequest, ctx: RunContext): Promise<
     if (failure) throw new BuildStepFailedError(failure, err as StepFailedError);
     throw err;
   }
-}
-
-/**
- * Cache mounts do not travel with a remote worker's build yet: its mounts are on the worker, and
- * nothing carries them to or from the client's cache.
- */
-function checkRemoteCacheMounts(request: BuildRequest): void {
-  const flag =
-    request.cacheTo?.type !== "inline" && request.cacheTo?.mounts === true ? "--cache-to" : undefined;
-  const from = (request.cacheFrom ?? []).some((spec) => spec.mounts === true) ? "--cache-from" : undefined;
-  const named = flag ?? from;
-  if (named === undefined) return;
-  throw new TbuildError(
-    "E_NOT_SUPPORTED",
-    `${named} ...,mounts=true is not supported yet with --worker: cache mounts travel only with a build on this machine; drop mounts=true or build without --worker`,
-  );
 }
 
 /**

@@ -108,3 +108,174 @@ describe.each(modes())("cache mounts travel with the build cache ($name)", (mode
     });
   });
 });
+
+/** A blob pushed to the test registry as any client of the distribution API pushes one. */
+async function pushBlob(repository: string, bytes: Buffer): Promise<{ digest: string; size: number }> {
+  const digest = `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+  const started = await fetch(`http://${registry.host}/v2/${repository}/blobs/uploads/`, { method: "POST" });
+  expect(started.status).toBe(202);
+  const location = new URL(started.headers.get("location")!, `http://${registry.host}`);
+  location.searchParams.set("digest", digest);
+  const put = await fetch(location, { method: "PUT", body: bytes });
+  expect(put.status).toBe(201);
+  return { digest, size: bytes.length };
+}
+
+const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
+
+/** The cache manifest at `repository:tag` in the test registry. */
+async function cacheManifestAt(
+  repository: string,
+  tag: string,
+): Promise<{ layers: { mediaType: string; digest: string }[] }> {
+  const response = await fetch(`http://${registry.host}/v2/${repository}/manifests/${tag}`, {
+    headers: { accept: OCI_MANIFEST },
+  });
+  expect(response.status).toBe(200);
+  return (await response.json()) as { layers: { mediaType: string; digest: string }[] };
+}
+
+/**
+ * A cache at `repository:tag` carrying one mount, `id=hostile` (no base), whose blob is `tar`:
+ * a cache manifest as an attacker with push access to a CI's cache repository would write it.
+ */
+async function pushHostileCache(repository: string, tag: string, tar: Buffer): Promise<void> {
+  const blob = { mediaType: CACHE_MOUNT_MEDIA_TYPE, ...(await pushBlob(repository, tar)) };
+  const record = { key: cacheMountKey("hostile"), id: "hostile", sharing: "shared", target: "/cache" };
+  const config = Buffer.from(JSON.stringify({ stacks: [], records: [], mounts: [{ record, blob }] }));
+  const manifest = {
+    schemaVersion: 2,
+    mediaType: OCI_MANIFEST,
+    config: {
+      mediaType: "application/vnd.tbuild.cache.config.v0+json",
+      ...(await pushBlob(repository, config)),
+    },
+    layers: [blob],
+  };
+  const put = await fetch(`http://${registry.host}/v2/${repository}/manifests/${tag}`, {
+    method: "PUT",
+    headers: { "content-type": OCI_MANIFEST },
+    body: JSON.stringify(manifest),
+  });
+  expect(put.status).toBe(201);
+}
+
+describe("cache mounts in the build cache", () => {
+  const mode = modes()[0]!;
+
+  it("a second export of an unchanged mount uploads no mount blob", async () => {
+    const proxy: FaultyProxy = await startFaultyProxy({ port: registry.port });
+    try {
+      const env = await setUpMode(mode, tempDir);
+      const dir = contextOf(env, WRITE);
+      const args = [
+        "--cache-to",
+        `type=registry,ref=${proxy.host}/mounts/unchanged:1,mode=max,mounts=true`,
+        dir,
+      ];
+      // Async: the proxy answers from this process, which a synchronous spawn would block.
+      const first = await env.runAsync(["build", "--progress=plain", ...args]);
+      expect(first.status, first.stderr).toBe(0);
+      const mountBlobs = (await cacheManifestAt("mounts/unchanged", "1")).layers.filter(
+        (layer) => layer.mediaType === CACHE_MOUNT_MEDIA_TYPE,
+      );
+      expect(mountBlobs).toHaveLength(1);
+      const hex = mountBlobs[0]!.digest.slice("sha256:".length);
+      // An upload ends with a PUT naming the blob's digest.
+      const mountUploads = () =>
+        proxy.requests.filter(
+          (r) => r.method === "PUT" && r.url.includes("/blobs/uploads/") && r.url.includes(hex),
+        );
+      expect(mountUploads()).toHaveLength(1);
+
+      proxy.requests.length = 0;
+      // Every step from the cache, the mount as it was: it is exported again, and not sent.
+      const second = await env.runAsync(["build", "--progress=plain", ...args]);
+      expect(second.status, second.stderr).toBe(0);
+      expect(second.stderr).toContain("0 step(s) ran");
+      expect(second.stderr).toMatch(/cache mount \/cache: [\d.]+ (B|kB|MB), unchanged, not uploaded\n/);
+      expect(proxy.requests.some((r) => r.url.includes("/manifests/"))).toBe(true);
+      expect(mountUploads()).toEqual([]);
+      const again = (await cacheManifestAt("mounts/unchanged", "1")).layers.map((layer) => layer.digest);
+      expect(again).toContain(mountBlobs[0]!.digest);
+    } finally {
+      await proxy.stop();
+    }
+  });
+
+  it("a --cache-from without mounts=true seeds nothing", async () => {
+    const ref = `${registry.host}/mounts/not-asked:1`;
+    const writer = await setUpMode(mode, tempDir);
+    expect(
+      build(writer, ["--cache-to", `type=registry,ref=${ref},mounts=true`, contextOf(writer, WRITE)]).status,
+    ).toBe(0);
+    const plain = await setUpMode(mode, tempDir);
+    const without = build(plain, ["--cache-from", `type=registry,ref=${ref}`, contextOf(plain, COUNT)]);
+    expect(without.status, without.stderr).toBe(0);
+    expect(stepLines(without.stderr)).toContain("entries 0");
+    expect(without.stderr).not.toContain("importing cache mount");
+    // The same cache with mounts=true does seed it: the mount was there to be taken.
+    const asked = await setUpMode(mode, tempDir);
+    const withMounts = build(asked, [
+      "--cache-from",
+      `type=registry,ref=${ref},mounts=true`,
+      contextOf(asked, COUNT),
+    ]);
+    expect(withMounts.status, withMounts.stderr).toBe(0);
+    expect(stepLines(withMounts.stderr)).toContain("entries 4");
+  });
+
+  describe("a hostile mount blob fails the build naming the mount, and writes nothing outside the store", () => {
+    const HOSTILE = "FROM busybox\nRUN --mount=type=cache,id=hostile,target=/cache ls /cache\n";
+
+    const importHostile = async (tag: string, tar: Buffer) => {
+      await pushHostileCache("mounts/hostile", tag, tar);
+      const env = await setUpMode(mode, tempDir);
+      const result = build(env, [
+        "--cache-from",
+        `type=registry,ref=${registry.host}/mounts/hostile:${tag},mounts=true`,
+        contextOf(env, HOSTILE),
+      ]);
+      expect(result.status, result.stderr).toBe(1);
+      expect(result.stderr).toContain(`cache mount hostile from ${registry.host}/mounts/hostile:${tag}`);
+      // Not half there either: the mount has no content.
+      const mountDir = path.join(env.store, "cache-mounts", cacheMountKey("hostile"));
+      expect(existsSync(path.join(mountDir, "data"))).toBe(false);
+      return { result, mountDir };
+    };
+
+    it("an entry ../escape", async () => {
+      const { mountDir } = await importHostile("dotdot", await layerTar([file("../escape", "escaped\n")]));
+      expect(existsSync(path.join(mountDir, "escape"))).toBe(false);
+      expect(existsSync(path.join(path.dirname(mountDir), "escape"))).toBe(false);
+    });
+
+    it("a symlink out of the mount, then a file through it", async () => {
+      const outside = tempDir("planted");
+      mkdirSync(path.join(outside, "target"));
+      await importHostile(
+        "symlink",
+        await layerTar([symlinkTo("evil", path.join(outside, "target")), file("evil/pwned", "pwned\n")]),
+      );
+      expect(existsSync(path.join(outside, "target", "pwned"))).toBe(false);
+    });
+  });
+
+  it.each(["--cache-to", "--cache-from"])(
+    "%s ...,mounts=true with --worker is not supported yet, and says so before connecting",
+    async (flag) => {
+      const env = await setUpMode(mode, tempDir);
+      const spec = flag === "--cache-to" ? "type=local,dest=/nonexistent/c" : "type=local,src=/nonexistent/c";
+      // Nothing listens on port 1: a build that tried to connect would say so instead.
+      const result = build(env, [
+        "--worker",
+        "ssh://nobody@127.0.0.1:1",
+        flag,
+        `${spec},mounts=true`,
+        contextOf(env, COUNT),
+      ]);
+      expect(result.status).toBe(1);
+      expect(result.stderr).toContain(`ERROR: ${flag} ...,mounts=true is not supported yet with --worker`);
+    },
+  );
+});

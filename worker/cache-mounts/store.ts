@@ -11,7 +11,7 @@
  * A mount's content never takes part in a cache key: it is a cache, not an input.
  */
 import { randomBytes } from "node:crypto";
-import { readdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { writeFileAtomic } from "../../oci/atomic-file.js";
 import { digestOf } from "../../solver/digest.js";
@@ -217,6 +217,8 @@ export class CacheMountStore {
     const data = await this.dataDir(record.key, { based: record.base !== undefined });
     if (await stat(data).catch(() => undefined)) return "kept";
     const building = `${data}.seed-${randomBytes(4).toString("hex")}`;
+    // A mount first used in this store has no directory yet: `fill` makes only its own.
+    await mkdir(path.dirname(data), { recursive: true });
     try {
       await fill(building);
       await rename(building, data);
