@@ -4,6 +4,7 @@
  * attributes, and values tbuild cannot honour are "not supported yet".
  */
 import { describe, expect, it } from "vitest";
+import { checkBuildRequest } from "../../build/request.js";
 import { type TbuildError, UsageError } from "../../errors/index.js";
 import { parseCacheExportSpec, parseCacheImportSpec } from "../../solver/build-cache.js";
 
@@ -104,6 +105,27 @@ describe("--cache-from", () => {
   ])("refuses %s with a usage error", (spec, message) => {
     const error = errorOf(() => parseCacheImportSpec(spec, "/w"));
     expect(error).toBeInstanceOf(UsageError);
+    expect(error.message).toContain(message);
+  });
+});
+
+describe("mounts in a library BuildRequest's cacheTo and cacheFrom", () => {
+  it("accepts true or false where a spec can carry mounts", () => {
+    const request = {
+      context: ".",
+      cacheTo: { type: "registry", ref: "r/c:1", mode: "max", mounts: true },
+      cacheFrom: [{ type: "local", src: "/c", mounts: false }],
+    } as const;
+    expect(checkBuildRequest(request)).toBe(request);
+  });
+
+  it.each([
+    [{ cacheTo: { type: "registry", ref: "r/c:1", mode: "max", mounts: "yes" } }, '"cacheTo" must be'],
+    [{ cacheFrom: [{ type: "registry", ref: "r/c:1", mounts: 1 }] }, '"cacheFrom" must be'],
+    [{ cacheTo: { type: "inline", mounts: true } }, 'type "inline" cannot carry cache mounts'],
+  ])("refuses %j", (fields, message) => {
+    const error = errorOf(() => checkBuildRequest({ context: ".", ...fields }));
+    expect(error.code).toBe("E_BAD_REQUEST");
     expect(error.message).toContain(message);
   });
 });
