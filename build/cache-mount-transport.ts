@@ -16,6 +16,7 @@
  * A mount's content never enters a cache key: it is a cache, not an input.
  */
 import { stat } from "node:fs/promises";
+import { TbuildError } from "../errors/index.js";
 import type { Store } from "../oci/store/index.js";
 import type { CachedMount } from "../solver/cache-description.js";
 import type { ImportedCache } from "../solver/cache-transfer.js";
@@ -102,15 +103,28 @@ export class CacheMountTransport {
     return pending;
   }
 
-  /** Fetches the imported blob of `record`'s mount and unpacks it as the new directory `dir`. */
+  /**
+   * Fetches the imported blob of `record`'s mount and unpacks it as the new directory `dir`. A blob
+   * that cannot be fetched or is refused fails the step: the user asked for the mount, and a
+   * cache that carries a hostile one should be seen, not quietly skipped.
+   */
   private async fill(record: CacheMountRecord, from: string, dir: string): Promise<void> {
-    const blob = (await this.imported!.fetchMount(record.key, this.signal))!;
-    await unpackTree(this.store.content.open(blob.digest), dir, {
-      rootless: process.getuid?.() !== 0 || inUserNamespace(),
-      warn: (message) => this.events.warn(message),
-      signal: this.signal,
-      what: `cache mount ${record.id} from ${from}`,
-    });
+    try {
+      const blob = (await this.imported!.fetchMount(record.key, this.signal))!;
+      await unpackTree(this.store.content.open(blob.digest), dir, {
+        rootless: process.getuid?.() !== 0 || inUserNamespace(),
+        warn: (message) => this.events.warn(message),
+        signal: this.signal,
+        what: `cache mount ${record.id} from ${from}`,
+      });
+    } catch (err) {
+      if (!(err instanceof TbuildError) || this.signal.aborted) throw err;
+      throw new TbuildError(
+        err.code,
+        `${err.message}; export that cache again, or drop mounts=true from its --cache-from`,
+        { cause: err },
+      );
+    }
   }
 
   /**

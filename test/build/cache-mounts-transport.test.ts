@@ -225,6 +225,40 @@ describe("cache mounts in the build cache", () => {
     expect(stepLines(withMounts.stderr)).toContain("entries 4");
   });
 
+  it("a mount blob that does not match its digest fails the build naming the mount and the cache", async () => {
+    const writer = await setUpMode(mode, tempDir);
+    const exported = build(writer, [
+      "--cache-to",
+      `type=registry,ref=${registry.host}/mounts/corrupt:1,mounts=true`,
+      contextOf(writer, WRITE),
+    ]);
+    expect(exported.status, exported.stderr).toBe(0);
+    const mountBlob = (await cacheManifestAt("mounts/corrupt", "1")).layers.find(
+      (layer) => layer.mediaType === CACHE_MOUNT_MEDIA_TYPE,
+    )!;
+    const proxy = await startFaultyProxy({ port: registry.port }, { corruptBlob: mountBlob.digest });
+    try {
+      const reader = await setUpMode(mode, tempDir);
+      const source = `${proxy.host}/mounts/corrupt:1`;
+      const result = await reader.runAsync([
+        "build",
+        "--progress=plain",
+        "--cache-from",
+        `type=registry,ref=${source},mounts=true`,
+        contextOf(reader, COUNT),
+      ]);
+      expect(result.status, result.stderr).toBe(1);
+      expect(result.stderr).toContain(
+        `ERROR: cannot fetch cache mount /cache of the imported cache from ${source}`,
+      );
+      expect(result.stderr).toContain("drop mounts=true from its --cache-from");
+      // The blob was fetched, and flipped on its way.
+      expect(proxy.requests.some((r) => r.method === "GET" && r.url.endsWith(mountBlob.digest))).toBe(true);
+    } finally {
+      await proxy.stop();
+    }
+  });
+
   describe("a hostile mount blob fails the build naming the mount, and writes nothing outside the store", () => {
     const HOSTILE = "FROM busybox\nRUN --mount=type=cache,id=hostile,target=/cache ls /cache\n";
 
@@ -237,7 +271,9 @@ describe("cache mounts in the build cache", () => {
         contextOf(env, HOSTILE),
       ]);
       expect(result.status, result.stderr).toBe(1);
-      expect(result.stderr).toContain(`cache mount hostile from ${registry.host}/mounts/hostile:${tag}`);
+      expect(result.stderr).toContain(
+        `ERROR: refused to unpack cache mount hostile from ${registry.host}/mounts/hostile:${tag}`,
+      );
       // Not half there either: the mount has no content.
       const mountDir = path.join(env.store, "cache-mounts", cacheMountKey("hostile"));
       expect(existsSync(path.join(mountDir, "data"))).toBe(false);
