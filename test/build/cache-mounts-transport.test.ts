@@ -225,6 +225,28 @@ describe("cache mounts in the build cache", () => {
     expect(stepLines(withMounts.stderr)).toContain("entries 4");
   });
 
+  it("a mount the store already has keeps its own content", async () => {
+    const ref = `${registry.host}/mounts/kept:1`;
+    const writer = await setUpMode(mode, tempDir);
+    const exported = build(writer, [
+      "--cache-to",
+      `type=registry,ref=${ref},mounts=true`,
+      contextOf(writer, WRITE),
+    ]);
+    expect(exported.status, exported.stderr).toBe(0);
+    const own = await setUpMode(mode, tempDir);
+    const marked = build(own, [contextOf(own, `FROM busybox\nRUN ${MOUNT} echo mine > /cache/mine\n`)]);
+    expect(marked.status, marked.stderr).toBe(0);
+    const counted = build(own, [
+      "--cache-from",
+      `type=registry,ref=${ref},mounts=true`,
+      contextOf(own, COUNT),
+    ]);
+    expect(counted.status, counted.stderr).toBe(0);
+    expect(stepLines(counted.stderr)).toContain("entries 1");
+    expect(counted.stderr).not.toContain("importing cache mount");
+  });
+
   it("a mount blob that does not match its digest fails the build naming the mount and the cache", async () => {
     const writer = await setUpMode(mode, tempDir);
     const exported = build(writer, [
