@@ -130,6 +130,12 @@ export class BuildEventStream {
     }
   }
 
+  /** A line of output of the running internal step `name` (what it did, for the user to see). */
+  internalLog(name: string, line: string): void {
+    const data = Buffer.from(`${line}\n`).toString("base64");
+    this.emit({ type: "log", vertex: internalStepId(name), stream: 1, data });
+  }
+
   solved(event: SolveEvent): void {
     if (event.type === "log") {
       this.output.append(event.digest, event.stream, event.data);

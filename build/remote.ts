@@ -82,11 +82,28 @@ import { type BuildRequest, checkBuildRequest, targetPlatformsOf } from "./reque
 import type { BuildResult, RunContext } from "./run.js";
 import { resolveSecrets, resolveSshAgents } from "./secrets.js";
 
+/**
+ * Cache mounts do not travel with a remote worker's build yet: its mounts are on the worker, and
+ * nothing carries them to or from the client's cache.
+ */
+function checkRemoteCacheMounts(request: BuildRequest): void {
+  const flag =
+    request.cacheTo?.type !== "inline" && request.cacheTo?.mounts === true ? "--cache-to" : undefined;
+  const from = (request.cacheFrom ?? []).some((spec) => spec.mounts === true) ? "--cache-from" : undefined;
+  const named = flag ?? from;
+  if (named === undefined) return;
+  throw new TbuildError(
+    "E_NOT_SUPPORTED",
+    `${named} ...,mounts=true is not supported yet with --worker: cache mounts travel only with a build on this machine; drop mounts=true or build without --worker`,
+  );
+}
+
 /** The most an output part may be, as the worker announces it. */
 const MAX_OUTPUT_BYTES = 2 ** 50;
 
 export async function runRemoteBuild(asked: BuildRequest, ctx: RunContext): Promise<BuildResult> {
   checkBuildRequest(asked);
+  checkRemoteCacheMounts(asked);
   const request = withoutProvenance(asked, ctx);
   remoteFileOutputs(request);
   const platforms = targetPlatformsOf(request.platforms);

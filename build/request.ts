@@ -162,8 +162,23 @@ export function checkBuildRequest(request: unknown): BuildRequest {
   const isTyped = (v: unknown) =>
     typeof v === "object" && v !== null && isString((v as { type?: unknown }).type);
   expect("outputs", "an array of { type, ... }", (v) => Array.isArray(v) && v.every(isTyped));
-  expect("cacheFrom", "an array of { type, ... }", (v) => Array.isArray(v) && v.every(isTyped));
-  expect("cacheTo", "{ type, ... }", isTyped);
+  // `mounts` (cache mounts travel with the cache) is true or false, and never for inline cache,
+  // which rides in an image config.
+  const isCacheSpec = (v: unknown) => {
+    const mounts = (v as { mounts?: unknown } | null)?.mounts;
+    return isTyped(v) && (mounts === undefined || isBoolean(mounts));
+  };
+  expect(
+    "cacheFrom",
+    "an array of { type, mounts?: boolean, ... }",
+    (v) => Array.isArray(v) && v.every(isCacheSpec),
+  );
+  expect(
+    "cacheTo",
+    '{ type, mounts?: boolean, ... } (type "inline" cannot carry cache mounts)',
+    (v) =>
+      isCacheSpec(v) && !((v as { type: string }).type === "inline" && (v as { mounts?: boolean }).mounts),
+  );
   expect(
     "attestations",
     '{ provenance?: false | { mode: "min" | "max", version: "v1" | "v0.2" }, sbom?: false }',

@@ -31,8 +31,9 @@ import { inputsFirst } from "../solver/walk.js";
 import type { FsResult } from "../solver/worker.js";
 import { makeBuildStateDir, makeSecretsDir, removeAbandonedBuildStates } from "../worker/build-state.js";
 import { LocalWorker } from "../worker/local.js";
-import type { SecretSource } from "../worker/ops/context.js";
+import type { OpContext, SecretSource } from "../worker/ops/context.js";
 import { Snapshotter } from "../worker/snapshot/index.js";
+import { CacheMountTransport, describeMountExport } from "./cache-mount-transport.js";
 import {
   loadConfig,
   readBuildDefaults,
@@ -136,6 +137,23 @@ export async function runBuild(request: BuildRequest, ctx: RunContext): Promise<
   }
 }
 
+/**
+ * The cache mount transport of a build whose `--cache-to` or a `--cache-from` says mounts=true;
+ * undefined otherwise (a `--cache-from` without it ignores the mounts its cache carries).
+ */
+function cacheMountTransport(
+  request: BuildRequest,
+  store: Store,
+  imported: Awaited<ReturnType<typeof import("../solver/build-cache.js").importBuildCache>>,
+  events: BuildEventStream,
+  signal: AbortSignal,
+): CacheMountTransport | undefined {
+  const exports = request.cacheTo?.type !== "inline" && request.cacheTo?.mounts === true;
+  const imports = (request.cacheFrom ?? []).some((spec) => spec.mounts === true);
+  if (!exports && !imports) return undefined;
+  return new CacheMountTransport(store, imports ? imported : undefined, events, signal);
+}
+
 async function build(
   request: BuildRequest,
   ctx: RunContext,
@@ -202,13 +220,21 @@ async function build(
     ctx.served?.cacheDirectories,
   );
   checkRequiredSecrets(lowered.graph, secrets, sshAgents);
+  const mountTransport = cacheMountTransport(request, store, imported, events, ctx.signal);
   const { stateDir, secretsDir, cache, ignoreCache, close } = await openBuildState(request, store, secrets, [
     lowered,
   ]);
   try {
     const worker = localWorker(
       { request, ctx, store, snapshotter, secrets, sshAgents, registry, sourceDateEpoch },
-      { localSources: plan.localSources, ignoreCache, warn, stateDir, secretsDir },
+      {
+        localSources: plan.localSources,
+        ignoreCache,
+        warn,
+        stateDir,
+        secretsDir,
+        ...(mountTransport ? { cacheMounts: mountTransport.hook() } : {}),
+      },
     );
     const buildStarted = Date.now();
     const provenance = provenanceOf(request);
@@ -242,6 +268,7 @@ async function build(
           results: new Map(),
         };
     ctx.onCacheKeys?.([...new Set(solved.keys.values())]);
+    mountTransport?.noteDeclared(graph, solved);
     const cacheOf = (mode: "min" | "max") =>
       buildCache!.collectBuildCache(solved, cache, imported, store.content, mode);
     // Inline cache rides in the image config, so it is collected before the image is assembled.
@@ -301,6 +328,7 @@ async function build(
         ctx,
         store,
         registry,
+        mountTransport,
       });
     }
     // config.toml's [gc] limits, enforced once the image is named (so its blobs are never candidates).
@@ -354,7 +382,8 @@ async function explain(
 /**
  * Writes a registry or local `--cache-to` (its records collected by `describe`), as the step
  * "exporting cache"; with `ignore-error=true` a cache that cannot be written is a warning, as
- * the image is already made.
+ * the image is already made. With mounts=true the cache mounts the build used are packed first
+ * (a step each) and go with it; the step says of each whether its blob was sent.
  */
 async function exportBuildCache(
   cacheTo: Exclude<CacheExportSpec, { type: "inline" }>,
@@ -365,22 +394,26 @@ async function exportBuildCache(
     ctx: RunContext;
     store: Store;
     registry: PushOptions;
+    mountTransport: CacheMountTransport | undefined;
   },
 ): Promise<void> {
-  await on.events
-    .internal("exporting cache", async () =>
+  const step = "exporting cache";
+  await (async () => {
+    const mounts = cacheTo.mounts === true ? ((await on.mountTransport?.packUsed()) ?? []) : [];
+    await on.events.internal(step, async () =>
       on.buildCache.writeBuildCache(
         cacheTo,
-        await describe(),
+        { ...(await describe()), ...(mounts.length > 0 ? { mounts } : {}) },
         on.store,
         on.registry,
         on.ctx.served?.cacheDirectories,
+        (mount, sent) => on.events.internalLog(step, describeMountExport(mount, sent, cacheTo.type)),
       ),
-    )
-    .catch((err: unknown) => {
-      if (cacheTo.ignoreError !== true || on.ctx.signal.aborted) throw err;
-      on.events.warn(`the cache was not exported (ignore-error=true): ${(err as Error).message}`);
-    });
+    );
+  })().catch((err: unknown) => {
+    if (cacheTo.ignoreError !== true || on.ctx.signal.aborted) throw err;
+    on.events.warn(`the cache was not exported (ignore-error=true): ${(err as Error).message}`);
+  });
 }
 
 /**
@@ -441,6 +474,7 @@ function localWorker(
     warn: (message: string) => void;
     stateDir: string;
     secretsDir: string | undefined;
+    cacheMounts?: OpContext["cacheMounts"];
   },
 ): LocalWorker {
   const { request, ctx, store, snapshotter, secrets, sshAgents, registry, sourceDateEpoch } = build;
@@ -457,6 +491,7 @@ function localWorker(
     ...(sourceDateEpoch !== undefined ? { sourceDateEpoch } : {}),
     stateDir: options.stateDir,
     ...(options.secretsDir !== undefined ? { secretsDir: options.secretsDir } : {}),
+    ...(options.cacheMounts ? { cacheMounts: options.cacheMounts } : {}),
     ...(request.stepTimeoutMs !== undefined ? { stepTimeoutMs: request.stepTimeoutMs } : {}),
     registry: { hosts: registry.hosts, configPath: registry.configPath, env: ctx.env },
   });
@@ -525,6 +560,7 @@ async function buildPlatforms(platforms: Platform[], shared: SharedBuild): Promi
     { ...registry, platforms: plans.map((plan) => plan.targetPlatform) },
     ctx.served?.cacheDirectories,
   );
+  const mountTransport = cacheMountTransport(request, store, imported, events, ctx.signal);
   // Each platform's records, collected after its solve; written as one cache after the last.
   const platformCaches: CacheDescription[] = [];
   const { stateDir, secretsDir, cache, ignoreCache, close } = await openBuildState(
@@ -543,6 +579,7 @@ async function buildPlatforms(platforms: Platform[], shared: SharedBuild): Promi
       warn,
       stateDir,
       secretsDir,
+      ...(mountTransport ? { cacheMounts: mountTransport.hook() } : {}),
     });
     const images: PlatformImage[] = [];
     const exporters = await import("../exporters/index.js");
@@ -576,6 +613,7 @@ async function buildPlatforms(platforms: Platform[], shared: SharedBuild): Promi
           })
         : undefined;
     const solvedAt = new Date();
+    if (solved) mountTransport?.noteDeclared(graph, solved);
     let nextRoot = 0;
     for (const plan of plans) {
       const { root } = plan.lowered;
@@ -658,6 +696,7 @@ async function buildPlatforms(platforms: Platform[], shared: SharedBuild): Promi
         ctx,
         store,
         registry,
+        mountTransport,
       });
     }
     await enforceGcPolicy(config, store, cache, buildStarted);

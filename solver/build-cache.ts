@@ -19,6 +19,7 @@ import {
   ImportedCache,
   loadCacheFromDir,
   loadCacheFromRegistry,
+  type MountExportReport,
 } from "./cache-transfer.js";
 import { checkCacheRef, mergeCacheDescriptions, partWriter, storeCacheWriter } from "./cache-writers.js";
 import type { VertexDigest } from "./graph.js";
@@ -36,13 +37,15 @@ export type CacheExportSpec =
        * replace each other when two parts share a store (cache-writers.ts partWriter).
        */
       part?: string;
+      /** `mounts=true`: the cache mounts the build used travel with the cache (build/cache-mount-transport.ts). */
+      mounts?: boolean;
     }
-  | { type: "local"; dest: string; mode: CacheMode; tag?: string; ignoreError?: boolean }
+  | { type: "local"; dest: string; mode: CacheMode; tag?: string; ignoreError?: boolean; mounts?: boolean }
   | { type: "inline" };
 
 export type CacheImportSpec =
-  | { type: "registry"; ref: string }
-  | { type: "local"; src: string; tag?: string; digest?: string };
+  | { type: "registry"; ref: string; mounts?: boolean }
+  | { type: "local"; src: string; tag?: string; digest?: string; mounts?: boolean };
 
 /**
  * Where type=local cache directories are. On this machine by default (`localCacheDirectories`);
@@ -56,14 +59,15 @@ export interface CacheDirectories {
     spec: Extract<CacheExportSpec, { type: "local" }>,
     description: CacheDescription,
     content: ContentStore,
+    onMount?: MountExportReport,
   ): Promise<void>;
 }
 
 /** The directories of this machine. */
 export const localCacheDirectories: CacheDirectories = {
   load: (spec) => loadCacheFromDir(spec.src, spec),
-  write: async (spec, description, content) => {
-    await exportCacheToDir(content, description, spec.dest, spec.tag);
+  write: async (spec, description, content, onMount) => {
+    await exportCacheToDir(content, description, spec.dest, spec.tag, onMount);
   },
 };
 
@@ -81,6 +85,8 @@ const FALSE = ["0", "f", "F", "false", "FALSE", "False"];
 const EXPORT_ATTRIBUTES: Record<string, AttributeRule> = {
   mode: "used",
   "ignore-error": "used",
+  // tbuild's own: the build's cache mounts travel with its cache.
+  mounts: "used",
   // tbuild's cache is always an OCI image manifest with OCI media types: buildx's defaults.
   "oci-mediatypes": { only: TRUE },
   "image-manifest": { only: TRUE },
@@ -94,12 +100,13 @@ const EXPORT_ATTRIBUTES: Record<string, AttributeRule> = {
 const CACHE_TO: Record<string, Record<string, AttributeRule>> = {
   registry: { ref: "used", ...EXPORT_ATTRIBUTES },
   local: { dest: "used", tag: "used", ...EXPORT_ATTRIBUTES },
-  inline: { mode: "used" },
+  // Read so that mounts=true gets its own message: an image config cannot carry a mount.
+  inline: { mode: "used", mounts: "used" },
 };
 
 const CACHE_FROM: Record<string, Record<string, AttributeRule>> = {
-  registry: { ref: "used" },
-  local: { src: "used", tag: "used", digest: "used" },
+  registry: { ref: "used", mounts: "used" },
+  local: { src: "used", tag: "used", digest: "used", mounts: "used" },
 };
 
 /** The spec's `key=value` fields (keys lowercased, as buildx reads them), each checked against the type's attributes. */
@@ -148,23 +155,40 @@ function modeOf(fields: Record<string, string>, spec: string): CacheMode {
 }
 
 /** Go's strconv.ParseBool, as buildx reads `ignore-error`. */
-function booleanOf(fields: Record<string, string>, key: string, spec: string): boolean | undefined {
+function booleanOf(
+  fields: Record<string, string>,
+  key: string,
+  spec: string,
+  flag: "--cache-to" | "--cache-from" = "--cache-to",
+): boolean | undefined {
   const value = fields[key];
   if (value === undefined) return undefined;
   if (TRUE.includes(value)) return true;
   if (FALSE.includes(value)) return false;
-  throw new UsageError(`--cache-to "${spec}": ${key} must be true or false, not "${value}"`);
+  throw new UsageError(`${flag} "${spec}": ${key} must be true or false, not "${value}"`);
+}
+
+/** `mounts=`, kept in a spec only when true. */
+function mountsOf(
+  fields: Record<string, string>,
+  spec: string,
+  flag: "--cache-to" | "--cache-from",
+): { mounts?: true } {
+  return booleanOf(fields, "mounts", spec, flag) === true ? { mounts: true } : {};
 }
 
 /**
  * `type=registry,ref=R[,mode=min|max]`, `type=local,dest=DIR[,mode=…][,tag=T]`, `type=inline`,
  * with buildx's other attributes as `CACHE_TO` says; `ignore-error=true` makes a failed export a
- * warning.
+ * warning; `mounts=true` (registry, local) exports the build's cache mounts with its cache.
  */
 export function parseCacheExportSpec(spec: string, cwd: string): CacheExportSpec {
   const fields = fieldsOf(spec, "--cache-to", CACHE_TO);
   const ignoreError = booleanOf(fields, "ignore-error", spec);
-  const options = ignoreError !== undefined ? { ignoreError } : {};
+  const options = {
+    ...(ignoreError !== undefined ? { ignoreError } : {}),
+    ...mountsOf(fields, spec, "--cache-to"),
+  };
   switch (fields.type) {
     case "registry":
       if (!fields.ref) throw new UsageError(`--cache-to "${spec}": type=registry needs ref=`);
@@ -180,6 +204,11 @@ export function parseCacheExportSpec(spec: string, cwd: string): CacheExportSpec
         ...options,
       };
     default:
+      if (options.mounts) {
+        throw new UsageError(
+          `--cache-to "${spec}": inline cache rides in the image config and cannot carry cache mounts; use type=registry or type=local with mounts=true`,
+        );
+      }
       if (fields.mode === "max") {
         throw new UsageError(
           `--cache-to "${spec}": inline cache holds only the image's own layers (mode=min)`,
@@ -189,13 +218,17 @@ export function parseCacheExportSpec(spec: string, cwd: string): CacheExportSpec
   }
 }
 
-/** `type=registry,ref=R`, `type=local,src=DIR[,tag=T|digest=D]`, or a bare image reference (registry, cache or inline). */
+/**
+ * `type=registry,ref=R`, `type=local,src=DIR[,tag=T|digest=D]`, or a bare image reference (registry,
+ * cache or inline); `mounts=true` seeds the build's cache mounts from those the cache carries.
+ */
 export function parseCacheImportSpec(spec: string, cwd: string): CacheImportSpec {
   if (!spec.includes("=")) return { type: "registry", ref: spec };
   const fields = fieldsOf(spec, "--cache-from", CACHE_FROM);
+  const mounts = mountsOf(fields, spec, "--cache-from");
   if (fields.type === "registry") {
     if (!fields.ref) throw new UsageError(`--cache-from "${spec}": type=registry needs ref=`);
-    return { type: "registry", ref: fields.ref };
+    return { type: "registry", ref: fields.ref, ...mounts };
   }
   if (!fields.src) throw new UsageError(`--cache-from "${spec}": type=local needs src=`);
   return {
@@ -203,6 +236,7 @@ export function parseCacheImportSpec(spec: string, cwd: string): CacheImportSpec
     src: path.resolve(cwd, fields.src),
     ...(fields.tag ? { tag: fields.tag } : {}),
     ...(fields.digest ? { digest: fields.digest } : {}),
+    ...mounts,
   };
 }
 
@@ -222,7 +256,10 @@ export async function importBuildCache(
   for (const spec of specs) {
     const source =
       spec.type === "local" ? await directories.load(spec) : await loadCacheFromRegistry(spec.ref, registry);
-    if (source) sources.push(source);
+    if (!source) continue;
+    // A cache's mounts seed this build's only when its --cache-from asks (mounts=true).
+    if (spec.mounts === true) sources.push(source);
+    else sources.push({ ...source, description: { records: source.description.records } });
   }
   return new ImportedCache(content, sources);
 }
@@ -296,10 +333,11 @@ export async function writeBuildCache(
   store: { root: string; content: ContentStore },
   registry: RegistryOptions,
   directories: CacheDirectories = localCacheDirectories,
+  onMount?: MountExportReport,
 ): Promise<void> {
   if (spec.type === "registry") {
     const writer = await storeCacheWriter(store.root);
     const own = spec.part !== undefined ? partWriter(writer, spec.part) : writer;
-    await exportCacheToRegistry(store.content, description, spec.ref, own, registry);
-  } else await directories.write(spec, description, store.content);
+    await exportCacheToRegistry(store.content, description, spec.ref, own, registry, onMount);
+  } else await directories.write(spec, description, store.content, onMount);
 }

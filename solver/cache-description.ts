@@ -9,6 +9,10 @@
  * it (as BuildKit's cache config chains its layers by parent): the records of a build 3,000 steps
  * deep, each holding every layer below it, listed whole would not fit in a JavaScript string.
  */
+
+import type { Descriptor } from "../oci/spec.js";
+import { CACHE_MOUNT_MEDIA_TYPE } from "../worker/cache-mounts/archive.js";
+import { type CacheMountRecord, parseCacheMountRecord } from "../worker/cache-mounts/store.js";
 import type { KeyMaterial } from "./cache.js";
 import type { VertexDigest } from "./graph.js";
 import type { FsResult, LayerRef } from "./worker.js";
@@ -26,8 +30,19 @@ export interface ExportedRecord {
   created?: number;
 }
 
+/**
+ * A cache mount that travels with the cache (`mounts=true`): what it is, and its content as one
+ * blob (worker/cache-mounts/archive.ts packMountBlob), listed in the cache manifest after the
+ * layers. Never part of a record: a mount's content is no step's result nor in any key.
+ */
+export interface CachedMount {
+  record: Omit<CacheMountRecord, "lastUsed">;
+  blob: Descriptor;
+}
+
 export interface CacheDescription {
   records: ExportedRecord[];
+  mounts?: CachedMount[];
 }
 
 export type CacheMode = "min" | "max";
@@ -74,10 +89,16 @@ export function describedLayers(description: CacheDescription): LayerRef[] {
   return [...byDigest.values()];
 }
 
+/** The mount blobs a description carries, after its layers in a cache manifest. */
+export function describedMountBlobs(description: CacheDescription): Descriptor[] {
+  return (description.mounts ?? []).map((mount) => mount.blob);
+}
+
 /** A description as written: stacks of layers, and records naming theirs by position. */
 interface WrittenDescription {
   stacks: { below?: number; layer: LayerRef }[];
   records: (Omit<ExportedRecord, "layers"> & { stack?: number })[];
+  mounts?: CachedMount[];
 }
 
 /** The description as it is written (JSON): each layer of each stack once. */
@@ -105,14 +126,51 @@ export function encodeCacheDescription(description: CacheDescription): WrittenDe
     }
     return { ...record, ...(below !== undefined ? { stack: below } : {}) };
   });
-  return { stacks, records };
+  const mounts = description.mounts ?? [];
+  return { stacks, records, ...(mounts.length > 0 ? { mounts } : {}) };
 }
 
 /** How many layers the records of one description may list in all: a bound on reading a hostile one. */
 const MAX_DESCRIBED_LAYERS = 20_000_000;
 
+/** A layer; a mount blob is never one (a hostile description naming one as a layer is refused). */
 const isLayer = (l: unknown): l is LayerRef =>
-  typeof (l as LayerRef)?.diffId === "string" && typeof (l as LayerRef)?.descriptor?.digest === "string";
+  typeof (l as LayerRef)?.diffId === "string" &&
+  typeof (l as LayerRef)?.descriptor?.digest === "string" &&
+  (l as LayerRef).descriptor.mediaType !== CACHE_MOUNT_MEDIA_TYPE;
+
+/** How many cache mounts one description may carry: a bound on reading a hostile one. */
+const MAX_DESCRIBED_MOUNTS = 1000;
+
+/**
+ * The mounts of an untrusted description: a record parseCacheMountRecord accepts (its key is its
+ * identity's digest) and a blob that is a sha256 digest of a safe size with the mount media type;
+ * a key's first mount only.
+ */
+function parseCachedMounts(value: unknown): CachedMount[] {
+  if (!Array.isArray(value)) return [];
+  const mounts = new Map<string, CachedMount>();
+  for (const item of value.slice(0, MAX_DESCRIBED_MOUNTS)) {
+    const parsed = parseCacheMountRecord({ ...(item as CachedMount | null)?.record, lastUsed: 0 });
+    const blob = (item as CachedMount | null)?.blob;
+    if (!parsed || !isMountBlob(blob) || mounts.has(parsed.key)) continue;
+    const { lastUsed: _, ...record } = parsed;
+    mounts.set(parsed.key, {
+      record,
+      blob: { mediaType: CACHE_MOUNT_MEDIA_TYPE, digest: blob.digest, size: blob.size },
+    });
+  }
+  return [...mounts.values()];
+}
+
+const isMountBlob = (d: unknown): d is Descriptor =>
+  typeof d === "object" &&
+  d !== null &&
+  (d as Descriptor).mediaType === CACHE_MOUNT_MEDIA_TYPE &&
+  typeof (d as Descriptor).digest === "string" &&
+  /^sha256:[0-9a-f]{64}$/.test((d as Descriptor).digest) &&
+  Number.isSafeInteger((d as Descriptor).size) &&
+  (d as Descriptor).size > 0;
 
 /** A time JavaScript's Date can hold, in whole milliseconds since the epoch. */
 const isTime = (t: unknown): t is number =>
@@ -125,6 +183,7 @@ const isTime = (t: unknown): t is number =>
 export function parseCacheDescription(value: unknown): CacheDescription {
   const records = (value as { records?: unknown })?.records;
   if (!Array.isArray(records)) return { records: [] };
+  const mounts = parseCachedMounts((value as { mounts?: unknown }).mounts);
   const stacks = (value as { stacks?: unknown }).stacks;
   // Each stack is valid only on a valid stack before it: no stack is its own ancestor.
   const depth: number[] = [];
@@ -166,5 +225,5 @@ export function parseCacheDescription(value: unknown): CacheDescription {
     const created = isTime(r.created) ? { created: r.created } : {};
     parsed.push({ key: r.key, name: r.name, material: r.material, layers, ...created });
   }
-  return { records: parsed };
+  return { records: parsed, ...(mounts.length > 0 ? { mounts } : {}) };
 }

@@ -31,7 +31,9 @@ import type { ContentStore } from "../oci/store/content.js";
 import {
   CACHE_CONFIG_MEDIA_TYPE,
   type CacheDescription,
+  type CachedMount,
   describedLayers,
+  describedMountBlobs,
   type ExportedRecord,
   encodeCacheDescription,
   INLINE_CACHE_FIELD,
@@ -47,6 +49,9 @@ import {
   writerTag,
 } from "./cache-writers.js";
 import type { FsResult } from "./worker.js";
+
+/** Told, for each cache mount an export carries, whether its blob was sent or the destination had it. */
+export type MountExportReport = (mount: CachedMount, sent: boolean) => void;
 
 /** Where imported records' blobs come from. */
 export interface CacheSource {
@@ -70,10 +75,20 @@ function cacheManifest(
       digest: sha256(config),
       size: config.length,
     },
-    layers: describedLayers(description).map((layer) => layer.descriptor),
+    // Mount blobs are listed too, so that registries keep them (they are never layers: see describedLayers).
+    layers: manifestBlobs(description),
     ...(annotations ? { annotations } : {}),
   };
   return { config, manifest };
+}
+
+/** A cache manifest's blobs: the layers, then the cache mounts' blobs, each digest once. */
+function manifestBlobs(description: CacheDescription): Descriptor[] {
+  const blobs = new Map<string, Descriptor>();
+  for (const layer of describedLayers(description)) blobs.set(layer.descriptor.digest, layer.descriptor);
+  for (const blob of describedMountBlobs(description))
+    if (!blobs.has(blob.digest)) blobs.set(blob.digest, blob);
+  return [...blobs.values()];
 }
 
 function sha256(bytes: Uint8Array): string {
@@ -97,6 +112,7 @@ export async function exportCacheToRegistry(
   reference: string,
   writer: string,
   options: RegistryOptions,
+  onMount?: MountExportReport,
 ): Promise<Descriptor> {
   const ref = parseReference(reference);
   const name = formatReference(ref);
@@ -107,10 +123,13 @@ export async function exportCacheToRegistry(
   const client = session.clients[0]!;
   try {
     const { config, manifest } = cacheManifest(description);
-    for (const layer of manifest.layers) {
-      await uploadBlob(client, ref.path, layer.digest, layer.size, () =>
-        createReadStream(content.blobPath(layer.digest)),
+    const mounts = new Map((description.mounts ?? []).map((mount) => [mount.blob.digest, mount]));
+    for (const blob of manifest.layers) {
+      const sent = await uploadBlob(client, ref.path, blob.digest, blob.size, () =>
+        createReadStream(content.blobPath(blob.digest)),
       );
+      const mount = mounts.get(blob.digest);
+      if (mount) onMount?.(mount, sent);
     }
     const pushed = await putCacheManifest(client, ref.path, own, config, manifest);
     await mergeIntoRef(client, ref.path, tag, { tag: own, digest: pushed.digest, description }, (message) =>
@@ -128,10 +147,11 @@ async function uploadBlob(
   digest: string,
   size: number,
   body: () => NodeJS.ReadableStream,
-): Promise<void> {
-  if (await client.hasBlob(repository, digest, [`repository:${repository}:pull,push`])) return;
+): Promise<boolean> {
+  if (await client.hasBlob(repository, digest, [`repository:${repository}:pull,push`])) return false;
   const location = await client.startUpload(repository);
   await client.uploadMonolithic(repository, location, digest, size, body);
+  return true;
 }
 
 /** Uploads a cache manifest's config and puts the manifest under `reference`; its descriptor. */
@@ -306,17 +326,19 @@ export async function exportCacheToDir(
   description: CacheDescription,
   dir: string,
   tag = "latest",
+  onMount?: MountExportReport,
 ): Promise<Descriptor> {
-  const layers = describedLayers(description).map((layer) => layer.descriptor);
+  const blobs = manifestBlobs(description);
   const lacking = new Set(
     await cacheDirLacks(
       dir,
-      layers.map((layer) => layer.digest),
+      blobs.map((blob) => blob.digest),
     ),
   );
-  for (const layer of layers) {
-    if (lacking.has(layer.digest)) await placeCacheBlob(dir, layer, content.open(layer.digest));
+  for (const blob of blobs) {
+    if (lacking.has(blob.digest)) await placeCacheBlob(dir, blob, content.open(blob.digest));
   }
+  for (const mount of description.mounts ?? []) onMount?.(mount, lacking.has(mount.blob.digest));
   return writeCacheDirIndex(dir, description, tag);
 }
 
@@ -412,7 +434,7 @@ export async function writeCacheDirIndex(
     if (!(await exists(cacheDirBlob(dir, layer.digest)))) {
       throw new TbuildError(
         "E_CACHE_EXPORT",
-        `--cache-to type=local,dest=${dir}: the cache's layer ${layer.digest} did not arrive there; build again`,
+        `--cache-to type=local,dest=${dir}: the cache's blob ${layer.digest} did not arrive there; build again`,
       );
     }
   }
@@ -464,7 +486,7 @@ export async function loadCacheFromDir(
       { cause: err },
     );
   }
-  const records: ExportedRecord[] = [];
+  const descriptions: CacheDescription[] = [];
   const selected = (index.manifests ?? []).filter(
     (entry) =>
       (select.tag === undefined || entry.annotations?.[ANNOTATION_REF_NAME] === select.tag) &&
@@ -480,11 +502,11 @@ export async function loadCacheFromDir(
   for (const entry of selected) {
     const manifest = JSON.parse(await readFile(blobFile(entry.digest), "utf8")) as Manifest;
     const config = JSON.parse(await readFile(blobFile(manifest.config.digest), "utf8")) as unknown;
-    records.push(...descriptionIn(manifest, config).records);
+    descriptions.push(descriptionIn(manifest, config));
   }
   return {
     name: dir,
-    description: { records },
+    description: mergeCacheDescriptions(descriptions),
     blob: (descriptor) => createReadStream(blobFile(descriptor.digest)),
   };
 }
@@ -632,10 +654,12 @@ async function readRegistryCache(
 /**
  * The records of every `--cache-from`, looked up by key. `get` fetches a record's missing layers
  * into the content store (verified by digest) before answering, so a result it returns is usable
- * at once; several steps sharing a layer fetch it once.
+ * at once; several steps sharing a layer fetch it once. The cache mounts the sources carry
+ * (`mounts=true`) are looked up by mount key, and their blobs fetched the same way.
  */
 export class ImportedCache {
   private readonly records = new Map<string, { record: ExportedRecord; source: CacheSource }>();
+  private readonly mounts = new Map<string, { mount: CachedMount; source: CacheSource }>();
   private readonly fetching = new Map<string, Promise<void>>();
   private readonly content: ContentStore;
 
@@ -645,7 +669,24 @@ export class ImportedCache {
       for (const record of source.description.records) {
         if (!this.records.has(record.key)) this.records.set(record.key, { record, source });
       }
+      for (const mount of source.description.mounts ?? []) {
+        if (!this.mounts.has(mount.record.key)) this.mounts.set(mount.record.key, { mount, source });
+      }
     }
+  }
+
+  /** The imported cache mount of `key`, and the name of the cache it came from. */
+  mount(key: string): { mount: CachedMount; from: string } | undefined {
+    const found = this.mounts.get(key);
+    return found ? { mount: found.mount, from: found.source.name } : undefined;
+  }
+
+  /** Fetches the blob of the imported mount `key` into the content store (verified by digest and size). */
+  async fetchMount(key: string, signal?: AbortSignal): Promise<Descriptor | undefined> {
+    const found = this.mounts.get(key);
+    if (!found) return undefined;
+    await this.fetch(found.mount.blob, found.source, signal, `cache mount ${found.mount.record.id}`);
+    return found.mount.blob;
   }
 
   get size(): number {
@@ -665,7 +706,12 @@ export class ImportedCache {
     return { result: { layers: found.record.layers }, ...(created !== undefined ? { created } : {}) };
   }
 
-  private fetch(descriptor: Descriptor, source: CacheSource, signal?: AbortSignal): Promise<void> {
+  private fetch(
+    descriptor: Descriptor,
+    source: CacheSource,
+    signal?: AbortSignal,
+    what = `layer ${descriptor.digest}`,
+  ): Promise<void> {
     let pending = this.fetching.get(descriptor.digest);
     if (!pending) {
       pending = (async () => {
@@ -679,7 +725,7 @@ export class ImportedCache {
         } catch (err) {
           throw new TbuildError(
             "E_CACHE_IMPORT",
-            `cannot fetch layer ${descriptor.digest} of the imported cache from ${source.name}: ${(err as Error).message}`,
+            `cannot fetch ${what} of the imported cache from ${source.name}: ${(err as Error).message}`,
             { cause: err },
           );
         }

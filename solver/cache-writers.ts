@@ -21,7 +21,7 @@ import { TbuildError, UsageError } from "../errors/index.js";
 import { writeFileAtomic } from "../oci/atomic-file.js";
 import { makeDirectories } from "../oci/make-directories.js";
 import { parseReference } from "../oci/reference.js";
-import type { CacheDescription, ExportedRecord } from "./cache-description.js";
+import type { CacheDescription, CachedMount, ExportedRecord } from "./cache-description.js";
 import type { LayerRef } from "./worker.js";
 
 /** What separates a ref's tag from a writer's id in the writer's tag. */
@@ -104,7 +104,8 @@ export function writersAnnotations(writers: Map<string, string>): Record<string,
 /**
  * The descriptions of several writers as one: a key's first record wins (its result is as good as
  * any other's), every other key is kept; equal layers become one object, so that they are written
- * once.
+ * once. Cache mounts likewise, by mount key: one blob per mount, the first description's (a
+ * writer's own, merged first, is its newest content).
  */
 export function mergeCacheDescriptions(descriptions: CacheDescription[]): CacheDescription {
   const byKey = new Map<string, ExportedRecord>();
@@ -122,7 +123,16 @@ export function mergeCacheDescriptions(descriptions: CacheDescription[]): CacheD
     }
   }
   const records = [...byKey.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-  return { records };
+  const mounts = new Map<string, CachedMount>();
+  for (const description of descriptions) {
+    for (const mount of description.mounts ?? []) {
+      if (!mounts.has(mount.record.key)) mounts.set(mount.record.key, mount);
+    }
+  }
+  const sortedMounts = [...mounts.values()].sort((a, b) =>
+    a.record.key < b.record.key ? -1 : a.record.key > b.record.key ? 1 : 0,
+  );
+  return { records, ...(sortedMounts.length > 0 ? { mounts: sortedMounts } : {}) };
 }
 
 /**

@@ -6,10 +6,14 @@ import { describe, expect, it } from "vitest";
 import { MediaType } from "../../oci/spec.js";
 import {
   type CacheDescription,
+  describedLayers,
   encodeCacheDescription,
   parseCacheDescription,
 } from "../../solver/cache-description.js";
+import { mergeCacheDescriptions } from "../../solver/cache-writers.js";
 import type { LayerRef } from "../../solver/worker.js";
+import { CACHE_MOUNT_MEDIA_TYPE } from "../../worker/cache-mounts/archive.js";
+import { cacheMountKey } from "../../worker/cache-mounts/store.js";
 
 const layer = (i: number): LayerRef => {
   const hex = i.toString(16).padStart(64, "0");
@@ -107,5 +111,72 @@ describe("a written cache description", () => {
       ["unknown", undefined],
       ...[0, 1, 2, 3, 4].map((i) => [`bad${i}`, undefined]),
     ]);
+  });
+});
+
+describe("the cache mounts a description carries", () => {
+  const mountRecord = (id: string) => ({
+    key: cacheMountKey(id),
+    id,
+    sharing: "shared" as const,
+    target: "/cache",
+  });
+  const blob = (i: number) => ({
+    mediaType: CACHE_MOUNT_MEDIA_TYPE,
+    digest: `sha256:${i.toString(16).padStart(64, "a")}`,
+    size: 100 + i,
+  });
+
+  it("travel with it and read back the same", () => {
+    const description: CacheDescription = {
+      records: [record("k", [layer(1)])],
+      mounts: [{ record: mountRecord("npm"), blob: blob(1) }],
+    };
+    expect(parseCacheDescription(travel(encodeCacheDescription(description)))).toEqual(description);
+  });
+
+  it("are read from untrusted JSON only when the record is its own key's and the blob a mount blob", () => {
+    const good = { record: mountRecord("good"), blob: blob(1) };
+    const written = {
+      records: [],
+      mounts: [
+        good,
+        // A key that is not the digest of its id: it would seed another mount.
+        { record: { ...mountRecord("x"), key: cacheMountKey("other") }, blob: blob(2) },
+        { record: mountRecord("layer-type"), blob: { ...blob(3), mediaType: MediaType.ociLayerGzip } },
+        { record: mountRecord("bad-digest"), blob: { ...blob(4), digest: "sha256:../../etc" } },
+        { record: mountRecord("sha512"), blob: { ...blob(5), digest: `sha512:${"a".repeat(128)}` } },
+        { record: mountRecord("huge"), blob: { ...blob(6), size: 2 ** 60 } },
+        { record: mountRecord("negative"), blob: { ...blob(7), size: -1 } },
+        { record: { ...mountRecord("sharing"), sharing: "everyone" }, blob: blob(8) },
+        { record: mountRecord("good"), blob: blob(9) },
+        "not a mount",
+      ],
+    };
+    expect(parseCacheDescription(travel(written)).mounts).toEqual([good]);
+  });
+
+  it("never make a record's layer of a mount blob", () => {
+    const asLayer = { descriptor: blob(1), diffId: blob(1).digest };
+    const parsed = parseCacheDescription(travel({ records: [{ key: "k", name: "k", layers: [asLayer] }] }));
+    expect(parsed.records).toEqual([]);
+    const mounts = {
+      records: [record("k", [layer(1)])],
+      mounts: [{ record: mountRecord("m"), blob: blob(2) }],
+    };
+    expect(describedLayers(mounts).map((l) => l.descriptor.digest)).toEqual([layer(1).descriptor.digest]);
+  });
+
+  it("merge by mount key, the first description's blob winning (a writer's own is merged first)", () => {
+    const own = { record: mountRecord("npm"), blob: blob(1) };
+    const other = { record: mountRecord("npm"), blob: blob(2) };
+    const onlyOther = { record: mountRecord("apt"), blob: blob(3) };
+    const merged = mergeCacheDescriptions([
+      { records: [], mounts: [own] },
+      { records: [], mounts: [other, onlyOther] },
+    ]);
+    expect(merged.mounts).toHaveLength(2);
+    expect(merged.mounts).toEqual(expect.arrayContaining([own, onlyOther]));
+    expect(mergeCacheDescriptions([{ records: [] }]).mounts).toBeUndefined();
   });
 });

@@ -15,6 +15,8 @@ import { mkdir, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { writeFileAtomic } from "../../oci/atomic-file.js";
 import { digestOf } from "../../solver/digest.js";
+import type { ExecMount } from "../../solver/graph.js";
+import type { FsResult } from "../../solver/worker.js";
 
 export type CacheSharing = "shared" | "private" | "locked";
 
@@ -54,6 +56,35 @@ const SHARINGS: readonly string[] = ["shared", "private", "locked"];
 /** The directory name of a mount: the id alone, or the id and its base, as BuildKit keys them. */
 export function cacheMountKey(id: string, base?: CacheMountBase): string {
   return digestOf(base ? { id, base } : { id }).slice(7, 39);
+}
+
+/**
+ * What a RUN step's cache mount is (without when it was used): its id, sharing and target, and
+ * its base when it has a mode, uid or gid, or a `from` input (whose layers `from` gives). The one
+ * place a mount's identity is made: a step running it and a cache export naming it agree.
+ */
+export function cacheMountRecordOf(
+  mount: Pick<ExecMount, "cache" | "target" | "mode" | "uid" | "gid" | "selector" | "input">,
+  from: FsResult | undefined,
+): Omit<CacheMountRecord, "lastUsed"> {
+  const cache = mount.cache!;
+  const based =
+    from !== undefined || mount.mode !== undefined || mount.uid !== undefined || mount.gid !== undefined;
+  const base: CacheMountBase | undefined = based
+    ? {
+        mode: mount.mode ?? null,
+        uid: mount.uid ?? null,
+        gid: mount.gid ?? null,
+        from: from ? { layers: from.layers.map((l) => l.diffId), selector: mount.selector ?? "/" } : null,
+      }
+    : undefined;
+  return {
+    key: cacheMountKey(cache.id, base),
+    id: cache.id,
+    sharing: cache.sharing,
+    target: mount.target,
+    ...(base ? { base } : {}),
+  };
 }
 
 export function isCacheMountKey(key: string): boolean {
@@ -186,6 +217,7 @@ export class CacheMountStore {
     const data = await this.dataDir(record.key, { based: record.base !== undefined });
     if (await stat(data).catch(() => undefined)) return "kept";
     const building = `${data}.seed-${randomBytes(4).toString("hex")}`;
+    // A mount first used in this store has no directory yet: `fill` makes only its own.
     await mkdir(path.dirname(data), { recursive: true });
     try {
       await fill(building);

@@ -17,7 +17,7 @@ import { FREE_STORE_SPACE } from "../../errors/system.js";
 import { writeLayer } from "../../oci/layer.js";
 import type { ExecMount, ExecOp } from "../../solver/graph.js";
 import type { FsResult } from "../../solver/worker.js";
-import { type CacheMountBase, CacheMountStore, cacheMountKey } from "../cache-mounts/store.js";
+import { CacheMountStore, cacheMountRecordOf } from "../cache-mounts/store.js";
 import { stepEmulator } from "../emulation.js";
 import { rootPath } from "../root-path.js";
 import { runInSandbox, type SandboxMount } from "../sandbox/index.js";
@@ -303,7 +303,8 @@ async function forwardedAgentSocket(
  * own, or a `from` stage it is seeded with) is named by its id and that base: another mode or a
  * changed stage gives another directory, and a step run under `--no-cache` starts a fresh one,
  * which later builds then use (BuildKit's re-run base). A mount without one outlives `--no-cache`.
- * A mount the build imported (`--cache-from ...,mounts=true`) is seeded before its first use.
+ * A mount the build imported (`--cache-from ...,mounts=true`) is seeded before its first use,
+ * a fresh generation too.
  */
 async function cacheMount(
   mount: ExecMount,
@@ -311,30 +312,16 @@ async function cacheMount(
   ctx: OpContext,
   cleanups: (() => Promise<void>)[],
 ): Promise<SandboxMount> {
-  const cache = mount.cache!;
   const from = mount.input !== undefined ? inputs[mount.input]! : undefined;
-  const based =
-    from !== undefined || mount.mode !== undefined || mount.uid !== undefined || mount.gid !== undefined;
-  const base: CacheMountBase | undefined = based
-    ? {
-        mode: mount.mode ?? null,
-        uid: mount.uid ?? null,
-        gid: mount.gid ?? null,
-        from: from ? { layers: from.layers.map((l) => l.diffId), selector: mount.selector ?? "/" } : null,
-      }
-    : undefined;
+  const record = cacheMountRecordOf(mount, from);
+  const { key } = record;
+  const based = record.base !== undefined;
   const mounts = new CacheMountStore(ctx.store.root);
-  const key = cacheMountKey(cache.id, base);
-  const record = {
-    key,
-    id: cache.id,
-    sharing: cache.sharing,
-    target: mount.target,
-    ...(base ? { base } : {}),
-  };
   const fresh = based && ctx.ignoringCache === true;
-  if (!fresh) await ctx.cacheMounts?.seed({ ...record, lastUsed: Date.now() }, mounts);
   let data = await mounts.dataDir(key, { based, fresh });
+  // After the fresh generation is made, so that it too starts from an imported mount: a build
+  // under --no-cache that imports its mounts (CI's) asked for them.
+  await ctx.cacheMounts?.seed({ ...record, lastUsed: Date.now() }, mounts);
   if (!(await stat(data).catch(() => undefined))) {
     const building = `${data}.${randomBytes(4).toString("hex")}`;
     await mkdir(building, { recursive: true });
@@ -360,14 +347,14 @@ async function cacheMount(
   }
   await mounts.touch(record);
   ctx.cacheMounts?.used(record);
-  if (cache.sharing !== "shared") {
+  if (record.sharing !== "shared") {
     const lock = await lockfile
       .lock(mounts.mountDir(key), {
         realpath: false,
-        retries: cache.sharing === "locked" ? { retries: 600, minTimeout: 100, maxTimeout: 1000 } : 0,
+        retries: record.sharing === "locked" ? { retries: 600, minTimeout: 100, maxTimeout: 1000 } : 0,
       })
       .catch(async (err: unknown) => {
-        if (cache.sharing === "private") return undefined;
+        if (record.sharing === "private") return undefined;
         throw err;
       });
     if (lock) {
