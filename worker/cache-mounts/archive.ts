@@ -39,15 +39,10 @@ import {
 } from "node:fs";
 import { rename, rm } from "node:fs/promises";
 import path from "node:path";
-import { Readable, type Transform } from "node:stream";
+import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import {
-  createGunzip,
-  createZstdCompress,
-  createZstdDecompress,
-  type ZstdOptions,
-  constants as zlib,
-} from "node:zlib";
+import { promisify } from "node:util";
+import { createGunzip, createZstdDecompress, constants as zlib, zstdCompress } from "node:zlib";
 import { TbuildError } from "../../errors/index.js";
 import { byBytes } from "../../oci/archive/byte-order.js";
 import { encodeTarHeader, TAR_END, type TarEntry, tarPadding } from "../../oci/archive/tar.js";
@@ -57,7 +52,7 @@ import { makeSpecialFile } from "../unpack.js";
 
 /** Bytes gathered before a chunk of the tar is handed on. */
 const CHUNK_BYTES = 1 << 20;
-/** Bytes a compressor or decompressor may hold beyond its reader: it works ahead (on another thread) meanwhile. */
+/** Bytes the decompressor may hold beyond its reader: it works ahead (on another thread) meanwhile. */
 const AHEAD_BYTES = 16 << 20;
 /** Files at most this large are read whole, in one call. */
 const WHOLE_FILE_BYTES = 512 * 1024;
@@ -76,18 +71,28 @@ function deviceNumbers(rdev: bigint): { devmaj: number; devmin: number } {
   return { devmaj: Number(major), devmin: Number(minor) };
 }
 
+/** What packTree and unpackTree count: the bytes of a tree as `directorySize` does, without walking it again. */
+export interface TreeSize {
+  /** Sizes of everything but directories, each file once however many hard links it has. */
+  bytes: number;
+}
+
 /**
  * The tar entries of the directory `dir` under `prefix` (`""`: the directory is `./`; `"K/"`: it
  * is `K/` and its files `K/...`), without the end-of-archive blocks, so that several directories
- * can follow each other in one archive. `onSkip` hears of sockets, which a tar cannot hold.
+ * can follow each other in one archive. `onSkip` hears of sockets, which a tar cannot hold; `size`
+ * counts what is packed.
  */
 export async function* packTree(
   dir: string,
   prefix = "",
   onSkip?: (relative: string, reason: string) => void,
+  size: TreeSize = { bytes: 0 },
 ): AsyncGenerator<Buffer> {
   const chunker = new ChunkBuilder();
   const hardLinks = new Map<string, string>();
+  /** Inodes with several links already counted in `size`. */
+  const counted = new Set<string>();
   const rootInfo = lstatSafe(dir);
   if (!rootInfo.isDirectory()) throw new CacheMountArchiveError(`${dir} is not a directory`);
   const stack: { dir: string; relative: string; names: string[]; at: number }[] = [];
@@ -126,6 +131,10 @@ export async function* packTree(
     const st = lstatSafe(absolute);
     const base = metadata(st);
     let chunk: Buffer | undefined;
+    if (!st.isDirectory() && (st.nlink === 1n || !counted.has(`${st.dev}:${st.ino}`))) {
+      if (st.nlink > 1n) counted.add(`${st.dev}:${st.ino}`);
+      size.bytes += Number(st.size);
+    }
     if (st.isDirectory()) {
       chunk = chunker.entry({ ...base, path: `${relative}/`, type: "Directory" });
       enter(absolute, `${relative}/`);
@@ -340,6 +349,8 @@ export interface UnpackTreeOptions {
   signal?: AbortSignal;
   /** Names the archive in errors. */
   what: string;
+  /** Filled with the size (as TreeSize counts it) of what is unpacked under each top-level name. */
+  sizes?: Map<string, number>;
 }
 
 /**
@@ -420,6 +431,19 @@ class TreeWriter {
     }
   }
 
+  /** Adds the entry to its top-level name's size: hard links and directories take no room of their own. */
+  private count(top: string, entry: TarReadEntry): void {
+    const sizes = this.options.sizes;
+    if (sizes === undefined || entry.type === "Directory" || entry.type === "Link") return;
+    const bytes =
+      entry.type === "File"
+        ? entry.size
+        : entry.type === "SymbolicLink"
+          ? Buffer.byteLength(entry.linkpath)
+          : 0;
+    sizes.set(top, (sizes.get(top) ?? 0) + bytes);
+  }
+
   async apply(entry: TarReadEntry): Promise<void> {
     let parts: string[];
     try {
@@ -447,6 +471,7 @@ class TreeWriter {
       this.dirs.set(parent, { mode: 0o755, atime: new Date(0), mtime: new Date(0) });
     }
     const file = path.join(this.root, rel);
+    this.count(parts[0]!, entry);
     switch (entry.type) {
       case "Directory":
         mkdirSync(file, { mode: 0o700 });
@@ -545,30 +570,59 @@ function writeAll(fd: number, bytes: Uint8Array): void {
   while (offset < bytes.length) offset += writeSync(fd, bytes, offset);
 }
 
+/** Bytes of tar in each zstd frame: a frame is compressed on its own, so two can be at once. */
+export const FRAME_BYTES = 8 << 20;
+/** Frames being compressed (each on a thread of the pool) while the tree is read on this one. */
+const FRAMES_AT_ONCE = 2;
+const zstdCompressFrame = promisify(zstdCompress);
+
 /**
- * A zstd compressor (level 3, zstd's default) that takes up to AHEAD_BYTES before its writer
- * waits: the tree is read on this thread while the compressor works on another.
+ * `tar` zstd-compressed (level 3, zstd's default) in independent frames of FRAME_BYTES of tar
+ * each, the last shorter: concatenated frames are one valid zstd stream (`zstd -d` and every
+ * decompressor read them whole). The frames' bounds depend only on the tar's bytes, never on how
+ * it arrived, so the same tree still gives the same bytes; and two frames are compressed on the
+ * pool while the tree is read into the next, where one stream would leave a core idle.
  */
-export function zstdCompressor(): Transform {
-  return createZstdCompress({
-    chunkSize: CHUNK_BYTES,
-    writableHighWaterMark: AHEAD_BYTES,
-    params: { [zlib.ZSTD_c_compressionLevel]: 3 },
-  } as ZstdOptions);
+export async function* zstdFrames(tar: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+  const compressing: Promise<Buffer>[] = [];
+  let frame = Buffer.allocUnsafe(FRAME_BYTES);
+  let at = 0;
+  const compress = (bytes: Buffer) => {
+    const done = zstdCompressFrame(bytes, {
+      chunkSize: FRAME_BYTES + (FRAME_BYTES >> 6),
+      params: { [zlib.ZSTD_c_compressionLevel]: 3 },
+    });
+    done.catch(() => {});
+    compressing.push(done);
+  };
+  try {
+    for await (const chunk of tar) {
+      let offset = 0;
+      while (offset < chunk.length) {
+        const n = chunk.copy(frame, at, offset);
+        at += n;
+        offset += n;
+        if (at < FRAME_BYTES) continue;
+        if (compressing.length >= FRAMES_AT_ONCE) yield await compressing.shift()!;
+        compress(frame);
+        frame = Buffer.allocUnsafe(FRAME_BYTES);
+        at = 0;
+      }
+    }
+    if (at > 0) compress(frame.subarray(0, at));
+    while (compressing.length > 0) yield await compressing.shift()!;
+  } finally {
+    compressing.length = 0;
+  }
 }
 
 /**
  * A mount's content as it travels alone (a blob of `--cache-to ...,mounts=true`): its archive,
- * zstd-compressed. The same content gives the same bytes, so a blob already sent is not sent again.
+ * zstd-compressed in frames. The same content gives the same bytes, so a blob already sent is not
+ * sent again.
  */
 export function packMountBlob(dir: string, onSkip?: (relative: string, reason: string) => void): Readable {
-  const compress = createZstdCompress({
-    chunkSize: CHUNK_BYTES,
-    params: { [zlib.ZSTD_c_compressionLevel]: 3 },
-  });
-  const source = packDirectoryTree(dir, onSkip);
-  pipeline(source, compress).catch(() => {});
-  return compress;
+  return Readable.from(zstdFrames(packDirectoryTree(dir, onSkip)), { objectMode: false });
 }
 
 /** The media type of a cache mount blob. */
