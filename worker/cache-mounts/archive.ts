@@ -21,11 +21,7 @@ import {
   chmodSync,
   closeSync,
   constants,
-  fchmodSync,
-  fchownSync,
-  futimesSync,
   lchownSync,
-  linkSync,
   lstatSync,
   lutimesSync,
   mkdirSync,
@@ -33,9 +29,6 @@ import {
   readdirSync,
   readlinkSync,
   readSync,
-  symlinkSync,
-  utimesSync,
-  writeSync,
 } from "node:fs";
 import { rename, rm } from "node:fs/promises";
 import path from "node:path";
@@ -49,6 +42,7 @@ import { encodeTarHeader, TAR_END, type TarEntry, tarPadding } from "../../oci/a
 import { readTarEntries, type TarReadEntry } from "../../oci/archive/tar-reader.js";
 import { entryComponents } from "../../oci/layer-entry.js";
 import { makeSpecialFile } from "../unpack.js";
+import { TreeCallError, TreeCallQueue, treeCallPolicy } from "./tree-calls.js";
 
 /** Bytes gathered before a chunk of the tar is handed on. */
 const CHUNK_BYTES = 1 << 20;
@@ -351,6 +345,11 @@ export interface UnpackTreeOptions {
   what: string;
   /** Filled with the size (as TreeSize counts it) of what is unpacked under each top-level name. */
   sizes?: Map<string, number>;
+  /**
+   * Every file system call made, on this thread, none spared (tree-calls.ts): the plain path the
+   * property tests hold the fast one to. Off: calls are made on a thread of their own.
+   */
+  plainly?: boolean;
 }
 
 /**
@@ -369,8 +368,11 @@ export async function unpackTree(
     `.tmp-${path.basename(target)}-${process.pid}-${randomBytes(6).toString("hex")}`,
   );
   mkdirSync(temp, { mode: 0o700 });
+  // Without the setgid bit a parent may have passed on: files made below then get this process's group.
+  chmodSync(temp, 0o700);
+  const calls = new TreeCallQueue(treeCallPolicy(options.plainly !== true), options.plainly !== true);
   try {
-    const tree = new TreeWriter(temp, options);
+    const tree = new TreeWriter(temp, calls, options);
     let count = 0;
     for await (const entry of readTarEntries(decompressedTar(source), {
       what: options.what,
@@ -380,9 +382,11 @@ export async function unpackTree(
       await tree.apply(entry);
     }
     options.signal?.throwIfAborted();
-    tree.finish();
+    await tree.finish();
+    await calls.close();
     await rename(temp, target);
   } catch (err) {
+    await calls.close();
     (source as { destroy?: () => void }).destroy?.();
     await rm(temp, { recursive: true, force: true }).catch(() => {});
     if ((err as NodeJS.ErrnoException).code === "ENAMETOOLONG") {
@@ -392,20 +396,27 @@ export async function unpackTree(
   }
 }
 
+/**
+ * Checks each entry against what the archive made before it and queues the calls that make it
+ * (tree-calls.ts). Directories stay 0700 while the tree is made; their modes and times are set
+ * last, deepest first.
+ */
 class TreeWriter {
   private readonly root: string;
+  private readonly calls: TreeCallQueue;
   private readonly options: UnpackTreeOptions;
   /** Directories this archive made, by relative path ("" is the root). */
-  private readonly dirs = new Map<string, { mode: number; atime: Date; mtime: Date }>([
-    ["", { mode: 0o755, atime: new Date(0), mtime: new Date(0) }],
+  private readonly dirs = new Map<string, { mode: number; atime: number; mtime: number }>([
+    ["", { mode: 0o755, atime: 0, mtime: 0 }],
   ]);
   /** Everything else this archive made: true for regular files (what hard links may name). */
   private readonly others = new Map<string, boolean>();
   private skippedDevices = 0;
   private xattrs = 0;
 
-  constructor(root: string, options: UnpackTreeOptions) {
+  constructor(root: string, calls: TreeCallQueue, options: UnpackTreeOptions) {
     this.root = root;
+    this.calls = calls;
     this.options = options;
   }
 
@@ -413,22 +424,6 @@ class TreeWriter {
     throw new CacheMountArchiveError(
       `refused to unpack ${this.options.what}: its entry ${JSON.stringify(entry.path)} ${reason}; nothing of it was unpacked`,
     );
-  }
-
-  private owner(file: string | number, entry: TarReadEntry): void {
-    try {
-      if (typeof file === "number") fchownSync(file, entry.uid, entry.gid);
-      else lchownSync(file, entry.uid, entry.gid);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === "EINVAL") {
-        throw new CacheMountArchiveError(
-          `${entry.path} in ${this.options.what} is owned by ${entry.uid}:${entry.gid}, which this user namespace does not map; give the user a larger subordinate range in /etc/subuid and /etc/subgid`,
-          err,
-        );
-      }
-      throw err;
-    }
   }
 
   /** Adds the entry to its top-level name's size: hard links and directories take no room of their own. */
@@ -445,6 +440,29 @@ class TreeWriter {
   }
 
   async apply(entry: TarReadEntry): Promise<void> {
+    try {
+      await this.make(entry);
+    } catch (err) {
+      throw err instanceof TreeCallError ? this.failed(err) : err;
+    }
+  }
+
+  /** A failed call as the user should read it: an owner the user namespace does not map says so. */
+  private failed(err: TreeCallError): Error {
+    const { call } = err;
+    if (
+      err.code === "EINVAL" &&
+      (call.call === "lchown" || call.call === "close" || call.call === "symlink")
+    ) {
+      return new CacheMountArchiveError(
+        `${call.name} in ${this.options.what} is owned by ${call.uid}:${call.gid}, which this user namespace does not map; give the user a larger subordinate range in /etc/subuid and /etc/subgid`,
+        err,
+      );
+    }
+    return err;
+  }
+
+  private async make(entry: TarReadEntry): Promise<void> {
     let parts: string[];
     try {
       parts = entryComponents(entry.path);
@@ -453,10 +471,13 @@ class TreeWriter {
     }
     if (entry.xattrs.size > 0) this.xattrs++;
     const rel = parts.join("/");
+    const atime = (entry.atime ?? entry.mtime).getTime();
+    const mtime = entry.mtime.getTime();
+    const owner = { uid: entry.uid, gid: entry.gid, name: entry.path };
     if (rel === "") {
       if (entry.type !== "Directory") this.refuse(entry, "is the archive's root but no directory");
-      this.owner(this.root, entry);
-      this.dirs.set("", { mode: entry.mode & 0o7777, atime: entry.atime ?? entry.mtime, mtime: entry.mtime });
+      await this.calls.queue({ call: "lchown", path: this.root, ...owner });
+      this.dirs.set("", { mode: entry.mode & 0o7777, atime, mtime });
       return;
     }
     if (this.dirs.has(rel) || this.others.has(rel)) this.refuse(entry, "is there twice");
@@ -467,45 +488,36 @@ class TreeWriter {
       if (this.dirs.has(parent)) continue;
       if (this.others.has(parent))
         this.refuse(entry, `lies below ${JSON.stringify(parent)}, which is no directory`);
-      mkdirSync(path.join(this.root, parent), { mode: 0o755 });
-      this.dirs.set(parent, { mode: 0o755, atime: new Date(0), mtime: new Date(0) });
+      await this.calls.queue({ call: "mkdir", path: path.join(this.root, parent) });
+      this.dirs.set(parent, { mode: 0o755, atime: 0, mtime: 0 });
     }
     const file = path.join(this.root, rel);
     this.count(parts[0]!, entry);
     switch (entry.type) {
       case "Directory":
-        mkdirSync(file, { mode: 0o700 });
-        this.owner(file, entry);
-        this.dirs.set(rel, {
-          mode: entry.mode & 0o7777,
-          atime: entry.atime ?? entry.mtime,
-          mtime: entry.mtime,
-        });
+        await this.calls.queue({ call: "mkdir", path: file });
+        await this.calls.queue({ call: "lchown", path: file, ...owner });
+        this.dirs.set(rel, { mode: entry.mode & 0o7777, atime, mtime });
         return;
       case "File": {
-        const fd = openSync(
-          file,
-          constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
-          0o600,
-        );
+        const mode = entry.mode & 0o7777;
+        await this.calls.queue({ call: "create", path: file, mode });
         this.others.set(rel, true);
-        try {
-          if (entry.content !== undefined) writeAll(fd, entry.content);
-          else for await (const chunk of entry.body) writeAll(fd, chunk);
-          this.owner(fd, entry);
-          // After chown, which clears setuid and setgid bits.
-          fchmodSync(fd, entry.mode & 0o7777);
-          futimesSync(fd, entry.atime ?? entry.mtime, entry.mtime);
-        } finally {
-          closeSync(fd);
-        }
+        if (entry.content !== undefined) await this.calls.write(entry.content);
+        else for await (const chunk of entry.body) await this.calls.write(chunk);
+        await this.calls.queue({ call: "close", mode, atime, mtime, ...owner });
         return;
       }
       case "SymbolicLink":
-        symlinkSync(entry.linkpath, file);
+        await this.calls.queue({
+          call: "symlink",
+          path: file,
+          target: entry.linkpath,
+          atime,
+          mtime,
+          ...owner,
+        });
         this.others.set(rel, false);
-        this.owner(file, entry);
-        lutimesSync(file, entry.atime ?? entry.mtime, entry.mtime);
         return;
       case "Link": {
         let target: string;
@@ -523,7 +535,7 @@ class TreeWriter {
             `is a hard link to ${JSON.stringify(entry.linkpath)}, which is no file of the archive before it`,
           );
         }
-        linkSync(path.join(this.root, target), file);
+        await this.calls.queue({ call: "link", path: file, target: path.join(this.root, target) });
         this.others.set(rel, true);
         return;
       }
@@ -534,23 +546,39 @@ class TreeWriter {
           this.skippedDevices++;
           return;
         }
+        // Rare: made here, after everything queued before it.
+        await this.calls.drain();
         await makeSpecialFile(file, entry.type, entry.devmaj, entry.devmin);
         this.others.set(rel, false);
-        this.owner(file, entry);
+        try {
+          lchownSync(file, entry.uid, entry.gid);
+        } catch (err) {
+          throw this.failed(
+            new TreeCallError(
+              { call: "lchown", path: file, ...owner },
+              (err as NodeJS.ErrnoException).code,
+              (err as Error).message,
+            ),
+          );
+        }
         chmodSync(file, entry.mode & 0o7777);
-        lutimesSync(file, entry.atime ?? entry.mtime, entry.mtime);
+        lutimesSync(file, atime / 1000, mtime / 1000);
         return;
     }
   }
 
   /** Directories' modes and times, deepest first (making their entries changed their times). */
-  finish(): void {
+  async finish(): Promise<void> {
     const dirs = [...this.dirs.keys()].sort((a, b) => b.length - a.length);
-    for (const rel of dirs) {
-      const { mode, atime, mtime } = this.dirs.get(rel)!;
-      const file = rel === "" ? this.root : path.join(this.root, rel);
-      chmodSync(file, mode);
-      utimesSync(file, atime, mtime);
+    try {
+      for (const rel of dirs) {
+        const { mode, atime, mtime } = this.dirs.get(rel)!;
+        const file = rel === "" ? this.root : path.join(this.root, rel);
+        await this.calls.queue({ call: "settle", path: file, mode, atime, mtime });
+      }
+      await this.calls.drain();
+    } catch (err) {
+      throw err instanceof TreeCallError ? this.failed(err) : err;
     }
     if (this.skippedDevices > 0) {
       this.options.warn?.(
@@ -563,11 +591,6 @@ class TreeWriter {
       );
     }
   }
-}
-
-function writeAll(fd: number, bytes: Uint8Array): void {
-  let offset = 0;
-  while (offset < bytes.length) offset += writeSync(fd, bytes, offset);
 }
 
 /** Bytes of tar in each zstd frame: a frame is compressed on its own, so two can be at once. */

@@ -1,0 +1,279 @@
+/**
+ * The file system calls of an unpack, as data: unpackTree (archive.ts) checks each entry of an
+ * untrusted archive on its own thread and hands the calls that entry needs, in batches, to a
+ * thread that only makes them (tree-writer-thread.ts). Parsing and checking the archive then
+ * overlaps the ~1 s of open/write/futimes/close calls of 20,000 small files, where on one thread
+ * they followed each other. The calls are made in order; the first that fails stops the rest and
+ * comes back as the unpack's error. Every decision about what may be written where is made before
+ * a call is queued: this side only carries it out, inside the unpack's own new directory.
+ *
+ * Needless calls are spared (`spareNeedless`): no fchown when the file already has the owner
+ * asked for, as one this process creates does (the unpack's directories carry no setgid bit while
+ * it runs, so a new file's group is the process's), and no fchmod when open's mode and the umask
+ * give the bits already (no setuid, setgid or sticky bit asked for). `plainly` (every call, on the
+ * caller's thread) is what the property tests compare that with.
+ */
+import {
+  chmodSync,
+  closeSync,
+  constants,
+  fchmodSync,
+  fchownSync,
+  futimesSync,
+  lchownSync,
+  linkSync,
+  lutimesSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  symlinkSync,
+  utimesSync,
+  writeSync,
+} from "node:fs";
+import { Worker } from "node:worker_threads";
+
+/** One call; times are milliseconds since the epoch; `name` is the entry's path, for errors. */
+export type TreeCall =
+  | { call: "mkdir"; path: string }
+  | { call: "lchown"; path: string; uid: number; gid: number; name: string }
+  | { call: "create"; path: string; mode: number }
+  | { call: "write"; at: number; length: number }
+  | { call: "close"; uid: number; gid: number; mode: number; atime: number; mtime: number; name: string }
+  | {
+      call: "symlink";
+      path: string;
+      target: string;
+      uid: number;
+      gid: number;
+      atime: number;
+      mtime: number;
+      name: string;
+    }
+  | { call: "link"; path: string; target: string }
+  | { call: "settle"; path: string; mode: number; atime: number; mtime: number };
+
+/** Calls, and the bytes their `write` calls take (`at`, `length` index into it). */
+export interface TreeCallBatch {
+  calls: TreeCall[];
+  data: ArrayBuffer;
+}
+
+/** How the calls are made: whether needless ones are spared, and what sparing them relies on. */
+export interface TreeCallPolicy {
+  spareNeedless: boolean;
+  uid: number;
+  gid: number;
+  /** The process's umask, from /proc/self/status; undefined: unknown, and fchmod is never spared. */
+  umask: number | undefined;
+}
+
+/** The policy of this process: the umask is read, never set (setting it would race other threads). */
+export function treeCallPolicy(spareNeedless: boolean): TreeCallPolicy {
+  let umask: number | undefined;
+  try {
+    const match = /^Umask:\s*([0-7]+)$/m.exec(readFileSync("/proc/self/status", "utf8"));
+    if (match) umask = Number.parseInt(match[1]!, 8);
+  } catch {
+    // No /proc: every mode is set with fchmod.
+  }
+  return { spareNeedless, uid: process.getuid?.() ?? -1, gid: process.getgid?.() ?? -1, umask };
+}
+
+/** A call that failed, as it crosses back: the error's code and message, and the call. */
+export interface FailedTreeCall {
+  call: TreeCall;
+  code: string | undefined;
+  message: string;
+}
+
+/** Makes the calls of batches in order; holds the file being written between its calls. */
+export class TreeCallMaker {
+  private fd: number | undefined;
+  private readonly policy: TreeCallPolicy;
+
+  constructor(policy: TreeCallPolicy) {
+    this.policy = policy;
+  }
+
+  /** Makes the batch's calls; the first failure is returned, and nothing after it is made. */
+  make(batch: TreeCallBatch): FailedTreeCall | undefined {
+    const data = new Uint8Array(batch.data);
+    for (const call of batch.calls) {
+      try {
+        this.one(call, data);
+      } catch (err) {
+        this.abandon();
+        const e = err as NodeJS.ErrnoException;
+        return { call, code: e.code, message: e.message };
+      }
+    }
+    return undefined;
+  }
+
+  /** Closes the file being written, if any (the unpack failed). */
+  abandon(): void {
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
+  }
+
+  private one(call: TreeCall, data: Uint8Array): void {
+    const { spareNeedless, uid, gid, umask } = this.policy;
+    switch (call.call) {
+      case "mkdir":
+        mkdirSync(call.path, { mode: 0o700 });
+        return;
+      case "lchown":
+        lchownSync(call.path, call.uid, call.gid);
+        return;
+      case "create":
+        this.fd = openSync(
+          call.path,
+          constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+          spareNeedless ? call.mode & 0o777 : 0o600,
+        );
+        return;
+      case "write": {
+        let offset = call.at;
+        const end = call.at + call.length;
+        while (offset < end) offset += writeSync(this.fd!, data, offset, end - offset);
+        return;
+      }
+      case "close": {
+        const fd = this.fd!;
+        this.fd = undefined;
+        try {
+          const owned = spareNeedless && call.uid === uid && call.gid === gid;
+          if (!owned) fchownSync(fd, call.uid, call.gid);
+          // After fchown, which clears setuid and setgid bits.
+          const given =
+            spareNeedless && umask !== undefined && (call.mode & 0o7000) === 0 && (call.mode & umask) === 0;
+          if (!given) fchmodSync(fd, call.mode);
+          futimesSync(fd, call.atime / 1000, call.mtime / 1000);
+        } finally {
+          closeSync(fd);
+        }
+        return;
+      }
+      case "symlink":
+        symlinkSync(call.target, call.path);
+        lchownSync(call.path, call.uid, call.gid);
+        lutimesSync(call.path, call.atime / 1000, call.mtime / 1000);
+        return;
+      case "link":
+        linkSync(call.target, call.path);
+        return;
+      case "settle":
+        chmodSync(call.path, call.mode);
+        utimesSync(call.path, call.atime / 1000, call.mtime / 1000);
+        return;
+    }
+  }
+}
+
+/** Bytes of file content gathered in a batch before it is handed over. */
+const BATCH_BYTES = 1 << 20;
+/** Calls in a batch at most. */
+const BATCH_CALLS = 1024;
+/** Batches handed over and not yet made: the checking side waits beyond this. */
+const BATCHES_AHEAD = 4;
+
+/**
+ * Queues calls into batches and has them made: on a thread of their own (`thread`) or at once on
+ * this one. The first failed call is thrown by the next `queue`d wait or by `drain`.
+ */
+export class TreeCallQueue {
+  private calls: TreeCall[] = [];
+  private data = new Uint8Array(new ArrayBuffer(BATCH_BYTES));
+  private at = 0;
+  private ahead = 0;
+  private failure: FailedTreeCall | undefined;
+  private waiting: (() => void) | undefined;
+  private readonly worker: Worker | undefined;
+  private readonly maker: TreeCallMaker | undefined;
+
+  constructor(policy: TreeCallPolicy, thread: boolean) {
+    if (!thread) {
+      this.maker = new TreeCallMaker(policy);
+      return;
+    }
+    this.worker = new Worker(new URL("./tree-writer-thread.js", import.meta.url), { workerData: policy });
+    this.worker.on("message", (failed: FailedTreeCall | null) => {
+      this.ahead--;
+      if (failed && !this.failure) this.failure = failed;
+      this.waiting?.();
+    });
+    this.worker.on("error", (err) => {
+      this.failure ??= { call: { call: "mkdir", path: "" }, code: undefined, message: String(err) };
+      this.waiting?.();
+    });
+  }
+
+  /** Queues a call (with `write`, use `write`); waits when enough batches are ahead. */
+  async queue(call: TreeCall): Promise<void> {
+    this.calls.push(call);
+    if (this.calls.length >= BATCH_CALLS) await this.send();
+  }
+
+  /** Queues writes of `bytes` to the file created last. */
+  async write(bytes: Uint8Array): Promise<void> {
+    let offset = 0;
+    while (offset < bytes.length) {
+      if (this.at === BATCH_BYTES) await this.send();
+      const length = Math.min(bytes.length - offset, BATCH_BYTES - this.at);
+      this.data.set(bytes.subarray(offset, offset + length), this.at);
+      this.calls.push({ call: "write", at: this.at, length });
+      this.at += length;
+      offset += length;
+    }
+  }
+
+  /** Every queued call made; throws the first failure. */
+  async drain(): Promise<void> {
+    await this.send();
+    while (this.ahead > 0 && !this.failure) await new Promise<void>((resolve) => (this.waiting = resolve));
+    this.throwFailure();
+  }
+
+  /** Stops the thread, its calls made or not: nothing writes into the tree after this resolves. */
+  async close(): Promise<void> {
+    this.maker?.abandon();
+    await this.worker?.terminate();
+  }
+
+  private async send(): Promise<void> {
+    this.throwFailure();
+    if (this.calls.length === 0) return;
+    const batch: TreeCallBatch = { calls: this.calls, data: this.data.buffer as ArrayBuffer };
+    this.calls = [];
+    if (this.maker) {
+      this.failure = this.maker.make(batch);
+      this.at = 0;
+    } else {
+      this.ahead++;
+      this.worker!.postMessage(batch, [batch.data]);
+      this.data = new Uint8Array(new ArrayBuffer(BATCH_BYTES));
+      this.at = 0;
+      while (this.ahead >= BATCHES_AHEAD && !this.failure)
+        await new Promise<void>((resolve) => (this.waiting = resolve));
+    }
+    this.throwFailure();
+  }
+
+  private throwFailure(): void {
+    if (!this.failure) return;
+    const { call, code, message } = this.failure;
+    throw new TreeCallError(call, code, message);
+  }
+}
+
+/** A call that failed: its errno code and the call, for the unpack to say which entry it was. */
+export class TreeCallError extends Error {
+  readonly code: string | undefined;
+  readonly call: TreeCall;
+
+  constructor(call: TreeCall, code: string | undefined, message: string) {
+    super(message);
+    this.code = code;
+    this.call = call;
+  }
+}
