@@ -52,10 +52,71 @@ export type TreeCall =
   | { call: "link"; path: string; target: string }
   | { call: "settle"; path: string; mode: number; atime: number; mtime: number };
 
-/** Calls, and the bytes their `write` calls take (`at`, `length` index into it). */
+/**
+ * Calls encoded in `calls` (its first `length` bytes), and the bytes their `write` calls take
+ * (`at`, `length` index into `data`). Encoded, because cloning an object per call across threads
+ * cost more than making the calls: each call is its kind's number, then its fields in
+ * CALL_FIELDS's order, a string as its UTF-8 length (4 bytes) and bytes, a number as a double.
+ */
 export interface TreeCallBatch {
-  calls: TreeCall[];
+  calls: ArrayBuffer;
+  length: number;
   data: ArrayBuffer;
+}
+
+const CALL_FIELDS = {
+  mkdir: ["path"],
+  lchown: ["path", "uid", "gid", "name"],
+  create: ["path", "mode"],
+  write: ["at", "length"],
+  close: ["uid", "gid", "mode", "atime", "mtime", "name"],
+  symlink: ["path", "target", "uid", "gid", "atime", "mtime", "name"],
+  link: ["path", "target"],
+  settle: ["path", "mode", "atime", "mtime"],
+} as const satisfies Record<TreeCall["call"], readonly string[]>;
+const CALL_KINDS = Object.keys(CALL_FIELDS) as TreeCall["call"][];
+const CALL_NUMBERS = new Map(CALL_KINDS.map((kind, i) => [kind, i]));
+
+/** Bytes `call` may take encoded: an upper bound (a UTF-16 unit is at most 3 bytes of UTF-8). */
+function encodedBound(call: TreeCall): number {
+  let bytes = 1;
+  for (const value of Object.values(call)) bytes += typeof value === "string" ? 4 + 3 * value.length : 8;
+  return bytes;
+}
+
+/** Encodes `call` at `at` (room checked by the caller); the offset after it. */
+function encodeCall(call: TreeCall, into: Buffer, at: number): number {
+  into[at++] = CALL_NUMBERS.get(call.call)!;
+  for (const field of CALL_FIELDS[call.call]) {
+    const value = (call as unknown as Record<string, string | number>)[field]!;
+    if (typeof value === "string") {
+      const length = into.write(value, at + 4, "utf8");
+      into.writeUInt32LE(length, at);
+      at += 4 + length;
+    } else at = into.writeDoubleLE(value, at);
+  }
+  return at;
+}
+
+/** The calls of an encoded batch, in order. */
+function* decodeCalls(batch: TreeCallBatch): Generator<TreeCall> {
+  const from = Buffer.from(batch.calls, 0, batch.length);
+  let at = 0;
+  while (at < from.length) {
+    const kind = CALL_KINDS[from[at++]!]!;
+    const call: Record<string, string | number> = { call: kind };
+    for (const field of CALL_FIELDS[kind]) {
+      if (field === "path" || field === "target" || field === "name") {
+        const length = from.readUInt32LE(at);
+        call[field] = from.toString("utf8", at + 4, at + 4 + length);
+        at += 4 + length;
+      } else {
+        call[field] = from.readDoubleLE(at);
+        at += 8;
+      }
+    }
+    yield call as unknown as TreeCall;
+  }
 }
 
 /** How the calls are made: whether needless ones are spared, and what sparing them relies on. */
@@ -86,6 +147,12 @@ export interface FailedTreeCall {
   message: string;
 }
 
+/** The thread's answer to a batch: the failed call, if one did, and the batch's buffers back. */
+export interface TreeCallReply {
+  failed: FailedTreeCall | undefined;
+  batch: TreeCallBatch;
+}
+
 /** Makes the calls of batches in order; holds the file being written between its calls. */
 export class TreeCallMaker {
   private fd: number | undefined;
@@ -98,7 +165,7 @@ export class TreeCallMaker {
   /** Makes the batch's calls; the first failure is returned, and nothing after it is made. */
   make(batch: TreeCallBatch): FailedTreeCall | undefined {
     const data = new Uint8Array(batch.data);
-    for (const call of batch.calls) {
+    for (const call of decodeCalls(batch)) {
       try {
         this.one(call, data);
       } catch (err) {
@@ -172,8 +239,8 @@ export class TreeCallMaker {
 
 /** Bytes of file content gathered in a batch before it is handed over. */
 const BATCH_BYTES = 1 << 20;
-/** Calls in a batch at most. */
-const BATCH_CALLS = 1024;
+/** Bytes of encoded calls in a batch at most. */
+const BATCH_CALL_BYTES = 256 << 10;
 /** Batches handed over and not yet made: the checking side waits beyond this. */
 const BATCHES_AHEAD = 4;
 
@@ -182,10 +249,13 @@ const BATCHES_AHEAD = 4;
  * this one. The first failed call is thrown by the next `queue`d wait or by `drain`.
  */
 export class TreeCallQueue {
-  private calls: TreeCall[] = [];
+  private calls = Buffer.from(new ArrayBuffer(BATCH_CALL_BYTES));
+  private callsAt = 0;
   private data = new Uint8Array(new ArrayBuffer(BATCH_BYTES));
   private at = 0;
   private ahead = 0;
+  /** Batches' buffers back from the thread, to fill again: fresh memory costs a page fault per page. */
+  private readonly spare: TreeCallBatch[] = [];
   private failure: FailedTreeCall | undefined;
   private waiting: (() => void) | undefined;
   private readonly worker: Worker | undefined;
@@ -197,9 +267,10 @@ export class TreeCallQueue {
       return;
     }
     this.worker = new Worker(new URL("./tree-writer-thread.js", import.meta.url), { workerData: policy });
-    this.worker.on("message", (failed: FailedTreeCall | null) => {
+    this.worker.on("message", ({ failed, batch }: TreeCallReply) => {
       this.ahead--;
       if (failed && !this.failure) this.failure = failed;
+      this.spare.push(batch);
       this.waiting?.();
     });
     this.worker.on("error", (err) => {
@@ -210,18 +281,24 @@ export class TreeCallQueue {
 
   /** Queues a call (with `write`, use `write`); waits when enough batches are ahead. */
   async queue(call: TreeCall): Promise<void> {
-    this.calls.push(call);
-    if (this.calls.length >= BATCH_CALLS) await this.send();
+    const bound = encodedBound(call);
+    if (bound > BATCH_CALL_BYTES) {
+      throw new TreeCallError(call, "ENAMETOOLONG", `a path of ${bound} bytes is too long`);
+    }
+    if (this.callsAt + bound > BATCH_CALL_BYTES) await this.send();
+    this.callsAt = encodeCall(call, this.calls, this.callsAt);
   }
 
   /** Queues writes of `bytes` to the file created last. */
   async write(bytes: Uint8Array): Promise<void> {
     let offset = 0;
     while (offset < bytes.length) {
-      if (this.at === BATCH_BYTES) await this.send();
+      const call: TreeCall = { call: "write", at: this.at, length: 0 };
+      // Room for the call and some bytes in this batch, so that both go in it.
+      if (this.at === BATCH_BYTES || this.callsAt + encodedBound(call) > BATCH_CALL_BYTES) await this.send();
       const length = Math.min(bytes.length - offset, BATCH_BYTES - this.at);
       this.data.set(bytes.subarray(offset, offset + length), this.at);
-      this.calls.push({ call: "write", at: this.at, length });
+      this.callsAt = encodeCall({ call: "write", at: this.at, length }, this.calls, this.callsAt);
       this.at += length;
       offset += length;
     }
@@ -242,17 +319,22 @@ export class TreeCallQueue {
 
   private async send(): Promise<void> {
     this.throwFailure();
-    if (this.calls.length === 0) return;
-    const batch: TreeCallBatch = { calls: this.calls, data: this.data.buffer as ArrayBuffer };
-    this.calls = [];
+    if (this.callsAt === 0) return;
+    const batch: TreeCallBatch = {
+      calls: this.calls.buffer as ArrayBuffer,
+      length: this.callsAt,
+      data: this.data.buffer as ArrayBuffer,
+    };
+    this.callsAt = 0;
+    this.at = 0;
     if (this.maker) {
       this.failure = this.maker.make(batch);
-      this.at = 0;
     } else {
       this.ahead++;
-      this.worker!.postMessage(batch, [batch.data]);
-      this.data = new Uint8Array(new ArrayBuffer(BATCH_BYTES));
-      this.at = 0;
+      this.worker!.postMessage(batch, [batch.calls, batch.data]);
+      const next = this.spare.pop();
+      this.calls = Buffer.from(next?.calls ?? new ArrayBuffer(BATCH_CALL_BYTES));
+      this.data = new Uint8Array(next?.data ?? new ArrayBuffer(BATCH_BYTES));
       while (this.ahead >= BATCHES_AHEAD && !this.failure)
         await new Promise<void>((resolve) => (this.waiting = resolve));
     }
