@@ -238,9 +238,9 @@ export class TreeCallMaker {
 }
 
 /** Bytes of file content gathered in a batch before it is handed over. */
-const BATCH_BYTES = 1 << 20;
+const BATCH_BYTES = 4 << 20;
 /** Bytes of encoded calls in a batch at most. */
-const BATCH_CALL_BYTES = 256 << 10;
+const BATCH_CALL_BYTES = 1 << 20;
 /** Batches handed over and not yet made: the checking side waits beyond this. */
 const BATCHES_AHEAD = 4;
 
