@@ -42,7 +42,7 @@ import { encodeTarHeader, TAR_END, type TarEntry, tarPadding } from "../../oci/a
 import { readTarEntries, type TarReadEntry } from "../../oci/archive/tar-reader.js";
 import { entryComponents } from "../../oci/layer-entry.js";
 import { makeSpecialFile } from "../unpack.js";
-import { TreeCallError, TreeCallQueue, treeCallPolicy } from "./tree-calls.js";
+import { type TreeCall, TreeCallError, TreeCallQueue, treeCallPolicy } from "./tree-calls.js";
 
 /** Bytes gathered before a chunk of the tar is handed on. */
 const CHUNK_BYTES = 1 << 20;
@@ -379,7 +379,8 @@ export async function unpackTree(
       onSkip: (entryPath, reason) => options.warn?.(`skipped ${entryPath}: ${reason}`),
     })) {
       if ((++count & 255) === 0) options.signal?.throwIfAborted();
-      await tree.apply(entry);
+      const waiting = tree.apply(entry);
+      if (waiting) await waiting;
     }
     options.signal?.throwIfAborted();
     await tree.finish();
@@ -439,9 +440,17 @@ class TreeWriter {
     sizes.set(top, (sizes.get(top) ?? 0) + bytes);
   }
 
-  async apply(entry: TarReadEntry): Promise<void> {
+  /**
+   * Checks the entry and queues its calls; a promise only when there is something to wait for
+   * (content still arriving, a special file, the thread behind): an await per entry costs more
+   * than its calls.
+   */
+  apply(entry: TarReadEntry): Promise<void> | undefined {
     try {
-      await this.make(entry);
+      const waiting = this.make(entry) ?? (this.calls.behind ? this.calls.caughtUp() : undefined);
+      return waiting?.catch((err: unknown) => {
+        throw err instanceof TreeCallError ? this.failed(err) : err;
+      });
     } catch (err) {
       throw err instanceof TreeCallError ? this.failed(err) : err;
     }
@@ -462,7 +471,15 @@ class TreeWriter {
     return err;
   }
 
-  private async make(entry: TarReadEntry): Promise<void> {
+  /**
+   * The absolute path of checked components (entryComponents: no "", "." or ".."): what path.join
+   * would give, without its normalizing, which an unpack of many small files felt.
+   */
+  private inside(rel: string): string {
+    return `${this.root}/${rel}`;
+  }
+
+  private make(entry: TarReadEntry): Promise<void> | undefined {
     let parts: string[];
     try {
       parts = entryComponents(entry.path);
@@ -476,7 +493,7 @@ class TreeWriter {
     const owner = { uid: entry.uid, gid: entry.gid, name: entry.path };
     if (rel === "") {
       if (entry.type !== "Directory") this.refuse(entry, "is the archive's root but no directory");
-      await this.calls.queue({ call: "lchown", path: this.root, ...owner });
+      this.calls.queue({ call: "lchown", path: this.root, ...owner });
       this.dirs.set("", { mode: entry.mode & 0o7777, atime, mtime });
       return;
     }
@@ -488,28 +505,37 @@ class TreeWriter {
       if (this.dirs.has(parent)) continue;
       if (this.others.has(parent))
         this.refuse(entry, `lies below ${JSON.stringify(parent)}, which is no directory`);
-      await this.calls.queue({ call: "mkdir", path: path.join(this.root, parent) });
+      this.calls.queue({ call: "mkdir", path: this.inside(parent) });
       this.dirs.set(parent, { mode: 0o755, atime: 0, mtime: 0 });
     }
-    const file = path.join(this.root, rel);
+    const file = this.inside(rel);
     this.count(parts[0]!, entry);
     switch (entry.type) {
       case "Directory":
-        await this.calls.queue({ call: "mkdir", path: file });
-        await this.calls.queue({ call: "lchown", path: file, ...owner });
+        this.calls.queue({ call: "mkdir", path: file });
+        this.calls.queue({ call: "lchown", path: file, ...owner });
         this.dirs.set(rel, { mode: entry.mode & 0o7777, atime, mtime });
         return;
       case "File": {
         const mode = entry.mode & 0o7777;
-        await this.calls.queue({ call: "create", path: file, mode });
+        this.calls.queue({ call: "create", path: file, mode });
         this.others.set(rel, true);
-        if (entry.content !== undefined) await this.calls.write(entry.content);
-        else for await (const chunk of entry.body) await this.calls.write(chunk);
-        await this.calls.queue({ call: "close", mode, atime, mtime, ...owner });
-        return;
+        const close = () => this.calls.queue({ call: "close", mode, atime, mtime, ...owner });
+        if (entry.content !== undefined) {
+          this.calls.write(entry.content);
+          close();
+          return;
+        }
+        return (async () => {
+          for await (const chunk of entry.body) {
+            this.calls.write(chunk);
+            if (this.calls.behind) await this.calls.caughtUp();
+          }
+          close();
+        })();
       }
       case "SymbolicLink":
-        await this.calls.queue({
+        this.calls.queue({
           call: "symlink",
           path: file,
           target: entry.linkpath,
@@ -535,7 +561,7 @@ class TreeWriter {
             `is a hard link to ${JSON.stringify(entry.linkpath)}, which is no file of the archive before it`,
           );
         }
-        await this.calls.queue({ call: "link", path: file, target: path.join(this.root, target) });
+        this.calls.queue({ call: "link", path: file, target: this.inside(target) });
         this.others.set(rel, true);
         return;
       }
@@ -546,25 +572,29 @@ class TreeWriter {
           this.skippedDevices++;
           return;
         }
-        // Rare: made here, after everything queued before it.
-        await this.calls.drain();
-        await makeSpecialFile(file, entry.type, entry.devmaj, entry.devmin);
         this.others.set(rel, false);
-        try {
-          lchownSync(file, entry.uid, entry.gid);
-        } catch (err) {
-          throw this.failed(
-            new TreeCallError(
-              { call: "lchown", path: file, ...owner },
-              (err as NodeJS.ErrnoException).code,
-              (err as Error).message,
-            ),
-          );
-        }
-        chmodSync(file, entry.mode & 0o7777);
-        lutimesSync(file, atime / 1000, mtime / 1000);
-        return;
+        return this.makeSpecialFile(file, entry, entry.type, atime, mtime);
     }
+  }
+
+  /** A device or FIFO: rare, so made here, after everything queued before it. */
+  private async makeSpecialFile(
+    file: string,
+    entry: TarReadEntry,
+    type: "CharacterDevice" | "BlockDevice" | "FIFO",
+    atime: number,
+    mtime: number,
+  ): Promise<void> {
+    await this.calls.drain();
+    await makeSpecialFile(file, type, entry.devmaj, entry.devmin);
+    try {
+      lchownSync(file, entry.uid, entry.gid);
+    } catch (err) {
+      const call: TreeCall = { call: "lchown", path: file, uid: entry.uid, gid: entry.gid, name: entry.path };
+      throw this.failed(new TreeCallError(call, (err as NodeJS.ErrnoException).code, (err as Error).message));
+    }
+    chmodSync(file, entry.mode & 0o7777);
+    lutimesSync(file, atime / 1000, mtime / 1000);
   }
 
   /** Directories' modes and times, deepest first (making their entries changed their times). */
@@ -574,7 +604,7 @@ class TreeWriter {
       for (const rel of dirs) {
         const { mode, atime, mtime } = this.dirs.get(rel)!;
         const file = rel === "" ? this.root : path.join(this.root, rel);
-        await this.calls.queue({ call: "settle", path: file, mode, atime, mtime });
+        this.calls.queue({ call: "settle", path: file, mode, atime, mtime });
       }
       await this.calls.drain();
     } catch (err) {

@@ -80,9 +80,15 @@ const CALL_NUMBERS = new Map(CALL_KINDS.map((kind, i) => [kind, i]));
 /** Bytes `call` may take encoded: an upper bound (a UTF-16 unit is at most 3 bytes of UTF-8). */
 function encodedBound(call: TreeCall): number {
   let bytes = 1;
-  for (const value of Object.values(call)) bytes += typeof value === "string" ? 4 + 3 * value.length : 8;
+  for (const field of CALL_FIELDS[call.call]) {
+    const value = (call as unknown as Record<string, string | number>)[field]!;
+    bytes += typeof value === "string" ? 4 + 3 * value.length : 8;
+  }
   return bytes;
 }
+
+/** Bytes of an encoded `write` call. */
+const WRITE_CALL_BYTES = 1 + 2 * 8;
 
 /** Encodes `call` at `at` (room checked by the caller); the offset after it. */
 function encodeCall(call: TreeCall, into: Buffer, at: number): number {
@@ -246,7 +252,9 @@ const BATCHES_AHEAD = 4;
 
 /**
  * Queues calls into batches and has them made: on a thread of their own (`thread`) or at once on
- * this one. The first failed call is thrown by the next `queue`d wait or by `drain`.
+ * this one. Queuing never waits (a round trip through the event loop per call would cost more than
+ * the call): the caller waits with `caughtUp` when `behind`. The first failed call is thrown by
+ * the next `queue`, `write`, `caughtUp` or `drain`.
  */
 export class TreeCallQueue {
   private calls = Buffer.from(new ArrayBuffer(BATCH_CALL_BYTES));
@@ -279,34 +287,45 @@ export class TreeCallQueue {
     });
   }
 
-  /** Queues a call (with `write`, use `write`); waits when enough batches are ahead. */
-  async queue(call: TreeCall): Promise<void> {
+  /** Queues a call (bytes to write: `write`). */
+  queue(call: TreeCall): void {
     const bound = encodedBound(call);
     if (bound > BATCH_CALL_BYTES) {
       throw new TreeCallError(call, "ENAMETOOLONG", `a path of ${bound} bytes is too long`);
     }
-    if (this.callsAt + bound > BATCH_CALL_BYTES) await this.send();
+    if (this.callsAt + bound > BATCH_CALL_BYTES) this.send();
     this.callsAt = encodeCall(call, this.calls, this.callsAt);
   }
 
   /** Queues writes of `bytes` to the file created last. */
-  async write(bytes: Uint8Array): Promise<void> {
+  write(bytes: Uint8Array): void {
     let offset = 0;
     while (offset < bytes.length) {
-      const call: TreeCall = { call: "write", at: this.at, length: 0 };
       // Room for the call and some bytes in this batch, so that both go in it.
-      if (this.at === BATCH_BYTES || this.callsAt + encodedBound(call) > BATCH_CALL_BYTES) await this.send();
+      if (this.at === BATCH_BYTES || this.callsAt + WRITE_CALL_BYTES > BATCH_CALL_BYTES) this.send();
       const length = Math.min(bytes.length - offset, BATCH_BYTES - this.at);
-      this.data.set(bytes.subarray(offset, offset + length), this.at);
+      this.data.set(length === bytes.length ? bytes : bytes.subarray(offset, offset + length), this.at);
       this.callsAt = encodeCall({ call: "write", at: this.at, length }, this.calls, this.callsAt);
       this.at += length;
       offset += length;
     }
   }
 
+  /** Whether enough batches are ahead of the thread that the caller should wait (`caughtUp`). */
+  get behind(): boolean {
+    return this.ahead >= BATCHES_AHEAD;
+  }
+
+  /** Waits until the thread is no longer `behind`. */
+  async caughtUp(): Promise<void> {
+    while (this.ahead >= BATCHES_AHEAD && !this.failure)
+      await new Promise<void>((resolve) => (this.waiting = resolve));
+    this.throwFailure();
+  }
+
   /** Every queued call made; throws the first failure. */
   async drain(): Promise<void> {
-    await this.send();
+    this.send();
     while (this.ahead > 0 && !this.failure) await new Promise<void>((resolve) => (this.waiting = resolve));
     this.throwFailure();
   }
@@ -317,7 +336,7 @@ export class TreeCallQueue {
     await this.worker?.terminate();
   }
 
-  private async send(): Promise<void> {
+  private send(): void {
     this.throwFailure();
     if (this.callsAt === 0) return;
     const batch: TreeCallBatch = {
@@ -335,8 +354,6 @@ export class TreeCallQueue {
       const next = this.spare.pop();
       this.calls = Buffer.from(next?.calls ?? new ArrayBuffer(BATCH_CALL_BYTES));
       this.data = new Uint8Array(next?.data ?? new ArrayBuffer(BATCH_BYTES));
-      while (this.ahead >= BATCHES_AHEAD && !this.failure)
-        await new Promise<void>((resolve) => (this.waiting = resolve));
     }
     this.throwFailure();
   }
