@@ -637,16 +637,24 @@ const zstdCompressFrame = promisify(zstdCompress);
  * pool while the tree is read into the next, where one stream would leave a core idle.
  */
 export async function* zstdFrames(tar: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
-  const compressing: Promise<Buffer>[] = [];
-  let frame = Buffer.allocUnsafe(FRAME_BYTES);
+  const compressing: { input: Buffer; output: Promise<Buffer> }[] = [];
+  /** Frames' buffers compressed already, to fill again: fresh memory costs a page fault per page. */
+  const spare: Buffer[] = [];
+  let frame: Buffer = Buffer.allocUnsafe(FRAME_BYTES);
   let at = 0;
-  const compress = (bytes: Buffer) => {
-    const done = zstdCompressFrame(bytes, {
+  const compress = (input: Buffer) => {
+    const output = zstdCompressFrame(input, {
       chunkSize: FRAME_BYTES + (FRAME_BYTES >> 6),
       params: { [zlib.ZSTD_c_compressionLevel]: 3 },
     });
-    done.catch(() => {});
-    compressing.push(done);
+    output.catch(() => {});
+    compressing.push({ input, output });
+  };
+  const oldest = async () => {
+    const { input, output } = compressing.shift()!;
+    const compressed = await output;
+    spare.push(input);
+    return compressed;
   };
   try {
     for await (const chunk of tar) {
@@ -656,14 +664,14 @@ export async function* zstdFrames(tar: AsyncIterable<Buffer>): AsyncGenerator<Bu
         at += n;
         offset += n;
         if (at < FRAME_BYTES) continue;
-        if (compressing.length >= FRAMES_AT_ONCE) yield await compressing.shift()!;
+        if (compressing.length >= FRAMES_AT_ONCE) yield await oldest();
         compress(frame);
-        frame = Buffer.allocUnsafe(FRAME_BYTES);
+        frame = spare.pop() ?? Buffer.allocUnsafe(FRAME_BYTES);
         at = 0;
       }
     }
     if (at > 0) compress(frame.subarray(0, at));
-    while (compressing.length > 0) yield await compressing.shift()!;
+    while (compressing.length > 0) yield await oldest();
   } finally {
     compressing.length = 0;
   }
