@@ -28,11 +28,13 @@ for (const name of readdirSync("dist/frontend/syntax")
 parser.update(JSON.parse(readFileSync("node_modules/chevrotain/package.json", "utf8")).version);
 
 await build({
-  // The port forwarder of `tbuild run -p` is a process of its own (runtime/network.ts finds it beside).
+  // The port forwarder of `tbuild run -p` is a process of its own (runtime/network.ts finds it
+  // beside), and an unpack's file system calls have a thread of their own (worker/cache-mounts/tree-calls.ts).
   entryPoints: {
     main: "dist/cli/boot.js",
     forwarder: "dist/runtime/forwarder.js",
     "monitor-main": "dist/runtime/monitor-main.js",
+    "tree-writer-thread": "dist/worker/cache-mounts/tree-writer-thread.js",
   },
   outdir: "dist/bundle/cli",
   bundle: true,

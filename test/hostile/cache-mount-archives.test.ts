@@ -207,6 +207,33 @@ describe.each(MODES)("hostile cache mount archives, %s", (mode: Mode) => {
   });
 });
 
+describe("hostile cache mount archives, rootless: an owner the user namespace does not map", () => {
+  it("says which entry it is, after the entries before it were written, and leaves nothing", async () => {
+    const store = world.store("rootless");
+    const file = path.join(world.dir("archive-unmapped", "rootless"), "mounts.tar.gz");
+    // Enough files before it that the failing call is made on the writing thread well after the start.
+    const before = Array.from({ length: 2000 }, (_, i) => ({ path: `f${i}`, content: "x".repeat(i) }));
+    await writeLayer(
+      file,
+      archive((key) => [
+        ...before.map((e) => ({ ...e, path: `${key}/${e.path}` })),
+        { path: `${key}/unmapped`, content: "x", uid: 4_000_000, gid: 0 },
+        { path: `${key}/after`, content: "y" },
+      ])(world.canary("rootless")),
+    );
+    const result = world.tbuild("rootless", store, ["cache", "import", "-i", file]);
+    expect(result.status).toBe(1);
+    const lines = result.stderr.trim().split("\n");
+    expect(lines, result.stderr).toHaveLength(1);
+    expect(lines[0]).toMatch(
+      /\/unmapped in the cache mounts of .* is owned by 4000000:0, which this user namespace does not map; give the user a larger subordinate range/,
+    );
+    const cacheMounts = path.join(store, "cache-mounts");
+    expect(readdirSync(cacheMounts).filter((n) => n.startsWith(".") && !n.endsWith(".lock"))).toEqual([]);
+    expect(world.tbuild("rootless", store, ["cache", "mounts", "-q"]).stdout).toBe("");
+  });
+});
+
 function ids(): [number, number] {
   const uid = Number(execFileSync("id", ["-u", ROOTLESS_USER], { encoding: "utf8" }).trim());
   const gid = Number(execFileSync("id", ["-g", ROOTLESS_USER], { encoding: "utf8" }).trim());

@@ -8,24 +8,22 @@
  * registry already holding its blob is not sent it again. The mount's own directory is the first
  * entry (its owner and mode are part of the mount: `uid=1000`). A mount is mostly many small files
  * (package caches), so the tree is read with synchronous calls gathered into large chunks: a
- * round trip through the thread pool per call would cost more than the calls.
+ * round trip through the thread pool per call would cost more than the calls. The tar is
+ * compressed in independent zstd frames, two at a time, while the tree is read (zstdFrames).
  *
  * Unpacking reads untrusted input (an archive from a user, a registry any CI job writes to). It
  * writes only into a new directory of its own, renamed into place when complete: an entry whose
  * path is absolute or climbs with `..`, or that lies below anything but a directory this archive
  * made, is refused, as is a second entry at a path or a hard link to anything but a file it made;
- * files are created exclusively and never through a symbolic link.
+ * files are created exclusively and never through a symbolic link. Entries are checked on this
+ * thread; the calls that make them are made, in order, on a thread of their own (tree-calls.ts).
  */
 import { randomBytes } from "node:crypto";
 import {
   chmodSync,
   closeSync,
   constants,
-  fchmodSync,
-  fchownSync,
-  futimesSync,
   lchownSync,
-  linkSync,
   lstatSync,
   lutimesSync,
   mkdirSync,
@@ -33,31 +31,24 @@ import {
   readdirSync,
   readlinkSync,
   readSync,
-  symlinkSync,
-  utimesSync,
-  writeSync,
 } from "node:fs";
 import { rename, rm } from "node:fs/promises";
 import path from "node:path";
-import { Readable, type Transform } from "node:stream";
+import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import {
-  createGunzip,
-  createZstdCompress,
-  createZstdDecompress,
-  type ZstdOptions,
-  constants as zlib,
-} from "node:zlib";
+import { promisify } from "node:util";
+import { createGunzip, createZstdDecompress, constants as zlib, zstdCompress } from "node:zlib";
 import { TbuildError } from "../../errors/index.js";
 import { byBytes } from "../../oci/archive/byte-order.js";
 import { encodeTarHeader, TAR_END, type TarEntry, tarPadding } from "../../oci/archive/tar.js";
 import { readTarEntries, type TarReadEntry } from "../../oci/archive/tar-reader.js";
 import { entryComponents } from "../../oci/layer-entry.js";
 import { makeSpecialFile } from "../unpack.js";
+import { type TreeCall, TreeCallError, TreeCallQueue, treeCallPolicy } from "./tree-calls.js";
 
 /** Bytes gathered before a chunk of the tar is handed on. */
 const CHUNK_BYTES = 1 << 20;
-/** Bytes a compressor or decompressor may hold beyond its reader: it works ahead (on another thread) meanwhile. */
+/** Bytes the decompressor may hold beyond its reader: it works ahead (on another thread) meanwhile. */
 const AHEAD_BYTES = 16 << 20;
 /** Files at most this large are read whole, in one call. */
 const WHOLE_FILE_BYTES = 512 * 1024;
@@ -76,18 +67,28 @@ function deviceNumbers(rdev: bigint): { devmaj: number; devmin: number } {
   return { devmaj: Number(major), devmin: Number(minor) };
 }
 
+/** What packTree and unpackTree count: the bytes of a tree as `directorySize` does, without walking it again. */
+export interface TreeSize {
+  /** Sizes of everything but directories, each file once however many hard links it has. */
+  bytes: number;
+}
+
 /**
  * The tar entries of the directory `dir` under `prefix` (`""`: the directory is `./`; `"K/"`: it
  * is `K/` and its files `K/...`), without the end-of-archive blocks, so that several directories
- * can follow each other in one archive. `onSkip` hears of sockets, which a tar cannot hold.
+ * can follow each other in one archive. `onSkip` hears of sockets, which a tar cannot hold; `size`
+ * counts what is packed.
  */
 export async function* packTree(
   dir: string,
   prefix = "",
   onSkip?: (relative: string, reason: string) => void,
+  size: TreeSize = { bytes: 0 },
 ): AsyncGenerator<Buffer> {
   const chunker = new ChunkBuilder();
   const hardLinks = new Map<string, string>();
+  /** Inodes with several links already counted in `size`. */
+  const counted = new Set<string>();
   const rootInfo = lstatSafe(dir);
   if (!rootInfo.isDirectory()) throw new CacheMountArchiveError(`${dir} is not a directory`);
   const stack: { dir: string; relative: string; names: string[]; at: number }[] = [];
@@ -126,6 +127,10 @@ export async function* packTree(
     const st = lstatSafe(absolute);
     const base = metadata(st);
     let chunk: Buffer | undefined;
+    if (!st.isDirectory() && (st.nlink === 1n || !counted.has(`${st.dev}:${st.ino}`))) {
+      if (st.nlink > 1n) counted.add(`${st.dev}:${st.ino}`);
+      size.bytes += Number(st.size);
+    }
     if (st.isDirectory()) {
       chunk = chunker.entry({ ...base, path: `${relative}/`, type: "Directory" });
       enter(absolute, `${relative}/`);
@@ -340,6 +345,13 @@ export interface UnpackTreeOptions {
   signal?: AbortSignal;
   /** Names the archive in errors. */
   what: string;
+  /** Filled with the size (as TreeSize counts it) of what is unpacked under each top-level name. */
+  sizes?: Map<string, number>;
+  /**
+   * Every file system call made, on this thread, none spared (tree-calls.ts): the plain path the
+   * property tests hold the fast one to. Off: calls are made on a thread of their own.
+   */
+  plainly?: boolean;
 }
 
 /**
@@ -358,20 +370,26 @@ export async function unpackTree(
     `.tmp-${path.basename(target)}-${process.pid}-${randomBytes(6).toString("hex")}`,
   );
   mkdirSync(temp, { mode: 0o700 });
+  // Without the setgid bit a parent may have passed on: files made below then get this process's group.
+  chmodSync(temp, 0o700);
+  const calls = new TreeCallQueue(treeCallPolicy(options.plainly !== true), options.plainly !== true);
   try {
-    const tree = new TreeWriter(temp, options);
+    const tree = new TreeWriter(temp, calls, options);
     let count = 0;
     for await (const entry of readTarEntries(decompressedTar(source), {
       what: options.what,
       onSkip: (entryPath, reason) => options.warn?.(`skipped ${entryPath}: ${reason}`),
     })) {
       if ((++count & 255) === 0) options.signal?.throwIfAborted();
-      await tree.apply(entry);
+      const waiting = tree.apply(entry);
+      if (waiting) await waiting;
     }
     options.signal?.throwIfAborted();
-    tree.finish();
+    await tree.finish();
+    await calls.close();
     await rename(temp, target);
   } catch (err) {
+    await calls.close();
     (source as { destroy?: () => void }).destroy?.();
     await rm(temp, { recursive: true, force: true }).catch(() => {});
     if ((err as NodeJS.ErrnoException).code === "ENAMETOOLONG") {
@@ -381,20 +399,27 @@ export async function unpackTree(
   }
 }
 
+/**
+ * Checks each entry against what the archive made before it and queues the calls that make it
+ * (tree-calls.ts). Directories stay 0700 while the tree is made; their modes and times are set
+ * last, deepest first.
+ */
 class TreeWriter {
   private readonly root: string;
+  private readonly calls: TreeCallQueue;
   private readonly options: UnpackTreeOptions;
   /** Directories this archive made, by relative path ("" is the root). */
-  private readonly dirs = new Map<string, { mode: number; atime: Date; mtime: Date }>([
-    ["", { mode: 0o755, atime: new Date(0), mtime: new Date(0) }],
+  private readonly dirs = new Map<string, { mode: number; atime: number; mtime: number }>([
+    ["", { mode: 0o755, atime: 0, mtime: 0 }],
   ]);
   /** Everything else this archive made: true for regular files (what hard links may name). */
   private readonly others = new Map<string, boolean>();
   private skippedDevices = 0;
   private xattrs = 0;
 
-  constructor(root: string, options: UnpackTreeOptions) {
+  constructor(root: string, calls: TreeCallQueue, options: UnpackTreeOptions) {
     this.root = root;
+    this.calls = calls;
     this.options = options;
   }
 
@@ -404,23 +429,59 @@ class TreeWriter {
     );
   }
 
-  private owner(file: string | number, entry: TarReadEntry): void {
+  /** Adds the entry to its top-level name's size: hard links and directories take no room of their own. */
+  private count(top: string, entry: TarReadEntry): void {
+    const sizes = this.options.sizes;
+    if (sizes === undefined || entry.type === "Directory" || entry.type === "Link") return;
+    const bytes =
+      entry.type === "File"
+        ? entry.size
+        : entry.type === "SymbolicLink"
+          ? Buffer.byteLength(entry.linkpath)
+          : 0;
+    sizes.set(top, (sizes.get(top) ?? 0) + bytes);
+  }
+
+  /**
+   * Checks the entry and queues its calls; a promise only when there is something to wait for
+   * (content still arriving, a special file, the thread behind): an await per entry costs more
+   * than its calls.
+   */
+  apply(entry: TarReadEntry): Promise<void> | undefined {
     try {
-      if (typeof file === "number") fchownSync(file, entry.uid, entry.gid);
-      else lchownSync(file, entry.uid, entry.gid);
+      const waiting = this.make(entry) ?? (this.calls.behind ? this.calls.caughtUp() : undefined);
+      return waiting?.catch((err: unknown) => {
+        throw err instanceof TreeCallError ? this.failed(err) : err;
+      });
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === "EINVAL") {
-        throw new CacheMountArchiveError(
-          `${entry.path} in ${this.options.what} is owned by ${entry.uid}:${entry.gid}, which this user namespace does not map; give the user a larger subordinate range in /etc/subuid and /etc/subgid`,
-          err,
-        );
-      }
-      throw err;
+      throw err instanceof TreeCallError ? this.failed(err) : err;
     }
   }
 
-  async apply(entry: TarReadEntry): Promise<void> {
+  /** A failed call as the user should read it: an owner the user namespace does not map says so. */
+  private failed(err: TreeCallError): Error {
+    const { call } = err;
+    if (
+      err.code === "EINVAL" &&
+      (call.call === "lchown" || call.call === "close" || call.call === "symlink")
+    ) {
+      return new CacheMountArchiveError(
+        `${call.name} in ${this.options.what} is owned by ${call.uid}:${call.gid}, which this user namespace does not map; give the user a larger subordinate range in /etc/subuid and /etc/subgid`,
+        err,
+      );
+    }
+    return err;
+  }
+
+  /**
+   * The absolute path of checked components (entryComponents: no "", "." or ".."): what path.join
+   * would give, without its normalizing, which an unpack of many small files felt.
+   */
+  private inside(rel: string): string {
+    return `${this.root}/${rel}`;
+  }
+
+  private make(entry: TarReadEntry): Promise<void> | undefined {
     let parts: string[];
     try {
       parts = entryComponents(entry.path);
@@ -429,10 +490,13 @@ class TreeWriter {
     }
     if (entry.xattrs.size > 0) this.xattrs++;
     const rel = parts.join("/");
+    const atime = (entry.atime ?? entry.mtime).getTime();
+    const mtime = entry.mtime.getTime();
+    const owner = { uid: entry.uid, gid: entry.gid, name: entry.path };
     if (rel === "") {
       if (entry.type !== "Directory") this.refuse(entry, "is the archive's root but no directory");
-      this.owner(this.root, entry);
-      this.dirs.set("", { mode: entry.mode & 0o7777, atime: entry.atime ?? entry.mtime, mtime: entry.mtime });
+      this.calls.queue({ call: "lchown", path: this.root, ...owner });
+      this.dirs.set("", { mode: entry.mode & 0o7777, atime, mtime });
       return;
     }
     if (this.dirs.has(rel) || this.others.has(rel)) this.refuse(entry, "is there twice");
@@ -443,44 +507,45 @@ class TreeWriter {
       if (this.dirs.has(parent)) continue;
       if (this.others.has(parent))
         this.refuse(entry, `lies below ${JSON.stringify(parent)}, which is no directory`);
-      mkdirSync(path.join(this.root, parent), { mode: 0o755 });
-      this.dirs.set(parent, { mode: 0o755, atime: new Date(0), mtime: new Date(0) });
+      this.calls.queue({ call: "mkdir", path: this.inside(parent) });
+      this.dirs.set(parent, { mode: 0o755, atime: 0, mtime: 0 });
     }
-    const file = path.join(this.root, rel);
+    const file = this.inside(rel);
+    this.count(parts[0]!, entry);
     switch (entry.type) {
       case "Directory":
-        mkdirSync(file, { mode: 0o700 });
-        this.owner(file, entry);
-        this.dirs.set(rel, {
-          mode: entry.mode & 0o7777,
-          atime: entry.atime ?? entry.mtime,
-          mtime: entry.mtime,
-        });
+        this.calls.queue({ call: "mkdir", path: file });
+        this.calls.queue({ call: "lchown", path: file, ...owner });
+        this.dirs.set(rel, { mode: entry.mode & 0o7777, atime, mtime });
         return;
       case "File": {
-        const fd = openSync(
-          file,
-          constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
-          0o600,
-        );
+        const mode = entry.mode & 0o7777;
+        this.calls.queue({ call: "create", path: file, mode });
         this.others.set(rel, true);
-        try {
-          if (entry.content !== undefined) writeAll(fd, entry.content);
-          else for await (const chunk of entry.body) writeAll(fd, chunk);
-          this.owner(fd, entry);
-          // After chown, which clears setuid and setgid bits.
-          fchmodSync(fd, entry.mode & 0o7777);
-          futimesSync(fd, entry.atime ?? entry.mtime, entry.mtime);
-        } finally {
-          closeSync(fd);
+        const close = () => this.calls.queue({ call: "close", mode, atime, mtime, ...owner });
+        if (entry.content !== undefined) {
+          this.calls.write(entry.content);
+          close();
+          return;
         }
-        return;
+        return (async () => {
+          for await (const chunk of entry.body) {
+            this.calls.write(chunk);
+            if (this.calls.behind) await this.calls.caughtUp();
+          }
+          close();
+        })();
       }
       case "SymbolicLink":
-        symlinkSync(entry.linkpath, file);
+        this.calls.queue({
+          call: "symlink",
+          path: file,
+          target: entry.linkpath,
+          atime,
+          mtime,
+          ...owner,
+        });
         this.others.set(rel, false);
-        this.owner(file, entry);
-        lutimesSync(file, entry.atime ?? entry.mtime, entry.mtime);
         return;
       case "Link": {
         let target: string;
@@ -498,7 +563,7 @@ class TreeWriter {
             `is a hard link to ${JSON.stringify(entry.linkpath)}, which is no file of the archive before it`,
           );
         }
-        linkSync(path.join(this.root, target), file);
+        this.calls.queue({ call: "link", path: file, target: this.inside(target) });
         this.others.set(rel, true);
         return;
       }
@@ -509,23 +574,43 @@ class TreeWriter {
           this.skippedDevices++;
           return;
         }
-        await makeSpecialFile(file, entry.type, entry.devmaj, entry.devmin);
         this.others.set(rel, false);
-        this.owner(file, entry);
-        chmodSync(file, entry.mode & 0o7777);
-        lutimesSync(file, entry.atime ?? entry.mtime, entry.mtime);
-        return;
+        return this.makeSpecialFile(file, entry, entry.type, atime, mtime);
     }
   }
 
+  /** A device or FIFO: rare, so made here, after everything queued before it. */
+  private async makeSpecialFile(
+    file: string,
+    entry: TarReadEntry,
+    type: "CharacterDevice" | "BlockDevice" | "FIFO",
+    atime: number,
+    mtime: number,
+  ): Promise<void> {
+    await this.calls.drain();
+    await makeSpecialFile(file, type, entry.devmaj, entry.devmin);
+    try {
+      lchownSync(file, entry.uid, entry.gid);
+    } catch (err) {
+      const call: TreeCall = { call: "lchown", path: file, uid: entry.uid, gid: entry.gid, name: entry.path };
+      throw this.failed(new TreeCallError(call, (err as NodeJS.ErrnoException).code, (err as Error).message));
+    }
+    chmodSync(file, entry.mode & 0o7777);
+    lutimesSync(file, atime / 1000, mtime / 1000);
+  }
+
   /** Directories' modes and times, deepest first (making their entries changed their times). */
-  finish(): void {
+  async finish(): Promise<void> {
     const dirs = [...this.dirs.keys()].sort((a, b) => b.length - a.length);
-    for (const rel of dirs) {
-      const { mode, atime, mtime } = this.dirs.get(rel)!;
-      const file = rel === "" ? this.root : path.join(this.root, rel);
-      chmodSync(file, mode);
-      utimesSync(file, atime, mtime);
+    try {
+      for (const rel of dirs) {
+        const { mode, atime, mtime } = this.dirs.get(rel)!;
+        const file = rel === "" ? this.root : path.join(this.root, rel);
+        this.calls.queue({ call: "settle", path: file, mode, atime, mtime });
+      }
+      await this.calls.drain();
+    } catch (err) {
+      throw err instanceof TreeCallError ? this.failed(err) : err;
     }
     if (this.skippedDevices > 0) {
       this.options.warn?.(
@@ -540,35 +625,67 @@ class TreeWriter {
   }
 }
 
-function writeAll(fd: number, bytes: Uint8Array): void {
-  let offset = 0;
-  while (offset < bytes.length) offset += writeSync(fd, bytes, offset);
-}
+/** Bytes of tar in each zstd frame: a frame is compressed on its own, so two can be at once. */
+export const FRAME_BYTES = 8 << 20;
+/** Frames being compressed (each on a thread of the pool) while the tree is read on this one. */
+const FRAMES_AT_ONCE = 2;
+const zstdCompressFrame = promisify(zstdCompress);
 
 /**
- * A zstd compressor (level 3, zstd's default) that takes up to AHEAD_BYTES before its writer
- * waits: the tree is read on this thread while the compressor works on another.
+ * `tar` zstd-compressed (level 3, zstd's default) in independent frames of FRAME_BYTES of tar
+ * each, the last shorter: concatenated frames are one valid zstd stream (`zstd -d` and every
+ * decompressor read them whole). The frames' bounds depend only on the tar's bytes, never on how
+ * it arrived, so the same tree still gives the same bytes; and two frames are compressed on the
+ * pool while the tree is read into the next, where one stream would leave a core idle.
  */
-export function zstdCompressor(): Transform {
-  return createZstdCompress({
-    chunkSize: CHUNK_BYTES,
-    writableHighWaterMark: AHEAD_BYTES,
-    params: { [zlib.ZSTD_c_compressionLevel]: 3 },
-  } as ZstdOptions);
+export async function* zstdFrames(tar: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+  const compressing: { input: Buffer; output: Promise<Buffer> }[] = [];
+  /** Frames' buffers compressed already, to fill again: fresh memory costs a page fault per page. */
+  const spare: Buffer[] = [];
+  let frame: Buffer = Buffer.allocUnsafe(FRAME_BYTES);
+  let at = 0;
+  const compress = (input: Buffer) => {
+    const output = zstdCompressFrame(input, {
+      chunkSize: FRAME_BYTES + (FRAME_BYTES >> 6),
+      params: { [zlib.ZSTD_c_compressionLevel]: 3 },
+    });
+    output.catch(() => {});
+    compressing.push({ input, output });
+  };
+  const oldest = async () => {
+    const { input, output } = compressing.shift()!;
+    const compressed = await output;
+    spare.push(input);
+    return compressed;
+  };
+  try {
+    for await (const chunk of tar) {
+      let offset = 0;
+      while (offset < chunk.length) {
+        const n = chunk.copy(frame, at, offset);
+        at += n;
+        offset += n;
+        if (at < FRAME_BYTES) continue;
+        if (compressing.length >= FRAMES_AT_ONCE) yield await oldest();
+        compress(frame);
+        frame = spare.pop() ?? Buffer.allocUnsafe(FRAME_BYTES);
+        at = 0;
+      }
+    }
+    if (at > 0) compress(frame.subarray(0, at));
+    while (compressing.length > 0) yield await oldest();
+  } finally {
+    compressing.length = 0;
+  }
 }
 
 /**
  * A mount's content as it travels alone (a blob of `--cache-to ...,mounts=true`): its archive,
- * zstd-compressed. The same content gives the same bytes, so a blob already sent is not sent again.
+ * zstd-compressed in frames. The same content gives the same bytes, so a blob already sent is not
+ * sent again.
  */
 export function packMountBlob(dir: string, onSkip?: (relative: string, reason: string) => void): Readable {
-  const compress = createZstdCompress({
-    chunkSize: CHUNK_BYTES,
-    params: { [zlib.ZSTD_c_compressionLevel]: 3 },
-  });
-  const source = packDirectoryTree(dir, onSkip);
-  pipeline(source, compress).catch(() => {});
-  return compress;
+  return Readable.from(zstdFrames(packDirectoryTree(dir, onSkip)), { objectMode: false });
 }
 
 /** The media type of a cache mount blob. */

@@ -18,7 +18,7 @@ import { createGzip } from "node:zlib";
 import { directorySize } from "../../build/gc.js";
 import { TAR_END, tarEntry } from "../../oci/archive/tar.js";
 import { replaceFile } from "../../oci/atomic-file.js";
-import { CacheMountArchiveError, packTree, unpackTree, zstdCompressor } from "./archive.js";
+import { CacheMountArchiveError, packTree, type TreeSize, unpackTree, zstdFrames } from "./archive.js";
 import {
   type CacheMountInfo,
   type CacheMountRecord,
@@ -66,8 +66,8 @@ const recordOf = ({
   ...(base ? { base } : {}),
 });
 
-/** The archive of `mounts`: the index, then each mount's tree under its key. */
-async function* bundleTar(mounts: CacheMountInfo[]): AsyncGenerator<Buffer> {
+/** The archive of `mounts`: the index, then each mount's tree under its key, its size counted in `moved`. */
+async function* bundleTar(mounts: CacheMountInfo[], moved: MovedMount[]): AsyncGenerator<Buffer> {
   const index: BundleIndex = { version: 1, mounts: mounts.map(recordOf) };
   const text = Buffer.from(`${JSON.stringify(index, null, 2)}\n`);
   const now = new Date(Math.floor(Date.now() / 1000) * 1000);
@@ -75,7 +75,11 @@ async function* bundleTar(mounts: CacheMountInfo[]): AsyncGenerator<Buffer> {
     { path: INDEX_NAME, type: "File", mode: 0o644, uid: 0, gid: 0, size: text.length, mtime: now },
     text,
   );
-  for (const mount of mounts) yield* packTree(mount.data, `${mount.key}/`);
+  for (const [i, mount] of mounts.entries()) {
+    const size: TreeSize = { bytes: 0 };
+    yield* packTree(mount.data, `${mount.key}/`, undefined, size);
+    moved[i]!.bytes = size.bytes;
+  }
   yield TAR_END;
 }
 
@@ -89,23 +93,22 @@ export async function exportCacheMounts(
   options: { stdout?: NodeJS.WritableStream; rootless: boolean; signal?: AbortSignal },
 ): Promise<MovedMount[]> {
   const format = bundleFormatOf(output);
-  const moved = await Promise.all(
-    mounts.map(async (m) => ({ record: recordOf(m), bytes: await directorySize(m.data) })),
-  );
+  const moved: MovedMount[] = mounts.map((m) => ({ record: recordOf(m), bytes: 0 }));
   if (output === "-") {
-    await pipeline(Readable.from(bundleTar(mounts)), options.stdout!, { end: false });
+    await pipeline(Readable.from(bundleTar(mounts, moved)), options.stdout!, { end: false });
     return moved;
   }
   if (format === "directory") {
     await mkdir(output, { recursive: true });
-    for (const mount of mounts) {
+    for (const [i, mount] of mounts.entries()) {
       const dest = path.join(output, mount.key);
+      const size: TreeSize = { bytes: 0 };
       const doomed = `${dest}.old-${randomBytes(4).toString("hex")}`;
       await rename(dest, doomed).catch(() => {});
       await unpackTree(
         Readable.from(
           (async function* () {
-            yield* packTree(mount.data);
+            yield* packTree(mount.data, "", undefined, size);
             yield TAR_END;
           })(),
         ),
@@ -117,6 +120,7 @@ export async function exportCacheMounts(
         },
       );
       await rm(doomed, { recursive: true, force: true });
+      moved[i]!.bytes = size.bytes;
     }
     const index: BundleIndex = { version: 1, mounts: mounts.map(recordOf) };
     await replaceFile(path.join(output, INDEX_NAME), async (temp) => {
@@ -124,15 +128,15 @@ export async function exportCacheMounts(
     });
     return moved;
   }
-  const compress =
+  const tar = bundleTar(mounts, moved);
+  const compressed =
     format === "tar.zst"
-      ? [zstdCompressor()]
+      ? [Readable.from(zstdFrames(tar))]
       : format === "tar.gz"
-        ? [createGzip({ chunkSize: 1 << 20 })]
-        : [];
+        ? [Readable.from(tar), createGzip({ chunkSize: 1 << 20 })]
+        : [Readable.from(tar)];
   await replaceFile(output, async (temp) => {
-    const streams: NodeJS.ReadWriteStream[] = [...compress];
-    await pipeline([Readable.from(bundleTar(mounts)), ...streams, createWriteStream(temp)], {
+    await pipeline([...compressed, createWriteStream(temp)], {
       ...(options.signal ? { signal: options.signal } : {}),
     });
   });
@@ -175,12 +179,15 @@ export async function importCacheMounts(
   };
   let source = input;
   let unpacked: string | undefined;
+  /** Each unpacked mount's size, by key: counted while unpacking rather than by walking it again. */
+  const sizes = new Map<string, number>();
   if (!info?.isDirectory()) {
     unpacked = path.join(store.dir, `.import-${randomBytes(6).toString("hex")}`);
     const archive = fromStdin ? options.stdin! : createReadStream(input, { highWaterMark: 1 << 20 });
     await unpackTree(archive, unpacked, {
       ...unpackOptions,
       what: fromStdin ? "the cache mounts on stdin" : what,
+      sizes,
     });
     source = unpacked;
   }
@@ -194,7 +201,7 @@ export async function importCacheMounts(
           `${input} lists cache mount ${record.id} (${record.key}) but holds no directory for it`,
         );
       }
-      const bytes = await directorySize(from);
+      const bytes = unpacked !== undefined ? (sizes.get(record.key) ?? 0) : await directorySize(from);
       const outcome = await store.seed({ ...record, lastUsed: Date.now() }, async (dir) => {
         if (unpacked !== undefined) await rename(from, dir);
         else
