@@ -116,6 +116,16 @@ function writeOctal(block: Buffer, offset: number, size: number, value: number):
  * the tar; anything else is left to it.
  */
 function plainUstarHeader(entry: TarEntry): Buffer | undefined {
+  const block = Buffer.alloc(BLOCK);
+  return writePlainUstarHeader(entry, block, 0) ? block : undefined;
+}
+
+/**
+ * plainUstarHeader written into `into` at `at` (BLOCK bytes there, whatever they held), for a
+ * packer gathering many small entries into one buffer: no buffer per header. False, and nothing
+ * written, when the entry needs the general encoder.
+ */
+export function writePlainUstarHeader(entry: TarEntry, into: Buffer, at: number): boolean {
   const seconds = Math.floor(entry.mtime.getTime() / 1000);
   const size = entry.type === "File" ? entry.size : 0;
   const mode = entry.mode & 0o7777;
@@ -129,9 +139,10 @@ function plainUstarHeader(entry: TarEntry): Buffer | undefined {
     size > MAX_OCTAL_12 ||
     !(seconds >= 0 && seconds <= MAX_OCTAL_12)
   ) {
-    return undefined;
+    return false;
   }
-  const block = Buffer.alloc(BLOCK);
+  const block = into.subarray(at, at + BLOCK);
+  block.fill(0);
   block.write(entry.path, 0, 100, "ascii");
   writeOctal(block, 100, 8, mode);
   writeOctal(block, 108, 8, entry.uid);
@@ -149,7 +160,7 @@ function plainUstarHeader(entry: TarEntry): Buffer | undefined {
   for (let i = 0; i < 148; i++) sum += block[i]!;
   for (let i = 156; i < BLOCK; i++) sum += block[i]!;
   writeOctal(block, 148, 8, sum);
-  return block;
+  return true;
 }
 
 /** Zero bytes that round content up to the next block. */

@@ -20,6 +20,7 @@
  */
 import { randomBytes } from "node:crypto";
 import {
+  type BigIntStats,
   chmodSync,
   closeSync,
   constants,
@@ -31,6 +32,7 @@ import {
   readdirSync,
   readlinkSync,
   readSync,
+  type Stats,
 } from "node:fs";
 import { rename, rm } from "node:fs/promises";
 import path from "node:path";
@@ -40,7 +42,13 @@ import { promisify } from "node:util";
 import { createGunzip, createZstdDecompress, constants as zlib, zstdCompress } from "node:zlib";
 import { TbuildError } from "../../errors/index.js";
 import { byBytes } from "../../oci/archive/byte-order.js";
-import { encodeTarHeader, TAR_END, type TarEntry, tarPadding } from "../../oci/archive/tar.js";
+import {
+  encodeTarHeader,
+  TAR_END,
+  type TarEntry,
+  tarPadding,
+  writePlainUstarHeader,
+} from "../../oci/archive/tar.js";
 import { readTarEntries, type TarReadEntry } from "../../oci/archive/tar-reader.js";
 import { entryComponents } from "../../oci/layer-entry.js";
 import { makeSpecialFile } from "../unpack.js";
@@ -61,7 +69,8 @@ export class CacheMountArchiveError extends TbuildError {
 }
 
 /** Linux's encoding of a device number (glibc's gnu_dev_major/minor). */
-function deviceNumbers(rdev: bigint): { devmaj: number; devmin: number } {
+function deviceNumbers(file: string): { devmaj: number; devmin: number } {
+  const { rdev } = lstatSafe(file, true);
   const major = ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn);
   const minor = (rdev & 0xffn) | ((rdev >> 12n) & ~0xffn);
   return { devmaj: Number(major), devmin: Number(minor) };
@@ -101,12 +110,12 @@ export async function* packTree(
     }
     stack.push({ dir: absolute, relative, names, at: 0 });
   };
-  const metadata = (st: ReturnType<typeof lstatSafe>) => ({
-    mode: Number(st.mode & 0o7777n),
-    uid: Number(st.uid),
-    gid: Number(st.gid),
+  const metadata = (st: Stats) => ({
+    mode: st.mode & 0o7777,
+    uid: st.uid,
+    gid: st.gid,
     size: 0,
-    mtime: new Date(Number(st.mtimeMs)),
+    mtime: new Date(Math.floor(st.mtimeMs)),
   });
   const first = chunker.entry({
     ...metadata(rootInfo),
@@ -127,21 +136,22 @@ export async function* packTree(
     const st = lstatSafe(absolute);
     const base = metadata(st);
     let chunk: Buffer | undefined;
-    if (!st.isDirectory() && (st.nlink === 1n || !counted.has(`${st.dev}:${st.ino}`))) {
-      if (st.nlink > 1n) counted.add(`${st.dev}:${st.ino}`);
-      size.bytes += Number(st.size);
+    // An inode with several links is named by dev and ino as bigints: as numbers, two could meet.
+    const key = st.nlink > 1 && !st.isDirectory() ? inodeKey(absolute) : undefined;
+    if (!st.isDirectory() && (key === undefined || !counted.has(key))) {
+      if (key !== undefined) counted.add(key);
+      size.bytes += st.size;
     }
     if (st.isDirectory()) {
       chunk = chunker.entry({ ...base, path: `${relative}/`, type: "Directory" });
       enter(absolute, `${relative}/`);
     } else if (st.isFile()) {
-      const key = `${st.dev}:${st.ino}`;
-      const linked = st.nlink > 1n ? hardLinks.get(key) : undefined;
+      const linked = key !== undefined ? hardLinks.get(key) : undefined;
       if (linked !== undefined) {
         chunk = chunker.entry({ ...base, path: relative, type: "Link", linkpath: linked });
       } else {
-        if (st.nlink > 1n) hardLinks.set(key, relative);
-        const entry: TarEntry = { ...base, path: relative, type: "File", size: Number(st.size) };
+        if (key !== undefined) hardLinks.set(key, relative);
+        const entry: TarEntry = { ...base, path: relative, type: "File", size: st.size };
         if (entry.size <= WHOLE_FILE_BYTES) {
           chunk = chunker.file(entry, absolute);
         } else {
@@ -161,7 +171,7 @@ export async function* packTree(
       chunk = chunker.entry({ ...base, path: relative, type: "SymbolicLink", linkpath: target });
     } else if (st.isCharacterDevice() || st.isBlockDevice()) {
       const type = st.isCharacterDevice() ? "CharacterDevice" : "BlockDevice";
-      chunk = chunker.entry({ ...base, path: relative, type, ...deviceNumbers(st.rdev) });
+      chunk = chunker.entry({ ...base, path: relative, type, ...deviceNumbers(absolute) });
     } else if (st.isFIFO()) {
       chunk = chunker.entry({ ...base, path: relative, type: "FIFO" });
     } else {
@@ -187,12 +197,24 @@ export function packDirectoryTree(
   );
 }
 
-function lstatSafe(file: string) {
+/**
+ * lstat, as numbers: exact for modes, owners, sizes and times, and without the bigints a tree of
+ * many small files felt in garbage collection; `bigint` where every bit counts (inodes, devices).
+ */
+function lstatSafe(file: string): Stats;
+function lstatSafe(file: string, bigint: true): BigIntStats;
+function lstatSafe(file: string, bigint = false): Stats | BigIntStats {
   try {
-    return lstatSync(file, { bigint: true });
+    return bigint ? lstatSync(file, { bigint: true }) : lstatSync(file);
   } catch (err) {
     throw unreadable(file, err);
   }
+}
+
+/** The inode of `file`, exactly: a hard link's first path is found by it. */
+function inodeKey(file: string): string {
+  const st = lstatSafe(file, true);
+  return `${st.dev}:${st.ino}`;
 }
 
 /**
@@ -202,10 +224,17 @@ function lstatSafe(file: string) {
 class ChunkBuilder {
   private chunk = Buffer.allocUnsafe(CHUNK_BYTES);
   private at = 0;
+  /** The block a plain header is encoded into, to be copied on at once: no buffer per entry. */
+  private readonly block = Buffer.alloc(BLOCK);
+
+  /** The entry's header: in `block` when it is plain ustar, which it is until read again. */
+  private header(entry: TarEntry): Buffer {
+    return writePlainUstarHeader(entry, this.block, 0) ? this.block : encodeTarHeader(entry);
+  }
 
   /** An entry without content (or a large file's header); a full chunk to pass on, if one filled. */
   entry(entry: TarEntry): Buffer | undefined {
-    const header = encodeTarHeader(entry);
+    const header = this.header(entry);
     const full = this.room(header.length);
     this.at += header.copy(this.chunk, this.at);
     return full;
@@ -217,7 +246,7 @@ class ChunkBuilder {
    * read; a file that changed size is refused rather than archived wrong.
    */
   file(entry: TarEntry, file: string): Buffer | undefined {
-    const header = encodeTarHeader(entry);
+    const header = this.header(entry);
     const padded = entry.size + ((BLOCK - (entry.size % BLOCK)) % BLOCK);
     const full = this.room(header.length + Math.max(padded, entry.size + 1));
     let fd: number;
