@@ -5,11 +5,15 @@
  * links) fed whole or in random pieces read exactly as when fed one byte at a time, where nothing
  * is ever at hand early; and whether a reader takes `content`, iterates `body` or skips the entry,
  * the entries after it come out the same.
+ *
+ * The pull parser an unpack of a cache mount reads with (TarPullParser: no promise per entry) reads
+ * exactly what readTarEntries reads: the same entries, content and end, or the same error, on those
+ * archives cut at random places, cut short, with a byte changed, or with bytes after their end.
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { TAR_END, TarChunker, type TarEntry } from "../../oci/archive/tar.js";
-import { readTarEntries } from "../../oci/archive/tar-reader.js";
+import { readTarEntries, type TarEntryHead, TarPullParser } from "../../oci/archive/tar-reader.js";
 
 interface Made {
   path: string;
@@ -125,6 +129,97 @@ describe("tar reader", () => {
         },
       ),
       { numRuns: 150 },
+    );
+  });
+});
+
+/** Every field of an entry's head, and its content as hex; or the error, as a user reads it. */
+type Outcome = { entries: Array<Record<string, unknown>> } | { error: string };
+
+function headFields(entry: TarEntryHead): Record<string, unknown> {
+  const { mtime, atime, xattrs, ...rest } = entry;
+  return {
+    ...rest,
+    mtime: mtime.getTime(),
+    atime: atime?.getTime(),
+    xattrs: [...xattrs].map(([k, v]) => `${k}=${v.toString("hex")}`),
+  };
+}
+
+async function byReadTarEntries(source: AsyncIterable<Buffer>): Promise<Outcome> {
+  const entries: Array<Record<string, unknown>> = [];
+  try {
+    for await (const entry of readTarEntries(source, { what: "the test archive" })) {
+      const chunks: Buffer[] = [];
+      for await (const chunk of entry.body) chunks.push(chunk);
+      const { body: _, content: __, ...head } = entry;
+      entries.push({ ...headFields(head), data: Buffer.concat(chunks).toString("hex") });
+    }
+  } catch (err) {
+    return { error: (err as Error).message };
+  }
+  return { entries };
+}
+
+async function byPullParser(source: AsyncIterable<Buffer>): Promise<Outcome> {
+  const entries: Array<Record<string, unknown>> = [];
+  const parser = new TarPullParser({ what: "the test archive" });
+  let data: Buffer[] = [];
+  const done = () => {
+    const last = entries[entries.length - 1];
+    if (last !== undefined) last.data = Buffer.concat(data).toString("hex");
+    data = [];
+  };
+  try {
+    for await (const chunk of source) {
+      parser.push(chunk);
+      for (let item = parser.next(); item !== undefined; item = parser.next()) {
+        if (item instanceof Uint8Array) {
+          data.push(Buffer.from(item));
+          continue;
+        }
+        done();
+        entries.push(headFields(item));
+      }
+    }
+    parser.finish();
+    done();
+  } catch (err) {
+    return { error: (err as Error).message };
+  }
+  return { entries };
+}
+
+describe("tar pull parser", () => {
+  it("reads what readTarEntries reads, in any pieces: entries, content and errors, on archives cut short, changed or followed by bytes", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(made, { minLength: 1, maxLength: 20 }),
+        fc.array(fc.nat(200_000), { maxLength: 40 }),
+        fc.oneof(
+          fc.constant({ kind: "whole" as const }),
+          fc.record({ kind: fc.constant("short" as const), at: fc.nat(200_000) }),
+          fc.record({ kind: fc.constant("changed" as const), at: fc.nat(200_000), byte: fc.nat(255) }),
+          fc.record({ kind: fc.constant("trailing" as const), bytes: fc.nat(2000) }),
+        ),
+        async (specs, cuts, damage) => {
+          const entries: Made[] = specs.map((s, i) => ({
+            path: `${i}-${s.name}`,
+            type: s.type,
+            content: s.type === "File" ? Buffer.alloc(s.size, s.fill) : Buffer.alloc(0),
+            mode: s.mode,
+          }));
+          let bytes = archive(entries);
+          if (damage.kind === "short") bytes = bytes.subarray(0, damage.at % bytes.length);
+          if (damage.kind === "changed") bytes[damage.at % bytes.length] = damage.byte;
+          if (damage.kind === "trailing") bytes = Buffer.concat([bytes, Buffer.alloc(damage.bytes, 7)]);
+          const plain = await byReadTarEntries(pieces(bytes, []));
+          if (damage.kind === "whole") expect(plain).not.toHaveProperty("error");
+          expect(await byPullParser(pieces(bytes, cuts))).toEqual(plain);
+          expect(await byPullParser(pieces(bytes, []))).toEqual(plain);
+        },
+      ),
+      { numRuns: 300 },
     );
   });
 });

@@ -49,7 +49,7 @@ import {
   tarPadding,
   writePlainUstarHeader,
 } from "../../oci/archive/tar.js";
-import { readTarEntries, type TarReadEntry } from "../../oci/archive/tar-reader.js";
+import { readTarEntries, type TarEntryHead, TarPullParser } from "../../oci/archive/tar-reader.js";
 import { entryComponents } from "../../oci/layer-entry.js";
 import { makeSpecialFile } from "../unpack.js";
 import { type TreeCall, TreeCallError, TreeCallQueue, treeCallPolicy } from "./tree-calls.js";
@@ -404,15 +404,12 @@ export async function unpackTree(
   const calls = new TreeCallQueue(treeCallPolicy(options.plainly !== true), options.plainly !== true);
   try {
     const tree = new TreeWriter(temp, calls, options);
-    let count = 0;
-    for await (const entry of readTarEntries(decompressedTar(source), {
+    const reading = {
       what: options.what,
-      onSkip: (entryPath, reason) => options.warn?.(`skipped ${entryPath}: ${reason}`),
-    })) {
-      if ((++count & 255) === 0) options.signal?.throwIfAborted();
-      const waiting = tree.apply(entry);
-      if (waiting) await waiting;
-    }
+      onSkip: (entryPath: string, reason: string) => options.warn?.(`skipped ${entryPath}: ${reason}`),
+    };
+    if (options.plainly === true) await readEntries(decompressedTar(source), tree, reading, options.signal);
+    else await pullEntries(decompressedTar(source), tree, reading, options.signal);
     options.signal?.throwIfAborted();
     await tree.finish();
     await calls.close();
@@ -426,6 +423,56 @@ export async function unpackTree(
     }
     throw err;
   }
+}
+
+type ReadingOptions = { what: string; onSkip: (entryPath: string, reason: string) => void };
+
+/** The plain path: readTarEntries, a promise per entry and its body read as an async iterable. */
+async function readEntries(
+  tar: AsyncIterable<Buffer>,
+  tree: TreeWriter,
+  reading: ReadingOptions,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  let count = 0;
+  for await (const entry of readTarEntries(tar, reading)) {
+    if ((++count & 255) === 0) signal?.throwIfAborted();
+    const waiting = tree.apply(entry);
+    if (waiting) await waiting;
+    if (entry.type !== "File" || entry.size === 0) continue;
+    for await (const chunk of entry.body) {
+      const behind = tree.write(chunk);
+      if (behind) await behind;
+    }
+  }
+}
+
+/**
+ * The fast path: each decompressed chunk parsed synchronously (TarPullParser), entries and content
+ * slices handed on as they come, an await only where the writer asks for one.
+ */
+async function pullEntries(
+  tar: AsyncIterable<Buffer>,
+  tree: TreeWriter,
+  reading: ReadingOptions,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  const parser = new TarPullParser(reading);
+  let count = 0;
+  for await (const chunk of tar) {
+    parser.push(chunk);
+    for (let item = parser.next(); item !== undefined; item = parser.next()) {
+      if (item instanceof Uint8Array) {
+        const behind = tree.write(item);
+        if (behind) await behind;
+        continue;
+      }
+      if ((++count & 255) === 0) signal?.throwIfAborted();
+      const waiting = tree.apply(item);
+      if (waiting) await waiting;
+    }
+  }
+  parser.finish();
 }
 
 /**
@@ -445,6 +492,8 @@ class TreeWriter {
   private readonly others = new Map<string, boolean>();
   private skippedDevices = 0;
   private xattrs = 0;
+  /** The file whose content is being written: bytes still to come, and its close. */
+  private file: { left: number; close: Extract<TreeCall, { call: "close" }> } | undefined;
 
   constructor(root: string, calls: TreeCallQueue, options: UnpackTreeOptions) {
     this.root = root;
@@ -452,14 +501,14 @@ class TreeWriter {
     this.options = options;
   }
 
-  private refuse(entry: TarReadEntry, reason: string): never {
+  private refuse(entry: TarEntryHead, reason: string): never {
     throw new CacheMountArchiveError(
       `refused to unpack ${this.options.what}: its entry ${JSON.stringify(entry.path)} ${reason}; nothing of it was unpacked`,
     );
   }
 
   /** Adds the entry to its top-level name's size: hard links and directories take no room of their own. */
-  private count(top: string, entry: TarReadEntry): void {
+  private count(top: string, entry: TarEntryHead): void {
     const sizes = this.options.sizes;
     if (sizes === undefined || entry.type === "Directory" || entry.type === "Link") return;
     const bytes =
@@ -472,19 +521,40 @@ class TreeWriter {
   }
 
   /**
-   * Checks the entry and queues its calls; a promise only when there is something to wait for
-   * (content still arriving, a special file, the thread behind): an await per entry costs more
-   * than its calls.
+   * Checks the entry and queues its calls (a file's content follows by `write`); a promise only
+   * when there is something to wait for (a special file, the thread behind): an await per entry
+   * costs more than its calls.
    */
-  apply(entry: TarReadEntry): Promise<void> | undefined {
+  apply(entry: TarEntryHead): Promise<void> | undefined {
+    return this.guarded(() => this.make(entry));
+  }
+
+  /** Content of the file made last, in order; its close is queued with its last byte. */
+  write(bytes: Buffer): Promise<void> | undefined {
+    return this.guarded(() => {
+      const file = this.file!;
+      this.calls.write(bytes);
+      file.left -= bytes.length;
+      if (file.left === 0) this.close(file.close);
+      return undefined;
+    });
+  }
+
+  /** Runs `step`; a promise when it has one or the thread is behind; failed calls as the user should read them. */
+  private guarded(step: () => Promise<void> | undefined): Promise<void> | undefined {
     try {
-      const waiting = this.make(entry) ?? (this.calls.behind ? this.calls.caughtUp() : undefined);
+      const waiting = step() ?? (this.calls.behind ? this.calls.caughtUp() : undefined);
       return waiting?.catch((err: unknown) => {
         throw err instanceof TreeCallError ? this.failed(err) : err;
       });
     } catch (err) {
       throw err instanceof TreeCallError ? this.failed(err) : err;
     }
+  }
+
+  private close(call: Extract<TreeCall, { call: "close" }>): void {
+    this.calls.queue(call);
+    this.file = undefined;
   }
 
   /** A failed call as the user should read it: an owner the user namespace does not map says so. */
@@ -510,7 +580,7 @@ class TreeWriter {
     return `${this.root}/${rel}`;
   }
 
-  private make(entry: TarReadEntry): Promise<void> | undefined {
+  private make(entry: TarEntryHead): Promise<void> | undefined {
     let parts: string[];
     try {
       parts = entryComponents(entry.path);
@@ -551,19 +621,10 @@ class TreeWriter {
         const mode = entry.mode & 0o7777;
         this.calls.queue({ call: "create", path: file, mode });
         this.others.set(rel, true);
-        const close = () => this.calls.queue({ call: "close", mode, atime, mtime, ...owner });
-        if (entry.content !== undefined) {
-          this.calls.write(entry.content);
-          close();
-          return;
-        }
-        return (async () => {
-          for await (const chunk of entry.body) {
-            this.calls.write(chunk);
-            if (this.calls.behind) await this.calls.caughtUp();
-          }
-          close();
-        })();
+        const close = { call: "close" as const, mode, atime, mtime, ...owner };
+        if (entry.size === 0) this.close(close);
+        else this.file = { left: entry.size, close };
+        return;
       }
       case "SymbolicLink":
         this.calls.queue({
@@ -611,7 +672,7 @@ class TreeWriter {
   /** A device or FIFO: rare, so made here, after everything queued before it. */
   private async makeSpecialFile(
     file: string,
-    entry: TarReadEntry,
+    entry: TarEntryHead,
     type: "CharacterDevice" | "BlockDevice" | "FIFO",
     atime: number,
     mtime: number,

@@ -2,8 +2,9 @@
  * Cache mount archives' fast paths against the plain ones, on random trees (owners, modes with
  * setuid/setgid/sticky, symlinks, hard links, files of 0/1/511/512/513 bytes and over 512 KiB,
  * names over 100 bytes, deep directories):
- * - unpacking with the calls on their own thread, needless fchown/fchmod spared, gives exactly the
- *   tree that every call made on one thread gives, and the tree that was packed;
+ * - unpacking with the calls on their own thread, needless fchown/fchmod spared, the archive read
+ *   by the pull parser, gives exactly the tree that every call made on one thread, the archive
+ *   read by readTarEntries, gives, and the tree that was packed;
  * - GNU tar agrees: `tar -tv` lists our archive as the tree, and our unpack of GNU tar's archive of
  *   the tree gives the tree;
  * - the zstd frames compressed two at a time are one stream `zstd -d`, Node's decompressor and
