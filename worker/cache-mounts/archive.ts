@@ -38,8 +38,7 @@ import { rename, rm } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { promisify } from "node:util";
-import { createGunzip, createZstdDecompress, constants as zlib, zstdCompress } from "node:zlib";
+import { createGunzip, createZstdCompress, createZstdDecompress, constants as zlib } from "node:zlib";
 import { TbuildError } from "../../errors/index.js";
 import { byBytes } from "../../oci/archive/byte-order.js";
 import {
@@ -86,15 +85,17 @@ export interface TreeSize {
  * The tar entries of the directory `dir` under `prefix` (`""`: the directory is `./`; `"K/"`: it
  * is `K/` and its files `K/...`), without the end-of-archive blocks, so that several directories
  * can follow each other in one archive. `onSkip` hears of sockets, which a tar cannot hold; `size`
- * counts what is packed.
+ * counts what is packed. With a `pool`, chunks are taken from it: their consumer gives each back
+ * once done with it (zstdFrames).
  */
 export async function* packTree(
   dir: string,
   prefix = "",
   onSkip?: (relative: string, reason: string) => void,
   size: TreeSize = { bytes: 0 },
+  pool?: ChunkPool,
 ): AsyncGenerator<Buffer> {
-  const chunker = new ChunkBuilder();
+  const chunker = new ChunkBuilder(pool);
   const hardLinks = new Map<string, string>();
   /** Inodes with several links already counted in `size`. */
   const counted = new Set<string>();
@@ -188,14 +189,43 @@ export function packDirectoryTree(
   dir: string,
   onSkip?: (relative: string, reason: string) => void,
 ): Readable {
-  return Readable.from(
-    (async function* () {
-      yield* packTree(dir, "", onSkip);
-      yield TAR_END;
-    })(),
-    { objectMode: false },
-  );
+  return Readable.from(directoryTar(dir, onSkip), { objectMode: false });
 }
+
+async function* directoryTar(
+  dir: string,
+  onSkip?: (relative: string, reason: string) => void,
+  pool?: ChunkPool,
+): AsyncGenerator<Buffer> {
+  yield* packTree(dir, "", onSkip, undefined, pool);
+  yield TAR_END;
+}
+
+/**
+ * Chunks of CHUNK_BYTES a packer fills and its consumer gives back once it has copied them, to be
+ * filled again: fresh memory costs a page fault per page, and a garbage collection of the whole
+ * heap every few dozen megabytes. Only a buffer the pool made is taken back.
+ */
+export class ChunkPool {
+  private readonly made = new WeakSet<ArrayBufferLike>();
+  private readonly spare: Buffer[] = [];
+
+  /** A chunk to fill, out of the pool's hands until it is given back. */
+  take(): Buffer {
+    const chunk = this.spare.pop() ?? Buffer.allocUnsafeSlow(CHUNK_BYTES);
+    this.made.add(chunk.buffer);
+    return chunk;
+  }
+
+  /** `chunk` (or a part of one) is done with: nothing reads it again. A second giving back is ignored. */
+  giveBack(chunk: Buffer): void {
+    if (!this.made.delete(chunk.buffer) || this.spare.length >= SPARE_CHUNKS) return;
+    this.spare.push(Buffer.from(chunk.buffer, 0, CHUNK_BYTES));
+  }
+}
+
+/** Chunks a pool keeps to fill again. */
+const SPARE_CHUNKS = 4;
 
 /**
  * lstat, as numbers: exact for modes, owners, sizes and times, and without the bigints a tree of
@@ -218,14 +248,25 @@ function inodeKey(file: string): string {
 }
 
 /**
- * The tar gathered in chunks of CHUNK_BYTES, each a new buffer (the compressor holds on to what it
- * is given), a small file's content read straight into it: no buffer per file, nothing copied twice.
+ * The tar gathered in chunks of CHUNK_BYTES, each a new buffer (its consumer may hold on to what
+ * it is given) or one from a pool, a small file's content read straight into it: no buffer per
+ * file, nothing copied twice.
  */
 class ChunkBuilder {
-  private chunk = Buffer.allocUnsafe(CHUNK_BYTES);
+  private readonly pool: ChunkPool | undefined;
+  private chunk: Buffer;
   private at = 0;
   /** The block a plain header is encoded into, to be copied on at once: no buffer per entry. */
   private readonly block = Buffer.alloc(BLOCK);
+
+  constructor(pool: ChunkPool | undefined) {
+    this.pool = pool;
+    this.chunk = this.fresh();
+  }
+
+  private fresh(): Buffer {
+    return this.pool?.take() ?? Buffer.allocUnsafe(CHUNK_BYTES);
+  }
 
   /** The entry's header: in `block` when it is plain ustar, which it is until read again. */
   private header(entry: TarEntry): Buffer {
@@ -278,7 +319,7 @@ class ChunkBuilder {
   flush(): Buffer | undefined {
     if (this.at === 0) return undefined;
     const done = this.chunk.subarray(0, this.at);
-    this.chunk = Buffer.allocUnsafe(CHUNK_BYTES);
+    this.chunk = this.fresh();
     this.at = 0;
     return done;
   }
@@ -719,26 +760,42 @@ class TreeWriter {
 export const FRAME_BYTES = 8 << 20;
 /** Frames being compressed (each on a thread of the pool) while the tree is read on this one. */
 const FRAMES_AT_ONCE = 2;
-const zstdCompressFrame = promisify(zstdCompress);
+
+/**
+ * One frame of zstd: `input` compressed on the pool, as the pieces the compressor gave. zlib's
+ * zstdCompress joins them into one new buffer, a copy into fresh memory that cost the export as
+ * much as a fifth of its time; the pieces are written as they are.
+ */
+function zstdCompressFrame(input: Buffer): Promise<Buffer[]> {
+  return new Promise((resolve, reject) => {
+    const compressor = createZstdCompress({
+      chunkSize: FRAME_BYTES + (FRAME_BYTES >> 6),
+      params: { [zlib.ZSTD_c_compressionLevel]: 3 },
+    });
+    const pieces: Buffer[] = [];
+    compressor.on("data", (piece: Buffer) => pieces.push(piece));
+    compressor.on("error", reject);
+    compressor.on("end", () => resolve(pieces));
+    compressor.end(input);
+  });
+}
 
 /**
  * `tar` zstd-compressed (level 3, zstd's default) in independent frames of FRAME_BYTES of tar
  * each, the last shorter: concatenated frames are one valid zstd stream (`zstd -d` and every
  * decompressor read them whole). The frames' bounds depend only on the tar's bytes, never on how
  * it arrived, so the same tree still gives the same bytes; and two frames are compressed on the
- * pool while the tree is read into the next, where one stream would leave a core idle.
+ * pool while the tree is read into the next, where one stream would leave a core idle. Each
+ * chunk is copied into its frame: `pool` (packTree's) has it back then.
  */
-export async function* zstdFrames(tar: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
-  const compressing: { input: Buffer; output: Promise<Buffer> }[] = [];
+export async function* zstdFrames(tar: AsyncIterable<Buffer>, pool?: ChunkPool): AsyncGenerator<Buffer> {
+  const compressing: { input: Buffer; output: Promise<Buffer[]> }[] = [];
   /** Frames' buffers compressed already, to fill again: fresh memory costs a page fault per page. */
   const spare: Buffer[] = [];
   let frame: Buffer = Buffer.allocUnsafe(FRAME_BYTES);
   let at = 0;
   const compress = (input: Buffer) => {
-    const output = zstdCompressFrame(input, {
-      chunkSize: FRAME_BYTES + (FRAME_BYTES >> 6),
-      params: { [zlib.ZSTD_c_compressionLevel]: 3 },
-    });
+    const output = zstdCompressFrame(input);
     output.catch(() => {});
     compressing.push({ input, output });
   };
@@ -756,14 +813,15 @@ export async function* zstdFrames(tar: AsyncIterable<Buffer>): AsyncGenerator<Bu
         at += n;
         offset += n;
         if (at < FRAME_BYTES) continue;
-        if (compressing.length >= FRAMES_AT_ONCE) yield await oldest();
+        if (compressing.length >= FRAMES_AT_ONCE) yield* await oldest();
         compress(frame);
         frame = spare.pop() ?? Buffer.allocUnsafe(FRAME_BYTES);
         at = 0;
       }
+      pool?.giveBack(chunk);
     }
     if (at > 0) compress(frame.subarray(0, at));
-    while (compressing.length > 0) yield await oldest();
+    while (compressing.length > 0) yield* await oldest();
   } finally {
     compressing.length = 0;
   }
@@ -775,7 +833,8 @@ export async function* zstdFrames(tar: AsyncIterable<Buffer>): AsyncGenerator<Bu
  * sent again.
  */
 export function packMountBlob(dir: string, onSkip?: (relative: string, reason: string) => void): Readable {
-  return Readable.from(zstdFrames(packDirectoryTree(dir, onSkip)), { objectMode: false });
+  const pool = new ChunkPool();
+  return Readable.from(zstdFrames(directoryTar(dir, onSkip, pool), pool), { objectMode: false });
 }
 
 /** The media type of a cache mount blob. */

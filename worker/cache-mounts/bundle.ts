@@ -18,7 +18,14 @@ import { createGzip } from "node:zlib";
 import { directorySize } from "../../build/gc.js";
 import { TAR_END, tarEntry } from "../../oci/archive/tar.js";
 import { replaceFile } from "../../oci/atomic-file.js";
-import { CacheMountArchiveError, packTree, type TreeSize, unpackTree, zstdFrames } from "./archive.js";
+import {
+  CacheMountArchiveError,
+  ChunkPool,
+  packTree,
+  type TreeSize,
+  unpackTree,
+  zstdFrames,
+} from "./archive.js";
 import {
   type CacheMountInfo,
   type CacheMountRecord,
@@ -67,7 +74,11 @@ const recordOf = ({
 });
 
 /** The archive of `mounts`: the index, then each mount's tree under its key, its size counted in `moved`. */
-async function* bundleTar(mounts: CacheMountInfo[], moved: MovedMount[]): AsyncGenerator<Buffer> {
+async function* bundleTar(
+  mounts: CacheMountInfo[],
+  moved: MovedMount[],
+  pool?: ChunkPool,
+): AsyncGenerator<Buffer> {
   const index: BundleIndex = { version: 1, mounts: mounts.map(recordOf) };
   const text = Buffer.from(`${JSON.stringify(index, null, 2)}\n`);
   const now = new Date(Math.floor(Date.now() / 1000) * 1000);
@@ -77,7 +88,7 @@ async function* bundleTar(mounts: CacheMountInfo[], moved: MovedMount[]): AsyncG
   );
   for (const [i, mount] of mounts.entries()) {
     const size: TreeSize = { bytes: 0 };
-    yield* packTree(mount.data, `${mount.key}/`, undefined, size);
+    yield* packTree(mount.data, `${mount.key}/`, undefined, size, pool);
     moved[i]!.bytes = size.bytes;
   }
   yield TAR_END;
@@ -128,10 +139,12 @@ export async function exportCacheMounts(
     });
     return moved;
   }
-  const tar = bundleTar(mounts, moved);
+  // Chunks go back to the pool only where zstdFrames copies them; elsewhere they are kept.
+  const pool = format === "tar.zst" ? new ChunkPool() : undefined;
+  const tar = bundleTar(mounts, moved, pool);
   const compressed =
     format === "tar.zst"
-      ? [Readable.from(zstdFrames(tar))]
+      ? [Readable.from(zstdFrames(tar, pool))]
       : format === "tar.gz"
         ? [Readable.from(tar), createGzip({ chunkSize: 1 << 20 })]
         : [Readable.from(tar)];
