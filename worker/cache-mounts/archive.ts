@@ -396,15 +396,56 @@ export async function* decompressedTar(
   const inflate = gzip
     ? createGunzip({ chunkSize: CHUNK_BYTES })
     : createZstdDecompress({ chunkSize: CHUNK_BYTES, params: { [zlib.ZSTD_d_windowLogMax]: 27 } });
-  // Room to decompress ahead while the tree is written: else each chunk waits for the last to be written.
-  (inflate as unknown as { _readableState: { highWaterMark: number } })._readableState.highWaterMark =
-    AHEAD_BYTES;
   const piping = pipeline(Readable.from(all()), inflate);
   piping.catch(() => {});
   try {
-    for await (const chunk of inflate) yield chunk as Buffer;
+    yield* chunksOf(inflate, piping);
   } finally {
     inflate.destroy();
+  }
+}
+
+/**
+ * The decompressor's chunks one by one, as it gives them, up to AHEAD_BYTES of them waiting: room
+ * to decompress ahead while the tree is written, else each chunk waits for the last to be
+ * written. Not its async iterator: that reads all that waits at once, joined into one new buffer,
+ * a copy of the whole tar into fresh memory.
+ */
+async function* chunksOf(inflate: NodeJS.ReadableStream, piping: Promise<void>): AsyncGenerator<Buffer> {
+  const waiting: Buffer[] = [];
+  let bytes = 0;
+  let ended = false;
+  let failure: unknown;
+  let wake: (() => void) | undefined;
+  const woken = () => {
+    wake?.();
+    wake = undefined;
+  };
+  inflate.on("data", (chunk: Buffer) => {
+    waiting.push(chunk);
+    bytes += chunk.length;
+    if (bytes >= AHEAD_BYTES) inflate.pause();
+    woken();
+  });
+  inflate.on("end", () => {
+    ended = true;
+    woken();
+  });
+  piping.catch((err: unknown) => {
+    failure ??= err;
+    woken();
+  });
+  for (;;) {
+    const chunk = waiting.shift();
+    if (chunk !== undefined) {
+      bytes -= chunk.length;
+      if (bytes < AHEAD_BYTES && inflate.isPaused()) inflate.resume();
+      yield chunk;
+      continue;
+    }
+    if (failure !== undefined) throw failure;
+    if (ended) return;
+    await new Promise<void>((resolve) => (wake = resolve));
   }
 }
 
