@@ -104,24 +104,100 @@ function encodeCall(call: TreeCall, into: Buffer, at: number): number {
   return at;
 }
 
-/** The calls of an encoded batch, in order. */
-function* decodeCalls(batch: TreeCallBatch): Generator<TreeCall> {
-  const from = Buffer.from(batch.calls, 0, batch.length);
-  let at = 0;
-  while (at < from.length) {
-    const kind = CALL_KINDS[from[at++]!]!;
-    const call: Record<string, string | number> = { call: kind };
-    for (const field of CALL_FIELDS[kind]) {
-      if (field === "path" || field === "target" || field === "name") {
-        const length = from.readUInt32LE(at);
-        call[field] = from.toString("utf8", at + 4, at + 4 + length);
-        at += 4 + length;
-      } else {
-        call[field] = from.readDoubleLE(at);
-        at += 8;
-      }
+/**
+ * Reads a batch's encoded calls in order, each as its own shape of object (no generator, no
+ * field looked up by name). A `name` (an entry's path, for errors) is read only `withNames`: a
+ * call that failed is read again with it, and most never fail.
+ */
+class CallDecoder {
+  private readonly from: Buffer;
+  /** Where the call read last began. */
+  start = 0;
+  private at = 0;
+
+  constructor(batch: TreeCallBatch) {
+    this.from = Buffer.from(batch.calls, 0, batch.length);
+  }
+
+  get done(): boolean {
+    return this.at >= this.from.length;
+  }
+
+  next(withNames = false): TreeCall {
+    this.start = this.at;
+    const kind = CALL_KINDS[this.from[this.at++]!]!;
+    switch (kind) {
+      case "mkdir":
+        return { call: kind, path: this.text() };
+      case "lchown":
+        return {
+          call: kind,
+          path: this.text(),
+          uid: this.number(),
+          gid: this.number(),
+          name: this.name(withNames),
+        };
+      case "create":
+        return { call: kind, path: this.text(), mode: this.number() };
+      case "write":
+        return { call: kind, at: this.number(), length: this.number() };
+      case "close":
+        return {
+          call: kind,
+          uid: this.number(),
+          gid: this.number(),
+          mode: this.number(),
+          atime: this.number(),
+          mtime: this.number(),
+          name: this.name(withNames),
+        };
+      case "symlink":
+        return {
+          call: kind,
+          path: this.text(),
+          target: this.text(),
+          uid: this.number(),
+          gid: this.number(),
+          atime: this.number(),
+          mtime: this.number(),
+          name: this.name(withNames),
+        };
+      case "link":
+        return { call: kind, path: this.text(), target: this.text() };
+      case "settle":
+        return {
+          call: kind,
+          path: this.text(),
+          mode: this.number(),
+          atime: this.number(),
+          mtime: this.number(),
+        };
     }
-    yield call as unknown as TreeCall;
+  }
+
+  /** The call read last, again, with its name. */
+  again(): TreeCall {
+    this.at = this.start;
+    return this.next(true);
+  }
+
+  private text(): string {
+    const length = this.from.readUInt32LE(this.at);
+    const text = this.from.toString("utf8", this.at + 4, this.at + 4 + length);
+    this.at += 4 + length;
+    return text;
+  }
+
+  private name(read: boolean): string {
+    if (read) return this.text();
+    this.at += 4 + this.from.readUInt32LE(this.at);
+    return "";
+  }
+
+  private number(): number {
+    const value = this.from.readDoubleLE(this.at);
+    this.at += 8;
+    return value;
   }
 }
 
@@ -171,13 +247,14 @@ export class TreeCallMaker {
   /** Makes the batch's calls; the first failure is returned, and nothing after it is made. */
   make(batch: TreeCallBatch): FailedTreeCall | undefined {
     const data = new Uint8Array(batch.data);
-    for (const call of decodeCalls(batch)) {
+    const calls = new CallDecoder(batch);
+    while (!calls.done) {
       try {
-        this.one(call, data);
+        this.one(calls.next(), data);
       } catch (err) {
         this.abandon();
         const e = err as NodeJS.ErrnoException;
-        return { call, code: e.code, message: e.message };
+        return { call: calls.again(), code: e.code, message: e.message };
       }
     }
     return undefined;
