@@ -9,14 +9,16 @@
  * entry (its owner and mode are part of the mount: `uid=1000`). A mount is mostly many small files
  * (package caches), so the tree is read with synchronous calls gathered into large chunks: a
  * round trip through the thread pool per call would cost more than the calls. The tar is
- * compressed in independent zstd frames, two at a time, while the tree is read (zstdFrames).
+ * compressed in independent zstd frames, two at a time, while the tree is read (zstdFrames), from
+ * chunks of a pool that are filled again once copied into a frame.
  *
  * Unpacking reads untrusted input (an archive from a user, a registry any CI job writes to). It
  * writes only into a new directory of its own, renamed into place when complete: an entry whose
  * path is absolute or climbs with `..`, or that lies below anything but a directory this archive
  * made, is refused, as is a second entry at a path or a hard link to anything but a file it made;
  * files are created exclusively and never through a symbolic link. Entries are checked on this
- * thread; the calls that make them are made, in order, on a thread of their own (tree-calls.ts).
+ * thread, parsed synchronously chunk by chunk (TarPullParser: no promise per entry); the calls
+ * that make them are made, in order, on a thread of their own (tree-calls.ts).
  */
 import { randomBytes } from "node:crypto";
 import {
