@@ -39,7 +39,7 @@ import { pipeline } from "node:stream/promises";
 import { promisify } from "node:util";
 import { createGunzip, createZstdDecompress } from "node:zlib";
 import { TbuildError } from "../errors/index.js";
-import { readTarEntries, type TarReadEntry } from "../oci/archive/tar-reader.js";
+import { readTarEntries, sniffTarCompression, type TarReadEntry } from "../oci/archive/tar-reader.js";
 import {
   entryComponents,
   HostileLayerError,
@@ -87,29 +87,13 @@ interface DirTimes {
 async function* decompressed(
   source: AsyncIterable<Uint8Array> | NodeJS.ReadableStream,
 ): AsyncGenerator<Buffer> {
-  const iterator = (source as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]();
-  let head = Buffer.alloc(0);
-  while (head.length < 4) {
-    const next = await iterator.next();
-    if (next.done) break;
-    head = Buffer.concat([head, Buffer.from(next.value)]);
-  }
-  async function* all(): AsyncGenerator<Buffer> {
-    if (head.length > 0) yield head;
-    for (;;) {
-      const next = await iterator.next();
-      if (next.done) return;
-      yield Buffer.from(next.value.buffer, next.value.byteOffset, next.value.byteLength);
-    }
-  }
-  const gzip = head[0] === 0x1f && head[1] === 0x8b;
-  const zstd = head[0] === 0x28 && head[1] === 0xb5 && head[2] === 0x2f && head[3] === 0xfd;
-  if (!gzip && !zstd) {
-    yield* all();
+  const { compression, chunks } = await sniffTarCompression(source);
+  if (compression === "none") {
+    yield* chunks;
     return;
   }
-  const inflate = gzip ? createGunzip() : createZstdDecompress();
-  const piping = pipeline(Readable.from(all()), inflate);
+  const inflate = compression === "gzip" ? createGunzip() : createZstdDecompress();
+  const piping = pipeline(Readable.from(chunks), inflate);
   // Its failure reaches the loop below through `inflate`, which the pipeline destroys.
   piping.catch(() => {});
   try {

@@ -584,3 +584,30 @@ export class TarPullParser {
     return out;
   }
 }
+
+/**
+ * A tar stream's first bytes told apart: gzip and zstd by their magic bytes, anything else taken
+ * as a plain tar; and all of its bytes again from the start, as they arrive.
+ */
+export async function sniffTarCompression(
+  source: AsyncIterable<Uint8Array> | NodeJS.ReadableStream,
+): Promise<{ compression: "gzip" | "zstd" | "none"; chunks: AsyncGenerator<Buffer> }> {
+  const iterator = (source as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]();
+  let head = Buffer.alloc(0);
+  while (head.length < 4) {
+    const next = await iterator.next();
+    if (next.done) break;
+    head = Buffer.concat([head, Buffer.from(next.value)]);
+  }
+  async function* all(): AsyncGenerator<Buffer> {
+    if (head.length > 0) yield head;
+    for (;;) {
+      const next = await iterator.next();
+      if (next.done) return;
+      yield Buffer.from(next.value.buffer, next.value.byteOffset, next.value.byteLength);
+    }
+  }
+  const gzip = head[0] === 0x1f && head[1] === 0x8b;
+  const zstd = head[0] === 0x28 && head[1] === 0xb5 && head[2] === 0x2f && head[3] === 0xfd;
+  return { compression: gzip ? "gzip" : zstd ? "zstd" : "none", chunks: all() };
+}

@@ -50,7 +50,12 @@ import {
   tarPadding,
   writePlainUstarHeader,
 } from "../../oci/archive/tar.js";
-import { readTarEntries, type TarEntryHead, TarPullParser } from "../../oci/archive/tar-reader.js";
+import {
+  readTarEntries,
+  sniffTarCompression,
+  type TarEntryHead,
+  TarPullParser,
+} from "../../oci/archive/tar-reader.js";
 import { entryComponents } from "../../oci/layer-entry.js";
 import { makeSpecialFile } from "../unpack.js";
 import { type TreeCall, TreeCallError, TreeCallQueue, treeCallPolicy } from "./tree-calls.js";
@@ -374,31 +379,16 @@ function unreadable(file: string, err: unknown): CacheMountArchiveError {
 export async function* decompressedTar(
   source: AsyncIterable<Uint8Array> | NodeJS.ReadableStream,
 ): AsyncGenerator<Buffer> {
-  const iterator = (source as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]();
-  let head = Buffer.alloc(0);
-  while (head.length < 4) {
-    const next = await iterator.next();
-    if (next.done) break;
-    head = Buffer.concat([head, Buffer.from(next.value)]);
-  }
-  async function* all(): AsyncGenerator<Buffer> {
-    if (head.length > 0) yield head;
-    for (;;) {
-      const next = await iterator.next();
-      if (next.done) return;
-      yield Buffer.from(next.value.buffer, next.value.byteOffset, next.value.byteLength);
-    }
-  }
-  const gzip = head[0] === 0x1f && head[1] === 0x8b;
-  const zstd = head[0] === 0x28 && head[1] === 0xb5 && head[2] === 0x2f && head[3] === 0xfd;
-  if (!gzip && !zstd) {
-    yield* all();
+  const { compression, chunks } = await sniffTarCompression(source);
+  if (compression === "none") {
+    yield* chunks;
     return;
   }
-  const inflate = gzip
-    ? createGunzip({ chunkSize: CHUNK_BYTES })
-    : createZstdDecompress({ chunkSize: CHUNK_BYTES, params: { [zlib.ZSTD_d_windowLogMax]: 27 } });
-  const piping = pipeline(Readable.from(all()), inflate);
+  const inflate =
+    compression === "gzip"
+      ? createGunzip({ chunkSize: CHUNK_BYTES })
+      : createZstdDecompress({ chunkSize: CHUNK_BYTES, params: { [zlib.ZSTD_d_windowLogMax]: 27 } });
+  const piping = pipeline(Readable.from(chunks), inflate);
   piping.catch(() => {});
   try {
     yield* chunksOf(inflate, piping);
