@@ -80,9 +80,9 @@ describe.each(MODES)("command-line input (%s)", (mode) => {
 
   it.each([
     [
-      ["--cache-to", "type=local,dest=DIR,mounts=true"],
+      ["--cache-to", "type=local,dest=DIR,bogus=1"],
       "--cache-to",
-      "type=local takes no mounts= (it takes dest=, tag=, mode=",
+      "type=local takes no bogus= (it takes dest=, tag=, mode=",
     ],
     [
       ["--cache-to", "type=registry,ref=localhost:5000/c,bogus=1"],
@@ -92,12 +92,12 @@ describe.each(MODES)("command-line input (%s)", (mode) => {
     [
       ["--cache-from", "type=local,src=DIR,bogus=1"],
       "--cache-from",
-      "type=local takes no bogus= (it takes src=, tag=, digest=)",
+      "type=local takes no bogus= (it takes src=, tag=, digest=, mounts=)",
     ],
     [
       ["--cache-to", "type=inline,mounts=true"],
       "--cache-to",
-      "type=inline takes no mounts= (it takes mode=)",
+      "inline cache rides in the image config and cannot carry cache mounts",
     ],
     [
       ["-o", "type=tar,dest=DIR/out.tar,mounts=true"],
