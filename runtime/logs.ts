@@ -305,6 +305,7 @@ export async function followLog(
   emit: (entry: LogEntry) => void,
   running: () => Promise<boolean>,
   signal?: AbortSignal,
+  removed: () => boolean = () => !existsSync(path.dirname(file)),
 ): Promise<void> {
   let at = position;
   const drain = () => {
@@ -353,16 +354,24 @@ export async function followLog(
           }
         } while (again);
       } catch (err) {
-        // The container removed while it was followed (its directory gone): the end, not an error.
-        return finish(existsSync(path.dirname(file)) ? err : undefined);
+        // The container removed while it was followed (or being removed): the end, not an error.
+        return finish(removed() ? undefined : err);
       } finally {
         checking = false;
       }
     };
-    const watcher = watch(path.dirname(file), () => void check());
+    let watcher: ReturnType<typeof watch>;
+    try {
+      watcher = watch(path.dirname(file), () => void check());
+    } catch (err) {
+      // Removed before the watch began (just after its log was read): as well the end.
+      if (removed()) resolve();
+      else reject(err);
+      return;
+    }
     // The container's directory removed (the container with it) may end the watch with an error:
     // that is the end of the container, not of the follower.
-    watcher.on("error", (err) => finish(existsSync(path.dirname(file)) ? err : undefined));
+    watcher.on("error", (err) => finish(removed() ? undefined : err));
     signal?.addEventListener("abort", onAbort);
     // What changed before the watch began.
     void check();

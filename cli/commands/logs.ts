@@ -4,7 +4,8 @@
  * user namespace is needed. `-f` follows the log until the container stops running, woken by
  * changes in the container's directory, never by a timer.
  */
-import { closeSync } from "node:fs";
+import { closeSync, existsSync } from "node:fs";
+import path from "node:path";
 import { TbuildError, UsageError } from "../../errors/index.js";
 import { defaultStoreRoot } from "../../oci/store/root.js";
 import { ContainerStore, currentState } from "../../runtime/containers.js";
@@ -44,7 +45,10 @@ export async function run(args: ParsedCommandLine, ctx: CommandContext): Promise
     const now = await containers.read(record.id);
     return now !== undefined && currentState(now).status === "running";
   };
-  await followLog(file, position, emit, running, ctx.signal);
+  // A removal unlinks the record first, then the directory with the log: from its first step on,
+  // an error of the follow (a file or the watched directory going away) is the container's end.
+  const recordFile = path.join(containers.containerDir(record.id), "container.json");
+  await followLog(file, position, emit, running, ctx.signal, () => !existsSync(recordFile));
   return 0;
 }
 

@@ -69,6 +69,10 @@ describe.each(MODES)("tbuild logs against hostile logs (%s)", (mode) => {
     log.write("stdout", "hello\n");
     const follower = world.spawnTbuild(mode, store, ["logs", "-f", "removed"]);
     let stdout = "";
+    let stderr = "";
+    follower.stderr!.on("data", (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
     const ended = new Promise<number | null>((resolve) => follower.once("close", resolve));
     await new Promise<void>((resolve) => {
       follower.stdout!.on("data", (chunk: Buffer) => {
@@ -78,7 +82,7 @@ describe.each(MODES)("tbuild logs against hostile logs (%s)", (mode) => {
     });
     log.close();
     await c.containers.remove(c.record);
-    expect(await ended).toBe(0);
+    expect(await ended, stderr).toBe(0);
     expect(stdout).toBe("hello\n");
     world.expectStoreUsable(mode, store);
   });
