@@ -33,7 +33,7 @@ export class RootfsError extends TbuildError {
 }
 
 /** Linux's encoding of a device number (glibc's gnu_dev_major/minor). */
-function deviceNumbers(rdev: bigint): { devmaj: number; devmin: number } {
+export function deviceNumbers(rdev: bigint): { devmaj: number; devmin: number } {
   const major = ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn);
   const minor = (rdev & 0xffn) | ((rdev >> 12n) & ~0xffn);
   return { devmaj: Number(major), devmin: Number(minor) };

@@ -43,6 +43,7 @@ import { pipeline } from "node:stream/promises";
 import { createGunzip, createZstdCompress, createZstdDecompress, constants as zlib } from "node:zlib";
 import { TbuildError } from "../../errors/index.js";
 import { byBytes } from "../../oci/archive/byte-order.js";
+import { deviceNumbers } from "../../oci/archive/rootfs.js";
 import {
   encodeTarHeader,
   TAR_END,
@@ -74,12 +75,9 @@ export class CacheMountArchiveError extends TbuildError {
   }
 }
 
-/** Linux's encoding of a device number (glibc's gnu_dev_major/minor). */
-function deviceNumbers(file: string): { devmaj: number; devmin: number } {
-  const { rdev } = lstatSafe(file, true);
-  const major = ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn);
-  const minor = (rdev & 0xffn) | ((rdev >> 12n) & ~0xffn);
-  return { devmaj: Number(major), devmin: Number(minor) };
+/** A device file's numbers, from an exact (bigint) lstat: a number as a float may lose bits. */
+function deviceNumbersOf(file: string): { devmaj: number; devmin: number } {
+  return deviceNumbers(lstatSafe(file, true).rdev);
 }
 
 /** What packTree and unpackTree count: the bytes of a tree as `directorySize` does, without walking it again. */
@@ -179,7 +177,7 @@ export async function* packTree(
       chunk = chunker.entry({ ...base, path: relative, type: "SymbolicLink", linkpath: target });
     } else if (st.isCharacterDevice() || st.isBlockDevice()) {
       const type = st.isCharacterDevice() ? "CharacterDevice" : "BlockDevice";
-      chunk = chunker.entry({ ...base, path: relative, type, ...deviceNumbers(absolute) });
+      chunk = chunker.entry({ ...base, path: relative, type, ...deviceNumbersOf(absolute) });
     } else if (st.isFIFO()) {
       chunk = chunker.entry({ ...base, path: relative, type: "FIFO" });
     } else {
@@ -297,12 +295,7 @@ class ChunkBuilder {
     const header = this.header(entry);
     const padded = entry.size + ((BLOCK - (entry.size % BLOCK)) % BLOCK);
     const full = this.room(header.length + Math.max(padded, entry.size + 1));
-    let fd: number;
-    try {
-      fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW);
-    } catch (err) {
-      throw unreadable(file, err);
-    }
+    const fd = openForReading(file);
     try {
       const start = this.at + header.length;
       let read = 0;
@@ -341,12 +334,7 @@ const BLOCK = 512;
 
 /** A large file's entry in pieces: header, content and padding. */
 function* largeFile(file: string, entry: TarEntry): Generator<Buffer> {
-  let fd: number;
-  try {
-    fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW);
-  } catch (err) {
-    throw unreadable(file, err);
-  }
+  const fd = openForReading(file);
   try {
     yield encodeTarHeader(entry);
     let at = 0;
@@ -368,6 +356,15 @@ function changed(file: string): CacheMountArchiveError {
   return new CacheMountArchiveError(
     `${file} changed while it was read (a build using the cache mount is running?); export again when it is done`,
   );
+}
+
+/** A file of the tree opened to be read, never through a symbolic link. */
+function openForReading(file: string): number {
+  try {
+    return openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch (err) {
+    throw unreadable(file, err);
+  }
 }
 
 function unreadable(file: string, err: unknown): CacheMountArchiveError {
