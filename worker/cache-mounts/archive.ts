@@ -44,13 +44,7 @@ import { createGunzip, createZstdCompress, createZstdDecompress, constants as zl
 import { TbuildError } from "../../errors/index.js";
 import { byBytes } from "../../oci/archive/byte-order.js";
 import { deviceNumbers } from "../../oci/archive/rootfs.js";
-import {
-  encodeTarHeader,
-  TAR_END,
-  type TarEntry,
-  tarPadding,
-  writePlainUstarHeader,
-} from "../../oci/archive/tar.js";
+import { encodeTarHeader, TAR_END, type TarEntry, writePlainUstarHeader } from "../../oci/archive/tar.js";
 import {
   readTarEntries,
   sniffTarCompression,
@@ -89,18 +83,18 @@ export interface TreeSize {
 /**
  * The tar entries of the directory `dir` under `prefix` (`""`: the directory is `./`; `"K/"`: it
  * is `K/` and its files `K/...`), without the end-of-archive blocks, so that several directories
- * can follow each other in one archive. `onSkip` hears of sockets, which a tar cannot hold; `size`
- * counts what is packed. With a `pool`, chunks are taken from it: their consumer gives each back
- * once done with it (zstdFrames).
+ * can follow each other in one archive: written into `chunker` when one is given (its caller
+ * takes what is left and ends the archive), else into one of its own, whose chunks are all
+ * yielded. `onSkip` hears of sockets, which a tar cannot hold; `size` counts what is packed.
  */
 export async function* packTree(
   dir: string,
   prefix = "",
   onSkip?: (relative: string, reason: string) => void,
   size: TreeSize = { bytes: 0 },
-  pool?: ChunkPool,
+  chunker?: TarChunker,
 ): AsyncGenerator<Buffer> {
-  const chunker = new ChunkBuilder(pool);
+  const out = chunker ?? new TarChunker();
   const hardLinks = new Map<string, string>();
   /** Inodes with several links already counted in `size`. */
   const counted = new Set<string>();
@@ -116,32 +110,21 @@ export async function* packTree(
     }
     stack.push({ dir: absolute, relative, names, at: 0 });
   };
-  const metadata = (st: Stats) => ({
-    mode: st.mode & 0o7777,
-    uid: st.uid,
-    gid: st.gid,
-    size: 0,
-    mtime: new Date(Math.floor(st.mtimeMs)),
-  });
-  const first = chunker.entry({
-    ...metadata(rootInfo),
-    path: prefix === "" ? "./" : prefix,
-    type: "Directory",
-  });
-  if (first) yield first;
-  enter(dir, prefix);
+  out.entry(entryOf(rootInfo, prefix === "" ? "./" : prefix, "Directory"));
+  enter(dir.length > 1 ? dir.replace(/\/+$/, "") : dir, prefix);
   while (stack.length > 0) {
+    if (out.full) yield* out.take();
     const top = stack[stack.length - 1]!;
     if (top.at >= top.names.length) {
       stack.pop();
       continue;
     }
     const name = top.names[top.at++]!;
-    const absolute = path.join(top.dir, name);
+    // A name from readdir has no "/" and is never "." or "..": no path.join, whose normalizing
+    // of every path cost a tree of many small files more than its calls.
+    const absolute = `${top.dir}/${name}`;
     const relative = top.relative + name;
     const st = lstatSafe(absolute);
-    const base = metadata(st);
-    let chunk: Buffer | undefined;
     // An inode with several links is named by dev and ino as bigints: as numbers, two could meet.
     const key = st.nlink > 1 && !st.isDirectory() ? inodeKey(absolute) : undefined;
     if (!st.isDirectory() && (key === undefined || !counted.has(key))) {
@@ -149,24 +132,19 @@ export async function* packTree(
       size.bytes += st.size;
     }
     if (st.isDirectory()) {
-      chunk = chunker.entry({ ...base, path: `${relative}/`, type: "Directory" });
+      out.entry(entryOf(st, `${relative}/`, "Directory"));
       enter(absolute, `${relative}/`);
     } else if (st.isFile()) {
       const linked = key !== undefined ? hardLinks.get(key) : undefined;
       if (linked !== undefined) {
-        chunk = chunker.entry({ ...base, path: relative, type: "Link", linkpath: linked });
-      } else {
-        if (key !== undefined) hardLinks.set(key, relative);
-        const entry: TarEntry = { ...base, path: relative, type: "File", size: st.size };
-        if (entry.size <= WHOLE_FILE_BYTES) {
-          chunk = chunker.file(entry, absolute);
-        } else {
-          // A large file goes on in pieces, after what was gathered before it.
-          const before = chunker.flush();
-          if (before) yield before;
-          yield* largeFile(absolute, entry);
-        }
+        out.entry(entryOf(st, relative, "Link", linked));
+        continue;
       }
+      if (key !== undefined) hardLinks.set(key, relative);
+      const entry = entryOf(st, relative, "File");
+      entry.size = st.size;
+      if (entry.size <= WHOLE_FILE_BYTES) out.file(entry, absolute);
+      else yield* out.largeFile(entry, absolute);
     } else if (st.isSymbolicLink()) {
       let target: string;
       try {
@@ -174,19 +152,33 @@ export async function* packTree(
       } catch (err) {
         throw unreadable(absolute, err);
       }
-      chunk = chunker.entry({ ...base, path: relative, type: "SymbolicLink", linkpath: target });
+      out.entry(entryOf(st, relative, "SymbolicLink", target));
     } else if (st.isCharacterDevice() || st.isBlockDevice()) {
-      const type = st.isCharacterDevice() ? "CharacterDevice" : "BlockDevice";
-      chunk = chunker.entry({ ...base, path: relative, type, ...deviceNumbersOf(absolute) });
+      const entry = entryOf(st, relative, st.isCharacterDevice() ? "CharacterDevice" : "BlockDevice");
+      out.entry({ ...entry, ...deviceNumbersOf(absolute) });
     } else if (st.isFIFO()) {
-      chunk = chunker.entry({ ...base, path: relative, type: "FIFO" });
+      out.entry(entryOf(st, relative, "FIFO"));
     } else {
       onSkip?.(relative, "a socket cannot be stored in an archive");
     }
-    if (chunk) yield chunk;
   }
-  const rest = chunker.flush();
-  if (rest) yield rest;
+  if (chunker === undefined) yield* out.rest();
+  else if (out.full) yield* out.take();
+}
+
+/** An entry as lstat describes it: numeric owners, permission bits (the header keeps whole seconds of the mtime). */
+function entryOf(st: Stats, entryPath: string, type: TarEntry["type"], linkpath?: string): TarEntry {
+  const entry: TarEntry = {
+    path: entryPath,
+    type,
+    mode: st.mode & 0o7777,
+    uid: st.uid,
+    gid: st.gid,
+    size: 0,
+    mtime: new Date(Math.floor(st.mtimeMs)),
+  };
+  if (linkpath !== undefined) entry.linkpath = linkpath;
+  return entry;
 }
 
 /** A whole archive of one directory: packTree and the end-of-archive blocks. */
@@ -202,34 +194,47 @@ async function* directoryTar(
   onSkip?: (relative: string, reason: string) => void,
   pool?: ChunkPool,
 ): AsyncGenerator<Buffer> {
-  yield* packTree(dir, "", onSkip, undefined, pool);
-  yield TAR_END;
+  const chunker = new TarChunker(pool);
+  yield* packTree(dir, "", onSkip, undefined, chunker);
+  chunker.bytes(TAR_END);
+  yield* chunker.rest();
 }
 
 /**
- * Chunks of CHUNK_BYTES a packer fills and its consumer gives back once it has copied them, to be
- * filled again: fresh memory costs a page fault per page, and a garbage collection of the whole
- * heap every few dozen megabytes. Only a buffer the pool made is taken back.
+ * Buffers a TarChunker fills, given back by its consumer once done with them, to be filled
+ * again: fresh memory costs a page fault per page, and a garbage collection of the whole heap
+ * every few dozen megabytes. Each holds `chunkBytes` and the chunker's slack. Only a buffer the
+ * pool made is taken back.
  */
 export class ChunkPool {
+  readonly chunkBytes: number;
   private readonly made = new WeakSet<ArrayBufferLike>();
   private readonly spare: Buffer[] = [];
 
-  /** A chunk to fill, out of the pool's hands until it is given back. */
+  constructor(chunkBytes: number) {
+    this.chunkBytes = chunkBytes;
+  }
+
+  /** A buffer to fill, out of the pool's hands until it is given back. */
   take(): Buffer {
-    const chunk = this.spare.pop() ?? Buffer.allocUnsafeSlow(CHUNK_BYTES);
+    const chunk = this.spare.pop() ?? Buffer.allocUnsafeSlow(this.chunkBytes + SLACK_BYTES);
     this.made.add(chunk.buffer);
     return chunk;
+  }
+
+  /** Whether `chunk` is (a part of) a buffer of this pool, not yet given back. */
+  owns(chunk: Buffer): boolean {
+    return this.made.has(chunk.buffer);
   }
 
   /** `chunk` (or a part of one) is done with: nothing reads it again. A second giving back is ignored. */
   giveBack(chunk: Buffer): void {
     if (!this.made.delete(chunk.buffer) || this.spare.length >= SPARE_CHUNKS) return;
-    this.spare.push(Buffer.from(chunk.buffer, 0, CHUNK_BYTES));
+    this.spare.push(Buffer.from(chunk.buffer, 0, this.chunkBytes + SLACK_BYTES));
   }
 }
 
-/** Chunks a pool keeps to fill again. */
+/** Buffers a pool keeps to fill again. */
 const SPARE_CHUNKS = 4;
 
 /**
@@ -252,55 +257,99 @@ function inodeKey(file: string): string {
   return `${st.dev}:${st.ino}`;
 }
 
+/** Room after a chunk's `chunkBytes` for what is written whole: a small file's header and content. */
+const SLACK_BYTES = WHOLE_FILE_BYTES + (64 << 10);
+
 /**
- * The tar gathered in chunks of CHUNK_BYTES, each a new buffer (its consumer may hold on to what
- * it is given) or one from a pool, a small file's content read straight into it: no buffer per
- * file, nothing copied twice.
+ * A tar written in chunks of exactly `chunkBytes` (the last shorter): a small file's content is
+ * read straight into its chunk and a plain header written there, no buffer per entry and nothing
+ * copied twice. A write that runs past `chunkBytes` goes into the slack beyond it, and the part
+ * past the bound is carried to the start of the next chunk: a copy of at most one entry per
+ * chunk. Chunks are new buffers (their consumer may hold on to them) or a pool's, whose size
+ * then sets the chunks' (zstdFrames compresses each such chunk as it is, a frame).
  */
-class ChunkBuilder {
+export class TarChunker {
   private readonly pool: ChunkPool | undefined;
+  private readonly chunkBytes: number;
   private chunk: Buffer;
   private at = 0;
-  /** The block a plain header is encoded into, to be copied on at once: no buffer per entry. */
-  private readonly block = Buffer.alloc(BLOCK);
+  /** Chunks filled and not yet taken, in order. */
+  private ready: Buffer[] = [];
 
-  constructor(pool: ChunkPool | undefined) {
+  constructor(pool?: ChunkPool) {
     this.pool = pool;
+    this.chunkBytes = pool?.chunkBytes ?? CHUNK_BYTES;
     this.chunk = this.fresh();
   }
 
   private fresh(): Buffer {
-    return this.pool?.take() ?? Buffer.allocUnsafe(CHUNK_BYTES);
+    return this.pool?.take() ?? Buffer.allocUnsafe(this.chunkBytes + SLACK_BYTES);
   }
 
-  /** The entry's header: in `block` when it is plain ustar, which it is until read again. */
-  private header(entry: TarEntry): Buffer {
-    return writePlainUstarHeader(entry, this.block, 0) ? this.block : encodeTarHeader(entry);
+  /** Whether chunks are filled and waiting to be taken. */
+  get full(): boolean {
+    return this.ready.length > 0;
   }
 
-  /** An entry without content (or a large file's header); a full chunk to pass on, if one filled. */
-  entry(entry: TarEntry): Buffer | undefined {
-    const header = this.header(entry);
-    const full = this.room(header.length);
-    this.at += header.copy(this.chunk, this.at);
-    return full;
+  /** The filled chunks, in order; they are the taker's now. */
+  take(): Buffer[] {
+    const ready = this.ready;
+    this.ready = [];
+    return ready;
+  }
+
+  /** Everything written: the filled chunks and what is gathered after them (the archive's end). */
+  rest(): Buffer[] {
+    const rest = this.take();
+    if (this.at > 0) rest.push(this.chunk.subarray(0, this.at));
+    this.chunk = this.fresh();
+    this.at = 0;
+    return rest;
+  }
+
+  /** `bytes`, copied on: a general header, an end of archive, a small file given in memory. */
+  bytes(bytes: Uint8Array): void {
+    let offset = 0;
+    while (offset < bytes.length) {
+      const n = Math.min(bytes.length - offset, this.chunk.length - this.at);
+      this.chunk.set(n === bytes.length ? bytes : bytes.subarray(offset, offset + n), this.at);
+      this.at += n;
+      offset += n;
+      this.settle();
+    }
+  }
+
+  /** An entry's header: written in place when it is plain ustar, as it mostly is. */
+  entry(entry: TarEntry): void {
+    if (!writePlainUstarHeader(entry, this.chunk, this.at)) {
+      this.bytes(encodeTarHeader(entry));
+      return;
+    }
+    this.at += BLOCK;
+    this.settle();
+  }
+
+  /** A file's entry whose content is in memory (exactly `entry.size` bytes), with its padding. */
+  content(entry: TarEntry, content: Uint8Array): void {
+    this.entry(entry);
+    this.bytes(content);
+    this.padding(content.length);
   }
 
   /**
-   * A small file's entry: its header, exactly `entry.size` bytes of content read from `file`, and
-   * padding. One byte more is asked for, so a file that grew since its lstat is caught in the same
-   * read; a file that changed size is refused rather than archived wrong.
+   * A small file's entry (at most WHOLE_FILE_BYTES): its header, exactly `entry.size` bytes of
+   * content read from `file` straight into the chunk, and padding. One byte more is asked for, so
+   * a file that grew since its lstat is caught in the same read; a file that changed size is
+   * refused rather than archived wrong.
    */
-  file(entry: TarEntry, file: string): Buffer | undefined {
-    const header = this.header(entry);
-    const padded = entry.size + ((BLOCK - (entry.size % BLOCK)) % BLOCK);
-    const full = this.room(header.length + Math.max(padded, entry.size + 1));
+  file(entry: TarEntry, file: string): void {
     const fd = openForReading(file);
     try {
-      const start = this.at + header.length;
+      this.entry(entry);
+      // After settle, `at` is below chunkBytes: the slack holds the content, its padding and a byte.
       let read = 0;
       for (;;) {
-        const n = readSync(fd, this.chunk, start + read, entry.size + 1 - read, null);
+        const n = readSync(fd, this.chunk, this.at + read, entry.size + 1 - read, null);
         if (n === 0) break;
         read += n;
         if (read > entry.size) throw changed(file);
@@ -309,48 +358,53 @@ class ChunkBuilder {
     } finally {
       closeSync(fd);
     }
-    header.copy(this.chunk, this.at);
-    this.chunk.fill(0, this.at + header.length + entry.size, this.at + header.length + padded);
-    this.at += header.length + padded;
-    return full;
+    this.at += entry.size;
+    this.padding(entry.size);
   }
 
-  /** What is gathered, if anything; a new chunk is started. */
-  flush(): Buffer | undefined {
-    if (this.at === 0) return undefined;
-    const done = this.chunk.subarray(0, this.at);
-    this.chunk = this.fresh();
-    this.at = 0;
-    return done;
+  /** A large file's entry, read in pieces into the chunks, which are yielded as they fill. */
+  *largeFile(entry: TarEntry, file: string): Generator<Buffer> {
+    const fd = openForReading(file);
+    try {
+      this.entry(entry);
+      let left = entry.size;
+      while (left > 0) {
+        const n = readSync(fd, this.chunk, this.at, Math.min(this.chunkBytes - this.at, left), null);
+        if (n === 0) throw changed(file);
+        this.at += n;
+        left -= n;
+        this.settle();
+        if (this.full) yield* this.take();
+      }
+      if (readSync(fd, Buffer.alloc(1), 0, 1, null) !== 0) throw changed(file);
+    } finally {
+      closeSync(fd);
+    }
+    this.padding(entry.size);
   }
 
-  /** Makes room for `bytes` (at most CHUNK_BYTES): the gathered chunk, when it had too little left. */
-  private room(bytes: number): Buffer | undefined {
-    return this.at + bytes > this.chunk.length ? this.flush() : undefined;
+  /** Zero bytes up to the next block after content of `size` bytes. */
+  private padding(size: number): void {
+    const rest = (BLOCK - (size % BLOCK)) % BLOCK;
+    this.chunk.fill(0, this.at, this.at + rest);
+    this.at += rest;
+    this.settle();
+  }
+
+  /** A chunk filled to its bound is set aside, and what ran past the bound starts the next. */
+  private settle(): void {
+    while (this.at >= this.chunkBytes) {
+      const next = this.fresh();
+      const over = this.at - this.chunkBytes;
+      if (over > 0) this.chunk.copy(next, 0, this.chunkBytes, this.at);
+      this.ready.push(this.chunk.subarray(0, this.chunkBytes));
+      this.chunk = next;
+      this.at = over;
+    }
   }
 }
 
 const BLOCK = 512;
-
-/** A large file's entry in pieces: header, content and padding. */
-function* largeFile(file: string, entry: TarEntry): Generator<Buffer> {
-  const fd = openForReading(file);
-  try {
-    yield encodeTarHeader(entry);
-    let at = 0;
-    while (at < entry.size) {
-      const piece = Buffer.allocUnsafe(Math.min(CHUNK_BYTES, entry.size - at));
-      const n = readSync(fd, piece, 0, piece.length, null);
-      if (n === 0) throw changed(file);
-      at += n;
-      yield n === piece.length ? piece : piece.subarray(0, n);
-    }
-    if (readSync(fd, Buffer.alloc(1), 0, 1, null) !== 0) throw changed(file);
-    yield tarPadding(entry.size);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 function changed(file: string): CacheMountArchiveError {
   return new CacheMountArchiveError(
@@ -815,8 +869,10 @@ function zstdCompressFrame(input: Buffer): Promise<Buffer[]> {
  * each, the last shorter: concatenated frames are one valid zstd stream (`zstd -d` and every
  * decompressor read them whole). The frames' bounds depend only on the tar's bytes, never on how
  * it arrived, so the same tree still gives the same bytes; and two frames are compressed on the
- * pool while the tree is read into the next, where one stream would leave a core idle. Each
- * chunk is copied into its frame: `pool` (packTree's) has it back then.
+ * pool while the tree is read into the next, where one stream would leave a core idle. A chunk
+ * of `pool` that is a whole frame where one begins (a TarChunker's of that pool) is compressed as
+ * it is and given back once compressed; any other chunk is copied into a frame (and a pool's
+ * given back then).
  */
 export async function* zstdFrames(tar: AsyncIterable<Buffer>, pool?: ChunkPool): AsyncGenerator<Buffer> {
   const compressing: { input: Buffer; output: Promise<Buffer[]> }[] = [];
@@ -832,11 +888,17 @@ export async function* zstdFrames(tar: AsyncIterable<Buffer>, pool?: ChunkPool):
   const oldest = async () => {
     const { input, output } = compressing.shift()!;
     const compressed = await output;
-    spare.push(input);
+    if (pool?.owns(input)) pool.giveBack(input);
+    else spare.push(input);
     return compressed;
   };
   try {
     for await (const chunk of tar) {
+      if (at === 0 && chunk.length === FRAME_BYTES && pool?.owns(chunk)) {
+        if (compressing.length >= FRAMES_AT_ONCE) yield* await oldest();
+        compress(chunk);
+        continue;
+      }
       let offset = 0;
       while (offset < chunk.length) {
         const n = chunk.copy(frame, at, offset);
@@ -863,7 +925,7 @@ export async function* zstdFrames(tar: AsyncIterable<Buffer>, pool?: ChunkPool):
  * sent again.
  */
 export function packMountBlob(dir: string, onSkip?: (relative: string, reason: string) => void): Readable {
-  const pool = new ChunkPool();
+  const pool = new ChunkPool(FRAME_BYTES);
   return Readable.from(zstdFrames(directoryTar(dir, onSkip, pool), pool), { objectMode: false });
 }
 

@@ -16,12 +16,14 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGzip } from "node:zlib";
 import { directorySize } from "../../build/gc.js";
-import { TAR_END, tarEntry } from "../../oci/archive/tar.js";
+import { TAR_END } from "../../oci/archive/tar.js";
 import { replaceFile } from "../../oci/atomic-file.js";
 import {
   CacheMountArchiveError,
   ChunkPool,
+  FRAME_BYTES,
   packTree,
+  TarChunker,
   type TreeSize,
   unpackTree,
   zstdFrames,
@@ -73,7 +75,11 @@ const recordOf = ({
   ...(base ? { base } : {}),
 });
 
-/** The archive of `mounts`: the index, then each mount's tree under its key, its size counted in `moved`. */
+/**
+ * The archive of `mounts`: the index, then each mount's tree under its key, its size counted in
+ * `moved`; written by one TarChunker (of `pool`, when given), so that its chunks keep their size
+ * from one mount to the next.
+ */
 async function* bundleTar(
   mounts: CacheMountInfo[],
   moved: MovedMount[],
@@ -82,16 +88,18 @@ async function* bundleTar(
   const index: BundleIndex = { version: 1, mounts: mounts.map(recordOf) };
   const text = Buffer.from(`${JSON.stringify(index, null, 2)}\n`);
   const now = new Date(Math.floor(Date.now() / 1000) * 1000);
-  yield* tarEntry(
+  const chunker = new TarChunker(pool);
+  chunker.content(
     { path: INDEX_NAME, type: "File", mode: 0o644, uid: 0, gid: 0, size: text.length, mtime: now },
     text,
   );
   for (const [i, mount] of mounts.entries()) {
     const size: TreeSize = { bytes: 0 };
-    yield* packTree(mount.data, `${mount.key}/`, undefined, size, pool);
+    yield* packTree(mount.data, `${mount.key}/`, undefined, size, chunker);
     moved[i]!.bytes = size.bytes;
   }
-  yield TAR_END;
+  chunker.bytes(TAR_END);
+  yield* chunker.rest();
 }
 
 /**
@@ -139,8 +147,8 @@ export async function exportCacheMounts(
     });
     return moved;
   }
-  // Chunks go back to the pool only where zstdFrames copies them; elsewhere they are kept.
-  const pool = format === "tar.zst" ? new ChunkPool() : undefined;
+  // Chunks of a frame each, given back to the pool by zstdFrames; elsewhere chunks are kept.
+  const pool = format === "tar.zst" ? new ChunkPool(FRAME_BYTES) : undefined;
   const tar = bundleTar(mounts, moved, pool);
   const compressed =
     format === "tar.zst"

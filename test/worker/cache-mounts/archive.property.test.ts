@@ -9,8 +9,8 @@
  *   the tree gives the tree;
  * - the zstd frames compressed two at a time are one stream `zstd -d`, Node's decompressor and
  *   tbuild's layer reader all read as the tar packDirectoryTree gives (its chunks each a new
- *   buffer, where the blob's are a pool's, filled again once copied), and the same tree gives the
- *   same bytes.
+ *   buffer, where the blob's are a pool's, whole frames compressed as they are), the same bytes as
+ *   frames copied from the tar in one piece give, and the same tree gives the same bytes.
  * Runs as root (owners are set freely); the code under test is dist's, which has its thread's file.
  */
 import { execFileSync } from "node:child_process";
@@ -44,6 +44,7 @@ import {
   packDirectoryTree,
   packMountBlob,
   unpackTree,
+  zstdFrames,
 } from "../../../dist/worker/cache-mounts/archive.js";
 
 const work = mkdtempSync(path.join(tmpdir(), "tbuild-mount-archive-property-"));
@@ -243,6 +244,8 @@ describe("cache mount archives: fast paths against plain ones", () => {
     expect(tar.length - 3 * (7 << 20)).toBeGreaterThan(8 << 20);
     const blob = await bytesOf(packMountBlob(src));
     expect((await bytesOf(packMountBlob(src))).equals(blob)).toBe(true);
+    // The plain path: the whole tar as one chunk, copied into frames.
+    expect((await bytesOf(zstdFrames(Readable.from([tar])))).equals(blob)).toBe(true);
     const file = path.join(work, "frames.tar.zst");
     writeFileSync(file, blob);
     const frames = /^\s*(\d+)\s/m.exec(
