@@ -59,9 +59,9 @@ export type TreeCall =
  * CALL_FIELDS's order, a string as its UTF-8 length (4 bytes) and bytes, a number as a double.
  */
 export interface TreeCallBatch {
-  calls: ArrayBuffer;
+  calls: ArrayBufferLike;
   length: number;
-  data: ArrayBuffer;
+  data: ArrayBufferLike;
 }
 
 const CALL_FIELDS = {
@@ -75,33 +75,99 @@ const CALL_FIELDS = {
   settle: ["path", "mode", "atime", "mtime"],
 } as const satisfies Record<TreeCall["call"], readonly string[]>;
 const CALL_KINDS = Object.keys(CALL_FIELDS) as TreeCall["call"][];
-const CALL_NUMBERS = new Map(CALL_KINDS.map((kind, i) => [kind, i]));
+const CALL_NUMBERS = Object.fromEntries(CALL_KINDS.map((kind, i) => [kind, i])) as Record<
+  TreeCall["call"],
+  number
+>;
 
-/** Bytes `call` may take encoded: an upper bound (a UTF-16 unit is at most 3 bytes of UTF-8). */
+/** Bytes a string takes encoded, at most: its length (4 bytes) and up to 3 bytes of UTF-8 per UTF-16 unit. */
+function textBound(text: string): number {
+  return 4 + 3 * text.length;
+}
+
+/** Bytes `call` may take encoded: an upper bound. */
 function encodedBound(call: TreeCall): number {
-  let bytes = 1;
-  for (const field of CALL_FIELDS[call.call]) {
-    const value = (call as unknown as Record<string, string | number>)[field]!;
-    bytes += typeof value === "string" ? 4 + 3 * value.length : 8;
+  switch (call.call) {
+    case "mkdir":
+      return 1 + textBound(call.path);
+    case "lchown":
+      return 1 + textBound(call.path) + 16 + textBound(call.name);
+    case "create":
+      return 1 + textBound(call.path) + 8;
+    case "write":
+      return WRITE_CALL_BYTES;
+    case "close":
+      return 1 + 40 + textBound(call.name);
+    case "symlink":
+      return 1 + textBound(call.path) + textBound(call.target) + 32 + textBound(call.name);
+    case "link":
+      return 1 + textBound(call.path) + textBound(call.target);
+    case "settle":
+      return 1 + textBound(call.path) + 24;
   }
-  return bytes;
 }
 
 /** Bytes of an encoded `write` call. */
 const WRITE_CALL_BYTES = 1 + 2 * 8;
 
-/** Encodes `call` at `at` (room checked by the caller); the offset after it. */
+/**
+ * Encodes `call` at `at` (room checked by the caller), its fields in CALL_FIELDS's order, each
+ * read by name (a loop over the names, reading each field of any kind, cost an unpack of many
+ * files more than the copying of its bytes); the offset after it.
+ */
 function encodeCall(call: TreeCall, into: Buffer, at: number): number {
-  into[at++] = CALL_NUMBERS.get(call.call)!;
-  for (const field of CALL_FIELDS[call.call]) {
-    const value = (call as unknown as Record<string, string | number>)[field]!;
-    if (typeof value === "string") {
-      const length = into.write(value, at + 4, "utf8");
-      into.writeUInt32LE(length, at);
-      at += 4 + length;
-    } else at = into.writeDoubleLE(value, at);
+  into[at++] = CALL_NUMBERS[call.call];
+  switch (call.call) {
+    case "mkdir":
+      return encodeText(call.path, into, at);
+    case "lchown":
+      at = encodeText(call.path, into, at);
+      at = into.writeDoubleLE(call.uid, at);
+      at = into.writeDoubleLE(call.gid, at);
+      return encodeText(call.name, into, at);
+    case "create":
+      at = encodeText(call.path, into, at);
+      return into.writeDoubleLE(call.mode, at);
+    case "write":
+      at = into.writeDoubleLE(call.at, at);
+      return into.writeDoubleLE(call.length, at);
+    case "close":
+      at = into.writeDoubleLE(call.uid, at);
+      at = into.writeDoubleLE(call.gid, at);
+      at = into.writeDoubleLE(call.mode, at);
+      at = into.writeDoubleLE(call.atime, at);
+      at = into.writeDoubleLE(call.mtime, at);
+      return encodeText(call.name, into, at);
+    case "symlink":
+      at = encodeText(call.path, into, at);
+      at = encodeText(call.target, into, at);
+      at = into.writeDoubleLE(call.uid, at);
+      at = into.writeDoubleLE(call.gid, at);
+      at = into.writeDoubleLE(call.atime, at);
+      at = into.writeDoubleLE(call.mtime, at);
+      return encodeText(call.name, into, at);
+    case "link":
+      at = encodeText(call.path, into, at);
+      return encodeText(call.target, into, at);
+    case "settle":
+      at = encodeText(call.path, into, at);
+      at = into.writeDoubleLE(call.mode, at);
+      at = into.writeDoubleLE(call.atime, at);
+      return into.writeDoubleLE(call.mtime, at);
   }
-  return at;
+}
+
+/** A `write` call of `length` bytes at `at` of the batch's data, encoded without an object for it. */
+function encodeWrite(dataAt: number, length: number, into: Buffer, at: number): number {
+  into[at++] = CALL_NUMBERS.write;
+  at = into.writeDoubleLE(dataAt, at);
+  return into.writeDoubleLE(length, at);
+}
+
+function encodeText(text: string, into: Buffer, at: number): number {
+  const length = into.write(text, at + 4, "utf8");
+  into.writeUInt32LE(length, at);
+  return at + 4 + length;
 }
 
 /**
@@ -229,10 +295,21 @@ export interface FailedTreeCall {
   message: string;
 }
 
-/** The thread's answer to a batch: the failed call, if one did, and the batch's buffers back. */
+/**
+ * A batch handed to the thread: which of the queue's slots holds it (memory both threads share,
+ * so nothing is copied or moved across), and how many bytes of calls it has; a slot's buffers
+ * come with its first batch.
+ */
+export interface TreeCallMessage {
+  slot: number;
+  length: number;
+  buffers?: { calls: SharedArrayBuffer; data: SharedArrayBuffer };
+}
+
+/** The thread's answer to a batch: the failed call, if one did, and the slot, free again. */
 export interface TreeCallReply {
   failed: FailedTreeCall | undefined;
-  batch: TreeCallBatch;
+  slot: number;
 }
 
 /** Makes the calls of batches in order; holds the file being written between its calls. */
@@ -332,36 +409,65 @@ const BATCHES_AHEAD = 4;
  * this one. Queuing never waits (a round trip through the event loop per call would cost more than
  * the call): the caller waits with `caughtUp` when `behind`. The first failed call is thrown by
  * the next `queue`, `write`, `caughtUp` or `drain`.
+ *
+ * A batch is gathered in a slot of shared memory that the thread reads in place: moving buffers
+ * to and fro made a new buffer on each side per batch, which V8 counts as fresh memory, and the
+ * garbage collections that counting brought cost an unpack of many files more than copying its
+ * bytes. A slot is filled again once the thread says it is done with it.
  */
 export class TreeCallQueue {
-  private calls = Buffer.from(new ArrayBuffer(BATCH_CALL_BYTES));
+  private readonly slots: { calls: Buffer; data: Uint8Array; buffers?: TreeCallMessage["buffers"] }[] = [];
+  /** Slots the thread is done with (or never had), to fill next. */
+  private readonly free: number[] = [];
+  /** The slot being filled. */
+  private slot: number;
+  private calls: Buffer;
   private callsAt = 0;
-  private data = new Uint8Array(new ArrayBuffer(BATCH_BYTES));
+  private data: Uint8Array;
   private at = 0;
   private ahead = 0;
-  /** Batches' buffers back from the thread, to fill again: fresh memory costs a page fault per page. */
-  private readonly spare: TreeCallBatch[] = [];
   private failure: FailedTreeCall | undefined;
   private waiting: (() => void) | undefined;
   private readonly worker: Worker | undefined;
   private readonly maker: TreeCallMaker | undefined;
+  /** Slots whose buffers the thread has been given. */
+  private readonly known = new Set<number>();
 
   constructor(policy: TreeCallPolicy, thread: boolean) {
+    this.slot = this.newSlot(thread);
+    ({ calls: this.calls, data: this.data } = this.slots[this.slot]!);
     if (!thread) {
       this.maker = new TreeCallMaker(policy);
       return;
     }
     this.worker = new Worker(new URL("./tree-writer-thread.js", import.meta.url), { workerData: policy });
-    this.worker.on("message", ({ failed, batch }: TreeCallReply) => {
+    this.worker.on("message", ({ failed, slot }: TreeCallReply) => {
       this.ahead--;
       if (failed && !this.failure) this.failure = failed;
-      this.spare.push(batch);
+      this.free.push(slot);
       this.waiting?.();
     });
     this.worker.on("error", (err) => {
       this.failure ??= { call: { call: "mkdir", path: "" }, code: undefined, message: String(err) };
       this.waiting?.();
     });
+  }
+
+  /** A new slot's number: shared memory for the thread, plain memory for calls made here. */
+  private newSlot(shared: boolean): number {
+    if (!shared) {
+      this.slots.push({
+        calls: Buffer.from(new ArrayBuffer(BATCH_CALL_BYTES)),
+        data: new Uint8Array(new ArrayBuffer(BATCH_BYTES)),
+      });
+    } else {
+      const buffers = {
+        calls: new SharedArrayBuffer(BATCH_CALL_BYTES),
+        data: new SharedArrayBuffer(BATCH_BYTES),
+      };
+      this.slots.push({ calls: Buffer.from(buffers.calls), data: new Uint8Array(buffers.data), buffers });
+    }
+    return this.slots.length - 1;
   }
 
   /** Queues a call (bytes to write: `write`). */
@@ -382,7 +488,7 @@ export class TreeCallQueue {
       if (this.at === BATCH_BYTES || this.callsAt + WRITE_CALL_BYTES > BATCH_CALL_BYTES) this.send();
       const length = Math.min(bytes.length - offset, BATCH_BYTES - this.at);
       this.data.set(length === bytes.length ? bytes : bytes.subarray(offset, offset + length), this.at);
-      this.callsAt = encodeCall({ call: "write", at: this.at, length }, this.calls, this.callsAt);
+      this.callsAt = encodeWrite(this.at, length, this.calls, this.callsAt);
       this.at += length;
       offset += length;
     }
@@ -416,21 +522,22 @@ export class TreeCallQueue {
   private send(): void {
     this.throwFailure();
     if (this.callsAt === 0) return;
-    const batch: TreeCallBatch = {
-      calls: this.calls.buffer as ArrayBuffer,
-      length: this.callsAt,
-      data: this.data.buffer as ArrayBuffer,
-    };
+    const length = this.callsAt;
     this.callsAt = 0;
     this.at = 0;
     if (this.maker) {
-      this.failure = this.maker.make(batch);
+      const { calls, data } = this.slots[this.slot]!;
+      this.failure = this.maker.make({ calls: calls.buffer, length, data: data.buffer });
     } else {
+      const message: TreeCallMessage = { slot: this.slot, length };
+      if (!this.known.has(this.slot)) {
+        this.known.add(this.slot);
+        message.buffers = this.slots[this.slot]!.buffers!;
+      }
       this.ahead++;
-      this.worker!.postMessage(batch, [batch.calls, batch.data]);
-      const next = this.spare.pop();
-      this.calls = Buffer.from(next?.calls ?? new ArrayBuffer(BATCH_CALL_BYTES));
-      this.data = new Uint8Array(next?.data ?? new ArrayBuffer(BATCH_BYTES));
+      this.worker!.postMessage(message);
+      this.slot = this.free.pop() ?? this.newSlot(true);
+      ({ calls: this.calls, data: this.data } = this.slots[this.slot]!);
     }
     this.throwFailure();
   }
