@@ -59,9 +59,9 @@ export type TreeCall =
  * CALL_FIELDS's order, a string as its UTF-8 length (4 bytes) and bytes, a number as a double.
  */
 export interface TreeCallBatch {
-  calls: ArrayBufferLike;
+  calls: ArrayBuffer;
   length: number;
-  data: ArrayBufferLike;
+  data: ArrayBuffer;
 }
 
 const CALL_FIELDS = {
@@ -295,21 +295,10 @@ export interface FailedTreeCall {
   message: string;
 }
 
-/**
- * A batch handed to the thread: which of the queue's slots holds it (memory both threads share,
- * so nothing is copied or moved across), and how many bytes of calls it has; a slot's buffers
- * come with its first batch.
- */
-export interface TreeCallMessage {
-  slot: number;
-  length: number;
-  buffers?: { calls: SharedArrayBuffer; data: SharedArrayBuffer };
-}
-
-/** The thread's answer to a batch: the failed call, if one did, and the slot, free again. */
+/** The thread's answer to a batch: the failed call, if one did, and the batch's buffers back. */
 export interface TreeCallReply {
   failed: FailedTreeCall | undefined;
-  slot: number;
+  batch: TreeCallBatch;
 }
 
 /** Makes the calls of batches in order; holds the file being written between its calls. */
@@ -409,65 +398,36 @@ const BATCHES_AHEAD = 4;
  * this one. Queuing never waits (a round trip through the event loop per call would cost more than
  * the call): the caller waits with `caughtUp` when `behind`. The first failed call is thrown by
  * the next `queue`, `write`, `caughtUp` or `drain`.
- *
- * A batch is gathered in a slot of shared memory that the thread reads in place: moving buffers
- * to and fro made a new buffer on each side per batch, which V8 counts as fresh memory, and the
- * garbage collections that counting brought cost an unpack of many files more than copying its
- * bytes. A slot is filled again once the thread says it is done with it.
  */
 export class TreeCallQueue {
-  private readonly slots: { calls: Buffer; data: Uint8Array; buffers?: TreeCallMessage["buffers"] }[] = [];
-  /** Slots the thread is done with (or never had), to fill next. */
-  private readonly free: number[] = [];
-  /** The slot being filled. */
-  private slot: number;
-  private calls: Buffer;
+  private calls = Buffer.from(new ArrayBuffer(BATCH_CALL_BYTES));
   private callsAt = 0;
-  private data: Uint8Array;
+  private data = new Uint8Array(new ArrayBuffer(BATCH_BYTES));
   private at = 0;
   private ahead = 0;
+  /** Batches' buffers back from the thread, to fill again: fresh memory costs a page fault per page. */
+  private readonly spare: TreeCallBatch[] = [];
   private failure: FailedTreeCall | undefined;
   private waiting: (() => void) | undefined;
   private readonly worker: Worker | undefined;
   private readonly maker: TreeCallMaker | undefined;
-  /** Slots whose buffers the thread has been given. */
-  private readonly known = new Set<number>();
 
   constructor(policy: TreeCallPolicy, thread: boolean) {
-    this.slot = this.newSlot(thread);
-    ({ calls: this.calls, data: this.data } = this.slots[this.slot]!);
     if (!thread) {
       this.maker = new TreeCallMaker(policy);
       return;
     }
     this.worker = new Worker(new URL("./tree-writer-thread.js", import.meta.url), { workerData: policy });
-    this.worker.on("message", ({ failed, slot }: TreeCallReply) => {
+    this.worker.on("message", ({ failed, batch }: TreeCallReply) => {
       this.ahead--;
       if (failed && !this.failure) this.failure = failed;
-      this.free.push(slot);
+      this.spare.push(batch);
       this.waiting?.();
     });
     this.worker.on("error", (err) => {
       this.failure ??= { call: { call: "mkdir", path: "" }, code: undefined, message: String(err) };
       this.waiting?.();
     });
-  }
-
-  /** A new slot's number: shared memory for the thread, plain memory for calls made here. */
-  private newSlot(shared: boolean): number {
-    if (!shared) {
-      this.slots.push({
-        calls: Buffer.from(new ArrayBuffer(BATCH_CALL_BYTES)),
-        data: new Uint8Array(new ArrayBuffer(BATCH_BYTES)),
-      });
-    } else {
-      const buffers = {
-        calls: new SharedArrayBuffer(BATCH_CALL_BYTES),
-        data: new SharedArrayBuffer(BATCH_BYTES),
-      };
-      this.slots.push({ calls: Buffer.from(buffers.calls), data: new Uint8Array(buffers.data), buffers });
-    }
-    return this.slots.length - 1;
   }
 
   /** Queues a call (bytes to write: `write`). */
@@ -522,22 +482,21 @@ export class TreeCallQueue {
   private send(): void {
     this.throwFailure();
     if (this.callsAt === 0) return;
-    const length = this.callsAt;
+    const batch: TreeCallBatch = {
+      calls: this.calls.buffer as ArrayBuffer,
+      length: this.callsAt,
+      data: this.data.buffer as ArrayBuffer,
+    };
     this.callsAt = 0;
     this.at = 0;
     if (this.maker) {
-      const { calls, data } = this.slots[this.slot]!;
-      this.failure = this.maker.make({ calls: calls.buffer, length, data: data.buffer });
+      this.failure = this.maker.make(batch);
     } else {
-      const message: TreeCallMessage = { slot: this.slot, length };
-      if (!this.known.has(this.slot)) {
-        this.known.add(this.slot);
-        message.buffers = this.slots[this.slot]!.buffers!;
-      }
       this.ahead++;
-      this.worker!.postMessage(message);
-      this.slot = this.free.pop() ?? this.newSlot(true);
-      ({ calls: this.calls, data: this.data } = this.slots[this.slot]!);
+      this.worker!.postMessage(batch, [batch.calls, batch.data]);
+      const next = this.spare.pop();
+      this.calls = Buffer.from(next?.calls ?? new ArrayBuffer(BATCH_CALL_BYTES));
+      this.data = new Uint8Array(next?.data ?? new ArrayBuffer(BATCH_BYTES));
     }
     this.throwFailure();
   }
