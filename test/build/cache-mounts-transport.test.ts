@@ -72,9 +72,17 @@ afterAll(async () => {
 });
 
 describe.each(modes())("cache mounts travel with the build cache ($name)", (mode) => {
+  /**
+   * The writers' store, shared: a later test's build of WRITE takes its step from the cache and
+   * exports the mount all the same (an export does not depend on the step having run).
+   */
+  let writer: ModeEnv;
+  beforeAll(async () => {
+    writer = await setUpMode(mode, tempDir);
+  });
+
   /** `where` names the cache (its --cache-to and --cache-from specs) once the writer's world is made. */
   const travels = async (where: (writer: ModeEnv) => { to: string; from: string }) => {
-    const writer = await setUpMode(mode, tempDir);
     const { to, from } = where(writer);
     const exported = build(writer, ["--cache-to", `${to},mode=max,mounts=true`, contextOf(writer, WRITE)]);
     expect(exported.status, exported.stderr).toBe(0);
@@ -163,6 +171,21 @@ async function pushHostileCache(repository: string, tag: string, tar: Buffer): P
 describe("cache mounts in the build cache", () => {
   const mode = modes()[0]!;
 
+  /**
+   * One cache with the mount WRITE fills, exported once (without mode=max) for the tests that only
+   * read it: each reads it into a store of its own, and none changes it.
+   */
+  const SHARED = "mounts/shared:1";
+  beforeAll(async () => {
+    const writer = await setUpMode(mode, tempDir);
+    const exported = build(writer, [
+      "--cache-to",
+      `type=registry,ref=${registry.host}/${SHARED},mounts=true`,
+      contextOf(writer, WRITE),
+    ]);
+    if (exported.status !== 0) throw new Error(`the shared cache's export failed: ${exported.stderr}`);
+  }, 120_000);
+
   it("a second export of an unchanged mount uploads no mount blob", async () => {
     const proxy: FaultyProxy = await startFaultyProxy({ port: registry.port });
     try {
@@ -204,11 +227,7 @@ describe("cache mounts in the build cache", () => {
   });
 
   it("a --cache-from without mounts=true seeds nothing", async () => {
-    const ref = `${registry.host}/mounts/not-asked:1`;
-    const writer = await setUpMode(mode, tempDir);
-    expect(
-      build(writer, ["--cache-to", `type=registry,ref=${ref},mounts=true`, contextOf(writer, WRITE)]).status,
-    ).toBe(0);
+    const ref = `${registry.host}/${SHARED}`;
     const plain = await setUpMode(mode, tempDir);
     const without = build(plain, ["--cache-from", `type=registry,ref=${ref}`, contextOf(plain, COUNT)]);
     expect(without.status, without.stderr).toBe(0);
@@ -226,14 +245,7 @@ describe("cache mounts in the build cache", () => {
   });
 
   it("a mount the store already has keeps its own content", async () => {
-    const ref = `${registry.host}/mounts/kept:1`;
-    const writer = await setUpMode(mode, tempDir);
-    const exported = build(writer, [
-      "--cache-to",
-      `type=registry,ref=${ref},mounts=true`,
-      contextOf(writer, WRITE),
-    ]);
-    expect(exported.status, exported.stderr).toBe(0);
+    const ref = `${registry.host}/${SHARED}`;
     const own = await setUpMode(mode, tempDir);
     const marked = build(own, [contextOf(own, `FROM busybox\nRUN ${MOUNT} echo mine > /cache/mine\n`)]);
     expect(marked.status, marked.stderr).toBe(0);
@@ -248,20 +260,15 @@ describe("cache mounts in the build cache", () => {
   });
 
   it("a mount blob that does not match its digest fails the build naming the mount and the cache", async () => {
-    const writer = await setUpMode(mode, tempDir);
-    const exported = build(writer, [
-      "--cache-to",
-      `type=registry,ref=${registry.host}/mounts/corrupt:1,mounts=true`,
-      contextOf(writer, WRITE),
-    ]);
-    expect(exported.status, exported.stderr).toBe(0);
-    const mountBlob = (await cacheManifestAt("mounts/corrupt", "1")).layers.find(
+    const [repository, tag] = SHARED.split(":") as [string, string];
+    const mountBlob = (await cacheManifestAt(repository, tag)).layers.find(
       (layer) => layer.mediaType === CACHE_MOUNT_MEDIA_TYPE,
     )!;
     const proxy = await startFaultyProxy({ port: registry.port }, { corruptBlob: mountBlob.digest });
     try {
       const reader = await setUpMode(mode, tempDir);
-      const source = `${proxy.host}/mounts/corrupt:1`;
+      // Flipped on its way through the proxy only: the registry's copy stays good.
+      const source = `${proxy.host}/${SHARED}`;
       const result = await reader.runAsync([
         "build",
         "--progress=plain",

@@ -71,13 +71,26 @@ beforeAll(() => {
   execFileSync("chmod", ["-R", "go+rX", baseRootfs]);
 });
 
-/** A new store holding the base image, owned by the mode's user. */
+/** Each mode's store holding only the base image, imported once: the stores of its cases copy it. */
+const templates = new Map<"root" | "rootless", string>();
+
+/**
+ * A new store holding the base image, owned by the mode's user: a copy (owners kept) of the
+ * mode's template store, which is the store a `tbuild import` of the base makes, without a tbuild
+ * process per store (a case makes one per round).
+ */
 function newStore(mode: "root" | "rootless", dir: string): string {
-  const owner = ownerOf(mode);
-  mkdirSync(dir);
-  chownSync(dir, owner.uid, owner.gid);
-  const imported = tbuildIn(mode, dir, ["import", baseRootfs, "base"]);
-  if (imported.status !== 0) throw new Error(`tbuild import failed: ${imported.stderr}`);
+  let template = templates.get(mode);
+  if (template === undefined) {
+    const owner = ownerOf(mode);
+    template = path.join(work, `template-${mode}`);
+    mkdirSync(template);
+    chownSync(template, owner.uid, owner.gid);
+    const imported = tbuildIn(mode, template, ["import", baseRootfs, "base"]);
+    if (imported.status !== 0) throw new Error(`tbuild import failed: ${imported.stderr}`);
+    templates.set(mode, template);
+  }
+  execFileSync("cp", ["-a", template, dir]);
   return dir;
 }
 
