@@ -1,7 +1,7 @@
 /**
- * A layer of 1 MB that unpacks to a 1 GiB file must not cost 1 GiB of memory: an image anyone can
- * publish would otherwise take down the machine that builds FROM it. The peak resident memory of
- * the whole tbuild process tree (the rootless re-exec included) is measured by GNU time.
+ * A layer of 1 MB that unpacks to a file of 512 MiB must not cost 512 MiB of memory: an image
+ * anyone can publish would otherwise take down the machine that builds FROM it. The peak resident
+ * memory of the whole tbuild process tree (the rootless re-exec included) is measured by GNU time.
  */
 import { execFileSync, spawnSync } from "node:child_process";
 import { readFileSync, rmSync, statfsSync } from "node:fs";
@@ -13,7 +13,11 @@ import { hostileWorld, MODES, type Mode, ROOTLESS_USER } from "./harness.js";
 import { busyboxLayer, ociArchive, writeLayer } from "./layer-images.js";
 
 const world = hostileWorld();
-const FILE_BYTES = 1024 * 1024 * 1024;
+/**
+ * Twice the memory allowed, so a tbuild that held the file in memory could not pass; a bigger file
+ * shows nothing more and costs time (compressing, unpacking and reading it is most of this file's).
+ */
+const FILE_BYTES = 512 * 1024 * 1024;
 const MAX_RSS_BYTES = 256 * 1024 * 1024;
 
 /** `tbuild args` as the mode's user under GNU time: its status, output and peak RSS in bytes. */
@@ -57,7 +61,7 @@ beforeAll(async () => {
   archive = ociArchive(dir, "zeros:1", { layers: [base, zeros] });
 }, 300_000);
 
-describe.each(MODES)("unpacking a layer with a 1 GiB file (%s)", (mode) => {
+describe.each(MODES)("unpacking a layer with a 512 MiB file (%s)", (mode) => {
   it("keeps tbuild's peak memory under 256 MB, and the file whole", () => {
     const store = world.store(mode);
     const canary = world.canary(mode);
@@ -73,7 +77,7 @@ describe.each(MODES)("unpacking a layer with a 1 GiB file (%s)", (mode) => {
     expect(size.stdout.trim()).toBe(String(FILE_BYTES));
     canary.expectUntouched(built.stderr);
     world.expectStoreUsable(mode, store);
-    // Its 1 GiB layer goes now rather than with the other mode's at the end of the file.
+    // Its 512 MiB layer goes now rather than with the other mode's at the end of the file.
     rmSync(store, { recursive: true, force: true });
   }, 600_000);
 });

@@ -200,6 +200,21 @@ describe("unpackLayer", () => {
     expect(await exists(path.join(target, "a"))).toBe(true);
   });
 
+  it("refuses a path beyond PATH_MAX as an invalid layer, leaving none of the directories it implied", async () => {
+    // 2,100 levels: some 2,000 directories are made before the path is too long, then all removed.
+    const target = path.join(work, "layers", "deep");
+    const error = await unpackLayer(
+      chunksOf(await layerTar([file(`${"d/".repeat(2100)}f`, "deep")])),
+      target,
+      {
+        rootless: false,
+      },
+    ).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(InvalidLayerError);
+    expect((error as Error).message).toMatch(/is too long for the file system/);
+    expect(await readdir(path.join(work, "layers"))).toEqual([]);
+  });
+
   it("leaves nothing visible when cancelled midway", async () => {
     const big = "x".repeat(1 << 20);
     const specs = Array.from({ length: 20 }, (_, i) => file(`f${i}`, big));
