@@ -277,6 +277,13 @@ export function quickUstarHeader(block: Buffer): TarHeaderFields | undefined {
 
 const NOT_OCTAL = -1;
 
+/** A header's size field as it is written (octal), for a header decoded as a directory's: size 0. */
+function rawSize(block: Buffer, what: string): number {
+  const size = octalField(block, 124, 12);
+  if (size === NOT_OCTAL) throw new InvalidTarError(what, "a header's size cannot be read");
+  return size ?? 0;
+}
+
 /**
  * A numeric field as Header reads it (up to its first NUL, leading spaces skipped, octal digits
  * up to the first other byte; none: undefined), or NOT_OCTAL when it holds any byte but octal
@@ -398,7 +405,13 @@ function readHeader(
   }
   const fields = { ...state.globalPax, ...state.pax };
   const path = paxText(fields, "path") ?? state.longPath ?? header.path ?? "";
-  const entrySize = paxNumber(fields, "size") ?? size;
+  // A name cut short to fit the header (the whole of it in a PAX record or a GNU long name, as
+  // Python's tarfile writes it) may end in "/" where the cut fell, and a regular file's header
+  // is then read as a directory's, without its size. What the whole name and the type flag say
+  // is what the entry is, as Go's archive/tar (and so BuildKit) reads it.
+  const cut = typeName === "Directory" && (block[156] === 0x30 || block[156] === 0) && path !== header.path;
+  const entryType = cut && !path.endsWith("/") ? "File" : typeName;
+  const entrySize = paxNumber(fields, "size") ?? (entryType !== typeName ? rawSize(block, what) : size);
   if (!Number.isSafeInteger(entrySize) || entrySize < 0) {
     throw new InvalidTarError(what, `the entry ${JSON.stringify(path)} has an invalid size ${entrySize}`);
   }
@@ -406,13 +419,13 @@ function readHeader(
   state.longPath = undefined;
   const linkpath = paxText(fields, "linkpath") ?? state.longLink ?? header.linkpath ?? "";
   state.longLink = undefined;
-  const type = ENTRY_TYPES[typeName];
+  const type = ENTRY_TYPES[entryType];
   // Only regular files carry content that belongs to the file; anything else with a size (a
   // GNU dump dir, a sparse file) is skipped whole.
   const bodySize =
-    typeName === "Directory" || typeName === "Link" || typeName === "SymbolicLink" ? 0 : entrySize;
+    entryType === "Directory" || entryType === "Link" || entryType === "SymbolicLink" ? 0 : entrySize;
   if (type === undefined) {
-    onSkip?.(path, `tar entries of type ${typeName} are not supported`);
+    onSkip?.(path, `tar entries of type ${entryType} are not supported`);
     return { kind: "skip", bytes: padded(bodySize) };
   }
   const xattrs = new Map<string, Buffer>();

@@ -10,6 +10,7 @@
  * exactly what readTarEntries reads: the same entries, content and end, or the same error, on those
  * archives cut at random places, cut short, with a byte changed, or with bytes after their end.
  */
+import { readFileSync } from "node:fs";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { TAR_END, TarChunker, type TarEntry } from "../../oci/archive/tar.js";
@@ -221,5 +222,23 @@ describe("tar pull parser", () => {
       ),
       { numRuns: 300 },
     );
+  });
+});
+
+describe("archives of other tools", () => {
+  it("reads a regular file whose header's name was cut to end in '/' (Python's PAX tar) as the file its PAX name names", async () => {
+    const bytes = readFileSync(new URL("../fixtures/tar/python-pax-cut-name.tar", import.meta.url));
+    const plain = await byReadTarEntries(pieces(bytes, []));
+    const entries = (plain as { entries: Array<Record<string, unknown>> }).entries;
+    expect(entries?.map(({ path, type, size, data }) => ({ path, type, size, data }))).toEqual([
+      {
+        path: `${"a".repeat(99)}/bcdef.txt`,
+        type: "File",
+        size: 6,
+        data: Buffer.from("hello\n").toString("hex"),
+      },
+      { path: "after.txt", type: "File", size: 3, data: Buffer.from("xyz").toString("hex") },
+    ]);
+    expect(await byPullParser(pieces(bytes, [700, 1500]))).toEqual(plain);
   });
 });
