@@ -92,9 +92,9 @@ export async function* packTree(
   prefix = "",
   onSkip?: (relative: string, reason: string) => void,
   size: TreeSize = { bytes: 0 },
-  chunker?: TarChunker,
+  chunker?: TreeTarWriter,
 ): AsyncGenerator<Buffer> {
-  const out = chunker ?? new TarChunker();
+  const out = chunker ?? new TreeTarWriter();
   const hardLinks = new Map<string, string>();
   /** Inodes with several links already counted in `size`. */
   const counted = new Set<string>();
@@ -194,14 +194,14 @@ async function* directoryTar(
   onSkip?: (relative: string, reason: string) => void,
   pool?: ChunkPool,
 ): AsyncGenerator<Buffer> {
-  const chunker = new TarChunker(pool);
+  const chunker = new TreeTarWriter(pool);
   yield* packTree(dir, "", onSkip, undefined, chunker);
   chunker.bytes(TAR_END);
   yield* chunker.rest();
 }
 
 /**
- * Buffers a TarChunker fills, given back by its consumer once done with them, to be filled
+ * Buffers a TreeTarWriter fills, given back by its consumer once done with them, to be filled
  * again: fresh memory costs a page fault per page, and a garbage collection of the whole heap
  * every few dozen megabytes. Each holds `chunkBytes` and the chunker's slack. Only a buffer the
  * pool made is taken back.
@@ -268,7 +268,7 @@ const SLACK_BYTES = WHOLE_FILE_BYTES + (64 << 10);
  * chunk. Chunks are new buffers (their consumer may hold on to them) or a pool's, whose size
  * then sets the chunks' (zstdFrames compresses each such chunk as it is, a frame).
  */
-export class TarChunker {
+export class TreeTarWriter {
   private readonly pool: ChunkPool | undefined;
   private readonly chunkBytes: number;
   private chunk: Buffer;
@@ -870,7 +870,7 @@ function zstdCompressFrame(input: Buffer): Promise<Buffer[]> {
  * decompressor read them whole). The frames' bounds depend only on the tar's bytes, never on how
  * it arrived, so the same tree still gives the same bytes; and two frames are compressed on the
  * pool while the tree is read into the next, where one stream would leave a core idle. A chunk
- * of `pool` that is a whole frame where one begins (a TarChunker's of that pool) is compressed as
+ * of `pool` that is a whole frame where one begins (a TreeTarWriter's of that pool) is compressed as
  * it is and given back once compressed; any other chunk is copied into a frame (and a pool's
  * given back then).
  */

@@ -23,8 +23,8 @@ import {
   ChunkPool,
   FRAME_BYTES,
   packTree,
-  TarChunker,
   type TreeSize,
+  TreeTarWriter,
   unpackTree,
   zstdFrames,
 } from "./archive.js";
@@ -77,7 +77,7 @@ const recordOf = ({
 
 /**
  * The archive of `mounts`: the index, then each mount's tree under its key, its size counted in
- * `moved`; written by one TarChunker (of `pool`, when given), so that its chunks keep their size
+ * `moved`; written by one TreeTarWriter (of `pool`, when given), so that its chunks keep their size
  * from one mount to the next.
  */
 async function* bundleTar(
@@ -88,7 +88,7 @@ async function* bundleTar(
   const index: BundleIndex = { version: 1, mounts: mounts.map(recordOf) };
   const text = Buffer.from(`${JSON.stringify(index, null, 2)}\n`);
   const now = new Date(Math.floor(Date.now() / 1000) * 1000);
-  const chunker = new TarChunker(pool);
+  const chunker = new TreeTarWriter(pool);
   chunker.content(
     { path: INDEX_NAME, type: "File", mode: 0o644, uid: 0, gid: 0, size: text.length, mtime: now },
     text,
