@@ -151,43 +151,48 @@ function tree(dir: string): Record<string, string> {
 
 const sha256 = (bytes: Buffer | string) => `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
 
+/** The project, and what a local build makes of it: the same for both workers (built as root here). */
+let dir = "";
+const local = { store: "", out: "" };
+
+beforeAll(() => {
+  dir = project();
+  local.store = tempDir("rout-local-store");
+  local.out = tempDir("rout-local-out");
+  const env = { TBUILD_ROOT: local.store, SOURCE_DATE_EPOCH: EPOCH };
+  const one = tbuild(
+    [
+      "build",
+      "--progress=plain",
+      "-t",
+      "app:one",
+      "-o",
+      "type=image,name=app:zstd,compression=zstd,force-compression=true",
+      "-o",
+      `type=oci,tar=false,dest=${path.join(local.out, "layout")}`,
+      "-o",
+      `type=oci,dest=${path.join(local.out, "image.tar")}`,
+      dir,
+    ],
+    { env },
+  );
+  expect(one.status, one.stderr).toBe(0);
+  const several = tbuild(["build", "--progress=plain", "--platform", PLATFORMS, "-t", "app:several", dir], {
+    env,
+  });
+  expect(several.status, several.stderr).toBe(0);
+}, 240_000);
+
 describe.each([
   ["root", rootWorker],
   ["rootless", rootlessWorker],
 ] as const)("the outputs of a build on a %s worker", (_mode, startWorker) => {
   let worker: Worker;
   let registry: RunningRegistry;
-  let dir = "";
-  /** What a local build makes of the same project. */
-  const local = { store: "", out: "" };
 
+  // A registry of each mode's own: what the workers pushed is there only if this mode's pushed it.
   beforeAll(async () => {
-    dir = project();
     [worker, registry] = await Promise.all([startWorker(), startRegistry()]);
-    local.store = tempDir("rout-local-store");
-    local.out = tempDir("rout-local-out");
-    const env = { TBUILD_ROOT: local.store, SOURCE_DATE_EPOCH: EPOCH };
-    const one = tbuild(
-      [
-        "build",
-        "--progress=plain",
-        "-t",
-        "app:one",
-        "-o",
-        "type=image,name=app:zstd,compression=zstd,force-compression=true",
-        "-o",
-        `type=oci,tar=false,dest=${path.join(local.out, "layout")}`,
-        "-o",
-        `type=oci,dest=${path.join(local.out, "image.tar")}`,
-        dir,
-      ],
-      { env },
-    );
-    expect(one.status, one.stderr).toBe(0);
-    const several = tbuild(["build", "--progress=plain", "--platform", PLATFORMS, "-t", "app:several", dir], {
-      env,
-    });
-    expect(several.status, several.stderr).toBe(0);
   }, 240_000);
 
   afterAll(async () => {
