@@ -263,51 +263,55 @@ describe.each(["root", "rootless"] as const)(
       const again = await poolClient(mode).build(["--cache-from", `type=registry,ref=${ref}`]);
       expectImported(first, again);
     }, 600_000);
-
-    it("type=local, mode=min: one cache of both platforms in the client's directory, imported by a pool of empty stores", async () => {
-      const cache = path.join(tempDir(`mpwc-cache-${mode}`), "cache");
-      const first = await poolClient(mode).build(["--cache-to", `type=local,dest=${cache},mode=min`]);
-      expect(first.status, first.stderr).toBe(0);
-      // One manifest, as a local build of both platforms writes: every platform's records in it.
-      expectLocalRecords(cacheDirConfig(cache), "min");
-      const again = await poolClient(mode).build(["--cache-from", `type=local,src=${cache}`]);
-      expectImported(first, again);
-    }, 600_000);
-
-    it("inline: each platform's pushed image carries its own records, and a pool of empty stores building from it runs nothing", async () => {
-      const ref = `${registry.host}/team/inline-${mode}:1`;
-      const first = await poolClient(mode).build(["-t", ref, "--push", "--cache-to", "type=inline"]);
-      expect(first.status, first.stderr).toBe(0);
-      const index = (await registryJson(
-        `team/inline-${mode}/manifests/1`,
-        "application/vnd.oci.image.index.v1+json",
-      )) as { manifests: { digest: string; platform: { architecture: string } }[] };
-      for (const entry of index.manifests) {
-        const image = (await registryJson(
-          `team/inline-${mode}/manifests/${entry.digest}`,
-          "application/vnd.oci.image.manifest.v1+json",
-        )) as { config: { digest: string } };
-        const config = (await registryJson(`team/inline-${mode}/blobs/${image.config.digest}`)) as Record<
-          string,
-          unknown
-        >;
-        // Each platform's image: its own steps' records, none of the other's.
-        const records = recordsIn(config["tbuild.cache.v0"]);
-        expect(records.filter((r) => r.name.includes("> /nonce")).map((r) => r.architecture)).toEqual([
-          entry.platform.architecture,
-        ]);
-        expect(
-          records.every(
-            (r) => r.architecture === undefined || r.architecture === entry.platform.architecture,
-          ),
-        ).toBe(true);
-      }
-      // Exported inline again: the same images, records and all.
-      const again = await poolClient(mode).build(["--cache-from", ref, "--cache-to", "type=inline"]);
-      expectImported(first, again);
-    }, 600_000);
   },
 );
+
+// The cache's records, and how the client merges and writes them, do not depend on the workers'
+// privilege: the rootless workers (ssh, user namespaces) are judged by the registry cache above.
+describe("a two-platform build's cache on a pool of workers, local and inline (root)", () => {
+  const mode = "root";
+
+  it("type=local, mode=min: one cache of both platforms in the client's directory, imported by a pool of empty stores", async () => {
+    const cache = path.join(tempDir(`mpwc-cache-${mode}`), "cache");
+    const first = await poolClient(mode).build(["--cache-to", `type=local,dest=${cache},mode=min`]);
+    expect(first.status, first.stderr).toBe(0);
+    // One manifest, as a local build of both platforms writes: every platform's records in it.
+    expectLocalRecords(cacheDirConfig(cache), "min");
+    const again = await poolClient(mode).build(["--cache-from", `type=local,src=${cache}`]);
+    expectImported(first, again);
+  }, 600_000);
+
+  it("inline: each platform's pushed image carries its own records, and a pool of empty stores building from it runs nothing", async () => {
+    const ref = `${registry.host}/team/inline-${mode}:1`;
+    const first = await poolClient(mode).build(["-t", ref, "--push", "--cache-to", "type=inline"]);
+    expect(first.status, first.stderr).toBe(0);
+    const index = (await registryJson(
+      `team/inline-${mode}/manifests/1`,
+      "application/vnd.oci.image.index.v1+json",
+    )) as { manifests: { digest: string; platform: { architecture: string } }[] };
+    for (const entry of index.manifests) {
+      const image = (await registryJson(
+        `team/inline-${mode}/manifests/${entry.digest}`,
+        "application/vnd.oci.image.manifest.v1+json",
+      )) as { config: { digest: string } };
+      const config = (await registryJson(`team/inline-${mode}/blobs/${image.config.digest}`)) as Record<
+        string,
+        unknown
+      >;
+      // Each platform's image: its own steps' records, none of the other's.
+      const records = recordsIn(config["tbuild.cache.v0"]);
+      expect(records.filter((r) => r.name.includes("> /nonce")).map((r) => r.architecture)).toEqual([
+        entry.platform.architecture,
+      ]);
+      expect(
+        records.every((r) => r.architecture === undefined || r.architecture === entry.platform.architecture),
+      ).toBe(true);
+    }
+    // Exported inline again: the same images, records and all.
+    const again = await poolClient(mode).build(["--cache-from", ref, "--cache-to", "type=inline"]);
+    expectImported(first, again);
+  }, 600_000);
+});
 
 describe("one worker building both platforms at once", () => {
   it("writes both platforms' records to one registry ref without either overwriting the other", async () => {

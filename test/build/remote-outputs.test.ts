@@ -151,43 +151,54 @@ function tree(dir: string): Record<string, string> {
 
 const sha256 = (bytes: Buffer | string) => `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
 
+/** The project, and what a local build makes of it: the same for both workers (built as root here). */
+let dir = "";
+const local = { store: "", out: "" };
+const localDigests = new Map<string, string | undefined>();
+/** The digest `name` has in the local build's store, asked of `tbuild images` once: it never changes. */
+function localDigest(name: string): string | undefined {
+  if (!localDigests.has(name)) localDigests.set(name, storedDigest(local.store, name));
+  return localDigests.get(name);
+}
+
+beforeAll(() => {
+  dir = project();
+  local.store = tempDir("rout-local-store");
+  local.out = tempDir("rout-local-out");
+  const env = { TBUILD_ROOT: local.store, SOURCE_DATE_EPOCH: EPOCH };
+  const one = tbuild(
+    [
+      "build",
+      "--progress=plain",
+      "-t",
+      "app:one",
+      "-o",
+      "type=image,name=app:zstd,compression=zstd,force-compression=true",
+      "-o",
+      `type=oci,tar=false,dest=${path.join(local.out, "layout")}`,
+      "-o",
+      `type=oci,dest=${path.join(local.out, "image.tar")}`,
+      dir,
+    ],
+    { env },
+  );
+  expect(one.status, one.stderr).toBe(0);
+  const several = tbuild(["build", "--progress=plain", "--platform", PLATFORMS, "-t", "app:several", dir], {
+    env,
+  });
+  expect(several.status, several.stderr).toBe(0);
+}, 240_000);
+
 describe.each([
   ["root", rootWorker],
   ["rootless", rootlessWorker],
 ] as const)("the outputs of a build on a %s worker", (_mode, startWorker) => {
   let worker: Worker;
   let registry: RunningRegistry;
-  let dir = "";
-  /** What a local build makes of the same project. */
-  const local = { store: "", out: "" };
 
+  // A registry of each mode's own: what the workers pushed is there only if this mode's pushed it.
   beforeAll(async () => {
-    dir = project();
     [worker, registry] = await Promise.all([startWorker(), startRegistry()]);
-    local.store = tempDir("rout-local-store");
-    local.out = tempDir("rout-local-out");
-    const env = { TBUILD_ROOT: local.store, SOURCE_DATE_EPOCH: EPOCH };
-    const one = tbuild(
-      [
-        "build",
-        "--progress=plain",
-        "-t",
-        "app:one",
-        "-o",
-        "type=image,name=app:zstd,compression=zstd,force-compression=true",
-        "-o",
-        `type=oci,tar=false,dest=${path.join(local.out, "layout")}`,
-        "-o",
-        `type=oci,dest=${path.join(local.out, "image.tar")}`,
-        dir,
-      ],
-      { env },
-    );
-    expect(one.status, one.stderr).toBe(0);
-    const several = tbuild(["build", "--progress=plain", "--platform", PLATFORMS, "-t", "app:several", dir], {
-      env,
-    });
-    expect(several.status, several.stderr).toBe(0);
   }, 240_000);
 
   afterAll(async () => {
@@ -211,15 +222,13 @@ describe.each([
     ]);
     expect(built.status, built.stderr).toBe(0);
     // The digest reported is the last image output's, as a local build reports it.
-    const zstd = storedDigest(local.store, "docker.io/library/app:zstd");
-    expect(zstd).not.toBe(storedDigest(local.store, "docker.io/library/app:one"));
+    const zstd = localDigest("docker.io/library/app:zstd");
+    expect(zstd).not.toBe(localDigest("docker.io/library/app:one"));
     expect(readFileSync(path.join(client, "iid"), "utf8")).toBe(zstd);
     expect(built.stderr).toContain(`image ${zstd} `);
-    expect(storedDigest(client, "docker.io/library/app:one")).toBe(
-      storedDigest(local.store, "docker.io/library/app:one"),
-    );
+    expect(storedDigest(client, "docker.io/library/app:one")).toBe(localDigest("docker.io/library/app:one"));
     expect(storedDigest(client, "docker.io/library/app:zstd")).toBe(
-      storedDigest(local.store, "docker.io/library/app:zstd"),
+      localDigest("docker.io/library/app:zstd"),
     );
     // The image is whole here: saved as an archive from the client's store alone.
     const saved = tbuild(["save", "-o", path.join(client, "saved.tar"), "app:zstd"], {
@@ -247,7 +256,7 @@ describe.each([
     const inspected = JSON.parse(
       execFileSync("skopeo", ["inspect", `oci:${layout}:one`], { encoding: "utf8" }),
     ) as { Digest: string; Layers: string[] };
-    expect(inspected.Digest).toBe(storedDigest(local.store, "docker.io/library/app:one"));
+    expect(inspected.Digest).toBe(localDigest("docker.io/library/app:one"));
     expect(execFileSync("umoci", ["ls", "--layout", layout], { encoding: "utf8" })).toContain("one");
     expect(sha256(readFileSync(path.join(out, "image.tar")))).toBe(
       sha256(readFileSync(path.join(local.out, "image.tar"))),
@@ -278,7 +287,7 @@ describe.each([
     };
     expect(index.manifests.map((m) => m.platform.architecture).sort()).toEqual(["amd64", "arm64"]);
     // The index a local build makes, digest for digest.
-    expect(sha256(raw)).toBe(storedDigest(local.store, "docker.io/library/app:several"));
+    expect(sha256(raw)).toBe(localDigest("docker.io/library/app:several"));
     // Named nothing in the client's store, which holds no layer of it.
     expect(storedDigest(client, ref)).toBeUndefined();
     const copy = path.join(tempDir("rout-push-copy"), "layout");
@@ -302,7 +311,7 @@ describe.each([
     const before = { ...worker.proxy.bytes };
     const built = await worker.build(client, ["--platform", PLATFORMS, "-t", ref, "--push", dir]);
     expect(built.status, built.stderr).toBe(0);
-    const localIndex = storedDigest(local.store, "docker.io/library/app:several");
+    const localIndex = localDigest("docker.io/library/app:several");
     expect(storedDigest(client, ref)).toBe(localIndex);
     // The layers came back, for the name here: both of them, once.
     const down = worker.proxy.bytes.down - before.down;

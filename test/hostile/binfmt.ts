@@ -17,11 +17,19 @@ const AARCH64_CONF = "/usr/lib/binfmt.d/qemu-aarch64.conf";
 /** One lock for every test that needs the binfmt handlers in a known state. */
 const LOCK = "/tmp/tbuild-test-binfmt";
 
+/**
+ * How old the lock's mtime must be before a waiter takes it as a dead holder's. The holder renews
+ * it from its event loop, which a case's synchronous tbuild calls block for as long as the case
+ * runs: on a loaded machine longer than a minute, when a 60 s threshold let a waiter take the lock
+ * from a live holder (ECOMPROMISED, and the handlers changed under its builds). Longer than any case.
+ */
+const STALE_MS = 15 * 60_000;
+
 /** Waits for the machine's binfmt handlers to be this caller's; the release function gives them back. */
 export async function lockBinfmt(): Promise<() => Promise<void>> {
   return lockfile.lock(LOCK, {
     realpath: false,
-    stale: 60_000,
+    stale: STALE_MS,
     retries: { retries: 1_000, minTimeout: 200, maxTimeout: 2_000 },
   });
 }
