@@ -12,7 +12,7 @@ const tempDir = tempDirs();
 /** A fresh store with only the busybox base in it: no build cache at all. */
 async function freshStore(): Promise<string> {
   const root = tempDir("cache-store");
-  await busyboxStore(root, "busybox");
+  await busyboxStore(tempDir, root, "busybox");
   return root;
 }
 

@@ -16,7 +16,7 @@ const tempDir = tempDirs();
 
 async function freshStore(): Promise<string> {
   const root = tempDir("writers-store");
-  await busyboxStore(root, "busybox");
+  await busyboxStore(tempDir, root, "busybox");
   return root;
 }
 

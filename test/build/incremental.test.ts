@@ -16,7 +16,7 @@ const tempDir = tempDirs();
 let storeRoot: string;
 beforeAll(async () => {
   storeRoot = tempDir("incremental-store");
-  await busyboxStore(storeRoot, "busybox");
+  await busyboxStore(tempDir, storeRoot, "busybox");
 });
 
 function writeTree(dir: string, files: Record<string, string>): void {
@@ -72,7 +72,7 @@ describe("rebuilds after a change", () => {
       expect(rebuilt.stderr).toContain("2 step(s) ran");
 
       const fresh = tempDir("incremental-fresh");
-      await busyboxStore(fresh, "busybox");
+      await busyboxStore(tempDir, fresh, "busybox");
       expect(rebuilt.digest).toBe(build(fresh, dir, "inc:1").digest);
       expect(run(storeRoot, "inc:1", "cat /app/src/m0/f0.txt")).toBe(edit);
     }
@@ -111,7 +111,7 @@ describe("rebuilds after a change", () => {
       writeFileSync(path.join(dir, file), text);
       const rebuilt = build(storeRoot, dir, "deps-first:1");
       const fresh = tempDir("incremental-fresh");
-      await busyboxStore(fresh, "busybox");
+      await busyboxStore(tempDir, fresh, "busybox");
       expect(rebuilt.digest, `after editing ${file}`).toBe(build(fresh, dir, "deps-first:1").digest);
     }
   });
@@ -140,7 +140,7 @@ describe("rebuilds after a change", () => {
       writeFileSync(path.join(dir, "src/m0/f0.txt"), `round ${rounds.indexOf(change)}\n`);
       const rebuilt = build(storeRoot, dir, "same-size:1");
       const fresh = tempDir("incremental-fresh");
-      await busyboxStore(fresh, "busybox");
+      await busyboxStore(tempDir, fresh, "busybox");
       expect(rebuilt.digest).toBe(build(fresh, dir, "same-size:1").digest);
     }
     expect(run(storeRoot, "same-size:1", "cat /app/src/m3/f3.txt; stat -c %a /app/src/m1/f1.txt")).toBe(
