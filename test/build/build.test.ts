@@ -4,7 +4,7 @@ import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, wr
 import path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { projectRoot, tbuild } from "../helpers/cli.js";
-import { FIXED_EPOCH, importBusybox } from "../helpers/images.js";
+import { busyboxStore, FIXED_EPOCH } from "../helpers/images.js";
 import { startRegistry } from "../helpers/registry.js";
 import { tempDirs } from "../helpers/temp.js";
 
@@ -14,7 +14,7 @@ const tempDir = tempDirs();
 let storeRoot: string;
 beforeAll(async () => {
   storeRoot = tempDir("build-store");
-  await importBusybox(storeRoot, "busybox");
+  await busyboxStore(tempDir, storeRoot, "busybox");
 });
 
 function context(files: Record<string, string>): string {
@@ -213,7 +213,7 @@ describe("tbuild build", () => {
     const dir = context({ Dockerfile: "FROM busybox\nRUN echo same > /same\nCOPY f /f\n", f: "content\n" });
     const digests: string[] = [];
     for (const store of [tempDir("repro-a"), tempDir("repro-b")]) {
-      await importBusybox(store, "busybox");
+      await busyboxStore(tempDir, store, "busybox");
       const iid = path.join(store, "iid");
       const built = tbuild(["build", "-t", "repro:1", "--iidfile", iid, dir], {
         env: { TBUILD_ROOT: store, SOURCE_DATE_EPOCH: String(FIXED_EPOCH) },
@@ -233,9 +233,9 @@ describe("tbuild build", () => {
     chmodSync(dir, 0o755);
     const rootStore = tempDir("rootless-a");
     const userStore = tempDir("rootless-b");
-    // The same base image in both stores (imported by root: a fixed epoch gives the same digest).
-    await importBusybox(rootStore, "busybox");
-    await importBusybox(userStore, "busybox");
+    // The same base image in both stores (made by root: a fixed epoch gives the same digest).
+    await busyboxStore(tempDir, rootStore, "busybox");
+    await busyboxStore(tempDir, userStore, "busybox");
     execFileSync("chown", ["-R", "tbuild-test", userStore]);
     const digests: string[] = [];
     for (const [store, asUser] of [

@@ -3,7 +3,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { tbuild } from "../helpers/cli.js";
-import { FIXED_EPOCH, importBusybox } from "../helpers/images.js";
+import { busyboxStore, FIXED_EPOCH } from "../helpers/images.js";
 import { type RunningRegistry, startRegistry } from "../helpers/registry.js";
 import { tempDirs } from "../helpers/temp.js";
 
@@ -12,7 +12,7 @@ const tempDir = tempDirs();
 /** A fresh store with only the busybox base in it: no build cache at all. */
 async function freshStore(): Promise<string> {
   const root = tempDir("cache-store");
-  await importBusybox(root, "busybox");
+  await busyboxStore(tempDir, root, "busybox");
   return root;
 }
 

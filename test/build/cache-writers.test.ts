@@ -8,7 +8,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { tbuild, tbuildBin } from "../helpers/cli.js";
-import { FIXED_EPOCH, importBusybox } from "../helpers/images.js";
+import { busyboxStore, FIXED_EPOCH } from "../helpers/images.js";
 import { freePort, type RunningRegistry, startRegistry } from "../helpers/registry.js";
 import { tempDirs } from "../helpers/temp.js";
 
@@ -16,7 +16,7 @@ const tempDir = tempDirs();
 
 async function freshStore(): Promise<string> {
   const root = tempDir("writers-store");
-  await importBusybox(root, "busybox");
+  await busyboxStore(tempDir, root, "busybox");
   return root;
 }
 

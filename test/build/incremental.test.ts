@@ -8,7 +8,7 @@ import { chmodSync, mkdirSync, utimesSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { tbuild } from "../helpers/cli.js";
-import { FIXED_EPOCH, importBusybox } from "../helpers/images.js";
+import { busyboxStore, FIXED_EPOCH } from "../helpers/images.js";
 import { tempDirs } from "../helpers/temp.js";
 
 const tempDir = tempDirs();
@@ -16,7 +16,7 @@ const tempDir = tempDirs();
 let storeRoot: string;
 beforeAll(async () => {
   storeRoot = tempDir("incremental-store");
-  await importBusybox(storeRoot, "busybox");
+  await busyboxStore(tempDir, storeRoot, "busybox");
 });
 
 function writeTree(dir: string, files: Record<string, string>): void {
@@ -33,12 +33,15 @@ function project(): Record<string, string> {
   return files;
 }
 
+/** Builds `dir` as `tag`; gives the build's output and the manifest digest its summary names. */
 function build(root: string, dir: string, tag: string) {
   const result = tbuild(["build", "--progress=plain", "-t", tag, dir], {
     env: { TBUILD_ROOT: root, SOURCE_DATE_EPOCH: String(FIXED_EPOCH) },
   });
   expect(result.status, result.stderr).toBe(0);
-  return result;
+  const digest = /image (sha256:[a-f0-9]{64})/.exec(result.stderr)?.[1];
+  expect(digest, result.stderr).toBeDefined();
+  return { ...result, digest };
 }
 
 /** The manifest digest of a tagged image, as `tbuild inspect` shows it. */
@@ -69,9 +72,8 @@ describe("rebuilds after a change", () => {
       expect(rebuilt.stderr).toContain("2 step(s) ran");
 
       const fresh = tempDir("incremental-fresh");
-      await importBusybox(fresh, "busybox");
-      build(fresh, dir, "inc:1");
-      expect(digest(storeRoot, "inc:1")).toBe(digest(fresh, "inc:1"));
+      await busyboxStore(tempDir, fresh, "busybox");
+      expect(rebuilt.digest).toBe(build(fresh, dir, "inc:1").digest);
       expect(run(storeRoot, "inc:1", "cat /app/src/m0/f0.txt")).toBe(edit);
     }
   });
@@ -107,11 +109,10 @@ describe("rebuilds after a change", () => {
       ["deps.txt", "deps 2\n"],
     ] as const) {
       writeFileSync(path.join(dir, file), text);
-      build(storeRoot, dir, "deps-first:1");
+      const rebuilt = build(storeRoot, dir, "deps-first:1");
       const fresh = tempDir("incremental-fresh");
-      await importBusybox(fresh, "busybox");
-      build(fresh, dir, "deps-first:1");
-      expect(digest(storeRoot, "deps-first:1"), `after editing ${file}`).toBe(digest(fresh, "deps-first:1"));
+      await busyboxStore(tempDir, fresh, "busybox");
+      expect(rebuilt.digest, `after editing ${file}`).toBe(build(fresh, dir, "deps-first:1").digest);
     }
   });
 
@@ -137,11 +138,10 @@ describe("rebuilds after a change", () => {
       change();
       // Another file changes too, so that the context's checksum differs on every round.
       writeFileSync(path.join(dir, "src/m0/f0.txt"), `round ${rounds.indexOf(change)}\n`);
-      build(storeRoot, dir, "same-size:1");
+      const rebuilt = build(storeRoot, dir, "same-size:1");
       const fresh = tempDir("incremental-fresh");
-      await importBusybox(fresh, "busybox");
-      build(fresh, dir, "same-size:1");
-      expect(digest(storeRoot, "same-size:1")).toBe(digest(fresh, "same-size:1"));
+      await busyboxStore(tempDir, fresh, "busybox");
+      expect(rebuilt.digest).toBe(build(fresh, dir, "same-size:1").digest);
     }
     expect(run(storeRoot, "same-size:1", "cat /app/src/m3/f3.txt; stat -c %a /app/src/m1/f1.txt")).toBe(
       "FILE 3\n755\n",
