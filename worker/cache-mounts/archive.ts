@@ -9,8 +9,9 @@
  * entry (its owner and mode are part of the mount: `uid=1000`). A mount is mostly many small files
  * (package caches), so the tree is read with synchronous calls gathered into large chunks: a
  * round trip through the thread pool per call would cost more than the calls. The tar is
- * compressed in independent zstd frames, two at a time, while the tree is read (zstdFrames), from
- * chunks of a pool that are filled again once copied into a frame.
+ * compressed in independent zstd frames, two at a time, while the tree is read (zstdFrames): the
+ * tree's writer fills chunks of exactly one frame from a pool, each compressed as it is and filled
+ * again once compressed.
  *
  * Unpacking reads untrusted input (an archive from a user, a registry any CI job writes to). It
  * writes only into a new directory of its own, renamed into place when complete: an entry whose
@@ -83,7 +84,7 @@ export interface TreeSize {
 /**
  * The tar entries of the directory `dir` under `prefix` (`""`: the directory is `./`; `"K/"`: it
  * is `K/` and its files `K/...`), without the end-of-archive blocks, so that several directories
- * can follow each other in one archive: written into `chunker` when one is given (its caller
+ * can follow each other in one archive: written into `writer` when one is given (its caller
  * takes what is left and ends the archive), else into one of its own, whose chunks are all
  * yielded. `onSkip` hears of sockets, which a tar cannot hold; `size` counts what is packed.
  */
@@ -92,9 +93,9 @@ export async function* packTree(
   prefix = "",
   onSkip?: (relative: string, reason: string) => void,
   size: TreeSize = { bytes: 0 },
-  chunker?: TreeTarWriter,
+  writer?: TreeTarWriter,
 ): AsyncGenerator<Buffer> {
-  const out = chunker ?? new TreeTarWriter();
+  const out = writer ?? new TreeTarWriter();
   const hardLinks = new Map<string, string>();
   /** Inodes with several links already counted in `size`. */
   const counted = new Set<string>();
@@ -162,7 +163,7 @@ export async function* packTree(
       onSkip?.(relative, "a socket cannot be stored in an archive");
     }
   }
-  if (chunker === undefined) yield* out.rest();
+  if (writer === undefined) yield* out.rest();
   else if (out.full) yield* out.take();
 }
 
@@ -194,16 +195,16 @@ async function* directoryTar(
   onSkip?: (relative: string, reason: string) => void,
   pool?: ChunkPool,
 ): AsyncGenerator<Buffer> {
-  const chunker = new TreeTarWriter(pool);
-  yield* packTree(dir, "", onSkip, undefined, chunker);
-  chunker.bytes(TAR_END);
-  yield* chunker.rest();
+  const writer = new TreeTarWriter(pool);
+  yield* packTree(dir, "", onSkip, undefined, writer);
+  writer.bytes(TAR_END);
+  yield* writer.rest();
 }
 
 /**
  * Buffers a TreeTarWriter fills, given back by its consumer once done with them, to be filled
  * again: fresh memory costs a page fault per page, and a garbage collection of the whole heap
- * every few dozen megabytes. Each holds `chunkBytes` and the chunker's slack. Only a buffer the
+ * every few dozen megabytes. Each holds `chunkBytes` and the writer's slack. Only a buffer the
  * pool made is taken back.
  */
 export class ChunkPool {

@@ -88,18 +88,18 @@ async function* bundleTar(
   const index: BundleIndex = { version: 1, mounts: mounts.map(recordOf) };
   const text = Buffer.from(`${JSON.stringify(index, null, 2)}\n`);
   const now = new Date(Math.floor(Date.now() / 1000) * 1000);
-  const chunker = new TreeTarWriter(pool);
-  chunker.content(
+  const writer = new TreeTarWriter(pool);
+  writer.content(
     { path: INDEX_NAME, type: "File", mode: 0o644, uid: 0, gid: 0, size: text.length, mtime: now },
     text,
   );
   for (const [i, mount] of mounts.entries()) {
     const size: TreeSize = { bytes: 0 };
-    yield* packTree(mount.data, `${mount.key}/`, undefined, size, chunker);
+    yield* packTree(mount.data, `${mount.key}/`, undefined, size, writer);
     moved[i]!.bytes = size.bytes;
   }
-  chunker.bytes(TAR_END);
-  yield* chunker.rest();
+  writer.bytes(TAR_END);
+  yield* writer.rest();
 }
 
 /**

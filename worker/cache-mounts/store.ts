@@ -248,7 +248,7 @@ export class CacheMountStore {
 
   /**
    * What removals, imports and fills killed midway left (`.removing-*`, `.import-*`, `.tmp-*`; a content directory being made,
-   * `data.XXXXXXXX` or `data-GEN.seed-XXXXXXXX`, GEN a based mount's generation). Only while no other tbuild process is alive: a
+   * `data.` or `data-GEN.seed-` and a random suffix, GEN a based mount's generation). Only while no other tbuild process is alive: a
    * directory being made now looks the same.
    */
   async removeAbandoned(): Promise<void> {

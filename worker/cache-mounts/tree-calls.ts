@@ -116,6 +116,7 @@ const WRITE_CALL_BYTES = 1 + 2 * 8;
  * files more than the copying of its bytes); the offset after it.
  */
 function encodeCall(call: TreeCall, into: Buffer, at: number): number {
+  if (call.call === "write") return encodeWrite(call.at, call.length, into, at);
   into[at++] = CALL_NUMBERS[call.call];
   switch (call.call) {
     case "mkdir":
@@ -128,9 +129,6 @@ function encodeCall(call: TreeCall, into: Buffer, at: number): number {
     case "create":
       at = encodeText(call.path, into, at);
       return into.writeDoubleLE(call.mode, at);
-    case "write":
-      at = into.writeDoubleLE(call.at, at);
-      return into.writeDoubleLE(call.length, at);
     case "close":
       at = into.writeDoubleLE(call.uid, at);
       at = into.writeDoubleLE(call.gid, at);
