@@ -3,9 +3,10 @@
  * store's cache mounts (`..`, absolute paths, a symlink then a file through it, hard links out of
  * the archive or to a symlink, an entry twice), to seed another mount than they claim (an index
  * whose key is not its id's), or to make the import read the host's files (a mount directory that
- * is a symlink, symlinks inside a mount). Each ends in one line of error or with what it planted
- * confined to the mount; the canary outside is untouched, no temp directory is left in the store,
- * and the store still builds.
+ * is a symlink, symlinks inside a mount), or regular files whose header name was cut to end in
+ * "/" (read as the files their PAX names name, which climb out or claim more than is there). Each
+ * ends in one line of error or with what it planted confined to the mount; the canary outside is
+ * untouched, no temp directory is left in the store, and the store still builds.
  */
 import { execFileSync } from "node:child_process";
 import {
@@ -123,6 +124,72 @@ const CASES: ArchiveCase[] = [
   },
 ];
 
+/**
+ * A ustar header block written byte by byte (as Python's tarfile writes one): `name` as given,
+ * whatever it ends in, and `size` in octal, with its checksum.
+ */
+function ustarBlock(name: string, type: string, size: number): Buffer {
+  const block = Buffer.alloc(512);
+  block.write(name, 0, 100, "utf8");
+  block.write("0000644\0", 100);
+  block.write("0000000\0", 108);
+  block.write("0000000\0", 116);
+  block.write(`${size.toString(8).padStart(11, "0")}\0`, 124);
+  block.write("00000000000\0", 136);
+  block.write(type, 156);
+  block.write("ustar\u000000", 257);
+  block.fill(0x20, 148, 156);
+  let sum = 0;
+  for (const byte of block) sum += byte;
+  block.write(`${sum.toString(8).padStart(6, "0")}\0 `, 148);
+  return block;
+}
+
+/** `bytes` and zero bytes up to the next 512-byte block. */
+function blocks(bytes: Buffer): Buffer {
+  return Buffer.concat([bytes, Buffer.alloc((512 - (bytes.length % 512)) % 512)]);
+}
+
+/** A regular file named in a PAX record, its header's 100-byte name cut to end in "/": "claims" bytes of content, `content` given. */
+function cutNameFile(whole: string, claims: number, content: Buffer): Buffer {
+  const body = ` path=${whole}\n`;
+  let record = `${body.length}${body}`;
+  record = `${record.length}${body}`;
+  const cut = `${whole.slice(0, 99)}/`;
+  return Buffer.concat([
+    ustarBlock("PaxHeader/x", "x", record.length),
+    blocks(Buffer.from(record)),
+    ustarBlock(cut, "0", claims),
+    blocks(content),
+  ]);
+}
+
+/** An archive: the index naming `record`, its mount's directory, then `rest`; as bytes. */
+function rawArchive(rest: Buffer): Buffer {
+  const text = Buffer.from(index([record]));
+  return Buffer.concat([
+    ustarBlock("tbuild-cache-mounts.json", "0", text.length),
+    blocks(text),
+    ustarBlock(`${record.key}/`, "5", 0),
+    rest,
+    Buffer.alloc(1024),
+  ]);
+}
+
+/** Archives of regular files whose header name was cut to end in "/", read as the files their PAX names name. */
+const CUT_NAME_CASES = [
+  {
+    name: "a file whose cut name ends in '/' and whose whole name climbs out",
+    bytes: () => rawArchive(cutNameFile(`${record.key}/${"../".repeat(40)}escaped`, 4, Buffer.from("out\n"))),
+    error: /refused to unpack .*escaped/,
+  },
+  {
+    name: "a file whose cut name ends in '/' claiming more content than the archive holds",
+    bytes: () => rawArchive(cutNameFile(`${record.key}/${"a".repeat(120)}`, 1 << 20, Buffer.from("short"))),
+    error: /ends in the middle of a file/,
+  },
+];
+
 describe.each(MODES)("hostile cache mount archives, %s", (mode: Mode) => {
   let store: string;
   beforeAll(() => {
@@ -151,6 +218,21 @@ describe.each(MODES)("hostile cache mount archives, %s", (mode: Mode) => {
     expect(leftovers()).toEqual([]);
     // Nothing was seeded: a refused archive leaves no mount behind (`cache mounts` says so too,
     // checked once after every case, in "leaves the store usable": a tbuild process less per case).
+    expect(mountDirs()).toEqual([]);
+  });
+
+  it.each(CUT_NAME_CASES)("refuses $name", ({ bytes, error }) => {
+    const canary = world.canary(mode);
+    const file = path.join(world.dir("archive", mode), "mounts.tar");
+    writeFileSync(file, bytes());
+    const result = world.tbuild(mode, store, ["cache", "import", "-i", file]);
+    expect(result.status).toBe(1);
+    const lines = result.stderr.trim().split("\n");
+    expect(lines, result.stderr).toHaveLength(1);
+    expect(lines[0]).toMatch(error);
+    canary.expectUntouched(result.stdout, result.stderr);
+    expect(existsSync(path.join(path.dirname(store), "escaped"))).toBe(false);
+    expect(leftovers()).toEqual([]);
     expect(mountDirs()).toEqual([]);
   });
 
