@@ -33,6 +33,26 @@ export interface AssembleOptions {
 const UNACCOUNTED_LAYER_COMMENT = "tbuild.exporter.image.v0";
 
 /**
+ * The container config with its maps' keys in order (Labels, ExposedPorts, Volumes), as BuildKit's
+ * Go encoder writes every map: the same config whichever order a Dockerfile set them in.
+ */
+function mapsSorted(container: ImageConfig["config"]): ImageConfig["config"] {
+  if (container === undefined) return container;
+  const sorted = { ...container };
+  for (const key of ["Labels", "ExposedPorts", "Volumes"] as const) {
+    const map = container[key] as Record<string, unknown> | undefined;
+    if (map !== undefined) {
+      (sorted as Record<string, unknown>)[key] = Object.fromEntries(
+        Object.keys(map)
+          .sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)))
+          .map((k) => [k, map[k]]),
+      );
+    }
+  }
+  return sorted;
+}
+
+/**
  * Writes the final image's config and manifest to the content store:
  * - `rootfs.diff_ids` lists every layer of the result;
  * - the history is aligned so that its non-empty entries are exactly the layers;
@@ -58,10 +78,11 @@ export async function assembleImage(
   const config: ImageConfig = {
     created,
     ...rest,
-    config:
+    config: mapsSorted(
       Object.keys(labels).length > 0
         ? { ...container, Labels: { ...container.Labels, ...labels } }
         : container,
+    ),
     rootfs: { type: "layers", diff_ids: build.result.layers.map((layer) => layer.diffId) },
     history: alignHistory(baseHistory ?? [], build.result.layers.length, created, clamp, options.warn),
   };

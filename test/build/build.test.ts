@@ -425,6 +425,34 @@ describe("tbuild build", () => {
     expect(interfaces(shared, "build-default")).toEqual(hostInterfaces);
   });
 
+  it("a RUN step's host name is BuildKit's buildkitsandbox and its environment has no HOSTNAME, in every build", () => {
+    const dir = context({
+      Dockerfile: "FROM busybox\nRUN hostname > /name; env | sort > /env; cat /etc/hosts > /hosts\n",
+    });
+    const outputs = ["first", "second"].map((name) => {
+      const out = path.join(tempDir(`hostname-${name}`), "fs");
+      const built = build(["--no-cache", "-o", `type=local,dest=${out}`, dir]);
+      expect(built.status, built.stderr).toBe(0);
+      return out;
+    });
+    for (const out of outputs) {
+      expect(readFileSync(path.join(out, "name"), "utf8")).toBe("buildkitsandbox\n");
+      expect(readFileSync(path.join(out, "env"), "utf8")).not.toMatch(/^HOSTNAME=/m);
+      expect(readFileSync(path.join(out, "hosts"), "utf8")).toMatch(
+        /^127\.0\.0\.1\s+localhost buildkitsandbox$/m,
+      );
+    }
+    expect(readFileSync(path.join(outputs[1]!, "env"), "utf8")).toBe(
+      readFileSync(path.join(outputs[0]!, "env"), "utf8"),
+    );
+    // `tbuild run` is Docker's container: HOSTNAME is set, to the container's own name.
+    const ran = runImage("busybox", "sh", "-c", 'echo "$HOSTNAME $(hostname)"');
+    expect(ran.status, ran.stderr).toBe(0);
+    const [variable, name] = ran.stdout.trim().split(" ");
+    expect(variable).toMatch(/^[0-9a-f]{12}$/);
+    expect(name).toBe(variable);
+  });
+
   it("with --push and an archive output, --iidfile, --metadata-file and the summary give the pushed digest", async () => {
     const registry = await startRegistry();
     try {

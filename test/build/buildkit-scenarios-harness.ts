@@ -11,13 +11,14 @@
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, lstatSync, readdirSync, readFileSync, readlinkSync, statSync } from "node:fs";
-import { chmod, link, mkdir, rm, symlink, writeFile } from "node:fs/promises";
+import { chmod, chown, cp, link, mkdir, rm, symlink, writeFile } from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
 import { gzipSync } from "node:zlib";
 import * as tar from "tar";
 import { parse as parseYaml } from "yaml";
 import { tbuildBin } from "../helpers/cli.js";
+import { busyboxRootfs } from "../helpers/images.js";
 
 // ---------------------------------------------------------------------------------------------
 // The fixture format
@@ -220,6 +221,85 @@ export function loadScenarios(dir: string): Scenario[] {
   }
   return scenarios;
 }
+
+// ---------------------------------------------------------------------------------------------
+// The base images
+
+/**
+ * The root filesystem of the `busybox` the Go tests pull from Docker Hub, as far as they rely on
+ * it: Debian's busybox with the accounts of Docker's image (buildroot's /etc/passwd and
+ * /etc/group, with the home directories it creates), and an `adduser` (Debian's busybox-static
+ * lacks the applet) that does what `adduser -D NAME` does there, and /usr/bin/env; made at `rootfs`.
+ * The BuildKit oracle (test/oracle/) imports the same into both builders.
+ */
+export async function makeScenarioBusyboxRootfs(rootfs: string): Promise<string> {
+  await cp(await busyboxRootfs(), rootfs, { recursive: true, verbatimSymlinks: true });
+  await writeFile(path.join(rootfs, "etc", "passwd"), DOCKER_BUSYBOX_PASSWD);
+  await writeFile(path.join(rootfs, "etc", "group"), DOCKER_BUSYBOX_GROUP);
+  for (const line of DOCKER_BUSYBOX_PASSWD.trim().split("\n")) {
+    const [, , uid, gid, , home] = line.split(":");
+    const dir = path.join(rootfs, home!);
+    if (existsSync(dir)) continue;
+    await mkdir(dir, { recursive: true });
+    await chown(dir, Number(uid), Number(gid));
+    await chmod(dir, 0o755);
+  }
+  await writeFile(path.join(rootfs, "bin", "adduser"), ADDUSER, { mode: 0o755 });
+  await mkdir(path.join(rootfs, "usr", "bin"), { recursive: true });
+  await symlink("../../bin/env", path.join(rootfs, "usr", "bin", "env"));
+  return rootfs;
+}
+
+const DOCKER_BUSYBOX_PASSWD = `root:x:0:0:root:/root:/bin/sh
+daemon:x:1:1:daemon:/usr/sbin:/bin/false
+bin:x:2:2:bin:/bin:/bin/false
+sys:x:3:3:sys:/dev:/bin/false
+sync:x:4:100:sync:/bin:/bin/sync
+mail:x:8:8:mail:/var/spool/mail:/bin/false
+www-data:x:33:33:www-data:/var/www:/bin/false
+operator:x:37:37:Operator:/var:/bin/false
+nobody:x:65534:65534:nobody:/home:/bin/false
+`;
+
+const DOCKER_BUSYBOX_GROUP = `root:x:0:
+daemon:x:1:
+bin:x:2:
+sys:x:3:
+adm:x:4:
+tty:x:5:
+disk:x:6:
+lp:x:7:
+mail:x:8:
+kmem:x:9:
+wheel:x:10:root
+cdrom:x:11:
+dialout:x:18:
+floppy:x:19:
+video:x:28:
+audio:x:29:
+tape:x:32:
+www-data:x:33:
+operator:x:37:
+utmp:x:43:
+plugdev:x:46:
+staff:x:50:
+lock:x:54:
+netdev:x:82:
+users:x:100:
+nobody:x:65534:
+`;
+
+/** busybox's `adduser -D NAME`: the first free id from 1000, a group of the same name, a home. */
+const ADDUSER = `#!/bin/sh
+while getopts DHSh:g:s:G:u:k: opt; do :; done
+shift $((OPTIND - 1))
+name=$1
+uid=1000
+while cut -d: -f3 /etc/passwd /etc/group | grep -qx "$uid"; do uid=$((uid + 1)); done
+echo "$name:x:$uid:" >> /etc/group
+echo "$name:x:$uid:$uid:Linux User,,,:/home/$name:/bin/sh" >> /etc/passwd
+mkdir -p "/home/$name" && chown "$uid:$uid" "/home/$name"
+`;
 
 // ---------------------------------------------------------------------------------------------
 // Laying out contexts

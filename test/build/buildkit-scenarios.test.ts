@@ -26,7 +26,7 @@ import {
   watch,
   writeFileSync,
 } from "node:fs";
-import { chmod, chown, cp, mkdir, symlink, writeFile } from "node:fs/promises";
+import { cp, mkdir, writeFile } from "node:fs/promises";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import net from "node:net";
@@ -36,7 +36,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { BuildEvent } from "../../build/events.js";
 import { runCommand } from "../../cli/run-command.js";
 import type { LoweredBuild } from "../../frontend/lower/index.js";
-import { busyboxRootfs, FIXED_EPOCH } from "../helpers/images.js";
+import { FIXED_EPOCH } from "../helpers/images.js";
 import { type RunningRegistry, startRegistry } from "../helpers/registry.js";
 import { tempDirs } from "../helpers/temp.js";
 import {
@@ -47,6 +47,7 @@ import {
   jsonContains,
   jsonEqual,
   loadScenarios,
+  makeScenarioBusyboxRootfs,
   makeTar,
   type Placeholders,
   readTar,
@@ -76,7 +77,7 @@ function once<T>(make: () => Promise<T>): () => Promise<T> {
   };
 }
 const sharedStore = once(() => makeStore("shared"));
-const busyboxRootfsDir = once(() => makeBusyboxRootfs());
+const busyboxRootfsDir = once(() => makeScenarioBusyboxRootfs(path.join(work, "busybox-rootfs")));
 const templateStore = once(() => makeTemplateStore());
 let registry: RunningRegistry;
 let echoServer: net.Server;
@@ -129,82 +130,6 @@ afterAll(async () => {
     ].join("\n"),
   );
 });
-
-/**
- * The root filesystem of the `busybox` the Go tests pull from Docker Hub, as far as they rely on
- * it: Debian's busybox with the accounts of Docker's image (buildroot's /etc/passwd and
- * /etc/group, with the home directories it creates), and an `adduser` (Debian's busybox-static
- * lacks the applet) that does what `adduser -D NAME` does there, and /usr/bin/env.
- */
-async function makeBusyboxRootfs(): Promise<string> {
-  const rootfs = path.join(work, "busybox-rootfs");
-  await cp(await busyboxRootfs(), rootfs, { recursive: true, verbatimSymlinks: true });
-  await writeFile(path.join(rootfs, "etc", "passwd"), DOCKER_BUSYBOX_PASSWD);
-  await writeFile(path.join(rootfs, "etc", "group"), DOCKER_BUSYBOX_GROUP);
-  for (const line of DOCKER_BUSYBOX_PASSWD.trim().split("\n")) {
-    const [, , uid, gid, , home] = line.split(":");
-    const dir = path.join(rootfs, home!);
-    if (existsSync(dir)) continue;
-    await mkdir(dir, { recursive: true });
-    await chown(dir, Number(uid), Number(gid));
-    await chmod(dir, 0o755);
-  }
-  await writeFile(path.join(rootfs, "bin", "adduser"), ADDUSER, { mode: 0o755 });
-  await mkdir(path.join(rootfs, "usr", "bin"), { recursive: true });
-  await symlink("../../bin/env", path.join(rootfs, "usr", "bin", "env"));
-  return rootfs;
-}
-
-const DOCKER_BUSYBOX_PASSWD = `root:x:0:0:root:/root:/bin/sh
-daemon:x:1:1:daemon:/usr/sbin:/bin/false
-bin:x:2:2:bin:/bin:/bin/false
-sys:x:3:3:sys:/dev:/bin/false
-sync:x:4:100:sync:/bin:/bin/sync
-mail:x:8:8:mail:/var/spool/mail:/bin/false
-www-data:x:33:33:www-data:/var/www:/bin/false
-operator:x:37:37:Operator:/var:/bin/false
-nobody:x:65534:65534:nobody:/home:/bin/false
-`;
-
-const DOCKER_BUSYBOX_GROUP = `root:x:0:
-daemon:x:1:
-bin:x:2:
-sys:x:3:
-adm:x:4:
-tty:x:5:
-disk:x:6:
-lp:x:7:
-mail:x:8:
-kmem:x:9:
-wheel:x:10:root
-cdrom:x:11:
-dialout:x:18:
-floppy:x:19:
-video:x:28:
-audio:x:29:
-tape:x:32:
-www-data:x:33:
-operator:x:37:
-utmp:x:43:
-plugdev:x:46:
-staff:x:50:
-lock:x:54:
-netdev:x:82:
-users:x:100:
-nobody:x:65534:
-`;
-
-/** busybox's `adduser -D NAME`: the first free id from 1000, a group of the same name, a home. */
-const ADDUSER = `#!/bin/sh
-while getopts DHSh:g:s:G:u:k: opt; do :; done
-shift $((OPTIND - 1))
-name=$1
-uid=1000
-while cut -d: -f3 /etc/passwd /etc/group | grep -qx "$uid"; do uid=$((uid + 1)); done
-echo "$name:x:$uid:" >> /etc/group
-echo "$name:x:$uid:$uid:Linux User,,,:/home/$name:/bin/sh" >> /etc/passwd
-mkdir -p "/home/$name" && chown "$uid:$uid" "/home/$name"
-`;
 
 /**
  * A store of its own with the base images: a copy of a template store made once (a store holds no

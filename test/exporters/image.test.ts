@@ -94,6 +94,27 @@ describe("assembleImage", () => {
     });
   });
 
+  it("writes the config's maps with their keys in byte order, as BuildKit's Go encoder does", async () => {
+    const config = {
+      ...build.config,
+      config: {
+        ...build.config.config,
+        Labels: { zeta: "1", Alpha: "2", é: "3", beta: "4" },
+        ExposedPorts: { "8080/tcp": {}, "53/udp": {}, "443/tcp": {} },
+        Volumes: { "/var/lib": {}, "/data": {} },
+      },
+    };
+    const image = await assembleImage(
+      fixture.store.content,
+      { ...build, config },
+      { sourceDateEpoch: EPOCH },
+    );
+    const written = JSON.parse(String(await fixture.store.content.readBytes(image.manifest.config.digest)));
+    expect(Object.keys(written.config.Labels)).toEqual(["Alpha", "beta", "zeta", "é"]);
+    expect(Object.keys(written.config.ExposedPorts)).toEqual(["443/tcp", "53/udp", "8080/tcp"]);
+    expect(Object.keys(written.config.Volumes)).toEqual(["/data", "/var/lib"]);
+  });
+
   it("writes Docker schema2 media types when asked", async () => {
     const image = await assembleImage(fixture.store.content, build, {
       mediaTypes: "docker",

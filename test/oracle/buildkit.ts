@@ -26,6 +26,11 @@ export interface BuildKitOracle {
   build(args: string[]): string;
   /** Imports a root filesystem directory as image `name`, with Dockerfile `changes` (`CMD ["sh"]`). */
   importRootfs(dir: string, name: string, changes?: string[]): void;
+  /**
+   * The config of image `name` as the daemon stores it, byte for byte (read from its image store:
+   * `docker save` refuses an image without layers, as a `FROM scratch` with metadata only is).
+   */
+  imageConfig(name: string): Buffer;
   stop(): Promise<void>;
 }
 
@@ -104,6 +109,12 @@ export async function startBuildKit(): Promise<BuildKitOracle> {
         input: tar.stdout,
       });
       if (result.status !== 0) throw new Error(`docker import failed: ${result.stderr}`);
+    },
+    imageConfig(name) {
+      const inspected = docker(["image", "inspect", "--format", "{{.Id}}", name]);
+      if (inspected.status !== 0) throw new Error(`docker image inspect ${name} failed: ${inspected.stderr}`);
+      const id = inspected.stdout.trim().replace(/^sha256:/, "");
+      return readFileSync(path.join(dir, "data", "image", "overlay2", "imagedb", "content", "sha256", id));
     },
     async stop() {
       if (child.exitCode === null && child.signalCode === null) {

@@ -88,6 +88,11 @@ export class MissingSecretError extends TbuildError {
 }
 
 const OUTPUT_LINES_KEPT = 20;
+/**
+ * A RUN step's hostname without `BUILDKIT_SANDBOX_HOSTNAME`: BuildKit's (its executor's default),
+ * the same in every build, so that a step's output does not depend on its container's id.
+ */
+const BUILD_HOSTNAME = "buildkitsandbox";
 
 export async function runExec(op: ExecOp, inputs: FsResult[], ctx: OpContext): Promise<FsResult> {
   if (op.security === "insecure") {
@@ -135,7 +140,8 @@ export async function runExec(op: ExecOp, inputs: FsResult[], ctx: OpContext): P
         cwd: op.cwd,
         user: op.user,
         network: op.network === "none" ? "none" : "host",
-        ...(op.hostname ? { hostname: op.hostname } : {}),
+        hostname: op.hostname || BUILD_HOSTNAME,
+        hostnameInEnv: false,
         mounts,
         ...(emulator !== undefined ? { emulator } : {}),
       },

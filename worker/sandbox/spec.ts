@@ -57,6 +57,11 @@ export interface SandboxSpec {
   /** Default: the first 12 characters of the container id, as Docker does. */
   hostname?: string;
   /**
+   * Whether the environment holds HOSTNAME, as Docker gives a container (the default). BuildKit's
+   * RUN steps have none (its executor sets no HOSTNAME), and a step's output must not depend on one.
+   */
+  hostnameInEnv?: boolean;
+  /**
    * host: share the host's network (BuildKit's OCI worker without CNI); none: a network namespace
    * of its own with only loopback (runc brings it up); private: join `networkNamespace`, a
    * namespace the caller set up (tbuild run's published ports, runtime/network.ts).
@@ -208,11 +213,11 @@ function validate(spec: SandboxSpec): void {
   }
 }
 
-/** Docker's container environment: PATH, HOSTNAME (and TERM with a terminal), the spec's, HOME. */
+/** Docker's container environment: PATH, HOSTNAME (unless `hostnameInEnv` is false; TERM with a terminal), the spec's, HOME. */
 function containerEnv(spec: SandboxSpec, ids: ResolvedUser, hostname: string): string[] {
   const env = new Map<string, string>();
   env.set("PATH", DEFAULT_PATH);
-  env.set("HOSTNAME", hostname);
+  if (spec.hostnameInEnv !== false) env.set("HOSTNAME", hostname);
   if (spec.terminal) env.set("TERM", "xterm");
   for (const entry of spec.env) {
     const eq = entry.indexOf("=");

@@ -1,0 +1,194 @@
+/**
+ * The differences from BuildKit 0.8 that tbuild keeps, each with why: the table of docs/compat.md
+ * (its rows name these ids). Every one is a place where a later BuildKit changed what 0.8 does,
+ * or a bug of 0.8 a later release fixed, and tbuild does what the later BuildKit does; the source
+ * of that later behaviour is named in `why`.
+ *
+ * A rule explains a difference only in the shape it describes (an `explains` check on both
+ * values): the same field differing in any other way is still a failure.
+ */
+import type { Difference, RootfsEntry } from "./compare.js";
+
+export interface KeptDifference {
+  id: string;
+  /** What BuildKit 0.8 (Docker 20.10's) does. */
+  buildkit: string;
+  /** What tbuild does. */
+  tbuild: string;
+  why: string;
+  /** Whether the rule explains this difference of a case built from `dockerfile`. */
+  explains?(difference: Difference, dockerfile: string): boolean;
+  /** Cases BuildKit 0.8 fails to build (its error matching `error`) where tbuild builds them. */
+  buildKitFails?: { cases: string[]; error: RegExp };
+}
+
+/** The values of a flag (`--chown=100:200`) on the Dockerfile's instructions `instruction`. */
+function flagValues(dockerfile: string, instruction: "ADD" | "COPY", flag: string): string[] {
+  const lines = dockerfile.split("\n").filter((line) => new RegExp(`^\\s*${instruction}\\s`, "i").test(line));
+  return lines.flatMap((line) => [...line.matchAll(new RegExp(`--${flag}=(\\S+)`, "g"))].map((m) => m[1]!));
+}
+
+/** Both sides of a path difference as entries, when both results have the path. */
+function entries(d: Difference): [RootfsEntry, RootfsEntry] | undefined {
+  if (d.kind !== "path" || d.ours === undefined || d.theirs === undefined) return undefined;
+  return [d.ours as RootfsEntry, d.theirs as RootfsEntry];
+}
+
+/** Whether two entries are the same but for `field`. */
+function onlyDiffer(a: RootfsEntry, b: RootfsEntry, field: keyof RootfsEntry): boolean {
+  const without = ({ [field]: _, small: __, ...rest }: RootfsEntry) => JSON.stringify(rest);
+  return without(a) === without(b) && a[field] !== b[field];
+}
+
+/** Both sides of a history entry difference, as strings. */
+function history(d: Difference): [string, string] | undefined {
+  if (d.kind !== "history" || typeof d.ours !== "string" || typeof d.theirs !== "string") return undefined;
+  return [d.ours, d.theirs];
+}
+
+export const KEPT: KeptDifference[] = [
+  {
+    id: "history-copy-flags",
+    buildkit: "the history entry of `COPY --chown=U:G --chmod=M src dest` reads `COPY src dest`",
+    tbuild: "it reads `COPY --chown=U:G --chmod=M src dest`",
+    why: "later BuildKit writes the flags (dockerfile2llb/convert_copy.go, dispatchCopy's commit message)",
+    explains(d) {
+      const pair = history(d);
+      if (!pair || !/^(COPY|ADD) /.test(pair[0])) return false;
+      const stripped = pair[0].replace(/ --(chown|chmod)=\S+/g, "");
+      return stripped !== pair[0] && stripped === pair[1];
+    },
+  },
+  {
+    id: "history-arg-values",
+    buildkit: "`ARG name` without a default, given by `--build-arg name=value`, is recorded as `ARG name`",
+    tbuild: "it is recorded as `ARG name=value`",
+    why: "later BuildKit records the value the build used (dockerfile2llb/convert.go, dispatchArg)",
+    explains(d) {
+      const pair = history(d);
+      if (pair === undefined) return false;
+      if (!pair[0].startsWith("ARG ") || !pair[1].startsWith("ARG ")) return false;
+      const [mine, theirs] = pair.map((entry) =>
+        entry
+          .replace(/ \(empty layer\)$/, "")
+          .split(" ")
+          .slice(1),
+      );
+      return (
+        mine!.length === theirs!.length &&
+        mine!.every(
+          (word, i) =>
+            word === theirs![i] || (!theirs![i]!.includes("=") && word.startsWith(`${theirs![i]}=`)),
+        )
+      );
+    },
+  },
+  {
+    id: "history-expose-format",
+    buildkit: "`EXPOSE 80 53/udp` is recorded as `EXPOSE map[53/udp:{} 80/tcp:{}]`",
+    tbuild: "it is recorded as `EXPOSE [80/tcp 53/udp]`",
+    why: "later BuildKit prints the list of ports (dockerfile2llb/convert_expose.go)",
+    explains(d) {
+      const pair = history(d);
+      const match = pair && /^EXPOSE map\[(.*)\]( \(empty layer\))?$/.exec(pair[1]);
+      if (!pair || !match) return false;
+      const ports = match[1]!.split(" ").map((p) => p.replace(/:\{\}$/, ""));
+      const mine = /^EXPOSE \[(.*)\]( \(empty layer\))?$/.exec(pair[0]);
+      return (
+        mine !== null &&
+        [...mine[1]!.split(" ")].sort().join(" ") === ports.sort().join(" ") &&
+        mine[2] === match[2]
+      );
+    },
+  },
+  {
+    id: "history-run-args-once",
+    buildkit: "a RUN after an ARG declared twice lists it twice: `RUN |3 foo=bar2 bar=123 foo=bar2 ...`",
+    tbuild: "each ARG once, with the value the RUN sees: `RUN |2 foo=bar2 bar=123 ...`",
+    why: "later BuildKit lists each once (moby/buildkit's testExportedHistoryFlattenArgs)",
+    explains(d) {
+      const pair = history(d);
+      const match = pair && /^RUN \|(\d+) (.*)$/.exec(pair[1]);
+      if (!pair || !match) return false;
+      const words = match[2]!.split(" ");
+      const count = Number(match[1]);
+      const values = new Map<string, string>();
+      for (const word of words.slice(0, count)) {
+        const eq = word.indexOf("=");
+        values.set(word.slice(0, eq), word.slice(eq + 1));
+      }
+      if (values.size === count) return false;
+      const once = [...values].map(([k, v]) => `${k}=${v}`);
+      return pair[0] === `RUN |${values.size} ${[...once, ...words.slice(count)].join(" ")}`;
+    },
+  },
+  {
+    id: "add-chown-archive",
+    buildkit: "`ADD --chown=U:G archive.tar dest/` leaves the unpacked files owned as in the archive",
+    tbuild: "they are owned by U:G",
+    why: "later BuildKit applies --chown to an unpacked archive (moby/buildkit's testDockerfileAddChownArchive)",
+    explains(d, dockerfile) {
+      const pair = entries(d);
+      if (!pair || !onlyDiffer(pair[0], pair[1], "owner")) return false;
+      return flagValues(dockerfile, "ADD", "chown").includes(pair[0].owner);
+    },
+  },
+  {
+    id: "copy-chmod-created-dir",
+    buildkit: "`COPY --chmod=M dir /new` makes the new directory /new 0755 (the files in it get M)",
+    tbuild: "/new gets M too",
+    why: "later BuildKit makes the directories a copy creates with the --chmod mode (fsutil's copy: MkdirAll with the mode; moby/buildkit's testCopyChmod checks the parents it creates)",
+    explains(d, dockerfile) {
+      const pair = entries(d);
+      if (pair === undefined) return false;
+      if (pair[0].type !== "Directory" || !onlyDiffer(pair[0], pair[1], "mode")) return false;
+      const modes = flagValues(dockerfile, "COPY", "chmod").map((m) =>
+        Number.parseInt(m, 8).toString(8).padStart(4, "0"),
+      );
+      return pair[1].mode === "0755" && modes.includes(pair[0].mode);
+    },
+  },
+  {
+    id: "invalid-json-is-shell-form",
+    buildkit: "`ENTRYPOINT []random string` is read as an empty exec form: no entrypoint",
+    tbuild: "text that is not a JSON array is the shell form: `/bin/sh -c '[]random string'`",
+    why: "a BuildKit 0.8 parser bug; later BuildKit reads it as the shell form (moby/buildkit's testInvalidJSONCommands)",
+    explains(d) {
+      if (d.kind === "config") {
+        const mine = d.ours as string[] | undefined;
+        return (
+          (d.key === "config Entrypoint" || d.key === "config Cmd") &&
+          d.theirs === undefined &&
+          mine?.length === 3 &&
+          mine[0] === "/bin/sh" &&
+          mine[1] === "-c" &&
+          mine[2]!.startsWith("[")
+        );
+      }
+      const pair = history(d);
+      return (
+        pair !== undefined &&
+        /^(ENTRYPOINT|CMD) \[\] \(empty layer\)$/.test(pair[1]) &&
+        pair[0].startsWith(`${pair[1].split(" ")[0]} ["/bin/sh" "-c" "[`)
+      );
+    },
+  },
+  {
+    id: "user-supplementary-groups",
+    buildkit: "a RUN as root has no supplementary groups from /etc/group (`id` shows `groups=0(root)` only)",
+    tbuild: "the user's groups from /etc/group are its supplementary groups (`groups=0(root),10(wheel)`)",
+    why: "later BuildKit sets them, as containerd does (moby/buildkit's testUserAdditionalGids)",
+    buildKitFails: { cases: ["core/user-additional-gids"], error: /executor failed running .*\$\(id\)/ },
+  },
+  {
+    id: "onbuild-copy-from-inherited",
+    buildkit:
+      "an ONBUILD COPY --from=stage, run in a stage built FROM the one that declared it, fails: it looks in the wrong stage",
+    tbuild: "it copies from the named stage",
+    why: "a BuildKit 0.8 bug, fixed later (moby/buildkit's testOnBuildInheritedStageWithFrom)",
+    buildKitFails: {
+      cases: ["onbuild/inherited-stage-with-from"],
+      error: /failed to (walk|compute cache key)/,
+    },
+  },
+];
