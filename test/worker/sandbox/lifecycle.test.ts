@@ -91,7 +91,8 @@ describe.each(MODES)("a sandboxed process, %s", (mode) => {
     const outcomes = await Promise.all(
       [1, 2, 3].map((n) => harness.run({ spec: { args: ["sh", "-c", `sleep 0.2; echo ${n}`] }, stateDir })),
     );
-    expect(outcomes.map((o) => o.stdout)).toEqual(["1\n", "2\n", "3\n"]);
+    // Each outcome whole in the message: a run that failed says why, not only that its output is missing.
+    expect(outcomes.map((o) => o.stdout), JSON.stringify(outcomes)).toEqual(["1\n", "2\n", "3\n"]);
     expect(readdirSync(stateDir)).toEqual([]);
   });
 
