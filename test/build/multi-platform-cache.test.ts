@@ -207,6 +207,41 @@ describe("build cache of a two-platform build", () => {
     expect(again.stderr).toContain("0 step(s) ran");
     expect(filesOf(again).map((f) => f.nonce)).toEqual(made.map((f) => f.nonce));
   }, 300_000);
+
+  it("mounts=true: the cache mount both platforms' steps share travels, and seeds an empty store's --no-cache build", () => {
+    const work = tempDir("mpc-mounts");
+    const dir = path.join(work, "project");
+    mkdirSync(dir);
+    // One cache mount (its id is its target, whatever the platform, as BuildKit's), which each
+    // platform's step reads and then adds its machine name to. With shell builtins and applets the
+    // shell runs itself: an emulated step's process may not exec others (docs/platforms.md).
+    writeFileSync(
+      path.join(dir, "Dockerfile"),
+      `FROM ${base}\nRUN --mount=type=cache,target=/cache touch /cache/machines; while read -r m; do echo "$m"; done < /cache/machines > /seen; uname -m >> /cache/machines\n`,
+    );
+    const cacheDir = path.join(work, "cache");
+    const build = (name: string, args: string[]) => {
+      const out = path.join(work, `out-${name}`);
+      const result = tbuild(
+        ["build", "--progress=plain", "--platform", PLATFORMS, "-o", `type=local,dest=${out}`, ...args, dir],
+        { env: { TBUILD_ROOT: path.join(work, `store-${name}`), SOURCE_DATE_EPOCH: EPOCH } },
+      );
+      expect(result.status, result.stderr).toBe(0);
+      return DIRS.map((d) =>
+        readFileSync(path.join(out, d, "seen"), "utf8")
+          .split("\n")
+          .filter(Boolean),
+      );
+    };
+    build("first", ["--cache-to", `type=local,dest=${cacheDir},mode=max,mounts=true`]);
+    // The empty store's steps run again (--no-cache); each finds the machine names the first
+    // build's two steps left in the mount, whichever of its own platforms runs first.
+    const seen = build("seeded", ["--no-cache", "--cache-from", `type=local,src=${cacheDir},mounts=true`]);
+    for (const lines of seen) expect([...new Set(lines)].sort()).toEqual(["aarch64", "x86_64"]);
+    // Without mounts=true the mount starts empty: a step sees at most the other platform's name.
+    const unseeded = build("unseeded", ["--no-cache", "--cache-from", `type=local,src=${cacheDir}`]);
+    for (const lines of unseeded) expect(lines.length).toBeLessThan(2);
+  }, 300_000);
 });
 
 /** The step names of the records in the cache manifest at `repository:tag` of a plain-HTTP registry. */
