@@ -87,10 +87,18 @@ class BuildKit {
   }
   /** Whether the last build reported the step whose Dockerfile text is `step` as CACHED. */
   cached(step: string): boolean {
-    const ids = [...this.lastOutput.matchAll(/^#(\d+) \[[^\]]+\] (.*)$/gm)]
-      .filter((m) => m[2] === step)
-      .map((m) => m[1]);
+    const ids = this.stepIds(step);
     return ids.length > 0 && ids.every((id) => new RegExp(`^#${id} CACHED$`, "m").test(this.lastOutput));
+  }
+  /** Whether the last build ran the step whose Dockerfile text is `step` (reported it, not as CACHED). */
+  ran(step: string): boolean {
+    const ids = this.stepIds(step);
+    return ids.length > 0 && !ids.some((id) => new RegExp(`^#${id} CACHED$`, "m").test(this.lastOutput));
+  }
+  private stepIds(step: string): string[] {
+    return [...this.lastOutput.matchAll(/^#(\d+) \[[^\]]+\] (.*)$/gm)]
+      .filter((m) => m[2] === step)
+      .map((m) => m[1]!);
   }
   serverVersion(): string {
     return this.oracle.docker(["version", "--format", "{{.Server.Version}}"]).stdout.trim();
@@ -163,7 +171,13 @@ function builtProject(base: string, bk: BuildKit) {
 /** 2: nothing changed since the last build. */
 function cachedRebuild(project: ReturnType<typeof builtProject>, bk: BuildKit): boolean {
   const { dir, tag, t } = project;
-  const times = alternate(() => [t.build(dir, tag), bk.build(dir, tag)]);
+  const times = alternate(() => {
+    const tms = t.build(dir, tag);
+    if (t.lastRan.length > 0) throw new Error(`tbuild ran ${t.lastRan.join("; ")} in a cached rebuild`);
+    const bms = bk.build(dir, tag);
+    if (!bk.cached(`RUN ${INSTALL}`)) throw new Error("BuildKit ran the install step in a cached rebuild");
+    return [tms, bms];
+  });
   return report(`2. fully cached rebuild, ${PROJECT_FILES}-file project`, 0.25, times);
 }
 
@@ -199,10 +213,14 @@ function copySmallFiles(base: string, bk: BuildKit): boolean {
   }
   const tag = "bench/small-files:latest";
   const t = new Tbuild(join(work, "tbuild-small-files"));
-  const times = alternate(() => [
-    t.build(dir, tag, { flags: ["--no-cache"] }),
-    bk.build(dir, tag, ["--no-cache"]),
-  ]);
+  const copy = "COPY files /files";
+  const times = alternate(() => {
+    const tms = t.build(dir, tag, { flags: ["--no-cache"] });
+    if (!t.lastRan.includes(copy)) throw new Error(`tbuild did not run ${copy} with --no-cache`);
+    const bms = bk.build(dir, tag, ["--no-cache"]);
+    if (!bk.ran(copy)) throw new Error(`BuildKit did not run ${copy} with --no-cache`);
+    return [tms, bms];
+  });
   return report(`4. COPY of ${SMALL_FILES} small files (--no-cache build)`, 1.0, times);
 }
 
@@ -211,7 +229,8 @@ function copySmallFiles(base: string, bk: BuildKit): boolean {
  * find it cached and only export. Each tar is checked for its size, then removed.
  */
 function exportLargeLayer(base: string, bk: BuildKit): boolean {
-  const dir = context("large-layer", `FROM ${base}\nRUN head -c ${LAYER_BYTES} /dev/urandom > /layer\n`);
+  const write = `RUN head -c ${LAYER_BYTES} /dev/urandom > /layer`;
+  const dir = context("large-layer", `FROM ${base}\n${write}\n`);
   const t = new Tbuild(join(work, "tbuild-large-layer"));
   const peaks: number[] = [];
   let coldPeak = 0;
@@ -227,9 +246,11 @@ function exportLargeLayer(base: string, bk: BuildKit): boolean {
     exported(tDest);
     if (run < 0) coldPeak = t.lastPeakRssMb!;
     else peaks.push(t.lastPeakRssMb!);
+    if (run >= 0 && t.lastRan.includes(write)) throw new Error("tbuild ran the 1 GiB RUN again");
     const bDest = join(work, "layer-buildkit.tar");
     const bms = bk.build(dir, undefined, ["-o", `type=tar,dest=${bDest}`]);
     exported(bDest);
+    if (run >= 0 && !bk.cached(write)) throw new Error("BuildKit ran the 1 GiB RUN again");
     return [tms, bms];
   });
   const peak = Math.max(...peaks);
