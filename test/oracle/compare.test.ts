@@ -187,6 +187,22 @@ describe("the kept differences", () => {
     });
     expect(chmod(path(dir("0644"), dir("0755")), "COPY --chmod=644 a /out")).toBe(true);
     expect(chmod(path(dir("0600"), dir("0755")), "COPY --chmod=644 a /out")).toBe(false);
+    // The same directory as a later RUN step recorded it (stat's `%n %F %a %u:%g`).
+    const seen = (listing: string) => ({
+      type: "File",
+      mode: "0644",
+      owner: "0:0",
+      sha256: listing,
+      small: listing,
+    });
+    const ours = "/out directory 600 0:0\n/out/a regular file 600 0:0 2 1\n";
+    const dockerfile = "COPY --chmod=0600 a /out/";
+    expect(chmod(path(seen(ours), seen(ours.replace(" 600 0:0\n/", " 755 0:0\n/"))), dockerfile)).toBe(true);
+    expect(chmod(path(seen(ours), seen(ours.replace(" 600 0:0\n/", " 700 0:0\n/"))), dockerfile)).toBe(false);
+    expect(chmod(path(seen(ours), seen(ours.replace("file 600", "file 755"))), dockerfile)).toBe(false);
+    expect(
+      chmod(path(seen(ours), seen(ours.replace(" 600 0:0\n/", " 755 0:0\n/"))), "COPY --chmod=0644 a /out/"),
+    ).toBe(false);
   });
 });
 

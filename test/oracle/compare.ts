@@ -32,7 +32,10 @@ export interface RootfsEntry {
   links?: string[];
   /** name=hex, sorted; absent when there are none. */
   xattrs?: string[];
-  /** The content of a small file, to show how two differ (not compared: sha256 is). */
+  /**
+   * The content of a small file, to show how two differ and for a kept rule to read (not
+   * compared: sha256 is).
+   */
   small?: string;
 }
 
@@ -140,8 +143,14 @@ export async function rootfsOfTar(file: string): Promise<Map<string, RootfsEntry
   return entries;
 }
 
-/** Files up to this size are shown in a difference of their content. */
-const SMALL_FILE = 2048;
+/**
+ * Files up to this size are kept as text (`small`): a RUN step's record of what it saw (the
+ * differential cases') can be a few KiB.
+ */
+const SMALL_FILE = 64 * 1024;
+
+/** Contents up to this length are shown whole in a difference; longer ones by the lines that differ. */
+const SHOWN_WHOLE = 2048;
 
 function normalize(name: string): string {
   return name.replace(/^(\.\/|\/)+/, "").replace(/\/+$/, "");
@@ -287,7 +296,7 @@ export function differences(ours: Built, theirs: Built): Difference[] {
     } else if (describe(mine) !== describe(entry)) {
       const contents =
         mine.sha256 !== entry.sha256 && mine.small !== undefined && entry.small !== undefined
-          ? ` (tbuild's content ${JSON.stringify(mine.small)}, BuildKit's ${JSON.stringify(entry.small)})`
+          ? ` (${contentDifference(mine.small, entry.small)})`
           : "";
       found.push({
         kind: "path",
@@ -346,6 +355,15 @@ export function differences(ours: Built, theirs: Built): Difference[] {
     });
   }
   return found;
+}
+
+/** How two contents differ: both whole when they are short, else the lines only one has. */
+function contentDifference(ours: string, theirs: string): string {
+  if (ours.length <= SHOWN_WHOLE && theirs.length <= SHOWN_WHOLE)
+    return `tbuild's content ${JSON.stringify(ours)}, BuildKit's ${JSON.stringify(theirs)}`;
+  const [mine, others] = [new Set(ours.split("\n")), new Set(theirs.split("\n"))];
+  const onlyIn = (a: Set<string>, b: Set<string>) => JSON.stringify([...a].filter((line) => !b.has(line)));
+  return `lines only tbuild's content has ${onlyIn(mine, others)}, only BuildKit's ${onlyIn(others, mine)}`;
 }
 
 /**

@@ -40,6 +40,28 @@ function onlyDiffer(a: RootfsEntry, b: RootfsEntry, field: keyof RootfsEntry): b
   return without(a) === without(b) && a[field] !== b[field];
 }
 
+/**
+ * Whether two texts differ only in lines `PATH directory MODE OWNER` (stat's `%n %F %a %u:%g`)
+ * whose mode is one of `modes` in `ours` and 755 in `theirs`.
+ */
+function linesDifferOnlyInDirectoryMode(
+  ours: string | undefined,
+  theirs: string | undefined,
+  modes: number[],
+): boolean {
+  if (ours === undefined || theirs === undefined) return false;
+  const [mine, others] = [ours.split("\n"), theirs.split("\n")];
+  if (mine.length !== others.length) return false;
+  return mine.every((line, i) => {
+    if (line === others[i]) return true;
+    const a = /^(.* directory )([0-7]+)( \d+:\d+)$/.exec(line);
+    const b = /^(.* directory )755( \d+:\d+)$/.exec(others[i]!);
+    return (
+      a !== null && b !== null && a[1] === b[1] && a[3] === b[2] && modes.some((m) => m.toString(8) === a[2])
+    );
+  });
+}
+
 /** Both sides of a history entry difference, as strings. */
 function history(d: Difference): [string, string] | undefined {
   if (d.kind !== "history" || typeof d.ours !== "string" || typeof d.theirs !== "string") return undefined;
@@ -135,17 +157,20 @@ export const KEPT: KeptDifference[] = [
   },
   {
     id: "copy-chmod-created-dir",
-    buildkit: "`COPY --chmod=M dir /new` makes the new directory /new 0755 (the files in it get M)",
+    buildkit:
+      "`COPY --chmod=M dir /new` makes the new directory /new 0755 (the files in it get M), as a later RUN listing it sees",
     tbuild: "/new gets M too",
     why: "later BuildKit makes the directories a copy creates with the --chmod mode (fsutil's copy: MkdirAll with the mode; moby/buildkit's testCopyChmod checks the parents it creates)",
     explains(d, dockerfile) {
       const pair = entries(d);
       if (pair === undefined) return false;
-      if (pair[0].type !== "Directory" || !onlyDiffer(pair[0], pair[1], "mode")) return false;
-      const modes = flagValues(dockerfile, "COPY", "chmod").map((m) =>
-        Number.parseInt(m, 8).toString(8).padStart(4, "0"),
-      );
-      return pair[1].mode === "0755" && modes.includes(pair[0].mode);
+      const modes = flagValues(dockerfile, "COPY", "chmod").map((m) => Number.parseInt(m, 8));
+      if (pair[0].type === "Directory" && onlyDiffer(pair[0], pair[1], "mode")) {
+        return pair[1].mode === "0755" && modes.some((m) => m.toString(8).padStart(4, "0") === pair[0].mode);
+      }
+      // The same directory as a later RUN step saw it, in what it wrote (`stat -c '%n %F %a %u:%g'`).
+      if (!onlyDiffer(pair[0], pair[1], "sha256")) return false;
+      return linesDifferOnlyInDirectoryMode(pair[0].small, pair[1].small, modes);
     },
   },
   {
