@@ -187,6 +187,7 @@ describe("the kept differences", () => {
     });
     expect(chmod(path(dir("0644"), dir("0755")), "COPY --chmod=644 a /out")).toBe(true);
     expect(chmod(path(dir("0600"), dir("0755")), "COPY --chmod=644 a /out")).toBe(false);
+    expect(chmod(path(dir("0600"), dir("0755")), "ADD --chmod=600 a /out/")).toBe(true);
     // The same directory as a later RUN step recorded it (stat's `%n %F %a %u:%g`).
     const seen = (listing: string) => ({
       type: "File",

@@ -158,13 +158,16 @@ export const KEPT: KeptDifference[] = [
   {
     id: "copy-chmod-created-dir",
     buildkit:
-      "`COPY --chmod=M dir /new` makes the new directory /new 0755 (the files in it get M), as a later RUN listing it sees",
+      "`COPY --chmod=M dir /new` (or ADD) makes the new directory /new 0755 (the files in it get M), as a later RUN listing it sees",
     tbuild: "/new gets M too",
     why: "later BuildKit makes the directories a copy creates with the --chmod mode (fsutil's copy: MkdirAll with the mode; moby/buildkit's testCopyChmod checks the parents it creates)",
     explains(d, dockerfile) {
       const pair = entries(d);
       if (pair === undefined) return false;
-      const modes = flagValues(dockerfile, "COPY", "chmod").map((m) => Number.parseInt(m, 8));
+      const modes = [
+        ...flagValues(dockerfile, "COPY", "chmod"),
+        ...flagValues(dockerfile, "ADD", "chmod"),
+      ].map((m) => Number.parseInt(m, 8));
       if (pair[0].type === "Directory" && onlyDiffer(pair[0], pair[1], "mode")) {
         return pair[1].mode === "0755" && modes.some((m) => m.toString(8).padStart(4, "0") === pair[0].mode);
       }
