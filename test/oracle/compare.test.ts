@@ -144,6 +144,20 @@ describe("the oracle's comparison", () => {
     const found = differences(await built(BASE), theirs).map((d) => d.key);
     expect(found).toEqual(["/sys", "/sys/kept"]);
   });
+
+  it("sets aside the lines of a RUN step's listing that name those mount points, and no other line", async () => {
+    const listing = "/dst directory 755 0:0\n/dst/a regular file 644 0:0 2 1\n";
+    const withStub = (extra: string) => built([...BASE, { name: "tmp/obs", content: `${listing}${extra}` }]);
+    const ours = await built([...BASE, { name: "tmp/obs", content: listing }]);
+    const theirs = await withStub("/m directory 755 0:0\n");
+    theirs.mountPoints = ["dev", "m"];
+    expect(differences(ours, theirs)).toEqual([]);
+    for (const extra of ["/other directory 755 0:0\n", "/m/x regular file 644 0:0 2 1\n"]) {
+      const other = await withStub(extra);
+      other.mountPoints = ["dev", "m"];
+      expect(differences(ours, other).map((d) => d.key)).toEqual(["/tmp/obs"]);
+    }
+  });
 });
 
 describe("the kept differences", () => {
@@ -204,6 +218,43 @@ describe("the kept differences", () => {
     expect(
       chmod(path(seen(ours), seen(ours.replace(" 600 0:0\n/", " 755 0:0\n/"))), "COPY --chmod=0644 a /out/"),
     ).toBe(false);
+  });
+});
+
+describe("the kept difference of --chmod and special bits", () => {
+  const rule = KEPT.find((k) => k.id === "copy-chmod-special-bits")!.explains!;
+  const file = (mode: string) => ({ type: "File", mode, owner: "0:0", sha256: "x" });
+  const path = (ours: unknown, theirs: unknown): Difference => ({
+    kind: "path",
+    key: "/b",
+    ours,
+    theirs,
+    text: "",
+  });
+
+  it("explains BuildKit 0.8 keeping a file's setuid bit where tbuild gives the --chmod mode, and no other mode", () => {
+    expect(rule(path(file("0600"), file("4600")), "COPY --chmod=0600 b /")).toBe(true);
+    expect(rule(path(file("0600"), file("2600")), "ADD --chmod=600 b /")).toBe(true);
+    expect(rule(path(file("0600"), file("4700")), "COPY --chmod=0600 b /")).toBe(false);
+    expect(rule(path(file("0600"), file("0644")), "COPY --chmod=0600 b /")).toBe(false);
+    expect(rule(path(file("0600"), file("4600")), "COPY --chmod=0644 b /")).toBe(false);
+    expect(rule(path(file("0600"), file("4600")), "COPY b /")).toBe(false);
+  });
+
+  it("explains it in a RUN step's listing of the file, and no other line", () => {
+    const seen = (listing: string) => ({
+      type: "File",
+      mode: "0644",
+      owner: "0:0",
+      sha256: listing,
+      small: listing,
+    });
+    const ours = "/b regular file 600 0:0 2 1\nabc  /b\n";
+    expect(rule(path(seen(ours), seen(ours.replace("600", "4600"))), "COPY --chmod=0600 b /")).toBe(true);
+    expect(
+      rule(path(seen(ours), seen(ours.replace("600 0:0 2", "4600 0:0 3"))), "COPY --chmod=0600 b /"),
+    ).toBe(false);
+    expect(rule(path(seen(ours), seen(ours.replace("abc", "abd"))), "COPY --chmod=0600 b /")).toBe(false);
   });
 });
 

@@ -57,7 +57,7 @@ export interface Built {
  * a RUN, even `FROM scratch` ones), and the target of each `RUN --mount`, with the parents it
  * made. BuildKit 0.10 removes them (its executor's mount stub cleaner), as tbuild never makes
  * them. Set aside only where tbuild's result has nothing, and only directories holding nothing
- * but more of them.
+ * but more of them; and, seen by a later RUN step, as the lines of its listing that name them.
  */
 export const KNOWN_ARTIFACTS = {
   paths: ["dev", "proc", "sys"],
@@ -293,7 +293,7 @@ export function differences(ours: Built, theirs: Built): Difference[] {
         theirs: entry,
         text: `/${name}: only BuildKit's result has it (${describe(entry)})`,
       });
-    } else if (describe(mine) !== describe(entry)) {
+    } else if (describe(mine) !== describe(entry) && !listsMountStubs(mine, entry, theirs.mountPoints)) {
       const contents =
         mine.sha256 !== entry.sha256 && mine.small !== undefined && entry.small !== undefined
           ? ` (${contentDifference(mine.small, entry.small)})`
@@ -355,6 +355,23 @@ export function differences(ours: Built, theirs: Built): Difference[] {
     });
   }
   return found;
+}
+
+/**
+ * Whether BuildKit's file is tbuild's but for lines naming mount stubs (KNOWN_ARTIFACTS): a RUN
+ * step's listing of what it saw (`stat -c '%n %F %a %u:%g'`, as the differential cases write)
+ * shows the stubs an earlier RUN left.
+ */
+function listsMountStubs(ours: RootfsEntry, theirs: RootfsEntry, mountPoints: string[]): boolean {
+  if (ours.small === undefined || theirs.small === undefined) return false;
+  if (describe({ ...ours, sha256: "" }) !== describe({ ...theirs, sha256: "" })) return false;
+  const isStub = (line: string) => {
+    const dir = /^\/(\S+) directory [0-7]+ \d+:\d+$/.exec(line)?.[1];
+    return dir !== undefined && mountPoints.some((point) => point === dir || point.startsWith(`${dir}/`));
+  };
+  const mine = new Set(ours.small.split("\n"));
+  const kept = theirs.small.split("\n").filter((line) => mine.has(line) || !isStub(line));
+  return kept.join("\n") === ours.small;
 }
 
 /** How two contents differ: both whole when they are short, else the lines only one has. */

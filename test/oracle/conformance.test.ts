@@ -56,10 +56,12 @@ describe("tbuild's results equal BuildKit's", () => {
   });
 
   // Only a run of every case can tell that a rule no longer explains anything (BuildKit or tbuild
-  // changed): the bounded set may leave a rule's cases out.
+  // changed): the bounded set may leave a rule's cases out. A rule only random cases showed has no
+  // case here to show it.
   if (FULL) {
     it("every kept difference still explains one (else it is stale: remove it, and its row in docs/compat.md)", () => {
-      expect(KEPT.map((k) => k.id).filter((id) => !used.has(id))).toEqual([]);
+      const fixed = KEPT.filter((k) => !k.foundByRandomCases);
+      expect(fixed.map((k) => k.id).filter((id) => !used.has(id))).toEqual([]);
     });
   }
 });
