@@ -10,7 +10,7 @@ import { describe, expect, it } from "vitest";
 import { projectRoot } from "../helpers/cli.js";
 import { tempDirs } from "../helpers/temp.js";
 import { type Built, type Difference, differences, mountTargets, rootfsOfTar } from "./compare.js";
-import { KEPT } from "./kept.js";
+import { explainedBy, KEPT } from "./kept.js";
 
 const tempDir = tempDirs();
 
@@ -190,71 +190,66 @@ describe("the kept differences", () => {
     const once = rule("history-run-args-once").explains!;
     expect(once(history("RUN |2 a=2 b=1 /bin/sh -c ls", "RUN |3 a=2 b=1 a=2 /bin/sh -c ls"), "")).toBe(true);
     expect(once(history("RUN |2 a=2 b=1 /bin/sh -c ls", "RUN |2 a=2 b=1 /bin/sh -c ls -l"), "")).toBe(false);
-    const chmod = rule("copy-chmod-created-dir").explains!;
-    const dir = (mode: string) => ({ type: "Directory", mode, owner: "0:0" });
-    const path = (ours: unknown, theirs: unknown): Difference => ({
-      kind: "path",
-      key: "/out",
-      ours,
-      theirs,
-      text: "",
-    });
-    expect(chmod(path(dir("0644"), dir("0755")), "COPY --chmod=644 a /out")).toBe(true);
-    expect(chmod(path(dir("0600"), dir("0755")), "COPY --chmod=644 a /out")).toBe(false);
-    expect(chmod(path(dir("0600"), dir("0755")), "ADD --chmod=600 a /out/")).toBe(true);
-    // The same directory as a later RUN step recorded it (stat's `%n %F %a %u:%g`).
-    const seen = (listing: string) => ({
-      type: "File",
-      mode: "0644",
-      owner: "0:0",
-      sha256: listing,
-      small: listing,
-    });
-    const ours = "/out directory 600 0:0\n/out/a regular file 600 0:0 2 1\n";
-    const dockerfile = "COPY --chmod=0600 a /out/";
-    expect(chmod(path(seen(ours), seen(ours.replace(" 600 0:0\n/", " 755 0:0\n/"))), dockerfile)).toBe(true);
-    expect(chmod(path(seen(ours), seen(ours.replace(" 600 0:0\n/", " 700 0:0\n/"))), dockerfile)).toBe(false);
-    expect(chmod(path(seen(ours), seen(ours.replace("file 600", "file 755"))), dockerfile)).toBe(false);
-    expect(
-      chmod(path(seen(ours), seen(ours.replace(" 600 0:0\n/", " 755 0:0\n/"))), "COPY --chmod=0644 a /out/"),
-    ).toBe(false);
   });
 });
 
-describe("the kept difference of --chmod and special bits", () => {
-  const rule = KEPT.find((k) => k.id === "copy-chmod-special-bits")!.explains!;
-  const file = (mode: string) => ({ type: "File", mode, owner: "0:0", sha256: "x" });
+describe("the kept differences of modes, in the root filesystem and in a RUN step's listing", () => {
   const path = (ours: unknown, theirs: unknown): Difference => ({
     kind: "path",
-    key: "/b",
+    key: "/x",
     ours,
     theirs,
     text: "",
   });
+  const entry = (type: string, mode: string) => ({ type, mode, owner: "0:0", sha256: "x" });
+  /** The ids of the rules explaining a mode difference of a path of `type`. */
+  const byMode = (type: string, ours: string, theirs: string, dockerfile: string) =>
+    explainedBy(path(entry(type, ours), entry(type, theirs)), dockerfile).map((k) => k.id);
+  /** A file holding a listing (stat's `%n %F %a %u:%g[ %s %h]`, then md5sums). */
+  const seen = (listing: string) => ({
+    type: "File",
+    mode: "0644",
+    owner: "0:0",
+    sha256: listing,
+    small: listing,
+  });
+  const byListing = (ours: string, theirs: string, dockerfile: string) =>
+    explainedBy(path(seen(ours), seen(theirs)), dockerfile)
+      .map((k) => k.id)
+      .sort();
 
-  it("explains BuildKit 0.8 keeping a file's setuid bit where tbuild gives the --chmod mode, and no other mode", () => {
-    expect(rule(path(file("0600"), file("4600")), "COPY --chmod=0600 b /")).toBe(true);
-    expect(rule(path(file("0600"), file("2600")), "ADD --chmod=600 b /")).toBe(true);
-    expect(rule(path(file("0600"), file("4700")), "COPY --chmod=0600 b /")).toBe(false);
-    expect(rule(path(file("0600"), file("0644")), "COPY --chmod=0600 b /")).toBe(false);
-    expect(rule(path(file("0600"), file("4600")), "COPY --chmod=0644 b /")).toBe(false);
-    expect(rule(path(file("0600"), file("4600")), "COPY b /")).toBe(false);
+  it("explain a directory a --chmod copy made, 0755 in BuildKit 0.8's result, and no other mode", () => {
+    expect(byMode("Directory", "0644", "0755", "COPY --chmod=644 a /out")).toEqual([
+      "copy-chmod-created-dir",
+    ]);
+    expect(byMode("Directory", "0600", "0755", "ADD --chmod=600 a /out/")).toEqual([
+      "copy-chmod-created-dir",
+    ]);
+    expect(byMode("Directory", "0600", "0755", "COPY --chmod=644 a /out")).toEqual([]);
+    expect(byMode("Directory", "0600", "0700", "COPY --chmod=600 a /out")).toEqual([]);
   });
 
-  it("explains it in a RUN step's listing of the file, and no other line", () => {
-    const seen = (listing: string) => ({
-      type: "File",
-      mode: "0644",
-      owner: "0:0",
-      sha256: listing,
-      small: listing,
-    });
-    const ours = "/b regular file 600 0:0 2 1\nabc  /b\n";
-    expect(rule(path(seen(ours), seen(ours.replace("600", "4600"))), "COPY --chmod=0600 b /")).toBe(true);
-    expect(
-      rule(path(seen(ours), seen(ours.replace("600 0:0 2", "4600 0:0 3"))), "COPY --chmod=0600 b /"),
-    ).toBe(false);
-    expect(rule(path(seen(ours), seen(ours.replace("abc", "abd"))), "COPY --chmod=0600 b /")).toBe(false);
+  it("explain BuildKit 0.8 keeping a file's special bits under --chmod, and no other mode", () => {
+    expect(byMode("File", "0600", "4600", "COPY --chmod=0600 b /")).toEqual(["copy-chmod-special-bits"]);
+    expect(byMode("File", "0600", "2600", "ADD --chmod=600 b /")).toEqual(["copy-chmod-special-bits"]);
+    expect(byMode("File", "0600", "4700", "COPY --chmod=0600 b /")).toEqual([]);
+    expect(byMode("File", "0600", "0644", "COPY --chmod=0600 b /")).toEqual([]);
+    expect(byMode("File", "0600", "4600", "COPY --chmod=0644 b /")).toEqual([]);
+    expect(byMode("File", "0600", "4600", "COPY b /")).toEqual([]);
+  });
+
+  it("explain a listing whose lines differ only so, each line by a rule, and no other line", () => {
+    const ours = "/out directory 600 0:0\n/out/b regular file 600 0:0 2 1\nabc  /out/b\n";
+    const dockerfile = "COPY --chmod=0600 b /out/";
+    const both = ours.replace("directory 600", "directory 755").replace("file 600", "file 4600");
+    expect(byListing(ours, both, dockerfile)).toEqual(["copy-chmod-created-dir", "copy-chmod-special-bits"]);
+    expect(byListing(ours, ours.replace("directory 600", "directory 755"), dockerfile)).toEqual([
+      "copy-chmod-created-dir",
+    ]);
+    expect(byListing(ours, both, "COPY --chmod=0644 b /out/")).toEqual([]);
+    expect(byListing(ours, ours.replace("directory 600", "directory 700"), dockerfile)).toEqual([]);
+    expect(byListing(ours, ours.replace("file 600 0:0 2 1", "file 4600 0:0 2 2"), dockerfile)).toEqual([]);
+    expect(byListing(ours, both.replace("abc", "abd"), dockerfile)).toEqual([]);
   });
 });
 

@@ -19,6 +19,12 @@ export interface KeptDifference {
   /** Whether the rule explains this difference of a case built from `dockerfile`. */
   explains?(difference: Difference, dockerfile: string): boolean;
   /**
+   * Whether the rule explains a path of `type` ("Directory", "File") whose mode alone differs,
+   * `ours` in tbuild's result and `theirs` in BuildKit's: in the root filesystem, or as a RUN step
+   * listed it (explainedBy).
+   */
+  explainsMode?(type: string, ours: number, theirs: number, dockerfile: string): boolean;
+  /**
    * Set when only the random cases (differential.test.ts) showed it: no fixed case does, so a run
    * of every fixed case cannot tell that it went stale.
    */
@@ -45,32 +51,57 @@ function onlyDiffer(a: RootfsEntry, b: RootfsEntry, field: keyof RootfsEntry): b
   return without(a) === without(b) && a[field] !== b[field];
 }
 
+/** The types of stat's `%F` as the root filesystem's entries name them. */
+const LISTED_TYPES: Record<string, string> = {
+  directory: "Directory",
+  "regular file": "File",
+  "regular empty file": "File",
+  "symbolic link": "SymbolicLink",
+};
+
 /**
- * Whether two texts differ only in the mode of lines `PATH TYPE MODE OWNER[ SIZE LINKS]` (stat's
- * `%n %F %a %u:%g`, as a RUN step of the differential cases lists what it saw), each such pair
- * passing `explains(type, ours, theirs)`.
+ * The rules explaining every line in which two listings differ, or undefined when one line is
+ * explained by none. A listing is what a RUN step of the differential cases wrote of what it saw:
+ * lines `PATH TYPE MODE OWNER[ SIZE LINKS]` (stat's `%n %F %a %u:%g %s %h`), and md5sums. Lines
+ * may differ only in their mode, each as a rule's `explainsMode` allows.
  */
-function linesDifferOnlyInMode(
-  ours: string | undefined,
-  theirs: string | undefined,
-  explains: (type: string, ours: number, theirs: number) => boolean,
-): boolean {
-  if (ours === undefined || theirs === undefined) return false;
+function explainListing(ours: string, theirs: string, dockerfile: string): KeptDifference[] | undefined {
   const [mine, others] = [ours.split("\n"), theirs.split("\n")];
-  if (mine.length !== others.length) return false;
+  if (mine.length !== others.length) return undefined;
   const statLine = /^(\S+ )(.+?) ([0-7]+)( \d+:\d+(?: \d+ \d+)?)$/;
-  return mine.every((line, i) => {
-    if (line === others[i]) return true;
+  const rules = new Set<KeptDifference>();
+  for (const [i, line] of mine.entries()) {
+    if (line === others[i]) continue;
     const [a, b] = [statLine.exec(line), statLine.exec(others[i]!)];
-    return (
-      a !== null &&
-      b !== null &&
-      a[1] === b[1] &&
-      a[2] === b[2] &&
-      a[4] === b[4] &&
-      explains(a[2]!, Number.parseInt(a[3]!, 8), Number.parseInt(b[3]!, 8))
-    );
-  });
+    if (a === null || b === null || a[1] !== b[1] || a[2] !== b[2] || a[4] !== b[4]) return undefined;
+    const type = LISTED_TYPES[a[2]!] ?? a[2]!;
+    const [modeOfOurs, modeOfTheirs] = [Number.parseInt(a[3]!, 8), Number.parseInt(b[3]!, 8)];
+    const rule = KEPT.find((k) => k.explainsMode?.(type, modeOfOurs, modeOfTheirs, dockerfile));
+    if (rule === undefined) return undefined;
+    rules.add(rule);
+  }
+  return [...rules];
+}
+
+/**
+ * The kept rules that explain a difference of a case built from `dockerfile`: one whose
+ * `explains` or `explainsMode` does, or, for a file whose content alone differs, those that
+ * explain each line of it as a listing (explainListing). Empty: the difference is not kept.
+ */
+export function explainedBy(d: Difference, dockerfile: string): KeptDifference[] {
+  const rule = KEPT.find((k) => k.explains?.(d, dockerfile));
+  if (rule) return [rule];
+  const pair = entries(d);
+  if (pair === undefined) return [];
+  const [ours, theirs] = pair;
+  if (onlyDiffer(ours, theirs, "mode")) {
+    const [a, b] = [Number.parseInt(ours.mode, 8), Number.parseInt(theirs.mode, 8)];
+    const byMode = KEPT.find((k) => k.explainsMode?.(ours.type, a, b, dockerfile));
+    return byMode ? [byMode] : [];
+  }
+  if (onlyDiffer(ours, theirs, "sha256") && ours.small !== undefined && theirs.small !== undefined)
+    return explainListing(ours.small, theirs.small, dockerfile) ?? [];
+  return [];
 }
 
 /** The --chmod modes of the Dockerfile's COPY and ADD instructions. */
@@ -182,21 +213,8 @@ export const KEPT: KeptDifference[] = [
       "`COPY --chmod=M dir /new` (or ADD) makes the new directory /new 0755 (the files in it get M), as a later RUN listing it sees",
     tbuild: "/new gets M too",
     why: "later BuildKit makes the directories a copy creates with the --chmod mode (fsutil's copy: MkdirAll with the mode; moby/buildkit's testCopyChmod checks the parents it creates)",
-    explains(d, dockerfile) {
-      const pair = entries(d);
-      if (pair === undefined) return false;
-      const modes = chmodModes(dockerfile);
-      const explained = (type: string, ours: number, theirs: number) =>
-        type === "Directory" && theirs === 0o755 && modes.includes(ours);
-      if (onlyDiffer(pair[0], pair[1], "mode")) {
-        return explained(pair[0].type, Number.parseInt(pair[0].mode, 8), Number.parseInt(pair[1].mode, 8));
-      }
-      // The same directory as a later RUN step saw it, in what it wrote.
-      if (!onlyDiffer(pair[0], pair[1], "sha256")) return false;
-      return linesDifferOnlyInMode(pair[0].small, pair[1].small, (type, ours, theirs) =>
-        explained(type === "directory" ? "Directory" : type, ours, theirs),
-      );
-    },
+    explainsMode: (type, ours, theirs, dockerfile) =>
+      type === "Directory" && theirs === 0o755 && chmodModes(dockerfile).includes(ours),
   },
   {
     id: "copy-chmod-special-bits",
@@ -205,24 +223,11 @@ export const KEPT: KeptDifference[] = [
     tbuild: "it becomes M exactly (0600): the special bits are those M has",
     why: "later BuildKit sets the mode --chmod gives, special bits only from it (fsutil's copy/copy_linux.go, copyFileInfo)",
     foundByRandomCases: true,
-    explains(d, dockerfile) {
-      const pair = entries(d);
-      if (pair === undefined) return false;
-      const modes = chmodModes(dockerfile);
-      const explained = (ours: number, theirs: number) =>
-        modes.includes(ours) &&
-        (ours & SPECIAL_BITS) === 0 &&
-        (theirs & SPECIAL_BITS) !== 0 &&
-        (theirs & ~SPECIAL_BITS) === ours;
-      if (onlyDiffer(pair[0], pair[1], "mode")) {
-        return explained(Number.parseInt(pair[0].mode, 8), Number.parseInt(pair[1].mode, 8));
-      }
-      // The same file as a later RUN step saw it, in what it wrote.
-      if (!onlyDiffer(pair[0], pair[1], "sha256")) return false;
-      return linesDifferOnlyInMode(pair[0].small, pair[1].small, (_type, ours, theirs) =>
-        explained(ours, theirs),
-      );
-    },
+    explainsMode: (_type, ours, theirs, dockerfile) =>
+      chmodModes(dockerfile).includes(ours) &&
+      (ours & SPECIAL_BITS) === 0 &&
+      (theirs & SPECIAL_BITS) !== 0 &&
+      (theirs & ~SPECIAL_BITS) === ours,
   },
   {
     id: "invalid-json-is-shell-form",

@@ -13,7 +13,7 @@ import { tbuild } from "../helpers/cli.js";
 import { FIXED_EPOCH } from "../helpers/images.js";
 import { type BuildKitOracle, startBuildKit } from "./buildkit.js";
 import { type Built, buildWithBuildKit, buildWithTbuild, differences, type OracleCase } from "./compare.js";
-import { KEPT } from "./kept.js";
+import { explainedBy, KEPT } from "./kept.js";
 
 export interface OracleSetup {
   oracle: BuildKitOracle;
@@ -84,9 +84,9 @@ export function unexplained(
 ): string[] {
   const left: string[] = [];
   for (const d of differences(ours, theirs)) {
-    const rule = KEPT.find((k) => k.explains?.(d, dockerfile));
-    if (rule) used.set(rule.id, (used.get(rule.id) ?? 0) + 1);
-    else left.push(d.text);
+    const rules = explainedBy(d, dockerfile);
+    for (const rule of rules) used.set(rule.id, (used.get(rule.id) ?? 0) + 1);
+    if (rules.length === 0) left.push(d.text);
   }
   return left;
 }
