@@ -253,6 +253,29 @@ describe("the kept differences of modes, in the root filesystem and in a RUN ste
   });
 });
 
+describe("the kept difference of link counts in bind mounts of the context", () => {
+  const listing = (links: number) => ({
+    type: "File",
+    mode: "0644",
+    owner: "0:0",
+    sha256: String(links),
+    small: `/m regular file 644 0:0 2 ${links}\nabc  /m\n`,
+  });
+  const byListing = (ours: number, theirs: number, dockerfile: string) =>
+    explainedBy(
+      { kind: "path", key: "/tmp/obs", ours: listing(ours), theirs: listing(theirs), text: "" },
+      dockerfile,
+    ).map((k) => k.id);
+
+  it("explains fewer links in tbuild's listing of a file under a context bind mount, and nothing else", () => {
+    const mount = "RUN --mount=type=bind,source=a.txt,target=/m ls";
+    expect(byListing(1, 2, mount)).toEqual(["bind-context-link-count"]);
+    expect(byListing(2, 1, mount)).toEqual([]);
+    expect(byListing(1, 2, "RUN --mount=type=bind,from=s0,source=a.txt,target=/m ls")).toEqual([]);
+    expect(byListing(1, 2, "RUN --mount=type=bind,source=a.txt,target=/n ls")).toEqual([]);
+  });
+});
+
 describe("docs/compat.md", () => {
   it("has a row for every kept difference, and none for one that is not kept", () => {
     const doc = readFileSync(path.join(projectRoot, "docs/compat.md"), "utf8");

@@ -2,7 +2,8 @@
  * The differences from BuildKit 0.8 that tbuild keeps, each with why: the table of docs/compat.md
  * (its rows name these ids). Every one is a place where a later BuildKit changed what 0.8 does,
  * or a bug of 0.8 a later release fixed, and tbuild does what the later BuildKit does; the source
- * of that later behaviour is named in `why`.
+ * of that later behaviour is named in `why`. Except those marked `everyBuildKit`: choices of
+ * tbuild's that every BuildKit makes otherwise, `why` saying why tbuild keeps its own.
  *
  * A rule explains a difference only in the shape it describes (an `explains` check on both
  * values): the same field differing in any other way is still a failure.
@@ -24,6 +25,13 @@ export interface KeptDifference {
    * listed it (explainedBy).
    */
   explainsMode?(type: string, ours: number, theirs: number, dockerfile: string): boolean;
+  /**
+   * Whether the rule explains a file at `path` that a RUN step listed with `ours` links in tbuild's
+   * build and `theirs` in BuildKit's, all else alike (explainedBy).
+   */
+  explainsLinkCount?(path: string, ours: number, theirs: number, dockerfile: string): boolean;
+  /** Set when every BuildKit, not only 0.8, does what `buildkit` says: tbuild differs on purpose. */
+  everyBuildKit?: true;
   /**
    * Set when only the random cases (differential.test.ts) showed it: no fixed case does, so a run
    * of every fixed case cannot tell that it went stale.
@@ -68,19 +76,30 @@ const LISTED_TYPES: Record<string, string> = {
 function explainListing(ours: string, theirs: string, dockerfile: string): KeptDifference[] | undefined {
   const [mine, others] = [ours.split("\n"), theirs.split("\n")];
   if (mine.length !== others.length) return undefined;
-  const statLine = /^(\S+ )(.+?) ([0-7]+)( \d+:\d+(?: \d+ \d+)?)$/;
   const rules = new Set<KeptDifference>();
   for (const [i, line] of mine.entries()) {
     if (line === others[i]) continue;
-    const [a, b] = [statLine.exec(line), statLine.exec(others[i]!)];
-    if (a === null || b === null || a[1] !== b[1] || a[2] !== b[2] || a[4] !== b[4]) return undefined;
-    const type = LISTED_TYPES[a[2]!] ?? a[2]!;
-    const [modeOfOurs, modeOfTheirs] = [Number.parseInt(a[3]!, 8), Number.parseInt(b[3]!, 8)];
-    const rule = KEPT.find((k) => k.explainsMode?.(type, modeOfOurs, modeOfTheirs, dockerfile));
+    const rule = explainListedLine(line, others[i]!, dockerfile);
     if (rule === undefined) return undefined;
     rules.add(rule);
   }
   return [...rules];
+}
+
+/** The rule explaining two lines of listings (`%n %F %a %u:%g[ %s %h]`) of the same path, if one does. */
+function explainListedLine(ours: string, theirs: string, dockerfile: string): KeptDifference | undefined {
+  const statLine = /^(\S+) (.+?) ([0-7]+) (\d+:\d+)(?: (\d+) (\d+))?$/;
+  const [a, b] = [statLine.exec(ours), statLine.exec(theirs)];
+  if (a === null || b === null || a[1] !== b[1] || a[2] !== b[2] || a[4] !== b[4] || a[5] !== b[5])
+    return undefined;
+  if (a[6] === b[6]) {
+    const type = LISTED_TYPES[a[2]!] ?? a[2]!;
+    const [modeOfOurs, modeOfTheirs] = [Number.parseInt(a[3]!, 8), Number.parseInt(b[3]!, 8)];
+    return KEPT.find((k) => k.explainsMode?.(type, modeOfOurs, modeOfTheirs, dockerfile));
+  }
+  if (a[3] !== b[3] || a[6] === undefined || b[6] === undefined) return undefined;
+  const [linksOfOurs, linksOfTheirs] = [Number(a[6]), Number(b[6])];
+  return KEPT.find((k) => k.explainsLinkCount?.(a[1]!, linksOfOurs, linksOfTheirs, dockerfile));
 }
 
 /**
@@ -109,6 +128,18 @@ function chmodModes(dockerfile: string): number[] {
   return [...flagValues(dockerfile, "COPY", "chmod"), ...flagValues(dockerfile, "ADD", "chmod")].map((m) =>
     Number.parseInt(m, 8),
   );
+}
+
+/** The targets of the Dockerfile's bind mounts of the context (`--mount=type=bind` without `from=`). */
+function contextBindTargets(dockerfile: string): string[] {
+  const targets: string[] = [];
+  for (const match of dockerfile.matchAll(/--mount=(\S+)/g)) {
+    const options = new Map(match[1]!.split(",").map((o) => o.split("=", 2) as [string, string]));
+    if ((options.get("type") ?? "bind") !== "bind" || options.has("from")) continue;
+    const target = options.get("target") ?? options.get("dst") ?? options.get("destination");
+    if (target !== undefined) targets.push(target.replace(/(.)\/$/, "$1"));
+  }
+  return targets;
 }
 
 /** The special bits (setuid, setgid, sticky) of a mode. */
@@ -228,6 +259,17 @@ export const KEPT: KeptDifference[] = [
       (ours & SPECIAL_BITS) === 0 &&
       (theirs & SPECIAL_BITS) !== 0 &&
       (theirs & ~SPECIAL_BITS) === ours,
+  },
+  {
+    id: "bind-context-link-count",
+    buildkit:
+      "a file of the context bind-mounted by `RUN --mount=type=bind,source=a.txt,target=/m` has as many links as names it has among the context paths the whole Dockerfile reads (2, with `COPY . /` and a hard link `hard` of a.txt)",
+    tbuild: "it has as many as it has among the paths the mount selects (1)",
+    why: "the mount's cache key covers only what it selects (in BuildKit too), so what a RUN sees must not depend on other steps: a cached step would show what the build that made it saw",
+    everyBuildKit: true,
+    foundByRandomCases: true,
+    explainsLinkCount: (path, ours, theirs, dockerfile) =>
+      ours < theirs && contextBindTargets(dockerfile).some((t) => path === t || path.startsWith(`${t}/`)),
   },
   {
     id: "invalid-json-is-shell-form",
