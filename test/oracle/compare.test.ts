@@ -276,6 +276,46 @@ describe("the kept difference of link counts in bind mounts of the context", () 
   });
 });
 
+describe("the kept difference of directories .dockerignore excludes", () => {
+  const dir = { type: "Directory", mode: "0755", owner: "0:0" };
+  const onlyTheirs = (key: string): Difference => ({ kind: "path", key, theirs: dir, text: "" });
+  const ignore = "logs\n!logs/keep.log\n";
+
+  it("explains a directory with an exception below it only in BuildKit's result, and no other", () => {
+    const ids = (d: Difference, dockerignore: string) =>
+      explainedBy(d, "COPY . /app/", dockerignore).map((k) => k.id);
+    expect(ids(onlyTheirs("/app/logs"), ignore)).toEqual(["dockerignore-excluded-dir-sent"]);
+    expect(ids(onlyTheirs("/logs"), ignore)).toEqual(["dockerignore-excluded-dir-sent"]);
+    expect(ids(onlyTheirs("/app/logs"), "logs\n")).toEqual([]);
+    expect(ids(onlyTheirs("/app/src"), ignore)).toEqual([]);
+    expect(ids({ ...onlyTheirs("/app/logs"), theirs: { ...dir, type: "File" } }, ignore)).toEqual([]);
+  });
+
+  it("explains it in a RUN step's listing, as a line only BuildKit's has", () => {
+    const listed = (listing: string) => ({
+      type: "File",
+      mode: "0644",
+      owner: "0:0",
+      sha256: listing,
+      small: listing,
+    });
+    const ours = "/app directory 755 0:0\n/app/a regular file 644 0:0 2 1\n";
+    const theirs = "/app directory 755 0:0\n/app/a regular file 644 0:0 2 1\n/app/logs directory 755 0:0\n";
+    const d = (b: string): Difference => ({
+      kind: "path",
+      key: "/tmp/obs",
+      ours: listed(ours),
+      theirs: listed(b),
+      text: "",
+    });
+    expect(explainedBy(d(theirs), "COPY . /app/", ignore).map((k) => k.id)).toEqual([
+      "dockerignore-excluded-dir-sent",
+    ]);
+    expect(explainedBy(d(theirs), "COPY . /app/", "logs\n")).toEqual([]);
+    expect(explainedBy(d(theirs.replace("logs", "src")), "COPY . /app/", ignore)).toEqual([]);
+  });
+});
+
 describe("docs/compat.md", () => {
   it("has a row for every kept difference, and none for one that is not kept", () => {
     const doc = readFileSync(path.join(projectRoot, "docs/compat.md"), "utf8");

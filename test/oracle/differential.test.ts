@@ -90,7 +90,11 @@ async function judgeScenario(scenario: Scenario): Promise<void> {
     } else if ("error" in theirs) {
       found = [`only BuildKit failed: ${lastLines(theirs.error.split("\ndockerd's log:")[0]!, 8)}`];
     } else {
-      found = unexplained(ours.built, theirs.built, renderDockerfile(planned), used);
+      const source = {
+        dockerfile: renderDockerfile(planned),
+        dockerignore: contentOf(tree, ".dockerignore"),
+      };
+      found = unexplained(ours.built, theirs.built, source, used);
     }
     if (found.length > 0) {
       throw new Error(
@@ -117,6 +121,11 @@ async function outcome(build: () => Promise<Built>): Promise<{ built: Built } | 
 
 function lastLines(text: string, n: number): string {
   return text.trimEnd().split("\n").slice(-n).join("\n");
+}
+
+function contentOf(tree: Tree, file: string): string {
+  const entry = tree[file];
+  return entry?.kind === "file" ? entry.content : "";
 }
 
 /** The context as a user would list it: one line a path, with its kind, mode and content. */

@@ -30,6 +30,11 @@ export interface KeptDifference {
    * build and `theirs` in BuildKit's, all else alike (explainedBy).
    */
   explainsLinkCount?(path: string, ours: number, theirs: number, dockerfile: string): boolean;
+  /**
+   * Whether the rule explains a directory at `path` ("a/b") that only BuildKit's result has, or
+   * only BuildKit's RUN step listed, in a case whose context has this `.dockerignore` (explainedBy).
+   */
+  explainsExtraDirectory?(path: string, dockerignore: string): boolean;
   /** Set when every BuildKit, not only 0.8, does what `buildkit` says: tbuild differs on purpose. */
   everyBuildKit?: true;
   /**
@@ -73,10 +78,24 @@ const LISTED_TYPES: Record<string, string> = {
  * lines `PATH TYPE MODE OWNER[ SIZE LINKS]` (stat's `%n %F %a %u:%g %s %h`), and md5sums. Lines
  * may differ only in their mode, each as a rule's `explainsMode` allows.
  */
-function explainListing(ours: string, theirs: string, dockerfile: string): KeptDifference[] | undefined {
-  const [mine, others] = [ours.split("\n"), theirs.split("\n")];
-  if (mine.length !== others.length) return undefined;
+function explainListing(
+  ours: string,
+  theirs: string,
+  dockerfile: string,
+  dockerignore: string,
+): KeptDifference[] | undefined {
   const rules = new Set<KeptDifference>();
+  const mine = ours.split("\n");
+  const known = new Set(mine);
+  // Directories only BuildKit's step saw, each explained on its own; then line by line.
+  const others = theirs.split("\n").filter((line) => {
+    const dir = /^\/(\S+) directory [0-7]+ \d+:\d+$/.exec(line)?.[1];
+    if (dir === undefined || known.has(line)) return true;
+    const rule = KEPT.find((k) => k.explainsExtraDirectory?.(dir, dockerignore));
+    if (rule) rules.add(rule);
+    return rule === undefined;
+  });
+  if (mine.length !== others.length) return undefined;
   for (const [i, line] of mine.entries()) {
     if (line === others[i]) continue;
     const rule = explainListedLine(line, others[i]!, dockerfile);
@@ -103,13 +122,18 @@ function explainListedLine(ours: string, theirs: string, dockerfile: string): Ke
 }
 
 /**
- * The kept rules that explain a difference of a case built from `dockerfile`: one whose
- * `explains` or `explainsMode` does, or, for a file whose content alone differs, those that
+ * The kept rules that explain a difference of a case built from `dockerfile` and a context with
+ * `dockerignore`: one whose `explains`, `explainsExtraDirectory` or `explainsMode` does, or, for a file whose content alone differs, those that
  * explain each line of it as a listing (explainListing). Empty: the difference is not kept.
  */
-export function explainedBy(d: Difference, dockerfile: string): KeptDifference[] {
+export function explainedBy(d: Difference, dockerfile: string, dockerignore = ""): KeptDifference[] {
   const rule = KEPT.find((k) => k.explains?.(d, dockerfile));
   if (rule) return [rule];
+  const extra = d.kind === "path" && d.ours === undefined ? (d.theirs as RootfsEntry) : undefined;
+  if (extra?.type === "Directory") {
+    const byPath = KEPT.find((k) => k.explainsExtraDirectory?.(d.key.slice(1), dockerignore));
+    return byPath ? [byPath] : [];
+  }
   const pair = entries(d);
   if (pair === undefined) return [];
   const [ours, theirs] = pair;
@@ -119,7 +143,7 @@ export function explainedBy(d: Difference, dockerfile: string): KeptDifference[]
     return byMode ? [byMode] : [];
   }
   if (onlyDiffer(ours, theirs, "sha256") && ours.small !== undefined && theirs.small !== undefined)
-    return explainListing(ours.small, theirs.small, dockerfile) ?? [];
+    return explainListing(ours.small, theirs.small, dockerfile, dockerignore) ?? [];
   return [];
 }
 
@@ -140,6 +164,18 @@ function contextBindTargets(dockerfile: string): string[] {
     if (target !== undefined) targets.push(target.replace(/(.)\/$/, "$1"));
   }
   return targets;
+}
+
+/**
+ * The plain names (no wildcards) .dockerignore excludes that an exception (`!name/...`) reaches
+ * into: the directories a walk enters though it excludes them.
+ */
+function excludedWithExceptions(dockerignore: string): string[] {
+  const lines = dockerignore.split("\n").map((line) => line.trim());
+  const exceptions = lines.filter((line) => line.startsWith("!")).map((line) => line.slice(1));
+  return lines.filter(
+    (line) => /^[A-Za-z0-9._-]+$/.test(line) && exceptions.some((e) => e.startsWith(`${line}/`)),
+  );
 }
 
 /** The special bits (setuid, setgid, sticky) of a mode. */
@@ -270,6 +306,16 @@ export const KEPT: KeptDifference[] = [
     foundByRandomCases: true,
     explainsLinkCount: (path, ours, theirs, dockerfile) =>
       ours < theirs && contextBindTargets(dockerfile).some((t) => path === t || path.startsWith(`${t}/`)),
+  },
+  {
+    id: "dockerignore-excluded-dir-sent",
+    buildkit:
+      "a directory .dockerignore excludes (`logs`) with an exception below it (`!logs/keep.log`) that matches nothing is in the context as an empty directory: `COPY . /app/` makes /app/logs",
+    tbuild: "it is not in the context, as nothing in it is",
+    why: "later BuildKit's context transfer sends an excluded directory only once something in it is included (fsutil's filter.go, its parentDirs)",
+    foundByRandomCases: true,
+    explainsExtraDirectory: (path, dockerignore) =>
+      excludedWithExceptions(dockerignore).some((dir) => path === dir || path.endsWith(`/${dir}`)),
   },
   {
     id: "invalid-json-is-shell-form",

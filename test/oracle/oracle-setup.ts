@@ -6,7 +6,7 @@
  * The base images are the same root filesystems in both: busybox as the scenario suite makes it
  * (Docker's busybox accounts), and an `alpine` stand-in (the same, with /etc/alpine-release).
  */
-import { cpSync, readFileSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { makeScenarioBusyboxRootfs } from "../build/buildkit-scenarios-harness.js";
 import { tbuild } from "../helpers/cli.js";
@@ -72,19 +72,24 @@ export async function judge(
     return [];
   }
   const dockerfile = readFileSync(path.resolve(c.context, c.dockerfile ?? "Dockerfile"), "utf8");
-  return unexplained(ours, theirs, dockerfile, used);
+  const ignoreFile = path.join(c.context, ".dockerignore");
+  const dockerignore = existsSync(ignoreFile) ? readFileSync(ignoreFile, "utf8") : "";
+  return unexplained(ours, theirs, { dockerfile, dockerignore }, used);
 }
 
-/** The differences between two results that no kept rule explains, counting the rules used. */
+/**
+ * The differences between two results of a case (its Dockerfile and .dockerignore) that no kept
+ * rule explains, counting the rules used.
+ */
 export function unexplained(
   ours: Built,
   theirs: Built,
-  dockerfile: string,
+  source: { dockerfile: string; dockerignore: string },
   used: Map<string, number>,
 ): string[] {
   const left: string[] = [];
   for (const d of differences(ours, theirs)) {
-    const rules = explainedBy(d, dockerfile);
+    const rules = explainedBy(d, source.dockerfile, source.dockerignore);
     for (const rule of rules) used.set(rule.id, (used.get(rule.id) ?? 0) + 1);
     if (rules.length === 0) left.push(d.text);
   }
