@@ -251,6 +251,19 @@ describe("the kept differences of modes, in the root filesystem and in a RUN ste
     expect(byListing(ours, ours.replace("file 600 0:0 2 1", "file 4600 0:0 2 2"), dockerfile)).toEqual([]);
     expect(byListing(ours, both.replace("abc", "abd"), dockerfile)).toEqual([]);
   });
+
+  it("explain what BuildKit's step listed below such a directory that tbuild's closed to the step's user", () => {
+    const ours = "/out directory 600 1000:1000\n/m regular file 644 0:0 2 1\n";
+    const below = "/out/b regular file 600 1000:1000 2 1\nmd5sum: can't open '/out/b': Permission denied\n";
+    const theirs = ours.replace("directory 600", `directory 755`).replace("/m ", `${below}/m `);
+    const dockerfile = "COPY --chown=1000:1000 --chmod=0600 b /out/\nUSER nobody";
+    expect(byListing(ours, theirs, dockerfile)).toEqual(["copy-chmod-created-dir"]);
+    expect(byListing(ours, theirs.replace("/m regular file 644", "/m regular file 600"), dockerfile)).toEqual(
+      [],
+    );
+    const open = ours.replace("directory 600", "directory 755");
+    expect(byListing(open, theirs, "COPY --chown=1000:1000 --chmod=0755 b /out/")).toEqual([]);
+  });
 });
 
 describe("the kept difference of link counts in bind mounts of the context", () => {

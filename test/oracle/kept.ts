@@ -95,14 +95,36 @@ function explainListing(
     if (rule) rules.add(rule);
     return rule === undefined;
   });
-  if (mine.length !== others.length) return undefined;
+  const closed = closedDirectories(mine, others, dockerfile);
+  const below = (line: string) =>
+    closed.some((d) => line.startsWith(`${d}/`) || line.includes(` ${d}/`) || line.includes(`'${d}/`));
+  const visible = others.filter((line) => !below(line));
+  if (mine.length !== visible.length) return undefined;
   for (const [i, line] of mine.entries()) {
-    if (line === others[i]) continue;
-    const rule = explainListedLine(line, others[i]!, dockerfile);
+    if (line === visible[i]) continue;
+    const rule = explainListedLine(line, visible[i]!, dockerfile);
     if (rule === undefined) return undefined;
     rules.add(rule);
   }
   return [...rules];
+}
+
+/**
+ * The directories of tbuild's listing whose mode a kept rule explains and that it closes to other
+ * users (no read or search bit for them), and below which tbuild's listing has nothing: a RUN step
+ * as another user could not list what is below them, which BuildKit's listing shows (names, and
+ * md5sum's errors naming them).
+ */
+function closedDirectories(mine: string[], others: string[], dockerfile: string): string[] {
+  const theirs = new Set(others);
+  return mine.flatMap((line) => {
+    const dir = /^(\S+) directory ([0-7]+) \d+:\d+$/.exec(line);
+    if (dir === null || (Number.parseInt(dir[2]!, 8) & 0o005) === 0o005) return [];
+    const other = others.find((o) => o.startsWith(`${dir[1]} directory `));
+    if (other === undefined || theirs.has(line) || !explainListedLine(line, other, dockerfile)) return [];
+    if (mine.some((l) => l.startsWith(`${dir[1]}/`))) return []; // tbuild's step could list it
+    return [dir[1]!];
+  });
 }
 
 /** The rule explaining two lines of listings (`%n %F %a %u:%g[ %s %h]`) of the same path, if one does. */
@@ -277,7 +299,7 @@ export const KEPT: KeptDifference[] = [
   {
     id: "copy-chmod-created-dir",
     buildkit:
-      "`COPY --chmod=M dir /new` (or ADD) makes the new directory /new 0755 (the files in it get M), as a later RUN listing it sees",
+      "`COPY --chmod=M dir /new` (or ADD) makes the new directory /new 0755 (the files in it get M), as a later RUN listing it sees; a RUN as another user can list what is below it where M would not let it",
     tbuild: "/new gets M too",
     why: "later BuildKit makes the directories a copy creates with the --chmod mode (fsutil's copy: MkdirAll with the mode; moby/buildkit's testCopyChmod checks the parents it creates)",
     explainsMode: (type, ours, theirs, dockerfile) =>
