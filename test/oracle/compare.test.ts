@@ -9,7 +9,14 @@ import { Header } from "tar";
 import { describe, expect, it } from "vitest";
 import { projectRoot } from "../helpers/cli.js";
 import { tempDirs } from "../helpers/temp.js";
-import { type Built, type Difference, differences, mountTargets, rootfsOfTar } from "./compare.js";
+import {
+  type Built,
+  type Difference,
+  differences,
+  failedOnMountStub,
+  mountTargets,
+  rootfsOfTar,
+} from "./compare.js";
 import { explainedBy, KEPT } from "./kept.js";
 
 const tempDir = tempDirs();
@@ -157,6 +164,20 @@ describe("the oracle's comparison", () => {
       other.mountPoints = ["dev", "m"];
       expect(differences(ours, other).map((d) => d.key)).toEqual(["/tmp/obs"]);
     }
+  });
+});
+
+describe("BuildKit 0.8's failures on its mount stubs", () => {
+  const error =
+    'runc run failed: unable to start container process: error during container init: error mounting "/tmp/x/a.txt" to rootfs at "/m": mount /tmp/x/a.txt:/m (via /proc/self/fd/6), flags: 0x5001: not a directory';
+  const twice =
+    "RUN --mount=type=bind,source=.,target=/m ls\nRUN --mount=type=bind,source=a.txt,target=/m ls";
+
+  it("are told by runc's error at a target an earlier RUN mounted on too, and nothing else", () => {
+    expect(failedOnMountStub(error, twice)).toBe(true);
+    expect(failedOnMountStub(error, "RUN --mount=type=bind,source=a.txt,target=/m ls")).toBe(false);
+    expect(failedOnMountStub(error.replace("not a directory", "permission denied"), twice)).toBe(false);
+    expect(failedOnMountStub(error, twice.replaceAll("/m", "/n"))).toBe(false);
   });
 });
 
