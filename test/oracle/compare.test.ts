@@ -17,7 +17,7 @@ import {
   mountTargets,
   rootfsOfTar,
 } from "./compare.js";
-import { explainedBy, KEPT } from "./kept.js";
+import { explainedBy, explainingTbuildFailure, KEPT } from "./kept.js";
 
 const tempDir = tempDirs();
 
@@ -323,6 +323,13 @@ describe("the kept difference of directories .dockerignore excludes", () => {
     expect(ids(onlyTheirs("/app/logs"), "logs\n")).toEqual([]);
     expect(ids(onlyTheirs("/app/src"), ignore)).toEqual([]);
     expect(ids({ ...onlyTheirs("/app/logs"), theirs: { ...dir, type: "File" } }, ignore)).toEqual([]);
+  });
+
+  it("explains tbuild failing to copy such a directory by name, and no other failure", () => {
+    const error = "ERROR: /logs: not found (no file or directory of the source matches it)";
+    expect(explainingTbuildFailure(error, ignore)?.id).toBe("dockerignore-excluded-dir-sent");
+    expect(explainingTbuildFailure(error, "logs\n")).toBeUndefined();
+    expect(explainingTbuildFailure(error.replace("logs", "src"), ignore)).toBeUndefined();
   });
 
   it("explains it in a RUN step's listing, as a line only BuildKit's has", () => {

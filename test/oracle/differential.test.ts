@@ -37,6 +37,7 @@ import {
   failedOnMountStub,
   type OracleCase,
 } from "./compare.js";
+import { explainingTbuildFailure } from "./kept.js";
 import { type OracleSetup, startOracleWithBaseImages, unexplained } from "./oracle-setup.js";
 
 const FULL = process.env.TBUILD_ORACLE === "full";
@@ -124,7 +125,12 @@ async function judgeStage(
     failedAlike++;
     return [];
   }
-  if ("error" in ours) return [`only tbuild failed: ${lastLines(ours.error, 8)}`];
+  if ("error" in ours) {
+    const rule = explainingTbuildFailure(ours.error, source.dockerignore);
+    if (rule === undefined) return [`only tbuild failed: ${lastLines(ours.error, 8)}`];
+    used.set(rule.id, (used.get(rule.id) ?? 0) + 1);
+    return [];
+  }
   if ("error" in theirs) {
     if (!failedOnMountStub(theirs.error, source.dockerfile))
       return [`only BuildKit failed: ${lastLines(theirs.error.split("\ndockerd's log:")[0]!, 8)}`];

@@ -35,6 +35,11 @@ export interface KeptDifference {
    * only BuildKit's RUN step listed, in a case whose context has this `.dockerignore` (explainedBy).
    */
   explainsExtraDirectory?(path: string, dockerignore: string): boolean;
+  /**
+   * Whether the rule explains tbuild failing, with `error`, on a case BuildKit 0.8 builds, whose
+   * context has this `.dockerignore`.
+   */
+  explainsTbuildFailure?(error: string, dockerignore: string): boolean;
   /** Set when every BuildKit, not only 0.8, does what `buildkit` says: tbuild differs on purpose. */
   everyBuildKit?: true;
   /**
@@ -143,10 +148,16 @@ function explainListedLine(ours: string, theirs: string, dockerfile: string): Ke
   return KEPT.find((k) => k.explainsLinkCount?.(a[1]!, linksOfOurs, linksOfTheirs, dockerfile));
 }
 
+/** The kept rule that explains tbuild failing with `error` where BuildKit 0.8 builds, if one does. */
+export function explainingTbuildFailure(error: string, dockerignore: string): KeptDifference | undefined {
+  return KEPT.find((k) => k.explainsTbuildFailure?.(error, dockerignore));
+}
+
 /**
  * The kept rules that explain a difference of a case built from `dockerfile` and a context with
- * `dockerignore`: one whose `explains`, `explainsExtraDirectory` or `explainsMode` does, or, for a file whose content alone differs, those that
- * explain each line of it as a listing (explainListing). Empty: the difference is not kept.
+ * `dockerignore`: one whose `explains`, `explainsExtraDirectory` or `explainsMode` does, or, for
+ * a file whose content alone differs, those that explain each line of it as a listing
+ * (explainListing). Empty: the difference is not kept.
  */
 export function explainedBy(d: Difference, dockerfile: string, dockerignore = ""): KeptDifference[] {
   const rule = KEPT.find((k) => k.explains?.(d, dockerfile));
@@ -332,12 +343,17 @@ export const KEPT: KeptDifference[] = [
   {
     id: "dockerignore-excluded-dir-sent",
     buildkit:
-      "a directory .dockerignore excludes (`logs`) with an exception below it (`!logs/keep.log`) that matches nothing is in the context as an empty directory: `COPY . /app/` makes /app/logs",
-    tbuild: "it is not in the context, as nothing in it is",
+      "a directory .dockerignore excludes (`logs`) with an exception below it (`!logs/keep.log`) that matches nothing is in the context as an empty directory: `COPY . /app/` makes /app/logs, `COPY logs /dst/` copies nothing",
+    tbuild: "it is not in the context, as nothing in it is: `COPY logs /dst/` fails, logs: not found",
     why: "later BuildKit's context transfer sends an excluded directory only once something in it is included (fsutil's filter.go, its parentDirs)",
     foundByRandomCases: true,
     explainsExtraDirectory: (path, dockerignore) =>
       excludedWithExceptions(dockerignore).some((dir) => path === dir || path.endsWith(`/${dir}`)),
+    // `COPY logs /dst/`: later BuildKit has no logs to copy either.
+    explainsTbuildFailure(error, dockerignore) {
+      const missing = /\/(\S+): not found/.exec(error)?.[1];
+      return missing !== undefined && excludedWithExceptions(dockerignore).includes(missing);
+    },
   },
   {
     id: "invalid-json-is-shell-form",
