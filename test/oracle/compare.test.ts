@@ -357,6 +357,60 @@ describe("the kept difference of directories .dockerignore excludes", () => {
   });
 });
 
+describe("the kept differences of owners and build args", () => {
+  it("explain the owner ADD --chown gives an unpacked archive's files, in the root filesystem and listed", () => {
+    const entry = (owner: string) => ({ type: "File", mode: "0644", owner, sha256: "x" });
+    const path = (ours: string, theirs: string): Difference => ({
+      kind: "path",
+      key: "/app/pkg/x.txt",
+      ours: entry(ours),
+      theirs: entry(theirs),
+      text: "",
+    });
+    const ids = (d: Difference, dockerfile: string) => explainedBy(d, dockerfile).map((k) => k.id);
+    expect(ids(path("65534:65534", "0:0"), "ADD --chown=nobody data.tar /app/")).toEqual([
+      "add-chown-archive",
+    ]);
+    expect(ids(path("65534:65534", "0:0"), "ADD --chown=65534 data.tar /app/")).toEqual([
+      "add-chown-archive",
+    ]);
+    expect(ids(path("1000:1000", "0:0"), "ADD --chown=65534 data.tar /app/")).toEqual([]);
+    expect(ids(path("65534:65534", "0:0"), "COPY --chown=65534 data.tar /app/")).toEqual([]);
+    const listed = (owner: string) => {
+      const small = `/app/pkg/x.txt regular file 644 ${owner} 3 1\nabc  /app/pkg/x.txt\n`;
+      return { type: "File", mode: "0644", owner: "0:0", sha256: small, small };
+    };
+    const listing: Difference = {
+      kind: "path",
+      key: "/tmp/obs",
+      ours: listed("65534:65534"),
+      theirs: listed("0:0"),
+      text: "",
+    };
+    expect(ids(listing, "ADD --chown=65534 data.tar /app/")).toEqual(["add-chown-archive"]);
+    expect(ids(listing, "ADD --chown=1000 data.tar /app/")).toEqual([]);
+  });
+
+  it("explain a RUN recorded with the build args of the stage its stage is built from, and no others", () => {
+    const rule = KEPT.find((k) => k.id === "build-args-from-base-stage")!.explains!;
+    const history = (ours: string, theirs: string): Difference => ({
+      kind: "history",
+      key: "history[2]",
+      ours,
+      theirs,
+      text: "",
+    });
+    const dockerfile = "FROM busybox AS s0\nARG A=y\nFROM s0 AS s1\nRUN ls";
+    expect(rule(history("RUN |1 A=y /bin/sh -c ls", "RUN /bin/sh -c ls"), dockerfile)).toBe(true);
+    expect(
+      rule(history("RUN |2 A=y V=x /bin/sh -c ls", "RUN |1 V=x /bin/sh -c ls"), `${dockerfile}\nARG V=x`),
+    ).toBe(true);
+    expect(rule(history("RUN |1 A=y /bin/sh -c ls", "RUN /bin/sh -c ls -l"), dockerfile)).toBe(false);
+    expect(rule(history("RUN |1 B=y /bin/sh -c ls", "RUN /bin/sh -c ls"), dockerfile)).toBe(false);
+    expect(rule(history("RUN /bin/sh -c ls", "RUN |1 A=y /bin/sh -c ls"), dockerfile)).toBe(false);
+  });
+});
+
 describe("docs/compat.md", () => {
   it("has a row for every kept difference, and none for one that is not kept", () => {
     const doc = readFileSync(path.join(projectRoot, "docs/compat.md"), "utf8");

@@ -26,6 +26,11 @@ export interface KeptDifference {
    */
   explainsMode?(type: string, ours: number, theirs: number, dockerfile: string): boolean;
   /**
+   * Whether the rule explains a path whose owner ("uid:gid") alone differs, `ours` in tbuild's
+   * result and `theirs` in BuildKit's: in the root filesystem, or as a RUN step listed it.
+   */
+  explainsOwner?(ours: string, theirs: string, dockerfile: string): boolean;
+  /**
    * Whether the rule explains a file at `path` that a RUN step listed with `ours` links in tbuild's
    * build and `theirs` in BuildKit's, all else alike (explainedBy).
    */
@@ -136,16 +141,28 @@ function closedDirectories(mine: string[], others: string[], dockerfile: string)
 function explainListedLine(ours: string, theirs: string, dockerfile: string): KeptDifference | undefined {
   const statLine = /^(\S+) (.+?) ([0-7]+) (\d+:\d+)(?: (\d+) (\d+))?$/;
   const [a, b] = [statLine.exec(ours), statLine.exec(theirs)];
-  if (a === null || b === null || a[1] !== b[1] || a[2] !== b[2] || a[4] !== b[4] || a[5] !== b[5])
-    return undefined;
-  if (a[6] === b[6]) {
+  if (a === null || b === null || a[1] !== b[1] || a[2] !== b[2] || a[5] !== b[5]) return undefined;
+  const differing = [3, 4, 6].filter((i) => a[i] !== b[i]);
+  if (differing.length !== 1) return undefined;
+  if (differing[0] === 3) {
     const type = LISTED_TYPES[a[2]!] ?? a[2]!;
     const [modeOfOurs, modeOfTheirs] = [Number.parseInt(a[3]!, 8), Number.parseInt(b[3]!, 8)];
     return KEPT.find((k) => k.explainsMode?.(type, modeOfOurs, modeOfTheirs, dockerfile));
   }
-  if (a[3] !== b[3] || a[6] === undefined || b[6] === undefined) return undefined;
+  if (differing[0] === 4) return KEPT.find((k) => k.explainsOwner?.(a[4]!, b[4]!, dockerfile));
   const [linksOfOurs, linksOfTheirs] = [Number(a[6]), Number(b[6])];
   return KEPT.find((k) => k.explainsLinkCount?.(a[1]!, linksOfOurs, linksOfTheirs, dockerfile));
+}
+
+/**
+ * Whether `--chown=chown` gives the owner "uid:gid": ids, or the names busybox's accounts have
+ * (root, nobody); a user alone gives its group too.
+ */
+function chownGives(chown: string, owner: string): boolean {
+  const idOf = (name: string) =>
+    /^\d+$/.test(name) ? name : ({ root: "0", nobody: "65534" } as const)[name];
+  const [user, group = user] = chown.split(":");
+  return `${idOf(user!)}:${idOf(group)}` === owner;
 }
 
 /** The kept rule that explains tbuild failing with `error` where BuildKit 0.8 builds, if one does. */
@@ -155,7 +172,7 @@ export function explainingTbuildFailure(error: string, dockerignore: string): Ke
 
 /**
  * The kept rules that explain a difference of a case built from `dockerfile` and a context with
- * `dockerignore`: one whose `explains`, `explainsExtraDirectory` or `explainsMode` does, or, for
+ * `dockerignore`: one whose `explains`, `explainsExtraDirectory`, `explainsOwner` or `explainsMode` does, or, for
  * a file whose content alone differs, those that explain each line of it as a listing
  * (explainListing). Empty: the difference is not kept.
  */
@@ -170,6 +187,10 @@ export function explainedBy(d: Difference, dockerfile: string, dockerignore = ""
   const pair = entries(d);
   if (pair === undefined) return [];
   const [ours, theirs] = pair;
+  if (onlyDiffer(ours, theirs, "owner")) {
+    const byOwner = KEPT.find((k) => k.explainsOwner?.(ours.owner, theirs.owner, dockerfile));
+    return byOwner ? [byOwner] : [];
+  }
   if (onlyDiffer(ours, theirs, "mode")) {
     const [a, b] = [Number.parseInt(ours.mode, 8), Number.parseInt(theirs.mode, 8)];
     const byMode = KEPT.find((k) => k.explainsMode?.(ours.type, a, b, dockerfile));
@@ -213,6 +234,15 @@ function excludedWithExceptions(dockerignore: string): string[] {
 
 /** The special bits (setuid, setgid, sticky) of a mode. */
 const SPECIAL_BITS = 0o7000;
+
+/** A RUN history entry's build args (`|2 a=1 b=2`, none when absent) and the command after them. */
+function runArgs(entry: string): { args: string[]; command: string } | undefined {
+  const match = /^RUN (?:\|(\d+) )?(.*)$/.exec(entry);
+  if (match === null) return undefined;
+  const words = match[2]!.split(" ");
+  const count = Number(match[1] ?? 0);
+  return { args: words.slice(0, count), command: words.slice(count).join(" ") };
+}
 
 /** Both sides of a history entry difference, as strings. */
 function history(d: Difference): [string, string] | undefined {
@@ -297,15 +327,33 @@ export const KEPT: KeptDifference[] = [
     },
   },
   {
+    id: "build-args-from-base-stage",
+    buildkit:
+      "a stage built FROM another stage does not see the ARGs that stage declared: its RUN is recorded `RUN /bin/sh -c ...`, without A in its environment",
+    tbuild: "it sees them, as the stage it is built from did: `RUN |1 A=y /bin/sh -c ...`",
+    why: "later BuildKit starts a stage's build args with those of the stage it is built from (dockerfile2llb/convert.go, 'Initialize build args from stage base', 2024)",
+    foundByRandomCases: true,
+    explains(d, dockerfile) {
+      const pair = history(d);
+      if (pair === undefined) return false;
+      const [mine, theirs] = pair.map(runArgs);
+      if (mine === undefined || theirs === undefined || mine.command !== theirs.command) return false;
+      const declared = new Set([...dockerfile.matchAll(/^ARG (\S+)$/gm)].map((m) => m[1]!));
+      const extra = mine.args.filter((arg) => !theirs.args.includes(arg));
+      return (
+        extra.length > 0 &&
+        theirs.args.every((arg) => mine.args.includes(arg)) &&
+        extra.every((arg) => declared.has(arg) || declared.has(arg.split("=")[0]!))
+      );
+    },
+  },
+  {
     id: "add-chown-archive",
     buildkit: "`ADD --chown=U:G archive.tar dest/` leaves the unpacked files owned as in the archive",
     tbuild: "they are owned by U:G",
     why: "later BuildKit applies --chown to an unpacked archive (moby/buildkit's testDockerfileAddChownArchive)",
-    explains(d, dockerfile) {
-      const pair = entries(d);
-      if (!pair || !onlyDiffer(pair[0], pair[1], "owner")) return false;
-      return flagValues(dockerfile, "ADD", "chown").includes(pair[0].owner);
-    },
+    explainsOwner: (ours, _theirs, dockerfile) =>
+      flagValues(dockerfile, "ADD", "chown").some((chown) => chownGives(chown, ours)),
   },
   {
     id: "copy-chmod-created-dir",
