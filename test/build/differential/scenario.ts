@@ -174,7 +174,10 @@ const CONTEXT_SOURCES = [
 ];
 /** Sources for --parents (a `/./` marks the pivot). */
 const PARENTS_SOURCES = ["src/lib/deep.txt", "src/./lib", "*/main.txt", "docs/readme.md", "./src/lib"];
-/** Sources from another stage or the image: globs, so that an absent path copies nothing. */
+/**
+ * Sources from another stage or the image: globs, so that an absent path copies nothing (an absent
+ * directory before the glob fails the build, as in BuildKit).
+ */
 const STAGE_SOURCES = ["/app*", "/dst*", "/data*", "/tmp/obs*", "/etc/pass*"];
 const DESTS = ["./", ".", "/app/", "/dst/", "/etc/", "sub/", "/dst/one"];
 const WORKDIRS = ["/app", "/app/sub", "sub", "/etc", "/dst", "/"];

@@ -180,6 +180,15 @@ describe("COPY semantics", () => {
     await expect(statIn(fs, "app")).rejects.toThrow(/ENOENT/);
   });
 
+  it("refuses a wildcard whose directory is not in the source, as BuildKit does (its walk starts there)", async () => {
+    await expect(onBase(copyAction("/missing/*.txt", "/app/"))).rejects.toThrow(
+      /\/missing\/\*\.txt: not found \(the source has no \/missing/,
+    );
+    // A directory that is there but holds no match still copies nothing.
+    const fs = await onBase(copyAction("/src/nothing-*.txt", "/app/"));
+    await expect(statIn(fs, "app")).rejects.toThrow(/ENOENT/);
+  });
+
   it("gives --chown names from the destination's passwd and group", async () => {
     const byName = await onBase(copyAction("/a.txt", "/owned/", { chown: { user: "app" } }));
     const entries = await addedEntries(fixture.ctx, byName);
