@@ -68,11 +68,14 @@ const fixtures = readdirSync(fixturesDir, { withFileTypes: true })
     },
   }));
 
-/** How many differences each kept rule explained, and how many cases both builders refused. */
+/** How many differences each kept rule explained. */
 const used = new Map<string, number>();
+/** How many stage builds both builders refused. */
 let failedAlike = 0;
-/** How many cases BuildKit 0.8 failed on its own mount stubs (compare.ts's KNOWN_ARTIFACTS). */
+/** How many stage builds BuildKit 0.8 alone failed, on its own mount stubs (compare.ts's KNOWN_ARTIFACTS). */
 let failedOnStubs = 0;
+/** How many stage builds were judged. */
+let stageBuilds = 0;
 
 let setup: OracleSetup | undefined;
 let work = "";
@@ -119,6 +122,7 @@ async function judgeStage(
   dir: string,
   source: { dockerfile: string; dockerignore: string },
 ): Promise<string[]> {
+  stageBuilds++;
   const ours = await outcome(() => buildWithTbuild(c, setup!.store, dir));
   const theirs = await outcome(() => buildWithBuildKit(c, setup!.oracle, dir));
   if ("error" in ours && "error" in theirs) {
@@ -234,7 +238,7 @@ describe("random Dockerfiles: tbuild's results equal BuildKit's", () => {
         );
       }
       console.log(
-        `oracle differential: ${runs - failures.length} of ${runs} case(s) agree (${failedAlike} failed in both, ${failedOnStubs} only in BuildKit, on its mount stubs); ` +
+        `oracle differential: ${runs - failures.length} of ${runs} case(s) agree (${stageBuilds} stage builds: ${failedAlike} failed in both, ${failedOnStubs} only in BuildKit, on its mount stubs); ` +
           `kept differences that explained differences: ${[...used].map(([id, n]) => `${id} ×${n}`).join(", ") || "none"}`,
       );
       expect(failures.join("\n\n")).toBe("");
