@@ -9,7 +9,7 @@
  * `npm test` runs ORACLE_DIFFERENTIAL_RUNS cases (default 4), `npm run oracle` (TBUILD_ORACLE=full)
  * 40, from the seed ORACLE_DIFFERENTIAL_SEED (default: the time), seed after seed. A failure shows
  * its seed, Dockerfile, context and differences, and shrinks for at most
- * ORACLE_DIFFERENTIAL_SHRINK_SECONDS (default 120). The cases kept in
+ * ORACLE_DIFFERENTIAL_SHRINK_SECONDS (default 60). The cases kept in
  * test/fixtures/oracle-differential/ (each found a difference tbuild then fixed) are replayed first.
  */
 import { createHash } from "node:crypto";
@@ -46,7 +46,7 @@ const seed =
   process.env.ORACLE_DIFFERENTIAL_SEED !== undefined
     ? Number(process.env.ORACLE_DIFFERENTIAL_SEED)
     : Date.now() % 2 ** 31;
-const SHRINK_MS = Number(process.env.ORACLE_DIFFERENTIAL_SHRINK_SECONDS ?? 120) * 1000;
+const SHRINK_MS = Number(process.env.ORACLE_DIFFERENTIAL_SHRINK_SECONDS ?? 60) * 1000;
 
 /** One build of a Dockerfile BuildKit 0.8 can read, as root: the daemon runs as root. */
 const oracleScenarioArb = scenarioArb({
