@@ -32,7 +32,10 @@ export interface RootfsEntry {
   links?: string[];
   /** name=hex, sorted; absent when there are none. */
   xattrs?: string[];
-  /** The content of a small file, to show how two differ (not compared: sha256 is). */
+  /**
+   * The content of a small file, to show how two differ and for a kept rule to read (not
+   * compared: sha256 is).
+   */
   small?: string;
 }
 
@@ -54,7 +57,8 @@ export interface Built {
  * a RUN, even `FROM scratch` ones), and the target of each `RUN --mount`, with the parents it
  * made. BuildKit 0.10 removes them (its executor's mount stub cleaner), as tbuild never makes
  * them. Set aside only where tbuild's result has nothing, and only directories holding nothing
- * but more of them.
+ * but more of them; and, seen by a later RUN step, as the lines of its listing that name them
+ * (and its failure to mount a file on one: failedOnMountStub).
  */
 export const KNOWN_ARTIFACTS = {
   paths: ["dev", "proc", "sys"],
@@ -73,6 +77,16 @@ export function mountTargets(dockerfile: string): string[] {
     }
   }
   return targets;
+}
+
+/**
+ * Whether BuildKit's failure is its mount stubs' doing (KNOWN_ARTIFACTS): a RUN mounting a file
+ * where an earlier RUN's mount left a directory stub fails in runc ("not a directory"). Later
+ * BuildKit removes the stub, and the mount works, as it does in tbuild.
+ */
+export function failedOnMountStub(error: string, dockerfile: string): boolean {
+  const at = /error mounting "[^"]*" to rootfs at "([^"]+)"[^\n]*not a directory/.exec(error)?.[1];
+  return at !== undefined && mountTargets(dockerfile).filter((t) => t === normalize(at)).length > 1;
 }
 
 /** The image config's runtime fields the comparison covers (as the issue lists them). */
@@ -140,8 +154,14 @@ export async function rootfsOfTar(file: string): Promise<Map<string, RootfsEntry
   return entries;
 }
 
-/** Files up to this size are shown in a difference of their content. */
-const SMALL_FILE = 2048;
+/**
+ * Files up to this size are kept as text (`small`): a RUN step's record of what it saw (the
+ * differential cases') can be a few KiB.
+ */
+const SMALL_FILE = 64 * 1024;
+
+/** Contents up to this length are shown whole in a difference; longer ones by the lines that differ. */
+const SHOWN_WHOLE = 2048;
 
 function normalize(name: string): string {
   return name.replace(/^(\.\/|\/)+/, "").replace(/\/+$/, "");
@@ -274,8 +294,9 @@ export interface Difference {
 /** What a user could tell apart between the two results; empty when they agree. */
 export function differences(ours: Built, theirs: Built): Difference[] {
   const found: Difference[] = [];
-  for (const [name, entry] of theirs.rootfs) {
+  for (const [name, listed] of theirs.rootfs) {
     const mine = ours.rootfs.get(name);
+    const entry = mine === undefined ? listed : withoutListedStubs(mine, listed, theirs.mountPoints);
     if (mine === undefined) {
       if (isMountStub(name, theirs, ours.rootfs)) continue;
       found.push({
@@ -287,7 +308,7 @@ export function differences(ours: Built, theirs: Built): Difference[] {
     } else if (describe(mine) !== describe(entry)) {
       const contents =
         mine.sha256 !== entry.sha256 && mine.small !== undefined && entry.small !== undefined
-          ? ` (tbuild's content ${JSON.stringify(mine.small)}, BuildKit's ${JSON.stringify(entry.small)})`
+          ? ` (${contentDifference(mine.small, entry.small)})`
           : "";
       found.push({
         kind: "path",
@@ -346,6 +367,36 @@ export function differences(ours: Built, theirs: Built): Difference[] {
     });
   }
   return found;
+}
+
+/**
+ * BuildKit's file without the lines naming mount stubs (KNOWN_ARTIFACTS) that tbuild's lacks: a
+ * RUN step's listing of what it saw (`stat -c '%n %F %a %u:%g'`, as the differential cases write)
+ * shows the stubs an earlier RUN left. The same entry when there are none (its content hash
+ * then stays BuildKit's: the content is compared as text).
+ */
+function withoutListedStubs(ours: RootfsEntry, theirs: RootfsEntry, mountPoints: string[]): RootfsEntry {
+  if (ours.small === undefined || theirs.small === undefined || ours.sha256 === theirs.sha256) return theirs;
+  const isStub = (line: string) => {
+    const dir = /^\/(\S+) directory [0-7]+ \d+:\d+$/.exec(line)?.[1];
+    return dir !== undefined && mountPoints.some((point) => point === dir || point.startsWith(`${dir}/`));
+  };
+  const mine = new Set(ours.small.split("\n"));
+  const small = theirs.small
+    .split("\n")
+    .filter((line) => mine.has(line) || !isStub(line))
+    .join("\n");
+  if (small === theirs.small) return theirs;
+  return { ...theirs, small, ...(small === ours.small ? { sha256: ours.sha256 } : {}) };
+}
+
+/** How two contents differ: both whole when they are short, else the lines only one has. */
+function contentDifference(ours: string, theirs: string): string {
+  if (ours.length <= SHOWN_WHOLE && theirs.length <= SHOWN_WHOLE)
+    return `tbuild's content ${JSON.stringify(ours)}, BuildKit's ${JSON.stringify(theirs)}`;
+  const [mine, others] = [new Set(ours.split("\n")), new Set(theirs.split("\n"))];
+  const onlyIn = (a: Set<string>, b: Set<string>) => JSON.stringify([...a].filter((line) => !b.has(line)));
+  return `lines only tbuild's content has ${onlyIn(mine, others)}, only BuildKit's ${onlyIn(others, mine)}`;
 }
 
 /**

@@ -172,6 +172,17 @@ async function resolveSources(action: CopyAction, srcRoot: string): Promise<stri
     );
     return exists ? [clean] : [];
   }
+  // As fsutil's ResolveWildcards, whose walk starts at the pattern's fixed prefix: a prefix the
+  // source does not have is an error, even where a glob may match nothing.
+  const components = pathComponents(action.src);
+  const base = components.slice(0, components.findIndex(hasGlob)).join("/");
+  if (
+    !(await lstat(rootPath(srcRoot, base, { followFinal: action.followSymlinks })).catch(() => undefined))
+  ) {
+    throw new CopyError(
+      `${action.src}: not found (the source has no /${base}, where the pattern's matches would be)`,
+    );
+  }
   const exclude =
     action.excludePatterns.length > 0 ? createContextMatcher(action.excludePatterns) : undefined;
   const matches = await globInRoot(srcRoot, action.src, action.followSymlinks);

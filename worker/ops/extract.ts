@@ -108,8 +108,14 @@ export async function isTarArchive(file: string): Promise<boolean> {
   }
   const block = Buffer.concat(chunks);
   if (block.length < 512) return false;
-  const header = new Header(block.subarray(0, 512));
-  return header.cksumValid && !header.nullBlock;
+  try {
+    const header = new Header(block.subarray(0, 512));
+    return header.cksumValid && !header.nullBlock;
+  } catch {
+    // A numeric field the `tar` package cannot decode ("invalid base256 encoding", as random
+    // bytes often have): no header, so an ordinary file, as for Go's tar reader in BuildKit.
+    return false;
+  }
 }
 
 /**

@@ -120,6 +120,20 @@ export async function runScenario(
   }
 }
 
+/** The context a case builds: its files, with the Dockerfile and the .dockerignore in it. */
+export function contextTree(files: Tree, planned: readonly PlannedStage[], ignore: readonly string[]): Tree {
+  return {
+    ...files,
+    Dockerfile: { kind: "file", content: renderDockerfile(planned), mode: 0o644, mtime: 1262304000 },
+    ".dockerignore": {
+      kind: "file",
+      content: ignore.map((p) => `${p}\n`).join(""),
+      mode: 0o644,
+      mtime: 1262304000,
+    },
+  };
+}
+
 async function runIn(
   caseDir: string,
   scenario: Scenario,
@@ -155,17 +169,6 @@ async function runIn(
     return imageCtxDir;
   };
 
-  const fullTree = (planned: PlannedStage[]): Tree => ({
-    ...files,
-    Dockerfile: { kind: "file", content: renderDockerfile(planned), mode: 0o644, mtime: 1262304000 },
-    ".dockerignore": {
-      kind: "file",
-      content: ignore.map((p) => `${p}\n`).join(""),
-      mode: 0o644,
-      mtime: 1262304000,
-    },
-  });
-
   for (let round = 0; round <= scenario.edits.length; round++) {
     const edit = round === 0 ? undefined : scenario.edits[round - 1]!;
     if (edit) {
@@ -180,7 +183,7 @@ async function runIn(
       history.push(JSON.stringify(edit));
     }
     const planned = planDockerfile(dockerfile);
-    const next = fullTree(planned);
+    const next = contextTree(files, planned, ignore);
     syncContext(ctxDir, tree, next, owner);
     tree = next;
     const drift = contextDrift(ctxDir, tree);

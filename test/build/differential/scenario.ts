@@ -174,7 +174,10 @@ const CONTEXT_SOURCES = [
 ];
 /** Sources for --parents (a `/./` marks the pivot). */
 const PARENTS_SOURCES = ["src/lib/deep.txt", "src/./lib", "*/main.txt", "docs/readme.md", "./src/lib"];
-/** Sources from another stage or the image: globs, so that an absent path copies nothing. */
+/**
+ * Sources from another stage or the image: globs, so that an absent path copies nothing (an absent
+ * directory before the glob fails the build, as in BuildKit).
+ */
 const STAGE_SOURCES = ["/app*", "/dst*", "/data*", "/tmp/obs*", "/etc/pass*"];
 const DESTS = ["./", ".", "/app/", "/dst/", "/etc/", "sub/", "/dst/one"];
 const WORKDIRS = ["/app", "/app/sub", "sub", "/etc", "/dst", "/"];
@@ -266,47 +269,62 @@ export const contextArb: fc.Arbitrary<Tree> = fc
 
 const stageRefArb = fc.nat({ max: 3 });
 
-const copyArb: fc.Arbitrary<Instruction> = fc
-  .record(
-    {
-      kind: fc.constantFrom("copy" as const, "copy" as const, "add" as const),
-      parents: fc.boolean(),
-      sources: fc.array(fc.constantFrom(...CONTEXT_SOURCES), { minLength: 1, maxLength: 2 }),
-      parentsSource: fc.constantFrom(...PARENTS_SOURCES),
-      stageSource: fc.constantFrom(...STAGE_SOURCES),
-      dest: fc.constantFrom(...DESTS),
-      chown: fc.option(fc.constantFrom("1000:1000", "0:0", "nobody", "65534"), { nil: undefined }),
-      chmod: fc.option(fc.constantFrom("755", "0600", "u+x,g-r"), { nil: undefined }),
-      link: fc.boolean(),
-      exclude: fc.option(fc.constantFrom("*.log", "lib", "*.md", "main.txt"), { nil: undefined }),
-      from: fc.option(
-        fc.oneof(
-          { weight: 3, arbitrary: stageRefArb.map((stage) => ({ stage })) },
-          { weight: 1, arbitrary: fc.constant({ image: "busybox" as const }) },
+/**
+ * The Dockerfile syntax a case may use: "latest" (everything tbuild builds), or "1.2", what
+ * BuildKit 0.8's embedded frontend builds (test/oracle/differential.test.ts): no COPY --link,
+ * --parents or --exclude, and --chmod in octal only. Nothing generated uses heredocs or
+ * `${v%p}`-style expansions in either.
+ */
+export type Syntax = "latest" | "1.2";
+
+function copyArbFor(syntax: Syntax): fc.Arbitrary<Instruction> {
+  const newer = syntax === "latest";
+  return fc
+    .record(
+      {
+        kind: fc.constantFrom("copy" as const, "copy" as const, "add" as const),
+        parents: newer ? fc.boolean() : fc.constant(false),
+        sources: fc.array(fc.constantFrom(...CONTEXT_SOURCES), { minLength: 1, maxLength: 2 }),
+        parentsSource: fc.constantFrom(...PARENTS_SOURCES),
+        stageSource: fc.constantFrom(...STAGE_SOURCES),
+        dest: fc.constantFrom(...DESTS),
+        chown: fc.option(fc.constantFrom("1000:1000", "0:0", "nobody", "65534"), { nil: undefined }),
+        chmod: fc.option(fc.constantFrom(...(newer ? ["755", "0600", "u+x,g-r"] : ["755", "0600"])), {
+          nil: undefined,
+        }),
+        link: newer ? fc.boolean() : fc.constant(false),
+        exclude: newer
+          ? fc.option(fc.constantFrom("*.log", "lib", "*.md", "main.txt"), { nil: undefined })
+          : fc.constant(undefined),
+        from: fc.option(
+          fc.oneof(
+            { weight: 3, arbitrary: stageRefArb.map((stage) => ({ stage })) },
+            { weight: 1, arbitrary: fc.constant({ image: "busybox" as const }) },
+          ),
+          { nil: undefined, freq: 4 },
         ),
-        { nil: undefined, freq: 4 },
-      ),
-    },
-    { requiredKeys: ["kind", "parents", "sources", "parentsSource", "stageSource", "dest", "link"] },
-  )
-  .map((c): Instruction => {
-    // ADD takes no --from.
-    const from = c.kind === "copy" ? c.from : undefined;
-    const sources = from ? [c.stageSource] : c.parents ? [c.parentsSource] : c.sources;
-    // Several sources need a directory destination; --parents is kept to COPY from the context.
-    const dest = sources.length > 1 && !c.dest.endsWith("/") ? "/dst/" : c.dest;
-    return {
-      kind: c.kind,
-      sources,
-      dest,
-      ...(c.chown !== undefined ? { chown: c.chown } : {}),
-      ...(c.chmod !== undefined ? { chmod: c.chmod } : {}),
-      ...(c.link ? { link: true } : {}),
-      ...(c.parents && !from && c.kind === "copy" ? { parents: true } : {}),
-      ...(c.exclude !== undefined ? { exclude: c.exclude } : {}),
-      ...(from ? { from } : {}),
-    };
-  });
+      },
+      { requiredKeys: ["kind", "parents", "sources", "parentsSource", "stageSource", "dest", "link"] },
+    )
+    .map((c): Instruction => {
+      // ADD takes no --from.
+      const from = c.kind === "copy" ? c.from : undefined;
+      const sources = from ? [c.stageSource] : c.parents ? [c.parentsSource] : c.sources;
+      // Several sources need a directory destination; --parents is kept to COPY from the context.
+      const dest = sources.length > 1 && !c.dest.endsWith("/") ? "/dst/" : c.dest;
+      return {
+        kind: c.kind,
+        sources,
+        dest,
+        ...(c.chown !== undefined ? { chown: c.chown } : {}),
+        ...(c.chmod !== undefined ? { chmod: c.chmod } : {}),
+        ...(c.link ? { link: true } : {}),
+        ...(c.parents && !from && c.kind === "copy" ? { parents: true } : {}),
+        ...(c.exclude !== undefined ? { exclude: c.exclude } : {}),
+        ...(from ? { from } : {}),
+      };
+    });
+}
 
 const runOpArb: fc.Arbitrary<RunOp> = fc.oneof(
   fc.record({
@@ -342,45 +360,55 @@ const runArb: fc.Arbitrary<Instruction> = fc.record({
   mounts: fc.array(runMountArb, { maxLength: 1 }),
 });
 
-export const instructionArb: fc.Arbitrary<Instruction> = fc.oneof(
-  {
-    weight: 2,
-    arbitrary: fc.record({ kind: fc.constant("workdir" as const), path: fc.constantFrom(...WORKDIRS) }),
-  },
-  {
-    weight: 1,
-    arbitrary: fc.record({
-      kind: fc.constant("env" as const),
-      key: fc.constantFrom("A", "B"),
-      value: fc.constantFrom("1", "2"),
-    }),
-  },
-  {
-    weight: 1,
-    arbitrary: fc.record(
-      { kind: fc.constant("arg" as const), key: fc.constantFrom("A", "V"), value: fc.constantFrom("x", "y") },
-      { requiredKeys: ["kind", "key"] },
-    ),
-  },
-  {
-    weight: 1,
-    arbitrary: fc.record({
-      kind: fc.constant("user" as const),
-      user: fc.constantFrom("root", "1000", "nobody", "1000:1000"),
-    }),
-  },
-  { weight: 5, arbitrary: copyArb },
-  { weight: 4, arbitrary: runArb },
-);
+function instructionArbFor(syntax: Syntax): fc.Arbitrary<Instruction> {
+  return fc.oneof(
+    {
+      weight: 2,
+      arbitrary: fc.record({ kind: fc.constant("workdir" as const), path: fc.constantFrom(...WORKDIRS) }),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.record({
+        kind: fc.constant("env" as const),
+        key: fc.constantFrom("A", "B"),
+        value: fc.constantFrom("1", "2"),
+      }),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.record(
+        {
+          kind: fc.constant("arg" as const),
+          key: fc.constantFrom("A", "V"),
+          value: fc.constantFrom("x", "y"),
+        },
+        { requiredKeys: ["kind", "key"] },
+      ),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.record({
+        kind: fc.constant("user" as const),
+        user: fc.constantFrom("root", "1000", "nobody", "1000:1000"),
+      }),
+    },
+    { weight: 5, arbitrary: copyArbFor(syntax) },
+    { weight: 4, arbitrary: runArb },
+  );
+}
 
-const stageArb: fc.Arbitrary<Stage> = fc.record({
-  base: fc.oneof(
-    { weight: 5, arbitrary: fc.constant({ kind: "busybox" as const }) },
-    { weight: 1, arbitrary: fc.constant({ kind: "scratch" as const }) },
-    { weight: 2, arbitrary: stageRefArb.map((index) => ({ kind: "stage" as const, index })) },
-  ),
-  instructions: fc.array(instructionArb, { minLength: 1, maxLength: 6 }),
-});
+export const instructionArb = instructionArbFor("latest");
+
+function stageArbFor(syntax: Syntax): fc.Arbitrary<Stage> {
+  return fc.record({
+    base: fc.oneof(
+      { weight: 5, arbitrary: fc.constant({ kind: "busybox" as const }) },
+      { weight: 1, arbitrary: fc.constant({ kind: "scratch" as const }) },
+      { weight: 2, arbitrary: stageRefArb.map((index) => ({ kind: "stage" as const, index })) },
+    ),
+    instructions: fc.array(instructionArbFor(syntax), { minLength: 1, maxLength: 6 }),
+  });
+}
 
 export const editArb: fc.Arbitrary<Edit> = fc.oneof(
   {
@@ -444,19 +472,22 @@ export const editArb: fc.Arbitrary<Edit> = fc.oneof(
   },
 );
 
+/** Cases: `maxEdits` 0 for one build (no edits); `syntax` (default "latest") limits the Dockerfiles. */
 export function scenarioArb(options: {
   maxEdits: number;
   modes?: Mode[];
   snapshots?: Snapshots[];
+  syntax?: Syntax;
 }): fc.Arbitrary<Scenario> {
+  const syntax = options.syntax ?? "latest";
   return fc
     .record({
       mode: fc.constantFrom(...(options.modes ?? (["root", "rootless"] as Mode[]))),
       snapshots: fc.constantFrom(...(options.snapshots ?? (["overlay", "copy"] as Snapshots[]))),
       context: contextArb,
       dockerignore: fc.constantFrom(...IGNORE_SETS),
-      dockerfile: fc.record({ stages: fc.array(stageArb, { minLength: 1, maxLength: 3 }) }),
-      edits: fc.array(editArb, { minLength: 1, maxLength: options.maxEdits }),
+      dockerfile: fc.record({ stages: fc.array(stageArbFor(syntax), { minLength: 1, maxLength: 3 }) }),
+      edits: fc.array(editArb, { minLength: Math.min(1, options.maxEdits), maxLength: options.maxEdits }),
     })
     .map((s) => (s.mode === "rootless" ? readableByOwner(s) : s));
 }

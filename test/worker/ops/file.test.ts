@@ -115,6 +115,11 @@ beforeAll(async () => {
   execFileSync("tar", ["-cJf", path.join(contextDir, "pkg.tar.xz"), "-C", archiveSrc, "pkg"]);
   // Named like an archive, but not one: ADD copies it as it is.
   await writeFile(path.join(contextDir, "fake.tar.gz"), "not really gzip\n");
+  // Not an archive either, though its first block has a numeric field the tar package cannot
+  // decode (a byte with the high bit set, as in random data): the header Go's tar reads is invalid.
+  const binary = Buffer.alloc(1024, "x");
+  binary[100] = 0x90;
+  await writeFile(path.join(contextDir, "random.bin"), binary);
   context = await fsOfDirectory(fixture.ctx, contextDir, "context");
 });
 
@@ -172,6 +177,15 @@ describe("COPY semantics", () => {
   it("copies nothing, without error, for a wildcard that matches nothing when that is allowed", async () => {
     const fs = await onBase(copyAction("/nothing-*.txt", "/app/"));
     // As BuildKit: an empty match returns before the destination is made.
+    await expect(statIn(fs, "app")).rejects.toThrow(/ENOENT/);
+  });
+
+  it("refuses a wildcard whose directory is not in the source, as BuildKit does (its walk starts there)", async () => {
+    await expect(onBase(copyAction("/missing/*.txt", "/app/"))).rejects.toThrow(
+      /\/missing\/\*\.txt: not found \(the source has no \/missing/,
+    );
+    // A directory that is there but holds no match still copies nothing.
+    const fs = await onBase(copyAction("/src/nothing-*.txt", "/app/"));
     await expect(statIn(fs, "app")).rejects.toThrow(/ENOENT/);
   });
 
@@ -377,9 +391,12 @@ describe("ADD of local archives", () => {
     );
   });
 
-  it("copies a file that only looks like an archive by name, and any archive when unpacking is off", async () => {
+  it("copies a file that only looks like an archive by name or has no valid tar header, and any archive when unpacking is off", async () => {
     const fake = await onBase(copyAction("/fake.tar.gz", "/opt/", { attemptUnpack: true }));
     expect(await readIn(fake, "opt/fake.tar.gz")).toBe("not really gzip\n");
+    const binary = await onBase(copyAction("/random.bin", "/opt/", { attemptUnpack: true }));
+    const copied = await statIn(binary, "opt/random.bin");
+    expect([copied.isFile(), copied.size]).toEqual([true, 1024]);
     const kept = await onBase(copyAction("/pkg.tar.gz", "/opt/", { attemptUnpack: false }));
     expect((await statIn(kept, "opt/pkg.tar.gz")).isFile()).toBe(true);
   });

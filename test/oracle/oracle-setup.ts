@@ -1,0 +1,97 @@
+/**
+ * What every test of the oracle starts with: a BuildKit daemon (buildkit.ts) and a tbuild store,
+ * both given the same base images, and the judge of one case: the differences between the two
+ * builds (compare.ts) that no kept rule (kept.ts) explains.
+ *
+ * The base images are the same root filesystems in both: busybox as the scenario suite makes it
+ * (Docker's busybox accounts), and an `alpine` stand-in (the same, with /etc/alpine-release).
+ */
+import { cpSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { makeScenarioBusyboxRootfs } from "../build/buildkit-scenarios-harness.js";
+import { tbuild } from "../helpers/cli.js";
+import { FIXED_EPOCH } from "../helpers/images.js";
+import { type BuildKitOracle, startBuildKit } from "./buildkit.js";
+import { type Built, buildWithBuildKit, buildWithTbuild, differences, type OracleCase } from "./compare.js";
+import { explainedBy, KEPT } from "./kept.js";
+
+export interface OracleSetup {
+  oracle: BuildKitOracle;
+  /** The tbuild store (TBUILD_ROOT) holding the base images. */
+  store: string;
+}
+
+/** Starts the daemon and imports the base images into it and into a new store under `work`. */
+export async function startOracleWithBaseImages(work: string): Promise<OracleSetup> {
+  const started = startBuildKit();
+  try {
+    const busybox = await makeScenarioBusyboxRootfs(path.join(work, "busybox-rootfs"));
+    const alpine = path.join(work, "alpine-rootfs");
+    cpSync(busybox, alpine, { recursive: true, verbatimSymlinks: true });
+    writeFileSync(path.join(alpine, "etc", "alpine-release"), "3.20.3\n");
+    const store = path.join(work, "store");
+    for (const [rootfs, name] of [
+      [busybox, "busybox:latest"],
+      [alpine, "alpine:latest"],
+    ] as const) {
+      const imported = tbuild(["import", rootfs, name, "--change", 'CMD ["sh"]'], {
+        env: { TBUILD_ROOT: store, SOURCE_DATE_EPOCH: String(FIXED_EPOCH) },
+      });
+      if (imported.status !== 0) throw new Error(`tbuild import of ${name} failed: ${imported.stderr}`);
+    }
+    const oracle = await started;
+    oracle.importRootfs(busybox, "busybox:latest", ['CMD ["sh"]']);
+    oracle.importRootfs(alpine, "alpine:latest", ['CMD ["sh"]']);
+    return { oracle, store };
+  } catch (err) {
+    // A daemon that started is stopped, whatever failed after.
+    await started.then((oracle) => oracle.stop()).catch(() => {});
+    throw err;
+  }
+}
+
+/**
+ * The differences no kept rule explains (empty: the builders agree), as text; the rules that
+ * explained the others are counted in `used`. A case BuildKit fails to build is judged by the
+ * kept rules that name it (`buildKitFails`); any other failure of either builder is thrown.
+ */
+export async function judge(
+  setup: OracleSetup,
+  c: OracleCase,
+  dir: string,
+  used: Map<string, number>,
+): Promise<string[]> {
+  const ours = await buildWithTbuild(c, setup.store, dir);
+  let theirs: Built;
+  try {
+    theirs = await buildWithBuildKit(c, setup.oracle, dir);
+  } catch (err) {
+    const rule = KEPT.find((k) => k.buildKitFails?.cases.includes(c.name));
+    if (!rule?.buildKitFails?.error.test(String(err))) throw err;
+    used.set(rule.id, (used.get(rule.id) ?? 0) + 1);
+    return [];
+  }
+  const dockerfile = readFileSync(path.resolve(c.context, c.dockerfile ?? "Dockerfile"), "utf8");
+  const ignoreFile = path.join(c.context, ".dockerignore");
+  const dockerignore = existsSync(ignoreFile) ? readFileSync(ignoreFile, "utf8") : "";
+  return unexplained(ours, theirs, { dockerfile, dockerignore }, used);
+}
+
+/**
+ * The differences between two results of a case (its Dockerfile and .dockerignore) that no kept
+ * rule explains, counting the rules used.
+ */
+export function unexplained(
+  ours: Built,
+  theirs: Built,
+  source: { dockerfile: string; dockerignore: string },
+  used: Map<string, number>,
+): string[] {
+  const left: string[] = [];
+  for (const d of differences(ours, theirs)) {
+    const rules = explainedBy(d, source.dockerfile, source.dockerignore);
+    for (const rule of rules) used.set(rule.id, (used.get(rule.id) ?? 0) + 1);
+    if (rules.length === 0) left.push(d.text);
+  }
+  return left;
+}
