@@ -92,7 +92,10 @@ describe.each(MODES)("a sandboxed process, %s", (mode) => {
       [1, 2, 3].map((n) => harness.run({ spec: { args: ["sh", "-c", `sleep 0.2; echo ${n}`] }, stateDir })),
     );
     // Each outcome whole in the message: a run that failed says why, not only that its output is missing.
-    expect(outcomes.map((o) => o.stdout), JSON.stringify(outcomes)).toEqual(["1\n", "2\n", "3\n"]);
+    expect(
+      outcomes.map((o) => o.stdout),
+      JSON.stringify(outcomes),
+    ).toEqual(["1\n", "2\n", "3\n"]);
     expect(readdirSync(stateDir)).toEqual([]);
   });
 
