@@ -6,7 +6,9 @@
  * `npm test` runs a bounded set (every example and every BOUNDED_STRIDE-th scenario in reach);
  * `npm run oracle` (TBUILD_ORACLE=full) runs every case.
  */
-import { mkdirSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { tempDirs } from "../helpers/temp.js";
 import { EXAMPLES, layOut, scenarioCases } from "./cases.js";
@@ -50,6 +52,22 @@ describe("tbuild's results equal BuildKit's", () => {
       mkdirSync(w.dir, { recursive: true });
       const c = await layOut(scenario, w.dir);
       expect(await judge(setup!, c, w.dir, used)).toEqual([]);
+    } finally {
+      w.remove();
+    }
+  });
+
+  it("a context file's extended attributes: BuildKit's COPY keeps them, tbuild's cannot yet, and nothing else differs", async () => {
+    const w = caseWork(work, "context-xattrs");
+    try {
+      const context = path.join(w.dir, "context");
+      mkdirSync(context, { recursive: true });
+      writeFileSync(path.join(context, "Dockerfile"), "FROM busybox\nCOPY f /f\n");
+      writeFileSync(path.join(context, "f"), "with an attribute\n");
+      execFileSync("setfattr", ["-n", "user.origin", "-v", "context", path.join(context, "f")]);
+      const before = used.get("xattrs-not-kept") ?? 0;
+      expect(await judge(setup!, { name: "context-xattrs", context }, w.dir, used)).toEqual([]);
+      expect(used.get("xattrs-not-kept") ?? 0).toBe(before + 1);
     } finally {
       w.remove();
     }

@@ -3,7 +3,8 @@
  * (its rows name these ids). Every one is a place where a later BuildKit changed what 0.8 does,
  * or a bug of 0.8 a later release fixed, and tbuild does what the later BuildKit does; the source
  * of that later behaviour is named in `why`. Except those marked `everyBuildKit`: choices of
- * tbuild's that every BuildKit makes otherwise, `why` saying why tbuild keeps its own.
+ * tbuild's that every BuildKit makes otherwise, `why` saying why tbuild keeps its own; and those
+ * marked `notSupportedYet`: what tbuild cannot do yet, `why` saying what is missing.
  *
  * A rule explains a difference only in the shape it describes (an `explains` check on both
  * values): the same field differing in any other way is still a failure.
@@ -47,6 +48,11 @@ export interface KeptDifference {
   explainsTbuildFailure?(error: string, dockerignore: string): boolean;
   /** Set when every BuildKit, not only 0.8, does what `buildkit` says: tbuild differs on purpose. */
   everyBuildKit?: true;
+  /**
+   * Set when every BuildKit does what `buildkit` says and tbuild cannot yet: a gap, `why` saying
+   * what is missing. Not a choice: the row says so in docs/compat.md.
+   */
+  notSupportedYet?: true;
   /**
    * Set when only the random cases (differential.test.ts) showed it: no fixed case does, so a run
    * of every fixed case cannot tell that it went stale.
@@ -401,6 +407,19 @@ export const KEPT: KeptDifference[] = [
     explainsTbuildFailure(error, dockerignore) {
       const missing = /\/(\S+): not found/.exec(error)?.[1];
       return missing !== undefined && excludedWithExceptions(dockerignore).includes(missing);
+    },
+  },
+  {
+    id: "xattrs-not-kept",
+    buildkit:
+      "a file's extended attributes (`user.*`, `security.capability` as `setcap` sets it) travel: from the context through COPY and ADD, and from what a RUN step made, into the layer",
+    tbuild: "they are left behind: the file arrives without them",
+    why: "not supported yet: Node has no system calls for extended attributes, so tbuild can neither read them from the context or a snapshot nor set them (a base image's layers keep theirs, and `-o type=tar` writes them)",
+    everyBuildKit: true,
+    notSupportedYet: true,
+    explains(d) {
+      const pair = entries(d);
+      return pair !== undefined && pair[0].xattrs === undefined && onlyDiffer(pair[0], pair[1], "xattrs");
     },
   },
   {
