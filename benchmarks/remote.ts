@@ -32,6 +32,7 @@ import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, renameSync, rmSync, wr
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { writeProjectSources } from "./lib/build-bench.ts";
 import { check, makeBusyboxRootfs } from "./lib/busybox.ts";
 import { type RunningSshd, startSshd, startTcpProxy, type TcpProxy } from "./lib/test-helpers.ts";
 
@@ -152,15 +153,7 @@ function ratioRow(
 
 /** The 2,000-file project of benchmarks/build.ts, its Dockerfile `FROM busybox` + `COPY . /app`. */
 function makeProject(dir: string): void {
-  for (let i = 0; i < PROJECT_FILES; i++) {
-    const sub = join(dir, "src", `module${Math.floor(i / 50)}`);
-    mkdirSync(sub, { recursive: true });
-    writeFileSync(
-      join(sub, `file${i % 50}.c`),
-      `/* file ${i} */\nint f${i}(void) { return ${i}; }\n${"//".repeat(200)}\n`,
-    );
-  }
-  writeFileSync(join(dir, "requirements.txt"), "flask==3.0.0\nrequests==2.31.0\n");
+  writeProjectSources(dir, PROJECT_FILES);
   writeFileSync(join(dir, "Dockerfile"), DOCKERFILE);
 }
 

@@ -92,12 +92,8 @@ export function pushBusyboxBase(work: string, port: number): string {
   return base;
 }
 
-/**
- * A project of `files` small C sources in `dir`, in the dependency-first shape of Docker's
- * tutorials: WORKDIR, COPY the manifest, the install step (INSTALL), COPY . ., a build step that
- * reads every source. Returns the path of a source to edit.
- */
-export function writeDependencyFirstProject(dir: string, base: string, files: number): string {
+/** `files` small C sources under `dir`/src, 50 to a directory, and a requirements.txt manifest. */
+export function writeProjectSources(dir: string, files: number): void {
   for (let i = 0; i < files; i++) {
     const sub = join(dir, "src", `module${Math.floor(i / 50)}`);
     mkdirSync(sub, { recursive: true });
@@ -107,6 +103,15 @@ export function writeDependencyFirstProject(dir: string, base: string, files: nu
     );
   }
   writeFileSync(join(dir, "requirements.txt"), "flask==3.0.0\nrequests==2.31.0\n");
+}
+
+/**
+ * A project of `files` small C sources in `dir`, in the dependency-first shape of Docker's
+ * tutorials: WORKDIR, COPY the manifest, the install step (INSTALL), COPY . ., a build step that
+ * reads every source. Returns the path of a source to edit.
+ */
+export function writeDependencyFirstProject(dir: string, base: string, files: number): string {
+  writeProjectSources(dir, files);
   writeFileSync(
     join(dir, "Dockerfile"),
     `FROM ${base}\nWORKDIR /app\nCOPY requirements.txt .\nRUN ${INSTALL}\nCOPY . .\nRUN find /app -type f | wc -l > /count && cat /app/src/module0/file0.c > /first\n`,
