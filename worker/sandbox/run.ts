@@ -98,6 +98,30 @@ const RUNC_FATAL_PREFIX = /(^|\n)runc run failed: /;
 
 /** Runs one process in a fresh container over `spec.rootfs`. */
 export async function runInSandbox(spec: SandboxSpec, options: SandboxRunOptions): Promise<SandboxResult> {
+  try {
+    return await runOnce(spec, options);
+  } catch (err) {
+    // Started once more only where nothing was lost: the process never ran, and had no input.
+    if (!isInitRace(err) || (options.stdin ?? "ignore") !== "ignore") throw err;
+    return runOnce(spec, options);
+  }
+}
+
+/**
+ * runc's init failing before the process is executed, because /proc/self/fd could not be opened
+ * at that moment: seen when several rootless containers start at once on a loaded machine (in
+ * test/worker/sandbox/lifecycle.test.ts), a RUN step failing for nothing it did. The container is
+ * gone by then (its state removed), so it can be started again.
+ */
+function isInitRace(err: unknown): boolean {
+  return (
+    err instanceof SandboxError &&
+    err.code === "E_SANDBOX_RUNC" &&
+    /error closing exec fds: open \/proc\/self\/fd: no such file or directory/.test(err.message)
+  );
+}
+
+async function runOnce(spec: SandboxSpec, options: SandboxRunOptions): Promise<SandboxResult> {
   options.signal?.throwIfAborted();
   const runc = findRunc();
   checkSandboxPrivileges();
