@@ -59,7 +59,7 @@ export const COMPRESSED_CHUNK_BYTES = 1 << 20;
 
 function compressor(compression: LayerCompression): Transform | undefined {
   if (compression === "gzip") return createGzip({ chunkSize: COMPRESSED_CHUNK_BYTES });
-  if (compression === "zstd") return createZstdCompress({ chunkSize: COMPRESSED_CHUNK_BYTES });
+  if (compression === "zstd") return createZstdCompress();
   return undefined;
 }
 
