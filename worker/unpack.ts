@@ -38,10 +38,9 @@ import path from "node:path";
 import { Readable, Transform, type TransformCallback } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { promisify } from "node:util";
-import { createGunzip, createZstdDecompress } from "node:zlib";
 import { TbuildError } from "../errors/index.js";
 import { readTarEntries, sniffTarCompression, type TarReadEntry } from "../oci/archive/tar-reader.js";
-import { DECOMPRESSED_CHUNK_BYTES } from "../oci/layer.js";
+import { decompressor } from "../oci/layer.js";
 import {
   entryComponents,
   HostileLayerError,
@@ -94,10 +93,7 @@ async function* decompressed(
     yield* chunks;
     return;
   }
-  const inflate =
-    compression === "gzip"
-      ? createGunzip({ chunkSize: DECOMPRESSED_CHUNK_BYTES })
-      : createZstdDecompress({ chunkSize: DECOMPRESSED_CHUNK_BYTES });
+  const inflate = decompressor(compression);
   const piping = pipeline(Readable.from(chunks), inflate);
   // Its failure reaches the loop below through `inflate`, which the pipeline destroys.
   piping.catch(() => {});
