@@ -4,7 +4,9 @@
  * as BuildKit's image writer makes one. Nothing here reads a layer: assembly is a few small JSON
  * writes, however large the image.
  */
+
 import { TbuildError } from "../errors/index.js";
+import { byBytes } from "../oci/archive/byte-order.js";
 import { creationTime } from "../oci/source-date-epoch.js";
 import type { Descriptor, History, ImageConfig, Manifest } from "../oci/spec.js";
 import type { ContentStore } from "../oci/store/content.js";
@@ -44,7 +46,7 @@ function mapsSorted(container: ImageConfig["config"]): ImageConfig["config"] {
     if (map !== undefined) {
       (sorted as Record<string, unknown>)[key] = Object.fromEntries(
         Object.keys(map)
-          .sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)))
+          .sort(byBytes)
           .map((k) => [k, map[k]]),
       );
     }
