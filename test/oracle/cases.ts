@@ -7,7 +7,7 @@
  * left out by a rule of `outOfReach`, whose reasons the test prints: nothing is left out because
  * the two builders disagreed on it.
  */
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { loadScenarios, type Scenario, writeEntries } from "../build/buildkit-scenarios-harness.js";
@@ -111,4 +111,44 @@ export async function layOut(scenario: Scenario, dir: string): Promise<OracleCas
     ...(scenario.labels ? { labels: scenario.labels } : {}),
     ...(scenario.noCache ? { noCache: true } : {}),
   };
+}
+
+const PARSER_FIXTURES = fileURLToPath(new URL("../fixtures/buildkit-parser/", import.meta.url));
+
+/**
+ * A Dockerfile of BuildKit's parser tests (test/fixtures/buildkit-parser), built from its own
+ * directory as the context. `bases` are the image names its FROM lines give (not its stages),
+ * which both builders are given as busybox: the real images (ubuntu:14.04, …) cannot be pulled
+ * here, and what is compared is what each builder makes of the Dockerfile on the same base.
+ * `negative`: BuildKit's parser rejects it (testfiles-negative).
+ */
+export interface ParserFixtureCase extends OracleCase {
+  bases: string[];
+  negative: boolean;
+}
+
+export function parserFixtureCases(): ParserFixtureCase[] {
+  const cases: ParserFixtureCase[] = [];
+  for (const [folder, negative] of [
+    ["testfiles", false],
+    ["testfiles-negative", true],
+  ] as const) {
+    const root = path.join(PARSER_FIXTURES, folder);
+    for (const name of readdirSync(root).sort()) {
+      const context = path.join(root, name);
+      const dockerfile = readFileSync(path.join(context, "Dockerfile"), "utf8");
+      const stages = new Set(
+        [...dockerfile.matchAll(/^\s*FROM\s+.*\s+AS\s+(\S+)/gim)].map((m) => m[1]!.toLowerCase()),
+      );
+      const bases = [
+        ...new Set(
+          [...dockerfile.matchAll(/^\s*FROM\s+(?:--platform=\S+\s+)?([^\s\\]+)/gim)]
+            .map((m) => m[1]!)
+            .filter((b) => b.toLowerCase() !== "scratch" && !stages.has(b.toLowerCase())),
+        ),
+      ];
+      cases.push({ name: `parser-${name}`, context, bases, negative });
+    }
+  }
+  return cases;
 }

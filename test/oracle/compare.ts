@@ -227,6 +227,11 @@ function dockerfileForBuildKit(source: string, work: string): string {
   return file;
 }
 
+/** The name a case's image is given (a reference: lower case). */
+function imageName(c: OracleCase): string {
+  return `oracle-${c.name.toLowerCase().replace(/[^a-z0-9._-]+/g, "-")}:latest`;
+}
+
 function buildFlags(c: OracleCase): string[] {
   return [
     ...(c.buildArgs ?? []).flatMap((a) => ["--build-arg", a]),
@@ -251,7 +256,7 @@ export async function buildWithTbuild(c: OracleCase, store: string, work: string
       "-o",
       `type=tar,dest=${rootfsTar}`,
       "-o",
-      `type=docker,dest=${image},name=oracle-${c.name}`,
+      `type=docker,dest=${image},name=${imageName(c)}`,
       c.context,
     ],
     { env: { ...process.env, TBUILD_ROOT: store }, encoding: "utf8" },
@@ -268,7 +273,7 @@ export async function buildWithTbuild(c: OracleCase, store: string, work: string
 export async function buildWithBuildKit(c: OracleCase, oracle: BuildKitOracle, work: string): Promise<Built> {
   const dockerfile = dockerfileForBuildKit(path.resolve(c.context, c.dockerfile ?? "Dockerfile"), work);
   const rootfsTar = path.join(work, "theirs-rootfs.tar");
-  const tag = `oracle-${c.name.toLowerCase().replace(/[^a-z0-9._-]+/g, "-")}:latest`;
+  const tag = imageName(c);
   const flags = ["-f", dockerfile, ...buildFlags(c)];
   oracle.build([...flags, "-o", `type=tar,dest=${rootfsTar}`, c.context]);
   oracle.build([...flags, "-t", tag, c.context]);

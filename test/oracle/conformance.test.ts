@@ -3,18 +3,23 @@
  * root filesystems and image configs must not differ but for BuildKit 0.8's known artifacts
  * (KNOWN_ARTIFACTS) and the differences kept in docs/compat.md (kept.ts, each with its reason).
  *
- * `npm test` runs a bounded set (every example and every BOUNDED_STRIDE-th scenario in reach);
+ * The cases: the examples, the ported BuildKit scenarios in reach of BuildKit 0.8, and BuildKit's
+ * parser fixtures (each built on busybox under the names its FROM lines give).
+ *
+ * `npm test` runs a bounded set (every example, every BOUNDED_STRIDE-th scenario in reach and
+ * parser fixture);
  * `npm run oracle` (TBUILD_ORACLE=full) runs every case.
  */
 import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { tbuild } from "../helpers/cli.js";
 import { tempDirs } from "../helpers/temp.js";
-import { EXAMPLES, layOut, scenarioCases } from "./cases.js";
+import { EXAMPLES, layOut, parserFixtureCases, scenarioCases } from "./cases.js";
 import { caseWork } from "./compare.js";
 import { KEPT } from "./kept.js";
-import { judge, type OracleSetup, startOracleWithBaseImages } from "./oracle-setup.js";
+import { judge, type OracleSetup, outcome, startOracleWithBaseImages } from "./oracle-setup.js";
 
 const FULL = process.env.TBUILD_ORACLE === "full";
 /** In `npm test`, one scenario in this many (in file order) runs. */
@@ -25,6 +30,10 @@ const tempDir = tempDirs();
 const scenarios = scenarioCases();
 const inReach = scenarios.filter((s) => s.outOfReach === undefined).map((s) => s.scenario);
 const chosen = FULL ? inReach : inReach.filter((_, i) => i % BOUNDED_STRIDE === 0);
+const parserFixtures = parserFixtureCases();
+const chosenFixtures = FULL ? parserFixtures : parserFixtures.filter((_, i) => i % BOUNDED_STRIDE === 0);
+/** What each parser fixture came to, for the summary. */
+const fixtureOutcomes = new Map<string, string>();
 /** How many differences each kept rule explained. */
 const used = new Map<string, number>();
 
@@ -52,6 +61,29 @@ describe("tbuild's results equal BuildKit's", () => {
       mkdirSync(w.dir, { recursive: true });
       const c = await layOut(scenario, w.dir);
       expect(await judge(setup!, c, w.dir, used)).toEqual([]);
+    } finally {
+      w.remove();
+    }
+  });
+
+  // BuildKit's parser fixtures are real projects' Dockerfiles: most install packages with apt-get
+  // or copy files their directory does not hold, and both builders fail those on busybox (the
+  // first failure may be another step: BuildKit checks COPY sources while RUNs run). What both
+  // build is compared whole; a fixture only one builder builds is a difference.
+  it.each(chosenFixtures.map((c) => [c.name, c] as const))("parser fixture %s", async (_name, c) => {
+    for (const base of c.bases) {
+      const tagged = tbuild(["tag", "busybox:latest", base], { env: { TBUILD_ROOT: setup!.store } });
+      const theirs = setup!.oracle.docker(["tag", "busybox:latest", base]);
+      // A name that is no reference (the escape fixture's "`") is refused by both, as its FROM is.
+      expect(tagged.status === 0).toBe(theirs.status === 0);
+    }
+    const w = caseWork(work, c.name);
+    try {
+      const result = await outcome(setup!, c, w.dir, used);
+      fixtureOutcomes.set(c.name, result.kind);
+      if (c.negative) expect(result.kind).toBe("both failed");
+      if (result.kind === "compared") expect(result.differences).toEqual([]);
+      else expect(result).toMatchObject({ kind: "both failed" });
     } finally {
       w.remove();
     }
@@ -92,6 +124,7 @@ afterAll(() => {
     [
       `BuildKit oracle: ${scenarios.length} ported scenarios, ${inReach.length} in reach of BuildKit 0.8, ${chosen.length} run${FULL ? "" : ` (one in ${BOUNDED_STRIDE}; npm run oracle runs all)`}; out of reach:`,
       ...[...reasons].sort((a, b) => b[1] - a[1]).map(([reason, n]) => `  ${n} × ${reason}`),
+      `BuildKit's parser fixtures: ${parserFixtures.length}, ${chosenFixtures.length} run: ${[...fixtureOutcomes.values()].filter((k) => k === "compared").length} built by both and compared, ${[...fixtureOutcomes.values()].filter((k) => k === "both failed").length} refused or failed by both`,
       `kept differences (docs/compat.md) that explained differences: ${[...used].map(([id, n]) => `${id} ×${n}`).join(", ") || "none"}`,
     ].join("\n"),
   );

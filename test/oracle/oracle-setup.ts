@@ -77,6 +77,40 @@ export async function judge(
   return unexplained(ours, theirs, { dockerfile, dockerignore }, used);
 }
 
+/** What came of building a case with both builders, where either may fail. */
+export type Outcome =
+  | { kind: "compared"; differences: string[] }
+  | { kind: "both failed"; ours: string; theirs: string }
+  | { kind: "one failed"; failed: "tbuild" | "BuildKit"; error: string };
+
+/**
+ * Builds the case with both and judges it as `judge` does, but a failure is an outcome, not an
+ * error: a Dockerfile both builders refuse (or fail a step of) agrees. Each failure is given by its
+ * first error line.
+ */
+export async function outcome(
+  setup: OracleSetup,
+  c: OracleCase,
+  dir: string,
+  used: Map<string, number>,
+): Promise<Outcome> {
+  const firstError = (err: unknown) =>
+    String(err)
+      .split("\n")
+      .find((line) => /ERROR|failed to/.test(line) && !line.startsWith("Error: "))
+      ?.trim() ?? String(err).split("\n")[0]!;
+  const [ours, theirs] = [
+    await buildWithTbuild(c, setup.store, dir).catch((err: unknown) => ({ error: firstError(err) })),
+    await buildWithBuildKit(c, setup.oracle, dir).catch((err: unknown) => ({ error: firstError(err) })),
+  ];
+  if ("error" in ours && "error" in theirs)
+    return { kind: "both failed", ours: ours.error, theirs: theirs.error };
+  if ("error" in ours) return { kind: "one failed", failed: "tbuild", error: ours.error };
+  if ("error" in theirs) return { kind: "one failed", failed: "BuildKit", error: theirs.error };
+  const dockerfile = readFileSync(path.resolve(c.context, c.dockerfile ?? "Dockerfile"), "utf8");
+  return { kind: "compared", differences: unexplained(ours, theirs, { dockerfile, dockerignore: "" }, used) };
+}
+
 /**
  * The differences between two results of a case (its Dockerfile and .dockerignore) that no kept
  * rule explains, counting the rules used.

@@ -148,7 +148,8 @@ async function applyAction(
   ctx: OpContext,
   reuse: CopyReuse | undefined,
 ): Promise<void> {
-  const owner = "chown" in action && action.chown ? await resolveOwner(root, action.chown) : undefined;
+  const owner =
+    "chown" in action && action.chown ? await resolveOwner(root, action.chown, ctx.warn) : undefined;
   switch (action.action) {
     case "copy": {
       const srcRoot = await views.root(action.input);

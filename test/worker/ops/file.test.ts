@@ -209,13 +209,24 @@ describe("COPY semantics", () => {
     });
   });
 
-  it("names a --chown user or group the destination does not know", async () => {
-    await expect(onBase(copyAction("/a.txt", "/x/", { chown: { user: "nobody-here" } }))).rejects.toThrow(
-      /unable to find user nobody-here: no user named "nobody-here" in \/etc\/passwd/,
+  it("owns by root a --chown user the destination does not know, and keeps the gid for an unknown group, as BuildKit does, saying so", async () => {
+    fixture.warnings.length = 0;
+    const unknownUser = await onBase(copyAction("/a.txt", "/x/", { chown: { user: "nobody-here" } }));
+    expect((await addedEntries(fixture.ctx, unknownUser)).get("x/a.txt")).toMatchObject({ uid: 0, gid: 0 });
+    expect(fixture.warnings).toEqual([
+      "user nobody-here: not in the destination's /etc/passwd; owned by uid 0 and gid 0, as BuildKit does",
+    ]);
+    fixture.warnings.length = 0;
+    const unknownGroup = await onBase(
+      copyAction("/a.txt", "/x/", { chown: { user: "app", group: "wheel" } }),
     );
-    await expect(
-      onBase(copyAction("/a.txt", "/x/", { chown: { user: "app", group: "wheel" } })),
-    ).rejects.toThrow(/unable to find group wheel/);
+    expect((await addedEntries(fixture.ctx, unknownGroup)).get("x/a.txt")).toMatchObject({
+      uid: 1000,
+      gid: 1001,
+    });
+    expect(fixture.warnings).toEqual([
+      "group wheel: not in the destination's /etc/group; gid 1001 kept, as BuildKit does",
+    ]);
   });
 
   it("sets --chmod on files and directories, octal or symbolic", async () => {
@@ -439,6 +450,15 @@ describe("mkfile, mkdir, rm", () => {
     });
     const entries = await addedEntries(fixture.ctx, fs);
     expect(entries.get("srv/app/")).toMatchObject({ mode: 0o755, uid: 1000, gid: 1001 });
+    // `USER docker:root` before docker exists, then WORKDIR: BuildKit makes it root's.
+    const unknown = await onBase({
+      action: "mkdir",
+      path: "/srv/app",
+      mode: 0o755,
+      makeParents: true,
+      chown: { user: "docker", group: "root" },
+    });
+    expect((await addedEntries(fixture.ctx, unknown)).get("srv/app/")).toMatchObject({ uid: 0, gid: 0 });
   });
 
   it("removes files, and says so when one is missing unless that is allowed", async () => {
