@@ -7,7 +7,7 @@
  * left out by a rule of `outOfReach`, whose reasons the test prints: nothing is left out because
  * the two builders disagreed on it.
  */
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { loadScenarios, type Scenario, writeEntries } from "../build/buildkit-scenarios-harness.js";
@@ -18,6 +18,24 @@ import type { OracleCase } from "./compare.js";
 export const EXAMPLES: OracleCase[] = [
   { name: "example-hello", context: path.join(projectRoot, "examples/hello") },
 ];
+
+/** The host's CA bundle: node-service's README gives it as a secret for TLS-inspecting proxies. */
+const HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt";
+
+/**
+ * The examples on `debian:bookworm-slim` (test/helpers/debian-image.ts makes it with mmdebstrap):
+ * they install Debian's packages (and node-service npm's) over the network, so they are built in
+ * `npm run oracle` only.
+ */
+export const DEBIAN_EXAMPLES: OracleCase[] = ["static-binary", "python-cache", "node-service"].map(
+  (name) => ({
+    name: `example-${name}`,
+    context: path.join(projectRoot, "examples", name),
+    ...(name === "node-service" && existsSync(HOST_CA_BUNDLE)
+      ? { secrets: [`id=ca-certificates,src=${HOST_CA_BUNDLE}`] }
+      : {}),
+  }),
+);
 
 /**
  * Dockerfile syntax newer than 1.2, which BuildKit 0.8 refuses or reads otherwise: heredocs,

@@ -9,7 +9,9 @@
  *   the image it loaded: the runtime fields a container starts with, and the history's
  *   `created_by` and `empty_layer`.
  *
- * One artifact of BuildKit 0.8 is known and set aside (KNOWN_ARTIFACTS): nothing else is.
+ * One artifact of BuildKit 0.8 is known and set aside (KNOWN_ARTIFACTS); and, for cases that
+ * are not reproducible by nature, the content of paths BuildKit's own second build changes
+ * (oracle-setup.ts, judgeAgainstItself). Nothing else is.
  */
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -214,6 +216,8 @@ export interface OracleCase {
   target?: string;
   labels?: Record<string, string>;
   noCache?: boolean;
+  /** `--secret` values (`id=…,src=…`), given to both builders. */
+  secrets?: string[];
 }
 
 /**
@@ -238,6 +242,7 @@ function buildFlags(c: OracleCase): string[] {
     ...(c.target ? ["--target", c.target] : []),
     ...Object.entries(c.labels ?? {}).flatMap(([k, v]) => ["--label", `${k}=${v}`]),
     ...(c.noCache ? ["--no-cache"] : []),
+    ...(c.secrets ?? []).flatMap((secret) => ["--secret", secret]),
   ];
 }
 
@@ -294,6 +299,16 @@ export interface Difference {
   ours?: unknown;
   theirs?: unknown;
   text: string;
+}
+
+/**
+ * A path both results have, alike but for its content (type, mode, owner, link target, hard links
+ * and xattrs the same).
+ */
+export function contentOnly(d: Difference): boolean {
+  if (d.kind !== "path" || d.ours === undefined || d.theirs === undefined) return false;
+  const rest = ({ sha256: _sha, small: _small, ...entry }: RootfsEntry) => JSON.stringify(entry);
+  return rest(d.ours as RootfsEntry) === rest(d.theirs as RootfsEntry);
 }
 
 /** What a user could tell apart between the two results; empty when they agree. */

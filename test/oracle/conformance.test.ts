@@ -16,10 +16,17 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { tbuild } from "../helpers/cli.js";
 import { tempDirs } from "../helpers/temp.js";
-import { EXAMPLES, layOut, parserFixtureCases, scenarioCases } from "./cases.js";
+import { DEBIAN_EXAMPLES, EXAMPLES, layOut, parserFixtureCases, scenarioCases } from "./cases.js";
 import { caseWork } from "./compare.js";
 import { KEPT } from "./kept.js";
-import { judge, type OracleSetup, outcome, startOracleWithBaseImages } from "./oracle-setup.js";
+import {
+  giveDebianSlim,
+  judge,
+  judgeAgainstItself,
+  type OracleSetup,
+  outcome,
+  startOracleWithBaseImages,
+} from "./oracle-setup.js";
 
 const FULL = process.env.TBUILD_ORACLE === "full";
 /** In `npm test`, one scenario in this many (in file order) runs. */
@@ -104,6 +111,28 @@ describe("tbuild's results equal BuildKit's", () => {
       w.remove();
     }
   });
+
+  if (FULL) {
+    describe("the examples on debian:bookworm-slim", () => {
+      beforeAll(() => giveDebianSlim(setup!, work), 20 * 60_000);
+      it.each(DEBIAN_EXAMPLES)(
+        "$name",
+        async (c) => {
+          const w = caseWork(work, c.name);
+          try {
+            const judged = await judgeAgainstItself(setup!, c, w.dir, used);
+            console.log(
+              `${c.name}: content BuildKit's own second build changed: ${judged.unstable.join(" ")}`,
+            );
+            expect(judged.differences).toEqual([]);
+          } finally {
+            w.remove();
+          }
+        },
+        20 * 60_000,
+      );
+    });
+  }
 
   // Only a run of every case can tell that a rule no longer explains anything (BuildKit or tbuild
   // changed): the bounded set may leave a rule's cases out. A rule only random cases showed has no

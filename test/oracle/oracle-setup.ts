@@ -6,13 +6,21 @@
  * The base images are the same root filesystems in both: busybox as the scenario suite makes it
  * (Docker's busybox accounts), and an `alpine` stand-in (the same, with /etc/alpine-release).
  */
-import { cpSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { makeScenarioBusyboxRootfs } from "../build/buildkit-scenarios-harness.js";
 import { tbuild } from "../helpers/cli.js";
+import { makeDockerDebianSlim } from "../helpers/debian-image.js";
 import { FIXED_EPOCH } from "../helpers/images.js";
 import { type BuildKitOracle, startBuildKit } from "./buildkit.js";
-import { type Built, buildWithBuildKit, buildWithTbuild, differences, type OracleCase } from "./compare.js";
+import {
+  type Built,
+  buildWithBuildKit,
+  buildWithTbuild,
+  contentOnly,
+  differences,
+  type OracleCase,
+} from "./compare.js";
 import { explainedBy, KEPT } from "./kept.js";
 
 export interface OracleSetup {
@@ -120,12 +128,62 @@ export function unexplained(
   theirs: Built,
   source: { dockerfile: string; dockerignore: string },
   used: Map<string, number>,
+  unstable: ReadonlySet<string> = new Set(),
 ): string[] {
   const left: string[] = [];
   for (const d of differences(ours, theirs)) {
+    if (unstable.has(d.key) && contentOnly(d)) continue;
     const rules = explainedBy(d, source.dockerfile, source.dockerignore);
     for (const rule of rules) used.set(rule.id, (used.get(rule.id) ?? 0) + 1);
     if (rules.length === 0) left.push(d.text);
   }
   return left;
+}
+
+/**
+ * Gives both builders `debian:bookworm-slim` as the tests make it (test/helpers/debian-image.ts):
+ * made in tbuild's store, saved as a Docker archive and loaded into the daemon, so that both start
+ * from the same layers and config.
+ */
+export async function giveDebianSlim(setup: OracleSetup, work: string): Promise<void> {
+  const name = "debian:bookworm-slim";
+  const context = path.join(work, "debian-context");
+  mkdirSync(context, { recursive: true });
+  await makeDockerDebianSlim(setup.store, name, context);
+  const archive = path.join(work, "debian-bookworm-slim.tar");
+  const saved = tbuild(["save", "--format", "docker", "-o", archive, name], {
+    env: { TBUILD_ROOT: setup.store },
+  });
+  if (saved.status !== 0) throw new Error(`tbuild save ${name} failed: ${saved.stderr}`);
+  const loaded = setup.oracle.docker(["load", "-i", archive]);
+  if (loaded.status !== 0) throw new Error(`docker load of ${name} failed: ${loaded.stderr}`);
+  rmSync(archive);
+}
+
+/**
+ * Judges a case whose builds are not reproducible by nature (apt's and dpkg's logs hold the time
+ * of each install): BuildKit builds it a second time, without its cache, and the paths whose
+ * content its two results differ in are `unstable`. Where tbuild's result differs from BuildKit's
+ * first only in those paths' content, that is set aside; every other difference is judged as
+ * `judge` judges it. Returns both.
+ */
+export async function judgeAgainstItself(
+  setup: OracleSetup,
+  c: OracleCase,
+  dir: string,
+  used: Map<string, number>,
+): Promise<{ differences: string[]; unstable: string[] }> {
+  const ours = await buildWithTbuild(c, setup.store, dir);
+  const theirs = await buildWithBuildKit(c, setup.oracle, dir);
+  const again = await buildWithBuildKit({ ...c, noCache: true }, setup.oracle, dir);
+  const unstable = new Set(
+    differences(again, theirs)
+      .filter(contentOnly)
+      .map((d) => d.key),
+  );
+  const dockerfile = readFileSync(path.resolve(c.context, c.dockerfile ?? "Dockerfile"), "utf8");
+  return {
+    differences: unexplained(ours, theirs, { dockerfile, dockerignore: "" }, used, unstable),
+    unstable: [...unstable].sort(),
+  };
 }
