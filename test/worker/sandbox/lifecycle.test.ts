@@ -3,7 +3,8 @@
  * parallel runs, a terminal. After every run, however it ended, nothing of it is left: no mount,
  * no runc state, no process.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, readdirSync, readFileSync, watch, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runInSandbox } from "../../../worker/sandbox/index.js";
@@ -101,13 +102,36 @@ describe.each(MODES)("a sandboxed process, %s", (mode) => {
 
   it("refuses a second container with an id already running in the state directory", async () => {
     const stateDir = harness.makeDir("same-id");
-    const [first, second] = await Promise.all([
-      harness.run({ spec: { args: ["sleep", "1"] }, stateDir, id: "twin" }),
-      new Promise((resolve) => setTimeout(resolve, mode === "root" ? 300 : 600)).then(() =>
-        harness.run({ spec: { args: ["true"] }, stateDir, id: "twin" }),
-      ),
-    ]);
-    expect(first.result?.exitCode).toBe(0);
+    // The first container says it runs (a file in a bound directory), then waits on a FIFO until
+    // the second has been refused: no guess at how long either takes to start.
+    const signals = harness.makeDir("same-id-signals");
+    const go = path.join(signals, "go");
+    execFileSync("mkfifo", ["-m", "666", go]);
+    const started = path.join(signals, "started");
+    const watcher = watch(signals);
+    const running = new Promise<void>((resolve) => {
+      watcher.on("change", () => {
+        if (existsSync(started)) resolve();
+      });
+    });
+    const first = harness.run({
+      spec: {
+        args: ["sh", "-c", "touch /signals/started; cat /signals/go"],
+        mounts: [{ type: "bind", source: signals, destination: "/signals" }],
+      },
+      stateDir,
+      id: "twin",
+    });
+    try {
+      await Promise.race([running, first.then((o) => Promise.reject(new Error(JSON.stringify(o))))]);
+    } finally {
+      watcher.close();
+    }
+    const second = await harness.run({ spec: { args: ["true"] }, stateDir, id: "twin" });
+    writeFileSync(go, "go\n");
+    const firstOutcome = await first;
+    expect(firstOutcome.result?.exitCode, JSON.stringify(firstOutcome)).toBe(0);
+    expect(firstOutcome.stdout).toBe("go\n");
     expect(second.error).toMatchObject({ code: "E_SANDBOX_ID" });
     expect(readdirSync(stateDir)).toEqual([]);
   });
@@ -118,7 +142,6 @@ describe.each(MODES)("a sandboxed process, %s", (mode) => {
     writeFileSync(path.join(readonly, "input"), "from the host\n");
     if (mode === "rootless") {
       // The user's own files are root's inside its namespace.
-      const { execFileSync } = await import("node:child_process");
       execFileSync("chown", ["tbuild-test:tbuild-test", path.join(readonly, "input")]);
     }
     const outcome = await harness.run({
