@@ -4,7 +4,8 @@
 // not have to find and resolve saves time); proper-lockfile, CommonJS that requires Node's own
 // modules, chevrotain, loaded from its own single-file build (frontend/syntax/chevrotain.ts), and
 // ssh2, CommonJS with optional native parts (`cpu-features`, `sshcrypto.node`) that no bundle can
-// hold and that it uses only when the install built them, stay in node_modules. Every file lands
+// hold and that it uses only when the install built them, and @napi-rs/xattr, which loads its
+// platform's prebuilt binary, stay in node_modules. Every file lands
 // three directories below the package root, as dist/cli/commands/*.js do, so that paths made
 // relative to import.meta.url (the package root, the seccomp profile) resolve the same.
 import { createHash } from "node:crypto";
@@ -42,7 +43,7 @@ await build({
   format: "esm",
   platform: "node",
   target: "node24",
-  external: ["proper-lockfile", "chevrotain", "ssh2"],
+  external: ["proper-lockfile", "chevrotain", "ssh2", "@napi-rs/xattr"],
   chunkNames: "[name]-[hash]",
   define: { __TBUILD_PARSER_ID__: JSON.stringify(parser.digest("hex").slice(0, 32)) },
   logLevel: "warning",

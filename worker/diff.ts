@@ -23,6 +23,7 @@ import { byBytes } from "../oci/archive/byte-order.js";
 import { TAR_END, TarChunker, type TarEntry, tarEntry } from "../oci/archive/tar.js";
 import { childPath } from "./child-path.js";
 import { isWhiteout, LowerView } from "./snapshot/lower-view.js";
+import { DroppedXattrs } from "./xattrs.js";
 
 const WHITEOUT_PREFIX = ".wh.";
 const OPAQUE_MARKER = ".wh..wh..opq";
@@ -36,7 +37,7 @@ const READ_WHOLE_BYTES = 256 * 1024;
 export interface DiffOptions {
   /** Seconds since the epoch: no mtime in the tar is later (SOURCE_DATE_EPOCH). */
   sourceDateEpoch?: number;
-  /** Hears of what a layer cannot hold (sockets). */
+  /** Hears of what a layer cannot hold (sockets, extended attributes). */
   warn?(message: string): void;
 }
 
@@ -186,6 +187,7 @@ export async function* writeChanges(
     epoch !== undefined && time.getTime() > epoch * 1000 ? new Date(epoch * 1000) : time;
   const hardLinks = new Map<string, string>();
   const chunker = new TarChunker();
+  const xattrs = new DroppedXattrs();
 
   const marker = (name: string, dirStat: BigIntStats): TarEntry => ({
     path: name,
@@ -216,6 +218,7 @@ export async function* writeChanges(
       const entry = item.entry!;
       const relative = `${prefix}${entry.name}`;
       const stat = entry.stat;
+      xattrs.check(entry.source, relative);
       const base = {
         mode: Number(stat.mode & 0o7777n),
         uid: Number(stat.uid),
@@ -268,6 +271,8 @@ export async function* writeChanges(
   }
 
   yield* visit(changes, root, "");
+  const dropped = xattrs.warning("the layer");
+  if (dropped !== undefined) options.warn?.(dropped);
   const rest = chunker.flush();
   if (rest) yield rest;
   yield TAR_END;

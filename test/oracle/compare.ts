@@ -51,6 +51,8 @@ export interface Built {
   config: ConfigView;
   /** Paths BuildKit 0.8 may leave as mount stubs (KNOWN_ARTIFACTS). */
   mountPoints: string[];
+  /** What the builder printed (tbuild's progress and warnings). */
+  output?: string;
 }
 
 /**
@@ -271,6 +273,7 @@ export async function buildWithTbuild(c: OracleCase, store: string, work: string
     rootfs: await rootfsOfTar(rootfsTar),
     config: await configOfDockerArchive(image),
     mountPoints: [],
+    output: result.stderr,
   };
 }
 

@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { tbuild } from "../helpers/cli.js";
 import { tempDirs } from "../helpers/temp.js";
 import { DEBIAN_EXAMPLES, EXAMPLES, layOut, parserFixtureCases, scenarioCases } from "./cases.js";
-import { caseWork } from "./compare.js";
+import { buildWithBuildKit, buildWithTbuild, caseWork } from "./compare.js";
 import { KEPT } from "./kept.js";
 import {
   giveDebianSlim,
@@ -26,6 +26,7 @@ import {
   type OracleSetup,
   outcome,
   startOracleWithBaseImages,
+  unexplained,
 } from "./oracle-setup.js";
 
 const FULL = process.env.TBUILD_ORACLE === "full";
@@ -96,7 +97,7 @@ describe("tbuild's results equal BuildKit's", () => {
     }
   });
 
-  it("a context file's extended attributes: BuildKit's COPY keeps them, tbuild's cannot yet, and nothing else differs", async () => {
+  it("a context file's extended attributes: BuildKit's COPY keeps them, tbuild's cannot yet and says so, and nothing else differs", async () => {
     const w = caseWork(work, "context-xattrs");
     try {
       const context = path.join(w.dir, "context");
@@ -104,8 +105,15 @@ describe("tbuild's results equal BuildKit's", () => {
       writeFileSync(path.join(context, "Dockerfile"), "FROM busybox\nCOPY f /f\n");
       writeFileSync(path.join(context, "f"), "with an attribute\n");
       execFileSync("setfattr", ["-n", "user.origin", "-v", "context", path.join(context, "f")]);
+      const c = { name: "context-xattrs", context };
+      const ours = await buildWithTbuild(c, setup!.store, w.dir);
+      expect(ours.output).toContain(
+        "WARNING: extended attributes left out of the build context: 1 entry carried them (user.origin on f); tbuild does not keep extended attributes yet",
+      );
+      const theirs = await buildWithBuildKit(c, setup!.oracle, w.dir);
       const before = used.get("xattrs-not-kept") ?? 0;
-      expect(await judge(setup!, { name: "context-xattrs", context }, w.dir, used)).toEqual([]);
+      const source = { dockerfile: "FROM busybox\nCOPY f /f\n", dockerignore: "" };
+      expect(unexplained(ours, theirs, source, used)).toEqual([]);
       expect(used.get("xattrs-not-kept") ?? 0).toBe(before + 1);
     } finally {
       w.remove();

@@ -413,8 +413,9 @@ export const KEPT: KeptDifference[] = [
     id: "xattrs-not-kept",
     buildkit:
       "a file's extended attributes (`user.*`, `security.capability` as `setcap` sets it) travel: from the context through COPY and ADD, and from what a RUN step made, into the layer",
-    tbuild: "they are left behind: the file arrives without them",
-    why: "not supported yet: Node has no system calls for extended attributes, so tbuild can neither read them from the context or a snapshot nor set them (a base image's layers keep theirs, and `-o type=tar` writes them)",
+    tbuild:
+      "they are left behind: the file arrives without them, and the build warns (extended attributes left out of the build context, or of a step's layer)",
+    why: "not supported yet: Node has no system calls for extended attributes; `@napi-rs/xattr` lets tbuild see them, not yet keep them (a base image's layers keep theirs, and `-o type=tar` writes them)",
     everyBuildKit: true,
     notSupportedYet: true,
     explains(d) {

@@ -240,6 +240,25 @@ for (const mode of ["overlay", "copy"] as SnapshotMode[]) {
       for (const e of entries) expect(e.mtime).toBeLessThanOrEqual(epoch);
     });
 
+    it("says how many entries' extended attributes the layer leaves out, and not overlayfs's own", async () => {
+      const snapshotter = new Snapshotter(root, store.content, { mode });
+      const lowers = await snapshotter.prepareImage(await threeLayerImage());
+      const mount = await track(snapshotter.mountWritable(lowers));
+      const capable = path.join(mount.rootfs, "etc/capable");
+      await writeFile(capable, "x");
+      execFileSync("setfattr", ["-n", "user.origin", "-v", "step", capable]);
+      // Copied up: overlayfs may mark the upper copy with attributes of its own.
+      await chown(path.join(mount.rootfs, "etc/hosts"), 1234, 1234);
+      await rm(path.join(mount.rootfs, "data"), { recursive: true });
+      await mkdir(path.join(mount.rootfs, "data"));
+      const warnings: string[] = [];
+      const entries = await listTar(mount.diff({ warn: (message) => warnings.push(message) }));
+      expect(entries.map((e) => e.path)).toContain("etc/capable");
+      expect(warnings).toEqual([
+        "extended attributes left out of the layer: 1 entry carried them (user.origin on etc/capable); tbuild does not keep extended attributes yet",
+      ]);
+    });
+
     it("diffs a deletion in a directory as a whiteout, not an opaque directory", async () => {
       const snapshotter = new Snapshotter(root, store.content, { mode });
       const lowers = await snapshotter.prepareImage(await threeLayerImage());

@@ -13,6 +13,7 @@ import { byBytes } from "../../oci/archive/byte-order.js";
 import { TAR_END, TarChunker, type TarEntry, tarEntry } from "../../oci/archive/tar.js";
 import { childPath } from "../child-path.js";
 import { directoryTree, resolveInTree } from "../root-path.js";
+import type { DroppedXattrs } from "../xattrs.js";
 import { globInRoot, hasGlob, PathSelector } from "./glob.js";
 import { createContextMatcher } from "./pattern-matcher.js";
 
@@ -166,6 +167,8 @@ export interface TreeTarOptions {
   gitModes?: boolean;
   /** Hears of entries a source layer does not carry (devices). */
   warn(rel: string, what: string): void;
+  /** Hears of each entry's extended attributes, which a source layer does not carry either. */
+  xattrs?: DroppedXattrs;
   /** Is given every entry as it goes into the tar, with the very bytes the tar gets. */
   sink?: TreeSink;
   /**
@@ -225,6 +228,7 @@ export async function* treeTar(
   // buffer up front, and a thread-pool round trip per read costs more than the read.
   for (const entry of entries) {
     const st = entry.stat;
+    options.xattrs?.check(entry.abs, entry.rel);
     let mode = Number(st.mode & 0o7777n);
     if (options.gitModes) {
       mode = st.isDirectory() ? 0o755 : st.isSymbolicLink() ? 0o777 : mode & 0o111 ? 0o755 : 0o644;

@@ -22,6 +22,7 @@ import { writeFileAtomic } from "../../oci/atomic-file.js";
 import { writeLayer } from "../../oci/layer.js";
 import type { LocalOp } from "../../solver/graph.js";
 import type { FsResult } from "../../solver/worker.js";
+import { DroppedXattrs } from "../xattrs.js";
 import type { OpContext } from "./context.js";
 import {
   type ContextEntry,
@@ -139,8 +140,10 @@ export async function runLocal(op: LocalOp, _inputs: FsResult[], ctx: OpContext)
   try {
     // A source layer is only ever read by the copies that use it, never exported, so it is left
     // uncompressed: compressing it would cost time on every context change and save nothing.
+    const xattrs = new DroppedXattrs();
     const tar = treeTar(entries, {
       warn: (rel, what) => ctx.warn(`${rel} in the build context is ${what}: left out`),
+      xattrs,
       sink: snapshot,
       // A file the checksum found unchanged is taken from the previous tar, not read again: the
       // bytes whose sha256 the checksum has.
@@ -154,6 +157,8 @@ export async function runLocal(op: LocalOp, _inputs: FsResult[], ctx: OpContext)
       compression: "uncompressed",
       signal: ctx.signal,
     });
+    const dropped = xattrs.warning("the build context");
+    if (dropped !== undefined) ctx.warn(dropped);
     await snapshot.finish(ctx.snapshotter, layer.diffId);
     return { layers: [{ descriptor: layer.descriptor, diffId: layer.diffId }] };
   } finally {
