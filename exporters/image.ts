@@ -4,7 +4,6 @@
  * as BuildKit's image writer makes one. Nothing here reads a layer: assembly is a few small JSON
  * writes, however large the image.
  */
-
 import { TbuildError } from "../errors/index.js";
 import { byBytes } from "../oci/archive/byte-order.js";
 import { creationTime } from "../oci/source-date-epoch.js";

@@ -85,17 +85,20 @@ export function outOfReach(scenario: Scenario): string | undefined {
   }
   for (const [pattern, feature] of NEWER_SYNTAX)
     if (pattern.test(dockerfile)) return `${feature} (newer than 1.2)`;
-  const bases = [...dockerfile.matchAll(/^\s*FROM\s+(?:--platform=\S+\s+)?(\S+)/gim)].map((m) => m[1]!);
-  const stages = new Set(
-    [...dockerfile.matchAll(/^\s*FROM\s+.*\s+AS\s+(\S+)/gim)].map((m) => m[1]!.toLowerCase()),
-  );
-  const unknown = bases.find(
-    (b) =>
-      !["scratch", "busybox", "busybox:latest", "alpine", "alpine:latest"].includes(b) &&
-      !stages.has(b.toLowerCase()),
+  const unknown = baseImages(dockerfile).find(
+    (b) => !["busybox", "busybox:latest", "alpine", "alpine:latest"].includes(b),
   );
   if (unknown !== undefined) return `a base image the oracle does not have (${unknown})`;
   return undefined;
+}
+
+/** The image names a Dockerfile's FROM lines give, each once: not its own stages, not scratch. */
+function baseImages(dockerfile: string): string[] {
+  const stages = new Set(
+    [...dockerfile.matchAll(/^\s*FROM\s+.*\s+AS\s+(\S+)/gim)].map((m) => m[1]!.toLowerCase()),
+  );
+  const named = [...dockerfile.matchAll(/^\s*FROM\s+(?:--platform=\S+\s+)?([^\s\\]+)/gim)].map((m) => m[1]!);
+  return [...new Set(named)].filter((b) => b.toLowerCase() !== "scratch" && !stages.has(b.toLowerCase()));
 }
 
 function dockerfileOf(scenario: Scenario): string | undefined {
@@ -155,17 +158,7 @@ export function parserFixtureCases(): ParserFixtureCase[] {
     for (const name of readdirSync(root).sort()) {
       const context = path.join(root, name);
       const dockerfile = readFileSync(path.join(context, "Dockerfile"), "utf8");
-      const stages = new Set(
-        [...dockerfile.matchAll(/^\s*FROM\s+.*\s+AS\s+(\S+)/gim)].map((m) => m[1]!.toLowerCase()),
-      );
-      const bases = [
-        ...new Set(
-          [...dockerfile.matchAll(/^\s*FROM\s+(?:--platform=\S+\s+)?([^\s\\]+)/gim)]
-            .map((m) => m[1]!)
-            .filter((b) => b.toLowerCase() !== "scratch" && !stages.has(b.toLowerCase())),
-        ),
-      ];
-      cases.push({ name: `parser-${name}`, context, bases, negative });
+      cases.push({ name: `parser-${name}`, context, bases: baseImages(dockerfile), negative });
     }
   }
   return cases;
