@@ -79,6 +79,28 @@ describe.each(MODES)("COPY and ADD sources reaching outside the context (%s)", (
     world.expectStoreUsable(mode, store);
   });
 
+  it("a context link to a host file with extended attributes: the link's own are read, never the host file's", () => {
+    const canary = world.canary(mode);
+    const secret = `${canary.dir}/secret`;
+    // Its name is secret too: a warning about dropped attributes must not read or name it.
+    const attribute = `user.${canary.secret}`;
+    execFileSync("setfattr", ["-n", attribute, "-v", "host", secret]);
+    const ctx = world.context({
+      // The whole context: the link is sent, and copied, as a link.
+      Dockerfile: "FROM scratch\nCOPY . /c/\n",
+      "file-link": { link: secret },
+    });
+    const { built, tar, store } = buildToTar(mode, ctx);
+    expect(built.status, built.stderr).toBe(0);
+    expect(built.stderr).not.toContain("extended attributes");
+    expect(execFileSync("getfattr", ["--only-values", "-n", attribute, secret], { encoding: "utf8" })).toBe(
+      "host",
+    );
+    execFileSync("setfattr", ["-x", attribute, secret]);
+    canary.expectUntouched(built.stdout, built.stderr, tar);
+    world.expectStoreUsable(mode, store);
+  });
+
   it("a glob over context links never follows them out", () => {
     const canary = world.canary(mode);
     const ctx = world.context({
